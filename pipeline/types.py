@@ -1,0 +1,119 @@
+"""The typed containers every stage takes and returns. Arrays are numpy; shapes are checked on construction."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["Frame", "Detections", "Quality", "FaceCrop", "TrackTemplate", "Candidate", "MatchResult"]
+
+CROP_SIZE = 112
+
+
+def _check(cond: bool, what: str, expected: str, got: object) -> None:
+    if not cond:
+        raise ValueError(f"{what}: expected {expected}, got {got}")
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded frame. ``image``: BGR uint8 ``[H, W, 3]``; ``timestamp`` in seconds."""
+
+    source_id: str
+    index: int
+    timestamp: float
+    image: np.ndarray
+
+    def __post_init__(self) -> None:
+        img = self.image
+        _check(img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3, "Frame.image", "uint8 HxWx3",
+               f"{img.dtype} {img.shape}")
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Faces of one frame. ``xyxy [N, 4]``, ``score [N]``, ``landmarks [N, 5, 2]`` float32; ``track_id [N]`` int64
+    once tracked (``-1`` = untracked). ``N = 0`` is valid and common."""
+
+    xyxy: np.ndarray
+    score: np.ndarray
+    landmarks: np.ndarray
+    track_id: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.xyxy)
+        _check(self.xyxy.shape == (n, 4), "Detections.xyxy", "[N, 4]", self.xyxy.shape)
+        _check(self.score.shape == (n,), "Detections.score", f"[{n}]", self.score.shape)
+        _check(self.landmarks.shape == (n, 5, 2), "Detections.landmarks", f"[{n}, 5, 2]", self.landmarks.shape)
+        if self.track_id is not None:
+            _check(self.track_id.shape == (n,), "Detections.track_id", f"[{n}]", self.track_id.shape)
+
+    def __len__(self) -> int:
+        return len(self.xyxy)
+
+    @classmethod
+    def empty(cls) -> "Detections":
+        return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, 5, 2), np.float32))
+
+
+@dataclass
+class Quality:
+    """Cheap per-crop quality signals; ``feature_norm`` is filled in after embedding."""
+
+    face_size: float
+    det_score: float
+    sharpness: float
+    pose: float  # 0 = frontal, 1 = extreme profile (landmark proxy)
+    feature_norm: float | None = None
+
+
+@dataclass
+class FaceCrop:
+    """An aligned 112x112 BGR uint8 crop of one tracked face in one frame."""
+
+    source_id: str
+    track_id: int
+    frame_index: int
+    timestamp: float
+    image: np.ndarray
+    quality: Quality
+
+    def __post_init__(self) -> None:
+        _check(self.image.shape == (CROP_SIZE, CROP_SIZE, 3) and self.image.dtype == np.uint8, "FaceCrop.image",
+               "uint8 112x112x3", f"{self.image.dtype} {self.image.shape}")
+
+
+@dataclass
+class TrackTemplate:
+    """The fused identity evidence of one track. ``embedding``: unit float32 ``[D]``."""
+
+    source_id: str
+    track_id: int
+    embedding: np.ndarray
+    total_weight: float
+    num_crops: int
+    best_crop: FaceCrop | None
+    first_timestamp: float
+    last_timestamp: float
+
+
+@dataclass(frozen=True)
+class Candidate:
+    identity_id: int
+    name: str
+    score: float
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    """Open-set decision for one track: ``decision`` is ``"match"`` or ``"unknown"``."""
+
+    source_id: str
+    track_id: int
+    candidates: tuple[Candidate, ...] = field(default_factory=tuple)
+    decision: str = "unknown"
+    threshold: float = 0.0
+
+    @property
+    def identity(self) -> Candidate | None:
+        return self.candidates[0] if self.decision == "match" and self.candidates else None

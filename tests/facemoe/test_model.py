@@ -1,0 +1,143 @@
+"""The backbone against the official fixtures: eval, train, aux losses, routing, and the paper key set."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import timm
+import torch
+
+from facemoe.model import FaceMoE, FaceMoEConfig, create_facemoe
+from facemoe.moe import MoEMlp, load_balance_loss, router_z_loss
+
+SMALL = dict(embed_dim=32, depths=[2, 2, 2], num_heads=[2, 4, 4], drop_path_rate=0.0)
+SETS = {"A": dict(SMALL, num_experts=3, k=2), "C": dict(SMALL, use_moe=False)}
+CASES = [(name, variant) for name in SETS for variant in ("", "_perturbed")]
+ATOL = 1e-5
+
+
+def _load(fixtures_dir, name):
+    return torch.load(fixtures_dir / name, weights_only=False)
+
+
+def _model(fixtures_dir, name, variant) -> FaceMoE:
+    model = create_facemoe(**SETS[name])
+    model.load_state_dict(_load(fixtures_dir, f"fixture{name}{variant}_state.pt"), strict=True)
+    return model
+
+
+@pytest.mark.parametrize("name,variant", CASES)
+def test_eval_output_and_aux(fixtures_dir, name, variant):
+    model = _model(fixtures_dir, name, variant).eval()
+    x = _load(fixtures_dir, f"fixture{name}_input.pt")
+    with torch.no_grad():
+        out, aux = model.forward_with_aux(x)
+        plain = model(x)
+    torch.testing.assert_close(out, _load(fixtures_dir, f"fixture{name}{variant}_eval_out.pt"), atol=ATOL, rtol=0)
+    torch.testing.assert_close(plain, out, atol=0, rtol=0)
+    expected = _load(fixtures_dir, f"fixture{name}{variant}_aux.pt")
+    assert float(aux) == pytest.approx(float(expected["eval_aux_loss"]), abs=ATOL)
+    if name == "C":
+        assert aux == 0.0 and isinstance(aux, float)
+
+
+@pytest.mark.parametrize("name,variant", CASES)
+def test_train_output_aux_and_bn_stats(fixtures_dir, name, variant):
+    model = _model(fixtures_dir, name, variant).train()
+    x = _load(fixtures_dir, f"fixture{name}_input.pt")
+    expected = _load(fixtures_dir, f"fixture{name}{variant}_aux.pt")
+    torch.manual_seed(expected["train_seed"])
+    out, aux = model.forward_with_aux(x)
+    torch.testing.assert_close(out, _load(fixtures_dir, f"fixture{name}{variant}_train_out.pt"), atol=ATOL, rtol=0)
+    assert float(aux) == pytest.approx(float(expected["train_aux_loss"]), abs=ATOL)
+    state = model.state_dict()
+    for key, value in expected["train_feature_layer_bn_buffers_after_forward"].items():
+        torch.testing.assert_close(state[key], value, atol=ATOL, rtol=0)
+    if name == "A":
+        out.sum().add(aux).backward()  # aux keeps its graph: routers receive gradients
+        assert model.layers[0].blocks[0].mlp.router.gate.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("variant", ["", "_perturbed"])
+def test_per_block_aux_and_first_block_routing(fixtures_dir, variant):
+    model = _model(fixtures_dir, "A", variant).eval()
+    x = _load(fixtures_dir, "fixtureA_input.pt")
+    expected = _load(fixtures_dir, f"fixtureA{variant}_aux.pt")["eval_aux_loss_per_block"]
+    routing = _load(fixtures_dir, f"fixtureA{variant}_routing.pt")
+    seen = {}
+
+    def hook(module, inputs, output):
+        tokens = inputs[0].reshape(-1, inputs[0].shape[-1])
+        seen["route"] = module.router(tokens)
+        seen["out"] = output[0]
+
+    blocks = {f"layers.{i}.blocks.{j}": b for i, layer in enumerate(model.layers) for j, b in enumerate(layer.blocks)}
+    aux_seen = {}
+    for key, block in blocks.items():
+        block.register_forward_hook(lambda m, i, o, key=key: aux_seen.__setitem__(key, float(o[1])))
+    model.layers[0].blocks[0].mlp.register_forward_hook(hook)
+    with torch.no_grad():
+        model(x)
+    for key, value in expected.items():
+        assert aux_seen[key] == pytest.approx(float(value), abs=ATOL), key
+    first = {k: v for k, v in routing.items() if torch.is_tensor(v)}
+    n = first["topk_indices"].shape[0]  # image 0 = router rows 0..399
+    assert torch.equal(seen["route"].indices[:n], first["topk_indices"])
+    torch.testing.assert_close(seen["route"].gates[:n], first["gate_values"], atol=ATOL, rtol=0)
+    torch.testing.assert_close(seen["route"].logits[:n], first["logits"], atol=ATOL, rtol=0)
+    torch.testing.assert_close(seen["out"].reshape(-1, seen["out"].shape[-1])[:n], first["mlp_output"].reshape(n, -1),
+                               atol=ATOL, rtol=0)
+
+
+def test_paper_variant_matches_release_manifest(fixtures_dir):
+    manifest = json.loads((fixtures_dir / "manifest_swin_moe_e3k2.json").read_text())
+    with torch.device("meta"):
+        model = timm.create_model("facemoe_swin_e3k2")
+    state = model.state_dict()
+    assert [(k, list(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in state.items()] == [
+        (e["key"], e["shape"], e["dtype"]) for e in manifest["state_dict"]
+    ]
+    assert sum(p.numel() for p in model.parameters()) == manifest["total_parameters"]
+
+
+def test_gates_are_raw_logits_and_can_be_negative():
+    torch.manual_seed(0)
+    moe = MoEMlp(dim=8, hidden_dim=16, num_experts=3, k=2).eval()
+    x = torch.randn(2, 10, 8)
+    out, aux = moe(x)
+    tokens = x.reshape(-1, 8)
+    logits = moe.router.gate(tokens)
+    gates, idx = logits.topk(2, dim=1)
+    expected = torch.zeros_like(tokens)
+    for e, expert in enumerate(moe.experts):  # the original per-expert loop
+        rows, slot = torch.where(idx == e)
+        expected[rows] += expert(tokens[rows]) * gates[rows, slot, None]
+    torch.testing.assert_close(out.reshape(-1, 8), expected, atol=1e-6, rtol=0)
+    assert (gates < 0).any()
+    assert float(aux) == pytest.approx(float(router_z_loss(logits) + load_balance_loss(logits, idx)), abs=1e-7)
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_balance_loss_under_uniform_routing(k):
+    logits = torch.zeros(6, 3)
+    idx = torch.tensor([[0, 1], [1, 2], [2, 0], [0, 1], [1, 2], [2, 0]])[:, :k]
+    assert float(load_balance_loss(logits, idx)) == pytest.approx(1e-2 * k)
+
+
+def test_expert_without_tokens_is_skipped():
+    moe = MoEMlp(dim=4, hidden_dim=8, num_experts=3, k=1)
+    with torch.no_grad():
+        moe.router.gate.weight.zero_()
+        moe.router.gate.weight[1] = 1.0  # every positive token picks expert 1
+    out, _ = moe(torch.ones(1, 5, 4))
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(num_experts=2, k=3), "top-k"),
+    (dict(depths=(2, 2), num_heads=(2, 4, 4)), "same length"),
+    (dict(img_size=121), "multiple"),
+])
+def test_bad_config_is_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        FaceMoEConfig(**kwargs)
