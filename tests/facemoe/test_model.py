@@ -7,7 +7,8 @@ import pytest
 import timm
 import torch
 
-from facemoe.model import FaceMoE, FaceMoEConfig, create_facemoe
+from facemoe.checkpoint import load_model
+from facemoe.model import FaceMoE, FaceMoEConfig
 from facemoe.moe import MoEMlp, load_balance_loss, router_z_loss
 
 SMALL = dict(embed_dim=32, depths=[2, 2, 2], num_heads=[2, 4, 4], drop_path_rate=0.0)
@@ -21,8 +22,9 @@ def _load(fixtures_dir, name):
 
 
 def _model(fixtures_dir, name, variant) -> FaceMoE:
-    model = create_facemoe(**SETS[name])
-    model.load_state_dict(_load(fixtures_dir, f"fixture{name}{variant}_state.pt"), strict=True)
+    """Through the project's official-checkpoint loader, with the fixture's constructor (drop_path 0)."""
+    model = load_model(fixtures_dir / f"fixture{name}{variant}_state.pt", drop_path_rate=0.0)
+    assert model.cfg == FaceMoEConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in SETS[name].items()})
     return model
 
 

@@ -1,0 +1,234 @@
+"""Official FaceMoE checkpoints: find (local path or Hugging Face Hub), read, check, load strictly, save.
+
+The released ``model.pt`` files are plain state dicts with the official key names, buffers included
+(``attn_mask``, ``relative_position_index``, BatchNorm statistics). The architecture is inferred from
+the keys and shapes; the router's top-k is not stored in a checkpoint and comes from the caller.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+from pathlib import Path
+
+import torch
+
+from .errors import CheckpointError
+from .model import FaceMoE, FaceMoEConfig, SwinBlock, WindowAttention, relative_position_index, shift_attention_mask
+
+__all__ = [
+    "HUB_REPO",
+    "RELEASES",
+    "resolve_checkpoint",
+    "read_state_dict",
+    "checkpoint_filter_fn",
+    "infer_config",
+    "load_model",
+    "load_pretrained",
+    "save_checkpoint",
+]
+
+logger = logging.getLogger(__name__)
+
+HUB_REPO = "kartiknarayan/FaceMoE"
+RELEASES = {
+    "briar": "swin4m_exp_3_k_2_briar_full/model.pt",
+    "tinyface": "swin4m_exp_3_k_2_tinyface_full/model.pt",
+}
+_CONTAINER_KEYS = ("state_dict_backbone", "state_dict", "model", "backbone")
+_PREFIXES = ("module.", "_orig_mod.", "backbone.")
+_DERIVED_BUFFERS = ("attn_mask", "relative_position_index")
+_DIFF_ITEMS = 6
+
+
+def resolve_checkpoint(source: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
+    """A local ``model.pt`` path, a release name (``briar``, ``tinyface``) or ``hf://owner/repo/path/model.pt``.
+
+    Hub files are downloaded once into the Hugging Face cache (``cache_dir`` or ``$HF_HOME``) and reused.
+    """
+    text = str(source)
+    if text in RELEASES:
+        return _hub_download(HUB_REPO, RELEASES[text], cache_dir)
+    if text.startswith("hf://"):
+        parts = text[len("hf://") :].split("/")
+        if len(parts) < 3:
+            raise CheckpointError(f"expected hf://owner/repo/path/to/model.pt, got {text!r}")
+        return _hub_download("/".join(parts[:2]), "/".join(parts[2:]), cache_dir)
+    path = Path(text).expanduser()
+    if not path.is_file():
+        names = ", ".join(sorted(RELEASES))
+        raise CheckpointError(f"checkpoint not found: {path} (expected a model.pt file or a release name: {names})")
+    return path
+
+
+def _hub_download(repo_id: str, filename: str, cache_dir) -> Path:
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError as exc:  # pragma: no cover - a declared dependency
+        raise CheckpointError("huggingface_hub is not installed: pip install huggingface_hub") from exc
+    try:
+        return Path(hf_hub_download(repo_id=repo_id, filename=filename, cache_dir=cache_dir, etag_timeout=10))
+    except Exception as exc:  # offline, repo moved, no permission: all end the same way for the user
+        where = cache_dir or os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
+        raise CheckpointError(
+            f"cannot fetch {repo_id}/{filename} from the Hugging Face Hub ({type(exc).__name__}); "
+            f"download it where the Hub is reachable and pass the local path, or pre-fill the Hub cache at {where}"
+        ) from None
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a checkpoint file (tensors only, memory-mapped) and return the filtered state dict."""
+    path = Path(path)
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file, expected a PyTorch checkpoint")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as first:
+        try:  # legacy (non-zip) files cannot be memory-mapped
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:
+            reason = str(first).splitlines()[0][:160] if str(first) else type(first).__name__
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {reason}") from None
+    return checkpoint_filter_fn(obj, source=str(path))
+
+
+def checkpoint_filter_fn(obj, source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """Unwrap training containers (``state_dict_backbone``...) and DDP/compile prefixes; the one filter."""
+    if isinstance(obj, dict):
+        for key in _CONTAINER_KEYS:
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj:
+        raise CheckpointError(f"{source}: expected a state dict (name -> tensor), got {type(obj).__name__}")
+    state = {}
+    for key, value in obj.items():
+        if not torch.is_tensor(value):
+            raise CheckpointError(f"{source}: expected tensors only, got {type(value).__name__} at {key!r}")
+        for prefix in _PREFIXES:
+            if key.startswith(prefix):
+                key = key[len(prefix) :]
+        state[key] = value
+    return state
+
+
+def infer_config(state: dict[str, torch.Tensor], k: int = 2, **overrides) -> FaceMoEConfig:
+    """Architecture from keys and shapes: dims, depths, heads, window, experts (``k`` is not stored)."""
+    stem = state.get("patch_embed.proj.weight")
+    if stem is None or stem.ndim != 4 or "absolute_pos_embed" not in state:
+        sample = ", ".join(list(state)[:4])
+        raise CheckpointError(f"not a FaceMoE checkpoint: expected 'patch_embed.proj.weight' and "
+                              f"'absolute_pos_embed', got keys like {sample}")
+    embed_dim, in_chans, patch = stem.shape[0], stem.shape[1], stem.shape[2]
+    grid = math.isqrt(state["absolute_pos_embed"].shape[1])
+    blocks: dict[int, set[int]] = {}
+    for key in state:
+        m = re.match(r"layers\.(\d+)\.blocks\.(\d+)\.", key)
+        if m:
+            blocks.setdefault(int(m[1]), set()).add(int(m[2]))
+    if not blocks or sorted(blocks) != list(range(len(blocks))):
+        raise CheckpointError(f"not a FaceMoE checkpoint: expected layers.0.blocks.0... keys, got stages {sorted(blocks)}")
+    depths = tuple(len(blocks[i]) for i in range(len(blocks)))
+    try:
+        heads = tuple(state[f"layers.{i}.blocks.0.attn.relative_position_bias_table"].shape[1] for i in range(len(depths)))
+        window = (math.isqrt(state["layers.0.blocks.0.attn.relative_position_bias_table"].shape[0]) + 1) // 2
+        gate = state.get("layers.0.blocks.0.mlp.router.gate.weight")
+        fc1 = state["layers.0.blocks.0.mlp.experts.0.fc1.weight" if gate is not None else "layers.0.blocks.0.mlp.fc1.weight"]
+        num_features = state["feature_layer.2.weight"].shape[0]
+    except KeyError as exc:
+        raise CheckpointError(f"not a FaceMoE checkpoint: missing {exc.args[0]!r}") from None
+    num_experts = gate.shape[0] if gate is not None else overrides.get("num_experts", 3)
+    if "num_experts" in overrides and gate is not None and overrides["num_experts"] != num_experts:
+        raise CheckpointError(f"expected a checkpoint with {overrides['num_experts']} experts, "
+                              f"got one with {num_experts}")
+    if gate is not None and not 1 <= k <= num_experts:
+        raise CheckpointError(f"top-k={k} does not fit a checkpoint with {num_experts} experts (need 1 <= k <= {num_experts})")
+    kwargs = dict(
+        img_size=grid * patch, patch_size=patch, in_chans=in_chans, embed_dim=embed_dim, depths=depths,
+        num_heads=heads, window_size=window, mlp_ratio=fc1.shape[0] / embed_dim, num_features=num_features,
+        use_moe=gate is not None, num_experts=num_experts, k=k,
+    )
+    kwargs.update({key: value for key, value in overrides.items() if key != "num_experts"})
+    try:
+        return FaceMoEConfig(**kwargs)
+    except ValueError as exc:
+        raise CheckpointError(f"checkpoint architecture is not buildable: {exc}") from None
+
+
+def _diff(model_state: dict, state: dict) -> list[str]:
+    """Human-readable differences between what the model expects and what the checkpoint holds."""
+    missing = [k for k in model_state if k not in state and not k.endswith(_DERIVED_BUFFERS)]
+    unexpected = [k for k in state if k not in model_state]
+    shapes = [
+        f"{k}: expected {list(model_state[k].shape)}, got {list(state[k].shape)}"
+        for k in model_state
+        if k in state and model_state[k].shape != state[k].shape
+    ]
+    lines = []
+    for title, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
+        if items:
+            more = f" (+{len(items) - _DIFF_ITEMS} more)" if len(items) > _DIFF_ITEMS else ""
+            lines.append(f"{len(items)} {title}: " + ", ".join(items[:_DIFF_ITEMS]) + more)
+    return lines
+
+
+def load_pretrained(model: FaceMoE, source: str | os.PathLike, cache_dir=None) -> FaceMoE:
+    """Load an official checkpoint into an existing model, strictly, with a readable diff on mismatch."""
+    path = resolve_checkpoint(source, cache_dir)
+    state = read_state_dict(path)
+    _load_strict(model, state, str(path), assign=False)
+    return model
+
+
+def _load_strict(model: FaceMoE, state: dict, source: str, assign: bool) -> None:
+    model_state = model.state_dict()
+    problems = _diff(model_state, state)
+    if problems:
+        raise CheckpointError(f"{source} does not fit the model: " + "; ".join(problems))
+    model.load_state_dict({**_derived_buffers(model, exclude=state), **state}, strict=True, assign=assign)
+
+
+def _derived_buffers(model: FaceMoE, exclude: dict) -> dict[str, torch.Tensor]:
+    """Recompute the constant buffers (relative index, shift mask) that a non-official save may omit."""
+    out = {}
+    for name, module in model.named_modules():
+        if isinstance(module, WindowAttention) and f"{name}.relative_position_index" not in exclude:
+            out[f"{name}.relative_position_index"] = relative_position_index(module.window_size)
+        if isinstance(module, SwinBlock) and module.shift_size and f"{name}.attn_mask" not in exclude:
+            out[f"{name}.attn_mask"] = shift_attention_mask(module.resolution, module.window_size, module.shift_size)
+    return out
+
+
+def load_model(
+    source: str | os.PathLike,
+    k: int = 2,
+    device: str | torch.device = "cpu",
+    cache_dir=None,
+    **overrides,
+) -> FaceMoE:
+    """Build the model a checkpoint describes and load it strictly; returns it in eval mode on ``device``.
+
+    ``overrides`` are :class:`FaceMoEConfig` fields the file cannot tell (``drop_path_rate``...) or that must
+    agree with it (``num_experts``).
+    """
+    path = resolve_checkpoint(source, cache_dir)
+    state = read_state_dict(path)
+    cfg = infer_config(state, k=k, **overrides)
+    with torch.device("meta"):
+        model = FaceMoE(cfg)
+    state = {key: v.float() if v.is_floating_point() and v.dtype != torch.float32 else v for key, v in state.items()}
+    _load_strict(model, state, str(path), assign=True)
+    logger.info("loaded %s (%d tensors, %d experts, top-%d)", path, len(state), cfg.num_experts, cfg.k)
+    return model.to(device).eval()
+
+
+def save_checkpoint(model: FaceMoE, path: str | os.PathLike) -> Path:
+    """Write a plain official-format state dict (buffers included) atomically; the official code loads it back."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {key: value.detach().to("cpu").contiguous() for key, value in model.state_dict().items()}
+    tmp = path.with_name(path.name + ".partial")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,60 @@
+"""FaceMoEEmbedder: batching, flip fusion, norms, bad input."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from facemoe.embedder import FaceMoEEmbedder
+from facemoe.errors import InputError
+from facemoe.preprocess import embed_flip_fused, to_model_input
+
+
+@pytest.fixture(scope="module")
+def embedder(fixtures_dir):
+    return FaceMoEEmbedder.from_checkpoint(fixtures_dir / "fixtureA_perturbed_state.pt", batch_size=3)
+
+
+@pytest.fixture(scope="module")
+def crops():
+    rng = np.random.default_rng(7)
+    return [rng.integers(0, 256, (112, 112, 3), dtype=np.uint8) for _ in range(7)]
+
+
+def test_embeddings_are_unit_with_norms_and_independent_of_batching(embedder, crops):
+    units, norms = embedder.embed(crops)
+    assert units.shape == (7, 512) and units.dtype == np.float32 and norms.shape == (7,)
+    np.testing.assert_allclose(np.linalg.norm(units, axis=1), 1.0, atol=1e-5)
+    assert (norms > 0).all()
+    with torch.no_grad():
+        ref_unit, ref_norm = embed_flip_fused(embedder.model, to_model_input(crops))
+    np.testing.assert_allclose(units, ref_unit.numpy(), atol=1e-5)
+    np.testing.assert_allclose(norms, ref_norm.squeeze(1).numpy(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("n", [0, 1])
+def test_zero_and_one_crop(embedder, crops, n):
+    units, norms = embedder.embed(crops[:n])
+    assert units.shape == (n, 512) and norms.shape == (n,)
+
+
+def test_embedder_id_names_the_weights_and_mode(embedder):
+    assert embedder.embedder_id.startswith("facemoe-") and embedder.embedder_id.endswith("-fp32-flip")
+    assert embedder.dim == 512
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(precision="bf16"), "needs a CUDA device"),
+    (dict(precision="int4"), "expected fp32, int8, bf16 or fp16"),
+    (dict(batch_size=0), "expected >= 1"),
+])
+def test_bad_settings_are_refused(fixtures_dir, kwargs, match):
+    from facemoe.checkpoint import load_model
+
+    with pytest.raises(InputError, match=match):
+        FaceMoEEmbedder(load_model(fixtures_dir / "fixtureA_state.pt"), **kwargs)
+
+
+def test_wrong_image_is_refused(embedder):
+    with pytest.raises(InputError, match="crop 1: expected an aligned 112x112x3 uint8 BGR image"):
+        embedder.embed([np.zeros((112, 112, 3), np.uint8), np.zeros((64, 64, 3), np.uint8)])
