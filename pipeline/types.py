@@ -95,6 +95,7 @@ class TrackTemplate:
     best_crop: FaceCrop | None
     first_timestamp: float
     last_timestamp: float
+    num_frames: int = 0  # frames in which the track was detected (embedded or not)
 
 
 @dataclass(frozen=True)

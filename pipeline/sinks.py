@@ -1,0 +1,147 @@
+"""Where per-track results go: a console table, a JSON document, best-crop thumbnails.
+
+A sink receives each finished track once (``on_track``) and is closed once at the end of the run (``close``),
+which is when the table is printed and the JSON file written (atomically: complete or absent).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Protocol, TextIO, runtime_checkable
+
+import cv2
+
+from .types import MatchResult, TrackTemplate
+
+__all__ = ["ResultSink", "track_record", "thumbnail_name", "ConsoleTableSink", "JsonSink", "ThumbnailSink"]
+
+logger = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class ResultSink(Protocol):
+    def on_track(self, template: TrackTemplate, result: MatchResult) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def thumbnail_name(source_id: str, track_id: int) -> str:
+    """File name of a track's best-crop thumbnail: ``<video stem>_track<id>.jpg``."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(source_id).stem) or "source"
+    return f"{stem}_track{track_id:05d}.jpg"
+
+
+def track_record(template: TrackTemplate, result: MatchResult, thumbnail_dir: Path | None = None) -> dict[str, Any]:
+    """The plain-data summary of one track (what the JSON output and the table show)."""
+    best = result.identity
+    record: dict[str, Any] = {
+        "source": template.source_id,
+        "track_id": template.track_id,
+        "start_s": round(template.first_timestamp, 3),
+        "end_s": round(template.last_timestamp, 3),
+        "frames": template.num_frames,
+        "crops_embedded": template.num_crops,
+        "decision": result.decision,
+        "identity": best.name if best else None,
+        "score": round(result.candidates[0].score, 4) if result.candidates else None,
+        "threshold": round(result.threshold, 4),
+        "candidates": [{"identity_id": c.identity_id, "name": c.name, "score": round(c.score, 4)}
+                       for c in result.candidates],
+        "thumbnail": None,
+    }
+    if thumbnail_dir is not None and template.best_crop is not None:
+        record["thumbnail"] = str(Path(thumbnail_dir) / thumbnail_name(template.source_id, template.track_id))
+    return record
+
+
+class ConsoleTableSink:
+    """Prints one row per track, ordered by source and start time, when closed."""
+
+    COLUMNS = ("source", "track", "start", "end", "frames", "crops", "decision", "identity", "score", "runner-up")
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream
+        self.rows: list[tuple] = []
+
+    def on_track(self, template: TrackTemplate, result: MatchResult) -> None:
+        cands = result.candidates
+        runner = f"{cands[1].name} {cands[1].score:.3f}" if len(cands) > 1 else "-"
+        top = f"{cands[0].score:.3f}" if cands else "-"
+        name = result.identity.name if result.identity else (f"({cands[0].name})" if cands else "-")
+        self.rows.append((template.source_id, template.first_timestamp, (
+            Path(template.source_id).name, str(template.track_id), f"{template.first_timestamp:.2f}",
+            f"{template.last_timestamp:.2f}", str(template.num_frames), str(template.num_crops), result.decision,
+            name, top, runner)))
+
+    def close(self) -> None:
+        stream = self.stream or sys.stdout
+        rows = [r[2] for r in sorted(self.rows, key=lambda r: (r[0], r[1]))]
+        widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(self.COLUMNS)]
+        line = "  ".join(c.ljust(w) for c, w in zip(self.COLUMNS, widths))
+        print(line.rstrip(), file=stream)
+        for row in rows:
+            print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip(), file=stream)
+        if not rows:
+            print("(no face tracks)", file=stream)
+        stream.flush()
+
+
+class JsonSink:
+    """Collects track records and writes them as one JSON document on close (``-`` = standard output)."""
+
+    def __init__(self, target: str | Path, thumbnail_dir: Path | None = None, extra: dict | None = None) -> None:
+        self.target = str(target)
+        self.thumbnail_dir = thumbnail_dir
+        self.extra = extra or {}
+        self.records: list[dict[str, Any]] = []
+
+    def on_track(self, template: TrackTemplate, result: MatchResult) -> None:
+        self.records.append(track_record(template, result, self.thumbnail_dir))
+
+    def close(self) -> None:
+        records = sorted(self.records, key=lambda r: (r["source"], r["start_s"], r["track_id"]))
+        text = json.dumps({**self.extra, "tracks": records}, indent=2) + "\n"
+        if self.target == "-":
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            return
+        path = Path(self.target)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+class ThumbnailSink:
+    """Saves each track's best aligned crop as a JPEG in ``folder`` (resized to ``size`` px)."""
+
+    def __init__(self, folder: Path, size: int = 112) -> None:
+        self.folder = Path(folder)
+        self.size = size
+        self.written: list[Path] = []
+
+    def on_track(self, template: TrackTemplate, result: MatchResult) -> None:
+        if template.best_crop is None:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        image = template.best_crop.image
+        if self.size != image.shape[0]:
+            image = cv2.resize(image, (self.size, self.size), interpolation=cv2.INTER_CUBIC)
+        path = self.folder / thumbnail_name(template.source_id, template.track_id)
+        if not cv2.imwrite(str(path), image):
+            logger.warning("could not write thumbnail %s", path)
+            return
+        self.written.append(path)
+
+    def close(self) -> None:
+        logger.info("%d thumbnails in %s", len(self.written), self.folder)

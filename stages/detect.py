@@ -1,0 +1,201 @@
+"""Face detection: SCRFD through onnxruntime (default, batched over frames) or OpenCV YuNet.
+
+Frames of any size are letterboxed (resized keeping the aspect ratio, padded right/bottom) into the configured
+input size, so frames of different sizes share one batch. Landmarks come in the ArcFace order: left eye,
+right eye, nose, left mouth corner, right mouth corner, as seen in the image.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from pipeline.config import DetectConfig
+from pipeline.errors import ModelError
+from pipeline.types import Detections
+
+__all__ = ["FaceDetector", "letterbox", "nms", "resolve_detector_model"]
+
+logger = logging.getLogger(__name__)
+
+_SCRFD_STRIDES = (8, 16, 32)
+_SCRFD_ANCHORS = 2
+
+
+def letterbox(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, float]:
+    """Resize ``image`` into a ``size=(w, h)`` canvas keeping its aspect ratio; returns (canvas, scale)."""
+    w, h = size
+    ih, iw = image.shape[:2]
+    scale = min(w / iw, h / ih)
+    nw, nh = max(1, round(iw * scale)), max(1, round(ih * scale))
+    canvas = np.zeros((h, w, 3), np.uint8)
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    canvas[:nh, :nw] = cv2.resize(image, (nw, nh), interpolation=interp)
+    return canvas, scale
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy non-maximum suppression; returns kept indices, best score first."""
+    order = np.argsort(-scores, kind="stable")
+    x1, y1, x2, y2 = boxes.T
+    areas = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
+    keep = []
+    while order.size:
+        i = order[0]
+        keep.append(i)
+        rest = order[1:]
+        iw = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
+        ih = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
+        inter = iw * ih
+        iou = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-9)
+        order = rest[iou <= iou_threshold]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def resolve_detector_model(model: str, backend: str) -> Path:
+    """An existing .onnx file, or (scrfd) the detector of an insightface model pack, fetched once if missing."""
+    path = Path(model).expanduser()
+    if path.is_file():
+        return path
+    looks_like_pack = backend == "scrfd" and path.suffix == "" and len(path.parts) == 1
+    if not looks_like_pack:
+        raise ModelError(f"detector model not found: {path} (expected an .onnx file)")
+    root = Path("~/.insightface").expanduser()
+    try:
+        from insightface.utils import storage
+
+        with contextlib.redirect_stdout(sys.stderr):  # insightface reports its download on stdout
+            pack_dir = Path(storage.ensure_available("models", model, root=str(root)))
+    except Exception as exc:  # offline, unknown pack, unwritable cache: the same advice for the user
+        raise ModelError(
+            f"insightface model pack {model!r} is not in {root / 'models'} and could not be fetched "
+            f"({type(exc).__name__}); set detect.model to a SCRFD .onnx file"
+        ) from None
+    found = sorted(pack_dir.rglob("det_*.onnx"))
+    if not found:
+        raise ModelError(f"insightface model pack {model!r} at {pack_dir} holds no det_*.onnx detector")
+    return found[0]
+
+
+def _session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ModelError(f"cannot load detector {path}: {str(exc).splitlines()[0][:200]}") from None
+
+
+def _finish(boxes, scores, kps, cfg: DetectConfig, scale: float, frame_shape) -> Detections:
+    if len(boxes):
+        keep = nms(boxes, scores, cfg.nms_threshold)[: cfg.max_faces]
+        boxes, scores, kps = boxes[keep] / scale, scores[keep], kps[keep] / scale
+        h, w = frame_shape[:2]
+        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
+        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
+        side = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+        big = side >= cfg.min_face_size
+        boxes, scores, kps = boxes[big], scores[big], kps[big]
+    if not len(boxes):
+        return Detections.empty()
+    return Detections(boxes.astype(np.float32), scores.astype(np.float32), kps.reshape(-1, 5, 2).astype(np.float32))
+
+
+class _Scrfd:
+    def __init__(self, cfg: DetectConfig, path: Path) -> None:
+        self.cfg = cfg
+        self.session = _session(path, cfg.threads)
+        outputs = self.session.get_outputs()
+        if len(outputs) != 9:
+            raise ModelError(f"{path}: expected a SCRFD model with 9 outputs (scores, boxes, 5 landmarks), "
+                             f"got {len(outputs)} outputs")
+        self.input_name = self.session.get_inputs()[0].name
+        w, h = cfg.input_size
+        self.centers = []
+        for stride in _SCRFD_STRIDES:
+            ys, xs = np.mgrid[: h // stride, : w // stride]
+            grid = np.stack([xs, ys], axis=-1).reshape(-1, 2).astype(np.float32) * stride
+            self.centers.append(np.repeat(grid, _SCRFD_ANCHORS, axis=0))
+        self.batched = self.session.get_inputs()[0].shape[0] != 1
+
+    def __call__(self, images: Sequence[np.ndarray]) -> list[Detections]:
+        canvases, scales = zip(*(letterbox(img, self.cfg.input_size) for img in images))
+        blob = cv2.dnn.blobFromImages(list(canvases), 1.0 / 128, None, (127.5, 127.5, 127.5), swapRB=True)
+        if self.batched:
+            outs = self.session.run(None, {self.input_name: blob})
+        else:
+            per = [self.session.run(None, {self.input_name: blob[i : i + 1]}) for i in range(len(images))]
+            outs = [np.concatenate([p[j] for p in per]) for j in range(9)]
+        return [self._decode([o[b] for o in outs], scales[b], images[b].shape) for b in range(len(images))]
+
+    def _decode(self, outs, scale, shape) -> Detections:
+        boxes, scores, kps = [], [], []
+        for level, stride in enumerate(_SCRFD_STRIDES):
+            score = outs[level].reshape(-1)
+            hit = np.flatnonzero(score >= self.cfg.score_threshold)
+            if not hit.size:
+                continue
+            centers = self.centers[level][hit]
+            dist = outs[level + 3].reshape(-1, 4)[hit] * stride
+            boxes.append(np.concatenate([centers - dist[:, :2], centers + dist[:, 2:]], axis=1))
+            pts = outs[level + 6].reshape(-1, 10)[hit] * stride
+            kps.append(pts.reshape(-1, 5, 2) + centers[:, None, :])
+            scores.append(score[hit])
+        if not boxes:
+            return Detections.empty()
+        return _finish(np.concatenate(boxes), np.concatenate(scores), np.concatenate(kps), self.cfg, scale, shape)
+
+
+class _YuNet:
+    def __init__(self, cfg: DetectConfig, path: Path) -> None:
+        self.cfg = cfg
+        try:
+            self.net = cv2.FaceDetectorYN.create(str(path), "", tuple(cfg.input_size), cfg.score_threshold,
+                                                 cfg.nms_threshold, 5000)
+        except cv2.error as exc:
+            raise ModelError(f"cannot load YuNet detector {path}: {str(exc).strip().splitlines()[-1][:200]}") from None
+
+    def __call__(self, images: Sequence[np.ndarray]) -> list[Detections]:
+        results = []
+        for img in images:
+            canvas, scale = letterbox(img, self.cfg.input_size)
+            _, faces = self.net.detect(canvas)
+            if faces is None or not len(faces):
+                results.append(Detections.empty())
+                continue
+            boxes = np.concatenate([faces[:, :2], faces[:, :2] + faces[:, 2:4]], axis=1)
+            results.append(_finish(boxes, faces[:, 14], faces[:, 4:14].reshape(-1, 5, 2), self.cfg, scale,
+                                   img.shape))
+        return results
+
+
+class FaceDetector:
+    """Detects faces in batches of BGR uint8 frames; one :class:`Detections` per frame."""
+
+    def __init__(self, cfg: DetectConfig) -> None:
+        self.cfg = cfg
+        path = resolve_detector_model(cfg.model, cfg.backend)
+        self.model_path = path
+        self._impl = _Scrfd(cfg, path) if cfg.backend == "scrfd" else _YuNet(cfg, path)
+        logger.info("detector %s from %s, input %sx%s", cfg.backend, path, *cfg.input_size)
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
+        for i, img in enumerate(images):
+            if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+                raise ValueError(f"image {i}: expected uint8 HxWx3 BGR, got {img.dtype} {img.shape}")
+        out: list[Detections] = []
+        step = self.cfg.batch_size
+        for start in range(0, len(images), step):
+            out.extend(self._impl(images[start : start + step]))
+        return out
+
+    def reset(self) -> None:
+        """Detection keeps no per-stream state."""

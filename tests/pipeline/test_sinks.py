@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import io
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from pipeline.sinks import ConsoleTableSink, JsonSink, ResultSink, ThumbnailSink, thumbnail_name, track_record
+from pipeline.types import Candidate, FaceCrop, MatchResult, Quality, TrackTemplate
+
+
+def _track(tid, start, decision="match"):
+    crop = FaceCrop("videos/a b.mp4", tid, 3, start, np.full((112, 112, 3), tid, np.uint8),
+                    Quality(40.0, 0.9, 100.0, 0.1))
+    tpl = TrackTemplate("videos/a b.mp4", tid, np.ones(4, np.float32) / 2, 2.0, 2, crop, start, start + 1.5, 12)
+    cands = (Candidate(1, "Ann", 0.61234), Candidate(2, "Bob", 0.2))
+    return tpl, MatchResult("videos/a b.mp4", tid, cands, decision, 0.4)
+
+
+def test_record_fields(tmp_path):
+    rec = track_record(*_track(5, 2.0), thumbnail_dir=tmp_path)
+    assert rec["identity"] == "Ann" and rec["score"] == 0.6123 and rec["frames"] == 12
+    assert rec["crops_embedded"] == 2 and rec["thumbnail"].endswith("a_b_track00005.jpg")
+    assert track_record(*_track(5, 2.0, "unknown"))["identity"] is None
+
+
+def test_table_sorted_by_start():
+    out = io.StringIO()
+    sink = ConsoleTableSink(out)
+    assert isinstance(sink, ResultSink)
+    sink.on_track(*_track(2, 5.0, "unknown"))
+    sink.on_track(*_track(1, 1.0))
+    sink.close()
+    lines = out.getvalue().splitlines()
+    assert lines[0].split()[:3] == ["source", "track", "start"]
+    assert lines[1].split()[2] == "1" and "Ann" in lines[1]  # the source name "a b.mp4" is two words
+    assert "(Ann)" in lines[2] and "unknown" in lines[2]
+
+
+def test_table_without_tracks():
+    out = io.StringIO()
+    ConsoleTableSink(out).close()
+    assert "(no face tracks)" in out.getvalue()
+
+
+def test_json_written_whole(tmp_path):
+    target = tmp_path / "out" / "result.json"
+    sink = JsonSink(target, extra={"embedder": "x"})
+    sink.on_track(*_track(2, 5.0))
+    sink.on_track(*_track(1, 1.0))
+    assert not target.exists()
+    sink.close()
+    data = json.loads(target.read_text())
+    assert data["embedder"] == "x" and [t["track_id"] for t in data["tracks"]] == [1, 2]
+    assert list(target.parent.iterdir()) == [target]
+
+
+def test_json_to_stdout(capsys):
+    sink = JsonSink("-")
+    sink.close()
+    assert json.loads(capsys.readouterr().out) == {"tracks": []}
+
+
+@pytest.mark.parametrize("size", [112, 64])
+def test_thumbnails(tmp_path, size):
+    sink = ThumbnailSink(tmp_path / "thumbs", size)
+    sink.on_track(*_track(3, 0.0))
+    sink.close()
+    path = tmp_path / "thumbs" / thumbnail_name("videos/a b.mp4", 3)
+    assert sink.written == [path] and cv2.imread(str(path)).shape == (size, size, 3)

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from pipeline.config import QualityConfig
+from pipeline.types import Quality
+from stages.align import ARCFACE_TEMPLATE
+from stages.quality import QualityScorer, pose_proxy, sharpness
+
+
+def test_frontal_template_has_near_zero_pose():
+    assert pose_proxy(ARCFACE_TEMPLATE) < 0.03
+
+
+def test_pose_grows_as_the_nose_turns_away():
+    values = []
+    for dx in (0, 5, 10, 20):
+        lm = ARCFACE_TEMPLATE.copy()
+        lm[2, 0] += dx
+        values.append(pose_proxy(lm))
+    assert values == sorted(values) and values[-1] == 1.0
+
+
+def test_pose_is_rotation_invariant():
+    t = np.deg2rad(40)
+    rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    lm = ARCFACE_TEMPLATE.copy()
+    lm[2, 0] += 5
+    assert pose_proxy(lm @ rot.T) == pytest.approx(pose_proxy(lm), abs=1e-9)
+
+
+def test_blur_lowers_sharpness():
+    rng = np.random.default_rng(1)
+    crop = rng.integers(0, 255, (112, 112, 3)).astype(np.uint8)
+    assert sharpness(cv2.GaussianBlur(crop, (9, 9), 3)) < sharpness(crop) / 10
+
+
+def test_score_orders_crops():
+    scorer = QualityScorer(QualityConfig())
+    good = Quality(face_size=80, det_score=0.9, sharpness=300, pose=0.05)
+    small = Quality(face_size=16, det_score=0.9, sharpness=300, pose=0.05)
+    blurry = Quality(face_size=80, det_score=0.9, sharpness=5, pose=0.05)
+    profile = Quality(face_size=80, det_score=0.9, sharpness=300, pose=0.9)
+    s = {k: scorer.score(q) for k, q in dict(good=good, small=small, blurry=blurry, profile=profile).items()}
+    assert s["good"] == pytest.approx(1.0 * 0.9 * 0.75 * 0.95)
+    assert max(s["small"], s["blurry"], s["profile"]) < s["good"]
+
+
+@pytest.mark.parametrize("field,value,usable", [("face_size", 9, False), ("det_score", 0.4, False),
+                                                ("pose", 0.8, False), ("face_size", 10, True)])
+def test_gates(field, value, usable):
+    scorer = QualityScorer(QualityConfig(min_face_size=10, min_det_score=0.5, max_pose=0.7))
+    q = Quality(face_size=20, det_score=0.9, sharpness=50, pose=0.1)
+    setattr(q, field, value)
+    assert scorer.usable(q) is usable
+
+
+def test_assess_fills_every_field():
+    scorer = QualityScorer(QualityConfig())
+    crop = np.full((112, 112, 3), 128, np.uint8)
+    q = scorer.assess(crop, np.array([10, 20, 50, 70]), 0.8, ARCFACE_TEMPLATE)
+    assert (q.face_size, q.det_score, q.sharpness) == (40.0, 0.8, 0.0) and q.feature_norm is None
