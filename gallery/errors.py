@@ -1,0 +1,52 @@
+"""Errors of the gallery package: each message says what was expected and what was found.
+
+All derive from :class:`GalleryError`, which the command line reports as one line with exit code 2.
+"""
+
+
+class GalleryError(Exception):
+    """Base of the gallery's user-facing errors (bad input, bad database, bad index file, ...)."""
+
+
+class DatabaseError(GalleryError):
+    """A database URL that cannot be parsed or connected to, or a database without the gallery schema."""
+
+
+class IdentityExistsError(GalleryError):
+    """An identity name that is already taken."""
+
+
+class IdentityNotFoundError(GalleryError):
+    """An identity name or id that is not in the gallery."""
+
+
+class EnrollmentError(GalleryError):
+    """Enrollment input that cannot be used: unreadable image, empty folder, bad template file, ..."""
+
+
+class EmbeddingError(GalleryError):
+    """Vectors of the wrong shape, dimension or values for the gallery or the index."""
+
+
+class IndexFileError(GalleryError):
+    """A persisted index file that is unreadable or belongs to another embedder."""
+
+
+class ThumbnailPathError(GalleryError):
+    """A thumbnail path that is absolute, contains ``..`` or leaves the thumbnail store."""
+
+
+class MatchLogError(GalleryError):
+    """A match-log record that is invalid (bad decision, duplicate track, bad thumbnail, ...)."""
+
+
+class ConfigError(GalleryError):
+    """A gallery configuration file or section that does not validate."""
+
+
+class QueryError(GalleryError):
+    """A match-log query with an invalid filter (bad time range, unknown decision, page out of bounds, ...)."""
+
+
+class AuthError(GalleryError):
+    """A server configuration that would expose the API without a token."""

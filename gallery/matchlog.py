@@ -1,0 +1,223 @@
+"""The match log: what the pipeline saw and decided, written in batches, one transaction per batch.
+
+A :class:`MatchLogWriter` registers a source and a run, buffers :class:`TrackRecord` rows (each a track with its
+match event) and writes them ``batch_size`` at a time: thumbnails first, then the tracks, their events and the
+run's progress in one transaction. A crash loses at most the unwritten batch and never leaves half a track
+(a track and its event commit together); the run stays ``running`` with the progress of the last batch.
+A match whose identity was removed meanwhile is kept with its candidates but without the identity link.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+from sqlalchemy import delete, insert, select, update
+
+from gallery.db import Database
+from gallery.errors import MatchLogError
+from gallery.models import Identity, MatchEvent, Run, Source, Track, to_blob, utcnow
+from gallery.thumbnails import ThumbnailStore
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["TrackRecord", "MatchLogWriter", "purge_older_than", "config_hash", "DECISIONS", "SOURCE_KINDS"]
+
+DECISIONS = ("match", "unknown")
+SOURCE_KINDS = ("file", "camera")
+RUN_STATUSES = ("running", "finished", "failed")
+
+
+@dataclass(frozen=True)
+class TrackRecord:
+    """One finished track and its open-set decision.
+
+    ``start_time``/``end_time``: stream seconds; ``template``: the fused unit float32 ``[D]`` of ``embedder_id``;
+    ``candidates``: top-k ``(identity_id, name, score)`` best first (tuples, or objects with those attributes);
+    ``decision``: ``"match"`` or ``"unknown"``; ``thumbnail``: the best crop, BGR uint8 ``[H, W, 3]``, or None;
+    ``at``: when the decision was made (aware datetime, default now)."""
+
+    track_id: int
+    start_time: float
+    end_time: float
+    frames: int
+    crops_embedded: int
+    template: np.ndarray
+    embedder_id: str
+    candidates: Sequence
+    decision: str
+    threshold: float
+    thumbnail: np.ndarray | None = None
+    at: datetime | None = None
+
+
+def _candidate(c) -> dict:
+    ident, name, score = (c.identity_id, c.name, c.score) if hasattr(c, "identity_id") else c
+    return {"identity_id": int(ident), "name": str(name), "score": float(score)}
+
+
+def _check(rec: TrackRecord) -> tuple[np.ndarray, list[dict]]:
+    if rec.decision not in DECISIONS:
+        raise MatchLogError(f"track {rec.track_id}: decision expected one of {DECISIONS}, got {rec.decision!r}")
+    if not (rec.end_time >= rec.start_time):
+        raise MatchLogError(f"track {rec.track_id}: expected end_time >= start_time, got {rec.start_time} .. "
+                            f"{rec.end_time}")
+    if rec.frames < 1 or not 0 <= rec.crops_embedded <= rec.frames:
+        raise MatchLogError(f"track {rec.track_id}: expected frames >= 1 and 0 <= crops_embedded <= frames, got "
+                            f"frames={rec.frames} crops_embedded={rec.crops_embedded}")
+    template = np.asarray(rec.template, np.float32)
+    if template.ndim != 1 or template.size == 0 or not np.isfinite(template).all():
+        raise MatchLogError(f"track {rec.track_id}: template expected a finite vector [D], got shape "
+                            f"{list(template.shape)}")
+    candidates = [_candidate(c) for c in rec.candidates]
+    if rec.decision == "match" and not candidates:
+        raise MatchLogError(f"track {rec.track_id}: decision 'match' expected at least one candidate, got none")
+    if rec.at is not None and rec.at.tzinfo is None:
+        raise MatchLogError(f"track {rec.track_id}: 'at' expected a timezone-aware datetime, got a naive one")
+    return template, candidates
+
+
+class MatchLogWriter:
+    """Writes one run of one source. Use as a context manager or call :meth:`close`.
+
+    ``source``: a unique name (file path or camera name) registered on first use, with ``kind`` ``"file"`` or
+    ``"camera"`` and an optional ``uri``; ``config_hash``: identifies the pipeline configuration of the run;
+    ``thumbnails``: where best crops go (None: thumbnails are not kept)."""
+
+    def __init__(self, db: Database, *, source: str, config_hash: str, kind: str = "file", uri: str | None = None,
+                 thumbnails: ThumbnailStore | None = None, batch_size: int = 32) -> None:
+        if kind not in SOURCE_KINDS:
+            raise MatchLogError(f"source kind: expected one of {SOURCE_KINDS}, got {kind!r}")
+        if not source or len(source) > 500:
+            raise MatchLogError(f"source name: expected 1-500 characters, got {len(source)}")
+        if batch_size < 1:
+            raise MatchLogError(f"batch_size: expected at least 1, got {batch_size}")
+        self.db, self.thumbnails, self.batch_size = db, thumbnails, batch_size
+        self._pending: list[TrackRecord] = []
+        self._seen: set[int] = set()
+        self._progress: tuple[int, float | None] = (0, None)
+        self.closed = False
+        with db.session() as session:
+            src = session.scalar(select(Source).where(Source.name == source))
+            if src is None:
+                src = Source(name=source, kind=kind, uri=uri)
+                session.add(src)
+                session.flush()
+            run = Run(source_id=src.id, config_hash=config_hash, status="running", frames_done=0)
+            session.add(run)
+            session.flush()
+            self.source_id, self.run_id = src.id, run.id
+        logger.info("match log: run %d of source %r started", self.run_id, source)
+
+    def record(self, rec: TrackRecord) -> None:
+        """Queue one track and its decision; writes a batch when ``batch_size`` are queued."""
+        if self.closed:
+            raise MatchLogError(f"run {self.run_id}: expected an open writer, got a closed one")
+        _check(rec)
+        if rec.track_id in self._seen:
+            raise MatchLogError(f"run {self.run_id}: track {rec.track_id} recorded twice")
+        self._seen.add(rec.track_id)
+        self._pending.append(rec)
+        if len(self._pending) >= self.batch_size:
+            self.flush()
+
+    def progress(self, frames_done: int, last_timestamp: float | None) -> None:
+        """Note how far the run got; saved with the next batch (or :meth:`flush`)."""
+        self._progress = (int(frames_done), None if last_timestamp is None else float(last_timestamp))
+
+    def _thumb_path(self, track_id: int) -> str:
+        return f"source{self.source_id}/run{self.run_id}/track{track_id}.jpg"
+
+    def flush(self) -> int:
+        """Write the queued tracks (thumbnails, then tracks + events + progress in one transaction)."""
+        batch, self._pending = self._pending, []
+        written: list[str] = []
+        try:
+            rows = []
+            for rec in batch:
+                thumb = None
+                if rec.thumbnail is not None and self.thumbnails is not None:
+                    thumb = self._thumb_path(rec.track_id)
+                    self.thumbnails.write(thumb, rec.thumbnail)
+                    written.append(thumb)
+                rows.append((rec, thumb))
+            self._write(rows)
+        except BaseException:
+            for rel in written:
+                self.thumbnails.delete(rel)
+            raise
+        return len(batch)
+
+    def _write(self, rows: list[tuple[TrackRecord, str | None]]) -> None:
+        now = utcnow()
+        frames, last = self._progress
+        with self.db.session() as session:
+            if rows:
+                track_pks = session.scalars(insert(Track).returning(Track.id, sort_by_parameter_order=True), [
+                    {"run_id": self.run_id, "source_id": self.source_id, "track_id": int(r.track_id),
+                     "start_time": float(r.start_time), "end_time": float(r.end_time), "frames": int(r.frames),
+                     "crops_embedded": int(r.crops_embedded), "embedder_id": r.embedder_id,
+                     "dim": int(np.asarray(r.template).size), "template": to_blob(r.template), "thumbnail": thumb,
+                     "created_at": r.at or now} for r, thumb in rows]).all()
+                matched = {_candidate(r.candidates[0])["identity_id"] for r, _ in rows if r.decision == "match"}
+                known = set(session.scalars(select(Identity.id).where(Identity.id.in_(matched)))) if matched else set()
+                events = []
+                for pk, (r, _) in zip(track_pks, rows):
+                    cands = [_candidate(c) for c in r.candidates]
+                    best = cands[0]["identity_id"] if r.decision == "match" else None
+                    events.append({"track_pk": pk, "source_id": self.source_id,
+                                   "identity_id": best if best in known else None,
+                                   "score": cands[0]["score"] if cands else None, "decision": r.decision,
+                                   "threshold": float(r.threshold), "candidates": cands, "at": r.at or now})
+                session.execute(insert(MatchEvent), events)
+            session.execute(update(Run).where(Run.id == self.run_id).values(
+                frames_done=frames, last_timestamp=last, updated_at=now))
+
+    def close(self, status: str = "finished") -> None:
+        """Write what is queued and mark the run ``finished`` (or ``failed``)."""
+        if self.closed:
+            return
+        if status not in RUN_STATUSES[1:]:
+            raise MatchLogError(f"run status: expected one of {RUN_STATUSES[1:]}, got {status!r}")
+        try:
+            self.flush()
+        finally:
+            self.closed = True
+            with self.db.session() as session:
+                session.execute(update(Run).where(Run.id == self.run_id).values(
+                    status=status, finished_at=utcnow(), updated_at=utcnow()))
+        logger.info("match log: run %d %s", self.run_id, status)
+
+    def __enter__(self) -> MatchLogWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close("failed" if exc_type is not None else "finished")
+
+
+def config_hash(text: str) -> str:
+    """A short stable hash of a configuration's canonical text (for ``MatchLogWriter(config_hash=...)``)."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def purge_older_than(db: Database, days: float, thumbnails: ThumbnailStore | None = None,
+                     now: datetime | None = None) -> int:
+    """Delete match events and tracks (with their thumbnails) older than ``days``; returns the tracks deleted.
+
+    Rows go in one transaction; thumbnail files are removed after it commits."""
+    if not days > 0:
+        raise MatchLogError(f"retention: expected a positive number of days, got {days}")
+    cutoff = (now or utcnow()) - timedelta(days=days)
+    with db.session() as session:
+        thumbs = [t for t in session.scalars(select(Track.thumbnail).where(Track.created_at < cutoff)) if t]
+        session.execute(delete(MatchEvent).where(MatchEvent.track_pk.in_(select(Track.id).where(
+            Track.created_at < cutoff))))
+        count = session.execute(delete(Track).where(Track.created_at < cutoff)).rowcount
+    if thumbnails is not None:
+        for rel in thumbs:
+            thumbnails.delete(rel)
+    logger.info("retention: deleted %d tracks older than %s", count, cutoff.isoformat())
+    return count

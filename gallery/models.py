@@ -1,0 +1,204 @@
+"""SQL schema of the gallery and the match log (SQLAlchemy 2 typed models).
+
+Vectors are stored as little-endian float32 bytes (``dim`` values); SQL is the source of truth, the FAISS index
+is a derived copy. Times are stored as naive UTC and read back as aware UTC datetimes.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import numpy as np
+from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, MetaData, String,
+                        Text, TypeDecorator, UniqueConstraint)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+__all__ = ["Base", "Identity", "Media", "Template", "GalleryMeta", "Threshold", "Source", "Run", "Track",
+           "MatchEvent", "utcnow", "to_blob", "from_blob"]
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def to_blob(vector: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vector, dtype="<f4").tobytes()
+
+
+def from_blob(blob: bytes, dim: int) -> np.ndarray:
+    vec = np.frombuffer(blob, dtype="<f4")
+    if vec.shape != (dim,):
+        raise ValueError(f"stored vector: expected {dim} float32 values, got {vec.size}")
+    return vec.astype(np.float32)
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware UTC datetimes on both back ends (stored naive UTC)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"datetime: expected a timezone-aware value, got naive {value.isoformat()}")
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else value.replace(tzinfo=timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Identity(Base):
+    __tablename__ = "identities"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    external_id: Mapped[str | None] = mapped_column(String(200), index=True)
+    watchlist: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    notes: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    media: Mapped[list[Media]] = relationship(back_populates="identity", cascade="all, delete-orphan",
+                                              passive_deletes=True)
+    templates: Mapped[list[Template]] = relationship(back_populates="identity", cascade="all, delete-orphan",
+                                                     passive_deletes=True)
+
+
+class Media(Base):
+    """One enrolled image (or template file) of an identity, with its own vector for one embedder."""
+
+    __tablename__ = "media"
+    __table_args__ = (UniqueConstraint("content_hash", "embedder_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"), index=True)
+    path: Mapped[str] = mapped_column(String(2000))
+    content_hash: Mapped[str] = mapped_column(String(64))
+    embedder_id: Mapped[str] = mapped_column(String(200))
+    quality: Mapped[float] = mapped_column(Float)
+    dim: Mapped[int] = mapped_column(Integer)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    norm: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    identity: Mapped[Identity] = relationship(back_populates="media")
+
+
+class Template(Base):
+    """The fused unit vector of one identity for one embedder."""
+
+    __tablename__ = "templates"
+    __table_args__ = (UniqueConstraint("identity_id", "embedder_id"), Index(None, "embedder_id"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"))
+    embedder_id: Mapped[str] = mapped_column(String(200))
+    dim: Mapped[int] = mapped_column(Integer)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    num_media: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    identity: Mapped[Identity] = relationship(back_populates="templates")
+
+
+class GalleryMeta(Base):
+    """One row: the gallery version, bumped in every transaction that changes templates."""
+
+    __tablename__ = "gallery_meta"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Threshold(Base):
+    """The calibrated open-set threshold of one embedder."""
+
+    __tablename__ = "thresholds"
+
+    embedder_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    value: Mapped[float] = mapped_column(Float)
+    target_fpir: Mapped[float] = mapped_column(Float)
+    impostor_scores: Mapped[int] = mapped_column(Integer)
+    gallery_version: Mapped[int] = mapped_column(Integer)
+    calibrated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Source(Base):
+    """A video file or a camera."""
+
+    __tablename__ = "sources"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(500), unique=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    uri: Mapped[str | None] = mapped_column(String(2000))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Run(Base):
+    """One processing run over a source: its progress survives a crash."""
+
+    __tablename__ = "runs"
+    __table_args__ = (Index(None, "source_id", "started_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"))
+    config_hash: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(20))
+    frames_done: Mapped[int] = mapped_column(Integer, default=0)
+    last_timestamp: Mapped[float | None] = mapped_column(Float)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Track(Base):
+    """One face track of a run: stream times (seconds), counts, fused template and thumbnail (store-relative)."""
+
+    __tablename__ = "tracks"
+    __table_args__ = (UniqueConstraint("run_id", "track_id"), Index(None, "source_id", "created_at"),
+                      Index(None, "created_at"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"))
+    track_id: Mapped[int] = mapped_column(Integer)
+    start_time: Mapped[float] = mapped_column(Float)
+    end_time: Mapped[float] = mapped_column(Float)
+    frames: Mapped[int] = mapped_column(Integer)
+    crops_embedded: Mapped[int] = mapped_column(Integer)
+    embedder_id: Mapped[str] = mapped_column(String(200))
+    dim: Mapped[int] = mapped_column(Integer)
+    template: Mapped[bytes] = mapped_column(LargeBinary)
+    thumbnail: Mapped[str | None] = mapped_column(String(1000))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class MatchEvent(Base):
+    """The open-set decision on one track: top-k candidates, the best identity and score, the threshold used."""
+
+    __tablename__ = "match_events"
+    __table_args__ = (Index(None, "identity_id", "at"), Index(None, "source_id", "at"), Index(None, "decision", "at"),
+                      Index(None, "at"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    track_pk: Mapped[int] = mapped_column(ForeignKey("tracks.id", ondelete="CASCADE"), unique=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"))
+    identity_id: Mapped[int | None] = mapped_column(ForeignKey("identities.id", ondelete="SET NULL"))
+    score: Mapped[float | None] = mapped_column(Float)
+    decision: Mapped[str] = mapped_column(String(16))
+    threshold: Mapped[float] = mapped_column(Float)
+    candidates: Mapped[list] = mapped_column(JSON)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,54 @@
+"""gallery/db.py: URLs, connection failures, schema creation through Alembic on both back ends."""
+from __future__ import annotations
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import select, text
+
+from gallery.db import Database
+from gallery.errors import DatabaseError
+from gallery.models import Base, GalleryMeta
+
+
+def test_migration_builds_the_model_schema(db_url):
+    with Database(db_url) as db:
+        with db.engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata) == []
+        with db.session() as session:
+            assert session.scalar(select(GalleryMeta.version)) == 0
+    with Database(db_url, create=False) as again:  # reopening an up-to-date schema changes nothing
+        with again.session() as session:
+            assert session.scalar(select(GalleryMeta.version)) == 0
+
+
+def test_sqlite_pragmas(tmp_path):
+    with Database(f"sqlite:///{tmp_path / 'g.db'}") as db, db.engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+
+
+@pytest.mark.parametrize("url,message", [
+    ("not a url", "expected sqlite:///FILE or postgresql"),
+    ("mysql://user@host/db", "expected a sqlite or postgresql URL"),
+    ("sqlite://", "expected a SQLite file"),
+    ("sqlite:///{tmp}/missing-folder/g.db", "does not exist"),
+    ("postgresql+psycopg://nobody:secret@127.0.0.1:{port}/db", "cannot connect to"),
+])
+def test_bad_urls_are_refused(tmp_path, url, message):
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    with pytest.raises(DatabaseError, match=message) as err:
+        Database(url.format(tmp=tmp_path, port=port))
+    assert "secret" not in str(err.value)
+
+
+def test_read_only_open_refuses_missing_or_empty_database(tmp_path):
+    with pytest.raises(DatabaseError, match="no database file"):
+        Database(f"sqlite:///{tmp_path / 'none.db'}", create=False)
+    assert not (tmp_path / "none.db").exists()
+    (tmp_path / "empty.db").touch()
+    with pytest.raises(DatabaseError, match="expected the gallery schema"):
+        Database(f"sqlite:///{tmp_path / 'empty.db'}", create=False)
