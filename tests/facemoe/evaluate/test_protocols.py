@@ -1,0 +1,168 @@
+"""Protocols on real data: the shared LFW pairs and labelled photos, embedded by the shared MobileFaceNet."""
+from __future__ import annotations
+
+import csv
+import pickle
+from collections import defaultdict
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from facemoe.evaluate.data import ProtocolError, read_image_list, read_pair_bin, read_templates
+from facemoe.evaluate.protocols import evaluate_briar, evaluate_ijbs, evaluate_tinyface, evaluate_verification
+from facemoe.evaluate.report import format_table, write_report
+from tests.conftest import ASSETS, require
+
+LFW_BIN = ASSETS / "images" / "lfw_aligned_pairs" / "small_lfw.bin"
+
+
+def _write_csv(path: Path, header: list[str], rows: list[tuple]) -> Path:
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+def _by_subject(aligned) -> dict[str, list[Path]]:
+    groups = defaultdict(list)
+    for _, (path, subject) in sorted(aligned.items()):
+        groups[subject].append(path)
+    return dict(groups)
+
+
+def test_read_pair_bin_small_lfw():
+    images, same = read_pair_bin(require(LFW_BIN))
+    assert len(images) == 20 and images[0].shape == (112, 112, 3) and images[0].dtype == np.uint8
+    assert same.tolist() == [True] * 10
+
+
+def test_verification_small_lfw_mobilefacenet(mobilefacenet, tmp_path):
+    res = evaluate_verification(mobilefacenet, require(LFW_BIN))
+    assert res.counts == {"pairs": 10, "genuine": 10, "impostor": 0}
+    assert res.metrics["accuracy"] == 1.0  # all pairs genuine: thresholds fall below every score
+    assert res.metrics["tar@far=1e-3"] is None and "no impostor pairs" in res.notes[0]
+    assert 0.3 < res.metrics["genuine_mean_cosine"] < 0.95  # same-person MobileFaceNet cosines
+    paths = write_report(res, tmp_path)
+    assert [p.name for p in paths] == ["verification.json"]  # no ROC without impostors
+    assert "accuracy" in format_table(res)
+
+
+def test_tinyface_style_on_labelled_photos(aligned_photos, mobilefacenet, tmp_path):
+    rows = []
+    for subject, paths in _by_subject(aligned_photos).items():
+        if len(paths) == 1:
+            rows.append((paths[0].name, subject, "distractor"))
+        else:
+            rows.append((paths[0].name, subject, "gallery"))
+            rows += [(p.name, subject, "probe") for p in paths[1:]]
+    root = next(iter(aligned_photos.values()))[0].parent
+    lst = _write_csv(tmp_path / "tinyface.csv", ["image", "subject", "set"], rows)
+    res = evaluate_tinyface(mobilefacenet, lst, root=root)
+    m = res.metrics
+    assert res.counts["probes"] >= 40 and res.counts["distractors"] >= 5
+    assert 0.6 <= m["rank-1"] <= m["rank-5"] <= m["rank-20"] <= 1.0  # a real recogniser, far above chance
+    written = write_report(res, tmp_path / "out")
+    assert {p.suffix for p in written} == {".json", ".png"} and all(p.stat().st_size > 0 for p in written)
+
+
+def _templates_csv(path: Path, templates: list[tuple[str, str, Path]]) -> Path:
+    return _write_csv(path, ["TEMPLATE_ID", "SUBJECT_ID", "FILENAME"], [(t, s, str(p)) for t, s, p in templates])
+
+
+def test_ijbs_style_two_gallery_splits(aligned_photos, mobilefacenet, tmp_path):
+    subjects = {s: p for s, p in _by_subject(aligned_photos).items() if len(p) >= 2}
+    names = sorted(subjects)
+    g1 = [(f"g_{s}", s, subjects[s][0]) for s in names[0::2]]
+    g2 = [(f"g_{s}", s, subjects[s][0]) for s in names[1::2]]
+    probes = [(f"p_{s}", s, p) for s in names for p in subjects[s][1:]]  # one multi-media template per subject
+    res = evaluate_ijbs(mobilefacenet, _templates_csv(tmp_path / "probe.csv", probes),
+                        [_templates_csv(tmp_path / "g1.csv", g1), _templates_csv(tmp_path / "g2.csv", g2)], root="/")
+    m = res.metrics
+    assert res.counts["probe_templates"] == len(names)
+    assert res.counts["G1_mated_probes"] + res.counts["G2_mated_probes"] == len(names)
+    for split in ("G1", "G2"):
+        assert 0.5 <= m[f"{split} rank-1"] <= m[f"{split} rank-5"] <= 1.0
+        assert m[f"{split} tpir@fpir=1e-2"] <= m[f"{split} tpir@fpir=1e-1"] <= m[f"{split} rank-1"]
+    assert m["mean rank-1"] == pytest.approx((m["G1 rank-1"] + m["G2 rank-1"]) / 2)
+
+
+def test_briar_style(aligned_photos, mobilefacenet, tmp_path):
+    subjects = {s: p for s, p in _by_subject(aligned_photos).items() if len(p) >= 2}
+    gallery = [(f"g_{s}", s, p[0]) for s, p in subjects.items()]
+    probes = [(f"p_{s}_{i}", s, q) for s, p in subjects.items() for i, q in enumerate(p[1:])]
+    res = evaluate_briar(mobilefacenet, _templates_csv(tmp_path / "probe.csv", probes),
+                         _templates_csv(tmp_path / "gallery.csv", gallery), root="/")
+    m = res.metrics
+    assert 0.6 <= m["rank-1"] <= m["rank-5"] <= m["rank-20"] <= 1.0
+    assert m["tar@far=1e-4"] <= m["tar@far=1e-3"] <= m["tar@far=1e-2"] <= 1.0 and m["tar@far=1e-2"] > 0.3
+    assert res.counts["genuine_comparisons"] == len(probes)
+
+
+# ---- bad input -------------------------------------------------------------------------------------
+
+def test_protocol_naming_missing_images(tmp_path):
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((112, 112, 3), np.uint8))
+    lst = _write_csv(tmp_path / "l.csv", ["image", "subject", "set"],
+                     [("a.png", "x", "gallery"), ("gone1.png", "x", "probe"), ("gone2.png", "y", "probe")])
+    with pytest.raises(ProtocolError, match=r"names 2 image\(s\) that do not exist .*gone1.png, .*gone2.png"):
+        read_image_list(lst)
+
+
+def test_image_of_the_wrong_size(tmp_path):
+    cv2.imwrite(str(tmp_path / "big.png"), np.zeros((120, 100, 3), np.uint8))
+    lst = _write_csv(tmp_path / "l.csv", ["image", "subject", "set"], [("big.png", "x", "gallery"),
+                                                                        ("big.png", "x", "probe")])
+
+    class Never:
+        def embed(self, crops):
+            raise AssertionError("must fail before embedding")
+
+    with pytest.raises(ProtocolError, match="expected an aligned 112x112 face crop, got 100x120"):
+        evaluate_tinyface(Never(), lst)
+
+
+@pytest.mark.parametrize(
+    "header, rows, match",
+    [
+        (["image", "who"], [("a.png", "x")], "expected columns image, subject, set"),
+        (["image", "subject", "set"], [], "at least one row"),
+        (["image", "subject", "set"], [("a.png", "x", "query")], "expected set values"),
+        (["image", "subject", "set"], [("a.png", "", "probe")], "line 2: expected values for subject"),
+    ],
+)
+def test_bad_image_lists(tmp_path, header, rows, match):
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((112, 112, 3), np.uint8))
+    with pytest.raises(ProtocolError, match=match):
+        read_image_list(_write_csv(tmp_path / "l.csv", header, rows))
+
+
+def test_template_with_two_subjects(tmp_path):
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((112, 112, 3), np.uint8))
+    csv_path = _templates_csv(tmp_path / "t.csv", [("t1", "s1", Path("a.png")), ("t1", "s2", Path("a.png"))])
+    with pytest.raises(ProtocolError, match="template t1 expected one subject, got s1 and s2"):
+        read_templates(csv_path)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("never runs",))
+
+
+@pytest.mark.parametrize(
+    "payload, match",
+    [
+        (pickle.dumps(_Evil()), "got a reference to builtins.print"),
+        (pickle.dumps(([b"x"] * 3, [True])), "expected 2 images per pair flag, got 3 images and 1 flags"),
+        (pickle.dumps(([b"x", b"y"], [True])), "image 0: expected an encoded image"),
+        (b"not a pickle", "unreadable file"),
+    ],
+)
+def test_bad_pair_bin(tmp_path, payload, match):
+    path = tmp_path / "bad.bin"
+    path.write_bytes(payload)
+    with pytest.raises(ProtocolError, match=match):
+        read_pair_bin(path)
+
