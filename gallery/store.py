@@ -154,6 +154,14 @@ class Gallery:
             raise IdentityNotFoundError(f"identity {name!r}: not in the gallery")
         return identity
 
+    def known_hashes(self, embedder_id: str, hashes: Sequence[str]) -> dict[str, str]:
+        """Content hash -> identity name, for those of ``hashes`` already enrolled with ``embedder_id``."""
+        if not hashes:
+            return {}
+        with self.db.session() as session:
+            return dict(session.execute(select(Media.content_hash, Identity.name).join(Identity).where(
+                Media.embedder_id == embedder_id, Media.content_hash.in_(list(hashes)))).all())
+
     def has_identity(self, name: str) -> bool:
         with self.db.session() as session:
             return session.scalar(select(Identity.id).where(Identity.name == name)) is not None
@@ -200,18 +208,19 @@ class Gallery:
                   external_id: str | None = None, watchlist: bool = False, notes: str = "") -> list[str]:
         """Add vectors to identity ``name`` (created first when ``create``; a taken name then raises) and refit its
         template, in one transaction. Returns one status per item: ``"enrolled"``, ``"duplicate"`` (this content
-        is already enrolled for this identity and embedder: a no-op) or ``"conflict: <other identity>"``."""
+        is already enrolled for this identity and embedder: a no-op) or ``"conflict: <other identity>"``. A new
+        identity is only created when at least one item is enrolled."""
         with self.db.session() as session:
-            if create:
-                identity = self._create_identity(session, name, external_id, watchlist, notes)
-            else:
-                identity = self._get_identity(session, name)
+            identity = None if create else self._get_identity(session, name)
+            if create and session.scalar(select(Identity.id).where(Identity.name == name.strip())) is not None:
+                raise IdentityExistsError(f"identity {name!r} already exists (add images to it instead, or pick "
+                                          f"another name)")
             dim = self._dim(session, embedder_id)
-            hashes = [m.content_hash for m in items]
             owners = dict(session.execute(
                 select(Media.content_hash, Identity.name).join(Identity)
-                .where(Media.embedder_id == embedder_id, Media.content_hash.in_(hashes))).all()) if hashes else {}
-            statuses, seen = [], set()
+                .where(Media.embedder_id == embedder_id, Media.content_hash.in_([m.content_hash for m in items]))
+            ).all()) if items else {}
+            statuses, new = [], []
             for item in items:
                 vec = np.asarray(item.vector, np.float32).reshape(-1)
                 if dim is not None and vec.shape[0] != dim:
@@ -219,23 +228,24 @@ class Gallery:
                                          f"got {vec.shape[0]}-d")
                 dim = vec.shape[0]
                 owner = owners.get(item.content_hash)
-                if owner is not None and owner != identity.name:
+                if owner is not None and owner != name:
                     statuses.append(f"conflict: already enrolled as {owner!r}")
-                    continue
-                if owner is not None or item.content_hash in seen:
+                elif owner is not None or item.content_hash in {m.content_hash for m, _ in new}:
                     statuses.append("duplicate")
-                    continue
-                seen.add(item.content_hash)
+                else:
+                    new.append((item, vec))
+                    statuses.append("enrolled")
+            if not new:
+                return statuses
+            if identity is None:
+                identity = self._create_identity(session, name, external_id, watchlist, notes)
+            for item, vec in new:
                 session.add(Media(identity_id=identity.id, path=item.path, content_hash=item.content_hash,
                                   embedder_id=embedder_id, quality=float(item.quality), dim=dim, vector=to_blob(vec),
                                   norm=float(item.norm)))
-                statuses.append("enrolled")
-            if "enrolled" in statuses:
-                session.flush()
-                self._refit(session, identity.id, embedder_id)
-                self._bump(session)
-            elif create:
-                raise EnrollmentError(f"identity {name!r}: nothing to enroll ({', '.join(statuses) or 'no images'})")
+            session.flush()
+            self._refit(session, identity.id, embedder_id)
+            self._bump(session)
         return statuses
 
     @staticmethod

@@ -1,0 +1,211 @@
+"""Commands of the gallery: ``query``, ``serve``, ``remove``, ``merge`` and ``purge``.
+
+    run_pipeline.py query {matches,tracks,identities} [--db URL] [filters] [--format table|json|csv]
+    run_pipeline.py serve [--db URL] [--host 127.0.0.1] [--port 8000] [--config FILE]
+    run_pipeline.py remove NAME [--db URL]
+    run_pipeline.py merge SOURCE INTO [--db URL]
+    run_pipeline.py purge --older-than DAYS [--db URL]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import os
+import sys
+from datetime import datetime
+
+from gallery.config import GalleryConfig, load_gallery_config
+from gallery.db import Database
+from gallery.errors import AuthError, QueryError
+from gallery.matchlog import DECISIONS, purge_older_than
+from gallery.queries import KINDS, Filters, Page
+from gallery.store import Gallery
+from gallery.thumbnails import ThumbnailStore
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["register", "parse_time", "render", "serve_token", "check_bind", "TOKEN_ENV", "LOOPBACK"]
+
+TOKEN_ENV = "FACEMOE_API_TOKEN"
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+COLUMNS = {
+    "matches": ["at", "source", "track_id", "identity", "score", "decision", "threshold", "thumbnail"],
+    "tracks": ["created_at", "source", "run_id", "track_id", "start_time", "end_time", "frames", "crops_embedded",
+               "decision", "identity", "score"],
+    "identities": ["name", "external_id", "watchlist", "media", "embedders", "created_at"],
+}
+
+
+def parse_time(text: str) -> datetime:
+    """ISO 8601 with a timezone (``2026-03-01T10:00:00Z`` or ``...+02:00``)."""
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+    except ValueError:
+        raise QueryError(f"time: expected ISO 8601 like 2026-03-01T10:00:00Z, got {text!r}") from None
+    if value.tzinfo is None:
+        raise QueryError(f"time: expected a timezone (Z or +HH:MM), got {text!r}")
+    return value
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value) if not (isinstance(value, list) and all(isinstance(v, str) for v in value)) \
+            else ",".join(value)
+    return str(value)
+
+
+def render(kind: str, page: Page, fmt: str) -> str:
+    """A page as an aligned text table, a JSON document or CSV (header included)."""
+    if fmt == "json":
+        return json.dumps(page.as_dict(), indent=2)
+    cols = COLUMNS[kind]
+    rows = [[_cell(row.get(c)) for c in cols] for row in page.rows]
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(cols)
+        writer.writerows(rows)
+        return out.getvalue().rstrip("\n")
+    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
+    if page.has_more:
+        lines.append(f"(more: --page {page.page + 1})")
+    return "\n".join(lines)
+
+
+def _config(args) -> GalleryConfig:
+    return load_gallery_config(getattr(args, "config", None))
+
+
+def _db_url(args, config: GalleryConfig) -> str:
+    return args.db or config.db_url
+
+
+def run_query(args: argparse.Namespace) -> int:
+    config = _config(args)
+    filters = Filters(identity=args.identity, source=args.source,
+                      since=parse_time(args.since) if args.since else None,
+                      until=parse_time(args.until) if args.until else None,
+                      decision=args.decision, min_score=args.min_score,
+                      watchlist=True if args.watchlist else None, page=args.page, page_size=args.page_size)
+    with Database(_db_url(args, config), create=False) as db:
+        page = KINDS[args.kind](db, filters)
+    print(render(args.kind, page, args.format))
+    return 0
+
+
+def serve_token(config: GalleryConfig) -> str | None:
+    """The API token: the environment's ``FACEMOE_API_TOKEN`` first, then ``serve.token`` from the config."""
+    token = os.environ.get(TOKEN_ENV) or config.serve.token
+    if token is not None and len(token) < 8:
+        raise AuthError(f"API token: expected at least 8 characters, got {len(token)}")
+    return token
+
+
+def check_bind(host: str, token: str | None) -> None:
+    """Refuse to listen beyond loopback without a token."""
+    if token is None and host not in LOOPBACK:
+        raise AuthError(f"serve --host {host}: expected a loopback address without a token; set {TOKEN_ENV} or "
+                        f"gallery.serve.token to listen on other interfaces")
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gallery.app import create_app
+
+    config = _config(args)
+    host, port = args.host or config.serve.host, args.port or config.serve.port
+    token = serve_token(config)
+    check_bind(host, token)
+    db = Database(_db_url(args, config), create=False)
+    store = ThumbnailStore.for_database(db, config)
+    app = create_app(db, store, token=token, page_size=config.serve.page_size)
+    print(f"serving {db.shown} on http://{host}:{port}/ ({'token required' if token else 'no token: loopback only'})",
+          file=sys.stderr)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        db.close()
+    return 0
+
+
+def run_remove(args: argparse.Namespace) -> int:
+    with Gallery.open(_db_url(args, _config(args)), _config(args), create=False) as gallery:
+        gallery.remove_identity(args.name)
+        for embedder_id in gallery.embedders():
+            gallery.calibrate(embedder_id)
+    print(f"removed {args.name}", file=sys.stderr)
+    return 0
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    with Gallery.open(_db_url(args, _config(args)), _config(args), create=False) as gallery:
+        gallery.merge_identities(args.source, args.into)
+        for embedder_id in gallery.embedders():
+            gallery.calibrate(embedder_id)
+    print(f"merged {args.source} into {args.into}", file=sys.stderr)
+    return 0
+
+
+def run_purge(args: argparse.Namespace) -> int:
+    config = _config(args)
+    days = args.older_than or config.match_log.retention_days
+    if days is None:
+        raise QueryError("purge: expected --older-than DAYS or gallery.match_log.retention_days, got neither")
+    with Database(_db_url(args, config), create=False) as db:
+        count = purge_older_than(db, days, ThumbnailStore.for_database(db, config))
+    print(f"deleted {count} tracks older than {days:g} days", file=sys.stderr)
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", help=f"database URL (default: gallery.db_url, {GalleryConfig().db_url})")
+    p.add_argument("--config", help="YAML file whose 'gallery' section configures the gallery")
+
+
+def register(subparsers) -> None:
+    q = subparsers.add_parser("query", help="list matches, tracks or identities (newest first)")
+    q.add_argument("kind", choices=sorted(KINDS))
+    _common(q)
+    q.add_argument("--identity", help="identity name")
+    q.add_argument("--source", help="source (file or camera) name")
+    q.add_argument("--since", help="from this time (ISO 8601 with timezone)")
+    q.add_argument("--until", help="before this time (ISO 8601 with timezone)")
+    q.add_argument("--decision", choices=DECISIONS)
+    q.add_argument("--min-score", type=float)
+    q.add_argument("--watchlist", action="store_true", help="identities: only those on the watch list")
+    q.add_argument("--page", type=int, default=1)
+    q.add_argument("--page-size", type=int, default=50)
+    q.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    q.set_defaults(func=run_query)
+
+    s = subparsers.add_parser("serve", help="HTTP API and page of recent matches")
+    _common(s)
+    s.add_argument("--host", help="listen address (default: gallery.serve.host, 127.0.0.1)")
+    s.add_argument("--port", type=int, help="TCP port (default: gallery.serve.port, 8000)")
+    s.set_defaults(func=run_serve)
+
+    r = subparsers.add_parser("remove", help="remove an identity from the gallery")
+    r.add_argument("name")
+    _common(r)
+    r.set_defaults(func=run_remove)
+
+    m = subparsers.add_parser("merge", help="merge identity SOURCE into identity INTO")
+    m.add_argument("source")
+    m.add_argument("into")
+    _common(m)
+    m.set_defaults(func=run_merge)
+
+    pg = subparsers.add_parser("purge", help="delete match events and thumbnails older than N days")
+    pg.add_argument("--older-than", type=float, metavar="DAYS")
+    _common(pg)
+    pg.set_defaults(func=run_purge)

@@ -1,0 +1,161 @@
+"""gallery/app.py: JSON endpoints, token auth, thumbnails (no traversal), and the page in headless Chromium."""
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from gallery.app import COOKIE, create_app
+from gallery.db import Database
+from gallery.thumbnails import ThumbnailStore
+from tests.gallery.helpers import seed_log
+
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def served(db_url, tmp_path):
+    store = ThumbnailStore(tmp_path / "thumbs")
+    (tmp_path / "outside.txt").write_text("not for the web")
+    with Database(db_url) as db:
+        seed_log(db, store)
+        yield db, store
+
+
+def test_api_endpoints(served):
+    db, store = served
+    client = TestClient(create_app(db, store, token=TOKEN))
+    body = client.get("/api/matches", params={"identity": "ann", "page_size": 3}, headers=AUTH).json()
+    assert [r["track_id"] for r in body["rows"]] == [6, 4, 2] and body["has_more"]
+    body = client.get("/api/matches", params={"source": "lobby", "decision": "match"}, headers=AUTH).json()
+    assert [(r["track_id"], r["identity"]) for r in body["rows"]] == [(3, "bob")]
+    body = client.get("/api/matches", params={"since": "2026-03-01T10:05:00Z", "min_score": 0.5}, headers=AUTH)
+    assert [r["track_id"] for r in body.json()["rows"]] == [6]
+    assert [r["track_id"] for r in client.get("/api/tracks", params={"page": 2, "page_size": 5},
+                                              headers=AUTH).json()["rows"]] == [2, 1, 0]
+    assert [r["name"] for r in client.get("/api/identities", params={"watchlist": True},
+                                          headers=AUTH).json()["rows"]] == ["bob"]
+
+
+@pytest.mark.parametrize("params,status,message", [
+    ({"identity": "zed"}, 404, "'zed': not in the gallery"),
+    ({"since": "2026-03-01T10:00:00"}, 400, "expected a time with a timezone"),
+    ({"decision": "maybe"}, 400, "decision: expected one of"),
+    ({"page": 0}, 422, ""),
+])
+def test_api_bad_filters(served, params, status, message):
+    db, store = served
+    response = TestClient(create_app(db, store)).get("/api/matches", params=params)
+    assert response.status_code == status and message in str(response.json()["detail"])
+
+
+@pytest.mark.parametrize("headers,cookies", [({}, {}), ({"Authorization": "Bearer wrong-token"}, {}),
+                                             ({"Authorization": TOKEN}, {}), ({}, {COOKIE: "wrong-token"})])
+def test_wrong_or_missing_token_is_refused(served, headers, cookies):
+    db, store = served
+    client = TestClient(create_app(db, store, token=TOKEN), cookies=cookies)
+    for url in ("/api/matches", "/api/identities", "/", "/thumbnails/source1/run1/track0.jpg"):
+        response = client.get(url, headers=headers)
+        assert response.status_code == 401 and "token" in response.json()["detail"]
+    assert client.get("/?token=wrong-token", follow_redirects=False).status_code == 401
+
+
+def test_token_link_sets_cookie(served):
+    db, store = served
+    client = TestClient(create_app(db, store, token=TOKEN))
+    first = client.get(f"/?token={TOKEN}", follow_redirects=False)
+    assert first.status_code == 303 and first.headers["location"] == "/"
+    assert client.get("/").text.count('class="thumb"') == 8  # the cookie now authorises
+
+
+@pytest.mark.parametrize("rel", ["..%2F..%2Foutside.txt", "%2E%2E/outside.txt", "source1/..%2F..%2F..%2Foutside.txt",
+                                 "%2Fetc%2Fpasswd", "source1%5C..%5Coutside.txt"])
+def test_thumbnail_traversal_is_refused(served, rel):
+    db, store = served
+    response = TestClient(create_app(db, store)).get(f"/thumbnails/{rel}")
+    assert response.status_code in (400, 404) and b"not for the web" not in response.content
+    if response.status_code == 400:
+        assert "thumbnail path" in response.json()["detail"]
+
+
+def test_thumbnails_and_page(served):
+    db, store = served
+    client = TestClient(create_app(db, store))
+    image = client.get("/thumbnails/source1/run1/track0.jpg")
+    assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg"
+    assert client.get("/thumbnails/source1/run1/track99.jpg").status_code == 404
+    page = client.get("/", params={"identity": "ann"}).text
+    assert page.count('class="thumb"') == 4 and "0.860" in page
+    assert "No matches." in TestClient(create_app(db, store)).get("/", params={"source": "lobby",
+                                                                               "identity": "ann"}).text
+
+
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run")
+
+
+def _browser_or_skip():
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not installed (pip install selenium)")
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not browser or not driver:
+        pytest.skip("headless browser test needs chromium and chromedriver (scripts/system-deps.sh installs them)")
+    return webdriver, browser, driver
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# Every thumbnail image on the page: loaded?, natural width, and the grey level of its centre pixel.
+PIXELS = """return Array.from(document.querySelectorAll('img.thumb')).map(img => {
+  const c = document.createElement('canvas'); c.width = img.naturalWidth; c.height = img.naturalHeight;
+  const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+  const p = img.naturalWidth ? g.getImageData(img.naturalWidth >> 1, img.naturalHeight >> 1, 1, 1).data : [-1];
+  return [img.complete, img.naturalWidth, img.naturalHeight, p[0],
+          img.closest('tr').children[3].textContent.trim()];
+});"""
+
+
+@pytest.mark.slow
+def test_page_renders_thumbnails_in_headless_chromium(served, tmp_path, monkeypatch):
+    webdriver, browser, driver_path = _browser_or_skip()
+    import uvicorn
+    from selenium.webdriver.chrome.service import Service
+
+    monkeypatch.setenv("SE_OFFLINE", "true")  # never let Selenium fetch drivers or browsers
+    db, store = served
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(db, store, token=TOKEN), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in CHROMIUM_FLAGS + (f"--user-data-dir={tmp_path / 'profile'}",):
+        options.add_argument(flag)
+    chrome = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    try:
+        chrome.set_page_load_timeout(30)
+        chrome.get(f"http://127.0.0.1:{port}/?token={TOKEN}")  # sets the cookie, redirects to the page
+        shown = chrome.execute_script(PIXELS)
+        assert [s[4] for s in shown] == [str(t) for t in range(7, -1, -1)]  # newest first
+        for complete, width, height, grey, track in shown:
+            assert complete and (width, height) == (40, 48)
+            assert abs(grey - 30 * int(track)) <= 3  # the seeded crop of that very track
+        chrome.get(f"http://127.0.0.1:{port}/?identity=bob")
+        assert [s[4] for s in chrome.execute_script(PIXELS)] == ["3"]
+    finally:
+        chrome.quit()
+        server.should_exit = True
+        thread.join(timeout=10)
