@@ -1,0 +1,233 @@
+"""Live video sources (RTSP and other network URLs) that survive faults and never fall behind.
+
+Each camera has one decode thread (``LiveSource``). A stream that cannot be opened, stalls (no packet within
+the read timeout), ends or errors is a loss: the thread logs it, counts it in the camera's health, waits a
+capped exponential backoff with jitter and tries again, forever unless ``reconnect.max_attempts`` is set.
+Decoded frames go into a small newest-first buffer: when the consumer is slower than the camera the oldest
+buffered frame is dropped (and counted), so the consumer always gets recent frames.
+
+``Frame.timestamp`` of a live frame is the time it was decoded, in seconds since the source was created
+(monotonic clock, continuous across reconnects); ``Frame.index`` counts the camera's frames across reconnects.
+``LiveSource.generation`` grows by one at each loss of a stream that had delivered frames: a consumer seeing it
+change closes that camera's open tracks.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import deque
+
+import av
+
+from .health import CameraHealth, HealthRegistry
+from .live_config import CameraConfig, LiveConfig, ReconnectConfig
+from .types import Frame
+
+__all__ = ["backoff_delay", "open_options", "rtsp_timeout_option", "LiveSource", "LiveCameras"]
+
+logger = logging.getLogger(__name__)
+
+
+def backoff_delay(attempt: int, cfg: ReconnectConfig, rng: random.Random) -> float:
+    """Wait before reconnect attempt ``attempt`` (0-based): ``initial * multiplier**attempt`` capped at ``max_s``,
+    scaled by a uniform factor in ``1 +- jitter``, and never above ``max_s``."""
+    base = cfg.initial_s * cfg.multiplier ** min(attempt, 200)
+    base = min(base, cfg.max_s)
+    return min(cfg.max_s, base * (1.0 + cfg.jitter * rng.uniform(-1.0, 1.0)))
+
+
+def rtsp_timeout_option() -> str:
+    """Name of the RTSP demuxer's socket I/O timeout for the linked FFmpeg: ``timeout`` from libavformat 59
+    (FFmpeg 5) on, where ``stimeout`` was removed; ``stimeout`` before."""
+    major = av.library_versions["libavformat"][0]
+    return "timeout" if major >= 59 else "stimeout"
+
+
+def open_options(url: str, transport: str, read_timeout_s: float) -> dict[str, str]:
+    """FFmpeg options for a live URL: RTSP transport and socket timeout, or the generic protocol timeout."""
+    micros = str(int(read_timeout_s * 1_000_000))
+    if url.lower().startswith(("rtsp://", "rtsps://")):
+        opts = {rtsp_timeout_option(): micros}
+        if transport != "auto":
+            opts["rtsp_transport"] = transport
+        return opts
+    return {"rw_timeout": micros}
+
+
+class LiveSource:
+    """One camera: a decode thread with reconnects, feeding a newest-frames buffer of ``buffer_frames``."""
+
+    def __init__(self, camera: CameraConfig, live: LiveConfig, health: CameraHealth,
+                 wakeup: threading.Condition | None = None, seed: int | None = None) -> None:
+        self.camera = camera
+        self.name = camera.name
+        self.transport = camera.transport or live.transport
+        self.open_timeout_s = camera.open_timeout_s or live.open_timeout_s
+        self.read_timeout_s = camera.read_timeout_s or live.read_timeout_s
+        self.reconnect = live.reconnect
+        self.health = health
+        self.wakeup = wakeup or threading.Condition()
+        self.generation = 0
+        self._rng = random.Random(seed)
+        self._buffer: deque[Frame] = deque()
+        self._capacity = live.buffer_frames
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._t0 = time.monotonic()
+        self._index = 0
+        self._thread = threading.Thread(target=self._run, name=f"decode-{self.name}", daemon=True)
+
+    # consumer side -------------------------------------------------------------------------------------------
+    def start(self) -> "LiveSource":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Ask the decode thread to end (it notices within one packet or one read timeout)."""
+        self._stop.set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def alive(self) -> bool:
+        """The decode thread is running (False once stopped or given up)."""
+        return self._thread.is_alive()
+
+    def now(self) -> float:
+        """The source's clock: seconds since creation, the time base of its frames' timestamps."""
+        return time.monotonic() - self._t0
+
+    def read(self) -> Frame | None:
+        """The oldest frame still buffered (with one-frame buffering: the newest), or None."""
+        with self._lock:
+            return self._buffer.popleft() if self._buffer else None
+
+    # decode thread -------------------------------------------------------------------------------------------
+    def _push(self, image) -> None:
+        frame = Frame(self.name, self._index, self.now(), image)
+        self._index += 1
+        with self._lock:
+            if len(self._buffer) >= self._capacity:
+                self._buffer.popleft()
+                self.health.frame_dropped()
+            self._buffer.append(frame)
+        self.health.frame_in()
+        with self.wakeup:
+            self.wakeup.notify_all()
+
+    def _run(self) -> None:
+        failures = 0  # failed attempts in a row
+        delivered_before = False
+        while not self._stop.is_set():
+            self.health.set_state("connecting")
+            got, reason = self._stream_once(delivered_before)
+            if self._stop.is_set():
+                break
+            if got:
+                delivered_before = True
+                failures = 0
+                with self._lock:
+                    self._buffer.clear()
+                    self.generation += 1
+            failures += 1
+            self.health.failure(reason)
+            limit = self.reconnect.max_attempts
+            if limit is not None and failures >= limit:
+                logger.error("camera %s: giving up after %d failed attempts in a row (last: %s)",
+                             self.name, failures, reason)
+                self.health.set_state("failed")
+                self._notify()
+                return
+            delay = backoff_delay(failures - 1, self.reconnect, self._rng)
+            logger.warning("camera %s: %s; reconnecting in %.1fs (attempt %d%s)", self.name, reason, delay,
+                           failures, f" of {limit}" if limit else "")
+            self.health.set_state("waiting")
+            self._notify()
+            self._stop.wait(delay)
+        self.health.set_state("stopped")
+        self._notify()
+
+    def _notify(self) -> None:
+        with self.wakeup:
+            self.wakeup.notify_all()
+
+    def _stream_once(self, delivered_before: bool) -> tuple[bool, str]:
+        """Open, decode until stop/end/error; returns (delivered any frame, why it ended)."""
+        got = False
+        last_data = time.monotonic()
+        try:
+            options = open_options(self.camera.url, self.transport, self.read_timeout_s)
+            with av.open(self.camera.url, options=options, timeout=(self.open_timeout_s, self.read_timeout_s)) as c:
+                if not c.streams.video:
+                    return False, "no video stream in the source"
+                stream = c.streams.video[0]
+                for packet in c.demux(stream):
+                    last_data = time.monotonic()
+                    if self._stop.is_set():
+                        return got, "stopped"
+                    try:
+                        frames = packet.decode()
+                    except av.InvalidDataError:
+                        continue  # a damaged packet (lost RTP data): skip it, the next keyframe recovers
+                    for f in frames:
+                        if not got:
+                            got = True
+                            self.health.set_state("connected")
+                            if delivered_before:
+                                self.health.reconnected()
+                                logger.warning("camera %s: stream recovered", self.name)
+                            else:
+                                logger.info("camera %s: connected (%dx%d)", self.name, f.width, f.height)
+                        self._push(f.to_ndarray(format="bgr24"))
+            return got, "stream ended"
+        except av.FFmpegError as exc:
+            # FFmpeg reports its own socket timeout on RTSP as "invalid data": tell a timeout by the silence
+            idle = time.monotonic() - last_data
+            if isinstance(exc, TimeoutError) or idle >= 0.9 * min(self.open_timeout_s, self.read_timeout_s):
+                return got, f"timed out: no data for {idle:.1f}s ({exc.strerror or exc})"
+            return got, f"{type(exc).__name__}: {exc.strerror or exc}"
+        except OSError as exc:
+            return got, f"{type(exc).__name__}: {exc}"
+
+
+class LiveCameras:
+    """Several cameras in one process: one ``LiveSource`` each, sharing one wake-up condition."""
+
+    def __init__(self, cameras: tuple[CameraConfig, ...] | list[CameraConfig], live: LiveConfig,
+                 registry: HealthRegistry, seed: int | None = None) -> None:
+        self.wakeup = threading.Condition()
+        self.sources = [LiveSource(c, live, registry.add(c.name), self.wakeup,
+                                   None if seed is None else seed + i) for i, c in enumerate(cameras)]
+
+    def start(self) -> "LiveCameras":
+        for s in self.sources:
+            s.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop every decode thread; True when all ended within ``timeout`` seconds."""
+        for s in self.sources:
+            s.stop()
+        deadline = time.monotonic() + timeout
+        return all(s.join(max(0.0, deadline - time.monotonic())) for s in self.sources)
+
+    @property
+    def alive(self) -> bool:
+        return any(s.alive for s in self.sources)
+
+    def wait(self, timeout: float) -> None:
+        """Sleep until some camera has a frame or changes state, at most ``timeout`` seconds."""
+        with self.wakeup:
+            self.wakeup.wait(timeout)
+
+    def poll(self) -> list[Frame]:
+        """The buffered frames of every camera (with one-frame buffering: each camera's newest)."""
+        frames = []
+        for s in self.sources:
+            while (f := s.read()) is not None:
+                frames.append(f)
+        return frames

@@ -1,0 +1,127 @@
+"""Configuration of live sources: cameras, reconnect policy, health endpoint and watchlist alerts.
+
+``LiveConfig`` is the ``live`` section (YAML, validated by pydantic with unknown keys refused). A cameras file
+is a YAML document ``{cameras: [{name, url, ...}, ...]}``; per-camera keys left out take the section defaults.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+__all__ = ["ReconnectConfig", "CameraConfig", "HealthConfig", "WebhookConfig", "AlertConfig", "LiveConfig",
+           "load_cameras", "cameras_from_urls", "camera_name_from_url"]
+
+NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ReconnectConfig(_Section):
+    initial_s: float = Field(0.5, gt=0, le=600, description="wait before the first reconnect attempt (s)")
+    max_s: float = Field(30.0, gt=0, le=3600, description="cap of the exponential backoff (s)")
+    multiplier: float = Field(2.0, ge=1.0, le=10.0, description="growth factor of the wait per failed attempt")
+    jitter: float = Field(0.2, ge=0.0, le=1.0, description="each wait is scaled by a random factor in 1 +- jitter")
+    max_attempts: int | None = Field(
+        None, ge=1, le=10**9, description="give a camera up after this many failed attempts in a row; null = never"
+    )
+
+    @model_validator(mode="after")
+    def _cap(self) -> "ReconnectConfig":
+        if self.max_s < self.initial_s:
+            raise ValueError(f"max_s must be >= initial_s, got max_s={self.max_s} initial_s={self.initial_s}")
+        return self
+
+
+class CameraConfig(_Section):
+    name: str = Field(..., pattern=NAME_PATTERN, description="camera id used in logs, metrics and the match log")
+    url: str = Field(..., min_length=1, max_length=2000, description="rtsp://, rtmp://, http(s):// or udp:// URL")
+    transport: Literal["tcp", "udp", "auto"] | None = Field(
+        None, description="RTSP transport; null = the section default")
+    open_timeout_s: float | None = Field(None, gt=0, le=600, description="connect + probe limit (s); null = default")
+    read_timeout_s: float | None = Field(None, gt=0, le=600, description="no packet this long is a stall (s)")
+
+
+class HealthConfig(_Section):
+    status_interval_s: float = Field(10.0, ge=0, le=86400, description="log a status line this often; 0 = never")
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="serve Prometheus metrics on this port (0 = any free one); null = off")
+    metrics_host: str = Field("127.0.0.1", pattern=r"^[0-9A-Za-z.:-]{1,255}$", description="address to bind")
+    fps_window_s: float = Field(5.0, gt=0, le=600, description="frame rates are averaged over this window (s)")
+
+
+class WebhookConfig(_Section):
+    url: str = Field(..., pattern=r"^https?://", max_length=2000, description="endpoint receiving a JSON POST")
+    timeout_s: float = Field(5.0, gt=0, le=120, description="per-request limit (s)")
+    retries: int = Field(3, ge=0, le=100, description="extra attempts after a failed POST")
+    backoff_s: float = Field(0.5, ge=0, le=600, description="wait before the first retry, doubled each time (s)")
+
+
+class AlertConfig(_Section):
+    watchlist: tuple[str, ...] = Field((), max_length=100000, description="identity names that raise an alert")
+    log: bool = Field(True, description="write a WARNING log line per alert")
+    webhooks: tuple[WebhookConfig, ...] = Field((), max_length=100, description="POST each alert to these")
+    queue_size: int = Field(1000, ge=1, le=10**6, description="alerts waiting for delivery; beyond: dropped, counted")
+
+
+class LiveConfig(_Section):
+    transport: Literal["tcp", "udp", "auto"] = Field("tcp", description="default RTSP transport")
+    open_timeout_s: float = Field(10.0, gt=0, le=600, description="default connect + probe limit (s)")
+    read_timeout_s: float = Field(5.0, gt=0, le=600, description="default stall limit: no packet this long (s)")
+    buffer_frames: int = Field(
+        1, ge=1, le=1000, description="newest frames kept per camera; older ones are dropped and counted")
+    reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig, description="reconnect backoff")
+    health: HealthConfig = Field(default_factory=HealthConfig, description="status line and metrics")
+    alerts: AlertConfig = Field(default_factory=AlertConfig, description="watchlist alerts")
+    cameras: tuple[CameraConfig, ...] = Field((), max_length=1000, description="cameras (or use --cameras FILE)")
+
+    @field_validator("cameras")
+    @classmethod
+    def _unique(cls, cams: tuple[CameraConfig, ...]) -> tuple[CameraConfig, ...]:
+        names = [c.name for c in cams]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"camera names must be unique, got duplicates {dup}")
+        return cams
+
+
+def camera_name_from_url(url: str, index: int) -> str:
+    """A readable default camera name: ``cam<index>-<last path segment>`` with unsafe characters replaced."""
+    tail = url.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
+    tail = re.sub(r"[^A-Za-z0-9_.-]+", "_", tail)[:40]
+    return f"cam{index}-{tail}" if tail and "://" not in tail and ":" not in tail else f"cam{index}"
+
+
+def cameras_from_urls(urls: list[str]) -> tuple[CameraConfig, ...]:
+    """Cameras given on the command line, named ``cam0-...``, ``cam1-...`` in order."""
+    return tuple(CameraConfig(name=camera_name_from_url(u, i), url=u) for i, u in enumerate(urls))
+
+
+def load_cameras(path: str | Path) -> tuple[CameraConfig, ...]:
+    """Read a cameras YAML file (``cameras: [...]``); raises :class:`ConfigError` in one line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"cameras file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cameras file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict) or set(data) != {"cameras"}:
+        got = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise ConfigError(f"cameras file {path}: expected a mapping with the one key 'cameras', got {got}")
+    try:
+        cams = LiveConfig(cameras=data["cameras"] or ()).cameras
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"cameras file {path}: {key}: {err['msg']}") from None
+    if not cams:
+        raise ConfigError(f"cameras file {path}: expected at least one camera, got none")
+    return cams

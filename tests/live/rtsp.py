@@ -1,0 +1,131 @@
+"""A loopback RTSP server (Debian's rtsp-server-perl) and ffmpeg publishers streaming a clip to it, for tests.
+
+The server relays what a publisher ANNOUNCEs on its source port to players on its client port, over RTP/UDP.
+Everything binds to 127.0.0.1; every wait here is bounded.
+"""
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+SERVER = "rtsp-server-perl"
+
+
+def tools_missing() -> str | None:
+    """Why the RTSP fixture cannot run here (see scripts/system-deps.sh), or None."""
+    missing = [t for t in ("ffmpeg", SERVER) if shutil.which(t) is None]
+    return f"missing system tools {missing} (run scripts/system-deps.sh)" if missing else None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+def make_clip(src: Path, dst: Path, seconds: float = 6.0, width: int = 640) -> Path:
+    """Re-encode a stretch of ``src`` for streaming: H.264 with SPS/PPS before every keyframe, no B-frames."""
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(src), "-t", str(seconds), "-vf", f"scale={width}:-2",
+                    "-an", "-c:v", "libx264", "-preset", "veryfast", "-g", "12", "-bf", "0",
+                    "-x264-params", "repeat-headers=1", str(dst)], check=True, timeout=120)
+    return dst
+
+
+class RtspServer:
+    """rtsp-server-perl on loopback ports; ``publish`` starts an ffmpeg streaming a clip to a mount."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.client_port = free_port()
+        self.source_port = free_port()
+        self.rtp_port = 20000 + (self.client_port % 2000) * 8
+        self.log_dir = log_dir
+        self.proc: subprocess.Popen | None = None
+        self.publishers: dict[str, subprocess.Popen] = {}
+
+    def url(self, mount: str) -> str:
+        return f"rtsp://127.0.0.1:{self.client_port}/{mount}"
+
+    def start(self) -> "RtspServer":
+        log = open(self.log_dir / f"rtsp-server-{self.client_port}.log", "ab")
+        self.proc = subprocess.Popen(
+            [SERVER, "--clientport", str(self.client_port), "--serverport", str(self.source_port),
+             "--client_listen_address", "127.0.0.1", "--source_listen_address", "127.0.0.1",
+             "--rtp_start_port", str(self.rtp_port), "--loglevel", "1"], stdout=log, stderr=log)
+        log.close()
+        wait_port(self.client_port, 10)
+        wait_port(self.source_port, 10)
+        return self
+
+    def publish(self, mount: str, clip: Path, loop: bool = True) -> subprocess.Popen:
+        """Stream ``clip`` in real time to ``mount`` (looped), waiting until players can attach."""
+        log = open(self.log_dir / f"publish-{mount}-{self.client_port}.log", "ab")
+        cmd = ["ffmpeg", "-v", "error", "-re"] + (["-stream_loop", "-1"] if loop else []) + [
+            "-i", str(clip), "-c", "copy", "-f", "rtsp", f"rtsp://127.0.0.1:{self.source_port}/{mount}"]
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        log.close()
+        self.publishers[mount] = proc
+        time.sleep(0.5)  # ANNOUNCE/RECORD handshake
+        if proc.poll() is not None:
+            raise RuntimeError(f"publisher for {mount} exited with {proc.returncode}, see {self.log_dir}")
+        return proc
+
+    def stall(self, mount: str) -> None:
+        self.publishers[mount].send_signal(signal.SIGSTOP)
+
+    def resume(self, mount: str) -> None:
+        self.publishers[mount].send_signal(signal.SIGCONT)
+
+    def kill(self) -> None:
+        """Kill the server and its publishers at once (as a crash would)."""
+        for proc in [*self.publishers.values(), self.proc]:
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+                proc.kill()
+                proc.wait(timeout=10)
+        self.publishers.clear()
+        self.proc = None
+
+
+class SilentServer:
+    """A TCP listener on loopback that accepts connections and never answers (a camera that hangs)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.accepted.append(conn)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        for conn in self.accepted:
+            conn.close()
+        self.sock.close()

@@ -1,0 +1,215 @@
+"""Live sources against a real RTSP server on loopback: attach, stall, wrong path, silence, restarts, drops."""
+from __future__ import annotations
+
+import random
+import time
+
+import av
+import pytest
+
+from pipeline.health import CameraHealth, HealthRegistry
+from pipeline.live import LiveCameras, LiveSource, backoff_delay, open_options, rtsp_timeout_option
+from pipeline.live_config import CameraConfig, LiveConfig, ReconnectConfig
+
+
+def live_config(**kw) -> LiveConfig:
+    reconnect = ReconnectConfig(**{"initial_s": 0.1, "max_s": 0.5, "jitter": 0.1, **kw.pop("reconnect", {})})
+    return LiveConfig(**{"transport": "udp", "open_timeout_s": 3.0, "read_timeout_s": 1.5, **kw},
+                      reconnect=reconnect)
+
+
+def wait_until(cond, timeout: float, step: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(step)
+    return cond()
+
+
+def drain(source: LiveSource, seconds: float) -> list:
+    frames, deadline = [], time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        f = source.read()
+        if f is None:
+            time.sleep(0.01)
+        else:
+            frames.append(f)
+    return frames
+
+
+@pytest.mark.parametrize("attempt, low, high", [(0, 0.9, 1.1), (1, 1.8, 2.2), (3, 7.2, 8.8), (10, 9.0, 10.0),
+                                                (500, 9.0, 10.0)])
+def test_backoff_grows_is_capped_and_jittered(attempt, low, high):
+    cfg = ReconnectConfig(initial_s=1.0, max_s=10.0, multiplier=2.0, jitter=0.1)
+    rng = random.Random(7)
+    delays = [backoff_delay(attempt, cfg, rng) for _ in range(200)]
+    assert all(low <= d <= high for d in delays)
+    assert max(delays) - min(delays) > 0.1 * (high - low)  # jitter spreads the waits
+
+
+def test_backoff_is_reproducible_with_a_seed():
+    cfg = ReconnectConfig()
+    assert [backoff_delay(i, cfg, random.Random(3)) for i in range(5)] == \
+           [backoff_delay(i, cfg, random.Random(3)) for i in range(5)]
+
+
+@pytest.mark.parametrize("url, transport, expected", [
+    ("rtsp://127.0.0.1/a", "tcp", {"rtsp_transport": "tcp", "timeout": "2500000"}),
+    ("RTSP://127.0.0.1/a", "udp", {"rtsp_transport": "udp", "timeout": "2500000"}),
+    ("rtsp://127.0.0.1/a", "auto", {"timeout": "2500000"}),
+    ("http://127.0.0.1/a.ts", "tcp", {"rw_timeout": "2500000"}),
+])
+def test_open_options(url, transport, expected):
+    assert av.library_versions["libavformat"][0] >= 59  # the FFmpeg linked by PyAV here
+    assert rtsp_timeout_option() == "timeout"
+    assert open_options(url, transport, 2.5) == expected
+
+
+def test_attaches_and_decodes(rtsp_server, stream_clip):
+    rtsp_server.publish("cam", stream_clip)
+    health = CameraHealth("cam")
+    src = LiveSource(CameraConfig(name="cam", url=rtsp_server.url("cam")), live_config(), health).start()
+    try:
+        assert wait_until(lambda: health.frames_in > 0, 10), health.snapshot()
+        frames = drain(src, 1.5)
+    finally:
+        src.stop()
+        assert src.join(5)
+    assert frames and frames[0].image.shape == (360, 640, 3)
+    assert [f.index for f in frames] == sorted(f.index for f in frames)
+    snap = health.snapshot()
+    assert snap.failures == 0 and snap.frames_in > 20 and snap.fps_in > 5
+    assert snap.state == "stopped"
+
+
+@pytest.mark.parametrize("kind", ["silent", "refused"])
+def test_unreachable_camera_retries_then_gives_up_within_the_timeouts(kind, silent_server):
+    port = silent_server.port if kind == "silent" else _closed_port()
+    health = CameraHealth("dead")
+    cfg = live_config(open_timeout_s=1.0, read_timeout_s=1.0, reconnect={"max_attempts": 3, "initial_s": 0.05})
+    t0 = time.monotonic()
+    src = LiveSource(CameraConfig(name="dead", url=f"rtsp://127.0.0.1:{port}/cam"), cfg, health).start()
+    assert src.join(3 * (1.0 + 1.0) + 3)  # three attempts of at most open + read timeout, plus the waits
+    elapsed = time.monotonic() - t0
+    snap = health.snapshot()
+    assert snap.state == "failed" and snap.failures == 3 and snap.frames_in == 0
+    if kind == "silent":
+        assert "timed out" in snap.last_error and elapsed >= 2.0
+    else:
+        assert "refused" in snap.last_error.lower() and elapsed < 3.0
+
+
+def _closed_port() -> int:
+    from tests.live.rtsp import free_port
+    return free_port()
+
+
+def test_wrong_path_on_a_live_server_is_reported_per_camera(rtsp_server, stream_clip):
+    rtsp_server.publish("cam", stream_clip)
+    registry = HealthRegistry()
+    cfg = live_config(reconnect={"max_attempts": 2})
+    cams = LiveCameras([CameraConfig(name="good", url=rtsp_server.url("cam")),
+                        CameraConfig(name="typo", url=rtsp_server.url("nope"))], cfg, registry, seed=1).start()
+    try:
+        assert wait_until(lambda: registry.cameras["typo"].state == "failed", 8)
+        assert wait_until(lambda: registry.cameras["good"].frames_in > 10, 8)
+    finally:
+        assert cams.stop(5)
+    typo = registry.cameras["typo"].snapshot()
+    assert typo.failures == 2 and typo.frames_in == 0
+    assert "404" in typo.last_error or "not found" in typo.last_error.lower()
+    assert registry.cameras["good"].snapshot().failures == 0
+
+
+def test_publisher_stall_is_a_disconnect_and_the_stream_recovers(rtsp_server, stream_clip):
+    rtsp_server.publish("cam", stream_clip)
+    health = CameraHealth("cam")
+    cfg = live_config(read_timeout_s=1.0)
+    src = LiveSource(CameraConfig(name="cam", url=rtsp_server.url("cam")), cfg, health).start()
+    try:
+        assert wait_until(lambda: health.frames_in > 5, 10)
+        rtsp_server.stall("cam")
+        t_stall = time.monotonic()
+        assert wait_until(lambda: health.failures >= 1, 4)
+        detected = time.monotonic() - t_stall
+        assert "timed out" in health.last_error
+        assert src.generation == 1
+        frames_at_stall = health.frames_in
+        # still stalled: further attempts fail (each within the timeouts) and are counted, no frames
+        assert wait_until(lambda: health.failures >= 2, 3.0 + 1.0 + 1.0)
+        assert health.frames_in <= frames_at_stall + 2
+        rtsp_server.resume("cam")
+        assert wait_until(lambda: health.reconnects >= 1 and health.frames_in > frames_at_stall + 10, 10)
+    finally:
+        src.stop()
+        assert src.join(5)
+    assert detected < 1.0 + 2.0  # read timeout plus slack
+
+
+@pytest.mark.slow
+def test_server_killed_and_restarted_three_times_reconnects_each_time(rtsp_server, stream_clip):
+    rtsp_server.publish("cam", stream_clip)
+    health = CameraHealth("cam")
+    src = LiveSource(CameraConfig(name="cam", url=rtsp_server.url("cam")), live_config(read_timeout_s=1.0),
+                     health).start()
+    try:
+        assert wait_until(lambda: health.frames_in > 5, 10)
+        for round_ in range(1, 4):
+            rtsp_server.kill()
+            assert wait_until(lambda: src.generation == round_, 5), (round_, health.snapshot())
+            time.sleep(0.3)
+            rtsp_server.start().publish("cam", stream_clip)
+            seen = health.frames_in
+            assert wait_until(lambda: health.reconnects == round_ and health.frames_in > seen + 5, 10), \
+                (round_, health.snapshot())
+    finally:
+        src.stop()
+        assert src.join(5)
+    assert health.snapshot().reconnects == 3 and src.generation == 3
+
+
+def test_slow_consumer_gets_the_newest_frames_and_drops_are_counted(rtsp_server, stream_clip):
+    rtsp_server.publish("cam", stream_clip)
+    health = CameraHealth("cam")
+    src = LiveSource(CameraConfig(name="cam", url=rtsp_server.url("cam")), live_config(), health).start()
+    lags = []
+    try:
+        assert wait_until(lambda: health.frames_in > 0, 10)
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            f = src.read()
+            if f is None:
+                time.sleep(0.01)
+                continue
+            lags.append(src.now() - f.timestamp)
+            time.sleep(0.2)  # a consumer at 5 fps behind a ~24 fps camera
+            health.frame_processed()
+    finally:
+        src.stop()
+        assert src.join(5)
+    snap = health.snapshot()
+    assert snap.dropped > 2 * snap.frames_processed  # most frames were dropped at the source
+    assert snap.dropped + snap.frames_processed <= snap.frames_in  # at most one frame still buffered
+    assert snap.frames_in - snap.dropped - snap.frames_processed <= 1
+    assert max(lags) < 0.35  # never older than one consumer step: no growing backlog
+    assert abs(lags[-1] - lags[0]) < 0.3
+
+
+def test_a_camera_down_at_start_up_does_not_stop_the_others(rtsp_server, stream_clip, silent_server):
+    rtsp_server.publish("cam", stream_clip)
+    registry = HealthRegistry()
+    cfg = live_config(open_timeout_s=1.0)
+    cams = LiveCameras([CameraConfig(name="down", url=f"rtsp://127.0.0.1:{silent_server.port}/x"),
+                        CameraConfig(name="up", url=rtsp_server.url("cam"))], cfg, registry, seed=2).start()
+    got = []
+    try:
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:
+            cams.wait(0.2)
+            got += cams.poll()
+    finally:
+        assert cams.stop(5)
+    assert {f.source_id for f in got} == {"up"} and len(got) > 30
+    assert registry.cameras["down"].snapshot().failures >= 1
+    assert "down: " in registry.status_line() and "up: " in registry.status_line()
