@@ -13,6 +13,7 @@ import sys
 COMMAND_MODULES = (
     "pipeline.cli",
     "gallery.cli",
+    "pipeline.enroll",
     "facemoe.cli",
 )
 # Base classes of the errors that mean "bad input": reported in one line with exit code 2.

@@ -5,9 +5,10 @@ parameters; ``/thumbnails/<path>`` serves files of the thumbnail store only; ``/
 with their thumbnails and scores, filterable by identity and camera.
 
 With a token, every request needs ``Authorization: Bearer <token>`` or the ``facemoe_token`` cookie; opening
-``/?token=<token>`` once in a browser sets that cookie. Without a token the server must listen on loopback only
-(see ``gallery.cli.check_bind``).
+``/?token=<token>`` once in a browser sets that cookie. Without a token the server must listen on loopback
+only (see ``gallery.cli.check_bind``).
 """
+
 from __future__ import annotations
 
 import hmac
@@ -48,14 +49,16 @@ td,th{border-bottom:1px solid #ccc;padding:4px 10px;text-align:left}img{height:6
  {% for n in sources %}<option{% if n == source %} selected{% endif %}>{{ n }}</option>{% endfor %}
  </select></label>
  <label>Decision <select name="decision"><option value="">any</option>
- {% for d in ["match", "unknown"] %}<option{% if d == decision %} selected{% endif %}>{{ d }}</option>{% endfor %}
+ {% for d in ["match", "unknown"] %}<option{% if d == decision %} selected{% endif %}>{{ d }}</option>{%
+ endfor %}
  </select></label>
  <button type="submit">Filter</button>
 </form>
 <table id="matches"><thead><tr><th>Face</th><th>Time (UTC)</th><th>Camera</th><th>Track</th><th>Identity</th>
 <th>Score</th><th>Decision</th></tr></thead><tbody>
 {% for r in rows %}<tr class="row">
- <td>{% if r.thumbnail %}<img class="thumb" alt="track {{ r.track_id }}" src="/thumbnails/{{ r.thumbnail_url }}">
+ <td>{% if r.thumbnail %}<img class="thumb" alt="track {{ r.track_id }}" src="/thumbnails/{{ r.thumbnail_url
+ }}">
  {% endif %}</td>
  <td>{{ r.at[:19] | replace("T", " ") }}</td><td>{{ r.source }}</td><td>{{ r.track_id }}</td>
  <td>{{ r.identity or (r.candidates[0].name ~ "?" if r.candidates else "") }}</td>
@@ -68,17 +71,33 @@ td,th{border-bottom:1px solid #ccc;padding:4px 10px;text-align:left}img{height:6
 </body></html>""")
 
 
-def _filters(identity: str | None = None, source: str | None = None, since: datetime | None = None,
-             until: datetime | None = None, decision: str | None = None, min_score: float | None = None,
-             watchlist: bool | None = None, page: int = Query(1, ge=1),
-             page_size: int = Query(50, ge=1, le=MAX_PAGE_SIZE)) -> Filters:
-    return Filters(identity=identity or None, source=source or None, since=since, until=until,
-                   decision=decision or None, min_score=min_score, watchlist=watchlist, page=page,
-                   page_size=page_size)
+def _filters(
+    identity: str | None = None,
+    source: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    decision: str | None = None,
+    min_score: float | None = None,
+    watchlist: bool | None = None,
+    page: int = Query(1, ge=1),
+    page_size: int = Query(50, ge=1, le=MAX_PAGE_SIZE),
+) -> Filters:
+    return Filters(
+        identity=identity or None,
+        source=source or None,
+        since=since,
+        until=until,
+        decision=decision or None,
+        min_score=min_score,
+        watchlist=watchlist,
+        page=page,
+        page_size=page_size,
+    )
 
 
-def create_app(db: Database, thumbnails: ThumbnailStore | None, *, token: str | None = None,
-               page_size: int = 50) -> FastAPI:
+def create_app(
+    db: Database, thumbnails: ThumbnailStore | None, *, token: str | None = None, page_size: int = 50
+) -> FastAPI:
     """The app over ``db``; ``thumbnails`` None serves no thumbnails; ``token`` None disables auth."""
     app = FastAPI(title="FaceMoE gallery and match log", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -120,8 +139,14 @@ def create_app(db: Database, thumbnails: ThumbnailStore | None, *, token: str | 
         return FileResponse(path, media_type="image/jpeg")
 
     @app.get("/", response_class=HTMLResponse)
-    def page(request: Request, identity: str = "", source: str = "", decision: str = "",
-             page: int = Query(1, ge=1), token_param: str | None = Query(None, alias="token")):
+    def page(
+        request: Request,
+        identity: str = "",
+        source: str = "",
+        decision: str = "",
+        page: int = Query(1, ge=1),
+        token_param: str | None = Query(None, alias="token"),
+    ):
         if token is not None and token_param is not None:
             if not hmac.compare_digest(token_param.encode(), token.encode()):
                 raise HTTPException(401, "invalid API token")
@@ -129,8 +154,13 @@ def create_app(db: Database, thumbnails: ThumbnailStore | None, *, token: str | 
             response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
             return response
         authorised(request)
-        f = Filters(identity=identity or None, source=source or None, decision=decision or None, page=page,
-                    page_size=page_size)
+        f = Filters(
+            identity=identity or None,
+            source=source or None,
+            decision=decision or None,
+            page=page,
+            page_size=page_size,
+        )
         result = find_matches(db, f)
         for row in result.rows:
             row["thumbnail_url"] = quote(row["thumbnail"]) if row["thumbnail"] else ""
@@ -138,8 +168,15 @@ def create_app(db: Database, thumbnails: ThumbnailStore | None, *, token: str | 
             names = session.scalars(select(Identity.name).order_by(Identity.name).limit(1000)).all()
             sources = session.scalars(select(Source.name).order_by(Source.name).limit(1000)).all()
         keep = {"identity": identity, "source": source, "decision": decision}
-        return PAGE.render(rows=result.rows, identities=names, sources=sources, page=page,
-                           has_more=result.has_more, prev=urlencode(keep | {"page": page - 1}),
-                           next=urlencode(keep | {"page": page + 1}), **keep)
+        return PAGE.render(
+            rows=result.rows,
+            identities=names,
+            sources=sources,
+            page=page,
+            has_more=result.has_more,
+            prev=urlencode(keep | {"page": page - 1}),
+            next=urlencode(keep | {"page": page + 1}),
+            **keep,
+        )
 
     return app

@@ -1,11 +1,12 @@
 """Commands of the gallery: ``query``, ``serve``, ``remove``, ``merge`` and ``purge``.
 
-    run_pipeline.py query {matches,tracks,identities} [--db URL] [filters] [--format table|json|csv]
-    run_pipeline.py serve [--db URL] [--host 127.0.0.1] [--port 8000] [--config FILE]
-    run_pipeline.py remove NAME [--db URL]
-    run_pipeline.py merge SOURCE INTO [--db URL]
-    run_pipeline.py purge --older-than DAYS [--db URL]
+run_pipeline.py query {matches,tracks,identities} [--db URL] [filters] [--format table|json|csv]
+run_pipeline.py serve [--db URL] [--host 127.0.0.1] [--port 8000] [--config FILE]
+run_pipeline.py remove NAME [--db URL]
+run_pipeline.py merge SOURCE INTO [--db URL]
+run_pipeline.py purge --older-than DAYS [--db URL]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,19 @@ TOKEN_ENV = "FACEMOE_API_TOKEN"
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 COLUMNS = {
     "matches": ["at", "source", "track_id", "identity", "score", "decision", "threshold", "thumbnail"],
-    "tracks": ["created_at", "source", "run_id", "track_id", "start_time", "end_time", "frames", "crops_embedded",
-               "decision", "identity", "score"],
+    "tracks": [
+        "created_at",
+        "source",
+        "run_id",
+        "track_id",
+        "start_time",
+        "end_time",
+        "frames",
+        "crops_embedded",
+        "decision",
+        "identity",
+        "score",
+    ],
     "identities": ["name", "external_id", "watchlist", "media", "embedders", "created_at"],
 }
 
@@ -56,8 +68,11 @@ def _cell(value) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
     if isinstance(value, (list, dict)):
-        return json.dumps(value) if not (isinstance(value, list) and all(isinstance(v, str) for v in value)) \
+        return (
+            json.dumps(value)
+            if not (isinstance(value, list) and all(isinstance(v, str) for v in value))
             else ",".join(value)
+        )
     return str(value)
 
 
@@ -91,11 +106,17 @@ def _db_url(args, config: GalleryConfig) -> str:
 
 def run_query(args: argparse.Namespace) -> int:
     config = _config(args)
-    filters = Filters(identity=args.identity, source=args.source,
-                      since=parse_time(args.since) if args.since else None,
-                      until=parse_time(args.until) if args.until else None,
-                      decision=args.decision, min_score=args.min_score,
-                      watchlist=True if args.watchlist else None, page=args.page, page_size=args.page_size)
+    filters = Filters(
+        identity=args.identity,
+        source=args.source,
+        since=parse_time(args.since) if args.since else None,
+        until=parse_time(args.until) if args.until else None,
+        decision=args.decision,
+        min_score=args.min_score,
+        watchlist=True if args.watchlist else None,
+        page=args.page,
+        page_size=args.page_size,
+    )
     with Database(_db_url(args, config), create=False) as db:
         page = KINDS[args.kind](db, filters)
     print(render(args.kind, page, args.format))
@@ -113,8 +134,10 @@ def serve_token(config: GalleryConfig) -> str | None:
 def check_bind(host: str, token: str | None) -> None:
     """Refuse to listen beyond loopback without a token."""
     if token is None and host not in LOOPBACK:
-        raise AuthError(f"serve --host {host}: expected a loopback address without a token; set {TOKEN_ENV} or "
-                        f"gallery.serve.token to listen on other interfaces")
+        raise AuthError(
+            f"serve --host {host}: expected a loopback address without a token; set {TOKEN_ENV} or "
+            f"gallery.serve.token to listen on other interfaces"
+        )
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -129,8 +152,8 @@ def run_serve(args: argparse.Namespace) -> int:
     db = Database(_db_url(args, config), create=False)
     store = ThumbnailStore.for_database(db, config)
     app = create_app(db, store, token=token, page_size=config.serve.page_size)
-    print(f"serving {db.shown} on http://{host}:{port}/ ({'token required' if token else 'no token: loopback only'})",
-          file=sys.stderr)
+    access = "token required" if token else "no token: loopback only"
+    print(f"serving {db.shown} on http://{host}:{port}/ ({access})", file=sys.stderr)
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:

@@ -1,4 +1,6 @@
-"""Configuration of the gallery, the match log and the HTTP server (the ``gallery`` section of a YAML file)."""
+"""Configuration of the gallery, the match log and the HTTP server (the ``gallery`` section of a YAML
+file)."""
+
 from __future__ import annotations
 
 import logging
@@ -11,7 +13,14 @@ from gallery.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["IndexConfig", "ThresholdConfig", "MatchLogConfig", "ServeConfig", "GalleryConfig", "load_gallery_config"]
+__all__ = [
+    "IndexConfig",
+    "ThresholdConfig",
+    "MatchLogConfig",
+    "ServeConfig",
+    "GalleryConfig",
+    "load_gallery_config",
+]
 
 
 class _Section(BaseModel):
@@ -19,56 +28,93 @@ class _Section(BaseModel):
 
 
 class IndexConfig(_Section):
-    hnsw_above: int = Field(50_000, ge=0, le=10**10,
-                            description="galleries with more templates than this use HNSW, smaller ones exact search")
+    hnsw_above: int = Field(
+        50_000,
+        ge=0,
+        le=10**10,
+        description="galleries with more templates than this use HNSW, smaller ones exact search",
+    )
     hnsw_m: int = Field(32, ge=4, le=256, description="HNSW graph degree (neighbours per node)")
-    hnsw_ef_construction: int = Field(80, ge=8, le=4096, description="HNSW candidate list size while building")
+    hnsw_ef_construction: int = Field(
+        80, ge=8, le=4096, description="HNSW candidate list size while building"
+    )
     hnsw_ef_search: int = Field(64, ge=1, le=8192, description="HNSW candidate list size while searching")
-    persist: bool = Field(True, description="save the index beside the database and reuse it while it is current")
+    persist: bool = Field(
+        True, description="save the index beside the database and reuse it while it is current"
+    )
 
 
 class ThresholdConfig(_Section):
-    target_fpir: float = Field(0.01, gt=0.0, lt=1.0,
-                               description="false-positive identification rate the calibrated threshold aims at")
-    override: float | None = Field(None, ge=-1.0, le=1.0,
-                                   description="fixed operating threshold (cosine); replaces the calibrated one")
-    default: float = Field(0.35, ge=-1.0, le=1.0,
-                           description="threshold used while the gallery is too small to calibrate")
-    min_impostor_scores: int = Field(20, ge=1, le=10**7,
-                                     description="fewest impostor scores needed before a calibration is trusted")
-    max_probes: int = Field(5000, ge=10, le=10**7, description="enrolled images sampled as probes per calibration")
+    target_fpir: float = Field(
+        0.01,
+        gt=0.0,
+        lt=1.0,
+        description="false-positive identification rate the calibrated threshold aims at",
+    )
+    override: float | None = Field(
+        None, ge=-1.0, le=1.0, description="fixed operating threshold (cosine); replaces the calibrated one"
+    )
+    default: float = Field(
+        0.35, ge=-1.0, le=1.0, description="threshold used while the gallery is too small to calibrate"
+    )
+    min_impostor_scores: int = Field(
+        20, ge=1, le=10**7, description="fewest impostor scores needed before a calibration is trusted"
+    )
+    max_probes: int = Field(
+        5000, ge=10, le=10**7, description="enrolled images sampled as probes per calibration"
+    )
 
 
 class MatchLogConfig(_Section):
     batch_size: int = Field(32, ge=1, le=100_000, description="tracks written per match-log transaction")
-    retention_days: float | None = Field(None, gt=0.0, le=36_500,
-                                         description="events and thumbnails older than this many days are purged")
+    retention_days: float | None = Field(
+        None, gt=0.0, le=36_500, description="events and thumbnails older than this many days are purged"
+    )
 
 
 class ServeConfig(_Section):
-    host: str = Field("127.0.0.1", min_length=1, max_length=255, description="address the HTTP server listens on")
+    host: str = Field(
+        "127.0.0.1", min_length=1, max_length=255, description="address the HTTP server listens on"
+    )
     port: int = Field(8000, ge=1, le=65535, description="TCP port of the HTTP server")
-    token: str | None = Field(None, min_length=8, max_length=512,
-                              description="API token; FACEMOE_API_TOKEN overrides; none means loopback only")
-    page_size: int = Field(50, ge=1, le=1000, description="rows per page on the page and in the API by default")
+    token: str | None = Field(
+        None,
+        min_length=8,
+        max_length=512,
+        description="API token; FACEMOE_API_TOKEN overrides; none means loopback only",
+    )
+    page_size: int = Field(
+        50, ge=1, le=1000, description="rows per page on the page and in the API by default"
+    )
 
 
 class GalleryConfig(_Section):
-    db_url: str = Field("sqlite:///facemoe.db", min_length=1, max_length=2000,
-                        description="SQLAlchemy URL: sqlite:///FILE or postgresql+psycopg://USER@HOST/DB")
-    storage_dir: str | None = Field(None, max_length=2000,
-                                    description="folder of the index files and thumbnails; default: beside the "
-                                                "SQLite file, none for a server database (index kept in memory)")
-    thumbnails_dir: str | None = Field(None, max_length=2000,
-                                       description="thumbnail store; default: STORAGE_DIR/<db name>_thumbnails")
+    db_url: str = Field(
+        "sqlite:///facemoe.db",
+        min_length=1,
+        max_length=2000,
+        description="SQLAlchemy URL: sqlite:///FILE or postgresql+psycopg://USER@HOST/DB",
+    )
+    storage_dir: str | None = Field(
+        None,
+        max_length=2000,
+        description="folder of the index files and thumbnails; default: beside the "
+        "SQLite file, none for a server database (index kept in memory)",
+    )
+    thumbnails_dir: str | None = Field(
+        None, max_length=2000, description="thumbnail store; default: STORAGE_DIR/<db name>_thumbnails"
+    )
     index: IndexConfig = Field(default_factory=IndexConfig, description="FAISS index")
     threshold: ThresholdConfig = Field(default_factory=ThresholdConfig, description="open-set threshold")
-    match_log: MatchLogConfig = Field(default_factory=MatchLogConfig, description="match-log writing and retention")
+    match_log: MatchLogConfig = Field(
+        default_factory=MatchLogConfig, description="match-log writing and retention"
+    )
     serve: ServeConfig = Field(default_factory=ServeConfig, description="HTTP API and page")
 
 
 def load_gallery_config(path: Path | str | None) -> GalleryConfig:
-    """Read the ``gallery`` section of a YAML config file (defaults when ``path`` is None or has no section)."""
+    """Read the ``gallery`` section of a YAML config file (defaults when ``path`` is None or has no
+    section)."""
     if path is None:
         return GalleryConfig()
     path = Path(path)

@@ -1,4 +1,6 @@
-"""Opening a gallery database: URL checks, SQLite pragmas, connection test, Alembic schema upgrade, sessions."""
+"""Opening a gallery database: URL checks, SQLite pragmas, connection test, Alembic schema upgrade,
+sessions."""
+
 from __future__ import annotations
 
 import hashlib
@@ -45,8 +47,9 @@ def _alembic_config() -> Config:
 class Database:
     """A connected gallery database (``sqlite:///FILE`` or ``postgresql+psycopg://...``) at the newest schema.
 
-    ``create=False`` refuses a missing SQLite file or a database without the gallery schema instead of creating
-    it (for read-only commands such as ``query`` and ``serve``). Raises :class:`DatabaseError` with the reason.
+    ``create=False`` refuses a missing SQLite file or a database without the gallery schema instead of
+    creating it (for read-only commands such as ``query`` and ``serve``). Raises :class:`DatabaseError` with
+    the reason.
     """
 
     def __init__(self, url: str, *, create: bool = True) -> None:
@@ -67,12 +70,18 @@ class Database:
         try:
             parsed = make_url(url)
         except ArgumentError as exc:
-            raise DatabaseError(f"database URL: expected sqlite:///FILE or postgresql+psycopg://..., got {url!r}") \
-                from exc
+            raise DatabaseError(
+                f"database URL: expected sqlite:///FILE or postgresql+psycopg://..., got {url!r}"
+            ) from exc
         if parsed.get_backend_name() not in BACKENDS:
-            raise DatabaseError(f"database URL: expected a sqlite or postgresql URL, got "
-                                f"{parsed.get_backend_name()!r} in {parsed.render_as_string(hide_password=True)}")
-        if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() not in ("psycopg", "psycopg2"):
+            raise DatabaseError(
+                f"database URL: expected a sqlite or postgresql URL, got "
+                f"{parsed.get_backend_name()!r} in {parsed.render_as_string(hide_password=True)}"
+            )
+        if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() not in (
+            "psycopg",
+            "psycopg2",
+        ):
             parsed = parsed.set(drivername="postgresql+psycopg")
         return parsed
 
@@ -132,8 +141,10 @@ class Database:
         if current == head:
             return
         if not create:
-            raise DatabaseError(f"database {self.shown}: expected the gallery schema at revision {head}, "
-                                f"got {current or 'no gallery schema'} (enroll first, or open it for writing)")
+            raise DatabaseError(
+                f"database {self.shown}: expected the gallery schema at revision {head}, "
+                f"got {current or 'no gallery schema'} (enroll first, or open it for writing)"
+            )
         logger.info("upgrading %s from %s to %s", self.shown, current, head)
         cfg = _alembic_config()
         with self.engine.begin() as conn:

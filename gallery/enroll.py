@@ -12,6 +12,7 @@ content, same embedder) are no-ops; images with no face, several faces or too lo
 enrolled. Each identity is written in one transaction (its media, its fused template, the gallery version),
 and the open-set threshold is recalibrated at the end.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -30,8 +31,17 @@ from gallery.store import Calibration, Gallery, MediaVector
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Embedder", "FaceExtractor", "ImageOutcome", "EnrollReport", "Enroller", "IMAGE_SUFFIXES", "save_template_file",
-           "read_labels", "folder_images"]
+__all__ = [
+    "Embedder",
+    "FaceExtractor",
+    "ImageOutcome",
+    "EnrollReport",
+    "Enroller",
+    "IMAGE_SUFFIXES",
+    "save_template_file",
+    "read_labels",
+    "folder_images",
+]
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 FaceExtractor = Callable[[np.ndarray], Sequence[tuple[np.ndarray, float]]]
@@ -82,8 +92,9 @@ def _read(path: Path) -> _Image:
         raise EnrollmentError(f"cannot read image {path}: {exc.strerror or exc}") from exc
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
     if image is None:
-        raise EnrollmentError(f"image {path}: expected a decodable image file, got {len(data)} bytes that "
-                              f"do not decode")
+        raise EnrollmentError(
+            f"image {path}: expected a decodable image file, got {len(data)} bytes that do not decode"
+        )
     return _Image(path, hashlib.sha256(data).hexdigest(), image)
 
 
@@ -91,28 +102,40 @@ def folder_images(root: Path) -> dict[str, list[Path]]:
     """Identity name -> its image files, from one subfolder per identity (sorted)."""
     root = Path(root)
     if not root.is_dir():
-        raise EnrollmentError(f"gallery folder {root}: expected a folder of identity subfolders, got no folder")
-    found = {d.name: sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-             for d in sorted(root.iterdir()) if d.is_dir()}
+        raise EnrollmentError(
+            f"gallery folder {root}: expected a folder of identity subfolders, got no folder"
+        )
+    found = {
+        d.name: sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        for d in sorted(root.iterdir())
+        if d.is_dir()
+    }
     found = {name: paths for name, paths in found.items() if paths}
     if not found:
-        raise EnrollmentError(f"gallery folder {root}: expected identity subfolders holding images "
-                              f"({', '.join(sorted(IMAGE_SUFFIXES))}), found none")
+        raise EnrollmentError(
+            f"gallery folder {root}: expected identity subfolders holding images "
+            f"({', '.join(sorted(IMAGE_SUFFIXES))}), found none"
+        )
     return found
 
 
 def read_labels(path: Path) -> dict[str, list[Path]]:
-    """Identity name -> image files from a JSON object ``{"image path": "identity", ...}`` (paths relative to the
-    file's folder)."""
+    """Identity name -> image files from a JSON object ``{"image path": "identity", ...}`` (paths relative to
+    the file's folder)."""
     path = Path(path)
     try:
         labels = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise EnrollmentError(f"labels file {path}: cannot read it as JSON ({exc})") from exc
-    if not isinstance(labels, dict) or not labels or not all(
-            isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in labels.items()):
-        raise EnrollmentError(f"labels file {path}: expected a non-empty JSON object of image path -> identity "
-                              f"name, got {type(labels).__name__}")
+    if (
+        not isinstance(labels, dict)
+        or not labels
+        or not all(isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in labels.items())
+    ):
+        raise EnrollmentError(
+            f"labels file {path}: expected a non-empty JSON object of image path -> identity "
+            f"name, got {type(labels).__name__}"
+        )
     found: dict[str, list[Path]] = {}
     for image, name in sorted(labels.items()):
         found.setdefault(name.strip(), []).append(path.parent / image)
@@ -123,23 +146,43 @@ class Enroller:
     """Enrolls into ``gallery`` with the injected face extractor and embedder; ``min_quality`` rejects worse
     faces."""
 
-    def __init__(self, gallery: Gallery, extract_faces: FaceExtractor, embedder: Embedder,
-                 min_quality: float = 0.0) -> None:
-        self.gallery, self.extract_faces, self.embedder, self.min_quality = gallery, extract_faces, embedder, \
-            min_quality
+    def __init__(
+        self, gallery: Gallery, extract_faces: FaceExtractor, embedder: Embedder, min_quality: float = 0.0
+    ) -> None:
+        self.gallery, self.extract_faces, self.embedder, self.min_quality = (
+            gallery,
+            extract_faces,
+            embedder,
+            min_quality,
+        )
 
-    def enroll_images(self, name: str, paths: Sequence[Path], *, add: bool = False, external_id: str | None = None,
-                      watchlist: bool = False, notes: str = "") -> EnrollReport:
+    def enroll_images(
+        self,
+        name: str,
+        paths: Sequence[Path],
+        *,
+        add: bool = False,
+        external_id: str | None = None,
+        watchlist: bool = False,
+        notes: str = "",
+    ) -> EnrollReport:
         """Enroll ``paths`` as identity ``name``: a new identity unless ``add`` (then it must exist)."""
         if not paths:
             raise EnrollmentError(f"identity {name!r}: expected at least one image, got none")
         exists = self.gallery.has_identity(name)
         if exists and not add:
-            raise IdentityExistsError(f"identity {name!r} already exists (use --add to enroll more images of it)")
+            raise IdentityExistsError(
+                f"identity {name!r} already exists (use --add to enroll more images of it)"
+            )
         if add and not exists:
-            raise EnrollmentError(f"identity {name!r}: --add expects an existing identity, got an unknown name")
-        return self._enroll({name: list(paths)}, create={name: not exists},
-                            meta=dict(external_id=external_id, watchlist=watchlist, notes=notes))
+            raise EnrollmentError(
+                f"identity {name!r}: --add expects an existing identity, got an unknown name"
+            )
+        return self._enroll(
+            {name: list(paths)},
+            create={name: not exists},
+            meta=dict(external_id=external_id, watchlist=watchlist, notes=notes),
+        )
 
     def enroll_folder(self, root: Path) -> EnrollReport:
         """Enroll every ``root/<identity>/<image>``; existing identities get the new images."""
@@ -158,14 +201,24 @@ class Enroller:
         report = EnrollReport()
         for name, items in images.items():
             outcomes, vectors = self._embed_identity(name, items)
-            if vectors:
-                statuses = self.gallery.add_media(name, self.embedder.embedder_id, [v for _, v in vectors],
-                                                  create=create[name], **(meta if create[name] else {}))
-                for (path, _), status in zip(vectors, statuses):
-                    kind, _, detail = status.partition(": ")
-                    outcomes.append(ImageOutcome(name, path, kind, detail))
-            elif create[name]:
-                outcomes.append(ImageOutcome(name, "", "not_created", "no usable image: identity not created"))
+            statuses = (
+                self.gallery.add_media(
+                    name,
+                    self.embedder.embedder_id,
+                    [v for _, v in vectors],
+                    create=create[name],
+                    **(meta if create[name] else {}),
+                )
+                if vectors
+                else []
+            )
+            for (path, _), status in zip(vectors, statuses):
+                kind, _, detail = status.partition(": ")
+                outcomes.append(ImageOutcome(name, path, kind, detail))
+            if create[name] and "enrolled" not in statuses:
+                outcomes.append(
+                    ImageOutcome(name, "", "not_created", "no usable image: identity not created")
+                )
             report.outcomes.extend(outcomes)
         if report.count("enrolled"):
             report.calibration = self.gallery.calibrate(self.embedder.embedder_id)
@@ -177,34 +230,55 @@ class Enroller:
         outcomes, accepted = [], []
         known = self.gallery.known_hashes(self.embedder.embedder_id, [i.content_hash for i in items])
         for item in items:
-            if known.get(item.content_hash) == name:
-                outcomes.append(ImageOutcome(name, str(item.path), "duplicate", "already enrolled"))
+            owner = known.get(item.content_hash)
+            if owner is not None:
+                status, detail = (
+                    ("duplicate", "already enrolled")
+                    if owner == name
+                    else ("conflict", f"already enrolled as {owner!r}")
+                )
+                outcomes.append(ImageOutcome(name, str(item.path), status, detail))
                 continue
             faces = list(self.extract_faces(item.image))
             if not faces:
                 outcomes.append(ImageOutcome(name, str(item.path), "no_face", "no face found"))
             elif len(faces) > 1:
-                outcomes.append(ImageOutcome(name, str(item.path), "several_faces",
-                                             f"expected one face, found {len(faces)}"))
+                outcomes.append(
+                    ImageOutcome(
+                        name, str(item.path), "several_faces", f"expected one face, found {len(faces)}"
+                    )
+                )
             elif faces[0][1] < self.min_quality:
-                outcomes.append(ImageOutcome(name, str(item.path), "low_quality",
-                                             f"quality {faces[0][1]:.3f} below {self.min_quality:.3f}"))
+                outcomes.append(
+                    ImageOutcome(
+                        name,
+                        str(item.path),
+                        "low_quality",
+                        f"quality {faces[0][1]:.3f} below {self.min_quality:.3f}",
+                    )
+                )
             else:
                 accepted.append((item, faces[0]))
         vectors = []
         if accepted:
             feats, norms = self.embedder.embed([face[0] for _, face in accepted])
             if feats.shape != (len(accepted), self.embedder.dim):
-                raise EnrollmentError(f"embedder {self.embedder.embedder_id}: expected features "
-                                      f"[{len(accepted)}, {self.embedder.dim}], got {list(feats.shape)}")
+                raise EnrollmentError(
+                    f"embedder {self.embedder.embedder_id}: expected features "
+                    f"[{len(accepted)}, {self.embedder.dim}], got {list(feats.shape)}"
+                )
             for (item, (_, quality)), feat, norm in zip(accepted, feats, norms):
-                vectors.append((str(item.path), MediaVector(str(item.path), item.content_hash, float(quality),
-                                                            feat, float(norm))))
+                vectors.append(
+                    (
+                        str(item.path),
+                        MediaVector(str(item.path), item.content_hash, float(quality), feat, float(norm)),
+                    )
+                )
         return outcomes, vectors
 
     def enroll_template_file(self, name: str, path: Path, *, add: bool = False) -> EnrollReport:
-        """Enroll a template file: ``.npz`` with ``embedder_id`` (str), ``embedding`` ``[D]`` or ``[N, D]`` and
-        optional ``norms`` ``[N]``; it must come from this enroller's embedder."""
+        """Enroll a template file: ``.npz`` with ``embedder_id`` (str), ``embedding`` ``[D]`` or ``[N, D]``
+        and optional ``norms`` ``[N]``; it must come from this enroller's embedder."""
         path = Path(path)
         try:
             data = path.read_bytes()
@@ -213,32 +287,49 @@ class Enroller:
                 vectors = np.atleast_2d(np.asarray(npz["embedding"], np.float32))
                 norms = np.asarray(npz["norms"], np.float32) if "norms" in npz else np.ones(len(vectors))
         except (OSError, ValueError, KeyError) as exc:
-            raise EnrollmentError(f"template file {path}: expected an .npz with embedder_id and embedding "
-                                  f"({exc})") from exc
+            raise EnrollmentError(
+                f"template file {path}: expected an .npz with embedder_id and embedding ({exc})"
+            ) from exc
         if embedder_id != self.embedder.embedder_id:
-            raise EnrollmentError(f"template file {path}: expected embedder {self.embedder.embedder_id!r}, got "
-                                  f"{embedder_id!r}; templates of different embedders never mix")
-        if vectors.ndim != 2 or vectors.shape[1] != self.embedder.dim or norms.shape != (len(vectors),) or \
-                not np.isfinite(vectors).all() or (np.linalg.norm(vectors, axis=1) == 0).any():
-            raise EnrollmentError(f"template file {path}: expected finite non-zero embedding [N, "
-                                  f"{self.embedder.dim}] and norms [N], got {list(vectors.shape)} and "
-                                  f"{list(norms.shape)}")
+            raise EnrollmentError(
+                f"template file {path}: expected embedder {self.embedder.embedder_id!r}, got "
+                f"{embedder_id!r}; templates of different embedders never mix"
+            )
+        if (
+            vectors.ndim != 2
+            or vectors.shape[1] != self.embedder.dim
+            or norms.shape != (len(vectors),)
+            or not np.isfinite(vectors).all()
+            or (np.linalg.norm(vectors, axis=1) == 0).any()
+        ):
+            raise EnrollmentError(
+                f"template file {path}: expected finite non-zero embedding [N, "
+                f"{self.embedder.dim}] and norms [N], got {list(vectors.shape)} and "
+                f"{list(norms.shape)}"
+            )
         exists = self.gallery.has_identity(name)
         if exists and not add:
-            raise IdentityExistsError(f"identity {name!r} already exists (use --add to add this template to it)")
+            raise IdentityExistsError(
+                f"identity {name!r} already exists (use --add to add this template to it)"
+            )
         digest = hashlib.sha256(data).hexdigest()
         units = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-        items = [MediaVector(f"{path}#{i}", hashlib.sha256(f"{digest}:{i}".encode()).hexdigest(), 1.0, u,
-                             float(w)) for i, (u, w) in enumerate(zip(units, norms))]
+        items = [
+            MediaVector(f"{path}#{i}", hashlib.sha256(f"{digest}:{i}".encode()).hexdigest(), 1.0, u, float(w))
+            for i, (u, w) in enumerate(zip(units, norms))
+        ]
         statuses = self.gallery.add_media(name, embedder_id, items, create=not exists)
-        report = EnrollReport([ImageOutcome(name, item.path, *s.partition(": ")[::2])
-                               for item, s in zip(items, statuses)])
+        report = EnrollReport(
+            [ImageOutcome(name, item.path, *s.partition(": ")[::2]) for item, s in zip(items, statuses)]
+        )
         if report.count("enrolled"):
             report.calibration = self.gallery.calibrate(embedder_id)
         return report
 
 
-def save_template_file(path: Path, embedder_id: str, embedding: np.ndarray, norms: np.ndarray | None = None) -> None:
+def save_template_file(
+    path: Path, embedder_id: str, embedding: np.ndarray, norms: np.ndarray | None = None
+) -> None:
     """Write a template file that :meth:`Enroller.enroll_template_file` reads."""
     extra = {} if norms is None else {"norms": np.asarray(norms, np.float32)}
     np.savez(path, embedder_id=np.array(embedder_id), embedding=np.asarray(embedding, np.float32), **extra)

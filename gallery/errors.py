@@ -45,7 +45,8 @@ class ConfigError(GalleryError):
 
 
 class QueryError(GalleryError):
-    """A match-log query with an invalid filter (bad time range, unknown decision, page out of bounds, ...)."""
+    """A match-log query with an invalid filter (bad time range, unknown decision, page out of bounds,
+    ...)."""
 
 
 class AuthError(GalleryError):

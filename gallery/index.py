@@ -1,8 +1,10 @@
-"""FAISS inner-product index over unit templates, keyed by identity id, tagged with embedder id and gallery version.
+"""FAISS inner-product index over unit templates, keyed by identity id, tagged with embedder id and gallery
+version.
 
-Exact (flat) search up to ``IndexConfig.hnsw_above`` templates, HNSW above. The file format is one file:
-a magic line, a JSON tag line, then FAISS's serialized index; it is written atomically.
+Exact (flat) search up to ``IndexConfig.hnsw_above`` templates, HNSW above. The file format is one file: a
+magic line, a JSON tag line, then FAISS's serialized index; it is written atomically.
 """
+
 from __future__ import annotations
 
 import json
@@ -57,14 +59,23 @@ class VectorIndex:
         self._index = index
 
     @classmethod
-    def build(cls, ids: np.ndarray, vectors: np.ndarray, *, embedder_id: str, gallery_version: int,
-              config: IndexConfig) -> VectorIndex:
+    def build(
+        cls,
+        ids: np.ndarray,
+        vectors: np.ndarray,
+        *,
+        embedder_id: str,
+        gallery_version: int,
+        config: IndexConfig,
+    ) -> VectorIndex:
         """Index unit ``vectors [N, D]`` under int64 ``ids [N]`` (HNSW when N > ``config.hnsw_above``)."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         if vectors.ndim != 2 or ids.shape != (len(vectors),):
-            raise EmbeddingError(f"index input: expected vectors [N, D] and ids [N], got {list(vectors.shape)} "
-                                 f"and {list(ids.shape)}")
+            raise EmbeddingError(
+                f"index input: expected vectors [N, D] and ids [N], got {list(vectors.shape)} "
+                f"and {list(ids.shape)}"
+            )
         n, dim = vectors.shape
         kind = "hnsw" if n > config.hnsw_above else "exact"
         if kind == "hnsw":
@@ -107,26 +118,30 @@ class VectorIndex:
 
     @classmethod
     def load(cls, path: Path, embedder_id: str) -> VectorIndex:
-        """Read an index file made for ``embedder_id``; another embedder's file raises :class:`IndexFileError`."""
+        """Read an index file made for ``embedder_id``; another embedder's file raises
+        :class:`IndexFileError`."""
         try:
             blob = path.read_bytes()
         except OSError as exc:
             raise IndexFileError(f"cannot read index file {path}: {exc.strerror}") from exc
         if not blob.startswith(MAGIC):
             raise IndexFileError(f"index file {path}: expected a gallery index, got an unknown format")
-        head, _, data = blob[len(MAGIC):].partition(b"\n")
+        head, _, data = blob[len(MAGIC) :].partition(b"\n")
         try:
             tag = IndexTag(**json.loads(head))
         except (ValueError, TypeError) as exc:
             raise IndexFileError(f"index file {path}: unreadable tag ({exc})") from exc
         if tag.embedder_id != embedder_id:
-            raise IndexFileError(f"index file {path}: expected embedder {embedder_id!r}, got an index made by "
-                                 f"{tag.embedder_id!r}; templates of different embedders never mix")
+            raise IndexFileError(
+                f"index file {path}: expected embedder {embedder_id!r}, got an index made by "
+                f"{tag.embedder_id!r}; templates of different embedders never mix"
+            )
         try:
             index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
         except RuntimeError as exc:
             raise IndexFileError(f"index file {path}: corrupt FAISS data") from exc
         if index.d != tag.dim or index.ntotal != tag.count:
-            raise IndexFileError(f"index file {path}: tag says {tag.count} x {tag.dim}, "
-                                 f"got {index.ntotal} x {index.d}")
+            raise IndexFileError(
+                f"index file {path}: tag says {tag.count} x {tag.dim}, got {index.ntotal} x {index.d}"
+            )
         return cls(tag, index)

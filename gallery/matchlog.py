@@ -1,11 +1,12 @@
 """The match log: what the pipeline saw and decided, written in batches, one transaction per batch.
 
-A :class:`MatchLogWriter` registers a source and a run, buffers :class:`TrackRecord` rows (each a track with its
-match event) and writes them ``batch_size`` at a time: thumbnails first, then the tracks, their events and the
-run's progress in one transaction. A crash loses at most the unwritten batch and never leaves half a track
-(a track and its event commit together); the run stays ``running`` with the progress of the last batch.
-A match whose identity was removed meanwhile is kept with its candidates but without the identity link.
+A :class:`MatchLogWriter` registers a source and a run, buffers :class:`TrackRecord` rows (each a track with
+its match event) and writes them ``batch_size`` at a time: thumbnails first, then the tracks, their events and
+the run's progress in one transaction. A crash loses at most the unwritten batch and never leaves half a track
+(a track and its event commit together); the run stays ``running`` with the progress of the last batch. A
+match whose identity was removed meanwhile is kept with its candidates but without the identity link.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,10 +36,10 @@ RUN_STATUSES = ("running", "finished", "failed")
 class TrackRecord:
     """One finished track and its open-set decision.
 
-    ``start_time``/``end_time``: stream seconds; ``template``: the fused unit float32 ``[D]`` of ``embedder_id``;
-    ``candidates``: top-k ``(identity_id, name, score)`` best first (tuples, or objects with those attributes);
-    ``decision``: ``"match"`` or ``"unknown"``; ``thumbnail``: the best crop, BGR uint8 ``[H, W, 3]``, or None;
-    ``at``: when the decision was made (aware datetime, default now)."""
+    ``start_time``/``end_time``: stream seconds; ``template``: the fused unit float32 ``[D]`` of
+    ``embedder_id``; ``candidates``: top-k ``(identity_id, name, score)`` best first (tuples, or objects with
+    those attributes); ``decision``: ``"match"`` or ``"unknown"``; ``thumbnail``: the best crop, BGR uint8
+    ``[H, W, 3]``, or None; ``at``: when the decision was made (aware datetime, default now)."""
 
     track_id: int
     start_time: float
@@ -61,20 +62,28 @@ def _candidate(c) -> dict:
 
 def _check(rec: TrackRecord) -> tuple[np.ndarray, list[dict]]:
     if rec.decision not in DECISIONS:
-        raise MatchLogError(f"track {rec.track_id}: decision expected one of {DECISIONS}, got {rec.decision!r}")
+        raise MatchLogError(
+            f"track {rec.track_id}: decision expected one of {DECISIONS}, got {rec.decision!r}"
+        )
     if not (rec.end_time >= rec.start_time):
-        raise MatchLogError(f"track {rec.track_id}: expected end_time >= start_time, got {rec.start_time} .. "
-                            f"{rec.end_time}")
+        raise MatchLogError(
+            f"track {rec.track_id}: expected end_time >= start_time, got {rec.start_time} .. {rec.end_time}"
+        )
     if rec.frames < 1 or not 0 <= rec.crops_embedded <= rec.frames:
-        raise MatchLogError(f"track {rec.track_id}: expected frames >= 1 and 0 <= crops_embedded <= frames, got "
-                            f"frames={rec.frames} crops_embedded={rec.crops_embedded}")
+        raise MatchLogError(
+            f"track {rec.track_id}: expected frames >= 1 and 0 <= crops_embedded <= frames, got "
+            f"frames={rec.frames} crops_embedded={rec.crops_embedded}"
+        )
     template = np.asarray(rec.template, np.float32)
     if template.ndim != 1 or template.size == 0 or not np.isfinite(template).all():
-        raise MatchLogError(f"track {rec.track_id}: template expected a finite vector [D], got shape "
-                            f"{list(template.shape)}")
+        raise MatchLogError(
+            f"track {rec.track_id}: template expected a finite vector [D], got shape {list(template.shape)}"
+        )
     candidates = [_candidate(c) for c in rec.candidates]
     if rec.decision == "match" and not candidates:
-        raise MatchLogError(f"track {rec.track_id}: decision 'match' expected at least one candidate, got none")
+        raise MatchLogError(
+            f"track {rec.track_id}: decision 'match' expected at least one candidate, got none"
+        )
     if rec.at is not None and rec.at.tzinfo is None:
         raise MatchLogError(f"track {rec.track_id}: 'at' expected a timezone-aware datetime, got a naive one")
     return template, candidates
@@ -87,8 +96,17 @@ class MatchLogWriter:
     ``"camera"`` and an optional ``uri``; ``config_hash``: identifies the pipeline configuration of the run;
     ``thumbnails``: where best crops go (None: thumbnails are not kept)."""
 
-    def __init__(self, db: Database, *, source: str, config_hash: str, kind: str = "file", uri: str | None = None,
-                 thumbnails: ThumbnailStore | None = None, batch_size: int = 32) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        source: str,
+        config_hash: str,
+        kind: str = "file",
+        uri: str | None = None,
+        thumbnails: ThumbnailStore | None = None,
+        batch_size: int = 32,
+    ) -> None:
         if kind not in SOURCE_KINDS:
             raise MatchLogError(f"source kind: expected one of {SOURCE_KINDS}, got {kind!r}")
         if not source or len(source) > 500:
@@ -156,25 +174,56 @@ class MatchLogWriter:
         frames, last = self._progress
         with self.db.session() as session:
             if rows:
-                track_pks = session.scalars(insert(Track).returning(Track.id, sort_by_parameter_order=True), [
-                    {"run_id": self.run_id, "source_id": self.source_id, "track_id": int(r.track_id),
-                     "start_time": float(r.start_time), "end_time": float(r.end_time), "frames": int(r.frames),
-                     "crops_embedded": int(r.crops_embedded), "embedder_id": r.embedder_id,
-                     "dim": int(np.asarray(r.template).size), "template": to_blob(r.template), "thumbnail": thumb,
-                     "created_at": r.at or now} for r, thumb in rows]).all()
-                matched = {_candidate(r.candidates[0])["identity_id"] for r, _ in rows if r.decision == "match"}
-                known = set(session.scalars(select(Identity.id).where(Identity.id.in_(matched)))) if matched else set()
+                track_pks = session.scalars(
+                    insert(Track).returning(Track.id, sort_by_parameter_order=True),
+                    [
+                        {
+                            "run_id": self.run_id,
+                            "source_id": self.source_id,
+                            "track_id": int(r.track_id),
+                            "start_time": float(r.start_time),
+                            "end_time": float(r.end_time),
+                            "frames": int(r.frames),
+                            "crops_embedded": int(r.crops_embedded),
+                            "embedder_id": r.embedder_id,
+                            "dim": int(np.asarray(r.template).size),
+                            "template": to_blob(r.template),
+                            "thumbnail": thumb,
+                            "created_at": r.at or now,
+                        }
+                        for r, thumb in rows
+                    ],
+                ).all()
+                matched = {
+                    _candidate(r.candidates[0])["identity_id"] for r, _ in rows if r.decision == "match"
+                }
+                known = (
+                    set(session.scalars(select(Identity.id).where(Identity.id.in_(matched))))
+                    if matched
+                    else set()
+                )
                 events = []
                 for pk, (r, _) in zip(track_pks, rows):
                     cands = [_candidate(c) for c in r.candidates]
                     best = cands[0]["identity_id"] if r.decision == "match" else None
-                    events.append({"track_pk": pk, "source_id": self.source_id,
-                                   "identity_id": best if best in known else None,
-                                   "score": cands[0]["score"] if cands else None, "decision": r.decision,
-                                   "threshold": float(r.threshold), "candidates": cands, "at": r.at or now})
+                    events.append(
+                        {
+                            "track_pk": pk,
+                            "source_id": self.source_id,
+                            "identity_id": best if best in known else None,
+                            "score": cands[0]["score"] if cands else None,
+                            "decision": r.decision,
+                            "threshold": float(r.threshold),
+                            "candidates": cands,
+                            "at": r.at or now,
+                        }
+                    )
                 session.execute(insert(MatchEvent), events)
-            session.execute(update(Run).where(Run.id == self.run_id).values(
-                frames_done=frames, last_timestamp=last, updated_at=now))
+            session.execute(
+                update(Run)
+                .where(Run.id == self.run_id)
+                .values(frames_done=frames, last_timestamp=last, updated_at=now)
+            )
 
     def close(self, status: str = "finished") -> None:
         """Write what is queued and mark the run ``finished`` (or ``failed``)."""
@@ -187,8 +236,11 @@ class MatchLogWriter:
         finally:
             self.closed = True
             with self.db.session() as session:
-                session.execute(update(Run).where(Run.id == self.run_id).values(
-                    status=status, finished_at=utcnow(), updated_at=utcnow()))
+                session.execute(
+                    update(Run)
+                    .where(Run.id == self.run_id)
+                    .values(status=status, finished_at=utcnow(), updated_at=utcnow())
+                )
         logger.info("match log: run %d %s", self.run_id, status)
 
     def __enter__(self) -> MatchLogWriter:
@@ -203,8 +255,9 @@ def config_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def purge_older_than(db: Database, days: float, thumbnails: ThumbnailStore | None = None,
-                     now: datetime | None = None) -> int:
+def purge_older_than(
+    db: Database, days: float, thumbnails: ThumbnailStore | None = None, now: datetime | None = None
+) -> int:
     """Delete match events and tracks (with their thumbnails) older than ``days``; returns the tracks deleted.
 
     Rows go in one transaction; thumbnail files are removed after it commits."""
@@ -213,8 +266,11 @@ def purge_older_than(db: Database, days: float, thumbnails: ThumbnailStore | Non
     cutoff = (now or utcnow()) - timedelta(days=days)
     with db.session() as session:
         thumbs = [t for t in session.scalars(select(Track.thumbnail).where(Track.created_at < cutoff)) if t]
-        session.execute(delete(MatchEvent).where(MatchEvent.track_pk.in_(select(Track.id).where(
-            Track.created_at < cutoff))))
+        session.execute(
+            delete(MatchEvent).where(
+                MatchEvent.track_pk.in_(select(Track.id).where(Track.created_at < cutoff))
+            )
+        )
         count = session.execute(delete(Track).where(Track.created_at < cutoff)).rowcount
     if thumbnails is not None:
         for rel in thumbs:

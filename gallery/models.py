@@ -1,19 +1,46 @@
 """SQL schema of the gallery and the match log (SQLAlchemy 2 typed models).
 
-Vectors are stored as little-endian float32 bytes (``dim`` values); SQL is the source of truth, the FAISS index
-is a derived copy. Times are stored as naive UTC and read back as aware UTC datetimes.
+Vectors are stored as little-endian float32 bytes (``dim`` values); SQL is the source of truth, the FAISS
+index is a derived copy. Times are stored as naive UTC and read back as aware UTC datetimes.
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
 import numpy as np
-from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, MetaData, String,
-                        Text, TypeDecorator, UniqueConstraint)
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-__all__ = ["Base", "Identity", "Media", "Template", "GalleryMeta", "Threshold", "Source", "Run", "Track",
-           "MatchEvent", "utcnow", "to_blob", "from_blob"]
+__all__ = [
+    "Base",
+    "Identity",
+    "Media",
+    "Template",
+    "GalleryMeta",
+    "Threshold",
+    "Source",
+    "Run",
+    "Track",
+    "MatchEvent",
+    "utcnow",
+    "to_blob",
+    "from_blob",
+]
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -70,10 +97,12 @@ class Identity(Base):
     notes: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
-    media: Mapped[list[Media]] = relationship(back_populates="identity", cascade="all, delete-orphan",
-                                              passive_deletes=True)
-    templates: Mapped[list[Template]] = relationship(back_populates="identity", cascade="all, delete-orphan",
-                                                     passive_deletes=True)
+    media: Mapped[list[Media]] = relationship(
+        back_populates="identity", cascade="all, delete-orphan", passive_deletes=True
+    )
+    templates: Mapped[list[Template]] = relationship(
+        back_populates="identity", cascade="all, delete-orphan", passive_deletes=True
+    )
 
 
 class Media(Base):
@@ -165,11 +194,15 @@ class Run(Base):
 
 
 class Track(Base):
-    """One face track of a run: stream times (seconds), counts, fused template and thumbnail (store-relative)."""
+    """One face track of a run: stream times (seconds), counts, fused template and thumbnail
+    (store-relative)."""
 
     __tablename__ = "tracks"
-    __table_args__ = (UniqueConstraint("run_id", "track_id"), Index(None, "source_id", "created_at"),
-                      Index(None, "created_at"))
+    __table_args__ = (
+        UniqueConstraint("run_id", "track_id"),
+        Index(None, "source_id", "created_at"),
+        Index(None, "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
@@ -187,11 +220,16 @@ class Track(Base):
 
 
 class MatchEvent(Base):
-    """The open-set decision on one track: top-k candidates, the best identity and score, the threshold used."""
+    """The open-set decision on one track: top-k candidates, the best identity and score, the threshold
+    used."""
 
     __tablename__ = "match_events"
-    __table_args__ = (Index(None, "identity_id", "at"), Index(None, "source_id", "at"), Index(None, "decision", "at"),
-                      Index(None, "at"))
+    __table_args__ = (
+        Index(None, "identity_id", "at"),
+        Index(None, "source_id", "at"),
+        Index(None, "decision", "at"),
+        Index(None, "at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     track_pk: Mapped[int] = mapped_column(ForeignKey("tracks.id", ondelete="CASCADE"), unique=True)

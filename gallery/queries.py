@@ -1,7 +1,9 @@
 """Read side of the gallery and the match log: matches, tracks and identities, filtered, newest first, paged.
 
-Each function runs one read transaction and returns a :class:`Page` of JSON-ready dicts (times in ISO 8601 UTC).
+Each function runs one read transaction and returns a :class:`Page` of JSON-ready dicts (times in ISO 8601
+UTC).
 """
+
 from __future__ import annotations
 
 import logging
@@ -25,9 +27,10 @@ MAX_PAGE_SIZE = 1000
 
 @dataclass(frozen=True)
 class Filters:
-    """Query filters; None means "any". ``identity``: exact name; ``source``: exact source name; ``since``/``until``:
-    aware datetimes (``since <= t < until``); ``decision``: ``match``/``unknown``; ``min_score``: best score at least
-    this; ``watchlist``: identities on (True) or off (False) the watch list; ``page`` counts from 1."""
+    """Query filters; None means "any". ``identity``: exact name; ``source``: exact source name;
+    ``since``/``until``: aware datetimes (``since <= t < until``); ``decision``: ``match``/``unknown``;
+    ``min_score``: best score at least this; ``watchlist``: identities on (True) or off (False) the watch
+    list; ``page`` counts from 1."""
 
     identity: str | None = None
     source: str | None = None
@@ -49,15 +52,22 @@ class Filters:
         for name in ("since", "until"):
             value = getattr(self, name)
             if value is not None and value.tzinfo is None:
-                raise QueryError(f"{name}: expected a time with a timezone (e.g. 2026-01-01T00:00:00Z), got "
-                                 f"{value.isoformat()}")
+                raise QueryError(
+                    f"{name}: expected a time with a timezone (e.g. 2026-01-01T00:00:00Z), got "
+                    f"{value.isoformat()}"
+                )
         if self.since and self.until and self.since >= self.until:
-            raise QueryError(f"time range: expected since < until, got {self.since.isoformat()} .. "
-                             f"{self.until.isoformat()}")
+            raise QueryError(
+                f"time range: expected since < until, got {self.since.isoformat()} .. "
+                f"{self.until.isoformat()}"
+            )
 
     def used(self) -> set[str]:
-        return {f.name for f in fields(self) if f.name not in ("page", "page_size") and getattr(self, f.name)
-                is not None}
+        return {
+            f.name
+            for f in fields(self)
+            if f.name not in ("page", "page_size") and getattr(self, f.name) is not None
+        }
 
 
 @dataclass(frozen=True)
@@ -91,14 +101,16 @@ def _source_id(session: Session, name: str) -> int:
 
 def _page(session: Session, stmt: Select, f: Filters, to_row) -> Page:
     result = session.execute(stmt.limit(f.page_size + 1).offset((f.page - 1) * f.page_size)).all()
-    return Page([to_row(r) for r in result[:f.page_size]], f.page, f.page_size, len(result) > f.page_size)
+    return Page([to_row(r) for r in result[: f.page_size]], f.page, f.page_size, len(result) > f.page_size)
 
 
 def _refuse(f: Filters, kind: str, allowed: set[str]) -> None:
     extra = f.used() - allowed
     if extra:
-        raise QueryError(f"{kind} query: filter(s) {', '.join(sorted(extra))} do not apply; expected only "
-                         f"{', '.join(sorted(allowed))}")
+        raise QueryError(
+            f"{kind} query: filter(s) {', '.join(sorted(extra))} do not apply; expected only "
+            f"{', '.join(sorted(allowed))}"
+        )
 
 
 def _event_filters(session: Session, stmt: Select, f: Filters, time_col) -> Select:
@@ -118,49 +130,108 @@ def _event_filters(session: Session, stmt: Select, f: Filters, time_col) -> Sele
 
 
 def find_matches(db: Database, f: Filters) -> Page:
-    """Match events, newest first: time, source, track, best identity and score, decision, candidates, thumbnail."""
+    """Match events, newest first: time, source, track, best identity and score, decision, candidates,
+    thumbnail."""
     _refuse(f, "matches", {"identity", "source", "since", "until", "decision", "min_score"})
     with db.session() as session:
-        stmt = (select(MatchEvent, Track.track_id, Track.start_time, Track.end_time, Track.thumbnail,
-                       Source.name.label("source"), Identity.name.label("identity"))
-                .join(Track, Track.id == MatchEvent.track_pk).join(Source, Source.id == MatchEvent.source_id)
-                .outerjoin(Identity, Identity.id == MatchEvent.identity_id)
-                .order_by(MatchEvent.at.desc(), MatchEvent.id.desc()))
+        stmt = (
+            select(
+                MatchEvent,
+                Track.track_id,
+                Track.start_time,
+                Track.end_time,
+                Track.thumbnail,
+                Source.name.label("source"),
+                Identity.name.label("identity"),
+            )
+            .join(Track, Track.id == MatchEvent.track_pk)
+            .join(Source, Source.id == MatchEvent.source_id)
+            .outerjoin(Identity, Identity.id == MatchEvent.identity_id)
+            .order_by(MatchEvent.at.desc(), MatchEvent.id.desc())
+        )
         stmt = _event_filters(session, stmt, f, MatchEvent.at)
-        return _page(session, stmt, f, lambda r: {
-            "id": r.MatchEvent.id, "at": _iso(r.MatchEvent.at), "source": r.source, "track_id": r.track_id,
-            "start_time": r.start_time, "end_time": r.end_time, "identity": r.identity,
-            "identity_id": r.MatchEvent.identity_id, "score": r.MatchEvent.score, "decision": r.MatchEvent.decision,
-            "threshold": r.MatchEvent.threshold, "candidates": r.MatchEvent.candidates, "thumbnail": r.thumbnail})
+        return _page(
+            session,
+            stmt,
+            f,
+            lambda r: {
+                "id": r.MatchEvent.id,
+                "at": _iso(r.MatchEvent.at),
+                "source": r.source,
+                "track_id": r.track_id,
+                "start_time": r.start_time,
+                "end_time": r.end_time,
+                "identity": r.identity,
+                "identity_id": r.MatchEvent.identity_id,
+                "score": r.MatchEvent.score,
+                "decision": r.MatchEvent.decision,
+                "threshold": r.MatchEvent.threshold,
+                "candidates": r.MatchEvent.candidates,
+                "thumbnail": r.thumbnail,
+            },
+        )
 
 
 def find_tracks(db: Database, f: Filters) -> Page:
     """Tracks, newest first, with their run, counts, stream times, decision and best identity."""
     _refuse(f, "tracks", {"identity", "source", "since", "until", "decision", "min_score"})
     with db.session() as session:
-        stmt = (select(Track.id, Track.run_id, Track.track_id, Track.start_time, Track.end_time, Track.frames,
-                       Track.crops_embedded, Track.embedder_id, Track.thumbnail, Track.created_at,
-                       Source.name.label("source"), MatchEvent.decision, MatchEvent.score,
-                       Identity.name.label("identity"))
-                .join(Source, Source.id == Track.source_id)
-                .outerjoin(MatchEvent, MatchEvent.track_pk == Track.id)
-                .outerjoin(Identity, Identity.id == MatchEvent.identity_id)
-                .order_by(Track.created_at.desc(), Track.id.desc()))
+        stmt = (
+            select(
+                Track.id,
+                Track.run_id,
+                Track.track_id,
+                Track.start_time,
+                Track.end_time,
+                Track.frames,
+                Track.crops_embedded,
+                Track.embedder_id,
+                Track.thumbnail,
+                Track.created_at,
+                Source.name.label("source"),
+                MatchEvent.decision,
+                MatchEvent.score,
+                Identity.name.label("identity"),
+            )
+            .join(Source, Source.id == Track.source_id)
+            .outerjoin(MatchEvent, MatchEvent.track_pk == Track.id)
+            .outerjoin(Identity, Identity.id == MatchEvent.identity_id)
+            .order_by(Track.created_at.desc(), Track.id.desc())
+        )
         stmt = _event_filters(session, stmt, f, Track.created_at)
-        return _page(session, stmt, f, lambda r: {
-            "id": r.id, "created_at": _iso(r.created_at), "source": r.source, "run_id": r.run_id,
-            "track_id": r.track_id, "start_time": r.start_time, "end_time": r.end_time, "frames": r.frames,
-            "crops_embedded": r.crops_embedded, "embedder_id": r.embedder_id, "decision": r.decision,
-            "score": r.score, "identity": r.identity, "thumbnail": r.thumbnail})
+        return _page(
+            session,
+            stmt,
+            f,
+            lambda r: {
+                "id": r.id,
+                "created_at": _iso(r.created_at),
+                "source": r.source,
+                "run_id": r.run_id,
+                "track_id": r.track_id,
+                "start_time": r.start_time,
+                "end_time": r.end_time,
+                "frames": r.frames,
+                "crops_embedded": r.crops_embedded,
+                "embedder_id": r.embedder_id,
+                "decision": r.decision,
+                "score": r.score,
+                "identity": r.identity,
+                "thumbnail": r.thumbnail,
+            },
+        )
 
 
 def find_identities(db: Database, f: Filters) -> Page:
     """Enrolled identities, newest first, with media count and the embedders they have templates for."""
     _refuse(f, "identities", {"identity", "watchlist", "since", "until"})
     with db.session() as session:
-        media = (select(Media.identity_id, func.count().label("n")).group_by(Media.identity_id).subquery())
-        stmt = (select(Identity, func.coalesce(media.c.n, 0).label("media")).outerjoin(media, media.c.identity_id ==
-                Identity.id).order_by(Identity.created_at.desc(), Identity.id.desc()))
+        media = select(Media.identity_id, func.count().label("n")).group_by(Media.identity_id).subquery()
+        stmt = (
+            select(Identity, func.coalesce(media.c.n, 0).label("media"))
+            .outerjoin(media, media.c.identity_id == Identity.id)
+            .order_by(Identity.created_at.desc(), Identity.id.desc())
+        )
         if f.identity is not None:
             stmt = stmt.where(Identity.name == f.identity)
         if f.watchlist is not None:
@@ -169,14 +240,27 @@ def find_identities(db: Database, f: Filters) -> Page:
             stmt = stmt.where(Identity.created_at >= f.since)
         if f.until is not None:
             stmt = stmt.where(Identity.created_at < f.until)
-        page = _page(session, stmt, f, lambda r: {
-            "id": r.Identity.id, "name": r.Identity.name, "external_id": r.Identity.external_id,
-            "watchlist": r.Identity.watchlist, "notes": r.Identity.notes, "media": r.media,
-            "created_at": _iso(r.Identity.created_at)})
+        page = _page(
+            session,
+            stmt,
+            f,
+            lambda r: {
+                "id": r.Identity.id,
+                "name": r.Identity.name,
+                "external_id": r.Identity.external_id,
+                "watchlist": r.Identity.watchlist,
+                "notes": r.Identity.notes,
+                "media": r.media,
+                "created_at": _iso(r.Identity.created_at),
+            },
+        )
         ids = [row["id"] for row in page.rows]
         embedders: dict[int, list[str]] = {}
-        for ident, emb in session.execute(select(Template.identity_id, Template.embedder_id)
-                                          .where(Template.identity_id.in_(ids)).order_by(Template.embedder_id)):
+        for ident, emb in session.execute(
+            select(Template.identity_id, Template.embedder_id)
+            .where(Template.identity_id.in_(ids))
+            .order_by(Template.embedder_id)
+        ):
             embedders.setdefault(ident, []).append(emb)
         for row in page.rows:
             row["embedders"] = embedders.get(row["id"], [])

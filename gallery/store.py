@@ -1,9 +1,10 @@
 """The gallery: identities, their enrolled media and fused templates in SQL, searched through a FAISS copy.
 
-SQL is the source of truth. Every transaction that changes templates bumps the gallery version; the FAISS index of
-an embedder is tagged with that version and rebuilt from SQL when it is stale or missing. Templates of different
-embedders never mix: each embedder id has its own index, dimension and threshold.
+SQL is the source of truth. Every transaction that changes templates bumps the gallery version; the FAISS
+index of an embedder is tagged with that version and rebuilt from SQL when it is stale or missing. Templates
+of different embedders never mix: each embedder id has its own index, dimension and threshold.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -21,9 +22,18 @@ from sqlalchemy.orm import Session
 from gallery.config import GalleryConfig
 from gallery.db import Database
 from gallery.errors import EmbeddingError, EnrollmentError, IdentityExistsError, IdentityNotFoundError
-from gallery.index import VectorIndex, as_queries
-from gallery.models import (GalleryMeta, Identity, MatchEvent, Media, Template, Threshold, from_blob, to_blob,
-                            utcnow)
+from gallery.index import VectorIndex
+from gallery.models import (
+    GalleryMeta,
+    Identity,
+    MatchEvent,
+    Media,
+    Template,
+    Threshold,
+    from_blob,
+    to_blob,
+    utcnow,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +42,8 @@ __all__ = ["Gallery", "MediaVector", "IdentityInfo", "Calibration", "fuse"]
 
 @dataclass(frozen=True)
 class MediaVector:
-    """One enrolled image's (or template row's) vector: unit ``vector [D]`` float32 and its pre-normalisation norm."""
+    """One enrolled image's (or template row's) vector: unit ``vector [D]`` float32 and its pre-normalisation
+    norm."""
 
     path: str
     content_hash: str
@@ -64,7 +75,8 @@ class Calibration:
 
 
 def fuse(vectors: np.ndarray, norms: np.ndarray) -> np.ndarray:
-    """Feature-norm weighted fusion: ``normalise(sum_i norm_i * unit_i)`` (the pre-normalisation vector sum)."""
+    """Feature-norm weighted fusion: ``normalise(sum_i norm_i * unit_i)`` (the pre-normalisation vector
+    sum)."""
     total = (np.asarray(vectors, np.float64) * np.asarray(norms, np.float64)[:, None]).sum(axis=0)
     length = np.linalg.norm(total)
     if not np.isfinite(length) or length == 0.0:
@@ -80,9 +92,10 @@ def _safe_name(text: str) -> str:
 class Gallery:
     """Enrolled identities and their search.
 
-    Open with ``Gallery.open("sqlite:///gallery.db")`` or ``Gallery.open("postgresql+psycopg://user@host/db")``.
-    The index files live in ``config.storage_dir``, by default beside a SQLite file; for a server database
-    without a storage dir the index is kept in memory and rebuilt from SQL on first use.
+    Open with ``Gallery.open("sqlite:///gallery.db")`` or
+    ``Gallery.open("postgresql+psycopg://user@host/db")``. The index files live in ``config.storage_dir``, by
+    default beside a SQLite file; for a server database without a storage dir the index is kept in memory and
+    rebuilt from SQL on first use.
     """
 
     def __init__(self, db: Database, config: GalleryConfig | None = None) -> None:
@@ -91,7 +104,9 @@ class Gallery:
         self._cache: dict[str, tuple[VectorIndex, dict[int, str]]] = {}
 
     @classmethod
-    def open(cls, url: str | None = None, config: GalleryConfig | None = None, *, create: bool = True) -> Gallery:
+    def open(
+        cls, url: str | None = None, config: GalleryConfig | None = None, *, create: bool = True
+    ) -> Gallery:
         """Connect to ``url`` (default ``config.db_url``), upgrading the schema unless ``create`` is False."""
         config = config or GalleryConfig()
         return cls(Database(url or config.db_url, create=create), config)
@@ -106,7 +121,8 @@ class Gallery:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    # storage -------------------------------------------------------------------------------------------------
+    # storage
+    # -------------------------------------------------------------------------------------------------
     @property
     def storage_dir(self) -> Path | None:
         """Folder for index files and the default thumbnail store, or None (memory only)."""
@@ -125,11 +141,15 @@ class Gallery:
 
     @staticmethod
     def _bump(session: Session) -> None:
-        session.execute(update(GalleryMeta).where(GalleryMeta.id == 1).values(version=GalleryMeta.version + 1))
+        session.execute(
+            update(GalleryMeta).where(GalleryMeta.id == 1).values(version=GalleryMeta.version + 1)
+        )
 
-    # identities ----------------------------------------------------------------------------------------------
-    def add_identity(self, name: str, *, external_id: str | None = None, watchlist: bool = False,
-                     notes: str = "") -> int:
+    # identities
+    # ----------------------------------------------------------------------------------------------
+    def add_identity(
+        self, name: str, *, external_id: str | None = None, watchlist: bool = False, notes: str = ""
+    ) -> int:
         """Create an identity with no media yet; a taken name raises :class:`IdentityExistsError`."""
         with self.db.session() as session:
             return self._create_identity(session, name, external_id, watchlist, notes).id
@@ -140,8 +160,9 @@ class Gallery:
         if not name or len(name) > 200:
             raise EnrollmentError(f"identity name: expected 1-200 characters, got {name!r}")
         if session.scalar(select(Identity.id).where(Identity.name == name)) is not None:
-            raise IdentityExistsError(f"identity {name!r} already exists (add images to it instead, or pick "
-                                      f"another name)")
+            raise IdentityExistsError(
+                f"identity {name!r} already exists (add images to it instead, or pick another name)"
+            )
         identity = Identity(name=name, external_id=external_id, watchlist=watchlist, notes=notes or "")
         session.add(identity)
         session.flush()
@@ -159,8 +180,13 @@ class Gallery:
         if not hashes:
             return {}
         with self.db.session() as session:
-            return dict(session.execute(select(Media.content_hash, Identity.name).join(Identity).where(
-                Media.embedder_id == embedder_id, Media.content_hash.in_(list(hashes)))).all())
+            return dict(
+                session.execute(
+                    select(Media.content_hash, Identity.name)
+                    .join(Identity)
+                    .where(Media.embedder_id == embedder_id, Media.content_hash.in_(list(hashes)))
+                ).all()
+            )
 
     def has_identity(self, name: str) -> bool:
         with self.db.session() as session:
@@ -169,19 +195,33 @@ class Gallery:
     def identities(self) -> list[IdentityInfo]:
         """All identities by name, with their media count and the embedders they have templates for."""
         with self.db.session() as session:
-            media = dict(session.execute(select(Media.identity_id, func.count()).group_by(Media.identity_id)).all())
+            media = dict(
+                session.execute(select(Media.identity_id, func.count()).group_by(Media.identity_id)).all()
+            )
             embedders: dict[int, list[str]] = {}
             for ident, emb in session.execute(select(Template.identity_id, Template.embedder_id)):
                 embedders.setdefault(ident, []).append(emb)
-            return [IdentityInfo(i.id, i.name, i.external_id, i.watchlist, i.notes, media.get(i.id, 0),
-                                 tuple(sorted(embedders.get(i.id, ()))))
-                    for i in session.scalars(select(Identity).order_by(Identity.name))]
+            return [
+                IdentityInfo(
+                    i.id,
+                    i.name,
+                    i.external_id,
+                    i.watchlist,
+                    i.notes,
+                    media.get(i.id, 0),
+                    tuple(sorted(embedders.get(i.id, ()))),
+                )
+                for i in session.scalars(select(Identity).order_by(Identity.name))
+            ]
 
     def remove_identity(self, name: str) -> None:
-        """Delete an identity with its media and templates; match events keep their candidates but lose the link."""
+        """Delete an identity with its media and templates; match events keep their candidates but lose the
+        link."""
         with self.db.session() as session:
             identity = self._get_identity(session, name)
-            session.execute(update(MatchEvent).where(MatchEvent.identity_id == identity.id).values(identity_id=None))
+            session.execute(
+                update(MatchEvent).where(MatchEvent.identity_id == identity.id).values(identity_id=None)
+            )
             session.delete(identity)
             self._bump(session)
         logger.info("removed identity %r", name)
@@ -195,7 +235,9 @@ class Gallery:
             src, dst = self._get_identity(session, source), self._get_identity(session, into)
             embedders = set(session.scalars(select(Media.embedder_id).where(Media.identity_id == src.id)))
             session.execute(update(Media).where(Media.identity_id == src.id).values(identity_id=dst.id))
-            session.execute(update(MatchEvent).where(MatchEvent.identity_id == src.id).values(identity_id=dst.id))
+            session.execute(
+                update(MatchEvent).where(MatchEvent.identity_id == src.id).values(identity_id=dst.id)
+            )
             session.execute(delete(Template).where(Template.identity_id == src.id))
             session.execute(delete(Identity).where(Identity.id == src.id))
             for embedder_id in embedders:
@@ -203,29 +245,55 @@ class Gallery:
             self._bump(session)
         logger.info("merged identity %r into %r", source, into)
 
-    # media and templates -------------------------------------------------------------------------------------
-    def add_media(self, name: str, embedder_id: str, items: Sequence[MediaVector], *, create: bool = False,
-                  external_id: str | None = None, watchlist: bool = False, notes: str = "") -> list[str]:
-        """Add vectors to identity ``name`` (created first when ``create``; a taken name then raises) and refit its
-        template, in one transaction. Returns one status per item: ``"enrolled"``, ``"duplicate"`` (this content
-        is already enrolled for this identity and embedder: a no-op) or ``"conflict: <other identity>"``. A new
-        identity is only created when at least one item is enrolled."""
+    # media and templates
+    # -------------------------------------------------------------------------------------
+    def add_media(
+        self,
+        name: str,
+        embedder_id: str,
+        items: Sequence[MediaVector],
+        *,
+        create: bool = False,
+        external_id: str | None = None,
+        watchlist: bool = False,
+        notes: str = "",
+    ) -> list[str]:
+        """Add vectors to identity ``name`` (created first when ``create``; a taken name then raises) and
+        refit its template, in one transaction. Returns one status per item: ``"enrolled"``, ``"duplicate"``
+        (this content is already enrolled for this identity and embedder: a no-op) or ``"conflict: <other
+        identity>"``. A new identity is only created when at least one item is enrolled."""
         with self.db.session() as session:
             identity = None if create else self._get_identity(session, name)
-            if create and session.scalar(select(Identity.id).where(Identity.name == name.strip())) is not None:
-                raise IdentityExistsError(f"identity {name!r} already exists (add images to it instead, or pick "
-                                          f"another name)")
+            if (
+                create
+                and session.scalar(select(Identity.id).where(Identity.name == name.strip())) is not None
+            ):
+                raise IdentityExistsError(
+                    f"identity {name!r} already exists (add images to it instead, or pick another name)"
+                )
             dim = self._dim(session, embedder_id)
-            owners = dict(session.execute(
-                select(Media.content_hash, Identity.name).join(Identity)
-                .where(Media.embedder_id == embedder_id, Media.content_hash.in_([m.content_hash for m in items]))
-            ).all()) if items else {}
+            owners = (
+                dict(
+                    session.execute(
+                        select(Media.content_hash, Identity.name)
+                        .join(Identity)
+                        .where(
+                            Media.embedder_id == embedder_id,
+                            Media.content_hash.in_([m.content_hash for m in items]),
+                        )
+                    ).all()
+                )
+                if items
+                else {}
+            )
             statuses, new = [], []
             for item in items:
                 vec = np.asarray(item.vector, np.float32).reshape(-1)
                 if dim is not None and vec.shape[0] != dim:
-                    raise EmbeddingError(f"{item.path}: expected a {dim}-d vector for embedder {embedder_id!r}, "
-                                         f"got {vec.shape[0]}-d")
+                    raise EmbeddingError(
+                        f"{item.path}: expected a {dim}-d vector for embedder {embedder_id!r}, "
+                        f"got {vec.shape[0]}-d"
+                    )
                 dim = vec.shape[0]
                 owner = owners.get(item.content_hash)
                 if owner is not None and owner != name:
@@ -240,9 +308,18 @@ class Gallery:
             if identity is None:
                 identity = self._create_identity(session, name, external_id, watchlist, notes)
             for item, vec in new:
-                session.add(Media(identity_id=identity.id, path=item.path, content_hash=item.content_hash,
-                                  embedder_id=embedder_id, quality=float(item.quality), dim=dim, vector=to_blob(vec),
-                                  norm=float(item.norm)))
+                session.add(
+                    Media(
+                        identity_id=identity.id,
+                        path=item.path,
+                        content_hash=item.content_hash,
+                        embedder_id=embedder_id,
+                        quality=float(item.quality),
+                        dim=dim,
+                        vector=to_blob(vec),
+                        norm=float(item.norm),
+                    )
+                )
             session.flush()
             self._refit(session, identity.id, embedder_id)
             self._bump(session)
@@ -254,10 +331,14 @@ class Gallery:
 
     @staticmethod
     def _refit(session: Session, identity_id: int, embedder_id: str) -> None:
-        rows = session.execute(select(Media.vector, Media.norm, Media.dim).where(
-            Media.identity_id == identity_id, Media.embedder_id == embedder_id)).all()
-        template = session.scalar(select(Template).where(Template.identity_id == identity_id,
-                                                         Template.embedder_id == embedder_id))
+        rows = session.execute(
+            select(Media.vector, Media.norm, Media.dim).where(
+                Media.identity_id == identity_id, Media.embedder_id == embedder_id
+            )
+        ).all()
+        template = session.scalar(
+            select(Template).where(Template.identity_id == identity_id, Template.embedder_id == embedder_id)
+        )
         if not rows:
             if template is not None:
                 session.delete(template)
@@ -265,50 +346,89 @@ class Gallery:
         dim = rows[0].dim
         fused = fuse(np.stack([from_blob(r.vector, dim) for r in rows]), np.array([r.norm for r in rows]))
         if template is None:
-            session.add(Template(identity_id=identity_id, embedder_id=embedder_id, dim=dim, vector=to_blob(fused),
-                                 num_media=len(rows)))
+            session.add(
+                Template(
+                    identity_id=identity_id,
+                    embedder_id=embedder_id,
+                    dim=dim,
+                    vector=to_blob(fused),
+                    num_media=len(rows),
+                )
+            )
         else:
             template.vector, template.num_media, template.updated_at = to_blob(fused), len(rows), utcnow()
 
-    def bulk_enroll(self, names: Sequence[str], embedder_id: str, vectors: np.ndarray, *,
-                    chunk: int = 20_000) -> None:
+    def bulk_enroll(
+        self, names: Sequence[str], embedder_id: str, vectors: np.ndarray, *, chunk: int = 20_000
+    ) -> None:
         """Enroll many new identities with one unit vector each (one transaction per chunk): for imports and
         benchmarks. A taken name raises :class:`IdentityExistsError` and rolls back that chunk."""
         vectors = np.ascontiguousarray(vectors, np.float32)
         if vectors.ndim != 2 or len(vectors) != len(names):
-            raise EmbeddingError(f"bulk enroll: expected vectors [{len(names)}, D], got {list(vectors.shape)}")
+            raise EmbeddingError(
+                f"bulk enroll: expected vectors [{len(names)}, D], got {list(vectors.shape)}"
+            )
         dim = vectors.shape[1]
         for start in range(0, len(names), chunk):
-            part, vecs = names[start:start + chunk], vectors[start:start + chunk]
+            part, vecs = names[start : start + chunk], vectors[start : start + chunk]
             norms = np.linalg.norm(vecs, axis=1)
             units = vecs / np.maximum(norms, 1e-12)[:, None]
             try:
                 with self.db.session() as session:
                     known = self._dim(session, embedder_id)
                     if known is not None and known != dim:
-                        raise EmbeddingError(f"bulk enroll: expected {known}-d vectors for {embedder_id!r}, "
-                                             f"got {dim}-d")
-                    ids = session.scalars(insert(Identity).returning(Identity.id, sort_by_parameter_order=True),
-                                          [{"name": n, "watchlist": False, "notes": ""} for n in part]).all()
+                        raise EmbeddingError(
+                            f"bulk enroll: expected {known}-d vectors for {embedder_id!r}, got {dim}-d"
+                        )
+                    ids = session.scalars(
+                        insert(Identity).returning(Identity.id, sort_by_parameter_order=True),
+                        [{"name": n, "watchlist": False, "notes": ""} for n in part],
+                    ).all()
                     blobs = [to_blob(u) for u in units]
-                    session.execute(insert(Media), [
-                        {"identity_id": i, "path": f"vector:{n}", "content_hash": hashlib.sha256(b).hexdigest(),
-                         "embedder_id": embedder_id, "quality": 1.0, "dim": dim, "vector": b, "norm": float(w)}
-                        for i, n, b, w in zip(ids, part, blobs, norms)])
-                    session.execute(insert(Template), [
-                        {"identity_id": i, "embedder_id": embedder_id, "dim": dim, "vector": b, "num_media": 1}
-                        for i, b in zip(ids, blobs)])
+                    session.execute(
+                        insert(Media),
+                        [
+                            {
+                                "identity_id": i,
+                                "path": f"vector:{n}",
+                                "content_hash": hashlib.sha256(b).hexdigest(),
+                                "embedder_id": embedder_id,
+                                "quality": 1.0,
+                                "dim": dim,
+                                "vector": b,
+                                "norm": float(w),
+                            }
+                            for i, n, b, w in zip(ids, part, blobs, norms)
+                        ],
+                    )
+                    session.execute(
+                        insert(Template),
+                        [
+                            {
+                                "identity_id": i,
+                                "embedder_id": embedder_id,
+                                "dim": dim,
+                                "vector": b,
+                                "num_media": 1,
+                            }
+                            for i, b in zip(ids, blobs)
+                        ],
+                    )
                     self._bump(session)
             except IntegrityError as exc:
-                raise IdentityExistsError(f"bulk enroll: an identity name in rows {start}-{start + len(part) - 1} "
-                                          f"already exists") from exc
+                raise IdentityExistsError(
+                    f"bulk enroll: an identity name in rows {start}-{start + len(part) - 1} already exists"
+                ) from exc
 
     def template(self, name: str, embedder_id: str) -> np.ndarray:
         """The fused unit template of ``name`` for ``embedder_id``."""
         with self.db.session() as session:
             identity = self._get_identity(session, name)
-            row = session.execute(select(Template.vector, Template.dim).where(
-                Template.identity_id == identity.id, Template.embedder_id == embedder_id)).first()
+            row = session.execute(
+                select(Template.vector, Template.dim).where(
+                    Template.identity_id == identity.id, Template.embedder_id == embedder_id
+                )
+            ).first()
         if row is None:
             raise IdentityNotFoundError(f"identity {name!r}: no template for embedder {embedder_id!r}")
         return from_blob(row.vector, row.dim)
@@ -317,16 +437,20 @@ class Gallery:
         """The per-image unit vectors kept for ``name`` ``[N, D]`` (in enrollment order)."""
         with self.db.session() as session:
             identity = self._get_identity(session, name)
-            rows = session.execute(select(Media.vector, Media.dim).where(
-                Media.identity_id == identity.id, Media.embedder_id == embedder_id).order_by(Media.id)).all()
+            rows = session.execute(
+                select(Media.vector, Media.dim)
+                .where(Media.identity_id == identity.id, Media.embedder_id == embedder_id)
+                .order_by(Media.id)
+            ).all()
         return np.stack([from_blob(r.vector, r.dim) for r in rows]) if rows else np.zeros((0, 0), np.float32)
 
-    # search --------------------------------------------------------------------------------------------------
+    # search
+    # --------------------------------------------------------------------------------------------------
     def index(self, embedder_id: str) -> tuple[VectorIndex, dict[int, str]] | None:
         """The current index of ``embedder_id`` and its id -> name map, or None when it has no templates.
 
-        Uses the cached copy, else the persisted file, else builds from SQL (and saves it) when either is stale.
-        A persisted file made by another embedder raises :class:`IndexFileError`."""
+        Uses the cached copy, else the persisted file, else builds from SQL (and saves it) when either is
+        stale. A persisted file made by another embedder raises :class:`IndexFileError`."""
         version = self.version()
         cached = self._cache.get(embedder_id)
         if cached is not None and cached[0].tag.gallery_version == version:
@@ -336,33 +460,49 @@ class Gallery:
         if path is not None and path.is_file():
             index = VectorIndex.load(path, embedder_id)
             if index.tag.gallery_version != version:
-                logger.info("index %s is stale (version %d, gallery %d): rebuilding", path,
-                            index.tag.gallery_version, version)
+                logger.info(
+                    "index %s is stale (version %d, gallery %d): rebuilding",
+                    path,
+                    index.tag.gallery_version,
+                    version,
+                )
                 index = None
         with self.db.session() as session:
             if index is None:
-                rows = session.execute(select(Template.identity_id, Template.vector, Template.dim)
-                                       .where(Template.embedder_id == embedder_id)).all()
+                rows = session.execute(
+                    select(Template.identity_id, Template.vector, Template.dim).where(
+                        Template.embedder_id == embedder_id
+                    )
+                ).all()
                 if not rows:
                     return None
                 dim = rows[0].dim
                 vectors = np.frombuffer(b"".join(r.vector for r in rows), dtype="<f4").reshape(len(rows), dim)
-                index = VectorIndex.build(np.array([r.identity_id for r in rows]), vectors,
-                                          embedder_id=embedder_id, gallery_version=version, config=self.config.index)
+                index = VectorIndex.build(
+                    np.array([r.identity_id for r in rows]),
+                    vectors,
+                    embedder_id=embedder_id,
+                    gallery_version=version,
+                    config=self.config.index,
+                )
                 if path is not None:
                     index.save(path)
-            names = dict(session.execute(select(Identity.id, Identity.name)
-                                         .join(Template, Template.identity_id == Identity.id)
-                                         .where(Template.embedder_id == embedder_id)).all())
+            names = dict(
+                session.execute(
+                    select(Identity.id, Identity.name)
+                    .join(Template, Template.identity_id == Identity.id)
+                    .where(Template.embedder_id == embedder_id)
+                ).all()
+            )
         self._cache[embedder_id] = (index, names)
         return index, names
 
     def search(self, embeddings: np.ndarray, k: int, embedder_id: str) -> list[list[tuple[int, str, float]]]:
         """Top-``k`` identities per query, best first.
 
-        ``embeddings``: float32 ``[M, D]`` features of ``embedder_id`` (normalised here). Returns ``M`` lists of
-        ``(identity_id, name, cosine score)``; an empty gallery (no templates of this embedder) gives ``M`` empty
-        lists. Raises :class:`EmbeddingError` on a wrong shape or dimension."""
+        ``embeddings``: float32 ``[M, D]`` features of ``embedder_id`` (normalised here). Returns ``M`` lists
+        of ``(identity_id, name, cosine score)``; an empty gallery (no templates of this embedder) gives ``M``
+        empty lists. Raises :class:`EmbeddingError` on a wrong shape or dimension."""
         arr = np.asarray(embeddings)
         if arr.ndim != 2:
             raise EmbeddingError(f"embeddings: expected shape [M, D], got {list(arr.shape)}")
@@ -371,10 +511,13 @@ class Gallery:
             return [[] for _ in range(len(arr))]
         index, names = found
         scores, ids = index.search(arr, k)
-        return [[(int(i), names[int(i)], float(s)) for s, i in zip(srow, irow) if i >= 0]
-                for srow, irow in zip(scores, ids)]
+        return [
+            [(int(i), names[int(i)], float(s)) for s, i in zip(srow, irow) if i >= 0]
+            for srow, irow in zip(scores, ids)
+        ]
 
-    # open-set threshold --------------------------------------------------------------------------------------
+    # open-set threshold
+    # --------------------------------------------------------------------------------------
     def threshold(self, embedder_id: str) -> float:
         """The operating threshold of ``embedder_id``: ``config.threshold.override`` if set, else the stored
         calibration, else ``config.threshold.default``."""
@@ -386,13 +529,17 @@ class Gallery:
         return stored.value if stored is not None else cfg.default
 
     def calibrate(self, embedder_id: str, *, seed: int = 0) -> Calibration:
-        """Set the threshold of ``embedder_id`` at the ``1 - target_fpir`` quantile of impostor scores (each enrolled
-        image's best score against the *other* identities' templates) and store it with the gallery."""
+        """Set the threshold of ``embedder_id`` at the ``1 - target_fpir`` quantile of impostor scores (each
+        enrolled image's best score against the *other* identities' templates) and store it with the
+        gallery."""
         cfg = self.config.threshold
         found = self.index(embedder_id)
         with self.db.session() as session:
-            rows = session.execute(select(Media.identity_id, Media.vector, Media.dim)
-                                   .where(Media.embedder_id == embedder_id).order_by(Media.id)).all()
+            rows = session.execute(
+                select(Media.identity_id, Media.vector, Media.dim)
+                .where(Media.embedder_id == embedder_id)
+                .order_by(Media.id)
+            ).all()
             if len(rows) > cfg.max_probes:
                 pick = np.random.default_rng(seed).choice(len(rows), cfg.max_probes, replace=False)
                 rows = [rows[i] for i in sorted(pick)]
@@ -407,8 +554,13 @@ class Gallery:
             if not calibrated:
                 if stored is not None:
                     session.delete(stored)
-                logger.warning("threshold of %s: %d impostor scores, need %d: using the default %.3f", embedder_id,
-                               len(impostor), cfg.min_impostor_scores, cfg.default)
+                logger.warning(
+                    "threshold of %s: %d impostor scores, need %d: using the default %.3f",
+                    embedder_id,
+                    len(impostor),
+                    cfg.min_impostor_scores,
+                    cfg.default,
+                )
                 return Calibration(embedder_id, cfg.default, cfg.target_fpir, len(impostor), False)
             value = float(np.quantile(impostor, 1.0 - cfg.target_fpir, method="higher"))
             version = session.scalar(select(GalleryMeta.version).where(GalleryMeta.id == 1))
@@ -417,10 +569,17 @@ class Gallery:
                 session.add(stored)
             stored.value, stored.target_fpir, stored.impostor_scores = value, cfg.target_fpir, len(impostor)
             stored.gallery_version, stored.calibrated_at = version, utcnow()
-        logger.info("threshold of %s: %.4f at FPIR %.4g from %d impostor scores", embedder_id, value,
-                    cfg.target_fpir, len(impostor))
+        logger.info(
+            "threshold of %s: %.4f at FPIR %.4g from %d impostor scores",
+            embedder_id,
+            value,
+            cfg.target_fpir,
+            len(impostor),
+        )
         return Calibration(embedder_id, value, cfg.target_fpir, len(impostor), True)
 
     def embedders(self) -> list[str]:
         with self.db.session() as session:
-            return list(session.scalars(select(Template.embedder_id).distinct().order_by(Template.embedder_id)))
+            return list(
+                session.scalars(select(Template.embedder_id).distinct().order_by(Template.embedder_id))
+            )

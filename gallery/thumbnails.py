@@ -3,6 +3,7 @@
 Every path coming in (from SQL, the HTTP API or a caller) goes through :meth:`ThumbnailStore.resolve`, which
 refuses absolute paths, ``..``, backslashes and anything that resolves outside the root (symlinks included).
 """
+
 from __future__ import annotations
 
 import logging
@@ -32,7 +33,8 @@ class ThumbnailStore:
 
     @classmethod
     def for_database(cls, db: Database, config: GalleryConfig) -> ThumbnailStore | None:
-        """``config.thumbnails_dir``, else ``<storage dir>/<db stem>_thumbnails``, else None (no storage dir)."""
+        """``config.thumbnails_dir``, else ``<storage dir>/<db stem>_thumbnails``, else None (no storage
+        dir)."""
         if config.thumbnails_dir:
             return cls(config.thumbnails_dir)
         folder = db.storage_dir(config.storage_dir)
@@ -41,12 +43,15 @@ class ThumbnailStore:
     def resolve(self, rel: str) -> Path:
         """The file of store-relative path ``rel``; raises :class:`ThumbnailPathError` for any unsafe path."""
         if not isinstance(rel, str) or not rel or "\\" in rel or "\x00" in rel:
-            raise ThumbnailPathError(f"thumbnail path: expected a relative path like 'source/run/track.jpg', "
-                                     f"got {rel!r}")
+            raise ThumbnailPathError(
+                f"thumbnail path: expected a relative path like 'source/run/track.jpg', got {rel!r}"
+            )
         parts = rel.split("/")
         if not all(PART.fullmatch(p) for p in parts):
-            raise ThumbnailPathError(f"thumbnail path: expected plain names inside the store (no '..', no "
-                                     f"absolute path), got {rel!r}")
+            raise ThumbnailPathError(
+                f"thumbnail path: expected plain names inside the store (no '..', no "
+                f"absolute path), got {rel!r}"
+            )
         path = (self.root / Path(*parts)).resolve()
         if not path.is_relative_to(self.root):
             raise ThumbnailPathError(f"thumbnail path {rel!r}: resolves outside the thumbnail store")
@@ -54,8 +59,13 @@ class ThumbnailStore:
 
     def write(self, rel: str, image: np.ndarray, quality: int = 90) -> Path:
         """Encode a BGR uint8 ``[H, W, 3]`` image as JPEG at ``rel`` (atomically) and return its file."""
-        if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3
-                and image.shape[2] == 3 and min(image.shape[:2]) > 0):
+        if not (
+            isinstance(image, np.ndarray)
+            and image.dtype == np.uint8
+            and image.ndim == 3
+            and image.shape[2] == 3
+            and min(image.shape[:2]) > 0
+        ):
             got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
             raise MatchLogError(f"thumbnail: expected a BGR uint8 HxWx3 image, got {got}")
         path = self.resolve(rel)

@@ -1,9 +1,10 @@
 """Gallery test fixtures: every database test runs on SQLite and on a throwaway PostgreSQL cluster.
 
-The cluster is created by the suite itself (initdb + pg_ctl, as the ``postgres`` user when run as root), listens
-on a free loopback port with a socket folder of its own under a temporary folder, and is stopped at the end.
-Each test gets a fresh database on it.
+The cluster is created by the suite itself (initdb + pg_ctl, as the ``postgres`` user when run as root),
+listens on a free loopback port with a socket folder of its own under a temporary folder, and is stopped at
+the end. Each test gets a fresh database on it.
 """
+
 from __future__ import annotations
 
 import glob
@@ -64,9 +65,13 @@ class PgCluster:
             shutil.chown(self.root, "postgres")
             shutil.chown(self.sockets, "postgres")
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", self.user, "-E", "UTF8", "--no-sync")
-        opts = (f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1 -c fsync=off "
-                f"-c synchronous_commit=off -c full_page_writes=off")
-        self._run("pg_ctl", "-D", str(self.data), "-o", opts, "-l", str(self.root / "server.log"), "-w", "start")
+        opts = (
+            f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1 -c fsync=off "
+            f"-c synchronous_commit=off -c full_page_writes=off"
+        )
+        self._run(
+            "pg_ctl", "-D", str(self.data), "-o", opts, "-l", str(self.root / "server.log"), "-w", "start"
+        )
 
     def stop(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
@@ -78,8 +83,9 @@ class PgCluster:
         import psycopg
 
         name = f"test_{next(self._names)}"
-        with psycopg.connect(host="127.0.0.1", port=self.port, user=self.user, dbname="postgres",
-                             autocommit=True) as conn:
+        with psycopg.connect(
+            host="127.0.0.1", port=self.port, user=self.user, dbname="postgres", autocommit=True
+        ) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
@@ -88,8 +94,10 @@ class PgCluster:
 def pg_cluster():
     bindir = _pg_bindir()
     if bindir is None:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found: install postgresql "
-                    "(scripts/system-deps.sh) or set PG_BINDIR")
+        pytest.skip(
+            "PostgreSQL server binaries (initdb, pg_ctl) not found: install postgresql "
+            "(scripts/system-deps.sh) or set PG_BINDIR"
+        )
     root = Path(tempfile.mkdtemp(prefix="gallery-pg-"))
     os.chmod(root, 0o755)
     cluster = PgCluster(bindir, root)

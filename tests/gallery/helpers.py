@@ -1,4 +1,5 @@
 """Small builders shared by the gallery tests: seeded unit vectors and media items."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,8 +14,10 @@ def unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
 
 def media(tag: str, vectors: np.ndarray, norms=None) -> list[MediaVector]:
     norms = np.ones(len(vectors)) if norms is None else norms
-    return [MediaVector(f"{tag}/{i}.jpg", f"hash-{tag}-{i}", 0.9, v, float(w))
-            for i, (v, w) in enumerate(zip(vectors, norms))]
+    return [
+        MediaVector(f"{tag}/{i}.jpg", f"hash-{tag}-{i}", 0.9, v, float(w))
+        for i, (v, w) in enumerate(zip(vectors, norms))
+    ]
 
 
 def people(rng: np.random.Generator, count: int, per: int, dim: int, spread: float = 0.3):
@@ -27,11 +30,11 @@ def people(rng: np.random.Generator, count: int, per: int, dim: int, spread: flo
     return out
 
 
-
 def seed_log(db, store=None):
     """Two identities, two cameras, eight tracks one minute apart from 2026-03-01 10:00 UTC (newest last):
-    tracks 0-7 alternate cameras ``gate`` / ``lobby``; even tracks match ``ann`` (0.80 + t/100), track 3 matches
-    ``bob`` (0.65), the rest are unknown (0.20). Thumbnails are solid 48x40 crops when ``store`` is given."""
+    tracks 0-7 alternate cameras ``gate`` / ``lobby``; even tracks match ``ann`` (0.80 + t/100), track 3
+    matches ``bob`` (0.65), the rest are unknown (0.20). Thumbnails are solid 48x40 crops when ``store`` is
+    given."""
     from datetime import datetime, timedelta, timezone
 
     from gallery.matchlog import MatchLogWriter, TrackRecord
@@ -42,16 +45,29 @@ def seed_log(db, store=None):
     g = Gallery(db)
     ids = {n: g.add_identity(n, watchlist=n == "bob") for n in ("ann", "bob")}
     g.add_media("ann", "e4", media("ann", unit(rng, 1, 4)))
-    writers = {cam: MatchLogWriter(db, source=cam, kind="camera", config_hash="seed", thumbnails=store,
-                                   batch_size=2) for cam in ("gate", "lobby")}
+    writers = {
+        cam: MatchLogWriter(db, source=cam, kind="camera", config_hash="seed", thumbnails=store, batch_size=2)
+        for cam in ("gate", "lobby")
+    }
     for t in range(8):
         name, score = ("ann", 0.80 + t / 100) if t % 2 == 0 else ("bob", 0.65) if t == 3 else ("ann", 0.20)
         decision = "match" if t % 2 == 0 or t == 3 else "unknown"
-        writers["gate" if t % 2 == 0 else "lobby"].record(TrackRecord(
-            track_id=t, start_time=float(t), end_time=t + 1.5, frames=12, crops_embedded=4,
-            template=unit(rng, 1, 4)[0], embedder_id="e4", candidates=[(ids[name], name, score)],
-            decision=decision, threshold=0.5, thumbnail=np.full((48, 40, 3), 30 * t, np.uint8),
-            at=start + timedelta(minutes=t)))
+        writers["gate" if t % 2 == 0 else "lobby"].record(
+            TrackRecord(
+                track_id=t,
+                start_time=float(t),
+                end_time=t + 1.5,
+                frames=12,
+                crops_embedded=4,
+                template=unit(rng, 1, 4)[0],
+                embedder_id="e4",
+                candidates=[(ids[name], name, score)],
+                decision=decision,
+                threshold=0.5,
+                thumbnail=np.full((48, 40, 3), 30 * t, np.uint8),
+                at=start + timedelta(minutes=t),
+            )
+        )
     for writer in writers.values():
         writer.close()
     return start

@@ -1,4 +1,6 @@
-"""gallery/app.py: JSON endpoints, token auth, thumbnails (no traversal), and the page in headless Chromium."""
+"""gallery/app.py: JSON endpoints, token auth, thumbnails (no traversal), and the page in headless
+Chromium."""
+
 from __future__ import annotations
 
 import shutil
@@ -34,28 +36,44 @@ def test_api_endpoints(served):
     assert [r["track_id"] for r in body["rows"]] == [6, 4, 2] and body["has_more"]
     body = client.get("/api/matches", params={"source": "lobby", "decision": "match"}, headers=AUTH).json()
     assert [(r["track_id"], r["identity"]) for r in body["rows"]] == [(3, "bob")]
-    body = client.get("/api/matches", params={"since": "2026-03-01T10:05:00Z", "min_score": 0.5}, headers=AUTH)
+    body = client.get(
+        "/api/matches", params={"since": "2026-03-01T10:05:00Z", "min_score": 0.5}, headers=AUTH
+    )
     assert [r["track_id"] for r in body.json()["rows"]] == [6]
-    assert [r["track_id"] for r in client.get("/api/tracks", params={"page": 2, "page_size": 5},
-                                              headers=AUTH).json()["rows"]] == [2, 1, 0]
-    assert [r["name"] for r in client.get("/api/identities", params={"watchlist": True},
-                                          headers=AUTH).json()["rows"]] == ["bob"]
+    assert [
+        r["track_id"]
+        for r in client.get("/api/tracks", params={"page": 2, "page_size": 5}, headers=AUTH).json()["rows"]
+    ] == [2, 1, 0]
+    assert [
+        r["name"]
+        for r in client.get("/api/identities", params={"watchlist": True}, headers=AUTH).json()["rows"]
+    ] == ["bob"]
 
 
-@pytest.mark.parametrize("params,status,message", [
-    ({"identity": "zed"}, 404, "'zed': not in the gallery"),
-    ({"since": "2026-03-01T10:00:00"}, 400, "expected a time with a timezone"),
-    ({"decision": "maybe"}, 400, "decision: expected one of"),
-    ({"page": 0}, 422, ""),
-])
+@pytest.mark.parametrize(
+    "params,status,message",
+    [
+        ({"identity": "zed"}, 404, "'zed': not in the gallery"),
+        ({"since": "2026-03-01T10:00:00"}, 400, "expected a time with a timezone"),
+        ({"decision": "maybe"}, 400, "decision: expected one of"),
+        ({"page": 0}, 422, ""),
+    ],
+)
 def test_api_bad_filters(served, params, status, message):
     db, store = served
     response = TestClient(create_app(db, store)).get("/api/matches", params=params)
     assert response.status_code == status and message in str(response.json()["detail"])
 
 
-@pytest.mark.parametrize("headers,cookies", [({}, {}), ({"Authorization": "Bearer wrong-token"}, {}),
-                                             ({"Authorization": TOKEN}, {}), ({}, {COOKIE: "wrong-token"})])
+@pytest.mark.parametrize(
+    "headers,cookies",
+    [
+        ({}, {}),
+        ({"Authorization": "Bearer wrong-token"}, {}),
+        ({"Authorization": TOKEN}, {}),
+        ({}, {COOKIE: "wrong-token"}),
+    ],
+)
 def test_wrong_or_missing_token_is_refused(served, headers, cookies):
     db, store = served
     client = TestClient(create_app(db, store, token=TOKEN), cookies=cookies)
@@ -73,8 +91,16 @@ def test_token_link_sets_cookie(served):
     assert client.get("/").text.count('class="thumb"') == 8  # the cookie now authorises
 
 
-@pytest.mark.parametrize("rel", ["..%2F..%2Foutside.txt", "%2E%2E/outside.txt", "source1/..%2F..%2F..%2Foutside.txt",
-                                 "%2Fetc%2Fpasswd", "source1%5C..%5Coutside.txt"])
+@pytest.mark.parametrize(
+    "rel",
+    [
+        "..%2F..%2Foutside.txt",
+        "%2E%2E/outside.txt",
+        "source1/..%2F..%2F..%2Foutside.txt",
+        "%2Fetc%2Fpasswd",
+        "source1%5C..%5Coutside.txt",
+    ],
+)
 def test_thumbnail_traversal_is_refused(served, rel):
     db, store = served
     response = TestClient(create_app(db, store)).get(f"/thumbnails/{rel}")
@@ -91,20 +117,33 @@ def test_thumbnails_and_page(served):
     assert client.get("/thumbnails/source1/run1/track99.jpg").status_code == 404
     page = client.get("/", params={"identity": "ann"}).text
     assert page.count('class="thumb"') == 4 and "0.860" in page
-    assert "No matches." in TestClient(create_app(db, store)).get("/", params={"source": "lobby",
-                                                                               "identity": "ann"}).text
+    assert (
+        "No matches."
+        in TestClient(create_app(db, store)).get("/", params={"source": "lobby", "identity": "ann"}).text
+    )
 
 
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+)
 
 
 def _browser_or_skip():
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not installed (pip install selenium)")
+    webdriver = pytest.importorskip(
+        "selenium.webdriver", reason="selenium not installed (pip install selenium)"
+    )
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
     if not browser or not driver:
-        pytest.skip("headless browser test needs chromium and chromedriver (scripts/system-deps.sh installs them)")
+        pytest.skip(
+            "headless browser test needs chromium and chromedriver (scripts/system-deps.sh installs them)"
+        )
     return webdriver, browser, driver
 
 
@@ -118,7 +157,8 @@ def _free_port() -> int:
 PIXELS = """return Array.from(document.querySelectorAll('img.thumb')).map(img => {
   const c = document.createElement('canvas'); c.width = img.naturalWidth; c.height = img.naturalHeight;
   const g = c.getContext('2d'); g.drawImage(img, 0, 0);
-  const p = img.naturalWidth ? g.getImageData(img.naturalWidth >> 1, img.naturalHeight >> 1, 1, 1).data : [-1];
+  const p = img.naturalWidth ? g.getImageData(img.naturalWidth >> 1, img.naturalHeight >> 1, 1, 1).data :
+  [-1];
   return [img.complete, img.naturalWidth, img.naturalHeight, p[0],
           img.closest('tr').children[3].textContent.trim()];
 });"""
@@ -133,8 +173,9 @@ def test_page_renders_thumbnails_in_headless_chromium(served, tmp_path, monkeypa
     monkeypatch.setenv("SE_OFFLINE", "true")  # never let Selenium fetch drivers or browsers
     db, store = served
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(db, store, token=TOKEN), host="127.0.0.1", port=port,
-                                           log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(db, store, token=TOKEN), host="127.0.0.1", port=port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

@@ -1,4 +1,5 @@
 """gallery/db.py: URLs, connection failures, schema creation through Alembic on both back ends."""
+
 from __future__ import annotations
 
 import pytest
@@ -14,7 +15,10 @@ from gallery.models import Base, GalleryMeta
 def test_migration_builds_the_model_schema(db_url):
     with Database(db_url) as db:
         with db.engine.connect() as conn:
-            assert compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata) == []
+            assert (
+                compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+                == []
+            )
         with db.session() as session:
             assert session.scalar(select(GalleryMeta.version)) == 0
     with Database(db_url, create=False) as again:  # reopening an up-to-date schema changes nothing
@@ -28,15 +32,19 @@ def test_sqlite_pragmas(tmp_path):
         assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
 
 
-@pytest.mark.parametrize("url,message", [
-    ("not a url", "expected sqlite:///FILE or postgresql"),
-    ("mysql://user@host/db", "expected a sqlite or postgresql URL"),
-    ("sqlite://", "expected a SQLite file"),
-    ("sqlite:///{tmp}/missing-folder/g.db", "does not exist"),
-    ("postgresql+psycopg://nobody:secret@127.0.0.1:{port}/db", "cannot connect to"),
-])
+@pytest.mark.parametrize(
+    "url,message",
+    [
+        ("not a url", "expected sqlite:///FILE or postgresql"),
+        ("mysql://user@host/db", "expected a sqlite or postgresql URL"),
+        ("sqlite://", "expected a SQLite file"),
+        ("sqlite:///{tmp}/missing-folder/g.db", "does not exist"),
+        ("postgresql+psycopg://nobody:secret@127.0.0.1:{port}/db", "cannot connect to"),
+    ],
+)
 def test_bad_urls_are_refused(tmp_path, url, message):
     import socket
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nothing listens there

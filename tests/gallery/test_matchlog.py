@@ -1,4 +1,6 @@
-"""gallery/matchlog.py: batched writes, run progress, crash safety (a killed process), validation, retention."""
+"""gallery/matchlog.py: batched writes, run progress, crash safety (a killed process), validation,
+retention."""
+
 from __future__ import annotations
 
 import subprocess
@@ -18,14 +20,29 @@ from gallery.thumbnails import ThumbnailStore
 from tests.conftest import ROOT
 
 
-def record(track_id: int, decision: str = "unknown", thumb: bool = True, at: datetime | None = None,
-           score: float = 0.3) -> TrackRecord:
+def record(
+    track_id: int,
+    decision: str = "unknown",
+    thumb: bool = True,
+    at: datetime | None = None,
+    score: float = 0.3,
+) -> TrackRecord:
     template = np.zeros(4, np.float32)
     template[track_id % 4] = 1.0
-    return TrackRecord(track_id=track_id, start_time=track_id * 1.0, end_time=track_id + 2.0, frames=10,
-                       crops_embedded=3, template=template, embedder_id="e4",
-                       candidates=[(1, "ann", score), (2, "bob", score - 0.1)], decision=decision, threshold=0.5,
-                       thumbnail=np.full((32, 24, 3), 80, np.uint8) if thumb else None, at=at)
+    return TrackRecord(
+        track_id=track_id,
+        start_time=track_id * 1.0,
+        end_time=track_id + 2.0,
+        frames=10,
+        crops_embedded=3,
+        template=template,
+        embedder_id="e4",
+        candidates=[(1, "ann", score), (2, "bob", score - 0.1)],
+        decision=decision,
+        threshold=0.5,
+        thumbnail=np.full((32, 24, 3), 80, np.uint8) if thumb else None,
+        at=at,
+    )
 
 
 def _count(db: Database, model) -> int:
@@ -36,15 +53,26 @@ def _count(db: Database, model) -> int:
 def test_batches_progress_and_close(db_url, tmp_path):
     store = ThumbnailStore(tmp_path / "thumbs")
     with Database(db_url) as db:
-        writer = MatchLogWriter(db, source="lobby", kind="camera", uri="rtsp://cam/1", config_hash="cfg1",
-                                thumbnails=store, batch_size=3)
+        writer = MatchLogWriter(
+            db,
+            source="lobby",
+            kind="camera",
+            uri="rtsp://cam/1",
+            config_hash="cfg1",
+            thumbnails=store,
+            batch_size=3,
+        )
         for t in range(4):
             writer.record(record(t, thumb=t != 1))
             writer.progress(frames_done=25 * (t + 1), last_timestamp=t + 0.5)
         assert _count(db, Track) == 3 and _count(db, MatchEvent) == 3  # one batch written, one queued
         with db.session() as session:
             run = session.get(Run, writer.run_id)
-            assert (run.status, run.frames_done, run.last_timestamp) == ("running", 50, 1.5)  # progress noted before the batch was written
+            assert (run.status, run.frames_done, run.last_timestamp) == (
+                "running",
+                50,
+                1.5,
+            )  # progress noted before the batch was written
         writer.close()
         with db.session() as session:
             run = session.get(Run, writer.run_id)
@@ -54,8 +82,10 @@ def test_batches_progress_and_close(db_url, tmp_path):
             assert [t.thumbnail is None for t in tracks] == [False, True, False, False]
             assert all(store.resolve(t.thumbnail).is_file() for t in tracks if t.thumbnail)
             event = session.scalar(select(MatchEvent).where(MatchEvent.track_pk == tracks[0].id))
-            assert event.candidates == [{"identity_id": 1, "name": "ann", "score": 0.3},
-                                        {"identity_id": 2, "name": "bob", "score": pytest.approx(0.2)}]
+            assert event.candidates == [
+                {"identity_id": 1, "name": "ann", "score": 0.3},
+                {"identity_id": 2, "name": "bob", "score": pytest.approx(0.2)},
+            ]
             assert (event.decision, event.identity_id, event.score) == ("unknown", None, 0.3)
         second = MatchLogWriter(db, source="lobby", config_hash="cfg2")  # same source, new run
         second.close()
@@ -89,7 +119,8 @@ from gallery.matchlog import MatchLogWriter
 from gallery.thumbnails import ThumbnailStore
 from tests.gallery.test_matchlog import record
 db = Database(sys.argv[1])
-writer = MatchLogWriter(db, source="cam", config_hash="c", thumbnails=ThumbnailStore(sys.argv[2]), batch_size=4)
+writer = MatchLogWriter(db, source="cam", config_hash="c", thumbnails=ThumbnailStore(sys.argv[2]),
+batch_size=4)
 for t in range(10):
     writer.record(record(t, decision="match" if t % 2 else "unknown", score=0.7))
     writer.progress(t + 1, float(t))
@@ -99,32 +130,47 @@ os._exit(9)  # killed: no close, no flush
 
 def test_crash_loses_only_the_unwritten_batch(db_url, tmp_path):
     Database(db_url).close()
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(CRASH), db_url, str(tmp_path / "thumbs")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(CRASH), db_url, str(tmp_path / "thumbs")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 9, proc.stderr
     with Database(db_url) as db, db.session() as session:
         run = session.scalar(select(Run))
-        assert (run.status, run.frames_done, run.last_timestamp) == ("running", 7, 6.0)  # progress never runs ahead of the written tracks
+        assert (run.status, run.frames_done, run.last_timestamp) == (
+            "running",
+            7,
+            6.0,
+        )  # progress never runs ahead of the written tracks
         tracks = session.scalars(select(Track.id)).all()
         events = session.scalars(select(MatchEvent.track_pk)).all()
-        assert len(tracks) == 8 and sorted(events) == sorted(tracks)  # two whole batches, every track with its event
+        assert len(tracks) == 8 and sorted(events) == sorted(
+            tracks
+        )  # two whole batches, every track with its event
 
 
-@pytest.mark.parametrize("change,message", [
-    (dict(decision="maybe"), "decision expected one of"),
-    (dict(end_time=-1.0), "end_time >= start_time"),
-    (dict(frames=0), "frames >= 1"),
-    (dict(crops_embedded=11), "crops_embedded <= frames"),
-    (dict(template=np.full(4, np.nan, np.float32)), "finite vector"),
-    (dict(decision="match", candidates=[]), "at least one candidate"),
-    (dict(at=datetime(2026, 1, 1)), "timezone-aware"),
-    (dict(thumbnail=np.zeros((8, 8), np.uint8)), "BGR uint8"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (dict(decision="maybe"), "decision expected one of"),
+        (dict(end_time=-1.0), "end_time >= start_time"),
+        (dict(frames=0), "frames >= 1"),
+        (dict(crops_embedded=11), "crops_embedded <= frames"),
+        (dict(template=np.full(4, np.nan, np.float32)), "finite vector"),
+        (dict(decision="match", candidates=[]), "at least one candidate"),
+        (dict(at=datetime(2026, 1, 1)), "timezone-aware"),
+        (dict(thumbnail=np.zeros((8, 8), np.uint8)), "BGR uint8"),
+    ],
+)
 def test_bad_records_are_refused_and_nothing_is_written(db_url, tmp_path, change, message):
     base = record(0).__dict__ | change
     with Database(db_url) as db:
-        writer = MatchLogWriter(db, source="cam", config_hash="c", thumbnails=ThumbnailStore(tmp_path / "t"),
-                                batch_size=1)
+        writer = MatchLogWriter(
+            db, source="cam", config_hash="c", thumbnails=ThumbnailStore(tmp_path / "t"), batch_size=1
+        )
         with pytest.raises(MatchLogError, match=message):
             writer.record(TrackRecord(**base))
         assert _count(db, Track) == 0

@@ -1,12 +1,18 @@
 """gallery/store.py: identities, media, fused templates, search, index persistence, threshold calibration."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from gallery.config import GalleryConfig, IndexConfig, ThresholdConfig
-from gallery.errors import (EmbeddingError, EnrollmentError, IdentityExistsError, IdentityNotFoundError,
-                            IndexFileError)
+from gallery.errors import (
+    EmbeddingError,
+    EnrollmentError,
+    IdentityExistsError,
+    IdentityNotFoundError,
+    IndexFileError,
+)
 from gallery.store import Gallery, fuse
 from tests.gallery.helpers import media, people, unit
 
@@ -77,8 +83,9 @@ def test_remove_and_merge(gallery):
     a, b, c = crowd
     gallery.merge_identities(a, b)
     assert gallery.media_vectors(b, EMB).shape == (4, 16)
-    np.testing.assert_allclose(gallery.template(b, EMB), fuse(np.concatenate([crowd[b], crowd[a]]), np.ones(4)),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        gallery.template(b, EMB), fuse(np.concatenate([crowd[b], crowd[a]]), np.ones(4)), atol=1e-6
+    )
     assert {r[0][1] for r in gallery.search(crowd[a], 1, EMB)} == {b}
     gallery.remove_identity(c)
     assert [i.name for i in gallery.identities()] == [b]
@@ -105,7 +112,9 @@ def test_index_is_persisted_tagged_and_rebuilt_when_stale(gallery, tmp_path):
     gallery.add_media("late", EMB, media("late", unit(np.random.default_rng(6), 1, 16)), create=True)
     with Gallery(gallery.db, gallery.config) as fresh:  # new process view: finds a stale file, rebuilds it
         index, names = fresh.index(EMB)
-        assert index.tag.count == 5 and index.tag.gallery_version == fresh.version() and "late" in names.values()
+        assert (
+            index.tag.count == 5 and index.tag.gallery_version == fresh.version() and "late" in names.values()
+        )
 
 
 def test_index_file_of_another_embedder_is_refused(gallery):
@@ -113,8 +122,9 @@ def test_index_file_of_another_embedder_is_refused(gallery):
     gallery.search(np.ones((1, 16), np.float32), 1, EMB)
     other = "other-embedder"
     gallery.index_path(EMB).rename(gallery.index_path(other))
-    with pytest.raises(IndexFileError, match="expected embedder 'other-embedder', got an index made by "
-                                             "'test-embedder-16d'"):
+    with pytest.raises(
+        IndexFileError, match="expected embedder 'other-embedder', got an index made by 'test-embedder-16d'"
+    ):
         gallery.search(np.ones((1, 16), np.float32), 1, other)
 
 
@@ -124,7 +134,10 @@ def test_embedders_never_mix(gallery):
     gallery.add_media("ann", "small-8d", media("ann8", unit(rng, 1, 8)))
     gallery.add_media("bob", "small-8d", media("bob8", unit(rng, 1, 8)), create=True)
     assert [r[1] for r in gallery.search(np.ones((1, 16), np.float32), 5, EMB)[0]] == ["ann"]
-    assert sorted(r[1] for r in gallery.search(np.ones((1, 8), np.float32), 5, "small-8d")[0]) == ["ann", "bob"]
+    assert sorted(r[1] for r in gallery.search(np.ones((1, 8), np.float32), 5, "small-8d")[0]) == [
+        "ann",
+        "bob",
+    ]
     assert gallery.embedders() == sorted([EMB, "small-8d"])
 
 

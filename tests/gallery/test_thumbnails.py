@@ -1,4 +1,5 @@
 """gallery/thumbnails.py: safe paths only, atomic JPEG writes, default location beside the database."""
+
 from __future__ import annotations
 
 import cv2
@@ -11,8 +12,23 @@ from gallery.errors import MatchLogError, ThumbnailPathError
 from gallery.thumbnails import ThumbnailStore
 
 
-@pytest.mark.parametrize("rel", ["../x.jpg", "a/../../x.jpg", "/etc/passwd", "a/./b.jpg", "", "a\\..\\b.jpg",
-                                 "a//b.jpg", ".hidden.jpg", "a/b\x00.jpg", "..", "a/..", "a.jpg\n"])
+@pytest.mark.parametrize(
+    "rel",
+    [
+        "../x.jpg",
+        "a/../../x.jpg",
+        "/etc/passwd",
+        "a/./b.jpg",
+        "",
+        "a\\..\\b.jpg",
+        "a//b.jpg",
+        ".hidden.jpg",
+        "a/b\x00.jpg",
+        "..",
+        "a/..",
+        "a.jpg\n",
+    ],
+)
 def test_unsafe_paths_are_refused(tmp_path, rel):
     store = ThumbnailStore(tmp_path / "thumbs")
     with pytest.raises(ThumbnailPathError):
@@ -40,8 +56,9 @@ def test_write_read_delete(tmp_path):
     assert not path.exists()
 
 
-@pytest.mark.parametrize("image", [np.zeros((4, 4), np.uint8), np.zeros((4, 4, 3), np.float32),
-                                   np.zeros((0, 4, 3), np.uint8)])
+@pytest.mark.parametrize(
+    "image", [np.zeros((4, 4), np.uint8), np.zeros((4, 4, 3), np.float32), np.zeros((0, 4, 3), np.uint8)]
+)
 def test_bad_images_are_refused(tmp_path, image):
     with pytest.raises(MatchLogError, match="expected a BGR uint8 HxWx3 image"):
         ThumbnailStore(tmp_path).write("a.jpg", image)
