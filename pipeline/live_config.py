@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -94,9 +95,9 @@ class LiveConfig(_Section):
 
 def camera_name_from_url(url: str, index: int) -> str:
     """A readable default camera name: ``cam<index>-<last path segment>`` with unsafe characters replaced."""
-    tail = url.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
+    tail = urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1]
     tail = re.sub(r"[^A-Za-z0-9_.-]+", "_", tail)[:40]
-    return f"cam{index}-{tail}" if tail and "://" not in tail and ":" not in tail else f"cam{index}"
+    return f"cam{index}-{tail}" if tail else f"cam{index}"
 
 
 def cameras_from_urls(urls: list[str]) -> tuple[CameraConfig, ...]:

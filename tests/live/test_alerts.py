@@ -1,0 +1,144 @@
+"""Watchlist alerts: log lines and webhook POSTs (with retries and timeouts) to a receiver on loopback."""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+
+from pipeline.alerts import WatchlistAlerts, alert_record
+from pipeline.live_config import AlertConfig, WebhookConfig
+from pipeline.types import Candidate, MatchResult, TrackTemplate
+
+
+class Receiver:
+    """A webhook endpoint on 127.0.0.1 answering with the scripted statuses (then 200); ``delay`` stalls it."""
+
+    def __init__(self, statuses=(), delay: float = 0.0) -> None:
+        self.bodies: list[dict] = []
+        self.attempts = 0
+        script = list(statuses)
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                outer.attempts += 1
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if delay:
+                    time.sleep(delay)
+                status = script.pop(0) if script else 200
+                if status == 200:
+                    outer.bodies.append(json.loads(body))
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def receiver_factory():
+    made = []
+
+    def make(**kw) -> Receiver:
+        made.append(Receiver(**kw))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.close()
+
+
+def track(name: str | None, score: float = 0.6, track_id: int = 1) -> tuple[TrackTemplate, MatchResult]:
+    template = TrackTemplate("cam1", track_id, np.ones(4, np.float32) / 2, 1.0, 3, None, 1.0, 2.5, 10)
+    cands = (Candidate(7, name, score),) if name else ()
+    return template, MatchResult("cam1", track_id, cands, "match" if name else "unknown", 0.3)
+
+
+@pytest.mark.parametrize("name, alerted", [("Joey", True), ("Ross", False), (None, False)])
+def test_only_watchlisted_matches_alert(name, alerted, caplog):
+    sink = WatchlistAlerts(AlertConfig(watchlist=("Joey", "Phoebe")))
+    with caplog.at_level(logging.WARNING, logger="pipeline.alerts"):
+        sink.on_track(*track(name))
+    sink.close()
+    assert sink.raised == int(alerted)
+    assert ("ALERT watchlist match: Joey on camera cam1 track 1" in caplog.text) == alerted
+
+
+def test_unknown_decision_never_alerts_even_with_a_watchlisted_candidate():
+    sink = WatchlistAlerts(AlertConfig(watchlist=("Joey",)))
+    template, _ = track("Joey")
+    sink.on_track(template, MatchResult("cam1", 1, (Candidate(7, "Joey", 0.2),), "unknown", 0.3))
+    sink.close()
+    assert sink.raised == 0
+    with pytest.raises(ValueError, match="matched track"):
+        alert_record(template, MatchResult("cam1", 1, (), "unknown", 0.3))
+
+
+def test_webhook_receives_each_alert_once(receiver_factory):
+    rx = receiver_factory()
+    sink = WatchlistAlerts(AlertConfig(watchlist=("Joey",), webhooks=(WebhookConfig(url=rx.url),)))
+    for tid in (1, 2, 3):
+        sink.on_track(*track("Joey", track_id=tid))
+    sink.close()
+    assert [b["track_id"] for b in rx.bodies] == [1, 2, 3]
+    assert rx.bodies[0] | {"sent_at": None} == {"camera": "cam1", "track_id": 1, "identity": "Joey", "identity_id": 7,
+                                                "score": 0.6, "threshold": 0.3, "first_s": 1.0, "last_s": 2.5,
+                                                "sent_at": None}
+    assert sink.webhooks[0].delivered == 3 and sink.webhooks[0].failed == 0
+
+
+def test_webhook_retries_server_errors_then_delivers(receiver_factory):
+    rx = receiver_factory(statuses=(503, 500))
+    hook = WebhookConfig(url=rx.url, retries=3, backoff_s=0.05)
+    sink = WatchlistAlerts(AlertConfig(watchlist=("Joey",), webhooks=(hook,)))
+    sink.on_track(*track("Joey"))
+    sink.close()
+    assert rx.attempts == 3 and len(rx.bodies) == 1 and sink.webhooks[0].delivered == 1
+
+
+def test_webhook_client_error_is_not_retried(receiver_factory):
+    rx = receiver_factory(statuses=(400,))
+    sink = WatchlistAlerts(AlertConfig(watchlist=("Joey",), webhooks=(WebhookConfig(url=rx.url, retries=3),)))
+    sink.on_track(*track("Joey"))
+    sink.close()
+    assert rx.attempts == 1 and sink.webhooks[0].failed == 1
+
+
+def test_a_hanging_webhook_is_timed_out_and_does_not_block_the_pipeline(receiver_factory):
+    slow = receiver_factory(delay=2.0)
+    fast = receiver_factory()
+    hooks = (WebhookConfig(url=slow.url, timeout_s=0.3, retries=1, backoff_s=0.05), WebhookConfig(url=fast.url))
+    sink = WatchlistAlerts(AlertConfig(watchlist=("Joey",), webhooks=hooks))
+    t0 = time.monotonic()
+    sink.on_track(*track("Joey"))
+    assert time.monotonic() - t0 < 0.1  # delivery happens on the webhooks' threads
+    sink.close()
+    assert time.monotonic() - t0 < 2 * 0.3 + 0.05 + 1.5
+    assert sink.webhooks[0].failed == 1 and slow.attempts == 2
+    assert sink.webhooks[1].delivered == 1 and len(fast.bodies) == 1
+
+
+def test_unreachable_webhook_fails_after_its_retries(caplog):
+    from tests.live.rtsp import free_port
+    hook = WebhookConfig(url=f"http://127.0.0.1:{free_port()}/hook", retries=2, backoff_s=0.01, timeout_s=1.0)
+    sink = WatchlistAlerts(AlertConfig(watchlist=("Joey",), webhooks=(hook,)))
+    with caplog.at_level(logging.WARNING, logger="pipeline.alerts"):
+        sink.on_track(*track("Joey"))
+        sink.close()
+    assert sink.webhooks[0].failed == 1
+    assert "not delivered after 3 attempts" in caplog.text
