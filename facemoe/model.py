@@ -137,19 +137,20 @@ class WindowAttention(nn.Module):
         return bias.reshape(n, n, -1).permute(2, 0, 1)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x: ``[B*nW, N, C]``; mask: ``[nW, N, N]`` or None -> ``[B*nW, N, C]``."""
+        """x: ``[B*nW, N, C]``; mask: ``[nW, N, N]`` or None -> ``[B*nW, N, C]``.
+
+        ``softmax(q k^T * scale + bias + mask) v`` through the fused ``scaled_dot_product_attention``
+        kernel, the relative position bias and the shift mask forming one additive ``attn_mask``.
+        """
         Bw, N, C = x.shape
-        qkv = self.qkv(x).reshape(Bw, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
-        attn = (q * self.scale) @ k.transpose(-2, -1)  # [B*nW, h, N, N]
-        attn = attn + self.position_bias().unsqueeze(0)
+        h = self.num_heads
+        q, k, v = self.qkv(x).reshape(Bw, N, 3, h, C // h).permute(2, 0, 3, 1, 4).unbind(0)  # [B*nW, h, N, hd]
+        bias = self.position_bias().unsqueeze(0)  # [1, h, N, N]
         if mask is not None:
-            nW = mask.shape[0]
-            attn = attn.view(-1, nW, self.num_heads, N, N) + mask[None, :, None]
-            attn = attn.view(-1, self.num_heads, N, N)
-        attn = self.attn_drop(attn.softmax(dim=-1))
-        x = (attn @ v).transpose(1, 2).reshape(Bw, N, C)
-        return self.proj_drop(self.proj(x))
+            bias = (bias + mask.unsqueeze(1)).repeat(Bw // mask.shape[0], 1, 1, 1)  # [B*nW, h, N, N]
+        drop = self.attn_drop.p if self.training else 0.0
+        x = F.scaled_dot_product_attention(q * self.scale, k, v, attn_mask=bias, dropout_p=drop, scale=1.0)
+        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(Bw, N, C)))
 
 
 class SwinBlock(nn.Module):
@@ -202,10 +203,10 @@ class SwinBlock(nn.Module):
             x = torch.roll(x, shifts=(s, s), dims=(1, 2))
         x = shortcut + self.drop_path(x.reshape(B, L, C))
         y = self.mlp(self.norm2(x))
-        if isinstance(self.mlp, MoEMlp):
-            y, aux = y
-        else:
+        if isinstance(self.mlp, Mlp):
             aux = 0.0
+        else:
+            y, aux = y
         return x + self.drop_path(y), aux
 
 
