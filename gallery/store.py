@@ -362,7 +362,8 @@ class Gallery:
         self, names: Sequence[str], embedder_id: str, vectors: np.ndarray, *, chunk: int = 20_000
     ) -> None:
         """Enroll many new identities with one unit vector each (one transaction per chunk): for imports and
-        benchmarks. A taken name raises :class:`IdentityExistsError` and rolls back that chunk."""
+        benchmarks. A taken name or an already enrolled vector raises :class:`IdentityExistsError` and rolls
+        back that chunk."""
         vectors = np.ascontiguousarray(vectors, np.float32)
         if vectors.ndim != 2 or len(vectors) != len(names):
             raise EmbeddingError(
@@ -417,7 +418,8 @@ class Gallery:
                     self._bump(session)
             except IntegrityError as exc:
                 raise IdentityExistsError(
-                    f"bulk enroll: an identity name in rows {start}-{start + len(part) - 1} already exists"
+                    f"bulk enroll: rows {start}-{start + len(part) - 1} hold a name or a vector that is "
+                    f"already enrolled (or repeated)"
                 ) from exc
 
     def template(self, name: str, embedder_id: str) -> np.ndarray:

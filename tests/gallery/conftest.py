@@ -1,105 +1,29 @@
 """Gallery test fixtures: every database test runs on SQLite and on a throwaway PostgreSQL cluster.
 
-The cluster is created by the suite itself (initdb + pg_ctl, as the ``postgres`` user when run as root),
-listens on a free loopback port with a socket folder of its own under a temporary folder, and is stopped at
-the end. Each test gets a fresh database on it.
+The cluster is created by the suite itself (see :mod:`tests.gallery.pgcluster`), shared by the session and
+stopped at the end; each test gets a fresh database on it.
 """
 
 from __future__ import annotations
 
-import glob
-import itertools
-import os
 import shutil
-import socket
-import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 
-PG_TOOLS = ("initdb", "pg_ctl")
-
-
-def _pg_bindir() -> Path | None:
-    """PG_BINDIR, else the folder of ``pg_config --bindir`` / ``initdb`` on PATH, else Debian's layout."""
-    candidates = [os.environ.get("PG_BINDIR", "")]
-    if shutil.which("pg_config"):
-        out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True)
-        candidates.append(out.stdout.strip())
-    if shutil.which("initdb"):
-        candidates.append(str(Path(shutil.which("initdb")).parent))
-    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
-    for folder in filter(None, candidates):
-        if all((Path(folder) / tool).is_file() for tool in PG_TOOLS):
-            return Path(folder)
-    return None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class PgCluster:
-    def __init__(self, bindir: Path, root: Path) -> None:
-        self.bindir, self.root = bindir, root
-        self.data, self.sockets = root / "data", root / "sockets"
-        self.port = _free_port()
-        self.as_postgres = os.geteuid() == 0
-        self.user = "postgres" if self.as_postgres else os.environ.get("USER", "postgres")
-        self._names = itertools.count()
-
-    def _run(self, *args: str) -> None:
-        cmd = [str(self.bindir / args[0]), *args[1:]]
-        if self.as_postgres:
-            cmd = ["runuser", "-u", "postgres", "--", *cmd]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
-
-    def start(self) -> None:
-        self.sockets.mkdir(parents=True)
-        if self.as_postgres:
-            shutil.chown(self.root, "postgres")
-            shutil.chown(self.sockets, "postgres")
-        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", self.user, "-E", "UTF8", "--no-sync")
-        opts = (
-            f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1 -c fsync=off "
-            f"-c synchronous_commit=off -c full_page_writes=off"
-        )
-        self._run(
-            "pg_ctl", "-D", str(self.data), "-o", opts, "-l", str(self.root / "server.log"), "-w", "start"
-        )
-
-    def stop(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
-
-    def url(self, database: str = "postgres") -> str:
-        return f"postgresql+psycopg://{self.user}@127.0.0.1:{self.port}/{database}"
-
-    def new_database(self) -> str:
-        import psycopg
-
-        name = f"test_{next(self._names)}"
-        with psycopg.connect(
-            host="127.0.0.1", port=self.port, user=self.user, dbname="postgres", autocommit=True
-        ) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        return self.url(name)
+from tests.gallery.pgcluster import PgCluster, pg_bindir
 
 
 @pytest.fixture(scope="session")
 def pg_cluster():
-    bindir = _pg_bindir()
+    bindir = pg_bindir()
     if bindir is None:
         pytest.skip(
             "PostgreSQL server binaries (initdb, pg_ctl) not found: install postgresql "
             "(scripts/system-deps.sh) or set PG_BINDIR"
         )
     root = Path(tempfile.mkdtemp(prefix="gallery-pg-"))
-    os.chmod(root, 0o755)
     cluster = PgCluster(bindir, root)
     cluster.start()
     try:

@@ -1,0 +1,351 @@
+"""Gallery and match-log speed at scale on clustered synthetic data.
+
+Templates: ``--templates`` unit vectors of ``--dim`` dimensions around ``--clusters`` random centres (people
+of one look-alike group are close, as in real galleries). Probes: enrolled templates with fresh noise.
+
+Reported, each against a baseline measured in the same run:
+- enrollment rate (templates/s) through ``Gallery.bulk_enroll`` into SQLite (and PostgreSQL);
+- index build time, search latency p50/p99 for 1 and 100 queries, exact (the baseline) and HNSW at several
+  ``efSearch`` values, with HNSW recall@1 against exact and the speed-up over exact;
+- match-log query latency p50/p99 (one identity + a one-day window, newest 50) over ``--events`` events,
+  on SQLite and PostgreSQL, against the unfiltered newest-50 page as the baseline.
+
+    python bench/gallery.py                                  # 1,000,000 templates and events (long) python
+    bench/gallery.py --templates 100000 --enroll 20000 --events 100000 python bench/gallery.py --pg-url
+    postgresql+psycopg://user@host/db   # else a throwaway cluster if found
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gallery.config import IndexConfig  # noqa: E402
+from gallery.db import Database  # noqa: E402
+from gallery.index import VectorIndex  # noqa: E402
+from gallery.models import Identity, MatchEvent, Run, Source, Track, to_blob  # noqa: E402
+from gallery.queries import Filters, find_matches  # noqa: E402
+from gallery.store import Gallery  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+EMBEDDER = "bench-synthetic"
+START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def clustered(rng: np.random.Generator, n: int, dim: int, clusters: int, chunk: int = 100_000) -> np.ndarray:
+    centres = rng.normal(size=(clusters, dim)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    out = np.empty((n, dim), np.float32)
+    for s in range(0, n, chunk):
+        m = min(chunk, n - s)
+        block = centres[rng.integers(0, clusters, m)] + rng.normal(size=(m, dim)).astype(
+            np.float32
+        ) / np.sqrt(dim)
+        out[s : s + m] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    return out
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    arr = np.asarray(samples) * 1e3
+    return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
+
+
+def time_search(index: VectorIndex, queries: np.ndarray, batch: int, repeats: int) -> tuple[float, float]:
+    lat = []
+    for r in range(repeats):
+        s = (r * batch) % max(1, len(queries) - batch + 1)
+        q = queries[s : s + batch]
+        t = time.perf_counter()
+        index.search(q, 10)
+        lat.append(time.perf_counter() - t)
+    return percentiles(lat)
+
+
+def bench_enroll(url: str, vectors: np.ndarray) -> dict:
+    with Gallery.open(url) as gallery:
+        names = [f"person{i:07d}" for i in range(len(vectors))]
+        t = time.perf_counter()
+        gallery.bulk_enroll(names, EMBEDDER, vectors)
+        seconds = time.perf_counter() - t
+    return {"templates": len(vectors), "seconds": round(seconds, 2), "per_s": round(len(vectors) / seconds)}
+
+
+def bench_index(vectors: np.ndarray, queries: np.ndarray, args) -> list[dict]:
+    """Builds use every core; searches run on ``--search-threads`` (a matcher serves one track at a time)."""
+    import faiss
+
+    build_threads = faiss.omp_get_max_threads()
+    ids = np.arange(len(vectors))
+    rows = []
+    t = time.perf_counter()
+    exact = VectorIndex.build(
+        ids, vectors, embedder_id=EMBEDDER, gallery_version=0, config=IndexConfig(hnsw_above=len(vectors))
+    )
+    exact_build = time.perf_counter() - t
+    faiss.omp_set_num_threads(args.search_threads)
+    truth = exact.search(queries, 1)[1][:, 0]
+    base1 = time_search(exact, queries, 1, args.repeats)
+    base100 = time_search(exact, queries, 100, max(3, args.repeats // 20))
+    rows.append(
+        {
+            "index": "exact",
+            "build_s": round(exact_build, 1),
+            "q1_p50_ms": base1[0],
+            "q1_p99_ms": base1[1],
+            "q100_p50_ms": base100[0],
+            "q100_p99_ms": base100[1],
+            "recall@1": 1.0,
+            "speedup_q1": 1.0,
+        }
+    )
+    faiss.omp_set_num_threads(build_threads)
+    t = time.perf_counter()
+    cfg = IndexConfig(hnsw_above=0, hnsw_m=args.hnsw_m, hnsw_ef_construction=args.ef_construction)
+    hnsw = VectorIndex.build(ids, vectors, embedder_id=EMBEDDER, gallery_version=0, config=cfg)
+    hnsw_build = time.perf_counter() - t
+    faiss.omp_set_num_threads(args.search_threads)
+    for ef in args.ef_search:
+        hnsw.set_ef_search(ef)
+        recall = float((hnsw.search(queries, 1)[1][:, 0] == truth).mean())
+        q1 = time_search(hnsw, queries, 1, args.repeats)
+        q100 = time_search(hnsw, queries, 100, max(3, args.repeats // 20))
+        rows.append(
+            {
+                "index": f"hnsw M={args.hnsw_m} ef={ef}",
+                "build_s": round(hnsw_build, 1),
+                "q1_p50_ms": q1[0],
+                "q1_p99_ms": q1[1],
+                "q100_p50_ms": q100[0],
+                "q100_p99_ms": q100[1],
+                "recall@1": recall,
+                "speedup_q1": base1[0] / q1[0],
+            }
+        )
+    return rows
+
+
+def fill_match_log(
+    db: Database, events: int, identities: int, sources: int, rng: np.random.Generator, chunk: int = 50_000
+) -> None:
+    """Bulk-insert ``events`` tracks with events over 30 days (Core inserts, a transaction per chunk)."""
+    from sqlalchemy import insert
+
+    with Gallery(db) as gallery:
+        names = [f"id{i:05d}" for i in range(identities)]
+        gallery.bulk_enroll(names, EMBEDDER, rng.normal(size=(identities, 8)).astype(np.float32))
+    with db.session() as session:
+        ident_ids = [
+            i for (i,) in session.execute(Identity.__table__.select().with_only_columns(Identity.id))
+        ]
+        src_ids = session.scalars(
+            insert(Source).returning(Source.id),
+            [
+                {"name": f"camera{i:02d}", "kind": "camera", "uri": None, "created_at": START}
+                for i in range(sources)
+            ],
+        ).all()
+        runs = session.scalars(
+            insert(Run).returning(Run.id),
+            [
+                {
+                    "source_id": s,
+                    "config_hash": "bench",
+                    "status": "finished",
+                    "frames_done": 0,
+                    "started_at": START,
+                    "updated_at": START,
+                }
+                for s in src_ids
+            ],
+        ).all()
+    template = to_blob(np.ones(128, np.float32) / np.sqrt(128))
+    next_track = 0
+    for s in range(0, events, chunk):
+        m = min(chunk, events - s)
+        offsets = rng.uniform(0, 30 * 86400, m)
+        which = rng.integers(0, sources, m)
+        matched = rng.random(m) < 0.3
+        who = rng.integers(0, identities, m)
+        scores = np.where(matched, rng.uniform(0.5, 0.9, m), rng.uniform(0.1, 0.5, m))
+        with db.session() as session:
+            tracks = [
+                {
+                    "run_id": runs[w],
+                    "source_id": src_ids[w],
+                    "track_id": next_track + i,
+                    "start_time": 0.0,
+                    "end_time": 1.0,
+                    "frames": 10,
+                    "crops_embedded": 3,
+                    "embedder_id": EMBEDDER,
+                    "dim": 128,
+                    "template": template,
+                    "thumbnail": None,
+                    "created_at": START + timedelta(seconds=float(o)),
+                }
+                for i, (w, o) in enumerate(zip(which, offsets))
+            ]
+            pks = session.scalars(
+                insert(Track).returning(Track.id, sort_by_parameter_order=True), tracks
+            ).all()
+            session.execute(
+                insert(MatchEvent),
+                [
+                    {
+                        "track_pk": pk,
+                        "source_id": src_ids[w],
+                        "identity_id": ident_ids[h] if mt else None,
+                        "score": float(sc),
+                        "decision": "match" if mt else "unknown",
+                        "threshold": 0.5,
+                        "candidates": [
+                            {"identity_id": ident_ids[h], "name": f"id{h:05d}", "score": float(sc)}
+                        ],
+                        "at": START + timedelta(seconds=float(o)),
+                    }
+                    for pk, w, o, mt, h, sc in zip(pks, which, offsets, matched, who, scores)
+                ],
+            )
+        next_track += m
+
+
+def bench_match_log(url: str, args, rng: np.random.Generator) -> dict:
+    with Database(url) as db:
+        t = time.perf_counter()
+        fill_match_log(db, args.events, args.log_identities, 16, rng)
+        fill_s = time.perf_counter() - t
+        lat, base, found = [], [], 0
+        for _ in range(args.log_queries):
+            name = f"id{int(rng.integers(0, args.log_identities)):05d}"
+            since = START + timedelta(days=float(rng.uniform(0, 29)))
+            t = time.perf_counter()
+            page = find_matches(db, Filters(identity=name, since=since, until=since + timedelta(days=1)))
+            lat.append(time.perf_counter() - t)
+            found += len(page.rows)
+            t = time.perf_counter()
+            find_matches(db, Filters())
+            base.append(time.perf_counter() - t)
+    p50, p99 = percentiles(lat)
+    b50, b99 = percentiles(base)
+    return {
+        "events": args.events,
+        "fill_s": round(fill_s, 1),
+        "query_p50_ms": p50,
+        "query_p99_ms": p99,
+        "rows_per_query": found / args.log_queries,
+        "newest50_p50_ms": b50,
+        "newest50_p99_ms": b99,
+    }
+
+
+def table(rows: list[dict]) -> str:
+    cols = list(rows[0])
+    fmt = [[f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(f[i]) for f in fmt)) for i, c in enumerate(cols)]
+    head = "| " + " | ".join(c.ljust(w) for c, w in zip(cols, widths)) + " |"
+    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join(
+        [head, rule] + ["| " + " | ".join(v.ljust(w) for v, w in zip(f, widths)) + " |" for f in fmt]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--templates", type=int, default=1_000_000, help="templates in the index")
+    p.add_argument("--enroll", type=int, help="templates enrolled through SQL for the rate (default: all)")
+    p.add_argument("--dim", type=int, default=512)
+    p.add_argument("--clusters", type=int, default=1000)
+    p.add_argument("--queries", type=int, default=1000, help="probe set for recall")
+    p.add_argument("--repeats", type=int, default=300, help="timed single-query searches")
+    p.add_argument("--hnsw-m", type=int, default=32)
+    p.add_argument("--ef-construction", type=int, default=80)
+    p.add_argument("--search-threads", type=int, default=1, help="FAISS threads while searching")
+    p.add_argument("--ef-search", type=int, nargs="+", default=[16, 32, 64, 128])
+    p.add_argument("--events", type=int, default=1_000_000, help="match-log events")
+    p.add_argument("--log-identities", type=int, default=1000)
+    p.add_argument("--log-queries", type=int, default=200)
+    p.add_argument(
+        "--pg-url", help="PostgreSQL URL of an empty database (default: start a throwaway cluster)"
+    )
+    p.add_argument("--no-pg", action="store_true", help="SQLite only")
+    p.add_argument("--json", type=Path, help="also write the results here")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    rng = np.random.default_rng(0)
+    work = Path(tempfile.mkdtemp(prefix="gallery-bench-"))
+    work.chmod(0o755)  # a throwaway PostgreSQL server runs as another user inside it
+    cluster = None
+    try:
+        pg_urls = None
+        if not args.no_pg:
+            pg_urls = _pg_urls(args, work)
+            cluster = pg_urls[2] if pg_urls else None
+        vectors = clustered(rng, args.templates, args.dim, args.clusters)
+        pick = rng.integers(0, args.templates, args.queries)
+        queries = vectors[pick] + 0.5 * rng.normal(size=(args.queries, args.dim)).astype(
+            np.float32
+        ) / np.sqrt(args.dim)
+        queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+        enroll_n = args.enroll or args.templates
+        results = {
+            "config": vars(args) | {"json": str(args.json)},
+            "enroll": [],
+            "index": [],
+            "match_log": [],
+        }
+        for backend, url in [("sqlite", f"sqlite:///{work / 'gallery.db'}")] + (
+            [("postgresql", pg_urls[0])] if pg_urls else []
+        ):
+            results["enroll"].append({"backend": backend} | bench_enroll(url, vectors[:enroll_n]))
+            print(table(results["enroll"][-1:]), flush=True)
+        results["index"] = bench_index(vectors, queries, args)
+        print(table(results["index"]), flush=True)
+        del vectors
+        for backend, url in [("sqlite", f"sqlite:///{work / 'matchlog.db'}")] + (
+            [("postgresql", pg_urls[1])] if pg_urls else []
+        ):
+            results["match_log"].append({"backend": backend} | bench_match_log(url, args, rng))
+            print(table(results["match_log"][-1:]), flush=True)
+        print("\n## enrollment\n" + table(results["enroll"]))
+        print(
+            "\n## search (%d x %d-d, %d clusters)\n" % (args.templates, args.dim, args.clusters)
+            + table(results["index"])
+        )
+        print("\n## match log (identity + one-day window, newest 50)\n" + table(results["match_log"]))
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+    finally:
+        if cluster is not None:
+            cluster.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def _pg_urls(args, work: Path):
+    if args.pg_url:
+        return args.pg_url, args.pg_url, None
+    from tests.gallery.pgcluster import PgCluster, pg_bindir
+
+    bindir = pg_bindir()
+    if bindir is None:
+        print("PostgreSQL binaries not found: SQLite only", file=sys.stderr)
+        return None
+    cluster = PgCluster(bindir, work / "pg")
+    cluster.start()
+    return cluster.new_database(), cluster.new_database(), cluster
+
+
+if __name__ == "__main__":
+    sys.exit(main())
