@@ -94,7 +94,7 @@ class RecordSource:
     def __init__(self, rec_path: str | Path):
         self.reader = RecordReader(rec_path)
         self.keys = self.reader.image_keys()
-        raw = np.array([int(self.reader.read_image(k)[0][0]) for k in self.keys], dtype=np.int64)
+        raw = np.array([int(self.reader.read_label(k)[0]) for k in self.keys], dtype=np.int64)
         classes, self.labels = np.unique(raw, return_inverse=True)
         _check_identities(len(classes), str(rec_path))
         self.num_classes = len(classes)

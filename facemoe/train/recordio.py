@@ -92,6 +92,21 @@ class RecordReader:
             if cflag in (0, 3):
                 return _MAGIC_BYTES.join(parts)
 
+    def read_label(self, key: int) -> np.ndarray:
+        """The label array of record ``key``, reading only its header (cheap on multi-GB files)."""
+        fh = self._file()
+        fh.seek(self.offsets[key])
+        head = fh.read(8 + _HEADER.size)
+        if len(head) < 8 + _HEADER.size or struct.unpack_from("<I", head)[0] != MAGIC:
+            raise RecordIOError(f"{self.rec_path}: expected a record header at key {key}, got truncated or bad data")
+        flag, label, _, _ = _HEADER.unpack_from(head, 8)
+        if flag == 0:
+            return np.asarray([label], np.float32)
+        labels = np.frombuffer(fh.read(4 * flag), np.float32)
+        if labels.size != flag:
+            raise RecordIOError(f"{self.rec_path}: record {key} expected {flag} labels, got {labels.size}")
+        return labels
+
     def read_image(self, key: int) -> tuple[np.ndarray, bytes]:
         """(label float32 array, encoded image bytes) of record ``key``."""
         payload = self.read(key)
@@ -109,10 +124,9 @@ class RecordReader:
     def image_keys(self) -> list[int]:
         """Keys of the image records (insightface layout: record 0 says where images end)."""
         if 0 in self.offsets:
-            labels, _ = self.read_image(0)
-            flag = _HEADER.unpack_from(self.read(0))[0]
-            if flag > 0:
-                end = int(labels[0])
+            payload = self.read(0)
+            if len(payload) >= _HEADER.size + 4 and _HEADER.unpack_from(payload)[0] > 0:
+                end = int(np.frombuffer(payload, np.float32, count=1, offset=_HEADER.size)[0])
                 return [k for k in range(1, end) if k in self.offsets]
         return sorted(self.offsets)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import cv2
@@ -33,7 +34,10 @@ def aligned_photos(tmp_path_factory) -> dict[str, tuple[Path, str]]:
             continue
         largest = int(np.argmax((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))
         path = out_dir / (name.replace("/", "_").rsplit(".", 1)[0] + ".png")
-        cv2.imwrite(str(path), norm_crop(img, kps[largest], 112))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # scikit-image deprecation inside insightface
+            crop = norm_crop(img, kps[largest], 112)
+        cv2.imwrite(str(path), crop)
         crops[name] = (path, subject)
     return crops
 

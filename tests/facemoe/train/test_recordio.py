@@ -22,6 +22,7 @@ def test_round_trip_and_insightface_layout(tmp_path):
     assert reader.image_keys() == [1, 2]
     label, data = reader.read_image(2)
     assert label.tolist() == [7.0] and data == b"0123456789"
+    assert reader.read_label(2).tolist() == [7.0] and reader.read_label(0).tolist() == [3.0, 3.0]
     lines = (tmp_path / "s.idx").read_text().split("\n")
     assert lines[0] == "0\t0" and lines[1] == "1\t40"  # 8 + 32 bytes, already 4-aligned
 
