@@ -197,9 +197,15 @@ class Enroller:
         return self._enroll(groups, create=create, meta={})
 
     def _enroll(self, groups: dict[str, list[Path]], create: dict[str, bool], meta: dict) -> EnrollReport:
-        images = {name: [_read(Path(p)) for p in paths] for name, paths in groups.items()}  # all or nothing
+        # all or nothing: every image must decode before anything is written (decoded again per identity
+        # below, so memory holds one identity's images at a time)
+        hashes = {Path(p): _read(Path(p)).content_hash for paths in groups.values() for p in paths}
         report = EnrollReport()
-        for name, items in images.items():
+        for name, paths in groups.items():
+            items = [_read(Path(p)) for p in paths]
+            changed = [str(i.path) for i in items if i.content_hash != hashes[i.path]]
+            if changed:
+                raise EnrollmentError(f"image {changed[0]}: changed while enrolling; expected the file as checked")
             outcomes, vectors = self._embed_identity(name, items)
             statuses = (
                 self.gallery.add_media(
