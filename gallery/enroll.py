@@ -205,7 +205,7 @@ class Enroller:
             items = [_read(Path(p)) for p in paths]
             changed = [str(i.path) for i in items if i.content_hash != hashes[i.path]]
             if changed:
-                raise EnrollmentError(f"image {changed[0]}: changed while enrolling; expected the file as checked")
+                raise EnrollmentError(f"image {changed[0]}: expected the checked content, got a changed file")
             outcomes, vectors = self._embed_identity(name, items)
             statuses = (
                 self.gallery.add_media(
