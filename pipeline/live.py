@@ -6,8 +6,8 @@ capped exponential backoff with jitter and tries again, forever unless ``reconne
 Decoded frames go into a small newest-first buffer: when the consumer is slower than the camera the oldest
 buffered frame is dropped (and counted), so the consumer always gets recent frames.
 
-``Frame.timestamp`` of a live frame is the time it was decoded, in seconds since the source was created
-(monotonic clock, continuous across reconnects); ``Frame.index`` counts the camera's frames across reconnects.
+``Frame.timestamp`` of a live frame is the time it was decoded, in seconds since the source (or its
+``LiveCameras`` group) was created: a monotonic clock, continuous across reconnects; ``Frame.index`` counts the camera's frames across reconnects.
 ``LiveSource.generation`` grows by one at each loss of a stream that had delivered frames: a consumer seeing it
 change closes that camera's open tracks.
 """
@@ -60,7 +60,8 @@ class LiveSource:
     """One camera: a decode thread with reconnects, feeding a newest-frames buffer of ``buffer_frames``."""
 
     def __init__(self, camera: CameraConfig, live: LiveConfig, health: CameraHealth,
-                 wakeup: threading.Condition | None = None, seed: int | None = None) -> None:
+                 wakeup: threading.Condition | None = None, seed: int | None = None,
+                 epoch: float | None = None) -> None:
         self.camera = camera
         self.name = camera.name
         self.transport = camera.transport or live.transport
@@ -75,7 +76,7 @@ class LiveSource:
         self._capacity = live.buffer_frames
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._t0 = time.monotonic()
+        self._t0 = time.monotonic() if epoch is None else epoch
         self._index = 0
         self._thread = threading.Thread(target=self._run, name=f"decode-{self.name}", daemon=True)
 
@@ -98,7 +99,7 @@ class LiveSource:
         return self._thread.is_alive()
 
     def now(self) -> float:
-        """The source's clock: seconds since creation, the time base of its frames' timestamps."""
+        """The source's clock: seconds since creation (or ``epoch``), the time base of its frames' timestamps."""
         return time.monotonic() - self._t0
 
     def read(self) -> Frame | None:
@@ -200,8 +201,9 @@ class LiveCameras:
     def __init__(self, cameras: tuple[CameraConfig, ...] | list[CameraConfig], live: LiveConfig,
                  registry: HealthRegistry, seed: int | None = None) -> None:
         self.wakeup = threading.Condition()
+        self.epoch = time.monotonic()
         self.sources = [LiveSource(c, live, registry.add(c.name), self.wakeup,
-                                   None if seed is None else seed + i) for i, c in enumerate(cameras)]
+                                   None if seed is None else seed + i, self.epoch) for i, c in enumerate(cameras)]
 
     def start(self) -> "LiveCameras":
         for s in self.sources:
@@ -218,6 +220,10 @@ class LiveCameras:
     @property
     def alive(self) -> bool:
         return any(s.alive for s in self.sources)
+
+    def now(self) -> float:
+        """The shared clock of every camera's frame timestamps (seconds since this group was made)."""
+        return time.monotonic() - self.epoch
 
     def wait(self, timeout: float) -> None:
         """Sleep until some camera has a frame or changes state, at most ``timeout`` seconds."""
