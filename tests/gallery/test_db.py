@@ -60,3 +60,19 @@ def test_read_only_open_refuses_missing_or_empty_database(tmp_path):
     (tmp_path / "empty.db").touch()
     with pytest.raises(DatabaseError, match="expected the gallery schema"):
         Database(f"sqlite:///{tmp_path / 'empty.db'}", create=False)
+
+
+def test_migration_downgrades_and_upgrades_again(db_url):
+    from alembic import command
+    from sqlalchemy import inspect
+
+    from gallery.db import _alembic_config
+
+    with Database(db_url) as db:
+        cfg = _alembic_config()
+        with db.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "base")
+        assert set(inspect(db.engine).get_table_names()) <= {"alembic_version"}
+    with Database(db_url) as again:
+        assert {"identities", "match_events", "tracks"} <= set(inspect(again.engine).get_table_names())
