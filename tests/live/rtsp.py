@@ -5,6 +5,7 @@ Everything binds to 127.0.0.1; every wait here is bounded.
 """
 from __future__ import annotations
 
+import random
 import shutil
 import signal
 import socket
@@ -52,7 +53,7 @@ class RtspServer:
     def __init__(self, log_dir: Path) -> None:
         self.client_port = free_port()
         self.source_port = free_port()
-        self.rtp_port = 20000 + (self.client_port % 2000) * 8
+        self.rtp_port = random.Random().randrange(20000, 60000, 256)  # a slot of its own for RTP/RTCP
         self.log_dir = log_dir
         self.proc: subprocess.Popen | None = None
         self.publishers: dict[str, subprocess.Popen] = {}

@@ -71,7 +71,7 @@ def test_attaches_and_decodes(rtsp_server, stream_clip):
     health = CameraHealth("cam")
     src = LiveSource(CameraConfig(name="cam", url=rtsp_server.url("cam")), live_config(), health).start()
     try:
-        assert wait_until(lambda: health.frames_in > 0, 10), health.snapshot()
+        assert wait_until(lambda: health.frames_in > 0, 20), health.snapshot()
         frames = drain(src, 1.5)
     finally:
         src.stop()
@@ -90,14 +90,14 @@ def test_unreachable_camera_retries_then_gives_up_within_the_timeouts(kind, sile
     cfg = live_config(open_timeout_s=1.0, read_timeout_s=1.0, reconnect={"max_attempts": 3, "initial_s": 0.05})
     t0 = time.monotonic()
     src = LiveSource(CameraConfig(name="dead", url=f"rtsp://127.0.0.1:{port}/cam"), cfg, health).start()
-    assert src.join(3 * (1.0 + 1.0) + 3)  # three attempts of at most open + read timeout, plus the waits
+    assert src.join(3 * (1.0 + 1.0) + 6)  # three attempts of at most open + read timeout, waits, slack
     elapsed = time.monotonic() - t0
     snap = health.snapshot()
     assert snap.state == "failed" and snap.failures == 3 and snap.frames_in == 0
     if kind == "silent":
         assert "timed out" in snap.last_error and elapsed >= 2.0
     else:
-        assert "refused" in snap.last_error.lower() and elapsed < 3.0
+        assert "refused" in snap.last_error.lower() and elapsed < 5.0
 
 
 def _closed_port() -> int:
@@ -112,8 +112,8 @@ def test_wrong_path_on_a_live_server_is_reported_per_camera(rtsp_server, stream_
     cams = LiveCameras([CameraConfig(name="good", url=rtsp_server.url("cam")),
                         CameraConfig(name="typo", url=rtsp_server.url("nope"))], cfg, registry, seed=1).start()
     try:
-        assert wait_until(lambda: registry.cameras["typo"].state == "failed", 8)
-        assert wait_until(lambda: registry.cameras["good"].frames_in > 10, 8)
+        assert wait_until(lambda: registry.cameras["typo"].state == "failed", 15)
+        assert wait_until(lambda: registry.cameras["good"].frames_in > 10, 15)
     finally:
         assert cams.stop(5)
     typo = registry.cameras["typo"].snapshot()
@@ -128,23 +128,23 @@ def test_publisher_stall_is_a_disconnect_and_the_stream_recovers(rtsp_server, st
     cfg = live_config(read_timeout_s=1.0)
     src = LiveSource(CameraConfig(name="cam", url=rtsp_server.url("cam")), cfg, health).start()
     try:
-        assert wait_until(lambda: health.frames_in > 5, 10)
+        assert wait_until(lambda: health.frames_in > 5, 20)
         rtsp_server.stall("cam")
         t_stall = time.monotonic()
-        assert wait_until(lambda: health.failures >= 1, 4)
+        assert wait_until(lambda: health.failures >= 1, 8)
         detected = time.monotonic() - t_stall
         assert "timed out" in health.last_error
         assert src.generation == 1
         frames_at_stall = health.frames_in
         # still stalled: further attempts fail (each within the timeouts) and are counted, no frames
-        assert wait_until(lambda: health.failures >= 2, 3.0 + 1.0 + 1.0)
+        assert wait_until(lambda: health.failures >= 2, 2 * (3.0 + 1.0 + 1.0))
         assert health.frames_in <= frames_at_stall + 2
         rtsp_server.resume("cam")
         assert wait_until(lambda: health.reconnects >= 1 and health.frames_in > frames_at_stall + 10, 10)
     finally:
         src.stop()
         assert src.join(5)
-    assert detected < 1.0 + 2.0  # read timeout plus slack
+    assert detected < 1.0 + 3.0  # the read timeout plus slack for a loaded machine
 
 
 @pytest.mark.slow
@@ -154,14 +154,14 @@ def test_server_killed_and_restarted_three_times_reconnects_each_time(rtsp_serve
     src = LiveSource(CameraConfig(name="cam", url=rtsp_server.url("cam")), live_config(read_timeout_s=1.0),
                      health).start()
     try:
-        assert wait_until(lambda: health.frames_in > 5, 10)
+        assert wait_until(lambda: health.frames_in > 5, 20)
         for round_ in range(1, 4):
             rtsp_server.kill()
-            assert wait_until(lambda: src.generation == round_, 5), (round_, health.snapshot())
+            assert wait_until(lambda: src.generation == round_, 8), (round_, health.snapshot())
             time.sleep(0.3)
             rtsp_server.start().publish("cam", stream_clip)
             seen = health.frames_in
-            assert wait_until(lambda: health.reconnects == round_ and health.frames_in > seen + 5, 10), \
+            assert wait_until(lambda: health.reconnects == round_ and health.frames_in > seen + 5, 20), \
                 (round_, health.snapshot())
     finally:
         src.stop()
@@ -175,7 +175,7 @@ def test_slow_consumer_gets_the_newest_frames_and_drops_are_counted(rtsp_server,
     src = LiveSource(CameraConfig(name="cam", url=rtsp_server.url("cam")), live_config(), health).start()
     lags = []
     try:
-        assert wait_until(lambda: health.frames_in > 0, 10)
+        assert wait_until(lambda: health.frames_in > 0, 20)
         deadline = time.monotonic() + 3.0
         while time.monotonic() < deadline:
             f = src.read()
@@ -192,8 +192,10 @@ def test_slow_consumer_gets_the_newest_frames_and_drops_are_counted(rtsp_server,
     assert snap.dropped > 2 * snap.frames_processed  # most frames were dropped at the source
     assert snap.dropped + snap.frames_processed <= snap.frames_in  # at most one frame still buffered
     assert snap.frames_in - snap.dropped - snap.frames_processed <= 1
-    assert max(lags) < 0.35  # never older than one consumer step: no growing backlog
-    assert abs(lags[-1] - lags[0]) < 0.3
+    # a first-in-first-out queue would age by ~0.16 s per step here (2 s after 12 steps); the newest-frame
+    # buffer keeps every frame within about one consumer step of live
+    assert len(lags) >= 8 and max(lags) < 1.0
+    assert sum(lags[-4:]) / 4 < sum(lags[:4]) / 4 + 0.3
 
 
 def test_a_camera_down_at_start_up_does_not_stop_the_others(rtsp_server, stream_clip, silent_server):
@@ -210,6 +212,6 @@ def test_a_camera_down_at_start_up_does_not_stop_the_others(rtsp_server, stream_
             got += cams.poll()
     finally:
         assert cams.stop(5)
-    assert {f.source_id for f in got} == {"up"} and len(got) > 30
+    assert {f.source_id for f in got} == {"up"} and len(got) > 20
     assert registry.cameras["down"].snapshot().failures >= 1
     assert "down: " in registry.status_line() and "up: " in registry.status_line()
