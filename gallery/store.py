@@ -122,7 +122,6 @@ class Gallery:
         self.close()
 
     # storage
-    # -------------------------------------------------------------------------------------------------
     @property
     def storage_dir(self) -> Path | None:
         """Folder for index files and the default thumbnail store, or None (memory only)."""
@@ -146,7 +145,6 @@ class Gallery:
         )
 
     # identities
-    # ----------------------------------------------------------------------------------------------
     def add_identity(
         self, name: str, *, external_id: str | None = None, watchlist: bool = False, notes: str = ""
     ) -> int:
@@ -246,7 +244,6 @@ class Gallery:
         logger.info("merged identity %r into %r", source, into)
 
     # media and templates
-    # -------------------------------------------------------------------------------------
     def add_media(
         self,
         name: str,
@@ -447,7 +444,6 @@ class Gallery:
         return np.stack([from_blob(r.vector, r.dim) for r in rows]) if rows else np.zeros((0, 0), np.float32)
 
     # search
-    # --------------------------------------------------------------------------------------------------
     def index(self, embedder_id: str) -> tuple[VectorIndex, dict[int, str]] | None:
         """The current index of ``embedder_id`` and its id -> name map, or None when it has no templates.
 
@@ -519,7 +515,6 @@ class Gallery:
         ]
 
     # open-set threshold
-    # --------------------------------------------------------------------------------------
     def threshold(self, embedder_id: str) -> float:
         """The operating threshold of ``embedder_id``: ``config.threshold.override`` if set, else the stored
         calibration, else ``config.threshold.default``."""
