@@ -19,6 +19,7 @@ __all__ = [
     "SourceConfig",
     "DetectConfig",
     "TrackConfig",
+    "ShotConfig",
     "QualityConfig",
     "EmbedConfig",
     "AggregateConfig",
@@ -96,6 +97,13 @@ class TrackConfig(_Section):
         return self
 
 
+class ShotConfig(_Section):
+    enabled: bool = Field(True, description="end every track at a hard cut (edited footage)")
+    cut_distance: float = Field(
+        0.2, gt=0.0, le=1.0, description="colour-histogram distance between consecutive frames that counts as a cut"
+    )
+
+
 class QualityConfig(_Section):
     ref_face_size: float = Field(64.0, gt=0, le=4096, description="face size (px) counted as fully resolved")
     ref_sharpness: float = Field(100.0, gt=0, le=1e6, description="Laplacian variance counted as half sharp")
@@ -162,6 +170,7 @@ class AppConfig(_Section):
     source: SourceConfig = Field(default_factory=SourceConfig, description="video decoding")
     detect: DetectConfig = Field(..., description="face detector")
     track: TrackConfig = Field(default_factory=TrackConfig, description="multi-face tracker")
+    shot: ShotConfig = Field(default_factory=ShotConfig, description="shot-cut detection")
     quality: QualityConfig = Field(default_factory=QualityConfig, description="per-crop quality")
     embed: EmbedConfig = Field(..., description="face embedder")
     aggregate: AggregateConfig = Field(default_factory=AggregateConfig, description="per-track fusion")

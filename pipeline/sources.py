@@ -1,0 +1,214 @@
+"""Video file sources through PyAV: threaded decode, pts timestamps, stride / target fps, a time window,
+rotation metadata honoured, damage reported instead of aborting.
+
+A background thread decodes into a bounded queue, so decoding overlaps detection and never runs more than
+``queue_size`` frames ahead. Packets that fail to decode are counted and skipped; everything decodable is
+delivered. A file that cannot be opened at all raises :class:`SourceError` when the source is built.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import av
+import numpy as np
+
+from .config import SourceConfig
+from .errors import SourceError
+from .types import Frame
+
+__all__ = ["FileSource", "DecodeReport", "open_video"]
+
+logger = logging.getLogger(__name__)
+
+_END = object()
+
+
+@dataclass
+class DecodeReport:
+    """What happened while decoding: frames decoded and kept, damaged packets skipped, the first errors."""
+
+    decoded: int = 0
+    kept: int = 0
+    damaged_packets: int = 0
+    errors: list[str] = field(default_factory=list)
+    ended_early: bool = False
+
+    @property
+    def damaged(self) -> bool:
+        return self.damaged_packets > 0 or self.ended_early
+
+    def note(self, message: str) -> None:
+        if len(self.errors) < 5:
+            self.errors.append(message)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = (getattr(exc, "strerror", None) or str(exc)).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+def open_video(path: Path):
+    """Open ``path`` with PyAV and return ``(container, video stream)``; bad files raise SourceError."""
+    if not path.exists():
+        raise SourceError(f"video not found: {path}")
+    if not path.is_file():
+        raise SourceError(f"video path is not a file: {path}")
+    if path.stat().st_size == 0:
+        raise SourceError(f"video file is empty (0 bytes): {path}")
+    try:
+        container = av.open(str(path), mode="r")
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise SourceError(f"cannot read {path} as video: {_first_line(exc)}") from None
+    if not container.streams.video:
+        container.close()
+        raise SourceError(f"no video stream in {path}")
+    return container, container.streams.video[0]
+
+
+class FileSource:
+    """Frames of one video file (BGR uint8, upright), filtered by the configured window and rate."""
+
+    def __init__(self, path: str | Path, cfg: SourceConfig, source_id: str | None = None) -> None:
+        self.path = Path(path)
+        self.cfg = cfg
+        self.source_id = source_id or str(path)
+        container, stream = open_video(self.path)
+        try:
+            self.fps = float(stream.average_rate) if stream.average_rate else None
+            self.width = stream.codec_context.width
+            self.height = stream.codec_context.height
+            self.frame_count = stream.frames or None
+            if self.frame_count and self.fps:
+                self.duration = self.frame_count / self.fps
+            else:
+                self.duration = float(container.duration / av.time_base) if container.duration else None
+        finally:
+            container.close()
+        self.report = DecodeReport()
+
+    def expected_frames(self) -> int | None:
+        """About how many frames will be kept (for a progress bar), or None when unknown."""
+        if not self.fps or not self.duration:
+            return None
+        end = min(self.cfg.end or self.duration, self.duration)
+        seconds = max(0.0, end - self.cfg.start)
+        rate = self.fps / self.cfg.stride
+        if self.cfg.target_fps:
+            rate = min(rate, self.cfg.target_fps)
+        return int(round(seconds * rate))
+
+    def __iter__(self) -> Iterator[Frame]:
+        self.report = DecodeReport()
+        frames: queue.Queue = queue.Queue(maxsize=self.cfg.queue_size)
+        stop = threading.Event()
+        worker = threading.Thread(target=self._decode, args=(frames, stop), name=f"decode-{self.path.name}",
+                                  daemon=True)
+        worker.start()
+        try:
+            while True:
+                item = frames.get()
+                if item is _END:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            while worker.is_alive():  # unblock a worker waiting on a full queue
+                try:
+                    frames.get_nowait()
+                except queue.Empty:
+                    worker.join(0.05)
+
+    def _put(self, frames: queue.Queue, stop: threading.Event, item) -> bool:
+        while not stop.is_set():
+            try:
+                frames.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _decode(self, frames: queue.Queue, stop: threading.Event) -> None:
+        try:
+            self._decode_into(frames, stop)
+        except Exception as exc:  # raised again in the consuming thread
+            self._put(frames, stop, exc)
+        finally:
+            self._put(frames, stop, _END)
+
+    def _decode_into(self, frames: queue.Queue, stop: threading.Event) -> None:
+        cfg, report = self.cfg, self.report
+        container, stream = open_video(self.path)
+        try:
+            stream.thread_type = "AUTO"
+            if cfg.decode_threads:
+                stream.codec_context.thread_count = cfg.decode_threads
+            base = stream.time_base or Fraction(1, 90000)
+            origin = float(stream.start_time * base) if stream.start_time is not None else 0.0
+            if cfg.start > 0:
+                container.seek(int((cfg.start + origin) / base), stream=stream, backward=True, any_frame=False)
+            next_keep = cfg.start
+            counter = in_window = 0
+            packets = container.demux(stream)
+            while not stop.is_set():
+                try:
+                    packet = next(packets)
+                except StopIteration:
+                    break
+                except (av.FFmpegError, OSError) as exc:
+                    report.ended_early = True
+                    report.note(f"demux stopped: {_first_line(exc)}")
+                    break
+                try:
+                    decoded = packet.decode()
+                except (av.FFmpegError, ValueError) as exc:
+                    report.damaged_packets += 1
+                    report.note(f"packet at pts {packet.pts}: {_first_line(exc)}")
+                    continue
+                for frame in decoded:
+                    report.decoded += 1
+                    t = self._time(frame, base, origin, counter)
+                    counter += 1
+                    if t < cfg.start - 1e-6:
+                        continue
+                    if cfg.end is not None and t > cfg.end + 1e-6:
+                        return
+                    in_window += 1
+                    if (in_window - 1) % cfg.stride:
+                        continue
+                    if cfg.target_fps and t < next_keep - 0.25 / cfg.target_fps:
+                        continue
+                    if cfg.target_fps:
+                        next_keep = max(next_keep + 1.0 / cfg.target_fps, t + 0.5 / cfg.target_fps)
+                    image = self._upright(frame)
+                    index = int(round(t * self.fps)) if self.fps else counter - 1
+                    if not self._put(frames, stop, Frame(self.source_id, index, t, image)):
+                        return
+                    report.kept += 1
+        finally:
+            container.close()
+        whole_file = cfg.start == 0 and cfg.end is None and not stop.is_set()
+        if whole_file and self.frame_count and report.decoded < self.frame_count - 1:
+            report.ended_early = True
+            report.note(f"stream ended after {report.decoded} of {self.frame_count} frames (truncated file?)")
+        if report.decoded == 0 and not stop.is_set():
+            raise SourceError(f"no decodable video frames in {self.path}"
+                              + (f" ({report.errors[0]})" if report.errors else ""))
+
+    def _time(self, frame, base, origin: float, counter: int) -> float:
+        if frame.pts is not None:
+            return float(frame.pts * base) - origin
+        return counter / self.fps if self.fps else float(counter)
+
+    @staticmethod
+    def _upright(frame) -> np.ndarray:
+        image = frame.to_ndarray(format="bgr24")
+        turns = int(round((getattr(frame, "rotation", 0) or 0) / 90.0)) % 4
+        return np.ascontiguousarray(np.rot90(image, k=turns)) if turns else image
