@@ -1,0 +1,140 @@
+"""The ``process`` command: video files in, one line per face track out (who, when, how sure).
+
+    run_pipeline.py process VIDEO... [--gallery DIR] [--config FILE] [--set key=value ...]
+                    [--json FILE|-] [--thumbnails DIR] [--annotate DIR] [--progress | --no-progress]
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from stages.detect import FaceDetector
+from stages.embed import build_embedder
+from stages.match import InMemoryGallery, Matcher, gallery_images
+
+from .annotate import track_labels, write_annotated
+from .config import AppConfig, load_config
+from .errors import ConfigError, GalleryBuildError, PipelineError
+from .runner import Runner, RunStats
+from .sinks import ConsoleTableSink, JsonSink, ResultSink, ThumbnailSink
+from .sources import FileSource
+
+__all__ = ["register", "run_process", "NoFacesError", "DEFAULT_CONFIG"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
+
+
+class NoFacesError(PipelineError):
+    """The whole run found no face track."""
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("process", help="find, track and identify the faces in video files",
+                              description=__doc__.splitlines()[0])
+    p.add_argument("videos", nargs="+", type=Path, metavar="VIDEO", help="video files (anything FFmpeg reads)")
+    p.add_argument("--gallery", type=Path, help="folder of known people: one subfolder per person, or images "
+                   "named after them; without it every track is unknown")
+    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="YAML configuration (default: %(default)s)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config key, e.g. --set source.stride=2 (repeatable)")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON ('-' = standard output, "
+                   "which then replaces the table)")
+    p.add_argument("--thumbnails", type=Path, metavar="DIR", help="save each track's best face crop here")
+    p.add_argument("--annotate", type=Path, metavar="DIR", help="write <video>_annotated.mp4 files here")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar on standard error (default: when it is a terminal)")
+    p.set_defaults(func=run_process)
+
+
+def build_gallery(folder: Path | None, cfg: AppConfig, detector: FaceDetector, embedder) -> InMemoryGallery:
+    threshold = cfg.match.threshold
+    if threshold is None:
+        raise ConfigError("match.threshold is null, but the in-memory gallery has no calibrated threshold: "
+                          "set match.threshold")
+    if folder is None:
+        return InMemoryGallery([], np.zeros((0, embedder.dim), np.float32), threshold, embedder.embedder_id)
+    if not gallery_images(folder):
+        raise GalleryBuildError(f"gallery folder {folder} holds no images (expected one subfolder per person "
+                                f"or images named after people)")
+    gallery = InMemoryGallery.from_folder(folder, detector, embedder, threshold)
+    if not len(gallery):
+        raise GalleryBuildError(f"no face found in any image of the gallery folder {folder}")
+    return gallery
+
+
+def _progress_bar(enabled: bool | None, sources: list[FileSource]):
+    from tqdm import tqdm
+
+    total = [s.expected_frames() for s in sources]
+    bar = tqdm(total=sum(total) if all(total) else None, unit="frame", file=sys.stderr, dynamic_ncols=True,
+               disable=(not sys.stderr.isatty()) if enabled is None else not enabled)
+
+    def update(stats: RunStats, frames: int) -> None:
+        bar.update(frames)
+        bar.set_postfix(tracks=stats.tracks, matches=stats.matches, refresh=False)
+
+    return bar, update
+
+
+def _report_damage(stats: RunStats) -> list[dict]:
+    out = []
+    for source_id, report in stats.decode.items():
+        out.append({"source": source_id, "frames_decoded": report.decoded, "frames_processed": report.kept,
+                    "damaged": report.damaged, "damaged_packets": report.damaged_packets, "errors": report.errors})
+        if report.damaged:
+            first = f": {report.errors[0]}" if report.errors else ""
+            print(f"warning: {source_id} is damaged ({report.damaged_packets} undecodable packets"
+                  f"{', ended early' if report.ended_early else ''}); all {report.kept} decodable frames "
+                  f"were processed{first}", file=sys.stderr)
+    return out
+
+
+def run_process(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    names = [str(v) for v in args.videos]
+    if len(set(names)) != len(names):
+        raise PipelineError("the same video is given twice")
+    sources = [FileSource(v, cfg.source) for v in args.videos]  # every file is checked before any work
+    detector = FaceDetector(cfg.detect)
+    embedder = build_embedder(cfg.embed)
+    gallery = build_gallery(args.gallery, cfg, detector, embedder)
+    thumbs = ThumbnailSink(args.thumbnails, cfg.output.thumbnail_size) if args.thumbnails else None
+    sinks: list[ResultSink] = [thumbs] if thumbs else []
+    json_sink = None
+    if args.json:
+        json_sink = JsonSink(args.json, args.thumbnails, {"embedder": embedder.embedder_id,
+                                                          "gallery_size": len(gallery)})
+        sinks.append(json_sink)
+    if args.json != "-":
+        sinks.append(ConsoleTableSink(sys.stdout))
+    bar, update = _progress_bar(args.progress, sources)
+    runner = Runner(cfg, detector, embedder, Matcher(cfg.match, gallery), sinks,
+                    keep_boxes=args.annotate is not None, progress=update)
+    try:
+        stats = runner.run(sources)
+    finally:
+        bar.close()
+    damage = _report_damage(stats)
+    if stats.tracks == 0:
+        raise NoFacesError(f"no face tracks found in {', '.join(names)} ({stats.frames} frames processed, "
+                           f"{stats.detections} detections)")
+    if json_sink is not None:
+        json_sink.extra["sources"] = damage
+    for sink in sinks:
+        sink.close()
+    if args.annotate:
+        for source in sources:
+            results = [r for _, r in stats.results if r.source_id == source.source_id]
+            target = args.annotate / f"{source.path.stem}_annotated.mp4"
+            write_annotated(source, stats.boxes.get(source.source_id, []), track_labels(results), target)
+    total = stats.seconds["total"]
+    print(f"{stats.frames} frames in {total:.1f} s ({stats.frames / max(total, 1e-9):.1f} frames/s), "
+          f"{stats.tracks} tracks, {stats.matches} matched, {stats.crops_embedded} crops embedded "
+          f"of {stats.detections} detections", file=sys.stderr)
+    return 0
