@@ -52,3 +52,14 @@ def mobilefacenet():
     except ImportError as exc:
         pytest.skip(f"the pipeline's ONNX embedder is not available in this checkout ({exc})")
     return OnnxEmbedder(EmbedConfig(backend="onnx", model=str(model), threads=1, flip=True))
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """These tests share a small machine: one intra-op thread avoids oversubscription stalls."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -54,3 +54,14 @@ def train_config(data: Path, out: Path, **run) -> dict:
         "run": {"out_dir": str(out), "batch_size": 8, "epochs": 1, "log_every": 2, "save_every": 2,
                 "progress": False, **run},
     }
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """These tests share a small machine: one intra-op thread avoids oversubscription stalls."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
