@@ -155,6 +155,7 @@ class FileSource:
             if cfg.start > 0:
                 container.seek(int((cfg.start + origin) / base), stream=stream, backward=True, any_frame=False)
             next_keep = cfg.start
+            tolerance = 0.5 / self.fps if self.fps else 0.0  # half a source frame
             counter = in_window = 0
             packets = container.demux(stream)
             while not stop.is_set():
@@ -183,9 +184,9 @@ class FileSource:
                     in_window += 1
                     if (in_window - 1) % cfg.stride:
                         continue
-                    if cfg.target_fps and t < next_keep - 0.25 / cfg.target_fps:
-                        continue
                     if cfg.target_fps:
+                        if t < next_keep - tolerance:
+                            continue
                         next_keep = max(next_keep + 1.0 / cfg.target_fps, t + 0.5 / cfg.target_fps)
                     image = self._upright(frame)
                     index = int(round(t * self.fps)) if self.fps else counter - 1
