@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 import numpy as np
 from sqlalchemy import delete, insert, select, update
 
+from gallery.config import GalleryConfig
 from gallery.db import Database
 from gallery.errors import MatchLogError
 from gallery.models import Identity, MatchEvent, Run, Source, Track, to_blob, utcnow
@@ -94,7 +95,8 @@ class MatchLogWriter:
 
     ``source``: a unique name (file path or camera name) registered on first use, with ``kind`` ``"file"`` or
     ``"camera"`` and an optional ``uri``; ``config_hash``: identifies the pipeline configuration of the run;
-    ``thumbnails``: where best crops go (None: thumbnails are not kept)."""
+    ``thumbnails``: where best crops go; None means the default store beside a SQLite database (``<db
+    name>_thumbnails``; a server database has none unless given); ``keep_thumbnails=False`` keeps none."""
 
     def __init__(
         self,
@@ -105,6 +107,7 @@ class MatchLogWriter:
         kind: str = "file",
         uri: str | None = None,
         thumbnails: ThumbnailStore | None = None,
+        keep_thumbnails: bool = True,
         batch_size: int = 32,
     ) -> None:
         if kind not in SOURCE_KINDS:
@@ -113,7 +116,10 @@ class MatchLogWriter:
             raise MatchLogError(f"source name: expected 1-500 characters, got {len(source)}")
         if batch_size < 1:
             raise MatchLogError(f"batch_size: expected at least 1, got {batch_size}")
-        self.db, self.thumbnails, self.batch_size = db, thumbnails, batch_size
+        if thumbnails is None and keep_thumbnails:
+            thumbnails = ThumbnailStore.for_database(db, GalleryConfig())
+        self.db, self.batch_size = db, batch_size
+        self.thumbnails = thumbnails if keep_thumbnails else None
         self._pending: list[TrackRecord] = []
         self._seen: set[int] = set()
         self._progress: tuple[int, float | None] = (0, None)

@@ -92,6 +92,18 @@ def test_batches_progress_and_close(db_url, tmp_path):
         assert _count(db, Source) == 1 and _count(db, Run) == 2
 
 
+def test_default_thumbnail_store_is_beside_a_sqlite_database(tmp_path):
+    with Database(f"sqlite:///{tmp_path / 'site.db'}") as db:
+        with MatchLogWriter(db, source="cam", config_hash="c") as writer:
+            writer.record(record(4))
+        with MatchLogWriter(db, source="cam", config_hash="c", keep_thumbnails=False) as silent:
+            silent.record(record(5))
+        with db.session() as session:
+            thumbs = dict(session.execute(select(Track.track_id, Track.thumbnail)).all())
+    assert thumbs == {4: f"source1/run{writer.run_id}/track4.jpg", 5: None}
+    assert (tmp_path / "site_thumbnails" / thumbs[4]).is_file()
+
+
 def test_match_on_a_removed_identity_keeps_the_event(db_url):
     with Database(db_url) as db:
         with MatchLogWriter(db, source="cam", config_hash="c") as writer:
