@@ -95,8 +95,8 @@ class MatchLogWriter:
 
     ``source``: a unique name (file path or camera name) registered on first use, with ``kind`` ``"file"`` or
     ``"camera"`` and an optional ``uri``; ``config_hash``: identifies the pipeline configuration of the run;
-    ``thumbnails``: where best crops go; None means the default store beside a SQLite database (``<db
-    name>_thumbnails``; a server database has none unless given); ``keep_thumbnails=False`` keeps none."""
+    ``thumbnails``: where best crops go; None means the default store beside a SQLite database
+    (``<db name>_thumbnails``; a server database has none unless given); ``keep_thumbnails=False``: none."""
 
     def __init__(
         self,
