@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 VARIANTS = {
-    "small": (dict(embed_dim=32, depths=[2, 2, 2], num_heads=[2, 4, 4], num_experts=3, k=2), (8, 16)),
-    "paper": (dict(), (2, 4)),
+    "small": ({"embed_dim": 32, "depths": [2, 2, 2], "num_heads": [2, 4, 4], "num_experts": 3, "k": 2}, (8, 16)),
+    "paper": ({}, (2, 4)),
 }
 NUM_CLASSES = 1000
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from .errors import FaceMoEError
 
-__all__ = ["register", "ConfigError", "load_config", "PROTOCOLS"]
+__all__ = ["PROTOCOLS", "ConfigError", "load_config", "register"]
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-__all__ = ["EvalConfig", "EmbedderSection", "VerificationSection", "TinyFaceSection", "IJBSSection", "BriarSection"]
+__all__ = ["BriarSection", "EmbedderSection", "EvalConfig", "IJBSSection", "TinyFaceSection", "VerificationSection"]
 
 
 

@@ -10,6 +10,7 @@ import logging
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import cv2
 import numpy as np
@@ -17,13 +18,13 @@ import numpy as np
 from ..errors import FaceMoEError
 
 __all__ = [
-    "ProtocolError",
     "CROP_SIZE",
-    "read_pair_bin",
-    "read_crop",
     "ImageList",
-    "read_image_list",
+    "ProtocolError",
     "TemplateList",
+    "read_crop",
+    "read_image_list",
+    "read_pair_bin",
     "read_templates",
 ]
 
@@ -40,12 +41,12 @@ class ProtocolError(FaceMoEError):
 class _ArrayUnpickler(pickle.Unpickler):
     """Unpickles lists, tuples, bytes, bools and numpy byte arrays only: a .bin is data, never code."""
 
-    _ALLOWED = {
+    _ALLOWED: ClassVar[frozenset] = frozenset({
         ("numpy.core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
-    }
+    })
 
     def find_class(self, module: str, name: str):
         if (module, name) in self._ALLOWED:

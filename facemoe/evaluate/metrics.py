@@ -17,16 +17,16 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
-    "FoldAccuracy",
-    "verification_accuracy",
-    "roc_curve",
-    "threshold_at_rate",
-    "tar_at_far",
-    "mate_ranks",
-    "cmc",
-    "tpir_at_fpir",
-    "fuse_templates",
     "FUSION_METHODS",
+    "FoldAccuracy",
+    "cmc",
+    "fuse_templates",
+    "mate_ranks",
+    "roc_curve",
+    "tar_at_far",
+    "threshold_at_rate",
+    "tpir_at_fpir",
+    "verification_accuracy",
 ]
 
 logger = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ def threshold_at_rate(negative_scores, rate: float) -> float:
         raise ValueError("expected at least one negative score, got none")
     if not 0.0 < rate <= 1.0:
         raise ValueError(f"rate must be in (0, 1], got {rate}")
-    allowed = int(math.floor(rate * neg.size + 1e-9))
+    allowed = math.floor(rate * neg.size + 1e-9)
     if allowed >= neg.size:
         return float(neg[-1] - 1.0)
     # Accepting more than `allowed` would happen at any threshold below neg[allowed].

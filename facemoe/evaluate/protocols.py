@@ -21,10 +21,10 @@ __all__ = [
     "Embedder",
     "ProtocolResult",
     "embed_images",
-    "evaluate_verification",
-    "evaluate_tinyface",
-    "evaluate_ijbs",
     "evaluate_briar",
+    "evaluate_ijbs",
+    "evaluate_tinyface",
+    "evaluate_verification",
 ]
 
 logger = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from PIL import Image
 
 from .config import AugmentSection
 
-__all__ = ["Augmenter", "to_train_tensor", "INTERPOLATIONS"]
+__all__ = ["INTERPOLATIONS", "Augmenter", "to_train_tensor"]
 
 INTERPOLATIONS = (cv2.INTER_NEAREST, cv2.INTER_LINEAR, cv2.INTER_AREA, cv2.INTER_CUBIC, cv2.INTER_LANCZOS4)
 _RATIO = (3 / 4, 4 / 3)
@@ -50,8 +50,8 @@ class Augmenter:
         for _ in range(10):
             target = area * rng.uniform(*self.cfg.crop_scale)
             aspect = math.exp(rng.uniform(math.log(_RATIO[0]), math.log(_RATIO[1])))
-            w_try = int(round(math.sqrt(target * aspect)))
-            h_try = int(round(math.sqrt(target / aspect)))
+            w_try = round(math.sqrt(target * aspect))
+            h_try = round(math.sqrt(target / aspect))
             if 0 < w_try <= w_img and 0 < h_try <= h_img:
                 h, w = h_try, w_try
                 top = int(rng.integers(0, h_img - h + 1))

@@ -5,8 +5,16 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["TrainConfig", "DataSection", "AugmentSection", "ModelSection", "ArchSection", "HeadSection",
-           "OptimSection", "RunSection"]
+__all__ = [
+    "ArchSection",
+    "AugmentSection",
+    "DataSection",
+    "HeadSection",
+    "ModelSection",
+    "OptimSection",
+    "RunSection",
+    "TrainConfig",
+]
 
 
 class _Section(BaseModel):
@@ -33,7 +41,7 @@ class AugmentSection(_Section):
     flip_prob: float = Field(0.5, ge=0.0, le=1.0, description="probability of a horizontal flip")
 
     @model_validator(mode="after")
-    def _ranges(self) -> "AugmentSection":
+    def _ranges(self) -> AugmentSection:
         for name in ("crop_scale", "low_res_scale"):
             lo, hi = getattr(self, name)
             if not 0.0 < lo <= hi <= 1.0:
@@ -61,7 +69,7 @@ class ModelSection(_Section):
     arch: ArchSection = Field(default_factory=ArchSection, description="architecture when training from scratch")
 
     @model_validator(mode="after")
-    def _one_source(self) -> "ModelSection":
+    def _one_source(self) -> ModelSection:
         if self.checkpoint and self.from_run:
             raise ValueError("give checkpoint or from_run, not both")
         return self

@@ -19,7 +19,7 @@ from .config import AugmentSection, DataSection
 from .errors import DatasetError
 from .recordio import RecordIOError, RecordReader
 
-__all__ = ["FolderSource", "RecordSource", "TrainDataset", "StepBatchSampler", "open_source"]
+__all__ = ["FolderSource", "RecordSource", "StepBatchSampler", "TrainDataset", "open_source"]
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Errors of the training recipe: each message says what was expected and what was found."""
 from ..errors import FaceMoEError
 
-__all__ = ["TrainError", "DatasetError"]
+__all__ = ["DatasetError", "TrainError"]
 
 
 class TrainError(FaceMoEError):

@@ -4,6 +4,8 @@ Forward hooks on the routers read each micro-batch's top-k choices; nothing is s
 """
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import torch
 from torch import nn
@@ -35,7 +37,7 @@ class ExpertLoad:
     @staticmethod
     def _bucket_labels(bins: tuple[int, ...]) -> list[str]:
         edges = [0, *bins, None]
-        return [f"{lo}-{hi}px" if hi is not None else f">={lo}px" for lo, hi in zip(edges[:-1], edges[1:])]
+        return [f"{lo}-{hi}px" if hi is not None else f">={lo}px" for lo, hi in pairwise(edges)]
 
     def set_batch(self, face_px) -> None:
         self._bucket = np.searchsorted(self.edges, np.asarray(face_px, dtype=np.float64), side="right")

@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ from .errors import DatasetError, TrainError
 from .experts import ExpertLoad
 from .head import CosFaceHead
 
-__all__ = ["TrainResult", "TrainModule", "train", "poly_warmup", "CHECKPOINT_FORMAT"]
+__all__ = ["CHECKPOINT_FORMAT", "TrainModule", "TrainResult", "poly_warmup", "train"]
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ def _atomic_save(obj, path: Path) -> None:
 def _load_train_checkpoint(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:
         raise TrainError(f"{path}: expected a training checkpoint, got an unreadable file ({type(exc).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise TrainError(f"{path}: expected a {CHECKPOINT_FORMAT} training checkpoint, got something else")

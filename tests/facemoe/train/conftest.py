@@ -37,7 +37,7 @@ def record_file(identity_folder, tmp_path_factory) -> Path:
     samples = []
     for label, person in enumerate(sorted(identity_folder.iterdir())):
         for img in sorted(person.iterdir()):
-            ok, buf = cv2.imencode(".png", cv2.imread(str(img)))
+            _, buf = cv2.imencode(".png", cv2.imread(str(img)))
             samples.append((label * 10, buf.tobytes()))  # labels need not be contiguous
     path = tmp_path_factory.mktemp("rec") / "train.rec"
     write_image_records(path, samples)

@@ -8,7 +8,7 @@ from facemoe.train.augment import Augmenter, to_train_tensor
 from facemoe.train.config import AugmentSection
 
 IMG = np.random.default_rng(0).integers(1, 255, (112, 112, 3), dtype=np.uint8)
-NONE = dict(crop_prob=0, low_res_prob=0, photometric_prob=0, flip_prob=0)
+NONE = {"crop_prob": 0, "low_res_prob": 0, "photometric_prob": 0, "flip_prob": 0}
 
 
 def test_nothing_applied_is_identity():
