@@ -61,7 +61,7 @@ td,th{border-bottom:1px solid #ccc;padding:4px 10px;text-align:left}img{height:6
  }}">
  {% endif %}</td>
  <td>{{ r.at[:19] | replace("T", " ") }}</td><td>{{ r.source }}</td><td>{{ r.track_id }}</td>
- <td>{{ r.identity or (r.candidates[0].name ~ "?" if r.candidates else "") }}</td>
+ <td>{{ r.identity or ("nearest: " ~ r.candidates[0].name if r.candidates else "") }}</td>
  <td>{{ "%.3f" | format(r.score) if r.score is not none else "" }}</td>
  <td class="{{ r.decision }}">{{ r.decision }}</td></tr>
 {% else %}<tr><td colspan="7">No matches.</td></tr>{% endfor %}
