@@ -178,3 +178,67 @@ def test_bad_pair_bin(tmp_path, payload, match):
     with pytest.raises(ProtocolError, match=match):
         read_pair_bin(path)
 
+
+
+def test_verification_with_impostor_pairs(aligned_photos, mobilefacenet, tmp_path):
+    """A .bin built from the labelled photos, genuine and impostor pairs alternating."""
+    groups = [p for p in _by_subject(aligned_photos).values() if len(p) >= 2]
+    images, same = [], []
+    for i, paths in enumerate(groups):
+        other = groups[(i + 1) % len(groups)]
+        for a, b, flag in ((paths[0], paths[1], True), (paths[0], other[0], False)):
+            images += [cv2.imencode(".jpg", cv2.imread(str(p)))[1] for p in (a, b)]
+            same.append(flag)
+    path = tmp_path / "pairs.bin"
+    path.write_bytes(pickle.dumps((images, same)))
+    res = evaluate_verification(mobilefacenet, path, folds=5, far_targets=[0.1])
+    m = res.metrics
+    assert res.counts == {"pairs": 2 * len(groups), "genuine": len(groups), "impostor": len(groups)}
+    assert m["genuine_mean_cosine"] > m["impostor_mean_cosine"] + 0.2
+    assert 0.8 <= m["accuracy"] <= 1.0 and 0.5 <= m["tar@far=1e-1"] <= 1.0
+    assert "ROC" in res.curves and {p.suffix for p in write_report(res, tmp_path)} == {".json", ".png"}
+
+
+class _TableEmbedder:
+    """Returns a fixed feature per crop, looked up by the crop's (uniform) pixel value."""
+
+    def __init__(self, table: dict[int, tuple[list[float], float]]):
+        self.table = table
+
+    def embed(self, crops):
+        rows = [self.table[int(c[0, 0, 0])] for c in crops]
+        units = np.array([np.asarray(u) / np.linalg.norm(u) for u, _ in rows], np.float32)
+        return units, np.array([n for _, n in rows], np.float32)
+
+
+def test_ijbs_by_hand(tmp_path):
+    """Two gallery splits, multi-media templates; ranks and open-set results worked out by hand."""
+    e = {"A": [1, 0, 0], "B": [0, 1, 0], "C": [0, 0, 1]}
+    table = {
+        10: (e["A"], 1.0), 11: (e["B"], 1.0),  # gallery split 1: subjects a, b
+        12: (e["C"], 1.0),  # gallery split 2: subject c
+        20: (e["A"], 1.0), 21: (e["A"], 1.0), 22: (e["B"], 5.0),  # probe a: two weak A media, one strong B
+        23: (e["A"], 1.0), 24: (e["C"], 2.0),  # probe c: A + 2C -> (1, 0, 2)/sqrt(5)
+        25: ([0.3, 0.4, 0.866], 1.0),  # probe b: cos 0.3 to A, 0.4 to B, 0.866 to C
+    }
+    for value in table:
+        cv2.imwrite(str(tmp_path / f"{value}.png"), np.full((112, 112, 3), value, np.uint8))
+    g1 = _templates_csv(tmp_path / "g1.csv", [("ga", "a", Path("10.png")), ("gb", "b", Path("11.png"))])
+    g2 = _templates_csv(tmp_path / "g2.csv", [("gc", "c", Path("12.png"))])
+    probes = _templates_csv(tmp_path / "p.csv", [("pa", "a", Path(f"{v}.png")) for v in (20, 21, 22)]
+                            + [("pc", "c", Path("23.png")), ("pc", "c", Path("24.png")),
+                               ("pb", "b", Path("25.png"))])
+    emb = _TableEmbedder(table)
+    res = evaluate_ijbs(emb, probes, [g1, g2], ranks=[1, 2], fpir_targets=[0.5])
+    m = res.metrics
+    # norm-weighted: probe a = 2A + 5B -> B first, its mate A second; probe b -> B (0.4 > 0.3)
+    assert (m["G1 rank-1"], m["G1 rank-2"]) == (0.5, 1.0) and res.counts["G1_mated_probes"] == 2
+    # split 1 has one non-mated probe (c, top 0.447 at A): FPIR 0.5 allows none -> threshold 0.447;
+    # probe b's 0.4 is below it, probe a is not at rank 1 -> 0
+    assert m["G1 tpir@fpir=5e-1"] == 0.0
+    # split 2: probe c -> C at 0.894; non-mated tops 0.866 (b) and 0 (a): one may pass -> threshold 0
+    assert m["G2 rank-1"] == 1.0 and m["G2 tpir@fpir=5e-1"] == 1.0
+    assert m["mean rank-1"] == 0.75 and m["mean tpir@fpir=5e-1"] == 0.5
+    # plain averaging of unit vectors: probe a = (2A + B)/3 -> A first (0.894 > 0.447) and above the threshold
+    avg = evaluate_ijbs(emb, probes, [g1], fusion="average", ranks=[1], fpir_targets=[0.5]).metrics
+    assert avg["G1 rank-1"] == 1.0 and avg["G1 tpir@fpir=5e-1"] == 0.5
