@@ -267,6 +267,13 @@ def _log_experts(writer, summary: dict, step: int) -> None:
                 writer.add_scalar(f"experts_by_face_size/{size}/{block}/e{e}", frac, step)
 
 
+def _worker_reason(exc: DatasetError) -> str:
+    """A loader worker's error arrives with its traceback in the message; keep the reason only."""
+    last = str(exc).strip().splitlines()[-1]
+    prefix = f"{type(exc).__module__}.{type(exc).__qualname__}: "
+    return last[len(prefix):] if last.startswith(prefix) else last
+
+
 def train(cfg: TrainConfig) -> TrainResult:
     """Run (or resume) the recipe the config describes; returns what was done. Collective under torchrun."""
     ctx = setup(cfg.run.device)
@@ -347,6 +354,8 @@ def _train(run: _Run, cfg: TrainConfig) -> TrainResult:
                 sums = [0.0, 0.0, 0.0, 0]
             if run.step % rc.save_every == 0 and run.step < run.stop_at:
                 run.save()
+    except DatasetError as exc:  # raised in a loader worker: keep the original one-line reason
+        raise DatasetError(_worker_reason(exc)) from None
     finally:
         bar.close()
         run.load.close()

@@ -65,3 +65,21 @@ def test_ddp_two_processes_gloo(identity_folder, tmp_path):
     state = torch.load(tmp_path / "ddp" / "last.pt", weights_only=True)
     assert state["step"] == 2 and state["run"]["world"] == 2 and len(state["rng"]) == 2
     assert not torch.equal(state["rng"][0]["cpu"], state["rng"][1]["cpu"])  # per-process RNG streams
+
+
+def test_bad_image_found_by_a_loader_worker_is_one_line(tmp_path, capsys):
+    """A RecordIO set is not checked up front: a wrong-size image surfaces from a worker process."""
+    import cv2
+    import numpy as np
+
+    from facemoe.train.recordio import write_image_records
+
+    good = cv2.imencode(".png", np.zeros((112, 112, 3), np.uint8))[1].tobytes()
+    bad = cv2.imencode(".png", np.zeros((64, 64, 3), np.uint8))[1].tobytes()
+    write_image_records(tmp_path / "t.rec", [(i % 2, bad if i == 5 else good) for i in range(8)])
+    tree = train_config(tmp_path / "t.rec", tmp_path / "out", batch_size=4, epochs=2)
+    tree["data"]["num_workers"] = 1
+    assert run_pipeline.main(["train", "--config", _write(tmp_path, tree)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+    assert "t.rec record 6: expected an aligned 112x112 crop, got 64x64" in err
