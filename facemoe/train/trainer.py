@@ -271,7 +271,7 @@ def _worker_reason(exc: DatasetError) -> str:
     """A loader worker's error arrives with its traceback in the message; keep the reason only."""
     last = str(exc).strip().splitlines()[-1]
     prefix = f"{type(exc).__module__}.{type(exc).__qualname__}: "
-    return last[len(prefix):] if last.startswith(prefix) else last
+    return last.removeprefix(prefix)
 
 
 def train(cfg: TrainConfig) -> TrainResult:
