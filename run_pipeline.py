@@ -12,6 +12,7 @@ import sys
 # Each module registers its sub-commands with ``register(subparsers)``; the parser's ``func(args) -> int`` runs it.
 COMMAND_MODULES = (
     "pipeline.cli",
+    "pipeline.stream_cli",
     "gallery.cli",
     "pipeline.enroll",
     "facemoe.cli",

@@ -1,4 +1,4 @@
-"""A loopback RTSP server (Debian's rtsp-server-perl) and ffmpeg publishers streaming a clip to it, for tests.
+"""A loopback RTSP server (the RTSP::Server library of Debian's rtsp-server-perl) and ffmpeg publishers streaming a clip to it, for tests.
 
 The server relays what a publisher ANNOUNCEs on its source port to players on its client port, over RTP/UDP.
 Everything binds to 127.0.0.1; every wait here is bounded.
@@ -15,6 +15,17 @@ import time
 from pathlib import Path
 
 SERVER = "rtsp-server-perl"
+# The packaged script, with the RTP port base set: the library resets it to a global default (20000) whenever
+# no stream is mounted, so two servers on one machine would fight over it.
+SERVER_SCRIPT = """
+use AnyEvent; use RTSP::Server;
+my ($client, $source, $rtp) = @ARGV;
+$RTSP::Server::RTP_START_PORT = $rtp;
+my $srv = RTSP::Server->new(client_listen_port => $client, source_listen_port => $source, rtp_start_port => $rtp,
+    client_listen_address => '127.0.0.1', source_listen_address => '127.0.0.1', log_level => 1);
+$srv->listen;
+AnyEvent->condvar->recv;
+"""
 
 
 def tools_missing() -> str | None:
@@ -64,9 +75,8 @@ class RtspServer:
     def start(self) -> "RtspServer":
         log = open(self.log_dir / f"rtsp-server-{self.client_port}.log", "ab")
         self.proc = subprocess.Popen(
-            [SERVER, "--clientport", str(self.client_port), "--serverport", str(self.source_port),
-             "--client_listen_address", "127.0.0.1", "--source_listen_address", "127.0.0.1",
-             "--rtp_start_port", str(self.rtp_port), "--loglevel", "1"], stdout=log, stderr=log)
+            ["perl", "-e", SERVER_SCRIPT, str(self.client_port), str(self.source_port), str(self.rtp_port)],
+            stdout=log, stderr=log)
         log.close()
         wait_port(self.client_port, 10)
         wait_port(self.source_port, 10)
@@ -80,10 +90,23 @@ class RtspServer:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         log.close()
         self.publishers[mount] = proc
-        time.sleep(0.5)  # ANNOUNCE/RECORD handshake
-        if proc.poll() is not None:
-            raise RuntimeError(f"publisher for {mount} exited with {proc.returncode}, see {self.log_dir}")
+        deadline = time.monotonic() + 15
+        while not self.mounted(mount):  # the ANNOUNCE/RECORD handshake is done when players can DESCRIBE
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"publisher for {mount} not streaming (exit code {proc.poll()}), see "
+                                   f"{self.log_dir}")
+            time.sleep(0.1)
         return proc
+
+    def mounted(self, mount: str) -> bool:
+        """True when the server answers a DESCRIBE of ``mount`` with 200 OK."""
+        request = f"DESCRIBE {self.url(mount)} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\n\r\n"
+        try:
+            with socket.create_connection(("127.0.0.1", self.client_port), timeout=2) as s:
+                s.sendall(request.encode())
+                return s.recv(64).startswith(b"RTSP/1.0 200")
+        except OSError:
+            return False
 
     def stall(self, mount: str) -> None:
         self.publishers[mount].send_signal(signal.SIGSTOP)

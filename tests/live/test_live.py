@@ -129,6 +129,7 @@ def test_publisher_stall_is_a_disconnect_and_the_stream_recovers(rtsp_server, st
     src = LiveSource(CameraConfig(name="cam", url=rtsp_server.url("cam")), cfg, health).start()
     try:
         assert wait_until(lambda: health.frames_in > 5, 20)
+        assert health.failures == 0
         rtsp_server.stall("cam")
         t_stall = time.monotonic()
         assert wait_until(lambda: health.failures >= 1, 8)

@@ -1,0 +1,147 @@
+"""Live cameras on this machine: per-camera processed fps, drop rate and latency for 1, 2 and 4 streams, and
+the memory of a long run.
+
+A loopback RTSP server (rtsp-server-perl) relays ffmpeg publishers looping a clip of the shared friends video
+(real time, ~24 fps each); the single-process live runner (SCRFD-500M + MobileFaceNet from configs/test.yaml,
+the six friends enrolled in memory) processes ``N`` of them at once for ``--seconds``. Reported per setting,
+against the one-stream run as the baseline of the same invocation:
+- processed fps per camera and its ratio to the baseline, the share of decoded frames dropped at the source;
+- latency from a track's last frame being decoded to its result reaching the sinks, median and p95 (it
+  includes the tracker's ``max_lost_s`` wait before a track is declared over), and the same less that wait;
+- with ``--soak-seconds``: resident memory of one stream sampled every 5 s after a warm-up, and its slope.
+
+    python bench/live.py [--streams 1 2 4] [--seconds 30] [--soak-seconds 600] [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipeline.config import load_config  # noqa: E402
+from pipeline.health import HealthRegistry  # noqa: E402
+from pipeline.live import LiveCameras  # noqa: E402
+from pipeline.live_config import CameraConfig, LiveConfig  # noqa: E402
+from pipeline.live_runner import LiveRunner  # noqa: E402
+from stages.detect import FaceDetector  # noqa: E402
+from stages.embed import build_embedder  # noqa: E402
+from stages.match import InMemoryGallery, Matcher  # noqa: E402
+from tests.live.rtsp import RtspServer, make_clip, tools_missing  # noqa: E402
+
+ASSETS = ROOT.parent / "shared" / "assets"
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def run_streams(n: int, seconds: float, clip: Path, tmp: Path, stages, rss_every: float = 0.0) -> dict:
+    cfg, detector, embedder, matcher = stages
+    server = RtspServer(tmp).start()
+    try:
+        cams = []
+        for i in range(n):
+            server.publish(f"cam{i}", clip)
+            cams.append(CameraConfig(name=f"cam{i}", url=server.url(f"cam{i}")))
+        live = LiveConfig(transport="udp", read_timeout_s=3.0)
+        registry = HealthRegistry(fps_window_s=seconds)
+        cameras = LiveCameras(cams, live, registry, seed=0)
+        runner = LiveRunner(cfg, detector, embedder, matcher, [], cameras, registry)
+        stop, out = threading.Event(), {}
+        thread = threading.Thread(target=lambda: out.update(stats=runner.run(stop)), daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not all(c.frames_in for c in registry.cameras.values()):
+            time.sleep(0.2)
+        start = {name: (c.frames_in, c.frames_processed, c.dropped) for name, c in registry.cameras.items()}
+        t0, samples = time.monotonic(), []
+        while time.monotonic() - t0 < seconds:
+            time.sleep(min(5.0, seconds) if rss_every else 0.5)
+            if rss_every:
+                samples.append((round(time.monotonic() - t0, 1), round(rss_mb(), 1)))
+        elapsed = time.monotonic() - t0
+        end = {name: (c.frames_in, c.frames_processed, c.dropped) for name, c in registry.cameras.items()}
+        stop.set()
+        thread.join(120)
+    finally:
+        server.kill()
+    stats = out["stats"]
+    per_cam = []
+    for name in start:
+        fin, done, drop = (e - s for e, s in zip(end[name], start[name]))
+        per_cam.append({"camera": name, "fps_in": fin / elapsed, "fps_processed": done / elapsed,
+                        "drop_rate": drop / max(fin, 1)})
+    lat = sorted(stats.latencies_s)
+    wait = cfg.track.max_lost_s
+    return {
+        "streams": n, "seconds": round(elapsed, 1), "cameras": per_cam, "tracks": stats.tracks,
+        "fps_processed_per_camera": statistics.mean(c["fps_processed"] for c in per_cam),
+        "fps_in_per_camera": statistics.mean(c["fps_in"] for c in per_cam),
+        "drop_rate": statistics.mean(c["drop_rate"] for c in per_cam),
+        "latency_p50_s": statistics.median(lat) if lat else None,
+        "latency_p95_s": lat[int(0.95 * (len(lat) - 1))] if lat else None,
+        "latency_p50_less_wait_s": statistics.median(lat) - wait if lat else None,
+        "rss_mb": samples,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--streams", type=int, nargs="+", default=[1, 2, 4])
+    ap.add_argument("--seconds", type=float, default=30.0, help="measured seconds per setting")
+    ap.add_argument("--soak-seconds", type=float, default=0.0, help="one-stream memory run; 0 = skip")
+    ap.add_argument("--json", type=Path, help="also write the figures here")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    if tools_missing():
+        print(f"cannot run: {tools_missing()}", file=sys.stderr)
+        return 2
+    cfg = load_config(ROOT / "configs" / "test.yaml")
+    detector, embedder = FaceDetector(cfg.detect), build_embedder(cfg.embed)
+    gallery = InMemoryGallery.from_folder(ASSETS / "images" / "friends_gallery", detector, embedder,
+                                          cfg.match.threshold or 0.3)
+    stages = (cfg, detector, embedder, Matcher(cfg.match, gallery))
+    results = {"runs": [], "soak": None}
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = make_clip(ASSETS / "videos" / "friends_in_video.mp4", Path(tmp) / "clip.mp4", seconds=20)
+        for n in args.streams:
+            results["runs"].append(run_streams(n, args.seconds, clip, Path(tmp), stages))
+        if args.soak_seconds:
+            results["soak"] = run_streams(1, args.soak_seconds, clip, Path(tmp), stages, rss_every=5.0)
+    base = results["runs"][0]["fps_processed_per_camera"]
+    print("| streams | fps in / camera | fps processed / camera | vs 1 stream | dropped | latency p50 (p95) | "
+          "p50 less max_lost_s | tracks |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results["runs"]:
+        lat = "-" if r["latency_p50_s"] is None else f"{r['latency_p50_s']:.2f} s ({r['latency_p95_s']:.2f} s)"
+        less = "-" if r["latency_p50_less_wait_s"] is None else f"{r['latency_p50_less_wait_s']:.2f} s"
+        print(f"| {r['streams']} | {r['fps_in_per_camera']:.1f} | {r['fps_processed_per_camera']:.2f} | "
+              f"{r['fps_processed_per_camera'] / base:.2f}x | {100 * r['drop_rate']:.0f}% | {lat} | {less} | "
+              f"{r['tracks']} |")
+    soak = results["soak"]
+    if soak and len(soak["rss_mb"]) >= 3:
+        (t1, m1), (t2, m2) = soak["rss_mb"][1], soak["rss_mb"][-1]
+        slope = (m2 - m1) / max(t2 - t1, 1e-9) * 3600
+        soak["rss_slope_mb_per_hour"] = round(slope, 1)
+        print(f"\nmemory, 1 stream for {soak['seconds']} s: RSS {m1:.0f} MB at {t1:.0f} s -> {m2:.0f} MB at "
+              f"{t2:.0f} s (slope {slope:+.1f} MB/h, {soak['tracks']} tracks, "
+              f"{soak['fps_processed_per_camera']:.1f} fps processed)")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

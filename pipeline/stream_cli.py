@@ -1,0 +1,190 @@
+"""The ``stream`` command: live cameras through the pipeline until SIGINT/SIGTERM (or ``--duration``).
+
+    run_pipeline.py stream URL... [--cameras cameras.yaml] [--config FILE] [--live-config FILE]
+                           (--db URL | --gallery DIR) [--duration S] [--metrics-port N]
+
+Each finished track is printed as one line. With ``--db`` it is matched against that database's gallery and
+written to its match log (one run per camera, one transaction per track); with ``--gallery DIR`` it is matched
+against the folder's identities, enrolled in memory at start, and nothing is written. On SIGINT/SIGTERM the
+cameras stop reading, open tracks are finished and matched, the sinks are flushed, and the command exits 0.
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+import yaml
+from pydantic import ValidationError
+
+from gallery.matchlog import MatchLogWriter, TrackRecord, config_hash
+from gallery.store import Gallery
+from stages.detect import FaceDetector
+from stages.embed import build_embedder
+from stages.match import InMemoryGallery, Matcher
+
+from .alerts import WatchlistAlerts
+from .config import load_config
+from .errors import ConfigError
+from .health import HealthRegistry, MetricsServer
+from .live import LiveCameras
+from .live_config import CameraConfig, LiveConfig, cameras_from_urls, load_cameras
+from .live_runner import LiveRunner
+from .types import Candidate, MatchResult, TrackTemplate
+
+__all__ = ["register", "run_stream", "load_live_config", "SqlGalleryIndex", "MatchLogSink", "TrackLineSink"]
+
+DEFAULT_CONFIG = "configs/default.yaml"
+DEFAULT_THRESHOLD = 0.3
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("stream", help="run live cameras (RTSP and other URLs) until stopped",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("urls", nargs="*", metavar="URL", help="camera URLs (named cam0-..., cam1-...)")
+    p.add_argument("--cameras", type=Path, help="YAML file: cameras: [{name, url, transport, ...}]")
+    p.add_argument("--config", default=DEFAULT_CONFIG, help="pipeline config (default %(default)s)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a pipeline key")
+    p.add_argument("--live-config", type=Path, help="YAML of the live section (timeouts, reconnect, alerts)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--db", help="database URL: its gallery is searched and the match log written there")
+    where.add_argument("--gallery", type=Path,
+                       help="folder with one subfolder of images per identity (enrolled in memory; no match log)")
+    p.add_argument("--duration", type=float, help="stop after this many seconds (default: run until stopped)")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT")
+    p.set_defaults(func=run_stream)
+
+
+def load_live_config(path: Path | None, metrics_port: int | None = None) -> LiveConfig:
+    """The live section from a YAML file (top-level keys are its fields), or the defaults."""
+    data: dict = {}
+    if path is not None:
+        if not path.is_file():
+            raise ConfigError(f"live config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"live config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"live config {path}: expected a mapping, got {type(data).__name__}")
+    if metrics_port is not None:
+        data.setdefault("health", {})["metrics_port"] = metrics_port
+    try:
+        return LiveConfig.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        raise ConfigError(f"live config {path or '(defaults)'}: {key}: {err['msg']}") from None
+
+
+class SqlGalleryIndex:
+    """The gallery of a database as the matcher's index, for one embedder."""
+
+    def __init__(self, gallery: Gallery, embedder_id: str, threshold: float | None = None) -> None:
+        self.gallery = gallery
+        self.embedder_id = embedder_id
+        self.threshold = gallery.threshold(embedder_id) if threshold is None else threshold
+
+    def search(self, embeddings: np.ndarray, k: int) -> list[list[Candidate]]:
+        rows = self.gallery.search(embeddings, k, self.embedder_id)
+        return [[Candidate(i, n, s) for i, n, s in row] for row in rows]
+
+
+class MatchLogSink:
+    """Writes each track to the match log: one writer (one run) per camera, each track committed at once."""
+
+    def __init__(self, gallery: Gallery, cameras: list[CameraConfig], embedder_id: str, cfg_hash: str) -> None:
+        self.embedder_id = embedder_id
+        self.writers = {c.name: MatchLogWriter(gallery.db, source=c.name, kind="camera", uri=c.url,
+                                               config_hash=cfg_hash, batch_size=1) for c in cameras}
+
+    def on_track(self, template: TrackTemplate, result: MatchResult) -> None:
+        crop = template.best_crop
+        self.writers[template.source_id].record(TrackRecord(
+            track_id=template.track_id, start_time=template.first_timestamp, end_time=template.last_timestamp,
+            frames=max(template.num_frames, 1), crops_embedded=min(template.num_crops, max(template.num_frames, 1)),
+            template=template.embedding, embedder_id=self.embedder_id, candidates=result.candidates,
+            decision=result.decision, threshold=result.threshold,
+            thumbnail=None if crop is None else crop.image))
+
+    def close(self, status: str = "finished") -> None:
+        for writer in self.writers.values():
+            writer.close(status)
+
+
+class TrackLineSink:
+    """Prints one line per finished track as it happens."""
+
+    def on_track(self, template: TrackTemplate, result: MatchResult) -> None:
+        best = result.identity
+        who = f"{best.name} {best.score:.3f}" if best else "unknown"
+        print(f"{template.source_id} track {template.track_id} {template.first_timestamp:.1f}-"
+              f"{template.last_timestamp:.1f}s frames={template.num_frames} crops={template.num_crops} {who}",
+              flush=True)
+
+    def close(self) -> None:
+        sys.stdout.flush()
+
+
+def _cameras(args: argparse.Namespace, live: LiveConfig) -> list[CameraConfig]:
+    cams = list(cameras_from_urls(args.urls)) + list(live.cameras)
+    if args.cameras is not None:
+        cams += list(load_cameras(args.cameras))
+    if not cams:
+        raise ConfigError("stream: expected camera URLs, --cameras FILE or cameras in --live-config, got none")
+    names = [c.name for c in cams]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConfigError(f"stream: camera names must be unique, got duplicates {dup}")
+    return cams
+
+
+def run_stream(args: argparse.Namespace) -> int:
+    if args.duration is not None and args.duration <= 0:
+        raise ConfigError(f"--duration: expected a positive number of seconds, got {args.duration}")
+    cfg = load_config(args.config, args.set)
+    live = load_live_config(args.live_config, args.metrics_port)
+    cams = _cameras(args, live)
+    detector = FaceDetector(cfg.detect)
+    embedder = build_embedder(cfg.embed)
+    with ExitStack() as stack:
+        gallery = stack.enter_context(Gallery.open(args.db)) if args.db else None
+        if gallery is None:
+            threshold = cfg.match.threshold if cfg.match.threshold is not None else DEFAULT_THRESHOLD
+            index = InMemoryGallery.from_folder(args.gallery, detector, embedder, threshold)
+        else:
+            index = SqlGalleryIndex(gallery, embedder.embedder_id, cfg.match.threshold)
+        watch = set(live.alerts.watchlist)
+        if gallery is not None:
+            watch |= {i.name for i in gallery.identities() if i.watchlist}
+        alerts = WatchlistAlerts(live.alerts.model_copy(update={"watchlist": tuple(sorted(watch))}))
+        log = None
+        if gallery is not None:
+            log = MatchLogSink(gallery, cams, embedder.embedder_id, config_hash(cfg.model_dump_json()))
+        sinks = [TrackLineSink(), alerts] + ([log] if log else [])
+        registry = HealthRegistry(live.health.fps_window_s)
+        cameras = LiveCameras(cams, live, registry)
+        if live.health.metrics_port is not None:
+            server = MetricsServer(registry, live.health.metrics_host, live.health.metrics_port).start()
+            stack.callback(server.close)
+            print(f"metrics on http://{server.host}:{server.port}/metrics", file=sys.stderr, flush=True)
+        stop = threading.Event()
+        previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+        stack.callback(lambda: [signal.signal(s, h) for s, h in previous.items()])
+        runner = LiveRunner(cfg, detector, embedder, Matcher(cfg.match, index), sinks, cameras, registry)
+        status = "failed"
+        try:
+            stats = runner.run(stop, args.duration, live.health.status_interval_s)
+            status = "finished"
+        finally:
+            for sink in sinks:
+                sink.close(status) if sink is log else sink.close()
+    print(f"stream: {stats.frames} frames, {stats.tracks} tracks, {stats.matches} matches "
+          f"({stats.closed_at_loss} closed at a stream loss)", file=sys.stderr)
+    print(registry.status_line(), file=sys.stderr, flush=True)
+    given_up = all(s.state == "failed" for s in registry.snapshots())
+    return 1 if given_up else 0

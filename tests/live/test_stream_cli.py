@@ -1,0 +1,184 @@
+"""The ``stream`` command and the live runner on real RTSP streams of the friends clip, matched against the
+friends gallery enrolled in SQLite: two cameras, server restarts, SIGTERM shutdown, bad usage."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from gallery.models import Identity, MatchEvent, Run, Source, Track
+from gallery.store import Gallery
+from pipeline.config import load_config
+from pipeline.enroll import build_enroller
+from pipeline.health import HealthRegistry
+from pipeline.live import LiveCameras
+from pipeline.live_config import CameraConfig, LiveConfig, ReconnectConfig
+from pipeline.live_runner import LiveRunner
+from pipeline.stream_cli import MatchLogSink, SqlGalleryIndex
+from run_pipeline import main
+from stages.detect import FaceDetector
+from stages.embed import build_embedder
+from stages.match import Matcher
+from tests.conftest import ASSETS, ROOT, require
+from tests.live.rtsp import free_port
+from tests.live.test_alerts import Receiver
+
+CONFIG = ROOT / "configs" / "test.yaml"
+FRIENDS = {"Rachel", "Monica", "Ross", "Chandler", "Joey", "Phoebe"}
+
+
+@pytest.fixture(scope="module")
+def app_config():
+    require(ASSETS / "models" / "scrfd_500m_bnkps.onnx")
+    cwd = os.getcwd()
+    os.chdir(ROOT)  # the test config names the shared models relative to the repository root
+    try:
+        return load_config(CONFIG)
+    finally:
+        os.chdir(cwd)
+
+
+@pytest.fixture(scope="module")
+def gallery_db(tmp_path_factory, app_config):
+    """A SQLite gallery with the six friends enrolled through the pipeline's stages."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'friends.db'}"
+    with Gallery.open(url) as gallery:
+        enroller = build_enroller(app_config, gallery)
+        for image in sorted(require(ASSETS / "images" / "friends_gallery").glob("*.png")):
+            enroller.enroll_images(image.stem, [image])
+    return url
+
+
+def log_rows(url: str) -> dict:
+    with Gallery.open(url) as gallery, gallery.db.session() as s:
+        runs = {name: status for name, status in s.execute(select(Source.name, Run.status).join(Run))}
+        tracks = s.execute(select(Source.name, Track.track_id, Track.start_time, Track.end_time).join(
+            Source, Track.source_id == Source.id)).all()
+        matched = s.execute(select(Source.name, Identity.name).select_from(MatchEvent).join(
+            Identity, MatchEvent.identity_id == Identity.id).join(Source, MatchEvent.source_id == Source.id)).all()
+        events = s.scalar(select(func.count()).select_from(MatchEvent))
+    return {"runs": runs, "tracks": tracks, "matched": matched, "events": events}
+
+
+def test_stream_two_cameras_and_sigterm_flushes_everything(rtsp_server, stream_clip, gallery_db, tmp_path):
+    for mount in ("a", "b"):
+        rtsp_server.publish(mount, stream_clip)
+    hook = Receiver()
+    port = free_port()
+    live = tmp_path / "live.yaml"
+    live.write_text("transport: udp\nread_timeout_s: 2\nhealth: {status_interval_s: 2}\n"
+                    f"alerts: {{watchlist: [Joey, Rachel, Chandler], webhooks: [{{url: '{hook.url}'}}]}}\n")
+    cameras = tmp_path / "cameras.yaml"
+    cameras.write_text(f"cameras:\n  - {{name: gate, url: '{rtsp_server.url('b')}'}}\n")
+    proc = subprocess.Popen(
+        [sys.executable, "run_pipeline.py", "-v", "stream", rtsp_server.url("a"), "--cameras", str(cameras),
+         "--config", str(CONFIG), "--live-config", str(live), "--db", gallery_db, "--metrics-port", str(port)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = ""
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None and metrics.count("camera_connected") < 2:
+            time.sleep(1.0)
+            try:
+                metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            except httpx.HTTPError:
+                continue
+            metrics = "\n".join(m for m in metrics.splitlines() if m.endswith("} 1") and "_connected{" in m)
+        time.sleep(6.0)  # both cameras attached: let a few tracks go through
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        hook.close()
+    assert proc.returncode == 0, err[-2000:]
+    assert "live run ends (stop requested)" in err
+    assert 'camera="cam0-a"' in metrics and 'camera="gate"' in metrics  # both reported connected
+    rows = log_rows(gallery_db)
+    assert rows["runs"] == {"cam0-a": "finished", "gate": "finished"}
+    per_camera = {name: {i for n, i in rows["matched"] if n == name} for name in ("cam0-a", "gate")}
+    assert all(found and found <= FRIENDS for found in per_camera.values()), per_camera  # only the cast
+    assert rows["events"] == len(rows["tracks"])  # one event per track, none twice
+    printed = [line for line in out.splitlines() if " track " in line]
+    assert len(printed) == len(rows["tracks"])  # the track lines on stdout are the match log's tracks
+    watched = sorted((n, i) for n, i in rows["matched"] if i in {"Joey", "Rachel", "Chandler"})
+    assert sorted((b["camera"], b["identity"]) for b in hook.bodies) == watched  # one alert per watched match
+
+
+@pytest.mark.slow
+def test_live_runner_survives_three_server_restarts(rtsp_server, stream_clip, gallery_db, app_config):
+    rtsp_server.publish("cam", stream_clip)
+    cfg = LiveConfig(transport="udp", read_timeout_s=1.0, open_timeout_s=3.0,
+                     reconnect=ReconnectConfig(initial_s=0.1, max_s=0.5))
+    cams = [CameraConfig(name="door", url=rtsp_server.url("cam"))]
+    registry = HealthRegistry()
+    cameras = LiveCameras(cams, cfg, registry, seed=0)
+    embedder = build_embedder(app_config.embed)
+    with Gallery.open(gallery_db) as gallery:
+        sink = MatchLogSink(gallery, cams, embedder.embedder_id, "restart-test")
+        matcher = Matcher(app_config.match, SqlGalleryIndex(gallery, embedder.embedder_id))
+        runner = LiveRunner(app_config, FaceDetector(app_config.detect), embedder, matcher, [sink], cameras,
+                            registry)
+        stop = threading.Event()
+        result = {}
+        thread = threading.Thread(target=lambda: result.update(stats=runner.run(stop)), daemon=True)
+        thread.start()
+        health = registry.cameras["door"]
+        try:
+            assert _wait(lambda: health.frames_processed > 20, 30)
+            for round_ in range(1, 4):
+                rtsp_server.kill()
+                assert _wait(lambda: cameras.sources[0].generation == round_, 5)
+                rtsp_server.start().publish("cam", stream_clip)
+                done = health.frames_processed
+                assert _wait(lambda: health.reconnects == round_ and health.frames_processed > done + 20, 20)
+        finally:
+            stop.set()
+            thread.join(60)
+            sink.close()
+    assert not thread.is_alive() and "stats" in result
+    stats = result["stats"]
+    rows = log_rows(gallery_db)
+    door = sorted((start, end, tid) for name, tid, start, end in rows["tracks"] if name == "door")
+    assert stats.closed_at_loss >= 3 and stats.tracks == len(door)
+    assert len({tid for _, _, tid in door}) == len(door)  # track ids stay unique across reconnects
+    # tracks from every connection: before the first kill and after the last restart
+    assert door[0][0] < 3.0 and door[-1][1] > door[0][1] + 10
+    assert {i for n, i in rows["matched"] if n == "door"} & FRIENDS
+    assert rows["runs"]["door"] == "finished"
+
+
+def _wait(cond, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.1)
+    return cond()
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["stream", "--gallery", "g"], "expected camera URLs"),
+    (["stream", "rtsp://127.0.0.1/a", "--gallery", "g", "--duration", "0"], "--duration"),
+    (["stream", "rtsp://127.0.0.1/a", "--gallery", "g", "--cameras", "missing.yaml"], "cameras file not found"),
+    (["stream", "rtsp://127.0.0.1/a", "--gallery", "g", "--live-config", "missing.yaml"], "live config file"),
+])
+def test_bad_usage_is_one_line_and_exit_2(argv, fragment, capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(ROOT)
+    assert main(argv + ["--config", str(CONFIG)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and fragment in err and "\n" not in err
+
+
+def test_db_and_gallery_together_are_refused(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["stream", "rtsp://127.0.0.1/a", "--db", "sqlite://", "--gallery", "g"])
+    assert info.value.code == 2 and "not allowed with" in capsys.readouterr().err
