@@ -11,6 +11,7 @@ from facemoe.checkpoint import load_model
 from facemoe.train.config import TrainConfig
 from facemoe.train.errors import DatasetError, TrainError
 from facemoe.train.trainer import poly_warmup, train
+from tests.conftest import FIXTURES, require
 
 from .conftest import train_config
 
@@ -85,15 +86,15 @@ def test_head_phase_then_full_phase(identity_folder, tmp_path):
 
 
 def test_official_checkpoint_start(identity_folder, tmp_path):
-    from facemoe.checkpoint import save_checkpoint
-    from facemoe.model import create_facemoe
-
-    torch.manual_seed(5)
-    official = create_facemoe(embed_dim=32, depths=[2, 2, 2], num_heads=[2, 4, 4], num_experts=3, k=2)
-    save_checkpoint(official, tmp_path / "official.pt")
-    result = train(_cfg(identity_folder, tmp_path / "ft", sections={"model": {"checkpoint": str(tmp_path / "official.pt")}},
+    """Fine-tune from the official fixture checkpoint (plain state dict written by the authors' code)."""
+    official = require(FIXTURES / "fixtureA_state.pt")
+    result = train(_cfg(identity_folder, tmp_path / "ft", sections={"model": {"checkpoint": str(official)}},
                         max_steps=1))
     assert result.step == 1
+    before = torch.load(official, weights_only=True)
+    after = load_model(tmp_path / "ft" / "model.pt", k=2).state_dict()
+    assert set(after) == set(before)  # same official key set out as in
+    assert not torch.equal(after["feature_layer.2.weight"], before["feature_layer.2.weight"])  # and trained
 
 
 @pytest.mark.parametrize(
