@@ -2,6 +2,7 @@
 friends gallery enrolled in SQLite: two cameras, server restarts, SIGTERM shutdown, bad usage."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -182,3 +183,23 @@ def test_db_and_gallery_together_are_refused(capsys):
     with pytest.raises(SystemExit) as info:
         main(["stream", "rtsp://127.0.0.1/a", "--db", "sqlite://", "--gallery", "g"])
     assert info.value.code == 2 and "not allowed with" in capsys.readouterr().err
+
+
+def test_stream_matches_the_people_the_file_pipeline_finds(rtsp_server, stream_clip, tmp_path, capsys,
+                                                           monkeypatch):
+    monkeypatch.chdir(ROOT)
+    gallery = str(require(ASSETS / "images" / "friends_gallery"))
+    out = tmp_path / "file.json"
+    assert main(["process", str(stream_clip), "--gallery", gallery, "--config", str(CONFIG), "--json", str(out),
+                 "--no-progress"]) == 0
+    in_file = {t["identity"] for t in json.loads(out.read_text())["tracks"] if t["decision"] == "match"}
+    rtsp_server.publish("cam", stream_clip)
+    live = tmp_path / "live.yaml"
+    live.write_text("transport: udp\nread_timeout_s: 2\n")
+    capsys.readouterr()
+    assert main(["stream", rtsp_server.url("cam"), "--gallery", gallery, "--config", str(CONFIG),
+                 "--live-config", str(live), "--duration", "12"]) == 0
+    lines = [line.split() for line in capsys.readouterr().out.splitlines() if " track " in line]
+    live_ids = {parts[-2] for parts in lines if parts[-1] != "unknown"}
+    assert in_file <= FRIENDS and live_ids, (in_file, lines)
+    assert live_ids <= in_file  # the live run (which skips frames) finds no one the file run does not
