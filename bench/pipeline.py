@@ -1,0 +1,131 @@
+"""The video pipeline on the shared clips: speed per stage, and what quality-gated embedding saves.
+
+For each clip, with SCRFD-500M + MobileFaceNet (configs/test.yaml) and the six friends enrolled in memory:
+- decode alone (PyAV, threaded), frames/s and real-time factor (video seconds per wall second);
+- the full run: frames/s of each stage (frames / seconds spent in it) and of the whole run, real-time factor;
+  detection and embedding run in different threads, so stage times overlap and the total is less than their sum;
+- the same run embedding every detection of every confirmed track (``runner.embed_all``, the baseline) against
+  quality-gated embedding (best ``runner.best_k`` per track plus clear improvements): crops embedded, embedding
+  seconds, total seconds, and how many per-track decisions (match/unknown and the name) differ.
+
+    python bench/pipeline.py [--clips friends crowd cctv] [--set key=value ...] [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipeline.config import load_config  # noqa: E402
+from pipeline.runner import Runner, RunStats  # noqa: E402
+from pipeline.sources import FileSource  # noqa: E402
+from stages.detect import FaceDetector  # noqa: E402
+from stages.embed import build_embedder  # noqa: E402
+from stages.match import InMemoryGallery, Matcher  # noqa: E402
+
+ASSETS = ROOT.parent / "shared" / "assets"
+SMALL_FACES = ["detect.input_size=[640, 384]", "detect.score_threshold=0.4", "track.high_threshold=0.5",
+               "track.new_track_threshold=0.5", "track.low_threshold=0.4"]
+CLIPS = {
+    "friends": ("friends_in_video.mp4", []),
+    "crowd": ("facenet_pytorch_video.mp4", []),
+    "cctv": ("person_tracker_cctv.mp4", SMALL_FACES),
+}
+STAGES = ("detect", "track", "crop", "embed", "match")
+
+
+def decode_only(path: Path, cfg) -> tuple[int, float, float]:
+    source = FileSource(path, cfg.source)
+    start = time.perf_counter()
+    frames = last = 0
+    for frame in source:
+        frames, last = frames + 1, frame.timestamp
+    return frames, time.perf_counter() - start, last
+
+
+def run_once(path: Path, cfg, detector, embedder, gallery) -> RunStats:
+    runner = Runner(cfg, detector, embedder, Matcher(cfg.match, gallery), [])
+    return runner.run([FileSource(path, cfg.source)])
+
+
+def decisions(stats: RunStats) -> dict[int, str]:
+    return {t.track_id: (r.identity.name if r.identity else "unknown") for t, r in stats.results}
+
+
+def bench_clip(name: str, overrides: list[str]) -> dict:
+    video, extra = CLIPS[name]
+    path = ASSETS / "videos" / video
+    cfg = load_config(ROOT / "configs" / "test.yaml", extra + overrides)
+    cfg_all = load_config(ROOT / "configs" / "test.yaml", extra + overrides + ["runner.embed_all=true"])
+    detector, embedder = FaceDetector(cfg.detect), build_embedder(cfg.embed)
+    gallery = InMemoryGallery.from_folder(ASSETS / "images" / "friends_gallery", detector, embedder,
+                                          cfg.match.threshold)
+    frames, decode_s, video_s = decode_only(path, cfg)
+    gated = run_once(path, cfg, detector, embedder, gallery)
+    every = run_once(path, cfg_all, detector, embedder, gallery)
+    a, b = decisions(gated), decisions(every)
+    changed = [f"track {t}: {a.get(t)} gated, {b.get(t)} every" for t in sorted(set(a) | set(b)) if a.get(t) != b.get(t)]
+    return {
+        "clip": name, "frames": frames, "video_s": round(video_s, 2),
+        "decode": {"s": decode_s, "fps": frames / decode_s, "rtf": video_s / decode_s},
+        "stages": {s: {"s": gated.seconds[s], "fps": gated.frames / max(gated.seconds[s], 1e-9),
+                       "rtf": video_s / max(gated.seconds[s], 1e-9)} for s in STAGES},
+        "total": {"s": gated.seconds["total"], "fps": gated.frames / gated.seconds["total"],
+                  "rtf": video_s / gated.seconds["total"]},
+        "tracks": gated.tracks, "detections": gated.detections,
+        "gated": {"crops": gated.crops_embedded, "embed_s": gated.seconds["embed"], "total_s": gated.seconds["total"]},
+        "every": {"crops": every.crops_embedded, "embed_s": every.seconds["embed"], "total_s": every.seconds["total"]},
+        "decisions_changed": len(changed), "changed_tracks": changed,
+        "matched": sum(1 for v in a.values() if v != "unknown"),
+    }
+
+
+def print_tables(rows: list[dict]) -> None:
+    print("| clip | frames | decode fps (x RT) | " + " | ".join(f"{s} fps (x RT)" for s in STAGES)
+          + " | total fps (x RT) |")
+    print("|---" * (3 + len(STAGES) + 1) + "|")
+    for r in rows:
+        cells = [f"{r[k]['fps']:.1f} ({r[k]['rtf']:.2f})" for k in ("decode",)]
+        cells += [f"{r['stages'][s]['fps']:.1f} ({r['stages'][s]['rtf']:.2f})" for s in STAGES]
+        cells.append(f"{r['total']['fps']:.1f} ({r['total']['rtf']:.2f})")
+        print(f"| {r['clip']} | {r['frames']} | " + " | ".join(cells) + " |")
+    print()
+    print("| clip | tracks | detections | crops embedded: every / gated (saving) | embed s: every / gated "
+          "| total s: every / gated | decisions changed |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        e, g = r["every"], r["gated"]
+        saving = 1 - g["crops"] / max(e["crops"], 1)
+        print(f"| {r['clip']} | {r['tracks']} | {r['detections']} | {e['crops']} / {g['crops']} ({saving:.0%}) "
+              f"| {e['embed_s']:.1f} / {g['embed_s']:.1f} | {e['total_s']:.1f} / {g['total_s']:.1f} "
+              f"| {r['decisions_changed']} of {r['tracks']} |")
+    for r in rows:
+        for line in r["changed_tracks"]:
+            print(f"- {r['clip']} {line}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", nargs="+", choices=sorted(CLIPS), default=list(CLIPS))
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    if not (ASSETS / "videos").is_dir():
+        print(f"shared assets not found at {ASSETS}", file=sys.stderr)
+        return 2
+    rows = [bench_clip(name, args.overrides) for name in args.clips]
+    print_tables(rows)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
