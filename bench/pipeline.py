@@ -22,12 +22,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.config import load_config  # noqa: E402
-from pipeline.runner import Runner, RunStats  # noqa: E402
-from pipeline.sources import FileSource  # noqa: E402
-from stages.detect import FaceDetector  # noqa: E402
-from stages.embed import build_embedder  # noqa: E402
-from stages.match import InMemoryGallery, Matcher  # noqa: E402
+from pipeline.config import load_config
+from pipeline.runner import Runner, RunStats
+from pipeline.sources import FileSource
+from stages.detect import FaceDetector
+from stages.embed import build_embedder
+from stages.match import InMemoryGallery, Matcher
 
 ASSETS = ROOT.parent / "shared" / "assets"
 SMALL_FACES = ["detect.input_size=[640, 384]", "detect.score_threshold=0.4", "track.high_threshold=0.5",

@@ -16,7 +16,7 @@ from .runner import FrameBoxes
 from .sources import FileSource
 from .types import MatchResult
 
-__all__ = ["write_annotated", "track_labels"]
+__all__ = ["track_labels", "write_annotated"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def write_annotated(source: FileSource, boxes: list[FrameBoxes], labels: dict[in
                     for box, tid in zip(fb.xyxy, fb.track_id):
                         text, matched = labels.get(int(tid), (f"#{int(tid)}", False))
                         colour = _MATCH if matched else _UNKNOWN
-                        x1, y1, x2, y2 = (int(round(v)) for v in box)
+                        x1, y1, x2, y2 = (round(v) for v in box)
                         cv2.rectangle(image, (x1, y1), (x2, y2), colour, 2)
                         cv2.putText(image, text, (x1, max(12, y1 - 5)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1,
                                     cv2.LINE_AA)

@@ -23,7 +23,7 @@ from .runner import Runner, RunStats
 from .sinks import ConsoleTableSink, JsonSink, ResultSink, ThumbnailSink
 from .sources import FileSource
 
-__all__ = ["register", "run_process", "NoFacesError", "DEFAULT_CONFIG"]
+__all__ = ["DEFAULT_CONFIG", "NoFacesError", "register", "run_process"]
 
 logger = logging.getLogger(__name__)
 

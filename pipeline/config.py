@@ -16,17 +16,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from .errors import ConfigError
 
 __all__ = [
-    "SourceConfig",
-    "DetectConfig",
-    "TrackConfig",
-    "ShotConfig",
-    "QualityConfig",
-    "EmbedConfig",
     "AggregateConfig",
-    "MatchConfig",
-    "RunnerConfig",
-    "OutputConfig",
     "AppConfig",
+    "DetectConfig",
+    "EmbedConfig",
+    "MatchConfig",
+    "OutputConfig",
+    "QualityConfig",
+    "RunnerConfig",
+    "ShotConfig",
+    "SourceConfig",
+    "TrackConfig",
     "load_config",
     "parse_overrides",
 ]
@@ -49,7 +49,7 @@ class SourceConfig(_Section):
     queue_size: int = Field(16, ge=1, le=1024, description="decoded frames buffered ahead of detection")
 
     @model_validator(mode="after")
-    def _window(self) -> "SourceConfig":
+    def _window(self) -> SourceConfig:
         if self.end is not None and self.end <= self.start:
             raise ValueError(f"end must be after start, got start={self.start} end={self.end}")
         return self
@@ -74,7 +74,7 @@ class DetectConfig(_Section):
     threads: int = Field(2, ge=1, le=64, description="onnxruntime intra-op threads")
 
     @model_validator(mode="after")
-    def _sizes(self) -> "DetectConfig":
+    def _sizes(self) -> DetectConfig:
         w, h = self.input_size
         if not (32 <= w <= 4096 and 32 <= h <= 4096) or w % 32 or h % 32:
             raise ValueError(f"input_size must be multiples of 32 within [32, 4096], got {w}x{h}")
@@ -91,7 +91,7 @@ class TrackConfig(_Section):
     min_hits: int = Field(3, ge=1, le=1000, description="detections before a track is confirmed and reported")
 
     @model_validator(mode="after")
-    def _order(self) -> "TrackConfig":
+    def _order(self) -> TrackConfig:
         if self.low_threshold > self.high_threshold:
             raise ValueError(f"low_threshold must be <= high_threshold, got {self.low_threshold} > {self.high_threshold}")
         return self
@@ -130,7 +130,7 @@ class EmbedConfig(_Section):
     threads: int = Field(2, ge=1, le=64, description="onnxruntime intra-op threads")
 
     @model_validator(mode="after")
-    def _source(self) -> "EmbedConfig":
+    def _source(self) -> EmbedConfig:
         if self.backend == "onnx" and not self.model:
             raise ValueError("backend onnx needs model (an .onnx file), got none")
         if self.backend == "facemoe" and not self.checkpoint:

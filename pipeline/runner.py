@@ -11,8 +11,8 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -23,7 +23,7 @@ from stages.embed import Embedder
 from stages.match import Matcher
 from stages.quality import QualityScorer
 from stages.shot import ShotCutDetector
-from stages.track import Tracker, TrackEnd
+from stages.track import TrackEnd, Tracker
 
 from .config import AppConfig
 from .selection import CropSelector
@@ -31,7 +31,7 @@ from .sinks import ResultSink
 from .sources import DecodeReport, FileSource
 from .types import FaceCrop, Frame, MatchResult, TrackTemplate
 
-__all__ = ["Runner", "RunStats", "FrameBoxes"]
+__all__ = ["FrameBoxes", "RunStats", "Runner"]
 
 logger = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ class Runner:
             if not failure:
                 try:
                     self._embed_group(group, aggregator, stats)
-                except BaseException as exc:  # handed to the detecting thread, which stops and re-raises it
+                except BaseException as exc:  # noqa: BLE001 - handed to the detecting thread, which re-raises it
                     failure.append(exc)
             if stop:
                 return

@@ -18,7 +18,7 @@ import cv2
 
 from .types import MatchResult, TrackTemplate
 
-__all__ = ["ResultSink", "track_record", "thumbnail_name", "ConsoleTableSink", "JsonSink", "ThumbnailSink"]
+__all__ = ["ConsoleTableSink", "JsonSink", "ResultSink", "ThumbnailSink", "thumbnail_name", "track_record"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,12 +82,9 @@ class ConsoleTableSink:
         stream = self.stream or sys.stdout
         rows = [r[2] for r in sorted(self.rows, key=lambda r: (r[0], r[1]))]
         widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(self.COLUMNS)]
-        line = "  ".join(c.ljust(w) for c, w in zip(self.COLUMNS, widths))
-        print(line.rstrip(), file=stream)
-        for row in rows:
-            print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip(), file=stream)
-        if not rows:
-            print("(no face tracks)", file=stream)
+        lines = ["  ".join(c.ljust(w) for c, w in zip(self.COLUMNS, widths))]
+        lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in rows] or ["(no face tracks)"]
+        stream.write("".join(line.rstrip() + "\n" for line in lines))
         stream.flush()
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
 
 import av
 import numpy as np
@@ -22,7 +22,7 @@ from .config import SourceConfig
 from .errors import SourceError
 from .types import Frame
 
-__all__ = ["FileSource", "DecodeReport", "open_video"]
+__all__ = ["DecodeReport", "FileSource", "open_video"]
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class FileSource:
         rate = self.fps / self.cfg.stride
         if self.cfg.target_fps:
             rate = min(rate, self.cfg.target_fps)
-        return int(round(seconds * rate))
+        return round(seconds * rate)
 
     def __iter__(self) -> Iterator[Frame]:
         self.report = DecodeReport()
@@ -138,7 +138,7 @@ class FileSource:
     def _decode(self, frames: queue.Queue, stop: threading.Event) -> None:
         try:
             self._decode_into(frames, stop)
-        except Exception as exc:  # raised again in the consuming thread
+        except Exception as exc:  # noqa: BLE001 - raised again in the consuming thread
             self._put(frames, stop, exc)
         finally:
             self._put(frames, stop, _END)
@@ -189,7 +189,7 @@ class FileSource:
                             continue
                         next_keep = max(next_keep + 1.0 / cfg.target_fps, t + 0.5 / cfg.target_fps)
                     image = self._upright(frame)
-                    index = int(round(t * self.fps)) if self.fps else counter - 1
+                    index = round(t * self.fps) if self.fps else counter - 1
                     if not self._put(frames, stop, Frame(self.source_id, index, t, image)):
                         return
                     report.kept += 1
@@ -211,5 +211,5 @@ class FileSource:
     @staticmethod
     def _upright(frame) -> np.ndarray:
         image = frame.to_ndarray(format="bgr24")
-        turns = int(round((getattr(frame, "rotation", 0) or 0) / 90.0)) % 4
+        turns = round((getattr(frame, "rotation", 0) or 0) / 90.0) % 4
         return np.ascontiguousarray(np.rot90(image, k=turns)) if turns else image

@@ -8,15 +8,15 @@ adding crops one at a time or in a batch gives the same template.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
 from pipeline.config import AggregateConfig
 from pipeline.types import FaceCrop, TrackTemplate
 
-__all__ = ["TrackFusion", "Aggregator"]
+__all__ = ["Aggregator", "TrackFusion"]
 
 logger = logging.getLogger(__name__)
 

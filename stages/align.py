@@ -6,7 +6,7 @@ import numpy as np
 
 from pipeline.types import CROP_SIZE, Detections
 
-__all__ = ["ARCFACE_TEMPLATE", "similarity_transform", "align_face", "Aligner"]
+__all__ = ["ARCFACE_TEMPLATE", "Aligner", "align_face", "similarity_transform"]
 
 # Left eye, right eye, nose tip, left and right mouth corners (as seen in the image) of a 112x112 crop.
 ARCFACE_TEMPLATE = np.array(

@@ -9,8 +9,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -71,7 +71,7 @@ def resolve_detector_model(model: str, backend: str) -> Path:
 
         with contextlib.redirect_stdout(sys.stderr):  # insightface reports its download on stdout
             pack_dir = Path(storage.ensure_available("models", model, root=str(root)))
-    except Exception as exc:  # offline, unknown pack, unwritable cache: the same advice for the user
+    except Exception as exc:  # noqa: BLE001 - offline, unknown pack, unwritable cache: the same advice
         raise ModelError(
             f"insightface model pack {model!r} is not in {root / 'models'} and could not be fetched "
             f"({type(exc).__name__}); set detect.model to a SCRFD .onnx file"
@@ -90,7 +90,7 @@ def _session(path: Path, threads: int):
     opts.inter_op_num_threads = 1
     try:
         return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own unrelated types
         raise ModelError(f"cannot load detector {path}: {str(exc).splitlines()[0][:200]}") from None
 
 

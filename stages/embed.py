@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -17,7 +18,7 @@ from pipeline.config import EmbedConfig
 from pipeline.errors import ModelError
 from pipeline.types import CROP_SIZE
 
-__all__ = ["Embedder", "OnnxEmbedder", "FaceMoEBackend", "build_embedder", "file_digest", "check_crops"]
+__all__ = ["Embedder", "FaceMoEBackend", "OnnxEmbedder", "build_embedder", "check_crops", "file_digest"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class OnnxEmbedder:
         opts.inter_op_num_threads = 1
         try:
             self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own unrelated types
             raise ModelError(f"cannot load embedder {path}: {str(exc).splitlines()[0][:200]}") from None
         inp = self.session.get_inputs()[0]
         if list(inp.shape[1:]) != [3, CROP_SIZE, CROP_SIZE]:

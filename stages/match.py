@@ -7,8 +7,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import cv2
 import numpy as np
@@ -21,7 +22,7 @@ from .align import align_face
 from .detect import FaceDetector
 from .embed import Embedder
 
-__all__ = ["GalleryIndex", "InMemoryGallery", "Matcher", "IMAGE_SUFFIXES", "gallery_images"]
+__all__ = ["IMAGE_SUFFIXES", "GalleryIndex", "InMemoryGallery", "Matcher", "gallery_images"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ class InMemoryGallery:
         return [[Candidate(int(j), self.names[j], float(scores[i, j])) for j in row] for i, row in enumerate(top)]
 
     @classmethod
-    def from_folder(cls, folder: Path, detector: FaceDetector, embedder: Embedder, threshold: float) -> "InMemoryGallery":
+    def from_folder(cls, folder: Path, detector: FaceDetector, embedder: Embedder, threshold: float) -> InMemoryGallery:
         """Enroll every identity of ``folder``: the largest face of each image, feature-norm weighted fusion."""
         names, templates = [], []
         for name, paths in gallery_images(Path(folder)).items():

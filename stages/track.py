@@ -18,7 +18,7 @@ from scipy.optimize import linear_sum_assignment
 from pipeline.config import TrackConfig
 from pipeline.types import Detections
 
-__all__ = ["KalmanBox", "Tracker", "TrackEnd", "iou_matrix"]
+__all__ = ["KalmanBox", "TrackEnd", "Tracker", "iou_matrix"]
 
 logger = logging.getLogger(__name__)
 

@@ -94,7 +94,7 @@ def test_not_an_onnx_file(tmp_path):
 
 def test_pack_offline_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
-    import insightface.utils.storage as storage
+    from insightface.utils import storage
 
     def offline(*a, **k):
         raise ConnectionError("no network")

@@ -43,7 +43,7 @@ def test_score_orders_crops():
     small = Quality(face_size=16, det_score=0.9, sharpness=300, pose=0.05)
     blurry = Quality(face_size=80, det_score=0.9, sharpness=5, pose=0.05)
     profile = Quality(face_size=80, det_score=0.9, sharpness=300, pose=0.9)
-    s = {k: scorer.score(q) for k, q in dict(good=good, small=small, blurry=blurry, profile=profile).items()}
+    s = {k: scorer.score(q) for k, q in {"good": good, "small": small, "blurry": blurry, "profile": profile}.items()}
     assert s["good"] == pytest.approx(1.0 * 0.9 * 0.75 * 0.95)
     assert max(s["small"], s["blurry"], s["profile"]) < s["good"]
 
