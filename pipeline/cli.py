@@ -54,11 +54,12 @@ def register(subparsers) -> None:
 
 def build_gallery(folder: Path | None, cfg: AppConfig, detector: FaceDetector, embedder) -> InMemoryGallery:
     threshold = cfg.match.threshold
+    if folder is None:  # nobody to match: every track is unknown whatever the threshold
+        return InMemoryGallery([], np.zeros((0, embedder.dim), np.float32), 1.0 if threshold is None else threshold,
+                               embedder.embedder_id)
     if threshold is None:
         raise ConfigError("match.threshold is null, but the in-memory gallery has no calibrated threshold: "
                           "set match.threshold")
-    if folder is None:
-        return InMemoryGallery([], np.zeros((0, embedder.dim), np.float32), threshold, embedder.embedder_id)
     if not gallery_images(folder):
         raise GalleryBuildError(f"gallery folder {folder} holds no images (expected one subfolder per person "
                                 f"or images named after people)")

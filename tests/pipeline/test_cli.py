@@ -134,3 +134,8 @@ def test_facemoe_wiring_on_fixture_weights(capsys, tmp_path):
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["embedder"].startswith("facemoe") and report["gallery_size"] == 6
     assert report["tracks"] and all(t["crops_embedded"] >= 1 for t in report["tracks"])
+
+
+def test_gallery_needs_a_threshold(capsys):
+    assert _process(str(require(FRIENDS)), "--gallery", str(require(GALLERY)), "--set", "match.threshold=null") == 2
+    assert "set match.threshold" in _one_error_line(capsys)
