@@ -7,7 +7,8 @@ Decoded frames go into a small newest-first buffer: when the consumer is slower 
 buffered frame is dropped (and counted), so the consumer always gets recent frames.
 
 ``Frame.timestamp`` of a live frame is the time it was decoded, in seconds since the source (or its
-``LiveCameras`` group) was created: a monotonic clock, continuous across reconnects; ``Frame.index`` counts the camera's frames across reconnects.
+``LiveCameras`` group) was created: a monotonic clock, continuous across reconnects (with ``timestamps:
+stream``, the stream's pts instead, continued past the last frame at a reconnect); ``Frame.index`` counts the camera's frames across reconnects.
 ``LiveSource.generation`` grows by one at each loss of a stream that had delivered frames: a consumer seeing it
 change closes that camera's open tracks.
 """
@@ -74,7 +75,12 @@ class LiveSource:
         self._rng = random.Random(seed)
         self._buffer: deque[Frame] = deque()
         self._capacity = live.buffer_frames
+        self._drop = live.drop_frames
+        self._stream_time = live.timestamps == "stream"
+        self._base: float | None = None  # stream timestamps: offset of this connection's pts
+        self._last_ts = -1.0
         self._lock = threading.Lock()
+        self._space = threading.Condition(self._lock)
         self._stop = threading.Event()
         self._t0 = time.monotonic() if epoch is None else epoch
         self._index = 0
@@ -105,13 +111,28 @@ class LiveSource:
     def read(self) -> Frame | None:
         """The oldest frame still buffered (with one-frame buffering: the newest), or None."""
         with self._lock:
-            return self._buffer.popleft() if self._buffer else None
+            if not self._buffer:
+                return None
+            self._space.notify()
+            return self._buffer.popleft()
 
     # decode thread -------------------------------------------------------------------------------------------
-    def _push(self, image) -> None:
-        frame = Frame(self.name, self._index, self.now(), image)
+    def _timestamp(self, pts_s: float | None) -> float:
+        if not self._stream_time or pts_s is None:
+            ts = self.now()
+        else:
+            if self._base is None:  # first frame of a connection: continue after the last one
+                self._base = (self._last_ts + 1e-3 if self._last_ts >= 0 else 0.0) - pts_s
+            ts = self._base + pts_s
+        self._last_ts = max(ts, self._last_ts)
+        return ts
+
+    def _push(self, image, pts_s: float | None) -> None:
+        frame = Frame(self.name, self._index, self._timestamp(pts_s), image)
         self._index += 1
         with self._lock:
+            while not self._drop and len(self._buffer) >= self._capacity and not self._stop.is_set():
+                self._space.wait(0.1)
             if len(self._buffer) >= self._capacity:
                 self._buffer.popleft()
                 self.health.frame_dropped()
@@ -132,6 +153,8 @@ class LiveSource:
                 delivered_before = True
                 failures = 0
                 with self._lock:
+                    while not self._drop and self._buffer and not self._stop.is_set():
+                        self._space.wait(0.1)  # recorded sources: every frame reaches the consumer first
                     self._buffer.clear()
                     self.generation += 1
             failures += 1
@@ -159,6 +182,7 @@ class LiveSource:
     def _stream_once(self, delivered_before: bool) -> tuple[bool, str]:
         """Open, decode until stop/end/error; returns (delivered any frame, why it ended)."""
         got = False
+        self._base = None
         last_data = time.monotonic()
         try:
             options = open_options(self.camera.url, self.transport, self.read_timeout_s)
@@ -183,7 +207,7 @@ class LiveSource:
                                 logger.warning("camera %s: stream recovered", self.name)
                             else:
                                 logger.info("camera %s: connected (%dx%d)", self.name, f.width, f.height)
-                        self._push(f.to_ndarray(format="bgr24"))
+                        self._push(f.to_ndarray(format="bgr24"), None if f.time is None else float(f.time))
             return got, "stream ended"
         except av.FFmpegError as exc:
             # FFmpeg reports its own socket timeout on RTSP as "invalid data": tell a timeout by the silence

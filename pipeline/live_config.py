@@ -78,6 +78,10 @@ class LiveConfig(_Section):
     read_timeout_s: float = Field(5.0, gt=0, le=600, description="default stall limit: no packet this long (s)")
     buffer_frames: int = Field(
         1, ge=1, le=1000, description="newest frames kept per camera; older ones are dropped and counted")
+    drop_frames: bool = Field(
+        True, description="false: a full buffer makes the decoder wait instead of dropping (recorded sources)")
+    timestamps: Literal["arrival", "stream"] = Field(
+        "arrival", description="frame time: when decoded (live), or the stream's own pts (recorded sources)")
     reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig, description="reconnect backoff")
     health: HealthConfig = Field(default_factory=HealthConfig, description="status line and metrics")
     alerts: AlertConfig = Field(default_factory=AlertConfig, description="watchlist alerts")

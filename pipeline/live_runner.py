@@ -1,11 +1,13 @@
 """The live runner: several cameras in one process, detection and embedding batched across cameras.
 
-The calling thread takes the newest frame of every camera, detects faces in all of them in one batch, then
-tracks, aligns, scores and selects crops per camera (one ``Tracker``, ``ShotCutDetector`` and ``CropSelector``
-each). An embedding thread embeds the selected crops of all cameras together, fuses them per track and matches
-each finished track, handing it to the sinks. When a camera's stream is lost, its open tracks are closed at once (and so reach the
-sinks); track ids stay unique per camera across reconnects. ``run`` returns when ``stop`` is set, the duration
-is over, or every camera has given up; it then finishes the open tracks and waits for the embedding thread.
+The calling thread takes the newest frames of every camera, detects faces in all of them in one batch, then
+tracks, aligns, scores and selects crops per camera (``CameraTracking``: one ``Tracker``, ``ShotCutDetector``
+and ``CropSelector`` each). An embedding thread (``EmbedWorker``) embeds the selected crops of all cameras
+together and ``TrackMatching`` fuses them per track, matches each finished track and hands it to the sinks.
+When a camera's stream is lost its open tracks are closed at once (and so reach the sinks); track ids stay
+unique per camera across reconnects. ``run`` returns when ``stop`` is set, the duration is over, or every
+camera has given up; it then finishes the open tracks and waits for the embedding thread. The Ray engine
+(``pipeline/ray_engine.py``) uses the same three classes.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -33,9 +35,9 @@ from .health import HealthRegistry
 from .live import LiveCameras
 from .selection import CropSelector
 from .sinks import ResultSink
-from .types import FaceCrop, Frame, MatchResult, TrackTemplate
+from .types import Detections, FaceCrop, Frame, MatchResult, TrackTemplate
 
-__all__ = ["LiveRunner", "LiveStats"]
+__all__ = ["LiveRunner", "LiveStats", "CameraTracking", "TrackMatching", "EmbedWorker", "TrackJob", "EndedTrack"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +59,9 @@ class LiveStats:
 
 
 @dataclass
-class _Ended:
+class EndedTrack:
+    """A confirmed track that ended, with what is still to embed for it."""
+
     end: TrackEnd
     source_id: str
     frames: int
@@ -66,27 +70,132 @@ class _Ended:
 
 
 @dataclass
-class _Job:
+class TrackJob:
+    """Work for the embedding side: crops to embed now (with quality scores) and tracks that ended."""
+
     crops: list[tuple[FaceCrop, float]]
-    ends: list[_Ended]
+    ends: list[EndedTrack]
 
 
-class _Camera:
-    """Per-camera stream state of the runner."""
+class CameraTracking:
+    """Per-camera tracking, shot cuts and crop selection: the file runner's stage classes, one set per camera.
+    Track ids keep counting across stream losses, so a camera never reports one twice."""
 
-    def __init__(self, cfg: AppConfig) -> None:
+    def __init__(self, cfg: AppConfig, source_id: str) -> None:
+        self.source_id = source_id
+        self.quality = QualityScorer(cfg.quality)
         self.tracker = Tracker(cfg.track)
         self.selector = CropSelector(cfg.runner)
         self.cuts = ShotCutDetector(cfg.shot)
         self.generation = 0
 
-    def finish(self, source_id: str, ended: list[TrackEnd]) -> list[_Ended]:
+    def frame(self, frame: Frame, dets: Detections, job: TrackJob) -> None:
+        """Track one frame's detections; selected crops and ended tracks go into ``job``."""
+        if self.cuts.is_cut(frame.image):  # edited footage: a hard cut ends every track, as in file runs
+            job.ends.extend(self._finish(self.tracker.flush()))
+        tracked = self.tracker.update(dets, frame.timestamp)
+        confirmed = set(self.tracker.active_ids)
+        for i in np.flatnonzero(tracked.track_id >= 0):
+            image = align_face(frame.image, tracked.landmarks[i])
+            q = self.quality.assess(image, tracked.xyxy[i], tracked.score[i], tracked.landmarks[i])
+            crop = FaceCrop(frame.source_id, int(tracked.track_id[i]), frame.index, frame.timestamp, image, q)
+            score = self.quality.score(q)
+            if self.selector.offer(crop, score, self.quality.usable(q), crop.track_id in confirmed):
+                job.crops.append((crop, score))
+        job.ends.extend(self._finish(self.tracker.finished()))
+
+    def close_all(self) -> list[EndedTrack]:
+        """End every open track (stream lost or run over)."""
+        self.cuts.reset()
+        return self._finish(self.tracker.flush())
+
+    def _finish(self, ended: list[TrackEnd]) -> list[EndedTrack]:
         out = []
         for end in ended:
             state, pooled = self.selector.finish(end.track_id, end.confirmed)
             if end.confirmed:
-                out.append(_Ended(end, source_id, state.frames, state.best, pooled))
+                out.append(EndedTrack(end, self.source_id, state.frames, state.best, pooled))
         return out
+
+
+class TrackMatching:
+    """Embeds the crops of any cameras in one batch, fuses them per track, matches ended tracks, feeds sinks.
+    ``clock`` gives the frames' time base (for the latency figures)."""
+
+    def __init__(self, cfg: AppConfig, embedder: Embedder, matcher: Matcher, sinks: Sequence[ResultSink],
+                 clock: Callable[[], float]) -> None:
+        self.embedder = embedder
+        self.matcher = matcher
+        self.sinks = list(sinks)
+        self.clock = clock
+        self.aggregator = Aggregator(cfg.aggregate, embedder.dim)
+
+    def handle(self, group: list[TrackJob], stats: LiveStats) -> None:
+        todo = [c for job in group for c in job.crops] + [c for job in group for e in job.ends for c in e.pooled]
+        if todo:
+            feats, norms = self.embedder.embed([c.image for c, _ in todo])
+            self.aggregator.add([c for c, _ in todo], feats, norms, [s for _, s in todo])
+            stats.crops_embedded += len(todo)
+        for job in group:
+            for done in job.ends:
+                fusion = self.aggregator.pop(done.source_id, done.end.track_id)
+                template = fusion.template(done.end.first_seen, done.end.last_seen, done.frames)
+                template.best_crop = done.best
+                self._deliver(template, self.matcher.match(template), stats)
+
+    def _deliver(self, template: TrackTemplate, result: MatchResult, stats: LiveStats) -> None:
+        stats.tracks += 1
+        stats.matches += result.decision == "match"
+        for sink in self.sinks:
+            sink.on_track(template, result)
+        stats.latencies_s.append(self.clock() - template.last_timestamp)
+
+
+class EmbedWorker:
+    """A thread feeding queued jobs to ``TrackMatching`` in batches of about ``batch_size`` crops."""
+
+    def __init__(self, matching: TrackMatching, batch_size: int, queue_size: int, stats: LiveStats) -> None:
+        self.matching = matching
+        self.batch_size = batch_size
+        self.stats = stats
+        self.failure: list[BaseException] = []
+        self._jobs: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._thread = threading.Thread(target=self._run, name="embed", daemon=True)
+        self._thread.start()
+
+    def put(self, job: TrackJob) -> None:
+        if job.crops or job.ends:
+            self._jobs.put(job)  # blocks while embedding is behind: back-pressure
+
+    def close(self) -> None:
+        """Finish the queued jobs; re-raises an embedding failure."""
+        self._jobs.put(_STOP)
+        self._thread.join()
+        if self.failure:
+            raise self.failure[0]
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            group = [self._jobs.get()]
+            if group[0] is _STOP:
+                return
+            while sum(len(j.crops) for j in group) < self.batch_size:
+                try:
+                    nxt = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stopping = True
+                    break
+                group.append(nxt)
+            if self.failure:
+                continue  # drain without work; the failure is raised by close
+            try:
+                self.matching.handle(group, self.stats)
+            except Exception as exc:
+                logger.exception("embedding failed")
+                self.failure.append(exc)
 
 
 class LiveRunner:
@@ -96,29 +205,21 @@ class LiveRunner:
                  sinks: Sequence[ResultSink], cameras: LiveCameras, registry: HealthRegistry) -> None:
         self.cfg = cfg
         self.detector = detector
-        self.embedder = embedder
-        self.matcher = matcher
-        self.sinks = list(sinks)
         self.cameras = cameras
         self.registry = registry
-        self.quality = QualityScorer(cfg.quality)
-        self.state = {s.name: _Camera(cfg) for s in cameras.sources}
+        self.matching = TrackMatching(cfg, embedder, matcher, sinks, cameras.now)
+        self.state = {s.name: CameraTracking(cfg, s.name) for s in cameras.sources}
 
     def run(self, stop: threading.Event, duration_s: float | None = None,
             status_interval_s: float = 0.0) -> LiveStats:
         stats = LiveStats()
-        jobs: queue.Queue = queue.Queue(maxsize=self.cfg.runner.queue_size)
-        aggregator = Aggregator(self.cfg.aggregate, self.embedder.dim)
-        failure: list[BaseException] = []
-        worker = threading.Thread(target=self._embed_worker, args=(jobs, aggregator, stats, failure),
-                                  name="embed", daemon=True)
-        worker.start()
+        worker = EmbedWorker(self.matching, self.cfg.embed.batch_size, self.cfg.runner.queue_size, stats)
         deadline = None if duration_s is None else time.monotonic() + duration_s
         next_status = time.monotonic() + status_interval_s
         self.cameras.start()
         reason = "every camera has given up"
         try:
-            while not failure and self.cameras.alive:
+            while not worker.failure and self.cameras.alive:
                 if stop.is_set():
                     reason = "stop requested"
                     break
@@ -126,108 +227,40 @@ class LiveRunner:
                     reason = f"duration of {duration_s}s over"
                     break
                 self.cameras.wait(0.1)
-                ends = self._close_lost_streams(stats)
+                job = TrackJob([], self._close_lost_streams(stats))
                 frames = self.cameras.poll()
-                job = self._process(frames, stats) if frames else _Job([], [])
-                job.ends.extend(ends)
-                if job.crops or job.ends:
-                    jobs.put(job)  # blocks while embedding is behind; the cameras drop frames meanwhile
+                if frames:
+                    self._process(frames, stats, job)
+                worker.put(job)  # blocks while embedding is behind; the cameras drop frames meanwhile
                 if status_interval_s and time.monotonic() >= next_status:
                     logger.info("status: %s", self.registry.status_line())
                     next_status = time.monotonic() + status_interval_s
         finally:
-            logger.info("live run ends (%s): finishing open tracks", "failure" if failure else reason)
+            logger.info("live run ends (%s): finishing open tracks", "failure" if worker.failure else reason)
             self.cameras.stop()
-            ends = [e for name, cam in self.state.items() for e in cam.finish(name, cam.tracker.flush())]
-            jobs.put(_Job([], ends))
-            jobs.put(_STOP)
-            worker.join()
-        if failure:
-            raise failure[0]
+            worker.put(TrackJob([], [e for cam in self.state.values() for e in cam.close_all()]))
+            worker.close()
         return stats
 
-    def _close_lost_streams(self, stats: LiveStats) -> list[_Ended]:
+    def _close_lost_streams(self, stats: LiveStats) -> list[EndedTrack]:
         ends = []
         for source in self.cameras.sources:
             cam = self.state[source.name]
             if source.generation != cam.generation:
                 cam.generation = source.generation
-                cam.cuts.reset()
-                closed = cam.finish(source.name, cam.tracker.flush())
+                closed = cam.close_all()
                 logger.warning("camera %s: stream lost, %d open tracks closed", source.name, len(closed))
                 stats.closed_at_loss += len(closed)
                 ends += closed
         return ends
 
-    def _process(self, frames: list[Frame], stats: LiveStats) -> _Job:
-        job = _Job([], [])
+    def _process(self, frames: list[Frame], stats: LiveStats, job: TrackJob) -> None:
         size = self.cfg.detect.batch_size
         for start in range(0, len(frames), size):
             batch = frames[start:start + size]
             detections = self.detector.detect([f.image for f in batch])
             stats.batches += 1
             for frame, dets in zip(batch, detections):
-                self._track(frame, dets, job)
+                self.state[frame.source_id].frame(frame, dets, job)
                 self.registry.cameras[frame.source_id].frame_processed()
                 stats.frames += 1
-        return job
-
-    def _track(self, frame: Frame, dets, job: _Job) -> None:
-        cam = self.state[frame.source_id]
-        if cam.cuts.is_cut(frame.image):  # edited footage: a hard cut ends every track, as in file runs
-            job.ends.extend(cam.finish(frame.source_id, cam.tracker.flush()))
-        tracked = cam.tracker.update(dets, frame.timestamp)
-        confirmed = set(cam.tracker.active_ids)
-        for i in np.flatnonzero(tracked.track_id >= 0):
-            image = align_face(frame.image, tracked.landmarks[i])
-            q = self.quality.assess(image, tracked.xyxy[i], tracked.score[i], tracked.landmarks[i])
-            crop = FaceCrop(frame.source_id, int(tracked.track_id[i]), frame.index, frame.timestamp, image, q)
-            score = self.quality.score(q)
-            if cam.selector.offer(crop, score, self.quality.usable(q), crop.track_id in confirmed):
-                job.crops.append((crop, score))
-        job.ends.extend(cam.finish(frame.source_id, cam.tracker.finished()))
-
-    def _embed_worker(self, jobs: queue.Queue, aggregator: Aggregator, stats: LiveStats,
-                      failure: list[BaseException]) -> None:
-        stopping = False
-        while not stopping:
-            group = [jobs.get()]
-            if group[0] is _STOP:
-                return
-            while sum(len(j.crops) for j in group) < self.cfg.embed.batch_size:
-                try:
-                    nxt = jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is _STOP:
-                    stopping = True
-                    break
-                group.append(nxt)
-            if failure:
-                continue
-            try:
-                self._embed_group(group, aggregator, stats)
-            except Exception as exc:  # handed to the detecting thread, which stops and re-raises it
-                logger.exception("embedding failed")
-                failure.append(exc)
-
-    def _embed_group(self, group: list[_Job], aggregator: Aggregator, stats: LiveStats) -> None:
-        todo = [c for job in group for c in job.crops] + [c for job in group for e in job.ends for c in e.pooled]
-        if todo:
-            feats, norms = self.embedder.embed([c.image for c, _ in todo])
-            aggregator.add([c for c, _ in todo], feats, norms, [s for _, s in todo])
-            stats.crops_embedded += len(todo)
-        for job in group:
-            for done in job.ends:
-                fusion = aggregator.pop(done.source_id, done.end.track_id)
-                template = fusion.template(done.end.first_seen, done.end.last_seen, done.frames)
-                template.best_crop = done.best
-                result = self.matcher.match(template)
-                self._deliver(template, result, stats)
-
-    def _deliver(self, template: TrackTemplate, result: MatchResult, stats: LiveStats) -> None:
-        stats.tracks += 1
-        stats.matches += result.decision == "match"
-        for sink in self.sinks:
-            sink.on_track(template, result)
-        stats.latencies_s.append(self.cameras.now() - template.last_timestamp)

@@ -2,11 +2,13 @@
 
     run_pipeline.py stream URL... [--cameras cameras.yaml] [--config FILE] [--live-config FILE]
                            (--db URL | --gallery DIR) [--duration S] [--metrics-port N]
+                           [--engine local|ray] [--address RAY_ADDRESS]
 
 Each finished track is printed as one line. With ``--db`` it is matched against that database's gallery and
 written to its match log (one run per camera, one transaction per track); with ``--gallery DIR`` it is matched
 against the folder's identities, enrolled in memory at start, and nothing is written. On SIGINT/SIGTERM the
 cameras stop reading, open tracks are finished and matched, the sinks are flushed, and the command exits 0.
+``--engine ray`` runs one actor per camera and a shared embedding service (``pipeline/ray_engine.py``).
 """
 from __future__ import annotations
 
@@ -56,6 +58,9 @@ def register(subparsers) -> None:
                        help="folder with one subfolder of images per identity (enrolled in memory; no match log)")
     p.add_argument("--duration", type=float, help="stop after this many seconds (default: run until stopped)")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local: one process; ray: an actor per camera and a shared embedding service")
+    p.add_argument("--address", help="with --engine ray: an existing cluster (default: start Ray locally)")
     p.set_defaults(func=run_stream)
 
 
@@ -143,12 +148,41 @@ def _cameras(args: argparse.Namespace, live: LiveConfig) -> list[CameraConfig]:
     return cams
 
 
+def _stop_on_signals(stack: ExitStack) -> threading.Event:
+    """An event set by SIGINT/SIGTERM (the previous handlers come back when ``stack`` closes)."""
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    stack.callback(lambda: [signal.signal(s, h) for s, h in previous.items()])
+    return stop
+
+
+def _run_on_ray(args: argparse.Namespace, cfg, live: LiveConfig, cams: list[CameraConfig]) -> int:
+    from .ray_engine import run_ray
+
+    with ExitStack() as stack:
+        stop = _stop_on_signals(stack)
+        result = run_ray(cfg, live, cams, args.db, config_hash(cfg.model_dump_json()), stop, args.duration,
+                         args.address)
+    print(f"stream (ray): {result['tracks']} tracks, {result['matches']} matches", file=sys.stderr)
+    for cam in result["cameras"]:
+        print(f"{cam['camera']}: {cam['state']} frames={cam['frames']} dropped={cam['dropped']} "
+              f"reconnects={cam['reconnects']} failures={cam['failures']}", file=sys.stderr)
+    return 1 if all(c["state"] == "failed" for c in result["cameras"]) else 0
+
+
 def run_stream(args: argparse.Namespace) -> int:
     if args.duration is not None and args.duration <= 0:
         raise ConfigError(f"--duration: expected a positive number of seconds, got {args.duration}")
+    if args.engine == "ray" and (args.db is None or args.metrics_port is not None):
+        raise ConfigError("--engine ray: expected --db URL (the gallery and match log in SQL) and no "
+                          "--metrics-port (per-camera metrics are not served from Ray actors yet)")
+    if args.address is not None and args.engine != "ray":
+        raise ConfigError(f"--address is for --engine ray, got --engine {args.engine}")
     cfg = load_config(args.config, args.set)
     live = load_live_config(args.live_config, args.metrics_port)
     cams = _cameras(args, live)
+    if args.engine == "ray":
+        return _run_on_ray(args, cfg, live, cams)
     detector = FaceDetector(cfg.detect)
     embedder = build_embedder(cfg.embed)
     with ExitStack() as stack:
@@ -172,9 +206,7 @@ def run_stream(args: argparse.Namespace) -> int:
             server = MetricsServer(registry, live.health.metrics_host, live.health.metrics_port).start()
             stack.callback(server.close)
             print(f"metrics on http://{server.host}:{server.port}/metrics", file=sys.stderr, flush=True)
-        stop = threading.Event()
-        previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
-        stack.callback(lambda: [signal.signal(s, h) for s, h in previous.items()])
+        stop = _stop_on_signals(stack)
         runner = LiveRunner(cfg, detector, embedder, Matcher(cfg.match, index), sinks, cameras, registry)
         status = "failed"
         try:

@@ -171,6 +171,8 @@ def _wait(cond, timeout: float) -> bool:
     (["stream", "rtsp://127.0.0.1/a", "--gallery", "g", "--duration", "0"], "--duration"),
     (["stream", "rtsp://127.0.0.1/a", "--gallery", "g", "--cameras", "missing.yaml"], "cameras file not found"),
     (["stream", "rtsp://127.0.0.1/a", "--gallery", "g", "--live-config", "missing.yaml"], "live config file"),
+    (["stream", "rtsp://127.0.0.1/a", "--gallery", "g", "--engine", "ray"], "expected --db URL"),
+    (["stream", "rtsp://127.0.0.1/a", "--gallery", "g", "--address", "127.0.0.1:6379"], "--address is for"),
 ])
 def test_bad_usage_is_one_line_and_exit_2(argv, fragment, capsys, monkeypatch, tmp_path):
     monkeypatch.chdir(ROOT)

@@ -1,0 +1,169 @@
+"""The Ray engine: one actor per camera (decode, detect, track, quality, crop selection) and one shared
+embedding service (embed, fuse, match against the gallery in SQL, match log, alerts), built from the same
+classes as the single-process live runner (``CameraTracking``, ``TrackMatching``, ``EmbedWorker``).
+
+``run_ray`` connects to ``address`` (an existing cluster) or starts a local Ray instance, runs until ``stop``
+is set, the duration is over or every camera has given up, then stops the cameras, lets each finish its open
+tracks, drains the embedding service and closes the match log. The service uses a GPU when the node has one
+and the embedder is configured for it (``embed.device``).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+from .alerts import WatchlistAlerts
+from .config import AppConfig
+from .errors import ConfigError
+from .health import CameraHealth
+from .live import LiveSource
+from .live_config import CameraConfig, LiveConfig
+from .live_runner import CameraTracking, EmbedWorker, LiveStats, TrackJob, TrackMatching
+
+__all__ = ["run_ray", "absolute_model_paths"]
+
+logger = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def absolute_model_paths(cfg: AppConfig) -> AppConfig:
+    """Model files named relative to the working directory, made absolute (Ray workers run elsewhere)."""
+    update = {}
+    if Path(cfg.detect.model).exists():
+        update["detect"] = cfg.detect.model_copy(update={"model": str(Path(cfg.detect.model).resolve())})
+    embed = {k: str(Path(v).resolve()) for k, v in (("model", cfg.embed.model), ("checkpoint", cfg.embed.checkpoint))
+             if v and Path(v).exists()}
+    if embed:
+        update["embed"] = cfg.embed.model_copy(update=embed)
+    return cfg.model_copy(update=update)
+
+
+class CameraWorker:
+    """One camera: its decode thread, a detector and its tracking; jobs go to the embedding service."""
+
+    def __init__(self, camera: CameraConfig, live: LiveConfig, cfg: AppConfig) -> None:
+        from stages.detect import FaceDetector
+
+        self.cfg = cfg
+        self.health = CameraHealth(camera.name, live.health.fps_window_s)
+        self.source = LiveSource(camera, live, self.health)
+        self.detector = FaceDetector(cfg.detect)
+        self.tracking = CameraTracking(cfg, camera.name)
+        self._stop = threading.Event()
+
+    def run(self, service, duration_s: float | None) -> dict:
+        import ray
+
+        deadline = None if duration_s is None else time.monotonic() + duration_s
+        self.source.start()
+        frames_done = closed = 0
+        pending = []
+        while self.source.alive and not self._stop.is_set():
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            job = TrackJob([], [])
+            if self.source.generation != self.tracking.generation:
+                self.tracking.generation = self.source.generation
+                job.ends = self.tracking.close_all()
+                closed += len(job.ends)
+            frames = []
+            while len(frames) < self.cfg.detect.batch_size and (f := self.source.read()) is not None:
+                frames.append(f)
+            if frames:
+                for frame, dets in zip(frames, self.detector.detect([f.image for f in frames])):
+                    self.tracking.frame(frame, dets, job)
+                    self.health.frame_processed()
+                frames_done += len(frames)
+            else:
+                time.sleep(0.01)
+            if job.crops or job.ends:
+                pending.append(service.submit.remote(job))
+                if len(pending) > 4:  # back-pressure: at most a few jobs in flight per camera
+                    ray.get(pending.pop(0))
+        self.source.stop()
+        self.source.join(30)
+        pending.append(service.submit.remote(TrackJob([], self.tracking.close_all())))
+        ray.get(pending)
+        snap = self.health.snapshot()
+        return {"camera": snap.name, "frames": frames_done, "closed_at_loss": closed, "frames_in": snap.frames_in,
+                "dropped": snap.dropped, "reconnects": snap.reconnects, "failures": snap.failures,
+                "state": snap.state}
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class EmbedService:
+    """The shared embedding, matching and logging side: crops of every camera batched together."""
+
+    def __init__(self, cfg: AppConfig, live: LiveConfig, cameras: list[CameraConfig], db_url: str,
+                 cfg_hash: str) -> None:
+        from gallery.store import Gallery
+        from stages.embed import build_embedder
+        from stages.match import Matcher
+
+        from .stream_cli import MatchLogSink, SqlGalleryIndex
+
+        embedder = build_embedder(cfg.embed)
+        self.gallery = Gallery.open(db_url)
+        index = SqlGalleryIndex(self.gallery, embedder.embedder_id, cfg.match.threshold)
+        watch = set(live.alerts.watchlist) | {i.name for i in self.gallery.identities() if i.watchlist}
+        self.log = MatchLogSink(self.gallery, cameras, embedder.embedder_id, cfg_hash)
+        self.alerts = WatchlistAlerts(live.alerts.model_copy(update={"watchlist": tuple(sorted(watch))}))
+        epoch = time.monotonic()
+        self.matching = TrackMatching(cfg, embedder, Matcher(cfg.match, index), [self.alerts, self.log],
+                                      lambda: time.monotonic() - epoch)
+        self.stats = LiveStats()
+        self.worker = EmbedWorker(self.matching, cfg.embed.batch_size, cfg.runner.queue_size, self.stats)
+
+    def submit(self, job: TrackJob) -> None:
+        self.worker.put(job)
+
+    def close(self, status: str = "finished") -> dict:
+        try:
+            self.worker.close()
+        finally:
+            self.alerts.close()
+            self.log.close(status)
+            self.gallery.close()
+        return {"tracks": self.stats.tracks, "matches": self.stats.matches,
+                "crops_embedded": self.stats.crops_embedded}
+
+
+def run_ray(cfg: AppConfig, live: LiveConfig, cameras: list[CameraConfig], db_url: str, cfg_hash: str,
+            stop: threading.Event, duration_s: float | None = None, address: str | None = None) -> dict:
+    """Run the cameras on Ray until stopped; returns per-camera figures and the service's totals."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--engine ray needs the ray package: pip install -c constraints.txt 'ray[default]'") \
+            from None
+    cfg = absolute_model_paths(cfg)
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, runtime_env={"env_vars": env}, include_dashboard=False,
+                 logging_level=logging.WARNING, log_to_driver=True)
+    try:
+        gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 and cfg.embed.device.startswith("cuda") else 0
+        service = ray.remote(num_cpus=0, num_gpus=gpus, max_concurrency=4)(EmbedService).remote(
+            cfg, live, cameras, db_url, cfg_hash)
+        actor = ray.remote(num_cpus=0, max_concurrency=2)(CameraWorker)
+        workers = [actor.remote(c, live, cfg) for c in cameras]
+        runs = [w.run.remote(service, duration_s) for w in workers]
+        while not stop.is_set():
+            done, _ = ray.wait(runs, num_returns=len(runs), timeout=0.2)
+            if len(done) == len(runs):
+                break
+        ray.get([w.stop.remote() for w in workers])
+        per_camera = ray.get(runs)
+        totals = ray.get(service.close.remote())
+        logger.info("ray run over: %s", totals)
+        return {"cameras": per_camera, **totals}
+    finally:
+        if started:
+            ray.shutdown()
