@@ -95,3 +95,31 @@ def test_cctv_small_faces_are_detected_and_tracked():
                   if t.last_timestamp - t.first_timestamp >= 1.0
                   and np.median([b[3] - b[1] for _, b in boxes[t.track_id]]) < 22]
     assert len(long_small) >= 2
+
+
+class _BrokenEmbedder:
+    embedder_id, dim = "broken", 4
+
+    def embed(self, crops):
+        raise RuntimeError("embedder went away")
+
+
+def test_embedding_failure_stops_the_run():
+    cfg = load_config(TEST_CONFIG, ["source.end=1.0", "source.stride=3", "detect.input_size=[320, 320]",
+                                    "track.min_hits=1"])
+    index = InMemoryGallery([], np.zeros((0, 4), np.float32), 0.3, "broken")
+    runner = Runner(cfg, FaceDetector(cfg.detect), _BrokenEmbedder(), Matcher(cfg.match, index), [])
+    with pytest.raises(RuntimeError, match="embedder went away"):
+        runner.run([FileSource(str(require(VIDEOS / "friends_in_video.mp4")), cfg.source)])
+
+
+def test_several_files_in_one_run():
+    cfg = load_config(TEST_CONFIG, ["source.end=1.0", "source.stride=3", "detect.input_size=[320, 320]"])
+    detector, embedder = FaceDetector(cfg.detect), build_embedder(cfg.embed)
+    index = InMemoryGallery.from_folder(require(FRIENDS_GALLERY), detector, embedder, cfg.match.threshold)
+    paths = [str(require(VIDEOS / v)) for v in ("friends_in_video.mp4", "facenet_pytorch_video.mp4")]
+    stats = Runner(cfg, detector, embedder, Matcher(cfg.match, index), []).run(
+        [FileSource(p, cfg.source) for p in paths])
+    by_source = {p: [r for _, r in stats.results if r.source_id == p] for p in paths}
+    assert all(by_source.values()) and set(stats.decode) == set(paths)
+    assert {r.identity.name for r in by_source[paths[0]] if r.identity} == {"Joey", "Rachel"}

@@ -85,3 +85,12 @@ def test_rotation_metadata_is_honoured(tmp_path):
     turned = next(iter(FileSource(rotated, SourceConfig()))).image
     assert turned.shape == (640, 360, 3)
     np.testing.assert_array_equal(turned, np.rot90(upright, k=1))  # the way ffmpeg itself shows it
+
+
+def test_decoding_stays_a_bounded_distance_ahead():
+    import time
+
+    src = FileSource(require(CCTV), SourceConfig(queue_size=4, end=3.0))
+    for n, _ in enumerate(src, start=1):
+        time.sleep(0.01)  # a slow consumer
+        assert src.report.decoded - n <= 4 + 2  # queue plus the frame in hand and the one being put
