@@ -7,8 +7,8 @@ right eye, nose, left mouth corner, right mouth corner, as seen in the image.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -69,7 +69,9 @@ def resolve_detector_model(model: str, backend: str) -> Path:
     try:
         from insightface.utils import storage
 
-        with contextlib.redirect_stdout(sys.stderr):  # insightface reports its download on stdout
+        logger.info("fetching insightface model pack %s into %s", model, root / "models")
+        chatter = io.StringIO()  # insightface prints its download progress; keep the user's streams clean
+        with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
             pack_dir = Path(storage.ensure_available("models", model, root=str(root)))
     except Exception as exc:  # noqa: BLE001 - offline, unknown pack, unwritable cache: the same advice
         raise ModelError(

@@ -139,3 +139,17 @@ def test_facemoe_wiring_on_fixture_weights(capsys, tmp_path):
 def test_gallery_needs_a_threshold(capsys):
     assert _process(str(require(FRIENDS)), "--gallery", str(require(GALLERY)), "--set", "match.threshold=null") == 2
     assert "set match.threshold" in _one_error_line(capsys)
+
+
+def test_default_config_offline_is_one_line(capsys, tmp_path, monkeypatch):
+    from insightface.utils import storage
+
+    def offline(*args, **kwargs):
+        print("insightface download chatter")
+        raise ConnectionError("no network")
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr(storage, "download_file", offline)
+    assert run_pipeline.main(["process", str(require(FRIENDS)), "--no-progress"]) == 2
+    assert "could not be fetched" in _one_error_line(capsys)
+    assert capsys.readouterr().out == ""
