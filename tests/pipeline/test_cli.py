@@ -151,5 +151,7 @@ def test_default_config_offline_is_one_line(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setattr(storage, "download_file", offline)
     assert run_pipeline.main(["process", str(require(FRIENDS)), "--no-progress"]) == 2
-    assert "could not be fetched" in _one_error_line(capsys)
-    assert capsys.readouterr().out == ""
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    (line,) = captured.err.strip().splitlines()
+    assert line.startswith("error: ") and "could not be fetched" in line
