@@ -1,16 +1,18 @@
-"""Live cameras on this machine: per-camera processed fps, drop rate and latency for 1, 2 and 4 streams, and
-the memory of a long run.
+"""Live cameras on this machine: per-camera processed fps, drop rate and latency for 1, 2 and 4 streams, single
+process and Ray, and the memory of a long run.
 
 A loopback RTSP server (rtsp-server-perl) relays ffmpeg publishers looping a clip of the shared friends video
-(real time, ~24 fps each); the single-process live runner (SCRFD-500M + MobileFaceNet from configs/test.yaml,
-the six friends enrolled in memory) processes ``N`` of them at once for ``--seconds``. Reported per setting,
-against the one-stream run as the baseline of the same invocation:
+(real time, ~24 fps each); ``N`` of them are processed at once for ``--seconds`` by the single-process live
+runner and by the Ray engine (local instance), both with SCRFD-500M + MobileFaceNet from configs/test.yaml,
+matching against the six friends enrolled in a SQLite gallery and writing its match log. Reported per
+setting, against the single-process one-stream run as the baseline of the same invocation:
 - processed fps per camera and its ratio to the baseline, the share of decoded frames dropped at the source;
-- latency from a track's last frame being decoded to its result reaching the sinks, median and p95 (it
-  includes the tracker's ``max_lost_s`` wait before a track is declared over), and the same less that wait;
+- latency from a track's last frame being decoded to its result reaching the sinks, median and p95 (a track
+  that fades out is declared over ``max_lost_s`` after its last frame; one cut off by a shot cut at once);
 - with ``--soak-seconds``: resident memory of one stream sampled every 5 s after a warm-up, and its slope.
 
-    python bench/live.py [--streams 1 2 4] [--seconds 30] [--soak-seconds 600] [--json out.json]
+    python bench/live.py [--streams 1 2 4] [--engines local ray] [--seconds 30] [--soak-seconds 600]
+                         [--json out.json]
 """
 from __future__ import annotations
 
@@ -27,14 +29,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from gallery.store import Gallery  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
+from pipeline.enroll import build_enroller  # noqa: E402
 from pipeline.health import HealthRegistry  # noqa: E402
 from pipeline.live import LiveCameras  # noqa: E402
 from pipeline.live_config import CameraConfig, LiveConfig  # noqa: E402
 from pipeline.live_runner import LiveRunner  # noqa: E402
 from stages.detect import FaceDetector  # noqa: E402
 from stages.embed import build_embedder  # noqa: E402
-from stages.match import InMemoryGallery, Matcher  # noqa: E402
+from pipeline.stream_cli import MatchLogSink, SqlGalleryIndex  # noqa: E402
+from stages.match import Matcher  # noqa: E402
 from tests.live.rtsp import RtspServer, make_clip, tools_missing  # noqa: E402
 
 ASSETS = ROOT.parent / "shared" / "assets"
@@ -47,18 +52,29 @@ def rss_mb() -> float:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
-def run_streams(n: int, seconds: float, clip: Path, tmp: Path, stages, rss_every: float = 0.0) -> dict:
-    cfg, detector, embedder, matcher = stages
-    server = RtspServer(tmp).start()
-    try:
-        cams = []
-        for i in range(n):
-            server.publish(f"cam{i}", clip)
-            cams.append(CameraConfig(name=f"cam{i}", url=server.url(f"cam{i}")))
-        live = LiveConfig(transport="udp", read_timeout_s=3.0)
-        registry = HealthRegistry(fps_window_s=seconds)
-        cameras = LiveCameras(cams, live, registry, seed=0)
-        runner = LiveRunner(cfg, detector, embedder, matcher, [], cameras, registry)
+def _summary(n: int, elapsed: float, per_cam: list[dict], lat: list[float], tracks: int,
+             samples: list | None = None) -> dict:
+    lat = sorted(lat)
+    return {
+        "streams": n, "seconds": round(elapsed, 1), "cameras": per_cam, "tracks": tracks,
+        "fps_processed_per_camera": statistics.mean(c["fps_processed"] for c in per_cam),
+        "fps_in_per_camera": statistics.mean(c["fps_in"] for c in per_cam),
+        "drop_rate": statistics.mean(c["drop_rate"] for c in per_cam),
+        "latency_p50_s": statistics.median(lat) if lat else None,
+        "latency_p95_s": lat[int(0.95 * (len(lat) - 1))] if lat else None,
+        "rss_mb": samples or [],
+    }
+
+
+def run_local(n: int, seconds: float, server: RtspServer, db_url: str, stages, rss_every: float = 0.0) -> dict:
+    cfg, detector, embedder = stages
+    cams = [CameraConfig(name=f"cam{i}", url=server.url(f"cam{i}")) for i in range(n)]
+    registry = HealthRegistry(fps_window_s=seconds)
+    cameras = LiveCameras(cams, LiveConfig(transport="udp", read_timeout_s=3.0), registry, seed=0)
+    with Gallery.open(db_url) as gallery:
+        sink = MatchLogSink(gallery, cams, embedder.embedder_id, "bench")
+        matcher = Matcher(cfg.match, SqlGalleryIndex(gallery, embedder.embedder_id))
+        runner = LiveRunner(cfg, detector, embedder, matcher, [sink], cameras, registry)
         stop, out = threading.Event(), {}
         thread = threading.Thread(target=lambda: out.update(stats=runner.run(stop)), daemon=True)
         thread.start()
@@ -75,31 +91,44 @@ def run_streams(n: int, seconds: float, clip: Path, tmp: Path, stages, rss_every
         end = {name: (c.frames_in, c.frames_processed, c.dropped) for name, c in registry.cameras.items()}
         stop.set()
         thread.join(120)
-    finally:
-        server.kill()
-    stats = out["stats"]
+        sink.close()
     per_cam = []
     for name in start:
         fin, done, drop = (e - s for e, s in zip(end[name], start[name]))
         per_cam.append({"camera": name, "fps_in": fin / elapsed, "fps_processed": done / elapsed,
                         "drop_rate": drop / max(fin, 1)})
-    lat = sorted(stats.latencies_s)
-    wait = cfg.track.max_lost_s
-    return {
-        "streams": n, "seconds": round(elapsed, 1), "cameras": per_cam, "tracks": stats.tracks,
-        "fps_processed_per_camera": statistics.mean(c["fps_processed"] for c in per_cam),
-        "fps_in_per_camera": statistics.mean(c["fps_in"] for c in per_cam),
-        "drop_rate": statistics.mean(c["drop_rate"] for c in per_cam),
-        "latency_p50_s": statistics.median(lat) if lat else None,
-        "latency_p95_s": lat[int(0.95 * (len(lat) - 1))] if lat else None,
-        "latency_p50_less_wait_s": statistics.median(lat) - wait if lat else None,
-        "rss_mb": samples,
-    }
+    stats = out["stats"]
+    return _summary(n, elapsed, per_cam, list(stats.latencies_s), stats.tracks, samples)
+
+
+def run_on_ray(n: int, seconds: float, server: RtspServer, db_url: str, stages) -> dict:
+    from pipeline.ray_engine import run_ray
+
+    cfg = stages[0]
+    cams = [CameraConfig(name=f"cam{i}", url=server.url(f"cam{i}")) for i in range(n)]
+    result = run_ray(cfg, LiveConfig(transport="udp", read_timeout_s=3.0), cams, db_url, "bench",
+                     threading.Event(), duration_s=seconds)
+    per_cam = [{"camera": c["camera"], "fps_in": c["frames_in"] / max(c["seconds"], 1e-9),
+                "fps_processed": c["frames"] / max(c["seconds"], 1e-9),
+                "drop_rate": c["dropped"] / max(c["frames_in"], 1)} for c in result["cameras"]]
+    elapsed = statistics.mean(c["seconds"] for c in result["cameras"])
+    return _summary(n, elapsed, per_cam, result["latencies_s"], result["tracks"])
+
+
+def with_server(n: int, clip: Path, tmp: Path, fn, *args, **kw) -> dict:
+    server = RtspServer(tmp).start()
+    try:
+        for i in range(n):
+            server.publish(f"cam{i}", clip)
+        return fn(n, *args[:1], server, *args[1:], **kw)
+    finally:
+        server.kill()
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--streams", type=int, nargs="+", default=[1, 2, 4])
+    ap.add_argument("--engines", nargs="+", choices=("local", "ray"), default=["local", "ray"])
     ap.add_argument("--seconds", type=float, default=30.0, help="measured seconds per setting")
     ap.add_argument("--soak-seconds", type=float, default=0.0, help="one-stream memory run; 0 = skip")
     ap.add_argument("--json", type=Path, help="also write the figures here")
@@ -110,25 +139,32 @@ def main() -> int:
         return 2
     cfg = load_config(ROOT / "configs" / "test.yaml")
     detector, embedder = FaceDetector(cfg.detect), build_embedder(cfg.embed)
-    gallery = InMemoryGallery.from_folder(ASSETS / "images" / "friends_gallery", detector, embedder,
-                                          cfg.match.threshold or 0.3)
-    stages = (cfg, detector, embedder, Matcher(cfg.match, gallery))
+    stages = (cfg, detector, embedder)
     results = {"runs": [], "soak": None}
     with tempfile.TemporaryDirectory() as tmp:
-        clip = make_clip(ASSETS / "videos" / "friends_in_video.mp4", Path(tmp) / "clip.mp4", seconds=20)
-        for n in args.streams:
-            results["runs"].append(run_streams(n, args.seconds, clip, Path(tmp), stages))
+        tmp = Path(tmp)
+        db_url = f"sqlite:///{tmp / 'bench.db'}"
+        with Gallery.open(db_url) as gallery:
+            enroller = build_enroller(cfg, gallery)
+            for image in sorted((ASSETS / "images" / "friends_gallery").glob("*.png")):
+                enroller.enroll_images(image.stem, [image])
+        clip = make_clip(ASSETS / "videos" / "friends_in_video.mp4", tmp / "clip.mp4", seconds=20)
+        for engine in args.engines:
+            for n in args.streams:
+                run = run_local if engine == "local" else run_on_ray
+                extra = (stages,)
+                results["runs"].append({"engine": engine, **with_server(n, clip, tmp, run, args.seconds, db_url,
+                                                                        *extra)})
         if args.soak_seconds:
-            results["soak"] = run_streams(1, args.soak_seconds, clip, Path(tmp), stages, rss_every=5.0)
+            results["soak"] = with_server(1, clip, tmp, run_local, args.soak_seconds, db_url, stages, rss_every=5.0)
     base = results["runs"][0]["fps_processed_per_camera"]
-    print("| streams | fps in / camera | fps processed / camera | vs 1 stream | dropped | latency p50 (p95) | "
-          "p50 less max_lost_s | tracks |")
+    print("| engine | streams | fps in / camera | fps processed / camera | vs baseline | dropped | "
+          "latency p50 (p95) | tracks |")
     print("|---|---|---|---|---|---|---|---|")
     for r in results["runs"]:
         lat = "-" if r["latency_p50_s"] is None else f"{r['latency_p50_s']:.2f} s ({r['latency_p95_s']:.2f} s)"
-        less = "-" if r["latency_p50_less_wait_s"] is None else f"{r['latency_p50_less_wait_s']:.2f} s"
-        print(f"| {r['streams']} | {r['fps_in_per_camera']:.1f} | {r['fps_processed_per_camera']:.2f} | "
-              f"{r['fps_processed_per_camera'] / base:.2f}x | {100 * r['drop_rate']:.0f}% | {lat} | {less} | "
+        print(f"| {r['engine']} | {r['streams']} | {r['fps_in_per_camera']:.1f} | {r['fps_processed_per_camera']:.2f} | "
+              f"{r['fps_processed_per_camera'] / base:.2f}x | {100 * r['drop_rate']:.0f}% | {lat} | "
               f"{r['tracks']} |")
     soak = results["soak"]
     if soak and len(soak["rss_mb"]) >= 3:

@@ -45,12 +45,12 @@ def absolute_model_paths(cfg: AppConfig) -> AppConfig:
 class CameraWorker:
     """One camera: its decode thread, a detector and its tracking; jobs go to the embedding service."""
 
-    def __init__(self, camera: CameraConfig, live: LiveConfig, cfg: AppConfig) -> None:
+    def __init__(self, camera: CameraConfig, live: LiveConfig, cfg: AppConfig, epoch: float) -> None:
         from stages.detect import FaceDetector
 
         self.cfg = cfg
         self.health = CameraHealth(camera.name, live.health.fps_window_s)
-        self.source = LiveSource(camera, live, self.health)
+        self.source = LiveSource(camera, live, self.health, epoch=epoch)
         self.detector = FaceDetector(cfg.detect)
         self.tracking = CameraTracking(cfg, camera.name)
         self._stop = threading.Event()
@@ -61,6 +61,7 @@ class CameraWorker:
         deadline = None if duration_s is None else time.monotonic() + duration_s
         self.source.start()
         frames_done = closed = 0
+        first = None
         pending = []
         while self.source.alive and not self._stop.is_set():
             if deadline is not None and time.monotonic() >= deadline:
@@ -78,18 +79,21 @@ class CameraWorker:
                     self.tracking.frame(frame, dets, job)
                     self.health.frame_processed()
                 frames_done += len(frames)
+                first = time.monotonic() if first is None else first
             else:
                 time.sleep(0.01)
             if job.crops or job.ends:
                 pending.append(service.submit.remote(job))
                 if len(pending) > 4:  # back-pressure: at most a few jobs in flight per camera
                     ray.get(pending.pop(0))
+        seconds = 0.0 if first is None else time.monotonic() - first
         self.source.stop()
         self.source.join(30)
         pending.append(service.submit.remote(TrackJob([], self.tracking.close_all())))
         ray.get(pending)
         snap = self.health.snapshot()
-        return {"camera": snap.name, "frames": frames_done, "closed_at_loss": closed, "frames_in": snap.frames_in,
+        return {"camera": snap.name, "frames": frames_done, "seconds": seconds, "closed_at_loss": closed,
+                "frames_in": snap.frames_in,
                 "dropped": snap.dropped, "reconnects": snap.reconnects, "failures": snap.failures,
                 "state": snap.state}
 
@@ -101,7 +105,7 @@ class EmbedService:
     """The shared embedding, matching and logging side: crops of every camera batched together."""
 
     def __init__(self, cfg: AppConfig, live: LiveConfig, cameras: list[CameraConfig], db_url: str,
-                 cfg_hash: str) -> None:
+                 cfg_hash: str, epoch: float) -> None:
         from gallery.store import Gallery
         from stages.embed import build_embedder
         from stages.match import Matcher
@@ -114,7 +118,6 @@ class EmbedService:
         watch = set(live.alerts.watchlist) | {i.name for i in self.gallery.identities() if i.watchlist}
         self.log = MatchLogSink(self.gallery, cameras, embedder.embedder_id, cfg_hash)
         self.alerts = WatchlistAlerts(live.alerts.model_copy(update={"watchlist": tuple(sorted(watch))}))
-        epoch = time.monotonic()
         self.matching = TrackMatching(cfg, embedder, Matcher(cfg.match, index), [self.alerts, self.log],
                                       lambda: time.monotonic() - epoch)
         self.stats = LiveStats()
@@ -131,7 +134,7 @@ class EmbedService:
             self.log.close(status)
             self.gallery.close()
         return {"tracks": self.stats.tracks, "matches": self.stats.matches,
-                "crops_embedded": self.stats.crops_embedded}
+                "crops_embedded": self.stats.crops_embedded, "latencies_s": list(self.stats.latencies_s)}
 
 
 def run_ray(cfg: AppConfig, live: LiveConfig, cameras: list[CameraConfig], db_url: str, cfg_hash: str,
@@ -150,10 +153,11 @@ def run_ray(cfg: AppConfig, live: LiveConfig, cameras: list[CameraConfig], db_ur
                  logging_level=logging.WARNING, log_to_driver=True)
     try:
         gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 and cfg.embed.device.startswith("cuda") else 0
+        epoch = time.monotonic()  # one clock for frame times and delivery (latencies hold on one node)
         service = ray.remote(num_cpus=0, num_gpus=gpus, max_concurrency=4)(EmbedService).remote(
-            cfg, live, cameras, db_url, cfg_hash)
+            cfg, live, cameras, db_url, cfg_hash, epoch)
         actor = ray.remote(num_cpus=0, max_concurrency=2)(CameraWorker)
-        workers = [actor.remote(c, live, cfg) for c in cameras]
+        workers = [actor.remote(c, live, cfg, epoch) for c in cameras]
         runs = [w.run.remote(service, duration_s) for w in workers]
         while not stop.is_set():
             done, _ = ray.wait(runs, num_returns=len(runs), timeout=0.2)
@@ -162,7 +166,7 @@ def run_ray(cfg: AppConfig, live: LiveConfig, cameras: list[CameraConfig], db_ur
         ray.get([w.stop.remote() for w in workers])
         per_camera = ray.get(runs)
         totals = ray.get(service.close.remote())
-        logger.info("ray run over: %s", totals)
+        logger.info("ray run over: %d tracks, %d matches", totals["tracks"], totals["matches"])
         return {"cameras": per_camera, **totals}
     finally:
         if started:

@@ -173,13 +173,13 @@ def _run_on_ray(args: argparse.Namespace, cfg, live: LiveConfig, cams: list[Came
 def run_stream(args: argparse.Namespace) -> int:
     if args.duration is not None and args.duration <= 0:
         raise ConfigError(f"--duration: expected a positive number of seconds, got {args.duration}")
-    if args.engine == "ray" and (args.db is None or args.metrics_port is not None):
-        raise ConfigError("--engine ray: expected --db URL (the gallery and match log in SQL) and no "
-                          "--metrics-port (per-camera metrics are not served from Ray actors yet)")
     if args.address is not None and args.engine != "ray":
         raise ConfigError(f"--address is for --engine ray, got --engine {args.engine}")
     cfg = load_config(args.config, args.set)
     live = load_live_config(args.live_config, args.metrics_port)
+    if args.engine == "ray" and (args.db is None or live.health.metrics_port is not None):
+        raise ConfigError("--engine ray: expected --db URL (the gallery and match log in SQL) and no metrics "
+                          "port (per-camera metrics are not served from Ray actors yet)")
     cams = _cameras(args, live)
     if args.engine == "ray":
         return _run_on_ray(args, cfg, live, cams)
