@@ -29,18 +29,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gallery.store import Gallery  # noqa: E402
-from pipeline.config import load_config  # noqa: E402
-from pipeline.enroll import build_enroller  # noqa: E402
-from pipeline.health import HealthRegistry  # noqa: E402
-from pipeline.live import LiveCameras  # noqa: E402
-from pipeline.live_config import CameraConfig, LiveConfig  # noqa: E402
-from pipeline.live_runner import LiveRunner  # noqa: E402
-from stages.detect import FaceDetector  # noqa: E402
-from stages.embed import build_embedder  # noqa: E402
-from pipeline.stream_cli import MatchLogSink, SqlGalleryIndex  # noqa: E402
-from stages.match import Matcher  # noqa: E402
-from tests.live.rtsp import RtspServer, make_clip, tools_missing  # noqa: E402
+from gallery.store import Gallery
+from pipeline.config import load_config
+from pipeline.enroll import build_enroller
+from pipeline.health import HealthRegistry
+from pipeline.live import LiveCameras
+from pipeline.live_config import CameraConfig, LiveConfig
+from pipeline.live_runner import LiveRunner
+from pipeline.stream_cli import MatchLogSink, SqlGalleryIndex
+from stages.detect import FaceDetector
+from stages.embed import build_embedder
+from stages.match import Matcher
+from tests.live.rtsp import RtspServer, make_clip, tools_missing
 
 ASSETS = ROOT.parent / "shared" / "assets"
 
@@ -93,8 +93,8 @@ def run_local(n: int, seconds: float, server: RtspServer, db_url: str, stages, r
         thread.join(120)
         sink.close()
     per_cam = []
-    for name in start:
-        fin, done, drop = (e - s for e, s in zip(end[name], start[name]))
+    for name, first in start.items():
+        fin, done, drop = (e - s for e, s in zip(end[name], first))
         per_cam.append({"camera": name, "fps_in": fin / elapsed, "fps_processed": done / elapsed,
                         "drop_rate": drop / max(fin, 1)})
     stats = out["stats"]

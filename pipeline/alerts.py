@@ -19,7 +19,7 @@ import httpx
 from .live_config import AlertConfig, WebhookConfig
 from .types import MatchResult, TrackTemplate
 
-__all__ = ["alert_record", "WebhookDelivery", "WatchlistAlerts"]
+__all__ = ["WatchlistAlerts", "WebhookDelivery", "alert_record"]
 
 logger = logging.getLogger(__name__)
 

@@ -177,7 +177,7 @@ class MetricsServer:
         registry_ref = registry
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_GET(self) -> None:
                 if self.path == "/metrics":
                     body, ctype = registry_ref.prometheus_text(), "text/plain; version=0.0.4; charset=utf-8"
                 elif self.path == "/healthz":
@@ -200,7 +200,7 @@ class MetricsServer:
         self.host, self.port = self.httpd.server_address[:2]
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="metrics-http", daemon=True)
 
-    def start(self) -> "MetricsServer":
+    def start(self) -> MetricsServer:
         self._thread.start()
         logger.info("metrics on http://%s:%d/metrics", self.host, self.port)
         return self

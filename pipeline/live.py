@@ -26,7 +26,7 @@ from .health import CameraHealth, HealthRegistry
 from .live_config import CameraConfig, LiveConfig, ReconnectConfig
 from .types import Frame
 
-__all__ = ["backoff_delay", "open_options", "rtsp_timeout_option", "LiveSource", "LiveCameras"]
+__all__ = ["LiveCameras", "LiveSource", "backoff_delay", "open_options", "rtsp_timeout_option"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class LiveSource:
         self._thread = threading.Thread(target=self._run, name=f"decode-{self.name}", daemon=True)
 
     # consumer side -------------------------------------------------------------------------------------------
-    def start(self) -> "LiveSource":
+    def start(self) -> LiveSource:
         self._thread.start()
         return self
 
@@ -229,7 +229,7 @@ class LiveCameras:
         self.sources = [LiveSource(c, live, registry.add(c.name), self.wakeup,
                                    None if seed is None else seed + i, self.epoch) for i, c in enumerate(cameras)]
 
-    def start(self) -> "LiveCameras":
+    def start(self) -> LiveCameras:
         for s in self.sources:
             s.start()
         return self

@@ -15,8 +15,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import ConfigError
 
-__all__ = ["ReconnectConfig", "CameraConfig", "HealthConfig", "WebhookConfig", "AlertConfig", "LiveConfig",
-           "load_cameras", "cameras_from_urls", "camera_name_from_url"]
+__all__ = [
+    "AlertConfig",
+    "CameraConfig",
+    "HealthConfig",
+    "LiveConfig",
+    "ReconnectConfig",
+    "WebhookConfig",
+    "camera_name_from_url",
+    "cameras_from_urls",
+    "load_cameras",
+]
 
 NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 
@@ -35,7 +44,7 @@ class ReconnectConfig(_Section):
     )
 
     @model_validator(mode="after")
-    def _cap(self) -> "ReconnectConfig":
+    def _cap(self) -> ReconnectConfig:
         if self.max_s < self.initial_s:
             raise ValueError(f"max_s must be >= initial_s, got max_s={self.max_s} initial_s={self.initial_s}")
         return self

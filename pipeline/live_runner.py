@@ -16,8 +16,8 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -28,7 +28,7 @@ from stages.embed import Embedder
 from stages.match import Matcher
 from stages.quality import QualityScorer
 from stages.shot import ShotCutDetector
-from stages.track import Tracker, TrackEnd
+from stages.track import TrackEnd, Tracker
 
 from .config import AppConfig
 from .health import HealthRegistry
@@ -37,7 +37,7 @@ from .selection import CropSelector
 from .sinks import ResultSink
 from .types import Detections, FaceCrop, Frame, MatchResult, TrackTemplate
 
-__all__ = ["LiveRunner", "LiveStats", "CameraTracking", "TrackMatching", "EmbedWorker", "TrackJob", "EndedTrack"]
+__all__ = ["CameraTracking", "EmbedWorker", "EndedTrack", "LiveRunner", "LiveStats", "TrackJob", "TrackMatching"]
 
 logger = logging.getLogger(__name__)
 

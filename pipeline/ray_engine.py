@@ -23,7 +23,7 @@ from .live import LiveSource
 from .live_config import CameraConfig, LiveConfig
 from .live_runner import CameraTracking, EmbedWorker, LiveStats, TrackJob, TrackMatching
 
-__all__ = ["run_ray", "absolute_model_paths"]
+__all__ = ["absolute_model_paths", "run_ray"]
 
 logger = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ from .live_config import CameraConfig, LiveConfig, cameras_from_urls, load_camer
 from .live_runner import LiveRunner
 from .types import Candidate, MatchResult, TrackTemplate
 
-__all__ = ["register", "run_stream", "load_live_config", "SqlGalleryIndex", "MatchLogSink", "TrackLineSink"]
+__all__ = ["MatchLogSink", "SqlGalleryIndex", "TrackLineSink", "load_live_config", "register", "run_stream"]
 
 DEFAULT_CONFIG = "configs/default.yaml"
 DEFAULT_THRESHOLD = 0.3

@@ -72,23 +72,21 @@ class RtspServer:
     def url(self, mount: str) -> str:
         return f"rtsp://127.0.0.1:{self.client_port}/{mount}"
 
-    def start(self) -> "RtspServer":
-        log = open(self.log_dir / f"rtsp-server-{self.client_port}.log", "ab")
-        self.proc = subprocess.Popen(
-            ["perl", "-e", SERVER_SCRIPT, str(self.client_port), str(self.source_port), str(self.rtp_port)],
-            stdout=log, stderr=log)
-        log.close()
+    def start(self) -> RtspServer:
+        with open(self.log_dir / f"rtsp-server-{self.client_port}.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                ["perl", "-e", SERVER_SCRIPT, str(self.client_port), str(self.source_port), str(self.rtp_port)],
+                stdout=log, stderr=log)
         wait_port(self.client_port, 10)
         wait_port(self.source_port, 10)
         return self
 
     def publish(self, mount: str, clip: Path, loop: bool = True) -> subprocess.Popen:
         """Stream ``clip`` in real time to ``mount`` (looped), waiting until players can attach."""
-        log = open(self.log_dir / f"publish-{mount}-{self.client_port}.log", "ab")
         cmd = ["ffmpeg", "-v", "error", "-re"] + (["-stream_loop", "-1"] if loop else []) + [
             "-i", str(clip), "-c", "copy", "-f", "rtsp", f"rtsp://127.0.0.1:{self.source_port}/{mount}"]
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-        log.close()
+        with open(self.log_dir / f"publish-{mount}-{self.client_port}.log", "ab") as log:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         self.publishers[mount] = proc
         deadline = time.monotonic() + 15
         while not self.mounted(mount):  # the ANNOUNCE/RECORD handshake is done when players can DESCRIBE

@@ -25,7 +25,7 @@ class Receiver:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 outer.attempts += 1
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 if delay:

@@ -158,11 +158,12 @@ def test_server_killed_and_restarted_three_times_reconnects_each_time(rtsp_serve
         assert wait_until(lambda: health.frames_in > 5, 20)
         for round_ in range(1, 4):
             rtsp_server.kill()
-            assert wait_until(lambda: src.generation == round_, 8), (round_, health.snapshot())
+            assert wait_until(lambda r=round_: src.generation == r, 8), (round_, health.snapshot())
             time.sleep(0.3)
             rtsp_server.start().publish("cam", stream_clip)
             seen = health.frames_in
-            assert wait_until(lambda: health.reconnects == round_ and health.frames_in > seen + 5, 20), \
+            back = lambda r=round_, n=seen: health.reconnects == r and health.frames_in > n + 5
+            assert wait_until(back, 20), \
                 (round_, health.snapshot())
     finally:
         src.stop()

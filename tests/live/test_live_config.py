@@ -5,8 +5,14 @@ import pytest
 from pydantic import ValidationError
 
 from pipeline.errors import ConfigError
-from pipeline.live_config import (CameraConfig, LiveConfig, ReconnectConfig, camera_name_from_url,
-                                  cameras_from_urls, load_cameras)
+from pipeline.live_config import (
+    CameraConfig,
+    LiveConfig,
+    ReconnectConfig,
+    camera_name_from_url,
+    cameras_from_urls,
+    load_cameras,
+)
 
 
 def test_defaults_bind_metrics_to_loopback_and_reconnect_forever():

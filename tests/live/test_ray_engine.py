@@ -22,7 +22,7 @@ from tests.live.test_stream_cli import app_config, gallery_db  # noqa: F401 (fix
 
 ray = pytest.importorskip("ray", reason="the Ray engine needs the ray package (pip install 'ray[default]')")
 
-from pipeline.ray_engine import run_ray  # noqa: E402
+from pipeline.ray_engine import run_ray
 
 # every frame of the clip, in order, with the stream's own timestamps: the same input for both engines
 RECORDED = LiveConfig(buffer_frames=8, drop_frames=False, timestamps="stream",

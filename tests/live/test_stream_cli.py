@@ -137,10 +137,11 @@ def test_live_runner_survives_three_server_restarts(rtsp_server, stream_clip, ga
             assert _wait(lambda: health.frames_processed > 20, 30)
             for round_ in range(1, 4):
                 rtsp_server.kill()
-                assert _wait(lambda: cameras.sources[0].generation == round_, 5)
+                assert _wait(lambda r=round_: cameras.sources[0].generation == r, 5)
                 rtsp_server.start().publish("cam", stream_clip)
                 done = health.frames_processed
-                assert _wait(lambda: health.reconnects == round_ and health.frames_processed > done + 20, 20)
+                back = lambda r=round_, n=done: health.reconnects == r and health.frames_processed > n + 20
+                assert _wait(back, 20)
         finally:
             stop.set()
             thread.join(60)
