@@ -219,6 +219,11 @@ def fill_match_log(
                 ],
             )
         next_track += m
+    if db.backend == "postgresql":  # planner statistics after a bulk load, as autovacuum would do later
+        from sqlalchemy import text
+
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("ANALYZE"))
 
 
 def bench_match_log(url: str, args, rng: np.random.Generator) -> dict:
