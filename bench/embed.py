@@ -1,0 +1,216 @@
+"""Embedding throughput of FaceMoE on the CPU against a per-expert-loop reference, int8 and ONNX Runtime.
+
+One run, one set of seeded random weights, the same inputs for every engine. The reference is written here:
+the original's MoE loop (``torch.where`` per expert, ``out[rows] += expert(x[rows]) * gate``) and its explicit
+attention softmax, swapped into a copy of the model that shares the model's weight tensors. Runs of the engines
+are interleaved round by round so that load from other processes hits them alike; the table reports the fastest
+round (min) and the median. Usage::
+
+    python bench/embed.py                       # paper variant, batches 1, 8, 32
+    python bench/embed.py --small --batches 1,8 # quick run on the small fixture-sized model
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from facemoe.model import WindowAttention, create_facemoe  # noqa: E402
+from facemoe.moe import MoEMlp, load_balance_loss, router_z_loss  # noqa: E402
+from facemoe.quantize import quantize_int8  # noqa: E402
+
+SMALL = dict(embed_dim=32, depths=(2, 2, 2), num_heads=(2, 4, 4))
+
+
+class ReferenceMoE(nn.Module):
+    """The original dispatch: one boolean search per expert and an indexed accumulate."""
+
+    def __init__(self, moe: MoEMlp):
+        super().__init__()
+        self.experts, self.router, self.k = moe.experts, moe.router, moe.k
+
+    def forward(self, x):
+        shape = x.shape
+        tokens = x.reshape(-1, shape[-1])
+        logits = self.router.gate(tokens)
+        gates, idx = torch.topk(logits, self.k, dim=1)
+        out = torch.zeros_like(tokens)
+        for e, expert in enumerate(self.experts):
+            rows, slot = torch.where(idx == e)
+            if rows.numel():
+                out[rows] += expert(tokens[rows]) * gates[rows, slot, None]
+        return out.reshape(shape), router_z_loss(logits) + load_balance_loss(logits, idx)
+
+
+class ReferenceAttention(nn.Module):
+    """The original window attention: scaled q @ k^T, + bias, + mask, explicit softmax, @ v."""
+
+    def __init__(self, attn: WindowAttention):
+        super().__init__()
+        self.attn = attn
+
+    def forward(self, x, mask=None):
+        a = self.attn
+        Bw, N, C = x.shape
+        h = a.num_heads
+        q, k, v = a.qkv(x).reshape(Bw, N, 3, h, C // h).permute(2, 0, 3, 1, 4)
+        scores = (q * a.scale) @ k.transpose(-2, -1) + a.position_bias().unsqueeze(0)
+        if mask is not None:
+            nW = mask.shape[0]
+            scores = (scores.view(-1, nW, h, N, N) + mask[None, :, None]).view(-1, h, N, N)
+        x = (scores.softmax(dim=-1) @ v).transpose(1, 2).reshape(Bw, N, C)
+        return a.proj(x)
+
+
+def reference_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` sharing its weight tensors, with the reference MoE and attention swapped in."""
+    shared = {id(t): t for t in [*model.parameters(), *model.buffers()]}
+    ref = copy.deepcopy(model, memo=shared)
+    for module in list(ref.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, MoEMlp):
+                setattr(module, name, ReferenceMoE(child))
+            elif isinstance(child, WindowAttention):
+                setattr(module, name, ReferenceAttention(child))
+    return ref
+
+
+def matmul_gflops(dim: int, repeats: int) -> float:
+    """Best fp32 GEMM rate over the model's dominant expert shape ``[M, C] x [C, 4C]`` and a square one."""
+    best = 0.0
+    for m, k, n in ((4096, 2 * dim, 8 * dim), (2048, 2048, 2048)):
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        a @ b
+        seconds = min(_timed(lambda: a @ b) for _ in range(repeats * 3))
+        best = max(best, 2 * m * k * n / seconds / 1e9)
+    return best
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def load_inputs(images: Path | None, batch: int, size: int, seed: int) -> torch.Tensor:
+    """``[batch, 3, size, size]`` in [-1, 1]: aligned face crops from a folder (cycled), else seeded noise."""
+    if images is None:
+        return torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    import cv2
+
+    files = sorted(p for p in images.iterdir() if p.suffix.lower() in (".jpg", ".png"))
+    if not files:
+        raise SystemExit(f"error: no .jpg/.png images in {images}")
+    crops = [cv2.resize(cv2.imread(str(files[i % len(files)]))[:, :, ::-1], (size, size),
+                        interpolation=cv2.INTER_CUBIC) for i in range(batch)]
+    return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--small", action="store_true", help="fixture-sized model instead of the paper variant")
+    parser.add_argument("--batches", default="1,8,32", help="comma-separated batch sizes")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds per batch size")
+    parser.add_argument("--threads", type=int, default=2, help="torch and onnxruntime intra-op threads")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--images", type=Path, help="folder of aligned face crops (default: uniform noise)")
+    parser.add_argument("--no-int8", action="store_true")
+    parser.add_argument("--no-onnx", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    batches = [int(b) for b in args.batches.split(",")]
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    model = create_facemoe(**(SMALL if args.small else {})).eval()
+    reference = reference_copy(model)
+    size = model.cfg.img_size
+    probe = load_inputs(args.images, 2, size, args.seed)
+    with torch.inference_mode():
+        gap = float((model(probe) - reference(probe)).abs().max())
+        with FlopCounterMode(display=False) as counter:
+            model(probe[:1])
+    gflop = counter.get_total_flops() / 1e9
+    print(f"variant: {'small' if args.small else 'facemoe_swin_e3k2 (paper)'}, seed {args.seed}, "
+          f"threads {args.threads}, {gflop:.1f} GFLOP/image, inputs: {args.images or 'uniform noise in [-1, 1]'}")
+    print(f"model vs reference max |diff| {gap:.2e} (must be <= 1e-4)")
+    if gap > 1e-4:
+        return 1
+    peak = matmul_gflops(model.cfg.embed_dim * 2, args.repeats)
+    print(f"fp32 matmul throughput of this machine: {peak:.0f} GFLOP/s")
+
+    engines = {"model": model, "reference": reference}
+    if not args.no_int8:
+        engines["int8"] = quantize_int8(model)
+    if not args.no_onnx:
+        from facemoe.export import INPUT_NAME, OUTPUT_NAME, check_onnx, export_onnx, onnx_session
+
+        workdir = tempfile.TemporaryDirectory()
+        start = time.perf_counter()
+        session = onnx_session(export_onnx(model, Path(workdir.name) / "facemoe.onnx"), threads=args.threads)
+        print(f"onnx export + load {time.perf_counter() - start:.0f} s, "
+              f"max |onnxruntime - torch| at batch 1,3: {check_onnx(model, session, (1, 3)):.1e}")
+        engines["onnxruntime"] = lambda x: torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0])
+
+    rows = []
+    for batch in batches:
+        x = load_inputs(args.images, batch, size, args.seed + batch)
+        times = {name: [] for name in engines}
+        with torch.inference_mode():
+            outputs = {name: engine(x) for name, engine in engines.items()}  # warm-up
+            for _ in range(args.repeats):
+                for name, engine in engines.items():
+                    times[name].append(_timed(lambda: engine(x)))
+        best = {name: min(t) for name, t in times.items()}
+        med = {name: statistics.median(t) for name, t in times.items()}
+        row = dict(batch=batch, model=batch / best["model"], reference=batch / best["reference"],
+                   model_med=batch / med["model"], reference_med=batch / med["reference"],
+                   gflops=gflop * batch / best["model"])
+        if "int8" in engines:
+            row["int8_speedup"] = best["model"] / best["int8"]
+            row["int8_cos"] = float(F.cosine_similarity(outputs["int8"], outputs["model"]).mean())
+            row["int8_cos_min"] = float(F.cosine_similarity(outputs["int8"], outputs["model"]).min())
+        if "onnxruntime" in engines:
+            row["ort"] = batch / best["onnxruntime"]
+        rows.append(row)
+        print(f"batch {batch}: " + ", ".join(f"{n} min {best[n]:.3f}s median {med[n]:.3f}s" for n in engines),
+              flush=True)
+    print_table(rows, peak)
+    return 0
+
+
+def print_table(rows: list[dict], peak: float) -> None:
+    head = ["batch", "model crops/s", "reference crops/s", "ratio (median)", "GFLOP/s (% matmul)"]
+    if "int8_speedup" in rows[0]:
+        head += ["int8 speed-up", "int8 cosine mean (min)"]
+    if "ort" in rows[0]:
+        head += ["onnxruntime crops/s", "ort / torch"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for r in rows:
+        cells = [str(r["batch"]), f"{r['model']:.2f}", f"{r['reference']:.2f}",
+                 f"{r['model'] / r['reference']:.2f} ({r['model_med'] / r['reference_med']:.2f})",
+                 f"{r['gflops']:.0f} ({100 * r['gflops'] / peak:.0f}%)"]
+        if "int8_speedup" in r:
+            cells += [f"{r['int8_speedup']:.2f}x", f"{r['int8_cos']:.4f} ({r['int8_cos_min']:.4f})"]
+        if "ort" in r:
+            cells += [f"{r['ort']:.2f}", f"{r['ort'] / r['model']:.2f}"]
+        print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
