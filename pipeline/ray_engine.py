@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -137,6 +138,14 @@ class EmbedService:
                 "crops_embedded": self.stats.crops_embedded, "latencies_s": list(self.stats.latencies_s)}
 
 
+def _catch_signals(stop: threading.Event) -> dict:
+    """SIGINT/SIGTERM set ``stop`` (``ray.init`` installs handlers of its own that abort the driver); returns the
+    handlers to put back. Only the main thread can do this; elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+
+
 def run_ray(cfg: AppConfig, live: LiveConfig, cameras: list[CameraConfig], db_url: str, cfg_hash: str,
             stop: threading.Event, duration_s: float | None = None, address: str | None = None) -> dict:
     """Run the cameras on Ray until stopped; returns per-camera figures and the service's totals."""
@@ -151,6 +160,7 @@ def run_ray(cfg: AppConfig, live: LiveConfig, cameras: list[CameraConfig], db_ur
     if started:
         ray.init(address=address, runtime_env={"env_vars": env}, include_dashboard=False,
                  logging_level=logging.WARNING, log_to_driver=True)
+    previous = _catch_signals(stop)
     try:
         gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 and cfg.embed.device.startswith("cuda") else 0
         epoch = time.monotonic()  # one clock for frame times and delivery (latencies hold on one node)
@@ -169,5 +179,7 @@ def run_ray(cfg: AppConfig, live: LiveConfig, cameras: list[CameraConfig], db_ur
         logger.info("ray run over: %d tracks, %d matches", totals["tracks"], totals["matches"])
         return {"cameras": per_camera, **totals}
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if started:
             ray.shutdown()

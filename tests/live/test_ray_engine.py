@@ -3,12 +3,16 @@ a local Ray instance started by the test give the same match log."""
 from __future__ import annotations
 
 import shutil
+import signal
+import subprocess
+import sys
 import threading
+import time
 
 import pytest
 from sqlalchemy import select
 
-from gallery.models import Identity, MatchEvent, Source, Track
+from gallery.models import Identity, MatchEvent, Run, Source, Track
 from gallery.store import Gallery
 from pipeline.health import HealthRegistry
 from pipeline.live import LiveCameras
@@ -18,7 +22,8 @@ from pipeline.stream_cli import MatchLogSink, SqlGalleryIndex
 from stages.detect import FaceDetector
 from stages.embed import build_embedder
 from stages.match import Matcher
-from tests.live.test_stream_cli import app_config, gallery_db  # noqa: F401 (fixtures)
+from tests.conftest import ROOT
+from tests.live.test_stream_cli import CONFIG, app_config, gallery_db  # noqa: F401 (fixtures)
 
 ray = pytest.importorskip("ray", reason="the Ray engine needs the ray package (pip install 'ray[default]')")
 
@@ -68,3 +73,34 @@ def test_ray_run_gives_the_single_process_match_log(stream_clip, gallery_db, app
     assert got == expected
     assert result["tracks"] == local.tracks
     assert sorted(c["frames"] for c in result["cameras"]) == [local.frames // 2] * 2
+
+
+@pytest.mark.slow
+def test_stream_on_ray_stops_cleanly_on_sigterm(rtsp_server, stream_clip, gallery_db, tmp_path):  # noqa: F811
+    rtsp_server.publish("a", stream_clip)
+    db = copy_db(gallery_db, tmp_path, "sigterm")
+    live = tmp_path / "live.yaml"
+    live.write_text("transport: udp\n")
+    proc = subprocess.Popen(
+        [sys.executable, "run_pipeline.py", "stream", "--engine", "ray", rtsp_server.url("a"), "--db", db,
+         "--config", str(CONFIG), "--live-config", str(live)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None and not runs(db):
+            time.sleep(1.0)  # until the embedding service has opened the match log
+        time.sleep(8.0)  # the camera actor attaches and tracks faces
+        proc.send_signal(signal.SIGTERM)  # ray.init installs handlers of its own: ours must win
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err[-2000:]
+    assert runs(db) == [("cam0-a", "finished")]
+    assert match_log(db)  # the tracks open at the signal were finished and logged
+
+
+def runs(url: str) -> list[tuple]:
+    with Gallery.open(url) as gallery, gallery.db.session() as s:
+        return s.execute(select(Source.name, Run.status).join(Run).where(Source.name == "cam0-a")).all()
