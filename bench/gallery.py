@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hnsw-m", type=int, default=32)
     p.add_argument("--ef-construction", type=int, default=80)
     p.add_argument("--search-threads", type=int, default=1, help="FAISS threads while searching")
-    p.add_argument("--ef-search", type=int, nargs="+", default=[16, 32, 64, 128])
+    p.add_argument("--ef-search", type=int, nargs="+", default=[32, 64, 128, 256, 512])
     p.add_argument("--events", type=int, default=1_000_000, help="match-log events")
     p.add_argument("--log-identities", type=int, default=1000)
     p.add_argument("--log-queries", type=int, default=200)
