@@ -122,7 +122,7 @@ class MoEMlp(nn.Module):
         return torch.zeros_like(tokens).index_add_(0, token_of, expert_out)
 
     def _dispatch_traceable(self, tokens: torch.Tensor, route: RouterOutput) -> torch.Tensor:
-        """Same math with data-dependent shapes expressed as ops (NonZero/Gather/ScatterND) for export."""
+        """Same math with data-dependent shapes expressed as ops (NonZero/Gather/ScatterElements) for export."""
         out = torch.zeros_like(tokens)
         for e, expert in enumerate(self.experts):
             chosen = route.indices == e  # [T, k]
