@@ -135,10 +135,13 @@ def test_live_runner_survives_three_server_restarts(rtsp_server, stream_clip, ga
         health = registry.cameras["door"]
         try:
             assert _wait(lambda: health.frames_processed > 20, 30)
+            first_kill = last_restart = 0.0
             for round_ in range(1, 4):
+                first_kill = first_kill or cameras.now()
                 rtsp_server.kill()
                 assert _wait(lambda r=round_: cameras.sources[0].generation == r, 5)
                 rtsp_server.start().publish("cam", stream_clip)
+                last_restart = cameras.now()
                 done = health.frames_processed
                 back = lambda r=round_, n=done: health.reconnects == r and health.frames_processed > n + 20
                 assert _wait(back, 20)
@@ -152,8 +155,8 @@ def test_live_runner_survives_three_server_restarts(rtsp_server, stream_clip, ga
     door = sorted((start, end, tid) for name, tid, start, end in rows["tracks"] if name == "door")
     assert stats.closed_at_loss >= 3 and stats.tracks == len(door)
     assert len({tid for _, _, tid in door}) == len(door)  # track ids stay unique across reconnects
-    # tracks from every connection: before the first kill and after the last restart
-    assert door[0][0] < 3.0 and door[-1][1] > door[0][1] + 10
+    # tracks from every connection: before the first kill and after the last restart (the cameras' clock)
+    assert door[0][0] < first_kill and door[-1][1] > last_restart
     assert {i for n, i in rows["matched"] if n == "door"} & FRIENDS
     assert rows["runs"]["door"] == "finished"
 
