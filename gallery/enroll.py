@@ -32,15 +32,15 @@ from gallery.store import Calibration, Gallery, MediaVector
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "IMAGE_SUFFIXES",
     "Embedder",
-    "FaceExtractor",
-    "ImageOutcome",
     "EnrollReport",
     "Enroller",
-    "IMAGE_SUFFIXES",
-    "save_template_file",
-    "read_labels",
+    "FaceExtractor",
+    "ImageOutcome",
     "folder_images",
+    "read_labels",
+    "save_template_file",
 ]
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
@@ -99,21 +99,24 @@ def _read(path: Path) -> _Image:
 
 
 def folder_images(root: Path) -> dict[str, list[Path]]:
-    """Identity name -> its image files, from one subfolder per identity (sorted)."""
+    """Identity name -> its image files (sorted): one subfolder per identity, or images directly in ``root``
+    named after their identity (``Alice.jpg``); both layouts may be mixed."""
     root = Path(root)
     if not root.is_dir():
         raise EnrollmentError(
             f"gallery folder {root}: expected a folder of identity subfolders, got no folder"
         )
-    found = {
-        d.name: sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        for d in sorted(root.iterdir())
-        if d.is_dir()
-    }
-    found = {name: paths for name, paths in found.items() if paths}
+    found: dict[str, list[Path]] = {}
+    for entry in sorted(root.iterdir()):
+        if entry.is_dir():
+            images = sorted(p for p in entry.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if images:
+                found.setdefault(entry.name, []).extend(images)
+        elif entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES:
+            found.setdefault(entry.stem, []).append(entry)
     if not found:
         raise EnrollmentError(
-            f"gallery folder {root}: expected identity subfolders holding images "
+            f"gallery folder {root}: expected identity subfolders or images named after people "
             f"({', '.join(sorted(IMAGE_SUFFIXES))}), found none"
         )
     return found

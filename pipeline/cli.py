@@ -1,7 +1,12 @@
 """The ``process`` command: video files in, one line per face track out (who, when, how sure).
 
-    run_pipeline.py process VIDEO... [--gallery DIR] [--config FILE] [--set key=value ...]
+    run_pipeline.py process VIDEO... [--gallery DIR] [--db URL] [--config FILE] [--set key=value ...]
                     [--json FILE|-] [--thumbnails DIR] [--annotate DIR] [--progress | --no-progress]
+
+Tracks are matched against the gallery of the database (``--db``, default ``gallery.db_url`` of the config:
+``sqlite:///facemoe.db``); ``--gallery DIR`` first enrolls the folder's people there (images already enrolled
+are skipped by content hash). Every track and its decision goes to the database's match log, one run per
+video, for ``query`` and ``serve`` to show later.
 """
 from __future__ import annotations
 
@@ -10,20 +15,25 @@ import logging
 import sys
 from pathlib import Path
 
-import numpy as np
-
+from gallery.enroll import Enroller
+from gallery.errors import EnrollmentError
+from gallery.matchlog import config_hash
+from gallery.store import Gallery
 from stages.detect import FaceDetector
 from stages.embed import build_embedder
-from stages.match import InMemoryGallery, Matcher, gallery_images
+from stages.match import Matcher
+from stages.quality import QualityScorer
 
 from .annotate import track_labels, write_annotated
 from .config import AppConfig, load_config
-from .errors import ConfigError, GalleryBuildError, PipelineError
+from .enroll import face_extractor
+from .errors import GalleryBuildError, PipelineError
 from .runner import Runner, RunStats
 from .sinks import ConsoleTableSink, JsonSink, ResultSink, ThumbnailSink
 from .sources import FileSource
+from .sql_gallery import LoggedSource, MatchLogSink, SqlGalleryIndex
 
-__all__ = ["DEFAULT_CONFIG", "NoFacesError", "register", "run_process"]
+__all__ = ["DEFAULT_CONFIG", "NoFacesError", "enroll_folder", "register", "run_process"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +48,10 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("process", help="find, track and identify the faces in video files",
                               description=__doc__.splitlines()[0])
     p.add_argument("videos", nargs="+", type=Path, metavar="VIDEO", help="video files (anything FFmpeg reads)")
-    p.add_argument("--gallery", type=Path, help="folder of known people: one subfolder per person, or images "
-                   "named after them; without it every track is unknown")
+    p.add_argument("--gallery", type=Path, help="folder of known people to enroll first: one subfolder per "
+                   "person, or images named after them (already enrolled images are skipped)")
+    p.add_argument("--db", help="database of the gallery and the match log (default: gallery.db_url of the "
+                   "config, sqlite:///facemoe.db)")
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="YAML configuration (default: %(default)s)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config key, e.g. --set source.stride=2 (repeatable)")
@@ -52,21 +64,22 @@ def register(subparsers) -> None:
     p.set_defaults(func=run_process)
 
 
-def build_gallery(folder: Path | None, cfg: AppConfig, detector: FaceDetector, embedder) -> InMemoryGallery:
-    threshold = cfg.match.threshold
-    if folder is None:  # nobody to match: every track is unknown whatever the threshold
-        return InMemoryGallery([], np.zeros((0, embedder.dim), np.float32), 1.0 if threshold is None else threshold,
-                               embedder.embedder_id)
-    if threshold is None:
-        raise ConfigError("match.threshold is null, but the in-memory gallery has no calibrated threshold: "
-                          "set match.threshold")
-    if not gallery_images(folder):
-        raise GalleryBuildError(f"gallery folder {folder} holds no images (expected one subfolder per person "
-                                f"or images named after people)")
-    gallery = InMemoryGallery.from_folder(folder, detector, embedder, threshold)
-    if not len(gallery):
-        raise GalleryBuildError(f"no face found in any image of the gallery folder {folder}")
-    return gallery
+def enroll_folder(folder: Path, cfg: AppConfig, gallery: Gallery, detector: FaceDetector, embedder) -> None:
+    """Enroll the people of ``folder`` into ``gallery`` (a no-op for images already there); problems are
+    reported on standard error, and a folder that yields no face at all is an error."""
+    enroller = Enroller(gallery, face_extractor(detector, QualityScorer(cfg.quality)), embedder)
+    try:
+        report = enroller.enroll_folder(folder)
+    except EnrollmentError as exc:
+        raise GalleryBuildError(str(exc)) from None
+    for problem in report.problems:
+        print(f"warning: gallery {problem.identity} {problem.path}: {problem.status} {problem.detail}".rstrip(),
+              file=sys.stderr)
+    new, known = report.count("enrolled"), report.count("duplicate")
+    if not new and not known:
+        raise GalleryBuildError(f"no face found in any image of the gallery folder {folder} "
+                                f"({len(report.problems)} images with problems, listed above)")
+    logger.info("gallery %s: %d images enrolled, %d already enrolled", folder, new, known)
 
 
 def _progress_bar(enabled: bool | None, sources: list[FileSource]):
@@ -104,31 +117,59 @@ def run_process(args: argparse.Namespace) -> int:
     sources = [FileSource(v, cfg.source) for v in args.videos]  # every file is checked before any work
     detector = FaceDetector(cfg.detect)
     embedder = build_embedder(cfg.embed)
-    gallery = build_gallery(args.gallery, cfg, detector, embedder)
+    db_url = args.db or cfg.gallery.db_url
+    with Gallery.open(db_url, cfg.gallery) as gallery:
+        if args.gallery is not None:
+            enroll_folder(args.gallery, cfg, gallery, detector, embedder)
+        index = SqlGalleryIndex(gallery, embedder.embedder_id, cfg.match.threshold)
+        logged = [LoggedSource(s.source_id, "file", str(s.path.resolve())) for s in sources]
+        log = MatchLogSink(gallery, logged, embedder.embedder_id, config_hash(cfg.model_dump_json()),
+                           cfg.gallery.match_log.batch_size)
+        try:
+            stats = _run(args, cfg, sources, detector, embedder, index, log)
+        except BaseException:
+            log.close("failed")
+            raise
+        log.close("finished")
+        if stats.tracks:
+            print(f"match log: {db_url} runs {', '.join(str(r) for r in log.run_ids.values())} "
+                  f"(threshold {index.threshold:.3f})", file=sys.stderr)
+    if stats.tracks == 0:
+        raise NoFacesError(f"no face tracks found in {', '.join(names)} ({stats.frames} frames processed, "
+                           f"{stats.detections} detections)")
+    return 0
+
+
+def _run(args: argparse.Namespace, cfg: AppConfig, sources: list[FileSource], detector: FaceDetector, embedder,
+         index: SqlGalleryIndex, log: MatchLogSink) -> RunStats:
     thumbs = ThumbnailSink(args.thumbnails, cfg.output.thumbnail_size) if args.thumbnails else None
-    sinks: list[ResultSink] = [thumbs] if thumbs else []
+    sinks: list[ResultSink] = [log] + ([thumbs] if thumbs else [])
     json_sink = None
     if args.json:
         json_sink = JsonSink(args.json, args.thumbnails, {"embedder": embedder.embedder_id,
-                                                          "gallery_size": len(gallery)})
+                                                          "gallery_size": len(index),
+                                                          "threshold": index.threshold,
+                                                          "runs": log.run_ids})
         sinks.append(json_sink)
     if args.json != "-":
         sinks.append(ConsoleTableSink(sys.stdout))
     bar, update = _progress_bar(args.progress, sources)
-    runner = Runner(cfg, detector, embedder, Matcher(cfg.match, gallery), sinks,
+    runner = Runner(cfg, detector, embedder, Matcher(cfg.match, index), sinks,
                     keep_boxes=args.annotate is not None, progress=update)
     try:
         stats = runner.run(sources)
     finally:
         bar.close()
     damage = _report_damage(stats)
+    for report in damage:
+        log.progress(report["source"], report["frames_processed"], None)
     if stats.tracks == 0:
-        raise NoFacesError(f"no face tracks found in {', '.join(names)} ({stats.frames} frames processed, "
-                           f"{stats.detections} detections)")
+        return stats
     if json_sink is not None:
         json_sink.extra["sources"] = damage
     for sink in sinks:
-        sink.close()
+        if sink is not log:
+            sink.close()
     if args.annotate:
         for source in sources:
             results = [r for _, r in stats.results if r.source_id == source.source_id]
@@ -138,4 +179,4 @@ def run_process(args: argparse.Namespace) -> int:
     print(f"{stats.frames} frames in {total:.1f} s ({stats.frames / max(total, 1e-9):.1f} frames/s), "
           f"{stats.tracks} tracks, {stats.matches} matched, {stats.crops_embedded} crops embedded "
           f"of {stats.detections} detections", file=sys.stderr)
-    return 0
+    return stats

@@ -13,6 +13,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from gallery.config import GalleryConfig
+
 from .errors import ConfigError
 
 __all__ = [
@@ -177,6 +179,8 @@ class AppConfig(_Section):
     match: MatchConfig = Field(default_factory=MatchConfig, description="open-set gallery matching")
     runner: RunnerConfig = Field(default_factory=RunnerConfig, description="crop selection and queues")
     output: OutputConfig = Field(default_factory=OutputConfig, description="results written per track")
+    gallery: GalleryConfig = Field(default_factory=GalleryConfig,
+                                   description="gallery database, FAISS index, open-set threshold, match log")
 
 
 def parse_overrides(overrides: list[str]) -> list[tuple[list[str], Any]]:

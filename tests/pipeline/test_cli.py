@@ -7,8 +7,11 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
+from sqlalchemy import func, select
 
 import run_pipeline
+from gallery.models import Identity, MatchEvent, Run, Source, Track
+from gallery.store import Gallery
 from tests.conftest import ASSETS, FIXTURES, ROOT, require
 
 TEST_CONFIG = str(ROOT / "configs" / "test.yaml")
@@ -17,8 +20,16 @@ CCTV = ASSETS / "videos" / "person_tracker_cctv.mp4"
 GALLERY = ASSETS / "images" / "friends_gallery"
 
 
-def _process(*args: str) -> int:
-    return run_pipeline.main(["process", *args, "--config", TEST_CONFIG, "--no-progress"])
+@pytest.fixture
+def db_url(tmp_path):
+    return f"sqlite:///{tmp_path / 'gallery.db'}"
+
+
+@pytest.fixture
+def process(db_url):
+    """``process(*args)`` runs the command on the offline test config with a database of the test's own."""
+    return lambda *args: run_pipeline.main(["process", *args, "--config", TEST_CONFIG, "--no-progress",
+                                            "--db", db_url])
 
 
 def _one_error_line(capsys) -> str:
@@ -42,55 +53,55 @@ def _faceless_video(path, frames=12):
     return path
 
 
-def test_missing_file(capsys, tmp_path):
-    assert _process(str(tmp_path / "nope.mp4")) == 2
+def test_missing_file(process, capsys, tmp_path):
+    assert process(str(tmp_path / "nope.mp4")) == 2
     assert "video not found" in _one_error_line(capsys)
 
 
-def test_zero_byte_file(capsys, tmp_path):
+def test_zero_byte_file(process, capsys, tmp_path):
     (tmp_path / "empty.mp4").write_bytes(b"")
-    assert _process(str(tmp_path / "empty.mp4")) == 2
+    assert process(str(tmp_path / "empty.mp4")) == 2
     assert "empty (0 bytes)" in _one_error_line(capsys)
 
 
-def test_not_a_video(capsys, tmp_path):
+def test_not_a_video(process, capsys, tmp_path):
     (tmp_path / "notes.mp4").write_text("these are not frames\n" * 50)
-    assert _process(str(tmp_path / "notes.mp4")) == 2
+    assert process(str(tmp_path / "notes.mp4")) == 2
     assert "cannot read" in _one_error_line(capsys)
 
 
-def test_truncated_with_index_at_the_end(capsys, tmp_path):
+def test_truncated_with_index_at_the_end(process, capsys, tmp_path):
     data = require(FRIENDS).read_bytes()
     (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])
-    assert _process(str(tmp_path / "cut.mp4")) == 2
+    assert process(str(tmp_path / "cut.mp4")) == 2
     assert "cannot read" in _one_error_line(capsys)
 
 
-def test_unknown_config_key(capsys):
-    assert _process(str(require(FRIENDS)), "--set", "detect.colour=red") == 2
+def test_unknown_config_key(process, capsys):
+    assert process(str(require(FRIENDS)), "--set", "detect.colour=red") == 2
     assert "unknown config key detect.colour" in _one_error_line(capsys)
 
 
-def test_bad_gallery_folder(capsys, tmp_path):
+def test_bad_gallery_folder(process, capsys, tmp_path):
     (tmp_path / "readme.txt").write_text("no images")
-    assert _process(str(require(FRIENDS)), "--gallery", str(tmp_path)) == 2
-    assert "holds no images" in _one_error_line(capsys)
+    assert process(str(require(FRIENDS)), "--gallery", str(tmp_path)) == 2
+    assert "images named after people" in _one_error_line(capsys)
 
 
-def test_video_without_faces(capsys, tmp_path):
+def test_video_without_faces(process, capsys, tmp_path):
     video = _faceless_video(tmp_path / "wall.mp4")
     out = tmp_path / "r.json"
-    assert _process(str(video), "--json", str(out)) == 2
+    assert process(str(video), "--json", str(out)) == 2
     assert "no face tracks found" in _one_error_line(capsys)
     assert not out.exists()  # nothing half-written
 
 
 @pytest.mark.slow
-def test_truncated_with_index_first_is_processed_and_reported(capsys, tmp_path):
+def test_truncated_with_index_first_is_processed_and_reported(process, capsys, tmp_path):
     data = require(CCTV).read_bytes()
     (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])
     out = tmp_path / "r.json"
-    code = _process(str(tmp_path / "cut.mp4"), "--json", str(out), "--set", "source.stride=3",
+    code = process(str(tmp_path / "cut.mp4"), "--json", str(out), "--set", "source.stride=3",
                     "--set", "detect.input_size=[640, 384]", "--set", "detect.score_threshold=0.4",
                     "--set", "track.high_threshold=0.5", "--set", "track.new_track_threshold=0.5")
     captured = capsys.readouterr()
@@ -103,8 +114,8 @@ def test_truncated_with_index_first_is_processed_and_reported(capsys, tmp_path):
 
 
 @pytest.mark.slow
-def test_process_window_with_all_outputs(capsys, tmp_path):
-    code = _process(str(require(FRIENDS)), "--gallery", str(require(GALLERY)), "--json", str(tmp_path / "r.json"),
+def test_process_window_with_all_outputs(process, capsys, tmp_path):
+    code = process(str(require(FRIENDS)), "--gallery", str(require(GALLERY)), "--json", str(tmp_path / "r.json"),
                     "--thumbnails", str(tmp_path / "th"), "--annotate", str(tmp_path / "video"),
                     "--set", "source.end=4.0", "--set", "source.stride=3", "--set", "detect.input_size=[320, 320]")
     captured = capsys.readouterr()
@@ -122,11 +133,11 @@ def test_process_window_with_all_outputs(capsys, tmp_path):
 
 
 @pytest.mark.slow
-def test_facemoe_wiring_on_fixture_weights(capsys, tmp_path):
+def test_facemoe_wiring_on_fixture_weights(process, capsys, tmp_path):
     if not (ROOT / "facemoe" / "embedder.py").exists():
         pytest.skip("facemoe/embedder.py is not in this checkout yet")
     state = require(FIXTURES / "fixtureA_state.pt")
-    code = _process(str(require(FRIENDS)), "--gallery", str(require(GALLERY)), "--json", str(tmp_path / "r.json"),
+    code = process(str(require(FRIENDS)), "--gallery", str(require(GALLERY)), "--json", str(tmp_path / "r.json"),
                     "--set", "embed.backend=facemoe", "--set", f"embed.checkpoint={state}",
                     "--set", "embed.batch_size=8", "--set", "source.end=2.0", "--set", "source.stride=4",
                     "--set", "detect.input_size=[320, 320]", "--set", "runner.best_k=2")
@@ -136,9 +147,55 @@ def test_facemoe_wiring_on_fixture_weights(capsys, tmp_path):
     assert report["tracks"] and all(t["crops_embedded"] >= 1 for t in report["tracks"])
 
 
-def test_gallery_needs_a_threshold(capsys):
-    assert _process(str(require(FRIENDS)), "--gallery", str(require(GALLERY)), "--set", "match.threshold=null") == 2
-    assert "set match.threshold" in _one_error_line(capsys)
+QUICK = ("--set", "source.end=2.0", "--set", "source.stride=4", "--set", "detect.input_size=[320, 320]")
+
+
+def _log(db_url: str) -> dict:
+    with Gallery.open(db_url) as gallery, gallery.db.session() as s:
+        runs = s.execute(select(Source.name, Run.status, Run.frames_done).join(Run).order_by(Run.id)).all()
+        tracks = s.scalar(select(func.count()).select_from(Track))
+        events = s.execute(select(MatchEvent.decision, Identity.name).outerjoin(
+            Identity, MatchEvent.identity_id == Identity.id)).all()
+        identities = [i.name for i in gallery.identities()]
+    return {"runs": runs, "tracks": tracks, "events": events, "identities": identities}
+
+
+@pytest.mark.slow
+def test_gallery_enrolled_once_and_every_run_logged(process, capsys, tmp_path, db_url):
+    assert process(str(require(FRIENDS)), "--gallery", str(require(GALLERY)), *QUICK) == 0
+    first = capsys.readouterr()
+    assert process(str(require(FRIENDS)), "--gallery", str(require(GALLERY)), *QUICK) == 0
+    second = capsys.readouterr()
+    assert first.out == second.out  # same video, same gallery: same tracks and decisions
+    log = _log(db_url)
+    assert sorted(log["identities"]) == sorted(p.stem for p in require(GALLERY).iterdir())
+    assert [(status, frames) for _, status, frames in log["runs"]] == [("finished", 12), ("finished", 12)]
+    assert {name for name, _, _ in log["runs"]} == {str(require(FRIENDS).resolve())}
+    printed = first.out.splitlines()[1:]
+    assert log["tracks"] == len(log["events"]) == 2 * len(printed)
+    assert sorted(n for d, n in log["events"] if d == "match") == sorted(2 * [ln.split()[7] for ln in printed
+                                                                           if ln.split()[7] != "unknown"])
+
+
+@pytest.mark.slow
+def test_null_threshold_takes_the_gallerys_calibration(process, capsys, tmp_path, db_url):
+    out = tmp_path / "r.json"
+    assert process(str(require(FRIENDS)), "--gallery", str(require(GALLERY)), "--set", "match.threshold=null",
+                   "--json", str(out), *QUICK) == 0
+    with Gallery.open(db_url) as gallery:
+        (embedder_id,) = gallery.embedders()
+        expected = gallery.threshold(embedder_id)
+    report = json.loads(out.read_text())
+    assert report["threshold"] == pytest.approx(expected) and report["gallery_size"] == 6
+    assert all(t["decision"] == ("match" if t["candidates"][0]["score"] >= expected else "unknown")
+               for t in report["tracks"])
+
+
+def test_database_that_does_not_connect(process, capsys, tmp_path):
+    bad = f"sqlite:///{tmp_path / 'missing' / 'dir' / 'g.db'}"
+    assert run_pipeline.main(["process", str(require(FRIENDS)), "--config", TEST_CONFIG, "--no-progress",
+                              "--db", bad]) == 2
+    assert "g.db" in _one_error_line(capsys)
 
 
 def test_default_config_offline_is_one_line(capsys, tmp_path, monkeypatch):

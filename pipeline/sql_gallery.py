@@ -1,0 +1,99 @@
+"""The pipeline's link to the SQL gallery: its templates as the matcher's index, its match log as a sink.
+
+Both the ``process`` (files) and ``stream`` (cameras) commands use these: the gallery of the database is
+searched through FAISS and every finished track is written to the match log, one run per source.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from gallery.matchlog import MatchLogWriter, TrackRecord
+from gallery.store import Gallery
+
+from .types import Candidate, MatchResult, TrackTemplate
+
+__all__ = ["LoggedSource", "MatchLogSink", "SqlGalleryIndex"]
+
+logger = logging.getLogger(__name__)
+
+
+class SqlGalleryIndex:
+    """The gallery of a database as the matcher's index, for one embedder.
+
+    ``threshold``: the operating threshold; None takes the gallery's own (config override, else the stored
+    calibration, else its default)."""
+
+    def __init__(self, gallery: Gallery, embedder_id: str, threshold: float | None = None) -> None:
+        self.gallery = gallery
+        self.embedder_id = embedder_id
+        self.threshold = gallery.threshold(embedder_id) if threshold is None else threshold
+
+    def __len__(self) -> int:
+        return sum(1 for i in self.gallery.identities() if self.embedder_id in i.embedders)
+
+    def search(self, embeddings: np.ndarray, k: int) -> list[list[Candidate]]:
+        rows = self.gallery.search(embeddings, k, self.embedder_id)
+        return [[Candidate(i, n, s) for i, n, s in row] for row in rows]
+
+
+@dataclass(frozen=True)
+class LoggedSource:
+    """One source of a run as the match log records it: ``name`` (a file path or a camera name), ``kind``
+    (``file`` or ``camera``) and its ``uri``."""
+
+    name: str
+    kind: str
+    uri: str | None = None
+
+
+class MatchLogSink:
+    """Writes each finished track to the match log: one writer (one run) per source.
+
+    ``batch_size``: tracks per transaction (1 for cameras, so that a track is in the log as soon as it ends);
+    a crash loses at most the uncommitted batch, never half a track."""
+
+    def __init__(self, gallery: Gallery, sources: list[LoggedSource], embedder_id: str, cfg_hash: str,
+                 batch_size: int = 1) -> None:
+        self.embedder_id = embedder_id
+        self.writers: dict[str, MatchLogWriter] = {}
+        try:
+            for s in sources:
+                self.writers[s.name] = MatchLogWriter(gallery.db, source=s.name, kind=s.kind, uri=s.uri,
+                                                      config_hash=cfg_hash, batch_size=batch_size)
+        except BaseException:
+            self.close("failed")
+            raise
+
+    @property
+    def run_ids(self) -> dict[str, int]:
+        return {name: w.run_id for name, w in self.writers.items()}
+
+    def on_track(self, template: TrackTemplate, result: MatchResult) -> None:
+        crop = template.best_crop
+        frames = max(template.num_frames, 1)
+        self.writers[template.source_id].record(TrackRecord(
+            track_id=template.track_id, start_time=template.first_timestamp, end_time=template.last_timestamp,
+            frames=frames, crops_embedded=min(template.num_crops, frames), template=template.embedding,
+            embedder_id=self.embedder_id, candidates=result.candidates, decision=result.decision,
+            threshold=result.threshold, thumbnail=None if crop is None else crop.image))
+
+    def progress(self, source_id: str, frames_done: int, last_timestamp: float | None) -> None:
+        """Note how far a source got (saved with its next batch)."""
+        writer = self.writers.get(source_id)
+        if writer is not None:
+            writer.progress(frames_done, last_timestamp)
+
+    def close(self, status: str = "finished") -> None:
+        """Flush every writer and mark its run ``status``; every writer is closed even if one fails."""
+        error: BaseException | None = None
+        for writer in self.writers.values():
+            try:
+                writer.close(status)
+            except Exception as exc:  # noqa: BLE001 - close the others, then raise the first
+                logger.error("match log: closing run %d failed: %s", writer.run_id, exc)
+                error = error or exc
+        if error is not None:
+            raise error
