@@ -1,9 +1,12 @@
 """Watchlist alerts: a match on a watchlisted identity is delivered at once, besides the match log.
 
-``WatchlistAlerts`` is a result sink (``on_track`` / ``close``). For each matched track whose identity is on the
-watchlist it builds one alert, writes a WARNING log line and hands the alert to each webhook's delivery thread,
-which POSTs it as JSON with a per-request timeout and retries (connection errors, timeouts, 429 and 5xx) with
-doubling waits. Delivery never blocks the pipeline; ``close`` waits for what is queued, within the retry budget.
+``WatchlistAlerts`` is a result sink that also watches open tracks (``on_progress``): the live runner matches a
+track's running template each time an embed batch adds crops to it, and the first match of that track to a
+watchlisted identity raises the alert there and then, while the person is still in view. Each (track, identity)
+pair alerts once; the final match at the track's end (``on_track``) alerts only for an identity not alerted yet.
+An alert is a WARNING log line and a JSON POST to each webhook, made by the webhook's delivery thread with a
+per-request timeout and retries (connection errors, timeouts, 429 and 5xx) with doubling waits. Delivery never
+blocks the pipeline; ``close`` waits for what is queued, within the retry budget.
 """
 from __future__ import annotations
 
@@ -26,8 +29,9 @@ logger = logging.getLogger(__name__)
 _STOP = object()
 
 
-def alert_record(template: TrackTemplate, result: MatchResult) -> dict[str, Any]:
-    """The JSON body of one alert."""
+def alert_record(template: TrackTemplate, result: MatchResult, track_ended: bool = True) -> dict[str, Any]:
+    """The JSON body of one alert; ``track_ended`` False: raised on an open track's running template (``last_s``
+    is then the time of its newest embedded crop)."""
     best = result.identity
     if best is None:
         raise ValueError(f"an alert needs a matched track, got decision {result.decision!r}")
@@ -40,6 +44,7 @@ def alert_record(template: TrackTemplate, result: MatchResult) -> dict[str, Any]
         "threshold": round(float(result.threshold), 4),
         "first_s": round(template.first_timestamp, 3),
         "last_s": round(template.last_timestamp, 3),
+        "track_ended": bool(track_ended),
         "sent_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
     }
 
@@ -112,24 +117,42 @@ class WebhookDelivery:
 
 
 class WatchlistAlerts:
-    """Result sink raising alerts for matches on the watchlist (log line and webhooks)."""
+    """Result sink raising alerts for matches on the watchlist (log line and webhooks), at the first match of
+    an open track's running template (``on_progress``) or else at its final match (``on_track``)."""
 
     def __init__(self, cfg: AlertConfig) -> None:
         self.cfg = cfg
         self.watchlist = frozenset(cfg.watchlist)
         self.webhooks = [WebhookDelivery(w, cfg.queue_size) for w in cfg.webhooks]
         self.raised = 0
+        self._alerted: dict[tuple[str, int], set[str]] = {}  # open track -> identities already alerted
+
+    @property
+    def watching(self) -> bool:
+        """True when open tracks are worth matching for this sink (the watchlist is not empty)."""
+        return bool(self.watchlist)
+
+    def on_progress(self, template: TrackTemplate, result: MatchResult) -> None:
+        self._raise(template, result, track_ended=False)
 
     def on_track(self, template: TrackTemplate, result: MatchResult) -> None:
+        self._raise(template, result, track_ended=True)
+        self._alerted.pop((template.source_id, template.track_id), None)
+
+    def _raise(self, template: TrackTemplate, result: MatchResult, track_ended: bool) -> None:
         best = result.identity
         if best is None or best.name not in self.watchlist:
             return
-        alert = alert_record(template, result)
+        done = self._alerted.setdefault((template.source_id, template.track_id), set())
+        if best.name in done:
+            return
+        done.add(best.name)
+        alert = alert_record(template, result, track_ended)
         self.raised += 1
         if self.cfg.log:
-            logger.warning("ALERT watchlist match: %s on camera %s track %d (score %.3f, %.1f-%.1fs)",
+            logger.warning("ALERT watchlist match: %s on camera %s track %d (score %.3f, %.1f-%.1fs, %s)",
                            alert["identity"], alert["camera"], alert["track_id"], alert["score"],
-                           alert["first_s"], alert["last_s"])
+                           alert["first_s"], alert["last_s"], "track ended" if track_ended else "track open")
         for hook in self.webhooks:
             hook.submit(alert)
 

@@ -4,6 +4,8 @@ The calling thread takes the newest frames of every camera, detects faces in all
 tracks, aligns, scores and selects crops per camera (``CameraTracking``: one ``Tracker``, ``ShotCutDetector``
 and ``CropSelector`` each). An embedding thread (``EmbedWorker``) embeds the selected crops of all cameras
 together and ``TrackMatching`` fuses them per track, matches each finished track and hands it to the sinks.
+Sinks that watch open tracks (``ProgressSink``, the watchlist alerts) also get the running template's match each
+time an embed batch adds crops to a track, so an alert does not wait for the track to end.
 When a camera's stream is lost its open tracks are closed at once (and so reach the sinks); track ids stay
 unique per camera across reconnects. ``run`` returns when ``stop`` is set, the duration is over, or every
 camera has given up; it then finishes the open tracks and waits for the embedding thread. The Ray engine
@@ -18,6 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -37,11 +40,23 @@ from .selection import CropSelector
 from .sinks import ResultSink
 from .types import Detections, FaceCrop, Frame, MatchResult, TrackTemplate
 
-__all__ = ["CameraTracking", "EmbedWorker", "EndedTrack", "LiveRunner", "LiveStats", "TrackJob", "TrackMatching"]
+__all__ = ["CameraTracking", "EmbedWorker", "EndedTrack", "LiveRunner", "LiveStats", "ProgressSink", "TrackJob",
+           "TrackMatching"]
 
 logger = logging.getLogger(__name__)
 
 _STOP = object()
+
+
+@runtime_checkable
+class ProgressSink(Protocol):
+    """A result sink that also watches open tracks: ``on_progress`` gets the match of a track's running template
+    after each embed batch that added crops to it (while ``watching`` is true); ``on_track`` still gets the
+    final match once, when the track ends."""
+
+    watching: bool
+
+    def on_progress(self, template: TrackTemplate, result: MatchResult) -> None: ...
 
 
 @dataclass
@@ -55,6 +70,7 @@ class LiveStats:
     matches: int = 0
     closed_at_loss: int = 0
     crops_embedded: int = 0
+    progress_matches: int = 0
     latencies_s: deque = field(default_factory=lambda: deque(maxlen=10000))
 
 
@@ -120,7 +136,9 @@ class CameraTracking:
 
 class TrackMatching:
     """Embeds the crops of any cameras in one batch, fuses them per track, matches ended tracks, feeds sinks.
-    ``clock`` gives the frames' time base (for the latency figures)."""
+    ``clock`` gives the frames' time base (for the latency figures). When a sink watches open tracks
+    (``ProgressSink``), every open track that got crops in a batch is matched on its running template and the
+    result goes to those sinks' ``on_progress``."""
 
     def __init__(self, cfg: AppConfig, embedder: Embedder, matcher: Matcher, sinks: Sequence[ResultSink],
                  clock: Callable[[], float]) -> None:
@@ -129,6 +147,8 @@ class TrackMatching:
         self.sinks = list(sinks)
         self.clock = clock
         self.aggregator = Aggregator(cfg.aggregate, embedder.dim)
+        self.watchers = [s for s in self.sinks if isinstance(s, ProgressSink)]
+        self._span: dict[tuple[str, int], list[float]] = {}  # open track -> [first, last] embedded crop time
 
     def handle(self, group: list[TrackJob], stats: LiveStats) -> None:
         todo = [c for job in group for c in job.crops] + [c for job in group for e in job.ends for c in e.pooled]
@@ -136,12 +156,38 @@ class TrackMatching:
             feats, norms = self.embedder.embed([c.image for c, _ in todo])
             self.aggregator.add([c for c, _ in todo], feats, norms, [s for _, s in todo])
             stats.crops_embedded += len(todo)
+        ending = {(e.source_id, e.end.track_id) for job in group for e in job.ends}
+        self._progress([c for job in group for c, _ in job.crops], ending, stats)
         for job in group:
             for done in job.ends:
-                fusion = self.aggregator.pop(done.source_id, done.end.track_id)
+                key = (done.source_id, done.end.track_id)
+                self._span.pop(key, None)
+                fusion = self.aggregator.pop(*key)
                 template = fusion.template(done.end.first_seen, done.end.last_seen, done.frames)
                 template.best_crop = done.best
                 self._deliver(template, self.matcher.match(template), stats)
+
+    def _progress(self, crops: list[FaceCrop], ending: set[tuple[str, int]], stats: LiveStats) -> None:
+        """Match the running template of every open track that got crops now; tracks ending in this batch get
+        their final match instead."""
+        watchers = [s for s in self.watchers if s.watching]
+        if not watchers:
+            return
+        updated: dict[tuple[str, int], None] = {}
+        for crop in crops:
+            key = (crop.source_id, crop.track_id)
+            span = self._span.setdefault(key, [crop.timestamp, crop.timestamp])
+            span[0], span[1] = min(span[0], crop.timestamp), max(span[1], crop.timestamp)
+            if key not in ending:
+                updated[key] = None
+        for key in updated:
+            fusion = self.aggregator.state(*key)
+            first, last = self._span[key]
+            template = fusion.template(first, last, fusion.crops)
+            result = self.matcher.match(template)
+            stats.progress_matches += 1
+            for sink in watchers:
+                sink.on_progress(template, result)
 
     def _deliver(self, template: TrackTemplate, result: MatchResult, stats: LiveStats) -> None:
         stats.tracks += 1

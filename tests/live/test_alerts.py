@@ -20,6 +20,7 @@ class Receiver:
 
     def __init__(self, statuses=(), delay: float = 0.0) -> None:
         self.bodies: list[dict] = []
+        self.received: list[float] = []  # time.monotonic() of each body
         self.attempts = 0
         script = list(statuses)
         outer = self
@@ -33,6 +34,7 @@ class Receiver:
                 status = script.pop(0) if script else 200
                 if status == 200:
                     outer.bodies.append(json.loads(body))
+                    outer.received.append(time.monotonic())
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -98,7 +100,7 @@ def test_webhook_receives_each_alert_once(receiver_factory):
     assert [b["track_id"] for b in rx.bodies] == [1, 2, 3]
     assert rx.bodies[0] | {"sent_at": None} == {"camera": "cam1", "track_id": 1, "identity": "Joey", "identity_id": 7,
                                                 "score": 0.6, "threshold": 0.3, "first_s": 1.0, "last_s": 2.5,
-                                                "sent_at": None}
+                                                "track_ended": True, "sent_at": None}
     assert sink.webhooks[0].delivered == 3 and sink.webhooks[0].failed == 0
 
 

@@ -17,10 +17,11 @@ from sqlalchemy import func, select
 from gallery.models import Identity, MatchEvent, Run, Source, Track
 from gallery.store import Gallery
 from pipeline.config import load_config
+from pipeline.alerts import WatchlistAlerts
 from pipeline.enroll import build_enroller
 from pipeline.health import HealthRegistry
 from pipeline.live import LiveCameras
-from pipeline.live_config import CameraConfig, LiveConfig, ReconnectConfig
+from pipeline.live_config import AlertConfig, CameraConfig, LiveConfig, ReconnectConfig, WebhookConfig
 from pipeline.live_runner import LiveRunner
 from pipeline.stream_cli import MatchLogSink, SqlGalleryIndex
 from run_pipeline import main
@@ -110,8 +111,20 @@ def test_stream_two_cameras_and_sigterm_flushes_everything(rtsp_server, stream_c
     assert rows["events"] == len(rows["tracks"])  # one event per track, none twice
     printed = [line for line in out.splitlines() if " track " in line]
     assert len(printed) == len(rows["tracks"])  # the track lines on stdout are the match log's tracks
-    watched = sorted((n, i) for n, i in rows["matched"] if i in {"Joey", "Rachel", "Chandler"})
-    assert sorted((b["camera"], b["identity"]) for b in hook.bodies) == watched  # one alert per watched match
+    alerted = [(b["camera"], b["track_id"], b["identity"]) for b in hook.bodies]
+    assert len(set(alerted)) == len(alerted)  # once per track and identity
+    watched = {m for m in matched_tracks(gallery_db) if m[2] in {"Joey", "Rachel", "Chandler"}}
+    assert watched <= set(alerted)  # every watched final match was alerted (at once or at its end)
+    assert {i for _, _, i in alerted} <= {"Joey", "Rachel", "Chandler"}
+
+
+def matched_tracks(url: str) -> list[tuple[str, int, str]]:
+    """(camera, track id, identity) of every track whose final decision is a match."""
+    with Gallery.open(url) as gallery, gallery.db.session() as s:
+        return s.execute(select(Source.name, Track.track_id, Identity.name).select_from(MatchEvent)
+                         .join(Track, MatchEvent.track_pk == Track.id).join(Source, Track.source_id == Source.id)
+                         .join(Identity, MatchEvent.identity_id == Identity.id)
+                         .where(MatchEvent.decision == "match")).all()
 
 
 @pytest.mark.slow
@@ -159,6 +172,57 @@ def test_live_runner_survives_three_server_restarts(rtsp_server, stream_clip, ga
     assert door[0][0] < first_kill and door[-1][1] > last_restart
     assert {i for n, i in rows["matched"] if n == "door"} & FRIENDS
     assert rows["runs"]["door"] == "finished"
+
+
+class EndTimes:
+    """Sink noting when each finished track reached the sinks (``time.monotonic``)."""
+
+    def __init__(self) -> None:
+        self.ended: dict[tuple[str, int], tuple] = {}
+
+    def on_track(self, template, result) -> None:
+        self.ended[(template.source_id, template.track_id)] = (template, result, time.monotonic())
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.slow
+def test_watchlist_alert_arrives_while_the_track_is_open(rtsp_server, stream_clip, gallery_db, app_config):
+    rtsp_server.publish("cam", stream_clip)
+    hook = Receiver()
+    cams = [CameraConfig(name="door", url=rtsp_server.url("cam"))]
+    registry = HealthRegistry()
+    cameras = LiveCameras(cams, LiveConfig(transport="udp", read_timeout_s=2.0), registry, seed=0)
+    embedder = build_embedder(app_config.embed)
+    ends = EndTimes()
+    alerts = WatchlistAlerts(AlertConfig(watchlist=tuple(sorted(FRIENDS)), webhooks=(WebhookConfig(url=hook.url),)))
+    with Gallery.open(gallery_db) as gallery:
+        matcher = Matcher(app_config.match, SqlGalleryIndex(gallery, embedder.embedder_id))
+        runner = LiveRunner(app_config, FaceDetector(app_config.detect), embedder, matcher, [alerts, ends],
+                            cameras, registry)
+        try:
+            stats = runner.run(threading.Event(), duration_s=14)
+        finally:
+            alerts.close()
+            hook.close()
+    offset = time.monotonic() - cameras.now()  # the cameras' clock: monotonic time minus this
+    keys = [(b["camera"], b["track_id"], b["identity"]) for b in hook.bodies]
+    assert keys and len(set(keys)) == len(keys)  # one alert per track and identity
+    early = [(b, t) for b, t in zip(hook.bodies, hook.received) if not b["track_ended"]]
+    assert early, hook.bodies
+    ahead = []
+    for body, received in early:
+        template, _, ended_at = ends.ended[(body["camera"], body["track_id"])]
+        assert received < ended_at and body["last_s"] <= template.last_timestamp
+        ahead.append(template.last_timestamp - (received - offset))
+    # at least one alert reached the webhook while the face was still being decoded, a second or more before
+    # the track's last frame (and max_lost_s more before the track ended)
+    assert max(ahead) > 1.0, ahead
+    for body in hook.bodies:
+        if body["track_ended"]:  # alerted only at the end: the final match says so
+            assert ends.ended[(body["camera"], body["track_id"])][1].identity.name == body["identity"]
+    assert stats.progress_matches >= len(early)
 
 
 def _wait(cond, timeout: float) -> bool:
