@@ -94,14 +94,25 @@ def test_folder_enrollment_reports_problems_and_is_idempotent(enroller, gallery,
     assert again.count("duplicate") == 9 and again.count("enrolled") == 0 and gallery.version() == version
 
 
+def test_flat_folder_names_identities_by_file_and_mixes_with_subfolders(enroller, gallery, tmp_path):
+    root = tmp_path / "people"
+    face_image(root / "ann.png", COLOURS["ann"])
+    face_image(root / "bob.jpg", COLOURS["bob"])
+    face_image(root / "bob" / "second.png", COLOURS["bob"], 12)
+    (root / "notes.txt").write_text("not an image")
+    report = enroller.enroll_folder(root)
+    assert report.count("enrolled") == 3 and not report.problems
+    assert [(i.name, i.media) for i in gallery.identities()] == [("ann", 1), ("bob", 2)]
+
+
 @pytest.mark.parametrize(
     "make,message",
     [
-        (lambda root: (root / "ann").mkdir(parents=True), "expected identity subfolders holding images"),
+        (lambda root: (root / "ann").mkdir(parents=True), "expected identity subfolders or images named after"),
         (lambda root: None, "got no folder"),
         (
             lambda root: (root / "ann").mkdir(parents=True) or (root / "ann" / "x.txt").write_text("hi"),
-            "expected identity subfolders holding images",
+            "expected identity subfolders or images named after",
         ),
     ],
 )
