@@ -119,15 +119,19 @@ class MoEMlp(nn.Module):
             start += count
         expert_out = torch.cat(outputs) if len(outputs) > 1 else outputs[0]
         expert_out = expert_out * route.gates.reshape(-1, 1).index_select(0, order)
-        return torch.zeros_like(tokens).index_add_(0, token_of, expert_out)
+        # Under autocast the experts and gates may be bf16/fp16 while the tokens stay fp32: the buffer follows them.
+        out = tokens.new_zeros(tokens.shape, dtype=expert_out.dtype)
+        return out.index_add_(0, token_of, expert_out)
 
     def _dispatch_traceable(self, tokens: torch.Tensor, route: RouterOutput) -> torch.Tensor:
         """Same math with data-dependent shapes expressed as ops (NonZero/Gather/ScatterElements) for export."""
-        out = torch.zeros_like(tokens)
+        out = None
         for e, expert in enumerate(self.experts):
             chosen = route.indices == e  # [T, k]
             rows = torch.nonzero(chosen.any(dim=1)).reshape(-1)
             gate = (route.gates * chosen.to(route.gates.dtype)).sum(dim=1, keepdim=True)
             y = expert(tokens.index_select(0, rows)) * gate.index_select(0, rows)
+            if out is None:  # dtype of the gated expert outputs (bf16/fp16 under autocast)
+                out = tokens.new_zeros(tokens.shape, dtype=y.dtype)
             out = out.index_add(0, rows, y)
         return out

@@ -119,6 +119,38 @@ def test_gates_are_raw_logits_and_can_be_negative():
     assert float(aux) == pytest.approx(float(router_z_loss(logits) + load_balance_loss(logits, idx)), abs=1e-7)
 
 
+def _loop_dispatch(moe: MoEMlp, tokens: torch.Tensor) -> torch.Tensor:
+    """The original per-expert loop, its buffer in the dtype of the gated expert outputs."""
+    gates, idx = moe.router.gate(tokens).topk(moe.k, dim=1)
+    parts = []
+    for e, expert in enumerate(moe.experts):
+        rows, slot = torch.where(idx == e)
+        parts.append((rows, expert(tokens[rows]) * gates[rows, slot, None]))
+    out = torch.zeros(tokens.shape, dtype=parts[0][1].dtype)
+    for rows, y in parts:
+        out[rows] += y
+    return out
+
+
+@pytest.mark.parametrize("dispatch", ["sorted", "traceable"])
+def test_moe_under_cpu_bf16_autocast(dispatch):
+    torch.manual_seed(0)
+    moe = MoEMlp(dim=8, hidden_dim=16, num_experts=3, k=2)
+    x = torch.randn(2, 10, 8, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        if dispatch == "sorted":
+            out, aux = moe(x)
+        else:
+            tokens = x.reshape(-1, 8)
+            out = moe._dispatch_traceable(tokens, moe.router(tokens))
+            aux = torch.zeros(())
+        expected = _loop_dispatch(moe, x.detach().reshape(-1, 8))
+    assert out.dtype == torch.bfloat16 and expected.dtype == torch.bfloat16
+    torch.testing.assert_close(out.reshape(-1, 8).float(), expected.float(), atol=2e-2, rtol=2e-2)
+    (out.float().sum() + aux).backward()
+    assert torch.isfinite(x.grad).all() and moe.experts[0].fc1.weight.grad is not None
+
+
 @pytest.mark.parametrize("k", [1, 2])
 def test_balance_loss_under_uniform_routing(k):
     logits = torch.zeros(6, 3)
