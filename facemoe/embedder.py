@@ -28,6 +28,7 @@ class FaceMoEEmbedder:
 
     ``precision``: ``fp32`` (default, any device), ``int8`` (CPU dynamic quantisation of the linear layers),
     ``bf16`` / ``fp16`` (autocast on CUDA). ``embed`` returns float32 ``(unit [N, 512], norms [N])``.
+    The given model is put in eval mode on ``device``; with ``int8`` its linear layers are quantised in place.
     """
 
     def __init__(
@@ -55,7 +56,7 @@ class FaceMoEEmbedder:
         if precision == "int8":
             from .quantize import quantize_int8
 
-            model = quantize_int8(model)
+            model = quantize_int8(model, inplace=True)  # no second copy of the fp32 weights
         self.model = model
         self.batch_size = batch_size
         self.precision = precision

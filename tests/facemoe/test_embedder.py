@@ -58,3 +58,17 @@ def test_bad_settings_are_refused(fixtures_dir, kwargs, match):
 def test_wrong_image_is_refused(embedder):
     with pytest.raises(InputError, match="crop 1: expected an aligned 112x112x3 uint8 BGR image"):
         embedder.embed([np.zeros((112, 112, 3), np.uint8), np.zeros((64, 64, 3), np.uint8)])
+
+
+def test_int8_quantises_the_given_model_in_place_and_agrees_with_fp32(fixtures_dir, embedder, crops):
+    from facemoe.checkpoint import load_model
+
+    model = load_model(fixtures_dir / "fixtureA_perturbed_state.pt")
+    int8 = FaceMoEEmbedder(model, precision="int8", batch_size=3)
+    assert int8.model is model  # no fp32 copy kept alongside
+    assert not any(type(m) is torch.nn.Linear and not name.endswith("router.gate") for name, m in model.named_modules())
+    units, norms = int8.embed(crops)
+    expected, expected_norms = embedder.embed(crops)
+    assert (units * expected).sum(axis=1).min() > 0.99
+    np.testing.assert_allclose(norms, expected_norms, rtol=0.05)
+    assert int8.embedder_id == "facemoe-int8-flip"
