@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import ASSETS, require
-from tests.live.rtsp import RtspServer, SilentServer, make_clip, tools_missing
+from tests.live.rtsp import InterleavedRtspServer, RtspServer, SilentServer, make_clip, tools_missing
 
 FRIENDS = ASSETS / "videos" / "friends_in_video.mp4"
 
@@ -28,5 +28,13 @@ def rtsp_server(tmp_path, stream_clip):
 @pytest.fixture
 def silent_server():
     server = SilentServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def tcp_rtsp_server(tmp_path, stream_clip):
+    """An RTSP server that serves RTP interleaved over TCP only."""
+    server = InterleavedRtspServer(tmp_path).start()
     yield server
     server.close()

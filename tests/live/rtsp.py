@@ -151,3 +151,192 @@ class SilentServer:
         for conn in self.accepted:
             conn.close()
         self.sock.close()
+
+
+class InterleavedRtspServer:
+    """A minimal RTSP server on loopback that only speaks RTP interleaved in the RTSP TCP connection
+    (``RTP/AVP/TCP``; a UDP ``SETUP`` is answered 461 Unsupported Transport).
+
+    ``publish`` starts an ffmpeg sending a clip as plain RTP to a local UDP port; the server relays each RTP
+    (channel 0) and RTCP (channel 1) packet to every playing client, framed ``$ channel length``. ``drop`` closes
+    the listener and every client connection at once (a crash as the players see it) while the publisher goes
+    on; ``start`` listens again on the same port.
+    """
+
+    def __init__(self, log_dir: Path) -> None:
+        self.port = free_port()
+        self.log_dir = log_dir
+        self.sessions = 0  # PLAYs served
+        self.refused_udp = 0  # SETUPs refused for asking UDP
+        self._clients: list[tuple[socket.socket, threading.Lock]] = []
+        self._lock = threading.Lock()
+        self._sdp: dict[str, str] = {}
+        self._publishers: dict[str, subprocess.Popen] = {}
+        self._relays: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+
+    def url(self, mount: str) -> str:
+        return f"rtsp://127.0.0.1:{self.port}/{mount}"
+
+    def start(self) -> InterleavedRtspServer:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self.port))
+        sock.listen(16)
+        self._listener = sock
+        threading.Thread(target=self._accept, args=(sock,), daemon=True).start()
+        return self
+
+    def publish(self, mount: str, clip: Path) -> subprocess.Popen:
+        """Stream ``clip`` in real time (looped) as RTP to a relay socket; returns when its SDP is known."""
+        rtp, rtcp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM), socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for sock in (rtp, rtcp):
+            sock.bind(("127.0.0.1", 0))
+            sock.settimeout(0.5)
+            self._relays.append(sock)
+        sdp = self.log_dir / f"interleaved-{mount}-{self.port}.sdp"
+        sdp.unlink(missing_ok=True)
+        cmd = ["ffmpeg", "-v", "error", "-re", "-stream_loop", "-1", "-i", str(clip), "-c", "copy", "-f", "rtp",
+               "-sdp_file", str(sdp),
+               f"rtp://127.0.0.1:{rtp.getsockname()[1]}?rtcpport={rtcp.getsockname()[1]}"]
+        with open(self.log_dir / f"publish-{mount}-{self.port}.log", "ab") as log:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        self._publishers[mount] = proc
+        for channel, sock in ((0, rtp), (1, rtcp)):
+            threading.Thread(target=self._relay, args=(sock, channel), daemon=True).start()
+        deadline = time.monotonic() + 15
+        while not (sdp.is_file() and "a=rtpmap" in sdp.read_text()):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"RTP publisher for {mount} not streaming (exit code {proc.poll()})")
+            time.sleep(0.05)
+        media = []
+        for line in sdp.read_text().splitlines():
+            if line.startswith("c="):
+                line = "c=IN IP4 0.0.0.0"
+            if line.startswith("m=video"):
+                line = "m=video 0 RTP/AVP " + line.split()[-1]
+            media.append(line)
+            if line.startswith("m=video"):
+                media.append("a=control:trackID=0")
+        self._sdp[mount] = "\r\n".join(media) + "\r\n"
+        return proc
+
+    def drop(self) -> None:
+        """Close the listener and every client connection."""
+        if self._listener is not None:
+            try:
+                self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept, frees the port
+            except OSError:
+                pass
+            self._listener.close()
+            self._listener = None
+        with self._lock:
+            clients, self._clients = self._clients, []
+        for conn, _ in clients:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            conn.close()
+
+    def close(self) -> None:
+        self.drop()
+        for proc in self._publishers.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+        self._publishers.clear()
+        for sock in self._relays:
+            sock.close()
+        self._relays.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return  # closed by drop
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _relay(self, sock: socket.socket, channel: int) -> None:
+        while True:
+            try:
+                packet = sock.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                return  # closed
+            frame = b"$" + bytes([channel]) + len(packet).to_bytes(2, "big") + packet
+            with self._lock:
+                clients = list(self._clients)
+            for conn, lock in clients:
+                try:
+                    with lock:
+                        conn.sendall(frame)
+                except OSError:
+                    with self._lock:
+                        if (conn, lock) in self._clients:
+                            self._clients.remove((conn, lock))
+
+    def _serve(self, conn: socket.socket) -> None:
+        lock = threading.Lock()
+        buf = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    if buf.startswith(b"$") and len(buf) >= 4:  # interleaved RTCP from the player: skip it
+                        size = 4 + int.from_bytes(buf[2:4], "big")
+                        if len(buf) < size:
+                            break
+                        buf = buf[size:]
+                        continue
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                if b"\r\n\r\n" not in buf:
+                    continue
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                lines = head.decode("latin-1").split("\r\n")
+                headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])}
+                body_len = int(headers.get("content-length", 0))
+                while len(buf) < body_len:
+                    buf += conn.recv(65536)
+                buf = buf[body_len:]
+                method, target = lines[0].split()[:2]
+                status, extra, body = self._answer(method, target, headers)
+                reply = [f"RTSP/1.0 {status}", f"CSeq: {headers.get('cseq', '0')}", *extra,
+                         f"Content-Length: {len(body)}"]
+                with lock:
+                    conn.sendall(("\r\n".join(reply) + "\r\n\r\n" + body).encode("latin-1"))
+                if method == "PLAY" and status.startswith("200"):
+                    self.sessions += 1
+                    with self._lock:
+                        self._clients.append((conn, lock))
+                if method == "TEARDOWN":
+                    return
+        except OSError:
+            return
+        finally:
+            with self._lock:
+                if (conn, lock) in self._clients:
+                    self._clients.remove((conn, lock))
+            conn.close()
+
+    def _answer(self, method: str, target: str, headers: dict[str, str]) -> tuple[str, list[str], str]:
+        mount = target.split(f":{self.port}/", 1)[-1].split("/", 1)[0]
+        if method == "OPTIONS":
+            return "200 OK", ["Public: OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN, GET_PARAMETER"], ""
+        if mount not in self._sdp:
+            return "404 Not Found", [], ""
+        session = ["Session: 4242;timeout=60"]
+        if method == "DESCRIBE":
+            return "200 OK", [f"Content-Base: {self.url(mount)}/", "Content-Type: application/sdp"], self._sdp[mount]
+        if method == "SETUP":
+            if "TCP" not in headers.get("transport", "").upper():
+                self.refused_udp += 1
+                return "461 Unsupported Transport", [], ""
+            return "200 OK", ["Transport: RTP/AVP/TCP;unicast;interleaved=0-1", *session], ""
+        if method in ("PLAY", "GET_PARAMETER", "TEARDOWN"):
+            return "200 OK", session, ""
+        return "405 Method Not Allowed", [], ""

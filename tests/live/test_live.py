@@ -217,3 +217,24 @@ def test_a_camera_down_at_start_up_does_not_stop_the_others(rtsp_server, stream_
     assert {f.source_id for f in got} == {"up"} and len(got) > 20
     assert registry.cameras["down"].snapshot().failures >= 1
     assert "down: " in registry.status_line() and "up: " in registry.status_line()
+
+
+def test_tcp_transport_is_interleaved_and_udp_is_refused_by_a_tcp_only_server(tcp_rtsp_server, stream_clip):
+    tcp_rtsp_server.publish("cam", stream_clip)
+    registry = HealthRegistry()
+    cfg = live_config(reconnect={"max_attempts": 1})
+    cams = LiveCameras([CameraConfig(name="tcp", url=tcp_rtsp_server.url("cam"), transport="tcp"),
+                        CameraConfig(name="udp", url=tcp_rtsp_server.url("cam"))], cfg, registry, seed=3).start()
+    got = []
+    try:
+        assert wait_until(lambda: registry.cameras["udp"].state == "failed", 10)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            cams.wait(0.2)
+            got += cams.poll()
+    finally:
+        assert cams.stop(5)
+    tcp = registry.cameras["tcp"].snapshot()
+    assert tcp.failures == 0 and tcp.frames_in > 30 and {f.source_id for f in got} == {"tcp"}
+    assert got[0].image.shape == (360, 640, 3)
+    assert tcp_rtsp_server.sessions == 1 and tcp_rtsp_server.refused_udp == 1  # the transport reached the server

@@ -225,6 +225,45 @@ def test_watchlist_alert_arrives_while_the_track_is_open(rtsp_server, stream_cli
     assert stats.progress_matches >= len(early)
 
 
+@pytest.mark.slow
+def test_live_runner_over_rtsp_tcp_tracks_and_reconnects(tcp_rtsp_server, stream_clip, gallery_db, app_config):
+    tcp_rtsp_server.publish("cam", stream_clip)
+    cams = [CameraConfig(name="tcp", url=tcp_rtsp_server.url("cam"))]
+    cfg = LiveConfig(transport="tcp", read_timeout_s=1.5, open_timeout_s=3.0,
+                     reconnect=ReconnectConfig(initial_s=0.1, max_s=0.5))
+    registry = HealthRegistry()
+    cameras = LiveCameras(cams, cfg, registry, seed=0)
+    embedder = build_embedder(app_config.embed)
+    ends = EndTimes()
+    with Gallery.open(gallery_db) as gallery:
+        matcher = Matcher(app_config.match, SqlGalleryIndex(gallery, embedder.embedder_id))
+        runner = LiveRunner(app_config, FaceDetector(app_config.detect), embedder, matcher, [ends], cameras,
+                            registry)
+        stop = threading.Event()
+        result = {}
+        thread = threading.Thread(target=lambda: result.update(stats=runner.run(stop)), daemon=True)
+        thread.start()
+        health = registry.cameras["tcp"]
+        try:
+            assert _wait(lambda: health.frames_processed > 20, 40), health.snapshot()
+            time.sleep(4.0)  # tracks confirmed and embedded (the looped clip keeps them open until the drop)
+            tcp_rtsp_server.drop()  # every connection closed: the stream ends
+            assert _wait(lambda: cameras.sources[0].generation == 1, 5)
+            dropped_at = cameras.now()  # after the last frame of the first connection
+            tcp_rtsp_server.start()
+            back = health.frames_processed
+            assert _wait(lambda: health.reconnects == 1 and health.frames_processed > back + 20, 20)
+            time.sleep(3.0)
+        finally:
+            stop.set()
+            thread.join(60)
+    assert not thread.is_alive() and "stats" in result
+    spans = [(t.first_timestamp, t.last_timestamp) for t, _, _ in ends.ended.values()]
+    assert any(last < dropped_at for _, last in spans) and any(first > dropped_at for first, _ in spans), spans
+    assert {r.identity.name for _, r, _ in ends.ended.values() if r.identity} & FRIENDS
+    assert result["stats"].closed_at_loss >= 1 and tcp_rtsp_server.sessions == 2
+
+
 def _wait(cond, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
