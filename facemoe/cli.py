@@ -15,7 +15,9 @@ __all__ = ["PROTOCOLS", "ConfigError", "load_config", "register"]
 
 logger = logging.getLogger(__name__)
 
-PROTOCOLS = ("verification", "tinyface", "ijbs", "briar")
+PROTOCOLS = ("verification", "tinyface", "ijbs", "briar", "video")
+# ``eval video`` runs the video pipeline, whose configuration this is by default (as for ``process``).
+PIPELINE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
 
 
 class ConfigError(FaceMoEError):
@@ -120,6 +122,23 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_video(args: argparse.Namespace) -> int:
+    from .evaluate.report import format_table, write_report
+    from .evaluate.video import evaluate_videos, format_tracks
+
+    result = evaluate_videos(args.videos, args.ground_truth, args.gallery, args.config, args.set or [])
+    if args.format == "json":
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(format_table(result))
+        print()
+        print(format_tracks(result))
+    if args.out:
+        for path in write_report(result, args.out):
+            logger.info("wrote %s", path)
+    return 0
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("train", help="fine-tune FaceMoE (CosFace + router losses); torchrun for DDP")
     p.add_argument("--config", required=True, help="training YAML (see configs/train*.yaml)")
@@ -146,4 +165,19 @@ def register(subparsers) -> None:
         s.add_argument("--gallery", required=True, action="append",
                        help="gallery CSV (same columns)" + ("; repeat for each split" if name == "ijbs" else ""))
         s.add_argument("--root", help="folder the image paths are relative to (default: each CSV's folder)")
+    vid = sub.add_parser("video", help="end to end from raw videos: pipeline tracks scored against who is on "
+                         "screen when (track-level rank-k, TPIR@FPIR)")
+    vid.add_argument("videos", nargs="+", metavar="VIDEO", help="video files (matched to the ground truth by name)")
+    vid.add_argument("--ground-truth", required=True, metavar="CSV",
+                     help="CSV with columns video, identity, start_s, end_s (empty times: the whole video)")
+    vid.add_argument("--gallery", required=True, metavar="DIR",
+                     help="folder of known people: one subfolder per person, or images named after them")
+    vid.add_argument("--config", default=str(PIPELINE_CONFIG),
+                     help="pipeline YAML, as for process (default: %(default)s)")
+    vid.add_argument("--set", action="append", metavar="KEY=VALUE",
+                     help="override one pipeline config key (dotted path), e.g. source.stride=2")
+    vid.add_argument("--out", help="folder for video.json")
+    vid.add_argument("--format", choices=("table", "json"), default="table",
+                     help="what to print: the metrics and one line per track, or all of it as JSON")
+    vid.set_defaults(func=_eval_video)
     e.set_defaults(func=_eval)

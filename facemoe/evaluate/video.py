@@ -1,0 +1,419 @@
+"""Track-level evaluation from raw videos: who is on screen when, the pipeline's tracks, open-set metrics.
+
+The ground truth is a CSV with one row per person and time span (``video, identity, start_s, end_s``; empty
+times mean the whole video). The video pipeline runs over the videos; every confirmed track becomes one probe
+whose fused template is scored against every gallery identity. Each track gets the ground-truth identity whose
+spans overlap it most (see :func:`assign_identities`); tracks overlapping nobody, or a person not enrolled in
+the gallery, are non-mated probes. The report gives closed-set rank-k of the mated tracks, open-set TPIR at
+FPIR over all tracks (``facemoe.evaluate.metrics``), the same weighted by track duration, and the operating
+point of the configured match threshold.
+
+This module's scoring part works on plain arrays; only :func:`evaluate_videos` (the ``eval video`` command)
+imports the video pipeline, when it is called.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import metrics
+from .data import ProtocolError
+from .protocols import ProtocolResult
+
+__all__ = [
+    "GT_COLUMNS",
+    "Assignment",
+    "GroundTruthSpan",
+    "ScoredTrack",
+    "VideoResult",
+    "assign_identities",
+    "evaluate_tracks",
+    "evaluate_videos",
+    "format_tracks",
+    "read_ground_truth",
+    "run_tracks",
+    "video_keys",
+]
+
+logger = logging.getLogger(__name__)
+
+GT_COLUMNS = ("video", "identity", "start_s", "end_s")
+_REQUIRED = ("video", "identity")
+_SHOWN = 3
+
+
+@dataclass(frozen=True)
+class GroundTruthSpan:
+    """``identity`` is on screen in ``video`` (a file name) from ``start`` to ``end`` seconds (``end`` may be inf)."""
+
+    video: str
+    identity: str
+    start: float
+    end: float
+
+
+def _seconds(raw: str, what: str) -> float | None:
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ProtocolError(f"{what}: expected seconds (a number) or an empty cell, got {raw!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise ProtocolError(f"{what}: expected a finite number of seconds >= 0, got {raw!r}")
+    return value
+
+
+def read_ground_truth(path: str | Path) -> list[GroundTruthSpan]:
+    """Read the ground-truth CSV: columns ``video, identity`` and optionally ``start_s, end_s`` (any case, any
+    order, no other columns). ``video`` is matched by file name; an empty start means 0, an empty end the end of
+    the video. Times are seconds from the video's first frame, as ``process`` reports them."""
+    path = Path(path)
+    if not path.is_file():
+        raise ProtocolError(f"ground-truth file not found: {path}")
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        columns = [(c or "").strip().lower() for c in reader.fieldnames or []]
+        missing = [c for c in _REQUIRED if c not in columns]
+        unknown = [c for c in columns if c not in GT_COLUMNS]
+        if missing or unknown or len(set(columns)) != len(columns):
+            raise ProtocolError(f"{path}: expected columns {', '.join(GT_COLUMNS)} (start_s and end_s optional), "
+                                f"got {', '.join(columns) or 'none'}")
+        rows = [{(k or "").strip().lower(): (v or "").strip() for k, v in row.items()} for row in reader]
+    spans = []
+    for line, row in enumerate(rows, start=2):
+        if not any(row.values()):
+            continue  # blank line
+        empty = [c for c in _REQUIRED if not row.get(c)]
+        if empty:
+            raise ProtocolError(f"{path} line {line}: expected values for {', '.join(empty)}, got empty cells")
+        start = _seconds(row.get("start_s", ""), f"{path} line {line} start_s")
+        end = _seconds(row.get("end_s", ""), f"{path} line {line} end_s")
+        start = 0.0 if start is None else start
+        end = math.inf if end is None else end
+        if end <= start:
+            raise ProtocolError(f"{path} line {line}: expected end_s after start_s, got {start:g} to {end:g}")
+        spans.append(GroundTruthSpan(Path(row["video"]).name, row["identity"], start, end))
+    if not spans:
+        raise ProtocolError(f"{path}: expected at least one ground-truth row, got none")
+    return spans
+
+
+def video_keys(videos: Sequence[str | Path], spans: Sequence[GroundTruthSpan]) -> dict[str, str]:
+    """Map each given video path to its file name (the ground truth's key). Two videos with one file name, or a
+    ground-truth video that is not given, are errors; a given video absent from the ground truth has nobody
+    known in it (all its tracks are non-mated) and is logged."""
+    keys: dict[str, str] = {}
+    for video in videos:
+        name = Path(video).name
+        if name in keys.values():
+            raise ProtocolError(f"the ground truth names videos by file name, but two given videos are called {name}")
+        keys[str(video)] = name
+    named = {s.video for s in spans}
+    absent = sorted(named - set(keys.values()))
+    if absent:
+        shown = ", ".join(absent[:_SHOWN]) + (", ..." if len(absent) > _SHOWN else "")
+        raise ProtocolError(f"the ground truth names {len(absent)} video(s) that are not given: {shown} "
+                            f"(given: {', '.join(keys.values())})")
+    for name in sorted(set(keys.values()) - named):
+        logger.warning("video %s has no ground-truth row: all its tracks count as non-mated", name)
+    return keys
+
+
+@dataclass
+class ScoredTrack:
+    """One pipeline track as a probe: its time span and its template's cosine score against each gallery
+    identity (``scores [G]``, in the gallery's order); ``scores`` is None when no crop of it was embedded."""
+
+    video: str
+    track_id: int
+    start: float
+    end: float
+    scores: np.ndarray | None
+
+    @property
+    def duration(self) -> float:
+        return max(0.0, self.end - self.start)
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """A track's ground-truth identity (None: nobody known overlaps it) and the identities that overlapped it
+    about equally (``tied``; more than one means the time-only ground truth could not tell them apart)."""
+
+    identity: str | None
+    tied: tuple[str, ...] = ()
+    forced: bool = False  # every tied identity was already on another concurrent track
+
+
+def _overlaps(track: ScoredTrack, spans: Sequence[GroundTruthSpan]) -> dict[str, float]:
+    """Seconds each identity's spans overlap the track; a zero-length track inside a span counts as overlapping."""
+    out: dict[str, float] = {}
+    for span in spans:
+        length = min(track.end, span.end) - max(track.start, span.start)
+        if length > 0 or (track.duration == 0 and span.start <= track.start <= span.end):
+            out[span.identity] = out.get(span.identity, 0.0) + max(length, 0.0)
+    return out
+
+
+def _concurrent(a: ScoredTrack, b: ScoredTrack) -> bool:
+    return a.video == b.video and a.start <= b.end and b.start <= a.end
+
+
+def assign_identities(tracks: Sequence[ScoredTrack], spans: Sequence[GroundTruthSpan],
+                      gallery_names: Sequence[str], tie_tolerance: float = 0.1) -> list[Assignment]:
+    """Give each track the identity whose ground-truth spans (same video) overlap it most.
+
+    Identities whose overlap is within ``tie_tolerance`` x the track's duration of the best one are *tied*
+    (two people on screen through the whole track). Tied tracks are resolved greedily, highest score first:
+    a track takes the tied identity it scores highest against, unless a concurrent track (same video,
+    overlapping in time) already holds it; tracks with a single candidate hold theirs from the start; an
+    identity not in the gallery scores below every enrolled one. A track whose tied identities are all held
+    takes its best-scoring one anyway (``forced``). The time-only ground truth cannot see two people on
+    screen together swapping names: such a swap is not counted as an error.
+    """
+    if not 0.0 <= tie_tolerance < 1.0:
+        raise ValueError(f"tie_tolerance must be in [0, 1), got {tie_tolerance}")
+    column = {name: j for j, name in enumerate(gallery_names)}
+    by_video: dict[str, list[GroundTruthSpan]] = {}
+    for span in spans:
+        by_video.setdefault(span.video, []).append(span)
+    result: list[Assignment | None] = [None] * len(tracks)
+    tied_sets: dict[int, tuple[str, ...]] = {}
+    for i, track in enumerate(tracks):
+        overlap = _overlaps(track, by_video.get(track.video, []))
+        if not overlap:
+            result[i] = Assignment(None)
+            continue
+        best = max(overlap.values())
+        tied = tuple(sorted(k for k, v in overlap.items() if v >= best - tie_tolerance * track.duration))
+        if len(tied) == 1:
+            result[i] = Assignment(tied[0], tied)
+        else:
+            tied_sets[i] = tied
+
+    def score(i: int, name: str) -> float:
+        s = tracks[i].scores
+        return float(s[column[name]]) if name in column and s is not None else -math.inf
+
+    pairs = sorted(((score(i, name), i, name) for i, tied in tied_sets.items() for name in tied),
+                   key=lambda p: (-p[0], p[1], p[2]))
+    for _, i, name in pairs:
+        if result[i] is not None:
+            continue
+        held = any(result[j] is not None and result[j].identity == name and _concurrent(tracks[i], tracks[j])
+                   for j in range(len(tracks)) if j != i)
+        if not held:
+            result[i] = Assignment(name, tied_sets[i])
+    for i, tied in tied_sets.items():
+        if result[i] is None:
+            best_name = max(tied, key=lambda n: (score(i, n), n))
+            result[i] = Assignment(best_name, tied, forced=True)
+    return [r for r in result if r is not None]
+
+
+@dataclass
+class VideoResult(ProtocolResult):
+    """A protocol result plus one record per track and the thresholds behind the open-set figures."""
+
+    tracks: list[dict] = field(default_factory=list)
+    thresholds: dict[str, float | None] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "thresholds": self.thresholds, "tracks": self.tracks}
+
+
+def _rate_name(rate: float) -> str:
+    return f"{rate:.0e}".replace("e-0", "e-")
+
+
+def _weighted(hit: np.ndarray, weight: np.ndarray) -> float | None:
+    total = float(weight.sum())
+    return float((weight * hit).sum() / total) if total > 0 else None
+
+
+def evaluate_tracks(tracks: Sequence[ScoredTrack], spans: Sequence[GroundTruthSpan], gallery_names: Sequence[str],
+                    ranks: Sequence[int] = (1, 5), fpir_targets: Sequence[float] = (0.01, 0.1),
+                    operating_threshold: float | None = None, tie_tolerance: float = 0.1,
+                    top_k: int = 5) -> VideoResult:
+    """Score tracks against their ground truth: rank-k of the mated tracks, TPIR@FPIR over all tracks (each
+    ``time-weighted`` too: every track counts with its duration), and the rates at ``operating_threshold``
+    (a track is accepted when its best score is at least the threshold, as the pipeline's matcher decides).
+
+    Tracks without a template (no crop embedded) are listed and counted but not scored.
+    """
+    names = list(gallery_names)
+    if not names:
+        raise ProtocolError("expected a gallery with at least one identity, got none")
+    if len(set(names)) != len(names):
+        raise ValueError(f"gallery names must be unique, got {names}")
+    for t in tracks:
+        if t.scores is not None and np.shape(t.scores) != (len(names),):
+            raise ValueError(f"track {t.video}#{t.track_id}: expected {len(names)} scores, got {np.shape(t.scores)}")
+    assigned = assign_identities(tracks, spans, names, tie_tolerance)
+    enrolled = set(names)
+    gt_names = sorted({s.identity for s in spans})
+    missing = [n for n in gt_names if n not in enrolled]
+    notes: list[str] = []
+    if missing:
+        shown = ", ".join(missing[:_SHOWN]) + (", ..." if len(missing) > _SHOWN else "")
+        logger.warning("%d ground-truth identities are not in the gallery (their tracks are non-mated): %s",
+                       len(missing), shown)
+        notes.append(f"not in the gallery (their tracks count as non-mated): {', '.join(missing)}")
+
+    scored = [i for i, t in enumerate(tracks) if t.scores is not None]
+    sim = (np.stack([np.asarray(tracks[i].scores, np.float64) for i in scored]) if scored
+           else np.zeros((0, len(names))))
+    labels = np.array([assigned[i].identity if assigned[i].identity in enrolled else None for i in scored],
+                      dtype=object)
+    gallery = np.array(names, dtype=object)
+    weight = np.array([tracks[i].duration for i in scored])
+    found = metrics.mate_ranks(sim, labels, gallery) if scored else np.zeros(0, dtype=int)
+    mated = found > 0
+    n_mated, n_non = int(mated.sum()), int((~mated).sum())
+    out: dict[str, float | None] = {}
+    thresholds: dict[str, float | None] = {}
+
+    if n_mated:
+        for r, v in metrics.cmc(sim[mated], labels[mated], gallery, ranks).items():
+            out[f"rank-{r}"] = v
+    else:
+        out.update({f"rank-{r}": None for r in ranks})
+        notes.append("no scored track is mated (ground truth of an enrolled identity): rank-k is undefined")
+    for r in ranks:
+        out[f"rank-{r} time-weighted"] = _weighted(found[mated] <= r, weight[mated]) if n_mated else None
+    if n_mated and n_non:
+        col = {n: j for j, n in enumerate(names)}
+        mate_score = np.array([sim[k, col[labels[k]]] if mated[k] else -np.inf for k in range(len(labels))])
+        for fpir, r in metrics.tpir_at_fpir(sim, labels, gallery, fpir_targets).items():
+            key = f"tpir@fpir={_rate_name(fpir)}"
+            out[key] = r["tpir"]
+            thresholds[key] = r["threshold"]
+            hit = (found[mated] == 1) & (mate_score[mated] > r["threshold"])
+            out[f"{key} time-weighted"] = _weighted(hit, weight[mated])
+            if not r["resolvable"]:
+                notes.append(f"FPIR {fpir:g} is below one false alarm among {n_non} non-mated tracks: its threshold "
+                             f"is the highest non-mated score")
+    else:
+        for fpir in fpir_targets:
+            key = f"tpir@fpir={_rate_name(fpir)}"
+            out[key] = out[f"{key} time-weighted"] = thresholds[key] = None
+        notes.append(f"open-set TPIR@FPIR needs mated and non-mated tracks, got {n_mated} mated and {n_non} "
+                     f"non-mated")
+
+    thresholds["operating"] = operating_threshold
+    top = sim.argmax(axis=1) if scored else np.zeros(0, dtype=int)
+    top_score = sim.max(axis=1) if scored else np.zeros(0)
+    if operating_threshold is not None and scored:
+        accepted = top_score >= operating_threshold
+        correct = accepted & mated & (gallery[top] == labels)
+        out["tpir@operating threshold"] = float(correct[mated].mean()) if n_mated else None
+        out["fpir@operating threshold"] = float(accepted[~mated].mean()) if n_non else None
+        notes.append(f"operating threshold {operating_threshold:.3f} (match.threshold)")
+    else:
+        out["tpir@operating threshold"] = out["fpir@operating threshold"] = None
+        if operating_threshold is None:
+            notes.append("match.threshold is null: no operating point reported (set it with --set match.threshold=)")
+
+    ambiguous = sum(len(a.tied) > 1 for a in assigned)
+    forced = sum(a.forced for a in assigned)
+    if ambiguous:
+        notes.append(f"{ambiguous} tracks overlapped several people equally; each took the one it scores highest "
+                     f"among those not on a concurrent track")
+    if forced:
+        notes.append(f"{forced} tracks found every tied person on a concurrent track and took the best-scoring one")
+    unscored = len(tracks) - len(scored)
+    if unscored:
+        notes.append(f"{unscored} tracks had no embedded crop and are not scored")
+
+    row = {i: k for k, i in enumerate(scored)}
+    records = []
+    for i, (t, a) in enumerate(zip(tracks, assigned)):
+        k = row.get(i)
+        rec = {"video": t.video, "track_id": t.track_id, "start_s": round(t.start, 3), "end_s": round(t.end, 3),
+               "ground_truth": a.identity, "tied": list(a.tied) if len(a.tied) > 1 else [],
+               "mated": bool(k is not None and mated[k]), "rank": int(found[k]) if k is not None and mated[k] else None,
+               "candidates": []}
+        if k is not None:
+            order = np.argsort(-sim[k], kind="stable")[:top_k]
+            rec["candidates"] = [{"name": names[j], "score": round(float(sim[k, j]), 4)} for j in order]
+        records.append(rec)
+    counts = {"videos": len({t.video for t in tracks}), "tracks": len(tracks), "scored_tracks": len(scored),
+              "mated_tracks": n_mated, "non_mated_tracks": n_non, "ambiguous_tracks": ambiguous,
+              "gallery_identities": len(names)}
+    return VideoResult("video", out, counts, notes, {}, records, thresholds)
+
+
+def format_tracks(result: VideoResult) -> str:
+    """One line per track: where, when, its ground truth, its best candidate and the rank of its mate."""
+    head = ("video", "track", "start", "end", "truth", "best", "score", "rank")
+    rows = []
+    for r in result.tracks:
+        best = r["candidates"][0] if r["candidates"] else None
+        truth = (r["ground_truth"] or "-") + ("" if r["mated"] or r["ground_truth"] is None else " (not enrolled)")
+        rows.append((r["video"], str(r["track_id"]), f"{r['start_s']:.2f}", f"{r['end_s']:.2f}", truth,
+                     best["name"] if best else "-", f"{best['score']:.3f}" if best else "-",
+                     str(r["rank"]) if r["rank"] is not None else "-"))
+    widths = [max(len(h), *(len(row[c]) for row in rows)) if rows else len(h) for c, h in enumerate(head)]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip() for line in [head, *rows])
+
+
+def evaluate_videos(videos: Sequence[str | Path], ground_truth: str | Path, gallery_dir: str | Path,
+                    config_path: str | Path, overrides: Sequence[str] = (), ranks: Sequence[int] = (1, 5),
+                    fpir_targets: Sequence[float] = (0.01, 0.1), tie_tolerance: float = 0.1) -> VideoResult:
+    """Run the video pipeline (config and ``--set`` overrides as for ``process``) over ``videos``, enroll
+    ``gallery_dir`` (one subfolder or image per person) through the same detector and embedder, and score the
+    tracks against ``ground_truth`` with :func:`evaluate_tracks`. Inputs are checked before any model loads."""
+    spans = read_ground_truth(ground_truth)
+    tracks, names, threshold = run_tracks(videos, spans, gallery_dir, config_path, overrides)
+    return evaluate_tracks(tracks, spans, names, ranks, fpir_targets, threshold, tie_tolerance)
+
+
+def run_tracks(videos: Sequence[str | Path], spans: Sequence[GroundTruthSpan], gallery_dir: str | Path,
+               config_path: str | Path, overrides: Sequence[str] = ()
+               ) -> tuple[list[ScoredTrack], list[str], float | None]:
+    """The pipeline part of :func:`evaluate_videos`: (tracks scored against every gallery identity, gallery
+    names in score order, the configured match threshold)."""
+    from pipeline.config import load_config
+    from pipeline.runner import Runner
+    from pipeline.sources import FileSource
+    from stages.detect import FaceDetector
+    from stages.embed import build_embedder
+    from stages.match import InMemoryGallery, Matcher, gallery_images
+
+    if not videos:
+        raise ProtocolError("expected at least one video, got none")
+    if len({str(v) for v in videos}) != len(videos):
+        raise ProtocolError("the same video is given twice")
+    keys = video_keys(videos, spans)
+    cfg = load_config(config_path, list(overrides))
+    sources = [FileSource(v, cfg.source) for v in videos]  # every file is opened before any model loads
+    gallery_dir = Path(gallery_dir)
+    folder_names = gallery_images(gallery_dir)
+    if not folder_names:
+        raise ProtocolError(f"gallery folder {gallery_dir} holds no images (expected one subfolder per person or "
+                            f"images named after people)")
+    detector = FaceDetector(cfg.detect)
+    embedder = build_embedder(cfg.embed)
+    threshold = cfg.match.threshold
+    gallery = InMemoryGallery.from_folder(gallery_dir, detector, embedder, 0.0 if threshold is None else threshold)
+    if not len(gallery):
+        raise ProtocolError(f"no face found in any image of the gallery folder {gallery_dir}")
+    runner = Runner(cfg, detector, embedder, Matcher(cfg.match, gallery), [])
+    stats = runner.run(sources)
+    logger.info("%d frames, %d tracks in %.1f s", stats.frames, stats.tracks, stats.seconds["total"])
+    tracks = []
+    for template, _ in stats.results:
+        scores = None
+        if template.num_crops > 0:
+            scores = (gallery.templates @ np.asarray(template.embedding, np.float32)).astype(np.float64)
+        tracks.append(ScoredTrack(keys[template.source_id], template.track_id, template.first_timestamp,
+                                  template.last_timestamp, scores))
+    tracks.sort(key=lambda t: (t.video, t.start, t.track_id))
+    return tracks, list(gallery.names), threshold
