@@ -1,0 +1,394 @@
+"""``eval video``: ground-truth reading, overlap assignment, metric wiring, bad inputs, and the real clip end to end."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import run_pipeline
+from facemoe.evaluate import metrics
+from facemoe.evaluate.data import ProtocolError
+from facemoe.evaluate.video import (
+    GroundTruthSpan,
+    ScoredTrack,
+    assign_identities,
+    evaluate_tracks,
+    format_tracks,
+    read_ground_truth,
+    run_tracks,
+    video_keys,
+)
+from tests.conftest import ASSETS, ROOT, require
+
+DATA = Path(__file__).parent / "data"
+FRIENDS_GT = DATA / "friends_in_video_gt.csv"
+FRIENDS_VIDEO = ASSETS / "videos" / "friends_in_video.mp4"
+FRIENDS_GALLERY = ASSETS / "images" / "friends_gallery"
+TEST_CONFIG = ROOT / "configs" / "test.yaml"
+
+
+def _csv(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "gt.csv"
+    path.write_text(text)
+    return path
+
+
+def _track(start: float, end: float, scores=None, video: str = "a.mp4", track_id: int = 0) -> ScoredTrack:
+    return ScoredTrack(video, track_id, start, end, None if scores is None else np.asarray(scores, np.float64))
+
+
+def _span(identity: str, start: float = 0.0, end: float = math.inf, video: str = "a.mp4") -> GroundTruthSpan:
+    return GroundTruthSpan(video, identity, start, end)
+
+
+# ---------------------------------------------------------------- ground-truth file
+
+
+def test_read_ground_truth_defaults_and_names(tmp_path):
+    path = _csv(tmp_path, "Identity,VIDEO,end_s,start_s\nAnn,clips/a.mp4,,\nBob,b.mp4,12.5,3\n,,,\nCid,b.mp4,4,\n")
+    spans = read_ground_truth(path)
+    assert spans == [GroundTruthSpan("a.mp4", "Ann", 0.0, math.inf), GroundTruthSpan("b.mp4", "Bob", 3.0, 12.5),
+                     GroundTruthSpan("b.mp4", "Cid", 0.0, 4.0)]
+
+
+def test_read_ground_truth_time_columns_are_optional(tmp_path):
+    assert read_ground_truth(_csv(tmp_path, "video,identity\na.mp4,Ann\n")) == [_span("Ann")]
+
+
+def test_friends_ground_truth_fixture_reads():
+    spans = read_ground_truth(FRIENDS_GT)
+    assert {s.identity for s in spans} == {"Chandler", "Joey", "Monica", "Phoebe", "Rachel", "Ross"}
+    assert {s.video for s in spans} == {"friends_in_video.mp4"}
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("video,person,start_s,end_s\na.mp4,Ann,0,1\n", "expected columns video, identity, start_s, end_s"),
+        ("video,identity,start,end_s\na.mp4,Ann,0,1\n", "got video, identity, start, end_s"),
+        ("video,identity,video\na.mp4,Ann,a.mp4\n", "expected columns"),
+        ("", "got none"),
+        ("video,identity,start_s,end_s\n", "expected at least one ground-truth row"),
+        ("video,identity,start_s,end_s\na.mp4,,0,1\n", "line 2: expected values for identity"),
+        ("video,identity,start_s,end_s\na.mp4,Ann,zero,1\n", "line 2 start_s: expected seconds"),
+        ("video,identity,start_s,end_s\na.mp4,Ann,-1,1\n", "expected a finite number of seconds >= 0"),
+        ("video,identity,start_s,end_s\na.mp4,Ann,0,nan\n", "expected a finite number of seconds >= 0"),
+        ("video,identity,start_s,end_s\na.mp4,Ann,0,1\nb.mp4,Bob,5,5\n", "line 3: expected end_s after start_s"),
+    ],
+)
+def test_read_ground_truth_rejects(tmp_path, text, message):
+    with pytest.raises(ProtocolError, match=message):
+        read_ground_truth(_csv(tmp_path, text))
+
+
+def test_read_ground_truth_missing_file(tmp_path):
+    with pytest.raises(ProtocolError, match="ground-truth file not found"):
+        read_ground_truth(tmp_path / "nope.csv")
+
+
+def test_video_keys_match_by_file_name(caplog):
+    spans = [_span("Ann", video="a.mp4")]
+    with caplog.at_level(logging.WARNING):
+        keys = video_keys(["x/a.mp4", Path("y/b.mp4")], spans)
+    assert keys == {"x/a.mp4": "a.mp4", "y/b.mp4": "b.mp4"}
+    assert "b.mp4 has no ground-truth row" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "videos, message",
+    [
+        (["x/a.mp4", "y/a.mp4"], "two given videos are called a.mp4"),
+        (["x/b.mp4"], r"names 1 video\(s\) that are not given: a.mp4 \(given: b.mp4\)"),
+    ],
+)
+def test_video_keys_rejects(videos, message):
+    with pytest.raises(ProtocolError, match=message):
+        video_keys(videos, [_span("Ann", video="a.mp4")])
+
+
+# ---------------------------------------------------------------- overlap assignment
+
+
+def _ids(tracks, spans, names=("A", "B", "C"), tol=0.1):
+    return [a.identity for a in assign_identities(tracks, spans, list(names), tol)]
+
+
+@pytest.mark.parametrize(
+    "track, spans, expected",
+    [
+        ((2, 4), [_span("A", 0, 10)], "A"),
+        ((0, 10), [_span("A", 0, 8), _span("B", 6, 10)], "A"),  # 8 s against 4 s
+        ((0, 10), [_span("A", 0, 3), _span("A", 7, 10), _span("B", 2, 7)], "A"),  # spans of one identity add up
+        ((0, 10), [_span("A", 0, 4), _span("B", 4, 10)], "B"),
+        ((5, 6), [_span("A", 0, 5), _span("B", 6, 9)], None),  # only touching
+        ((3, 4), [_span("A", 0, 2)], None),
+        ((3, 4), [_span("A", video="b.mp4")], None),  # other video
+        ((4, 4), [_span("A", 0, 2), _span("B", 3, 5)], "B"),  # a single-frame track inside a span
+        ((0, 10), [_span("A")], "A"),  # whole video
+    ],
+)
+def test_assignment_by_most_overlap(track, spans, expected):
+    assert _ids([_track(*track, scores=[0.0, 0.0, 0.0])], spans) == [expected]
+
+
+def test_assignment_tie_takes_the_best_scoring_identity():
+    spans = [_span("A", 0, 10), _span("B", 0, 10)]
+    a = assign_identities([_track(1, 9, [0.1, 0.6, 0.0])], spans, ["A", "B", "C"])
+    assert a[0].identity == "B" and a[0].tied == ("A", "B") and not a[0].forced
+
+
+@pytest.mark.parametrize("tolerance, expected", [(0.1, "B"), (0.0, "A")])
+def test_assignment_tie_tolerance(tolerance, expected):
+    # A overlaps 10 s, B 9.5 s: within 10 % of the 10 s track, they are tied and the score decides
+    spans = [_span("A", 0, 10), _span("B", 0.5, 10)]
+    assert _ids([_track(0, 10, [0.1, 0.6, 0.0])], spans, tol=tolerance) == [expected]
+
+
+def test_assignment_concurrent_tracks_do_not_share_a_tied_identity():
+    spans = [_span("A", 0, 10), _span("B", 0, 10)]
+    # both tracks look most like A; the more confident one keeps it, the other gets B
+    tracks = [_track(0, 10, [0.5, 0.3, 0.0], track_id=1), _track(0, 10, [0.7, 0.1, 0.0], track_id=2)]
+    assert _ids(tracks, spans) == ["B", "A"]
+
+
+def test_assignment_identity_held_by_an_unambiguous_track():
+    spans = [_span("A", 0, 10), _span("B", 2, 10)]
+    # track 1 (0-10) is A outright; track 2 (2-10) ties A and B, and A is on track 1 at the same time
+    tracks = [_track(0, 10, [0.0, 0.9, 0.0], track_id=1), _track(2, 10, [0.9, 0.0, 0.0], track_id=2)]
+    assert _ids(tracks, spans) == ["A", "B"]
+
+
+def test_assignment_tracks_at_different_times_may_share_an_identity():
+    spans = [_span("A", 0, 10), _span("B", 0, 10)]
+    tracks = [_track(0, 3, [0.8, 0.1, 0.0], track_id=1), _track(5, 9, [0.7, 0.2, 0.0], track_id=2)]
+    assert _ids(tracks, spans) == ["A", "A"]
+
+
+def test_assignment_identity_not_enrolled_comes_last():
+    spans = [_span("A", 0, 10), _span("X", 0, 10)]
+    tracks = [_track(0, 10, [0.1, 0.0, 0.0], track_id=1), _track(0, 10, [0.2, 0.0, 0.0], track_id=2)]
+    assert _ids(tracks, spans) == ["X", "A"]
+    assert _ids(tracks[:1], spans) == ["A"]
+
+
+def test_assignment_forced_when_every_tied_identity_is_held():
+    spans = [_span("A", 0, 10), _span("B", 0, 10)]
+    tracks = [_track(0, 10, s, track_id=i) for i, s in enumerate([[0.9, 0.0, 0], [0.0, 0.9, 0], [0.3, 0.5, 0]])]
+    out = assign_identities(tracks, spans, ["A", "B", "C"])
+    assert [a.identity for a in out] == ["A", "B", "B"]
+    assert [a.forced for a in out] == [False, False, True]
+
+
+def test_assignment_track_without_scores_still_gets_its_identity():
+    assert _ids([_track(0, 5)], [_span("A", 0, 10)]) == ["A"]
+
+
+def test_assignment_rejects_bad_tolerance():
+    with pytest.raises(ValueError, match=r"tie_tolerance must be in \[0, 1\), got 1.5"):
+        assign_identities([], [], ["A"], 1.5)
+
+
+# ---------------------------------------------------------------- metric wiring on synthetic tracks
+
+NAMES = ["A", "B", "C"]
+
+
+@pytest.fixture
+def synthetic():
+    """Six scored tracks (four mated, two non-mated), one without a template, one of a person not enrolled."""
+    spans = [_span("A", 0, 10), _span("B", 10, 20), _span("C", 20, 30), _span("A", 30, 40), _span("Z", 50, 60)]
+    tracks = [
+        _track(0, 10, [0.9, 0.1, 0.2], track_id=1),    # A, rank 1, strong
+        _track(10, 12, [0.6, 0.5, 0.1], track_id=2),   # B, rank 2
+        _track(20, 24, [0.1, 0.2, 0.4], track_id=3),   # C, rank 1, weak
+        _track(30, 38, [0.7, 0.0, 0.1], track_id=4),   # A, rank 1
+        _track(50, 56, [0.3, 0.45, 0.0], track_id=5),  # Z: not enrolled -> non-mated
+        _track(70, 72, [0.2, 0.1, 0.35], track_id=6),  # nobody in the ground truth -> non-mated
+        _track(31, 33, None, track_id=7),              # no crop embedded: listed, not scored
+    ]
+    return tracks, spans
+
+
+def test_evaluate_tracks_metrics(synthetic, caplog):
+    tracks, spans = synthetic
+    with caplog.at_level(logging.WARNING):
+        res = evaluate_tracks(tracks, spans, NAMES, ranks=(1, 2), fpir_targets=(0.5, 1.0), operating_threshold=0.4)
+    assert "not in the gallery" in caplog.text and "Z" in caplog.text
+    assert res.counts == {"videos": 1, "tracks": 7, "scored_tracks": 6, "mated_tracks": 4, "non_mated_tracks": 2,
+                          "ambiguous_tracks": 0, "gallery_identities": 3}
+    m = res.metrics
+    assert m["rank-1"] == pytest.approx(3 / 4) and m["rank-2"] == 1.0
+    # durations of the mated tracks: 10, 2, 4, 8
+    assert m["rank-1 time-weighted"] == pytest.approx(22 / 24)
+    # non-mated top scores 0.45 and 0.35: FPIR 0.5 allows one false alarm -> threshold 0.35; 1.0 allows both
+    assert res.thresholds["tpir@fpir=5e-1"] == pytest.approx(0.35)
+    assert m["tpir@fpir=5e-1"] == pytest.approx(3 / 4)  # A 0.9, C 0.4, A 0.7 are above 0.35
+    assert m["tpir@fpir=5e-1 time-weighted"] == pytest.approx(22 / 24)
+    assert m["tpir@fpir=1e+00"] == pytest.approx(3 / 4)
+    # operating point: accepted when top >= 0.4 and right: A, C (0.4), A; non-mated 0.45 accepted, 0.35 not
+    assert m["tpir@operating threshold"] == pytest.approx(3 / 4)
+    assert m["fpir@operating threshold"] == pytest.approx(1 / 2)
+    assert any("1 tracks had no embedded crop" in n for n in res.notes)
+
+
+def test_evaluate_tracks_open_set_agrees_with_metrics_module(synthetic):
+    tracks, spans = synthetic
+    res = evaluate_tracks(tracks, spans, NAMES, fpir_targets=(0.5,))
+    scored = [t for t in tracks if t.scores is not None]
+    sim = np.stack([t.scores for t in scored])
+    labels = np.array(["A", "B", "C", "A", None, None], dtype=object)
+    ref = metrics.tpir_at_fpir(sim, labels, np.array(NAMES, dtype=object), (0.5,))[0.5]
+    assert res.metrics["tpir@fpir=5e-1"] == ref["tpir"] and res.thresholds["tpir@fpir=5e-1"] == ref["threshold"]
+    ranks = [r["rank"] for r in res.tracks]
+    assert ranks == [1, 2, 1, 1, None, None, None]
+    assert [r["mated"] for r in res.tracks] == [True, True, True, True, False, False, False]
+    assert res.tracks[4]["ground_truth"] == "Z" and res.tracks[5]["ground_truth"] is None
+    assert res.tracks[1]["candidates"][:2] == [{"name": "A", "score": 0.6}, {"name": "B", "score": 0.5}]
+
+
+def test_evaluate_tracks_without_non_mated(synthetic):
+    tracks, spans = synthetic
+    res = evaluate_tracks(tracks[:4], spans, NAMES, operating_threshold=None)
+    assert res.metrics["rank-1"] == pytest.approx(3 / 4)
+    assert res.metrics["tpir@fpir=1e-2"] is None and res.metrics["tpir@fpir=1e-2 time-weighted"] is None
+    assert res.metrics["tpir@operating threshold"] is None
+    assert any("got 4 mated and 0 non-mated" in n for n in res.notes)
+    assert any("match.threshold is null" in n for n in res.notes)
+
+
+def test_evaluate_tracks_without_mated(synthetic):
+    tracks, spans = synthetic
+    res = evaluate_tracks(tracks[4:6], spans, NAMES, operating_threshold=0.4)
+    assert res.metrics["rank-1"] is None and res.metrics["rank-1 time-weighted"] is None
+    assert res.metrics["tpir@operating threshold"] is None and res.metrics["fpir@operating threshold"] == 0.5
+
+
+def test_evaluate_tracks_rejects_bad_scores():
+    with pytest.raises(ValueError, match=r"expected 3 scores, got \(2,\)"):
+        evaluate_tracks([_track(0, 1, [0.1, 0.2])], [_span("A")], NAMES)
+    with pytest.raises(ProtocolError, match="at least one identity"):
+        evaluate_tracks([_track(0, 1, [])], [_span("A")], [])
+
+
+def test_result_json_and_track_table(synthetic):
+    tracks, spans = synthetic
+    res = evaluate_tracks(tracks, spans, NAMES)
+    data = json.loads(json.dumps(res.to_dict()))
+    assert data["protocol"] == "video" and len(data["tracks"]) == 7 and "operating" in data["thresholds"]
+    lines = format_tracks(res).splitlines()
+    assert lines[0].split() == ["video", "track", "start", "end", "truth", "best", "score", "rank"]
+    assert lines[5].split() == ["a.mp4", "5", "50.00", "56.00", "Z", "(not", "enrolled)", "B", "0.450", "-"]
+    assert lines[7].split()[-3:] == ["-", "-", "-"]
+
+
+# ---------------------------------------------------------------- command line: bad inputs (no model is loaded)
+
+
+def _eval_video(tmp_path, gt: Path, videos=None, gallery=None, extra=()):
+    videos = videos if videos is not None else [str(FRIENDS_VIDEO)]
+    gallery = gallery if gallery is not None else str(FRIENDS_GALLERY)
+    return run_pipeline.main(["eval", "video", *videos, "--ground-truth", str(gt), "--gallery", str(gallery),
+                              "--config", str(TEST_CONFIG), *extra])
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("bad_columns", "expected columns video, identity, start_s, end_s"),
+        ("gt_video_not_given", "names 1 video(s) that are not given: other.mp4"),
+        ("missing_video", "video not found"),
+        ("missing_gallery", "gallery folder not found"),
+        ("empty_gallery", "holds no images"),
+        ("bad_override", "unknown config key source.strid"),
+        ("missing_gt", "ground-truth file not found"),
+    ],
+)
+def test_cli_bad_inputs_one_line_exit_2(case, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    gt = _csv(tmp_path, "video,identity,start_s,end_s\nfriends_in_video.mp4,Ross,,\n")
+    kwargs: dict = {}
+    if case == "bad_columns":
+        gt = _csv(tmp_path, "video,name\nfriends_in_video.mp4,Ross\n")
+    elif case == "gt_video_not_given":
+        gt = _csv(tmp_path, "video,identity\nfriends_in_video.mp4,Ross\nother.mp4,Ross\n")
+    elif case == "missing_video":
+        kwargs["videos"] = [str(tmp_path / "friends_in_video.mp4")]
+    elif case == "missing_gallery":
+        kwargs["gallery"] = tmp_path / "nobody"
+    elif case == "empty_gallery":
+        (tmp_path / "empty").mkdir()
+        kwargs["gallery"] = tmp_path / "empty"
+    elif case == "bad_override":
+        kwargs["extra"] = ["--set", "source.strid=2"]
+    elif case == "missing_gt":
+        gt = tmp_path / "nope.csv"
+    if case not in ("missing_video",):
+        require(FRIENDS_VIDEO)
+    assert _eval_video(tmp_path, gt, **kwargs) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+
+
+# ---------------------------------------------------------------- the real clip, end to end
+
+
+@pytest.fixture(scope="module")
+def friends_tracks():
+    """The pipeline (SCRFD-500M + MobileFaceNet, offline) over the Friends clip, scored against its six people."""
+    video, gallery = require(FRIENDS_VIDEO), require(FRIENDS_GALLERY)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(ROOT)
+        return run_tracks([str(video)], read_ground_truth(FRIENDS_GT), gallery, TEST_CONFIG)
+
+
+@pytest.mark.slow
+def test_friends_clip_closed_set(friends_tracks):
+    tracks, names, threshold = friends_tracks
+    assert names == ["Chandler", "Joey", "Monica", "Phoebe", "Rachel", "Ross"] and threshold == 0.3
+    res = evaluate_tracks(tracks, read_ground_truth(FRIENDS_GT), names, operating_threshold=threshold)
+    # every face track is of one of the six: all mated, six shots of two or three people
+    assert res.counts["tracks"] >= 10 and res.counts["mated_tracks"] == res.counts["tracks"]
+    assert res.metrics["rank-1"] >= 0.75 and res.metrics["rank-5"] >= 0.9
+    assert res.metrics["rank-1 time-weighted"] >= 0.85  # the misses are short side tracks
+    assert res.metrics["tpir@fpir=1e-1"] is None
+    found = {r["ground_truth"] for r in res.tracks if r["rank"] == 1}
+    assert found == set(names)
+
+
+@pytest.mark.slow
+def test_friends_clip_open_set_without_one_person(friends_tracks, caplog):
+    tracks, names, threshold = friends_tracks
+    keep = [j for j, n in enumerate(names) if n != "Monica"]
+    reduced = [ScoredTrack(t.video, t.track_id, t.start, t.end, None if t.scores is None else t.scores[keep])
+               for t in tracks]
+    with caplog.at_level(logging.WARNING):
+        res = evaluate_tracks(reduced, read_ground_truth(FRIENDS_GT), [names[j] for j in keep],
+                              operating_threshold=threshold)
+    assert "Monica" in caplog.text
+    monica = [r for r in res.tracks if r["ground_truth"] == "Monica"]
+    assert len(monica) >= 2 and res.counts["non_mated_tracks"] == len(monica)
+    assert res.metrics["rank-1"] >= 0.75
+    assert res.metrics["tpir@fpir=1e-1"] is not None and res.metrics["tpir@fpir=1e-1"] >= 0.5
+
+
+@pytest.mark.slow
+def test_cli_eval_video_json(tmp_path, capsys, monkeypatch):
+    video = require(FRIENDS_VIDEO)
+    gallery = tmp_path / "gallery"
+    gallery.mkdir()
+    for image in sorted(require(FRIENDS_GALLERY).iterdir()):
+        if image.stem != "Monica":  # one person left out: her tracks are the non-mated probes
+            (gallery / image.name).symlink_to(image)
+    monkeypatch.chdir(ROOT)
+    argv = ["eval", "video", str(video), "--ground-truth", str(FRIENDS_GT), "--gallery", str(gallery),
+            "--config", str(TEST_CONFIG), "--set", "source.stride=2", "--format", "json", "--out", str(tmp_path)]
+    assert run_pipeline.main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads((tmp_path / "video.json").read_text())
+    assert printed["counts"]["gallery_identities"] == 5 and printed["counts"]["non_mated_tracks"] >= 1
+    assert printed["metrics"]["rank-1"] >= 0.7 and printed["metrics"]["tpir@fpir=1e-1"] is not None
+    assert all(t["video"] == "friends_in_video.mp4" for t in printed["tracks"])
