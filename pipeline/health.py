@@ -2,7 +2,8 @@
 
 ``CameraHealth`` is updated from several threads (its methods take a lock); ``HealthRegistry`` holds one per
 camera and renders the status line and the Prometheus text format; ``MetricsServer`` serves ``/metrics`` and
-``/healthz`` over HTTP from a daemon thread.
+``/healthz`` over HTTP from a daemon thread. ``PolledHealth`` stands for a camera whose counters live in another
+process (a Ray actor): it holds the latest snapshot the driver polled from there.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from collections import deque
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-__all__ = ["CameraHealth", "CameraSnapshot", "HealthRegistry", "MetricsServer"]
+__all__ = ["CameraHealth", "CameraSnapshot", "HealthRegistry", "MetricsServer", "PolledHealth"]
 
 logger = logging.getLogger(__name__)
 
@@ -116,18 +117,52 @@ class CameraHealth:
                                   self.reconnects, self.failures, age, self.last_error)
 
 
+class PolledHealth:
+    """The health of a camera running elsewhere: the latest snapshot polled from it (``update``); ``failed``
+    marks it given up when its process is gone. Until the first poll it reads ``connecting`` with no frames."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._lock = threading.Lock()
+        self._snap = CameraSnapshot(name, "connecting", False, 0.0, 0.0, 0, 0, 0, 0, 0, None, None)
+
+    def update(self, snap: CameraSnapshot) -> None:
+        if snap.name != self.name:
+            raise ValueError(f"snapshot of camera {self.name!r} expected, got {snap.name!r}")
+        with self._lock:
+            self._snap = snap
+
+    def failed(self, reason: str) -> None:
+        """The camera's process ended without a result: keep its counters, state ``failed``, one more failure."""
+        with self._lock:
+            s = self._snap
+            self._snap = CameraSnapshot(s.name, "failed", False, 0.0, 0.0, s.frames_in, s.frames_processed,
+                                        s.dropped, s.reconnects, s.failures + 1, s.last_frame_age_s, reason)
+
+    def snapshot(self) -> CameraSnapshot:
+        with self._lock:
+            return self._snap
+
+
 class HealthRegistry:
     """The health of every camera of a run, in the order they were added."""
 
     def __init__(self, fps_window_s: float = 5.0, clock=time.monotonic) -> None:
         self.fps_window_s = fps_window_s
         self._clock = clock
-        self.cameras: dict[str, CameraHealth] = {}
+        self.cameras: dict[str, CameraHealth | PolledHealth] = {}
 
     def add(self, name: str) -> CameraHealth:
         if name in self.cameras:
             raise ValueError(f"camera names must be unique, got {name!r} twice")
         self.cameras[name] = CameraHealth(name, self.fps_window_s, self._clock)
+        return self.cameras[name]
+
+    def add_polled(self, name: str) -> PolledHealth:
+        """A camera whose counters are polled from another process."""
+        if name in self.cameras:
+            raise ValueError(f"camera names must be unique, got {name!r} twice")
+        self.cameras[name] = PolledHealth(name)
         return self.cameras[name]
 
     def snapshots(self) -> list[CameraSnapshot]:

@@ -87,10 +87,12 @@ class EndedTrack:
 
 @dataclass
 class TrackJob:
-    """Work for the embedding side: crops to embed now (with quality scores) and tracks that ended."""
+    """Work for the embedding side: crops to embed now (with quality scores) and tracks that ended; ``after``
+    is called once the job is handled, in order with the jobs queued before it."""
 
     crops: list[tuple[FaceCrop, float]]
     ends: list[EndedTrack]
+    after: Callable[[], None] | None = None
 
 
 class CameraTracking:
@@ -156,8 +158,14 @@ class TrackMatching:
             feats, norms = self.embedder.embed([c.image for c, _ in todo])
             self.aggregator.add([c for c, _ in todo], feats, norms, [s for _, s in todo])
             stats.crops_embedded += len(todo)
+        updated: dict[tuple[str, int], None] = {}
+        for crop, _ in todo:
+            key = (crop.source_id, crop.track_id)
+            span = self._span.setdefault(key, [crop.timestamp, crop.timestamp])
+            span[0], span[1] = min(span[0], crop.timestamp), max(span[1], crop.timestamp)
+            updated[key] = None
         ending = {(e.source_id, e.end.track_id) for job in group for e in job.ends}
-        self._progress([c for job in group for c, _ in job.crops], ending, stats)
+        self._progress([k for k in updated if k not in ending], stats)
         for job in group:
             for done in job.ends:
                 key = (done.source_id, done.end.track_id)
@@ -166,20 +174,23 @@ class TrackMatching:
                 template = fusion.template(done.end.first_seen, done.end.last_seen, done.frames)
                 template.best_crop = done.best
                 self._deliver(template, self.matcher.match(template), stats)
+            if job.after is not None:
+                job.after()
 
-    def _progress(self, crops: list[FaceCrop], ending: set[tuple[str, int]], stats: LiveStats) -> None:
-        """Match the running template of every open track that got crops now; tracks ending in this batch get
-        their final match instead."""
+    def drop_source(self, source_id: str) -> int:
+        """Forget the open tracks of a source that will send no ends (its process died); returns how many."""
+        keys = [k for k in self._span if k[0] == source_id]
+        for key in keys:
+            del self._span[key]
+            self.aggregator.pop(*key)
+        return len(keys)
+
+    def _progress(self, updated: list[tuple[str, int]], stats: LiveStats) -> None:
+        """Match the running template of every open track that got crops now (tracks ending in this batch get
+        their final match instead)."""
         watchers = [s for s in self.watchers if s.watching]
         if not watchers:
             return
-        updated: dict[tuple[str, int], None] = {}
-        for crop in crops:
-            key = (crop.source_id, crop.track_id)
-            span = self._span.setdefault(key, [crop.timestamp, crop.timestamp])
-            span[0], span[1] = min(span[0], crop.timestamp), max(span[1], crop.timestamp)
-            if key not in ending:
-                updated[key] = None
         for key in updated:
             fusion = self.aggregator.state(*key)
             first, last = self._span[key]
@@ -210,7 +221,7 @@ class EmbedWorker:
         self._thread.start()
 
     def put(self, job: TrackJob) -> None:
-        if job.crops or job.ends:
+        if job.crops or job.ends or job.after is not None:
             self._jobs.put(job)  # blocks while embedding is behind: back-pressure
 
     def close(self) -> None:

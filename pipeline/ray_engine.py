@@ -3,14 +3,18 @@ embedding service (embed, fuse, match against the gallery in SQL, match log, ale
 classes as the single-process live runner (``CameraTracking``, ``TrackMatching``, ``EmbedWorker``).
 
 ``run_ray`` connects to ``address`` (an existing cluster) or starts a local Ray instance, runs until ``stop``
-is set, the duration is over or every camera has given up, then stops the cameras, lets each finish its open
+is set, the duration is over or every camera has ended, then stops the cameras, lets each finish its open
 tracks, drains the embedding service and closes the match log. The service uses a GPU when the node has one
-and the embedder is configured for it (``embed.device``).
+and the embedder is configured for it (``embed.device``). The driver polls each camera actor's health into a
+``HealthRegistry`` (for the status line and the metrics endpoint). A camera actor that dies or fails is
+reported ``failed``: its run in the match log is closed ``failed`` once the tracks it had sent are logged, and
+the other cameras go on.
 """
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import threading
 import time
@@ -19,7 +23,7 @@ from pathlib import Path
 from .alerts import WatchlistAlerts
 from .config import AppConfig
 from .errors import ConfigError
-from .health import CameraHealth
+from .health import CameraHealth, HealthRegistry, PolledHealth
 from .live import LiveSource
 from .live_config import CameraConfig, LiveConfig
 from .live_runner import CameraTracking, EmbedWorker, LiveStats, TrackJob, TrackMatching
@@ -96,7 +100,11 @@ class CameraWorker:
         return {"camera": snap.name, "frames": frames_done, "seconds": seconds, "closed_at_loss": closed,
                 "frames_in": snap.frames_in,
                 "dropped": snap.dropped, "reconnects": snap.reconnects, "failures": snap.failures,
-                "state": snap.state}
+                "state": snap.state, "error": None, "snapshot": snap}
+
+    def snapshot(self):
+        """The camera's health now (polled by the driver)."""
+        return self.health.snapshot()
 
     def stop(self) -> None:
         self._stop.set()
@@ -127,6 +135,16 @@ class EmbedService:
     def submit(self, job: TrackJob) -> None:
         self.worker.put(job)
 
+    def camera_failed(self, name: str) -> None:
+        """A camera's actor died: once the jobs it sent are handled, close its run ``failed`` and forget its open
+        tracks (they will never end); later tracks of it are not logged."""
+        def close() -> None:
+            dropped = self.matching.drop_source(name)
+            self.log.close_camera(name, "failed")
+            logger.warning("camera %s: run closed as failed (%d open tracks lost with its actor)", name, dropped)
+
+        self.worker.put(TrackJob([], [], after=close))
+
     def close(self, status: str = "finished") -> dict:
         try:
             self.worker.close()
@@ -147,8 +165,10 @@ def _catch_signals(stop: threading.Event) -> dict:
 
 
 def run_ray(cfg: AppConfig, live: LiveConfig, cameras: list[CameraConfig], db_url: str, cfg_hash: str,
-            stop: threading.Event, duration_s: float | None = None, address: str | None = None) -> dict:
-    """Run the cameras on Ray until stopped; returns per-camera figures and the service's totals."""
+            stop: threading.Event, duration_s: float | None = None, address: str | None = None,
+            registry: HealthRegistry | None = None, poll_s: float = 1.0) -> dict:
+    """Run the cameras on Ray until stopped; returns per-camera figures and the service's totals. The cameras'
+    health is polled every ``poll_s`` seconds into ``registry`` (a new one unless given)."""
     try:
         import ray
     except ImportError:
@@ -161,25 +181,69 @@ def run_ray(cfg: AppConfig, live: LiveConfig, cameras: list[CameraConfig], db_ur
         ray.init(address=address, runtime_env={"env_vars": env}, include_dashboard=False,
                  logging_level=logging.WARNING, log_to_driver=True)
     previous = _catch_signals(stop)
+    registry = registry if registry is not None else HealthRegistry(live.health.fps_window_s)
+    health = {c.name: registry.add_polled(c.name) for c in cameras}
     try:
         gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 and cfg.embed.device.startswith("cuda") else 0
         epoch = time.monotonic()  # one clock for frame times and delivery (latencies hold on one node)
         service = ray.remote(num_cpus=0, num_gpus=gpus, max_concurrency=4)(EmbedService).remote(
             cfg, live, cameras, db_url, cfg_hash, epoch)
         actor = ray.remote(num_cpus=0, max_concurrency=2)(CameraWorker)
-        workers = [actor.remote(c, live, cfg, epoch) for c in cameras]
-        runs = [w.run.remote(service, duration_s) for w in workers]
-        while not stop.is_set():
-            done, _ = ray.wait(runs, num_returns=len(runs), timeout=0.2)
-            if len(done) == len(runs):
-                break
-        ray.get([w.stop.remote() for w in workers])
-        per_camera = ray.get(runs)
+        run_name = f"facemoe-{secrets.token_hex(4)}"  # actors are named RUN/CAMERA (`ray list actors`)
+        workers = {c.name: actor.options(name=f"{run_name}/{c.name}").remote(c, live, cfg, epoch) for c in cameras}
+        runs = {workers[name].run.remote(service, duration_s): name for name in workers}
+        results: dict[str, dict] = {}
+        status_s = live.health.status_interval_s
+        next_poll, next_status = time.monotonic() + poll_s, time.monotonic() + (status_s or 0.0)
+        while runs and not stop.is_set():
+            done, _ = ray.wait(list(runs), num_returns=1, timeout=0.2)
+            for ref in done:
+                name = runs.pop(ref)
+                results[name] = _camera_result(ray, ref, name, health[name], service)
+            if time.monotonic() >= next_poll:
+                _poll(ray, {n: workers[n] for n in runs.values()}, health, poll_s)
+                next_poll = time.monotonic() + poll_s
+            if status_s and time.monotonic() >= next_status:
+                logger.info("status: %s", registry.status_line())
+                next_status = time.monotonic() + status_s
+        for name in runs.values():
+            workers[name].stop.remote()
+        for ref, name in runs.items():
+            results[name] = _camera_result(ray, ref, name, health[name], service)
         totals = ray.get(service.close.remote())
         logger.info("ray run over: %d tracks, %d matches", totals["tracks"], totals["matches"])
-        return {"cameras": per_camera, **totals}
+        return {"cameras": [results[c.name] for c in cameras], **totals}
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if started:
             ray.shutdown()
+
+
+def _poll(ray, workers: dict, health: dict[str, PolledHealth], timeout_s: float) -> None:
+    """Fetch each running camera's health; a camera that does not answer in time keeps its last snapshot."""
+    refs = {workers[name].snapshot.remote(): name for name in workers}
+    ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s)
+    for ref in ready:
+        try:
+            health[refs[ref]].update(ray.get(ref))
+        except ray.exceptions.RayError:
+            pass  # a dead actor: its run's result says so
+
+
+def _camera_result(ray, ref, name: str, health: PolledHealth, service) -> dict:
+    """A camera actor's figures, or, when it died or raised, its last polled figures marked ``failed`` (its run in
+    the match log is then closed ``failed`` by the service)."""
+    try:
+        result = ray.get(ref)
+    except ray.exceptions.RayError as exc:
+        reason = f"camera actor failed: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
+        logger.error("camera %s: %s; its run is marked failed, the other cameras go on", name, reason)
+        health.failed(reason)
+        ray.get(service.camera_failed.remote(name))
+        snap = health.snapshot()
+        return {"camera": name, "frames": snap.frames_processed, "seconds": 0.0, "closed_at_loss": 0,
+                "frames_in": snap.frames_in, "dropped": snap.dropped, "reconnects": snap.reconnects,
+                "failures": snap.failures, "state": "failed", "error": reason}
+    health.update(result.pop("snapshot"))
+    return result

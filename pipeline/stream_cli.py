@@ -13,6 +13,7 @@ cameras stop reading, open tracks are finished and matched, the sinks are flushe
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import threading
@@ -39,6 +40,8 @@ from .live_runner import LiveRunner
 from .types import Candidate, MatchResult, TrackTemplate
 
 __all__ = ["MatchLogSink", "SqlGalleryIndex", "TrackLineSink", "load_live_config", "register", "run_stream"]
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = "configs/default.yaml"
 DEFAULT_THRESHOLD = 0.3
@@ -109,14 +112,24 @@ class MatchLogSink:
 
     def on_track(self, template: TrackTemplate, result: MatchResult) -> None:
         crop = template.best_crop
-        self.writers[template.source_id].record(TrackRecord(
+        writer = self.writers[template.source_id]
+        if writer.closed:  # the camera's run was closed early (its actor died): its late tracks have no run
+            logger.warning("match log: camera %s track %d after its run was closed; not logged",
+                           template.source_id, template.track_id)
+            return
+        writer.record(TrackRecord(
             track_id=template.track_id, start_time=template.first_timestamp, end_time=template.last_timestamp,
             frames=max(template.num_frames, 1), crops_embedded=min(template.num_crops, max(template.num_frames, 1)),
             template=template.embedding, embedder_id=self.embedder_id, candidates=result.candidates,
             decision=result.decision, threshold=result.threshold,
             thumbnail=None if crop is None else crop.image))
 
+    def close_camera(self, name: str, status: str) -> None:
+        """End one camera's run now (``failed`` when its process died); the others go on."""
+        self.writers[name].close(status)
+
     def close(self, status: str = "finished") -> None:
+        """End every run still open."""
         for writer in self.writers.values():
             writer.close(status)
 
@@ -159,14 +172,20 @@ def _stop_on_signals(stack: ExitStack) -> threading.Event:
 def _run_on_ray(args: argparse.Namespace, cfg, live: LiveConfig, cams: list[CameraConfig]) -> int:
     from .ray_engine import run_ray
 
+    registry = HealthRegistry(live.health.fps_window_s)
     with ExitStack() as stack:
+        if live.health.metrics_port is not None:  # served by the driver from the actors' polled health
+            server = MetricsServer(registry, live.health.metrics_host, live.health.metrics_port).start()
+            stack.callback(server.close)
+            print(f"metrics on http://{server.host}:{server.port}/metrics", file=sys.stderr, flush=True)
         stop = _stop_on_signals(stack)
         result = run_ray(cfg, live, cams, args.db, config_hash(cfg.model_dump_json()), stop, args.duration,
-                         args.address)
+                         args.address, registry)
     print(f"stream (ray): {result['tracks']} tracks, {result['matches']} matches", file=sys.stderr)
     for cam in result["cameras"]:
         print(f"{cam['camera']}: {cam['state']} frames={cam['frames']} dropped={cam['dropped']} "
-              f"reconnects={cam['reconnects']} failures={cam['failures']}", file=sys.stderr)
+              f"reconnects={cam['reconnects']} failures={cam['failures']}"
+              + (f" ({cam['error']})" if cam.get("error") else ""), file=sys.stderr)
     return 1 if all(c["state"] == "failed" for c in result["cameras"]) else 0
 
 
@@ -177,9 +196,8 @@ def run_stream(args: argparse.Namespace) -> int:
         raise ConfigError(f"--address is for --engine ray, got --engine {args.engine}")
     cfg = load_config(args.config, args.set)
     live = load_live_config(args.live_config, args.metrics_port)
-    if args.engine == "ray" and (args.db is None or live.health.metrics_port is not None):
-        raise ConfigError("--engine ray: expected --db URL (the gallery and match log in SQL) and no metrics "
-                          "port (per-camera metrics are not served from Ray actors yet)")
+    if args.engine == "ray" and args.db is None:
+        raise ConfigError("--engine ray: expected --db URL (the gallery and match log in SQL), got --gallery")
     cams = _cameras(args, live)
     if args.engine == "ray":
         return _run_on_ray(args, cfg, live, cams)

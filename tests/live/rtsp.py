@@ -262,7 +262,7 @@ class InterleavedRtspServer:
         while True:
             try:
                 packet = sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return  # closed

@@ -77,3 +77,26 @@ def test_metrics_endpoint_serves_prometheus_text_on_loopback():
         assert httpx.get(f"{base}/other", timeout=5).status_code == 404
     finally:
         server.close()
+
+
+def test_polled_camera_shows_the_latest_snapshot_and_a_failure_keeps_its_counters():
+    reg = HealthRegistry()
+    polled = reg.add_polled("remote")
+    assert reg.status_line().startswith("remote: connecting") and 'frames_in_total{camera="remote"} 0' in \
+        reg.prometheus_text()
+    clock = FakeClock()
+    cam = CameraHealth("remote", clock=clock)
+    cam.set_state("connected")
+    for _ in range(5):
+        cam.frame_in()
+    cam.frame_processed(4)
+    polled.update(cam.snapshot())
+    assert 'facemoe_camera_frames_processed_total{camera="remote"} 4' in reg.prometheus_text()
+    polled.failed("camera actor failed: ActorDiedError")
+    snap = polled.snapshot()
+    assert (snap.state, snap.connected, snap.frames_in, snap.failures) == ("failed", False, 5, 1)
+    assert 'facemoe_camera_connected{camera="remote"} 0' in reg.prometheus_text()
+    with pytest.raises(ValueError, match="unique"):
+        reg.add_polled("remote")
+    with pytest.raises(ValueError, match="expected, got 'other'"):
+        polled.update(CameraHealth("other").snapshot())

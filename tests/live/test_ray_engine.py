@@ -1,5 +1,6 @@
-"""The Ray engine against the single-process live runner: two recorded cameras processed frame by frame on
-a local Ray instance started by the test give the same match log."""
+"""The Ray engine on a local Ray instance started by the test: two recorded cameras processed frame by frame
+give the single-process match log; a camera actor killed mid-run has its run marked failed while the other
+camera goes on; the driver serves the actors' health as metrics; SIGTERM stops the command cleanly."""
 from __future__ import annotations
 
 import shutil
@@ -9,6 +10,7 @@ import sys
 import threading
 import time
 
+import httpx
 import pytest
 from sqlalchemy import select
 
@@ -23,6 +25,7 @@ from stages.detect import FaceDetector
 from stages.embed import build_embedder
 from stages.match import Matcher
 from tests.conftest import ROOT
+from tests.live.rtsp import free_port
 from tests.live.test_stream_cli import CONFIG, app_config, gallery_db  # noqa: F401 (fixtures)
 
 ray = pytest.importorskip("ray", reason="the Ray engine needs the ray package (pip install 'ray[default]')")
@@ -81,15 +84,24 @@ def test_stream_on_ray_stops_cleanly_on_sigterm(rtsp_server, stream_clip, galler
     db = copy_db(gallery_db, tmp_path, "sigterm")
     live = tmp_path / "live.yaml"
     live.write_text("transport: udp\n")
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "run_pipeline.py", "stream", "--engine", "ray", rtsp_server.url("a"), "--db", db,
-         "--config", str(CONFIG), "--live-config", str(live)],
+         "--config", str(CONFIG), "--live-config", str(live), "--metrics-port", str(port)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = ""
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None and not runs(db):
             time.sleep(1.0)  # until the embedding service has opened the match log
-        time.sleep(8.0)  # the camera actor attaches and tracks faces
+        while time.monotonic() < deadline and proc.poll() is None and 'connected{camera="cam0-a"} 1' not in metrics:
+            time.sleep(1.0)  # the driver serves the camera actor's polled health
+            try:
+                metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            except httpx.HTTPError:
+                continue
+        time.sleep(6.0)  # the camera actor tracks faces
+        processed = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
         proc.send_signal(signal.SIGTERM)  # ray.init installs handlers of its own: ours must win
         _, err = proc.communicate(timeout=120)
     finally:
@@ -97,8 +109,80 @@ def test_stream_on_ray_stops_cleanly_on_sigterm(rtsp_server, stream_clip, galler
             proc.kill()
             proc.communicate()
     assert proc.returncode == 0, err[-2000:]
+    assert 'facemoe_camera_connected{camera="cam0-a"} 1' in metrics
+    assert metric(processed, "facemoe_camera_frames_processed_total", "cam0-a") > 20
     assert runs(db) == [("cam0-a", "finished")]
     assert match_log(db)  # the tracks open at the signal were finished and logged
+
+
+def metric(text: str, name: str, camera: str) -> float:
+    prefix = f'{name}{{camera="{camera}"}} '
+    return float(next(line for line in text.splitlines() if line.startswith(prefix))[len(prefix):])
+
+
+@pytest.fixture
+def local_ray():
+    """A local Ray instance of the test (``run_ray`` then uses it and leaves it running)."""
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING",
+             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_a_killed_camera_actor_fails_its_run_and_the_other_camera_goes_on(  # noqa: F811
+        local_ray, rtsp_server, stream_clip, gallery_db, app_config, tmp_path):
+    for mount in ("l", "r"):
+        rtsp_server.publish(mount, stream_clip)
+    db = copy_db(gallery_db, tmp_path, "crash")
+    cams = [CameraConfig(name="left", url=rtsp_server.url("l")), CameraConfig(name="right", url=rtsp_server.url("r"))]
+    live = LiveConfig(transport="udp", read_timeout_s=2.0)
+    registry = HealthRegistry()
+    stop = threading.Event()
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(run_ray(app_config, live, cams, db, "crash", stop,
+                                                                    registry=registry, poll_s=0.5)), daemon=True)
+    thread.start()
+    left, right = (lambda: registry.cameras["left"].snapshot()), (lambda: registry.cameras["right"].snapshot())
+    try:
+        assert wait_for(lambda: "left" in registry.cameras and left().frames_processed > 20
+                        and right().frames_processed > 20, 120), registry.status_line()
+        text = registry.prometheus_text()  # the driver's view of both actors
+        assert metric(text, "facemoe_camera_connected", "left") == 1 == metric(text, "facemoe_camera_connected", "right")
+        assert metric(text, "facemoe_camera_frames_in_total", "right") >= right().frames_processed > 0
+        time.sleep(4.0)  # tracks are sent from both cameras
+        name = next(n for n in ray.util.list_named_actors() if n.endswith("/left"))
+        ray.kill(ray.get_actor(name))
+        assert wait_for(lambda: dict(camera_runs(db)).get("left") == "failed", 30), camera_runs(db)
+        assert dict(camera_runs(db))["right"] == "running" and left().state == "failed"
+        at_kill = right().frames_processed
+        assert wait_for(lambda: right().frames_processed > at_kill + 20, 20)  # the other camera goes on
+        assert right().state == "connected" and "left: failed" in registry.status_line()
+    finally:
+        stop.set()
+        thread.join(120)
+    assert not thread.is_alive() and result
+    assert dict(camera_runs(db)) == {"left": "failed", "right": "finished"}
+    states = {c["camera"]: (c["state"], c["error"]) for c in result["cameras"]}
+    assert states["left"][0] == "failed" and "ActorDiedError" in states["left"][1]
+    assert states["right"] == ("stopped", None)
+    logged = {r[0] for r in match_log(db)}
+    assert "right" in logged  # the surviving camera's tracks, finished at the stop
+    assert result["tracks"] >= len(match_log(db))
+
+
+def wait_for(cond, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.2)
+    return cond()
+
+
+def camera_runs(url: str) -> list[tuple]:
+    with Gallery.open(url) as gallery, gallery.db.session() as s:
+        return s.execute(select(Source.name, Run.status).join(Run)).all()
 
 
 def runs(url: str) -> list[tuple]:

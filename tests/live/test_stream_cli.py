@@ -16,8 +16,8 @@ from sqlalchemy import func, select
 
 from gallery.models import Identity, MatchEvent, Run, Source, Track
 from gallery.store import Gallery
-from pipeline.config import load_config
 from pipeline.alerts import WatchlistAlerts
+from pipeline.config import load_config
 from pipeline.enroll import build_enroller
 from pipeline.health import HealthRegistry
 from pipeline.live import LiveCameras
