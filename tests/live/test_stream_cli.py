@@ -300,7 +300,7 @@ def test_stream_matches_the_people_the_file_pipeline_finds(rtsp_server, stream_c
     gallery = str(require(ASSETS / "images" / "friends_gallery"))
     out = tmp_path / "file.json"
     assert main(["process", str(stream_clip), "--gallery", gallery, "--config", str(CONFIG), "--json", str(out),
-                 "--no-progress"]) == 0
+                 "--no-progress", "--db", f"sqlite:///{tmp_path / 'file.db'}"]) == 0
     in_file = {t["identity"] for t in json.loads(out.read_text())["tracks"] if t["decision"] == "match"}
     rtsp_server.publish("cam", stream_clip)
     live = tmp_path / "live.yaml"
