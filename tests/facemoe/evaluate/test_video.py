@@ -267,6 +267,12 @@ def test_evaluate_tracks_without_mated(synthetic):
     assert res.metrics["tpir@operating threshold"] is None and res.metrics["fpir@operating threshold"] == 0.5
 
 
+def test_evaluate_tracks_no_tracks_at_all():
+    res = evaluate_tracks([], [_span("A")], NAMES, operating_threshold=0.3)
+    assert res.counts["tracks"] == 0 and res.tracks == []
+    assert all(v is None for v in res.metrics.values())
+
+
 def test_evaluate_tracks_rejects_bad_scores():
     with pytest.raises(ValueError, match=r"expected 3 scores, got \(2,\)"):
         evaluate_tracks([_track(0, 1, [0.1, 0.2])], [_span("A")], NAMES)
@@ -326,7 +332,7 @@ def test_cli_bad_inputs_one_line_exit_2(case, message, tmp_path, capsys, monkeyp
         kwargs["extra"] = ["--set", "source.strid=2"]
     elif case == "missing_gt":
         gt = tmp_path / "nope.csv"
-    if case not in ("missing_video",):
+    if case in ("missing_gallery", "empty_gallery"):  # these get as far as opening the video
         require(FRIENDS_VIDEO)
     assert _eval_video(tmp_path, gt, **kwargs) == 2
     err = capsys.readouterr().err.strip().splitlines()
