@@ -12,12 +12,14 @@ the other cameras go on.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import secrets
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from .alerts import WatchlistAlerts
@@ -28,7 +30,7 @@ from .live import LiveSource
 from .live_config import CameraConfig, LiveConfig
 from .live_runner import CameraTracking, EmbedWorker, LiveStats, TrackJob, TrackMatching
 
-__all__ = ["absolute_model_paths", "run_ray"]
+__all__ = ["InOrder", "absolute_model_paths", "run_ray"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +49,32 @@ def absolute_model_paths(cfg: AppConfig) -> AppConfig:
     return cfg.model_copy(update=update)
 
 
+class InOrder:
+    """Puts each camera's jobs in the order the camera numbered them (0, 1, ...), whatever order they arrive in:
+    a threaded Ray actor may run one caller's calls out of order, and a track's end must follow its crops."""
+
+    def __init__(self, put: Callable[[TrackJob], None]) -> None:
+        self.put = put
+        self._lock = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+        self._next: dict[str, int] = {}
+        self._held: dict[str, dict[int, TrackJob]] = {}
+
+    def submit(self, camera: str, seq: int, job: TrackJob) -> None:
+        with self._lock:
+            lock = self._locks.setdefault(camera, threading.Lock())
+        with lock:
+            held = self._held.setdefault(camera, {})
+            nxt = self._next.setdefault(camera, 0)
+            if seq < nxt or seq in held:
+                raise ValueError(f"camera {camera}: job {seq} expected once, got it again")
+            held[seq] = job
+            while nxt in held:  # put may block (back-pressure): later jobs of this camera wait here
+                self.put(held.pop(nxt))
+                nxt += 1
+            self._next[camera] = nxt
+
+
 class CameraWorker:
     """One camera: its decode thread, a detector and its tracking; jobs go to the embedding service."""
 
@@ -58,6 +86,7 @@ class CameraWorker:
         self.source = LiveSource(camera, live, self.health, epoch=epoch)
         self.detector = FaceDetector(cfg.detect)
         self.tracking = CameraTracking(cfg, camera.name)
+        self._seq = itertools.count()  # jobs are numbered: the service queues them in this order
         self._stop = threading.Event()
 
     def run(self, service, duration_s: float | None) -> dict:
@@ -88,13 +117,14 @@ class CameraWorker:
             else:
                 time.sleep(0.01)
             if job.crops or job.ends:
-                pending.append(service.submit.remote(job))
+                pending.append(service.submit.remote(self.tracking.source_id, next(self._seq), job))
                 if len(pending) > 4:  # back-pressure: at most a few jobs in flight per camera
                     ray.get(pending.pop(0))
         seconds = 0.0 if first is None else time.monotonic() - first
         self.source.stop()
         self.source.join(30)
-        pending.append(service.submit.remote(TrackJob([], self.tracking.close_all())))
+        pending.append(service.submit.remote(self.tracking.source_id, next(self._seq),
+                                             TrackJob([], self.tracking.close_all())))
         ray.get(pending)
         snap = self.health.snapshot()
         return {"camera": snap.name, "frames": frames_done, "seconds": seconds, "closed_at_loss": closed,
@@ -131,9 +161,10 @@ class EmbedService:
                                       lambda: time.monotonic() - epoch)
         self.stats = LiveStats()
         self.worker = EmbedWorker(self.matching, cfg.embed.batch_size, cfg.runner.queue_size, self.stats)
+        self.order = InOrder(self.worker.put)
 
-    def submit(self, job: TrackJob) -> None:
-        self.worker.put(job)
+    def submit(self, camera: str, seq: int, job: TrackJob) -> None:
+        self.order.submit(camera, seq, job)
 
     def camera_failed(self, name: str) -> None:
         """A camera's actor died: once the jobs it sent are handled, close its run ``failed`` and forget its open

@@ -30,7 +30,8 @@ from tests.live.test_stream_cli import CONFIG, app_config, gallery_db  # noqa: F
 
 ray = pytest.importorskip("ray", reason="the Ray engine needs the ray package (pip install 'ray[default]')")
 
-from pipeline.ray_engine import run_ray
+from pipeline.live_runner import TrackJob
+from pipeline.ray_engine import InOrder, run_ray
 
 # every frame of the clip, in order, with the stream's own timestamps: the same input for both engines
 RECORDED = LiveConfig(buffer_frames=8, drop_frames=False, timestamps="stream",
@@ -130,8 +131,8 @@ def local_ray():
 
 
 @pytest.mark.slow
-def test_a_killed_camera_actor_fails_its_run_and_the_other_camera_goes_on(  # noqa: F811
-        local_ray, rtsp_server, stream_clip, gallery_db, app_config, tmp_path):
+def test_a_killed_camera_actor_fails_its_run_and_the_other_camera_goes_on(
+        local_ray, rtsp_server, stream_clip, gallery_db, app_config, tmp_path):  # noqa: F811
     for mount in ("l", "r"):
         rtsp_server.publish(mount, stream_clip)
     db = copy_db(gallery_db, tmp_path, "crash")
@@ -188,3 +189,20 @@ def camera_runs(url: str) -> list[tuple]:
 def runs(url: str) -> list[tuple]:
     with Gallery.open(url) as gallery, gallery.db.session() as s:
         return s.execute(select(Source.name, Run.status).join(Run).where(Source.name == "cam0-a")).all()
+
+
+@pytest.mark.parametrize("order", [[0, 1, 2, 3], [3, 2, 1, 0], [1, 0, 3, 2], [2, 0, 3, 1]])
+def test_jobs_are_queued_in_the_cameras_order_whatever_order_they_arrive_in(order):
+    queued = []
+    jobs = {(cam, i): TrackJob([], [], after=lambda: None) for cam in ("a", "b") for i in range(4)}
+    sink = InOrder(queued.append)
+    threads = [threading.Thread(target=sink.submit, args=(cam, i, jobs[cam, i]))
+               for i in order for cam in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(5)
+    for cam in ("a", "b"):
+        assert [q for q in queued if any(q is jobs[cam, i] for i in range(4))] == [jobs[cam, i] for i in range(4)]
+    with pytest.raises(ValueError, match="job 2 expected once"):
+        sink.submit("a", 2, TrackJob([], []))
