@@ -3,16 +3,20 @@
 Templates: ``--templates`` unit vectors of ``--dim`` dimensions around ``--clusters`` random centres (people
 of one look-alike group are close, as in real galleries). Probes: enrolled templates with fresh noise.
 
-Reported, each against a baseline measured in the same run:
-- enrollment rate (templates/s) through ``Gallery.bulk_enroll`` into SQLite (and PostgreSQL);
+Reported, each against a baseline measured in the same run, each row with the 1-minute load average of the
+machine when it finished:
+- enrollment rate (templates/s) through ``Gallery.bulk_enroll`` into SQLite (and PostgreSQL), overall and over
+  the first and the last ``--enroll-slice`` templates (does it slow down as the tables grow?);
 - index build time, search latency p50/p99 for 1 and 100 queries, exact (the baseline) and HNSW at several
   ``efSearch`` values, with HNSW recall@1 against exact and the speed-up over exact;
-- match-log query latency p50/p99 (one identity + a one-day window, newest 50) over ``--events`` events,
-  on SQLite and PostgreSQL, against the unfiltered newest-50 page as the baseline.
+- match-log query latency p50/p99 over ``--events`` events on SQLite and PostgreSQL: one identity + a one-day
+  window (newest 50), one identity over all time (newest 50 of a few hundred), and the unfiltered newest-50
+  page as the baseline.
 
-    python bench/gallery.py                                  # 1,000,000 templates and events (long) python
-    bench/gallery.py --templates 100000 --enroll 20000 --events 100000 python bench/gallery.py --pg-url
-    postgresql+psycopg://user@host/db   # else a throwaway cluster if found
+    python bench/gallery.py                                      # everything at 1,000,000 (long)
+    python bench/gallery.py --parts enroll --enroll 1000000      # enrollment only
+    python bench/gallery.py --parts match_log                    # match log only
+    python bench/gallery.py --pg-url postgresql+psycopg://user@host/db   # else a throwaway cluster if found
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -31,17 +36,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gallery.config import IndexConfig  # noqa: E402
-from gallery.db import Database  # noqa: E402
-from gallery.index import VectorIndex  # noqa: E402
-from gallery.models import Identity, MatchEvent, Run, Source, Track, to_blob  # noqa: E402
-from gallery.queries import Filters, find_matches  # noqa: E402
-from gallery.store import Gallery  # noqa: E402
+from gallery.config import IndexConfig
+from gallery.db import Database
+from gallery.index import VectorIndex
+from gallery.models import Identity, MatchEvent, Run, Source, Track, to_blob
+from gallery.queries import Filters, find_matches
+from gallery.store import Gallery
 
 logger = logging.getLogger(__name__)
 
 EMBEDDER = "bench-synthetic"
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+PARTS = ("enroll", "index", "match_log")
 
 
 def clustered(rng: np.random.Generator, n: int, dim: int, clusters: int, chunk: int = 100_000) -> np.ndarray:
@@ -73,13 +79,33 @@ def time_search(index: VectorIndex, queries: np.ndarray, batch: int, repeats: in
     return percentiles(lat)
 
 
-def bench_enroll(url: str, vectors: np.ndarray) -> dict:
+def load() -> float:
+    """The 1-minute load average (the machine may be shared: latencies are only comparable at a like load)."""
+    return round(os.getloadavg()[0], 1)
+
+
+def bench_enroll(url: str, vectors: np.ndarray, slice_size: int) -> dict:
+    """Enroll ``vectors`` in slices of ``slice_size`` (``bulk_enroll`` commits every 20,000 anyway): the rate
+    overall, over the first slice and over the last one."""
+    names = [f"person{i:07d}" for i in range(len(vectors))]
+    rates = []
     with Gallery.open(url) as gallery:
-        names = [f"person{i:07d}" for i in range(len(vectors))]
-        t = time.perf_counter()
-        gallery.bulk_enroll(names, EMBEDDER, vectors)
-        seconds = time.perf_counter() - t
-    return {"templates": len(vectors), "seconds": round(seconds, 2), "per_s": round(len(vectors) / seconds)}
+        t0 = time.perf_counter()
+        for s in range(0, len(vectors), slice_size):
+            t = time.perf_counter()
+            gallery.bulk_enroll(names[s : s + slice_size], EMBEDDER, vectors[s : s + slice_size])
+            rates.append(len(names[s : s + slice_size]) / (time.perf_counter() - t))
+            logger.info("enrolled %d/%d (%.0f/s)", s + len(names[s : s + slice_size]), len(names), rates[-1])
+        seconds = time.perf_counter() - t0
+    return {
+        "templates": len(vectors),
+        "seconds": round(seconds, 1),
+        "per_s": round(len(vectors) / seconds),
+        "first_per_s": round(rates[0]),
+        "last_per_s": round(rates[-1]),
+        "slice": min(slice_size, len(vectors)),
+        "load": load(),
+    }
 
 
 def bench_index(vectors: np.ndarray, queries: np.ndarray, args) -> list[dict]:
@@ -219,11 +245,13 @@ def fill_match_log(
                 ],
             )
         next_track += m
-    if db.backend == "postgresql":  # planner statistics after a bulk load, as autovacuum would do later
+    if db.backend == "postgresql":
+        # what autovacuum does after a bulk load (statistics, visibility map), done now so that it does not
+        # run in the middle of the timed queries
         from sqlalchemy import text
 
         with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(text("ANALYZE"))
+            conn.execute(text("VACUUM ANALYZE"))
 
 
 def bench_match_log(url: str, args, rng: np.random.Generator) -> dict:
@@ -231,18 +259,22 @@ def bench_match_log(url: str, args, rng: np.random.Generator) -> dict:
         t = time.perf_counter()
         fill_match_log(db, args.events, args.log_identities, 16, rng)
         fill_s = time.perf_counter() - t
-        lat, base, found = [], [], 0
+        window, whole, base, found = [], [], [], 0
         for _ in range(args.log_queries):
             name = f"id{int(rng.integers(0, args.log_identities)):05d}"
             since = START + timedelta(days=float(rng.uniform(0, 29)))
             t = time.perf_counter()
             page = find_matches(db, Filters(identity=name, since=since, until=since + timedelta(days=1)))
-            lat.append(time.perf_counter() - t)
+            window.append(time.perf_counter() - t)
             found += len(page.rows)
+            t = time.perf_counter()
+            find_matches(db, Filters(identity=name))
+            whole.append(time.perf_counter() - t)
             t = time.perf_counter()
             find_matches(db, Filters())
             base.append(time.perf_counter() - t)
-    p50, p99 = percentiles(lat)
+    p50, p99 = percentiles(window)
+    w50, w99 = percentiles(whole)
     b50, b99 = percentiles(base)
     return {
         "events": args.events,
@@ -250,8 +282,11 @@ def bench_match_log(url: str, args, rng: np.random.Generator) -> dict:
         "query_p50_ms": p50,
         "query_p99_ms": p99,
         "rows_per_query": found / args.log_queries,
+        "identity_all_p50_ms": w50,
+        "identity_all_p99_ms": w99,
         "newest50_p50_ms": b50,
         "newest50_p99_ms": b99,
+        "load": load(),
     }
 
 
@@ -270,6 +305,16 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--templates", type=int, default=1_000_000, help="templates in the index")
     p.add_argument("--enroll", type=int, help="templates enrolled through SQL for the rate (default: all)")
+    p.add_argument(
+        "--enroll-slice", type=int, default=100_000, help="enrollment rate also over the first/last this many"
+    )
+    p.add_argument(
+        "--parts",
+        nargs="+",
+        choices=PARTS,
+        default=list(PARTS),
+        help="what to measure (default: everything)",
+    )
     p.add_argument("--dim", type=int, default=512)
     p.add_argument("--clusters", type=int, default=1000)
     p.add_argument("--queries", type=int, default=1000, help="probe set for recall")
@@ -280,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ef-search", type=int, nargs="+", default=[32, 64, 128, 256, 512])
     p.add_argument("--events", type=int, default=1_000_000, help="match-log events")
     p.add_argument("--log-identities", type=int, default=1000)
-    p.add_argument("--log-queries", type=int, default=200)
+    p.add_argument("--log-queries", type=int, default=1000, help="timed queries of each kind")
     p.add_argument(
         "--pg-url", help="PostgreSQL URL of an empty database (default: start a throwaway cluster)"
     )
@@ -297,38 +342,53 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_pg:
             pg_urls = _pg_urls(args, work)
             cluster = pg_urls[2] if pg_urls else None
-        vectors = clustered(rng, args.templates, args.dim, args.clusters)
-        pick = rng.integers(0, args.templates, args.queries)
-        queries = vectors[pick] + 0.5 * rng.normal(size=(args.queries, args.dim)).astype(
-            np.float32
-        ) / np.sqrt(args.dim)
-        queries /= np.linalg.norm(queries, axis=1, keepdims=True)
         enroll_n = args.enroll or args.templates
+        vectors = None
+        if {"enroll", "index"} & set(args.parts):
+            vectors = clustered(rng, max(args.templates, enroll_n), args.dim, args.clusters)
         results = {
             "config": vars(args) | {"json": str(args.json)},
             "enroll": [],
             "index": [],
             "match_log": [],
         }
-        for backend, url in [("sqlite", f"sqlite:///{work / 'gallery.db'}")] + (
-            [("postgresql", pg_urls[0])] if pg_urls else []
-        ):
-            results["enroll"].append({"backend": backend} | bench_enroll(url, vectors[:enroll_n]))
-            print(table(results["enroll"][-1:]), flush=True)
-        results["index"] = bench_index(vectors, queries, args)
-        print(table(results["index"]), flush=True)
+        if "enroll" in args.parts:
+            for backend, url in [("sqlite", f"sqlite:///{work / 'gallery.db'}")] + (
+                [("postgresql", pg_urls[0])] if pg_urls else []
+            ):
+                results["enroll"].append(
+                    {"backend": backend} | bench_enroll(url, vectors[:enroll_n], args.enroll_slice)
+                )
+                print(table(results["enroll"][-1:]), flush=True)
+                _drop(url, work / "gallery.db")
+        if "index" in args.parts:
+            vectors = vectors[: args.templates]
+            pick = rng.integers(0, args.templates, args.queries)
+            queries = vectors[pick] + 0.5 * rng.normal(size=(args.queries, args.dim)).astype(
+                np.float32
+            ) / np.sqrt(args.dim)
+            queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+            results["index"] = bench_index(vectors, queries, args)
+            print(table(results["index"]), flush=True)
         del vectors
-        for backend, url in [("sqlite", f"sqlite:///{work / 'matchlog.db'}")] + (
-            [("postgresql", pg_urls[1])] if pg_urls else []
-        ):
-            results["match_log"].append({"backend": backend} | bench_match_log(url, args, rng))
-            print(table(results["match_log"][-1:]), flush=True)
-        print("\n## enrollment\n" + table(results["enroll"]))
-        print(
-            "\n## search (%d x %d-d, %d clusters)\n" % (args.templates, args.dim, args.clusters)
-            + table(results["index"])
-        )
-        print("\n## match log (identity + one-day window, newest 50)\n" + table(results["match_log"]))
+        if "match_log" in args.parts:
+            for backend, url in [("sqlite", f"sqlite:///{work / 'matchlog.db'}")] + (
+                [("postgresql", pg_urls[1])] if pg_urls else []
+            ):
+                results["match_log"].append({"backend": backend} | bench_match_log(url, args, rng))
+                print(table(results["match_log"][-1:]), flush=True)
+        if results["enroll"]:
+            print("\n## enrollment\n" + table(results["enroll"]))
+        if results["index"]:
+            print(
+                f"\n## search ({args.templates} x {args.dim}-d, {args.clusters} clusters)\n"
+                + table(results["index"])
+            )
+        if results["match_log"]:
+            print(
+                "\n## match log (identity + one-day window / identity all time / everything, newest 50)\n"
+                + table(results["match_log"])
+            )
         if args.json:
             args.json.write_text(json.dumps(results, indent=2))
     finally:
@@ -336,6 +396,19 @@ def main(argv: list[str] | None = None) -> int:
             cluster.stop()
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def _drop(url: str, sqlite_file: Path) -> None:
+    """Free the disk of an enrollment database once measured (a million templates take gigabytes)."""
+    if url.startswith("sqlite"):
+        for path in sqlite_file.parent.glob(sqlite_file.name + "*"):
+            path.unlink()
+        return
+    from sqlalchemy import text
+
+    with Database(url) as db, db.session() as session:
+        for table_name in ("templates", "media", "identities"):
+            session.execute(text(f"TRUNCATE {table_name} CASCADE"))
 
 
 def _pg_urls(args, work: Path):

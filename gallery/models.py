@@ -28,18 +28,18 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 __all__ = [
     "Base",
-    "Identity",
-    "Media",
-    "Template",
     "GalleryMeta",
-    "Threshold",
-    "Source",
-    "Run",
-    "Track",
+    "Identity",
     "MatchEvent",
-    "utcnow",
-    "to_blob",
+    "Media",
+    "Run",
+    "Source",
+    "Template",
+    "Threshold",
+    "Track",
     "from_blob",
+    "to_blob",
+    "utcnow",
 ]
 
 NAMING = {
@@ -195,13 +195,13 @@ class Run(Base):
 
 class Track(Base):
     """One face track of a run: stream times (seconds), counts, fused template and thumbnail
-    (store-relative)."""
+    (store-relative). Its time indexes end with ``id``: pages are newest first by (created_at, id)."""
 
     __tablename__ = "tracks"
     __table_args__ = (
         UniqueConstraint("run_id", "track_id"),
-        Index(None, "source_id", "created_at"),
-        Index(None, "created_at"),
+        Index(None, "source_id", "created_at", "id"),
+        Index(None, "created_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -221,14 +221,14 @@ class Track(Base):
 
 class MatchEvent(Base):
     """The open-set decision on one track: top-k candidates, the best identity and score, the threshold
-    used."""
+    used. Its time indexes end with ``id``: pages are newest first by (at, id), read straight off the index."""
 
     __tablename__ = "match_events"
     __table_args__ = (
-        Index(None, "identity_id", "at"),
-        Index(None, "source_id", "at"),
-        Index(None, "decision", "at"),
-        Index(None, "at"),
+        Index(None, "identity_id", "at", "id"),
+        Index(None, "source_id", "at", "id"),
+        Index(None, "decision", "at", "id"),
+        Index(None, "at", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -1,16 +1,21 @@
 """Read side of the gallery and the match log: matches, tracks and identities, filtered, newest first, paged.
 
-Each function runs one read transaction and returns a :class:`Page` of JSON-ready dicts (times in ISO 8601
-UTC).
+Each function returns a :class:`Page` of JSON-ready dicts (times in ISO 8601 UTC). Matches and tracks are one
+statement each on an autocommit connection (one round trip to a server, no BEGIN/COMMIT): names in the
+filters are resolved inside the statement, and only an empty page is followed by a look-up that tells an
+unknown name from no rows. Every newest-first order (time, then id) is read straight off an index that ends
+with those two columns, so a page stops after ``page_size + 1`` rows whatever the matching total.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import datetime
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Connection, Select, func, select
 from sqlalchemy.orm import Session
 
 from gallery.db import Database
@@ -20,7 +25,7 @@ from gallery.models import Identity, MatchEvent, Media, Source, Template, Track
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Filters", "Page", "find_matches", "find_tracks", "find_identities", "KINDS", "MAX_PAGE_SIZE"]
+__all__ = ["KINDS", "MAX_PAGE_SIZE", "Filters", "Page", "find_identities", "find_matches", "find_tracks"]
 
 MAX_PAGE_SIZE = 1000
 
@@ -85,21 +90,29 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
-def _identity_id(session: Session, name: str) -> int:
+def _identity_id(session: Session | Connection, name: str) -> int:
     ident = session.scalar(select(Identity.id).where(Identity.name == name))
     if ident is None:
         raise IdentityNotFoundError(f"identity {name!r}: not in the gallery")
     return ident
 
 
-def _source_id(session: Session, name: str) -> int:
+def _source_id(session: Session | Connection, name: str) -> int:
     src = session.scalar(select(Source.id).where(Source.name == name))
     if src is None:
         raise QueryError(f"source {name!r}: no such source in the match log")
     return src
 
 
-def _page(session: Session, stmt: Select, f: Filters, to_row) -> Page:
+@contextmanager
+def _reader(db: Database) -> Iterator[Connection]:
+    """A connection whose statements each commit on their own: a single SELECT sees one snapshot anyway, and
+    a server is spared the BEGIN and COMMIT round trips."""
+    with db.engine.connect() as conn:
+        yield conn.execution_options(isolation_level="AUTOCOMMIT")
+
+
+def _page(session: Session | Connection, stmt: Select, f: Filters, to_row: Callable) -> Page:
     result = session.execute(stmt.limit(f.page_size + 1).offset((f.page - 1) * f.page_size)).all()
     return Page([to_row(r) for r in result[: f.page_size]], f.page, f.page_size, len(result) > f.page_size)
 
@@ -113,11 +126,17 @@ def _refuse(f: Filters, kind: str, allowed: set[str]) -> None:
         )
 
 
-def _event_filters(session: Session, stmt: Select, f: Filters, time_col) -> Select:
+def _event_filters(stmt: Select, f: Filters, time_col) -> Select:
+    """The filters of a matches or tracks query; identity and source names are resolved by scalar
+    subqueries of the same statement (see :func:`_check_names`)."""
     if f.identity is not None:
-        stmt = stmt.where(MatchEvent.identity_id == _identity_id(session, f.identity))
+        stmt = stmt.where(
+            MatchEvent.identity_id == select(Identity.id).where(Identity.name == f.identity).scalar_subquery()
+        )
     if f.source is not None:
-        stmt = stmt.where(time_col.table.c.source_id == _source_id(session, f.source))
+        stmt = stmt.where(
+            time_col.table.c.source_id == select(Source.id).where(Source.name == f.source).scalar_subquery()
+        )
     if f.since is not None:
         stmt = stmt.where(time_col >= f.since)
     if f.until is not None:
@@ -129,78 +148,95 @@ def _event_filters(session: Session, stmt: Select, f: Filters, time_col) -> Sele
     return stmt
 
 
+def _check_names(conn: Connection, f: Filters, page: Page) -> Page:
+    """An empty page may come from a name that does not exist: raise for it (identity first)."""
+    if not page.rows:
+        if f.identity is not None:
+            _identity_id(conn, f.identity)
+        if f.source is not None:
+            _source_id(conn, f.source)
+    return page
+
+
 def find_matches(db: Database, f: Filters) -> Page:
     """Match events, newest first: time, source, track, best identity and score, decision, candidates,
     thumbnail."""
     _refuse(f, "matches", {"identity", "source", "since", "until", "decision", "min_score"})
-    with db.session() as session:
-        stmt = (
-            select(
-                MatchEvent,
-                Track.track_id,
-                Track.start_time,
-                Track.end_time,
-                Track.thumbnail,
-                Source.name.label("source"),
-                Identity.name.label("identity"),
-            )
-            .join(Track, Track.id == MatchEvent.track_pk)
-            .join(Source, Source.id == MatchEvent.source_id)
-            .outerjoin(Identity, Identity.id == MatchEvent.identity_id)
-            .order_by(MatchEvent.at.desc(), MatchEvent.id.desc())
+    stmt = (
+        select(
+            MatchEvent.id,
+            MatchEvent.at,
+            MatchEvent.identity_id,
+            MatchEvent.score,
+            MatchEvent.decision,
+            MatchEvent.threshold,
+            MatchEvent.candidates,
+            Track.track_id,
+            Track.start_time,
+            Track.end_time,
+            Track.thumbnail,
+            Source.name.label("source"),
+            Identity.name.label("identity"),
         )
-        stmt = _event_filters(session, stmt, f, MatchEvent.at)
-        return _page(
-            session,
+        .join(Track, Track.id == MatchEvent.track_pk)
+        .join(Source, Source.id == MatchEvent.source_id)
+        .outerjoin(Identity, Identity.id == MatchEvent.identity_id)
+        .order_by(MatchEvent.at.desc(), MatchEvent.id.desc())
+    )
+    stmt = _event_filters(stmt, f, MatchEvent.at)
+    with _reader(db) as conn:
+        page = _page(
+            conn,
             stmt,
             f,
             lambda r: {
-                "id": r.MatchEvent.id,
-                "at": _iso(r.MatchEvent.at),
+                "id": r.id,
+                "at": _iso(r.at),
                 "source": r.source,
                 "track_id": r.track_id,
                 "start_time": r.start_time,
                 "end_time": r.end_time,
                 "identity": r.identity,
-                "identity_id": r.MatchEvent.identity_id,
-                "score": r.MatchEvent.score,
-                "decision": r.MatchEvent.decision,
-                "threshold": r.MatchEvent.threshold,
-                "candidates": r.MatchEvent.candidates,
+                "identity_id": r.identity_id,
+                "score": r.score,
+                "decision": r.decision,
+                "threshold": r.threshold,
+                "candidates": r.candidates,
                 "thumbnail": r.thumbnail,
             },
         )
+        return _check_names(conn, f, page)
 
 
 def find_tracks(db: Database, f: Filters) -> Page:
     """Tracks, newest first, with their run, counts, stream times, decision and best identity."""
     _refuse(f, "tracks", {"identity", "source", "since", "until", "decision", "min_score"})
-    with db.session() as session:
-        stmt = (
-            select(
-                Track.id,
-                Track.run_id,
-                Track.track_id,
-                Track.start_time,
-                Track.end_time,
-                Track.frames,
-                Track.crops_embedded,
-                Track.embedder_id,
-                Track.thumbnail,
-                Track.created_at,
-                Source.name.label("source"),
-                MatchEvent.decision,
-                MatchEvent.score,
-                Identity.name.label("identity"),
-            )
-            .join(Source, Source.id == Track.source_id)
-            .outerjoin(MatchEvent, MatchEvent.track_pk == Track.id)
-            .outerjoin(Identity, Identity.id == MatchEvent.identity_id)
-            .order_by(Track.created_at.desc(), Track.id.desc())
+    stmt = (
+        select(
+            Track.id,
+            Track.run_id,
+            Track.track_id,
+            Track.start_time,
+            Track.end_time,
+            Track.frames,
+            Track.crops_embedded,
+            Track.embedder_id,
+            Track.thumbnail,
+            Track.created_at,
+            Source.name.label("source"),
+            MatchEvent.decision,
+            MatchEvent.score,
+            Identity.name.label("identity"),
         )
-        stmt = _event_filters(session, stmt, f, Track.created_at)
-        return _page(
-            session,
+        .join(Source, Source.id == Track.source_id)
+        .outerjoin(MatchEvent, MatchEvent.track_pk == Track.id)
+        .outerjoin(Identity, Identity.id == MatchEvent.identity_id)
+        .order_by(Track.created_at.desc(), Track.id.desc())
+    )
+    stmt = _event_filters(stmt, f, Track.created_at)
+    with _reader(db) as conn:
+        page = _page(
+            conn,
             stmt,
             f,
             lambda r: {
@@ -220,6 +256,7 @@ def find_tracks(db: Database, f: Filters) -> Page:
                 "thumbnail": r.thumbnail,
             },
         )
+        return _check_names(conn, f, page)
 
 
 def find_identities(db: Database, f: Filters) -> Page:

@@ -4,20 +4,39 @@ from __future__ import annotations
 import importlib.util
 import json
 
+import pytest
+
 from tests.conftest import ROOT
 
 
-def test_gallery_bench_tiny(tmp_path, capsys):
+def _bench():
     spec = importlib.util.spec_from_file_location("bench_gallery", ROOT / "bench" / "gallery.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    argv = ["--templates", "400", "--enroll", "100", "--dim", "32", "--clusters", "20", "--queries", "50",
+    return bench
+
+
+def test_gallery_bench_tiny(tmp_path, capsys):
+    bench = _bench()
+    argv = ["--templates", "400", "--enroll", "100", "--enroll-slice", "30", "--dim", "32", "--clusters", "20", "--queries", "50",
             "--repeats", "5", "--ef-search", "16", "64", "--events", "500", "--log-identities", "20",
             "--log-queries", "5", "--no-pg", "--json", str(tmp_path / "out.json")]
     assert bench.main(argv) == 0
     out = json.loads((tmp_path / "out.json").read_text())
     assert [r["backend"] for r in out["enroll"]] == ["sqlite"] and out["enroll"][0]["templates"] == 100
+    assert out["enroll"][0]["slice"] == 30 and out["enroll"][0]["first_per_s"] > 0
+    assert out["enroll"][0]["last_per_s"] > 0 and out["enroll"][0]["load"] >= 0
     assert [r["index"] for r in out["index"]] == ["exact", "hnsw M=32 ef=16", "hnsw M=32 ef=64"]
     assert out["index"][0]["recall@1"] == 1.0 and out["index"][2]["recall@1"] >= 0.9
-    assert out["match_log"][0]["events"] == 500 and out["match_log"][0]["query_p50_ms"] > 0
+    log = out["match_log"][0]
+    assert log["events"] == 500 and log["query_p50_ms"] > 0 and log["identity_all_p99_ms"] > 0
     assert "## search (400 x 32-d, 20 clusters)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("parts", [["match_log"], ["enroll"], ["enroll", "match_log"]])
+def test_gallery_bench_parts(tmp_path, parts):
+    argv = ["--templates", "50", "--dim", "8", "--clusters", "5", "--events", "200", "--log-identities", "10",
+            "--log-queries", "3", "--no-pg", "--json", str(tmp_path / "out.json"), "--parts", *parts]
+    assert _bench().main(argv) == 0
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert [name for name in ("enroll", "index", "match_log") if out[name]] == parts

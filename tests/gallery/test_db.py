@@ -76,3 +76,43 @@ def test_migration_downgrades_and_upgrades_again(db_url):
         assert set(inspect(db.engine).get_table_names()) <= {"alembic_version"}
     with Database(db_url) as again:
         assert {"identities", "match_events", "tracks"} <= set(inspect(again.engine).get_table_names())
+
+
+OLD_ORDERED = {
+    "match_events": {
+        "ix_match_events_at",
+        "ix_match_events_decision_at",
+        "ix_match_events_identity_id_at",
+        "ix_match_events_source_id_at",
+    },
+    "tracks": {"ix_tracks_created_at", "ix_tracks_source_id_created_at"},
+}
+
+
+def _index_names(db: Database, table: str) -> set[str]:
+    from sqlalchemy import inspect
+
+    return {ix["name"] for ix in inspect(db.engine).get_indexes(table)}
+
+
+def test_migration_0002_keeps_the_log_and_reorders_its_indexes(db_url):
+    """A log written at revision 0001 upgrades in place: same rows, time indexes ending with id."""
+    from alembic import command
+
+    from gallery.db import _alembic_config
+    from gallery.queries import Filters, find_matches
+    from tests.gallery.helpers import seed_log
+
+    with Database(db_url) as db:
+        cfg = _alembic_config()
+        with db.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0001")
+        for table, names in OLD_ORDERED.items():
+            assert names <= _index_names(db, table)
+        seed_log(db)
+    with Database(db_url) as db:
+        for table, names in OLD_ORDERED.items():
+            now = _index_names(db, table)
+            assert not names & now and {f"{name}_id" for name in names} <= now
+        assert [r["track_id"] for r in find_matches(db, Filters(identity="ann")).rows] == [6, 4, 2, 0]

@@ -115,3 +115,89 @@ def test_unknown_names_and_inapplicable_filters(seeded):
         find_tracks(db, Filters(source="roof"))
     with pytest.raises(QueryError, match="min_score do not apply"):
         find_identities(db, Filters(min_score=0.5))
+
+
+@pytest.fixture
+def statements(seeded):
+    """The SQL statements the database sees, with their parameters."""
+    from sqlalchemy import event
+
+    db, _ = seeded
+    seen: list[tuple[str, object]] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        seen.append((statement, parameters))
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    yield seen
+    event.remove(db.engine, "before_cursor_execute", record)
+
+
+def _selects(seen) -> list[str]:
+    return [s for s, _ in seen if s.lstrip().upper().startswith("SELECT")]
+
+
+@pytest.mark.parametrize(
+    "filters,rows,selects",
+    [
+        ({"identity": "ann"}, 4, 1),  # the name is resolved inside the one statement
+        ({"identity": "ann", "source": "gate", "since": 2}, 3, 1),
+        ({"identity": "bob", "since": 5}, 0, 2),  # an empty page: one look-up says the name exists
+        ({"identity": "ann", "page": 9}, 0, 2),
+        ({"source": "lobby", "decision": "match"}, 1, 1),
+    ],
+)
+def test_matches_are_one_statement_unless_empty(seeded, statements, filters, rows, selects):
+    db, start = seeded
+    if "since" in filters:
+        filters = filters | {"since": start + timedelta(minutes=filters["since"])}
+    statements.clear()
+    assert len(find_matches(db, Filters(**filters)).rows) == rows
+    assert len(_selects(statements)) == selects
+    assert not [s for s, _ in statements if s.strip().upper() in ("BEGIN", "COMMIT")]
+
+
+def test_unknown_name_order(seeded):
+    """Both names unknown: the identity is reported first, as before any row is read."""
+    db, _ = seeded
+    with pytest.raises(IdentityNotFoundError, match="'zed'"):
+        find_matches(db, Filters(identity="zed", source="roof"))
+    with pytest.raises(QueryError, match="source 'roof'"):
+        find_matches(db, Filters(identity="ann", source="roof"))
+
+
+def _plan(db, statement: str, parameters) -> str:
+    """The plan of ``statement`` with only index access allowed on PostgreSQL (the seeded tables are tiny, so
+    the planner would otherwise scan them whole): a sort in the plan means no index gives the order."""
+    with db.engine.connect() as conn:
+        if db.backend == "sqlite":
+            rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters).all()
+            return "\n".join(str(r[-1]) for r in rows)
+        for setting in ("enable_seqscan", "enable_bitmapscan", "enable_sort", "enable_incremental_sort"):
+            conn.exec_driver_sql(f"SET {setting} = off")
+        rows = conn.exec_driver_sql("EXPLAIN " + statement, parameters).all()
+        return "\n".join(r[0] for r in rows)
+
+
+@pytest.mark.parametrize(
+    "find,filters,index",
+    [
+        (find_matches, {"identity": "ann"}, "ix_match_events_identity_id_at_id"),
+        (find_matches, {"identity": "ann", "since": 1, "until": 6}, "ix_match_events_identity_id_at_id"),
+        (find_matches, {"source": "gate"}, "ix_match_events_source_id_at_id"),
+        (find_matches, {"decision": "unknown"}, "ix_match_events_decision_at_id"),
+        (find_matches, {}, "ix_match_events_at_id"),
+        (find_tracks, {}, "ix_tracks_created_at_id"),
+        (find_tracks, {"source": "lobby"}, "ix_tracks_source_id_created_at_id"),
+    ],
+)
+def test_newest_first_is_read_off_an_index(seeded, statements, find, filters, index):
+    """The page order (time desc, id desc) comes from the index itself: no sort step in the plan."""
+    db, start = seeded
+    filters = {k: start + timedelta(minutes=v) if k in ("since", "until") else v for k, v in filters.items()}
+    statements.clear()
+    find(db, Filters(**filters))
+    (statement, parameters), *_ = [(s, p) for s, p in statements if s.lstrip().upper().startswith("SELECT")]
+    plan = _plan(db, statement, parameters)
+    assert index in plan, plan
+    assert "TEMP B-TREE" not in plan and "Sort" not in plan, plan
