@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "gallery.cli",
     "pipeline.enroll",
     "facemoe.cli",
+    "facemoe.export_cli",
 )
 # Base classes of the errors that mean "bad input": reported in one line with exit code 2.
 USER_ERRORS = (

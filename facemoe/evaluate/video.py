@@ -1,9 +1,13 @@
 """Track-level evaluation from raw videos: who is on screen when, the pipeline's tracks, open-set metrics.
 
 The ground truth is a CSV with one row per person and time span (``video, identity, start_s, end_s``; empty
-times mean the whole video). The video pipeline runs over the videos; every confirmed track becomes one probe
-whose fused template is scored against every gallery identity. Each track gets the ground-truth identity whose
-spans overlap it most (see :func:`assign_identities`); tracks overlapping nobody, or a person not enrolled in
+times mean the whole video), optionally with the region of the frame where that person's face is
+(``x_min, x_max, y_min, y_max``: pixel bounds of the face-box centre; empty = unbounded). The video pipeline
+runs over the videos; every confirmed track becomes one probe whose fused template is scored against every
+gallery identity. Each track gets the ground-truth identity whose spans overlap it most in time, among those
+whose region holds the track's median face centre (see :func:`assign_identities`). A track that two people
+overlap equally cannot be told apart by the ground truth: it is reported as ambiguous and left out of the
+figures, never resolved by the recogniser's own scores. Tracks overlapping nobody, or a person not enrolled in
 the gallery, are non-mated probes. The report gives closed-set rank-k of the mated tracks, open-set TPIR at
 FPIR over all tracks (``facemoe.evaluate.metrics``), the same weighted by track duration, and the operating
 point of the configured match threshold.
@@ -43,37 +47,50 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-GT_COLUMNS = ("video", "identity", "start_s", "end_s")
+GT_COLUMNS = ("video", "identity", "start_s", "end_s", "x_min", "x_max", "y_min", "y_max")
+_REGION = ("x_min", "x_max", "y_min", "y_max")
 _REQUIRED = ("video", "identity")
 _SHOWN = 3
 
 
 @dataclass(frozen=True)
 class GroundTruthSpan:
-    """``identity`` is on screen in ``video`` (a file name) from ``start`` to ``end`` seconds (``end`` may be inf)."""
+    """``identity`` is on screen in ``video`` (a file name) from ``start`` to ``end`` seconds (``end`` may be inf),
+    with the centre of the face box inside ``x_min..x_max``, ``y_min..y_max`` (pixels; unbounded by default)."""
 
     video: str
     identity: str
     start: float
     end: float
+    x_min: float = -math.inf
+    x_max: float = math.inf
+    y_min: float = -math.inf
+    y_max: float = math.inf
+
+    def holds(self, centre: tuple[float, float] | None) -> bool:
+        """Whether a face centre ``(x, y)`` lies in the region (an unknown centre is not excluded)."""
+        if centre is None:
+            return True
+        return self.x_min <= centre[0] <= self.x_max and self.y_min <= centre[1] <= self.y_max
 
 
-def _seconds(raw: str, what: str) -> float | None:
+def _number(raw: str, what: str, unit: str = "seconds") -> float | None:
     if not raw:
         return None
     try:
         value = float(raw)
     except ValueError:
-        raise ProtocolError(f"{what}: expected seconds (a number) or an empty cell, got {raw!r}") from None
+        raise ProtocolError(f"{what}: expected {unit} (a number) or an empty cell, got {raw!r}") from None
     if not math.isfinite(value) or value < 0:
-        raise ProtocolError(f"{what}: expected a finite number of seconds >= 0, got {raw!r}")
+        raise ProtocolError(f"{what}: expected a finite number of {unit} >= 0, got {raw!r}")
     return value
 
 
 def read_ground_truth(path: str | Path) -> list[GroundTruthSpan]:
-    """Read the ground-truth CSV: columns ``video, identity`` and optionally ``start_s, end_s`` (any case, any
-    order, no other columns). ``video`` is matched by file name; an empty start means 0, an empty end the end of
-    the video. Times are seconds from the video's first frame, as ``process`` reports them."""
+    """Read the ground-truth CSV: columns ``video, identity`` and optionally ``start_s, end_s`` and ``x_min, x_max,
+    y_min, y_max`` (any case, any order, no other columns). ``video`` is matched by file name; an empty start means
+    0, an empty end the end of the video. Times are seconds from the video's first frame, as ``process`` reports
+    them; the region bounds the face-box centre in pixels of the frame as decoded."""
     path = Path(path)
     if not path.is_file():
         raise ProtocolError(f"ground-truth file not found: {path}")
@@ -83,8 +100,8 @@ def read_ground_truth(path: str | Path) -> list[GroundTruthSpan]:
         missing = [c for c in _REQUIRED if c not in columns]
         unknown = [c for c in columns if c not in GT_COLUMNS]
         if missing or unknown or len(set(columns)) != len(columns):
-            raise ProtocolError(f"{path}: expected columns {', '.join(GT_COLUMNS)} (start_s and end_s optional), "
-                                f"got {', '.join(columns) or 'none'}")
+            raise ProtocolError(f"{path}: expected columns {', '.join(GT_COLUMNS)} (all but video and identity "
+                                f"optional), got {', '.join(columns) or 'none'}")
         rows = [{(k or "").strip().lower(): (v or "").strip() for k, v in row.items()} for row in reader]
     spans = []
     for line, row in enumerate(rows, start=2):
@@ -93,13 +110,18 @@ def read_ground_truth(path: str | Path) -> list[GroundTruthSpan]:
         empty = [c for c in _REQUIRED if not row.get(c)]
         if empty:
             raise ProtocolError(f"{path} line {line}: expected values for {', '.join(empty)}, got empty cells")
-        start = _seconds(row.get("start_s", ""), f"{path} line {line} start_s")
-        end = _seconds(row.get("end_s", ""), f"{path} line {line} end_s")
+        start = _number(row.get("start_s", ""), f"{path} line {line} start_s")
+        end = _number(row.get("end_s", ""), f"{path} line {line} end_s")
         start = 0.0 if start is None else start
         end = math.inf if end is None else end
         if end <= start:
             raise ProtocolError(f"{path} line {line}: expected end_s after start_s, got {start:g} to {end:g}")
-        spans.append(GroundTruthSpan(Path(row["video"]).name, row["identity"], start, end))
+        bounds = [_number(row.get(c, ""), f"{path} line {line} {c}", "pixels") for c in _REGION]
+        region = [(-math.inf if i % 2 == 0 else math.inf) if b is None else b for i, b in enumerate(bounds)]
+        if region[1] <= region[0] or region[3] <= region[2]:
+            raise ProtocolError(f"{path} line {line}: expected x_min < x_max and y_min < y_max, got x "
+                                f"{region[0]:g}..{region[1]:g}, y {region[2]:g}..{region[3]:g}")
+        spans.append(GroundTruthSpan(Path(row["video"]).name, row["identity"], start, end, *region))
     if not spans:
         raise ProtocolError(f"{path}: expected at least one ground-truth row, got none")
     return spans
@@ -128,14 +150,16 @@ def video_keys(videos: Sequence[str | Path], spans: Sequence[GroundTruthSpan]) -
 
 @dataclass
 class ScoredTrack:
-    """One pipeline track as a probe: its time span and its template's cosine score against each gallery
-    identity (``scores [G]``, in the gallery's order); ``scores`` is None when no crop of it was embedded."""
+    """One pipeline track as a probe: its time span, its template's cosine score against each gallery identity
+    (``scores [G]``, in the gallery's order; None when no crop of it was embedded) and the median centre of its
+    face boxes (pixels; None when unknown)."""
 
     video: str
     track_id: int
     start: float
     end: float
     scores: np.ndarray | None
+    centre: tuple[float, float] | None = None
 
     @property
     def duration(self) -> float:
@@ -144,78 +168,54 @@ class ScoredTrack:
 
 @dataclass(frozen=True)
 class Assignment:
-    """A track's ground-truth identity (None: nobody known overlaps it) and the identities that overlapped it
-    about equally (``tied``; more than one means the time-only ground truth could not tell them apart)."""
+    """A track's ground-truth identity (None: nobody known overlaps it, or it is ambiguous) and the identities
+    that overlapped it about equally (``tied``: more than one means the ground truth cannot tell them apart)."""
 
     identity: str | None
     tied: tuple[str, ...] = ()
-    forced: bool = False  # every tied identity was already on another concurrent track
+
+    @property
+    def ambiguous(self) -> bool:
+        return len(self.tied) > 1
 
 
 def _overlaps(track: ScoredTrack, spans: Sequence[GroundTruthSpan]) -> dict[str, float]:
-    """Seconds each identity's spans overlap the track; a zero-length track inside a span counts as overlapping."""
+    """Seconds each identity's spans overlap the track in time, counting only spans whose region holds the track's
+    face centre; a zero-length track inside a span counts as overlapping."""
     out: dict[str, float] = {}
     for span in spans:
+        if not span.holds(track.centre):
+            continue
         length = min(track.end, span.end) - max(track.start, span.start)
         if length > 0 or (track.duration == 0 and span.start <= track.start <= span.end):
             out[span.identity] = out.get(span.identity, 0.0) + max(length, 0.0)
     return out
 
 
-def _concurrent(a: ScoredTrack, b: ScoredTrack) -> bool:
-    return a.video == b.video and a.start <= b.end and b.start <= a.end
-
-
 def assign_identities(tracks: Sequence[ScoredTrack], spans: Sequence[GroundTruthSpan],
-                      gallery_names: Sequence[str], tie_tolerance: float = 0.1) -> list[Assignment]:
-    """Give each track the identity whose ground-truth spans (same video) overlap it most.
+                      tie_tolerance: float = 0.1) -> list[Assignment]:
+    """Give each track the identity whose ground-truth spans (same video, region holding the track) overlap it
+    most in time.
 
-    Identities whose overlap is within ``tie_tolerance`` x the track's duration of the best one are *tied*
-    (two people on screen through the whole track). Tied tracks are resolved greedily, highest score first:
-    a track takes the tied identity it scores highest against, unless a concurrent track (same video,
-    overlapping in time) already holds it; tracks with a single candidate hold theirs from the start; an
-    identity not in the gallery scores below every enrolled one. A track whose tied identities are all held
-    takes its best-scoring one anyway (``forced``). The time-only ground truth cannot see two people on
-    screen together swapping names: such a swap is not counted as an error.
+    Identities whose overlap is within ``tie_tolerance`` x the track's duration of the best one are *tied*: the
+    ground truth says two people are there through the whole track (add regions to tell them apart). A tied track
+    gets no identity; it is never resolved with the recogniser's scores, which would grade the system by itself.
     """
     if not 0.0 <= tie_tolerance < 1.0:
         raise ValueError(f"tie_tolerance must be in [0, 1), got {tie_tolerance}")
-    column = {name: j for j, name in enumerate(gallery_names)}
     by_video: dict[str, list[GroundTruthSpan]] = {}
     for span in spans:
         by_video.setdefault(span.video, []).append(span)
-    result: list[Assignment | None] = [None] * len(tracks)
-    tied_sets: dict[int, tuple[str, ...]] = {}
-    for i, track in enumerate(tracks):
+    result = []
+    for track in tracks:
         overlap = _overlaps(track, by_video.get(track.video, []))
         if not overlap:
-            result[i] = Assignment(None)
+            result.append(Assignment(None))
             continue
         best = max(overlap.values())
         tied = tuple(sorted(k for k, v in overlap.items() if v >= best - tie_tolerance * track.duration))
-        if len(tied) == 1:
-            result[i] = Assignment(tied[0], tied)
-        else:
-            tied_sets[i] = tied
-
-    def score(i: int, name: str) -> float:
-        s = tracks[i].scores
-        return float(s[column[name]]) if name in column and s is not None else -math.inf
-
-    pairs = sorted(((score(i, name), i, name) for i, tied in tied_sets.items() for name in tied),
-                   key=lambda p: (-p[0], p[1], p[2]))
-    for _, i, name in pairs:
-        if result[i] is not None:
-            continue
-        held = any(result[j] is not None and result[j].identity == name and _concurrent(tracks[i], tracks[j])
-                   for j in range(len(tracks)) if j != i)
-        if not held:
-            result[i] = Assignment(name, tied_sets[i])
-    for i, tied in tied_sets.items():
-        if result[i] is None:
-            best_name = max(tied, key=lambda n: (score(i, n), n))
-            result[i] = Assignment(best_name, tied, forced=True)
-    return [r for r in result if r is not None]
+        result.append(Assignment(tied[0] if len(tied) == 1 else None, tied))
+    return result
 
 
 @dataclass
@@ -256,7 +256,7 @@ def evaluate_tracks(tracks: Sequence[ScoredTrack], spans: Sequence[GroundTruthSp
     for t in tracks:
         if t.scores is not None and np.shape(t.scores) != (len(names),):
             raise ValueError(f"track {t.video}#{t.track_id}: expected {len(names)} scores, got {np.shape(t.scores)}")
-    assigned = assign_identities(tracks, spans, names, tie_tolerance)
+    assigned = assign_identities(tracks, spans, tie_tolerance)
     enrolled = set(names)
     gt_names = sorted({s.identity for s in spans})
     missing = [n for n in gt_names if n not in enrolled]
@@ -267,7 +267,7 @@ def evaluate_tracks(tracks: Sequence[ScoredTrack], spans: Sequence[GroundTruthSp
                        len(missing), shown)
         notes.append(f"not in the gallery (their tracks count as non-mated): {', '.join(missing)}")
 
-    scored = [i for i, t in enumerate(tracks) if t.scores is not None]
+    scored = [i for i, t in enumerate(tracks) if t.scores is not None and not assigned[i].ambiguous]
     sim = (np.stack([np.asarray(tracks[i].scores, np.float64) for i in scored]) if scored
            else np.zeros((0, len(names))))
     labels = np.array([assigned[i].identity if assigned[i].identity in enrolled else None for i in scored],
@@ -321,14 +321,11 @@ def evaluate_tracks(tracks: Sequence[ScoredTrack], spans: Sequence[GroundTruthSp
         if operating_threshold is None:
             notes.append("match.threshold is null: no operating point reported (set it with --set match.threshold=)")
 
-    ambiguous = sum(len(a.tied) > 1 for a in assigned)
-    forced = sum(a.forced for a in assigned)
+    ambiguous = sum(a.ambiguous for a in assigned)
     if ambiguous:
-        notes.append(f"{ambiguous} tracks overlapped several people equally; each took the one it scores highest "
-                     f"among those not on a concurrent track")
-    if forced:
-        notes.append(f"{forced} tracks found every tied person on a concurrent track and took the best-scoring one")
-    unscored = len(tracks) - len(scored)
+        notes.append(f"{ambiguous} tracks overlapped several people equally in time and place and are left out of "
+                     f"the figures (give the ground truth x_min/x_max/y_min/y_max regions to tell them apart)")
+    unscored = sum(t.scores is None for t in tracks)
     if unscored:
         notes.append(f"{unscored} tracks had no embedded crop and are not scored")
 
@@ -337,7 +334,7 @@ def evaluate_tracks(tracks: Sequence[ScoredTrack], spans: Sequence[GroundTruthSp
     for i, (t, a) in enumerate(zip(tracks, assigned)):
         k = row.get(i)
         rec = {"video": t.video, "track_id": t.track_id, "start_s": round(t.start, 3), "end_s": round(t.end, 3),
-               "ground_truth": a.identity, "tied": list(a.tied) if len(a.tied) > 1 else [],
+               "ground_truth": a.identity, "tied": list(a.tied) if a.ambiguous else [], "centre": t.centre,
                "mated": bool(k is not None and mated[k]), "rank": int(found[k]) if k is not None and mated[k] else None,
                "candidates": []}
         if k is not None:
@@ -357,6 +354,8 @@ def format_tracks(result: VideoResult) -> str:
     for r in result.tracks:
         best = r["candidates"][0] if r["candidates"] else None
         truth = (r["ground_truth"] or "-") + ("" if r["mated"] or r["ground_truth"] is None else " (not enrolled)")
+        if r["tied"]:
+            truth = "/".join(r["tied"]) + " (ambiguous)"
         rows.append((r["video"], str(r["track_id"]), f"{r['start_s']:.2f}", f"{r['end_s']:.2f}", truth,
                      best["name"] if best else "-", f"{best['score']:.3f}" if best else "-",
                      str(r["rank"]) if r["rank"] is not None else "-"))
@@ -405,7 +404,7 @@ def run_tracks(videos: Sequence[str | Path], spans: Sequence[GroundTruthSpan], g
     gallery = InMemoryGallery.from_folder(gallery_dir, detector, embedder, 0.0 if threshold is None else threshold)
     if not len(gallery):
         raise ProtocolError(f"no face found in any image of the gallery folder {gallery_dir}")
-    runner = Runner(cfg, detector, embedder, Matcher(cfg.match, gallery), [])
+    runner = Runner(cfg, detector, embedder, Matcher(cfg.match, gallery), [], keep_boxes=True)
     stats = runner.run(sources)
     logger.info("%d frames, %d tracks in %.1f s", stats.frames, stats.tracks, stats.seconds["total"])
     tracks = []
@@ -414,6 +413,17 @@ def run_tracks(videos: Sequence[str | Path], spans: Sequence[GroundTruthSpan], g
         if template.num_crops > 0:
             scores = (gallery.templates @ np.asarray(template.embedding, np.float32)).astype(np.float64)
         tracks.append(ScoredTrack(keys[template.source_id], template.track_id, template.first_timestamp,
-                                  template.last_timestamp, scores))
+                                  template.last_timestamp, scores,
+                                  _median_centre(stats.boxes.get(template.source_id, []), template.track_id)))
     tracks.sort(key=lambda t: (t.video, t.start, t.track_id))
     return tracks, list(gallery.names), threshold
+
+
+def _median_centre(frames, track_id: int) -> tuple[float, float] | None:
+    """Median centre (x, y) in pixels of a track's face boxes over the frames that show it."""
+    centres = [((box[0] + box[2]) / 2, (box[1] + box[3]) / 2) for fb in frames
+               for box, tid in zip(fb.xyxy, fb.track_id) if int(tid) == track_id]
+    if not centres:
+        return None
+    x, y = np.median(np.asarray(centres, np.float64), axis=0)
+    return float(x), float(y)

@@ -37,12 +37,15 @@ def _csv(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def _track(start: float, end: float, scores=None, video: str = "a.mp4", track_id: int = 0) -> ScoredTrack:
-    return ScoredTrack(video, track_id, start, end, None if scores is None else np.asarray(scores, np.float64))
+def _track(start: float, end: float, scores=None, video: str = "a.mp4", track_id: int = 0,
+           centre=None) -> ScoredTrack:
+    return ScoredTrack(video, track_id, start, end, None if scores is None else np.asarray(scores, np.float64),
+                       centre)
 
 
-def _span(identity: str, start: float = 0.0, end: float = math.inf, video: str = "a.mp4") -> GroundTruthSpan:
-    return GroundTruthSpan(video, identity, start, end)
+def _span(identity: str, start: float = 0.0, end: float = math.inf, video: str = "a.mp4",
+          x=(-math.inf, math.inf)) -> GroundTruthSpan:
+    return GroundTruthSpan(video, identity, start, end, x[0], x[1])
 
 
 # ---------------------------------------------------------------- ground-truth file
@@ -57,6 +60,14 @@ def test_read_ground_truth_defaults_and_names(tmp_path):
 
 def test_read_ground_truth_time_columns_are_optional(tmp_path):
     assert read_ground_truth(_csv(tmp_path, "video,identity\na.mp4,Ann\n")) == [_span("Ann")]
+
+
+def test_read_ground_truth_regions(tmp_path):
+    spans = read_ground_truth(_csv(tmp_path, "video,identity,x_min,x_max,y_max\na.mp4,Ann,10,200,\na.mp4,Bob,,50,90\n"))
+    assert spans == [GroundTruthSpan("a.mp4", "Ann", 0.0, math.inf, 10.0, 200.0),
+                     GroundTruthSpan("a.mp4", "Bob", 0.0, math.inf, -math.inf, 50.0, -math.inf, 90.0)]
+    assert spans[0].holds((10.0, 5.0)) and not spans[0].holds((201.0, 5.0)) and spans[0].holds(None)
+    assert not spans[1].holds((40.0, 95.0))
 
 
 def test_friends_ground_truth_fixture_reads():
@@ -78,6 +89,8 @@ def test_friends_ground_truth_fixture_reads():
         ("video,identity,start_s,end_s\na.mp4,Ann,-1,1\n", "expected a finite number of seconds >= 0"),
         ("video,identity,start_s,end_s\na.mp4,Ann,0,nan\n", "expected a finite number of seconds >= 0"),
         ("video,identity,start_s,end_s\na.mp4,Ann,0,1\nb.mp4,Bob,5,5\n", "line 3: expected end_s after start_s"),
+        ("video,identity,x_min,x_max\na.mp4,Ann,50,20\n", "line 2: expected x_min < x_max and y_min < y_max"),
+        ("video,identity,x_min\na.mp4,Ann,left\n", "line 2 x_min: expected pixels"),
     ],
 )
 def test_read_ground_truth_rejects(tmp_path, text, message):
@@ -113,8 +126,8 @@ def test_video_keys_rejects(videos, message):
 # ---------------------------------------------------------------- overlap assignment
 
 
-def _ids(tracks, spans, names=("A", "B", "C"), tol=0.1):
-    return [a.identity for a in assign_identities(tracks, spans, list(names), tol)]
+def _ids(tracks, spans, tol=0.1):
+    return [a.identity for a in assign_identities(tracks, spans, tol)]
 
 
 @pytest.mark.parametrize(
@@ -122,7 +135,7 @@ def _ids(tracks, spans, names=("A", "B", "C"), tol=0.1):
     [
         ((2, 4), [_span("A", 0, 10)], "A"),
         ((0, 10), [_span("A", 0, 8), _span("B", 6, 10)], "A"),  # 8 s against 4 s
-        ((0, 10), [_span("A", 0, 3), _span("A", 7, 10), _span("B", 2, 7)], "A"),  # spans of one identity add up
+        ((0, 10), [_span("A", 0, 3), _span("A", 7, 10), _span("B", 3, 7)], "A"),  # spans of one identity add up
         ((0, 10), [_span("A", 0, 4), _span("B", 4, 10)], "B"),
         ((5, 6), [_span("A", 0, 5), _span("B", 6, 9)], None),  # only touching
         ((3, 4), [_span("A", 0, 2)], None),
@@ -135,61 +148,41 @@ def test_assignment_by_most_overlap(track, spans, expected):
     assert _ids([_track(*track, scores=[0.0, 0.0, 0.0])], spans) == [expected]
 
 
-def test_assignment_tie_takes_the_best_scoring_identity():
+def test_assignment_tie_is_ambiguous_whatever_the_scores():
     spans = [_span("A", 0, 10), _span("B", 0, 10)]
-    a = assign_identities([_track(1, 9, [0.1, 0.6, 0.0])], spans, ["A", "B", "C"])
-    assert a[0].identity == "B" and a[0].tied == ("A", "B") and not a[0].forced
+    for scores in ([0.1, 0.6, 0.0], [0.9, 0.0, 0.0], None):
+        (a,) = assign_identities([_track(1, 9, scores)], spans)
+        assert a.identity is None and a.tied == ("A", "B") and a.ambiguous
 
 
-@pytest.mark.parametrize("tolerance, expected", [(0.1, "B"), (0.0, "A")])
+@pytest.mark.parametrize("tolerance, expected", [(0.1, None), (0.0, "A")])
 def test_assignment_tie_tolerance(tolerance, expected):
-    # A overlaps 10 s, B 9.5 s: within 10 % of the 10 s track, they are tied and the score decides
+    # A overlaps 10 s, B 9.5 s: within 10 % of the 10 s track they are tied
     spans = [_span("A", 0, 10), _span("B", 0.5, 10)]
     assert _ids([_track(0, 10, [0.1, 0.6, 0.0])], spans, tol=tolerance) == [expected]
 
 
-def test_assignment_concurrent_tracks_do_not_share_a_tied_identity():
-    spans = [_span("A", 0, 10), _span("B", 0, 10)]
-    # both tracks look most like A; the more confident one keeps it, the other gets B
-    tracks = [_track(0, 10, [0.5, 0.3, 0.0], track_id=1), _track(0, 10, [0.7, 0.1, 0.0], track_id=2)]
-    assert _ids(tracks, spans) == ["B", "A"]
-
-
-def test_assignment_identity_held_by_an_unambiguous_track():
-    spans = [_span("A", 0, 10), _span("B", 2, 10)]
-    # track 1 (0-10) is A outright; track 2 (2-10) ties A and B, and A is on track 1 at the same time
-    tracks = [_track(0, 10, [0.0, 0.9, 0.0], track_id=1), _track(2, 10, [0.9, 0.0, 0.0], track_id=2)]
-    assert _ids(tracks, spans) == ["A", "B"]
-
-
-def test_assignment_tracks_at_different_times_may_share_an_identity():
-    spans = [_span("A", 0, 10), _span("B", 0, 10)]
-    tracks = [_track(0, 3, [0.8, 0.1, 0.0], track_id=1), _track(5, 9, [0.7, 0.2, 0.0], track_id=2)]
-    assert _ids(tracks, spans) == ["A", "A"]
-
-
-def test_assignment_identity_not_enrolled_comes_last():
-    spans = [_span("A", 0, 10), _span("X", 0, 10)]
-    tracks = [_track(0, 10, [0.1, 0.0, 0.0], track_id=1), _track(0, 10, [0.2, 0.0, 0.0], track_id=2)]
-    assert _ids(tracks, spans) == ["X", "A"]
-    assert _ids(tracks[:1], spans) == ["A"]
-
-
-def test_assignment_forced_when_every_tied_identity_is_held():
-    spans = [_span("A", 0, 10), _span("B", 0, 10)]
-    tracks = [_track(0, 10, s, track_id=i) for i, s in enumerate([[0.9, 0.0, 0], [0.0, 0.9, 0], [0.3, 0.5, 0]])]
-    out = assign_identities(tracks, spans, ["A", "B", "C"])
-    assert [a.identity for a in out] == ["A", "B", "B"]
-    assert [a.forced for a in out] == [False, False, True]
-
-
-def test_assignment_track_without_scores_still_gets_its_identity():
-    assert _ids([_track(0, 5)], [_span("A", 0, 10)]) == ["A"]
+def test_assignment_regions_separate_people_on_screen_together():
+    spans = [_span("A", 0, 10, x=(0, 300)), _span("B", 0, 10, x=(300, 640))]
+    tracks = [_track(0, 10, track_id=1, centre=(120.0, 200.0)), _track(0, 10, track_id=2, centre=(500.0, 180.0)),
+              _track(0, 10, track_id=3, centre=(700.0, 180.0)), _track(0, 10, track_id=4)]
+    out = assign_identities(tracks, spans)
+    assert [a.identity for a in out] == ["A", "B", None, None]
+    assert [a.ambiguous for a in out] == [False, False, False, True]  # outside every region: nobody known
 
 
 def test_assignment_rejects_bad_tolerance():
     with pytest.raises(ValueError, match=r"tie_tolerance must be in \[0, 1\), got 1.5"):
-        assign_identities([], [], ["A"], 1.5)
+        assign_identities([], [], 1.5)
+
+
+def test_ambiguous_tracks_are_left_out_of_the_figures():
+    spans = [_span("A", 0, 10), _span("B", 0, 10), _span("C", 20, 30)]
+    tracks = [_track(0, 10, [0.9, 0.1, 0.0], track_id=1), _track(20, 30, [0.1, 0.2, 0.8], track_id=2)]
+    res = evaluate_tracks(tracks, spans, ["A", "B", "C"])
+    assert res.counts["ambiguous_tracks"] == 1 and res.counts["scored_tracks"] == 1
+    assert res.metrics["rank-1"] == 1.0 and res.tracks[0]["tied"] == ["A", "B"]
+    assert any("left out of the figures" in n for n in res.notes)
 
 
 # ---------------------------------------------------------------- metric wiring on synthetic tracks
@@ -358,6 +351,7 @@ def test_friends_clip_closed_set(friends_tracks):
     res = evaluate_tracks(tracks, read_ground_truth(FRIENDS_GT), names, operating_threshold=threshold)
     # every face track is of one of the six: all mated, six shots of two or three people
     assert res.counts["tracks"] >= 10 and res.counts["mated_tracks"] == res.counts["tracks"]
+    assert res.counts["ambiguous_tracks"] == 0  # the regions tell apart the people of each shot
     assert res.metrics["rank-1"] >= 0.75 and res.metrics["rank-5"] >= 0.9
     assert res.metrics["rank-1 time-weighted"] >= 0.85  # the misses are short side tracks
     assert res.metrics["tpir@fpir=1e-1"] is None
@@ -369,8 +363,8 @@ def test_friends_clip_closed_set(friends_tracks):
 def test_friends_clip_open_set_without_one_person(friends_tracks, caplog):
     tracks, names, threshold = friends_tracks
     keep = [j for j, n in enumerate(names) if n != "Monica"]
-    reduced = [ScoredTrack(t.video, t.track_id, t.start, t.end, None if t.scores is None else t.scores[keep])
-               for t in tracks]
+    reduced = [ScoredTrack(t.video, t.track_id, t.start, t.end, None if t.scores is None else t.scores[keep],
+                           t.centre) for t in tracks]
     with caplog.at_level(logging.WARNING):
         res = evaluate_tracks(reduced, read_ground_truth(FRIENDS_GT), [names[j] for j in keep],
                               operating_threshold=threshold)
