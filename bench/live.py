@@ -36,7 +36,7 @@ from pipeline.health import HealthRegistry
 from pipeline.live import LiveCameras
 from pipeline.live_config import CameraConfig, LiveConfig
 from pipeline.live_runner import LiveRunner
-from pipeline.stream_cli import MatchLogSink, SqlGalleryIndex
+from pipeline.sql_gallery import MatchLogSink, SqlGalleryIndex
 from stages.detect import FaceDetector
 from stages.embed import build_embedder
 from stages.match import Matcher
@@ -72,7 +72,7 @@ def run_local(n: int, seconds: float, server: RtspServer, db_url: str, stages, r
     registry = HealthRegistry(fps_window_s=seconds)
     cameras = LiveCameras(cams, LiveConfig(transport="udp", read_timeout_s=3.0), registry, seed=0)
     with Gallery.open(db_url) as gallery:
-        sink = MatchLogSink(gallery, cams, embedder.embedder_id, "bench")
+        sink = MatchLogSink.for_cameras(gallery, cams, embedder.embedder_id, "bench")
         matcher = Matcher(cfg.match, SqlGalleryIndex(gallery, embedder.embedder_id))
         runner = LiveRunner(cfg, detector, embedder, matcher, [sink], cameras, registry)
         stop, out = threading.Event(), {}

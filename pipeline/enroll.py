@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from gallery.config import GalleryConfig
-from gallery.enroll import EnrollReport, Enroller, FaceExtractor
+from gallery.enroll import Enroller, EnrollReport, FaceExtractor
 from gallery.errors import EnrollmentError
 from gallery.store import Gallery
 from pipeline.config import AppConfig, load_config
@@ -29,7 +29,7 @@ from stages.quality import QualityScorer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["register", "face_extractor", "build_enroller", "run_enroll"]
+__all__ = ["build_enroller", "face_extractor", "register", "run_enroll"]
 
 DEFAULT_CONFIG = "configs/default.yaml"
 

@@ -149,13 +149,13 @@ class EmbedService:
         from stages.embed import build_embedder
         from stages.match import Matcher
 
-        from .stream_cli import MatchLogSink, SqlGalleryIndex
+        from .sql_gallery import MatchLogSink, SqlGalleryIndex
 
         embedder = build_embedder(cfg.embed)
         self.gallery = Gallery.open(db_url)
         index = SqlGalleryIndex(self.gallery, embedder.embedder_id, cfg.match.threshold)
         watch = set(live.alerts.watchlist) | {i.name for i in self.gallery.identities() if i.watchlist}
-        self.log = MatchLogSink(self.gallery, cameras, embedder.embedder_id, cfg_hash)
+        self.log = MatchLogSink.for_cameras(self.gallery, cameras, embedder.embedder_id, cfg_hash)
         self.alerts = WatchlistAlerts(live.alerts.model_copy(update={"watchlist": tuple(sorted(watch))}))
         self.matching = TrackMatching(cfg, embedder, Matcher(cfg.match, index), [self.alerts, self.log],
                                       lambda: time.monotonic() - epoch)
@@ -171,7 +171,7 @@ class EmbedService:
         tracks (they will never end); later tracks of it are not logged."""
         def close() -> None:
             dropped = self.matching.drop_source(name)
-            self.log.close_camera(name, "failed")
+            self.log.close_source(name, "failed")
             logger.warning("camera %s: run closed as failed (%d open tracks lost with its actor)", name, dropped)
 
         self.worker.put(TrackJob([], [], after=close))

@@ -67,14 +67,25 @@ class MatchLogSink:
             self.close("failed")
             raise
 
+    @classmethod
+    def for_cameras(cls, gallery: Gallery, cameras, embedder_id: str, cfg_hash: str) -> MatchLogSink:
+        """One run per camera (``CameraConfig``-like: ``name``, ``url``), each track committed as it ends."""
+        sources = [LoggedSource(c.name, "camera", c.url) for c in cameras]
+        return cls(gallery, sources, embedder_id, cfg_hash, batch_size=1)
+
     @property
     def run_ids(self) -> dict[str, int]:
         return {name: w.run_id for name, w in self.writers.items()}
 
     def on_track(self, template: TrackTemplate, result: MatchResult) -> None:
+        writer = self.writers[template.source_id]
+        if writer.closed:  # the source's run was closed early (its camera actor died): late tracks have no run
+            logger.warning("match log: %s track %d after its run was closed; not logged", template.source_id,
+                           template.track_id)
+            return
         crop = template.best_crop
         frames = max(template.num_frames, 1)
-        self.writers[template.source_id].record(TrackRecord(
+        writer.record(TrackRecord(
             track_id=template.track_id, start_time=template.first_timestamp, end_time=template.last_timestamp,
             frames=frames, crops_embedded=min(template.num_crops, frames), template=template.embedding,
             embedder_id=self.embedder_id, candidates=result.candidates, decision=result.decision,
@@ -86,8 +97,12 @@ class MatchLogSink:
         if writer is not None:
             writer.progress(frames_done, last_timestamp)
 
+    def close_source(self, name: str, status: str) -> None:
+        """End one source's run now (``failed`` when its camera process died); the others go on."""
+        self.writers[name].close(status)
+
     def close(self, status: str = "finished") -> None:
-        """Flush every writer and mark its run ``status``; every writer is closed even if one fails."""
+        """Flush every writer still open and mark its run ``status``; every writer is closed even if one fails."""
         error: BaseException | None = None
         for writer in self.writers.values():
             try:

@@ -20,11 +20,10 @@ import threading
 from contextlib import ExitStack
 from pathlib import Path
 
-import numpy as np
 import yaml
 from pydantic import ValidationError
 
-from gallery.matchlog import MatchLogWriter, TrackRecord, config_hash
+from gallery.matchlog import config_hash
 from gallery.store import Gallery
 from stages.detect import FaceDetector
 from stages.embed import build_embedder
@@ -37,9 +36,10 @@ from .health import HealthRegistry, MetricsServer
 from .live import LiveCameras
 from .live_config import CameraConfig, LiveConfig, cameras_from_urls, load_cameras
 from .live_runner import LiveRunner
-from .types import Candidate, MatchResult, TrackTemplate
+from .sql_gallery import MatchLogSink, SqlGalleryIndex
+from .types import MatchResult, TrackTemplate
 
-__all__ = ["MatchLogSink", "SqlGalleryIndex", "TrackLineSink", "load_live_config", "register", "run_stream"]
+__all__ = ["TrackLineSink", "load_live_config", "register", "run_stream"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,51 +87,6 @@ def load_live_config(path: Path | None, metrics_port: int | None = None) -> Live
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
         raise ConfigError(f"live config {path or '(defaults)'}: {key}: {err['msg']}") from None
-
-
-class SqlGalleryIndex:
-    """The gallery of a database as the matcher's index, for one embedder."""
-
-    def __init__(self, gallery: Gallery, embedder_id: str, threshold: float | None = None) -> None:
-        self.gallery = gallery
-        self.embedder_id = embedder_id
-        self.threshold = gallery.threshold(embedder_id) if threshold is None else threshold
-
-    def search(self, embeddings: np.ndarray, k: int) -> list[list[Candidate]]:
-        rows = self.gallery.search(embeddings, k, self.embedder_id)
-        return [[Candidate(i, n, s) for i, n, s in row] for row in rows]
-
-
-class MatchLogSink:
-    """Writes each track to the match log: one writer (one run) per camera, each track committed at once."""
-
-    def __init__(self, gallery: Gallery, cameras: list[CameraConfig], embedder_id: str, cfg_hash: str) -> None:
-        self.embedder_id = embedder_id
-        self.writers = {c.name: MatchLogWriter(gallery.db, source=c.name, kind="camera", uri=c.url,
-                                               config_hash=cfg_hash, batch_size=1) for c in cameras}
-
-    def on_track(self, template: TrackTemplate, result: MatchResult) -> None:
-        crop = template.best_crop
-        writer = self.writers[template.source_id]
-        if writer.closed:  # the camera's run was closed early (its actor died): its late tracks have no run
-            logger.warning("match log: camera %s track %d after its run was closed; not logged",
-                           template.source_id, template.track_id)
-            return
-        writer.record(TrackRecord(
-            track_id=template.track_id, start_time=template.first_timestamp, end_time=template.last_timestamp,
-            frames=max(template.num_frames, 1), crops_embedded=min(template.num_crops, max(template.num_frames, 1)),
-            template=template.embedding, embedder_id=self.embedder_id, candidates=result.candidates,
-            decision=result.decision, threshold=result.threshold,
-            thumbnail=None if crop is None else crop.image))
-
-    def close_camera(self, name: str, status: str) -> None:
-        """End one camera's run now (``failed`` when its process died); the others go on."""
-        self.writers[name].close(status)
-
-    def close(self, status: str = "finished") -> None:
-        """End every run still open."""
-        for writer in self.writers.values():
-            writer.close(status)
 
 
 class TrackLineSink:
@@ -216,7 +171,7 @@ def run_stream(args: argparse.Namespace) -> int:
         alerts = WatchlistAlerts(live.alerts.model_copy(update={"watchlist": tuple(sorted(watch))}))
         log = None
         if gallery is not None:
-            log = MatchLogSink(gallery, cams, embedder.embedder_id, config_hash(cfg.model_dump_json()))
+            log = MatchLogSink.for_cameras(gallery, cams, embedder.embedder_id, config_hash(cfg.model_dump_json()))
         sinks = [TrackLineSink(), alerts] + ([log] if log else [])
         registry = HealthRegistry(live.health.fps_window_s)
         cameras = LiveCameras(cams, live, registry)

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Frame", "Detections", "Quality", "FaceCrop", "TrackTemplate", "Candidate", "MatchResult"]
+__all__ = ["Candidate", "Detections", "FaceCrop", "Frame", "MatchResult", "Quality", "TrackTemplate"]
 
 CROP_SIZE = 112
 
@@ -52,7 +52,7 @@ class Detections:
         return len(self.xyxy)
 
     @classmethod
-    def empty(cls) -> "Detections":
+    def empty(cls) -> Detections:
         return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, 5, 2), np.float32))
 
 

@@ -20,7 +20,7 @@ from pipeline.health import HealthRegistry
 from pipeline.live import LiveCameras
 from pipeline.live_config import CameraConfig, LiveConfig, ReconnectConfig
 from pipeline.live_runner import LiveRunner
-from pipeline.stream_cli import MatchLogSink, SqlGalleryIndex
+from pipeline.sql_gallery import MatchLogSink, SqlGalleryIndex
 from stages.detect import FaceDetector
 from stages.embed import build_embedder
 from stages.match import Matcher
@@ -62,7 +62,7 @@ def test_ray_run_gives_the_single_process_match_log(stream_clip, gallery_db, app
     embedder = build_embedder(app_config.embed)
     registry = HealthRegistry()
     with Gallery.open(local_db) as gallery:
-        sink = MatchLogSink(gallery, cams, embedder.embedder_id, "cmp")
+        sink = MatchLogSink.for_cameras(gallery, cams, embedder.embedder_id, "cmp")
         matcher = Matcher(app_config.match, SqlGalleryIndex(gallery, embedder.embedder_id))
         runner = LiveRunner(app_config, FaceDetector(app_config.detect), embedder, matcher, [sink],
                             LiveCameras(cams, RECORDED, registry), registry)

@@ -23,7 +23,7 @@ from pipeline.health import HealthRegistry
 from pipeline.live import LiveCameras
 from pipeline.live_config import AlertConfig, CameraConfig, LiveConfig, ReconnectConfig, WebhookConfig
 from pipeline.live_runner import LiveRunner
-from pipeline.stream_cli import MatchLogSink, SqlGalleryIndex
+from pipeline.sql_gallery import MatchLogSink, SqlGalleryIndex
 from run_pipeline import main
 from stages.detect import FaceDetector
 from stages.embed import build_embedder
@@ -137,7 +137,7 @@ def test_live_runner_survives_three_server_restarts(rtsp_server, stream_clip, ga
     cameras = LiveCameras(cams, cfg, registry, seed=0)
     embedder = build_embedder(app_config.embed)
     with Gallery.open(gallery_db) as gallery:
-        sink = MatchLogSink(gallery, cams, embedder.embedder_id, "restart-test")
+        sink = MatchLogSink.for_cameras(gallery, cams, embedder.embedder_id, "restart-test")
         matcher = Matcher(app_config.match, SqlGalleryIndex(gallery, embedder.embedder_id))
         runner = LiveRunner(app_config, FaceDetector(app_config.detect), embedder, matcher, [sink], cameras,
                             registry)
