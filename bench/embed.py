@@ -75,9 +75,11 @@ class ReferenceAttention(nn.Module):
 
 
 def reference_copy(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` sharing its weight tensors, with the reference MoE and attention swapped in."""
+    """A copy of ``model`` sharing its weight tensors, with the reference MoE and attention swapped in and
+    without the model's eval micro-batching."""
     shared = {id(t): t for t in [*model.parameters(), *model.buffers()]}
     ref = copy.deepcopy(model, memo=shared)
+    ref.eval_chunk_tokens = 0  # the original runs the whole batch through every stage at once
     for module in list(ref.modules()):
         for name, child in list(module.named_children()):
             if isinstance(child, MoEMlp):

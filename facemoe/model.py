@@ -232,6 +232,7 @@ class SwinStage(nn.Module):
 
     def __init__(self, dim, resolution, depth, num_heads, cfg, drop_paths, downsample, act_layer, norm_layer):
         super().__init__()
+        self.num_tokens = resolution[0] * resolution[1]
         self.blocks = nn.ModuleList(
             [
                 SwinBlock(
@@ -265,7 +266,14 @@ class FaceMoE(nn.Module):
 
     ``forward`` returns the embedding like the official model; ``forward_with_aux`` also returns the
     summed router aux loss (z-loss + load balance over every MoE block) for training.
+
+    In eval mode ``forward`` runs each stage over micro-batches of about ``eval_chunk_tokens`` tokens
+    (stage 1 of the paper model: 4 images at a time), so that the large activations of big batches stay in
+    the caches; every image is computed independently in eval mode, so the result is the same. ``0`` turns
+    it off. ``forward_with_aux`` always runs the whole batch at once (the aux losses are batch statistics).
     """
+
+    eval_chunk_tokens: int = 1600
 
     def __init__(
         self,
@@ -343,7 +351,21 @@ class FaceMoE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: ``[B, 3, H, W]`` -> embedding ``[B, 512]`` (unnormalised)."""
-        return self.forward_with_aux(x)[0]
+        if self.training or self.eval_chunk_tokens <= 0 or _tracing():
+            return self.forward_with_aux(x)[0]
+        x = self.pos_drop(self.patch_embed(x) + self.absolute_pos_embed)
+        for layer in self.layers:
+            step = max(1, self.eval_chunk_tokens // layer.num_tokens)
+            if x.shape[0] > step:
+                x = torch.cat([layer(part)[0] for part in x.split(step)])
+            else:
+                x = layer(x)[0]
+        return self.forward_head(self.norm(x))
+
+
+def _tracing() -> bool:
+    """Inside ``torch.jit.trace``, ONNX export or ``torch.compile``: keep the graph free of batch-size splits."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
 
 
 def _init_weights(module: nn.Module) -> None:

@@ -72,6 +72,32 @@ def test_train_output_aux_and_bn_stats(fixtures_dir, name, variant):
         assert model.layers[0].blocks[0].mlp.router.gate.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("chunk_tokens", [0, 1, 400, 1000, 10**6])
+def test_eval_micro_batches_give_the_whole_batch_result(fixtures_dir, chunk_tokens):
+    model = _model(fixtures_dir, "A", "_perturbed").eval()
+    model.eval_chunk_tokens = chunk_tokens
+    x = _load(fixtures_dir, "fixtureA_input.pt")  # 4 images, 400 tokens each in stage 1
+    x = torch.cat([x, x[:1]])
+    calls = []
+    model.layers[0].register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
+    with torch.no_grad():
+        out = model(x)
+        whole, _ = model.forward_with_aux(x)
+    torch.testing.assert_close(out, whole, atol=ATOL, rtol=0)
+    torch.testing.assert_close(out[:4], _load(fixtures_dir, "fixtureA_perturbed_eval_out.pt"), atol=ATOL, rtol=0)
+    expected = {0: [5], 1: [1] * 5, 400: [1] * 5, 1000: [2, 2, 1], 10**6: [5]}[chunk_tokens]
+    assert calls[:-1] == expected  # the last call is forward_with_aux's whole batch
+
+
+def test_train_mode_forward_is_never_split(fixtures_dir):
+    model = _model(fixtures_dir, "A", "").train()
+    model.eval_chunk_tokens = 400
+    calls = []
+    model.layers[0].register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
+    model(torch.rand(3, 3, 120, 120) * 2 - 1)
+    assert calls == [3]
+
+
 @pytest.mark.parametrize("variant", ["", "_perturbed"])
 def test_per_block_aux_and_first_block_routing(fixtures_dir, variant):
     model = _model(fixtures_dir, "A", variant).eval()
