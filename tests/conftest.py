@@ -1,9 +1,13 @@
 """Shared test helpers: where the shared fixtures and assets are, skipping cleanly when they are absent."""
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+
+from tests.gallery.pgcluster import PgCluster, pg_bindir
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -26,3 +30,22 @@ def fixtures_dir() -> Path:
 @pytest.fixture(scope="session")
 def assets_dir() -> Path:
     return require(ASSETS)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A throwaway PostgreSQL cluster for the whole session (its own port and socket dir), stopped at the end."""
+    bindir = pg_bindir()
+    if bindir is None:
+        pytest.skip(
+            "PostgreSQL server binaries (initdb, pg_ctl) not found: install postgresql "
+            "(scripts/system-deps.sh) or set PG_BINDIR"
+        )
+    root = Path(tempfile.mkdtemp(prefix="gallery-pg-"))
+    cluster = PgCluster(bindir, root)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)

@@ -161,10 +161,15 @@ def _log(db_url: str) -> dict:
 
 
 @pytest.mark.slow
-def test_gallery_enrolled_once_and_every_run_logged(process, capsys, tmp_path, db_url):
-    assert process(str(require(FRIENDS)), "--gallery", str(require(GALLERY)), *QUICK) == 0
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_gallery_enrolled_once_and_every_run_logged(backend, capsys, tmp_path, request):
+    db_url = f"sqlite:///{tmp_path / 'g.db'}" if backend == "sqlite" else request.getfixturevalue(
+        "pg_cluster").new_database()
+    argv = ["process", str(require(FRIENDS)), "--gallery", str(require(GALLERY)), "--config", TEST_CONFIG,
+            "--no-progress", "--db", db_url, *QUICK]
+    assert run_pipeline.main(argv) == 0
     first = capsys.readouterr()
-    assert process(str(require(FRIENDS)), "--gallery", str(require(GALLERY)), *QUICK) == 0
+    assert run_pipeline.main(argv) == 0
     second = capsys.readouterr()
     assert first.out == second.out  # same video, same gallery: same tracks and decisions
     log = _log(db_url)
