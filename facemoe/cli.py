@@ -123,8 +123,10 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _eval_video(args: argparse.Namespace) -> int:
+    from pipeline.eval_video import evaluate_videos  # the command runs the video pipeline
+
     from .evaluate.report import format_table, write_report
-    from .evaluate.video import evaluate_videos, format_tracks
+    from .evaluate.video import format_tracks
 
     result = evaluate_videos(args.videos, args.ground_truth, args.gallery, args.config, args.set or [])
     if args.format == "json":

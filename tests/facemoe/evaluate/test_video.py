@@ -19,9 +19,9 @@ from facemoe.evaluate.video import (
     evaluate_tracks,
     format_tracks,
     read_ground_truth,
-    run_tracks,
     video_keys,
 )
+from pipeline.eval_video import run_tracks
 from tests.conftest import ASSETS, ROOT, require
 
 DATA = Path(__file__).parent / "data"
