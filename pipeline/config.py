@@ -74,6 +74,8 @@ class DetectConfig(_Section):
     max_faces: int = Field(100, ge=1, le=10000, description="keep at most this many faces per frame")
     batch_size: int = Field(4, ge=1, le=256, description="frames per detector call")
     threads: int = Field(2, ge=1, le=64, description="onnxruntime intra-op threads")
+    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$",
+                        description="scrfd: onnxruntime device, cpu or cuda[:N] (needs onnxruntime-gpu)")
 
     @model_validator(mode="after")
     def _sizes(self) -> DetectConfig:
@@ -121,7 +123,8 @@ class EmbedConfig(_Section):
         None, max_length=1000, description="facemoe: a model.pt path or a release name (briar, tinyface)"
     )
     k: int = Field(2, ge=1, le=64, description="facemoe: experts each token is routed to")
-    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?|mps)$", description="facemoe: torch device")
+    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?|mps)$",
+                        description="facemoe: torch device; onnx: onnxruntime device, cpu or cuda[:N]")
     precision: Literal["fp32", "fp16", "bf16", "int8"] = Field("fp32", description="facemoe: inference precision")
     channel_order: Literal["rgb", "bgr"] = Field("rgb", description="onnx: channel order the model expects")
     pixel_scale: float = Field(255.0, gt=0, le=1e4, description="onnx: pixels are divided by this first")

@@ -19,6 +19,8 @@ from pipeline.config import DetectConfig
 from pipeline.errors import ModelError
 from pipeline.types import Detections
 
+from .onnx_session import onnx_session
+
 __all__ = ["FaceDetector", "letterbox", "nms", "resolve_detector_model"]
 
 logger = logging.getLogger(__name__)
@@ -84,18 +86,6 @@ def resolve_detector_model(model: str, backend: str) -> Path:
     return found[0]
 
 
-def _session(path: Path, threads: int):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    try:
-        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own unrelated types
-        raise ModelError(f"cannot load detector {path}: {str(exc).splitlines()[0][:200]}") from None
-
-
 def _finish(boxes, scores, kps, cfg: DetectConfig, scale: float, frame_shape) -> Detections:
     if len(boxes):
         keep = nms(boxes, scores, cfg.nms_threshold)[: cfg.max_faces]
@@ -114,7 +104,7 @@ def _finish(boxes, scores, kps, cfg: DetectConfig, scale: float, frame_shape) ->
 class _Scrfd:
     def __init__(self, cfg: DetectConfig, path: Path) -> None:
         self.cfg = cfg
-        self.session = _session(path, cfg.threads)
+        self.session = onnx_session(path, cfg.threads, cfg.device, "detector")
         outputs = self.session.get_outputs()
         if len(outputs) != 9:
             raise ModelError(f"{path}: expected a SCRFD model with 9 outputs (scores, boxes, 5 landmarks), "
@@ -158,6 +148,8 @@ class _Scrfd:
 
 class _YuNet:
     def __init__(self, cfg: DetectConfig, path: Path) -> None:
+        if cfg.device != "cpu":
+            raise ModelError(f"detect.device: YuNet runs on the CPU (OpenCV), got {cfg.device}; use scrfd on a GPU")
         self.cfg = cfg
         try:
             self.net = cv2.FaceDetectorYN.create(str(path), "", tuple(cfg.input_size), cfg.score_threshold,

@@ -18,6 +18,8 @@ from pipeline.config import EmbedConfig
 from pipeline.errors import ModelError
 from pipeline.types import CROP_SIZE
 
+from .onnx_session import onnx_session
+
 __all__ = ["Embedder", "FaceMoEBackend", "OnnxEmbedder", "build_embedder", "check_crops", "file_digest"]
 
 logger = logging.getLogger(__name__)
@@ -55,19 +57,11 @@ class OnnxEmbedder:
     """An ONNX face embedder with declared preprocessing: ``(pixel / pixel_scale - mean) / std`` per channel."""
 
     def __init__(self, cfg: EmbedConfig) -> None:
-        import onnxruntime as ort
-
         self.cfg = cfg
         path = Path(cfg.model or "").expanduser()
         if not path.is_file():
             raise ModelError(f"embedder model not found: {path} (expected an .onnx file)")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = cfg.threads
-        opts.inter_op_num_threads = 1
-        try:
-            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own unrelated types
-            raise ModelError(f"cannot load embedder {path}: {str(exc).splitlines()[0][:200]}") from None
+        self.session = onnx_session(path, cfg.threads, cfg.device, "embedder")
         inp = self.session.get_inputs()[0]
         if list(inp.shape[1:]) != [3, CROP_SIZE, CROP_SIZE]:
             raise ModelError(f"{path}: expected input [N, 3, {CROP_SIZE}, {CROP_SIZE}], got {inp.shape}")

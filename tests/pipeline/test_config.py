@@ -18,6 +18,13 @@ def test_shipped_configs_validate():
     assert test.detect.model.endswith("scrfd_500m_bnkps.onnx")
 
 
+@pytest.mark.parametrize("name, device, precision", [("cpu", "cpu", "int8"), ("gpu", "cuda", "bf16")])
+def test_hardware_variants_validate(name, device, precision):
+    cfg = load_config(ROOT / "configs" / f"{name}.yaml")
+    assert (cfg.detect.device, cfg.embed.device, cfg.embed.precision) == (device, device, precision)
+    assert cfg.embed.checkpoint == "briar" and cfg.match.threshold is None
+
+
 def test_overrides_are_typed():
     cfg = load_config(TEST, ["source.stride=3", "detect.input_size=[320, 320]", "match.threshold=null",
                              "embed.flip=false"])
@@ -35,6 +42,8 @@ def test_overrides_are_typed():
     ("embed.backend=facemoe", "needs checkpoint"),
     ("source.stride", "--set expects key.path=value"),
     ("source.stride.x=1", "source.stride is not a section"),
+    ("detect.device=mps", "config key detect.device"),
+    ("gallery.index.hnsw_m=1", "config key gallery.index.hnsw_m"),
 ])
 def test_bad_values_name_the_key(override, message):
     if message is None:
