@@ -132,7 +132,7 @@ def run_process(args: argparse.Namespace) -> int:
             raise
         log.close("finished")
         if stats.tracks:
-            print(f"match log: {db_url} runs {', '.join(str(r) for r in log.run_ids.values())} "
+            print(f"match log: {gallery.db.shown} runs {', '.join(str(r) for r in log.run_ids.values())} "
                   f"(threshold {index.threshold:.3f})", file=sys.stderr)
     if stats.tracks == 0:
         raise NoFacesError(f"no face tracks found in {', '.join(names)} ({stats.frames} frames processed, "
