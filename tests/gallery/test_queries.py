@@ -119,17 +119,20 @@ def test_unknown_names_and_inapplicable_filters(seeded):
 
 @pytest.fixture
 def statements(seeded):
-    """The SQL statements the database sees, with their parameters."""
+    """The SQL statements the database sees, with their parameters, and whether each ran in autocommit."""
     from sqlalchemy import event
 
     db, _ = seeded
     seen: list[tuple[str, object]] = []
+    autocommit: list[bool] = []
 
     def record(conn, cursor, statement, parameters, context, executemany):
         seen.append((statement, parameters))
+        dbapi = conn.connection.dbapi_connection  # autocommit: the driver sends no BEGIN / COMMIT
+        autocommit.append(dbapi.autocommit if db.backend == "postgresql" else dbapi.isolation_level is None)
 
     event.listen(db.engine, "before_cursor_execute", record)
-    yield seen
+    yield seen, autocommit
     event.remove(db.engine, "before_cursor_execute", record)
 
 
@@ -151,10 +154,12 @@ def test_matches_are_one_statement_unless_empty(seeded, statements, filters, row
     db, start = seeded
     if "since" in filters:
         filters = filters | {"since": start + timedelta(minutes=filters["since"])}
-    statements.clear()
+    seen, autocommit = statements
+    seen.clear()
+    autocommit.clear()
     assert len(find_matches(db, Filters(**filters)).rows) == rows
-    assert len(_selects(statements)) == selects
-    assert not [s for s, _ in statements if s.strip().upper() in ("BEGIN", "COMMIT")]
+    assert len(_selects(seen)) == selects
+    assert autocommit == [True] * len(seen)
 
 
 def test_unknown_name_order(seeded):
@@ -195,9 +200,10 @@ def test_newest_first_is_read_off_an_index(seeded, statements, find, filters, in
     """The page order (time desc, id desc) comes from the index itself: no sort step in the plan."""
     db, start = seeded
     filters = {k: start + timedelta(minutes=v) if k in ("since", "until") else v for k, v in filters.items()}
-    statements.clear()
+    seen, _ = statements
+    seen.clear()
     find(db, Filters(**filters))
-    (statement, parameters), *_ = [(s, p) for s, p in statements if s.lstrip().upper().startswith("SELECT")]
+    (statement, parameters), *_ = [(s, p) for s, p in seen if s.lstrip().upper().startswith("SELECT")]
     plan = _plan(db, statement, parameters)
     assert index in plan, plan
     assert "TEMP B-TREE" not in plan and "Sort" not in plan, plan
