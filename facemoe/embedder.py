@@ -26,9 +26,9 @@ Precision = Literal["fp32", "int8", "bf16", "fp16"]
 class FaceMoEEmbedder:
     """Batched FaceMoE inference with the authors' evaluation preprocessing and flip fusion.
 
-    ``precision``: ``fp32`` (default, any device), ``int8`` (CPU dynamic quantisation of the linear layers),
+    ``precision``: ``fp32`` (default, any device), ``int8`` (CPU, :func:`facemoe.quantize.quantize_int8`),
     ``bf16`` / ``fp16`` (autocast on CUDA). ``embed`` returns float32 ``(unit [N, 512], norms [N])``.
-    The given model is put in eval mode on ``device``; with ``int8`` its linear layers are quantised in place.
+    The given model is put in eval mode on ``device``; with ``int8`` it is quantised in place.
     """
 
     def __init__(
