@@ -3,8 +3,8 @@
 One run, one set of seeded random weights, the same inputs for every engine. The reference is written here:
 the original's MoE loop (``torch.where`` per expert, ``out[rows] += expert(x[rows]) * gate``) and its explicit
 attention softmax, swapped into a copy of the model that shares the model's weight tensors. Runs of the engines
-are interleaved round by round so that load from other processes hits them alike; the table reports the fastest
-round (min) and the median. Usage::
+are interleaved round by round (each round starting with the next engine) so that load from other processes
+hits them alike; the table reports the fastest round (min) and the median. Usage::
 
     python bench/embed.py                       # paper variant, batches 1, 8, 32
     python bench/embed.py --small --batches 1,8 # quick run on the small fixture-sized model
@@ -174,9 +174,10 @@ def main(argv=None) -> int:
         times = {name: [] for name in engines}
         with torch.inference_mode():
             outputs = {name: engine(x) for name, engine in engines.items()}  # warm-up
-            for _ in range(args.repeats):
-                for name, engine in engines.items():
-                    times[name].append(_timed(lambda: engine(x)))
+            names = list(engines)
+            for round_ in range(args.repeats):  # the starting engine rotates from round to round
+                for name in names[round_ % len(names):] + names[: round_ % len(names)]:
+                    times[name].append(_timed(lambda: engines[name](x)))
         best = {name: min(t) for name, t in times.items()}
         med = {name: statistics.median(t) for name, t in times.items()}
         row = dict(batch=batch, model=batch / best["model"], reference=batch / best["reference"],
