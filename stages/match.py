@@ -14,6 +14,8 @@ from typing import Protocol, runtime_checkable
 import cv2
 import numpy as np
 
+from gallery.enroll import folder_images
+from gallery.errors import EnrollmentError
 from pipeline.config import MatchConfig
 from pipeline.errors import GalleryBuildError
 from pipeline.types import Candidate, MatchResult, TrackTemplate
@@ -22,11 +24,9 @@ from .align import align_face
 from .detect import FaceDetector
 from .embed import Embedder
 
-__all__ = ["IMAGE_SUFFIXES", "GalleryIndex", "InMemoryGallery", "Matcher", "gallery_images"]
+__all__ = ["GalleryIndex", "InMemoryGallery", "Matcher", "gallery_images"]
 
 logger = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 
 
 @runtime_checkable
@@ -39,19 +39,15 @@ class GalleryIndex(Protocol):
 
 
 def gallery_images(folder: Path) -> dict[str, list[Path]]:
-    """Identity name -> image files: one subfolder per identity, or a flat folder whose file stems are names."""
+    """Identity name -> image files: one subfolder per identity, or a flat folder whose file stems are names
+    (the enrollment rule of :func:`gallery.enroll.folder_images`); an empty dict when it holds no images."""
     folder = Path(folder)
     if not folder.is_dir():
         raise GalleryBuildError(f"gallery folder not found: {folder}")
-    found: dict[str, list[Path]] = {}
-    for entry in sorted(folder.iterdir()):
-        if entry.is_dir():
-            images = sorted(p for p in entry.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            if images:
-                found[entry.name] = images
-        elif entry.suffix.lower() in IMAGE_SUFFIXES:
-            found.setdefault(entry.stem, []).append(entry)
-    return found
+    try:
+        return folder_images(folder)
+    except EnrollmentError:
+        return {}
 
 
 class InMemoryGallery:
