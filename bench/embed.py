@@ -2,7 +2,9 @@
 
 One run, one set of seeded random weights, the same inputs for every engine. The reference is written here:
 the original's MoE loop (``torch.where`` per expert, ``out[rows] += expert(x[rows]) * gate``) and its explicit
-attention softmax, swapped into a copy of the model that shares the model's weight tensors. Runs of the engines
+attention softmax, swapped into a copy of the model that shares the model's weight tensors. ``model`` is the
+project's model as ``FaceMoEEmbedder`` runs it in fp32 on the CPU (linear layers pre-packed for oneDNN,
+``facemoe.packed``); ``nn.Linear`` is the same model unpacked, to show what packing adds. Runs of the engines
 are interleaved round by round (each round starting with the next engine) so that load from other processes
 hits them alike; the table reports the fastest round (min) and the median. Usage::
 
@@ -29,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from facemoe.model import WindowAttention, create_facemoe  # noqa: E402
 from facemoe.moe import MoEMlp, load_balance_loss, router_z_loss  # noqa: E402
+from facemoe.packed import pack_for_cpu  # noqa: E402
 from facemoe.quantize import quantize_int8  # noqa: E402
 
 SMALL = dict(embed_dim=32, depths=(2, 2, 2), num_heads=(2, 4, 4))
@@ -74,11 +77,15 @@ class ReferenceAttention(nn.Module):
         return a.proj(x)
 
 
+def shared_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model``'s modules that shares its weight tensors."""
+    return copy.deepcopy(model, memo={id(t): t for t in [*model.parameters(), *model.buffers()]})
+
+
 def reference_copy(model: nn.Module) -> nn.Module:
     """A copy of ``model`` sharing its weight tensors, with the reference MoE and attention swapped in and
     without the model's eval micro-batching."""
-    shared = {id(t): t for t in [*model.parameters(), *model.buffers()]}
-    ref = copy.deepcopy(model, memo=shared)
+    ref = shared_copy(model)
     ref.eval_chunk_tokens = 0  # the original runs the whole batch through every stage at once
     for module in list(ref.modules()):
         for name, child in list(module.named_children()):
@@ -138,34 +145,36 @@ def main(argv=None) -> int:
     batches = [int(b) for b in args.batches.split(",")]
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    model = create_facemoe(**(SMALL if args.small else {})).eval()
-    reference = reference_copy(model)
-    size = model.cfg.img_size
+    unpacked = create_facemoe(**(SMALL if args.small else {})).eval()
+    reference = reference_copy(unpacked)
+    model = pack_for_cpu(shared_copy(unpacked))
+    size = unpacked.cfg.img_size
     probe = load_inputs(args.images, 2, size, args.seed)
     with torch.inference_mode():
-        gap = float((model(probe) - reference(probe)).abs().max())
+        expected = reference(probe)
+        gaps = {name: float((m(probe) - expected).abs().max()) for name, m in (("model", model), ("nn.Linear", unpacked))}
         with FlopCounterMode(display=False) as counter:
-            model(probe[:1])
+            unpacked(probe[:1])
     gflop = counter.get_total_flops() / 1e9
     print(f"variant: {'small' if args.small else 'facemoe_swin_e3k2 (paper)'}, seed {args.seed}, "
           f"threads {args.threads}, {gflop:.1f} GFLOP/image, inputs: {args.images or 'uniform noise in [-1, 1]'}")
-    print(f"model vs reference max |diff| {gap:.2e} (must be <= 1e-4)")
-    if gap > 1e-4:
+    print("max |diff| to the reference (must be <= 1e-4): " + ", ".join(f"{n} {g:.2e}" for n, g in gaps.items()))
+    if max(gaps.values()) > 1e-4:
         return 1
-    peak = matmul_gflops(model.cfg.embed_dim * 2, args.repeats)
+    peak = matmul_gflops(unpacked.cfg.embed_dim * 2, args.repeats)
     print(f"fp32 matmul throughput of this machine: {peak:.0f} GFLOP/s")
 
-    engines = {"model": model, "reference": reference}
+    engines = {"model": model, "nn.Linear": unpacked, "reference": reference}
     if not args.no_int8:
-        engines["int8"] = quantize_int8(model)
+        engines["int8"] = quantize_int8(unpacked)
     if not args.no_onnx:
         from facemoe.export import INPUT_NAME, OUTPUT_NAME, check_onnx, export_onnx, onnx_session
 
         workdir = tempfile.TemporaryDirectory()
         start = time.perf_counter()
-        session = onnx_session(export_onnx(model, Path(workdir.name) / "facemoe.onnx"), threads=args.threads)
+        session = onnx_session(export_onnx(unpacked, Path(workdir.name) / "facemoe.onnx"), threads=args.threads)
         print(f"onnx export + load {time.perf_counter() - start:.0f} s, "
-              f"max |onnxruntime - torch| at batch 1,3: {check_onnx(model, session, (1, 3)):.1e}")
+              f"max |onnxruntime - torch| at batch 1,3: {check_onnx(unpacked, session, (1, 3)):.1e}")
         engines["onnxruntime"] = lambda x: torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0])
 
     rows = []
@@ -181,6 +190,7 @@ def main(argv=None) -> int:
         best = {name: min(t) for name, t in times.items()}
         med = {name: statistics.median(t) for name, t in times.items()}
         row = dict(batch=batch, model=batch / best["model"], reference=batch / best["reference"],
+                   unpacked=batch / best["nn.Linear"],
                    model_med=batch / med["model"], reference_med=batch / med["reference"],
                    gflops=gflop * batch / best["model"])
         if "int8" in engines:
@@ -197,7 +207,8 @@ def main(argv=None) -> int:
 
 
 def print_table(rows: list[dict], peak: float) -> None:
-    head = ["batch", "model crops/s", "reference crops/s", "ratio (median)", "GFLOP/s (% matmul)"]
+    head = ["batch", "model crops/s", "nn.Linear crops/s", "reference crops/s", "ratio (median)",
+            "GFLOP/s (% matmul)"]
     if "int8_speedup" in rows[0]:
         head += ["int8 speed-up", "int8 cosine mean (min)"]
     if "ort" in rows[0]:
@@ -205,7 +216,7 @@ def print_table(rows: list[dict], peak: float) -> None:
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:
-        cells = [str(r["batch"]), f"{r['model']:.2f}", f"{r['reference']:.2f}",
+        cells = [str(r["batch"]), f"{r['model']:.2f}", f"{r['unpacked']:.2f}", f"{r['reference']:.2f}",
                  f"{r['model'] / r['reference']:.2f} ({r['model_med'] / r['reference_med']:.2f})",
                  f"{r['gflops']:.0f} ({100 * r['gflops'] / peak:.0f}%)"]
         if "int8_speedup" in r:

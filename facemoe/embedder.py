@@ -28,7 +28,9 @@ class FaceMoEEmbedder:
 
     ``precision``: ``fp32`` (default, any device), ``int8`` (CPU, :func:`facemoe.quantize.quantize_int8`),
     ``bf16`` / ``fp16`` (autocast on CUDA). ``embed`` returns float32 ``(unit [N, 512], norms [N])``.
-    The given model is put in eval mode on ``device``; with ``int8`` it is quantised in place.
+    The given model is put in eval mode on ``device``; with ``int8`` it is quantised in place, and in fp32 on
+    the CPU its linear layers are pre-packed for oneDNN in place (:func:`facemoe.packed.pack_for_cpu`, same
+    math, faster) unless ``packed=False``: a packed model can no longer be trained, copied or saved.
     """
 
     def __init__(
@@ -40,6 +42,7 @@ class FaceMoEEmbedder:
         flip: bool = True,
         resize: ResizeMode = "pil",
         model_id: str = "facemoe",
+        packed: bool = True,
     ):
         if batch_size < 1:
             raise InputError(f"batch_size: expected >= 1, got {batch_size}")
@@ -57,6 +60,13 @@ class FaceMoEEmbedder:
             from .quantize import quantize_int8
 
             model = quantize_int8(model, inplace=True)  # no second copy of the fp32 weights
+        elif precision == "fp32" and self.device.type == "cpu" and packed:
+            from .packed import pack_for_cpu, packing_available
+
+            if packing_available():
+                model = pack_for_cpu(model)
+            else:
+                logger.warning("this PyTorch has no oneDNN CPU kernels: FaceMoE runs unpacked (slower)")
         self.model = model
         self.batch_size = batch_size
         self.precision = precision

@@ -203,10 +203,7 @@ class SwinBlock(nn.Module):
             x = torch.roll(x, shifts=(s, s), dims=(1, 2))
         x = shortcut + self.drop_path(x.reshape(B, L, C))
         y = self.mlp(self.norm2(x))
-        if isinstance(self.mlp, Mlp):
-            aux = 0.0
-        else:
-            y, aux = y
+        y, aux = y if isinstance(y, tuple) else (y, 0.0)  # an MoE also returns its aux loss
         return x + self.drop_path(y), aux
 
 

@@ -73,3 +73,21 @@ def test_int8_quantises_the_given_model_in_place_and_agrees_with_fp32(fixtures_d
     assert (units * expected).sum(axis=1).min() > 0.99
     np.testing.assert_allclose(norms, expected_norms, rtol=0.05)
     assert int8.embedder_id == "facemoe-int8-flip"
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_cpu_fp32_packs_the_model_in_place_unless_told_not_to(fixtures_dir, embedder, crops, packed):
+    from facemoe.checkpoint import load_model
+    from facemoe.packed import PackedMlp, packing_available
+
+    if packed and not packing_available():
+        pytest.skip("this PyTorch build has no oneDNN CPU kernels")
+    model = load_model(fixtures_dir / "fixtureA_perturbed_state.pt")
+    fp32 = FaceMoEEmbedder(model, batch_size=3, packed=packed)
+    assert fp32.model is model
+    assert isinstance(model.layers[1].blocks[0].mlp.experts[0], PackedMlp) is packed
+    units, norms = fp32.embed(crops)
+    expected, expected_norms = embedder.embed(crops)
+    np.testing.assert_allclose(units, expected, atol=1e-5)
+    np.testing.assert_allclose(norms, expected_norms, rtol=1e-5)
+    assert fp32.embedder_id == "facemoe-fp32-flip"  # packing is the same math: same embedding space

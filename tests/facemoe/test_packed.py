@@ -1,0 +1,80 @@
+"""oneDNN-packed CPU inference: same outputs as the official fixtures, refused where it cannot apply."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from timm.layers import Mlp
+from torch import nn
+
+from facemoe.checkpoint import load_model
+from facemoe.model import create_facemoe
+from facemoe.moe import TopKRouter
+from facemoe.packed import PackedLinear, PackedMlp, pack_for_cpu, packing_available
+
+pytestmark = pytest.mark.skipif(not packing_available(), reason="this PyTorch build has no oneDNN CPU kernels")
+
+SMALL = dict(embed_dim=32, depths=[2, 2, 2], num_heads=[2, 4, 4], drop_path_rate=0.0)
+
+
+@pytest.mark.parametrize("name", ["A", "A_perturbed", "C", "C_perturbed"])
+def test_packed_model_reproduces_the_official_eval_outputs(fixtures_dir, name):
+    model = pack_for_cpu(load_model(fixtures_dir / f"fixture{name}_state.pt", drop_path_rate=0.0).train())
+    assert not model.training
+    x = torch.load(fixtures_dir / f"fixture{name[0]}_input.pt")
+    with torch.inference_mode():
+        out, aux = model.forward_with_aux(x)
+        chunked = model(x)
+    expected = torch.load(fixtures_dir / f"fixture{name}_eval_out.pt")
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(chunked, expected, atol=1e-5, rtol=0)
+    if name.startswith("A"):
+        expected_aux = torch.load(fixtures_dir / f"fixture{name}_aux.pt")["eval_aux_loss"]
+        assert float(aux) == pytest.approx(float(expected_aux), abs=1e-5)
+
+
+def test_every_linear_but_the_routers_is_packed_and_expert_gelu_fused(fixtures_dir):
+    model = pack_for_cpu(load_model(fixtures_dir / "fixtureA_state.pt"))
+    plain = [name for name, m in model.named_modules() if type(m) is nn.Linear]
+    assert plain and all(name.endswith("router.gate") for name in plain)
+    assert not any(type(m) is Mlp for m in model.modules())
+    expert = model.layers[1].blocks[0].mlp.experts[0]
+    assert isinstance(expert, PackedMlp) and expert.fc1.attr == "gelu" and expert.fc2.attr == "none"
+    assert isinstance(model.layers[0].blocks[0].mlp.router, TopKRouter)
+    assert isinstance(model.feature_layer[2], PackedLinear)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("gelu", [None, "none", "tanh"])
+@pytest.mark.parametrize("shape", [(0, 48), (1, 48), (7, 48), (2, 25, 48)])
+def test_packed_linear_equals_the_float_layer(bias, gelu, shape):
+    torch.manual_seed(0)
+    linear = nn.Linear(48, 40, bias=bias)
+    x = torch.randn(shape)
+    expected = linear(x)
+    if gelu is not None:
+        expected = nn.functional.gelu(expected, approximate=gelu)
+    with torch.inference_mode():
+        got = PackedLinear(linear, gelu=gelu)(x)
+    assert got.shape == expected.shape and got.dtype == torch.float32
+    torch.testing.assert_close(got, expected.detach(), atol=1e-6, rtol=1e-5)
+
+
+def test_packed_linear_refuses_a_wrong_width():
+    with pytest.raises(ValueError, match="expected 8 input features, got 9"):
+        PackedLinear(nn.Linear(8, 4))(torch.zeros(2, 9))
+
+
+def test_packed_model_cannot_be_copied():
+    model = pack_for_cpu(create_facemoe(**SMALL))
+    with pytest.raises(TypeError, match="cannot be copied"):
+        copy.deepcopy(model)
+
+
+@pytest.mark.parametrize("dtype,device", [(torch.float64, "cpu"), (torch.float32, "meta")])
+def test_model_not_in_cpu_float32_is_refused(dtype, device):
+    with torch.device(device):
+        model = create_facemoe(**SMALL).to(dtype)
+    with pytest.raises(ValueError, match="expects float32 parameters on the CPU, got"):
+        pack_for_cpu(model)
