@@ -1,12 +1,13 @@
 """Embedding throughput of FaceMoE on the CPU against a per-expert-loop reference, int8 and ONNX Runtime.
 
 One run, one set of seeded random weights, the same inputs for every engine. The reference is written here:
-the original's MoE loop (``torch.where`` per expert, ``out[rows] += expert(x[rows]) * gate``) and its explicit
-attention softmax, swapped into a copy of the model that shares the model's weight tensors. ``model`` is the
-project's model as ``FaceMoEEmbedder`` runs it in fp32 on the CPU (linear layers pre-packed for oneDNN,
-``facemoe.packed``); ``nn.Linear`` is the same model unpacked, to show what packing adds. Runs of the engines
-are interleaved round by round (each round starting with the next engine) so that load from other processes
-hits them alike; the table reports the fastest round (min) and the median. Usage::
+the original's MoE loop (``torch.where`` per expert, ``out[rows] += expert(x[rows]) * gate``), its explicit
+attention softmax and its roll / window partition / window reverse in every block, swapped into a copy of the
+model that shares the model's weight tensors. ``model`` is the project's model as ``FaceMoEEmbedder`` runs it
+in fp32 on the CPU (linear layers pre-packed for oneDNN, ``facemoe.packed``); ``nn.Linear`` is the same model
+unpacked, to show what packing adds. Runs of the engines are interleaved round by round (each round starting
+with the next engine) so that load from other processes hits them alike; the table reports the fastest round
+(min) and the median. Usage::
 
     python bench/embed.py                       # paper variant, batches 1, 8, 32
     python bench/embed.py --small --batches 1,8 # quick run on the small fixture-sized model
@@ -29,7 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from facemoe.model import WindowAttention, create_facemoe  # noqa: E402
+from facemoe.model import SwinBlock, WindowAttention, create_facemoe  # noqa: E402
 from facemoe.moe import MoEMlp, load_balance_loss, router_z_loss  # noqa: E402
 from facemoe.packed import pack_for_cpu  # noqa: E402
 from facemoe.quantize import quantize_int8  # noqa: E402
@@ -77,6 +78,32 @@ class ReferenceAttention(nn.Module):
         return a.proj(x)
 
 
+class ReferenceBlock(nn.Module):
+    """The original Swin block in eval mode: roll, window partition, attention, window reverse, roll back."""
+
+    def __init__(self, block: SwinBlock):
+        super().__init__()
+        self.block = block
+
+    def forward(self, x):
+        b = self.block
+        (H, W), s, w = b.resolution, b.shift_size, b.window_size
+        B, L, C = x.shape
+        shortcut = x
+        x = b.norm1(x).view(B, H, W, C)
+        if s:
+            x = torch.roll(x, shifts=(-s, -s), dims=(1, 2))
+        windows = x.view(B, H // w, w, W // w, w, C).permute(0, 1, 3, 2, 4, 5).reshape(-1, w * w, C)
+        x = b.attn(windows, b.attn_mask).view(B, H // w, W // w, w, w, C).permute(0, 1, 3, 2, 4, 5)
+        x = x.reshape(B, H, W, C)
+        if s:
+            x = torch.roll(x, shifts=(s, s), dims=(1, 2))
+        x = shortcut + x.reshape(B, L, C)
+        y = b.mlp(b.norm2(x))
+        y, aux = y if isinstance(y, tuple) else (y, 0.0)
+        return x + y, aux
+
+
 def shared_copy(model: nn.Module) -> nn.Module:
     """A copy of ``model``'s modules that shares its weight tensors."""
     return copy.deepcopy(model, memo={id(t): t for t in [*model.parameters(), *model.buffers()]})
@@ -93,6 +120,8 @@ def reference_copy(model: nn.Module) -> nn.Module:
                 setattr(module, name, ReferenceMoE(child))
             elif isinstance(child, WindowAttention):
                 setattr(module, name, ReferenceAttention(child))
+    for stage in ref.layers:
+        stage.blocks = nn.ModuleList(ReferenceBlock(block) for block in stage.blocks)
     return ref
 
 

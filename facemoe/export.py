@@ -96,6 +96,8 @@ def onnx_session(path: str | os.PathLike, threads: int | None = None):
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+    # Idle workers sleep instead of spinning: they would otherwise take the cores from torch's threads.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

@@ -8,6 +8,7 @@ Shapes: B images, N tokens, C channels, nW windows per image, w window side, h h
 """
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import asdict, dataclass
 
@@ -70,18 +71,30 @@ def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window * window, C)
 
 
-def window_reverse(windows: torch.Tensor, window: int, H: int, W: int) -> torch.Tensor:
-    """windows: ``[B*nW, w*w, C]`` -> ``[B, H, W, C]``."""
-    C = windows.shape[-1]
-    x = windows.view(-1, H // window, W // window, window, window, C)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, H, W, C)
-
-
 def relative_position_index(window: int) -> torch.Tensor:
     """``[w*w, w*w]`` int64 index into the ``[(2w-1)^2, h]`` bias table: ``(dh + w-1)*(2w-1) + (dw + w-1)``."""
     coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
     rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window - 1)
     return rel[..., 0] * (2 * window - 1) + rel[..., 1]
+
+
+@functools.lru_cache(maxsize=None)
+def window_order(resolution: tuple[int, int], window: int, shift: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token permutations ``[H*W]`` int64: image order -> window order of the image cyclically shifted by
+    ``(-shift, -shift)`` (what ``torch.roll`` then :func:`window_partition` give), and its inverse.
+
+    One ``index_select`` each way replaces the two rolls and the partition/reverse copies of every block.
+    Cached per shape and device: the indices are constants of the architecture.
+    """
+    H, W = resolution
+    with torch.inference_mode(False), torch.no_grad():  # usable later in training as well as in inference
+        index = torch.arange(H * W, device=device).view(1, H, W, 1)
+        if shift:
+            index = torch.roll(index, shifts=(-shift, -shift), dims=(1, 2))
+        forward = window_partition(index, window).reshape(-1)
+        inverse = torch.empty_like(forward)
+        inverse[forward] = torch.arange(H * W, device=device)
+    return forward, inverse
 
 
 def shift_attention_mask(resolution: tuple[int, int], window: int, shift: int) -> torch.Tensor:
@@ -191,17 +204,11 @@ class SwinBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | float]:
         """x: ``[B, H*W, C]`` -> (x ``[B, H*W, C]``, aux loss: 0-dim tensor, or 0.0 for a dense MLP)."""
-        H, W = self.resolution
         B, L, C = x.shape
-        s, w = self.shift_size, self.window_size
-        shortcut = x
-        x = self.norm1(x).view(B, H, W, C)
-        if s:
-            x = torch.roll(x, shifts=(-s, -s), dims=(1, 2))
-        x = window_reverse(self.attn(window_partition(x, w), self.attn_mask), w, H, W)
-        if s:
-            x = torch.roll(x, shifts=(s, s), dims=(1, 2))
-        x = shortcut + self.drop_path(x.reshape(B, L, C))
+        to_windows, to_image = window_order(self.resolution, self.window_size, self.shift_size, x.device)
+        windows = self.norm1(x).index_select(1, to_windows)  # [B, L, C], (shifted) windows one after another
+        y = self.attn(windows.view(-1, self.window_size**2, C), self.attn_mask).view(B, L, C)
+        x = x + self.drop_path(y).index_select(1, to_image)
         y = self.mlp(self.norm2(x))
         y, aux = y if isinstance(y, tuple) else (y, 0.0)  # an MoE also returns its aux loss
         return x + self.drop_path(y), aux

@@ -70,8 +70,8 @@ class MoEMlp(nn.Module):
     """Top-k routed experts replacing the Swin MLP. Keys: ``router.gate.weight``, ``experts.{e}.fc{1,2}.*``.
 
     Each expert is ``Linear(C, H) -> act -> Dropout -> Linear(H, C) -> Dropout`` and runs only on the
-    tokens routed to it: token/expert pairs are sorted by expert once, each expert processes one
-    contiguous slice, and the gated results are scattered back with a single ``index_add_``.
+    tokens routed to it: token/expert pairs are sorted by expert once (one gather), each expert processes
+    one contiguous slice, and its gated result is added back in place with ``index_add_``.
     """
 
     def __init__(
@@ -105,23 +105,24 @@ class MoEMlp(nn.Module):
         return out.reshape(shape), aux
 
     def _dispatch_sorted(self, tokens: torch.Tensor, route: RouterOutput) -> torch.Tensor:
-        """One gather, one contiguous slice per expert, one scatter. tokens ``[T, C]``."""
+        """One gather, then a contiguous slice and an ``index_add_`` per expert. tokens ``[T, C]``."""
         flat_expert = route.indices.reshape(-1)  # [T*k]
         order = torch.argsort(flat_expert, stable=True)
         token_of = torch.div(order, self.k, rounding_mode="floor")
         counts = torch.bincount(flat_expert, minlength=self.num_experts).tolist()
         routed = tokens.index_select(0, token_of)  # [T*k, C] grouped by expert
-        outputs = []
+        gates = route.gates.reshape(-1, 1).index_select(0, order)  # [T*k, 1]
+        out = None
         start = 0
         for expert, count in zip(self.experts, counts):
             if count:
-                outputs.append(expert(routed[start : start + count]))
+                rows = slice(start, start + count)
+                y = expert(routed[rows]) * gates[rows]
+                if out is None:  # under autocast the experts may give bf16/fp16 while the tokens stay fp32
+                    out = tokens.new_zeros(tokens.shape, dtype=y.dtype)
+                out.index_add_(0, token_of[rows], y)
             start += count
-        expert_out = torch.cat(outputs) if len(outputs) > 1 else outputs[0]
-        expert_out = expert_out * route.gates.reshape(-1, 1).index_select(0, order)
-        # Under autocast the experts and gates may be bf16/fp16 while the tokens stay fp32: the buffer follows them.
-        out = tokens.new_zeros(tokens.shape, dtype=expert_out.dtype)
-        return out.index_add_(0, token_of, expert_out)
+        return out
 
     def _dispatch_traceable(self, tokens: torch.Tensor, route: RouterOutput) -> torch.Tensor:
         """Same math with data-dependent shapes expressed as ops (NonZero/Gather/ScatterElements) for export."""
