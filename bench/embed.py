@@ -1,13 +1,14 @@
-"""Embedding throughput of FaceMoE on the CPU against a per-expert-loop reference, int8 and ONNX Runtime.
+"""Embedding throughput of FaceMoE on the CPU against a per-expert-loop reference, int8, bf16 and ONNX Runtime.
 
 One run, one set of seeded random weights, the same inputs for every engine. The reference is written here:
 the original's MoE loop (``torch.where`` per expert, ``out[rows] += expert(x[rows]) * gate``), its explicit
 attention softmax and its roll / window partition / window reverse in every block, swapped into a copy of the
 model that shares the model's weight tensors. ``model`` is the project's model as ``FaceMoEEmbedder`` runs it
 in fp32 on the CPU (linear layers pre-packed for oneDNN, ``facemoe.packed``); ``nn.Linear`` is the same model
-unpacked, to show what packing adds. Runs of the engines are interleaved round by round (each round starting
-with the next engine) so that load from other processes hits them alike; the table reports the fastest round
-(min) and the median. Usage::
+unpacked, to show what packing adds; ``bf16`` (CPUs with AVX512-BF16 or AMX) the model packed in bf16 with
+an fp32 residual stream (``precision: bf16`` on the CPU). Runs of the engines are interleaved round by round
+(each round starting with the next engine) so that load from other processes hits them alike; the table reports
+the fastest round (min) and the median. Usage::
 
     python bench/embed.py                       # paper variant, batches 1, 8, 32
     python bench/embed.py --small --batches 1,8 # quick run on the small fixture-sized model
@@ -32,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from facemoe.model import SwinBlock, WindowAttention, create_facemoe  # noqa: E402
 from facemoe.moe import MoEMlp, load_balance_loss, router_z_loss  # noqa: E402
-from facemoe.packed import pack_for_cpu  # noqa: E402
+from facemoe.packed import native_bf16, pack_for_cpu  # noqa: E402
 from facemoe.quantize import quantize_int8  # noqa: E402
 
 SMALL = dict(embed_dim=32, depths=(2, 2, 2), num_heads=(2, 4, 4))
@@ -171,6 +172,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--images", type=Path, help="folder of aligned face crops (default: uniform noise)")
     parser.add_argument("--no-int8", action="store_true")
+    parser.add_argument("--no-bf16", action="store_true", help="skip bf16 (also skipped without AVX512-BF16/AMX)")
     parser.add_argument("--no-onnx", action="store_true")
     return parser.parse_args(argv)
 
@@ -204,6 +206,8 @@ def main(argv=None) -> int:
     engines = {"model": model, "nn.Linear": unpacked, "reference": reference}
     if not args.no_int8:
         engines["int8"] = quantize_int8(unpacked)
+    if not args.no_bf16 and native_bf16():
+        engines["bf16"] = pack_for_cpu(shared_copy(unpacked), dtype=torch.bfloat16)
     if not args.no_onnx:
         from facemoe.export import INPUT_NAME, OUTPUT_NAME, check_onnx, export_onnx, onnx_session
 
@@ -230,10 +234,10 @@ def main(argv=None) -> int:
                    unpacked=batch / best["nn.Linear"],
                    model_med=batch / med["model"], reference_med=batch / med["reference"],
                    gflops=gflop * batch / best["model"])
-        if "int8" in engines:
-            row["int8_speedup"] = best["model"] / best["int8"]
-            row["int8_cos"] = float(F.cosine_similarity(outputs["int8"], outputs["model"]).mean())
-            row["int8_cos_min"] = float(F.cosine_similarity(outputs["int8"], outputs["model"]).min())
+        for low in ("int8", "bf16"):
+            if low in engines:
+                cosine = F.cosine_similarity(outputs[low], outputs["model"])
+                row[low] = (best["model"] / best[low], float(cosine.mean()), float(cosine.min()))
         if "onnxruntime" in engines:
             row["ort"] = batch / best["onnxruntime"]
         rows.append(row)
@@ -246,8 +250,9 @@ def main(argv=None) -> int:
 def print_table(rows: list[dict], peak: float) -> None:
     head = ["batch", "model crops/s", "nn.Linear crops/s", "reference crops/s", "ratio (median)",
             "GFLOP/s (% matmul)"]
-    if "int8_speedup" in rows[0]:
-        head += ["int8 speed-up", "int8 cosine mean (min)"]
+    lows = [low for low in ("int8", "bf16") if low in rows[0]]
+    for low in lows:
+        head += [f"{low} speed-up", f"{low} cosine mean (min)"]
     if "ort" in rows[0]:
         head += ["onnxruntime crops/s", "ort / torch"]
     print("| " + " | ".join(head) + " |")
@@ -256,8 +261,9 @@ def print_table(rows: list[dict], peak: float) -> None:
         cells = [str(r["batch"]), f"{r['model']:.2f}", f"{r['unpacked']:.2f}", f"{r['reference']:.2f}",
                  f"{r['model'] / r['reference']:.2f} ({r['model_med'] / r['reference_med']:.2f})",
                  f"{r['gflops']:.0f} ({100 * r['gflops'] / peak:.0f}%)"]
-        if "int8_speedup" in r:
-            cells += [f"{r['int8_speedup']:.2f}x", f"{r['int8_cos']:.4f} ({r['int8_cos_min']:.4f})"]
+        for low in lows:
+            speedup, mean, least = r[low]
+            cells += [f"{speedup:.2f}x", f"{mean:.4f} ({least:.4f})"]
         if "ort" in r:
             cells += [f"{r['ort']:.2f}", f"{r['ort'] / r['model']:.2f}"]
         print("| " + " | ".join(cells) + " |")

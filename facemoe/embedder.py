@@ -14,6 +14,7 @@ import torch
 from .checkpoint import load_model, resolve_checkpoint
 from .errors import InputError
 from .model import FaceMoE
+from .packed import native_bf16, pack_for_cpu, packing_available
 from .preprocess import ResizeMode, check_crops, embed_flip_fused, to_model_input
 
 __all__ = ["FaceMoEEmbedder", "Precision"]
@@ -27,10 +28,12 @@ class FaceMoEEmbedder:
     """Batched FaceMoE inference with the authors' evaluation preprocessing and flip fusion.
 
     ``precision``: ``fp32`` (default, any device), ``int8`` (CPU, :func:`facemoe.quantize.quantize_int8`),
-    ``bf16`` / ``fp16`` (autocast on CUDA). ``embed`` returns float32 ``(unit [N, 512], norms [N])``.
-    The given model is put in eval mode on ``device``; with ``int8`` it is quantised in place, and in fp32 on
-    the CPU its linear layers are pre-packed for oneDNN in place (:func:`facemoe.packed.pack_for_cpu`, same
-    math, faster) unless ``packed=False``: a packed model can no longer be trained, copied or saved.
+    ``bf16`` (autocast on CUDA; on a CPU with AVX512-BF16 or AMX, bf16 linear layers with an fp32 residual
+    stream, :func:`facemoe.packed.pack_for_cpu`), ``fp16`` (autocast on CUDA). ``embed`` returns float32
+    ``(unit [N, 512], norms [N])``. The given model is put in eval mode on ``device``; with ``int8`` it is
+    quantised in place, with CPU ``bf16`` packed in place, and in fp32 on the CPU its linear layers are
+    pre-packed for oneDNN in place (same math, faster) unless ``packed=False``: a packed or quantised model
+    can no longer be trained, copied or saved.
     """
 
     def __init__(
@@ -51,18 +54,21 @@ class FaceMoEEmbedder:
             raise InputError("device 'cuda' requested but no CUDA device is available")
         if precision == "int8" and self.device.type != "cpu":
             raise InputError(f"precision 'int8' runs on the CPU, got device {self.device}")
-        if precision in ("bf16", "fp16") and self.device.type != "cuda":
-            raise InputError(f"precision {precision!r} needs a CUDA device, got {self.device}")
         if precision not in ("fp32", "int8", "bf16", "fp16"):
             raise InputError(f"precision: expected fp32, int8, bf16 or fp16, got {precision!r}")
+        if precision == "fp16" and self.device.type != "cuda":
+            raise InputError(f"precision 'fp16' needs a CUDA device, got {self.device}")
+        if precision == "bf16" and self.device.type == "cpu" and not native_bf16():
+            raise InputError("precision 'bf16' on the CPU needs AVX512-BF16 or AMX, which this CPU lacks "
+                             "(or this PyTorch has no oneDNN): use fp32 or int8")
         model = model.eval().to(self.device)
         if precision == "int8":
             from .quantize import quantize_int8
 
             model = quantize_int8(model, inplace=True)  # no second copy of the fp32 weights
+        elif precision == "bf16" and self.device.type == "cpu":
+            model = pack_for_cpu(model, dtype=torch.bfloat16)
         elif precision == "fp32" and self.device.type == "cpu" and packed:
-            from .packed import pack_for_cpu, packing_available
-
             if packing_available():
                 model = pack_for_cpu(model)
             else:
@@ -84,7 +90,7 @@ class FaceMoEEmbedder:
         return cls(model, device=device, model_id=f"facemoe-{_file_tag(path)}-k{k}", **kwargs)
 
     def _autocast(self):
-        if self.precision in ("bf16", "fp16"):
+        if self.precision in ("bf16", "fp16") and self.device.type == "cuda":
             dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
             return torch.autocast(device_type="cuda", dtype=dtype)
         return contextlib.nullcontext()

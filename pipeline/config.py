@@ -125,7 +125,9 @@ class EmbedConfig(_Section):
     k: int = Field(2, ge=1, le=64, description="facemoe: experts each token is routed to")
     device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?|mps)$",
                         description="facemoe: torch device; onnx: onnxruntime device, cpu or cuda[:N]")
-    precision: Literal["fp32", "fp16", "bf16", "int8"] = Field("fp32", description="facemoe: inference precision")
+    precision: Literal["fp32", "fp16", "bf16", "int8"] = Field(
+        "fp32", description="facemoe: inference precision; int8 on the CPU, fp16 on CUDA, bf16 on CUDA or on a CPU "
+        "with AVX512-BF16 or AMX")
     channel_order: Literal["rgb", "bgr"] = Field("rgb", description="onnx: channel order the model expects")
     pixel_scale: float = Field(255.0, gt=0, le=1e4, description="onnx: pixels are divided by this first")
     mean: tuple[float, float, float] = Field((0.485, 0.456, 0.406), description="onnx: per-channel mean, subtracted")

@@ -44,7 +44,7 @@ def test_embedder_id_names_the_weights_and_mode(embedder):
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(precision="bf16"), "needs a CUDA device"),
+    (dict(precision="fp16"), "needs a CUDA device"),
     (dict(precision="int4"), "expected fp32, int8, bf16 or fp16"),
     (dict(batch_size=0), "expected >= 1"),
 ])
@@ -91,3 +91,29 @@ def test_cpu_fp32_packs_the_model_in_place_unless_told_not_to(fixtures_dir, embe
     np.testing.assert_allclose(units, expected, atol=1e-5)
     np.testing.assert_allclose(norms, expected_norms, rtol=1e-5)
     assert fp32.embedder_id == "facemoe-fp32-flip"  # packing is the same math: same embedding space
+
+
+def test_cpu_bf16_without_hardware_support_is_refused(fixtures_dir, monkeypatch):
+    from facemoe import embedder as module
+    from facemoe.checkpoint import load_model
+
+    monkeypatch.setattr(module, "native_bf16", lambda: False)
+    with pytest.raises(InputError, match="bf16' on the CPU needs AVX512-BF16 or AMX"):
+        FaceMoEEmbedder(load_model(fixtures_dir / "fixtureA_state.pt"), precision="bf16")
+
+
+def test_cpu_bf16_packs_in_bf16_and_agrees_with_fp32(fixtures_dir, embedder, crops):
+    from facemoe.checkpoint import load_model
+    from facemoe.packed import native_bf16
+
+    if not native_bf16():
+        pytest.skip("this CPU has no AVX512-BF16 or AMX")
+    model = load_model(fixtures_dir / "fixtureA_perturbed_state.pt")
+    bf16 = FaceMoEEmbedder(model, precision="bf16", batch_size=3)
+    assert bf16.model is model
+    assert model.layers[1].blocks[0].mlp.experts[0].fc1.dtype == torch.bfloat16
+    units, norms = bf16.embed(crops)
+    expected, expected_norms = embedder.embed(crops)
+    assert units.dtype == np.float32 and (units * expected).sum(axis=1).min() > 0.999
+    np.testing.assert_allclose(norms, expected_norms, rtol=0.02)
+    assert bf16.embedder_id == "facemoe-bf16-flip"

@@ -11,11 +11,12 @@ from torch import nn
 from facemoe.checkpoint import load_model
 from facemoe.model import create_facemoe
 from facemoe.moe import TopKRouter
-from facemoe.packed import PackedLinear, PackedMlp, pack_for_cpu, packing_available
+from facemoe.packed import PackedLinear, PackedMlp, native_bf16, pack_for_cpu, packing_available
 
 pytestmark = pytest.mark.skipif(not packing_available(), reason="this PyTorch build has no oneDNN CPU kernels")
 
 SMALL = dict(embed_dim=32, depths=[2, 2, 2], num_heads=[2, 4, 4], drop_path_rate=0.0)
+needs_bf16 = pytest.mark.skipif(not native_bf16(), reason="this CPU has no AVX512-BF16 or AMX")
 
 
 @pytest.mark.parametrize("name", ["A", "A_perturbed", "C", "C_perturbed"])
@@ -78,3 +79,53 @@ def test_model_not_in_cpu_float32_is_refused(dtype, device):
         model = create_facemoe(**SMALL).to(dtype)
     with pytest.raises(ValueError, match="expects float32 parameters on the CPU, got"):
         pack_for_cpu(model)
+
+
+@needs_bf16
+@pytest.mark.parametrize("name", ["A_perturbed", "C_perturbed"])
+def test_bf16_packed_model_is_close_to_the_official_outputs(fixtures_dir, name):
+    model = pack_for_cpu(load_model(fixtures_dir / f"fixture{name}_state.pt"), dtype=torch.bfloat16)
+    x = torch.load(fixtures_dir / f"fixture{name[0]}_input.pt")
+    with torch.inference_mode():
+        out = model(x)
+    expected = torch.load(fixtures_dir / f"fixture{name}_eval_out.pt")
+    assert out.dtype == torch.float32
+    assert torch.nn.functional.cosine_similarity(out, expected).min() > 0.999
+    assert not torch.allclose(out, expected, atol=1e-5)  # really bf16, not the fp32 path
+
+
+@needs_bf16
+def test_bf16_packing_keeps_merges_and_head_in_fp32(fixtures_dir):
+    model = pack_for_cpu(load_model(fixtures_dir / "fixtureA_state.pt"), dtype=torch.bfloat16)
+    block = model.layers[1].blocks[0]
+    assert block.attn.qkv.dtype == block.mlp.experts[0].fc2.dtype == torch.bfloat16
+    assert block.mlp.experts[0].fc1.float_output is False
+    assert model.layers[0].downsample.reduction.dtype == torch.float32
+    assert model.feature_layer[2].dtype == torch.float32
+
+
+@needs_bf16
+@pytest.mark.parametrize("shape", [(0, 48), (3, 48), (2, 25, 48)])
+def test_bf16_packed_linear_is_close_to_the_float_layer(shape):
+    torch.manual_seed(0)
+    linear = nn.Linear(48, 40)
+    x = torch.randn(shape)
+    with torch.inference_mode():
+        got = PackedLinear(linear, dtype=torch.bfloat16)(x)
+    expected = linear(x).detach()
+    assert got.shape == expected.shape and got.dtype == torch.float32
+    if expected.numel():
+        assert float((got - expected).norm() / expected.norm()) < 0.01
+
+
+def test_bf16_without_hardware_support_is_refused(monkeypatch):
+    from facemoe import packed
+
+    monkeypatch.setattr(packed, "native_bf16", lambda: False)
+    with pytest.raises(ValueError, match="bf16 on the CPU needs AVX512-BF16 or AMX"):
+        pack_for_cpu(create_facemoe(**SMALL), dtype=torch.bfloat16)
+
+
+def test_unsupported_dtype_is_refused():
+    with pytest.raises(ValueError, match="expected dtype float32 or bfloat16, got torch.float16"):
+        pack_for_cpu(create_facemoe(**SMALL), dtype=torch.float16)
