@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from timm.layers import DropPath, Mlp, trunc_normal_
 from timm.models import register_model
+from torch import nn
 
 from .moe import MoEMlp
 
@@ -78,8 +78,10 @@ def relative_position_index(window: int) -> torch.Tensor:
     return rel[..., 0] * (2 * window - 1) + rel[..., 1]
 
 
-@functools.lru_cache(maxsize=None)
-def window_order(resolution: tuple[int, int], window: int, shift: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+@functools.cache
+def window_order(
+    resolution: tuple[int, int], window: int, shift: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Token permutations ``[H*W]`` int64: image order -> window order of the image cyclically shifted by
     ``(-shift, -shift)`` (what ``torch.roll`` then :func:`window_partition` give), and its inverse.
 

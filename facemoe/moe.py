@@ -16,8 +16,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-from torch import nn
 from timm.layers import Mlp
+from torch import nn
 
 __all__ = ["TopKRouter", "RouterOutput", "MoEMlp", "router_z_loss", "load_balance_loss"]
 
@@ -122,7 +122,7 @@ class MoEMlp(nn.Module):
                     out = tokens.new_zeros(tokens.shape, dtype=y.dtype)
                 out.index_add_(0, token_of[rows], y)
             start += count
-        return out
+        return tokens.new_zeros(tokens.shape) if out is None else out  # no tokens at all: nothing routed
 
     def _dispatch_traceable(self, tokens: torch.Tensor, route: RouterOutput) -> torch.Tensor:
         """Same math with data-dependent shapes expressed as ops (NonZero/Gather/ScatterElements) for export."""

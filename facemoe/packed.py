@@ -21,8 +21,8 @@ from __future__ import annotations
 import logging
 
 import torch
-from torch import nn
 from timm.layers import Mlp
+from torch import nn
 
 from .moe import TopKRouter
 

@@ -203,6 +203,8 @@ def test_expert_without_tokens_is_skipped():
         moe.router.gate.weight[1] = 1.0  # every positive token picks expert 1
     out, _ = moe(torch.ones(1, 5, 4))
     assert torch.isfinite(out).all()
+    empty, _ = moe(torch.ones(0, 5, 4))  # no tokens at all
+    assert empty.shape == (0, 5, 4)
 
 
 @pytest.mark.parametrize("kwargs,match", [
