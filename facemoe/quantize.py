@@ -12,6 +12,11 @@ Kept in fp32, because they cost little and their errors carry furthest:
 * the patch-merge ``reduction`` layers and the head's ``Linear`` (together about 1% of the FLOPs), the two
   most sensitive layer groups when measured one at a time.
 
+Before quantising, the per-channel scale of every LayerNorm output is shared with the layers that read it
+(:func:`smooth_norm_outputs`): trained Swin models have a few LayerNorm channels far larger than the rest,
+which would leave one per-token int8 scale too coarse for all the others. This reparametrisation is exact in
+real arithmetic and costs nothing at run time.
+
 The quantised model is for eval only (no training, no state-dict round trip to the official format).
 """
 from __future__ import annotations
@@ -22,9 +27,10 @@ import logging
 import torch
 from torch import nn
 
-from .moe import TopKRouter
+from .model import SwinBlock
+from .moe import MoEMlp, TopKRouter
 
-__all__ = ["Int8Linear", "quantize_int8"]
+__all__ = ["Int8Linear", "quantize_int8", "smooth_norm_outputs"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +86,40 @@ class Int8Linear(nn.Module):
         return out.reshape(*lead, self.out_features)
 
 
+@torch.no_grad()
+def smooth_norm_outputs(model: nn.Module, alpha: float = 0.5) -> int:
+    """Divide each Swin block's LayerNorm output channels by ``s`` and multiply the matching input columns of
+    the layers reading them (``qkv``; routers and expert/MLP ``fc1``) by ``s``; returns the number of norms.
+
+    ``s_j = range_j**alpha / wmax_j**(1 - alpha)`` (SmoothQuant's balance, normalised to a geometric mean of 1),
+    with ``range_j = |beta_j| + 3 |gamma_j|`` the LayerNorm's affine estimate of channel ``j``'s spread (no
+    calibration data) and ``wmax_j`` the largest weight magnitude in column ``j`` of the quantised readers.
+    With equal ``gamma`` (as in a freshly initialised model) ``s`` stays close to 1.
+    """
+    count = 0
+    for block in model.modules():
+        if not isinstance(block, SwinBlock):
+            continue
+        _smooth(block.norm1, [block.attn.qkv], [], alpha)
+        if isinstance(block.mlp, MoEMlp):
+            _smooth(block.norm2, [e.fc1 for e in block.mlp.experts], [block.mlp.router.gate], alpha)
+        else:
+            _smooth(block.norm2, [block.mlp.fc1], [], alpha)
+        count += 2
+    return count
+
+
+def _smooth(norm: nn.LayerNorm, quantised: list[nn.Linear], exact: list[nn.Linear], alpha: float) -> None:
+    spread = (norm.bias.abs() + 3 * norm.weight.abs()).clamp_min(_EPS)
+    wmax = torch.stack([linear.weight.abs().amax(dim=0) for linear in quantised]).amax(dim=0).clamp_min(_EPS)
+    scale = spread.pow(alpha) / wmax.pow(1 - alpha)
+    scale /= scale.log().mean().exp()
+    norm.weight.div_(scale)
+    norm.bias.div_(scale)
+    for linear in quantised + exact:
+        linear.weight.mul_(scale)
+
+
 def quantize_int8(model: nn.Module, inplace: bool = False) -> nn.Module:
     """Return ``model`` in eval mode with its attention and expert/MLP linear layers as :class:`Int8Linear`.
 
@@ -91,6 +131,7 @@ def quantize_int8(model: nn.Module, inplace: bool = False) -> nn.Module:
         raise ValueError(f"int8 quantisation runs on the CPU, got parameters on {sorted(devices)}")
     target = model if inplace else copy.deepcopy(model)
     target.eval()
+    smooth_norm_outputs(target)
     count = 0
     for name, module in list(target.named_modules()):
         if isinstance(module, TopKRouter) or name == "feature_layer":

@@ -96,3 +96,54 @@ def test_int8_linear_constant_and_zero_rows(bias):
 def test_int8_linear_refuses_a_wrong_width():
     with pytest.raises(ValueError, match="expected 8 input features, got 9"):
         Int8Linear(nn.Linear(8, 4))(torch.zeros(2, 9))
+
+
+def _with_outlier_channels(model: nn.Module, factor: float = 30.0) -> nn.Module:
+    """Every 4th LayerNorm channel ``factor`` times larger, its readers' columns divided back: same fp32 model."""
+    from facemoe.model import SwinBlock
+
+    with torch.no_grad():
+        for block in model.modules():
+            if isinstance(block, SwinBlock):
+                readers2 = [block.mlp.router.gate] + [expert.fc1 for expert in block.mlp.experts]
+                for norm, readers in ((block.norm1, [block.attn.qkv]), (block.norm2, readers2)):
+                    channels = torch.arange(0, norm.weight.numel(), 4)
+                    norm.weight[channels] *= factor
+                    norm.bias[channels] += 0.5 * factor
+                    for linear in readers:
+                        linear.weight[:, channels] /= factor
+    return model
+
+
+def test_norm_smoothing_leaves_the_fp32_model_unchanged():
+    from facemoe.quantize import smooth_norm_outputs
+
+    torch.manual_seed(0)
+    model = _with_outlier_channels(create_facemoe(**SMALL).eval())
+    x = torch.rand(2, 3, 120, 120) * 2 - 1
+    with torch.no_grad():
+        expected = model(x)
+        assert smooth_norm_outputs(model) == 12  # two norms in each of the six blocks
+        got = model(x)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    assert model.layers[0].blocks[0].norm1.weight.max() < 30  # the outlier scale moved into the readers
+
+
+def test_norm_smoothing_restores_int8_accuracy_on_outlier_channels():
+    from facemoe.quantize import smooth_norm_outputs
+
+    torch.manual_seed(0)
+    model = _with_outlier_channels(create_facemoe(**SMALL).eval())
+    block = model.layers[0].blocks[0]
+    x = torch.randn(64, 32)
+
+    def int8_error() -> float:
+        with torch.no_grad():
+            inputs = block.norm1(x)
+            expected = block.attn.qkv(inputs)
+            got = Int8Linear(block.attn.qkv)(inputs)
+        return float((got - expected).norm() / expected.norm())
+
+    plain = int8_error()
+    smooth_norm_outputs(model)
+    assert int8_error() < plain / 3
