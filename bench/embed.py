@@ -1,9 +1,9 @@
 """Embedding throughput of FaceMoE on the CPU against a per-expert-loop reference, int8, bf16 and ONNX Runtime.
 
-One run, one set of seeded random weights, the same inputs for every engine. The reference is written here:
-the original's MoE loop (``torch.where`` per expert, ``out[rows] += expert(x[rows]) * gate``), its explicit
-attention softmax and its roll / window partition / window reverse in every block, swapped into a copy of the
-model that shares the model's weight tensors. ``model`` is the project's model as ``FaceMoEEmbedder`` runs it
+One run, one set of weights (seeded random, or ``--checkpoint``), the same inputs for every engine. The
+reference is written here: the original's MoE loop (``torch.where`` per expert, ``out[rows] +=
+expert(x[rows]) * gate``), its explicit attention softmax and its roll / window partition / window reverse in
+every block, swapped into a copy of the model that shares the model's weight tensors. ``model`` is the project's model as ``FaceMoEEmbedder`` runs it
 in fp32 on the CPU (linear layers pre-packed for oneDNN, ``facemoe.packed``); ``nn.Linear`` is the same model
 unpacked, to show what packing adds; ``bf16`` (CPUs with AVX512-BF16 or AMX) the model packed in bf16 with
 an fp32 residual stream (``precision: bf16`` on the CPU). Runs of the engines are interleaved round by round
@@ -12,6 +12,7 @@ the fastest round (min) and the median. Usage::
 
     python bench/embed.py                       # paper variant, batches 1, 8, 32
     python bench/embed.py --small --batches 1,8 # quick run on the small fixture-sized model
+    python bench/embed.py --checkpoint briar --images DIR  # the released weights (local path or Hub cache)
 """
 from __future__ import annotations
 
@@ -167,6 +168,8 @@ def load_inputs(images: Path | None, batch: int, size: int, seed: int) -> torch.
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--small", action="store_true", help="fixture-sized model instead of the paper variant")
+    parser.add_argument("--checkpoint", help="an official model.pt (path, or release name briar / tinyface through "
+                        "the Hugging Face cache) instead of seeded random weights")
     parser.add_argument("--batches", default="1,8,32", help="comma-separated batch sizes")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds per batch size")
     parser.add_argument("--threads", type=int, default=2, help="torch and onnxruntime intra-op threads")
@@ -183,19 +186,31 @@ def main(argv=None) -> int:
     batches = [int(b) for b in args.batches.split(",")]
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    unpacked = create_facemoe(**(SMALL if args.small else {})).eval()
+    if args.checkpoint:
+        from facemoe.checkpoint import load_model
+        from facemoe.errors import CheckpointError
+
+        try:
+            unpacked = load_model(args.checkpoint)
+        except CheckpointError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        variant = f"checkpoint {args.checkpoint}"
+    else:
+        unpacked = create_facemoe(**(SMALL if args.small else {})).eval()
+        variant = f"{'small' if args.small else 'facemoe_swin_e3k2 (paper)'}, seed {args.seed}"
     reference = reference_copy(unpacked)
     model = pack_for_cpu(shared_copy(unpacked))
     size = unpacked.cfg.img_size
     probe = load_inputs(args.images, 2, size, args.seed)
     with torch.inference_mode():
         expected = reference(probe)
-        gaps = {name: float((m(probe) - expected).abs().max()) for name, m in (("model", model), ("nn.Linear", unpacked))}
+        gaps = {name: float((m(probe) - expected).abs().max())
+                for name, m in (("model", model), ("nn.Linear", unpacked))}
         with FlopCounterMode(display=False) as counter:
             unpacked(probe[:1])
     gflop = counter.get_total_flops() / 1e9
-    print(f"variant: {'small' if args.small else 'facemoe_swin_e3k2 (paper)'}, seed {args.seed}, "
-          f"threads {args.threads}, {gflop:.1f} GFLOP/image, inputs: {args.images or 'uniform noise in [-1, 1]'}")
+    print(f"variant: {variant}, threads {args.threads}, {gflop:.1f} GFLOP/image, inputs: {args.images or 'uniform noise in [-1, 1]'}")
     print("max |diff| to the reference (must be <= 1e-4): " + ", ".join(f"{n} {g:.2e}" for n, g in gaps.items()))
     if max(gaps.values()) > 1e-4:
         return 1
