@@ -1,21 +1,12 @@
 """bench/embed.py runs end to end on the fixture-sized model and on an official-format checkpoint."""
 from __future__ import annotations
 
-import importlib.util
-
-from tests.conftest import ROOT
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_embed", ROOT / "bench" / "embed.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
+from tests.bench.conftest import load_bench
 
 
 def test_embed_bench_on_a_checkpoint_prints_every_engine(fixtures_dir, capsys):
     argv = ["--checkpoint", str(fixtures_dir / "fixtureA_state.pt"), "--batches", "1,2", "--repeats", "1", "--no-onnx"]
-    assert _bench().main(argv) == 0
+    assert load_bench("embed").main(argv) == 0
     out = capsys.readouterr().out
     assert "variant: checkpoint" in out and "fixtureA_state.pt" in out
     header = next(line for line in out.splitlines() if line.startswith("| batch"))
@@ -26,5 +17,5 @@ def test_embed_bench_on_a_checkpoint_prints_every_engine(fixtures_dir, capsys):
 
 
 def test_embed_bench_refuses_a_missing_checkpoint(tmp_path, capsys):
-    assert _bench().main(["--checkpoint", str(tmp_path / "none.pt")]) == 2
+    assert load_bench("embed").main(["--checkpoint", str(tmp_path / "none.pt")]) == 2
     assert capsys.readouterr().err.startswith("error: checkpoint not found")

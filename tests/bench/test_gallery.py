@@ -1,23 +1,15 @@
 """bench/gallery.py runs end to end at a tiny size (SQLite only) and reports every figure."""
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
 
-from tests.conftest import ROOT
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_gallery", ROOT / "bench" / "gallery.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
+from tests.bench.conftest import load_bench
 
 
 def test_gallery_bench_tiny(tmp_path, capsys):
-    bench = _bench()
+    bench = load_bench("gallery")
     argv = ["--templates", "400", "--enroll", "100", "--enroll-slice", "30", "--dim", "32", "--clusters", "20", "--queries", "50",
             "--repeats", "5", "--ef-search", "16", "64", "--events", "500", "--log-identities", "20",
             "--log-queries", "5", "--no-pg", "--json", str(tmp_path / "out.json")]
@@ -37,6 +29,6 @@ def test_gallery_bench_tiny(tmp_path, capsys):
 def test_gallery_bench_parts(tmp_path, parts):
     argv = ["--templates", "50", "--dim", "8", "--clusters", "5", "--events", "200", "--log-identities", "10",
             "--log-queries", "3", "--no-pg", "--json", str(tmp_path / "out.json"), "--parts", *parts]
-    assert _bench().main(argv) == 0
+    assert load_bench("gallery").main(argv) == 0
     out = json.loads((tmp_path / "out.json").read_text())
     assert [name for name in ("enroll", "index", "match_log") if out[name]] == parts
