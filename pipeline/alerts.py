@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 from .live_config import AlertConfig, WebhookConfig
-from .types import MatchResult, TrackTemplate
+from core.types import MatchResult, TrackTemplate
 
 __all__ = ["WatchlistAlerts", "WebhookDelivery", "alert_record"]
 

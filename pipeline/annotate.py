@@ -14,7 +14,7 @@ import cv2
 
 from .runner import FrameBoxes
 from .sources import FileSource
-from .types import MatchResult
+from core.types import MatchResult
 
 __all__ = ["track_labels", "write_annotated"]
 

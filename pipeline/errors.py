@@ -1,21 +1,12 @@
-"""Errors of the video pipeline that mean "bad input": the CLI prints them as one line with exit code 2."""
+"""Errors of the application that mean "bad input": the CLI prints them as one line with exit code 2."""
+from core.errors import UserError
+
+__all__ = ["PipelineError", "SourceError"]
 
 
-class PipelineError(Exception):
-    """Base of the pipeline's user-facing errors; the message is one line saying expected versus got."""
-
-
-class ConfigError(PipelineError):
-    """A configuration file, key or value that does not validate."""
-
-
-class ModelError(PipelineError):
-    """A detector or embedder model that cannot be found, fetched or loaded."""
+class PipelineError(UserError):
+    """Base of the application's user-facing errors; the message is one line saying expected versus got."""
 
 
 class SourceError(PipelineError):
     """A video source that cannot be opened or holds no decodable video."""
-
-
-class GalleryBuildError(PipelineError):
-    """A gallery folder that cannot be turned into an index."""

@@ -24,7 +24,7 @@ import av
 
 from .health import CameraHealth, HealthRegistry
 from .live_config import CameraConfig, LiveConfig, ReconnectConfig
-from .types import Frame
+from core.types import Frame
 
 __all__ = ["LiveCameras", "LiveSource", "backoff_delay", "open_options", "rtsp_timeout_option"]
 

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from .errors import ConfigError
+from core.config import Section, read_yaml, validate
+from core.errors import ConfigError
 
 __all__ = [
     "AlertConfig",
@@ -30,11 +30,7 @@ __all__ = [
 NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ReconnectConfig(_Section):
+class ReconnectConfig(Section):
     initial_s: float = Field(0.5, gt=0, le=600, description="wait before the first reconnect attempt (s)")
     max_s: float = Field(30.0, gt=0, le=3600, description="cap of the exponential backoff (s)")
     multiplier: float = Field(2.0, ge=1.0, le=10.0, description="growth factor of the wait per failed attempt")
@@ -50,7 +46,7 @@ class ReconnectConfig(_Section):
         return self
 
 
-class CameraConfig(_Section):
+class CameraConfig(Section):
     name: str = Field(..., pattern=NAME_PATTERN, description="camera id used in logs, metrics and the match log")
     url: str = Field(..., min_length=1, max_length=2000, description="rtsp://, rtmp://, http(s):// or udp:// URL")
     transport: Literal["tcp", "udp", "auto"] | None = Field(
@@ -59,7 +55,7 @@ class CameraConfig(_Section):
     read_timeout_s: float | None = Field(None, gt=0, le=600, description="no packet this long is a stall (s)")
 
 
-class HealthConfig(_Section):
+class HealthConfig(Section):
     status_interval_s: float = Field(10.0, ge=0, le=86400, description="log a status line this often; 0 = never")
     metrics_port: int | None = Field(
         None, ge=0, le=65535, description="serve Prometheus metrics on this port (0 = any free one); null = off")
@@ -67,21 +63,21 @@ class HealthConfig(_Section):
     fps_window_s: float = Field(5.0, gt=0, le=600, description="frame rates are averaged over this window (s)")
 
 
-class WebhookConfig(_Section):
+class WebhookConfig(Section):
     url: str = Field(..., pattern=r"^https?://", max_length=2000, description="endpoint receiving a JSON POST")
     timeout_s: float = Field(5.0, gt=0, le=120, description="per-request limit (s)")
     retries: int = Field(3, ge=0, le=100, description="extra attempts after a failed POST")
     backoff_s: float = Field(0.5, ge=0, le=600, description="wait before the first retry, doubled each time (s)")
 
 
-class AlertConfig(_Section):
+class AlertConfig(Section):
     watchlist: tuple[str, ...] = Field((), max_length=100000, description="identity names that raise an alert")
     log: bool = Field(True, description="write a WARNING log line per alert")
     webhooks: tuple[WebhookConfig, ...] = Field((), max_length=100, description="POST each alert to these")
     queue_size: int = Field(1000, ge=1, le=10**6, description="alerts waiting for delivery; beyond: dropped, counted")
 
 
-class LiveConfig(_Section):
+class LiveConfig(Section):
     transport: Literal["tcp", "udp", "auto"] = Field("tcp", description="default RTSP transport")
     open_timeout_s: float = Field(10.0, gt=0, le=600, description="default connect + probe limit (s)")
     read_timeout_s: float = Field(5.0, gt=0, le=600, description="default stall limit: no packet this long (s)")
@@ -120,22 +116,10 @@ def cameras_from_urls(urls: list[str]) -> tuple[CameraConfig, ...]:
 
 def load_cameras(path: str | Path) -> tuple[CameraConfig, ...]:
     """Read a cameras YAML file (``cameras: [...]``); raises :class:`ConfigError` in one line."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"cameras file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cameras file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(data, dict) or set(data) != {"cameras"}:
-        got = sorted(data) if isinstance(data, dict) else type(data).__name__
-        raise ConfigError(f"cameras file {path}: expected a mapping with the one key 'cameras', got {got}")
-    try:
-        cams = LiveConfig(cameras=data["cameras"] or ()).cameras
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"cameras file {path}: {key}: {err['msg']}") from None
+    data = read_yaml(path, "cameras file")
+    if set(data) != {"cameras"}:
+        raise ConfigError(f"cameras file {path}: expected a mapping with the one key 'cameras', got {sorted(data)}")
+    cams = validate(LiveConfig, {"cameras": data["cameras"] or ()}, f"cameras file {path}").cameras
     if not cams:
         raise ConfigError(f"cameras file {path}: expected at least one camera, got none")
     return cams

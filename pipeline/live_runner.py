@@ -38,7 +38,7 @@ from .health import HealthRegistry
 from .live import LiveCameras
 from .selection import CropSelector
 from .sinks import ResultSink
-from .types import Detections, FaceCrop, Frame, MatchResult, TrackTemplate
+from core.types import Detections, FaceCrop, Frame, MatchResult, TrackTemplate
 
 __all__ = ["CameraTracking", "EmbedWorker", "EndedTrack", "LiveRunner", "LiveStats", "ProgressSink", "TrackJob",
            "TrackMatching"]

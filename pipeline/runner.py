@@ -29,7 +29,7 @@ from .config import AppConfig
 from .selection import CropSelector
 from .sinks import ResultSink
 from .sources import DecodeReport, FileSource
-from .types import FaceCrop, Frame, MatchResult, TrackTemplate
+from core.types import FaceCrop, Frame, MatchResult, TrackTemplate
 
 __all__ = ["FrameBoxes", "RunStats", "Runner"]
 

@@ -13,7 +13,7 @@ import itertools
 from dataclasses import dataclass, field
 
 from .config import RunnerConfig
-from .types import FaceCrop
+from core.types import FaceCrop
 
 __all__ = ["CropSelector", "TrackSelection"]
 

@@ -16,7 +16,7 @@ from typing import Any, Protocol, TextIO, runtime_checkable
 
 import cv2
 
-from .types import MatchResult, TrackTemplate
+from core.types import MatchResult, TrackTemplate
 
 __all__ = ["ConsoleTableSink", "JsonSink", "ResultSink", "ThumbnailSink", "thumbnail_name", "track_record"]
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from .config import SourceConfig
 from .errors import SourceError
-from .types import Frame
+from core.types import Frame
 
 __all__ = ["DecodeReport", "FileSource", "open_video"]
 

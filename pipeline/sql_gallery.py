@@ -13,7 +13,7 @@ import numpy as np
 from gallery.matchlog import MatchLogWriter, TrackRecord
 from gallery.store import Gallery
 
-from .types import Candidate, MatchResult, TrackTemplate
+from core.types import Candidate, MatchResult, TrackTemplate
 
 __all__ = ["LoggedSource", "MatchLogSink", "SqlGalleryIndex"]
 

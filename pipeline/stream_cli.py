@@ -37,7 +37,7 @@ from .live import LiveCameras
 from .live_config import CameraConfig, LiveConfig, cameras_from_urls, load_cameras
 from .live_runner import LiveRunner
 from .sql_gallery import MatchLogSink, SqlGalleryIndex
-from .types import MatchResult, TrackTemplate
+from core.types import MatchResult, TrackTemplate
 
 __all__ = ["TrackLineSink", "load_live_config", "register", "run_stream"]
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.config import AggregateConfig
-from pipeline.types import FaceCrop, TrackTemplate
+from .config import AggregateConfig
+from core.types import FaceCrop, TrackTemplate
 
 __all__ = ["Aggregator", "TrackFusion"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from pipeline.types import CROP_SIZE, Detections
+from core.types import CROP_SIZE, Detections
 
 __all__ = ["ARCFACE_TEMPLATE", "Aligner", "align_face", "similarity_transform"]
 

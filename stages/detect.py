@@ -15,9 +15,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.config import DetectConfig
-from pipeline.errors import ModelError
-from pipeline.types import Detections
+from .config import DetectConfig
+from .errors import ModelError
+from core.types import Detections
 
 from .onnx_session import onnx_session
 

@@ -14,13 +14,13 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from pipeline.config import EmbedConfig
-from pipeline.errors import ModelError
-from pipeline.types import CROP_SIZE
+from .config import EmbedConfig
+from .errors import ModelError
+from core.types import CROP_SIZE, check_crops
 
 from .onnx_session import onnx_session
 
-__all__ = ["Embedder", "FaceMoEBackend", "OnnxEmbedder", "build_embedder", "check_crops", "file_digest"]
+__all__ = ["Embedder", "FaceMoEBackend", "OnnxEmbedder", "build_embedder", "file_digest"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,12 +40,6 @@ def file_digest(path: Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()[:12]
-
-
-def check_crops(crops: Sequence[np.ndarray]) -> None:
-    for i, crop in enumerate(crops):
-        if crop.shape != (CROP_SIZE, CROP_SIZE, 3) or crop.dtype != np.uint8:
-            raise ValueError(f"crop {i}: expected uint8 {CROP_SIZE}x{CROP_SIZE}x3, got {crop.dtype} {crop.shape}")
 
 
 def _unit(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -113,17 +107,8 @@ class FaceMoEBackend:
         source = str(cfg.checkpoint)
         self._model = FaceMoEEmbedder.from_checkpoint(source, k=cfg.k, device=cfg.device, batch_size=cfg.batch_size,
                                                       precision=cfg.precision, flip=cfg.flip)
-        own_id = getattr(self._model, "embedder_id", None)
-        if own_id:
-            self.embedder_id = str(own_id)
-        else:
-            path = Path(source).expanduser()
-            digest = file_digest(path) if path.is_file() else "release"
-            self.embedder_id = f"facemoe:{Path(source).stem}:k{cfg.k}:{digest}"
-        dim = getattr(self._model, "dim", None)
-        if dim is None:
-            dim = self._model.embed([np.zeros((CROP_SIZE, CROP_SIZE, 3), np.uint8)])[0].shape[1]
-        self.dim = int(dim)
+        self.embedder_id = self._model.embedder_id  # the one formula: facemoe.embedder.FaceMoEEmbedder
+        self.dim = int(self._model.dim)
 
     def embed(self, crops: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         check_crops(crops)

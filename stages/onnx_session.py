@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from pipeline.errors import ModelError
+from .errors import ModelError
 
 __all__ = ["onnx_session"]
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from pipeline.config import QualityConfig
-from pipeline.types import Quality
+from .config import QualityConfig
+from core.types import Quality
 
 __all__ = ["QualityScorer", "pose_proxy", "sharpness"]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from pipeline.config import ShotConfig
+from .config import ShotConfig
 
 __all__ = ["ShotCutDetector"]
 

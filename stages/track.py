@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from pipeline.config import TrackConfig
-from pipeline.types import Detections
+from .config import TrackConfig
+from core.types import Detections
 
 __all__ = ["KalmanBox", "TrackEnd", "Tracker", "iou_matrix"]
 

@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.alerts import WatchlistAlerts, alert_record
 from pipeline.live_config import AlertConfig, WebhookConfig
-from pipeline.types import Candidate, MatchResult, TrackTemplate
+from core.types import Candidate, MatchResult, TrackTemplate
 
 
 class Receiver:

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from pipeline.alerts import WatchlistAlerts
-from pipeline.config import AggregateConfig
+from stages.config import AggregateConfig
 from pipeline.live_config import AlertConfig, WebhookConfig
 from pipeline.live_runner import EndedTrack, LiveStats, ProgressSink, TrackJob, TrackMatching
-from pipeline.types import FaceCrop, MatchResult, Quality, TrackTemplate
+from core.types import FaceCrop, MatchResult, Quality, TrackTemplate
 from stages.match import InMemoryGallery, Matcher
 from stages.track import TrackEnd
 from tests.live.test_alerts import receiver_factory  # noqa: F401 (fixture)

@@ -5,7 +5,7 @@ import pytest
 
 from pipeline.config import RunnerConfig
 from pipeline.selection import CropSelector
-from pipeline.types import FaceCrop, Quality
+from core.types import FaceCrop, Quality
 
 
 def _crop(i, track=1):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pipeline.sinks import ConsoleTableSink, JsonSink, ResultSink, ThumbnailSink, thumbnail_name, track_record
-from pipeline.types import Candidate, FaceCrop, MatchResult, Quality, TrackTemplate
+from core.types import Candidate, FaceCrop, MatchResult, Quality, TrackTemplate
 
 
 def _track(tid, start, decision="match"):

@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.config import DetectConfig, EmbedConfig
+from stages.config import DetectConfig, EmbedConfig
 from stages.detect import FaceDetector
 from stages.embed import OnnxEmbedder
 from tests.conftest import ASSETS, require

@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.config import AggregateConfig
-from pipeline.types import FaceCrop, Quality
+from stages.config import AggregateConfig
+from core.types import FaceCrop, Quality
 from stages.aggregate import Aggregator
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.types import Detections
+from core.types import Detections
 from stages.align import ARCFACE_TEMPLATE, Aligner, align_face, similarity_transform
 
 

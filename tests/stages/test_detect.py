@@ -4,8 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.config import DetectConfig
-from pipeline.errors import ModelError
+from stages.config import DetectConfig
+from stages.errors import ModelError
 from stages.detect import FaceDetector, letterbox, nms
 from tests.conftest import require
 from tests.stages.conftest import SCRFD, YUNET

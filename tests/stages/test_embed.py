@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.config import EmbedConfig
-from pipeline.errors import ModelError
+from stages.config import EmbedConfig
+from stages.errors import ModelError
 from stages.align import align_face
 from stages.embed import Embedder, OnnxEmbedder, build_embedder
 from tests.conftest import FIXTURES, ROOT, require

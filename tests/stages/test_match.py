@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.config import MatchConfig
+from stages.config import MatchConfig
 from pipeline.errors import GalleryBuildError
-from pipeline.types import TrackTemplate
+from core.types import TrackTemplate
 from stages.align import align_face
 from stages.match import GalleryIndex, InMemoryGallery, Matcher, gallery_images
 from tests.conftest import require

@@ -4,8 +4,8 @@ from __future__ import annotations
 import onnxruntime as ort
 import pytest
 
-from pipeline.config import DetectConfig, EmbedConfig
-from pipeline.errors import ModelError
+from stages.config import DetectConfig, EmbedConfig
+from stages.errors import ModelError
 from stages.detect import FaceDetector
 from stages.embed import build_embedder
 from stages.onnx_session import onnx_session

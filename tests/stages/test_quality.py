@@ -4,8 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.config import QualityConfig
-from pipeline.types import Quality
+from stages.config import QualityConfig
+from core.types import Quality
 from stages.align import ARCFACE_TEMPLATE
 from stages.quality import QualityScorer, pose_proxy, sharpness
 

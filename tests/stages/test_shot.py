@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.config import ShotConfig
+from stages.config import ShotConfig
 from stages.shot import ShotCutDetector
 
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.config import TrackConfig
-from pipeline.types import Detections
+from stages.config import TrackConfig
+from core.types import Detections
 from stages.track import KalmanBox, Tracker, iou_matrix
 
 

@@ -47,7 +47,7 @@ def mobilefacenet():
     """The shared MobileFaceNet behind the pipeline's ONNX embedder (same ``embed(crops)`` interface)."""
     model = require(MOBILEFACENET)
     try:
-        from pipeline.config import EmbedConfig
+        from stages.config import EmbedConfig
         from stages.embed import OnnxEmbedder
     except ImportError as exc:
         pytest.skip(f"the pipeline's ONNX embedder is not available in this checkout ({exc})")

@@ -1,13 +1,46 @@
 """The typed containers every stage takes and returns. Arrays are numpy; shapes are checked on construction."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Candidate", "Detections", "FaceCrop", "Frame", "MatchResult", "Quality", "TrackTemplate"]
+from .errors import InputError
 
-CROP_SIZE = 112
+__all__ = [
+    "CROP_SIZE",
+    "Candidate",
+    "Detections",
+    "FaceCrop",
+    "Frame",
+    "MatchResult",
+    "Quality",
+    "TrackTemplate",
+    "check_crop",
+    "check_crops",
+]
+
+CROP_SIZE = 112  # side of an aligned face crop (the ArcFace 112x112 template)
+
+
+def check_crop(image: object, what: str) -> None:
+    """An aligned crop is a ``[112, 112, 3]`` uint8 BGR array; anything else is an :class:`InputError`."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.shape != (CROP_SIZE, CROP_SIZE, 3):
+        got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise InputError(f"{what}: expected an aligned 112x112x3 uint8 BGR image, got {got}")
+
+
+def check_crops(crops: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+    """Check aligned crops and stack them: ``[N, 112, 112, 3]`` uint8 BGR (a single ``[112, 112, 3]`` is N=1)."""
+    if isinstance(crops, np.ndarray) and crops.ndim == 3:
+        crops = crops[None]
+    arrays = list(crops)
+    for i, crop in enumerate(arrays):
+        check_crop(crop, f"crop {i}")
+    if not arrays:
+        return np.zeros((0, CROP_SIZE, CROP_SIZE, 3), np.uint8)
+    return np.stack(arrays)
 
 
 def _check(cond: bool, what: str, expected: str, got: object) -> None:
@@ -79,8 +112,7 @@ class FaceCrop:
     quality: Quality
 
     def __post_init__(self) -> None:
-        _check(self.image.shape == (CROP_SIZE, CROP_SIZE, 3) and self.image.dtype == np.uint8, "FaceCrop.image",
-               "uint8 112x112x3", f"{self.image.dtype} {self.image.shape}")
+        check_crop(self.image, "FaceCrop.image")
 
 
 @dataclass

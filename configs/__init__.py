@@ -1,0 +1,1 @@
+"""The packaged YAML configurations (package data, found with importlib.resources)."""
