@@ -1,15 +1,18 @@
 """Configuration of the gallery, the match log and the HTTP server (the ``gallery`` section of a YAML
-file)."""
+file).
+
+Sections derive from :class:`core.config.Section` (unknown keys refused, frozen); a bad file or value is a
+:class:`core.errors.ConfigError` naming the file and the dotted key.
+"""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
-from gallery.errors import ConfigError
+from core.config import Section, read_yaml, validate
 
 logger = logging.getLogger(__name__)
 
@@ -23,11 +26,7 @@ __all__ = [
 ]
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class IndexConfig(_Section):
+class IndexConfig(Section):
     hnsw_above: int = Field(
         50_000,
         ge=0,
@@ -44,9 +43,13 @@ class IndexConfig(_Section):
     persist: bool = Field(
         True, description="save the index beside the database and reuse it while it is current"
     )
+    gpu: bool = Field(
+        True,
+        description="search exact indexes on the GPU(s) when FAISS sees one (faiss-gpu); files stay CPU indexes",
+    )
 
 
-class ThresholdConfig(_Section):
+class ThresholdConfig(Section):
     target_fpir: float = Field(
         0.01,
         gt=0.0,
@@ -67,14 +70,14 @@ class ThresholdConfig(_Section):
     )
 
 
-class MatchLogConfig(_Section):
+class MatchLogConfig(Section):
     batch_size: int = Field(32, ge=1, le=100_000, description="tracks written per match-log transaction")
     retention_days: float | None = Field(
         None, gt=0.0, le=36_500, description="events and thumbnails older than this many days are purged"
     )
 
 
-class ServeConfig(_Section):
+class ServeConfig(Section):
     host: str = Field(
         "127.0.0.1", min_length=1, max_length=255, description="address the HTTP server listens on"
     )
@@ -90,7 +93,7 @@ class ServeConfig(_Section):
     )
 
 
-class GalleryConfig(_Section):
+class GalleryConfig(Section):
     db_url: str = Field(
         "sqlite:///facemoe.db",
         min_length=1,
@@ -116,19 +119,8 @@ class GalleryConfig(_Section):
 
 def load_gallery_config(path: Path | str | None) -> GalleryConfig:
     """Read the ``gallery`` section of a YAML config file (defaults when ``path`` is None or has no
-    section)."""
+    section); a missing file, bad YAML or a bad key raises :class:`core.errors.ConfigError`."""
     if path is None:
         return GalleryConfig()
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read config {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"config {path}: expected a mapping at the top level, got {type(data).__name__}")
-    try:
-        return GalleryConfig.model_validate(data.get("gallery") or {})
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"config {path}: gallery.{where}: {first['msg']}") from exc
+    data = read_yaml(path, "config file")
+    return validate(GalleryConfig, data.get("gallery") or {}, str(path), prefix="gallery")

@@ -1,10 +1,27 @@
 """Errors of the gallery package: each message says what was expected and what was found.
 
-All derive from :class:`GalleryError`, which the command line reports as one line with exit code 2.
+All derive from :class:`GalleryError`, a :class:`core.errors.UserError`, which the command line reports as one
+line with exit code 2. A bad configuration is :class:`core.errors.ConfigError`, shared by every package.
 """
 
+from core.errors import UserError
 
-class GalleryError(Exception):
+__all__ = [
+    "AuthError",
+    "DatabaseError",
+    "EmbeddingError",
+    "EnrollmentError",
+    "GalleryError",
+    "IdentityExistsError",
+    "IdentityNotFoundError",
+    "IndexFileError",
+    "MatchLogError",
+    "QueryError",
+    "ThumbnailPathError",
+]
+
+
+class GalleryError(UserError):
     """Base of the gallery's user-facing errors (bad input, bad database, bad index file, ...)."""
 
 
@@ -38,10 +55,6 @@ class ThumbnailPathError(GalleryError):
 
 class MatchLogError(GalleryError):
     """A match-log record that is invalid (bad decision, duplicate track, bad thumbnail, ...)."""
-
-
-class ConfigError(GalleryError):
-    """A gallery configuration file or section that does not validate."""
 
 
 class QueryError(GalleryError):

@@ -1,11 +1,14 @@
-"""gallery/config.py: the gallery section of a YAML file, validated with bounds and no unknown keys."""
+"""gallery/config.py: the gallery section of a YAML file, validated with bounds and no unknown keys, through
+the one loader of core.config (core.errors.ConfigError naming the file and the dotted key)."""
 
 from __future__ import annotations
 
 import pytest
 
-from gallery.config import GalleryConfig, load_gallery_config
-from gallery.errors import ConfigError
+from core.config import Section
+from core.errors import ConfigError, UserError
+from gallery.config import GalleryConfig, IndexConfig, load_gallery_config
+from gallery.errors import GalleryError
 
 
 def test_defaults_and_section(tmp_path):
@@ -32,16 +35,27 @@ def test_every_field_is_described():
 @pytest.mark.parametrize(
     "text,message",
     [
-        ("gallery: {colour: red}", "gallery.colour: Extra inputs are not permitted"),
-        ("gallery: {threshold: {target_fpir: 2}}", "gallery.threshold.target_fpir"),
-        ("gallery: {serve: {port: 0}}", "gallery.serve.port"),
-        ("[1, 2]", "expected a mapping"),
-        ("gallery: {index: [", "cannot read config"),
+        ("gallery: {colour: red}", "bad.yaml: unknown config key gallery.colour"),
+        ("gallery: {threshold: {target_fpir: 2}}", "bad.yaml: config key gallery.threshold.target_fpir"),
+        ("gallery: {serve: {port: 0}}", "config key gallery.serve.port: .*, got 0"),
+        ("gallery: {index: {gpu: maybe}}", "config key gallery.index.gpu"),
+        ("gallery: 5", "config key gallery: "),
+        ("[1, 2]", "expected a mapping at the top, got list"),
+        ("gallery: {index: [", "is not valid YAML"),
     ],
 )
 def test_bad_config(tmp_path, text, message):
     (tmp_path / "bad.yaml").write_text(text)
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=message) as caught:
         load_gallery_config(tmp_path / "bad.yaml")
-    with pytest.raises(ConfigError, match="cannot read config"):
+    assert len(str(caught.value).splitlines()) == 1
+    with pytest.raises(ConfigError, match="config file not found: .*missing.yaml"):
         load_gallery_config(tmp_path / "missing.yaml")
+
+
+def test_shared_section_base_and_error_roots():
+    assert issubclass(GalleryConfig, Section) and issubclass(IndexConfig, Section)
+    assert issubclass(GalleryError, UserError) and issubclass(ConfigError, UserError)
+    import gallery.errors
+
+    assert not hasattr(gallery.errors, "ConfigError")
