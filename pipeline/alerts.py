@@ -22,11 +22,17 @@ import httpx
 from .live_config import AlertConfig, WebhookConfig
 from core.types import MatchResult, TrackTemplate
 
-__all__ = ["WatchlistAlerts", "WebhookDelivery", "alert_record"]
+__all__ = ["WatchlistAlerts", "WebhookDelivery", "alert_record", "watchlist_alerts"]
 
 logger = logging.getLogger(__name__)
 
 _STOP = object()
+
+
+def watchlist_alerts(alerts: AlertConfig, gallery) -> WatchlistAlerts:
+    """Alerts for the configured watchlist plus every identity the gallery marks ``watchlist``."""
+    watch = set(alerts.watchlist) | {i.name for i in gallery.identities() if i.watchlist}
+    return WatchlistAlerts(alerts.model_copy(update={"watchlist": tuple(sorted(watch))}))
 
 
 def alert_record(template: TrackTemplate, result: MatchResult, track_ended: bool = True) -> dict[str, Any]:

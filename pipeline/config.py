@@ -124,4 +124,5 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     data = read_yaml(path)
     _resolve_paths(data, path.resolve().parent)
     apply_overrides(data, list(overrides))
+    _resolve_paths(data, Path.cwd())  # what --set gave; every model path is absolute from here on
     return validate(AppConfig, data, str(path))

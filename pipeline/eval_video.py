@@ -1,8 +1,9 @@
 """``eval video``: the video pipeline over raw videos, its tracks scored by :mod:`facemoe.evaluate.video`.
 
 The scoring (ground truth, track assignment, metrics) lives in ``facemoe.evaluate.video`` and knows nothing of
-the pipeline; this module runs the pipeline of ``process`` (same config and overrides) and turns its tracks into
-:class:`~facemoe.evaluate.video.ScoredTrack` probes scored against every gallery identity.
+the pipeline; this module builds the system of ``process`` (same config and overrides, the same builder), enrolls
+the gallery folder with the rule of ``enroll --dir`` into a temporary database, runs the file runner and turns
+its tracks into :class:`~facemoe.evaluate.video.ScoredTrack` probes scored against every gallery identity.
 """
 from __future__ import annotations
 
@@ -21,12 +22,12 @@ from facemoe.evaluate.video import (
     read_ground_truth,
     video_keys,
 )
-from stages.detect import FaceDetector
-from stages.embed import build_embedder
-from stages.match import InMemoryGallery, Matcher, gallery_images
+from gallery.enroll import folder_images
 
+from .build import System, build
 from .config import load_config
-from .runner import Runner
+from .runner import FileRunner
+from .sinks import CollectSink
 from .sources import FileSource
 
 __all__ = ["evaluate_videos", "run_tracks"]
@@ -49,7 +50,7 @@ def run_tracks(videos: Sequence[str | Path], spans: Sequence[GroundTruthSpan], g
                config_path: str | Path, overrides: Sequence[str] = ()
                ) -> tuple[list[ScoredTrack], list[str], float | None]:
     """The pipeline part of :func:`evaluate_videos`: (tracks scored against every gallery identity, gallery
-    names in score order, the configured match threshold)."""
+    names in score order, the operating threshold)."""
     if not videos:
         raise ProtocolError("expected at least one video, got none")
     if len({str(v) for v in videos}) != len(videos):
@@ -58,29 +59,32 @@ def run_tracks(videos: Sequence[str | Path], spans: Sequence[GroundTruthSpan], g
     cfg = load_config(config_path, list(overrides))
     sources = [FileSource(v, cfg.source) for v in videos]  # every file is opened before any model loads
     gallery_dir = Path(gallery_dir)
-    folder_names = gallery_images(gallery_dir)
-    if not folder_names:
-        raise ProtocolError(f"gallery folder {gallery_dir} holds no images (expected one subfolder per person or "
-                            f"images named after people)")
-    detector = FaceDetector(cfg.detect)
-    embedder = build_embedder(cfg.embed)
-    threshold = cfg.match.threshold
-    gallery = InMemoryGallery.from_folder(gallery_dir, detector, embedder, 0.0 if threshold is None else threshold)
-    if not len(gallery):
-        raise ProtocolError(f"no face found in any image of the gallery folder {gallery_dir}")
-    runner = Runner(cfg, detector, embedder, Matcher(cfg.match, gallery), [], keep_boxes=True)
-    stats = runner.run(sources)
-    logger.info("%d frames, %d tracks in %.1f s", stats.frames, stats.tracks, stats.seconds["total"])
-    tracks = []
-    for template, _ in stats.results:
-        scores = None
-        if template.num_crops > 0:
-            scores = (gallery.templates @ np.asarray(template.embedding, np.float32)).astype(np.float64)
-        tracks.append(ScoredTrack(keys[template.source_id], template.track_id, template.first_timestamp,
-                                  template.last_timestamp, scores,
-                                  _median_centre(stats.boxes.get(template.source_id, []), template.track_id)))
+    if not gallery_dir.is_dir():
+        raise ProtocolError(f"gallery folder not found: {gallery_dir}")
+    folder_images(gallery_dir)  # a folder without images is refused before any model loads
+    with build(cfg, db_url=None, gallery_dir=gallery_dir) as system:
+        index = system.index()
+        names = sorted(i.name for i in system.gallery.identities() if system.embedder.embedder_id in i.embedders)
+        collect = CollectSink()
+        runner = FileRunner(cfg, system.detector, system.embedder, system.matcher(index), [collect],
+                            keep_boxes=True)
+        stats = runner.run(sources)
+        logger.info("%d frames, %d tracks in %.1f s", stats.frames, stats.tracks, stats.seconds["total"])
+        tracks = []
+        for template, _ in collect.results:
+            scores = _scores(system, template.embedding, names) if template.num_crops > 0 else None
+            tracks.append(ScoredTrack(keys[template.source_id], template.track_id, template.first_timestamp,
+                                      template.last_timestamp, scores,
+                                      _median_centre(stats.boxes.get(template.source_id, []), template.track_id)))
     tracks.sort(key=lambda t: (t.video, t.start, t.track_id))
-    return tracks, list(gallery.names), threshold
+    return tracks, names, index.threshold
+
+
+def _scores(system: System, embedding: np.ndarray, names: list[str]) -> np.ndarray:
+    """Cosine score of a track template against every gallery identity, in ``names`` order."""
+    row = system.gallery.search(np.asarray(embedding, np.float32)[None], len(names), system.embedder.embedder_id)[0]
+    by_name = {name: score for _, name, score in row}
+    return np.asarray([by_name[n] for n in names], np.float64)
 
 
 def _median_centre(frames, track_id: int) -> tuple[float, float] | None:

@@ -1,6 +1,6 @@
 """The Ray engine: one actor per camera (decode, detect, track, quality, crop selection) and one shared
 embedding service (embed, fuse, match against the gallery in SQL, match log, alerts), built from the same
-classes as the single-process live runner (``CameraTracking``, ``TrackMatching``, ``EmbedWorker``).
+classes as the single-process live runner (``pipeline.engine``), and built by the same builder.
 
 ``run_ray`` connects to ``address`` (an existing cluster) or starts a local Ray instance, runs until ``stop``
 is set, the duration is over or every camera has ended, then stops the cameras, lets each finish its open
@@ -14,39 +14,26 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import secrets
 import signal
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-from .alerts import WatchlistAlerts
+from core.errors import ConfigError
+
+from .alerts import watchlist_alerts
+from .build import build
 from .config import AppConfig
-from .errors import ConfigError
+from .engine import EmbedWorker, RunStats, SourceTracking, TrackJob, TrackMatching
 from .health import CameraHealth, HealthRegistry, PolledHealth
 from .live import LiveSource
 from .live_config import CameraConfig, LiveConfig
-from .live_runner import CameraTracking, EmbedWorker, LiveStats, TrackJob, TrackMatching
+from .sql_gallery import LoggedSource
 
-__all__ = ["InOrder", "absolute_model_paths", "run_ray"]
+__all__ = ["InOrder", "run_ray"]
 
 logger = logging.getLogger(__name__)
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def absolute_model_paths(cfg: AppConfig) -> AppConfig:
-    """Model files named relative to the working directory, made absolute (Ray workers run elsewhere)."""
-    update = {}
-    if Path(cfg.detect.model).exists():
-        update["detect"] = cfg.detect.model_copy(update={"model": str(Path(cfg.detect.model).resolve())})
-    embed = {k: str(Path(v).resolve()) for k, v in (("model", cfg.embed.model), ("checkpoint", cfg.embed.checkpoint))
-             if v and Path(v).exists()}
-    if embed:
-        update["embed"] = cfg.embed.model_copy(update=embed)
-    return cfg.model_copy(update=update)
 
 
 class InOrder:
@@ -79,13 +66,12 @@ class CameraWorker:
     """One camera: its decode thread, a detector and its tracking; jobs go to the embedding service."""
 
     def __init__(self, camera: CameraConfig, live: LiveConfig, cfg: AppConfig, epoch: float) -> None:
-        from stages.detect import FaceDetector
-
         self.cfg = cfg
         self.health = CameraHealth(camera.name, live.health.fps_window_s)
         self.source = LiveSource(camera, live, self.health, epoch=epoch)
-        self.detector = FaceDetector(cfg.detect)
-        self.tracking = CameraTracking(cfg, camera.name)
+        self.system = build(cfg, embedder=False, gallery=False)
+        self.tracking = SourceTracking(cfg, camera.name)
+        self.stats = RunStats()
         self._seq = itertools.count()  # jobs are numbered: the service queues them in this order
         self._stop = threading.Event()
 
@@ -100,7 +86,7 @@ class CameraWorker:
         while self.source.alive and not self._stop.is_set():
             if deadline is not None and time.monotonic() >= deadline:
                 break
-            job = TrackJob([], [])
+            job = TrackJob()
             if self.source.generation != self.tracking.generation:
                 self.tracking.generation = self.source.generation
                 job.ends = self.tracking.close_all()
@@ -109,8 +95,8 @@ class CameraWorker:
             while len(frames) < self.cfg.detect.batch_size and (f := self.source.read()) is not None:
                 frames.append(f)
             if frames:
-                for frame, dets in zip(frames, self.detector.detect([f.image for f in frames])):
-                    self.tracking.frame(frame, dets, job)
+                for frame, dets in zip(frames, self.system.detector.detect([f.image for f in frames])):
+                    self.tracking.frame(frame, dets, job, self.stats)
                     self.health.frame_processed()
                 frames_done += len(frames)
                 first = time.monotonic() if first is None else first
@@ -124,7 +110,7 @@ class CameraWorker:
         self.source.stop()
         self.source.join(30)
         pending.append(service.submit.remote(self.tracking.source_id, next(self._seq),
-                                             TrackJob([], self.tracking.close_all())))
+                                             TrackJob(ends=self.tracking.close_all())))
         ray.get(pending)
         snap = self.health.snapshot()
         return {"camera": snap.name, "frames": frames_done, "seconds": seconds, "closed_at_loss": closed,
@@ -144,22 +130,13 @@ class EmbedService:
     """The shared embedding, matching and logging side: crops of every camera batched together."""
 
     def __init__(self, cfg: AppConfig, live: LiveConfig, cameras: list[CameraConfig], db_url: str,
-                 cfg_hash: str, epoch: float) -> None:
-        from gallery.store import Gallery
-        from stages.embed import build_embedder
-        from stages.match import Matcher
-
-        from .sql_gallery import MatchLogSink, SqlGalleryIndex
-
-        embedder = build_embedder(cfg.embed)
-        self.gallery = Gallery.open(db_url)
-        index = SqlGalleryIndex(self.gallery, embedder.embedder_id, cfg.match.threshold)
-        watch = set(live.alerts.watchlist) | {i.name for i in self.gallery.identities() if i.watchlist}
-        self.log = MatchLogSink.for_cameras(self.gallery, cameras, embedder.embedder_id, cfg_hash)
-        self.alerts = WatchlistAlerts(live.alerts.model_copy(update={"watchlist": tuple(sorted(watch))}))
-        self.matching = TrackMatching(cfg, embedder, Matcher(cfg.match, index), [self.alerts, self.log],
+                 epoch: float) -> None:
+        self.system = build(cfg, db_url=db_url, detector=False)
+        self.log = self.system.match_log([LoggedSource(c.name, "camera", c.url) for c in cameras], batch_size=1)
+        self.alerts = watchlist_alerts(live.alerts, self.system.gallery)
+        self.matching = TrackMatching(cfg, self.system.embedder, self.system.matcher(), [self.alerts, self.log],
                                       lambda: time.monotonic() - epoch)
-        self.stats = LiveStats()
+        self.stats = RunStats()
         self.worker = EmbedWorker(self.matching, cfg.embed.batch_size, cfg.runner.queue_size, self.stats)
         self.order = InOrder(self.worker.put)
 
@@ -174,7 +151,7 @@ class EmbedService:
             self.log.close_source(name, "failed")
             logger.warning("camera %s: run closed as failed (%d open tracks lost with its actor)", name, dropped)
 
-        self.worker.put(TrackJob([], [], after=close))
+        self.worker.put(TrackJob(after=close))
 
     def close(self, status: str = "finished") -> dict:
         try:
@@ -182,7 +159,7 @@ class EmbedService:
         finally:
             self.alerts.close()
             self.log.close(status)
-            self.gallery.close()
+            self.system.close()
         return {"tracks": self.stats.tracks, "matches": self.stats.matches,
                 "crops_embedded": self.stats.crops_embedded, "latencies_s": list(self.stats.latencies_s)}
 
@@ -195,8 +172,7 @@ def _catch_signals(stop: threading.Event) -> dict:
     return {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
 
 
-def run_ray(cfg: AppConfig, live: LiveConfig, cameras: list[CameraConfig], db_url: str, cfg_hash: str,
-            stop: threading.Event, duration_s: float | None = None, address: str | None = None,
+def run_ray(cfg: AppConfig, live: LiveConfig, cameras: list[CameraConfig], db_url: str, stop: threading.Event, duration_s: float | None = None, address: str | None = None,
             registry: HealthRegistry | None = None, poll_s: float = 1.0) -> dict:
     """Run the cameras on Ray until stopped; returns per-camera figures and the service's totals. The cameras'
     health is polled every ``poll_s`` seconds into ``registry`` (a new one unless given)."""
@@ -205,12 +181,9 @@ def run_ray(cfg: AppConfig, live: LiveConfig, cameras: list[CameraConfig], db_ur
     except ImportError:
         raise ConfigError("--engine ray needs the ray package: pip install -c constraints.txt 'ray[default]'") \
             from None
-    cfg = absolute_model_paths(cfg)
-    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     started = not ray.is_initialized()
-    if started:
-        ray.init(address=address, runtime_env={"env_vars": env}, include_dashboard=False,
-                 logging_level=logging.WARNING, log_to_driver=True)
+    if started:  # the workers import the installed package, as the driver does
+        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
     previous = _catch_signals(stop)
     registry = registry if registry is not None else HealthRegistry(live.health.fps_window_s)
     health = {c.name: registry.add_polled(c.name) for c in cameras}
@@ -218,7 +191,7 @@ def run_ray(cfg: AppConfig, live: LiveConfig, cameras: list[CameraConfig], db_ur
         gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 and cfg.embed.device.startswith("cuda") else 0
         epoch = time.monotonic()  # one clock for frame times and delivery (latencies hold on one node)
         service = ray.remote(num_cpus=0, num_gpus=gpus, max_concurrency=4)(EmbedService).remote(
-            cfg, live, cameras, db_url, cfg_hash, epoch)
+            cfg, live, cameras, db_url, epoch)
         actor = ray.remote(num_cpus=0, max_concurrency=2)(CameraWorker)
         run_name = f"facemoe-{secrets.token_hex(4)}"  # actors are named RUN/CAMERA (`ray list actors`)
         workers = {c.name: actor.options(name=f"{run_name}/{c.name}").remote(c, live, cfg, epoch) for c in cameras}

@@ -18,7 +18,7 @@ import cv2
 
 from core.types import MatchResult, TrackTemplate
 
-__all__ = ["ConsoleTableSink", "JsonSink", "ResultSink", "ThumbnailSink", "thumbnail_name", "track_record"]
+__all__ = ["CollectSink", "ConsoleTableSink", "JsonSink", "ResultSink", "ThumbnailSink", "thumbnail_name", "track_record"]
 
 logger = logging.getLogger(__name__)
 
@@ -142,3 +142,16 @@ class ThumbnailSink:
 
     def close(self) -> None:
         logger.info("%d thumbnails in %s", len(self.written), self.folder)
+
+
+class CollectSink:
+    """Keeps every track's (template, result) in memory, for callers that need them all after the run."""
+
+    def __init__(self) -> None:
+        self.results: list[tuple[TrackTemplate, MatchResult]] = []
+
+    def on_track(self, template: TrackTemplate, result: MatchResult) -> None:
+        self.results.append((template, result))
+
+    def close(self) -> None:
+        """Nothing to flush."""

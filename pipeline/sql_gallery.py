@@ -1,7 +1,7 @@
 """The pipeline's link to the SQL gallery: its templates as the matcher's index, its match log as a sink.
 
-Both the ``process`` (files) and ``stream`` (cameras) commands use these: the gallery of the database is
-searched through FAISS and every finished track is written to the match log, one run per source.
+The builder (``pipeline.build``) makes both for every command: the gallery of the database is searched through
+FAISS and every finished track is written to the match log, one run per source.
 """
 from __future__ import annotations
 
@@ -66,12 +66,6 @@ class MatchLogSink:
         except BaseException:
             self.close("failed")
             raise
-
-    @classmethod
-    def for_cameras(cls, gallery: Gallery, cameras, embedder_id: str, cfg_hash: str) -> MatchLogSink:
-        """One run per camera (``CameraConfig``-like: ``name``, ``url``), each track committed as it ends."""
-        sources = [LoggedSource(c.name, "camera", c.url) for c in cameras]
-        return cls(gallery, sources, embedder_id, cfg_hash, batch_size=1)
 
     @property
     def run_ids(self) -> dict[str, int]:

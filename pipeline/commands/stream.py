@@ -1,12 +1,12 @@
 """The ``stream`` command: live cameras through the pipeline until SIGINT/SIGTERM (or ``--duration``).
 
     run_pipeline.py stream URL... [--cameras cameras.yaml] [--config FILE] [--live-config FILE]
-                           (--db URL | --gallery DIR) [--duration S] [--metrics-port N]
+                           [--db URL] [--gallery DIR] [--duration S] [--metrics-port N]
                            [--engine local|ray] [--address RAY_ADDRESS]
 
-Each finished track is printed as one line. With ``--db`` it is matched against that database's gallery and
-written to its match log (one run per camera, one transaction per track); with ``--gallery DIR`` it is matched
-against the folder's identities, enrolled in memory at start, and nothing is written. On SIGINT/SIGTERM the
+Each finished track is printed as one line, matched against the gallery of the database and written to its
+match log (one run per camera, one transaction per track). ``--gallery DIR`` first enrolls the folder's people
+(the ``enroll --dir`` rule) into ``--db``, or without ``--db`` into a temporary database deleted at the end. On SIGINT/SIGTERM the
 cameras stop reading, open tracks are finished and matched, the sinks are flushed, and the command exits 0.
 ``--engine ray`` runs one actor per camera and a shared embedding service (``pipeline/ray_engine.py``).
 """
@@ -20,31 +20,23 @@ import threading
 from contextlib import ExitStack
 from pathlib import Path
 
-import yaml
-from pydantic import ValidationError
-
-from gallery.matchlog import config_hash
-from gallery.store import Gallery
-from stages.detect import FaceDetector
-from stages.embed import build_embedder
-from stages.match import InMemoryGallery, Matcher
-
-from .alerts import WatchlistAlerts
-from .config import load_config
-from .errors import ConfigError
-from .health import HealthRegistry, MetricsServer
-from .live import LiveCameras
-from .live_config import CameraConfig, LiveConfig, cameras_from_urls, load_cameras
-from .live_runner import LiveRunner
-from .sql_gallery import MatchLogSink, SqlGalleryIndex
+from core.config import load
+from core.errors import ConfigError
 from core.types import MatchResult, TrackTemplate
 
-__all__ = ["TrackLineSink", "load_live_config", "register", "run_stream"]
+from ..alerts import watchlist_alerts
+from ..build import build
+from ..health import HealthRegistry, MetricsServer
+from ..live import LiveCameras
+from ..live_config import CameraConfig, LiveConfig, cameras_from_urls, load_cameras
+from ..live_runner import LiveRunner
+from ..ray_engine import run_ray
+from ..sql_gallery import LoggedSource
+from .common import add_config_options, config_of
+
+__all__ = ["TrackLineSink", "register", "run_stream"]
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_CONFIG = "configs/default.yaml"
-DEFAULT_THRESHOLD = 0.3
 
 
 def register(subparsers) -> None:
@@ -52,13 +44,11 @@ def register(subparsers) -> None:
                               description=__doc__.split("\n\n")[0])
     p.add_argument("urls", nargs="*", metavar="URL", help="camera URLs (named cam0-..., cam1-...)")
     p.add_argument("--cameras", type=Path, help="YAML file: cameras: [{name, url, transport, ...}]")
-    p.add_argument("--config", default=DEFAULT_CONFIG, help="pipeline config (default %(default)s)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a pipeline key")
-    p.add_argument("--live-config", type=Path, help="YAML of the live section (timeouts, reconnect, alerts)")
-    where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--db", help="database URL: its gallery is searched and the match log written there")
-    where.add_argument("--gallery", type=Path,
-                       help="folder with one subfolder of images per identity (enrolled in memory; no match log)")
+    add_config_options(p)
+    p.add_argument("--live-config", type=Path,
+                   help="YAML of the live section (timeouts, reconnect, alerts); replaces the config's live section")
+    p.add_argument("--gallery", type=Path, help="folder of known people to enroll first (one subfolder per person): "
+                   "into --db, or without --db into a temporary database")
     p.add_argument("--duration", type=float, help="stop after this many seconds (default: run until stopped)")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT")
     p.add_argument("--engine", choices=("local", "ray"), default="local",
@@ -67,26 +57,12 @@ def register(subparsers) -> None:
     p.set_defaults(func=run_stream)
 
 
-def load_live_config(path: Path | None, metrics_port: int | None = None) -> LiveConfig:
-    """The live section from a YAML file (top-level keys are its fields), or the defaults."""
-    data: dict = {}
-    if path is not None:
-        if not path.is_file():
-            raise ConfigError(f"live config file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"live config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"live config {path}: expected a mapping, got {type(data).__name__}")
+def live_section(base: LiveConfig, path: Path | None, metrics_port: int | None = None) -> LiveConfig:
+    """The config's live section, or the one of ``--live-config``; ``--metrics-port`` on top."""
+    live = base if path is None else load(path, LiveConfig, what="live config file")
     if metrics_port is not None:
-        data.setdefault("health", {})["metrics_port"] = metrics_port
-    try:
-        return LiveConfig.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        raise ConfigError(f"live config {path or '(defaults)'}: {key}: {err['msg']}") from None
+        live = live.model_copy(update={"health": live.health.model_copy(update={"metrics_port": metrics_port})})
+    return live
 
 
 class TrackLineSink:
@@ -125,8 +101,6 @@ def _stop_on_signals(stack: ExitStack) -> threading.Event:
 
 
 def _run_on_ray(args: argparse.Namespace, cfg, live: LiveConfig, cams: list[CameraConfig]) -> int:
-    from .ray_engine import run_ray
-
     registry = HealthRegistry(live.health.fps_window_s)
     with ExitStack() as stack:
         if live.health.metrics_port is not None:  # served by the driver from the actors' polled health
@@ -134,8 +108,7 @@ def _run_on_ray(args: argparse.Namespace, cfg, live: LiveConfig, cams: list[Came
             stack.callback(server.close)
             print(f"metrics on http://{server.host}:{server.port}/metrics", file=sys.stderr, flush=True)
         stop = _stop_on_signals(stack)
-        result = run_ray(cfg, live, cams, args.db, config_hash(cfg.model_dump_json()), stop, args.duration,
-                         args.address, registry)
+        result = run_ray(cfg, live, cams, args.db, stop, args.duration, args.address, registry)
     print(f"stream (ray): {result['tracks']} tracks, {result['matches']} matches", file=sys.stderr)
     for cam in result["cameras"]:
         print(f"{cam['camera']}: {cam['state']} frames={cam['frames']} dropped={cam['dropped']} "
@@ -149,30 +122,23 @@ def run_stream(args: argparse.Namespace) -> int:
         raise ConfigError(f"--duration: expected a positive number of seconds, got {args.duration}")
     if args.address is not None and args.engine != "ray":
         raise ConfigError(f"--address is for --engine ray, got --engine {args.engine}")
-    cfg = load_config(args.config, args.set)
-    live = load_live_config(args.live_config, args.metrics_port)
+    if args.db is None and args.gallery is None:
+        raise ConfigError("stream: expected --db URL or --gallery DIR, got neither")
+    cfg = config_of(args)
+    live = live_section(cfg.live, args.live_config, args.metrics_port)
     if args.engine == "ray" and args.db is None:
-        raise ConfigError("--engine ray: expected --db URL (the gallery and match log in SQL), got --gallery")
+        raise ConfigError("--engine ray: expected --db URL (the gallery and match log in SQL), got --gallery only")
     cams = _cameras(args, live)
     if args.engine == "ray":
+        if args.gallery is not None:
+            with build(cfg, db_url=args.db, gallery_dir=args.gallery, detector=False, embedder=False):
+                pass  # enrolled into --db before the actors start
         return _run_on_ray(args, cfg, live, cams)
-    detector = FaceDetector(cfg.detect)
-    embedder = build_embedder(cfg.embed)
     with ExitStack() as stack:
-        gallery = stack.enter_context(Gallery.open(args.db)) if args.db else None
-        if gallery is None:
-            threshold = cfg.match.threshold if cfg.match.threshold is not None else DEFAULT_THRESHOLD
-            index = InMemoryGallery.from_folder(args.gallery, detector, embedder, threshold)
-        else:
-            index = SqlGalleryIndex(gallery, embedder.embedder_id, cfg.match.threshold)
-        watch = set(live.alerts.watchlist)
-        if gallery is not None:
-            watch |= {i.name for i in gallery.identities() if i.watchlist}
-        alerts = WatchlistAlerts(live.alerts.model_copy(update={"watchlist": tuple(sorted(watch))}))
-        log = None
-        if gallery is not None:
-            log = MatchLogSink.for_cameras(gallery, cams, embedder.embedder_id, config_hash(cfg.model_dump_json()))
-        sinks = [TrackLineSink(), alerts] + ([log] if log else [])
+        system = stack.enter_context(build(cfg, db_url=args.db, gallery_dir=args.gallery))
+        alerts = watchlist_alerts(live.alerts, system.gallery)
+        log = system.match_log([LoggedSource(c.name, "camera", c.url) for c in cams], batch_size=1)
+        sinks = [TrackLineSink(), alerts, log]
         registry = HealthRegistry(live.health.fps_window_s)
         cameras = LiveCameras(cams, live, registry)
         if live.health.metrics_port is not None:
@@ -180,7 +146,7 @@ def run_stream(args: argparse.Namespace) -> int:
             stack.callback(server.close)
             print(f"metrics on http://{server.host}:{server.port}/metrics", file=sys.stderr, flush=True)
         stop = _stop_on_signals(stack)
-        runner = LiveRunner(cfg, detector, embedder, Matcher(cfg.match, index), sinks, cameras, registry)
+        runner = LiveRunner(cfg, system.detector, system.embedder, system.matcher(), sinks, cameras, registry)
         status = "failed"
         try:
             stats = runner.run(stop, args.duration, live.health.status_interval_s)

@@ -15,29 +15,18 @@ import logging
 import sys
 from pathlib import Path
 
-from gallery.enroll import Enroller
-from gallery.errors import EnrollmentError
-from gallery.matchlog import config_hash
-from gallery.store import Gallery
-from stages.detect import FaceDetector
-from stages.embed import build_embedder
-from stages.match import Matcher
-from stages.quality import QualityScorer
+from ..annotate import track_labels, write_annotated
+from ..build import System, build
+from ..errors import PipelineError
+from ..runner import FileRunner, FileRunStats
+from ..sinks import CollectSink, ConsoleTableSink, JsonSink, ResultSink, ThumbnailSink
+from ..sources import FileSource
+from ..sql_gallery import LoggedSource, MatchLogSink
+from .common import add_config_options, config_of, db_of
 
-from .annotate import track_labels, write_annotated
-from .config import AppConfig, load_config
-from .enroll import face_extractor
-from .errors import GalleryBuildError, PipelineError
-from .runner import Runner, RunStats
-from .sinks import ConsoleTableSink, JsonSink, ResultSink, ThumbnailSink
-from .sources import FileSource
-from .sql_gallery import LoggedSource, MatchLogSink, SqlGalleryIndex
-
-__all__ = ["DEFAULT_CONFIG", "NoFacesError", "enroll_folder", "register", "run_process"]
+__all__ = ["NoFacesError", "register", "run_process"]
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
 
 
 class NoFacesError(PipelineError):
@@ -50,11 +39,7 @@ def register(subparsers) -> None:
     p.add_argument("videos", nargs="+", type=Path, metavar="VIDEO", help="video files (anything FFmpeg reads)")
     p.add_argument("--gallery", type=Path, help="folder of known people to enroll first: one subfolder per "
                    "person, or images named after them (already enrolled images are skipped)")
-    p.add_argument("--db", help="database of the gallery and the match log (default: gallery.db_url of the "
-                   "config, sqlite:///facemoe.db)")
-    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="YAML configuration (default: %(default)s)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config key, e.g. --set source.stride=2 (repeatable)")
+    add_config_options(p)
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON ('-' = standard output, "
                    "which then replaces the table)")
     p.add_argument("--thumbnails", type=Path, metavar="DIR", help="save each track's best face crop here")
@@ -64,24 +49,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=run_process)
 
 
-def enroll_folder(folder: Path, cfg: AppConfig, gallery: Gallery, detector: FaceDetector, embedder) -> None:
-    """Enroll the people of ``folder`` into ``gallery`` (a no-op for images already there); problems are
-    reported on standard error, and a folder that yields no face at all is an error."""
-    enroller = Enroller(gallery, face_extractor(detector, QualityScorer(cfg.quality)), embedder)
-    try:
-        report = enroller.enroll_folder(folder)
-    except EnrollmentError as exc:
-        raise GalleryBuildError(str(exc)) from None
-    for problem in report.problems:
-        print(f"warning: gallery {problem.identity} {problem.path}: {problem.status} {problem.detail}".rstrip(),
-              file=sys.stderr)
-    new, known = report.count("enrolled"), report.count("duplicate")
-    if not new and not known:
-        raise GalleryBuildError(f"no face found in any image of the gallery folder {folder} "
-                                f"({len(report.problems)} images with problems, listed above)")
-    logger.info("gallery %s: %d images enrolled, %d already enrolled", folder, new, known)
-
-
 def _progress_bar(enabled: bool | None, sources: list[FileSource]):
     from tqdm import tqdm
 
@@ -89,14 +56,14 @@ def _progress_bar(enabled: bool | None, sources: list[FileSource]):
     bar = tqdm(total=sum(total) if all(total) else None, unit="frame", file=sys.stderr, dynamic_ncols=True,
                disable=(not sys.stderr.isatty()) if enabled is None else not enabled)
 
-    def update(stats: RunStats, frames: int) -> None:
+    def update(stats: FileRunStats, frames: int) -> None:
         bar.update(frames)
         bar.set_postfix(tracks=stats.tracks, matches=stats.matches, refresh=False)
 
     return bar, update
 
 
-def _report_damage(stats: RunStats) -> list[dict]:
+def _report_damage(stats: FileRunStats) -> list[dict]:
     out = []
     for source_id, report in stats.decode.items():
         out.append({"source": source_id, "frames_decoded": report.decoded, "frames_processed": report.kept,
@@ -110,29 +77,23 @@ def _report_damage(stats: RunStats) -> list[dict]:
 
 
 def run_process(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config, args.overrides)
+    cfg = config_of(args)
     names = [str(v) for v in args.videos]
     if len(set(names)) != len(names):
         raise PipelineError("the same video is given twice")
     sources = [FileSource(v, cfg.source) for v in args.videos]  # every file is checked before any work
-    detector = FaceDetector(cfg.detect)
-    embedder = build_embedder(cfg.embed)
-    db_url = args.db or cfg.gallery.db_url
-    with Gallery.open(db_url, cfg.gallery) as gallery:
-        if args.gallery is not None:
-            enroll_folder(args.gallery, cfg, gallery, detector, embedder)
-        index = SqlGalleryIndex(gallery, embedder.embedder_id, cfg.match.threshold)
+    with build(cfg, db_url=db_of(args, cfg), gallery_dir=args.gallery) as system:
+        index = system.index()
         logged = [LoggedSource(s.source_id, "file", str(s.path.resolve())) for s in sources]
-        log = MatchLogSink(gallery, logged, embedder.embedder_id, config_hash(cfg.model_dump_json()),
-                           cfg.gallery.match_log.batch_size)
+        log = system.match_log(logged)
         try:
-            stats = _run(args, cfg, sources, detector, embedder, index, log)
+            stats = _run(args, system, sources, index, log)
         except BaseException:
             log.close("failed")
             raise
         log.close("finished")
         if stats.tracks:
-            print(f"match log: {gallery.db.shown} runs {', '.join(str(r) for r in log.run_ids.values())} "
+            print(f"match log: {system.gallery.db.shown} runs {', '.join(str(r) for r in log.run_ids.values())} "
                   f"(threshold {index.threshold:.3f})", file=sys.stderr)
     if stats.tracks == 0:
         raise NoFacesError(f"no face tracks found in {', '.join(names)} ({stats.frames} frames processed, "
@@ -140,13 +101,15 @@ def run_process(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace, cfg: AppConfig, sources: list[FileSource], detector: FaceDetector, embedder,
-         index: SqlGalleryIndex, log: MatchLogSink) -> RunStats:
+def _run(args: argparse.Namespace, system: System, sources: list[FileSource], index, log: MatchLogSink
+         ) -> FileRunStats:
+    cfg = system.cfg
     thumbs = ThumbnailSink(args.thumbnails, cfg.output.thumbnail_size) if args.thumbnails else None
-    sinks: list[ResultSink] = [log] + ([thumbs] if thumbs else [])
+    collected = CollectSink() if args.annotate else None
+    sinks: list[ResultSink] = [log] + [s for s in (thumbs, collected) if s is not None]
     json_sink = None
     if args.json:
-        json_sink = JsonSink(args.json, args.thumbnails, {"embedder": embedder.embedder_id,
+        json_sink = JsonSink(args.json, args.thumbnails, {"embedder": system.embedder.embedder_id,
                                                           "gallery_size": len(index),
                                                           "threshold": index.threshold,
                                                           "runs": log.run_ids})
@@ -154,8 +117,8 @@ def _run(args: argparse.Namespace, cfg: AppConfig, sources: list[FileSource], de
     if args.json != "-":
         sinks.append(ConsoleTableSink(sys.stdout))
     bar, update = _progress_bar(args.progress, sources)
-    runner = Runner(cfg, detector, embedder, Matcher(cfg.match, index), sinks,
-                    keep_boxes=args.annotate is not None, progress=update)
+    runner = FileRunner(cfg, system.detector, system.embedder, system.matcher(index), sinks,
+                        keep_boxes=args.annotate is not None, progress=update)
     try:
         stats = runner.run(sources)
     finally:
@@ -172,7 +135,7 @@ def _run(args: argparse.Namespace, cfg: AppConfig, sources: list[FileSource], de
             sink.close()
     if args.annotate:
         for source in sources:
-            results = [r for _, r in stats.results if r.source_id == source.source_id]
+            results = [r for _, r in collected.results if r.source_id == source.source_id]
             target = args.annotate / f"{source.path.stem}_annotated.mp4"
             write_annotated(source, stats.boxes.get(source.source_id, []), track_labels(results), target)
     total = stats.seconds["total"]

@@ -1,0 +1,174 @@
+"""The Python API: build the system once from a config, then recognize images, process videos, enroll people.
+
+    from pipeline.api import FaceRecognition
+
+    with FaceRecognition("configs/test.yaml", db="sqlite:///faces.db") as fr:
+        fr.enroll("Rachel", ["rachel.jpg"])
+        for face in fr.recognize(cv2.imread("photo.jpg")):
+            print(face.box, face.identity, face.score)
+        for track in fr.process("clip.mp4"):
+            print(track.start, track.end, track.identity, track.score)
+
+The command line is a thin layer over the same builder and runners, so both give the same results and store the
+same templates (same ``embedder_id``) in the same database.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from core.errors import InputError
+from core.types import MatchResult, TrackTemplate
+from gallery.enroll import EnrollReport
+from stages.align import align_face
+from stages.quality import QualityScorer
+
+from .build import build
+from .config import AppConfig, load_config
+from .runner import FileRunner
+from .sources import FileSource
+from .sql_gallery import LoggedSource
+
+__all__ = ["Face", "FaceRecognition", "Track"]
+
+
+@dataclass(frozen=True)
+class Face:
+    """One face of an image: ``box`` (x1, y1, x2, y2 px), detector score, quality score, the open-set decision."""
+
+    box: tuple[float, float, float, float]
+    det_score: float
+    quality: float
+    identity: str | None
+    score: float | None
+    result: MatchResult
+
+
+@dataclass(frozen=True)
+class Track:
+    """A finished face track of a video: time span (s), who (None: unknown), best score, the fused template."""
+
+    source: str
+    track_id: int
+    start: float
+    end: float
+    identity: str | None
+    score: float | None
+    template: TrackTemplate
+    result: MatchResult
+
+
+def _track(template: TrackTemplate, result: MatchResult) -> Track:
+    best = result.candidates[0].score if result.candidates else None
+    who = result.identity.name if result.identity else None
+    return Track(template.source_id, template.track_id, template.first_timestamp, template.last_timestamp, who,
+                 best, template, result)
+
+
+class _QueueSink:
+    def __init__(self, out: queue.Queue) -> None:
+        self.out = out
+
+    def on_track(self, template: TrackTemplate, result: MatchResult) -> None:
+        self.out.put(_track(template, result))
+
+    def close(self) -> None:
+        """Nothing to flush."""
+
+
+class FaceRecognition:
+    """The whole system built once from a config (a path, None for the packaged default, or an ``AppConfig``):
+    detector, embedder, the SQL gallery of ``db`` (default ``gallery.db_url``) and its matcher."""
+
+    def __init__(self, config: str | Path | AppConfig | None = None, overrides: Sequence[str] = (),
+                 db: str | None = None) -> None:
+        cfg = config if isinstance(config, AppConfig) else load_config(config, overrides)
+        self.system = build(cfg, db_url=db or cfg.gallery.db_url)
+        self._scorer = QualityScorer(cfg.quality)
+
+    def __enter__(self) -> FaceRecognition:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.system.close()
+
+    def recognize(self, image: np.ndarray | str | Path) -> list[Face]:
+        """Every face of a BGR uint8 image (or an image file), each matched against the gallery."""
+        image = _read(image)
+        system = self.system
+        dets = system.detector.detect([image])[0]
+        if not len(dets):
+            return []
+        crops = [align_face(image, lm) for lm in dets.landmarks]
+        quality = [self._scorer.score(self._scorer.assess(c, b, float(s), lm))
+                   for c, b, s, lm in zip(crops, dets.xyxy, dets.score, dets.landmarks)]
+        feats, _ = system.embedder.embed(crops)
+        matcher = system.matcher()
+        faces = []
+        for i, feat in enumerate(feats):
+            template = TrackTemplate("image", i, feat, 1.0, 1, None, 0.0, 0.0, 1)
+            result = matcher.match(template)
+            best = result.candidates[0].score if result.candidates else None
+            faces.append(Face(tuple(float(v) for v in dets.xyxy[i]), float(dets.score[i]), quality[i],
+                              result.identity.name if result.identity else None, best, result))
+        return faces
+
+    def process(self, video: str | Path) -> Iterator[Track]:
+        """The finished tracks of a video file as they end, each also written to the match log (one run)."""
+        system = self.system
+        source = FileSource(Path(video), system.cfg.source)
+        out: queue.Queue = queue.Queue(maxsize=64)
+        log = system.match_log([LoggedSource(source.source_id, "file", str(source.path.resolve()))])
+        runner = FileRunner(system.cfg, system.detector, system.embedder, system.matcher(), [log, _QueueSink(out)])
+        failure: list[BaseException] = []
+        done = object()
+
+        def work() -> None:
+            try:
+                runner.run([source])
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                failure.append(exc)
+            finally:
+                out.put(done)
+
+        thread = threading.Thread(target=work, name="process", daemon=True)
+        thread.start()
+        status = "failed"
+        try:
+            while (item := out.get()) is not done:
+                yield item
+            if failure:
+                raise failure[0]
+            status = "finished"
+        finally:
+            runner.stop()
+            while thread.is_alive():  # let the runner finish its open tracks without blocking on a full queue
+                try:
+                    out.get(timeout=0.1)
+                except queue.Empty:
+                    pass
+            log.close(status)
+
+    def enroll(self, name: str, images: Sequence[str | Path], add: bool = False) -> EnrollReport:
+        """Enroll ``name`` from image files (content-hash idempotent; ``add`` to extend an existing identity)."""
+        return self.system.enroller().enroll_images(name, [Path(p) for p in images], add=add)
+
+
+def _read(image: np.ndarray | str | Path) -> np.ndarray:
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise InputError(f"image: expected a BGR uint8 HxWx3 array, got {image.dtype} {image.shape}")
+        return image
+    data = cv2.imread(str(image), cv2.IMREAD_COLOR)
+    if data is None:
+        raise InputError(f"image {image}: expected a readable image file, got none or an unreadable one")
+    return data

@@ -1,0 +1,144 @@
+"""The one builder: a validated config in, the system out (detector, embedder, gallery, matcher, sinks).
+
+Every command (process, stream, enroll, eval video, serve, query, purge, the Ray workers) and the Python API
+build through :func:`build`, so a config section means the same whatever the door. The gallery is always the SQL
+gallery of :mod:`gallery` opened with the config's ``gallery`` section; ``db_url=None`` means a temporary SQLite
+database (deleted on close) for commands that have no ``--db``. ``--gallery DIR`` means one thing everywhere:
+:meth:`System.enroll_folder`, the enrollment rule of ``enroll --dir``, into that database.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from gallery.enroll import Enroller, EnrollReport, FaceExtractor
+from gallery.errors import EnrollmentError
+from gallery.matchlog import config_hash
+from gallery.store import Gallery
+from stages.align import align_face
+from stages.detect import FaceDetector
+from stages.embed import Embedder, build_embedder
+from stages.match import Matcher
+from stages.quality import QualityScorer
+
+from .config import AppConfig
+from .sql_gallery import LoggedSource, MatchLogSink, SqlGalleryIndex
+
+__all__ = ["System", "build", "face_extractor"]
+
+logger = logging.getLogger(__name__)
+
+
+def face_extractor(detector: FaceDetector, scorer: QualityScorer) -> FaceExtractor:
+    """``image -> [(aligned 112x112 BGR crop, quality score)]`` for every face the detector finds."""
+
+    def extract(image: np.ndarray) -> list[tuple[np.ndarray, float]]:
+        dets = detector.detect([image])[0]
+        faces = []
+        for box, score, landmarks in zip(dets.xyxy, dets.score, dets.landmarks):
+            crop = align_face(image, landmarks)
+            faces.append((crop, scorer.score(scorer.assess(crop, box, float(score), landmarks))))
+        return faces
+
+    return extract
+
+
+class System:
+    """What a config builds; close it (or use it as a context manager) to release the gallery.
+
+    ``detector``/``embedder`` are None when the command did not ask for them; ``gallery`` is None only for
+    commands that need no database."""
+
+    def __init__(self, cfg: AppConfig, detector: FaceDetector | None, embedder: Embedder | None,
+                 gallery: Gallery | None, temp_dir: Path | None = None) -> None:
+        self.cfg = cfg
+        self.detector = detector
+        self.embedder = embedder
+        self.gallery = gallery
+        self.enrollment: EnrollReport | None = None  # the report of the last enroll_folder
+        self._temp_dir = temp_dir
+
+    def __enter__(self) -> System:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.gallery is not None:
+            self.gallery.close()
+            self.gallery = None
+        if self._temp_dir is not None:
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
+            self._temp_dir = None
+
+    @property
+    def config_hash(self) -> str:
+        """Digest of the whole config, stored with every run of the match log."""
+        return config_hash(self.cfg.model_dump_json())
+
+    def index(self) -> SqlGalleryIndex:
+        """The gallery of this embedder as the matcher's index, at the one operating threshold: ``match.threshold``
+        when set, else the gallery's own (``gallery.threshold.override``, the calibration, its default)."""
+        return SqlGalleryIndex(self.gallery, self.embedder.embedder_id, self.cfg.match.threshold)
+
+    def matcher(self, index: SqlGalleryIndex | None = None) -> Matcher:
+        return Matcher(self.cfg.match, index or self.index())
+
+    def enroller(self, min_quality: float = 0.0) -> Enroller:
+        extract = face_extractor(self.detector, QualityScorer(self.cfg.quality))
+        return Enroller(self.gallery, extract, self.embedder, min_quality=min_quality)
+
+    def enroll_folder(self, folder: Path) -> EnrollReport:
+        """Enroll the people of ``folder`` (one subfolder per person, or images named after them); images already
+        enrolled are skipped by content hash. A folder that yields no face at all is an :class:`EnrollmentError`."""
+        report = self.enroller().enroll_folder(Path(folder))
+        for problem in report.problems:
+            logger.warning("gallery %s %s: %s %s", problem.identity, problem.path, problem.status, problem.detail)
+        self.enrollment = report
+        new, known = report.count("enrolled"), report.count("duplicate")
+        if not new and not known:
+            raise EnrollmentError(f"no face found in any image of the gallery folder {folder} "
+                                  f"({len(report.problems)} images with problems, listed above)")
+        logger.info("gallery %s: %d images enrolled, %d already enrolled", folder, new, known)
+        return report
+
+    def match_log(self, sources: list[LoggedSource], batch_size: int | None = None) -> MatchLogSink:
+        """A match-log sink writing one run per source (``batch_size`` tracks per transaction; default the
+        config's ``gallery.match_log.batch_size``)."""
+        size = self.cfg.gallery.match_log.batch_size if batch_size is None else batch_size
+        return MatchLogSink(self.gallery, sources, self.embedder.embedder_id, self.config_hash, size)
+
+
+def _open_gallery(cfg: AppConfig, db_url: str | None) -> tuple[Gallery, Path | None]:
+    if db_url is not None:
+        return Gallery.open(db_url, cfg.gallery), None
+    temp = Path(tempfile.mkdtemp(prefix="facemoe-gallery-"))
+    section = cfg.gallery.model_copy(update={"storage_dir": str(temp), "thumbnails_dir": None})
+    try:
+        return Gallery.open(f"sqlite:///{temp / 'gallery.db'}", section), temp
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+
+
+def build(cfg: AppConfig, *, db_url: str | None = None, gallery_dir: Path | None = None, detector: bool = True,
+          embedder: bool = True, gallery: bool = True) -> System:
+    """Build what a command needs from ``cfg``: the detector and embedder (``detect`` and ``embed`` sections),
+    the gallery (``gallery`` section; ``db_url`` None: a temporary database), and with ``gallery_dir`` the
+    folder's people enrolled into it."""
+    det = FaceDetector(cfg.detect) if detector or gallery_dir is not None else None
+    emb = build_embedder(cfg.embed) if embedder or gallery_dir is not None else None
+    store, temp = _open_gallery(cfg, db_url) if gallery or gallery_dir is not None else (None, None)
+    system = System(cfg, det, emb, store, temp)
+    if gallery_dir is not None:
+        try:
+            system.enroll_folder(gallery_dir)
+        except BaseException:
+            system.close()
+            raise
+    return system

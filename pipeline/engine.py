@@ -1,0 +1,272 @@
+"""The per-track core, written once and driven by every runner (files, live cameras, Ray actors).
+
+``SourceTracking`` (one per source: a ``Tracker``, a ``ShotCutDetector``, a ``CropSelector``) turns a frame and
+its detections into aligned, quality-scored crops worth embedding and tracks that ended. ``TrackMatching`` embeds
+the selected crops of any sources in one batch, fuses them per track (``Aggregator``), matches every ended track
+and hands it to the sinks; sinks that watch open tracks (``ProgressSink``) also get the running template's match
+whenever an embed batch adds crops to a track. ``EmbedWorker`` is the thread between them: jobs queue up to
+``queue_size`` (back-pressure on detection) and are handled in batches of about ``batch_size`` crops.
+
+The runners differ only in where frames come from and how work is scheduled: ``pipeline.runner`` (files),
+``pipeline.live_runner`` (cameras in one process), ``pipeline.ray_engine`` (an actor per camera).
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from core.types import Detections, FaceCrop, Frame, MatchResult, TrackTemplate
+from stages.aggregate import Aggregator
+from stages.align import align_face
+from stages.embed import Embedder
+from stages.match import Matcher
+from stages.quality import QualityScorer
+from stages.shot import ShotCutDetector
+from stages.track import TrackEnd, Tracker
+
+from .config import AppConfig
+from .selection import CropSelector
+from .sinks import ResultSink
+
+__all__ = ["EmbedWorker", "EndedTrack", "ProgressSink", "RunStats", "SourceTracking", "TrackJob", "TrackMatching"]
+
+logger = logging.getLogger(__name__)
+
+_STOP = object()
+STAGES = ("decode_wait", "detect", "track", "crop", "embed", "match", "total")
+
+
+@runtime_checkable
+class ProgressSink(Protocol):
+    """A result sink that also watches open tracks: ``on_progress`` gets the match of a track's running template
+    after each embed batch that added crops to it (while ``watching`` is true); ``on_track`` still gets the
+    final match once, when the track ends."""
+
+    watching: bool
+
+    def on_progress(self, template: TrackTemplate, result: MatchResult) -> None: ...
+
+
+@dataclass
+class RunStats:
+    """Counts and per-stage wall time (seconds) of a run; ``latencies_s``: for the latest tracks, seconds from the
+    track's last frame to its result reaching the sinks (live runs, where frames carry the runner's clock)."""
+
+    frames: int = 0
+    batches: int = 0
+    detections: int = 0
+    tracks: int = 0
+    matches: int = 0
+    crops_embedded: int = 0
+    closed_at_loss: int = 0
+    progress_matches: int = 0
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    latencies_s: deque = field(default_factory=lambda: deque(maxlen=10000))
+
+    def add_time(self, stage: str, seconds: float) -> None:
+        self.seconds[stage] += seconds
+
+
+@dataclass
+class EndedTrack:
+    """A confirmed track that ended, with what is still to embed for it."""
+
+    end: TrackEnd
+    source_id: str
+    frames: int
+    best: FaceCrop | None
+    pooled: list[tuple[FaceCrop, float]]
+
+
+@dataclass
+class TrackJob:
+    """Work for the embedding side: crops to embed now (with quality scores) and tracks that ended; ``after``
+    is called once the job is handled, in order with the jobs queued before it."""
+
+    crops: list[tuple[FaceCrop, float]] = field(default_factory=list)
+    ends: list[EndedTrack] = field(default_factory=list)
+    after: Callable[[], None] | None = None
+
+
+class SourceTracking:
+    """Tracking, shot cuts and crop selection of one source. Track ids keep counting across stream losses, so a
+    source never reports one twice; ``generation`` is the source's stream generation last seen (live runners)."""
+
+    def __init__(self, cfg: AppConfig, source_id: str) -> None:
+        self.source_id = source_id
+        self.quality = QualityScorer(cfg.quality)
+        self.tracker = Tracker(cfg.track)
+        self.selector = CropSelector(cfg.runner)
+        self.cuts = ShotCutDetector(cfg.shot)
+        self.generation = 0
+
+    def frame(self, frame: Frame, dets: Detections, job: TrackJob, stats: RunStats) -> Detections:
+        """Track one frame's detections; selected crops and ended tracks go into ``job``. Returns the tracked
+        detections (``track_id`` -1 for faces not on a track)."""
+        t0 = time.perf_counter()
+        if self.cuts.is_cut(frame.image):  # edited footage: a hard cut ends every track
+            logger.debug("%s: shot cut at frame %d, all tracks end", self.source_id, frame.index)
+            job.ends.extend(self._finish(self.tracker.flush()))
+        tracked = self.tracker.update(dets, frame.timestamp)
+        confirmed = set(self.tracker.active_ids)
+        t1 = time.perf_counter()
+        for i in np.flatnonzero(tracked.track_id >= 0):
+            image = align_face(frame.image, tracked.landmarks[i])
+            q = self.quality.assess(image, tracked.xyxy[i], tracked.score[i], tracked.landmarks[i])
+            crop = FaceCrop(frame.source_id, int(tracked.track_id[i]), frame.index, frame.timestamp, image, q)
+            score = self.quality.score(q)
+            if self.selector.offer(crop, score, self.quality.usable(q), crop.track_id in confirmed):
+                job.crops.append((crop, score))
+        job.ends.extend(self._finish(self.tracker.finished()))
+        stats.add_time("track", t1 - t0)
+        stats.add_time("crop", time.perf_counter() - t1)
+        stats.frames += 1
+        stats.detections += len(dets)
+        return tracked
+
+    def close_all(self) -> list[EndedTrack]:
+        """End every open track (end of file, stream lost, run over)."""
+        self.cuts.reset()
+        return self._finish(self.tracker.flush())
+
+    def _finish(self, ended: list[TrackEnd]) -> list[EndedTrack]:
+        out = []
+        for end in ended:
+            state, pooled = self.selector.finish(end.track_id, end.confirmed)
+            if end.confirmed:
+                out.append(EndedTrack(end, self.source_id, state.frames, state.best, pooled))
+        return out
+
+
+class TrackMatching:
+    """Embeds the crops of any sources in one batch, fuses them per track, matches ended tracks, feeds sinks.
+    ``clock`` gives the frames' time base for the latency figures (None: no latency, e.g. files). When a sink
+    watches open tracks (``ProgressSink``), every open track that got crops in a batch is matched on its running
+    template and the result goes to those sinks' ``on_progress``."""
+
+    def __init__(self, cfg: AppConfig, embedder: Embedder, matcher: Matcher, sinks: Sequence[ResultSink],
+                 clock: Callable[[], float] | None = None) -> None:
+        self.embedder = embedder
+        self.matcher = matcher
+        self.sinks = list(sinks)
+        self.clock = clock
+        self.aggregator = Aggregator(cfg.aggregate, embedder.dim)
+        self.watchers = [s for s in self.sinks if isinstance(s, ProgressSink)]
+        self._span: dict[tuple[str, int], list[float]] = {}  # open track -> [first, last] embedded crop time
+
+    def handle(self, group: list[TrackJob], stats: RunStats) -> None:
+        todo = [c for job in group for c in job.crops] + [c for job in group for e in job.ends for c in e.pooled]
+        t0 = time.perf_counter()
+        if todo:
+            feats, norms = self.embedder.embed([c.image for c, _ in todo])
+            self.aggregator.add([c for c, _ in todo], feats, norms, [s for _, s in todo])
+            stats.crops_embedded += len(todo)
+        t1 = time.perf_counter()
+        stats.add_time("embed", t1 - t0)
+        updated: dict[tuple[str, int], None] = {}
+        for crop, _ in todo:
+            key = (crop.source_id, crop.track_id)
+            span = self._span.setdefault(key, [crop.timestamp, crop.timestamp])
+            span[0], span[1] = min(span[0], crop.timestamp), max(span[1], crop.timestamp)
+            updated[key] = None
+        ending = {(e.source_id, e.end.track_id) for job in group for e in job.ends}
+        self._progress([k for k in updated if k not in ending], stats)
+        for job in group:
+            for done in job.ends:
+                key = (done.source_id, done.end.track_id)
+                self._span.pop(key, None)
+                fusion = self.aggregator.pop(*key)
+                template = fusion.template(done.end.first_seen, done.end.last_seen, done.frames)
+                template.best_crop = done.best
+                self._deliver(template, self.matcher.match(template), stats)
+            if job.after is not None:
+                job.after()
+        stats.add_time("match", time.perf_counter() - t1)
+
+    def drop_source(self, source_id: str) -> int:
+        """Forget the open tracks of a source that will send no ends (its process died); returns how many."""
+        keys = [k for k in self._span if k[0] == source_id]
+        for key in keys:
+            del self._span[key]
+            self.aggregator.pop(*key)
+        return len(keys)
+
+    def _progress(self, updated: list[tuple[str, int]], stats: RunStats) -> None:
+        """Match the running template of every open track that got crops now (tracks ending in this batch get
+        their final match instead)."""
+        watchers = [s for s in self.watchers if s.watching]
+        if not watchers:
+            return
+        for key in updated:
+            fusion = self.aggregator.state(*key)
+            first, last = self._span[key]
+            template = fusion.template(first, last, fusion.crops)
+            result = self.matcher.match(template)
+            stats.progress_matches += 1
+            for sink in watchers:
+                sink.on_progress(template, result)
+
+    def _deliver(self, template: TrackTemplate, result: MatchResult, stats: RunStats) -> None:
+        stats.tracks += 1
+        stats.matches += result.decision == "match"
+        for sink in self.sinks:
+            sink.on_track(template, result)
+        if self.clock is not None:
+            stats.latencies_s.append(self.clock() - template.last_timestamp)
+
+
+class EmbedWorker:
+    """A thread feeding queued jobs to ``TrackMatching`` in batches of about ``batch_size`` crops. A failure stops
+    the work (later jobs are drained unhandled) and is re-raised by ``close``; ``failure`` tells the feeding
+    thread to stop early."""
+
+    def __init__(self, matching: TrackMatching, batch_size: int, queue_size: int, stats: RunStats) -> None:
+        self.matching = matching
+        self.batch_size = batch_size
+        self.stats = stats
+        self.failure: list[Exception] = []
+        self._jobs: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._thread = threading.Thread(target=self._run, name="embed", daemon=True)
+        self._thread.start()
+
+    def put(self, job: TrackJob) -> None:
+        if job.crops or job.ends or job.after is not None:
+            self._jobs.put(job)  # blocks while embedding is behind: back-pressure, bounded memory
+
+    def close(self) -> None:
+        """Finish the queued jobs; re-raises an embedding failure."""
+        self._jobs.put(_STOP)
+        self._thread.join()
+        if self.failure:
+            raise self.failure[0]
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            group = [self._jobs.get()]
+            if group[0] is _STOP:
+                return
+            while sum(len(j.crops) for j in group) < self.batch_size:
+                try:
+                    nxt = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stopping = True
+                    break
+                group.append(nxt)
+            if self.failure:
+                continue  # drain without work; the failure is raised by close
+            try:
+                self.matching.handle(group, self.stats)
+            except Exception as exc:  # noqa: BLE001 - handed to the feeding thread through close()
+                logger.debug("embedding failed: %s", exc)
+                self.failure.append(exc)
