@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.config import AppConfig, load_config, parse_overrides
-from pipeline.errors import ConfigError
+from core.config import Section, parse_overrides
+from core.errors import ConfigError
+from pipeline.config import AppConfig, default_config_path, load_config
 from tests.conftest import ROOT
 
 DEFAULT = ROOT / "configs" / "default.yaml"
@@ -78,7 +79,7 @@ def test_every_field_is_described_and_sections_are_strict():
         for name, field in model.model_fields.items():
             assert field.description, f"{model.__name__}.{name} has no description"
             ann = field.annotation
-            if isinstance(ann, type) and issubclass(ann, AppConfig.__mro__[1]):
+            if isinstance(ann, type) and issubclass(ann, Section):
                 assert ann.model_config["extra"] == "forbid"
                 walk(ann)
 
@@ -88,3 +89,23 @@ def test_every_field_is_described_and_sections_are_strict():
 
 def test_parse_overrides_values():
     assert parse_overrides(["a.b=1.5", "c=text", "d=[1,2]"]) == [(["a", "b"], 1.5), (["c"], "text"), (["d"], [1, 2])]
+
+
+def test_packaged_default_is_the_repository_default():
+    assert default_config_path().read_text() == DEFAULT.read_text()
+    assert load_config(None) == load_config(DEFAULT)
+
+
+def test_paths_in_a_file_are_relative_to_it_and_set_paths_to_the_working_directory(tmp_path, monkeypatch):
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    (folder / "c.yaml").write_text("detect: {model: models/det.onnx}\n"
+                                   "embed: {backend: facemoe, checkpoint: briar}\n"
+                                   "gallery: {storage_dir: store}\n")
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(folder / "c.yaml", ["embed.checkpoint=weights/model.pt"])
+    assert cfg.detect.model == str(folder / "models" / "det.onnx")
+    assert cfg.gallery.storage_dir == str(folder / "store")
+    assert cfg.embed.checkpoint == str(tmp_path / "weights" / "model.pt")
+    named = load_config(folder / "c.yaml", ["detect.model=buffalo_l"])
+    assert (named.detect.model, named.embed.checkpoint) == ("buffalo_l", "briar")  # names, not paths

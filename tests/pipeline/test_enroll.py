@@ -1,4 +1,4 @@
-"""pipeline/enroll.py end to end with SCRFD-500M + MobileFaceNet on the shared labelled photos.
+"""pipeline/commands/enroll.py end to end with SCRFD-500M + MobileFaceNet on the shared labelled photos.
 
 Every identity with several photos has its first photo (by path) held out; the rest of identities.json is
 enrolled through the ``enroll`` command; each held-out photo is then identified against the gallery.
@@ -15,7 +15,7 @@ import pytest
 
 from gallery.store import Gallery
 from pipeline.config import load_config
-from pipeline.enroll import build_enroller
+from pipeline.build import build
 from run_pipeline import main
 from tests.conftest import ASSETS, ROOT, require
 
@@ -62,8 +62,8 @@ def test_enroll_shared_photos_and_identify_held_out(split, capsys):
         and statuses.count("enrolled") == count - 3
     )
     cfg = load_config(ROOT / "configs" / "test.yaml", _overrides())
-    with Gallery.open(url) as gallery:
-        enroller = build_enroller(cfg, gallery)
+    with build(cfg, db_url=url) as system:
+        gallery, enroller = system.gallery, system.enroller()
         embedder_id = enroller.embedder.embedder_id
         assert len(gallery.identities()) == 19
         threshold = gallery.threshold(embedder_id)

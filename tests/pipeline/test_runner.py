@@ -4,14 +4,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pipeline.build import build
 from pipeline.config import load_config
-from pipeline.runner import Runner
-from pipeline.sinks import JsonSink
+from pipeline.runner import FileRunner
+from pipeline.sinks import CollectSink, JsonSink
 from pipeline.sources import FileSource
 from stages.detect import FaceDetector
-from stages.embed import build_embedder
-from stages.match import InMemoryGallery, Matcher
+from stages.match import Matcher
 from tests.conftest import ASSETS, ROOT, require
+from tests.fakes import FixedIndex
 
 TEST_CONFIG = ROOT / "configs" / "test.yaml"
 VIDEOS = ASSETS / "videos"
@@ -35,29 +36,28 @@ def _truth(t: float, x: float) -> list[int]:
 
 
 def _run(video: str, overrides: list[str], gallery: bool = True, sinks=()):
+    """(stats, the (template, result) of every track, track id -> [(timestamp, box)])."""
     cfg = load_config(TEST_CONFIG, overrides)
-    detector, embedder = FaceDetector(cfg.detect), build_embedder(cfg.embed)
-    if gallery:
-        index = InMemoryGallery.from_folder(require(FRIENDS_GALLERY), detector, embedder, cfg.match.threshold)
-    else:
-        index = InMemoryGallery([], np.zeros((0, embedder.dim), np.float32), 0.3, embedder.embedder_id)
     path = str(require(VIDEOS / video))
-    stats = Runner(cfg, detector, embedder, Matcher(cfg.match, index), list(sinks), keep_boxes=True).run(
-        [FileSource(path, cfg.source)])
+    collect = CollectSink()
+    with build(cfg, gallery_dir=require(FRIENDS_GALLERY) if gallery else None) as system:
+        stats = FileRunner(cfg, system.detector, system.embedder, system.matcher(), [collect, *sinks],
+                           keep_boxes=True).run([FileSource(path, cfg.source)])
     tracks: dict[int, list[tuple[float, np.ndarray]]] = {}
     for fb in stats.boxes[path]:
         for box, tid in zip(fb.xyxy, fb.track_id):
             tracks.setdefault(int(tid), []).append((fb.timestamp, box))
-    return stats, tracks
+    return stats, collect.results, tracks
 
 
 @pytest.mark.slow
 def test_friends_names_agree_with_the_screen(tmp_path):
     sink = JsonSink(tmp_path / "r.json")
-    stats, boxes = _run("friends_in_video.mp4", ["source.stride=2", "detect.input_size=[320, 320]"], sinks=[sink])
+    stats, results, boxes = _run("friends_in_video.mp4", ["source.stride=2", "detect.input_size=[320, 320]"],
+                                 sinks=[sink])
     assert 8 <= stats.tracks <= 25
     named = {}
-    for template, result in stats.results:
+    for template, result in results:
         people = {j for t, b in boxes[template.track_id] for j in _truth(t, (b[0] + b[2]) / 2)}
         assert len(people) == 1, f"track {template.track_id} covers {people}: one id on two people"
         expected = FRIENDS_TRUTH[people.pop()][4]
@@ -74,10 +74,10 @@ def test_friends_names_agree_with_the_screen(tmp_path):
 
 @pytest.mark.slow
 def test_crowd_track_count_is_sane():
-    stats, boxes = _run("facenet_pytorch_video.mp4", ["source.end=2.0"], gallery=False)
+    stats, results, boxes = _run("facenet_pytorch_video.mp4", ["source.end=2.0"], gallery=False)
     assert stats.frames == 51  # 0.00 s to 2.00 s inclusive, 25 fps
     assert 4 <= stats.tracks <= 14  # up to ten faces on screen at once
-    for template, result in stats.results:
+    for template, result in results:
         assert result.decision == "unknown" and not result.candidates  # empty gallery
         seq = boxes[template.track_id]
         centres = np.array([(b[:2] + b[2:]) / 2 for _, b in seq])
@@ -90,8 +90,8 @@ def test_crowd_track_count_is_sane():
 def test_cctv_small_faces_are_detected_and_tracked():
     small_faces = ["detect.input_size=[640, 384]", "detect.score_threshold=0.4", "track.high_threshold=0.5",
                    "track.new_track_threshold=0.5", "track.low_threshold=0.4", "source.stride=2", "source.end=10"]
-    stats, boxes = _run("person_tracker_cctv.mp4", small_faces, gallery=False)
-    long_small = [t for t, _ in stats.results
+    stats, results, boxes = _run("person_tracker_cctv.mp4", small_faces, gallery=False)
+    long_small = [t for t, _ in results
                   if t.last_timestamp - t.first_timestamp >= 1.0
                   and np.median([b[3] - b[1] for _, b in boxes[t.track_id]]) < 22]
     assert len(long_small) >= 2
@@ -107,19 +107,19 @@ class _BrokenEmbedder:
 def test_embedding_failure_stops_the_run():
     cfg = load_config(TEST_CONFIG, ["source.end=1.0", "source.stride=3", "detect.input_size=[320, 320]",
                                     "track.min_hits=1"])
-    index = InMemoryGallery([], np.zeros((0, 4), np.float32), 0.3, "broken")
-    runner = Runner(cfg, FaceDetector(cfg.detect), _BrokenEmbedder(), Matcher(cfg.match, index), [])
+    index = FixedIndex([], np.zeros((0, 4), np.float32), 0.3)
+    runner = FileRunner(cfg, FaceDetector(cfg.detect), _BrokenEmbedder(), Matcher(cfg.match, index), [])
     with pytest.raises(RuntimeError, match="embedder went away"):
         runner.run([FileSource(str(require(VIDEOS / "friends_in_video.mp4")), cfg.source)])
 
 
 def test_several_files_in_one_run():
     cfg = load_config(TEST_CONFIG, ["source.end=1.0", "source.stride=3", "detect.input_size=[320, 320]"])
-    detector, embedder = FaceDetector(cfg.detect), build_embedder(cfg.embed)
-    index = InMemoryGallery.from_folder(require(FRIENDS_GALLERY), detector, embedder, cfg.match.threshold)
     paths = [str(require(VIDEOS / v)) for v in ("friends_in_video.mp4", "facenet_pytorch_video.mp4")]
-    stats = Runner(cfg, detector, embedder, Matcher(cfg.match, index), []).run(
-        [FileSource(p, cfg.source) for p in paths])
-    by_source = {p: [r for _, r in stats.results if r.source_id == p] for p in paths}
+    collect = CollectSink()
+    with build(cfg, gallery_dir=require(FRIENDS_GALLERY)) as system:
+        stats = FileRunner(cfg, system.detector, system.embedder, system.matcher(), [collect]).run(
+            [FileSource(p, cfg.source) for p in paths])
+    by_source = {p: [r for _, r in collect.results if r.source_id == p] for p in paths}
     assert all(by_source.values()) and set(stats.decode) == set(paths)
     assert {r.identity.name for r in by_source[paths[0]] if r.identity} == {"Joey", "Rachel"}
