@@ -1,6 +1,7 @@
 """The video pipeline on the shared clips: speed per stage, and what quality-gated embedding saves.
 
-For each clip, with SCRFD-500M + MobileFaceNet (configs/test.yaml) and the six friends enrolled in memory:
+For each clip, with SCRFD-500M + MobileFaceNet (configs/test.yaml) and the six friends enrolled (``enroll --dir``
+rule, a temporary database):
 - decode alone (PyAV, threaded), frames/s and real-time factor (video seconds per wall second);
 - the full run: frames/s of each stage (frames / seconds spent in it) and of the whole run, real-time factor;
   detection and embedding run in different threads, so stage times overlap and the total is less than their sum;
@@ -22,12 +23,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pipeline.build import System, build
 from pipeline.config import load_config
-from pipeline.runner import Runner, RunStats
+from pipeline.engine import RunStats
+from pipeline.runner import FileRunner
+from pipeline.sinks import CollectSink
 from pipeline.sources import FileSource
-from stages.detect import FaceDetector
-from stages.embed import build_embedder
-from stages.match import InMemoryGallery, Matcher
+from stages.match import Matcher
 
 ASSETS = ROOT.parent / "shared" / "assets"
 SMALL_FACES = ["detect.input_size=[640, 384]", "detect.score_threshold=0.4", "track.high_threshold=0.5",
@@ -49,13 +51,12 @@ def decode_only(path: Path, cfg) -> tuple[int, float, float]:
     return frames, time.perf_counter() - start, last
 
 
-def run_once(path: Path, cfg, detector, embedder, gallery) -> RunStats:
-    runner = Runner(cfg, detector, embedder, Matcher(cfg.match, gallery), [])
-    return runner.run([FileSource(path, cfg.source)])
-
-
-def decisions(stats: RunStats) -> dict[int, str]:
-    return {t.track_id: (r.identity.name if r.identity else "unknown") for t, r in stats.results}
+def run_once(path: Path, cfg, system: System) -> tuple[RunStats, dict[int, str]]:
+    """One run of the clip: its figures and each track's decision (a name or ``unknown``)."""
+    collect = CollectSink()
+    runner = FileRunner(cfg, system.detector, system.embedder, Matcher(cfg.match, system.index()), [collect])
+    stats = runner.run([FileSource(path, cfg.source)])
+    return stats, {t.track_id: (r.identity.name if r.identity else "unknown") for t, r in collect.results}
 
 
 def bench_clip(name: str, overrides: list[str]) -> dict:
@@ -63,13 +64,10 @@ def bench_clip(name: str, overrides: list[str]) -> dict:
     path = ASSETS / "videos" / video
     cfg = load_config(ROOT / "configs" / "test.yaml", extra + overrides)
     cfg_all = load_config(ROOT / "configs" / "test.yaml", extra + overrides + ["runner.embed_all=true"])
-    detector, embedder = FaceDetector(cfg.detect), build_embedder(cfg.embed)
-    gallery = InMemoryGallery.from_folder(ASSETS / "images" / "friends_gallery", detector, embedder,
-                                          cfg.match.threshold)
     frames, decode_s, video_s = decode_only(path, cfg)
-    gated = run_once(path, cfg, detector, embedder, gallery)
-    every = run_once(path, cfg_all, detector, embedder, gallery)
-    a, b = decisions(gated), decisions(every)
+    with build(cfg, gallery_dir=ASSETS / "images" / "friends_gallery") as system:
+        gated, a = run_once(path, cfg, system)
+        every, b = run_once(path, cfg_all, system)
     changed = [f"track {t}: {a.get(t)} gated, {b.get(t)} every" for t in sorted(set(a) | set(b)) if a.get(t) != b.get(t)]
     return {
         "clip": name, "frames": frames, "video_s": round(video_s, 2),

@@ -1,0 +1,86 @@
+"""The Python API (pipeline.api.FaceRecognition) on the shared assets, and one embedder_id whatever the door."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from sqlalchemy import select
+
+import run_pipeline
+from core.errors import InputError
+from gallery.models import Template, Track
+from gallery.store import Gallery
+from pipeline.api import FaceRecognition
+from tests.conftest import ASSETS, ROOT, require
+
+TEST_CONFIG = ROOT / "configs" / "test.yaml"
+GALLERY = ASSETS / "images" / "friends_gallery"
+FRIENDS = ASSETS / "videos" / "friends_in_video.mp4"
+SHORT = ["source.end=2.0", "source.stride=2"]
+
+
+def _embedder_ids(url: str) -> set[str]:
+    with Gallery.open(url) as gallery, gallery.db.session() as s:
+        return set(s.scalars(select(Template.embedder_id))) | set(s.scalars(select(Track.embedder_id)))
+
+
+@pytest.fixture(scope="module")
+def api_db(tmp_path_factory):
+    """A gallery of the six friends enrolled through the API; returns its URL."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('api') / 'g.db'}"
+    with FaceRecognition(TEST_CONFIG, SHORT, db=url) as fr:
+        for photo in sorted(require(GALLERY).iterdir()):
+            report = fr.enroll(photo.stem, [photo])
+            assert report.count("enrolled") == 1
+        again = fr.enroll("Ross", [require(GALLERY) / "Ross.png"], add=True)
+        assert again.count("duplicate") == 1  # content-hash idempotent
+    return url
+
+
+def test_recognize_names_each_gallery_photo(api_db):
+    with FaceRecognition(TEST_CONFIG, db=api_db) as fr:
+        for photo in sorted(require(GALLERY).iterdir()):
+            faces = fr.recognize(photo)
+            assert len(faces) == 1, photo
+            face = faces[0]
+            assert face.identity == photo.stem and face.score > 0.9
+            x1, y1, x2, y2 = face.box
+            assert 0 <= x1 < x2 and 0 <= y1 < y2 and 0 < face.quality <= 1
+
+
+@pytest.mark.parametrize("image", [np.zeros((64, 64, 3), np.uint8), "blank.png"])
+def test_recognize_without_a_face_is_empty(api_db, tmp_path, image):
+    if isinstance(image, str):
+        cv2.imwrite(str(tmp_path / image), np.full((80, 80, 3), 127, np.uint8))
+        image = tmp_path / image
+    with FaceRecognition(TEST_CONFIG, db=api_db) as fr:
+        assert fr.recognize(image) == []
+
+
+@pytest.mark.parametrize("image,message", [(np.zeros((8, 8), np.uint8), "HxWx3"), ("missing.jpg", "readable")])
+def test_recognize_bad_input(api_db, tmp_path, image, message):
+    with FaceRecognition(TEST_CONFIG, db=api_db) as fr, pytest.raises(InputError, match=message):
+        fr.recognize(tmp_path / image if isinstance(image, str) else image)
+
+
+@pytest.mark.slow
+def test_process_yields_tracks_and_logs_them(api_db):
+    with FaceRecognition(TEST_CONFIG, SHORT, db=api_db) as fr:
+        tracks = list(fr.process(require(FRIENDS)))
+    assert tracks and all(t.end >= t.start for t in tracks)
+    assert {t.identity for t in tracks} == {"Joey", "Rachel"}  # the first shot
+    with Gallery.open(api_db) as gallery, gallery.db.session() as s:
+        assert len(s.scalars(select(Track)).all()) == len(tracks)
+
+
+@pytest.mark.slow
+def test_one_embedder_id_for_enroll_process_and_the_api(api_db, tmp_path):
+    """Templates and tracks stored by the enroll command, process --gallery and the API carry one embedder_id."""
+    enrolled = f"sqlite:///{tmp_path / 'enroll.db'}"
+    processed = f"sqlite:///{tmp_path / 'process.db'}"
+    common = ["--config", str(TEST_CONFIG)] + [a for o in SHORT for a in ("--set", o)]
+    assert run_pipeline.main(["enroll", "--db", enrolled, "--dir", str(require(GALLERY)), *common]) == 0
+    assert run_pipeline.main(["process", str(require(FRIENDS)), "--gallery", str(require(GALLERY)),
+                              "--db", processed, "--no-progress", *common]) == 0
+    ids = [_embedder_ids(url) for url in (enrolled, processed, api_db)]
+    assert all(len(i) == 1 for i in ids) and ids[0] == ids[1] == ids[2], ids
