@@ -27,7 +27,9 @@ import cv2
 import numpy as np
 
 from gallery.errors import EnrollmentError, IdentityExistsError
-from gallery.store import Calibration, Gallery, MediaVector
+from gallery.media import MediaVector
+from gallery.store import Gallery
+from gallery.thresholds import Calibration
 
 logger = logging.getLogger(__name__)
 

@@ -3,6 +3,10 @@ version.
 
 Exact (flat) search up to ``IndexConfig.hnsw_above`` templates, HNSW above. The file format is one file: a
 magic line, a JSON tag line, then FAISS's serialized index; it is written atomically.
+
+When FAISS sees a GPU (a faiss-gpu build and a visible device) an exact index is searched on a copy on every
+GPU (``faiss.index_cpu_to_all_gpus``), made on the first search; the CPU index stays the one that is saved.
+FAISS has no GPU HNSW, so HNSW indexes are searched on the CPU. Which is used is logged once per process.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,9 +26,28 @@ from gallery.errors import EmbeddingError, IndexFileError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["IndexTag", "VectorIndex", "as_queries"]
+__all__ = ["IndexTag", "VectorIndex", "as_queries", "faiss_gpus"]
 
 MAGIC = b"FACEMOE-GALLERY-INDEX 1\n"
+GPU_MAX_K = 2048  # the largest k FAISS's GPU indexes search; a larger k searches the CPU copy
+_announced: set[str] = set()
+
+
+def faiss_gpus() -> int:
+    """How many GPUs FAISS can use: 0 with a CPU-only build (faiss-cpu) or without a visible device."""
+    if not hasattr(faiss, "get_num_gpus"):
+        return 0
+    try:
+        return max(0, int(faiss.get_num_gpus()))
+    except RuntimeError:
+        return 0
+
+
+def _announce(key: str, message: str, *args) -> None:
+    """Log which device searches, once per process and kind of choice."""
+    if key not in _announced:
+        _announced.add(key)
+        logger.info(message, *args)
 
 
 @dataclass(frozen=True)
@@ -54,9 +78,13 @@ def as_queries(embeddings: np.ndarray, dim: int) -> np.ndarray:
 class VectorIndex:
     """A searchable copy of one embedder's templates. Build with :meth:`build`, persist with :meth:`save`."""
 
-    def __init__(self, tag: IndexTag, index: faiss.Index) -> None:
+    def __init__(self, tag: IndexTag, index: faiss.Index, *, gpu: bool = True) -> None:
         self.tag = tag
-        self._index = index
+        self._index = index  # on the CPU: what is saved
+        self._gpu_allowed = gpu
+        self._gpu_index: faiss.Index | None = None
+        self._device: str | None = None  # "cpu" or "gpu", chosen on first use
+        self._lock = threading.Lock()
 
     @classmethod
     def build(
@@ -68,7 +96,8 @@ class VectorIndex:
         gallery_version: int,
         config: IndexConfig,
     ) -> VectorIndex:
-        """Index unit ``vectors [N, D]`` under int64 ``ids [N]`` (HNSW when N > ``config.hnsw_above``)."""
+        """Index unit ``vectors [N, D]`` under int64 ``ids [N]`` (HNSW when N > ``config.hnsw_above``); searched
+        on the GPU when ``config.gpu`` and FAISS sees one."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         if vectors.ndim != 2 or ids.shape != (len(vectors),):
@@ -88,7 +117,7 @@ class VectorIndex:
         if n:
             index.add_with_ids(vectors, ids)
         logger.info("built %s index of %d templates (%s, dim %d)", kind, n, embedder_id, dim)
-        return cls(IndexTag(embedder_id, dim, gallery_version, kind, n), index)
+        return cls(IndexTag(embedder_id, dim, gallery_version, kind, n), index, gpu=config.gpu)
 
     def __len__(self) -> int:
         return self.tag.count
@@ -98,6 +127,36 @@ class VectorIndex:
         if self.tag.kind == "hnsw":
             faiss.downcast_index(self._index.index).hnsw.efSearch = ef
 
+    @property
+    def device(self) -> str:
+        """Where searches run: ``"gpu"`` or ``"cpu"`` (decided, and the GPU copy made, on first use)."""
+        if self._device is None:
+            with self._lock:
+                if self._device is None:
+                    self._gpu_index = self._to_gpu()
+                    self._device = "cpu" if self._gpu_index is None else "gpu"
+        return self._device
+
+    def _to_gpu(self) -> faiss.Index | None:
+        """A copy of the index on every GPU, or None to search on the CPU."""
+        if not self._gpu_allowed:
+            _announce("off", "FAISS search on the CPU (gallery.index.gpu is false)")
+            return None
+        gpus = faiss_gpus()
+        if gpus == 0:
+            _announce("cpu", "FAISS search on the CPU (FAISS sees no GPU)")
+            return None
+        if self.tag.kind != "exact":
+            _announce("hnsw", "FAISS search of HNSW indexes on the CPU (FAISS has no GPU HNSW)")
+            return None
+        try:
+            index = faiss.index_cpu_to_all_gpus(self._index)
+        except (RuntimeError, AttributeError) as exc:  # out of GPU memory, a build without GPU cloning
+            logger.warning("FAISS: cannot copy the index to the GPU (%s): searching on the CPU", exc)
+            return None
+        _announce("gpu", "FAISS search of exact indexes on %d GPU(s)", gpus)
+        return index
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` by inner product: ``(scores [M, k'], ids [M, k'])`` with ``k' = min(k, count)``."""
         if k < 1:
@@ -106,6 +165,9 @@ class VectorIndex:
         k = min(k, self.tag.count)
         if k == 0 or len(queries) == 0:
             return np.zeros((len(queries), k), np.float32), np.zeros((len(queries), k), np.int64)
+        if self.device == "gpu" and k <= GPU_MAX_K:
+            with self._lock:  # one search at a time on a GPU index (its resources are not thread-safe)
+                return self._gpu_index.search(queries, k)
         return self._index.search(queries, k)
 
     def save(self, path: Path) -> None:
@@ -117,9 +179,9 @@ class VectorIndex:
         os.replace(tmp, path)
 
     @classmethod
-    def load(cls, path: Path, embedder_id: str) -> VectorIndex:
+    def load(cls, path: Path, embedder_id: str, *, gpu: bool = True) -> VectorIndex:
         """Read an index file made for ``embedder_id``; another embedder's file raises
-        :class:`IndexFileError`."""
+        :class:`IndexFileError`. ``gpu``: search on the GPU when FAISS sees one."""
         try:
             blob = path.read_bytes()
         except OSError as exc:
@@ -144,4 +206,4 @@ class VectorIndex:
             raise IndexFileError(
                 f"index file {path}: tag says {tag.count} x {tag.dim}, got {index.ntotal} x {index.d}"
             )
-        return cls(tag, index)
+        return cls(tag, index, gpu=gpu)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gallery.store import MediaVector
+from gallery.media import MediaVector
 
 
 def unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:

@@ -1,10 +1,12 @@
-"""gallery/store.py: identities, media, fused templates, search, index persistence, threshold calibration."""
+"""gallery/store.py (and the parts it is composed of: identities, media, records, search, thresholds): identities,
+media, fused templates, search, index persistence, threshold calibration."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from core.fusion import pre_norm_vector_add
 from gallery.config import GalleryConfig, IndexConfig, ThresholdConfig
 from gallery.errors import (
     EmbeddingError,
@@ -13,7 +15,8 @@ from gallery.errors import (
     IdentityNotFoundError,
     IndexFileError,
 )
-from gallery.store import Gallery, fuse
+from gallery.records import fuse_media
+from gallery.store import Gallery
 from tests.gallery.helpers import media, people, unit
 
 EMB = "test-embedder-16d"
@@ -33,9 +36,30 @@ def _enroll(g: Gallery, crowd: dict[str, np.ndarray]) -> None:
 
 def test_fuse_is_norm_weighted_sum_golden():
     vecs = np.array([[1, 0, 0], [0, 1, 0]], np.float32)
-    np.testing.assert_allclose(fuse(vecs, np.array([3.0, 4.0])), [0.6, 0.8, 0.0], atol=1e-7)
-    with pytest.raises(EmbeddingError, match="non-zero"):
-        fuse(np.array([[1, 0], [-1, 0]], np.float32), np.array([1.0, 1.0]))
+    np.testing.assert_allclose(fuse_media(vecs, np.array([3.0, 4.0])), [0.6, 0.8, 0.0], atol=1e-7)
+    with pytest.raises(EmbeddingError, match="template fusion: expected vectors with a non-zero weighted sum"):
+        fuse_media(np.array([[1, 0], [-1, 0]], np.float32), np.array([1.0, 1.0]))
+
+
+def test_templates_are_fused_by_core_fusion_and_a_zero_sum_writes_nothing(gallery):
+    vecs = np.array([[1, 0, 0], [0, 1, 0]], np.float32)
+    gallery.add_media("ann", "e3", media("ann", vecs, norms=[3.0, 4.0]), create=True)
+    np.testing.assert_allclose(gallery.template("ann", "e3"), [0.6, 0.8, 0.0], atol=1e-7)
+    np.testing.assert_array_equal(
+        gallery.template("ann", "e3"), pre_norm_vector_add(vecs, np.array([3.0, 4.0]))
+    )
+    version = gallery.version()
+    opposite = np.array([[1, 0, 0], [-1, 0, 0]], np.float32)
+    with pytest.raises(EmbeddingError, match="non-zero weighted sum"):
+        gallery.add_media("bob", "e3", media("bob", opposite), create=True)
+    assert not gallery.has_identity("bob") and gallery.version() == version
+
+
+def test_public_names_stay_importable_from_gallery_store():
+    from gallery import identities, media, store, thresholds
+
+    assert store.MediaVector is media.MediaVector and store.IdentityInfo is identities.IdentityInfo
+    assert store.Calibration is thresholds.Calibration and not hasattr(store, "fuse")
 
 
 @pytest.mark.parametrize("queries", [0, 1, 3])
@@ -54,7 +78,7 @@ def test_search_finds_each_person_and_keeps_per_image_vectors(gallery):
     assert all(len(r) == 3 and r[0][2] >= r[1][2] >= r[2][2] for r in results)
     kept = gallery.media_vectors(names[0], EMB)
     np.testing.assert_allclose(kept, crowd[names[0]], atol=1e-6)
-    np.testing.assert_allclose(gallery.template(names[0], EMB), fuse(kept, np.ones(3)), atol=1e-6)
+    np.testing.assert_allclose(gallery.template(names[0], EMB), pre_norm_vector_add(kept, np.ones(3)), atol=1e-6)
     assert len(gallery.search(probes[:1], 50, EMB)[0]) == 12  # k larger than the gallery
 
 
@@ -84,7 +108,7 @@ def test_remove_and_merge(gallery):
     gallery.merge_identities(a, b)
     assert gallery.media_vectors(b, EMB).shape == (4, 16)
     np.testing.assert_allclose(
-        gallery.template(b, EMB), fuse(np.concatenate([crowd[b], crowd[a]]), np.ones(4)), atol=1e-6
+        gallery.template(b, EMB), pre_norm_vector_add(np.concatenate([crowd[b], crowd[a]]), np.ones(4)), atol=1e-6
     )
     assert {r[0][1] for r in gallery.search(crowd[a], 1, EMB)} == {b}
     gallery.remove_identity(c)

@@ -1,0 +1,111 @@
+"""SQL building blocks of the gallery stores, each run inside the caller's session (one transaction).
+
+The gallery version (bumped by every transaction that changes templates), identity lookup and creation, and
+the refit of an identity's template from its media through the one fusion of the system,
+:func:`core.fusion.pre_norm_vector_add`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from core.fusion import ZeroTemplateError, pre_norm_vector_add
+from gallery.errors import EmbeddingError, EnrollmentError, IdentityExistsError, IdentityNotFoundError
+from gallery.models import GalleryMeta, Identity, Media, Template, from_blob, to_blob, utcnow
+
+__all__ = [
+    "bump_version",
+    "create_identity",
+    "embedder_dim",
+    "fuse_media",
+    "get_identity",
+    "refit_template",
+    "taken_name_error",
+    "version_of",
+]
+
+
+def version_of(session: Session) -> int:
+    """The gallery version: it changes whenever any template changes."""
+    return session.scalar(select(GalleryMeta.version).where(GalleryMeta.id == 1))
+
+
+def bump_version(session: Session) -> None:
+    session.execute(update(GalleryMeta).where(GalleryMeta.id == 1).values(version=GalleryMeta.version + 1))
+
+
+def taken_name_error(name: str) -> IdentityExistsError:
+    return IdentityExistsError(
+        f"identity {name!r} already exists (add images to it instead, or pick another name)"
+    )
+
+
+def create_identity(
+    session: Session, name: str, external_id: str | None, watchlist: bool, notes: str
+) -> Identity:
+    """Insert a new identity (1-200 characters, a name not taken) and flush it so that it has an id."""
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise EnrollmentError(f"identity name: expected 1-200 characters, got {name!r}")
+    if session.scalar(select(Identity.id).where(Identity.name == name)) is not None:
+        raise taken_name_error(name)
+    identity = Identity(name=name, external_id=external_id, watchlist=watchlist, notes=notes or "")
+    session.add(identity)
+    session.flush()
+    return identity
+
+
+def get_identity(session: Session, name: str) -> Identity:
+    identity = session.scalar(select(Identity).where(Identity.name == name))
+    if identity is None:
+        raise IdentityNotFoundError(f"identity {name!r}: not in the gallery")
+    return identity
+
+
+def embedder_dim(session: Session, embedder_id: str) -> int | None:
+    """The dimension of ``embedder_id``'s templates, or None when it has none yet."""
+    return session.scalar(select(Template.dim).where(Template.embedder_id == embedder_id).limit(1))
+
+
+def fuse_media(units: np.ndarray, norms: np.ndarray) -> np.ndarray:
+    """Feature-norm weighted fusion of unit ``units [N, D]`` with their pre-normalisation ``norms [N]``
+    (:func:`core.fusion.pre_norm_vector_add`); a zero sum is an :class:`EmbeddingError`."""
+    try:
+        return pre_norm_vector_add(units, norms)
+    except ZeroTemplateError:
+        raise EmbeddingError(
+            "template fusion: expected vectors with a non-zero weighted sum, got zero"
+        ) from None
+
+
+def refit_template(session: Session, identity_id: int, embedder_id: str) -> None:
+    """Recompute (or create, or delete when no media is left) the fused template of one identity and
+    embedder."""
+    rows = session.execute(
+        select(Media.vector, Media.norm, Media.dim).where(
+            Media.identity_id == identity_id, Media.embedder_id == embedder_id
+        )
+    ).all()
+    template = session.scalar(
+        select(Template).where(Template.identity_id == identity_id, Template.embedder_id == embedder_id)
+    )
+    if not rows:
+        if template is not None:
+            session.delete(template)
+        return
+    dim = rows[0].dim
+    fused = fuse_media(np.stack([from_blob(r.vector, dim) for r in rows]), np.array([r.norm for r in rows]))
+    if template is None:
+        session.add(
+            Template(
+                identity_id=identity_id,
+                embedder_id=embedder_id,
+                dim=dim,
+                vector=to_blob(fused),
+                num_media=len(rows),
+            )
+        )
+    else:
+        template.vector, template.num_media, template.updated_at = to_blob(fused), len(rows), utcnow()

@@ -1,0 +1,104 @@
+"""The open-set threshold of each embedder: an override, else a calibration stored with the gallery, else the
+default.
+
+A calibration places the threshold at the ``1 - target_fpir`` quantile of impostor scores: each enrolled
+image's best score against the *other* identities' templates.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import select
+
+from gallery.config import GalleryConfig
+from gallery.db import Database
+from gallery.models import Media, Threshold, from_blob, utcnow
+from gallery.records import version_of
+from gallery.search import GallerySearch
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Calibration", "Thresholds"]
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """An open-set threshold: ``calibrated`` is False when the gallery had too few impostor scores."""
+
+    embedder_id: str
+    value: float
+    target_fpir: float
+    impostor_scores: int
+    calibrated: bool
+
+
+class Thresholds:
+    """Operating thresholds of one database, calibrated against its templates through ``search``."""
+
+    def __init__(self, db: Database, config: GalleryConfig, search: GallerySearch) -> None:
+        self.db = db
+        self.config = config
+        self.search = search
+
+    def threshold(self, embedder_id: str) -> float:
+        """The operating threshold of ``embedder_id``: ``config.threshold.override`` if set, else the stored
+        calibration, else ``config.threshold.default``."""
+        cfg = self.config.threshold
+        if cfg.override is not None:
+            return cfg.override
+        with self.db.session() as session:
+            stored = session.get(Threshold, embedder_id)
+        return stored.value if stored is not None else cfg.default
+
+    def calibrate(self, embedder_id: str, *, seed: int = 0) -> Calibration:
+        """Set the threshold of ``embedder_id`` at the ``1 - target_fpir`` quantile of impostor scores (each
+        enrolled image's best score against the *other* identities' templates) and store it with the
+        gallery."""
+        cfg = self.config.threshold
+        found = self.search.index(embedder_id)
+        with self.db.session() as session:
+            rows = session.execute(
+                select(Media.identity_id, Media.vector, Media.dim)
+                .where(Media.embedder_id == embedder_id)
+                .order_by(Media.id)
+            ).all()
+            if len(rows) > cfg.max_probes:
+                pick = np.random.default_rng(seed).choice(len(rows), cfg.max_probes, replace=False)
+                rows = [rows[i] for i in sorted(pick)]
+            impostor = np.zeros(0)
+            if found is not None and len(found[0]) > 1 and rows:
+                probes = np.stack([from_blob(r.vector, r.dim) for r in rows])
+                scores, ids = found[0].search(probes, 2)
+                own = np.array([r.identity_id for r in rows])[:, None]
+                impostor = np.where(ids[:, 0] != own[:, 0], scores[:, 0], scores[:, 1])
+            calibrated = len(impostor) >= cfg.min_impostor_scores
+            stored = session.get(Threshold, embedder_id)
+            if not calibrated:
+                if stored is not None:
+                    session.delete(stored)
+                logger.warning(
+                    "threshold of %s: %d impostor scores, need %d: using the default %.3f",
+                    embedder_id,
+                    len(impostor),
+                    cfg.min_impostor_scores,
+                    cfg.default,
+                )
+                return Calibration(embedder_id, cfg.default, cfg.target_fpir, len(impostor), False)
+            value = float(np.quantile(impostor, 1.0 - cfg.target_fpir, method="higher"))
+            version = version_of(session)  # before the new row exists: a query autoflushes
+            if stored is None:
+                stored = Threshold(embedder_id=embedder_id)
+                session.add(stored)
+            stored.value, stored.target_fpir, stored.impostor_scores = value, cfg.target_fpir, len(impostor)
+            stored.gallery_version, stored.calibrated_at = version, utcnow()
+        logger.info(
+            "threshold of %s: %.4f at FPIR %.4g from %d impostor scores",
+            embedder_id,
+            value,
+            cfg.target_fpir,
+            len(impostor),
+        )
+        return Calibration(embedder_id, value, cfg.target_fpir, len(impostor), True)
