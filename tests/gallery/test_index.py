@@ -1,10 +1,15 @@
-"""gallery/index.py: exact and HNSW indexes, the tagged file format, refusal of foreign or corrupt files."""
+"""gallery/index.py: exact and HNSW indexes, the tagged file format, refusal of foreign or corrupt files, search on
+the GPU when FAISS sees one (else the CPU)."""
 
 from __future__ import annotations
 
+import logging
+
+import faiss
 import numpy as np
 import pytest
 
+import gallery.index as index_module
 from gallery.config import IndexConfig
 from gallery.errors import EmbeddingError, IndexFileError
 from gallery.index import MAGIC, VectorIndex, as_queries
@@ -85,3 +90,91 @@ def test_bad_queries(array, message):
 
 def test_queries_are_normalised():
     np.testing.assert_allclose(as_queries(np.full((1, 8), 2.0), 8), np.full((1, 8), 8**-0.5), rtol=1e-6)
+
+
+# device: GPU when FAISS sees one (exact indexes), else CPU; files are always CPU indexes
+
+
+@pytest.fixture
+def fresh_log(monkeypatch):
+    """Forget which device choices were already logged in this process."""
+    monkeypatch.setattr(index_module, "_announced", set())
+
+
+class _FakeGpuIndex:
+    """Stands in for what faiss.index_cpu_to_all_gpus returns: searches the CPU index and counts the calls."""
+
+    def __init__(self, cpu_index):
+        self.cpu_index, self.searches = cpu_index, 0
+
+    def search(self, queries, k):
+        self.searches += 1
+        return self.cpu_index.search(queries, k)
+
+
+def test_cpu_is_chosen_when_faiss_sees_no_gpu(monkeypatch, caplog, fresh_log):
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 0)
+    moved = []
+    monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", lambda index, **kw: moved.append(index))
+    with caplog.at_level(logging.INFO, logger="gallery.index"):
+        first, vecs = _index(20)
+        second, _ = _index(5)
+        assert first.device == "cpu" and second.device == "cpu" and moved == []
+        np.testing.assert_array_equal(first.search(vecs, 1)[1][:, 0], np.arange(100, 120))
+    assert [r.getMessage() for r in caplog.records].count("FAISS search on the CPU (FAISS sees no GPU)") == 1
+    monkeypatch.delattr(faiss, "get_num_gpus")  # a FAISS without GPU support at all
+    assert index_module.faiss_gpus() == 0 and _index(3)[0].device == "cpu"
+
+
+def test_gpu_is_chosen_when_faiss_sees_one_and_files_stay_cpu(monkeypatch, tmp_path, caplog, fresh_log):
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 2)
+    fakes = []
+    monkeypatch.setattr(
+        faiss, "index_cpu_to_all_gpus", lambda index, **kw: fakes.append(_FakeGpuIndex(index)) or fakes[-1]
+    )
+    with caplog.at_level(logging.INFO, logger="gallery.index"):
+        index, vecs = _index(20)
+        assert index.device == "gpu" and len(fakes) == 1
+        np.testing.assert_array_equal(index.search(vecs, 2)[1][:, 0], np.arange(100, 120))
+        assert fakes[0].searches == 1
+    assert "FAISS search of exact indexes on 2 GPU(s)" in caplog.text
+    index.save(tmp_path / "g.faiss")  # serialises the CPU index (the GPU copy cannot be serialised)
+    loaded = VectorIndex.load(tmp_path / "g.faiss", "e8", gpu=False)
+    assert loaded.device == "cpu" and len(fakes) == 1
+    np.testing.assert_array_equal(loaded.search(vecs, 2)[1], index.search(vecs, 2)[1])
+    hnsw, _ = _index(30, hnsw_above=10)  # FAISS has no GPU HNSW
+    assert hnsw.device == "cpu" and len(fakes) == 1
+    off = VectorIndex.build(
+        np.arange(3), vecs[:3], embedder_id="e8", gallery_version=0, config=IndexConfig(gpu=False)
+    )
+    assert off.device == "cpu" and len(fakes) == 1
+
+
+def test_failed_gpu_copy_falls_back_to_cpu(monkeypatch, caplog, fresh_log):
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 1)
+
+    def out_of_memory(index, **kw):
+        raise RuntimeError("cudaMalloc error out of memory")
+
+    monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", out_of_memory)
+    index, vecs = _index(10)
+    assert index.device == "cpu" and "cannot copy the index to the GPU" in caplog.text
+    np.testing.assert_array_equal(index.search(vecs, 1)[1][:, 0], np.arange(100, 110))
+
+
+@pytest.mark.skipif(
+    index_module.faiss_gpus() == 0,
+    reason="FAISS sees no GPU (a faiss-cpu build, or no visible device): install the gpu extra on a GPU machine",
+)
+def test_search_on_a_real_gpu_matches_the_cpu(tmp_path):
+    vecs = unit(np.random.default_rng(1), 5000, 64)
+    index = VectorIndex.build(np.arange(5000), vecs, embedder_id="e64", gallery_version=1, config=IndexConfig())
+    assert index.device == "gpu"
+    scores, ids = index.search(vecs[:100], 5)
+    cpu_scores, cpu_ids = index._index.search(vecs[:100], 5)
+    np.testing.assert_array_equal(ids[:, 0], np.arange(100))
+    np.testing.assert_allclose(scores, cpu_scores, atol=1e-4)
+    index.save(tmp_path / "g.faiss")
+    loaded = VectorIndex.load(tmp_path / "g.faiss", "e64")
+    assert loaded.device == "gpu"
+    np.testing.assert_array_equal(loaded.search(vecs[:100], 1)[1], ids[:, :1])
