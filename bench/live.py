@@ -29,17 +29,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gallery.store import Gallery
+from pipeline.build import build
 from pipeline.config import load_config
-from pipeline.enroll import build_enroller
 from pipeline.health import HealthRegistry
 from pipeline.live import LiveCameras
 from pipeline.live_config import CameraConfig, LiveConfig
 from pipeline.live_runner import LiveRunner
-from pipeline.sql_gallery import MatchLogSink, SqlGalleryIndex
-from stages.detect import FaceDetector
-from stages.embed import build_embedder
-from stages.match import Matcher
+from pipeline.sql_gallery import LoggedSource
 from tests.live.rtsp import RtspServer, make_clip, tools_missing
 
 ASSETS = ROOT.parent / "shared" / "assets"
@@ -66,15 +62,13 @@ def _summary(n: int, elapsed: float, per_cam: list[dict], lat: list[float], trac
     }
 
 
-def run_local(n: int, seconds: float, server: RtspServer, db_url: str, stages, rss_every: float = 0.0) -> dict:
-    cfg, detector, embedder = stages
+def run_local(n: int, seconds: float, server: RtspServer, db_url: str, cfg, rss_every: float = 0.0) -> dict:
     cams = [CameraConfig(name=f"cam{i}", url=server.url(f"cam{i}")) for i in range(n)]
     registry = HealthRegistry(fps_window_s=seconds)
     cameras = LiveCameras(cams, LiveConfig(transport="udp", read_timeout_s=3.0), registry, seed=0)
-    with Gallery.open(db_url) as gallery:
-        sink = MatchLogSink.for_cameras(gallery, cams, embedder.embedder_id, "bench")
-        matcher = Matcher(cfg.match, SqlGalleryIndex(gallery, embedder.embedder_id))
-        runner = LiveRunner(cfg, detector, embedder, matcher, [sink], cameras, registry)
+    with build(cfg, db_url=db_url) as system:
+        sink = system.match_log([LoggedSource(c.name, "camera", c.url) for c in cams], batch_size=1)
+        runner = LiveRunner(cfg, system.detector, system.embedder, system.matcher(), [sink], cameras, registry)
         stop, out = threading.Event(), {}
         thread = threading.Thread(target=lambda: out.update(stats=runner.run(stop)), daemon=True)
         thread.start()
@@ -101,13 +95,12 @@ def run_local(n: int, seconds: float, server: RtspServer, db_url: str, stages, r
     return _summary(n, elapsed, per_cam, list(stats.latencies_s), stats.tracks, samples)
 
 
-def run_on_ray(n: int, seconds: float, server: RtspServer, db_url: str, stages) -> dict:
+def run_on_ray(n: int, seconds: float, server: RtspServer, db_url: str, cfg) -> dict:
     from pipeline.ray_engine import run_ray
 
-    cfg = stages[0]
     cams = [CameraConfig(name=f"cam{i}", url=server.url(f"cam{i}")) for i in range(n)]
-    result = run_ray(cfg, LiveConfig(transport="udp", read_timeout_s=3.0), cams, db_url, "bench",
-                     threading.Event(), duration_s=seconds)
+    result = run_ray(cfg, LiveConfig(transport="udp", read_timeout_s=3.0), cams, db_url, threading.Event(),
+                     duration_s=seconds)
     per_cam = [{"camera": c["camera"], "fps_in": c["frames_in"] / max(c["seconds"], 1e-9),
                 "fps_processed": c["frames"] / max(c["seconds"], 1e-9),
                 "drop_rate": c["dropped"] / max(c["frames_in"], 1)} for c in result["cameras"]]
@@ -138,34 +131,30 @@ def main() -> int:
         print(f"cannot run: {tools_missing()}", file=sys.stderr)
         return 2
     cfg = load_config(ROOT / "configs" / "test.yaml")
-    detector, embedder = FaceDetector(cfg.detect), build_embedder(cfg.embed)
-    stages = (cfg, detector, embedder)
     results = {"runs": [], "soak": None}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         db_url = f"sqlite:///{tmp / 'bench.db'}"
-        with Gallery.open(db_url) as gallery:
-            enroller = build_enroller(cfg, gallery)
-            for image in sorted((ASSETS / "images" / "friends_gallery").glob("*.png")):
-                enroller.enroll_images(image.stem, [image])
+        with build(cfg, db_url=db_url, gallery_dir=ASSETS / "images" / "friends_gallery", detector=False,
+                   embedder=False):
+            pass  # the six friends enrolled into the bench database (the enroll --dir rule)
         clip = make_clip(ASSETS / "videos" / "friends_in_video.mp4", tmp / "clip.mp4", seconds=20)
         for engine in args.engines:
             for n in args.streams:
                 run = run_local if engine == "local" else run_on_ray
-                extra = (stages,)
                 results["runs"].append({"engine": engine, **with_server(n, clip, tmp, run, args.seconds, db_url,
-                                                                        *extra)})
+                                                                        cfg)})
         if args.soak_seconds:
-            results["soak"] = with_server(1, clip, tmp, run_local, args.soak_seconds, db_url, stages, rss_every=5.0)
+            results["soak"] = with_server(1, clip, tmp, run_local, args.soak_seconds, db_url, cfg, rss_every=5.0)
     base = results["runs"][0]["fps_processed_per_camera"]
     print("| engine | streams | fps in / camera | fps processed / camera | vs baseline | dropped | "
           "latency p50 (p95) | tracks |")
     print("|---|---|---|---|---|---|---|---|")
     for r in results["runs"]:
         lat = "-" if r["latency_p50_s"] is None else f"{r['latency_p50_s']:.2f} s ({r['latency_p95_s']:.2f} s)"
-        print(f"| {r['engine']} | {r['streams']} | {r['fps_in_per_camera']:.1f} | {r['fps_processed_per_camera']:.2f} | "
-              f"{r['fps_processed_per_camera'] / base:.2f}x | {100 * r['drop_rate']:.0f}% | {lat} | "
-              f"{r['tracks']} |")
+        print(f"| {r['engine']} | {r['streams']} | {r['fps_in_per_camera']:.1f} | "
+              f"{r['fps_processed_per_camera']:.2f} | {r['fps_processed_per_camera'] / base:.2f}x | "
+              f"{100 * r['drop_rate']:.0f}% | {lat} | {r['tracks']} |")
     soak = results["soak"]
     if soak and len(soak["rss_mb"]) >= 3:
         (t1, m1), (t2, m2) = soak["rss_mb"][1], soak["rss_mb"][-1]

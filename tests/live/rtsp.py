@@ -1,4 +1,5 @@
-"""A loopback RTSP server (the RTSP::Server library of Debian's rtsp-server-perl) and ffmpeg publishers streaming a clip to it, for tests.
+"""A loopback RTSP server (the RTSP::Server library of Debian's rtsp-server-perl) and ffmpeg publishers
+streaming a clip to it, for tests.
 
 The server relays what a publisher ANNOUNCEs on its source port to players on its client port, over RTP/UDP.
 Everything binds to 127.0.0.1; every wait here is bounded.

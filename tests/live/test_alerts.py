@@ -10,9 +10,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
+from core.types import Candidate, MatchResult, TrackTemplate
 from pipeline.alerts import WatchlistAlerts, alert_record
 from pipeline.live_config import AlertConfig, WebhookConfig
-from core.types import Candidate, MatchResult, TrackTemplate
 
 
 class Receiver:

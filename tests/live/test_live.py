@@ -162,8 +162,7 @@ def test_server_killed_and_restarted_three_times_reconnects_each_time(rtsp_serve
             time.sleep(0.3)
             rtsp_server.start().publish("cam", stream_clip)
             seen = health.frames_in
-            back = lambda r=round_, n=seen: health.reconnects == r and health.frames_in > n + 5
-            assert wait_until(back, 20), \
+            assert wait_until(lambda r=round_, n=seen: health.reconnects == r and health.frames_in > n + 5, 20), \
                 (round_, health.snapshot())
     finally:
         src.stop()

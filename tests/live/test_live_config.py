@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from pipeline.errors import ConfigError
+from core.errors import ConfigError
 from pipeline.live_config import (
     CameraConfig,
     LiveConfig,

@@ -8,13 +8,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from pipeline.alerts import WatchlistAlerts
-from stages.config import AggregateConfig
-from pipeline.live_config import AlertConfig, WebhookConfig
-from pipeline.live_runner import EndedTrack, LiveStats, ProgressSink, TrackJob, TrackMatching
 from core.types import FaceCrop, MatchResult, Quality, TrackTemplate
-from stages.match import InMemoryGallery, Matcher
+from pipeline.alerts import WatchlistAlerts
+from pipeline.engine import EndedTrack, ProgressSink, RunStats, TrackJob, TrackMatching
+from pipeline.live_config import AlertConfig, WebhookConfig
+from stages.config import AggregateConfig
+from stages.match import Matcher
 from stages.track import TrackEnd
+from tests.fakes import FixedIndex
 from tests.live.test_alerts import receiver_factory  # noqa: F401 (fixture)
 
 NAMES = ("Joey", "Ross", "Monica")
@@ -64,7 +65,7 @@ def end(track_id: int, first: float, last: float, pooled=(), source: str = "cam"
 
 
 def matching(watchlist=("Joey", "Monica"), threshold: float = 0.8, webhooks=()):
-    gallery = InMemoryGallery(NAMES, np.eye(4, dtype=np.float32)[:3], threshold, "one-hot")
+    gallery = FixedIndex(NAMES, np.eye(4, dtype=np.float32)[:3], threshold)
     matcher = Matcher(SimpleNamespace(threshold=None, top_k=3), gallery)
     alerts = WatchlistAlerts(AlertConfig(watchlist=watchlist, webhooks=webhooks))
     log = Recorder()
@@ -74,14 +75,14 @@ def matching(watchlist=("Joey", "Monica"), threshold: float = 0.8, webhooks=()):
 
 def test_alert_is_raised_at_the_first_matching_batch_once(caplog):
     tm, alerts, log = matching()
-    stats = LiveStats()
+    stats = RunStats()
     assert isinstance(alerts, ProgressSink) and tm.watchers == [alerts]
     with caplog.at_level(logging.WARNING, logger="pipeline.alerts"):
-        tm.handle([TrackJob([crop(1, 1.0, 0)], [])], stats)  # Joey's first embedded crop
+        tm.handle([TrackJob([crop(1, 1.0, 0)])], stats)  # Joey's first embedded crop
         assert alerts.raised == 1 and not log.tracks  # alerted while the track is open
         assert "ALERT watchlist match: Joey on camera cam track 1" in caplog.text and "track open" in caplog.text
-        tm.handle([TrackJob([crop(1, 2.0, 0)], [])], stats)  # the template improves: still Joey, no new alert
-        tm.handle([TrackJob([], [end(1, 0.9, 4.0, [crop(1, 3.0, 0)])])], stats)
+        tm.handle([TrackJob([crop(1, 2.0, 0)])], stats)  # the template improves: still Joey, no new alert
+        tm.handle([TrackJob(ends=[end(1, 0.9, 4.0, [crop(1, 3.0, 0)])])], stats)
     assert alerts.raised == 1 and caplog.text.count("ALERT") == 1
     assert len(log.tracks) == 1 and log.tracks[0][1].identity.name == "Joey"
     template = log.tracks[0][0]
@@ -93,9 +94,9 @@ def test_alert_is_raised_at_the_first_matching_batch_once(caplog):
 def test_alert_body_of_an_open_track_has_the_embedded_span(receiver_factory):  # noqa: F811
     rx = receiver_factory()
     tm, alerts, _ = matching(webhooks=(WebhookConfig(url=rx.url),))
-    stats = LiveStats()
-    tm.handle([TrackJob([crop(4, 1.5, 0), crop(4, 1.0, 0)], [])], stats)
-    tm.handle([TrackJob([], [end(4, 0.5, 6.0)])], stats)
+    stats = RunStats()
+    tm.handle([TrackJob([crop(4, 1.5, 0), crop(4, 1.0, 0)])], stats)
+    tm.handle([TrackJob(ends=[end(4, 0.5, 6.0)])], stats)
     alerts.close()
     assert len(rx.bodies) == 1
     body = rx.bodies[0]
@@ -117,10 +118,10 @@ def test_alerts_follow_the_running_template(batches, pooled, expected):
     tm, alerts, _ = matching(threshold=0.75)
     raised = []
     alerts.webhooks = [SimpleNamespace(submit=raised.append, close=lambda: None)]
-    stats = LiveStats()
+    stats = RunStats()
     for i, whos in enumerate(batches):
-        tm.handle([TrackJob([crop(7, i + j / 10, w) for j, w in enumerate(whos)], [])], stats)
-    tm.handle([TrackJob([], [end(7, 0.0, 9.0, [crop(7, 8.0 + j / 10, w) for j, w in enumerate(pooled)])])], stats)
+        tm.handle([TrackJob([crop(7, i + j / 10, w) for j, w in enumerate(whos)])], stats)
+    tm.handle([TrackJob(ends=[end(7, 0.0, 9.0, [crop(7, 8.0 + j / 10, w) for j, w in enumerate(pooled)])])], stats)
     alerts.close()
     assert [(a["identity"], a["track_ended"]) for a in raised] == expected
 
@@ -129,10 +130,10 @@ def test_tracks_are_alerted_apart_and_a_track_ending_in_the_same_batch_is_matche
     tm, alerts, log = matching()
     raised = []
     alerts.webhooks = [SimpleNamespace(submit=raised.append, close=lambda: None)]
-    stats = LiveStats()
+    stats = RunStats()
     # two cameras, same track id: separate tracks; track 2 gets crops and ends in one group
-    tm.handle([TrackJob([crop(1, 1.0, 0, "a"), crop(1, 1.0, 0, "b")], []),
-               TrackJob([crop(2, 1.0, 2, "a")], [end(2, 0.5, 1.0, source="a")])], stats)
+    tm.handle([TrackJob([crop(1, 1.0, 0, "a"), crop(1, 1.0, 0, "b")]),
+               TrackJob([crop(2, 1.0, 2, "a")], ends=[end(2, 0.5, 1.0, source="a")])], stats)
     assert sorted((a["camera"], a["track_id"], a["track_ended"]) for a in raised) == \
         [("a", 1, False), ("a", 2, True), ("b", 1, False)]
     assert stats.progress_matches == 2 and [(t.source_id, t.track_id) for t, _ in log.tracks] == [("a", 2)]
@@ -140,7 +141,7 @@ def test_tracks_are_alerted_apart_and_a_track_ending_in_the_same_batch_is_matche
 
 def test_nothing_is_matched_early_without_a_watchlist():
     tm, alerts, log = matching(watchlist=())
-    stats = LiveStats()
-    tm.handle([TrackJob([crop(1, 1.0, 0)], [])], stats)
-    tm.handle([TrackJob([], [end(1, 0.0, 2.0)])], stats)
+    stats = RunStats()
+    tm.handle([TrackJob([crop(1, 1.0, 0)])], stats)
+    tm.handle([TrackJob(ends=[end(1, 0.0, 2.0)])], stats)
     assert not alerts.watching and stats.progress_matches == 0 and alerts.raised == 0 and len(log.tracks) == 1

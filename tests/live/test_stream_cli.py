@@ -3,7 +3,6 @@ friends gallery enrolled in SQLite: two cameras, server restarts, SIGTERM shutdo
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,44 +16,35 @@ from sqlalchemy import func, select
 from gallery.models import Identity, MatchEvent, Run, Source, Track
 from gallery.store import Gallery
 from pipeline.alerts import WatchlistAlerts
+from pipeline.build import build
 from pipeline.config import load_config
-from pipeline.enroll import build_enroller
 from pipeline.health import HealthRegistry
 from pipeline.live import LiveCameras
 from pipeline.live_config import AlertConfig, CameraConfig, LiveConfig, ReconnectConfig, WebhookConfig
 from pipeline.live_runner import LiveRunner
-from pipeline.sql_gallery import MatchLogSink, SqlGalleryIndex
+from pipeline.sql_gallery import LoggedSource
 from run_pipeline import main
-from stages.detect import FaceDetector
-from stages.embed import build_embedder
-from stages.match import Matcher
 from tests.conftest import ASSETS, ROOT, require
 from tests.live.rtsp import free_port
 from tests.live.test_alerts import Receiver
 
 CONFIG = ROOT / "configs" / "test.yaml"
+FRIENDS_GALLERY = ASSETS / "images" / "friends_gallery"
 FRIENDS = {"Rachel", "Monica", "Ross", "Chandler", "Joey", "Phoebe"}
 
 
 @pytest.fixture(scope="module")
 def app_config():
     require(ASSETS / "models" / "scrfd_500m_bnkps.onnx")
-    cwd = os.getcwd()
-    os.chdir(ROOT)  # the test config names the shared models relative to the repository root
-    try:
-        return load_config(CONFIG)
-    finally:
-        os.chdir(cwd)
+    return load_config(CONFIG)  # the test config names the shared models relative to itself
 
 
 @pytest.fixture(scope="module")
 def gallery_db(tmp_path_factory, app_config):
-    """A SQLite gallery with the six friends enrolled through the pipeline's stages."""
+    """A SQLite gallery with the six friends enrolled through the pipeline's stages (the ``enroll --dir`` rule)."""
     url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'friends.db'}"
-    with Gallery.open(url) as gallery:
-        enroller = build_enroller(app_config, gallery)
-        for image in sorted(require(ASSETS / "images" / "friends_gallery").glob("*.png")):
-            enroller.enroll_images(image.stem, [image])
+    with build(app_config, db_url=url, gallery_dir=require(FRIENDS_GALLERY)) as system:
+        assert system.enrollment.count("enrolled") == len(FRIENDS)
     return url
 
 
@@ -135,11 +125,9 @@ def test_live_runner_survives_three_server_restarts(rtsp_server, stream_clip, ga
     cams = [CameraConfig(name="door", url=rtsp_server.url("cam"))]
     registry = HealthRegistry()
     cameras = LiveCameras(cams, cfg, registry, seed=0)
-    embedder = build_embedder(app_config.embed)
-    with Gallery.open(gallery_db) as gallery:
-        sink = MatchLogSink.for_cameras(gallery, cams, embedder.embedder_id, "restart-test")
-        matcher = Matcher(app_config.match, SqlGalleryIndex(gallery, embedder.embedder_id))
-        runner = LiveRunner(app_config, FaceDetector(app_config.detect), embedder, matcher, [sink], cameras,
+    with build(app_config, db_url=gallery_db) as system:
+        sink = system.match_log([LoggedSource(c.name, "camera", c.url) for c in cams], batch_size=1)
+        runner = LiveRunner(app_config, system.detector, system.embedder, system.matcher(), [sink], cameras,
                             registry)
         stop = threading.Event()
         result = {}
@@ -156,8 +144,7 @@ def test_live_runner_survives_three_server_restarts(rtsp_server, stream_clip, ga
                 rtsp_server.start().publish("cam", stream_clip)
                 last_restart = cameras.now()
                 done = health.frames_processed
-                back = lambda r=round_, n=done: health.reconnects == r and health.frames_processed > n + 20
-                assert _wait(back, 20)
+                assert _wait(lambda r=round_, n=done: health.reconnects == r and health.frames_processed > n + 20, 20)
         finally:
             stop.set()
             thread.join(60)
@@ -194,12 +181,10 @@ def test_watchlist_alert_arrives_while_the_track_is_open(rtsp_server, stream_cli
     cams = [CameraConfig(name="door", url=rtsp_server.url("cam"))]
     registry = HealthRegistry()
     cameras = LiveCameras(cams, LiveConfig(transport="udp", read_timeout_s=2.0), registry, seed=0)
-    embedder = build_embedder(app_config.embed)
     ends = EndTimes()
     alerts = WatchlistAlerts(AlertConfig(watchlist=tuple(sorted(FRIENDS)), webhooks=(WebhookConfig(url=hook.url),)))
-    with Gallery.open(gallery_db) as gallery:
-        matcher = Matcher(app_config.match, SqlGalleryIndex(gallery, embedder.embedder_id))
-        runner = LiveRunner(app_config, FaceDetector(app_config.detect), embedder, matcher, [alerts, ends],
+    with build(app_config, db_url=gallery_db) as system:
+        runner = LiveRunner(app_config, system.detector, system.embedder, system.matcher(), [alerts, ends],
                             cameras, registry)
         try:
             stats = runner.run(threading.Event(), duration_s=14)
@@ -233,11 +218,9 @@ def test_live_runner_over_rtsp_tcp_tracks_and_reconnects(tcp_rtsp_server, stream
                      reconnect=ReconnectConfig(initial_s=0.1, max_s=0.5))
     registry = HealthRegistry()
     cameras = LiveCameras(cams, cfg, registry, seed=0)
-    embedder = build_embedder(app_config.embed)
     ends = EndTimes()
-    with Gallery.open(gallery_db) as gallery:
-        matcher = Matcher(app_config.match, SqlGalleryIndex(gallery, embedder.embedder_id))
-        runner = LiveRunner(app_config, FaceDetector(app_config.detect), embedder, matcher, [ends], cameras,
+    with build(app_config, db_url=gallery_db) as system:
+        runner = LiveRunner(app_config, system.detector, system.embedder, system.matcher(), [ends], cameras,
                             registry)
         stop = threading.Event()
         result = {}
@@ -280,6 +263,7 @@ def _wait(cond, timeout: float) -> bool:
     (["stream", "rtsp://127.0.0.1/a", "--gallery", "g", "--live-config", "missing.yaml"], "live config file"),
     (["stream", "rtsp://127.0.0.1/a", "--gallery", "g", "--engine", "ray"], "expected --db URL"),
     (["stream", "rtsp://127.0.0.1/a", "--gallery", "g", "--address", "127.0.0.1:6379"], "--address is for"),
+    (["stream", "rtsp://127.0.0.1/a"], "expected --db URL or --gallery DIR"),
 ])
 def test_bad_usage_is_one_line_and_exit_2(argv, fragment, capsys, monkeypatch, tmp_path):
     monkeypatch.chdir(ROOT)
@@ -288,10 +272,21 @@ def test_bad_usage_is_one_line_and_exit_2(argv, fragment, capsys, monkeypatch, t
     assert err.startswith("error: ") and fragment in err and "\n" not in err
 
 
-def test_db_and_gallery_together_are_refused(capsys):
-    with pytest.raises(SystemExit) as info:
-        main(["stream", "rtsp://127.0.0.1/a", "--db", "sqlite://", "--gallery", "g"])
-    assert info.value.code == 2 and "not allowed with" in capsys.readouterr().err
+def test_gallery_with_db_enrolls_into_the_db_once(tmp_path, capsys):
+    """``--db`` with ``--gallery`` enrolls the folder into that database (the ``enroll --dir`` rule: images
+    already enrolled are skipped), then streams against it; here a camera that refuses connections."""
+    db = f"sqlite:///{tmp_path / 'g.db'}"
+    live = tmp_path / "live.yaml"
+    live.write_text("open_timeout_s: 1\nreconnect: {initial_s: 0.1, max_s: 0.2}\n")
+    argv = ["stream", f"rtsp://127.0.0.1:{free_port()}/a", "--db", db, "--gallery", str(require(FRIENDS_GALLERY)),
+            "--config", str(CONFIG), "--live-config", str(live), "--duration", "1"]
+    for _ in range(2):
+        assert main(argv) == 0, capsys.readouterr().err
+    with Gallery.open(db) as gallery, gallery.db.session() as s:
+        names = s.scalars(select(Identity.name)).all()
+        runs = s.execute(select(Source.name, Run.status).join(Run)).all()
+    assert sorted(names) == sorted(FRIENDS)  # enrolled once, not twice
+    assert runs == [("cam0-a", "finished")] * 2
 
 
 def test_stream_matches_the_people_the_file_pipeline_finds(rtsp_server, stream_clip, tmp_path, capsys,
