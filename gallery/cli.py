@@ -181,9 +181,11 @@ def run_merge(args: argparse.Namespace) -> int:
 
 def run_purge(args: argparse.Namespace) -> int:
     config = _config(args)
-    days = args.older_than or config.match_log.retention_days
+    days = args.older_than if args.older_than is not None else config.match_log.retention_days
     if days is None:
         raise QueryError("purge: expected --older-than DAYS or gallery.match_log.retention_days, got neither")
+    if not days >= 0:  # NaN too; 0 means everything older than now
+        raise QueryError(f"purge --older-than: expected 0 or more days, got {days:g}")
     with Database(_db_url(args, config), create=False) as db:
         count = purge_older_than(db, days, ThumbnailStore.for_database(db, config))
     print(f"deleted {count} tracks older than {days:g} days", file=sys.stderr)
@@ -229,6 +231,8 @@ def register(subparsers) -> None:
     m.set_defaults(func=run_merge)
 
     pg = subparsers.add_parser("purge", help="delete match events and thumbnails older than N days")
-    pg.add_argument("--older-than", type=float, metavar="DAYS")
+    pg.add_argument(
+        "--older-than", type=float, metavar="DAYS", help="age in days, 0 or more (0: everything older than now)"
+    )
     _common(pg)
     pg.set_defaults(func=run_purge)

@@ -264,12 +264,16 @@ def config_hash(text: str) -> str:
 def purge_older_than(
     db: Database, days: float, thumbnails: ThumbnailStore | None = None, now: datetime | None = None
 ) -> int:
-    """Delete match events and tracks (with their thumbnails) older than ``days``; returns the tracks deleted.
+    """Delete match events and tracks (with their thumbnails) older than ``days`` (0: everything older than
+    now); returns the tracks deleted.
 
     Rows go in one transaction; thumbnail files are removed after it commits."""
-    if not days > 0:
-        raise MatchLogError(f"retention: expected a positive number of days, got {days}")
-    cutoff = (now or utcnow()) - timedelta(days=days)
+    if not days >= 0:
+        raise MatchLogError(f"retention: expected 0 or more days, got {days}")
+    try:
+        cutoff = (now or utcnow()) - timedelta(days=days)
+    except OverflowError:  # older than the calendar reaches: nothing is that old
+        return 0
     with db.session() as session:
         thumbs = [t for t in session.scalars(select(Track.thumbnail).where(Track.created_at < cutoff)) if t]
         session.execute(

@@ -13,6 +13,7 @@ from gallery.cli import check_bind, parse_time, serve_token
 from gallery.config import GalleryConfig, ServeConfig
 from gallery.db import Database
 from gallery.errors import AuthError, QueryError
+from gallery.queries import Filters, find_tracks
 from gallery.store import Gallery
 from run_pipeline import main
 from tests.gallery.helpers import media, seed_log, unit
@@ -104,6 +105,19 @@ def test_remove_merge_purge(db_url, tmp_path, capsys):
     assert code == 2 and "expected --older-than DAYS" in err
     code, _, err = _run(capsys, "purge", "--db", db_url, "--older-than", "30")
     assert code == 0 and "deleted 0 tracks" in err
+
+
+def test_purge_older_than_zero_deletes_everything_and_a_negative_age_is_refused(seeded_url, capsys):
+    for bad in ("-1", "-0.5", "nan"):
+        code, out, err = _run(capsys, "purge", "--db", seeded_url, "--older-than", bad)
+        assert code == 2 and out == "" and len(err.splitlines()) == 1
+        assert err.startswith("error: purge --older-than: expected 0 or more days, got ")
+    with Database(seeded_url, create=False) as db:
+        assert len(find_tracks(db, Filters()).rows) == 8
+    code, _, err = _run(capsys, "purge", "--db", seeded_url, "--older-than", "0")
+    assert code == 0 and "deleted 8 tracks older than 0 days" in err
+    with Database(seeded_url, create=False) as db:
+        assert find_tracks(db, Filters()).rows == []
 
 
 def test_serve_refuses_open_bind_without_token(seeded_url, capsys, monkeypatch):

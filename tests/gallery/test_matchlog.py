@@ -214,5 +214,9 @@ def test_retention_deletes_old_events_and_thumbnails(db_url, tmp_path):
             assert sorted(session.scalars(select(Track.track_id))) == [2, 3]
             assert _count(db, MatchEvent) == 2
         assert sorted(p.name for p in store.root.rglob("*.jpg")) == ["track2.jpg", "track3.jpg"]
-        with pytest.raises(MatchLogError, match="positive number of days"):
-            purge_older_than(db, 0, store)
+        assert purge_older_than(db, 1e12, store, now=now) == 0  # older than the calendar: nothing
+        for bad in (-1, float("nan")):
+            with pytest.raises(MatchLogError, match="expected 0 or more days"):
+                purge_older_than(db, bad, store)
+        assert purge_older_than(db, 0, store, now=now) == 2  # 0: everything older than now
+        assert _count(db, Track) == 0 and _count(db, MatchEvent) == 0 and not list(store.root.rglob("*.jpg"))
