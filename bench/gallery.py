@@ -109,10 +109,12 @@ def bench_enroll(url: str, vectors: np.ndarray, slice_size: int) -> dict:
     }
 
 
+INDEX_COLUMNS = "index build_s q1_p50_ms q1_p99_ms q100_p50_ms q100_p99_ms recall@1 speedup_q1".split()
+
+
 def _index_row(name: str, build_s: float, q1: tuple, q100: tuple, recall: float, speedup: float) -> dict:
     """One row of the search table: p50/p99 latencies (ms) of 1 and 100 queries."""
-    return {"index": name, "build_s": round(build_s, 1), "q1_p50_ms": q1[0], "q1_p99_ms": q1[1],
-            "q100_p50_ms": q100[0], "q100_p99_ms": q100[1], "recall@1": recall, "speedup_q1": speedup}
+    return dict(zip(INDEX_COLUMNS, (name, round(build_s, 1), *q1, *q100, recall, speedup)))
 
 
 def bench_index(vectors: np.ndarray, queries: np.ndarray, args) -> list[dict]:
@@ -123,9 +125,8 @@ def bench_index(vectors: np.ndarray, queries: np.ndarray, args) -> list[dict]:
     ids = np.arange(len(vectors))
     rows = []
     t = time.perf_counter()
-    exact = VectorIndex.build(
-        ids, vectors, embedder_id=EMBEDDER, gallery_version=0, config=IndexConfig(hnsw_above=len(vectors), gpu=False)
-    )
+    cfg = IndexConfig(hnsw_above=len(vectors), gpu=False)  # CPU search: figures comparable across machines
+    exact = VectorIndex.build(ids, vectors, embedder_id=EMBEDDER, gallery_version=0, config=cfg)
     exact_build = time.perf_counter() - t
     faiss.omp_set_num_threads(args.search_threads)
     truth = exact.search(queries, 1)[1][:, 0]
@@ -143,7 +144,8 @@ def bench_index(vectors: np.ndarray, queries: np.ndarray, args) -> list[dict]:
         recall = float((hnsw.search(queries, 1)[1][:, 0] == truth).mean())
         q1 = time_search(hnsw, queries, 1, args.repeats)
         q100 = time_search(hnsw, queries, 100, max(3, args.repeats // 20))
-        rows.append(_index_row(f"hnsw M={args.hnsw_m} ef={ef}", hnsw_build, q1, q100, recall, base1[0] / q1[0]))
+        name = f"hnsw M={args.hnsw_m} ef={ef}"
+        rows.append(_index_row(name, hnsw_build, q1, q100, recall, base1[0] / q1[0]))
     return rows
 
 
@@ -162,11 +164,16 @@ def fill_match_log(
         ]
         src_ids = session.scalars(
             insert(Source).returning(Source.id),
-            [{"name": f"camera{i:02d}", "kind": "camera", "uri": None, "created_at": START} for i in range(sources)],
+            [
+                {"name": f"camera{i:02d}", "kind": "camera", "uri": None, "created_at": START}
+                for i in range(sources)
+            ],
         ).all()
-        run = {"config_hash": "bench", "status": "finished", "frames_done": 0, "started_at": START, "updated_at": START}
+        run = dict(config_hash="bench", status="finished", frames_done=0, started_at=START, updated_at=START)
         runs = session.scalars(insert(Run).returning(Run.id), [{"source_id": s} | run for s in src_ids]).all()
     template = to_blob(np.ones(128, np.float32) / np.sqrt(128))
+    fixed = dict(start_time=0.0, end_time=1.0, frames=10, crops_embedded=3, embedder_id=EMBEDDER, dim=128)
+    fixed |= {"template": template, "thumbnail": None}
     next_track = 0
     for s in range(0, events, chunk):
         m = min(chunk, events - s)
@@ -176,8 +183,6 @@ def fill_match_log(
         who = rng.integers(0, identities, m)
         scores = np.where(matched, rng.uniform(0.5, 0.9, m), rng.uniform(0.1, 0.5, m))
         with db.session() as session:
-            fixed = {"start_time": 0.0, "end_time": 1.0, "frames": 10, "crops_embedded": 3, "embedder_id": EMBEDDER,
-                     "dim": 128, "template": template, "thumbnail": None}
             tracks = [
                 {"run_id": runs[w], "source_id": src_ids[w], "track_id": next_track + i}
                 | fixed

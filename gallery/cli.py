@@ -232,7 +232,10 @@ def register(subparsers) -> None:
 
     pg = subparsers.add_parser("purge", help="delete match events and thumbnails older than N days")
     pg.add_argument(
-        "--older-than", type=float, metavar="DAYS", help="age in days, 0 or more (0: everything older than now)"
+        "--older-than",
+        type=float,
+        metavar="DAYS",
+        help="age in days, 0 or more (0: everything older than now)",
     )
     _common(pg)
     pg.set_defaults(func=run_purge)

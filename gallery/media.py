@@ -65,7 +65,10 @@ class MediaStore:
         identity>"``. A new identity is only created when at least one item is enrolled."""
         with self.db.session() as session:
             identity = None if create else get_identity(session, name)
-            if create and session.scalar(select(Identity.id).where(Identity.name == name.strip())) is not None:
+            if (
+                create
+                and session.scalar(select(Identity.id).where(Identity.name == name.strip())) is not None
+            ):
                 raise taken_name_error(name)
             dim = embedder_dim(session, embedder_id)
             owners = (
@@ -129,7 +132,9 @@ class MediaStore:
         back that chunk."""
         vectors = np.ascontiguousarray(vectors, np.float32)
         if vectors.ndim != 2 or len(vectors) != len(names):
-            raise EmbeddingError(f"bulk enroll: expected vectors [{len(names)}, D], got {list(vectors.shape)}")
+            raise EmbeddingError(
+                f"bulk enroll: expected vectors [{len(names)}, D], got {list(vectors.shape)}"
+            )
         dim = vectors.shape[1]
         for start in range(0, len(names), chunk):
             part, vecs = names[start : start + chunk], vectors[start : start + chunk]
@@ -166,7 +171,13 @@ class MediaStore:
                     session.execute(
                         insert(Template),
                         [
-                            {"identity_id": i, "embedder_id": embedder_id, "dim": dim, "vector": b, "num_media": 1}
+                            {
+                                "identity_id": i,
+                                "embedder_id": embedder_id,
+                                "dim": dim,
+                                "vector": b,
+                                "num_media": 1,
+                            }
                             for i, b in zip(ids, blobs)
                         ],
                     )

@@ -86,7 +86,9 @@ class Gallery:
         self, name: str, *, external_id: str | None = None, watchlist: bool = False, notes: str = ""
     ) -> int:
         """Create an identity with no media yet; a taken name raises :class:`IdentityExistsError`."""
-        return self.identity_store.add_identity(name, external_id=external_id, watchlist=watchlist, notes=notes)
+        return self.identity_store.add_identity(
+            name, external_id=external_id, watchlist=watchlist, notes=notes
+        )
 
     def known_hashes(self, embedder_id: str, hashes: Sequence[str]) -> dict[str, str]:
         """Content hash -> identity name, for those of ``hashes`` already enrolled with ``embedder_id``."""

@@ -168,7 +168,9 @@ def test_failed_gpu_copy_falls_back_to_cpu(monkeypatch, caplog, fresh_log):
 )
 def test_search_on_a_real_gpu_matches_the_cpu(tmp_path):
     vecs = unit(np.random.default_rng(1), 5000, 64)
-    index = VectorIndex.build(np.arange(5000), vecs, embedder_id="e64", gallery_version=1, config=IndexConfig())
+    index = VectorIndex.build(
+        np.arange(5000), vecs, embedder_id="e64", gallery_version=1, config=IndexConfig()
+    )
     assert index.device == "gpu"
     scores, ids = index.search(vecs[:100], 5)
     cpu_scores, cpu_ids = index._index.search(vecs[:100], 5)

@@ -37,7 +37,9 @@ def _enroll(g: Gallery, crowd: dict[str, np.ndarray]) -> None:
 def test_fuse_is_norm_weighted_sum_golden():
     vecs = np.array([[1, 0, 0], [0, 1, 0]], np.float32)
     np.testing.assert_allclose(fuse_media(vecs, np.array([3.0, 4.0])), [0.6, 0.8, 0.0], atol=1e-7)
-    with pytest.raises(EmbeddingError, match="template fusion: expected vectors with a non-zero weighted sum"):
+    with pytest.raises(
+        EmbeddingError, match="template fusion: expected vectors with a non-zero weighted sum"
+    ):
         fuse_media(np.array([[1, 0], [-1, 0]], np.float32), np.array([1.0, 1.0]))
 
 
@@ -78,7 +80,9 @@ def test_search_finds_each_person_and_keeps_per_image_vectors(gallery):
     assert all(len(r) == 3 and r[0][2] >= r[1][2] >= r[2][2] for r in results)
     kept = gallery.media_vectors(names[0], EMB)
     np.testing.assert_allclose(kept, crowd[names[0]], atol=1e-6)
-    np.testing.assert_allclose(gallery.template(names[0], EMB), pre_norm_vector_add(kept, np.ones(3)), atol=1e-6)
+    np.testing.assert_allclose(
+        gallery.template(names[0], EMB), pre_norm_vector_add(kept, np.ones(3)), atol=1e-6
+    )
     assert len(gallery.search(probes[:1], 50, EMB)[0]) == 12  # k larger than the gallery
 
 
@@ -108,7 +112,9 @@ def test_remove_and_merge(gallery):
     gallery.merge_identities(a, b)
     assert gallery.media_vectors(b, EMB).shape == (4, 16)
     np.testing.assert_allclose(
-        gallery.template(b, EMB), pre_norm_vector_add(np.concatenate([crowd[b], crowd[a]]), np.ones(4)), atol=1e-6
+        gallery.template(b, EMB),
+        pre_norm_vector_add(np.concatenate([crowd[b], crowd[a]]), np.ones(4)),
+        atol=1e-6,
     )
     assert {r[0][1] for r in gallery.search(crowd[a], 1, EMB)} == {b}
     gallery.remove_identity(c)
