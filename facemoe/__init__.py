@@ -1,8 +1,13 @@
 """FaceMoE: the Swin-MoE face embedder, its official checkpoints, preprocessing, training and evaluation.
 
 The names below load on first use, so that ``facemoe.errors`` and the command line do not import torch.
-Importing ``facemoe.model`` (or touching any of them) registers the timm variants ``facemoe_swin_e3k2``
-(paper model) and ``facemoe_swin_dense``.
+Importing ``facemoe.registry`` registers the timm variants ``facemoe_swin_e3k2`` (the paper model; pretrained
+tags ``.briar`` and ``.tinyface``) and ``facemoe_swin_dense``.
+
+Modules, bottom up: ``errors``; ``moe`` -> ``blocks`` -> ``model`` (the backbone) -> ``checkpoint`` (releases,
+reading, the one checkpoint filter, loading) -> ``registry`` (timm) and ``embedder``; ``preprocess``, ``packed``,
+``quantize``, ``export``; ``evaluate`` and ``train`` on top; ``cli`` and ``export_cli`` register the commands.
+Below all of them: ``core`` (errors, config sections and loader, crop contracts, template fusion).
 """
 from __future__ import annotations
 

@@ -1,40 +1,67 @@
-"""Official FaceMoE checkpoints: find (local path or Hugging Face Hub), read, check, load strictly, save.
+"""Official FaceMoE checkpoints: the released files, find (local path or Hugging Face Hub), read, the one
+checkpoint filter (official format -> the model's state dict, strict, readable diff), load, save.
 
 The released ``model.pt`` files are plain state dicts with the official key names, buffers included
 (``attn_mask``, ``relative_position_index``, BatchNorm statistics). The architecture is inferred from
 the keys and shapes; the router's top-k is not stored in a checkpoint and comes from the caller.
+:data:`RELEASES` is the one table of released files: the timm pretrained cfgs of :mod:`facemoe.registry` are
+derived from it.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
+from .blocks import SwinBlock, WindowAttention, relative_position_index, shift_attention_mask
 from .errors import CheckpointError
-from .model import FaceMoE, FaceMoEConfig, SwinBlock, WindowAttention, relative_position_index, shift_attention_mask
+from .model import FaceMoE, FaceMoEConfig
 
 __all__ = [
     "HUB_REPO",
     "RELEASES",
-    "resolve_checkpoint",
-    "read_state_dict",
+    "Release",
     "checkpoint_filter_fn",
+    "file_tag",
+    "hub_download",
     "infer_config",
     "load_model",
     "load_pretrained",
+    "read_state_dict",
+    "resolve_checkpoint",
     "save_checkpoint",
 ]
 
 logger = logging.getLogger(__name__)
 
+
+@dataclass(frozen=True)
+class Release:
+    """A released checkpoint: the timm variant it fits, where it lives on the Hugging Face Hub, what it is."""
+
+    architecture: str
+    hub_id: str
+    filename: str
+    description: str
+
+    @property
+    def location(self) -> str:
+        return f"{self.hub_id}/{self.filename}"
+
+
 HUB_REPO = "kartiknarayan/FaceMoE"
-RELEASES = {
-    "briar": "swin4m_exp_3_k_2_briar_full/model.pt",
-    "tinyface": "swin4m_exp_3_k_2_tinyface_full/model.pt",
+RELEASES = {  # the first one is the default weights of its variant
+    "briar": Release("facemoe_swin_e3k2", HUB_REPO, "swin4m_exp_3_k_2_briar_full/model.pt",
+                     "FaceMoE Swin-MoE, 3 experts, top-2, the BRIAR release"),
+    "tinyface": Release("facemoe_swin_e3k2", HUB_REPO, "swin4m_exp_3_k_2_tinyface_full/model.pt",
+                        "FaceMoE Swin-MoE, 3 experts, top-2, the TinyFace release"),
 }
 _CONTAINER_KEYS = ("state_dict_backbone", "state_dict", "model", "backbone")
 _PREFIXES = ("module.", "_orig_mod.", "backbone.")
@@ -49,12 +76,12 @@ def resolve_checkpoint(source: str | os.PathLike, cache_dir: str | os.PathLike |
     """
     text = str(source)
     if text in RELEASES:
-        return _hub_download(HUB_REPO, RELEASES[text], cache_dir)
+        return hub_download(RELEASES[text].hub_id, RELEASES[text].filename, cache_dir)
     if text.startswith("hf://"):
         parts = text[len("hf://") :].split("/")
         if len(parts) < 3:
             raise CheckpointError(f"expected hf://owner/repo/path/to/model.pt, got {text!r}")
-        return _hub_download("/".join(parts[:2]), "/".join(parts[2:]), cache_dir)
+        return hub_download("/".join(parts[:2]), "/".join(parts[2:]), cache_dir)
     path = Path(text).expanduser()
     if not path.is_file():
         names = ", ".join(sorted(RELEASES))
@@ -62,7 +89,8 @@ def resolve_checkpoint(source: str | os.PathLike, cache_dir: str | os.PathLike |
     return path
 
 
-def _hub_download(repo_id: str, filename: str, cache_dir) -> Path:
+def hub_download(repo_id: str, filename: str, cache_dir=None, how_to_pass: str = "the local path") -> Path:
+    """The Hub file, from the cache or downloaded into it; else one line saying which file to put where."""
     try:
         from huggingface_hub import hf_hub_download
     except ImportError as exc:  # pragma: no cover - a declared dependency
@@ -73,7 +101,7 @@ def _hub_download(repo_id: str, filename: str, cache_dir) -> Path:
         where = cache_dir or os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
         raise CheckpointError(
             f"cannot fetch {repo_id}/{filename} from the Hugging Face Hub ({type(exc).__name__}); "
-            f"download it where the Hub is reachable and pass the local path, or pre-fill the Hub cache at {where}"
+            f"download it where the Hub is reachable and pass {how_to_pass}, or pre-fill the Hub cache at {where}"
         ) from None
 
 
@@ -93,8 +121,18 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return checkpoint_filter_fn(obj, source=str(path))
 
 
-def checkpoint_filter_fn(obj, source: str = "checkpoint") -> dict[str, torch.Tensor]:
-    """Unwrap training containers (``state_dict_backbone``...) and DDP/compile prefixes; the one filter."""
+def checkpoint_filter_fn(
+    state_dict, model: nn.Module | None = None, source: str | None = None
+) -> dict[str, torch.Tensor]:
+    """The one checkpoint filter, for :func:`load_model` and timm's pretrained loading alike.
+
+    Unwraps training containers (``state_dict_backbone``...) and DDP/compile prefixes. Given the ``model`` (as
+    timm's ``pretrained_filter_fn``), it also fits the state to it strictly: a missing, unexpected or misshapen
+    key is a :class:`CheckpointError` listing the differences; the constant buffers a non-official save omits
+    are recomputed; floating tensors take the model's dtypes. The result loads with ``strict=True``.
+    """
+    source = source or _describe(model)
+    obj = state_dict
     if isinstance(obj, dict):
         for key in _CONTAINER_KEYS:
             if isinstance(obj.get(key), dict):
@@ -110,7 +148,27 @@ def checkpoint_filter_fn(obj, source: str = "checkpoint") -> dict[str, torch.Ten
             if key.startswith(prefix):
                 key = key[len(prefix) :]
         state[key] = value
-    return state
+    if model is None:
+        return state
+    model_state = model.state_dict()
+    problems = _diff(model_state, state)
+    if problems:
+        raise CheckpointError(f"{source} does not fit the model: " + "; ".join(problems))
+    state = {key: _like(value, model_state[key]) for key, value in state.items()}
+    return {**_derived_buffers(model, exclude=state), **state}
+
+
+def _describe(model: nn.Module | None) -> str:
+    """Where timm's pretrained loading took the weights from (its cfg), for messages."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    hub = "/".join(str(cfg[k]) for k in ("hf_hub_id", "hf_hub_filename") if cfg.get(k))
+    return str(cfg.get("file") or hub or "checkpoint")
+
+
+def _like(value: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    if value.is_floating_point() and target.is_floating_point() and value.dtype != target.dtype:
+        return value.to(target.dtype)
+    return value
 
 
 def infer_config(state: dict[str, torch.Tensor], k: int = 2, **overrides) -> FaceMoEConfig:
@@ -176,17 +234,9 @@ def _diff(model_state: dict, state: dict) -> list[str]:
 def load_pretrained(model: FaceMoE, source: str | os.PathLike, cache_dir=None) -> FaceMoE:
     """Load an official checkpoint into an existing model, strictly, with a readable diff on mismatch."""
     path = resolve_checkpoint(source, cache_dir)
-    state = read_state_dict(path)
-    _load_strict(model, state, str(path), assign=False)
+    model.load_state_dict(checkpoint_filter_fn(read_state_dict(path), model, source=str(path)), strict=True)
+    model.checkpoint_tag = file_tag(path)
     return model
-
-
-def _load_strict(model: FaceMoE, state: dict, source: str, assign: bool) -> None:
-    model_state = model.state_dict()
-    problems = _diff(model_state, state)
-    if problems:
-        raise CheckpointError(f"{source} does not fit the model: " + "; ".join(problems))
-    model.load_state_dict({**_derived_buffers(model, exclude=state), **state}, strict=True, assign=assign)
 
 
 def _derived_buffers(model: FaceMoE, exclude: dict) -> dict[str, torch.Tensor]:
@@ -217,8 +267,8 @@ def load_model(
     cfg = infer_config(state, k=k, **overrides)
     with torch.device("meta"):
         model = FaceMoE(cfg)
-    state = {key: v.float() if v.is_floating_point() and v.dtype != torch.float32 else v for key, v in state.items()}
-    _load_strict(model, state, str(path), assign=True)
+    model.load_state_dict(checkpoint_filter_fn(state, model, source=str(path)), strict=True, assign=True)
+    model.checkpoint_tag = file_tag(path)
     logger.info("loaded %s (%d tensors, %d experts, top-%d)", path, len(state), cfg.num_experts, cfg.k)
     return model.to(device).eval()
 
@@ -232,3 +282,15 @@ def save_checkpoint(model: FaceMoE, path: str | os.PathLike) -> Path:
     torch.save(state, tmp)
     os.replace(tmp, path)
     return path
+
+
+def file_tag(path: str | os.PathLike) -> str:
+    """A short stable tag of a checkpoint file: size + hash of its first and last MiB (cheap for 1.8 GB)."""
+    size = os.path.getsize(path)
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as fh:
+        digest.update(fh.read(1 << 20))
+        if size > 2 << 20:
+            fh.seek(-(1 << 20), os.SEEK_END)
+            digest.update(fh.read(1 << 20))
+    return digest.hexdigest()[:12]

@@ -11,13 +11,16 @@ from typing import Literal
 import numpy as np
 import torch
 
-from .checkpoint import load_model, resolve_checkpoint
-from .errors import InputError
+from core.errors import InputError
+from core.types import check_crops
+
+from .checkpoint import load_model
 from .model import FaceMoE
 from .packed import native_bf16, pack_for_cpu, packing_available
-from .preprocess import ResizeMode, check_crops, embed_flip_fused, to_model_input
+from .preprocess import ResizeMode, embed_flip_fused, to_model_input
+from .quantize import quantize_int8
 
-__all__ = ["FaceMoEEmbedder", "Precision"]
+__all__ = ["FaceMoEEmbedder", "Precision", "embedder_id", "weights_tag"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +37,14 @@ class FaceMoEEmbedder:
     quantised in place, with CPU ``bf16`` packed in place, and in fp32 on the CPU its linear layers are
     pre-packed for oneDNN in place (same math, faster) unless ``packed=False``: a packed or quantised model
     can no longer be trained, copied or saved.
+
+    ``embedder_id`` is the one name of FaceMoE templates (the gallery, its indexes and the match log key
+    templates by it; templates of different ids never mix), :func:`embedder_id`:
+    ``facemoe-<tag>-k<k>-<precision>[-flip]``. ``<tag>`` is the checkpoint file's tag
+    (:func:`facemoe.checkpoint.file_tag`) when the model holds the weights of a file (:meth:`from_checkpoint`,
+    :func:`facemoe.checkpoint.load_model`, timm's pretrained loading), else a digest of its weights
+    (:func:`weights_tag`); ``<k>`` the model's top-k. Every constructor path computes it here, so the same file,
+    top-k, precision and flip give the same id; packing (same math) does not change it.
     """
 
     def __init__(
@@ -44,7 +55,6 @@ class FaceMoEEmbedder:
         precision: Precision = "fp32",
         flip: bool = True,
         resize: ResizeMode = "pil",
-        model_id: str = "facemoe",
         packed: bool = True,
     ):
         if batch_size < 1:
@@ -61,10 +71,9 @@ class FaceMoEEmbedder:
         if precision == "bf16" and self.device.type == "cpu" and not native_bf16():
             raise InputError("precision 'bf16' on the CPU needs AVX512-BF16 or AMX, which this CPU lacks "
                              "(or this PyTorch has no oneDNN): use fp32 or int8")
+        tag = model.checkpoint_tag or weights_tag(model)  # before quantising or packing changes the state
         model = model.eval().to(self.device)
         if precision == "int8":
-            from .quantize import quantize_int8
-
             model = quantize_int8(model, inplace=True)  # no second copy of the fp32 weights
         elif precision == "bf16" and self.device.type == "cpu":
             model = pack_for_cpu(model, dtype=torch.bfloat16)
@@ -79,15 +88,13 @@ class FaceMoEEmbedder:
         self.flip = flip
         self.resize = resize
         self.dim = model.num_features
-        self.embedder_id = f"{model_id}-{precision}{'-flip' if flip else ''}"
+        self.embedder_id = embedder_id(tag, model.cfg.k, precision, flip)
 
     @classmethod
     def from_checkpoint(cls, source: str | os.PathLike, k: int = 2, device: str | torch.device = "cpu",
-                        cache_dir=None, **kwargs) -> "FaceMoEEmbedder":
+                        cache_dir=None, **kwargs) -> FaceMoEEmbedder:
         """Load an official ``model.pt`` (path or release name such as ``briar``) and wrap it."""
-        path = resolve_checkpoint(source, cache_dir)
-        model = load_model(path, k=k, device="cpu")
-        return cls(model, device=device, model_id=f"facemoe-{_file_tag(path)}-k{k}", **kwargs)
+        return cls(load_model(source, k=k, device="cpu", cache_dir=cache_dir), device=device, **kwargs)
 
     def _autocast(self):
         if self.precision in ("bf16", "fp16") and self.device.type == "cuda":
@@ -110,13 +117,16 @@ class FaceMoEEmbedder:
         return units, norms
 
 
-def _file_tag(path: os.PathLike) -> str:
-    """A short stable tag of a checkpoint file: size + hash of its first and last MiB (cheap for 1.8 GB)."""
-    size = os.path.getsize(path)
-    digest = hashlib.sha256(str(size).encode())
-    with open(path, "rb") as fh:
-        digest.update(fh.read(1 << 20))
-        if size > 2 << 20:
-            fh.seek(-(1 << 20), os.SEEK_END)
-            digest.update(fh.read(1 << 20))
+def embedder_id(tag: str, k: int, precision: str, flip: bool) -> str:
+    """``facemoe-<tag>-k<k>-<precision>[-flip]``: the one formula of FaceMoE template ids."""
+    return f"facemoe-{tag}-k{k}-{precision}{'-flip' if flip else ''}"
+
+
+def weights_tag(model: torch.nn.Module) -> str:
+    """12 hex digits of SHA-256 over the state dict (names, shapes, dtypes, bytes): weights of unknown origin."""
+    digest = hashlib.sha256()
+    for name, value in model.state_dict().items():
+        value = value.detach().to("cpu").contiguous()
+        digest.update(f"{name}:{list(value.shape)}:{value.dtype};".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()[:12]

@@ -1,4 +1,4 @@
-"""Aligned 112x112 BGR crops -> the authors' evaluation input, flip test, and ``pre_norm_vector_add`` fusion.
+"""Aligned 112x112 BGR crops -> the authors' evaluation input, and the flip test (crop + mirror, fused pre-norm).
 
 Two resize paths exist in the official evaluation code (QUIRKS.md section 10):
 
@@ -16,27 +16,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .errors import InputError
+from core.errors import InputError
+from core.types import check_crops
 
-__all__ = ["CROP_SIZE", "INPUT_SIZE", "check_crops", "to_model_input", "split_norm", "fuse_pre_norm", "embed_flip_fused"]
+__all__ = ["INPUT_SIZE", "MEAN", "STD", "to_model_input", "split_norm", "fuse_pre_norm", "embed_flip_fused"]
 
-CROP_SIZE = 112
-INPUT_SIZE = 120
+INPUT_SIZE = 120  # the model's input side; aligned crops (core.types.CROP_SIZE) are resized to it
+MEAN = STD = 0.5  # per channel, on RGB in [0, 1]: the model sees [-1, 1]
 ResizeMode = Literal["pil", "tensor"]
-
-
-def check_crops(crops: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
-    """Validate aligned crops and stack them: ``[N, 112, 112, 3]`` uint8 BGR."""
-    if isinstance(crops, np.ndarray) and crops.ndim == 3:
-        crops = crops[None]
-    arrays = list(crops)
-    for i, crop in enumerate(arrays):
-        if not isinstance(crop, np.ndarray) or crop.dtype != np.uint8 or crop.shape != (CROP_SIZE, CROP_SIZE, 3):
-            got = f"{crop.dtype} {crop.shape}" if isinstance(crop, np.ndarray) else type(crop).__name__
-            raise InputError(f"crop {i}: expected an aligned 112x112x3 uint8 BGR image, got {got}")
-    if not arrays:
-        return np.zeros((0, CROP_SIZE, CROP_SIZE, 3), np.uint8)
-    return np.stack(arrays)
 
 
 def to_model_input(
@@ -60,7 +47,7 @@ def to_model_input(
             x = x.new_zeros(0, 3, INPUT_SIZE, INPUT_SIZE)
     else:
         raise InputError(f"resize mode: expected 'pil' or 'tensor', got {resize!r}")
-    return x.sub_(0.5).div_(0.5).contiguous()
+    return x.sub_(MEAN).div_(STD).contiguous()
 
 
 def split_norm(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,7 +57,11 @@ def split_norm(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def fuse_pre_norm(units: Sequence[torch.Tensor], norms: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``pre_norm_vector_add``: ``l2norm(sum_i unit_i * norm_i)``; returns (fused unit ``[N, D]``, norm ``[N, 1]``)."""
+    """``pre_norm_vector_add``: ``l2norm(sum_i unit_i * norm_i)``; returns (fused unit ``[N, D]``, norm ``[N, 1]``).
+
+    The model's flip test on tensors (a crop and its mirror image), bit for bit the official evaluation code.
+    Template fusion (many crops or media into one template) is :mod:`core.fusion`, for every package.
+    """
     total = sum(u * n for u, n in zip(units, norms))
     return split_norm(total)
 
@@ -79,7 +70,9 @@ def fuse_pre_norm(units: Sequence[torch.Tensor], norms: Sequence[torch.Tensor]) 
 def embed_flip_fused(model: torch.nn.Module, x: torch.Tensor, flip: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Embed ``[N, 3, H, W]`` (and its horizontal flip) -> (fused unit features ``[N, D]``, norms ``[N, 1]``).
 
-    The flip pair runs as one batch of ``2N`` so each crop costs one forward call.
+    The flip pair runs as one batch of ``2N`` so each crop costs one forward call, and is fused by
+    :func:`fuse_pre_norm` (torch, exact to the official flip test); fusing crops into templates is
+    :mod:`core.fusion`'s job.
     """
     if not flip:
         return split_norm(model(x).float())

@@ -27,7 +27,7 @@ import logging
 import torch
 from torch import nn
 
-from .model import SwinBlock
+from .blocks import SwinBlock
 from .moe import MoEMlp, TopKRouter
 
 __all__ = ["Int8Linear", "quantize_int8", "smooth_norm_outputs"]

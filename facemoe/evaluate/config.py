@@ -3,14 +3,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, Field
+
+from core.config import Section
 
 __all__ = ["BriarSection", "EmbedderSection", "EvalConfig", "IJBSSection", "TinyFaceSection", "VerificationSection"]
-
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _check_rates(values: list[float]) -> list[float]:
@@ -29,14 +26,14 @@ Rates = Annotated[list[float], AfterValidator(_check_rates)]
 Ranks = Annotated[list[int], AfterValidator(_check_ranks)]
 
 
-class _Preprocess(_Section):
+class _Preprocess(Section):
     flip: bool = Field(True, description="flip test: add the horizontally flipped crop's features")
     resize: Literal["pil", "tensor"] = Field(
         "pil", description="112 -> 120 bicubic path: pil (TinyFace eval, uint8) or tensor (IJB-S eval, float)"
     )
 
 
-class EmbedderSection(_Section):
+class EmbedderSection(Section):
     checkpoint: str = Field("briar", min_length=1, max_length=1000,
                             description="official model.pt path, a release name (briar, tinyface) or hf://...")
     k: int = Field(2, ge=1, le=64, description="experts each token is routed to")
@@ -70,7 +67,7 @@ class BriarSection(_Preprocess):
     ranks: Ranks = Field([1, 5, 20], description="identification ranks")
 
 
-class EvalConfig(_Section):
+class EvalConfig(Section):
     embedder: EmbedderSection = Field(default_factory=EmbedderSection, description="the FaceMoE model under test")
     verification: VerificationSection = Field(default_factory=VerificationSection, description="pair verification")
     tinyface: TinyFaceSection = Field(default_factory=TinyFaceSection, description="TinyFace-style identification")

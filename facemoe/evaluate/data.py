@@ -15,10 +15,11 @@ from typing import ClassVar
 import cv2
 import numpy as np
 
+from core.types import CROP_SIZE
+
 from ..errors import FaceMoEError
 
 __all__ = [
-    "CROP_SIZE",
     "ImageList",
     "ProtocolError",
     "TemplateList",
@@ -30,7 +31,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CROP_SIZE = 112
 _SHOWN = 3  # how many offending names an error message lists
 
 

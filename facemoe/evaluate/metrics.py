@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core import fusion
+
 __all__ = [
     "FUSION_METHODS",
     "FoldAccuracy",
@@ -221,7 +223,7 @@ def tpir_at_fpir(similarity, probe_labels, gallery_labels, fpir_targets, rank: i
 
 
 def fuse_templates(features, norms, template_ids, method: str = "pre_norm_vector_add"):
-    """Fuse media features into one unit vector per template.
+    """Fuse media features into one unit vector per template, through :mod:`core.fusion` (the one fusion).
 
     features: ``[N, D]`` unit vectors; norms: ``[N]`` their feature norms; template_ids: ``[N]`` hashable.
     ``pre_norm_vector_add``: ``l2norm(sum_i unit_i * norm_i)`` (the authors' fusion; the same as averaging the
@@ -239,10 +241,11 @@ def fuse_templates(features, norms, template_ids, method: str = "pre_norm_vector
     unique, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
     order = np.argsort(first, kind="stable")
     weights = norms if method == "pre_norm_vector_add" else np.ones_like(norms)
-    sums = np.zeros((unique.size, feats.shape[1]))
-    np.add.at(sums, inverse, feats * weights[:, None])
-    sums = sums[order]
-    length = np.linalg.norm(sums, axis=1, keepdims=True)
-    if (length == 0).any():
-        raise ValueError("a template fused to a zero vector (all its media have zero norm)")
-    return unique[order], (sums / length).astype(np.float32)
+    members = np.argsort(inverse, kind="stable")  # media grouped by template, in input order within a group
+    groups = np.split(members, np.cumsum(np.bincount(inverse, minlength=unique.size))[:-1])
+    sums = np.stack([fusion.weighted_sum(feats[groups[t]], weights[groups[t]]) for t in order]) if order.size \
+        else np.zeros((0, feats.shape[1]))
+    try:
+        return unique[order], fusion.normalize(sums)
+    except fusion.ZeroTemplateError:
+        raise ValueError("a template fused to a zero vector (all its media have zero norm)") from None

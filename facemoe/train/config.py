@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from core.config import Section
 
 __all__ = [
     "ArchSection",
@@ -17,11 +19,7 @@ __all__ = [
 ]
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DataSection(_Section):
+class DataSection(Section):
     path: str = Field(..., min_length=1, max_length=1000,
                       description="a folder with one subfolder of aligned 112x112 crops per identity, or a .rec file "
                                   "(its .idx beside it)")
@@ -30,7 +28,7 @@ class DataSection(_Section):
     check_sizes: bool = Field(True, description="folder datasets: check every image's size before training starts")
 
 
-class AugmentSection(_Section):
+class AugmentSection(Section):
     crop_prob: float = Field(0.2, ge=0.0, le=1.0, description="probability of a random crop with zero padding")
     crop_scale: tuple[float, float] = Field((0.2, 1.0), description="area fraction range of the kept crop")
     low_res_prob: float = Field(0.2, ge=0.0, le=1.0,
@@ -49,7 +47,7 @@ class AugmentSection(_Section):
         return self
 
 
-class ArchSection(_Section):
+class ArchSection(Section):
     embed_dim: int = Field(384, ge=8, le=2048, description="stage-0 width (paper: 384)")
     depths: tuple[int, ...] = Field((2, 18, 2), min_length=1, max_length=6, description="blocks per stage")
     num_heads: tuple[int, ...] = Field((8, 16, 16), min_length=1, max_length=6, description="attention heads per stage")
@@ -57,7 +55,7 @@ class ArchSection(_Section):
     num_experts: int = Field(3, ge=1, le=64, description="experts per MoE block")
 
 
-class ModelSection(_Section):
+class ModelSection(Section):
     checkpoint: str | None = Field(None, max_length=1000,
                                    description="official model.pt path, release name (briar, tinyface) or hf://...; "
                                                "null: train from scratch with `arch`")
@@ -75,14 +73,14 @@ class ModelSection(_Section):
         return self
 
 
-class HeadSection(_Section):
+class HeadSection(Section):
     scale: float = Field(64.0, gt=0.0, le=1024.0, description="CosFace scale s")
     margin: float = Field(0.4, ge=0.0, le=1.0, description="CosFace additive cosine margin m")
     sample_rate: float = Field(1.0, gt=0.0, le=1.0,
                                description="partial FC: fraction of class centres per step (batch classes always kept)")
 
 
-class OptimSection(_Section):
+class OptimSection(Section):
     lr: float = Field(1e-4, gt=0.0, le=10.0, description="peak learning rate of AdamW")
     weight_decay: float = Field(0.1, ge=0.0, le=10.0, description="AdamW weight decay")
     betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
@@ -92,7 +90,7 @@ class OptimSection(_Section):
     aux_weight: float = Field(10.0, ge=0.0, le=1e4, description="weight of the router z-loss + balance loss")
 
 
-class RunSection(_Section):
+class RunSection(Section):
     out_dir: str = Field(..., min_length=1, max_length=1000, description="checkpoints, TensorBoard logs, statistics")
     phase: Literal["head", "full"] = Field("full", description="head: train the CosFace head only; full: everything")
     epochs: int = Field(1, ge=1, le=100_000, description="passes over the dataset")
@@ -111,7 +109,7 @@ class RunSection(_Section):
     progress: bool = Field(True, description="show a progress bar")
 
 
-class TrainConfig(_Section):
+class TrainConfig(Section):
     data: DataSection = Field(..., description="training images")
     augment: AugmentSection = Field(default_factory=AugmentSection, description="the authors' augmentations")
     model: ModelSection = Field(default_factory=ModelSection, description="backbone source")

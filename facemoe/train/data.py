@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from core.types import CROP_SIZE
+
 from .augment import Augmenter, to_train_tensor
 from .config import AugmentSection, DataSection
 from .errors import DatasetError
@@ -23,7 +25,6 @@ __all__ = ["FolderSource", "RecordSource", "StepBatchSampler", "TrainDataset", "
 
 logger = logging.getLogger(__name__)
 
-CROP_SIZE = 112
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 _SHOWN = 3
 

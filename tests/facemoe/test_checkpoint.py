@@ -123,6 +123,7 @@ def test_missing_local_file_is_one_clear_line(tmp_path):
 
 def test_hub_offline_says_where_to_put_the_file(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)  # as if set before the import
     with pytest.raises(CheckpointError, match=r"cannot fetch kartiknarayan/FaceMoE/swin4m_exp_3_k_2_briar_full/model\.pt"
                                                r".*pass the local path, or pre-fill the Hub cache at"):
         resolve_checkpoint("briar", cache_dir=tmp_path)
@@ -131,6 +132,7 @@ def test_hub_offline_says_where_to_put_the_file(tmp_path, monkeypatch):
 def test_hub_cache_is_used_when_present(tmp_path, monkeypatch, fixtures_dir):
     """A file already in the Hub cache layout resolves offline (what a second run does)."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)  # as if set before the import
     snapshot = tmp_path / "models--kartiknarayan--FaceMoE" / "snapshots" / "abc123" / "swin4m_exp_3_k_2_tinyface_full"
     snapshot.mkdir(parents=True)
     (snapshot / "model.pt").write_bytes((fixtures_dir / "fixtureA_state.pt").read_bytes())

@@ -1,11 +1,12 @@
-"""FaceMoEEmbedder: batching, flip fusion, norms, bad input."""
+"""FaceMoEEmbedder: batching, flip fusion, norms, bad input, the one embedder_id formula."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from facemoe.embedder import FaceMoEEmbedder
+from facemoe.checkpoint import file_tag, load_model
+from facemoe.embedder import FaceMoEEmbedder, weights_tag
 from facemoe.errors import InputError
 from facemoe.preprocess import embed_flip_fused, to_model_input
 
@@ -38,9 +39,36 @@ def test_zero_and_one_crop(embedder, crops, n):
     assert units.shape == (n, 512) and norms.shape == (n,)
 
 
-def test_embedder_id_names_the_weights_and_mode(embedder):
-    assert embedder.embedder_id.startswith("facemoe-") and embedder.embedder_id.endswith("-fp32-flip")
+def test_embedder_id_names_the_weights_and_mode(fixtures_dir, embedder):
+    tag = file_tag(fixtures_dir / "fixtureA_perturbed_state.pt")
+    assert embedder.embedder_id == f"facemoe-{tag}-k2-fp32-flip"
     assert embedder.dim == 512
+
+
+def test_every_constructor_path_gives_the_same_id(fixtures_dir, embedder):
+    import timm
+
+    import facemoe.registry  # noqa: F401  (registers the timm variants)
+
+    path = fixtures_dir / "fixtureA_perturbed_state.pt"
+    direct = FaceMoEEmbedder(load_model(path), batch_size=5)
+    small = dict(embed_dim=32, depths=(2, 2, 2), num_heads=(2, 4, 4))
+    hub = timm.create_model("facemoe_swin_e3k2.briar", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)),
+                            **small)
+    via_timm = FaceMoEEmbedder(hub)
+    assert direct.embedder_id == via_timm.embedder_id == embedder.embedder_id
+    assert FaceMoEEmbedder.from_checkpoint(path, k=1, flip=False).embedder_id.endswith("-k1-fp32")
+
+
+def test_weights_of_unknown_origin_are_named_by_a_digest(fixtures_dir, embedder):
+    model = load_model(fixtures_dir / "fixtureA_perturbed_state.pt")
+    model.train().eval()  # training mode may change the weights: the file's tag no longer applies
+    assert model.checkpoint_tag is None
+    digest = weights_tag(model)
+    assert FaceMoEEmbedder(model).embedder_id == f"facemoe-{digest}-k2-fp32-flip" != embedder.embedder_id
+    other = load_model(fixtures_dir / "fixtureA_state.pt")
+    other.checkpoint_tag = None
+    assert weights_tag(other) != digest
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -72,7 +100,7 @@ def test_int8_quantises_the_given_model_in_place_and_agrees_with_fp32(fixtures_d
     expected, expected_norms = embedder.embed(crops)
     assert (units * expected).sum(axis=1).min() > 0.99
     np.testing.assert_allclose(norms, expected_norms, rtol=0.05)
-    assert int8.embedder_id == "facemoe-int8-flip"
+    assert int8.embedder_id == embedder.embedder_id.replace("-fp32-", "-int8-")
 
 
 @pytest.mark.parametrize("packed", [True, False])
@@ -90,7 +118,7 @@ def test_cpu_fp32_packs_the_model_in_place_unless_told_not_to(fixtures_dir, embe
     expected, expected_norms = embedder.embed(crops)
     np.testing.assert_allclose(units, expected, atol=1e-5)
     np.testing.assert_allclose(norms, expected_norms, rtol=1e-5)
-    assert fp32.embedder_id == "facemoe-fp32-flip"  # packing is the same math: same embedding space
+    assert fp32.embedder_id == embedder.embedder_id  # packing is the same math: same embedding space
 
 
 def test_cpu_bf16_without_hardware_support_is_refused(fixtures_dir, monkeypatch):
@@ -116,4 +144,4 @@ def test_cpu_bf16_packs_in_bf16_and_agrees_with_fp32(fixtures_dir, embedder, cro
     expected, expected_norms = embedder.embed(crops)
     assert units.dtype == np.float32 and (units * expected).sum(axis=1).min() > 0.999
     np.testing.assert_allclose(norms, expected_norms, rtol=0.02)
-    assert bf16.embedder_id == "facemoe-bf16-flip"
+    assert bf16.embedder_id == embedder.embedder_id.replace("-fp32-", "-bf16-")

@@ -7,6 +7,7 @@ import pytest
 import timm
 import torch
 
+import facemoe.registry  # noqa: F401  (registers the timm variants)
 from facemoe.checkpoint import load_model
 from facemoe.model import FaceMoE, FaceMoEConfig
 from facemoe.moe import MoEMlp, load_balance_loss, router_z_loss

@@ -56,7 +56,7 @@ def test_eval_tinyface_with_config_file(small_checkpoint, aligned_photos, tmp_pa
     [
         (["verification", "--bin", "missing.bin"], "pair set not found: missing.bin"),
         (["tinyface", "--list", "LIST"], "names 1 image(s) that do not exist"),
-        (["verification", "--bin", "x", "--set", "verification.fold=3"], "verification.fold: Extra inputs"),
+        (["verification", "--bin", "x", "--set", "verification.fold=3"], "unknown config key verification.fold"),
         (["briar", "--probes", "LIST", "--gallery", "LIST", "--gallery", "LIST"], "briar expects one --gallery"),
     ],
 )
