@@ -1,6 +1,7 @@
 """The ``eval`` command with a (small, untrained) FaceMoE checkpoint: runs end to end, errors in one line."""
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 
@@ -8,9 +9,12 @@ import pytest
 import torch
 
 import run_pipeline
+from core.config import load
+from facemoe import cli
 from facemoe.checkpoint import save_checkpoint
+from facemoe.evaluate.config import EvalConfig
 from facemoe.model import create_facemoe
-from tests.conftest import ASSETS, require
+from tests.conftest import ASSETS, ROOT, require
 
 LFW_BIN = ASSETS / "images" / "lfw_aligned_pairs" / "small_lfw.bin"
 
@@ -67,3 +71,18 @@ def test_eval_bad_input_one_line(small_checkpoint, tmp_path, capsys, argv_tail, 
     assert run_pipeline.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+def test_register_returns_the_protocol_subparsers_for_the_application():
+    parser = argparse.ArgumentParser()
+    protocols = cli.register(parser.add_subparsers(dest="command", required=True))
+    assert cli.PROTOCOLS == ("verification", "tinyface", "ijbs", "briar")
+    assert sorted(protocols.choices) == sorted(cli.PROTOCOLS)  # video is the application's
+    extra = protocols.add_parser("video")
+    extra.set_defaults(func="the application's")
+    assert parser.parse_args(["eval", "video"]).func == "the application's"
+    assert parser.parse_args(["eval", "verification", "--bin", "x"]).func is not None
+
+
+def test_shipped_eval_config_is_the_defaults():
+    assert load(ROOT / "configs" / "eval.yaml", EvalConfig) == EvalConfig()
