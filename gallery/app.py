@@ -6,7 +6,7 @@ with their thumbnails and scores, filterable by identity and camera.
 
 With a token, every request needs ``Authorization: Bearer <token>`` or the ``facemoe_token`` cookie; opening
 ``/?token=<token>`` once in a browser sets that cookie. Without a token the server must listen on loopback
-only (see ``gallery.cli.check_bind``).
+only (see ``pipeline.commands.gallery_admin.check_bind``).
 """
 
 from __future__ import annotations

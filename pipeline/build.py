@@ -114,9 +114,9 @@ class System:
         return MatchLogSink(self.gallery, sources, self.embedder.embedder_id, self.config_hash, size)
 
 
-def _open_gallery(cfg: AppConfig, db_url: str | None) -> tuple[Gallery, Path | None]:
+def _open_gallery(cfg: AppConfig, db_url: str | None, create: bool) -> tuple[Gallery, Path | None]:
     if db_url is not None:
-        return Gallery.open(db_url, cfg.gallery), None
+        return Gallery.open(db_url, cfg.gallery, create=create), None
     temp = Path(tempfile.mkdtemp(prefix="facemoe-gallery-"))
     section = cfg.gallery.model_copy(update={"storage_dir": str(temp), "thumbnails_dir": None})
     try:
@@ -127,13 +127,13 @@ def _open_gallery(cfg: AppConfig, db_url: str | None) -> tuple[Gallery, Path | N
 
 
 def build(cfg: AppConfig, *, db_url: str | None = None, gallery_dir: Path | None = None, detector: bool = True,
-          embedder: bool = True, gallery: bool = True) -> System:
+          embedder: bool = True, gallery: bool = True, create: bool = True) -> System:
     """Build what a command needs from ``cfg``: the detector and embedder (``detect`` and ``embed`` sections),
-    the gallery (``gallery`` section; ``db_url`` None: a temporary database), and with ``gallery_dir`` the
-    folder's people enrolled into it."""
+    the gallery (``gallery`` section; ``db_url`` None: a temporary database; ``create`` False: a database without
+    the gallery schema is an error, not created), and with ``gallery_dir`` the folder's people enrolled into it."""
     det = FaceDetector(cfg.detect) if detector or gallery_dir is not None else None
     emb = build_embedder(cfg.embed) if embedder or gallery_dir is not None else None
-    store, temp = _open_gallery(cfg, db_url) if gallery or gallery_dir is not None else (None, None)
+    store, temp = _open_gallery(cfg, db_url, create) if gallery or gallery_dir is not None else (None, None)
     system = System(cfg, det, emb, store, temp)
     if gallery_dir is not None:
         try:

@@ -49,3 +49,11 @@ def pg_cluster():
     finally:
         cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request, tmp_path) -> str:
+    """A URL of an empty database: a SQLite file in tmp_path, or a fresh database on the throwaway cluster."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'gallery.db'}"
+    return request.getfixturevalue("pg_cluster").new_database()

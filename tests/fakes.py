@@ -14,7 +14,7 @@ class FixedIndex:
 
     def __init__(self, names: Sequence[str], templates: np.ndarray, threshold: float) -> None:
         self.names = list(names)
-        self.templates = np.asarray(templates, np.float32).reshape(len(self.names), -1)
+        self.templates = np.asarray(templates, np.float32)
         self.threshold = float(threshold)
 
     def __len__(self) -> int:

@@ -5,9 +5,8 @@ import argparse
 
 from facemoe import cli as model_commands
 from facemoe import export_cli
-from gallery import cli as gallery_commands
 
-from . import enroll, eval_video, process, stream
+from . import enroll, eval_video, gallery_admin, process, stream
 
 __all__ = ["build_parser"]
 
@@ -19,7 +18,7 @@ def build_parser(prog: str = "run_pipeline.py", description: str = "") -> argpar
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     process.register(sub)
     stream.register(sub)
-    gallery_commands.register(sub)
+    gallery_admin.register(sub)
     enroll.register(sub)
     eval_video.register(model_commands.register(sub))
     export_cli.register(sub)

@@ -1,10 +1,13 @@
 """Commands of the gallery: ``query``, ``serve``, ``remove``, ``merge`` and ``purge``.
 
-run_pipeline.py query {matches,tracks,identities} [--db URL] [filters] [--format table|json|csv]
-run_pipeline.py serve [--db URL] [--host 127.0.0.1] [--port 8000] [--config FILE]
-run_pipeline.py remove NAME [--db URL]
-run_pipeline.py merge SOURCE INTO [--db URL]
-run_pipeline.py purge --older-than DAYS [--db URL]
+run_pipeline.py query {matches,tracks,identities} [--db URL] [--config FILE] [filters] [--format table|json|csv]
+run_pipeline.py serve [--db URL] [--config FILE] [--host 127.0.0.1] [--port 8000]
+run_pipeline.py remove NAME [--db URL] [--config FILE]
+run_pipeline.py merge SOURCE INTO [--db URL] [--config FILE]
+run_pipeline.py purge --older-than DAYS [--db URL] [--config FILE]
+
+Each opens the gallery through the one builder (``pipeline.build``) with the config's ``gallery`` section; none
+creates a database that does not exist.
 """
 
 from __future__ import annotations
@@ -18,13 +21,14 @@ import os
 import sys
 from datetime import datetime
 
-from gallery.config import GalleryConfig, load_gallery_config
-from gallery.db import Database
+from gallery.config import GalleryConfig
 from gallery.errors import AuthError, QueryError
 from gallery.matchlog import DECISIONS, purge_older_than
 from gallery.queries import KINDS, Filters, Page
-from gallery.store import Gallery
 from gallery.thumbnails import ThumbnailStore
+
+from ..build import System, build
+from .common import add_config_options, config_of, db_of
 
 logger = logging.getLogger(__name__)
 
@@ -96,16 +100,13 @@ def render(kind: str, page: Page, fmt: str) -> str:
     return "\n".join(lines)
 
 
-def _config(args) -> GalleryConfig:
-    return load_gallery_config(getattr(args, "config", None))
-
-
-def _db_url(args, config: GalleryConfig) -> str:
-    return args.db or config.db_url
+def _open(args: argparse.Namespace) -> System:
+    """The gallery of ``--db`` (else ``gallery.db_url``) with the config's gallery section; never created here."""
+    cfg = config_of(args)
+    return build(cfg, db_url=db_of(args, cfg), detector=False, embedder=False, create=False)
 
 
 def run_query(args: argparse.Namespace) -> int:
-    config = _config(args)
     filters = Filters(
         identity=args.identity,
         source=args.source,
@@ -117,8 +118,8 @@ def run_query(args: argparse.Namespace) -> int:
         page=args.page,
         page_size=args.page_size,
     )
-    with Database(_db_url(args, config), create=False) as db:
-        page = KINDS[args.kind](db, filters)
+    with _open(args) as system:
+        page = KINDS[args.kind](system.gallery.db, filters)
     print(render(args.kind, page, args.format))
     return 0
 
@@ -141,28 +142,26 @@ def check_bind(host: str, token: str | None) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    import uvicorn  # the serve extra (fastapi, uvicorn): only this command needs it
 
     from gallery.app import create_app
 
-    config = _config(args)
+    config = config_of(args).gallery
     host, port = args.host or config.serve.host, args.port or config.serve.port
     token = serve_token(config)
     check_bind(host, token)
-    db = Database(_db_url(args, config), create=False)
-    store = ThumbnailStore.for_database(db, config)
-    app = create_app(db, store, token=token, page_size=config.serve.page_size)
-    access = "token required" if token else "no token: loopback only"
-    print(f"serving {db.shown} on http://{host}:{port}/ ({access})", file=sys.stderr)
-    try:
+    with _open(args) as system:
+        db = system.gallery.db
+        app = create_app(db, ThumbnailStore.for_database(db, config), token=token, page_size=config.serve.page_size)
+        access = "token required" if token else "no token: loopback only"
+        print(f"serving {db.shown} on http://{host}:{port}/ ({access})", file=sys.stderr)
         uvicorn.run(app, host=host, port=port, log_level="warning")
-    finally:
-        db.close()
     return 0
 
 
 def run_remove(args: argparse.Namespace) -> int:
-    with Gallery.open(_db_url(args, _config(args)), _config(args), create=False) as gallery:
+    with _open(args) as system:
+        gallery = system.gallery
         gallery.remove_identity(args.name)
         for embedder_id in gallery.embedders():
             gallery.calibrate(embedder_id)
@@ -171,7 +170,8 @@ def run_remove(args: argparse.Namespace) -> int:
 
 
 def run_merge(args: argparse.Namespace) -> int:
-    with Gallery.open(_db_url(args, _config(args)), _config(args), create=False) as gallery:
+    with _open(args) as system:
+        gallery = system.gallery
         gallery.merge_identities(args.source, args.into)
         for embedder_id in gallery.embedders():
             gallery.calibrate(embedder_id)
@@ -180,21 +180,21 @@ def run_merge(args: argparse.Namespace) -> int:
 
 
 def run_purge(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = config_of(args).gallery
     days = args.older_than if args.older_than is not None else config.match_log.retention_days
     if days is None:
         raise QueryError("purge: expected --older-than DAYS or gallery.match_log.retention_days, got neither")
     if not days >= 0:  # NaN too; 0 means everything older than now
         raise QueryError(f"purge --older-than: expected 0 or more days, got {days:g}")
-    with Database(_db_url(args, config), create=False) as db:
+    with _open(args) as system:
+        db = system.gallery.db
         count = purge_older_than(db, days, ThumbnailStore.for_database(db, config))
     print(f"deleted {count} tracks older than {days:g} days", file=sys.stderr)
     return 0
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", help=f"database URL (default: gallery.db_url, {GalleryConfig().db_url})")
-    p.add_argument("--config", help="YAML file whose 'gallery' section configures the gallery")
+    add_config_options(p)
 
 
 def register(subparsers) -> None:

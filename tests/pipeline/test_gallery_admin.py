@@ -1,4 +1,4 @@
-"""gallery/cli.py through the real command line: query formats, serve refusals, remove, merge, purge."""
+"""pipeline/commands/gallery_admin.py through the real command line: query formats, serve refusals, remove, merge, purge."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from gallery.cli import check_bind, parse_time, serve_token
+from pipeline.commands.gallery_admin import check_bind, parse_time, serve_token
 from gallery.config import GalleryConfig, ServeConfig
 from gallery.db import Database
 from gallery.errors import AuthError, QueryError
