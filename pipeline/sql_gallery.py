@@ -12,6 +12,7 @@ import numpy as np
 
 from gallery.matchlog import MatchLogWriter, TrackRecord
 from gallery.store import Gallery
+from gallery.thumbnails import ThumbnailStore
 
 from core.types import Candidate, MatchResult, TrackTemplate
 
@@ -59,10 +60,12 @@ class MatchLogSink:
                  batch_size: int = 1) -> None:
         self.embedder_id = embedder_id
         self.writers: dict[str, MatchLogWriter] = {}
+        thumbnails = ThumbnailStore.for_database(gallery.db, gallery.config)  # the gallery section's folder rule
         try:
             for s in sources:
                 self.writers[s.name] = MatchLogWriter(gallery.db, source=s.name, kind=s.kind, uri=s.uri,
-                                                      config_hash=cfg_hash, batch_size=batch_size)
+                                                      config_hash=cfg_hash, batch_size=batch_size,
+                                                      thumbnails=thumbnails)
         except BaseException:
             self.close("failed")
             raise
