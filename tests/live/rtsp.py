@@ -6,6 +6,7 @@ Everything binds to 127.0.0.1; every wait here is bounded.
 """
 from __future__ import annotations
 
+import queue
 import random
 import shutil
 import signal
@@ -154,14 +155,37 @@ class SilentServer:
         self.sock.close()
 
 
+class _Player:
+    """A playing client of ``InterleavedRtspServer``: its packets are queued and sent by a thread of its own, so a
+    slow player delays only itself (TCP back-pressure) and the relay never drops what the publisher sends."""
+
+    def __init__(self, conn: socket.socket, lock: threading.Lock, mount: str) -> None:
+        self.conn, self.lock, self.mount = conn, lock, mount
+        self.packets: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._send, daemon=True)
+
+    def _send(self) -> None:
+        while (packet := self.packets.get()) is not None:
+            try:
+                with self.lock:
+                    self.conn.sendall(packet)
+            except OSError:
+                return
+
+    def stop(self) -> None:
+        self.packets.put(None)
+
+
 class InterleavedRtspServer:
     """A minimal RTSP server on loopback that only speaks RTP interleaved in the RTSP TCP connection
     (``RTP/AVP/TCP``; a UDP ``SETUP`` is answered 461 Unsupported Transport).
 
     ``publish`` starts an ffmpeg sending a clip as plain RTP to a local UDP port; the server relays each RTP
-    (channel 0) and RTCP (channel 1) packet to every playing client, framed ``$ channel length``. ``drop`` closes
-    the listener and every client connection at once (a crash as the players see it) while the publisher goes
-    on; ``start`` listens again on the same port.
+    (channel 0) and RTCP (channel 1) packet to every client playing that mount, framed ``$ channel length``. With
+    ``loop=False`` the clip plays once and the packets sent before the first player's PLAY are kept for it: that
+    player gets every frame of the clip, from the first, whenever it attaches (over TCP, none lost). ``drop``
+    closes the listener and every client connection at once (a crash as the players see it) while the publisher
+    goes on; ``start`` listens again on the same port.
     """
 
     def __init__(self, log_dir: Path) -> None:
@@ -169,9 +193,10 @@ class InterleavedRtspServer:
         self.log_dir = log_dir
         self.sessions = 0  # PLAYs served
         self.refused_udp = 0  # SETUPs refused for asking UDP
-        self._clients: list[tuple[socket.socket, threading.Lock]] = []
+        self._clients: list[_Player] = []
         self._lock = threading.Lock()
         self._sdp: dict[str, str] = {}
+        self._held: dict[str, list[bytes]] = {}  # mount played once -> packets sent before its first PLAY
         self._publishers: dict[str, subprocess.Popen] = {}
         self._relays: list[socket.socket] = []
         self._listener: socket.socket | None = None
@@ -188,8 +213,9 @@ class InterleavedRtspServer:
         threading.Thread(target=self._accept, args=(sock,), daemon=True).start()
         return self
 
-    def publish(self, mount: str, clip: Path) -> subprocess.Popen:
-        """Stream ``clip`` in real time (looped) as RTP to a relay socket; returns when its SDP is known."""
+    def publish(self, mount: str, clip: Path, loop: bool = True) -> subprocess.Popen:
+        """Stream ``clip`` in real time (looped, or once) as RTP to a relay socket; returns when its SDP is
+        known."""
         rtp, rtcp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM), socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         for sock in (rtp, rtcp):
             sock.bind(("127.0.0.1", 0))
@@ -197,14 +223,17 @@ class InterleavedRtspServer:
             self._relays.append(sock)
         sdp = self.log_dir / f"interleaved-{mount}-{self.port}.sdp"
         sdp.unlink(missing_ok=True)
-        cmd = ["ffmpeg", "-v", "error", "-re", "-stream_loop", "-1", "-i", str(clip), "-c", "copy", "-f", "rtp",
-               "-sdp_file", str(sdp),
+        cmd = ["ffmpeg", "-v", "error", "-re", *(["-stream_loop", "-1"] if loop else []), "-i", str(clip),
+               "-c", "copy", "-f", "rtp", "-sdp_file", str(sdp),
                f"rtp://127.0.0.1:{rtp.getsockname()[1]}?rtcpport={rtcp.getsockname()[1]}"]
+        if not loop:
+            with self._lock:
+                self._held[mount] = []
         with open(self.log_dir / f"publish-{mount}-{self.port}.log", "ab") as log:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         self._publishers[mount] = proc
         for channel, sock in ((0, rtp), (1, rtcp)):
-            threading.Thread(target=self._relay, args=(sock, channel), daemon=True).start()
+            threading.Thread(target=self._relay, args=(sock, channel, mount), daemon=True).start()
         deadline = time.monotonic() + 15
         while not (sdp.is_file() and "a=rtpmap" in sdp.read_text()):
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -233,12 +262,13 @@ class InterleavedRtspServer:
             self._listener = None
         with self._lock:
             clients, self._clients = self._clients, []
-        for conn, _ in clients:
+        for client in clients:
+            client.stop()
             try:
-                conn.shutdown(socket.SHUT_RDWR)
+                client.conn.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-            conn.close()
+            client.conn.close()
 
     def close(self) -> None:
         self.drop()
@@ -259,7 +289,7 @@ class InterleavedRtspServer:
                 return  # closed by drop
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
-    def _relay(self, sock: socket.socket, channel: int) -> None:
+    def _relay(self, sock: socket.socket, channel: int, mount: str) -> None:
         while True:
             try:
                 packet = sock.recv(65536)
@@ -269,18 +299,26 @@ class InterleavedRtspServer:
                 return  # closed
             frame = b"$" + bytes([channel]) + len(packet).to_bytes(2, "big") + packet
             with self._lock:
-                clients = list(self._clients)
-            for conn, lock in clients:
-                try:
-                    with lock:
-                        conn.sendall(frame)
-                except OSError:
-                    with self._lock:
-                        if (conn, lock) in self._clients:
-                            self._clients.remove((conn, lock))
+                if mount in self._held:  # played once, nobody playing yet: kept for the first player
+                    self._held[mount].append(frame)
+                    continue
+                for client in self._clients:
+                    if client.mount == mount:
+                        client.packets.put(frame)
+
+    def _play(self, conn: socket.socket, lock: threading.Lock, mount: str) -> _Player:
+        """A player of ``mount`` from now on; the first player of a mount played once gets its held packets."""
+        client = _Player(conn, lock, mount)
+        with self._lock:  # the relays wait: the held packets go first, in order
+            for frame in self._held.pop(mount, []):
+                client.packets.put(frame)
+            self._clients.append(client)
+        client.thread.start()
+        return client
 
     def _serve(self, conn: socket.socket) -> None:
         lock = threading.Lock()
+        player: _Player | None = None
         buf = b""
         try:
             while True:
@@ -310,22 +348,26 @@ class InterleavedRtspServer:
                          f"Content-Length: {len(body)}"]
                 with lock:
                     conn.sendall(("\r\n".join(reply) + "\r\n\r\n" + body).encode("latin-1"))
-                if method == "PLAY" and status.startswith("200"):
+                if method == "PLAY" and status.startswith("200") and player is None:
                     self.sessions += 1
-                    with self._lock:
-                        self._clients.append((conn, lock))
+                    player = self._play(conn, lock, self._mount(target))
                 if method == "TEARDOWN":
                     return
         except OSError:
             return
         finally:
-            with self._lock:
-                if (conn, lock) in self._clients:
-                    self._clients.remove((conn, lock))
+            if player is not None:
+                player.stop()
+                with self._lock:
+                    if player in self._clients:
+                        self._clients.remove(player)
             conn.close()
 
+    def _mount(self, target: str) -> str:
+        return target.split(f":{self.port}/", 1)[-1].split("/", 1)[0]
+
     def _answer(self, method: str, target: str, headers: dict[str, str]) -> tuple[str, list[str], str]:
-        mount = target.split(f":{self.port}/", 1)[-1].split("/", 1)[0]
+        mount = self._mount(target)
         if method == "OPTIONS":
             return "200 OK", ["Public: OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN, GET_PARAMETER"], ""
         if mount not in self._sdp:
