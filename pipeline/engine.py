@@ -26,6 +26,7 @@ import numpy as np
 from core.types import Detections, FaceCrop, Frame, MatchResult, TrackTemplate
 from stages.aggregate import Aggregator
 from stages.align import align_face
+from stages.detect import FaceDetector
 from stages.embed import Embedder
 from stages.match import Matcher
 from stages.quality import QualityScorer
@@ -36,7 +37,8 @@ from .config import AppConfig
 from .selection import CropSelector
 from .sinks import ResultSink
 
-__all__ = ["EmbedWorker", "EndedTrack", "ProgressSink", "RunStats", "SourceTracking", "TrackJob", "TrackMatching"]
+__all__ = ["EmbedWorker", "EndedTrack", "ProgressSink", "RunStats", "SourceTracking", "TrackJob", "TrackMatching",
+           "detect"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +75,15 @@ class RunStats:
 
     def add_time(self, stage: str, seconds: float) -> None:
         self.seconds[stage] += seconds
+
+
+def detect(detector: FaceDetector, frames: Sequence[Frame], stats: RunStats) -> list[Detections]:
+    """One detector call over a batch of frames (of any sources), timed into ``stats``."""
+    t0 = time.perf_counter()
+    detections = detector.detect([f.image for f in frames])
+    stats.add_time("detect", time.perf_counter() - t0)
+    stats.batches += 1
+    return detections
 
 
 @dataclass

@@ -117,18 +117,23 @@ class LiveSource:
             return self._buffer.popleft()
 
     # decode thread -------------------------------------------------------------------------------------------
-    def _timestamp(self, pts_s: float | None) -> float:
-        if not self._stream_time or pts_s is None:
+    def _timestamp(self, pts_s: float | None, step: float) -> float:
+        """Frame time: the clock (``arrival``), or the stream's pts continued across reconnects (``stream``). A
+        frame without pts (RTSP gives the first keyframe none) comes one frame interval ``step`` after the last."""
+        after_last = self._last_ts + step if self._last_ts >= 0 else 0.0
+        if not self._stream_time:
             ts = self.now()
+        elif pts_s is None:
+            ts = after_last
         else:
-            if self._base is None:  # first frame of a connection: continue after the last one
-                self._base = (self._last_ts + 1e-3 if self._last_ts >= 0 else 0.0) - pts_s
+            if self._base is None:  # first pts of a connection: continue after the last frame
+                self._base = after_last - pts_s
             ts = self._base + pts_s
         self._last_ts = max(ts, self._last_ts)
         return ts
 
-    def _push(self, image, pts_s: float | None) -> None:
-        frame = Frame(self.name, self._index, self._timestamp(pts_s), image)
+    def _push(self, image, pts_s: float | None, step: float = 1e-3) -> None:
+        frame = Frame(self.name, self._index, self._timestamp(pts_s, step), image)
         self._index += 1
         with self._lock:
             while not self._drop and len(self._buffer) >= self._capacity and not self._stop.is_set():
@@ -190,6 +195,8 @@ class LiveSource:
                 if not c.streams.video:
                     return False, "no video stream in the source"
                 stream = c.streams.video[0]
+                rate = stream.average_rate or stream.guessed_rate
+                step = 1.0 / float(rate) if rate else 1e-3  # frame interval, for frames without pts
                 for packet in c.demux(stream):
                     last_data = time.monotonic()
                     if self._stop.is_set():
@@ -207,7 +214,7 @@ class LiveSource:
                                 logger.warning("camera %s: stream recovered", self.name)
                             else:
                                 logger.info("camera %s: connected (%dx%d)", self.name, f.width, f.height)
-                        self._push(f.to_ndarray(format="bgr24"), None if f.time is None else float(f.time))
+                        self._push(f.to_ndarray(format="bgr24"), None if f.time is None else float(f.time), step)
             return got, "stream ended"
         except av.FFmpegError as exc:
             # FFmpeg reports its own socket timeout on RTSP as "invalid data": tell a timeout by the silence

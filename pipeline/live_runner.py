@@ -21,7 +21,7 @@ from stages.embed import Embedder
 from stages.match import Matcher
 
 from .config import AppConfig
-from .engine import EmbedWorker, EndedTrack, RunStats, SourceTracking, TrackJob, TrackMatching
+from .engine import EmbedWorker, EndedTrack, RunStats, SourceTracking, TrackJob, TrackMatching, detect
 from .health import HealthRegistry
 from .live import LiveCameras
 from .sinks import ResultSink
@@ -91,10 +91,6 @@ class LiveRunner:
         size = self.cfg.detect.batch_size
         for start in range(0, len(frames), size):
             batch = frames[start:start + size]
-            t0 = time.perf_counter()
-            detections = self.detector.detect([f.image for f in batch])
-            stats.add_time("detect", time.perf_counter() - t0)
-            stats.batches += 1
-            for frame, dets in zip(batch, detections):
+            for frame, dets in zip(batch, detect(self.detector, batch, stats)):
                 self.state[frame.source_id].frame(frame, dets, job, stats)
                 self.registry.cameras[frame.source_id].frame_processed()

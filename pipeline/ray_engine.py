@@ -25,7 +25,7 @@ from core.errors import ConfigError
 from .alerts import watchlist_alerts
 from .build import build
 from .config import AppConfig
-from .engine import EmbedWorker, RunStats, SourceTracking, TrackJob, TrackMatching
+from .engine import EmbedWorker, RunStats, SourceTracking, TrackJob, TrackMatching, detect
 from .health import CameraHealth, HealthRegistry, PolledHealth
 from .live import LiveSource
 from .live_config import CameraConfig, LiveConfig
@@ -95,7 +95,7 @@ class CameraWorker:
             while len(frames) < self.cfg.detect.batch_size and (f := self.source.read()) is not None:
                 frames.append(f)
             if frames:
-                for frame, dets in zip(frames, self.system.detector.detect([f.image for f in frames])):
+                for frame, dets in zip(frames, detect(self.system.detector, frames, self.stats)):
                     self.tracking.frame(frame, dets, job, self.stats)
                     self.health.frame_processed()
                 frames_done += len(frames)

@@ -21,7 +21,7 @@ from stages.embed import Embedder
 from stages.match import Matcher
 
 from .config import AppConfig
-from .engine import EmbedWorker, RunStats, SourceTracking, TrackJob, TrackMatching
+from .engine import EmbedWorker, RunStats, SourceTracking, TrackJob, TrackMatching, detect
 from .sinks import ResultSink
 from .sources import DecodeReport, FileSource
 
@@ -105,12 +105,8 @@ class FileRunner:
 
     def _process_batch(self, batch: list[Frame], tracking: SourceTracking, stats: RunStats,
                        boxes: list[FrameBoxes] | None) -> TrackJob:
-        t0 = time.perf_counter()
-        detections = self.detector.detect([f.image for f in batch])
-        stats.add_time("detect", time.perf_counter() - t0)
-        stats.batches += 1
         job = TrackJob()
-        for frame, dets in zip(batch, detections):
+        for frame, dets in zip(batch, detect(self.detector, batch, stats)):
             tracked = tracking.frame(frame, dets, job, stats)
             if boxes is not None:
                 keep = tracked.track_id >= 0

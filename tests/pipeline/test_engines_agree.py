@@ -134,13 +134,6 @@ def assert_same_times(got: dict[int, Logged], expected: dict[int, Logged], frame
     assert all(abs(a) <= frame_s and abs(b) <= frame_s for a, b in off.values()), f"(start, end) offsets {off}"
 
 
-# remove when pipeline/live.py stamps a frame without pts from the stream's own time line
-RTSP_FIRST_FRAME_HAS_NO_PTS = pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="LiveSource._timestamp stamps the first RTSP frame (no pts) with its arrival time and anchors the "
-           "stream's pts to it: every live time is shifted by that arrival time less one frame")
-
-
 def run_file(cfg, clip, db: str):
     with build(cfg, db_url=db) as system:
         log = system.match_log([LoggedSource(CAMERA, "file", str(clip))])
@@ -201,7 +194,6 @@ def test_file_and_live_runners_give_the_same_tracks(file_run, live_run):
     assert_same_tracks(got, expected)
 
 
-@RTSP_FIRST_FRAME_HAS_NO_PTS
 def test_file_and_live_runners_give_the_same_track_times(file_run, live_run):
     assert_same_times(live_run[2], file_run[1], file_run[2])
 
@@ -215,6 +207,5 @@ def test_ray_engine_gives_the_live_runners_tracks(ray_run, live_run):
     assert_same_tracks(got, expected)
 
 
-@RTSP_FIRST_FRAME_HAS_NO_PTS
 def test_ray_engine_gives_the_live_runners_track_times(ray_run, live_run, file_run):
     assert_same_times(ray_run[1], live_run[2], file_run[2])
