@@ -2,6 +2,7 @@
 
 Exit codes: 0 success, 2 bad usage or bad input (one line on stderr), 1 anything else.
 """
+
 from __future__ import annotations
 
 import logging

@@ -1,19 +1,20 @@
 """Embedding throughput of FaceMoE on the CPU against a per-expert-loop reference, int8, bf16 and ONNX Runtime.
 
 One run, one set of weights (seeded random, or ``--checkpoint``), the same inputs for every engine. The
-reference is written here: the original's MoE loop (``torch.where`` per expert, ``out[rows] +=
-expert(x[rows]) * gate``), its explicit attention softmax and its roll / window partition / window reverse in
-every block, swapped into a copy of the model that shares the model's weight tensors. ``model`` is the project's model as ``FaceMoEEmbedder`` runs it
-in fp32 on the CPU (linear layers pre-packed for oneDNN, ``facemoe.packed``); ``nn.Linear`` is the same model
-unpacked, to show what packing adds; ``bf16`` (CPUs with AVX512-BF16 or AMX) the model packed in bf16 with
-an fp32 residual stream (``precision: bf16`` on the CPU). Runs of the engines are interleaved round by round
-(each round starting with the next engine) so that load from other processes hits them alike; the table reports
-the fastest round (min) and the median. Usage::
+reference is written here: the original's MoE loop (``torch.where`` per expert, ``out[rows] += expert(x[rows])
+* gate``), its explicit attention softmax and its roll / window partition / window reverse in every block,
+swapped into a copy of the model that shares the model's weight tensors. ``model`` is the project's model as
+``FaceMoEEmbedder`` runs it in fp32 on the CPU (linear layers pre-packed for oneDNN, ``facemoe.packed``);
+``nn.Linear`` is the same model unpacked, to show what packing adds; ``bf16`` (CPUs with AVX512-BF16 or AMX)
+the model packed in bf16 with an fp32 residual stream (``precision: bf16`` on the CPU). Runs of the engines
+are interleaved round by round (each round starting with the next engine) so that load from other processes
+hits them alike; the table reports the fastest round (min) and the median. Usage::
 
     python bench/embed.py                       # paper variant, batches 1, 8, 32
     python bench/embed.py --small --batches 1,8 # quick run on the small fixture-sized model
     python bench/embed.py --checkpoint briar --images DIR  # the released weights (local path or Hub cache)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -160,23 +161,34 @@ def load_inputs(images: Path | None, batch: int, size: int, seed: int) -> torch.
     files = sorted(p for p in images.iterdir() if p.suffix.lower() in (".jpg", ".png"))
     if not files:
         raise SystemExit(f"error: no .jpg/.png images in {images}")
-    crops = [cv2.resize(cv2.imread(str(files[i % len(files)]))[:, :, ::-1], (size, size),
-                        interpolation=cv2.INTER_CUBIC) for i in range(batch)]
+    crops = [
+        cv2.resize(
+            cv2.imread(str(files[i % len(files)]))[:, :, ::-1], (size, size), interpolation=cv2.INTER_CUBIC
+        )
+        for i in range(batch)
+    ]
     return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--small", action="store_true", help="fixture-sized model instead of the paper variant")
-    parser.add_argument("--checkpoint", help="an official model.pt (path, or release name briar / tinyface through "
-                        "the Hugging Face cache) instead of seeded random weights")
+    parser.add_argument(
+        "--small", action="store_true", help="fixture-sized model instead of the paper variant"
+    )
+    parser.add_argument(
+        "--checkpoint",
+        help="an official model.pt (path, or release name briar / tinyface through "
+        "the Hugging Face cache) instead of seeded random weights",
+    )
     parser.add_argument("--batches", default="1,8,32", help="comma-separated batch sizes")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds per batch size")
     parser.add_argument("--threads", type=int, default=2, help="torch and onnxruntime intra-op threads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--images", type=Path, help="folder of aligned face crops (default: uniform noise)")
     parser.add_argument("--no-int8", action="store_true")
-    parser.add_argument("--no-bf16", action="store_true", help="skip bf16 (also skipped without AVX512-BF16/AMX)")
+    parser.add_argument(
+        "--no-bf16", action="store_true", help="skip bf16 (also skipped without AVX512-BF16/AMX)"
+    )
     parser.add_argument("--no-onnx", action="store_true")
     return parser.parse_args(argv)
 
@@ -205,19 +217,26 @@ def main(argv=None) -> int:
     probe = load_inputs(args.images, 2, size, args.seed)
     with torch.inference_mode():
         expected = reference(probe)
-        gaps = {name: float((m(probe) - expected).abs().max())
-                for name, m in (("model", model), ("nn.Linear", unpacked))}
+        gaps = {
+            name: float((m(probe) - expected).abs().max())
+            for name, m in (("model", model), ("nn.Linear", unpacked))
+        }
         with FlopCounterMode(display=False) as counter:
             unpacked(probe[:1])
     gflop = counter.get_total_flops() / 1e9
-    print(f"variant: {variant}, threads {args.threads}, {gflop:.1f} GFLOP/image, inputs: {args.images or 'uniform noise in [-1, 1]'}")
-    print("max |diff| to the reference (must be <= 1e-4): " + ", ".join(f"{n} {g:.2e}" for n, g in gaps.items()))
+    inputs = args.images or "uniform noise in [-1, 1]"
+    print(f"variant: {variant}, threads {args.threads}, {gflop:.1f} GFLOP/image, inputs: {inputs}")
+    print(
+        "max |diff| to the reference (must be <= 1e-4): " + ", ".join(f"{n} {g:.2e}" for n, g in gaps.items())
+    )
     if max(gaps.values()) > 1e-4:
         return 1
     peak = matmul_gflops(unpacked.cfg.embed_dim * 2, args.repeats)
     onednn = matmul_gflops(unpacked.cfg.embed_dim * 2, args.repeats, packed=True)
-    print(f"fp32 matmul throughput of this machine: {peak:.0f} GFLOP/s with torch.matmul (the table's 100%), "
-          f"{onednn:.0f} GFLOP/s with oneDNN on a packed weight")
+    print(
+        f"fp32 matmul throughput of this machine: {peak:.0f} GFLOP/s with torch.matmul (the table's 100%), "
+        f"{onednn:.0f} GFLOP/s with oneDNN on a packed weight"
+    )
 
     engines = {"model": model, "nn.Linear": unpacked, "reference": reference}
     if not args.no_int8:
@@ -229,10 +248,16 @@ def main(argv=None) -> int:
 
         workdir = tempfile.TemporaryDirectory()
         start = time.perf_counter()
-        session = onnx_session(export_onnx(unpacked, Path(workdir.name) / "facemoe.onnx"), threads=args.threads)
-        print(f"onnx export + load {time.perf_counter() - start:.0f} s, "
-              f"max |onnxruntime - torch| at batch 1,3: {check_onnx(unpacked, session, (1, 3)):.1e}")
-        engines["onnxruntime"] = lambda x: torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0])
+        session = onnx_session(
+            export_onnx(unpacked, Path(workdir.name) / "facemoe.onnx"), threads=args.threads
+        )
+        print(
+            f"onnx export + load {time.perf_counter() - start:.0f} s, "
+            f"max |onnxruntime - torch| at batch 1,3: {check_onnx(unpacked, session, (1, 3)):.1e}"
+        )
+        engines["onnxruntime"] = lambda x: torch.from_numpy(
+            session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0]
+        )
 
     rows = []
     for batch in batches:
@@ -242,14 +267,19 @@ def main(argv=None) -> int:
             outputs = {name: engine(x) for name, engine in engines.items()}  # warm-up
             names = list(engines)
             for round_ in range(args.repeats):  # the starting engine rotates from round to round
-                for name in names[round_ % len(names):] + names[: round_ % len(names)]:
+                for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
                     times[name].append(_timed(functools.partial(engines[name], x)))
         best = {name: min(t) for name, t in times.items()}
         med = {name: statistics.median(t) for name, t in times.items()}
-        row = dict(batch=batch, model=batch / best["model"], reference=batch / best["reference"],
-                   unpacked=batch / best["nn.Linear"],
-                   model_med=batch / med["model"], reference_med=batch / med["reference"],
-                   gflops=gflop * batch / best["model"])
+        row = dict(
+            batch=batch,
+            model=batch / best["model"],
+            reference=batch / best["reference"],
+            unpacked=batch / best["nn.Linear"],
+            model_med=batch / med["model"],
+            reference_med=batch / med["reference"],
+            gflops=gflop * batch / best["model"],
+        )
         for low in ("int8", "bf16"):
             if low in engines:
                 cosine = F.cosine_similarity(outputs[low], outputs["model"])
@@ -257,15 +287,23 @@ def main(argv=None) -> int:
         if "onnxruntime" in engines:
             row["ort"] = batch / best["onnxruntime"]
         rows.append(row)
-        print(f"batch {batch}: " + ", ".join(f"{n} min {best[n]:.3f}s median {med[n]:.3f}s" for n in engines),
-              flush=True)
+        print(
+            f"batch {batch}: " + ", ".join(f"{n} min {best[n]:.3f}s median {med[n]:.3f}s" for n in engines),
+            flush=True,
+        )
     print_table(rows, peak)
     return 0
 
 
 def print_table(rows: list[dict], peak: float) -> None:
-    head = ["batch", "model crops/s", "nn.Linear crops/s", "reference crops/s", "ratio (median)",
-            "GFLOP/s (% matmul)"]
+    head = [
+        "batch",
+        "model crops/s",
+        "nn.Linear crops/s",
+        "reference crops/s",
+        "ratio (median)",
+        "GFLOP/s (% matmul)",
+    ]
     lows = [low for low in ("int8", "bf16") if low in rows[0]]
     for low in lows:
         head += [f"{low} speed-up", f"{low} cosine mean (min)"]
@@ -274,9 +312,14 @@ def print_table(rows: list[dict], peak: float) -> None:
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:
-        cells = [str(r["batch"]), f"{r['model']:.2f}", f"{r['unpacked']:.2f}", f"{r['reference']:.2f}",
-                 f"{r['model'] / r['reference']:.2f} ({r['model_med'] / r['reference_med']:.2f})",
-                 f"{r['gflops']:.0f} ({100 * r['gflops'] / peak:.0f}%)"]
+        cells = [
+            str(r["batch"]),
+            f"{r['model']:.2f}",
+            f"{r['unpacked']:.2f}",
+            f"{r['reference']:.2f}",
+            f"{r['model'] / r['reference']:.2f} ({r['model_med'] / r['reference_med']:.2f})",
+            f"{r['gflops']:.0f} ({100 * r['gflops'] / peak:.0f}%)",
+        ]
         for low in lows:
             speedup, mean, least = r[low]
             cells += [f"{speedup:.2f}x", f"{mean:.4f} ({least:.4f})"]

@@ -14,6 +14,7 @@ setting, against the single-process one-stream run as the baseline of the same i
     python bench/live.py [--streams 1 2 4] [--engines local ray] [--seconds 30] [--soak-seconds 600]
                          [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,11 +49,15 @@ def rss_mb() -> float:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
-def _summary(n: int, elapsed: float, per_cam: list[dict], lat: list[float], tracks: int,
-             samples: list | None = None) -> dict:
+def _summary(
+    n: int, elapsed: float, per_cam: list[dict], lat: list[float], tracks: int, samples: list | None = None
+) -> dict:
     lat = sorted(lat)
     return {
-        "streams": n, "seconds": round(elapsed, 1), "cameras": per_cam, "tracks": tracks,
+        "streams": n,
+        "seconds": round(elapsed, 1),
+        "cameras": per_cam,
+        "tracks": tracks,
         "fps_processed_per_camera": statistics.mean(c["fps_processed"] for c in per_cam),
         "fps_in_per_camera": statistics.mean(c["fps_in"] for c in per_cam),
         "drop_rate": statistics.mean(c["drop_rate"] for c in per_cam),
@@ -68,7 +73,9 @@ def run_local(n: int, seconds: float, server: RtspServer, db_url: str, cfg, rss_
     cameras = LiveCameras(cams, LiveConfig(transport="udp", read_timeout_s=3.0), registry, seed=0)
     with build(cfg, db_url=db_url) as system:
         sink = system.match_log([LoggedSource(c.name, "camera", c.url) for c in cams], batch_size=1)
-        runner = LiveRunner(cfg, system.detector, system.embedder, system.matcher(), [sink], cameras, registry)
+        runner = LiveRunner(
+            cfg, system.detector, system.embedder, system.matcher(), [sink], cameras, registry
+        )
         stop, out = threading.Event(), {}
         thread = threading.Thread(target=lambda: out.update(stats=runner.run(stop)), daemon=True)
         thread.start()
@@ -89,8 +96,14 @@ def run_local(n: int, seconds: float, server: RtspServer, db_url: str, cfg, rss_
     per_cam = []
     for name, first in start.items():
         fin, done, drop = (e - s for e, s in zip(end[name], first))
-        per_cam.append({"camera": name, "fps_in": fin / elapsed, "fps_processed": done / elapsed,
-                        "drop_rate": drop / max(fin, 1)})
+        per_cam.append(
+            {
+                "camera": name,
+                "fps_in": fin / elapsed,
+                "fps_processed": done / elapsed,
+                "drop_rate": drop / max(fin, 1),
+            }
+        )
     stats = out["stats"]
     return _summary(n, elapsed, per_cam, list(stats.latencies_s), stats.tracks, samples)
 
@@ -99,11 +112,23 @@ def run_on_ray(n: int, seconds: float, server: RtspServer, db_url: str, cfg) -> 
     from pipeline.ray_engine import run_ray
 
     cams = [CameraConfig(name=f"cam{i}", url=server.url(f"cam{i}")) for i in range(n)]
-    result = run_ray(cfg, LiveConfig(transport="udp", read_timeout_s=3.0), cams, db_url, threading.Event(),
-                     duration_s=seconds)
-    per_cam = [{"camera": c["camera"], "fps_in": c["frames_in"] / max(c["seconds"], 1e-9),
-                "fps_processed": c["frames"] / max(c["seconds"], 1e-9),
-                "drop_rate": c["dropped"] / max(c["frames_in"], 1)} for c in result["cameras"]]
+    result = run_ray(
+        cfg,
+        LiveConfig(transport="udp", read_timeout_s=3.0),
+        cams,
+        db_url,
+        threading.Event(),
+        duration_s=seconds,
+    )
+    per_cam = [
+        {
+            "camera": c["camera"],
+            "fps_in": c["frames_in"] / max(c["seconds"], 1e-9),
+            "fps_processed": c["frames"] / max(c["seconds"], 1e-9),
+            "drop_rate": c["dropped"] / max(c["frames_in"], 1),
+        }
+        for c in result["cameras"]
+    ]
     elapsed = statistics.mean(c["seconds"] for c in result["cameras"])
     return _summary(n, elapsed, per_cam, result["latencies_s"], result["tracks"])
 
@@ -135,34 +160,50 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         db_url = f"sqlite:///{tmp / 'bench.db'}"
-        with build(cfg, db_url=db_url, gallery_dir=ASSETS / "images" / "friends_gallery", detector=False,
-                   embedder=False):
+        with build(
+            cfg,
+            db_url=db_url,
+            gallery_dir=ASSETS / "images" / "friends_gallery",
+            detector=False,
+            embedder=False,
+        ):
             pass  # the six friends enrolled into the bench database (the enroll --dir rule)
         clip = make_clip(ASSETS / "videos" / "friends_in_video.mp4", tmp / "clip.mp4", seconds=20)
         for engine in args.engines:
             for n in args.streams:
                 run = run_local if engine == "local" else run_on_ray
-                results["runs"].append({"engine": engine, **with_server(n, clip, tmp, run, args.seconds, db_url,
-                                                                        cfg)})
+                results["runs"].append(
+                    {"engine": engine, **with_server(n, clip, tmp, run, args.seconds, db_url, cfg)}
+                )
         if args.soak_seconds:
-            results["soak"] = with_server(1, clip, tmp, run_local, args.soak_seconds, db_url, cfg, rss_every=5.0)
+            results["soak"] = with_server(
+                1, clip, tmp, run_local, args.soak_seconds, db_url, cfg, rss_every=5.0
+            )
     base = results["runs"][0]["fps_processed_per_camera"]
-    print("| engine | streams | fps in / camera | fps processed / camera | vs baseline | dropped | "
-          "latency p50 (p95) | tracks |")
+    print(
+        "| engine | streams | fps in / camera | fps processed / camera | vs baseline | dropped | "
+        "latency p50 (p95) | tracks |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in results["runs"]:
-        lat = "-" if r["latency_p50_s"] is None else f"{r['latency_p50_s']:.2f} s ({r['latency_p95_s']:.2f} s)"
-        print(f"| {r['engine']} | {r['streams']} | {r['fps_in_per_camera']:.1f} | "
-              f"{r['fps_processed_per_camera']:.2f} | {r['fps_processed_per_camera'] / base:.2f}x | "
-              f"{100 * r['drop_rate']:.0f}% | {lat} | {r['tracks']} |")
+        lat = (
+            "-" if r["latency_p50_s"] is None else f"{r['latency_p50_s']:.2f} s ({r['latency_p95_s']:.2f} s)"
+        )
+        print(
+            f"| {r['engine']} | {r['streams']} | {r['fps_in_per_camera']:.1f} | "
+            f"{r['fps_processed_per_camera']:.2f} | {r['fps_processed_per_camera'] / base:.2f}x | "
+            f"{100 * r['drop_rate']:.0f}% | {lat} | {r['tracks']} |"
+        )
     soak = results["soak"]
     if soak and len(soak["rss_mb"]) >= 3:
         (t1, m1), (t2, m2) = soak["rss_mb"][1], soak["rss_mb"][-1]
         slope = (m2 - m1) / max(t2 - t1, 1e-9) * 3600
         soak["rss_slope_mb_per_hour"] = round(slope, 1)
-        print(f"\nmemory, 1 stream for {soak['seconds']} s: RSS {m1:.0f} MB at {t1:.0f} s -> {m2:.0f} MB at "
-              f"{t2:.0f} s (slope {slope:+.1f} MB/h, {soak['tracks']} tracks, "
-              f"{soak['fps_processed_per_camera']:.1f} fps processed)")
+        print(
+            f"\nmemory, 1 stream for {soak['seconds']} s: RSS {m1:.0f} MB at {t1:.0f} s -> {m2:.0f} MB at "
+            f"{t2:.0f} s (slope {slope:+.1f} MB/h, {soak['tracks']} tracks, "
+            f"{soak['fps_processed_per_camera']:.1f} fps processed)"
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

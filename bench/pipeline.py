@@ -11,6 +11,7 @@ rule, a temporary database):
 
     python bench/pipeline.py [--clips friends crowd cctv] [--set key=value ...] [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,13 @@ from pipeline.sources import FileSource
 from stages.match import Matcher
 
 ASSETS = ROOT.parent / "shared" / "assets"
-SMALL_FACES = ["detect.input_size=[640, 384]", "detect.score_threshold=0.4", "track.high_threshold=0.5",
-               "track.new_track_threshold=0.5", "track.low_threshold=0.4"]
+SMALL_FACES = [
+    "detect.input_size=[640, 384]",
+    "detect.score_threshold=0.4",
+    "track.high_threshold=0.5",
+    "track.new_track_threshold=0.5",
+    "track.low_threshold=0.4",
+]
 CLIPS = {
     "friends": ("friends_in_video.mp4", []),
     "crowd": ("facenet_pytorch_video.mp4", []),
@@ -68,25 +74,53 @@ def bench_clip(name: str, overrides: list[str]) -> dict:
     with build(cfg, gallery_dir=ASSETS / "images" / "friends_gallery") as system:
         gated, a = run_once(path, cfg, system)
         every, b = run_once(path, cfg_all, system)
-    changed = [f"track {t}: {a.get(t)} gated, {b.get(t)} every" for t in sorted(set(a) | set(b)) if a.get(t) != b.get(t)]
+    changed = [
+        f"track {t}: {a.get(t)} gated, {b.get(t)} every"
+        for t in sorted(set(a) | set(b))
+        if a.get(t) != b.get(t)
+    ]
     return {
-        "clip": name, "frames": frames, "video_s": round(video_s, 2),
+        "clip": name,
+        "frames": frames,
+        "video_s": round(video_s, 2),
         "decode": {"s": decode_s, "fps": frames / decode_s, "rtf": video_s / decode_s},
-        "stages": {s: {"s": gated.seconds[s], "fps": gated.frames / max(gated.seconds[s], 1e-9),
-                       "rtf": video_s / max(gated.seconds[s], 1e-9)} for s in STAGES},
-        "total": {"s": gated.seconds["total"], "fps": gated.frames / gated.seconds["total"],
-                  "rtf": video_s / gated.seconds["total"]},
-        "tracks": gated.tracks, "detections": gated.detections,
-        "gated": {"crops": gated.crops_embedded, "embed_s": gated.seconds["embed"], "total_s": gated.seconds["total"]},
-        "every": {"crops": every.crops_embedded, "embed_s": every.seconds["embed"], "total_s": every.seconds["total"]},
-        "decisions_changed": len(changed), "changed_tracks": changed,
+        "stages": {
+            s: {
+                "s": gated.seconds[s],
+                "fps": gated.frames / max(gated.seconds[s], 1e-9),
+                "rtf": video_s / max(gated.seconds[s], 1e-9),
+            }
+            for s in STAGES
+        },
+        "total": {
+            "s": gated.seconds["total"],
+            "fps": gated.frames / gated.seconds["total"],
+            "rtf": video_s / gated.seconds["total"],
+        },
+        "tracks": gated.tracks,
+        "detections": gated.detections,
+        "gated": {
+            "crops": gated.crops_embedded,
+            "embed_s": gated.seconds["embed"],
+            "total_s": gated.seconds["total"],
+        },
+        "every": {
+            "crops": every.crops_embedded,
+            "embed_s": every.seconds["embed"],
+            "total_s": every.seconds["total"],
+        },
+        "decisions_changed": len(changed),
+        "changed_tracks": changed,
         "matched": sum(1 for v in a.values() if v != "unknown"),
     }
 
 
 def print_tables(rows: list[dict]) -> None:
-    print("| clip | frames | decode fps (x RT) | " + " | ".join(f"{s} fps (x RT)" for s in STAGES)
-          + " | total fps (x RT) |")
+    print(
+        "| clip | frames | decode fps (x RT) | "
+        + " | ".join(f"{s} fps (x RT)" for s in STAGES)
+        + " | total fps (x RT) |"
+    )
     print("|---" * (3 + len(STAGES) + 1) + "|")
     for r in rows:
         cells = [f"{r[k]['fps']:.1f} ({r[k]['rtf']:.2f})" for k in ("decode",)]
@@ -94,15 +128,19 @@ def print_tables(rows: list[dict]) -> None:
         cells.append(f"{r['total']['fps']:.1f} ({r['total']['rtf']:.2f})")
         print(f"| {r['clip']} | {r['frames']} | " + " | ".join(cells) + " |")
     print()
-    print("| clip | tracks | detections | crops embedded: every / gated (saving) | embed s: every / gated "
-          "| total s: every / gated | decisions changed |")
+    print(
+        "| clip | tracks | detections | crops embedded: every / gated (saving) | embed s: every / gated "
+        "| total s: every / gated | decisions changed |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         e, g = r["every"], r["gated"]
         saving = 1 - g["crops"] / max(e["crops"], 1)
-        print(f"| {r['clip']} | {r['tracks']} | {r['detections']} | {e['crops']} / {g['crops']} ({saving:.0%}) "
-              f"| {e['embed_s']:.1f} / {g['embed_s']:.1f} | {e['total_s']:.1f} / {g['total_s']:.1f} "
-              f"| {r['decisions_changed']} of {r['tracks']} |")
+        print(
+            f"| {r['clip']} | {r['tracks']} | {r['detections']} | {e['crops']} / {g['crops']} ({saving:.0%}) "
+            f"| {e['embed_s']:.1f} / {g['embed_s']:.1f} | {e['total_s']:.1f} / {g['total_s']:.1f} "
+            f"| {r['decisions_changed']} of {r['tracks']} |"
+        )
     for r in rows:
         for line in r["changed_tracks"]:
             print(f"- {r['clip']} {line}")

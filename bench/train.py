@@ -9,6 +9,7 @@ image (slope of peak memory between the two batch sizes).
     python bench/train.py                      # small and paper
     python bench/train.py --variants small --steps 5
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,10 @@ import time
 from pathlib import Path
 
 VARIANTS = {
-    "small": ({"embed_dim": 32, "depths": [2, 2, 2], "num_heads": [2, 4, 4], "num_experts": 3, "k": 2}, (8, 16)),
+    "small": (
+        {"embed_dim": 32, "depths": [2, 2, 2], "num_heads": [2, 4, 4], "num_experts": 3, "k": 2},
+        (8, 16),
+    ),
     "paper": ({}, (2, 4)),
 }
 NUM_CLASSES = 1000
@@ -70,7 +74,17 @@ def _worker(variant: str, batch: int, steps: int, threads: int) -> dict:
 
 
 def _run(variant: str, batch: int, steps: int, threads: int) -> dict:
-    cmd = [sys.executable, __file__, "--worker", variant, str(batch), "--steps", str(steps), "--threads", str(threads)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        variant,
+        str(batch),
+        "--steps",
+        str(steps),
+        "--threads",
+        str(threads),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -90,19 +104,26 @@ def main() -> int:
         if variant not in VARIANTS:
             parser.error(f"unknown variant {variant!r}, expected one of {', '.join(VARIANTS)}")
         small_b, large_b = VARIANTS[variant][1]
-        a, b = _run(variant, small_b, args.steps, args.threads), _run(variant, large_b, args.steps, args.threads)
+        a, b = (
+            _run(variant, small_b, args.steps, args.threads),
+            _run(variant, large_b, args.steps, args.threads),
+        )
         per_image = (b["peak_rss_mib"] - a["peak_rss_mib"]) / (large_b - small_b)
         for r in (a, b):
             r["mib_per_image"] = per_image
             r["train_vs_infer"] = r["train_images_per_s"] / r["infer_images_per_s"]
             rows.append(r)
-    head = f"{'variant':<8}{'params':>13}{'batch':>7}{'train img/s':>13}{'infer img/s':>13}{'train/infer':>13}" \
-           f"{'peak MiB':>10}{'MiB/img':>9}"
+    head = (
+        f"{'variant':<8}{'params':>13}{'batch':>7}{'train img/s':>13}{'infer img/s':>13}{'train/infer':>13}"
+        f"{'peak MiB':>10}{'MiB/img':>9}"
+    )
     print(head)
     for r in rows:
-        print(f"{r['variant']:<8}{r['params']:>13,}{r['batch']:>7}{r['train_images_per_s']:>13.2f}"
-              f"{r['infer_images_per_s']:>13.2f}{r['train_vs_infer']:>13.3f}{r['peak_rss_mib']:>10.0f}"
-              f"{r['mib_per_image']:>9.1f}")
+        print(
+            f"{r['variant']:<8}{r['params']:>13,}{r['batch']:>7}{r['train_images_per_s']:>13.2f}"
+            f"{r['infer_images_per_s']:>13.2f}{r['train_vs_infer']:>13.3f}{r['peak_rss_mib']:>10.0f}"
+            f"{r['mib_per_image']:>9.1f}"
+        )
     return 0
 
 

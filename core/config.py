@@ -5,6 +5,7 @@ one YAML mapping; :func:`load` reads it (or starts from the packaged defaults), 
 overrides (values parsed as YAML) and validates it against a schema. Every problem is a
 :class:`core.errors.ConfigError` whose one line names the file and the offending key.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -93,7 +94,9 @@ def validate(schema: type[S], data: Any, where: str, prefix: str = "") -> S:
         raise ConfigError(f"{where}: {_first_error(exc, prefix)}") from None
 
 
-def load(path: str | Path | None, schema: type[S], overrides: Sequence[str] = (), what: str = "config file") -> S:
+def load(
+    path: str | Path | None, schema: type[S], overrides: Sequence[str] = (), what: str = "config file"
+) -> S:
     """Read ``path`` (None: start empty), apply ``overrides`` and validate against ``schema``."""
     data = {} if path is None else read_yaml(path, what)
     apply_overrides(data, overrides)

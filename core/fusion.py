@@ -4,6 +4,7 @@ Unit features weighted by their pre-normalisation norms (the same as summing the
 a per-item weight (quality). Enrollment, per-track fusion, evaluation protocols and the gallery all fuse through
 here. A sum of zero length (every weight zero) has no direction: :class:`ZeroTemplateError`.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,7 +23,9 @@ def weighted_sum(units: np.ndarray, norms: np.ndarray, weights: np.ndarray | Non
     if weights is not None:
         w = w * np.asarray(weights, np.float64)
     if units.ndim != 2 or w.shape != (len(units),):
-        raise ValueError(f"fusion: expected units [N, D] and norms [N], got {list(units.shape)} and {list(w.shape)}")
+        raise ValueError(
+            f"fusion: expected units [N, D] and norms [N], got {list(units.shape)} and {list(w.shape)}"
+        )
     return w @ units
 
 
@@ -35,6 +38,8 @@ def normalize(total: np.ndarray) -> np.ndarray:
     return (total / length).astype(np.float32)
 
 
-def pre_norm_vector_add(units: np.ndarray, norms: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+def pre_norm_vector_add(
+    units: np.ndarray, norms: np.ndarray, weights: np.ndarray | None = None
+) -> np.ndarray:
     """Unit template ``[D]`` float32 of ``units [N, D]`` with ``norms [N]`` (and optional ``weights [N]``)."""
     return normalize(weighted_sum(units, norms, weights))

@@ -1,4 +1,5 @@
 """The typed containers every stage takes and returns. Arrays are numpy; shapes are checked on construction."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -26,7 +27,11 @@ CROP_SIZE = 112  # side of an aligned face crop (the ArcFace 112x112 template)
 
 def check_crop(image: object, what: str) -> None:
     """An aligned crop is a ``[112, 112, 3]`` uint8 BGR array; anything else is an :class:`InputError`."""
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.shape != (CROP_SIZE, CROP_SIZE, 3):
+    if (
+        not isinstance(image, np.ndarray)
+        or image.dtype != np.uint8
+        or image.shape != (CROP_SIZE, CROP_SIZE, 3)
+    ):
         got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
         raise InputError(f"{what}: expected an aligned 112x112x3 uint8 BGR image, got {got}")
 
@@ -59,8 +64,12 @@ class Frame:
 
     def __post_init__(self) -> None:
         img = self.image
-        _check(img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3, "Frame.image", "uint8 HxWx3",
-               f"{img.dtype} {img.shape}")
+        _check(
+            img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3,
+            "Frame.image",
+            "uint8 HxWx3",
+            f"{img.dtype} {img.shape}",
+        )
 
 
 @dataclass(frozen=True)
@@ -77,7 +86,9 @@ class Detections:
         n = len(self.xyxy)
         _check(self.xyxy.shape == (n, 4), "Detections.xyxy", "[N, 4]", self.xyxy.shape)
         _check(self.score.shape == (n,), "Detections.score", f"[{n}]", self.score.shape)
-        _check(self.landmarks.shape == (n, 5, 2), "Detections.landmarks", f"[{n}, 5, 2]", self.landmarks.shape)
+        _check(
+            self.landmarks.shape == (n, 5, 2), "Detections.landmarks", f"[{n}, 5, 2]", self.landmarks.shape
+        )
         if self.track_id is not None:
             _check(self.track_id.shape == (n,), "Detections.track_id", f"[{n}]", self.track_id.shape)
 

@@ -9,6 +9,7 @@ reading, the one checkpoint filter, loading) -> ``registry`` (timm) and ``embedd
 ``quantize``, ``export``; ``evaluate`` and ``train`` on top; ``cli`` and ``export_cli`` register the commands.
 Below all of them: ``core`` (errors, config sections and loader, crop contracts, template fusion).
 """
+
 from __future__ import annotations
 
 import importlib

@@ -3,6 +3,7 @@ merge and stage. They take plain arguments and know nothing of the model's confi
 
 Shapes: B images, N tokens, C channels, nW windows per image, w window side, h heads.
 """
+
 from __future__ import annotations
 
 import functools
@@ -98,7 +99,9 @@ class WindowAttention(nn.Module):
     Keys: ``relative_position_bias_table [(2w-1)^2, h]``, ``relative_position_index [w*w, w*w]``, ``qkv``, ``proj``.
     """
 
-    def __init__(self, dim: int, window_size: int, num_heads: int, qkv_bias: bool, attn_drop: float, proj_drop: float):
+    def __init__(
+        self, dim: int, window_size: int, num_heads: int, qkv_bias: bool, attn_drop: float, proj_drop: float
+    ):
         super().__init__()
         self.num_heads = num_heads
         self.window_size = window_size
@@ -125,7 +128,9 @@ class WindowAttention(nn.Module):
         """
         Bw, N, C = x.shape
         h = self.num_heads
-        q, k, v = self.qkv(x).reshape(Bw, N, 3, h, C // h).permute(2, 0, 3, 1, 4).unbind(0)  # [B*nW, h, N, hd]
+        q, k, v = (
+            self.qkv(x).reshape(Bw, N, 3, h, C // h).permute(2, 0, 3, 1, 4).unbind(0)
+        )  # [B*nW, h, N, hd]
         bias = self.position_bias().unsqueeze(0)  # [1, h, N, N]
         if mask is not None:
             bias = (bias + mask.unsqueeze(1)).repeat(Bw // mask.shape[0], 1, 1, 1)  # [B*nW, h, N, N]

@@ -7,6 +7,7 @@ the keys and shapes; the router's top-k is not stored in a checkpoint and comes 
 :data:`RELEASES` is the one table of released files: the timm pretrained cfgs of :mod:`facemoe.registry` are
 derived from it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -58,10 +59,18 @@ class Release:
 
 HUB_REPO = "kartiknarayan/FaceMoE"
 RELEASES = {  # the first one is the default weights of its variant
-    "briar": Release("facemoe_swin_e3k2", HUB_REPO, "swin4m_exp_3_k_2_briar_full/model.pt",
-                     "FaceMoE Swin-MoE, 3 experts, top-2, the BRIAR release"),
-    "tinyface": Release("facemoe_swin_e3k2", HUB_REPO, "swin4m_exp_3_k_2_tinyface_full/model.pt",
-                        "FaceMoE Swin-MoE, 3 experts, top-2, the TinyFace release"),
+    "briar": Release(
+        "facemoe_swin_e3k2",
+        HUB_REPO,
+        "swin4m_exp_3_k_2_briar_full/model.pt",
+        "FaceMoE Swin-MoE, 3 experts, top-2, the BRIAR release",
+    ),
+    "tinyface": Release(
+        "facemoe_swin_e3k2",
+        HUB_REPO,
+        "swin4m_exp_3_k_2_tinyface_full/model.pt",
+        "FaceMoE Swin-MoE, 3 experts, top-2, the TinyFace release",
+    ),
 }
 _CONTAINER_KEYS = ("state_dict_backbone", "state_dict", "model", "backbone")
 _PREFIXES = ("module.", "_orig_mod.", "backbone.")
@@ -85,7 +94,9 @@ def resolve_checkpoint(source: str | os.PathLike, cache_dir: str | os.PathLike |
     path = Path(text).expanduser()
     if not path.is_file():
         names = ", ".join(sorted(RELEASES))
-        raise CheckpointError(f"checkpoint not found: {path} (expected a model.pt file or a release name: {names})")
+        raise CheckpointError(
+            f"checkpoint not found: {path} (expected a model.pt file or a release name: {names})"
+        )
     return path
 
 
@@ -98,7 +109,9 @@ def hub_download(repo_id: str, filename: str, cache_dir=None, how_to_pass: str =
     try:
         return Path(hf_hub_download(repo_id=repo_id, filename=filename, cache_dir=cache_dir, etag_timeout=10))
     except Exception as exc:  # offline, repo moved, no permission: all end the same way for the user
-        where = cache_dir or os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
+        where = (
+            cache_dir or os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
+        )
         raise CheckpointError(
             f"cannot fetch {repo_id}/{filename} from the Hugging Face Hub ({type(exc).__name__}); "
             f"download it where the Hub is reachable and pass {how_to_pass}, or pre-fill the Hub cache at {where}"
@@ -117,7 +130,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception:
             reason = str(first).splitlines()[0][:160] if str(first) else type(first).__name__
-            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {reason}") from None
+            raise CheckpointError(
+                f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {reason}"
+            ) from None
     return checkpoint_filter_fn(obj, source=str(path))
 
 
@@ -176,8 +191,10 @@ def infer_config(state: dict[str, torch.Tensor], k: int = 2, **overrides) -> Fac
     stem = state.get("patch_embed.proj.weight")
     if stem is None or stem.ndim != 4 or "absolute_pos_embed" not in state:
         sample = ", ".join(list(state)[:4])
-        raise CheckpointError(f"not a FaceMoE checkpoint: expected 'patch_embed.proj.weight' and "
-                              f"'absolute_pos_embed', got keys like {sample}")
+        raise CheckpointError(
+            f"not a FaceMoE checkpoint: expected 'patch_embed.proj.weight' and "
+            f"'absolute_pos_embed', got keys like {sample}"
+        )
     embed_dim, in_chans, patch = stem.shape[0], stem.shape[1], stem.shape[2]
     grid = math.isqrt(state["absolute_pos_embed"].shape[1])
     blocks: dict[int, set[int]] = {}
@@ -186,26 +203,47 @@ def infer_config(state: dict[str, torch.Tensor], k: int = 2, **overrides) -> Fac
         if m:
             blocks.setdefault(int(m[1]), set()).add(int(m[2]))
     if not blocks or sorted(blocks) != list(range(len(blocks))):
-        raise CheckpointError(f"not a FaceMoE checkpoint: expected layers.0.blocks.0... keys, got stages {sorted(blocks)}")
+        raise CheckpointError(
+            f"not a FaceMoE checkpoint: expected layers.0.blocks.0... keys, got stages {sorted(blocks)}"
+        )
     depths = tuple(len(blocks[i]) for i in range(len(blocks)))
     try:
-        heads = tuple(state[f"layers.{i}.blocks.0.attn.relative_position_bias_table"].shape[1] for i in range(len(depths)))
+        heads = tuple(
+            state[f"layers.{i}.blocks.0.attn.relative_position_bias_table"].shape[1]
+            for i in range(len(depths))
+        )
         window = (math.isqrt(state["layers.0.blocks.0.attn.relative_position_bias_table"].shape[0]) + 1) // 2
         gate = state.get("layers.0.blocks.0.mlp.router.gate.weight")
-        fc1 = state["layers.0.blocks.0.mlp.experts.0.fc1.weight" if gate is not None else "layers.0.blocks.0.mlp.fc1.weight"]
+        fc1 = state[
+            "layers.0.blocks.0.mlp.experts.0.fc1.weight"
+            if gate is not None
+            else "layers.0.blocks.0.mlp.fc1.weight"
+        ]
         num_features = state["feature_layer.2.weight"].shape[0]
     except KeyError as exc:
         raise CheckpointError(f"not a FaceMoE checkpoint: missing {exc.args[0]!r}") from None
     num_experts = gate.shape[0] if gate is not None else overrides.get("num_experts", 3)
     if "num_experts" in overrides and gate is not None and overrides["num_experts"] != num_experts:
-        raise CheckpointError(f"expected a checkpoint with {overrides['num_experts']} experts, "
-                              f"got one with {num_experts}")
+        raise CheckpointError(
+            f"expected a checkpoint with {overrides['num_experts']} experts, got one with {num_experts}"
+        )
     if gate is not None and not 1 <= k <= num_experts:
-        raise CheckpointError(f"top-k={k} does not fit a checkpoint with {num_experts} experts (need 1 <= k <= {num_experts})")
+        raise CheckpointError(
+            f"top-k={k} does not fit a checkpoint with {num_experts} experts (need 1 <= k <= {num_experts})"
+        )
     kwargs = dict(
-        img_size=grid * patch, patch_size=patch, in_chans=in_chans, embed_dim=embed_dim, depths=depths,
-        num_heads=heads, window_size=window, mlp_ratio=fc1.shape[0] / embed_dim, num_features=num_features,
-        use_moe=gate is not None, num_experts=num_experts, k=k,
+        img_size=grid * patch,
+        patch_size=patch,
+        in_chans=in_chans,
+        embed_dim=embed_dim,
+        depths=depths,
+        num_heads=heads,
+        window_size=window,
+        mlp_ratio=fc1.shape[0] / embed_dim,
+        num_features=num_features,
+        use_moe=gate is not None,
+        num_experts=num_experts,
+        k=k,
     )
     kwargs.update({key: value for key, value in overrides.items() if key != "num_experts"})
     try:
@@ -246,7 +284,9 @@ def _derived_buffers(model: FaceMoE, exclude: dict) -> dict[str, torch.Tensor]:
         if isinstance(module, WindowAttention) and f"{name}.relative_position_index" not in exclude:
             out[f"{name}.relative_position_index"] = relative_position_index(module.window_size)
         if isinstance(module, SwinBlock) and module.shift_size and f"{name}.attn_mask" not in exclude:
-            out[f"{name}.attn_mask"] = shift_attention_mask(module.resolution, module.window_size, module.shift_size)
+            out[f"{name}.attn_mask"] = shift_attention_mask(
+                module.resolution, module.window_size, module.shift_size
+            )
     return out
 
 

@@ -1,4 +1,5 @@
 """``FaceMoEEmbedder``: aligned crops in, unit embeddings and their norms (the quality signal) out."""
+
 from __future__ import annotations
 
 import contextlib
@@ -69,8 +70,10 @@ class FaceMoEEmbedder:
         if precision == "fp16" and self.device.type != "cuda":
             raise InputError(f"precision 'fp16' needs a CUDA device, got {self.device}")
         if precision == "bf16" and self.device.type == "cpu" and not native_bf16():
-            raise InputError("precision 'bf16' on the CPU needs AVX512-BF16 or AMX, which this CPU lacks "
-                             "(or this PyTorch has no oneDNN): use fp32 or int8")
+            raise InputError(
+                "precision 'bf16' on the CPU needs AVX512-BF16 or AMX, which this CPU lacks "
+                "(or this PyTorch has no oneDNN): use fp32 or int8"
+            )
         tag = model.checkpoint_tag or weights_tag(model)  # before quantising or packing changes the state
         model = model.eval().to(self.device)
         if precision == "int8":
@@ -91,8 +94,14 @@ class FaceMoEEmbedder:
         self.embedder_id = embedder_id(tag, model.cfg.k, precision, flip)
 
     @classmethod
-    def from_checkpoint(cls, source: str | os.PathLike, k: int = 2, device: str | torch.device = "cpu",
-                        cache_dir=None, **kwargs) -> FaceMoEEmbedder:
+    def from_checkpoint(
+        cls,
+        source: str | os.PathLike,
+        k: int = 2,
+        device: str | torch.device = "cpu",
+        cache_dir=None,
+        **kwargs,
+    ) -> FaceMoEEmbedder:
         """Load an official ``model.pt`` (path or release name such as ``briar``) and wrap it."""
         return cls(load_model(source, k=k, device="cpu", cache_dir=cache_dir), device=device, **kwargs)
 

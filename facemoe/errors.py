@@ -3,6 +3,7 @@
 :class:`FaceMoEError` is the package's root, a :class:`core.errors.UserError` (one line, exit code 2 on the
 command line). A bad image or crop is :class:`core.errors.InputError`, re-exported here.
 """
+
 from core.errors import InputError, UserError
 
 __all__ = ["CheckpointError", "FaceMoEError", "InputError"]

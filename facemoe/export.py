@@ -5,6 +5,7 @@ The graph takes ``input [B, 3, H, W]`` (float32, RGB in [-1, 1]) and returns ``e
 logits, then per expert NonZero -> Gather -> expert -> ScatterElements(add), so onnxruntime, TensorRT or
 Triton run each expert only on its tokens. ``onnx`` and ``onnxruntime`` are optional dependencies.
 """
+
 from __future__ import annotations
 
 import logging
@@ -56,7 +57,9 @@ def export_onnx(
         raise ExportError(f"opset: expected >= 16 (scatter with reduction), got {opset}")
     if batch is not None and batch < 1:
         raise ExportError(f"batch: expected None (dynamic) or >= 1, got {batch}")
-    if {p.device.type for p in model.parameters()} != {"cpu"} or any(p.dtype != torch.float32 for p in model.parameters()):
+    if {p.device.type for p in model.parameters()} != {"cpu"} or any(
+        p.dtype != torch.float32 for p in model.parameters()
+    ):
         raise ExportError("export_onnx expects an fp32 model on the CPU (not quantised, not on CUDA)")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

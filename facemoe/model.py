@@ -8,6 +8,7 @@ registration (``facemoe_swin_e3k2`` and its released weights) in :mod:`facemoe.r
 
 Shapes: B images, N tokens, C channels.
 """
+
 from __future__ import annotations
 
 import logging
@@ -49,12 +50,16 @@ class FaceMoEConfig:
 
     def __post_init__(self) -> None:
         if len(self.depths) != len(self.num_heads):
-            raise ValueError(f"depths and num_heads need the same length, got {self.depths} and {self.num_heads}")
+            raise ValueError(
+                f"depths and num_heads need the same length, got {self.depths} and {self.num_heads}"
+            )
         if self.img_size % self.patch_size:
             raise ValueError(f"img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
         final = self.img_size // self.patch_size // 2 ** (len(self.depths) - 1)
         if final < 1 or (self.img_size // self.patch_size) % 2 ** (len(self.depths) - 1):
-            raise ValueError(f"a {self.img_size // self.patch_size}-token grid cannot be merged {len(self.depths) - 1} times")
+            raise ValueError(
+                f"a {self.img_size // self.patch_size}-token grid cannot be merged {len(self.depths) - 1} times"
+            )
         if self.use_moe and not 1 <= self.k <= self.num_experts:
             raise ValueError(f"top-k must be between 1 and num_experts={self.num_experts}, got k={self.k}")
 

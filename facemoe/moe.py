@@ -11,6 +11,7 @@ Behaviour follows the official ``backbones/swin_moe.py``:
 
 Aux losses are returned, never stored on the module.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple

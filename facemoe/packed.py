@@ -16,6 +16,7 @@ reordered once into oneDNN's blocked layout, and every GELU MLP (the experts, or
 Routers stay ``nn.Linear``: three output columns gain nothing. A packed model is for CPU eval only: its
 packed weights cannot be trained, moved, copied or saved; keep the original model (or its checkpoint) for that.
 """
+
 from __future__ import annotations
 
 import logging
@@ -53,8 +54,13 @@ class PackedLinear(nn.Module):
     ``gelu``: None, ``"none"`` (erf) or ``"tanh"``. ``dtype``: the weight's and the product's inputs' type.
     """
 
-    def __init__(self, linear: nn.Linear, gelu: str | None = None, dtype: torch.dtype = torch.float32,
-                 float_output: bool = True):
+    def __init__(
+        self,
+        linear: nn.Linear,
+        gelu: str | None = None,
+        dtype: torch.dtype = torch.float32,
+        float_output: bool = True,
+    ):
         super().__init__()
         if dtype not in _DTYPES:
             raise ValueError(f"PackedLinear: expected dtype float32 or bfloat16, got {dtype}")
@@ -71,8 +77,10 @@ class PackedLinear(nn.Module):
 
     def extra_repr(self) -> str:
         act = "" if self.attr == "none" else f", fused gelu ({self.algorithm})"
-        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
-                f"dtype={self.dtype}{act}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+            f"dtype={self.dtype}{act}"
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
@@ -127,7 +135,9 @@ def pack_for_cpu(model: nn.Module, dtype: torch.dtype = torch.float32) -> nn.Mod
         raise ValueError(f"packing expects float32 parameters on the CPU, got {sorted(map(str, found))}")
     model.eval()
     count = _pack_children(model, dtype)
-    logger.info("packed %d linear layers for oneDNN (CPU %s inference)", count, str(dtype).removeprefix("torch."))
+    logger.info(
+        "packed %d linear layers for oneDNN (CPU %s inference)", count, str(dtype).removeprefix("torch.")
+    )
     return model
 
 

@@ -6,6 +6,7 @@ Two resize paths exist in the official evaluation code (QUIRKS.md section 10):
 * ``"tensor"`` (IJB-S): RGB -> float [0, 1] -> bicubic interpolation (``antialias`` False as in the authors'
   torchvision 0.15; values may leave [-1, 1]) -> [-1, 1].
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -34,15 +35,27 @@ def to_model_input(
     """Aligned BGR uint8 crops -> ``[N, 3, 120, 120]`` float32 RGB normalised with mean = std = 0.5."""
     batch = check_crops(crops)[..., ::-1]  # BGR -> RGB
     if resize == "pil":
-        resized = np.stack([
-            np.asarray(Image.fromarray(np.ascontiguousarray(img)).resize((INPUT_SIZE, INPUT_SIZE), Image.BICUBIC))
-            for img in batch
-        ]) if len(batch) else np.zeros((0, INPUT_SIZE, INPUT_SIZE, 3), np.uint8)
+        resized = (
+            np.stack(
+                [
+                    np.asarray(
+                        Image.fromarray(np.ascontiguousarray(img)).resize(
+                            (INPUT_SIZE, INPUT_SIZE), Image.BICUBIC
+                        )
+                    )
+                    for img in batch
+                ]
+            )
+            if len(batch)
+            else np.zeros((0, INPUT_SIZE, INPUT_SIZE, 3), np.uint8)
+        )
         x = torch.from_numpy(resized).permute(0, 3, 1, 2).float().div_(255.0)
     elif resize == "tensor":
         x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float().div_(255.0)
         if len(x):
-            x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bicubic", align_corners=False, antialias=antialias)
+            x = F.interpolate(
+                x, size=(INPUT_SIZE, INPUT_SIZE), mode="bicubic", align_corners=False, antialias=antialias
+            )
         else:
             x = x.new_zeros(0, 3, INPUT_SIZE, INPUT_SIZE)
     else:
@@ -56,7 +69,9 @@ def split_norm(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return features / norms, norms
 
 
-def fuse_pre_norm(units: Sequence[torch.Tensor], norms: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def fuse_pre_norm(
+    units: Sequence[torch.Tensor], norms: Sequence[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``pre_norm_vector_add``: ``l2norm(sum_i unit_i * norm_i)``; returns (fused unit ``[N, D]``, norm ``[N, 1]``).
 
     The model's flip test on tensors (a crop and its mirror image), bit for bit the official evaluation code.
@@ -67,7 +82,9 @@ def fuse_pre_norm(units: Sequence[torch.Tensor], norms: Sequence[torch.Tensor]) 
 
 
 @torch.no_grad()
-def embed_flip_fused(model: torch.nn.Module, x: torch.Tensor, flip: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def embed_flip_fused(
+    model: torch.nn.Module, x: torch.Tensor, flip: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Embed ``[N, 3, H, W]`` (and its horizontal flip) -> (fused unit features ``[N, D]``, norms ``[N, 1]``).
 
     The flip pair runs as one batch of ``2N`` so each crop costs one forward call, and is fused by

@@ -19,6 +19,7 @@ real arithmetic and costs nothing at run time.
 
 The quantised model is for eval only (no training, no state-dict round trip to the official format).
 """
+
 from __future__ import annotations
 
 import copy
@@ -59,7 +60,9 @@ class Int8Linear(nn.Module):
         self.register_buffer("weight_sum", qweight.sum(dim=1, dtype=torch.int32).float())
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, asymmetric={self.asymmetric}"
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, asymmetric={self.asymmetric}"
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: ``[..., in]`` float -> ``[..., out]`` float32."""

@@ -16,6 +16,7 @@ Offline without the file in the cache: a one-line :class:`~facemoe.errors.Checkp
 where to put it. The loaded model's ``pretrained_cfg['file']`` is the file read, its ``checkpoint_tag`` the
 file's tag (as for :func:`facemoe.checkpoint.load_model`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -52,24 +53,30 @@ def _cfg(**kwargs) -> dict:
     }
 
 
-default_cfgs = generate_default_cfgs({
-    **{
-        f"{release.architecture}.{tag}": _cfg(
-            hf_hub_id=release.hub_id,
-            hf_hub_filename=release.filename,
-            description=release.description,
-            origin_url=f"https://huggingface.co/{release.hub_id}",
-        )
-        for tag, release in RELEASES.items()
-    },
-    "facemoe_swin_dense": _cfg(description="the FaceMoE Swin backbone with dense MLPs; no released weights"),
-})
+default_cfgs = generate_default_cfgs(
+    {
+        **{
+            f"{release.architecture}.{tag}": _cfg(
+                hf_hub_id=release.hub_id,
+                hf_hub_filename=release.filename,
+                description=release.description,
+                origin_url=f"https://huggingface.co/{release.hub_id}",
+            )
+            for tag, release in RELEASES.items()
+        },
+        "facemoe_swin_dense": _cfg(
+            description="the FaceMoE Swin backbone with dense MLPs; no released weights"
+        ),
+    }
+)
 
 
 def _build(num_classes: int = 0, img_size: int | tuple[int, int] = INPUT_SIZE, **kwargs) -> FaceMoE:
     """timm's model constructor: :func:`create_facemoe` with timm's ``num_classes`` and ``(H, W)`` sizes."""
     if num_classes:
-        raise ValueError(f"FaceMoE is an embedder without a classifier: expected num_classes=0, got {num_classes}")
+        raise ValueError(
+            f"FaceMoE is an embedder without a classifier: expected num_classes=0, got {num_classes}"
+        )
     if not isinstance(img_size, int):
         if len(img_size) != 2 or img_size[0] != img_size[1]:
             raise ValueError(f"img_size: expected a square input, got {tuple(img_size)}")
@@ -85,11 +92,17 @@ def _with_weights(variant: str, pretrained_cfg, overlay: dict | None, cache_dir)
     if cfg.file:
         path = resolve_checkpoint(cfg.file, cache_dir)
     elif cfg.hf_hub_id and cfg.hf_hub_filename:
-        path = hub_download(cfg.hf_hub_id, cfg.hf_hub_filename, cache_dir,
-                            how_to_pass="its local path as pretrained_cfg_overlay=dict(file=PATH)")
+        path = hub_download(
+            cfg.hf_hub_id,
+            cfg.hf_hub_filename,
+            cache_dir,
+            how_to_pass="its local path as pretrained_cfg_overlay=dict(file=PATH)",
+        )
     else:
-        raise CheckpointError(f"no released weights exist for {variant}: pass a model.pt as "
-                              f"pretrained_cfg_overlay=dict(file=PATH)")
+        raise CheckpointError(
+            f"no released weights exist for {variant}: pass a model.pt as "
+            f"pretrained_cfg_overlay=dict(file=PATH)"
+        )
     return dataclasses.replace(cfg, state_dict=read_state_dict(path), file=str(path)), file_tag(path)
 
 
@@ -97,11 +110,17 @@ def _create(variant: str, pretrained: bool = False, **kwargs) -> FaceMoE:
     tag = None
     if pretrained:
         kwargs["pretrained_cfg"], tag = _with_weights(
-            variant, kwargs.pop("pretrained_cfg", None), kwargs.pop("pretrained_cfg_overlay", None),
+            variant,
+            kwargs.pop("pretrained_cfg", None),
+            kwargs.pop("pretrained_cfg_overlay", None),
             kwargs.get("cache_dir"),
         )
-    model = build_model_with_cfg(_build, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
-    model.pretrained_cfg.pop("state_dict", None)  # the weights are in the model now: do not hold a second copy
+    model = build_model_with_cfg(
+        _build, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs
+    )
+    model.pretrained_cfg.pop(
+        "state_dict", None
+    )  # the weights are in the model now: do not hold a second copy
     model.checkpoint_tag = tag
     return model
 

@@ -8,6 +8,7 @@ An alert is a WARNING log line and a JSON POST to each webhook, made by the webh
 per-request timeout and retries (connection errors, timeouts, 429 and 5xx) with doubling waits. Delivery never
 blocks the pipeline; ``close`` waits for what is queued, within the retry budget.
 """
+
 from __future__ import annotations
 
 import logging
@@ -19,8 +20,9 @@ from typing import Any
 
 import httpx
 
-from .live_config import AlertConfig, WebhookConfig
 from core.types import MatchResult, TrackTemplate
+
+from .live_config import AlertConfig, WebhookConfig
 
 __all__ = ["WatchlistAlerts", "WebhookDelivery", "alert_record", "watchlist_alerts"]
 
@@ -73,11 +75,13 @@ class WebhookDelivery:
             self._queue.put_nowait(alert)
         except queue.Full:
             self.dropped += 1
-            logger.error("webhook %s: queue full (%d alerts), alert dropped", self.cfg.url, self._queue.maxsize)
+            logger.error(
+                "webhook %s: queue full (%d alerts), alert dropped", self.cfg.url, self._queue.maxsize
+            )
 
     def budget_s(self) -> float:
         """Longest time one alert can take: every attempt timing out plus every wait."""
-        waits = sum(self.cfg.backoff_s * 2 ** i for i in range(self.cfg.retries))
+        waits = sum(self.cfg.backoff_s * 2**i for i in range(self.cfg.retries))
         return (self.cfg.retries + 1) * self.cfg.timeout_s + waits
 
     def close(self, timeout: float | None = None) -> None:
@@ -88,8 +92,12 @@ class WebhookDelivery:
         self._queue.put(_STOP)
         self._thread.join(timeout)
         if self._thread.is_alive():
-            logger.error("webhook %s: still delivering after %.1fs; %d alerts undelivered", self.cfg.url,
-                         timeout, self._queue.qsize())
+            logger.error(
+                "webhook %s: still delivering after %.1fs; %d alerts undelivered",
+                self.cfg.url,
+                timeout,
+                self._queue.qsize(),
+            )
         self._client.close()
 
     def _run(self) -> None:
@@ -113,12 +121,23 @@ class WebhookDelivery:
             except httpx.HTTPError as exc:
                 reason = f"{type(exc).__name__}: {exc}"
             if attempt < self.cfg.retries:
-                logger.warning("webhook %s: %s; retry %d of %d in %.1fs", self.cfg.url, reason, attempt + 1,
-                               self.cfg.retries, wait)
+                logger.warning(
+                    "webhook %s: %s; retry %d of %d in %.1fs",
+                    self.cfg.url,
+                    reason,
+                    attempt + 1,
+                    self.cfg.retries,
+                    wait,
+                )
                 time.sleep(wait)
                 wait *= 2
-        logger.error("webhook %s: alert for %s not delivered after %d attempts (last: %s)", self.cfg.url,
-                     alert["identity"], self.cfg.retries + 1, reason)
+        logger.error(
+            "webhook %s: alert for %s not delivered after %d attempts (last: %s)",
+            self.cfg.url,
+            alert["identity"],
+            self.cfg.retries + 1,
+            reason,
+        )
         return False
 
 
@@ -156,9 +175,16 @@ class WatchlistAlerts:
         alert = alert_record(template, result, track_ended)
         self.raised += 1
         if self.cfg.log:
-            logger.warning("ALERT watchlist match: %s on camera %s track %d (score %.3f, %.1f-%.1fs, %s)",
-                           alert["identity"], alert["camera"], alert["track_id"], alert["score"],
-                           alert["first_s"], alert["last_s"], "track ended" if track_ended else "track open")
+            logger.warning(
+                "ALERT watchlist match: %s on camera %s track %d (score %.3f, %.1f-%.1fs, %s)",
+                alert["identity"],
+                alert["camera"],
+                alert["track_id"],
+                alert["score"],
+                alert["first_s"],
+                alert["last_s"],
+                "track ended" if track_ended else "track open",
+            )
         for hook in self.webhooks:
             hook.submit(alert)
 

@@ -1,6 +1,7 @@
 """Annotated video: the processed frames again, with each tracked face boxed and labelled with its track id
 and the track's final decision. Written after the run (names are only final then) by decoding the source a
 second time with the same settings; the file appears complete or not at all."""
+
 from __future__ import annotations
 
 import logging
@@ -12,9 +13,10 @@ from pathlib import Path
 import av
 import cv2
 
+from core.types import MatchResult
+
 from .runner import FrameBoxes
 from .sources import FileSource
-from core.types import MatchResult
 
 __all__ = ["track_labels", "write_annotated"]
 
@@ -33,8 +35,9 @@ def track_labels(results: list[MatchResult]) -> dict[int, tuple[str, bool]]:
     return out
 
 
-def write_annotated(source: FileSource, boxes: list[FrameBoxes], labels: dict[int, tuple[str, bool]],
-                    target: Path) -> Path:
+def write_annotated(
+    source: FileSource, boxes: list[FrameBoxes], labels: dict[int, tuple[str, bool]], target: Path
+) -> Path:
     """Encode ``source``'s processed frames with boxes and labels into ``target`` (H.264 MP4)."""
     by_index = {fb.index: fb for fb in boxes}
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -59,8 +62,16 @@ def write_annotated(source: FileSource, boxes: list[FrameBoxes], labels: dict[in
                         colour = _MATCH if matched else _UNKNOWN
                         x1, y1, x2, y2 = (round(v) for v in box)
                         cv2.rectangle(image, (x1, y1), (x2, y2), colour, 2)
-                        cv2.putText(image, text, (x1, max(12, y1 - 5)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1,
-                                    cv2.LINE_AA)
+                        cv2.putText(
+                            image,
+                            text,
+                            (x1, max(12, y1 - 5)),
+                            cv2.FONT_HERSHEY_SIMPLEX,
+                            0.5,
+                            colour,
+                            1,
+                            cv2.LINE_AA,
+                        )
                 image = image[: stream.height, : stream.width]
                 for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")):
                     out.mux(packet)

@@ -12,6 +12,7 @@
 The command line is a thin layer over the same builder and runners, so both give the same results and store the
 same templates (same ``embedder_id``) in the same database.
 """
+
 from __future__ import annotations
 
 import queue
@@ -67,8 +68,16 @@ class Track:
 def _track(template: TrackTemplate, result: MatchResult) -> Track:
     best = result.candidates[0].score if result.candidates else None
     who = result.identity.name if result.identity else None
-    return Track(template.source_id, template.track_id, template.first_timestamp, template.last_timestamp, who,
-                 best, template, result)
+    return Track(
+        template.source_id,
+        template.track_id,
+        template.first_timestamp,
+        template.last_timestamp,
+        who,
+        best,
+        template,
+        result,
+    )
 
 
 class _QueueSink:
@@ -86,8 +95,12 @@ class FaceRecognition:
     """The whole system built once from a config (a path, None for the packaged default, or an ``AppConfig``):
     detector, embedder, the SQL gallery of ``db`` (default ``gallery.db_url``) and its matcher."""
 
-    def __init__(self, config: str | Path | AppConfig | None = None, overrides: Sequence[str] = (),
-                 db: str | None = None) -> None:
+    def __init__(
+        self,
+        config: str | Path | AppConfig | None = None,
+        overrides: Sequence[str] = (),
+        db: str | None = None,
+    ) -> None:
         cfg = config if isinstance(config, AppConfig) else load_config(config, overrides)
         self.system = build(cfg, db_url=db or cfg.gallery.db_url)
         self._scorer = QualityScorer(cfg.quality)
@@ -109,8 +122,10 @@ class FaceRecognition:
         if not len(dets):
             return []
         crops = [align_face(image, lm) for lm in dets.landmarks]
-        quality = [self._scorer.score(self._scorer.assess(c, b, float(s), lm))
-                   for c, b, s, lm in zip(crops, dets.xyxy, dets.score, dets.landmarks)]
+        quality = [
+            self._scorer.score(self._scorer.assess(c, b, float(s), lm))
+            for c, b, s, lm in zip(crops, dets.xyxy, dets.score, dets.landmarks)
+        ]
         feats, _ = system.embedder.embed(crops)
         matcher = system.matcher()
         faces = []
@@ -118,8 +133,16 @@ class FaceRecognition:
             template = TrackTemplate("image", i, feat, 1.0, 1, None, 0.0, 0.0, 1)
             result = matcher.match(template)
             best = result.candidates[0].score if result.candidates else None
-            faces.append(Face(tuple(float(v) for v in dets.xyxy[i]), float(dets.score[i]), quality[i],
-                              result.identity.name if result.identity else None, best, result))
+            faces.append(
+                Face(
+                    tuple(float(v) for v in dets.xyxy[i]),
+                    float(dets.score[i]),
+                    quality[i],
+                    result.identity.name if result.identity else None,
+                    best,
+                    result,
+                )
+            )
         return faces
 
     def process(self, video: str | Path) -> Iterator[Track]:
@@ -128,7 +151,9 @@ class FaceRecognition:
         source = FileSource(Path(video), system.cfg.source)
         out: queue.Queue = queue.Queue(maxsize=64)
         log = system.match_log([LoggedSource(source.source_id, "file", str(source.path.resolve()))])
-        runner = FileRunner(system.cfg, system.detector, system.embedder, system.matcher(), [log, _QueueSink(out)])
+        runner = FileRunner(
+            system.cfg, system.detector, system.embedder, system.matcher(), [log, _QueueSink(out)]
+        )
         failure: list[BaseException] = []
         done = object()
 

@@ -6,6 +6,7 @@ gallery of :mod:`gallery` opened with the config's ``gallery`` section; ``db_url
 database (deleted on close) for commands that have no ``--db``. ``--gallery DIR`` means one thing everywhere:
 :meth:`System.enroll_folder`, the enrollment rule of ``enroll --dir``, into that database.
 """
+
 from __future__ import annotations
 
 import logging
@@ -53,8 +54,14 @@ class System:
     ``detector``/``embedder`` are None when the command did not ask for them; ``gallery`` is None only for
     commands that need no database."""
 
-    def __init__(self, cfg: AppConfig, detector: FaceDetector | None, embedder: Embedder | None,
-                 gallery: Gallery | None, temp_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        cfg: AppConfig,
+        detector: FaceDetector | None,
+        embedder: Embedder | None,
+        gallery: Gallery | None,
+        temp_dir: Path | None = None,
+    ) -> None:
         self.cfg = cfg
         self.detector = detector
         self.embedder = embedder
@@ -98,12 +105,16 @@ class System:
         enrolled are skipped by content hash. A folder that yields no face at all is an :class:`EnrollmentError`."""
         report = self.enroller().enroll_folder(Path(folder))
         for problem in report.problems:
-            logger.warning("gallery %s %s: %s %s", problem.identity, problem.path, problem.status, problem.detail)
+            logger.warning(
+                "gallery %s %s: %s %s", problem.identity, problem.path, problem.status, problem.detail
+            )
         self.enrollment = report
         new, known = report.count("enrolled"), report.count("duplicate")
         if not new and not known:
-            raise EnrollmentError(f"no face found in any image of the gallery folder {folder} "
-                                  f"({len(report.problems)} images with problems, listed above)")
+            raise EnrollmentError(
+                f"no face found in any image of the gallery folder {folder} "
+                f"({len(report.problems)} images with problems, listed above)"
+            )
         logger.info("gallery %s: %d images enrolled, %d already enrolled", folder, new, known)
         return report
 
@@ -126,8 +137,16 @@ def _open_gallery(cfg: AppConfig, db_url: str | None, create: bool) -> tuple[Gal
         raise
 
 
-def build(cfg: AppConfig, *, db_url: str | None = None, gallery_dir: Path | None = None, detector: bool = True,
-          embedder: bool = True, gallery: bool = True, create: bool = True) -> System:
+def build(
+    cfg: AppConfig,
+    *,
+    db_url: str | None = None,
+    gallery_dir: Path | None = None,
+    detector: bool = True,
+    embedder: bool = True,
+    gallery: bool = True,
+    create: bool = True,
+) -> System:
     """Build what a command needs from ``cfg``: the detector and embedder (``detect`` and ``embed`` sections),
     the gallery (``gallery`` section; ``db_url`` None: a temporary database; ``create`` False: a database without
     the gallery schema is an error, not created), and with ``gallery_dir`` the folder's people enrolled into it."""

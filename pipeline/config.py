@@ -6,6 +6,7 @@
 (model files, storage folders) is taken relative to that file's folder; a relative path given with ``--set`` is
 taken relative to the working directory.
 """
+
 from __future__ import annotations
 
 import logging
@@ -61,14 +62,21 @@ class SourceConfig(Section):
 class RunnerConfig(Section):
     best_k: int = Field(5, ge=1, le=1000, description="embed at most this many best crops per track")
     improve_margin: float = Field(
-        0.1, ge=0.0, le=10.0, description="a crop beating the track's best quality by this fraction is embedded at once"
+        0.1,
+        ge=0.0,
+        le=10.0,
+        description="a crop beating the track's best quality by this fraction is embedded at once",
     )
-    embed_all: bool = Field(False, description="embed every detection (no quality gating; for comparison only)")
+    embed_all: bool = Field(
+        False, description="embed every detection (no quality gating; for comparison only)"
+    )
     queue_size: int = Field(8, ge=1, le=1024, description="batches buffered between detection and embedding")
 
 
 class OutputConfig(Section):
-    thumbnail_size: int = Field(112, ge=16, le=1024, description="side of the saved best-crop thumbnails (px)")
+    thumbnail_size: int = Field(
+        112, ge=16, le=1024, description="side of the saved best-crop thumbnails (px)"
+    )
 
 
 class AppConfig(Section):
@@ -82,17 +90,25 @@ class AppConfig(Section):
     match: MatchConfig = Field(default_factory=MatchConfig, description="open-set gallery matching")
     runner: RunnerConfig = Field(default_factory=RunnerConfig, description="crop selection and queues")
     output: OutputConfig = Field(default_factory=OutputConfig, description="results written per track")
-    gallery: GalleryConfig = Field(default_factory=GalleryConfig,
-                                   description="gallery database, FAISS index, open-set threshold, match log")
-    live: LiveConfig = Field(default_factory=LiveConfig,
-                             description="live cameras: timeouts, reconnects, health endpoint, watchlist alerts")
-
+    gallery: GalleryConfig = Field(
+        default_factory=GalleryConfig,
+        description="gallery database, FAISS index, open-set threshold, match log",
+    )
+    live: LiveConfig = Field(
+        default_factory=LiveConfig,
+        description="live cameras: timeouts, reconnects, health endpoint, watchlist alerts",
+    )
 
 
 # Keys whose values are file or folder paths: relative ones in a config file are taken from the file's folder.
 # A value without a path separator or a file suffix is a name (an insightface pack, a FaceMoE release).
-_PATH_KEYS = (("detect", "model"), ("embed", "model"), ("embed", "checkpoint"), ("gallery", "storage_dir"),
-              ("gallery", "thumbnails_dir"))
+_PATH_KEYS = (
+    ("detect", "model"),
+    ("embed", "model"),
+    ("embed", "checkpoint"),
+    ("gallery", "storage_dir"),
+    ("gallery", "thumbnails_dir"),
+)
 _FILE_SUFFIXES = (".onnx", ".pt", ".pth", ".bin", ".safetensors")
 
 

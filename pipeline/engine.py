@@ -10,6 +10,7 @@ whenever an embed batch adds crops to a track. ``EmbedWorker`` is the thread bet
 The runners differ only in where frames come from and how work is scheduled: ``pipeline.runner`` (files),
 ``pipeline.live_runner`` (cameras in one process), ``pipeline.ray_engine`` (an actor per camera).
 """
+
 from __future__ import annotations
 
 import logging
@@ -37,8 +38,16 @@ from .config import AppConfig
 from .selection import CropSelector
 from .sinks import ResultSink
 
-__all__ = ["EmbedWorker", "EndedTrack", "ProgressSink", "RunStats", "SourceTracking", "TrackJob", "TrackMatching",
-           "detect"]
+__all__ = [
+    "EmbedWorker",
+    "EndedTrack",
+    "ProgressSink",
+    "RunStats",
+    "SourceTracking",
+    "TrackJob",
+    "TrackMatching",
+    "detect",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -163,8 +172,14 @@ class TrackMatching:
     watches open tracks (``ProgressSink``), every open track that got crops in a batch is matched on its running
     template and the result goes to those sinks' ``on_progress``."""
 
-    def __init__(self, cfg: AppConfig, embedder: Embedder, matcher: Matcher, sinks: Sequence[ResultSink],
-                 clock: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: AppConfig,
+        embedder: Embedder,
+        matcher: Matcher,
+        sinks: Sequence[ResultSink],
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         self.embedder = embedder
         self.matcher = matcher
         self.sinks = list(sinks)
@@ -174,7 +189,9 @@ class TrackMatching:
         self._span: dict[tuple[str, int], list[float]] = {}  # open track -> [first, last] embedded crop time
 
     def handle(self, group: list[TrackJob], stats: RunStats) -> None:
-        todo = [c for job in group for c in job.crops] + [c for job in group for e in job.ends for c in e.pooled]
+        todo = [c for job in group for c in job.crops] + [
+            c for job in group for e in job.ends for c in e.pooled
+        ]
         t0 = time.perf_counter()
         if todo:
             feats, norms = self.embedder.embed([c.image for c, _ in todo])

@@ -1,4 +1,5 @@
 """Errors of the application that mean "bad input": the CLI prints them as one line with exit code 2."""
+
 from core.errors import UserError
 
 __all__ = ["PipelineError", "SourceError"]

@@ -5,6 +5,7 @@ camera and renders the status line and the Prometheus text format; ``MetricsServ
 ``/healthz`` over HTTP from a daemon thread. ``PolledHealth`` stands for a camera whose counters live in another
 process (a Ray actor): it holds the latest snapshot the driver polled from there.
 """
+
 from __future__ import annotations
 
 import logging
@@ -112,9 +113,20 @@ class CameraHealth:
         with self._lock:
             now = self._clock()
             age = None if self.last_frame_time is None else now - self.last_frame_time
-            return CameraSnapshot(self.name, self.state, self.state == "connected", self._in.rate(now),
-                                  self._done.rate(now), self.frames_in, self.frames_processed, self.dropped,
-                                  self.reconnects, self.failures, age, self.last_error)
+            return CameraSnapshot(
+                self.name,
+                self.state,
+                self.state == "connected",
+                self._in.rate(now),
+                self._done.rate(now),
+                self.frames_in,
+                self.frames_processed,
+                self.dropped,
+                self.reconnects,
+                self.failures,
+                age,
+                self.last_error,
+            )
 
 
 class PolledHealth:
@@ -136,8 +148,20 @@ class PolledHealth:
         """The camera's process ended without a result: keep its counters, state ``failed``, one more failure."""
         with self._lock:
             s = self._snap
-            self._snap = CameraSnapshot(s.name, "failed", False, 0.0, 0.0, s.frames_in, s.frames_processed,
-                                        s.dropped, s.reconnects, s.failures + 1, s.last_frame_age_s, reason)
+            self._snap = CameraSnapshot(
+                s.name,
+                "failed",
+                False,
+                0.0,
+                0.0,
+                s.frames_in,
+                s.frames_processed,
+                s.dropped,
+                s.reconnects,
+                s.failures + 1,
+                s.last_frame_age_s,
+                reason,
+            )
 
     def snapshot(self) -> CameraSnapshot:
         with self._lock:
@@ -172,27 +196,59 @@ class HealthRegistry:
         parts = []
         for s in self.snapshots():
             age = "-" if s.last_frame_age_s is None else f"{s.last_frame_age_s:.1f}s"
-            parts.append(f"{s.name}: {s.state} in={s.fps_in:.1f}fps done={s.fps_processed:.1f}fps "
-                         f"dropped={s.dropped} reconnects={s.reconnects} last={age}")
+            parts.append(
+                f"{s.name}: {s.state} in={s.fps_in:.1f}fps done={s.fps_processed:.1f}fps "
+                f"dropped={s.dropped} reconnects={s.reconnects} last={age}"
+            )
         return " | ".join(parts) if parts else "no cameras"
 
     def prometheus_text(self) -> str:
         snaps = self.snapshots()
         metrics = [
-            ("facemoe_camera_connected", "gauge", "1 while the camera delivers frames", lambda s: int(s.connected)),
+            (
+                "facemoe_camera_connected",
+                "gauge",
+                "1 while the camera delivers frames",
+                lambda s: int(s.connected),
+            ),
             ("facemoe_camera_fps_in", "gauge", "decoded frames per second", lambda s: round(s.fps_in, 3)),
-            ("facemoe_camera_fps_processed", "gauge", "frames per second through detection",
-             lambda s: round(s.fps_processed, 3)),
+            (
+                "facemoe_camera_fps_processed",
+                "gauge",
+                "frames per second through detection",
+                lambda s: round(s.fps_processed, 3),
+            ),
             ("facemoe_camera_frames_in_total", "counter", "decoded frames", lambda s: s.frames_in),
-            ("facemoe_camera_frames_processed_total", "counter", "frames through detection",
-             lambda s: s.frames_processed),
-            ("facemoe_camera_frames_dropped_total", "counter", "frames dropped at the source (newest-frame policy)",
-             lambda s: s.dropped),
-            ("facemoe_camera_reconnects_total", "counter", "streams recovered after a loss", lambda s: s.reconnects),
-            ("facemoe_camera_failures_total", "counter", "failed connection attempts and lost streams",
-             lambda s: s.failures),
-            ("facemoe_camera_last_frame_age_seconds", "gauge", "seconds since the last decoded frame (-1: none yet)",
-             lambda s: -1 if s.last_frame_age_s is None else round(s.last_frame_age_s, 3)),
+            (
+                "facemoe_camera_frames_processed_total",
+                "counter",
+                "frames through detection",
+                lambda s: s.frames_processed,
+            ),
+            (
+                "facemoe_camera_frames_dropped_total",
+                "counter",
+                "frames dropped at the source (newest-frame policy)",
+                lambda s: s.dropped,
+            ),
+            (
+                "facemoe_camera_reconnects_total",
+                "counter",
+                "streams recovered after a loss",
+                lambda s: s.reconnects,
+            ),
+            (
+                "facemoe_camera_failures_total",
+                "counter",
+                "failed connection attempts and lost streams",
+                lambda s: s.failures,
+            ),
+            (
+                "facemoe_camera_last_frame_age_seconds",
+                "gauge",
+                "seconds since the last decoded frame (-1: none yet)",
+                lambda s: -1 if s.last_frame_age_s is None else round(s.last_frame_age_s, 3),
+            ),
         ]
         lines = []
         for name, kind, help_text, value in metrics:

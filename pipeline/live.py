@@ -8,10 +8,12 @@ buffered frame is dropped (and counted), so the consumer always gets recent fram
 
 ``Frame.timestamp`` of a live frame is the time it was decoded, in seconds since the source (or its
 ``LiveCameras`` group) was created: a monotonic clock, continuous across reconnects (with ``timestamps:
-stream``, the stream's pts instead, continued past the last frame at a reconnect); ``Frame.index`` counts the camera's frames across reconnects.
+stream``, the stream's pts instead, continued past the last frame at a reconnect); ``Frame.index`` counts the
+camera's frames across reconnects.
 ``LiveSource.generation`` grows by one at each loss of a stream that had delivered frames: a consumer seeing it
 change closes that camera's open tracks.
 """
+
 from __future__ import annotations
 
 import logging
@@ -22,9 +24,10 @@ from collections import deque
 
 import av
 
+from core.types import Frame
+
 from .health import CameraHealth, HealthRegistry
 from .live_config import CameraConfig, LiveConfig, ReconnectConfig
-from core.types import Frame
 
 __all__ = ["LiveCameras", "LiveSource", "backoff_delay", "open_options", "rtsp_timeout_option"]
 
@@ -60,9 +63,15 @@ def open_options(url: str, transport: str, read_timeout_s: float) -> dict[str, s
 class LiveSource:
     """One camera: a decode thread with reconnects, feeding a newest-frames buffer of ``buffer_frames``."""
 
-    def __init__(self, camera: CameraConfig, live: LiveConfig, health: CameraHealth,
-                 wakeup: threading.Condition | None = None, seed: int | None = None,
-                 epoch: float | None = None) -> None:
+    def __init__(
+        self,
+        camera: CameraConfig,
+        live: LiveConfig,
+        health: CameraHealth,
+        wakeup: threading.Condition | None = None,
+        seed: int | None = None,
+        epoch: float | None = None,
+    ) -> None:
         self.camera = camera
         self.name = camera.name
         self.transport = camera.transport or live.transport
@@ -166,14 +175,24 @@ class LiveSource:
             self.health.failure(reason)
             limit = self.reconnect.max_attempts
             if limit is not None and failures >= limit:
-                logger.error("camera %s: giving up after %d failed attempts in a row (last: %s)",
-                             self.name, failures, reason)
+                logger.error(
+                    "camera %s: giving up after %d failed attempts in a row (last: %s)",
+                    self.name,
+                    failures,
+                    reason,
+                )
                 self.health.set_state("failed")
                 self._notify()
                 return
             delay = backoff_delay(failures - 1, self.reconnect, self._rng)
-            logger.warning("camera %s: %s; reconnecting in %.1fs (attempt %d%s)", self.name, reason, delay,
-                           failures, f" of {limit}" if limit else "")
+            logger.warning(
+                "camera %s: %s; reconnecting in %.1fs (attempt %d%s)",
+                self.name,
+                reason,
+                delay,
+                failures,
+                f" of {limit}" if limit else "",
+            )
             self.health.set_state("waiting")
             self._notify()
             self._stop.wait(delay)
@@ -191,7 +210,9 @@ class LiveSource:
         last_data = time.monotonic()
         try:
             options = open_options(self.camera.url, self.transport, self.read_timeout_s)
-            with av.open(self.camera.url, options=options, timeout=(self.open_timeout_s, self.read_timeout_s)) as c:
+            with av.open(
+                self.camera.url, options=options, timeout=(self.open_timeout_s, self.read_timeout_s)
+            ) as c:
                 if not c.streams.video:
                     return False, "no video stream in the source"
                 stream = c.streams.video[0]
@@ -214,7 +235,9 @@ class LiveSource:
                                 logger.warning("camera %s: stream recovered", self.name)
                             else:
                                 logger.info("camera %s: connected (%dx%d)", self.name, f.width, f.height)
-                        self._push(f.to_ndarray(format="bgr24"), None if f.time is None else float(f.time), step)
+                        self._push(
+                            f.to_ndarray(format="bgr24"), None if f.time is None else float(f.time), step
+                        )
             return got, "stream ended"
         except av.FFmpegError as exc:
             # FFmpeg reports its own socket timeout on RTSP as "invalid data": tell a timeout by the silence
@@ -229,12 +252,21 @@ class LiveSource:
 class LiveCameras:
     """Several cameras in one process: one ``LiveSource`` each, sharing one wake-up condition."""
 
-    def __init__(self, cameras: tuple[CameraConfig, ...] | list[CameraConfig], live: LiveConfig,
-                 registry: HealthRegistry, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        cameras: tuple[CameraConfig, ...] | list[CameraConfig],
+        live: LiveConfig,
+        registry: HealthRegistry,
+        seed: int | None = None,
+    ) -> None:
         self.wakeup = threading.Condition()
         self.epoch = time.monotonic()
-        self.sources = [LiveSource(c, live, registry.add(c.name), self.wakeup,
-                                   None if seed is None else seed + i, self.epoch) for i, c in enumerate(cameras)]
+        self.sources = [
+            LiveSource(
+                c, live, registry.add(c.name), self.wakeup, None if seed is None else seed + i, self.epoch
+            )
+            for i, c in enumerate(cameras)
+        ]
 
     def start(self) -> LiveCameras:
         for s in self.sources:

@@ -3,6 +3,7 @@
 ``LiveConfig`` is the ``live`` section (YAML, validated by pydantic with unknown keys refused). A cameras file
 is a YAML document ``{cameras: [{name, url, ...}, ...]}``; per-camera keys left out take the section defaults.
 """
+
 from __future__ import annotations
 
 import re
@@ -33,10 +34,17 @@ NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 class ReconnectConfig(Section):
     initial_s: float = Field(0.5, gt=0, le=600, description="wait before the first reconnect attempt (s)")
     max_s: float = Field(30.0, gt=0, le=3600, description="cap of the exponential backoff (s)")
-    multiplier: float = Field(2.0, ge=1.0, le=10.0, description="growth factor of the wait per failed attempt")
-    jitter: float = Field(0.2, ge=0.0, le=1.0, description="each wait is scaled by a random factor in 1 +- jitter")
+    multiplier: float = Field(
+        2.0, ge=1.0, le=10.0, description="growth factor of the wait per failed attempt"
+    )
+    jitter: float = Field(
+        0.2, ge=0.0, le=1.0, description="each wait is scaled by a random factor in 1 +- jitter"
+    )
     max_attempts: int | None = Field(
-        None, ge=1, le=10**9, description="give a camera up after this many failed attempts in a row; null = never"
+        None,
+        ge=1,
+        le=10**9,
+        description="give a camera up after this many failed attempts in a row; null = never",
     )
 
     @model_validator(mode="after")
@@ -47,50 +55,80 @@ class ReconnectConfig(Section):
 
 
 class CameraConfig(Section):
-    name: str = Field(..., pattern=NAME_PATTERN, description="camera id used in logs, metrics and the match log")
-    url: str = Field(..., min_length=1, max_length=2000, description="rtsp://, rtmp://, http(s):// or udp:// URL")
+    name: str = Field(
+        ..., pattern=NAME_PATTERN, description="camera id used in logs, metrics and the match log"
+    )
+    url: str = Field(
+        ..., min_length=1, max_length=2000, description="rtsp://, rtmp://, http(s):// or udp:// URL"
+    )
     transport: Literal["tcp", "udp", "auto"] | None = Field(
-        None, description="RTSP transport; null = the section default")
-    open_timeout_s: float | None = Field(None, gt=0, le=600, description="connect + probe limit (s); null = default")
+        None, description="RTSP transport; null = the section default"
+    )
+    open_timeout_s: float | None = Field(
+        None, gt=0, le=600, description="connect + probe limit (s); null = default"
+    )
     read_timeout_s: float | None = Field(None, gt=0, le=600, description="no packet this long is a stall (s)")
 
 
 class HealthConfig(Section):
-    status_interval_s: float = Field(10.0, ge=0, le=86400, description="log a status line this often; 0 = never")
+    status_interval_s: float = Field(
+        10.0, ge=0, le=86400, description="log a status line this often; 0 = never"
+    )
     metrics_port: int | None = Field(
-        None, ge=0, le=65535, description="serve Prometheus metrics on this port (0 = any free one); null = off")
+        None,
+        ge=0,
+        le=65535,
+        description="serve Prometheus metrics on this port (0 = any free one); null = off",
+    )
     metrics_host: str = Field("127.0.0.1", pattern=r"^[0-9A-Za-z.:-]{1,255}$", description="address to bind")
-    fps_window_s: float = Field(5.0, gt=0, le=600, description="frame rates are averaged over this window (s)")
+    fps_window_s: float = Field(
+        5.0, gt=0, le=600, description="frame rates are averaged over this window (s)"
+    )
 
 
 class WebhookConfig(Section):
-    url: str = Field(..., pattern=r"^https?://", max_length=2000, description="endpoint receiving a JSON POST")
+    url: str = Field(
+        ..., pattern=r"^https?://", max_length=2000, description="endpoint receiving a JSON POST"
+    )
     timeout_s: float = Field(5.0, gt=0, le=120, description="per-request limit (s)")
     retries: int = Field(3, ge=0, le=100, description="extra attempts after a failed POST")
-    backoff_s: float = Field(0.5, ge=0, le=600, description="wait before the first retry, doubled each time (s)")
+    backoff_s: float = Field(
+        0.5, ge=0, le=600, description="wait before the first retry, doubled each time (s)"
+    )
 
 
 class AlertConfig(Section):
-    watchlist: tuple[str, ...] = Field((), max_length=100000, description="identity names that raise an alert")
+    watchlist: tuple[str, ...] = Field(
+        (), max_length=100000, description="identity names that raise an alert"
+    )
     log: bool = Field(True, description="write a WARNING log line per alert")
     webhooks: tuple[WebhookConfig, ...] = Field((), max_length=100, description="POST each alert to these")
-    queue_size: int = Field(1000, ge=1, le=10**6, description="alerts waiting for delivery; beyond: dropped, counted")
+    queue_size: int = Field(
+        1000, ge=1, le=10**6, description="alerts waiting for delivery; beyond: dropped, counted"
+    )
 
 
 class LiveConfig(Section):
     transport: Literal["tcp", "udp", "auto"] = Field("tcp", description="default RTSP transport")
     open_timeout_s: float = Field(10.0, gt=0, le=600, description="default connect + probe limit (s)")
-    read_timeout_s: float = Field(5.0, gt=0, le=600, description="default stall limit: no packet this long (s)")
+    read_timeout_s: float = Field(
+        5.0, gt=0, le=600, description="default stall limit: no packet this long (s)"
+    )
     buffer_frames: int = Field(
-        1, ge=1, le=1000, description="newest frames kept per camera; older ones are dropped and counted")
+        1, ge=1, le=1000, description="newest frames kept per camera; older ones are dropped and counted"
+    )
     drop_frames: bool = Field(
-        True, description="false: a full buffer makes the decoder wait instead of dropping (recorded sources)")
+        True, description="false: a full buffer makes the decoder wait instead of dropping (recorded sources)"
+    )
     timestamps: Literal["arrival", "stream"] = Field(
-        "arrival", description="frame time: when decoded (live), or the stream's own pts (recorded sources)")
+        "arrival", description="frame time: when decoded (live), or the stream's own pts (recorded sources)"
+    )
     reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig, description="reconnect backoff")
     health: HealthConfig = Field(default_factory=HealthConfig, description="status line and metrics")
     alerts: AlertConfig = Field(default_factory=AlertConfig, description="watchlist alerts")
-    cameras: tuple[CameraConfig, ...] = Field((), max_length=1000, description="cameras (or use --cameras FILE)")
+    cameras: tuple[CameraConfig, ...] = Field(
+        (), max_length=1000, description="cameras (or use --cameras FILE)"
+    )
 
     @field_validator("cameras")
     @classmethod
@@ -118,7 +156,9 @@ def load_cameras(path: str | Path) -> tuple[CameraConfig, ...]:
     """Read a cameras YAML file (``cameras: [...]``); raises :class:`ConfigError` in one line."""
     data = read_yaml(path, "cameras file")
     if set(data) != {"cameras"}:
-        raise ConfigError(f"cameras file {path}: expected a mapping with the one key 'cameras', got {sorted(data)}")
+        raise ConfigError(
+            f"cameras file {path}: expected a mapping with the one key 'cameras', got {sorted(data)}"
+        )
     cams = validate(LiveConfig, {"cameras": data["cameras"] or ()}, f"cameras file {path}").cameras
     if not cams:
         raise ConfigError(f"cameras file {path}: expected at least one camera, got none")

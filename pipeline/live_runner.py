@@ -8,6 +8,7 @@ template's match, so an alert does not wait for the track to end. When a camera'
 are closed at once; track ids stay unique per camera across reconnects. ``run`` returns when ``stop`` is set, the
 duration is over, or every camera has given up; it then finishes the open tracks and waits for the embedding.
 """
+
 from __future__ import annotations
 
 import logging
@@ -34,8 +35,16 @@ logger = logging.getLogger(__name__)
 class LiveRunner:
     """Runs the stages over live cameras until stopped; every finished, confirmed track goes to the sinks."""
 
-    def __init__(self, cfg: AppConfig, detector: FaceDetector, embedder: Embedder, matcher: Matcher,
-                 sinks: Sequence[ResultSink], cameras: LiveCameras, registry: HealthRegistry) -> None:
+    def __init__(
+        self,
+        cfg: AppConfig,
+        detector: FaceDetector,
+        embedder: Embedder,
+        matcher: Matcher,
+        sinks: Sequence[ResultSink],
+        cameras: LiveCameras,
+        registry: HealthRegistry,
+    ) -> None:
         self.cfg = cfg
         self.detector = detector
         self.cameras = cameras
@@ -43,8 +52,9 @@ class LiveRunner:
         self.matching = TrackMatching(cfg, embedder, matcher, sinks, cameras.now)
         self.state = {s.name: SourceTracking(cfg, s.name) for s in cameras.sources}
 
-    def run(self, stop: threading.Event, duration_s: float | None = None,
-            status_interval_s: float = 0.0) -> RunStats:
+    def run(
+        self, stop: threading.Event, duration_s: float | None = None, status_interval_s: float = 0.0
+    ) -> RunStats:
         stats = RunStats()
         worker = EmbedWorker(self.matching, self.cfg.embed.batch_size, self.cfg.runner.queue_size, stats)
         deadline = None if duration_s is None else time.monotonic() + duration_s
@@ -90,7 +100,7 @@ class LiveRunner:
     def _process(self, frames: list[Frame], stats: RunStats, job: TrackJob) -> None:
         size = self.cfg.detect.batch_size
         for start in range(0, len(frames), size):
-            batch = frames[start:start + size]
+            batch = frames[start : start + size]
             for frame, dets in zip(batch, detect(self.detector, batch, stats)):
                 self.state[frame.source_id].frame(frame, dets, job, stats)
                 self.registry.cameras[frame.source_id].frame_processed()

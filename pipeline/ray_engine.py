@@ -10,6 +10,7 @@ and the embedder is configured for it (``embed.device``). The driver polls each 
 reported ``failed``: its run in the match log is closed ``failed`` once the tracks it had sent are logged, and
 the other cameras go on.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -109,14 +110,26 @@ class CameraWorker:
         seconds = 0.0 if first is None else time.monotonic() - first
         self.source.stop()
         self.source.join(30)
-        pending.append(service.submit.remote(self.tracking.source_id, next(self._seq),
-                                             TrackJob(ends=self.tracking.close_all())))
+        pending.append(
+            service.submit.remote(
+                self.tracking.source_id, next(self._seq), TrackJob(ends=self.tracking.close_all())
+            )
+        )
         ray.get(pending)
         snap = self.health.snapshot()
-        return {"camera": snap.name, "frames": frames_done, "seconds": seconds, "closed_at_loss": closed,
-                "frames_in": snap.frames_in,
-                "dropped": snap.dropped, "reconnects": snap.reconnects, "failures": snap.failures,
-                "state": snap.state, "error": None, "snapshot": snap}
+        return {
+            "camera": snap.name,
+            "frames": frames_done,
+            "seconds": seconds,
+            "closed_at_loss": closed,
+            "frames_in": snap.frames_in,
+            "dropped": snap.dropped,
+            "reconnects": snap.reconnects,
+            "failures": snap.failures,
+            "state": snap.state,
+            "error": None,
+            "snapshot": snap,
+        }
 
     def snapshot(self):
         """The camera's health now (polled by the driver)."""
@@ -129,13 +142,21 @@ class CameraWorker:
 class EmbedService:
     """The shared embedding, matching and logging side: crops of every camera batched together."""
 
-    def __init__(self, cfg: AppConfig, live: LiveConfig, cameras: list[CameraConfig], db_url: str,
-                 epoch: float) -> None:
+    def __init__(
+        self, cfg: AppConfig, live: LiveConfig, cameras: list[CameraConfig], db_url: str, epoch: float
+    ) -> None:
         self.system = build(cfg, db_url=db_url, detector=False)
-        self.log = self.system.match_log([LoggedSource(c.name, "camera", c.url) for c in cameras], batch_size=1)
+        self.log = self.system.match_log(
+            [LoggedSource(c.name, "camera", c.url) for c in cameras], batch_size=1
+        )
         self.alerts = watchlist_alerts(live.alerts, self.system.gallery)
-        self.matching = TrackMatching(cfg, self.system.embedder, self.system.matcher(), [self.alerts, self.log],
-                                      lambda: time.monotonic() - epoch)
+        self.matching = TrackMatching(
+            cfg,
+            self.system.embedder,
+            self.system.matcher(),
+            [self.alerts, self.log],
+            lambda: time.monotonic() - epoch,
+        )
         self.stats = RunStats()
         self.worker = EmbedWorker(self.matching, cfg.embed.batch_size, cfg.runner.queue_size, self.stats)
         self.order = InOrder(self.worker.put)
@@ -146,10 +167,13 @@ class EmbedService:
     def camera_failed(self, name: str) -> None:
         """A camera's actor died: once the jobs it sent are handled, close its run ``failed`` and forget its open
         tracks (they will never end); later tracks of it are not logged."""
+
         def close() -> None:
             dropped = self.matching.drop_source(name)
             self.log.close_source(name, "failed")
-            logger.warning("camera %s: run closed as failed (%d open tracks lost with its actor)", name, dropped)
+            logger.warning(
+                "camera %s: run closed as failed (%d open tracks lost with its actor)", name, dropped
+            )
 
         self.worker.put(TrackJob(after=close))
 
@@ -160,8 +184,12 @@ class EmbedService:
             self.alerts.close()
             self.log.close(status)
             self.system.close()
-        return {"tracks": self.stats.tracks, "matches": self.stats.matches,
-                "crops_embedded": self.stats.crops_embedded, "latencies_s": list(self.stats.latencies_s)}
+        return {
+            "tracks": self.stats.tracks,
+            "matches": self.stats.matches,
+            "crops_embedded": self.stats.crops_embedded,
+            "latencies_s": list(self.stats.latencies_s),
+        }
 
 
 def _catch_signals(stop: threading.Event) -> dict:
@@ -172,15 +200,25 @@ def _catch_signals(stop: threading.Event) -> dict:
     return {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
 
 
-def run_ray(cfg: AppConfig, live: LiveConfig, cameras: list[CameraConfig], db_url: str, stop: threading.Event, duration_s: float | None = None, address: str | None = None,
-            registry: HealthRegistry | None = None, poll_s: float = 1.0) -> dict:
+def run_ray(
+    cfg: AppConfig,
+    live: LiveConfig,
+    cameras: list[CameraConfig],
+    db_url: str,
+    stop: threading.Event,
+    duration_s: float | None = None,
+    address: str | None = None,
+    registry: HealthRegistry | None = None,
+    poll_s: float = 1.0,
+) -> dict:
     """Run the cameras on Ray until stopped; returns per-camera figures and the service's totals. The cameras'
     health is polled every ``poll_s`` seconds into ``registry`` (a new one unless given)."""
     try:
         import ray
     except ImportError:
-        raise ConfigError("--engine ray needs the ray package: pip install -c constraints.txt 'ray[default]'") \
-            from None
+        raise ConfigError(
+            "--engine ray needs the ray package: pip install -c constraints.txt 'ray[default]'"
+        ) from None
     started = not ray.is_initialized()
     if started:  # the workers import the installed package, as the driver does
         ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
@@ -191,10 +229,13 @@ def run_ray(cfg: AppConfig, live: LiveConfig, cameras: list[CameraConfig], db_ur
         gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 and cfg.embed.device.startswith("cuda") else 0
         epoch = time.monotonic()  # one clock for frame times and delivery (latencies hold on one node)
         service = ray.remote(num_cpus=0, num_gpus=gpus, max_concurrency=4)(EmbedService).remote(
-            cfg, live, cameras, db_url, epoch)
+            cfg, live, cameras, db_url, epoch
+        )
         actor = ray.remote(num_cpus=0, max_concurrency=2)(CameraWorker)
         run_name = f"facemoe-{secrets.token_hex(4)}"  # actors are named RUN/CAMERA (`ray list actors`)
-        workers = {c.name: actor.options(name=f"{run_name}/{c.name}").remote(c, live, cfg, epoch) for c in cameras}
+        workers = {
+            c.name: actor.options(name=f"{run_name}/{c.name}").remote(c, live, cfg, epoch) for c in cameras
+        }
         runs = {workers[name].run.remote(service, duration_s): name for name in workers}
         results: dict[str, dict] = {}
         status_s = live.health.status_interval_s
@@ -246,8 +287,17 @@ def _camera_result(ray, ref, name: str, health: PolledHealth, service) -> dict:
         health.failed(reason)
         ray.get(service.camera_failed.remote(name))
         snap = health.snapshot()
-        return {"camera": name, "frames": snap.frames_processed, "seconds": 0.0, "closed_at_loss": 0,
-                "frames_in": snap.frames_in, "dropped": snap.dropped, "reconnects": snap.reconnects,
-                "failures": snap.failures, "state": "failed", "error": reason}
+        return {
+            "camera": name,
+            "frames": snap.frames_processed,
+            "seconds": 0.0,
+            "closed_at_loss": 0,
+            "frames_in": snap.frames_in,
+            "dropped": snap.dropped,
+            "reconnects": snap.reconnects,
+            "failures": snap.failures,
+            "state": "failed",
+            "error": reason,
+        }
     health.update(result.pop("snapshot"))
     return result

@@ -5,6 +5,7 @@ thread detects a batch of frames and tracks them (``SourceTracking``), and the `
 crops of several frames and tracks in one batch, fuses them and matches finished tracks (``TrackMatching``). When
 embedding is slower, its queue fills and detection waits; memory stays bounded.
 """
+
 from __future__ import annotations
 
 import logging
@@ -55,9 +56,16 @@ class FileRunner:
     """Runs video files through the engine; every finished, confirmed track goes to the sinks.
     ``progress(stats, frames)`` is called after each detected batch."""
 
-    def __init__(self, cfg: AppConfig, detector: FaceDetector, embedder: Embedder, matcher: Matcher,
-                 sinks: Sequence[ResultSink], keep_boxes: bool = False,
-                 progress: Callable[[RunStats, int], None] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: AppConfig,
+        detector: FaceDetector,
+        embedder: Embedder,
+        matcher: Matcher,
+        sinks: Sequence[ResultSink],
+        keep_boxes: bool = False,
+        progress: Callable[[RunStats, int], None] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.detector = detector
         self.matching = TrackMatching(cfg, embedder, matcher, sinks)
@@ -103,14 +111,17 @@ class FileRunner:
         worker.put(TrackJob(ends=tracking.close_all()))
         stats.video_seconds += max(0.0, last_t - source.cfg.start)
 
-    def _process_batch(self, batch: list[Frame], tracking: SourceTracking, stats: RunStats,
-                       boxes: list[FrameBoxes] | None) -> TrackJob:
+    def _process_batch(
+        self, batch: list[Frame], tracking: SourceTracking, stats: RunStats, boxes: list[FrameBoxes] | None
+    ) -> TrackJob:
         job = TrackJob()
         for frame, dets in zip(batch, detect(self.detector, batch, stats)):
             tracked = tracking.frame(frame, dets, job, stats)
             if boxes is not None:
                 keep = tracked.track_id >= 0
-                boxes.append(FrameBoxes(frame.index, frame.timestamp, tracked.xyxy[keep], tracked.track_id[keep]))
+                boxes.append(
+                    FrameBoxes(frame.index, frame.timestamp, tracked.xyxy[keep], tracked.track_id[keep])
+                )
         if self.progress is not None:
             self.progress(stats, len(batch))
         return job

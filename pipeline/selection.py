@@ -6,14 +6,16 @@ a pool holding the track's ``best_k`` best; when the track ends, the pooled crop
 ``best_k`` best overall are embedded too. So a track costs at most ``best_k`` embeddings plus its improvements,
 never one per detection. With ``embed_all`` every usable crop is embedded (the baseline the bench compares to).
 """
+
 from __future__ import annotations
 
 import heapq
 import itertools
 from dataclasses import dataclass, field
 
-from .config import RunnerConfig
 from core.types import FaceCrop
+
+from .config import RunnerConfig
 
 __all__ = ["CropSelector", "TrackSelection"]
 
@@ -53,8 +55,11 @@ class CropSelector:
         if not usable:
             return False
         cfg = self.cfg
-        if confirmed and (cfg.embed_all or not state.embedded_scores
-                          or score > state.best_embedded * (1 + cfg.improve_margin)):
+        if confirmed and (
+            cfg.embed_all
+            or not state.embedded_scores
+            or score > state.best_embedded * (1 + cfg.improve_margin)
+        ):
             state.embedded_scores.append(score)
             return True
         entry = (score, next(self._order), crop)
@@ -71,7 +76,10 @@ class CropSelector:
             return state, []
         if self.cfg.embed_all:
             return state, [(crop, score) for score, _, crop in state.pool]
-        ranked = sorted([(s, True, None) for s in state.embedded_scores]
-                        + [(s, False, crop) for s, _, crop in state.pool], key=lambda r: -r[0])
+        ranked = sorted(
+            [(s, True, None) for s in state.embedded_scores]
+            + [(s, False, crop) for s, _, crop in state.pool],
+            key=lambda r: -r[0],
+        )
         picked = [(crop, s) for s, done, crop in ranked[: self.cfg.best_k] if not done]
         return state, picked

@@ -3,6 +3,7 @@
 A sink receives each finished track once (``on_track``) and is closed once at the end of the run (``close``),
 which is when the table is printed and the JSON file written (atomically: complete or absent).
 """
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,15 @@ import cv2
 
 from core.types import MatchResult, TrackTemplate
 
-__all__ = ["CollectSink", "ConsoleTableSink", "JsonSink", "ResultSink", "ThumbnailSink", "thumbnail_name", "track_record"]
+__all__ = [
+    "CollectSink",
+    "ConsoleTableSink",
+    "JsonSink",
+    "ResultSink",
+    "ThumbnailSink",
+    "thumbnail_name",
+    "track_record",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +45,9 @@ def thumbnail_name(source_id: str, track_id: int) -> str:
     return f"{stem}_track{track_id:05d}.jpg"
 
 
-def track_record(template: TrackTemplate, result: MatchResult, thumbnail_dir: Path | None = None) -> dict[str, Any]:
+def track_record(
+    template: TrackTemplate, result: MatchResult, thumbnail_dir: Path | None = None
+) -> dict[str, Any]:
     """The plain-data summary of one track (what the JSON output and the table show)."""
     best = result.identity
     record: dict[str, Any] = {
@@ -50,8 +61,10 @@ def track_record(template: TrackTemplate, result: MatchResult, thumbnail_dir: Pa
         "identity": best.name if best else None,
         "score": round(result.candidates[0].score, 4) if result.candidates else None,
         "threshold": round(result.threshold, 4),
-        "candidates": [{"identity_id": c.identity_id, "name": c.name, "score": round(c.score, 4)}
-                       for c in result.candidates],
+        "candidates": [
+            {"identity_id": c.identity_id, "name": c.name, "score": round(c.score, 4)}
+            for c in result.candidates
+        ],
         "thumbnail": None,
     }
     if thumbnail_dir is not None and template.best_crop is not None:
@@ -62,7 +75,18 @@ def track_record(template: TrackTemplate, result: MatchResult, thumbnail_dir: Pa
 class ConsoleTableSink:
     """Prints one row per track, ordered by source and start time, when closed."""
 
-    COLUMNS = ("source", "track", "start", "end", "frames", "crops", "decision", "identity", "score", "runner-up")
+    COLUMNS = (
+        "source",
+        "track",
+        "start",
+        "end",
+        "frames",
+        "crops",
+        "decision",
+        "identity",
+        "score",
+        "runner-up",
+    )
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream
@@ -73,15 +97,31 @@ class ConsoleTableSink:
         runner = f"{cands[1].name} {cands[1].score:.3f}" if len(cands) > 1 else "-"
         top = f"{cands[0].score:.3f}" if cands else "-"
         name = result.identity.name if result.identity else (f"({cands[0].name})" if cands else "-")
-        self.rows.append((template.source_id, template.first_timestamp, (
-            Path(template.source_id).name, str(template.track_id), f"{template.first_timestamp:.2f}",
-            f"{template.last_timestamp:.2f}", str(template.num_frames), str(template.num_crops), result.decision,
-            name, top, runner)))
+        self.rows.append(
+            (
+                template.source_id,
+                template.first_timestamp,
+                (
+                    Path(template.source_id).name,
+                    str(template.track_id),
+                    f"{template.first_timestamp:.2f}",
+                    f"{template.last_timestamp:.2f}",
+                    str(template.num_frames),
+                    str(template.num_crops),
+                    result.decision,
+                    name,
+                    top,
+                    runner,
+                ),
+            )
+        )
 
     def close(self) -> None:
         stream = self.stream or sys.stdout
         rows = [r[2] for r in sorted(self.rows, key=lambda r: (r[0], r[1]))]
-        widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(self.COLUMNS)]
+        widths = [
+            max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(self.COLUMNS)
+        ]
         lines = ["  ".join(c.ljust(w) for c, w in zip(self.COLUMNS, widths))]
         lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in rows] or ["(no face tracks)"]
         stream.write("".join(line.rstrip() + "\n" for line in lines))
@@ -91,7 +131,9 @@ class ConsoleTableSink:
 class JsonSink:
     """Collects track records and writes them as one JSON document on close (``-`` = standard output)."""
 
-    def __init__(self, target: str | Path, thumbnail_dir: Path | None = None, extra: dict | None = None) -> None:
+    def __init__(
+        self, target: str | Path, thumbnail_dir: Path | None = None, extra: dict | None = None
+    ) -> None:
         self.target = str(target)
         self.thumbnail_dir = thumbnail_dir
         self.extra = extra or {}

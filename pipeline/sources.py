@@ -5,6 +5,7 @@ A background thread decodes into a bounded queue, so decoding overlaps detection
 ``queue_size`` frames ahead. Packets that fail to decode are counted and skipped; everything decodable is
 delivered. A file that cannot be opened at all raises :class:`SourceError` when the source is built.
 """
+
 from __future__ import annotations
 
 import logging
@@ -18,9 +19,10 @@ from pathlib import Path
 import av
 import numpy as np
 
+from core.types import Frame
+
 from .config import SourceConfig
 from .errors import SourceError
-from core.types import Frame
 
 __all__ = ["DecodeReport", "FileSource", "open_video"]
 
@@ -107,8 +109,9 @@ class FileSource:
         self.report = DecodeReport()
         frames: queue.Queue = queue.Queue(maxsize=self.cfg.queue_size)
         stop = threading.Event()
-        worker = threading.Thread(target=self._decode, args=(frames, stop), name=f"decode-{self.path.name}",
-                                  daemon=True)
+        worker = threading.Thread(
+            target=self._decode, args=(frames, stop), name=f"decode-{self.path.name}", daemon=True
+        )
         worker.start()
         try:
             while True:
@@ -153,7 +156,9 @@ class FileSource:
             base = stream.time_base or Fraction(1, 90000)
             origin = float(stream.start_time * base) if stream.start_time is not None else 0.0
             if cfg.start > 0:
-                container.seek(int((cfg.start + origin) / base), stream=stream, backward=True, any_frame=False)
+                container.seek(
+                    int((cfg.start + origin) / base), stream=stream, backward=True, any_frame=False
+                )
             next_keep = cfg.start
             tolerance = 0.5 / self.fps if self.fps else 0.0  # half a source frame
             counter = in_window = 0
@@ -200,8 +205,10 @@ class FileSource:
             report.ended_early = True
             report.note(f"stream ended after {report.decoded} of {self.frame_count} frames (truncated file?)")
         if report.decoded == 0 and not stop.is_set():
-            raise SourceError(f"no decodable video frames in {self.path}"
-                              + (f" ({report.errors[0]})" if report.errors else ""))
+            raise SourceError(
+                f"no decodable video frames in {self.path}"
+                + (f" ({report.errors[0]})" if report.errors else "")
+            )
 
     def _time(self, frame, base, origin: float, counter: int) -> float:
         if frame.pts is not None:

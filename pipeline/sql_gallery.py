@@ -3,6 +3,7 @@
 The builder (``pipeline.build``) makes both for every command: the gallery of the database is searched through
 FAISS and every finished track is written to the match log, one run per source.
 """
+
 from __future__ import annotations
 
 import logging
@@ -10,11 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.types import Candidate, MatchResult, TrackTemplate
 from gallery.matchlog import MatchLogWriter, TrackRecord
 from gallery.store import Gallery
 from gallery.thumbnails import ThumbnailStore
-
-from core.types import Candidate, MatchResult, TrackTemplate
 
 __all__ = ["LoggedSource", "MatchLogSink", "SqlGalleryIndex"]
 
@@ -56,16 +56,30 @@ class MatchLogSink:
     ``batch_size``: tracks per transaction (1 for cameras, so that a track is in the log as soon as it ends);
     a crash loses at most the uncommitted batch, never half a track."""
 
-    def __init__(self, gallery: Gallery, sources: list[LoggedSource], embedder_id: str, cfg_hash: str,
-                 batch_size: int = 1) -> None:
+    def __init__(
+        self,
+        gallery: Gallery,
+        sources: list[LoggedSource],
+        embedder_id: str,
+        cfg_hash: str,
+        batch_size: int = 1,
+    ) -> None:
         self.embedder_id = embedder_id
         self.writers: dict[str, MatchLogWriter] = {}
-        thumbnails = ThumbnailStore.for_database(gallery.db, gallery.config)  # the gallery section's folder rule
+        thumbnails = ThumbnailStore.for_database(
+            gallery.db, gallery.config
+        )  # the gallery section's folder rule
         try:
             for s in sources:
-                self.writers[s.name] = MatchLogWriter(gallery.db, source=s.name, kind=s.kind, uri=s.uri,
-                                                      config_hash=cfg_hash, batch_size=batch_size,
-                                                      thumbnails=thumbnails)
+                self.writers[s.name] = MatchLogWriter(
+                    gallery.db,
+                    source=s.name,
+                    kind=s.kind,
+                    uri=s.uri,
+                    config_hash=cfg_hash,
+                    batch_size=batch_size,
+                    thumbnails=thumbnails,
+                )
         except BaseException:
             self.close("failed")
             raise
@@ -76,17 +90,32 @@ class MatchLogSink:
 
     def on_track(self, template: TrackTemplate, result: MatchResult) -> None:
         writer = self.writers[template.source_id]
-        if writer.closed:  # the source's run was closed early (its camera actor died): late tracks have no run
-            logger.warning("match log: %s track %d after its run was closed; not logged", template.source_id,
-                           template.track_id)
+        if (
+            writer.closed
+        ):  # the source's run was closed early (its camera actor died): late tracks have no run
+            logger.warning(
+                "match log: %s track %d after its run was closed; not logged",
+                template.source_id,
+                template.track_id,
+            )
             return
         crop = template.best_crop
         frames = max(template.num_frames, 1)
-        writer.record(TrackRecord(
-            track_id=template.track_id, start_time=template.first_timestamp, end_time=template.last_timestamp,
-            frames=frames, crops_embedded=min(template.num_crops, frames), template=template.embedding,
-            embedder_id=self.embedder_id, candidates=result.candidates, decision=result.decision,
-            threshold=result.threshold, thumbnail=None if crop is None else crop.image))
+        writer.record(
+            TrackRecord(
+                track_id=template.track_id,
+                start_time=template.first_timestamp,
+                end_time=template.last_timestamp,
+                frames=frames,
+                crops_embedded=min(template.num_crops, frames),
+                template=template.embedding,
+                embedder_id=self.embedder_id,
+                candidates=result.candidates,
+                decision=result.decision,
+                threshold=result.threshold,
+                thumbnail=None if crop is None else crop.image,
+            )
+        )
 
     def progress(self, source_id: str, frames_done: int, last_timestamp: float | None) -> None:
         """Note how far a source got (saved with its next batch)."""

@@ -5,6 +5,7 @@ by their norms, normalised at the end. Quality weighting on top: each crop's ter
 ``quality_score ** quality_power``. The running sum is kept, so a live track has a template at any moment and
 adding crops one at a time or in a batch gives the same template.
 """
+
 from __future__ import annotations
 
 import logging
@@ -13,8 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import AggregateConfig
 from core.types import FaceCrop, TrackTemplate
+
+from .config import AggregateConfig
 
 __all__ = ["Aggregator", "TrackFusion"]
 
@@ -36,8 +38,17 @@ class TrackFusion:
     def template(self, first_timestamp: float, last_timestamp: float, num_frames: int) -> TrackTemplate:
         norm = float(np.linalg.norm(self.total))
         embedding = (self.total / norm if norm > 0 else self.total).astype(np.float32)
-        return TrackTemplate(self.source_id, self.track_id, embedding, self.weight, self.crops, self.best,
-                             first_timestamp, last_timestamp, num_frames)
+        return TrackTemplate(
+            self.source_id,
+            self.track_id,
+            embedding,
+            self.weight,
+            self.crops,
+            self.best,
+            first_timestamp,
+            last_timestamp,
+            num_frames,
+        )
 
 
 class Aggregator:
@@ -54,12 +65,19 @@ class Aggregator:
     def weight(self, norm: float, quality_score: float) -> float:
         return float(norm) * max(float(quality_score), 1e-6) ** self.cfg.quality_power
 
-    def add(self, crops: Sequence[FaceCrop], features: np.ndarray, norms: np.ndarray,
-            quality_scores: Sequence[float]) -> None:
+    def add(
+        self,
+        crops: Sequence[FaceCrop],
+        features: np.ndarray,
+        norms: np.ndarray,
+        quality_scores: Sequence[float],
+    ) -> None:
         """Fold crops (any mix of tracks) with their unit ``features [N, D]`` and ``norms [N]`` into their tracks."""
         if not (len(crops) == len(features) == len(norms) == len(quality_scores)):
-            raise ValueError(f"add: expected equal lengths, got crops {len(crops)}, features {len(features)}, "
-                             f"norms {len(norms)}, scores {len(quality_scores)}")
+            raise ValueError(
+                f"add: expected equal lengths, got crops {len(crops)}, features {len(features)}, "
+                f"norms {len(norms)}, scores {len(quality_scores)}"
+            )
         for crop, feat, norm, score in zip(crops, features, norms, quality_scores):
             state = self.state(crop.source_id, crop.track_id)
             w = self.weight(norm, score)

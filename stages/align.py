@@ -1,4 +1,5 @@
 """Face alignment: a 5-point similarity transform onto the ArcFace 112x112 template."""
+
 from __future__ import annotations
 
 import cv2

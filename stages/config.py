@@ -3,6 +3,7 @@
 The application config (``pipeline.config.AppConfig``) is made of these sections and those of the other
 packages; a stage never sees more than its own.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -35,12 +36,17 @@ class DetectConfig(Section):
     )
     score_threshold: float = Field(0.5, ge=0.0, le=1.0, description="minimum detection score")
     nms_threshold: float = Field(0.4, ge=0.0, le=1.0, description="IoU above which overlapping boxes merge")
-    min_face_size: float = Field(8.0, ge=0.0, le=10000.0, description="drop faces smaller than this (px, box side)")
+    min_face_size: float = Field(
+        8.0, ge=0.0, le=10000.0, description="drop faces smaller than this (px, box side)"
+    )
     max_faces: int = Field(100, ge=1, le=10000, description="keep at most this many faces per frame")
     batch_size: int = Field(4, ge=1, le=256, description="frames per detector call")
     threads: int = Field(2, ge=1, le=64, description="onnxruntime intra-op threads")
-    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$",
-                        description="scrfd: onnxruntime device, cpu or cuda[:N] (needs onnxruntime-gpu)")
+    device: str = Field(
+        "cpu",
+        pattern=r"^(cpu|cuda(:\d+)?)$",
+        description="scrfd: onnxruntime device, cpu or cuda[:N] (needs onnxruntime-gpu)",
+    )
 
     @model_validator(mode="after")
     def _sizes(self) -> DetectConfig:
@@ -51,9 +57,15 @@ class DetectConfig(Section):
 
 
 class TrackConfig(Section):
-    high_threshold: float = Field(0.6, ge=0.0, le=1.0, description="detections at or above: first association")
-    low_threshold: float = Field(0.3, ge=0.0, le=1.0, description="detections between low and high: second pass")
-    new_track_threshold: float = Field(0.6, ge=0.0, le=1.0, description="unmatched detection score to start a track")
+    high_threshold: float = Field(
+        0.6, ge=0.0, le=1.0, description="detections at or above: first association"
+    )
+    low_threshold: float = Field(
+        0.3, ge=0.0, le=1.0, description="detections between low and high: second pass"
+    )
+    new_track_threshold: float = Field(
+        0.6, ge=0.0, le=1.0, description="unmatched detection score to start a track"
+    )
     match_iou: float = Field(0.2, ge=0.0, le=1.0, description="minimum IoU for the first association")
     low_match_iou: float = Field(0.3, ge=0.0, le=1.0, description="minimum IoU for the second association")
     max_lost_s: float = Field(1.0, ge=0.0, le=3600.0, description="a track unseen this long (seconds) ends")
@@ -62,14 +74,19 @@ class TrackConfig(Section):
     @model_validator(mode="after")
     def _order(self) -> TrackConfig:
         if self.low_threshold > self.high_threshold:
-            raise ValueError(f"low_threshold must be <= high_threshold, got {self.low_threshold} > {self.high_threshold}")
+            raise ValueError(
+                f"low_threshold must be <= high_threshold, got {self.low_threshold} > {self.high_threshold}"
+            )
         return self
 
 
 class ShotConfig(Section):
     enabled: bool = Field(True, description="end every track at a hard cut (edited footage)")
     cut_distance: float = Field(
-        0.2, gt=0.0, le=1.0, description="colour-histogram distance between consecutive frames that counts as a cut"
+        0.2,
+        gt=0.0,
+        le=1.0,
+        description="colour-histogram distance between consecutive frames that counts as a cut",
     )
 
 
@@ -78,7 +95,9 @@ class QualityConfig(Section):
     ref_sharpness: float = Field(100.0, gt=0, le=1e6, description="Laplacian variance counted as half sharp")
     min_face_size: float = Field(0.0, ge=0, le=4096, description="crops smaller than this are never embedded")
     min_det_score: float = Field(0.0, ge=0, le=1, description="crops scored lower are never embedded")
-    max_pose: float = Field(1.0, ge=0, le=1, description="crops with a pose proxy above this are never embedded")
+    max_pose: float = Field(
+        1.0, ge=0, le=1, description="crops with a pose proxy above this are never embedded"
+    )
 
 
 class EmbedConfig(Section):
@@ -88,15 +107,24 @@ class EmbedConfig(Section):
         None, max_length=1000, description="facemoe: a model.pt path or a release name (briar, tinyface)"
     )
     k: int = Field(2, ge=1, le=64, description="facemoe: experts each token is routed to")
-    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?|mps)$",
-                        description="facemoe: torch device; onnx: onnxruntime device, cpu or cuda[:N]")
+    device: str = Field(
+        "cpu",
+        pattern=r"^(cpu|cuda(:\d+)?|mps)$",
+        description="facemoe: torch device; onnx: onnxruntime device, cpu or cuda[:N]",
+    )
     precision: Literal["fp32", "fp16", "bf16", "int8"] = Field(
-        "fp32", description="facemoe: inference precision; int8 on the CPU, fp16 on CUDA, bf16 on CUDA or on a CPU "
-        "with AVX512-BF16 or AMX")
+        "fp32",
+        description="facemoe: inference precision; int8 on the CPU, fp16 on CUDA, bf16 on CUDA or on a CPU "
+        "with AVX512-BF16 or AMX",
+    )
     channel_order: Literal["rgb", "bgr"] = Field("rgb", description="onnx: channel order the model expects")
     pixel_scale: float = Field(255.0, gt=0, le=1e4, description="onnx: pixels are divided by this first")
-    mean: tuple[float, float, float] = Field((0.485, 0.456, 0.406), description="onnx: per-channel mean, subtracted")
-    std: tuple[float, float, float] = Field((0.229, 0.224, 0.225), description="onnx: per-channel std, divided by")
+    mean: tuple[float, float, float] = Field(
+        (0.485, 0.456, 0.406), description="onnx: per-channel mean, subtracted"
+    )
+    std: tuple[float, float, float] = Field(
+        (0.229, 0.224, 0.225), description="onnx: per-channel std, divided by"
+    )
     flip: bool = Field(True, description="add the features of the horizontally flipped crop")
     batch_size: int = Field(32, ge=1, le=4096, description="crops per embedder call")
     threads: int = Field(2, ge=1, le=64, description="onnxruntime intra-op threads")
@@ -114,12 +142,18 @@ class EmbedConfig(Section):
 
 class AggregateConfig(Section):
     quality_power: float = Field(
-        1.0, ge=0.0, le=10.0, description="weight of a crop = quality score ** power (0 = plain norm weighting)"
+        1.0,
+        ge=0.0,
+        le=10.0,
+        description="weight of a crop = quality score ** power (0 = plain norm weighting)",
     )
 
 
 class MatchConfig(Section):
     threshold: float | None = Field(
-        None, ge=-1.0, le=1.0, description="cosine score for a match; null = the gallery's own operating threshold"
+        None,
+        ge=-1.0,
+        le=1.0,
+        description="cosine score for a match; null = the gallery's own operating threshold",
     )
     top_k: int = Field(5, ge=1, le=100, description="candidates reported per track")

@@ -4,6 +4,7 @@ Frames of any size are letterboxed (resized keeping the aspect ratio, padded rig
 input size, so frames of different sizes share one batch. Landmarks come in the ArcFace order: left eye,
 right eye, nose, left mouth corner, right mouth corner, as seen in the image.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -15,10 +16,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .config import DetectConfig
-from .errors import ModelError
 from core.types import Detections
 
+from .config import DetectConfig
+from .errors import ModelError
 from .onnx_session import onnx_session
 
 __all__ = ["FaceDetector", "letterbox", "nms", "resolve_detector_model"]
@@ -98,7 +99,9 @@ def _finish(boxes, scores, kps, cfg: DetectConfig, scale: float, frame_shape) ->
         boxes, scores, kps = boxes[big], scores[big], kps[big]
     if not len(boxes):
         return Detections.empty()
-    return Detections(boxes.astype(np.float32), scores.astype(np.float32), kps.reshape(-1, 5, 2).astype(np.float32))
+    return Detections(
+        boxes.astype(np.float32), scores.astype(np.float32), kps.reshape(-1, 5, 2).astype(np.float32)
+    )
 
 
 class _Scrfd:
@@ -107,8 +110,10 @@ class _Scrfd:
         self.session = onnx_session(path, cfg.threads, cfg.device, "detector")
         outputs = self.session.get_outputs()
         if len(outputs) != 9:
-            raise ModelError(f"{path}: expected a SCRFD model with 9 outputs (scores, boxes, 5 landmarks), "
-                             f"got {len(outputs)} outputs")
+            raise ModelError(
+                f"{path}: expected a SCRFD model with 9 outputs (scores, boxes, 5 landmarks), "
+                f"got {len(outputs)} outputs"
+            )
         self.input_name = self.session.get_inputs()[0].name
         w, h = cfg.input_size
         self.centers = []
@@ -143,19 +148,26 @@ class _Scrfd:
             scores.append(score[hit])
         if not boxes:
             return Detections.empty()
-        return _finish(np.concatenate(boxes), np.concatenate(scores), np.concatenate(kps), self.cfg, scale, shape)
+        return _finish(
+            np.concatenate(boxes), np.concatenate(scores), np.concatenate(kps), self.cfg, scale, shape
+        )
 
 
 class _YuNet:
     def __init__(self, cfg: DetectConfig, path: Path) -> None:
         if cfg.device != "cpu":
-            raise ModelError(f"detect.device: YuNet runs on the CPU (OpenCV), got {cfg.device}; use scrfd on a GPU")
+            raise ModelError(
+                f"detect.device: YuNet runs on the CPU (OpenCV), got {cfg.device}; use scrfd on a GPU"
+            )
         self.cfg = cfg
         try:
-            self.net = cv2.FaceDetectorYN.create(str(path), "", tuple(cfg.input_size), cfg.score_threshold,
-                                                 cfg.nms_threshold, 5000)
+            self.net = cv2.FaceDetectorYN.create(
+                str(path), "", tuple(cfg.input_size), cfg.score_threshold, cfg.nms_threshold, 5000
+            )
         except cv2.error as exc:
-            raise ModelError(f"cannot load YuNet detector {path}: {str(exc).strip().splitlines()[-1][:200]}") from None
+            raise ModelError(
+                f"cannot load YuNet detector {path}: {str(exc).strip().splitlines()[-1][:200]}"
+            ) from None
 
     def __call__(self, images: Sequence[np.ndarray]) -> list[Detections]:
         results = []
@@ -166,8 +178,9 @@ class _YuNet:
                 results.append(Detections.empty())
                 continue
             boxes = np.concatenate([faces[:, :2], faces[:, :2] + faces[:, 2:4]], axis=1)
-            results.append(_finish(boxes, faces[:, 14], faces[:, 4:14].reshape(-1, 5, 2), self.cfg, scale,
-                                   img.shape))
+            results.append(
+                _finish(boxes, faces[:, 14], faces[:, 4:14].reshape(-1, 5, 2), self.cfg, scale, img.shape)
+            )
         return results
 
 

@@ -4,6 +4,7 @@ Every backend takes aligned 112x112 BGR uint8 crops and returns ``(features, nor
 features ``[N, dim]`` and the float32 norms ``[N]`` of the raw features (the fusion weights of
 ``pre_norm_vector_add``). An empty input gives ``[0, dim]`` and ``[0]``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -14,10 +15,10 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from .config import EmbedConfig
-from .errors import ModelError
 from core.types import CROP_SIZE, check_crops
 
+from .config import EmbedConfig
+from .errors import ModelError
 from .onnx_session import onnx_session
 
 __all__ = ["Embedder", "FaceMoEBackend", "OnnxEmbedder", "build_embedder", "file_digest"]
@@ -73,8 +74,9 @@ class OnnxEmbedder:
     def _run(self, blob: np.ndarray) -> np.ndarray:
         if self.fixed_batch is None:
             return self.session.run(None, {self.input_name: blob})[0]
-        return np.concatenate([self.session.run(None, {self.input_name: blob[i : i + 1]})[0]
-                               for i in range(len(blob))])
+        return np.concatenate(
+            [self.session.run(None, {self.input_name: blob[i : i + 1]})[0] for i in range(len(blob))]
+        )
 
     def _blob(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         batch = np.stack(crops)
@@ -105,8 +107,14 @@ class FaceMoEBackend:
 
         self.cfg = cfg
         source = str(cfg.checkpoint)
-        self._model = FaceMoEEmbedder.from_checkpoint(source, k=cfg.k, device=cfg.device, batch_size=cfg.batch_size,
-                                                      precision=cfg.precision, flip=cfg.flip)
+        self._model = FaceMoEEmbedder.from_checkpoint(
+            source,
+            k=cfg.k,
+            device=cfg.device,
+            batch_size=cfg.batch_size,
+            precision=cfg.precision,
+            flip=cfg.flip,
+        )
         self.embedder_id = self._model.embedder_id  # the one formula: facemoe.embedder.FaceMoEEmbedder
         self.dim = int(self._model.dim)
 

@@ -1,4 +1,5 @@
 """Errors of the stages that mean "bad input": a detector or embedder model that cannot be used."""
+
 from core.errors import UserError
 
 __all__ = ["ModelError", "StageError"]

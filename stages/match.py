@@ -3,6 +3,7 @@
 ``GalleryIndex`` is what the matcher needs from a gallery (the pipeline adapts the SQL + FAISS gallery of the
 ``gallery`` package to it): cosine top-k search over unit templates and an operating threshold.
 """
+
 from __future__ import annotations
 
 import logging

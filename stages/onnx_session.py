@@ -1,4 +1,5 @@
 """onnxruntime sessions of the detect and embed stages, on the CPU or a CUDA GPU."""
+
 from __future__ import annotations
 
 import logging
@@ -17,8 +18,10 @@ def _providers(device: str, available: list[str]) -> list:
     if not device.startswith("cuda"):
         raise ModelError(f"device: onnxruntime models run on cpu or cuda[:N], got {device!r}")
     if "CUDAExecutionProvider" not in available:
-        raise ModelError(f"device {device}: expected onnxruntime with the CUDA provider, got providers "
-                         f"{', '.join(available)} (replace onnxruntime by onnxruntime-gpu)")
+        raise ModelError(
+            f"device {device}: expected onnxruntime with the CUDA provider, got providers "
+            f"{', '.join(available)} (replace onnxruntime by onnxruntime-gpu)"
+        )
     index = int(device.partition(":")[2] or 0)
     return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
 

@@ -4,13 +4,15 @@ The scalar score multiplies four factors in [0, 1]: resolution ``min(1, size / r
 score, sharpness ``s / (s + ref_sharpness)`` and frontality ``1 - pose``. It only ranks crops of one track
 against each other, so its absolute value has no meaning across videos.
 """
+
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
-from .config import QualityConfig
 from core.types import Quality
+
+from .config import QualityConfig
 
 __all__ = ["QualityScorer", "pose_proxy", "sharpness"]
 
@@ -53,8 +55,9 @@ class QualityScorer:
     def assess(self, crop: np.ndarray, xyxy: np.ndarray, det_score: float, landmarks: np.ndarray) -> Quality:
         x1, y1, x2, y2 = (float(v) for v in xyxy)
         size = max(0.0, min(x2 - x1, y2 - y1))
-        return Quality(face_size=size, det_score=float(det_score), sharpness=sharpness(crop),
-                       pose=pose_proxy(landmarks))
+        return Quality(
+            face_size=size, det_score=float(det_score), sharpness=sharpness(crop), pose=pose_proxy(landmarks)
+        )
 
     def score(self, q: Quality) -> float:
         c = self.cfg

@@ -1,6 +1,7 @@
 """Shot-cut detection: a hard cut in edited footage ends every track, so no id survives onto another person
 who happens to stand where the last one stood. Cuts are found by the Bhattacharyya distance between the
 hue-saturation histograms of consecutive processed frames (downscaled, so cheap)."""
+
 from __future__ import annotations
 
 import cv2

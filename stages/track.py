@@ -7,6 +7,7 @@ their first miss; confirmed tracks become *lost* and end once unseen for more th
 Association also requires the box sizes to agree (at most 2x apart), so an id does not jump from a near face
 to a far one passing through the same spot.
 """
+
 from __future__ import annotations
 
 import logging
@@ -15,8 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from .config import TrackConfig
 from core.types import Detections
+
+from .config import TrackConfig
 
 __all__ = ["KalmanBox", "TrackEnd", "Tracker", "iou_matrix"]
 
@@ -52,8 +54,16 @@ class KalmanBox:
     def __init__(self, box: np.ndarray) -> None:
         self.x = np.r_[_to_xyah(box), np.zeros(4)]
         h = self.x[3]
-        std = [2 * self._POS * h, 2 * self._POS * h, 1e-2, 2 * self._POS * h,
-               10 * self._VEL * h, 10 * self._VEL * h, 1e-5, 10 * self._VEL * h]
+        std = [
+            2 * self._POS * h,
+            2 * self._POS * h,
+            1e-2,
+            2 * self._POS * h,
+            10 * self._VEL * h,
+            10 * self._VEL * h,
+            1e-5,
+            10 * self._VEL * h,
+        ]
         self.P = np.diag(np.square(std))
         self.F = np.eye(8)
         self.F[:4, 4:] = np.eye(4)
@@ -61,7 +71,16 @@ class KalmanBox:
 
     def predict(self) -> None:
         h = self.x[3]
-        q = [self._POS * h, self._POS * h, 1e-2, self._POS * h, self._VEL * h, self._VEL * h, 1e-5, self._VEL * h]
+        q = [
+            self._POS * h,
+            self._POS * h,
+            1e-2,
+            self._POS * h,
+            self._VEL * h,
+            self._VEL * h,
+            1e-5,
+            self._VEL * h,
+        ]
         self.x = self.F @ self.x
         self.P = self.F @ self.P @ self.F.T + np.diag(np.square(q))
 
@@ -145,8 +164,13 @@ class Tracker:
             self._end(track)
         for det in new_high:
             if dets.score[det] >= cfg.new_track_threshold:
-                track = _Track(self._next_id, KalmanBox(dets.xyxy[det]), timestamp, timestamp,
-                               confirmed=cfg.min_hits <= 1)
+                track = _Track(
+                    self._next_id,
+                    KalmanBox(dets.xyxy[det]),
+                    timestamp,
+                    timestamp,
+                    confirmed=cfg.min_hits <= 1,
+                )
                 self._next_id += 1
                 self._tracks.append(track)
                 ids[det] = track.track_id
@@ -175,7 +199,9 @@ class Tracker:
 
     def _end(self, track: _Track) -> None:
         self._tracks.remove(track)
-        self._ended.append(TrackEnd(track.track_id, track.confirmed, track.first_seen, track.last_seen, track.hits))
+        self._ended.append(
+            TrackEnd(track.track_id, track.confirmed, track.first_seen, track.last_seen, track.hits)
+        )
 
     @staticmethod
     def _associate(tracks: list[_Track], boxes: np.ndarray, candidates: np.ndarray, min_iou: float):
@@ -194,4 +220,8 @@ class Tracker:
         pairs = [(tracks[r], int(candidates[c])) for r, c in zip(rows, cols) if allowed[r, c]]
         used_t = {id(t) for t, _ in pairs}
         used_d = {d for _, d in pairs}
-        return pairs, [t for t in tracks if id(t) not in used_t], [int(d) for d in candidates if int(d) not in used_d]
+        return (
+            pairs,
+            [t for t in tracks if id(t) not in used_t],
+            [int(d) for d in candidates if int(d) not in used_d],
+        )

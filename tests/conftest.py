@@ -1,4 +1,5 @@
 """Shared test helpers: where the shared fixtures and assets are, skipping cleanly when they are absent."""
+
 from __future__ import annotations
 
 import shutil

@@ -1,4 +1,5 @@
 """Test doubles shared by the suite: a fixed in-memory gallery index for the matcher."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -26,4 +27,6 @@ class FixedIndex:
             return [[] for _ in embeddings]
         scores = embeddings @ self.templates.T
         top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        return [[Candidate(int(j), self.names[j], float(scores[i, j])) for j in row] for i, row in enumerate(top)]
+        return [
+            [Candidate(int(j), self.names[j], float(scores[i, j])) for j in row] for i, row in enumerate(top)
+        ]

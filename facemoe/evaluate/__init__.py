@@ -1,4 +1,5 @@
 """Evaluation: metrics, pair verification and TinyFace- / IJB-S- / BRIAR-style protocols, reports."""
+
 from .data import ProtocolError
 from .protocols import (
     ProtocolResult,

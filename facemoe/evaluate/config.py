@@ -1,4 +1,5 @@
 """Evaluation settings (configs/eval.yaml): the FaceMoE embedder and one section per protocol."""
+
 from __future__ import annotations
 
 from typing import Annotated, Literal
@@ -7,7 +8,14 @@ from pydantic import AfterValidator, Field
 
 from core.config import Section
 
-__all__ = ["BriarSection", "EmbedderSection", "EvalConfig", "IJBSSection", "TinyFaceSection", "VerificationSection"]
+__all__ = [
+    "BriarSection",
+    "EmbedderSection",
+    "EvalConfig",
+    "IJBSSection",
+    "TinyFaceSection",
+    "VerificationSection",
+]
 
 
 def _check_rates(values: list[float]) -> list[float]:
@@ -34,8 +42,12 @@ class _Preprocess(Section):
 
 
 class EmbedderSection(Section):
-    checkpoint: str = Field("briar", min_length=1, max_length=1000,
-                            description="official model.pt path, a release name (briar, tinyface) or hf://...")
+    checkpoint: str = Field(
+        "briar",
+        min_length=1,
+        max_length=1000,
+        description="official model.pt path, a release name (briar, tinyface) or hf://...",
+    )
     k: int = Field(2, ge=1, le=64, description="experts each token is routed to")
     device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?|mps)$", description="torch device")
     precision: Literal["fp32", "int8", "bf16", "fp16"] = Field("fp32", description="inference precision")
@@ -54,22 +66,34 @@ class TinyFaceSection(_Preprocess):
 class IJBSSection(_Preprocess):
     flip: bool = Field(False, description="flip test (the authors' IJB-S evaluation does not flip)")
     resize: Literal["pil", "tensor"] = Field("tensor", description="112 -> 120 bicubic path (IJB-S: tensor)")
-    fusion: Literal["pre_norm_vector_add", "average"] = Field("pre_norm_vector_add",
-                                                              description="template fusion of media features")
+    fusion: Literal["pre_norm_vector_add", "average"] = Field(
+        "pre_norm_vector_add", description="template fusion of media features"
+    )
     ranks: Ranks = Field([1, 5, 10], description="closed-set CMC ranks")
     fpir_targets: Rates = Field([0.01, 0.1], description="false positive identification rates for TPIR@FPIR")
 
 
 class BriarSection(_Preprocess):
-    fusion: Literal["pre_norm_vector_add", "average"] = Field("pre_norm_vector_add",
-                                                              description="template fusion of media features")
+    fusion: Literal["pre_norm_vector_add", "average"] = Field(
+        "pre_norm_vector_add", description="template fusion of media features"
+    )
     far_targets: Rates = Field([1e-4, 1e-3, 1e-2], description="false accept rates for TAR@FAR")
     ranks: Ranks = Field([1, 5, 20], description="identification ranks")
 
 
 class EvalConfig(Section):
-    embedder: EmbedderSection = Field(default_factory=EmbedderSection, description="the FaceMoE model under test")
-    verification: VerificationSection = Field(default_factory=VerificationSection, description="pair verification")
-    tinyface: TinyFaceSection = Field(default_factory=TinyFaceSection, description="TinyFace-style identification")
-    ijbs: IJBSSection = Field(default_factory=IJBSSection, description="IJB-S-style set-to-set identification")
-    briar: BriarSection = Field(default_factory=BriarSection, description="BRIAR-style verification and identification")
+    embedder: EmbedderSection = Field(
+        default_factory=EmbedderSection, description="the FaceMoE model under test"
+    )
+    verification: VerificationSection = Field(
+        default_factory=VerificationSection, description="pair verification"
+    )
+    tinyface: TinyFaceSection = Field(
+        default_factory=TinyFaceSection, description="TinyFace-style identification"
+    )
+    ijbs: IJBSSection = Field(
+        default_factory=IJBSSection, description="IJB-S-style set-to-set identification"
+    )
+    briar: BriarSection = Field(
+        default_factory=BriarSection, description="BRIAR-style verification and identification"
+    )

@@ -3,6 +3,7 @@
 Every image is an aligned 112x112 face crop; images are returned as BGR uint8 arrays, the input of
 any embedder's ``embed(crops)``.
 """
+
 from __future__ import annotations
 
 import csv
@@ -41,17 +42,21 @@ class ProtocolError(FaceMoEError):
 class _ArrayUnpickler(pickle.Unpickler):
     """Unpickles lists, tuples, bytes, bools and numpy byte arrays only: a .bin is data, never code."""
 
-    _ALLOWED: ClassVar[frozenset] = frozenset({
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-    })
+    _ALLOWED: ClassVar[frozenset] = frozenset(
+        {
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+        }
+    )
 
     def find_class(self, module: str, name: str):
         if (module, name) in self._ALLOWED:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"expected only numpy arrays in a .bin pair set, got a reference to {module}.{name}")
+        raise pickle.UnpicklingError(
+            f"expected only numpy arrays in a .bin pair set, got a reference to {module}.{name}"
+        )
 
 
 def _decode(data, what: str) -> np.ndarray:
@@ -64,8 +69,10 @@ def _decode(data, what: str) -> np.ndarray:
 
 def _check_size(img: np.ndarray, what: str) -> np.ndarray:
     if img.shape[:2] != (CROP_SIZE, CROP_SIZE):
-        raise ProtocolError(f"{what}: expected an aligned {CROP_SIZE}x{CROP_SIZE} face crop, "
-                            f"got {img.shape[1]}x{img.shape[0]}")
+        raise ProtocolError(
+            f"{what}: expected an aligned {CROP_SIZE}x{CROP_SIZE} face crop, "
+            f"got {img.shape[1]}x{img.shape[0]}"
+        )
     return img
 
 
@@ -81,13 +88,17 @@ def read_pair_bin(path: str | Path) -> tuple[list[np.ndarray], np.ndarray]:
         with path.open("rb") as fh:
             obj = _ArrayUnpickler(fh, encoding="bytes").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
-        raise ProtocolError(f"{path}: expected a pickled (images, same-flags) pair set, got an unreadable file "
-                            f"({type(exc).__name__}: {str(exc)[:120]})") from None
+        raise ProtocolError(
+            f"{path}: expected a pickled (images, same-flags) pair set, got an unreadable file "
+            f"({type(exc).__name__}: {str(exc)[:120]})"
+        ) from None
     if not (isinstance(obj, (tuple, list)) and len(obj) == 2):
         raise ProtocolError(f"{path}: expected a pair (images, same-flags), got {type(obj).__name__}")
     bins, same = obj
     if len(bins) != 2 * len(same) or not same:
-        raise ProtocolError(f"{path}: expected 2 images per pair flag, got {len(bins)} images and {len(same)} flags")
+        raise ProtocolError(
+            f"{path}: expected 2 images per pair flag, got {len(bins)} images and {len(same)} flags"
+        )
     images = [_decode(b, f"{path} image {i}") for i, b in enumerate(bins)]
     return images, np.asarray([bool(s) for s in same])
 
@@ -109,7 +120,9 @@ def _read_rows(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
         columns = [c.strip().lower() for c in reader.fieldnames or []]
         missing = [c for c in required if c not in columns]
         if missing:
-            raise ProtocolError(f"{path}: expected columns {', '.join(required)}, got {', '.join(columns) or 'none'}")
+            raise ProtocolError(
+                f"{path}: expected columns {', '.join(required)}, got {', '.join(columns) or 'none'}"
+            )
         rows = [{k.strip().lower(): (v or "").strip() for k, v in row.items() if k} for row in reader]
     if not rows:
         raise ProtocolError(f"{path}: expected at least one row, got none")
@@ -126,7 +139,9 @@ def _resolve(paths: list[str], root: Path, source: Path) -> list[Path]:
     missing = sorted({str(p) for p in resolved if not p.is_file()})
     if missing:
         shown = ", ".join(missing[:_SHOWN]) + (", ..." if len(missing) > _SHOWN else "")
-        raise ProtocolError(f"{source}: names {len(missing)} image(s) that do not exist under {root}: {shown}")
+        raise ProtocolError(
+            f"{source}: names {len(missing)} image(s) that do not exist under {root}: {shown}"
+        )
     return resolved
 
 
@@ -176,8 +191,12 @@ def read_templates(path: str | Path, root: str | Path | None = None) -> Template
     for row in rows:
         subject = owner.setdefault(row["template_id"], row["subject_id"])
         if subject != row["subject_id"]:
-            raise ProtocolError(f"{path}: template {row['template_id']} expected one subject, got "
-                                f"{subject} and {row['subject_id']}")
+            raise ProtocolError(
+                f"{path}: template {row['template_id']} expected one subject, got "
+                f"{subject} and {row['subject_id']}"
+            )
     root = Path(root) if root is not None else path.parent
     paths = _resolve([r["filename"] for r in rows], root, path)
-    return TemplateList(tuple(paths), tuple(r["template_id"] for r in rows), tuple(r["subject_id"] for r in rows))
+    return TemplateList(
+        tuple(paths), tuple(r["template_id"] for r in rows), tuple(r["subject_id"] for r in rows)
+    )

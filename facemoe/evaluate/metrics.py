@@ -8,6 +8,7 @@ All functions take numpy arrays and return plain Python / numpy values. Conventi
 * a rank is 1-based and optimistic on ties: rank = 1 + number of gallery entries scoring strictly
   higher than the best mate.
 """
+
 from __future__ import annotations
 
 import logging
@@ -69,7 +70,9 @@ def _best_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
     Candidates are the midpoints between consecutive distinct scores plus one below and one above all.
     """
     distinct = np.unique(scores)
-    candidates = np.concatenate([[distinct[0] - 1.0], (distinct[:-1] + distinct[1:]) / 2, [distinct[-1] + 1.0]])
+    candidates = np.concatenate(
+        [[distinct[0] - 1.0], (distinct[:-1] + distinct[1:]) / 2, [distinct[-1] + 1.0]]
+    )
     accepted = scores[None, :] > candidates[:, None]
     accuracy = (accepted == labels[None, :]).mean(axis=1)
     return float(candidates[int(np.argmax(accuracy))])
@@ -107,7 +110,9 @@ def roc_curve(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     scores, labels = _pairs(scores, labels)
     genuine, impostor = int(labels.sum()), int((~labels).sum())
     if genuine == 0 or impostor == 0:
-        raise ValueError(f"a ROC needs genuine and impostor pairs, got {genuine} genuine and {impostor} impostor")
+        raise ValueError(
+            f"a ROC needs genuine and impostor pairs, got {genuine} genuine and {impostor} impostor"
+        )
     order = np.argsort(-scores, kind="mergesort")
     s, lab = scores[order], labels[order]
     last_of_run = np.r_[np.nonzero(np.diff(s))[0], s.size - 1]
@@ -146,8 +151,10 @@ def tar_at_far(scores, labels, far_targets) -> dict[float, dict]:
     scores, labels = _pairs(scores, labels)
     genuine, impostor = scores[labels], scores[~labels]
     if genuine.size == 0 or impostor.size == 0:
-        raise ValueError(f"TAR@FAR needs genuine and impostor pairs, got {genuine.size} genuine and "
-                         f"{impostor.size} impostor")
+        raise ValueError(
+            f"TAR@FAR needs genuine and impostor pairs, got {genuine.size} genuine and "
+            f"{impostor.size} impostor"
+        )
     out = {}
     for far in far_targets:
         t = threshold_at_rate(impostor, far)
@@ -169,8 +176,9 @@ def mate_ranks(similarity, probe_labels, gallery_labels) -> np.ndarray:
     probe_labels = np.asarray(probe_labels)
     gallery_labels = np.asarray(gallery_labels)
     if sim.ndim != 2 or sim.shape != (probe_labels.size, gallery_labels.size):
-        raise ValueError(f"similarity must be [probes={probe_labels.size}, gallery={gallery_labels.size}], "
-                         f"got {sim.shape}")
+        raise ValueError(
+            f"similarity must be [probes={probe_labels.size}, gallery={gallery_labels.size}], got {sim.shape}"
+        )
     mates = probe_labels[:, None] == gallery_labels[None, :]
     best_mate = np.where(mates, sim, -np.inf).max(axis=1, initial=-np.inf)
     ranks = 1 + (sim > best_mate[:, None]).sum(axis=1)
@@ -187,8 +195,10 @@ def cmc(similarity, probe_labels, gallery_labels, ranks=(1, 5, 10, 20)) -> dict[
         raise ValueError("expected at least one probe, got none")
     missing = int((found == 0).sum())
     if missing:
-        raise ValueError(f"closed-set identification needs a mate for every probe, got {missing} of "
-                         f"{found.size} probes without one")
+        raise ValueError(
+            f"closed-set identification needs a mate for every probe, got {missing} of "
+            f"{found.size} probes without one"
+        )
     return {int(r): float((found <= r).mean()) for r in ranks}
 
 
@@ -204,11 +214,15 @@ def tpir_at_fpir(similarity, probe_labels, gallery_labels, fpir_targets, rank: i
     ranks = mate_ranks(sim, probe_labels, gallery_labels)
     mated = ranks > 0
     if mated.sum() == 0 or (~mated).sum() == 0:
-        raise ValueError(f"open-set identification needs mated and non-mated probes, got {int(mated.sum())} "
-                         f"mated and {int((~mated).sum())} non-mated")
+        raise ValueError(
+            f"open-set identification needs mated and non-mated probes, got {int(mated.sum())} "
+            f"mated and {int((~mated).sum())} non-mated"
+        )
     top = sim.max(axis=1)
     gallery_labels = np.asarray(gallery_labels)
-    mate_score = np.where(np.asarray(probe_labels)[:, None] == gallery_labels[None, :], sim, -np.inf).max(axis=1)
+    mate_score = np.where(np.asarray(probe_labels)[:, None] == gallery_labels[None, :], sim, -np.inf).max(
+        axis=1
+    )
     out = {}
     for fpir in fpir_targets:
         t = threshold_at_rate(top[~mated], fpir)
@@ -236,15 +250,20 @@ def fuse_templates(features, norms, template_ids, method: str = "pre_norm_vector
     norms = _as_1d("norms", norms)
     ids = np.asarray(template_ids)
     if feats.ndim != 2 or feats.shape[0] != norms.size or ids.shape != (norms.size,):
-        raise ValueError(f"expected features [N, D], norms [N] and template ids [N], got {feats.shape}, "
-                         f"{norms.shape} and {ids.shape}")
+        raise ValueError(
+            f"expected features [N, D], norms [N] and template ids [N], got {feats.shape}, "
+            f"{norms.shape} and {ids.shape}"
+        )
     unique, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
     order = np.argsort(first, kind="stable")
     weights = norms if method == "pre_norm_vector_add" else np.ones_like(norms)
     members = np.argsort(inverse, kind="stable")  # media grouped by template, in input order within a group
     groups = np.split(members, np.cumsum(np.bincount(inverse, minlength=unique.size))[:-1])
-    sums = np.stack([fusion.weighted_sum(feats[groups[t]], weights[groups[t]]) for t in order]) if order.size \
+    sums = (
+        np.stack([fusion.weighted_sum(feats[groups[t]], weights[groups[t]]) for t in order])
+        if order.size
         else np.zeros((0, feats.shape[1]))
+    )
     try:
         return unique[order], fusion.normalize(sums)
     except fusion.ZeroTemplateError:

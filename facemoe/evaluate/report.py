@@ -1,4 +1,5 @@
 """Protocol results as a text table, a JSON file and a ROC / CMC plot image."""
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,9 @@ def _value(name: str, v: float | None) -> str:
 
 def format_table(result: ProtocolResult) -> str:
     """Two columns, metric and value (rates as percentages), then counts and notes."""
-    rows = [(k, _value(k, v)) for k, v in result.metrics.items()] + [(k, str(v)) for k, v in result.counts.items()]
+    rows = [(k, _value(k, v)) for k, v in result.metrics.items()] + [
+        (k, str(v)) for k, v in result.counts.items()
+    ]
     width = max(len(k) for k, _ in rows)
     lines = [f"{result.protocol}", "-" * (width + 12)]
     lines += [f"{k:<{width}}  {v:>9}" for k, v in rows]

@@ -15,6 +15,7 @@ point of the configured match threshold.
 This module works on plain arrays and imports nothing of the video pipeline: ``pipeline/eval_video.py`` runs
 the pipeline over the videos and hands its tracks here (the ``eval video`` command).
 """
+
 from __future__ import annotations
 
 import csv
@@ -98,8 +99,10 @@ def read_ground_truth(path: str | Path) -> list[GroundTruthSpan]:
         missing = [c for c in _REQUIRED if c not in columns]
         unknown = [c for c in columns if c not in GT_COLUMNS]
         if missing or unknown or len(set(columns)) != len(columns):
-            raise ProtocolError(f"{path}: expected columns {', '.join(GT_COLUMNS)} (all but video and identity "
-                                f"optional), got {', '.join(columns) or 'none'}")
+            raise ProtocolError(
+                f"{path}: expected columns {', '.join(GT_COLUMNS)} (all but video and identity "
+                f"optional), got {', '.join(columns) or 'none'}"
+            )
         rows = [{(k or "").strip().lower(): (v or "").strip() for k, v in row.items()} for row in reader]
     spans = []
     for line, row in enumerate(rows, start=2):
@@ -107,7 +110,9 @@ def read_ground_truth(path: str | Path) -> list[GroundTruthSpan]:
             continue  # blank line
         empty = [c for c in _REQUIRED if not row.get(c)]
         if empty:
-            raise ProtocolError(f"{path} line {line}: expected values for {', '.join(empty)}, got empty cells")
+            raise ProtocolError(
+                f"{path} line {line}: expected values for {', '.join(empty)}, got empty cells"
+            )
         start = _number(row.get("start_s", ""), f"{path} line {line} start_s")
         end = _number(row.get("end_s", ""), f"{path} line {line} end_s")
         start = 0.0 if start is None else start
@@ -117,8 +122,10 @@ def read_ground_truth(path: str | Path) -> list[GroundTruthSpan]:
         bounds = [_number(row.get(c, ""), f"{path} line {line} {c}", "pixels") for c in _REGION]
         region = [(-math.inf if i % 2 == 0 else math.inf) if b is None else b for i, b in enumerate(bounds)]
         if region[1] <= region[0] or region[3] <= region[2]:
-            raise ProtocolError(f"{path} line {line}: expected x_min < x_max and y_min < y_max, got x "
-                                f"{region[0]:g}..{region[1]:g}, y {region[2]:g}..{region[3]:g}")
+            raise ProtocolError(
+                f"{path} line {line}: expected x_min < x_max and y_min < y_max, got x "
+                f"{region[0]:g}..{region[1]:g}, y {region[2]:g}..{region[3]:g}"
+            )
         spans.append(GroundTruthSpan(Path(row["video"]).name, row["identity"], start, end, *region))
     if not spans:
         raise ProtocolError(f"{path}: expected at least one ground-truth row, got none")
@@ -133,14 +140,18 @@ def video_keys(videos: Sequence[str | Path], spans: Sequence[GroundTruthSpan]) -
     for video in videos:
         name = Path(video).name
         if name in keys.values():
-            raise ProtocolError(f"the ground truth names videos by file name, but two given videos are called {name}")
+            raise ProtocolError(
+                f"the ground truth names videos by file name, but two given videos are called {name}"
+            )
         keys[str(video)] = name
     named = {s.video for s in spans}
     absent = sorted(named - set(keys.values()))
     if absent:
         shown = ", ".join(absent[:_SHOWN]) + (", ..." if len(absent) > _SHOWN else "")
-        raise ProtocolError(f"the ground truth names {len(absent)} video(s) that are not given: {shown} "
-                            f"(given: {', '.join(keys.values())})")
+        raise ProtocolError(
+            f"the ground truth names {len(absent)} video(s) that are not given: {shown} "
+            f"(given: {', '.join(keys.values())})"
+        )
     for name in sorted(set(keys.values()) - named):
         logger.warning("video %s has no ground-truth row: all its tracks count as non-mated", name)
     return keys
@@ -190,8 +201,9 @@ def _overlaps(track: ScoredTrack, spans: Sequence[GroundTruthSpan]) -> dict[str,
     return out
 
 
-def assign_identities(tracks: Sequence[ScoredTrack], spans: Sequence[GroundTruthSpan],
-                      tie_tolerance: float = 0.1) -> list[Assignment]:
+def assign_identities(
+    tracks: Sequence[ScoredTrack], spans: Sequence[GroundTruthSpan], tie_tolerance: float = 0.1
+) -> list[Assignment]:
     """Give each track the identity whose ground-truth spans (same video, region holding the track) overlap it
     most in time.
 
@@ -236,10 +248,16 @@ def _weighted(hit: np.ndarray, weight: np.ndarray) -> float | None:
     return float((weight * hit).sum() / total) if total > 0 else None
 
 
-def evaluate_tracks(tracks: Sequence[ScoredTrack], spans: Sequence[GroundTruthSpan], gallery_names: Sequence[str],
-                    ranks: Sequence[int] = (1, 5), fpir_targets: Sequence[float] = (0.01, 0.1),
-                    operating_threshold: float | None = None, tie_tolerance: float = 0.1,
-                    top_k: int = 5) -> VideoResult:
+def evaluate_tracks(
+    tracks: Sequence[ScoredTrack],
+    spans: Sequence[GroundTruthSpan],
+    gallery_names: Sequence[str],
+    ranks: Sequence[int] = (1, 5),
+    fpir_targets: Sequence[float] = (0.01, 0.1),
+    operating_threshold: float | None = None,
+    tie_tolerance: float = 0.1,
+    top_k: int = 5,
+) -> VideoResult:
     """Score tracks against their ground truth: rank-k of the mated tracks, TPIR@FPIR over all tracks (each
     ``time-weighted`` too: every track counts with its duration), and the rates at ``operating_threshold``
     (a track is accepted when its best score is at least the threshold, as the pipeline's matcher decides).
@@ -253,7 +271,9 @@ def evaluate_tracks(tracks: Sequence[ScoredTrack], spans: Sequence[GroundTruthSp
         raise ValueError(f"gallery names must be unique, got {names}")
     for t in tracks:
         if t.scores is not None and np.shape(t.scores) != (len(names),):
-            raise ValueError(f"track {t.video}#{t.track_id}: expected {len(names)} scores, got {np.shape(t.scores)}")
+            raise ValueError(
+                f"track {t.video}#{t.track_id}: expected {len(names)} scores, got {np.shape(t.scores)}"
+            )
     assigned = assign_identities(tracks, spans, tie_tolerance)
     enrolled = set(names)
     gt_names = sorted({s.identity for s in spans})
@@ -261,15 +281,22 @@ def evaluate_tracks(tracks: Sequence[ScoredTrack], spans: Sequence[GroundTruthSp
     notes: list[str] = []
     if missing:
         shown = ", ".join(missing[:_SHOWN]) + (", ..." if len(missing) > _SHOWN else "")
-        logger.warning("%d ground-truth identities are not in the gallery (their tracks are non-mated): %s",
-                       len(missing), shown)
+        logger.warning(
+            "%d ground-truth identities are not in the gallery (their tracks are non-mated): %s",
+            len(missing),
+            shown,
+        )
         notes.append(f"not in the gallery (their tracks count as non-mated): {', '.join(missing)}")
 
     scored = [i for i, t in enumerate(tracks) if t.scores is not None and not assigned[i].ambiguous]
-    sim = (np.stack([np.asarray(tracks[i].scores, np.float64) for i in scored]) if scored
-           else np.zeros((0, len(names))))
-    labels = np.array([assigned[i].identity if assigned[i].identity in enrolled else None for i in scored],
-                      dtype=object)
+    sim = (
+        np.stack([np.asarray(tracks[i].scores, np.float64) for i in scored])
+        if scored
+        else np.zeros((0, len(names)))
+    )
+    labels = np.array(
+        [assigned[i].identity if assigned[i].identity in enrolled else None for i in scored], dtype=object
+    )
     gallery = np.array(names, dtype=object)
     weight = np.array([tracks[i].duration for i in scored])
     found = metrics.mate_ranks(sim, labels, gallery) if scored else np.zeros(0, dtype=int)
@@ -296,14 +323,17 @@ def evaluate_tracks(tracks: Sequence[ScoredTrack], spans: Sequence[GroundTruthSp
             hit = (found[mated] == 1) & (mate_score[mated] > r["threshold"])
             out[f"{key} time-weighted"] = _weighted(hit, weight[mated])
             if not r["resolvable"]:
-                notes.append(f"FPIR {fpir:g} is below one false alarm among {n_non} non-mated tracks: its threshold "
-                             f"is the highest non-mated score")
+                notes.append(
+                    f"FPIR {fpir:g} is below one false alarm among {n_non} non-mated tracks: its threshold "
+                    f"is the highest non-mated score"
+                )
     else:
         for fpir in fpir_targets:
             key = f"tpir@fpir={_rate_name(fpir)}"
             out[key] = out[f"{key} time-weighted"] = thresholds[key] = None
-        notes.append(f"open-set TPIR@FPIR needs mated and non-mated tracks, got {n_mated} mated and {n_non} "
-                     f"non-mated")
+        notes.append(
+            f"open-set TPIR@FPIR needs mated and non-mated tracks, got {n_mated} mated and {n_non} non-mated"
+        )
 
     thresholds["operating"] = operating_threshold
     top = sim.argmax(axis=1) if scored else np.zeros(0, dtype=int)
@@ -317,12 +347,16 @@ def evaluate_tracks(tracks: Sequence[ScoredTrack], spans: Sequence[GroundTruthSp
     else:
         out["tpir@operating threshold"] = out["fpir@operating threshold"] = None
         if operating_threshold is None:
-            notes.append("match.threshold is null: no operating point reported (set it with --set match.threshold=)")
+            notes.append(
+                "match.threshold is null: no operating point reported (set it with --set match.threshold=)"
+            )
 
     ambiguous = sum(a.ambiguous for a in assigned)
     if ambiguous:
-        notes.append(f"{ambiguous} tracks overlapped several people equally in time and place and are left out of "
-                     f"the figures (give the ground truth x_min/x_max/y_min/y_max regions to tell them apart)")
+        notes.append(
+            f"{ambiguous} tracks overlapped several people equally in time and place and are left out of "
+            f"the figures (give the ground truth x_min/x_max/y_min/y_max regions to tell them apart)"
+        )
     unscored = sum(t.scores is None for t in tracks)
     if unscored:
         notes.append(f"{unscored} tracks had no embedded crop and are not scored")
@@ -331,17 +365,31 @@ def evaluate_tracks(tracks: Sequence[ScoredTrack], spans: Sequence[GroundTruthSp
     records = []
     for i, (t, a) in enumerate(zip(tracks, assigned)):
         k = row.get(i)
-        rec = {"video": t.video, "track_id": t.track_id, "start_s": round(t.start, 3), "end_s": round(t.end, 3),
-               "ground_truth": a.identity, "tied": list(a.tied) if a.ambiguous else [], "centre": t.centre,
-               "mated": bool(k is not None and mated[k]), "rank": int(found[k]) if k is not None and mated[k] else None,
-               "candidates": []}
+        rec = {
+            "video": t.video,
+            "track_id": t.track_id,
+            "start_s": round(t.start, 3),
+            "end_s": round(t.end, 3),
+            "ground_truth": a.identity,
+            "tied": list(a.tied) if a.ambiguous else [],
+            "centre": t.centre,
+            "mated": bool(k is not None and mated[k]),
+            "rank": int(found[k]) if k is not None and mated[k] else None,
+            "candidates": [],
+        }
         if k is not None:
             order = np.argsort(-sim[k], kind="stable")[:top_k]
             rec["candidates"] = [{"name": names[j], "score": round(float(sim[k, j]), 4)} for j in order]
         records.append(rec)
-    counts = {"videos": len({t.video for t in tracks}), "tracks": len(tracks), "scored_tracks": len(scored),
-              "mated_tracks": n_mated, "non_mated_tracks": n_non, "ambiguous_tracks": ambiguous,
-              "gallery_identities": len(names)}
+    counts = {
+        "videos": len({t.video for t in tracks}),
+        "tracks": len(tracks),
+        "scored_tracks": len(scored),
+        "mated_tracks": n_mated,
+        "non_mated_tracks": n_non,
+        "ambiguous_tracks": ambiguous,
+        "gallery_identities": len(names),
+    }
     return VideoResult("video", out, counts, notes, {}, records, thresholds)
 
 
@@ -351,11 +399,22 @@ def format_tracks(result: VideoResult) -> str:
     rows = []
     for r in result.tracks:
         best = r["candidates"][0] if r["candidates"] else None
-        truth = (r["ground_truth"] or "-") + ("" if r["mated"] or r["ground_truth"] is None else " (not enrolled)")
+        truth = (r["ground_truth"] or "-") + (
+            "" if r["mated"] or r["ground_truth"] is None else " (not enrolled)"
+        )
         if r["tied"]:
             truth = "/".join(r["tied"]) + " (ambiguous)"
-        rows.append((r["video"], str(r["track_id"]), f"{r['start_s']:.2f}", f"{r['end_s']:.2f}", truth,
-                     best["name"] if best else "-", f"{best['score']:.3f}" if best else "-",
-                     str(r["rank"]) if r["rank"] is not None else "-"))
+        rows.append(
+            (
+                r["video"],
+                str(r["track_id"]),
+                f"{r['start_s']:.2f}",
+                f"{r['end_s']:.2f}",
+                truth,
+                best["name"] if best else "-",
+                f"{best['score']:.3f}" if best else "-",
+                str(r["rank"]) if r["rank"] is not None else "-",
+            )
+        )
     widths = [max(len(h), *(len(row[c]) for row in rows)) if rows else len(h) for c, h in enumerate(head)]
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip() for line in [head, *rows])

@@ -4,6 +4,7 @@ Each sample draws from its own ``numpy.random.Generator`` (seeded from the run s
 position in the schedule), so augmentations do not depend on worker processes and a resumed run sees
 exactly the images the uninterrupted run would have seen.
 """
+
 from __future__ import annotations
 
 import math

@@ -3,6 +3,7 @@
 Samples are addressed by a *global position* ``epoch * len + index``: the dataset derives the image from
 ``index`` and the augmentation seed from ``(seed, position)``, so a batch is a pure function of the step.
 """
+
 from __future__ import annotations
 
 import logging
@@ -34,13 +35,17 @@ def _decode_rgb(data: bytes, what: str) -> np.ndarray:
     if img is None:
         raise DatasetError(f"{what}: expected an encoded image, got undecodable data")
     if img.shape[:2] != (CROP_SIZE, CROP_SIZE):
-        raise DatasetError(f"{what}: expected an aligned {CROP_SIZE}x{CROP_SIZE} crop, got {img.shape[1]}x{img.shape[0]}")
+        raise DatasetError(
+            f"{what}: expected an aligned {CROP_SIZE}x{CROP_SIZE} crop, got {img.shape[1]}x{img.shape[0]}"
+        )
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 def _check_identities(num_classes: int, where: str) -> None:
     if num_classes < 2:
-        raise DatasetError(f"{where}: expected at least 2 identities to train a classifier head, got {num_classes}")
+        raise DatasetError(
+            f"{where}: expected at least 2 identities to train a classifier head, got {num_classes}"
+        )
 
 
 class FolderSource:
@@ -79,7 +84,9 @@ class FolderSource:
                 bad.append(f"{p} ({size[0]}x{size[1]})")
         if bad:
             shown = ", ".join(bad[:_SHOWN]) + (", ..." if len(bad) > _SHOWN else "")
-            raise DatasetError(f"expected aligned {CROP_SIZE}x{CROP_SIZE} crops, got {len(bad)} other image(s): {shown}")
+            raise DatasetError(
+                f"expected aligned {CROP_SIZE}x{CROP_SIZE} crops, got {len(bad)} other image(s): {shown}"
+            )
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -145,10 +152,14 @@ class StepBatchSampler(torch.utils.data.Sampler):
     micro-batches.
     """
 
-    def __init__(self, size: int, batch_size: int, world: int, rank: int, seed: int, total: int, start: int = 0):
+    def __init__(
+        self, size: int, batch_size: int, world: int, rank: int, seed: int, total: int, start: int = 0
+    ):
         self.per_epoch = size // (batch_size * world)
         if self.per_epoch < 1:
-            raise DatasetError(f"expected at least batch_size x processes = {batch_size * world} images, got {size}")
+            raise DatasetError(
+                f"expected at least batch_size x processes = {batch_size * world} images, got {size}"
+            )
         self.size, self.batch, self.world, self.rank = size, batch_size, world, rank
         self.seed, self.total, self.start = seed, total, start
 
@@ -161,6 +172,8 @@ class StepBatchSampler(torch.utils.data.Sampler):
             e, i = divmod(micro, self.per_epoch)
             if e != epoch:
                 epoch = e
-                perm = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 100_003 + e))
+                perm = torch.randperm(
+                    self.size, generator=torch.Generator().manual_seed(self.seed * 100_003 + e)
+                )
             begin = (i * self.world + self.rank) * self.batch
             yield [e * self.size + int(j) for j in perm[begin : begin + self.batch]]

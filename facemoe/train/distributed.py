@@ -3,6 +3,7 @@
 The rendezvous address comes from the environment ``torchrun`` sets (``MASTER_ADDR``/``MASTER_PORT``,
 ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``); nothing is hard-coded.
 """
+
 from __future__ import annotations
 
 import logging

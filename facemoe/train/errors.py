@@ -1,4 +1,5 @@
 """Errors of the training recipe: each message says what was expected and what was found."""
+
 from ..errors import FaceMoEError
 
 __all__ = ["DatasetError", "TrainError"]

@@ -2,6 +2,7 @@
 
 Forward hooks on the routers read each micro-batch's top-k choices; nothing is stored on the model.
 """
+
 from __future__ import annotations
 
 from itertools import pairwise
@@ -53,6 +54,7 @@ class ExpertLoad:
                 onehot = torch.zeros(per_image.shape[0], self.num_experts, device=per_image.device)
                 onehot.scatter_add_(1, per_image, torch.ones_like(per_image, dtype=onehot.dtype))
                 np.add.at(self.counts[name], self._bucket, onehot.cpu().numpy())
+
         return record
 
     def take_losses(self) -> tuple[float, float]:
@@ -70,11 +72,16 @@ class ExpertLoad:
             frac = total / max(total.sum(), 1.0)
             by_size = {
                 label: (row / row.sum()).round(6).tolist()
-                for label, row in zip(self.labels, counts) if row.sum() > 0
+                for label, row in zip(self.labels, counts)
+                if row.sum() > 0
             }
             cv = float(frac.std() / frac.mean()) if frac.mean() > 0 else 0.0
-            out[name] = {"fraction": frac.round(6).tolist(), "cv": round(cv, 6), "by_face_size": by_size,
-                         "tokens": int(total.sum())}
+            out[name] = {
+                "fraction": frac.round(6).tolist(),
+                "cv": round(cv, 6),
+                "by_face_size": by_size,
+                "tokens": int(total.sum()),
+            }
         return out
 
     def reset(self) -> None:

@@ -4,6 +4,7 @@
 With ``sample_rate < 1`` each training step uses the batch's classes plus random other classes, in all
 ``ceil(sample_rate * C)`` centres (the partial FC idea); evaluation of the loss uses every centre.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,8 +19,14 @@ __all__ = ["CosFaceHead"]
 class CosFaceHead(nn.Module):
     """Class centres ``weight [C, D]``; ``forward(emb [B, D], labels [B]) -> loss`` (0-dim, fp32)."""
 
-    def __init__(self, embedding_size: int, num_classes: int, scale: float = 64.0, margin: float = 0.4,
-                 sample_rate: float = 1.0):
+    def __init__(
+        self,
+        embedding_size: int,
+        num_classes: int,
+        scale: float = 64.0,
+        margin: float = 0.4,
+        sample_rate: float = 1.0,
+    ):
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"expected at least 2 classes, got {num_classes}")

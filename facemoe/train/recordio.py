@@ -8,6 +8,7 @@ A payload is an image record: header ``<IfQQ`` (flag, label, id, id2); when ``fl
 ``key<TAB>byte offset``. In insightface sets, record 0 has ``flag > 0`` and ``label[0]`` = one past the
 last image key (images are keys 1 .. label[0]-1).
 """
+
 from __future__ import annotations
 
 import logging
@@ -50,7 +51,9 @@ class RecordReader:
                 if not parts:
                     continue
                 if len(parts) != 2 or not parts[0].isdigit() or not parts[1].isdigit():
-                    raise RecordIOError(f"{self.idx_path} line {n}: expected 'key<TAB>offset', got {line.strip()!r}")
+                    raise RecordIOError(
+                        f"{self.idx_path} line {n}: expected 'key<TAB>offset', got {line.strip()!r}"
+                    )
                 self.offsets[int(parts[0])] = int(parts[1])
         if not self.offsets:
             raise RecordIOError(f"{self.idx_path}: expected at least one record, got an empty index")
@@ -82,7 +85,9 @@ class RecordReader:
                 raise RecordIOError(f"{self.rec_path}: truncated record {key} at offset {self.offsets[key]}")
             magic, lrec = struct.unpack("<II", head)
             if magic != MAGIC:
-                raise RecordIOError(f"{self.rec_path}: expected record magic {MAGIC:#x} at key {key}, got {magic:#x}")
+                raise RecordIOError(
+                    f"{self.rec_path}: expected record magic {MAGIC:#x} at key {key}, got {magic:#x}"
+                )
             cflag, length = lrec >> 29, lrec & _LENGTH_MASK
             data = fh.read(length)
             if len(data) < length:
@@ -98,7 +103,9 @@ class RecordReader:
         fh.seek(self.offsets[key])
         head = fh.read(8 + _HEADER.size)
         if len(head) < 8 + _HEADER.size or struct.unpack_from("<I", head)[0] != MAGIC:
-            raise RecordIOError(f"{self.rec_path}: expected a record header at key {key}, got truncated or bad data")
+            raise RecordIOError(
+                f"{self.rec_path}: expected a record header at key {key}, got truncated or bad data"
+            )
         flag, label, _, _ = _HEADER.unpack_from(head, 8)
         if flag == 0:
             return np.asarray([label], np.float32)
@@ -111,7 +118,9 @@ class RecordReader:
         """(label float32 array, encoded image bytes) of record ``key``."""
         payload = self.read(key)
         if len(payload) < _HEADER.size:
-            raise RecordIOError(f"{self.rec_path}: record {key} is {len(payload)} bytes, shorter than its header")
+            raise RecordIOError(
+                f"{self.rec_path}: record {key} is {len(payload)} bytes, shorter than its header"
+            )
         flag, label, _, _ = _HEADER.unpack_from(payload)
         start = _HEADER.size
         if flag > 0:
@@ -153,12 +162,18 @@ def write_image_records(rec_path: str | os.PathLike, samples: Iterable[tuple[int
     """
     rec_path = Path(rec_path)
     idx_path = rec_path.with_suffix(".idx")
-    tmp_rec, tmp_idx = rec_path.with_name(rec_path.name + ".partial"), idx_path.with_name(idx_path.name + ".partial")
+    tmp_rec, tmp_idx = (
+        rec_path.with_name(rec_path.name + ".partial"),
+        idx_path.with_name(idx_path.name + ".partial"),
+    )
     items = list(samples)
     with tmp_rec.open("wb") as rec, tmp_idx.open("w") as idx:
-        header = struct.pack("<IfQQ", 2, 0.0, 0, 0) + np.asarray([len(items) + 1, len(items) + 1], np.float32).tobytes()
+        header = (
+            struct.pack("<IfQQ", 2, 0.0, 0, 0)
+            + np.asarray([len(items) + 1, len(items) + 1], np.float32).tobytes()
+        )
         offsets = []
-        for key, payload in enumerate([header] + [_pack(lab, img, k + 1) for k, (lab, img) in enumerate(items)]):
+        for payload in [header] + [_pack(lab, img, k + 1) for k, (lab, img) in enumerate(items)]:
             offsets.append(rec.tell())
             _write_record(rec, payload)
         idx.writelines(f"{key}\t{off}\n" for key, off in enumerate(offsets))

@@ -5,6 +5,7 @@ Phases: ``head`` trains the CosFace head on a frozen backbone (eval mode, no gra
 everything. ``max_steps`` stops a run early without changing its schedule (whose length comes from
 ``epochs``), so a stopped run resumed later follows the same curve as one that never stopped.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -78,8 +79,11 @@ class TrainModule(nn.Module):
         return self
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        autocast = (torch.autocast(images.device.type, dtype=self.amp_dtype) if self.amp_dtype
-                    else contextlib.nullcontext())
+        autocast = (
+            torch.autocast(images.device.type, dtype=self.amp_dtype)
+            if self.amp_dtype
+            else contextlib.nullcontext()
+        )
         grad = torch.no_grad() if self.phase == "head" else contextlib.nullcontext()
         with autocast, grad:
             emb, aux = self.backbone.forward_with_aux(images)
@@ -108,7 +112,9 @@ def _load_train_checkpoint(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:
-        raise TrainError(f"{path}: expected a training checkpoint, got an unreadable file ({type(exc).__name__})") from None
+        raise TrainError(
+            f"{path}: expected a training checkpoint, got an unreadable file ({type(exc).__name__})"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise TrainError(f"{path}: expected a {CHECKPOINT_FORMAT} training checkpoint, got something else")
     return state
@@ -126,8 +132,10 @@ class _Run:
         self.dataset = TrainDataset(source, cfg.augment, run.seed)
         micro_per_epoch = len(source) // (run.batch_size * ctx.world)
         if micro_per_epoch < run.grad_accum:
-            raise DatasetError(f"expected at least batch_size x processes x grad_accum = "
-                               f"{run.batch_size * ctx.world * run.grad_accum} images, got {len(source)}")
+            raise DatasetError(
+                f"expected at least batch_size x processes x grad_accum = "
+                f"{run.batch_size * ctx.world * run.grad_accum} images, got {len(source)}"
+            )
         self.total_steps = run.epochs * micro_per_epoch // run.grad_accum
         self.stop_at = min(self.total_steps, run.max_steps or self.total_steps)
         last = self.out / LAST
@@ -135,8 +143,9 @@ class _Run:
 
         torch.manual_seed(run.seed)  # same initialisation in every process
         backbone, head_state = self._backbone()
-        self.head = CosFaceHead(backbone.num_features, self.num_classes, cfg.head.scale, cfg.head.margin,
-                                cfg.head.sample_rate)
+        self.head = CosFaceHead(
+            backbone.num_features, self.num_classes, cfg.head.scale, cfg.head.margin, cfg.head.sample_rate
+        )
         if head_state is not None:
             self._check_classes(head_state["weight"].shape[0], "the start checkpoint")
             self.head.load_state_dict(head_state)
@@ -145,18 +154,26 @@ class _Run:
         self.module = TrainModule(backbone, self.head, run.phase, self.amp_dtype).to(ctx.device)
         params = [p for p in self.module.parameters() if p.requires_grad]
         self.clip_params = [p for p in backbone.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=cfg.optim.betas,
-                                           weight_decay=cfg.optim.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            params, lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay
+        )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, poly_warmup(cfg.optim.warmup_steps, self.total_steps, cfg.optim.power))
+            self.optimizer, poly_warmup(cfg.optim.warmup_steps, self.total_steps, cfg.optim.power)
+        )
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=self.amp_dtype == torch.float16)
         self.step = 0
         torch.manual_seed(run.seed + 1 + ctx.rank)  # per-process dropout / sampling streams
         if self.resume_state is not None:
             self._restore(self.resume_state)
-        self.model = (DistributedDataParallel(self.module, device_ids=[ctx.device.index] if ctx.device.type == "cuda"
-                                              else None, find_unused_parameters=True)
-                      if ctx.distributed else self.module)
+        self.model = (
+            DistributedDataParallel(
+                self.module,
+                device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
+                find_unused_parameters=True,
+            )
+            if ctx.distributed
+            else self.module
+        )
         self.load = ExpertLoad(backbone, run.face_size_bins)
 
     def _check_classes(self, got: int, where: str) -> None:
@@ -171,7 +188,9 @@ class _Run:
             return model, None
         if m.from_run:
             state = _load_train_checkpoint(Path(m.from_run))
-            model = FaceMoE(FaceMoEConfig(**{**state["model_config"], "drop_path_rate": m.drop_path_rate, "k": m.k}))
+            model = FaceMoE(
+                FaceMoEConfig(**{**state["model_config"], "drop_path_rate": m.drop_path_rate, "k": m.k})
+            )
             model.load_state_dict(state["model"])
             return model, state["head"]
         if m.checkpoint:
@@ -183,11 +202,18 @@ class _Run:
     def _restore(self, state: dict) -> None:
         run = self.cfg.run
         self._check_classes(state["head"]["weight"].shape[0], f"{self.out / LAST}")
-        for key, now in (("phase", run.phase), ("batch_size", run.batch_size), ("grad_accum", run.grad_accum),
-                         ("world", self.ctx.world), ("seed", run.seed)):
+        for key, now in (
+            ("phase", run.phase),
+            ("batch_size", run.batch_size),
+            ("grad_accum", run.grad_accum),
+            ("world", self.ctx.world),
+            ("seed", run.seed),
+        ):
             if state["run"][key] != now:
-                raise TrainError(f"cannot resume {self.out / LAST} exactly: it was written with {key}="
-                                 f"{state['run'][key]}, this run has {key}={now} (use a new out_dir or resume: false)")
+                raise TrainError(
+                    f"cannot resume {self.out / LAST} exactly: it was written with {key}="
+                    f"{state['run'][key]}, this run has {key}={now} (use a new out_dir or resume: false)"
+                )
         self.module.backbone.load_state_dict(state["model"])
         self.head.load_state_dict(state["head"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -216,19 +242,27 @@ class _Run:
         if self.ctx.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             run = self.cfg.run
-            _atomic_save({
-                "format": CHECKPOINT_FORMAT,
-                "model_config": self.backbone.cfg.as_dict(),
-                "model": self.backbone.state_dict(),
-                "head": self.head.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict(),
-                "step": self.step,
-                "run": {"phase": run.phase, "batch_size": run.batch_size, "grad_accum": run.grad_accum,
-                        "world": self.ctx.world, "seed": run.seed},
-                "rng": rng,
-            }, self.out / LAST)
+            _atomic_save(
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    "model_config": self.backbone.cfg.as_dict(),
+                    "model": self.backbone.state_dict(),
+                    "head": self.head.state_dict(),
+                    "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(),
+                    "scaler": self.scaler.state_dict(),
+                    "step": self.step,
+                    "run": {
+                        "phase": run.phase,
+                        "batch_size": run.batch_size,
+                        "grad_accum": run.grad_accum,
+                        "world": self.ctx.world,
+                        "seed": run.seed,
+                    },
+                    "rng": rng,
+                },
+                self.out / LAST,
+            )
             written = [self.out / LAST, save_checkpoint(self.backbone, self.out / MODEL)]
         if self.ctx.distributed:
             dist.barrier()
@@ -236,11 +270,22 @@ class _Run:
 
     def loader(self) -> torch.utils.data.DataLoader:
         run = self.cfg.run
-        sampler = StepBatchSampler(len(self.dataset), run.batch_size, self.ctx.world, self.ctx.rank, run.seed,
-                                   total=self.stop_at * run.grad_accum, start=self.step * run.grad_accum)
+        sampler = StepBatchSampler(
+            len(self.dataset),
+            run.batch_size,
+            self.ctx.world,
+            self.ctx.rank,
+            run.seed,
+            total=self.stop_at * run.grad_accum,
+            start=self.step * run.grad_accum,
+        )
         return torch.utils.data.DataLoader(
-            self.dataset, batch_sampler=sampler, num_workers=self.cfg.data.num_workers,
-            pin_memory=self.ctx.device.type == "cuda", generator=torch.Generator().manual_seed(run.seed))
+            self.dataset,
+            batch_sampler=sampler,
+            num_workers=self.cfg.data.num_workers,
+            pin_memory=self.ctx.device.type == "cuda",
+            generator=torch.Generator().manual_seed(run.seed),
+        )
 
     def _reduce_mean(self, values: list[float]) -> list[float]:
         if not self.ctx.distributed:
@@ -342,11 +387,21 @@ def _train(run: _Run, cfg: TrainConfig) -> TrainResult:
                 now = time.perf_counter()
                 speed = (images_done - interval_images) / max(now - interval_start, 1e-9)
                 interval_start, interval_images = now, images_done
-                bar.set_postfix(id=f"{id_mean:.3f}", z=f"{z_mean:.4f}", bal=f"{bal_mean:.4f}", lr=f"{lr:.2e}",
-                                img_s=f"{speed:.1f}")
+                bar.set_postfix(
+                    id=f"{id_mean:.3f}",
+                    z=f"{z_mean:.4f}",
+                    bal=f"{bal_mean:.4f}",
+                    lr=f"{lr:.2e}",
+                    img_s=f"{speed:.1f}",
+                )
                 if writer is not None:
-                    for name, v in (("loss/identity", id_mean), ("loss/router_z", z_mean),
-                                    ("loss/balance", bal_mean), ("lr", lr), ("throughput/images_per_s", speed)):
+                    for name, v in (
+                        ("loss/identity", id_mean),
+                        ("loss/router_z", z_mean),
+                        ("loss/balance", bal_mean),
+                        ("lr", lr),
+                        ("throughput/images_per_s", speed),
+                    ):
                         writer.add_scalar(name, v, run.step)
                     _log_experts(writer, run.load.summary(), run.step)
                     writer.flush()

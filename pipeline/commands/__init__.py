@@ -1,4 +1,5 @@
 """The command line, a thin layer over the builder and the runners: every sub-command registers here."""
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """What every command shares: the ``--config``/``--set``/``--db`` options and loading the config from them."""
+
 from __future__ import annotations
 
 import argparse
@@ -11,13 +12,26 @@ __all__ = ["add_config_options", "config_of", "db_of"]
 
 def add_config_options(parser: argparse.ArgumentParser, db: bool = True) -> None:
     """``--config FILE`` (default: the packaged ``configs/default.yaml``), ``--set KEY=VALUE`` and ``--db URL``."""
-    parser.add_argument("--config", type=Path, default=None,
-                        help="YAML configuration (default: the packaged configs/default.yaml)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one config key, e.g. --set source.stride=2 (repeatable)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="YAML configuration (default: the packaged configs/default.yaml)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config key, e.g. --set source.stride=2 (repeatable)",
+    )
     if db:
-        parser.add_argument("--db", help="database of the gallery and the match log (default: gallery.db_url of "
-                            "the config, sqlite:///facemoe.db)")
+        parser.add_argument(
+            "--db",
+            help="database of the gallery and the match log (default: gallery.db_url of "
+            "the config, sqlite:///facemoe.db)",
+        )
 
 
 def config_of(args: argparse.Namespace) -> AppConfig:

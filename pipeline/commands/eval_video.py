@@ -2,6 +2,7 @@
 
 Registered under the ``eval`` command of :mod:`facemoe.cli` (whose other protocols score images).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,18 +22,35 @@ logger = logging.getLogger(__name__)
 
 def register(protocols) -> None:
     """Add the ``video`` protocol to the ``eval`` command's sub-parsers."""
-    vid = protocols.add_parser("video", help="end to end from raw videos: pipeline tracks scored against who is on "
-                               "screen when (track-level rank-k, TPIR@FPIR)")
-    vid.add_argument("videos", nargs="+", metavar="VIDEO", help="video files (matched to the ground truth by name)")
-    vid.add_argument("--ground-truth", required=True, metavar="CSV",
-                     help="CSV with columns video, identity, start_s, end_s (empty times: the whole video)")
-    vid.add_argument("--gallery", required=True, metavar="DIR",
-                     help="folder of known people: one subfolder per person, or images named after them "
-                     "(enrolled as by enroll --dir into a temporary database)")
+    vid = protocols.add_parser(
+        "video",
+        help="end to end from raw videos: pipeline tracks scored against who is on "
+        "screen when (track-level rank-k, TPIR@FPIR)",
+    )
+    vid.add_argument(
+        "videos", nargs="+", metavar="VIDEO", help="video files (matched to the ground truth by name)"
+    )
+    vid.add_argument(
+        "--ground-truth",
+        required=True,
+        metavar="CSV",
+        help="CSV with columns video, identity, start_s, end_s (empty times: the whole video)",
+    )
+    vid.add_argument(
+        "--gallery",
+        required=True,
+        metavar="DIR",
+        help="folder of known people: one subfolder per person, or images named after them "
+        "(enrolled as by enroll --dir into a temporary database)",
+    )
     add_config_options(vid, db=False)
     vid.add_argument("--out", help="folder for video.json")
-    vid.add_argument("--format", choices=("table", "json"), default="table",
-                     help="what to print: the metrics and one line per track, or all of it as JSON")
+    vid.add_argument(
+        "--format",
+        choices=("table", "json"),
+        default="table",
+        help="what to print: the metrics and one line per track, or all of it as JSON",
+    )
     vid.set_defaults(func=run_eval_video)
 
 

@@ -152,7 +152,9 @@ def run_serve(args: argparse.Namespace) -> int:
     check_bind(host, token)
     with _open(args) as system:
         db = system.gallery.db
-        app = create_app(db, ThumbnailStore.for_database(db, config), token=token, page_size=config.serve.page_size)
+        app = create_app(
+            db, ThumbnailStore.for_database(db, config), token=token, page_size=config.serve.page_size
+        )
         access = "token required" if token else "no token: loopback only"
         print(f"serving {db.shown} on http://{host}:{port}/ ({access})", file=sys.stderr)
         uvicorn.run(app, host=host, port=port, log_level="warning")

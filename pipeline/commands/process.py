@@ -8,6 +8,7 @@ Tracks are matched against the gallery of the database (``--db``, default ``gall
 are skipped by content hash). Every track and its decision goes to the database's match log, one run per
 video, for ``query`` and ``serve`` to show later.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,18 +35,34 @@ class NoFacesError(PipelineError):
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("process", help="find, track and identify the faces in video files",
-                              description=__doc__.splitlines()[0])
-    p.add_argument("videos", nargs="+", type=Path, metavar="VIDEO", help="video files (anything FFmpeg reads)")
-    p.add_argument("--gallery", type=Path, help="folder of known people to enroll first: one subfolder per "
-                   "person, or images named after them (already enrolled images are skipped)")
+    p = subparsers.add_parser(
+        "process",
+        help="find, track and identify the faces in video files",
+        description=__doc__.splitlines()[0],
+    )
+    p.add_argument(
+        "videos", nargs="+", type=Path, metavar="VIDEO", help="video files (anything FFmpeg reads)"
+    )
+    p.add_argument(
+        "--gallery",
+        type=Path,
+        help="folder of known people to enroll first: one subfolder per "
+        "person, or images named after them (already enrolled images are skipped)",
+    )
     add_config_options(p)
-    p.add_argument("--json", metavar="FILE", help="also write the results as JSON ('-' = standard output, "
-                   "which then replaces the table)")
+    p.add_argument(
+        "--json",
+        metavar="FILE",
+        help="also write the results as JSON ('-' = standard output, which then replaces the table)",
+    )
     p.add_argument("--thumbnails", type=Path, metavar="DIR", help="save each track's best face crop here")
     p.add_argument("--annotate", type=Path, metavar="DIR", help="write <video>_annotated.mp4 files here")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress bar on standard error (default: when it is a terminal)")
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar on standard error (default: when it is a terminal)",
+    )
     p.set_defaults(func=run_process)
 
 
@@ -53,8 +70,13 @@ def _progress_bar(enabled: bool | None, sources: list[FileSource]):
     from tqdm import tqdm
 
     total = [s.expected_frames() for s in sources]
-    bar = tqdm(total=sum(total) if all(total) else None, unit="frame", file=sys.stderr, dynamic_ncols=True,
-               disable=(not sys.stderr.isatty()) if enabled is None else not enabled)
+    bar = tqdm(
+        total=sum(total) if all(total) else None,
+        unit="frame",
+        file=sys.stderr,
+        dynamic_ncols=True,
+        disable=(not sys.stderr.isatty()) if enabled is None else not enabled,
+    )
 
     def update(stats: FileRunStats, frames: int) -> None:
         bar.update(frames)
@@ -66,13 +88,24 @@ def _progress_bar(enabled: bool | None, sources: list[FileSource]):
 def _report_damage(stats: FileRunStats) -> list[dict]:
     out = []
     for source_id, report in stats.decode.items():
-        out.append({"source": source_id, "frames_decoded": report.decoded, "frames_processed": report.kept,
-                    "damaged": report.damaged, "damaged_packets": report.damaged_packets, "errors": report.errors})
+        out.append(
+            {
+                "source": source_id,
+                "frames_decoded": report.decoded,
+                "frames_processed": report.kept,
+                "damaged": report.damaged,
+                "damaged_packets": report.damaged_packets,
+                "errors": report.errors,
+            }
+        )
         if report.damaged:
             first = f": {report.errors[0]}" if report.errors else ""
-            print(f"warning: {source_id} is damaged ({report.damaged_packets} undecodable packets"
-                  f"{', ended early' if report.ended_early else ''}); all {report.kept} decodable frames "
-                  f"were processed{first}", file=sys.stderr)
+            print(
+                f"warning: {source_id} is damaged ({report.damaged_packets} undecodable packets"
+                f"{', ended early' if report.ended_early else ''}); all {report.kept} decodable frames "
+                f"were processed{first}",
+                file=sys.stderr,
+            )
     return out
 
 
@@ -93,32 +126,51 @@ def run_process(args: argparse.Namespace) -> int:
             raise
         log.close("finished")
         if stats.tracks:
-            print(f"match log: {system.gallery.db.shown} runs {', '.join(str(r) for r in log.run_ids.values())} "
-                  f"(threshold {index.threshold:.3f})", file=sys.stderr)
+            print(
+                f"match log: {system.gallery.db.shown} runs {', '.join(str(r) for r in log.run_ids.values())} "
+                f"(threshold {index.threshold:.3f})",
+                file=sys.stderr,
+            )
     if stats.tracks == 0:
-        raise NoFacesError(f"no face tracks found in {', '.join(names)} ({stats.frames} frames processed, "
-                           f"{stats.detections} detections)")
+        raise NoFacesError(
+            f"no face tracks found in {', '.join(names)} ({stats.frames} frames processed, "
+            f"{stats.detections} detections)"
+        )
     return 0
 
 
-def _run(args: argparse.Namespace, system: System, sources: list[FileSource], index, log: MatchLogSink
-         ) -> FileRunStats:
+def _run(
+    args: argparse.Namespace, system: System, sources: list[FileSource], index, log: MatchLogSink
+) -> FileRunStats:
     cfg = system.cfg
     thumbs = ThumbnailSink(args.thumbnails, cfg.output.thumbnail_size) if args.thumbnails else None
     collected = CollectSink() if args.annotate else None
     sinks: list[ResultSink] = [log] + [s for s in (thumbs, collected) if s is not None]
     json_sink = None
     if args.json:
-        json_sink = JsonSink(args.json, args.thumbnails, {"embedder": system.embedder.embedder_id,
-                                                          "gallery_size": len(index),
-                                                          "threshold": index.threshold,
-                                                          "runs": log.run_ids})
+        json_sink = JsonSink(
+            args.json,
+            args.thumbnails,
+            {
+                "embedder": system.embedder.embedder_id,
+                "gallery_size": len(index),
+                "threshold": index.threshold,
+                "runs": log.run_ids,
+            },
+        )
         sinks.append(json_sink)
     if args.json != "-":
         sinks.append(ConsoleTableSink(sys.stdout))
     bar, update = _progress_bar(args.progress, sources)
-    runner = FileRunner(cfg, system.detector, system.embedder, system.matcher(index), sinks,
-                        keep_boxes=args.annotate is not None, progress=update)
+    runner = FileRunner(
+        cfg,
+        system.detector,
+        system.embedder,
+        system.matcher(index),
+        sinks,
+        keep_boxes=args.annotate is not None,
+        progress=update,
+    )
     try:
         stats = runner.run(sources)
     finally:
@@ -139,7 +191,10 @@ def _run(args: argparse.Namespace, system: System, sources: list[FileSource], in
             target = args.annotate / f"{source.path.stem}_annotated.mp4"
             write_annotated(source, stats.boxes.get(source.source_id, []), track_labels(results), target)
     total = stats.seconds["total"]
-    print(f"{stats.frames} frames in {total:.1f} s ({stats.frames / max(total, 1e-9):.1f} frames/s), "
-          f"{stats.tracks} tracks, {stats.matches} matched, {stats.crops_embedded} crops embedded "
-          f"of {stats.detections} detections", file=sys.stderr)
+    print(
+        f"{stats.frames} frames in {total:.1f} s ({stats.frames / max(total, 1e-9):.1f} frames/s), "
+        f"{stats.tracks} tracks, {stats.matches} matched, {stats.crops_embedded} crops embedded "
+        f"of {stats.detections} detections",
+        file=sys.stderr,
+    )
     return stats

@@ -6,10 +6,12 @@
 
 Each finished track is printed as one line, matched against the gallery of the database and written to its
 match log (one run per camera, one transaction per track). ``--gallery DIR`` first enrolls the folder's people
-(the ``enroll --dir`` rule) into ``--db``, or without ``--db`` into a temporary database deleted at the end. On SIGINT/SIGTERM the
-cameras stop reading, open tracks are finished and matched, the sinks are flushed, and the command exits 0.
+(the ``enroll --dir`` rule) into ``--db``, or without ``--db`` into a temporary database deleted at the end.
+On SIGINT/SIGTERM the cameras stop reading, open tracks are finished and matched, the sinks are flushed, and the
+command exits 0.
 ``--engine ray`` runs one actor per camera and a shared embedding service (``pipeline/ray_engine.py``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,19 +42,33 @@ logger = logging.getLogger(__name__)
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("stream", help="run live cameras (RTSP and other URLs) until stopped",
-                              description=__doc__.split("\n\n")[0])
+    p = subparsers.add_parser(
+        "stream",
+        help="run live cameras (RTSP and other URLs) until stopped",
+        description=__doc__.split("\n\n")[0],
+    )
     p.add_argument("urls", nargs="*", metavar="URL", help="camera URLs (named cam0-..., cam1-...)")
     p.add_argument("--cameras", type=Path, help="YAML file: cameras: [{name, url, transport, ...}]")
     add_config_options(p)
-    p.add_argument("--live-config", type=Path,
-                   help="YAML of the live section (timeouts, reconnect, alerts); replaces the config's live section")
-    p.add_argument("--gallery", type=Path, help="folder of known people to enroll first (one subfolder per person): "
-                   "into --db, or without --db into a temporary database")
+    p.add_argument(
+        "--live-config",
+        type=Path,
+        help="YAML of the live section (timeouts, reconnect, alerts); replaces the config's live section",
+    )
+    p.add_argument(
+        "--gallery",
+        type=Path,
+        help="folder of known people to enroll first (one subfolder per person): "
+        "into --db, or without --db into a temporary database",
+    )
     p.add_argument("--duration", type=float, help="stop after this many seconds (default: run until stopped)")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT")
-    p.add_argument("--engine", choices=("local", "ray"), default="local",
-                   help="local: one process; ray: an actor per camera and a shared embedding service")
+    p.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: one process; ray: an actor per camera and a shared embedding service",
+    )
     p.add_argument("--address", help="with --engine ray: an existing cluster (default: start Ray locally)")
     p.set_defaults(func=run_stream)
 
@@ -61,7 +77,9 @@ def live_section(base: LiveConfig, path: Path | None, metrics_port: int | None =
     """The config's live section, or the one of ``--live-config``; ``--metrics-port`` on top."""
     live = base if path is None else load(path, LiveConfig, what="live config file")
     if metrics_port is not None:
-        live = live.model_copy(update={"health": live.health.model_copy(update={"metrics_port": metrics_port})})
+        live = live.model_copy(
+            update={"health": live.health.model_copy(update={"metrics_port": metrics_port})}
+        )
     return live
 
 
@@ -71,9 +89,11 @@ class TrackLineSink:
     def on_track(self, template: TrackTemplate, result: MatchResult) -> None:
         best = result.identity
         who = f"{best.name} {best.score:.3f}" if best else "unknown"
-        print(f"{template.source_id} track {template.track_id} {template.first_timestamp:.1f}-"
-              f"{template.last_timestamp:.1f}s frames={template.num_frames} crops={template.num_crops} {who}",
-              flush=True)
+        print(
+            f"{template.source_id} track {template.track_id} {template.first_timestamp:.1f}-"
+            f"{template.last_timestamp:.1f}s frames={template.num_frames} crops={template.num_crops} {who}",
+            flush=True,
+        )
 
     def close(self) -> None:
         sys.stdout.flush()
@@ -84,7 +104,9 @@ def _cameras(args: argparse.Namespace, live: LiveConfig) -> list[CameraConfig]:
     if args.cameras is not None:
         cams += list(load_cameras(args.cameras))
     if not cams:
-        raise ConfigError("stream: expected camera URLs, --cameras FILE or cameras in --live-config, got none")
+        raise ConfigError(
+            "stream: expected camera URLs, --cameras FILE or cameras in --live-config, got none"
+        )
     names = [c.name for c in cams]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
@@ -111,9 +133,12 @@ def _run_on_ray(args: argparse.Namespace, cfg, live: LiveConfig, cams: list[Came
         result = run_ray(cfg, live, cams, args.db, stop, args.duration, args.address, registry)
     print(f"stream (ray): {result['tracks']} tracks, {result['matches']} matches", file=sys.stderr)
     for cam in result["cameras"]:
-        print(f"{cam['camera']}: {cam['state']} frames={cam['frames']} dropped={cam['dropped']} "
-              f"reconnects={cam['reconnects']} failures={cam['failures']}"
-              + (f" ({cam['error']})" if cam.get("error") else ""), file=sys.stderr)
+        print(
+            f"{cam['camera']}: {cam['state']} frames={cam['frames']} dropped={cam['dropped']} "
+            f"reconnects={cam['reconnects']} failures={cam['failures']}"
+            + (f" ({cam['error']})" if cam.get("error") else ""),
+            file=sys.stderr,
+        )
     return 1 if all(c["state"] == "failed" for c in result["cameras"]) else 0
 
 
@@ -127,7 +152,9 @@ def run_stream(args: argparse.Namespace) -> int:
     cfg = config_of(args)
     live = live_section(cfg.live, args.live_config, args.metrics_port)
     if args.engine == "ray" and args.db is None:
-        raise ConfigError("--engine ray: expected --db URL (the gallery and match log in SQL), got --gallery only")
+        raise ConfigError(
+            "--engine ray: expected --db URL (the gallery and match log in SQL), got --gallery only"
+        )
     cams = _cameras(args, live)
     if args.engine == "ray":
         if args.gallery is not None:
@@ -154,8 +181,11 @@ def run_stream(args: argparse.Namespace) -> int:
         finally:
             for sink in sinks:
                 sink.close(status) if sink is log else sink.close()
-    print(f"stream: {stats.frames} frames, {stats.tracks} tracks, {stats.matches} matches "
-          f"({stats.closed_at_loss} closed at a stream loss)", file=sys.stderr)
+    print(
+        f"stream: {stats.frames} frames, {stats.tracks} tracks, {stats.matches} matches "
+        f"({stats.closed_at_loss} closed at a stream loss)",
+        file=sys.stderr,
+    )
     print(registry.status_line(), file=sys.stderr, flush=True)
     given_up = all(s.state == "failed" for s in registry.snapshots())
     return 1 if given_up else 0

@@ -1,4 +1,5 @@
 """Helpers of the benchmark tests: the scripts under bench/ are not a package, so they load from their files."""
+
 from __future__ import annotations
 
 import importlib.util

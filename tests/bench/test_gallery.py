@@ -1,4 +1,5 @@
 """bench/gallery.py runs end to end at a tiny size (SQLite only) and reports every figure."""
+
 from __future__ import annotations
 
 import json
@@ -10,9 +11,34 @@ from tests.bench.conftest import load_bench
 
 def test_gallery_bench_tiny(tmp_path, capsys):
     bench = load_bench("gallery")
-    argv = ["--templates", "400", "--enroll", "100", "--enroll-slice", "30", "--dim", "32", "--clusters", "20",
-            "--queries", "50", "--repeats", "5", "--ef-search", "16", "64", "--events", "500", "--log-identities", "20",
-            "--log-queries", "5", "--no-pg", "--json", str(tmp_path / "out.json")]
+    argv = [
+        "--templates",
+        "400",
+        "--enroll",
+        "100",
+        "--enroll-slice",
+        "30",
+        "--dim",
+        "32",
+        "--clusters",
+        "20",
+        "--queries",
+        "50",
+        "--repeats",
+        "5",
+        "--ef-search",
+        "16",
+        "64",
+        "--events",
+        "500",
+        "--log-identities",
+        "20",
+        "--log-queries",
+        "5",
+        "--no-pg",
+        "--json",
+        str(tmp_path / "out.json"),
+    ]
     assert bench.main(argv) == 0
     out = json.loads((tmp_path / "out.json").read_text())
     assert [r["backend"] for r in out["enroll"]] == ["sqlite"] and out["enroll"][0]["templates"] == 100
@@ -27,8 +53,25 @@ def test_gallery_bench_tiny(tmp_path, capsys):
 
 @pytest.mark.parametrize("parts", [["match_log"], ["enroll"], ["enroll", "match_log"]])
 def test_gallery_bench_parts(tmp_path, parts):
-    argv = ["--templates", "50", "--dim", "8", "--clusters", "5", "--events", "200", "--log-identities", "10",
-            "--log-queries", "3", "--no-pg", "--json", str(tmp_path / "out.json"), "--parts", *parts]
+    argv = [
+        "--templates",
+        "50",
+        "--dim",
+        "8",
+        "--clusters",
+        "5",
+        "--events",
+        "200",
+        "--log-identities",
+        "10",
+        "--log-queries",
+        "3",
+        "--no-pg",
+        "--json",
+        str(tmp_path / "out.json"),
+        "--parts",
+        *parts,
+    ]
     assert load_bench("gallery").main(argv) == 0
     out = json.loads((tmp_path / "out.json").read_text())
     assert [name for name in ("enroll", "index", "match_log") if out[name]] == parts
@@ -42,8 +85,25 @@ def test_gallery_bench_searches_on_the_cpu_even_where_faiss_sees_a_gpu(tmp_path,
 
     monkeypatch.setattr(faiss, "get_num_gpus", lambda: 1)
     monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", no_gpu_copy)
-    argv = ["--templates", "60", "--dim", "8", "--clusters", "5", "--queries", "10", "--repeats", "3",
-            "--ef-search", "16", "--no-pg", "--parts", "index", "--json", str(tmp_path / "out.json")]
+    argv = [
+        "--templates",
+        "60",
+        "--dim",
+        "8",
+        "--clusters",
+        "5",
+        "--queries",
+        "10",
+        "--repeats",
+        "3",
+        "--ef-search",
+        "16",
+        "--no-pg",
+        "--parts",
+        "index",
+        "--json",
+        str(tmp_path / "out.json"),
+    ]
     assert load_bench("gallery").main(argv) == 0
     rows = json.loads((tmp_path / "out.json").read_text())["index"]
     assert [r["index"] for r in rows] == ["exact", "hnsw M=32 ef=16"]

@@ -1,4 +1,5 @@
 """Official-checkpoint loading: strict, inferred architecture, readable refusals, round trip, Hub offline."""
+
 from __future__ import annotations
 
 import pytest
@@ -43,7 +44,9 @@ def test_training_container_and_ddp_prefix_are_unwrapped(tmp_path, fixtures_dir,
 
 def test_missing_derived_buffers_are_recomputed(tmp_path, fixtures_dir, state_a):
     path = tmp_path / "no_buffers.pt"
-    torch.save({k: v for k, v in state_a.items() if not k.endswith(("attn_mask", "relative_position_index"))}, path)
+    torch.save(
+        {k: v for k, v in state_a.items() if not k.endswith(("attn_mask", "relative_position_index"))}, path
+    )
     x = torch.load(fixtures_dir / "fixtureA_input.pt")
     with torch.no_grad():
         out = load_model(path)(x)
@@ -80,7 +83,10 @@ def _shape_mismatch(tmp_path, fixtures_dir, state_a):
     bad["layers.1.blocks.0.attn.qkv.weight"] = torch.zeros(10, 64)
     path = tmp_path / "bad_shape.pt"
     torch.save(bad, path)
-    return path, r"shape mismatch: layers\.1\.blocks\.0\.attn\.qkv\.weight: expected \[192, 64\], got \[10, 64\]"
+    return (
+        path,
+        r"shape mismatch: layers\.1\.blocks\.0\.attn\.qkv\.weight: expected \[192, 64\], got \[10, 64\]",
+    )
 
 
 def _extra_key(tmp_path, fixtures_dir, state_a):
@@ -97,8 +103,9 @@ def _missing_key(tmp_path, fixtures_dir, state_a):
     return path, r"1 missing: layers\.0\.blocks\.1\.norm2\.bias"
 
 
-@pytest.mark.parametrize("make", [_truncated, _empty, _text, _other_architecture, _shape_mismatch, _extra_key,
-                                  _missing_key])
+@pytest.mark.parametrize(
+    "make", [_truncated, _empty, _text, _other_architecture, _shape_mismatch, _extra_key, _missing_key]
+)
 def test_bad_checkpoints_are_refused_in_one_line(tmp_path, fixtures_dir, state_a, make):
     path, match = make(tmp_path, fixtures_dir, state_a)
     with pytest.raises(CheckpointError, match=match) as info:
@@ -106,11 +113,14 @@ def test_bad_checkpoints_are_refused_in_one_line(tmp_path, fixtures_dir, state_a
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(k=4), "top-k=4 does not fit a checkpoint with 3 experts"),
-    (dict(k=0), "top-k=0 does not fit"),
-    (dict(k=2, num_experts=4), "expected a checkpoint with 4 experts, got one with 3"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(k=4), "top-k=4 does not fit a checkpoint with 3 experts"),
+        (dict(k=0), "top-k=0 does not fit"),
+        (dict(k=2, num_experts=4), "expected a checkpoint with 4 experts, got one with 3"),
+    ],
+)
 def test_wrong_k_or_experts_is_refused(fixtures_dir, kwargs, match):
     with pytest.raises(CheckpointError, match=match):
         load_model(fixtures_dir / "fixtureA_state.pt", **kwargs)
@@ -124,8 +134,11 @@ def test_missing_local_file_is_one_clear_line(tmp_path):
 def test_hub_offline_says_where_to_put_the_file(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)  # as if set before the import
-    with pytest.raises(CheckpointError, match=r"cannot fetch kartiknarayan/FaceMoE/swin4m_exp_3_k_2_briar_full/model\.pt"
-                                               r".*pass the local path, or pre-fill the Hub cache at"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"cannot fetch kartiknarayan/FaceMoE/swin4m_exp_3_k_2_briar_full/model\.pt"
+        r".*pass the local path, or pre-fill the Hub cache at",
+    ):
         resolve_checkpoint("briar", cache_dir=tmp_path)
 
 
@@ -133,11 +146,20 @@ def test_hub_cache_is_used_when_present(tmp_path, monkeypatch, fixtures_dir):
     """A file already in the Hub cache layout resolves offline (what a second run does)."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)  # as if set before the import
-    snapshot = tmp_path / "models--kartiknarayan--FaceMoE" / "snapshots" / "abc123" / "swin4m_exp_3_k_2_tinyface_full"
+    snapshot = (
+        tmp_path
+        / "models--kartiknarayan--FaceMoE"
+        / "snapshots"
+        / "abc123"
+        / "swin4m_exp_3_k_2_tinyface_full"
+    )
     snapshot.mkdir(parents=True)
     (snapshot / "model.pt").write_bytes((fixtures_dir / "fixtureA_state.pt").read_bytes())
     refs = tmp_path / "models--kartiknarayan--FaceMoE" / "refs"
     refs.mkdir()
     (refs / "main").write_text("abc123")
     path = resolve_checkpoint("tinyface", cache_dir=tmp_path)
-    assert read_state_dict(path).keys() == torch.load(fixtures_dir / "fixtureA_state.pt", weights_only=True).keys()
+    assert (
+        read_state_dict(path).keys()
+        == torch.load(fixtures_dir / "fixtureA_state.pt", weights_only=True).keys()
+    )

@@ -1,4 +1,5 @@
 """FaceMoEEmbedder: batching, flip fusion, norms, bad input, the one embedder_id formula."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -53,8 +54,9 @@ def test_every_constructor_path_gives_the_same_id(fixtures_dir, embedder):
     path = fixtures_dir / "fixtureA_perturbed_state.pt"
     direct = FaceMoEEmbedder(load_model(path), batch_size=5)
     small = dict(embed_dim=32, depths=(2, 2, 2), num_heads=(2, 4, 4))
-    hub = timm.create_model("facemoe_swin_e3k2.briar", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)),
-                            **small)
+    hub = timm.create_model(
+        "facemoe_swin_e3k2.briar", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **small
+    )
     via_timm = FaceMoEEmbedder(hub)
     assert direct.embedder_id == via_timm.embedder_id == embedder.embedder_id
     assert FaceMoEEmbedder.from_checkpoint(path, k=1, flip=False).embedder_id.endswith("-k1-fp32")
@@ -71,11 +73,14 @@ def test_weights_of_unknown_origin_are_named_by_a_digest(fixtures_dir, embedder)
     assert weights_tag(other) != digest
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(precision="fp16"), "needs a CUDA device"),
-    (dict(precision="int4"), "expected fp32, int8, bf16 or fp16"),
-    (dict(batch_size=0), "expected >= 1"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(precision="fp16"), "needs a CUDA device"),
+        (dict(precision="int4"), "expected fp32, int8, bf16 or fp16"),
+        (dict(batch_size=0), "expected >= 1"),
+    ],
+)
 def test_bad_settings_are_refused(fixtures_dir, kwargs, match):
     from facemoe.checkpoint import load_model
 

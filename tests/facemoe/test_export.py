@@ -1,4 +1,5 @@
 """ONNX export: dynamic batch, top-k routing in the graph, onnxruntime within 1e-4 of torch."""
+
 from __future__ import annotations
 
 import builtins

@@ -1,4 +1,5 @@
 """The ``export`` command through run_pipeline.main: a checked ONNX file, or one error line and no file."""
+
 from __future__ import annotations
 
 import pytest
@@ -16,11 +17,14 @@ def test_export_writes_a_checked_file(fixtures_dir, tmp_path, capsys):
     assert list(tmp_path.iterdir()) == [out]
 
 
-@pytest.mark.parametrize("make_args, fragment", [
-    (lambda d, t: [str(t / "missing.pt"), str(t / "a.onnx")], "checkpoint not found"),
-    (lambda d, t: [str(d / "fixtureA_state.pt"), str(t / "a.pt")], "expected a .onnx file name"),
-    (lambda d, t: [str(d / "fixtureA_state.pt"), str(t / "a.onnx"), "--k", "4"], "k"),
-])
+@pytest.mark.parametrize(
+    "make_args, fragment",
+    [
+        (lambda d, t: [str(t / "missing.pt"), str(t / "a.onnx")], "checkpoint not found"),
+        (lambda d, t: [str(d / "fixtureA_state.pt"), str(t / "a.pt")], "expected a .onnx file name"),
+        (lambda d, t: [str(d / "fixtureA_state.pt"), str(t / "a.onnx"), "--k", "4"], "k"),
+    ],
+)
 def test_bad_input_is_one_line(fixtures_dir, tmp_path, capsys, make_args, fragment):
     assert run_pipeline.main(["export", *make_args(fixtures_dir, tmp_path)]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()

@@ -1,5 +1,6 @@
 """The package's place in the layers: it imports ``core`` and nothing else of the application, and its own
 modules import each other one way (no cycle, counting imports inside functions too)."""
+
 from __future__ import annotations
 
 import ast
@@ -41,14 +42,20 @@ def _modules() -> dict[str, Path]:
 
 
 def test_imports_nothing_of_the_application_above_it():
-    offenders = [(name, target) for name, path in _modules().items() for target in _imports(path)
-                 if target.split(".")[0] in APPLICATION]
+    offenders = [
+        (name, target)
+        for name, path in _modules().items()
+        for target in _imports(path)
+        if target.split(".")[0] in APPLICATION
+    ]
     assert offenders == []
 
 
 def test_own_modules_import_each_other_one_way():
     modules = _modules()
-    graph = {name: {t for t in _imports(path) if t in modules and t != name} for name, path in modules.items()}
+    graph = {
+        name: {t for t in _imports(path) if t in modules and t != name} for name, path in modules.items()
+    }
     for name in modules:  # a package's __init__ is not an edge of its own submodules
         graph[name] = {t for t in graph[name] if not name.startswith(t + ".")}
     state: dict[str, int] = {}
@@ -56,7 +63,7 @@ def test_own_modules_import_each_other_one_way():
     def visit(node: str, trail: list[str]) -> None:
         state[node] = 1
         for nxt in sorted(graph[node]):
-            assert state.get(nxt) != 1, "import cycle: " + " -> ".join(trail[trail.index(nxt):] + [nxt])
+            assert state.get(nxt) != 1, "import cycle: " + " -> ".join(trail[trail.index(nxt) :] + [nxt])
             if nxt not in state:
                 visit(nxt, trail + [nxt])
         state[node] = 2

@@ -1,4 +1,5 @@
 """The backbone against the official fixtures: eval, train, aux losses, routing, and the paper key set."""
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,9 @@ def _load(fixtures_dir, name):
 def _model(fixtures_dir, name, variant) -> FaceMoE:
     """Through the project's official-checkpoint loader, with the fixture's constructor (drop_path 0)."""
     model = load_model(fixtures_dir / f"fixture{name}{variant}_state.pt", drop_path_rate=0.0)
-    assert model.cfg == FaceMoEConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in SETS[name].items()})
+    assert model.cfg == FaceMoEConfig(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in SETS[name].items()}
+    )
     return model
 
 
@@ -36,7 +39,9 @@ def test_eval_output_and_aux(fixtures_dir, name, variant):
     with torch.no_grad():
         out, aux = model.forward_with_aux(x)
         plain = model(x)
-    torch.testing.assert_close(out, _load(fixtures_dir, f"fixture{name}{variant}_eval_out.pt"), atol=ATOL, rtol=0)
+    torch.testing.assert_close(
+        out, _load(fixtures_dir, f"fixture{name}{variant}_eval_out.pt"), atol=ATOL, rtol=0
+    )
     torch.testing.assert_close(plain, out, atol=0, rtol=0)
     expected = _load(fixtures_dir, f"fixture{name}{variant}_aux.pt")
     assert float(aux) == pytest.approx(float(expected["eval_aux_loss"]), abs=ATOL)
@@ -60,13 +65,17 @@ def test_train_output_aux_and_bn_stats(fixtures_dir, name, variant):
     # few features have a spread of ~1e-3, which turns fp32 rounding (BLAS-dependent) into ~1e-4 at the output.
     # Mapped back through that division the error is ~1e-6 everywhere; well-spread features agree at the output.
     spread = torch.sqrt(seen["pre"].var(0, unbiased=False) + bn.eps)
-    torch.testing.assert_close((out - official) / bn.weight * spread, torch.zeros_like(out), atol=ATOL, rtol=0)
+    torch.testing.assert_close(
+        (out - official) / bn.weight * spread, torch.zeros_like(out), atol=ATOL, rtol=0
+    )
     well = spread > 0.05 * spread.median()
     assert well.float().mean() > 0.95
     torch.testing.assert_close(out[:, well], official[:, well], atol=ATOL, rtol=0)
     assert float(aux) == pytest.approx(float(expected["train_aux_loss"]), abs=ATOL)
     state = model.state_dict()
-    for key, value in expected["train_feature_layer_bn_buffers_after_forward"].items():  # running var up to ~4
+    for key, value in expected[
+        "train_feature_layer_bn_buffers_after_forward"
+    ].items():  # running var up to ~4
         torch.testing.assert_close(state[key], value, atol=ATOL, rtol=ATOL)
     if name == "A":
         out.sum().add(aux).backward()  # aux keeps its graph: routers receive gradients
@@ -85,7 +94,9 @@ def test_eval_micro_batches_give_the_whole_batch_result(fixtures_dir, chunk_toke
         out = model(x)
         whole, _ = model.forward_with_aux(x)
     torch.testing.assert_close(out, whole, atol=ATOL, rtol=0)
-    torch.testing.assert_close(out[:4], _load(fixtures_dir, "fixtureA_perturbed_eval_out.pt"), atol=ATOL, rtol=0)
+    torch.testing.assert_close(
+        out[:4], _load(fixtures_dir, "fixtureA_perturbed_eval_out.pt"), atol=ATOL, rtol=0
+    )
     expected = {0: [5], 1: [1] * 5, 400: [1] * 5, 1000: [2, 2, 1], 10**6: [5]}[chunk_tokens]
     assert calls[:-1] == expected  # the last call is forward_with_aux's whole batch
 
@@ -112,7 +123,11 @@ def test_per_block_aux_and_first_block_routing(fixtures_dir, variant):
         seen["route"] = module.router(tokens)
         seen["out"] = output[0]
 
-    blocks = {f"layers.{i}.blocks.{j}": b for i, layer in enumerate(model.layers) for j, b in enumerate(layer.blocks)}
+    blocks = {
+        f"layers.{i}.blocks.{j}": b
+        for i, layer in enumerate(model.layers)
+        for j, b in enumerate(layer.blocks)
+    }
     aux_seen = {}
     for key, block in blocks.items():
         block.register_forward_hook(lambda m, i, o, key=key: aux_seen.__setitem__(key, float(o[1])))
@@ -126,8 +141,12 @@ def test_per_block_aux_and_first_block_routing(fixtures_dir, variant):
     assert torch.equal(seen["route"].indices[:n], first["topk_indices"])
     torch.testing.assert_close(seen["route"].gates[:n], first["gate_values"], atol=ATOL, rtol=0)
     torch.testing.assert_close(seen["route"].logits[:n], first["logits"], atol=ATOL, rtol=0)
-    torch.testing.assert_close(seen["out"].reshape(-1, seen["out"].shape[-1])[:n], first["mlp_output"].reshape(n, -1),
-                               atol=ATOL, rtol=0)
+    torch.testing.assert_close(
+        seen["out"].reshape(-1, seen["out"].shape[-1])[:n],
+        first["mlp_output"].reshape(n, -1),
+        atol=ATOL,
+        rtol=0,
+    )
 
 
 def test_paper_variant_matches_release_manifest(fixtures_dir):
@@ -155,7 +174,9 @@ def test_gates_are_raw_logits_and_can_be_negative():
         expected[rows] += expert(tokens[rows]) * gates[rows, slot, None]
     torch.testing.assert_close(out.reshape(-1, 8), expected, atol=1e-6, rtol=0)
     assert (gates < 0).any()
-    assert float(aux) == pytest.approx(float(router_z_loss(logits) + load_balance_loss(logits, idx)), abs=1e-7)
+    assert float(aux) == pytest.approx(
+        float(router_z_loss(logits) + load_balance_loss(logits, idx)), abs=1e-7
+    )
 
 
 def _loop_dispatch(moe: MoEMlp, tokens: torch.Tensor) -> torch.Tensor:
@@ -208,11 +229,14 @@ def test_expert_without_tokens_is_skipped():
     assert empty.shape == (0, 5, 4)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(num_experts=2, k=3), "top-k"),
-    (dict(depths=(2, 2), num_heads=(2, 4, 4)), "same length"),
-    (dict(img_size=121), "multiple"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(num_experts=2, k=3), "top-k"),
+        (dict(depths=(2, 2), num_heads=(2, 4, 4)), "same length"),
+        (dict(img_size=121), "multiple"),
+    ],
+)
 def test_bad_config_is_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
         FaceMoEConfig(**kwargs)

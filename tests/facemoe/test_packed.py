@@ -1,4 +1,5 @@
 """oneDNN-packed CPU inference: same outputs as the official fixtures, refused where it cannot apply."""
+
 from __future__ import annotations
 
 import copy
@@ -13,7 +14,9 @@ from facemoe.model import create_facemoe
 from facemoe.moe import TopKRouter
 from facemoe.packed import PackedLinear, PackedMlp, native_bf16, pack_for_cpu, packing_available
 
-pytestmark = pytest.mark.skipif(not packing_available(), reason="this PyTorch build has no oneDNN CPU kernels")
+pytestmark = pytest.mark.skipif(
+    not packing_available(), reason="this PyTorch build has no oneDNN CPU kernels"
+)
 
 SMALL = dict(embed_dim=32, depths=[2, 2, 2], num_heads=[2, 4, 4], drop_path_rate=0.0)
 needs_bf16 = pytest.mark.skipif(not native_bf16(), reason="this CPU has no AVX512-BF16 or AMX")

@@ -1,4 +1,5 @@
 """Evaluation preprocessing and flip fusion against fixtureP."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,11 +16,14 @@ def fixture_p(fixtures_dir):
     return torch.load(fixtures_dir / "fixtureP_preprocess_fusion.pt", weights_only=False)
 
 
-@pytest.mark.parametrize("resize,antialias,key", [
-    ("pil", False, "tinyface_input_120"),
-    ("tensor", False, "ijbs_input_120_antialias_false"),
-    ("tensor", True, "ijbs_input_120_antialias_true"),
-])
+@pytest.mark.parametrize(
+    "resize,antialias,key",
+    [
+        ("pil", False, "tinyface_input_120"),
+        ("tensor", False, "ijbs_input_120_antialias_false"),
+        ("tensor", True, "ijbs_input_120_antialias_true"),
+    ],
+)
 def test_preprocessing_matches_official(fixture_p, resize, antialias, key):
     x = to_model_input(fixture_p["image_bgr_uint8_112"].numpy(), resize=resize, antialias=antialias)
     assert x.shape == (1, 3, 120, 120) and x.dtype == torch.float32
@@ -42,13 +46,16 @@ def test_flip_fusion_matches_official(fixture_p, fixtures_dir):
     torch.testing.assert_close(one_pass_norm, fixture_p["fused_norm"], atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("bad,got", [
-    (np.zeros((112, 112), np.uint8), r"uint8 \(112, 112\)"),
-    (np.zeros((120, 120, 3), np.uint8), r"uint8 \(120, 120, 3\)"),
-    (np.zeros((112, 112, 3), np.float32), r"float32 \(112, 112, 3\)"),
-    (np.zeros((112, 112, 4), np.uint8), r"uint8 \(112, 112, 4\)"),
-    ("not an image", "str"),
-])
+@pytest.mark.parametrize(
+    "bad,got",
+    [
+        (np.zeros((112, 112), np.uint8), r"uint8 \(112, 112\)"),
+        (np.zeros((120, 120, 3), np.uint8), r"uint8 \(120, 120, 3\)"),
+        (np.zeros((112, 112, 3), np.float32), r"float32 \(112, 112, 3\)"),
+        (np.zeros((112, 112, 4), np.uint8), r"uint8 \(112, 112, 4\)"),
+        ("not an image", "str"),
+    ],
+)
 def test_wrong_crops_are_refused(bad, got):
     with pytest.raises(InputError, match=f"expected an aligned 112x112x3 uint8 BGR image, got {got}"):
         to_model_input([bad])

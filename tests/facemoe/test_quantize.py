@@ -1,4 +1,5 @@
 """CPU int8: attention and expert linear layers quantised (routers, patch merges, head kept), close to fp32."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,5 +1,6 @@
 """timm registration: pretrained cfgs derived from the release table, weights through the one checkpoint filter,
 strict loading with a readable diff, and the one-line error offline."""
+
 from __future__ import annotations
 
 import pytest
@@ -26,13 +27,18 @@ def test_one_pretrained_cfg_per_release_derived_from_the_release_table():
     assert not timm.models.get_pretrained_cfg("facemoe_swin_dense").has_weights
 
 
-@pytest.mark.parametrize("variant,name,fixture", [
-    ("facemoe_swin_e3k2.tinyface", "A", "fixtureA_perturbed_state.pt"),
-    ("facemoe_swin_dense", "C", "fixtureC_perturbed_state.pt"),
-])
+@pytest.mark.parametrize(
+    "variant,name,fixture",
+    [
+        ("facemoe_swin_e3k2.tinyface", "A", "fixtureA_perturbed_state.pt"),
+        ("facemoe_swin_dense", "C", "fixtureC_perturbed_state.pt"),
+    ],
+)
 def test_pretrained_file_through_timm_equals_load_model(fixtures_dir, variant, name, fixture):
     path = fixtures_dir / fixture
-    model = timm.create_model(variant, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **SMALL).eval()
+    model = timm.create_model(
+        variant, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **SMALL
+    ).eval()
     reference = load_model(path, drop_path_rate=0.0)
     assert model.cfg == reference.cfg
     x = torch.load(fixtures_dir / f"fixture{name}_input.pt")
@@ -49,11 +55,15 @@ def test_pretrained_path_uses_the_one_filter(tmp_path, fixtures_dir, monkeypatch
     """A training container with a DDP prefix and without the derived buffers loads through timm too."""
     state = torch.load(fixtures_dir / "fixtureA_state.pt", weights_only=True)
     path = tmp_path / "checkpoint_gpu_0.pt"
-    kept = {f"module.{k}": v for k, v in state.items() if not k.endswith(("attn_mask", "relative_position_index"))}
+    kept = {
+        f"module.{k}": v for k, v in state.items() if not k.endswith(("attn_mask", "relative_position_index"))
+    }
     torch.save({"state_dict_backbone": kept, "epoch": 3}, path)
     calls = []
     filter_fn = registry.checkpoint_filter_fn
-    monkeypatch.setattr(registry, "checkpoint_filter_fn", lambda sd, model: calls.append(1) or filter_fn(sd, model))
+    monkeypatch.setattr(
+        registry, "checkpoint_filter_fn", lambda sd, model: calls.append(1) or filter_fn(sd, model)
+    )
     overlay = dict(file=str(path))
     model = timm.create_model("facemoe_swin_e3k2", pretrained=True, pretrained_cfg_overlay=overlay, **SMALL)
     assert calls == [1]  # timm's pretrained_filter_fn
@@ -64,13 +74,20 @@ def test_pretrained_path_uses_the_one_filter(tmp_path, fixtures_dir, monkeypatch
 def test_mismatch_through_timm_is_a_readable_diff(fixtures_dir):
     path = fixtures_dir / "fixtureA_state.pt"
     other = dict(SMALL, depths=(2, 4, 2), num_heads=(2, 4, 8))
-    with pytest.raises(CheckpointError, match=r"fixtureA_state\.pt does not fit the model: 44 missing: "
-                                              r"layers\.1\.blocks\.2\.norm1\.weight, .*\(\+38 more\); "
-                                              r"2 shape mismatch: "
-                                              r"layers\.2\.blocks\.0\.attn\.relative_position_bias_table: "
-                                              r"expected \[81, 8\], got \[81, 4\]") as info:
-        timm.create_model("facemoe_swin_e3k2.tinyface", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)),
-                          **other)
+    with pytest.raises(
+        CheckpointError,
+        match=r"fixtureA_state\.pt does not fit the model: 44 missing: "
+        r"layers\.1\.blocks\.2\.norm1\.weight, .*\(\+38 more\); "
+        r"2 shape mismatch: "
+        r"layers\.2\.blocks\.0\.attn\.relative_position_bias_table: "
+        r"expected \[81, 8\], got \[81, 4\]",
+    ) as info:
+        timm.create_model(
+            "facemoe_swin_e3k2.tinyface",
+            pretrained=True,
+            pretrained_cfg_overlay=dict(file=str(path)),
+            **other,
+        )
     assert "\n" not in str(info.value)
 
 
@@ -87,7 +104,10 @@ def test_offline_without_the_file_is_one_line_naming_file_and_place(tmp_path, mo
     message = str(info.value)
     assert "\n" not in message
     assert message.startswith("cannot fetch kartiknarayan/FaceMoE/swin4m_exp_3_k_2_tinyface_full/model.pt")
-    assert "pretrained_cfg_overlay=dict(file=PATH)" in message and f"pre-fill the Hub cache at {tmp_path}" in message
+    assert (
+        "pretrained_cfg_overlay=dict(file=PATH)" in message
+        and f"pre-fill the Hub cache at {tmp_path}" in message
+    )
 
 
 def test_offline_with_the_file_in_the_hub_cache_loads(tmp_path, monkeypatch, fixtures_dir):
@@ -98,10 +118,14 @@ def test_offline_with_the_file_in_the_hub_cache_loads(tmp_path, monkeypatch, fix
     (snapshot / "model.pt").write_bytes((fixtures_dir / "fixtureA_state.pt").read_bytes())
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text("abc123")
-    model = timm.create_model("facemoe_swin_e3k2.tinyface", pretrained=True, cache_dir=tmp_path, **SMALL).eval()
+    model = timm.create_model(
+        "facemoe_swin_e3k2.tinyface", pretrained=True, cache_dir=tmp_path, **SMALL
+    ).eval()
     x = torch.load(fixtures_dir / "fixtureA_input.pt")
     with torch.no_grad():
-        torch.testing.assert_close(model(x), torch.load(fixtures_dir / "fixtureA_eval_out.pt"), atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            model(x), torch.load(fixtures_dir / "fixtureA_eval_out.pt"), atol=1e-5, rtol=0
+        )
 
 
 def test_dense_variant_has_no_released_weights():
@@ -109,10 +133,13 @@ def test_dense_variant_has_no_released_weights():
         timm.create_model("facemoe_swin_dense", pretrained=True)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(num_classes=10), "num_classes=0"),
-    (dict(img_size=(120, 96)), "square"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(num_classes=10), "num_classes=0"),
+        (dict(img_size=(120, 96)), "square"),
+    ],
+)
 def test_timm_arguments_that_do_not_fit_an_embedder(kwargs, match):
     with pytest.raises(ValueError, match=match):
         timm.create_model("facemoe_swin_dense", **SMALL, **kwargs)

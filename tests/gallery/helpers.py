@@ -46,8 +46,15 @@ def seed_log(db, store=None):
     ids = {n: g.add_identity(n, watchlist=n == "bob") for n in ("ann", "bob")}
     g.add_media("ann", "e4", media("ann", unit(rng, 1, 4)))
     writers = {
-        cam: MatchLogWriter(db, source=cam, kind="camera", config_hash="seed", thumbnails=store,
-                            keep_thumbnails=store is not None, batch_size=2)
+        cam: MatchLogWriter(
+            db,
+            source=cam,
+            kind="camera",
+            config_hash="seed",
+            thumbnails=store,
+            keep_thumbnails=store is not None,
+            batch_size=2,
+        )
         for cam in ("gate", "lobby")
     }
     for t in range(8):

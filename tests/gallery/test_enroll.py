@@ -108,7 +108,10 @@ def test_flat_folder_names_identities_by_file_and_mixes_with_subfolders(enroller
 @pytest.mark.parametrize(
     "make,message",
     [
-        (lambda root: (root / "ann").mkdir(parents=True), "expected identity subfolders or images named after"),
+        (
+            lambda root: (root / "ann").mkdir(parents=True),
+            "expected identity subfolders or images named after",
+        ),
         (lambda root: None, "got no folder"),
         (
             lambda root: (root / "ann").mkdir(parents=True) or (root / "ann" / "x.txt").write_text("hi"),

@@ -1,4 +1,5 @@
 """Fixtures of the live tests: a streaming clip cut from the shared friends video and a loopback RTSP server."""
+
 from __future__ import annotations
 
 import pytest

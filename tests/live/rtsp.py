@@ -4,6 +4,7 @@ streaming a clip to it, for tests.
 The server relays what a publisher ANNOUNCEs on its source port to players on its client port, over RTP/UDP.
 Everything binds to 127.0.0.1; every wait here is bounded.
 """
+
 from __future__ import annotations
 
 import queue
@@ -54,9 +55,34 @@ def wait_port(port: int, timeout: float) -> None:
 
 def make_clip(src: Path, dst: Path, seconds: float = 6.0, width: int = 640) -> Path:
     """Re-encode a stretch of ``src`` for streaming: H.264 with SPS/PPS before every keyframe, no B-frames."""
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(src), "-t", str(seconds), "-vf", f"scale={width}:-2",
-                    "-an", "-c:v", "libx264", "-preset", "veryfast", "-g", "12", "-bf", "0",
-                    "-x264-params", "repeat-headers=1", str(dst)], check=True, timeout=120)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-i",
+            str(src),
+            "-t",
+            str(seconds),
+            "-vf",
+            f"scale={width}:-2",
+            "-an",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-g",
+            "12",
+            "-bf",
+            "0",
+            "-x264-params",
+            "repeat-headers=1",
+            str(dst),
+        ],
+        check=True,
+        timeout=120,
+    )
     return dst
 
 
@@ -77,24 +103,37 @@ class RtspServer:
     def start(self) -> RtspServer:
         with open(self.log_dir / f"rtsp-server-{self.client_port}.log", "ab") as log:
             self.proc = subprocess.Popen(
-                ["perl", "-e", SERVER_SCRIPT, str(self.client_port), str(self.source_port), str(self.rtp_port)],
-                stdout=log, stderr=log)
+                [
+                    "perl",
+                    "-e",
+                    SERVER_SCRIPT,
+                    str(self.client_port),
+                    str(self.source_port),
+                    str(self.rtp_port),
+                ],
+                stdout=log,
+                stderr=log,
+            )
         wait_port(self.client_port, 10)
         wait_port(self.source_port, 10)
         return self
 
     def publish(self, mount: str, clip: Path, loop: bool = True) -> subprocess.Popen:
         """Stream ``clip`` in real time to ``mount`` (looped), waiting until players can attach."""
-        cmd = ["ffmpeg", "-v", "error", "-re"] + (["-stream_loop", "-1"] if loop else []) + [
-            "-i", str(clip), "-c", "copy", "-f", "rtsp", f"rtsp://127.0.0.1:{self.source_port}/{mount}"]
+        cmd = (
+            ["ffmpeg", "-v", "error", "-re"]
+            + (["-stream_loop", "-1"] if loop else [])
+            + ["-i", str(clip), "-c", "copy", "-f", "rtsp", f"rtsp://127.0.0.1:{self.source_port}/{mount}"]
+        )
         with open(self.log_dir / f"publish-{mount}-{self.client_port}.log", "ab") as log:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         self.publishers[mount] = proc
         deadline = time.monotonic() + 15
         while not self.mounted(mount):  # the ANNOUNCE/RECORD handshake is done when players can DESCRIBE
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"publisher for {mount} not streaming (exit code {proc.poll()}), see "
-                                   f"{self.log_dir}")
+                raise RuntimeError(
+                    f"publisher for {mount} not streaming (exit code {proc.poll()}), see {self.log_dir}"
+                )
             time.sleep(0.1)
         return proc
 
@@ -216,16 +255,32 @@ class InterleavedRtspServer:
     def publish(self, mount: str, clip: Path, loop: bool = True) -> subprocess.Popen:
         """Stream ``clip`` in real time (looped, or once) as RTP to a relay socket; returns when its SDP is
         known."""
-        rtp, rtcp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM), socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        rtp, rtcp = (
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM),
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM),
+        )
         for sock in (rtp, rtcp):
             sock.bind(("127.0.0.1", 0))
             sock.settimeout(0.5)
             self._relays.append(sock)
         sdp = self.log_dir / f"interleaved-{mount}-{self.port}.sdp"
         sdp.unlink(missing_ok=True)
-        cmd = ["ffmpeg", "-v", "error", "-re", *(["-stream_loop", "-1"] if loop else []), "-i", str(clip),
-               "-c", "copy", "-f", "rtp", "-sdp_file", str(sdp),
-               f"rtp://127.0.0.1:{rtp.getsockname()[1]}?rtcpport={rtcp.getsockname()[1]}"]
+        cmd = [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-re",
+            *(["-stream_loop", "-1"] if loop else []),
+            "-i",
+            str(clip),
+            "-c",
+            "copy",
+            "-f",
+            "rtp",
+            "-sdp_file",
+            str(sdp),
+            f"rtp://127.0.0.1:{rtp.getsockname()[1]}?rtcpport={rtcp.getsockname()[1]}",
+        ]
         if not loop:
             with self._lock:
                 self._held[mount] = []
@@ -344,8 +399,12 @@ class InterleavedRtspServer:
                 buf = buf[body_len:]
                 method, target = lines[0].split()[:2]
                 status, extra, body = self._answer(method, target, headers)
-                reply = [f"RTSP/1.0 {status}", f"CSeq: {headers.get('cseq', '0')}", *extra,
-                         f"Content-Length: {len(body)}"]
+                reply = [
+                    f"RTSP/1.0 {status}",
+                    f"CSeq: {headers.get('cseq', '0')}",
+                    *extra,
+                    f"Content-Length: {len(body)}",
+                ]
                 with lock:
                     conn.sendall(("\r\n".join(reply) + "\r\n\r\n" + body).encode("latin-1"))
                 if method == "PLAY" and status.startswith("200") and player is None:
@@ -374,7 +433,11 @@ class InterleavedRtspServer:
             return "404 Not Found", [], ""
         session = ["Session: 4242;timeout=60"]
         if method == "DESCRIBE":
-            return "200 OK", [f"Content-Base: {self.url(mount)}/", "Content-Type: application/sdp"], self._sdp[mount]
+            return (
+                "200 OK",
+                [f"Content-Base: {self.url(mount)}/", "Content-Type: application/sdp"],
+                self._sdp[mount],
+            )
         if method == "SETUP":
             if "TCP" not in headers.get("transport", "").upper():
                 self.refused_udp += 1

@@ -1,4 +1,5 @@
 """Watchlist alerts: log lines and webhook POSTs (with retries and timeouts) to a receiver on loopback."""
+
 from __future__ import annotations
 
 import json
@@ -98,9 +99,18 @@ def test_webhook_receives_each_alert_once(receiver_factory):
         sink.on_track(*track("Joey", track_id=tid))
     sink.close()
     assert [b["track_id"] for b in rx.bodies] == [1, 2, 3]
-    assert rx.bodies[0] | {"sent_at": None} == {"camera": "cam1", "track_id": 1, "identity": "Joey", "identity_id": 7,
-                                                "score": 0.6, "threshold": 0.3, "first_s": 1.0, "last_s": 2.5,
-                                                "track_ended": True, "sent_at": None}
+    assert rx.bodies[0] | {"sent_at": None} == {
+        "camera": "cam1",
+        "track_id": 1,
+        "identity": "Joey",
+        "identity_id": 7,
+        "score": 0.6,
+        "threshold": 0.3,
+        "first_s": 1.0,
+        "last_s": 2.5,
+        "track_ended": True,
+        "sent_at": None,
+    }
     assert sink.webhooks[0].delivered == 3 and sink.webhooks[0].failed == 0
 
 
@@ -124,7 +134,10 @@ def test_webhook_client_error_is_not_retried(receiver_factory):
 def test_a_hanging_webhook_is_timed_out_and_does_not_block_the_pipeline(receiver_factory):
     slow = receiver_factory(delay=2.0)
     fast = receiver_factory()
-    hooks = (WebhookConfig(url=slow.url, timeout_s=0.3, retries=1, backoff_s=0.05), WebhookConfig(url=fast.url))
+    hooks = (
+        WebhookConfig(url=slow.url, timeout_s=0.3, retries=1, backoff_s=0.05),
+        WebhookConfig(url=fast.url),
+    )
     sink = WatchlistAlerts(AlertConfig(watchlist=("Joey",), webhooks=hooks))
     t0 = time.monotonic()
     sink.on_track(*track("Joey"))
@@ -137,6 +150,7 @@ def test_a_hanging_webhook_is_timed_out_and_does_not_block_the_pipeline(receiver
 
 def test_unreachable_webhook_fails_after_its_retries(caplog):
     from tests.live.rtsp import free_port
+
     hook = WebhookConfig(url=f"http://127.0.0.1:{free_port()}/hook", retries=2, backoff_s=0.01, timeout_s=1.0)
     sink = WatchlistAlerts(AlertConfig(watchlist=("Joey",), webhooks=(hook,)))
     with caplog.at_level(logging.WARNING, logger="pipeline.alerts"):

@@ -1,4 +1,5 @@
 """Per-camera health counters, the status line and the Prometheus endpoint on loopback."""
+
 from __future__ import annotations
 
 import httpx
@@ -82,8 +83,10 @@ def test_metrics_endpoint_serves_prometheus_text_on_loopback():
 def test_polled_camera_shows_the_latest_snapshot_and_a_failure_keeps_its_counters():
     reg = HealthRegistry()
     polled = reg.add_polled("remote")
-    assert reg.status_line().startswith("remote: connecting") and 'frames_in_total{camera="remote"} 0' in \
-        reg.prometheus_text()
+    assert (
+        reg.status_line().startswith("remote: connecting")
+        and 'frames_in_total{camera="remote"} 0' in reg.prometheus_text()
+    )
     clock = FakeClock()
     cam = CameraHealth("remote", clock=clock)
     cam.set_state("connected")

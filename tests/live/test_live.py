@@ -1,4 +1,5 @@
 """Live sources against a real RTSP server on loopback: attach, stall, wrong path, silence, restarts, drops."""
+
 from __future__ import annotations
 
 import random
@@ -14,8 +15,9 @@ from pipeline.live_config import CameraConfig, LiveConfig, ReconnectConfig
 
 def live_config(**kw) -> LiveConfig:
     reconnect = ReconnectConfig(**{"initial_s": 0.1, "max_s": 0.5, "jitter": 0.1, **kw.pop("reconnect", {})})
-    return LiveConfig(**{"transport": "udp", "open_timeout_s": 3.0, "read_timeout_s": 1.5, **kw},
-                      reconnect=reconnect)
+    return LiveConfig(
+        **{"transport": "udp", "open_timeout_s": 3.0, "read_timeout_s": 1.5, **kw}, reconnect=reconnect
+    )
 
 
 def wait_until(cond, timeout: float, step: float = 0.05) -> bool:
@@ -38,8 +40,9 @@ def drain(source: LiveSource, seconds: float) -> list:
     return frames
 
 
-@pytest.mark.parametrize("attempt, low, high", [(0, 0.9, 1.1), (1, 1.8, 2.2), (3, 7.2, 8.8), (10, 9.0, 10.0),
-                                                (500, 9.0, 10.0)])
+@pytest.mark.parametrize(
+    "attempt, low, high", [(0, 0.9, 1.1), (1, 1.8, 2.2), (3, 7.2, 8.8), (10, 9.0, 10.0), (500, 9.0, 10.0)]
+)
 def test_backoff_grows_is_capped_and_jittered(attempt, low, high):
     cfg = ReconnectConfig(initial_s=1.0, max_s=10.0, multiplier=2.0, jitter=0.1)
     rng = random.Random(7)
@@ -50,16 +53,20 @@ def test_backoff_grows_is_capped_and_jittered(attempt, low, high):
 
 def test_backoff_is_reproducible_with_a_seed():
     cfg = ReconnectConfig()
-    assert [backoff_delay(i, cfg, random.Random(3)) for i in range(5)] == \
-           [backoff_delay(i, cfg, random.Random(3)) for i in range(5)]
+    assert [backoff_delay(i, cfg, random.Random(3)) for i in range(5)] == [
+        backoff_delay(i, cfg, random.Random(3)) for i in range(5)
+    ]
 
 
-@pytest.mark.parametrize("url, transport, expected", [
-    ("rtsp://127.0.0.1/a", "tcp", {"rtsp_transport": "tcp", "timeout": "2500000"}),
-    ("RTSP://127.0.0.1/a", "udp", {"rtsp_transport": "udp", "timeout": "2500000"}),
-    ("rtsp://127.0.0.1/a", "auto", {"timeout": "2500000"}),
-    ("http://127.0.0.1/a.ts", "tcp", {"rw_timeout": "2500000"}),
-])
+@pytest.mark.parametrize(
+    "url, transport, expected",
+    [
+        ("rtsp://127.0.0.1/a", "tcp", {"rtsp_transport": "tcp", "timeout": "2500000"}),
+        ("RTSP://127.0.0.1/a", "udp", {"rtsp_transport": "udp", "timeout": "2500000"}),
+        ("rtsp://127.0.0.1/a", "auto", {"timeout": "2500000"}),
+        ("http://127.0.0.1/a.ts", "tcp", {"rw_timeout": "2500000"}),
+    ],
+)
 def test_open_options(url, transport, expected):
     assert av.library_versions["libavformat"][0] >= 59  # the FFmpeg linked by PyAV here
     assert rtsp_timeout_option() == "timeout"
@@ -87,7 +94,9 @@ def test_attaches_and_decodes(rtsp_server, stream_clip):
 def test_unreachable_camera_retries_then_gives_up_within_the_timeouts(kind, silent_server):
     port = silent_server.port if kind == "silent" else _closed_port()
     health = CameraHealth("dead")
-    cfg = live_config(open_timeout_s=1.0, read_timeout_s=1.0, reconnect={"max_attempts": 3, "initial_s": 0.05})
+    cfg = live_config(
+        open_timeout_s=1.0, read_timeout_s=1.0, reconnect={"max_attempts": 3, "initial_s": 0.05}
+    )
     t0 = time.monotonic()
     src = LiveSource(CameraConfig(name="dead", url=f"rtsp://127.0.0.1:{port}/cam"), cfg, health).start()
     assert src.join(3 * (1.0 + 1.0) + 6)  # three attempts of at most open + read timeout, waits, slack
@@ -102,6 +111,7 @@ def test_unreachable_camera_retries_then_gives_up_within_the_timeouts(kind, sile
 
 def _closed_port() -> int:
     from tests.live.rtsp import free_port
+
     return free_port()
 
 
@@ -109,8 +119,15 @@ def test_wrong_path_on_a_live_server_is_reported_per_camera(rtsp_server, stream_
     rtsp_server.publish("cam", stream_clip)
     registry = HealthRegistry()
     cfg = live_config(reconnect={"max_attempts": 2})
-    cams = LiveCameras([CameraConfig(name="good", url=rtsp_server.url("cam")),
-                        CameraConfig(name="typo", url=rtsp_server.url("nope"))], cfg, registry, seed=1).start()
+    cams = LiveCameras(
+        [
+            CameraConfig(name="good", url=rtsp_server.url("cam")),
+            CameraConfig(name="typo", url=rtsp_server.url("nope")),
+        ],
+        cfg,
+        registry,
+        seed=1,
+    ).start()
     try:
         assert wait_until(lambda: registry.cameras["typo"].state == "failed", 15)
         assert wait_until(lambda: registry.cameras["good"].frames_in > 10, 15)
@@ -152,8 +169,9 @@ def test_publisher_stall_is_a_disconnect_and_the_stream_recovers(rtsp_server, st
 def test_server_killed_and_restarted_three_times_reconnects_each_time(rtsp_server, stream_clip):
     rtsp_server.publish("cam", stream_clip)
     health = CameraHealth("cam")
-    src = LiveSource(CameraConfig(name="cam", url=rtsp_server.url("cam")), live_config(read_timeout_s=1.0),
-                     health).start()
+    src = LiveSource(
+        CameraConfig(name="cam", url=rtsp_server.url("cam")), live_config(read_timeout_s=1.0), health
+    ).start()
     try:
         assert wait_until(lambda: health.frames_in > 5, 20)
         for round_ in range(1, 4):
@@ -162,8 +180,9 @@ def test_server_killed_and_restarted_three_times_reconnects_each_time(rtsp_serve
             time.sleep(0.3)
             rtsp_server.start().publish("cam", stream_clip)
             seen = health.frames_in
-            assert wait_until(lambda r=round_, n=seen: health.reconnects == r and health.frames_in > n + 5, 20), \
-                (round_, health.snapshot())
+            assert wait_until(
+                lambda r=round_, n=seen: health.reconnects == r and health.frames_in > n + 5, 20
+            ), (round_, health.snapshot())
     finally:
         src.stop()
         assert src.join(5)
@@ -203,8 +222,15 @@ def test_a_camera_down_at_start_up_does_not_stop_the_others(rtsp_server, stream_
     rtsp_server.publish("cam", stream_clip)
     registry = HealthRegistry()
     cfg = live_config(open_timeout_s=1.0)
-    cams = LiveCameras([CameraConfig(name="down", url=f"rtsp://127.0.0.1:{silent_server.port}/x"),
-                        CameraConfig(name="up", url=rtsp_server.url("cam"))], cfg, registry, seed=2).start()
+    cams = LiveCameras(
+        [
+            CameraConfig(name="down", url=f"rtsp://127.0.0.1:{silent_server.port}/x"),
+            CameraConfig(name="up", url=rtsp_server.url("cam")),
+        ],
+        cfg,
+        registry,
+        seed=2,
+    ).start()
     got = []
     try:
         deadline = time.monotonic() + 4
@@ -222,8 +248,15 @@ def test_tcp_transport_is_interleaved_and_udp_is_refused_by_a_tcp_only_server(tc
     tcp_rtsp_server.publish("cam", stream_clip)
     registry = HealthRegistry()
     cfg = live_config(reconnect={"max_attempts": 1})
-    cams = LiveCameras([CameraConfig(name="tcp", url=tcp_rtsp_server.url("cam"), transport="tcp"),
-                        CameraConfig(name="udp", url=tcp_rtsp_server.url("cam"))], cfg, registry, seed=3).start()
+    cams = LiveCameras(
+        [
+            CameraConfig(name="tcp", url=tcp_rtsp_server.url("cam"), transport="tcp"),
+            CameraConfig(name="udp", url=tcp_rtsp_server.url("cam")),
+        ],
+        cfg,
+        registry,
+        seed=3,
+    ).start()
     got = []
     try:
         assert wait_until(lambda: registry.cameras["udp"].state == "failed", 10)
@@ -236,4 +269,6 @@ def test_tcp_transport_is_interleaved_and_udp_is_refused_by_a_tcp_only_server(tc
     tcp = registry.cameras["tcp"].snapshot()
     assert tcp.failures == 0 and tcp.frames_in > 30 and {f.source_id for f in got} == {"tcp"}
     assert got[0].image.shape == (360, 640, 3)
-    assert tcp_rtsp_server.sessions == 1 and tcp_rtsp_server.refused_udp == 1  # the transport reached the server
+    assert (
+        tcp_rtsp_server.sessions == 1 and tcp_rtsp_server.refused_udp == 1
+    )  # the transport reached the server

@@ -1,4 +1,5 @@
 """The live configuration section and the cameras file."""
+
 from __future__ import annotations
 
 import pytest
@@ -21,26 +22,32 @@ def test_defaults_bind_metrics_to_loopback_and_reconnect_forever():
     assert cfg.buffer_frames == 1 and cfg.transport == "tcp"
 
 
-@pytest.mark.parametrize("kw, fragment", [
-    ({"transport": "http"}, "transport"),
-    ({"read_timeout_s": 0}, "read_timeout_s"),
-    ({"bogus": 1}, "bogus"),
-    ({"reconnect": {"initial_s": 5, "max_s": 1}}, "max_s must be >= initial_s"),
-    ({"cameras": [{"name": "a", "url": "rtsp://x/1"}, {"name": "a", "url": "rtsp://x/2"}]}, "unique"),
-    ({"cameras": [{"name": "bad name", "url": "rtsp://x/1"}]}, "name"),
-    ({"alerts": {"webhooks": [{"url": "ftp://x"}]}}, "url"),
-])
+@pytest.mark.parametrize(
+    "kw, fragment",
+    [
+        ({"transport": "http"}, "transport"),
+        ({"read_timeout_s": 0}, "read_timeout_s"),
+        ({"bogus": 1}, "bogus"),
+        ({"reconnect": {"initial_s": 5, "max_s": 1}}, "max_s must be >= initial_s"),
+        ({"cameras": [{"name": "a", "url": "rtsp://x/1"}, {"name": "a", "url": "rtsp://x/2"}]}, "unique"),
+        ({"cameras": [{"name": "bad name", "url": "rtsp://x/1"}]}, "name"),
+        ({"alerts": {"webhooks": [{"url": "ftp://x"}]}}, "url"),
+    ],
+)
 def test_bad_values_are_refused(kw, fragment):
     with pytest.raises(ValidationError, match=fragment):
         LiveConfig(**kw)
 
 
-@pytest.mark.parametrize("url, index, name", [
-    ("rtsp://127.0.0.1:8554/lobby", 0, "cam0-lobby"),
-    ("rtsp://127.0.0.2/stream?channel=1", 3, "cam3-stream"),
-    ("rtsp://127.0.0.1:8554", 1, "cam1"),
-    ("rtsp://h/a b", 2, "cam2-a_b"),
-])
+@pytest.mark.parametrize(
+    "url, index, name",
+    [
+        ("rtsp://127.0.0.1:8554/lobby", 0, "cam0-lobby"),
+        ("rtsp://127.0.0.2/stream?channel=1", 3, "cam3-stream"),
+        ("rtsp://127.0.0.1:8554", 1, "cam1"),
+        ("rtsp://h/a b", 2, "cam2-a_b"),
+    ],
+)
 def test_names_from_urls(url, index, name):
     assert camera_name_from_url(url, index) == name
     CameraConfig(name=name, url=url)
@@ -52,20 +59,28 @@ def test_cameras_from_urls_are_numbered_in_order():
 
 def test_load_cameras(tmp_path):
     path = tmp_path / "cameras.yaml"
-    path.write_text("cameras:\n  - {name: gate, url: 'rtsp://127.0.0.1/gate', transport: udp}\n"
-                    "  - {name: lobby, url: 'rtsp://127.0.0.1/lobby', read_timeout_s: 2}\n")
+    path.write_text(
+        "cameras:\n  - {name: gate, url: 'rtsp://127.0.0.1/gate', transport: udp}\n"
+        "  - {name: lobby, url: 'rtsp://127.0.0.1/lobby', read_timeout_s: 2}\n"
+    )
     cams = load_cameras(path)
-    assert [(c.name, c.transport, c.read_timeout_s) for c in cams] == [("gate", "udp", None), ("lobby", None, 2.0)]
+    assert [(c.name, c.transport, c.read_timeout_s) for c in cams] == [
+        ("gate", "udp", None),
+        ("lobby", None, 2.0),
+    ]
 
 
-@pytest.mark.parametrize("text, fragment", [
-    (None, "not found"),
-    ("cameras: [", "not valid YAML"),
-    ("- a\n", "expected a mapping"),
-    ("cameras: []\n", "at least one camera"),
-    ("cameras:\n  - {name: a}\n", "cameras.0.url"),
-    ("cameras:\n  - {name: a, url: 'rtsp://h/a', fps: 3}\n", "cameras.0.fps"),
-])
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        (None, "not found"),
+        ("cameras: [", "not valid YAML"),
+        ("- a\n", "expected a mapping"),
+        ("cameras: []\n", "at least one camera"),
+        ("cameras:\n  - {name: a}\n", "cameras.0.url"),
+        ("cameras:\n  - {name: a, url: 'rtsp://h/a', fps: 3}\n", "cameras.0.fps"),
+    ],
+)
 def test_bad_cameras_files_raise_one_line(tmp_path, text, fragment):
     path = tmp_path / "cameras.yaml"
     if text is not None:

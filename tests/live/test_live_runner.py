@@ -1,5 +1,6 @@
 """``TrackMatching`` on scripted embed batches: watchlist alerts come from an open track's running template, at the
 first batch that matches, once per track and identity; the final match still reaches every sink once."""
+
 from __future__ import annotations
 
 import logging
@@ -69,8 +70,17 @@ def matching(watchlist=("Joey", "Monica"), threshold: float = 0.8, webhooks=()):
     matcher = Matcher(SimpleNamespace(threshold=None, top_k=3), gallery)
     alerts = WatchlistAlerts(AlertConfig(watchlist=watchlist, webhooks=webhooks))
     log = Recorder()
-    return TrackMatching(SimpleNamespace(aggregate=AggregateConfig()), OneHotEmbedder(), matcher, [alerts, log],
-                         lambda: 0.0), alerts, log
+    return (
+        TrackMatching(
+            SimpleNamespace(aggregate=AggregateConfig()),
+            OneHotEmbedder(),
+            matcher,
+            [alerts, log],
+            lambda: 0.0,
+        ),
+        alerts,
+        log,
+    )
 
 
 def test_alert_is_raised_at_the_first_matching_batch_once(caplog):
@@ -80,7 +90,9 @@ def test_alert_is_raised_at_the_first_matching_batch_once(caplog):
     with caplog.at_level(logging.WARNING, logger="pipeline.alerts"):
         tm.handle([TrackJob([crop(1, 1.0, 0)])], stats)  # Joey's first embedded crop
         assert alerts.raised == 1 and not log.tracks  # alerted while the track is open
-        assert "ALERT watchlist match: Joey on camera cam track 1" in caplog.text and "track open" in caplog.text
+        assert (
+            "ALERT watchlist match: Joey on camera cam track 1" in caplog.text and "track open" in caplog.text
+        )
         tm.handle([TrackJob([crop(1, 2.0, 0)])], stats)  # the template improves: still Joey, no new alert
         tm.handle([TrackJob(ends=[end(1, 0.9, 4.0, [crop(1, 3.0, 0)])])], stats)
     assert alerts.raised == 1 and caplog.text.count("ALERT") == 1
@@ -100,20 +112,28 @@ def test_alert_body_of_an_open_track_has_the_embedded_span(receiver_factory):  #
     alerts.close()
     assert len(rx.bodies) == 1
     body = rx.bodies[0]
-    assert (body["track_id"], body["identity"], body["first_s"], body["last_s"], body["track_ended"]) == \
-        (4, "Joey", 1.0, 1.5, False)
+    assert (body["track_id"], body["identity"], body["first_s"], body["last_s"], body["track_ended"]) == (
+        4,
+        "Joey",
+        1.0,
+        1.5,
+        False,
+    )
 
 
-@pytest.mark.parametrize("batches, pooled, expected", [
-    # unknown at first (a crop between Joey and Ross), Joey once Joey's crops outweigh it
-    ([[3], [0], [0, 0]], [0, 0, 0], [("Joey", False)]),
-    # Joey, then Monica outweighs Joey, then Joey again at the end: one alert per identity
-    ([[0], [2, 2, 2]], [0, 0, 0], [("Joey", False), ("Monica", False)]),
-    # Ross is matched but not watched: no alert
-    ([[1], [1]], [1], []),
-    # only the pooled crops at the end make it Joey: the alert comes with the final match
-    ([[3]], [0, 0, 0], [("Joey", True)]),
-])
+@pytest.mark.parametrize(
+    "batches, pooled, expected",
+    [
+        # unknown at first (a crop between Joey and Ross), Joey once Joey's crops outweigh it
+        ([[3], [0], [0, 0]], [0, 0, 0], [("Joey", False)]),
+        # Joey, then Monica outweighs Joey, then Joey again at the end: one alert per identity
+        ([[0], [2, 2, 2]], [0, 0, 0], [("Joey", False), ("Monica", False)]),
+        # Ross is matched but not watched: no alert
+        ([[1], [1]], [1], []),
+        # only the pooled crops at the end make it Joey: the alert comes with the final match
+        ([[3]], [0, 0, 0], [("Joey", True)]),
+    ],
+)
 def test_alerts_follow_the_running_template(batches, pooled, expected):
     tm, alerts, _ = matching(threshold=0.75)
     raised = []
@@ -121,7 +141,9 @@ def test_alerts_follow_the_running_template(batches, pooled, expected):
     stats = RunStats()
     for i, whos in enumerate(batches):
         tm.handle([TrackJob([crop(7, i + j / 10, w) for j, w in enumerate(whos)])], stats)
-    tm.handle([TrackJob(ends=[end(7, 0.0, 9.0, [crop(7, 8.0 + j / 10, w) for j, w in enumerate(pooled)])])], stats)
+    tm.handle(
+        [TrackJob(ends=[end(7, 0.0, 9.0, [crop(7, 8.0 + j / 10, w) for j, w in enumerate(pooled)])])], stats
+    )
     alerts.close()
     assert [(a["identity"], a["track_ended"]) for a in raised] == expected
 
@@ -132,10 +154,18 @@ def test_tracks_are_alerted_apart_and_a_track_ending_in_the_same_batch_is_matche
     alerts.webhooks = [SimpleNamespace(submit=raised.append, close=lambda: None)]
     stats = RunStats()
     # two cameras, same track id: separate tracks; track 2 gets crops and ends in one group
-    tm.handle([TrackJob([crop(1, 1.0, 0, "a"), crop(1, 1.0, 0, "b")]),
-               TrackJob([crop(2, 1.0, 2, "a")], ends=[end(2, 0.5, 1.0, source="a")])], stats)
-    assert sorted((a["camera"], a["track_id"], a["track_ended"]) for a in raised) == \
-        [("a", 1, False), ("a", 2, True), ("b", 1, False)]
+    tm.handle(
+        [
+            TrackJob([crop(1, 1.0, 0, "a"), crop(1, 1.0, 0, "b")]),
+            TrackJob([crop(2, 1.0, 2, "a")], ends=[end(2, 0.5, 1.0, source="a")]),
+        ],
+        stats,
+    )
+    assert sorted((a["camera"], a["track_id"], a["track_ended"]) for a in raised) == [
+        ("a", 1, False),
+        ("a", 2, True),
+        ("b", 1, False),
+    ]
     assert stats.progress_matches == 2 and [(t.source_id, t.track_id) for t, _ in log.tracks] == [("a", 2)]
 
 

@@ -1,6 +1,7 @@
 """The Ray engine on a local Ray instance started by the test: two recorded cameras processed frame by frame
 give the single-process match log; a camera actor killed mid-run has its run marked failed while the other
 camera goes on; the driver serves the actors' health as metrics; SIGTERM stops the command cleanly."""
+
 from __future__ import annotations
 
 import shutil
@@ -32,8 +33,9 @@ ray = pytest.importorskip("ray", reason="the Ray engine needs the ray package (p
 from pipeline.ray_engine import InOrder, run_ray  # noqa: E402 (after the skip)
 
 # every frame of the clip, in order, with the stream's own timestamps: the same input for both engines
-RECORDED = LiveConfig(buffer_frames=8, drop_frames=False, timestamps="stream",
-                      reconnect=ReconnectConfig(max_attempts=1))
+RECORDED = LiveConfig(
+    buffer_frames=8, drop_frames=False, timestamps="stream", reconnect=ReconnectConfig(max_attempts=1)
+)
 
 
 def copy_db(url: str, tmp_path, name: str) -> str:
@@ -44,12 +46,36 @@ def copy_db(url: str, tmp_path, name: str) -> str:
 
 def match_log(url: str) -> list[tuple]:
     with Gallery.open(url) as gallery, gallery.db.session() as s:
-        rows = s.execute(select(Source.name, Track.track_id, Track.start_time, Track.end_time, Track.frames,
-                                Track.crops_embedded, MatchEvent.decision, Identity.name, MatchEvent.score)
-                         .join(Source, Track.source_id == Source.id).join(MatchEvent, MatchEvent.track_pk == Track.id)
-                         .outerjoin(Identity, MatchEvent.identity_id == Identity.id)).all()
-    return sorted((r[0], r[1], round(r[2], 3), round(r[3], 3), r[4], r[5], r[6], r[7],
-                   None if r[8] is None else round(r[8], 3)) for r in rows)
+        rows = s.execute(
+            select(
+                Source.name,
+                Track.track_id,
+                Track.start_time,
+                Track.end_time,
+                Track.frames,
+                Track.crops_embedded,
+                MatchEvent.decision,
+                Identity.name,
+                MatchEvent.score,
+            )
+            .join(Source, Track.source_id == Source.id)
+            .join(MatchEvent, MatchEvent.track_pk == Track.id)
+            .outerjoin(Identity, MatchEvent.identity_id == Identity.id)
+        ).all()
+    return sorted(
+        (
+            r[0],
+            r[1],
+            round(r[2], 3),
+            round(r[3], 3),
+            r[4],
+            r[5],
+            r[6],
+            r[7],
+            None if r[8] is None else round(r[8], 3),
+        )
+        for r in rows
+    )
 
 
 @pytest.mark.slow
@@ -60,8 +86,15 @@ def test_ray_run_gives_the_single_process_match_log(stream_clip, gallery_db, app
     registry = HealthRegistry()
     with build(app_config, db_url=local_db) as system:
         sink = system.match_log([LoggedSource(c.name, "camera", c.url) for c in cams], batch_size=1)
-        runner = LiveRunner(app_config, system.detector, system.embedder, system.matcher(), [sink],
-                            LiveCameras(cams, RECORDED, registry), registry)
+        runner = LiveRunner(
+            app_config,
+            system.detector,
+            system.embedder,
+            system.matcher(),
+            [sink],
+            LiveCameras(cams, RECORDED, registry),
+            registry,
+        )
         local = runner.run(threading.Event(), duration_s=120)
         sink.close()
 
@@ -83,15 +116,37 @@ def test_stream_on_ray_stops_cleanly_on_sigterm(rtsp_server, stream_clip, galler
     live.write_text("transport: udp\n")
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "run_pipeline.py", "stream", "--engine", "ray", rtsp_server.url("a"), "--db", db,
-         "--config", str(CONFIG), "--live-config", str(live), "--metrics-port", str(port)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "run_pipeline.py",
+            "stream",
+            "--engine",
+            "ray",
+            rtsp_server.url("a"),
+            "--db",
+            db,
+            "--config",
+            str(CONFIG),
+            "--live-config",
+            str(live),
+            "--metrics-port",
+            str(port),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     metrics = ""
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None and not runs(db):
             time.sleep(1.0)  # until the embedding service has opened the match log
-        while time.monotonic() < deadline and proc.poll() is None and 'connected{camera="cam0-a"} 1' not in metrics:
+        while (
+            time.monotonic() < deadline
+            and proc.poll() is None
+            and 'connected{camera="cam0-a"} 1' not in metrics
+        ):
             time.sleep(1.0)  # the driver serves the camera actor's polled health
             try:
                 metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
@@ -114,36 +169,60 @@ def test_stream_on_ray_stops_cleanly_on_sigterm(rtsp_server, stream_clip, galler
 
 def metric(text: str, name: str, camera: str) -> float:
     prefix = f'{name}{{camera="{camera}"}} '
-    return float(next(line for line in text.splitlines() if line.startswith(prefix))[len(prefix):])
+    return float(next(line for line in text.splitlines() if line.startswith(prefix))[len(prefix) :])
 
 
 @pytest.fixture
 def local_ray():
     """A local Ray instance of the test (``run_ray`` then uses it and leaves it running)."""
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING",
-             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        logging_level="WARNING",
+        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
+    )
     yield
     ray.shutdown()
 
 
 @pytest.mark.slow
 def test_a_killed_camera_actor_fails_its_run_and_the_other_camera_goes_on(
-        local_ray, rtsp_server, stream_clip, gallery_db, app_config, tmp_path):  # noqa: F811
+    local_ray,
+    rtsp_server,
+    stream_clip,
+    gallery_db,  # noqa: F811
+    app_config,  # noqa: F811
+    tmp_path,
+):
     for mount in ("l", "r"):
         rtsp_server.publish(mount, stream_clip)
     db = copy_db(gallery_db, tmp_path, "crash")
-    cams = [CameraConfig(name="left", url=rtsp_server.url("l")), CameraConfig(name="right", url=rtsp_server.url("r"))]
+    cams = [
+        CameraConfig(name="left", url=rtsp_server.url("l")),
+        CameraConfig(name="right", url=rtsp_server.url("r")),
+    ]
     live = LiveConfig(transport="udp", read_timeout_s=2.0)
     registry = HealthRegistry()
     stop = threading.Event()
     result = {}
-    thread = threading.Thread(target=lambda: result.update(run_ray(app_config, live, cams, db, stop,
-                                                                    registry=registry, poll_s=0.5)), daemon=True)
+    thread = threading.Thread(
+        target=lambda: result.update(
+            run_ray(app_config, live, cams, db, stop, registry=registry, poll_s=0.5)
+        ),
+        daemon=True,
+    )
     thread.start()
-    left, right = (lambda: registry.cameras["left"].snapshot()), (lambda: registry.cameras["right"].snapshot())
+    left, right = (
+        (lambda: registry.cameras["left"].snapshot()),
+        (lambda: registry.cameras["right"].snapshot()),
+    )
     try:
-        assert wait_for(lambda: "left" in registry.cameras and left().frames_processed > 20
-                        and right().frames_processed > 20, 120), registry.status_line()
+        assert wait_for(
+            lambda: (
+                "left" in registry.cameras and left().frames_processed > 20 and right().frames_processed > 20
+            ),
+            120,
+        ), registry.status_line()
         text = registry.prometheus_text()  # the driver's view of both actors
         assert metric(text, "facemoe_camera_connected", "left") == 1
         assert metric(text, "facemoe_camera_connected", "right") == 1
@@ -193,13 +272,16 @@ def test_jobs_are_queued_in_the_cameras_order_whatever_order_they_arrive_in(orde
     queued = []
     jobs = {(cam, i): TrackJob(after=lambda: None) for cam in ("a", "b") for i in range(4)}
     sink = InOrder(queued.append)
-    threads = [threading.Thread(target=sink.submit, args=(cam, i, jobs[cam, i]))
-               for i in order for cam in ("a", "b")]
+    threads = [
+        threading.Thread(target=sink.submit, args=(cam, i, jobs[cam, i])) for i in order for cam in ("a", "b")
+    ]
     for t in threads:
         t.start()
     for t in threads:
         t.join(5)
     for cam in ("a", "b"):
-        assert [q for q in queued if any(q is jobs[cam, i] for i in range(4))] == [jobs[cam, i] for i in range(4)]
+        assert [q for q in queued if any(q is jobs[cam, i] for i in range(4))] == [
+            jobs[cam, i] for i in range(4)
+        ]
     with pytest.raises(ValueError, match="job 2 expected once"):
         sink.submit("a", 2, TrackJob())

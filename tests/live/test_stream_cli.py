@@ -1,5 +1,6 @@
 """The ``stream`` command and the live runner on real RTSP streams of the friends clip, matched against the
 friends gallery enrolled in SQLite: two cameras, server restarts, SIGTERM shutdown, bad usage."""
+
 from __future__ import annotations
 
 import json
@@ -51,10 +52,17 @@ def gallery_db(tmp_path_factory, app_config):
 def log_rows(url: str) -> dict:
     with Gallery.open(url) as gallery, gallery.db.session() as s:
         runs = {name: status for name, status in s.execute(select(Source.name, Run.status).join(Run))}
-        tracks = s.execute(select(Source.name, Track.track_id, Track.start_time, Track.end_time).join(
-            Source, Track.source_id == Source.id)).all()
-        matched = s.execute(select(Source.name, Identity.name).select_from(MatchEvent).join(
-            Identity, MatchEvent.identity_id == Identity.id).join(Source, MatchEvent.source_id == Source.id)).all()
+        tracks = s.execute(
+            select(Source.name, Track.track_id, Track.start_time, Track.end_time).join(
+                Source, Track.source_id == Source.id
+            )
+        ).all()
+        matched = s.execute(
+            select(Source.name, Identity.name)
+            .select_from(MatchEvent)
+            .join(Identity, MatchEvent.identity_id == Identity.id)
+            .join(Source, MatchEvent.source_id == Source.id)
+        ).all()
         events = s.scalar(select(func.count()).select_from(MatchEvent))
     return {"runs": runs, "tracks": tracks, "matched": matched, "events": events}
 
@@ -65,14 +73,35 @@ def test_stream_two_cameras_and_sigterm_flushes_everything(rtsp_server, stream_c
     hook = Receiver()
     port = free_port()
     live = tmp_path / "live.yaml"
-    live.write_text("transport: udp\nread_timeout_s: 2\nhealth: {status_interval_s: 2}\n"
-                    f"alerts: {{watchlist: [Joey, Rachel, Chandler], webhooks: [{{url: '{hook.url}'}}]}}\n")
+    live.write_text(
+        "transport: udp\nread_timeout_s: 2\nhealth: {status_interval_s: 2}\n"
+        f"alerts: {{watchlist: [Joey, Rachel, Chandler], webhooks: [{{url: '{hook.url}'}}]}}\n"
+    )
     cameras = tmp_path / "cameras.yaml"
     cameras.write_text(f"cameras:\n  - {{name: gate, url: '{rtsp_server.url('b')}'}}\n")
     proc = subprocess.Popen(
-        [sys.executable, "run_pipeline.py", "-v", "stream", rtsp_server.url("a"), "--cameras", str(cameras),
-         "--config", str(CONFIG), "--live-config", str(live), "--db", gallery_db, "--metrics-port", str(port)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "run_pipeline.py",
+            "-v",
+            "stream",
+            rtsp_server.url("a"),
+            "--cameras",
+            str(cameras),
+            "--config",
+            str(CONFIG),
+            "--live-config",
+            str(live),
+            "--db",
+            gallery_db,
+            "--metrics-port",
+            str(port),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     metrics = ""
     try:
         deadline = time.monotonic() + 120
@@ -111,24 +140,33 @@ def test_stream_two_cameras_and_sigterm_flushes_everything(rtsp_server, stream_c
 def matched_tracks(url: str) -> list[tuple[str, int, str]]:
     """(camera, track id, identity) of every track whose final decision is a match."""
     with Gallery.open(url) as gallery, gallery.db.session() as s:
-        return s.execute(select(Source.name, Track.track_id, Identity.name).select_from(MatchEvent)
-                         .join(Track, MatchEvent.track_pk == Track.id).join(Source, Track.source_id == Source.id)
-                         .join(Identity, MatchEvent.identity_id == Identity.id)
-                         .where(MatchEvent.decision == "match")).all()
+        return s.execute(
+            select(Source.name, Track.track_id, Identity.name)
+            .select_from(MatchEvent)
+            .join(Track, MatchEvent.track_pk == Track.id)
+            .join(Source, Track.source_id == Source.id)
+            .join(Identity, MatchEvent.identity_id == Identity.id)
+            .where(MatchEvent.decision == "match")
+        ).all()
 
 
 @pytest.mark.slow
 def test_live_runner_survives_three_server_restarts(rtsp_server, stream_clip, gallery_db, app_config):
     rtsp_server.publish("cam", stream_clip)
-    cfg = LiveConfig(transport="udp", read_timeout_s=1.0, open_timeout_s=3.0,
-                     reconnect=ReconnectConfig(initial_s=0.1, max_s=0.5))
+    cfg = LiveConfig(
+        transport="udp",
+        read_timeout_s=1.0,
+        open_timeout_s=3.0,
+        reconnect=ReconnectConfig(initial_s=0.1, max_s=0.5),
+    )
     cams = [CameraConfig(name="door", url=rtsp_server.url("cam"))]
     registry = HealthRegistry()
     cameras = LiveCameras(cams, cfg, registry, seed=0)
     with build(app_config, db_url=gallery_db) as system:
         sink = system.match_log([LoggedSource(c.name, "camera", c.url) for c in cams], batch_size=1)
-        runner = LiveRunner(app_config, system.detector, system.embedder, system.matcher(), [sink], cameras,
-                            registry)
+        runner = LiveRunner(
+            app_config, system.detector, system.embedder, system.matcher(), [sink], cameras, registry
+        )
         stop = threading.Event()
         result = {}
         thread = threading.Thread(target=lambda: result.update(stats=runner.run(stop)), daemon=True)
@@ -144,7 +182,9 @@ def test_live_runner_survives_three_server_restarts(rtsp_server, stream_clip, ga
                 rtsp_server.start().publish("cam", stream_clip)
                 last_restart = cameras.now()
                 done = health.frames_processed
-                assert _wait(lambda r=round_, n=done: health.reconnects == r and health.frames_processed > n + 20, 20)
+                assert _wait(
+                    lambda r=round_, n=done: health.reconnects == r and health.frames_processed > n + 20, 20
+                )
         finally:
             stop.set()
             thread.join(60)
@@ -182,10 +222,13 @@ def test_watchlist_alert_arrives_while_the_track_is_open(rtsp_server, stream_cli
     registry = HealthRegistry()
     cameras = LiveCameras(cams, LiveConfig(transport="udp", read_timeout_s=2.0), registry, seed=0)
     ends = EndTimes()
-    alerts = WatchlistAlerts(AlertConfig(watchlist=tuple(sorted(FRIENDS)), webhooks=(WebhookConfig(url=hook.url),)))
+    alerts = WatchlistAlerts(
+        AlertConfig(watchlist=tuple(sorted(FRIENDS)), webhooks=(WebhookConfig(url=hook.url),))
+    )
     with build(app_config, db_url=gallery_db) as system:
-        runner = LiveRunner(app_config, system.detector, system.embedder, system.matcher(), [alerts, ends],
-                            cameras, registry)
+        runner = LiveRunner(
+            app_config, system.detector, system.embedder, system.matcher(), [alerts, ends], cameras, registry
+        )
         try:
             stats = runner.run(threading.Event(), duration_s=14)
         finally:
@@ -211,17 +254,24 @@ def test_watchlist_alert_arrives_while_the_track_is_open(rtsp_server, stream_cli
 
 
 @pytest.mark.slow
-def test_live_runner_over_rtsp_tcp_tracks_and_reconnects(tcp_rtsp_server, stream_clip, gallery_db, app_config):
+def test_live_runner_over_rtsp_tcp_tracks_and_reconnects(
+    tcp_rtsp_server, stream_clip, gallery_db, app_config
+):
     tcp_rtsp_server.publish("cam", stream_clip)
     cams = [CameraConfig(name="tcp", url=tcp_rtsp_server.url("cam"))]
-    cfg = LiveConfig(transport="tcp", read_timeout_s=1.5, open_timeout_s=3.0,
-                     reconnect=ReconnectConfig(initial_s=0.1, max_s=0.5))
+    cfg = LiveConfig(
+        transport="tcp",
+        read_timeout_s=1.5,
+        open_timeout_s=3.0,
+        reconnect=ReconnectConfig(initial_s=0.1, max_s=0.5),
+    )
     registry = HealthRegistry()
     cameras = LiveCameras(cams, cfg, registry, seed=0)
     ends = EndTimes()
     with build(app_config, db_url=gallery_db) as system:
-        runner = LiveRunner(app_config, system.detector, system.embedder, system.matcher(), [ends], cameras,
-                            registry)
+        runner = LiveRunner(
+            app_config, system.detector, system.embedder, system.matcher(), [ends], cameras, registry
+        )
         stop = threading.Event()
         result = {}
         thread = threading.Thread(target=lambda: result.update(stats=runner.run(stop)), daemon=True)
@@ -242,7 +292,9 @@ def test_live_runner_over_rtsp_tcp_tracks_and_reconnects(tcp_rtsp_server, stream
             thread.join(60)
     assert not thread.is_alive() and "stats" in result
     spans = [(t.first_timestamp, t.last_timestamp) for t, _, _ in ends.ended.values()]
-    assert any(last < dropped_at for _, last in spans) and any(first > dropped_at for first, _ in spans), spans
+    assert any(last < dropped_at for _, last in spans) and any(first > dropped_at for first, _ in spans), (
+        spans
+    )
     assert {r.identity.name for _, r, _ in ends.ended.values() if r.identity} & FRIENDS
     assert result["stats"].closed_at_loss >= 1 and tcp_rtsp_server.sessions == 2
 
@@ -256,15 +308,27 @@ def _wait(cond, timeout: float) -> bool:
     return cond()
 
 
-@pytest.mark.parametrize("argv, fragment", [
-    (["stream", "--gallery", "g"], "expected camera URLs"),
-    (["stream", "rtsp://127.0.0.1/a", "--gallery", "g", "--duration", "0"], "--duration"),
-    (["stream", "rtsp://127.0.0.1/a", "--gallery", "g", "--cameras", "missing.yaml"], "cameras file not found"),
-    (["stream", "rtsp://127.0.0.1/a", "--gallery", "g", "--live-config", "missing.yaml"], "live config file"),
-    (["stream", "rtsp://127.0.0.1/a", "--gallery", "g", "--engine", "ray"], "expected --db URL"),
-    (["stream", "rtsp://127.0.0.1/a", "--gallery", "g", "--address", "127.0.0.1:6379"], "--address is for"),
-    (["stream", "rtsp://127.0.0.1/a"], "expected --db URL or --gallery DIR"),
-])
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["stream", "--gallery", "g"], "expected camera URLs"),
+        (["stream", "rtsp://127.0.0.1/a", "--gallery", "g", "--duration", "0"], "--duration"),
+        (
+            ["stream", "rtsp://127.0.0.1/a", "--gallery", "g", "--cameras", "missing.yaml"],
+            "cameras file not found",
+        ),
+        (
+            ["stream", "rtsp://127.0.0.1/a", "--gallery", "g", "--live-config", "missing.yaml"],
+            "live config file",
+        ),
+        (["stream", "rtsp://127.0.0.1/a", "--gallery", "g", "--engine", "ray"], "expected --db URL"),
+        (
+            ["stream", "rtsp://127.0.0.1/a", "--gallery", "g", "--address", "127.0.0.1:6379"],
+            "--address is for",
+        ),
+        (["stream", "rtsp://127.0.0.1/a"], "expected --db URL or --gallery DIR"),
+    ],
+)
 def test_bad_usage_is_one_line_and_exit_2(argv, fragment, capsys, monkeypatch, tmp_path):
     monkeypatch.chdir(ROOT)
     assert main(argv + ["--config", str(CONFIG)]) == 2
@@ -278,8 +342,20 @@ def test_gallery_with_db_enrolls_into_the_db_once(tmp_path, capsys):
     db = f"sqlite:///{tmp_path / 'g.db'}"
     live = tmp_path / "live.yaml"
     live.write_text("open_timeout_s: 1\nreconnect: {initial_s: 0.1, max_s: 0.2}\n")
-    argv = ["stream", f"rtsp://127.0.0.1:{free_port()}/a", "--db", db, "--gallery", str(require(FRIENDS_GALLERY)),
-            "--config", str(CONFIG), "--live-config", str(live), "--duration", "1"]
+    argv = [
+        "stream",
+        f"rtsp://127.0.0.1:{free_port()}/a",
+        "--db",
+        db,
+        "--gallery",
+        str(require(FRIENDS_GALLERY)),
+        "--config",
+        str(CONFIG),
+        "--live-config",
+        str(live),
+        "--duration",
+        "1",
+    ]
     for _ in range(2):
         assert main(argv) == 0, capsys.readouterr().err
     with Gallery.open(db) as gallery, gallery.db.session() as s:
@@ -289,20 +365,52 @@ def test_gallery_with_db_enrolls_into_the_db_once(tmp_path, capsys):
     assert runs == [("cam0-a", "finished")] * 2
 
 
-def test_stream_matches_the_people_the_file_pipeline_finds(rtsp_server, stream_clip, tmp_path, capsys,
-                                                           monkeypatch):
+def test_stream_matches_the_people_the_file_pipeline_finds(
+    rtsp_server, stream_clip, tmp_path, capsys, monkeypatch
+):
     monkeypatch.chdir(ROOT)
     gallery = str(require(ASSETS / "images" / "friends_gallery"))
     out = tmp_path / "file.json"
-    assert main(["process", str(stream_clip), "--gallery", gallery, "--config", str(CONFIG), "--json", str(out),
-                 "--no-progress", "--db", f"sqlite:///{tmp_path / 'file.db'}"]) == 0
+    assert (
+        main(
+            [
+                "process",
+                str(stream_clip),
+                "--gallery",
+                gallery,
+                "--config",
+                str(CONFIG),
+                "--json",
+                str(out),
+                "--no-progress",
+                "--db",
+                f"sqlite:///{tmp_path / 'file.db'}",
+            ]
+        )
+        == 0
+    )
     in_file = {t["identity"] for t in json.loads(out.read_text())["tracks"] if t["decision"] == "match"}
     rtsp_server.publish("cam", stream_clip)
     live = tmp_path / "live.yaml"
     live.write_text("transport: udp\nread_timeout_s: 2\n")
     capsys.readouterr()
-    assert main(["stream", rtsp_server.url("cam"), "--gallery", gallery, "--config", str(CONFIG),
-                 "--live-config", str(live), "--duration", "12"]) == 0
+    assert (
+        main(
+            [
+                "stream",
+                rtsp_server.url("cam"),
+                "--gallery",
+                gallery,
+                "--config",
+                str(CONFIG),
+                "--live-config",
+                str(live),
+                "--duration",
+                "12",
+            ]
+        )
+        == 0
+    )
     lines = [line.split() for line in capsys.readouterr().out.splitlines() if " track " in line]
     live_ids = {parts[-2] for parts in lines if parts[-1] != "unknown"}
     assert in_file <= FRIENDS and live_ids, (in_file, lines)

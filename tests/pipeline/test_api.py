@@ -1,4 +1,5 @@
 """The Python API (pipeline.api.FaceRecognition) on the shared assets, and one embedder_id whatever the door."""
+
 from __future__ import annotations
 
 import cv2
@@ -57,7 +58,9 @@ def test_recognize_without_a_face_is_empty(api_db, tmp_path, image):
         assert fr.recognize(image) == []
 
 
-@pytest.mark.parametrize("image,message", [(np.zeros((8, 8), np.uint8), "HxWx3"), ("missing.jpg", "readable")])
+@pytest.mark.parametrize(
+    "image,message", [(np.zeros((8, 8), np.uint8), "HxWx3"), ("missing.jpg", "readable")]
+)
 def test_recognize_bad_input(api_db, tmp_path, image, message):
     with FaceRecognition(TEST_CONFIG, db=api_db) as fr, pytest.raises(InputError, match=message):
         fr.recognize(tmp_path / image if isinstance(image, str) else image)
@@ -80,7 +83,20 @@ def test_one_embedder_id_for_enroll_process_and_the_api(api_db, tmp_path):
     processed = f"sqlite:///{tmp_path / 'process.db'}"
     common = ["--config", str(TEST_CONFIG)] + [a for o in SHORT for a in ("--set", o)]
     assert run_pipeline.main(["enroll", "--db", enrolled, "--dir", str(require(GALLERY)), *common]) == 0
-    assert run_pipeline.main(["process", str(require(FRIENDS)), "--gallery", str(require(GALLERY)),
-                              "--db", processed, "--no-progress", *common]) == 0
+    assert (
+        run_pipeline.main(
+            [
+                "process",
+                str(require(FRIENDS)),
+                "--gallery",
+                str(require(GALLERY)),
+                "--db",
+                processed,
+                "--no-progress",
+                *common,
+            ]
+        )
+        == 0
+    )
     ids = [_embedder_ids(url) for url in (enrolled, processed, api_db)]
     assert all(len(i) == 1 for i in ids) and ids[0] == ids[1] == ids[2], ids

@@ -1,5 +1,6 @@
 """Every command builds through pipeline.build and honours the config's gallery section (thumbnail folder,
 threshold and index settings), whatever the door."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,8 +32,11 @@ def setup(tmp_path):
     data["detect"]["model"], data["embed"]["model"] = cfg.detect.model, cfg.embed.model  # absolute
     data["match"]["threshold"] = None
     thumbs = tmp_path / "thumbs"
-    data["gallery"] = {"thumbnails_dir": str(thumbs), "threshold": {"override": OVERRIDE},
-                       "index": {"hnsw_above": HNSW_ABOVE, "hnsw_m": 8}}
+    data["gallery"] = {
+        "thumbnails_dir": str(thumbs),
+        "threshold": {"override": OVERRIDE},
+        "index": {"hnsw_above": HNSW_ABOVE, "hnsw_m": 8},
+    }
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(data))
     url = f"sqlite:///{tmp_path / 'g.db'}"
@@ -58,10 +62,36 @@ def opened(monkeypatch):
 COMMANDS = {
     "process": (["process", str(FRIENDS), "--gallery", str(GALLERY), "--no-progress", *SHORT], True, 0),
     "enroll": (["enroll", "--dir", str(GALLERY)], True, 0),
-    "stream": (["stream", "rtsp://127.0.0.1:9/nothing", "--gallery", str(GALLERY), "--duration", "3",
-                "--set", "live.reconnect.max_attempts=1", "--set", "live.open_timeout_s=1"], True, 1),
-    "eval video": (["eval", "video", str(FRIENDS), "--ground-truth", str(GROUND_TRUTH), "--gallery", str(GALLERY),
-                    *SHORT], False, 0),
+    "stream": (
+        [
+            "stream",
+            "rtsp://127.0.0.1:9/nothing",
+            "--gallery",
+            str(GALLERY),
+            "--duration",
+            "3",
+            "--set",
+            "live.reconnect.max_attempts=1",
+            "--set",
+            "live.open_timeout_s=1",
+        ],
+        True,
+        1,
+    ),
+    "eval video": (
+        [
+            "eval",
+            "video",
+            str(FRIENDS),
+            "--ground-truth",
+            str(GROUND_TRUTH),
+            "--gallery",
+            str(GALLERY),
+            *SHORT,
+        ],
+        False,
+        0,
+    ),
     "query": (["query", "tracks"], True, 0),
     "serve": (["serve"], True, 0),
     "purge": (["purge", "--older-than", "0"], True, 0),
@@ -87,8 +117,18 @@ def test_every_command_honours_the_gallery_section(command, setup, opened, capsy
 @pytest.mark.slow
 def test_process_writes_thumbnails_and_threshold_of_the_section(setup, capsys):
     config, url, thumbs = setup
-    argv = ["process", str(require(FRIENDS)), "--gallery", str(require(GALLERY)), "--no-progress", *SHORT,
-            "--config", str(config), "--db", url]
+    argv = [
+        "process",
+        str(require(FRIENDS)),
+        "--gallery",
+        str(require(GALLERY)),
+        "--no-progress",
+        *SHORT,
+        "--config",
+        str(config),
+        "--db",
+        url,
+    ]
     assert run_pipeline.main(argv) == 0, capsys.readouterr().err
     with Gallery.open(url) as gallery, gallery.db.session() as s:
         tracks = s.scalars(select(Track)).all()

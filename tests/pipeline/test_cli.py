@@ -1,4 +1,5 @@
 """The ``process`` command through run_pipeline.main: exit codes, one-line errors, outputs."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,9 @@ def db_url(tmp_path):
 @pytest.fixture
 def process(db_url):
     """``process(*args)`` runs the command on the offline test config with a database of the test's own."""
-    return lambda *args: run_pipeline.main(["process", *args, "--config", TEST_CONFIG, "--no-progress",
-                                            "--db", db_url])
+    return lambda *args: run_pipeline.main(
+        ["process", *args, "--config", TEST_CONFIG, "--no-progress", "--db", db_url]
+    )
 
 
 def _one_error_line(capsys) -> str:
@@ -101,9 +103,21 @@ def test_truncated_with_index_first_is_processed_and_reported(process, capsys, t
     data = require(CCTV).read_bytes()
     (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])
     out = tmp_path / "r.json"
-    code = process(str(tmp_path / "cut.mp4"), "--json", str(out), "--set", "source.stride=3",
-                    "--set", "detect.input_size=[640, 384]", "--set", "detect.score_threshold=0.4",
-                    "--set", "track.high_threshold=0.5", "--set", "track.new_track_threshold=0.5")
+    code = process(
+        str(tmp_path / "cut.mp4"),
+        "--json",
+        str(out),
+        "--set",
+        "source.stride=3",
+        "--set",
+        "detect.input_size=[640, 384]",
+        "--set",
+        "detect.score_threshold=0.4",
+        "--set",
+        "track.high_threshold=0.5",
+        "--set",
+        "track.new_track_threshold=0.5",
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "is damaged" in captured.err and "ended early" in captured.err
@@ -115,9 +129,23 @@ def test_truncated_with_index_first_is_processed_and_reported(process, capsys, t
 
 @pytest.mark.slow
 def test_process_window_with_all_outputs(process, capsys, tmp_path):
-    code = process(str(require(FRIENDS)), "--gallery", str(require(GALLERY)), "--json", str(tmp_path / "r.json"),
-                    "--thumbnails", str(tmp_path / "th"), "--annotate", str(tmp_path / "video"),
-                    "--set", "source.end=4.0", "--set", "source.stride=3", "--set", "detect.input_size=[320, 320]")
+    code = process(
+        str(require(FRIENDS)),
+        "--gallery",
+        str(require(GALLERY)),
+        "--json",
+        str(tmp_path / "r.json"),
+        "--thumbnails",
+        str(tmp_path / "th"),
+        "--annotate",
+        str(tmp_path / "video"),
+        "--set",
+        "source.end=4.0",
+        "--set",
+        "source.stride=3",
+        "--set",
+        "detect.input_size=[320, 320]",
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     table = captured.out.splitlines()
@@ -127,7 +155,9 @@ def test_process_window_with_all_outputs(process, capsys, tmp_path):
     assert {t["identity"] for t in report["tracks"]} == {"Joey", "Rachel"}
     for track in report["tracks"]:
         assert track["thumbnail"] and (tmp_path / "th" / track["thumbnail"].split("/")[-1]).is_file()
-        assert track["candidates"][0]["name"] == track["identity"] and track["frames"] >= track["crops_embedded"]
+        assert (
+            track["candidates"][0]["name"] == track["identity"] and track["frames"] >= track["crops_embedded"]
+        )
     with av.open(str(tmp_path / "video" / "friends_in_video_annotated.mp4")) as c:
         assert sum(1 for _ in c.decode(video=0)) == report["sources"][0]["frames_processed"]
 
@@ -137,10 +167,27 @@ def test_facemoe_wiring_on_fixture_weights(process, capsys, tmp_path):
     if not (ROOT / "facemoe" / "embedder.py").exists():
         pytest.skip("facemoe/embedder.py is not in this checkout yet")
     state = require(FIXTURES / "fixtureA_state.pt")
-    code = process(str(require(FRIENDS)), "--gallery", str(require(GALLERY)), "--json", str(tmp_path / "r.json"),
-                    "--set", "embed.backend=facemoe", "--set", f"embed.checkpoint={state}",
-                    "--set", "embed.batch_size=8", "--set", "source.end=2.0", "--set", "source.stride=4",
-                    "--set", "detect.input_size=[320, 320]", "--set", "runner.best_k=2")
+    code = process(
+        str(require(FRIENDS)),
+        "--gallery",
+        str(require(GALLERY)),
+        "--json",
+        str(tmp_path / "r.json"),
+        "--set",
+        "embed.backend=facemoe",
+        "--set",
+        f"embed.checkpoint={state}",
+        "--set",
+        "embed.batch_size=8",
+        "--set",
+        "source.end=2.0",
+        "--set",
+        "source.stride=4",
+        "--set",
+        "detect.input_size=[320, 320]",
+        "--set",
+        "runner.best_k=2",
+    )
     assert code == 0, capsys.readouterr().err
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["embedder"].startswith("facemoe") and report["gallery_size"] == 6
@@ -154,8 +201,11 @@ def _log(db_url: str) -> dict:
     with Gallery.open(db_url) as gallery, gallery.db.session() as s:
         runs = s.execute(select(Source.name, Run.status, Run.frames_done).join(Run).order_by(Run.id)).all()
         tracks = s.scalar(select(func.count()).select_from(Track))
-        events = s.execute(select(MatchEvent.decision, Identity.name).outerjoin(
-            Identity, MatchEvent.identity_id == Identity.id)).all()
+        events = s.execute(
+            select(MatchEvent.decision, Identity.name).outerjoin(
+                Identity, MatchEvent.identity_id == Identity.id
+            )
+        ).all()
         identities = [i.name for i in gallery.identities()]
     return {"runs": runs, "tracks": tracks, "events": events, "identities": identities}
 
@@ -163,10 +213,23 @@ def _log(db_url: str) -> dict:
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def test_gallery_enrolled_once_and_every_run_logged(backend, capsys, tmp_path, request):
-    db_url = f"sqlite:///{tmp_path / 'g.db'}" if backend == "sqlite" else request.getfixturevalue(
-        "pg_cluster").new_database()
-    argv = ["process", str(require(FRIENDS)), "--gallery", str(require(GALLERY)), "--config", TEST_CONFIG,
-            "--no-progress", "--db", db_url, *QUICK]
+    db_url = (
+        f"sqlite:///{tmp_path / 'g.db'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("pg_cluster").new_database()
+    )
+    argv = [
+        "process",
+        str(require(FRIENDS)),
+        "--gallery",
+        str(require(GALLERY)),
+        "--config",
+        TEST_CONFIG,
+        "--no-progress",
+        "--db",
+        db_url,
+        *QUICK,
+    ]
     assert run_pipeline.main(argv) == 0
     first = capsys.readouterr()
     assert run_pipeline.main(argv) == 0
@@ -178,28 +241,46 @@ def test_gallery_enrolled_once_and_every_run_logged(backend, capsys, tmp_path, r
     assert {name for name, _, _ in log["runs"]} == {str(require(FRIENDS).resolve())}
     printed = first.out.splitlines()[1:]
     assert log["tracks"] == len(log["events"]) == 2 * len(printed)
-    assert sorted(n for d, n in log["events"] if d == "match") == sorted(2 * [ln.split()[7] for ln in printed
-                                                                           if ln.split()[7] != "unknown"])
+    assert sorted(n for d, n in log["events"] if d == "match") == sorted(
+        2 * [ln.split()[7] for ln in printed if ln.split()[7] != "unknown"]
+    )
 
 
 @pytest.mark.slow
 def test_null_threshold_takes_the_gallerys_calibration(process, capsys, tmp_path, db_url):
     out = tmp_path / "r.json"
-    assert process(str(require(FRIENDS)), "--gallery", str(require(GALLERY)), "--set", "match.threshold=null",
-                   "--json", str(out), *QUICK) == 0
+    assert (
+        process(
+            str(require(FRIENDS)),
+            "--gallery",
+            str(require(GALLERY)),
+            "--set",
+            "match.threshold=null",
+            "--json",
+            str(out),
+            *QUICK,
+        )
+        == 0
+    )
     with Gallery.open(db_url) as gallery:
         (embedder_id,) = gallery.embedders()
         expected = gallery.threshold(embedder_id)
     report = json.loads(out.read_text())
     assert report["threshold"] == pytest.approx(expected) and report["gallery_size"] == 6
-    assert all(t["decision"] == ("match" if t["candidates"][0]["score"] >= expected else "unknown")
-               for t in report["tracks"])
+    assert all(
+        t["decision"] == ("match" if t["candidates"][0]["score"] >= expected else "unknown")
+        for t in report["tracks"]
+    )
 
 
 def test_database_that_does_not_connect(process, capsys, tmp_path):
     bad = f"sqlite:///{tmp_path / 'missing' / 'dir' / 'g.db'}"
-    assert run_pipeline.main(["process", str(require(FRIENDS)), "--config", TEST_CONFIG, "--no-progress",
-                              "--db", bad]) == 2
+    assert (
+        run_pipeline.main(
+            ["process", str(require(FRIENDS)), "--config", TEST_CONFIG, "--no-progress", "--db", bad]
+        )
+        == 2
+    )
     assert "g.db" in _one_error_line(capsys)
 
 

@@ -13,7 +13,11 @@ TEST = ROOT / "configs" / "test.yaml"
 
 def test_shipped_configs_validate():
     default = load_config(DEFAULT)
-    assert (default.embed.backend, default.embed.checkpoint, default.detect.backend) == ("facemoe", "briar", "scrfd")
+    assert (default.embed.backend, default.embed.checkpoint, default.detect.backend) == (
+        "facemoe",
+        "briar",
+        "scrfd",
+    )
     test = load_config(TEST)
     assert test.embed.backend == "onnx" and test.embed.model.endswith("mobilefacenet_128d.onnx")
     assert test.detect.model.endswith("scrfd_500m_bnkps.onnx")
@@ -27,25 +31,29 @@ def test_hardware_variants_validate(name, device, precision):
 
 
 def test_overrides_are_typed():
-    cfg = load_config(TEST, ["source.stride=3", "detect.input_size=[320, 320]", "match.threshold=null",
-                             "embed.flip=false"])
+    cfg = load_config(
+        TEST, ["source.stride=3", "detect.input_size=[320, 320]", "match.threshold=null", "embed.flip=false"]
+    )
     assert cfg.source.stride == 3 and cfg.detect.input_size == (320, 320)
     assert cfg.match.threshold is None and cfg.embed.flip is False
 
 
-@pytest.mark.parametrize("override,message", [
-    ("detect.colour=red", "unknown config key detect.colour"),
-    ("nosection.x=1", "unknown config key nosection"),
-    ("source.stride=0", "config key source.stride: Input should be greater than or equal to 1, got 0"),
-    ("detect.input_size=[100, 100]", "input_size must be multiples of 32"),
-    ("detect.backend=mtcnn", "config key detect.backend"),
-    ("source.start=5", None),
-    ("embed.backend=facemoe", "needs checkpoint"),
-    ("source.stride", "--set expects key.path=value"),
-    ("source.stride.x=1", "source.stride is not a section"),
-    ("detect.device=mps", "config key detect.device"),
-    ("gallery.index.hnsw_m=1", "config key gallery.index.hnsw_m"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("detect.colour=red", "unknown config key detect.colour"),
+        ("nosection.x=1", "unknown config key nosection"),
+        ("source.stride=0", "config key source.stride: Input should be greater than or equal to 1, got 0"),
+        ("detect.input_size=[100, 100]", "input_size must be multiples of 32"),
+        ("detect.backend=mtcnn", "config key detect.backend"),
+        ("source.start=5", None),
+        ("embed.backend=facemoe", "needs checkpoint"),
+        ("source.stride", "--set expects key.path=value"),
+        ("source.stride.x=1", "source.stride is not a section"),
+        ("detect.device=mps", "config key detect.device"),
+        ("gallery.index.hnsw_m=1", "config key gallery.index.hnsw_m"),
+    ],
+)
 def test_bad_values_name_the_key(override, message):
     if message is None:
         assert load_config(TEST, [override]).source.start == 5
@@ -60,8 +68,14 @@ def test_end_before_start():
         load_config(TEST, ["source.start=5", "source.end=2"])
 
 
-@pytest.mark.parametrize("text,message", [("detect: [1, 2", "not valid YAML"), ("- 1\n- 2\n", "expected a mapping"),
-                                          ("", "missing config key detect")])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("detect: [1, 2", "not valid YAML"),
+        ("- 1\n- 2\n", "expected a mapping"),
+        ("", "missing config key detect"),
+    ],
+)
 def test_bad_files(tmp_path, text, message):
     path = tmp_path / "c.yaml"
     path.write_text(text)
@@ -88,7 +102,11 @@ def test_every_field_is_described_and_sections_are_strict():
 
 
 def test_parse_overrides_values():
-    assert parse_overrides(["a.b=1.5", "c=text", "d=[1,2]"]) == [(["a", "b"], 1.5), (["c"], "text"), (["d"], [1, 2])]
+    assert parse_overrides(["a.b=1.5", "c=text", "d=[1,2]"]) == [
+        (["a", "b"], 1.5),
+        (["c"], "text"),
+        (["d"], [1, 2]),
+    ]
 
 
 def test_packaged_default_is_the_repository_default():
@@ -99,9 +117,11 @@ def test_packaged_default_is_the_repository_default():
 def test_paths_in_a_file_are_relative_to_it_and_set_paths_to_the_working_directory(tmp_path, monkeypatch):
     folder = tmp_path / "conf"
     folder.mkdir()
-    (folder / "c.yaml").write_text("detect: {model: models/det.onnx}\n"
-                                   "embed: {backend: facemoe, checkpoint: briar}\n"
-                                   "gallery: {storage_dir: store}\n")
+    (folder / "c.yaml").write_text(
+        "detect: {model: models/det.onnx}\n"
+        "embed: {backend: facemoe, checkpoint: briar}\n"
+        "gallery: {storage_dir: store}\n"
+    )
     monkeypatch.chdir(tmp_path)
     cfg = load_config(folder / "c.yaml", ["embed.checkpoint=weights/model.pt"])
     assert cfg.detect.model == str(folder / "models" / "det.onnx")

@@ -13,6 +13,7 @@ stream's next pts to it, so with ``timestamps: stream`` every live time is shift
 time since the cameras' epoch less one frame (about 1 s locally, seconds on Ray, where the epoch is taken before
 the actors start). Tracks, frame counts, decisions and scores are not affected.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -43,8 +44,15 @@ FRIENDS_VIDEO = ASSETS / "videos" / "friends_in_video.mp4"
 FRIENDS_GALLERY = ASSETS / "images" / "friends_gallery"
 CAMERA = "door"  # the source name of every run, file or stream
 # every frame of the stream, in order, stamped with the stream's pts: what the file runner gets from the file
-RECORDED = LiveConfig(transport="tcp", buffer_frames=8, drop_frames=False, timestamps="stream",
-                      open_timeout_s=10.0, read_timeout_s=3.0, reconnect=ReconnectConfig(max_attempts=1))
+RECORDED = LiveConfig(
+    transport="tcp",
+    buffer_frames=8,
+    drop_frames=False,
+    timestamps="stream",
+    open_timeout_s=10.0,
+    read_timeout_s=3.0,
+    reconnect=ReconnectConfig(max_attempts=1),
+)
 RUN_LIMIT_S = 150.0  # a run that has not ended by then is stopped (the clip plays in about 28 s)
 
 
@@ -77,7 +85,9 @@ def clip(tmp_path_factory):
     reason = tools_missing()
     if reason:
         pytest.skip(reason)
-    return make_clip(require(FRIENDS_VIDEO), tmp_path_factory.mktemp("clip") / "friends_640.mp4", seconds=60.0)
+    return make_clip(
+        require(FRIENDS_VIDEO), tmp_path_factory.mktemp("clip") / "friends_640.mp4", seconds=60.0
+    )
 
 
 @pytest.fixture(scope="module")
@@ -107,10 +117,22 @@ def copy_db(url: str, folder, name: str) -> str:
 def match_log(url: str) -> dict[int, Logged]:
     """The match log of the one source of a run, by track id."""
     with Gallery.open(url) as gallery, gallery.db.session() as s:
-        rows = s.execute(select(Source.name, Track.track_id, Track.start_time, Track.end_time, Track.frames,
-                                Track.crops_embedded, MatchEvent.decision, Identity.name, MatchEvent.score)
-                         .join(Source, Track.source_id == Source.id).join(MatchEvent, MatchEvent.track_pk == Track.id)
-                         .outerjoin(Identity, MatchEvent.identity_id == Identity.id)).all()
+        rows = s.execute(
+            select(
+                Source.name,
+                Track.track_id,
+                Track.start_time,
+                Track.end_time,
+                Track.frames,
+                Track.crops_embedded,
+                MatchEvent.decision,
+                Identity.name,
+                MatchEvent.score,
+            )
+            .join(Source, Track.source_id == Source.id)
+            .join(MatchEvent, MatchEvent.track_pk == Track.id)
+            .outerjoin(Identity, MatchEvent.identity_id == Identity.id)
+        ).all()
     assert {r[0] for r in rows} <= {CAMERA}
     return {r[1]: Logged(*r[1:]) for r in rows}
 
@@ -130,15 +152,21 @@ def assert_same_tracks(got: dict[int, Logged], expected: dict[int, Logged]) -> N
 def assert_same_times(got: dict[int, Logged], expected: dict[int, Logged], frame_s: float) -> None:
     """Every track starts and ends within one frame of its twin."""
     assert sorted(got) == sorted(expected), (got, expected)
-    off = {tid: (round(got[tid].start - e.start, 4), round(got[tid].end - e.end, 4)) for tid, e in expected.items()}
-    assert all(abs(a) <= frame_s and abs(b) <= frame_s for a, b in off.values()), f"(start, end) offsets {off}"
+    off = {
+        tid: (round(got[tid].start - e.start, 4), round(got[tid].end - e.end, 4))
+        for tid, e in expected.items()
+    }
+    assert all(abs(a) <= frame_s and abs(b) <= frame_s for a, b in off.values()), (
+        f"(start, end) offsets {off}"
+    )
 
 
 def run_file(cfg, clip, db: str):
     with build(cfg, db_url=db) as system:
         log = system.match_log([LoggedSource(CAMERA, "file", str(clip))])
         stats = FileRunner(cfg, system.detector, system.embedder, system.matcher(), [log]).run(
-            [FileSource(clip, cfg.source, source_id=CAMERA)])
+            [FileSource(clip, cfg.source, source_id=CAMERA)]
+        )
         log.close()
     return stats
 
@@ -149,8 +177,15 @@ def run_live(cfg, server: InterleavedRtspServer, clip, db: str, mount: str):
     registry = HealthRegistry()
     with build(cfg, db_url=db) as system:
         log = system.match_log([LoggedSource(c.name, "camera", c.url) for c in cams], batch_size=1)
-        runner = LiveRunner(cfg, system.detector, system.embedder, system.matcher(), [log],
-                            LiveCameras(cams, RECORDED, registry), registry)
+        runner = LiveRunner(
+            cfg,
+            system.detector,
+            system.embedder,
+            system.matcher(),
+            [log],
+            LiveCameras(cams, RECORDED, registry),
+            registry,
+        )
         stats = runner.run(threading.Event(), duration_s=RUN_LIMIT_S)
         log.close()
     return stats, registry.cameras[CAMERA].snapshot()
@@ -173,14 +208,22 @@ def live_run(cfg, clip, gallery_db, server, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ray_run(cfg, clip, gallery_db, server, tmp_path_factory):
-    ray = pytest.importorskip("ray", reason="the Ray engine needs the ray package (pip install 'ray[default]')")
+    ray = pytest.importorskip(
+        "ray", reason="the Ray engine needs the ray package (pip install 'ray[default]')"
+    )
     from pipeline.ray_engine import run_ray
 
     db = copy_db(gallery_db, tmp_path_factory.mktemp("ray"), "ray")
     server.publish("ray", clip, loop=False)
     assert not ray.is_initialized()  # run_ray starts a local instance and shuts it down
-    result = run_ray(cfg, RECORDED, [CameraConfig(name=CAMERA, url=server.url("ray"))], db, threading.Event(),
-                     duration_s=RUN_LIMIT_S)
+    result = run_ray(
+        cfg,
+        RECORDED,
+        [CameraConfig(name=CAMERA, url=server.url("ray"))],
+        db,
+        threading.Event(),
+        duration_s=RUN_LIMIT_S,
+    )
     return result, match_log(db)
 
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from gallery.store import Gallery
-from pipeline.config import load_config
 from pipeline.build import build
+from pipeline.config import load_config
 from run_pipeline import main
 from tests.conftest import ASSETS, ROOT, require
 

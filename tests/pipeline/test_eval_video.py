@@ -1,5 +1,6 @@
 """``eval video`` end to end: the pipeline's tracks (pipeline/eval_video.py) scored by facemoe.evaluate.video; bad
 inputs through the command line, and the real clip."""
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,20 @@ def _csv(tmp_path, text: str):
 def _eval_video(tmp_path, gt: Path, videos=None, gallery=None, extra=()):
     videos = videos if videos is not None else [str(FRIENDS_VIDEO)]
     gallery = gallery if gallery is not None else str(FRIENDS_GALLERY)
-    return run_pipeline.main(["eval", "video", *videos, "--ground-truth", str(gt), "--gallery", str(gallery),
-                              "--config", str(TEST_CONFIG), *extra])
+    return run_pipeline.main(
+        [
+            "eval",
+            "video",
+            *videos,
+            "--ground-truth",
+            str(gt),
+            "--gallery",
+            str(gallery),
+            "--config",
+            str(TEST_CONFIG),
+            *extra,
+        ]
+    )
 
 
 @pytest.mark.parametrize(
@@ -104,11 +117,16 @@ def test_friends_clip_closed_set(friends_tracks):
 def test_friends_clip_open_set_without_one_person(friends_tracks, caplog):
     tracks, names, threshold = friends_tracks
     keep = [j for j, n in enumerate(names) if n != "Monica"]
-    reduced = [ScoredTrack(t.video, t.track_id, t.start, t.end, None if t.scores is None else t.scores[keep],
-                           t.centre) for t in tracks]
+    reduced = [
+        ScoredTrack(
+            t.video, t.track_id, t.start, t.end, None if t.scores is None else t.scores[keep], t.centre
+        )
+        for t in tracks
+    ]
     with caplog.at_level(logging.WARNING):
-        res = evaluate_tracks(reduced, read_ground_truth(FRIENDS_GT), [names[j] for j in keep],
-                              operating_threshold=threshold)
+        res = evaluate_tracks(
+            reduced, read_ground_truth(FRIENDS_GT), [names[j] for j in keep], operating_threshold=threshold
+        )
     assert "Monica" in caplog.text
     monica = [r for r in res.tracks if r["ground_truth"] == "Monica"]
     assert len(monica) >= 2 and res.counts["non_mated_tracks"] == len(monica)
@@ -125,8 +143,23 @@ def test_cli_eval_video_json(tmp_path, capsys, monkeypatch):
         if image.stem != "Monica":  # one person left out: her tracks are the non-mated probes
             (gallery / image.name).symlink_to(image)
     monkeypatch.chdir(ROOT)
-    argv = ["eval", "video", str(video), "--ground-truth", str(FRIENDS_GT), "--gallery", str(gallery),
-            "--config", str(TEST_CONFIG), "--set", "source.stride=2", "--format", "json", "--out", str(tmp_path)]
+    argv = [
+        "eval",
+        "video",
+        str(video),
+        "--ground-truth",
+        str(FRIENDS_GT),
+        "--gallery",
+        str(gallery),
+        "--config",
+        str(TEST_CONFIG),
+        "--set",
+        "source.stride=2",
+        "--format",
+        "json",
+        "--out",
+        str(tmp_path),
+    ]
     assert run_pipeline.main(argv) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads((tmp_path / "video.json").read_text())

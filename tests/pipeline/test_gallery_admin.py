@@ -1,4 +1,5 @@
-"""pipeline/commands/gallery_admin.py through the real command line: query formats, serve refusals, remove, merge, purge."""
+"""pipeline/commands/gallery_admin.py through the real command line: query formats, serve refusals, remove,
+merge, purge."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.commands.gallery_admin import check_bind, parse_time, serve_token
 from gallery.config import GalleryConfig, ServeConfig
 from gallery.db import Database
 from gallery.errors import AuthError, QueryError
 from gallery.queries import Filters, find_tracks
 from gallery.store import Gallery
+from pipeline.commands.gallery_admin import check_bind, parse_time, serve_token
 from run_pipeline import main
 from tests.gallery.helpers import media, seed_log, unit
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from core.types import FaceCrop, Quality
 from pipeline.config import RunnerConfig
 from pipeline.selection import CropSelector
-from core.types import FaceCrop, Quality
 
 
 def _crop(i, track=1):

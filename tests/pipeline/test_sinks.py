@@ -7,14 +7,17 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.sinks import ConsoleTableSink, JsonSink, ResultSink, ThumbnailSink, thumbnail_name, track_record
 from core.types import Candidate, FaceCrop, MatchResult, Quality, TrackTemplate
+from pipeline.sinks import ConsoleTableSink, JsonSink, ResultSink, ThumbnailSink, thumbnail_name, track_record
 
 
 def _track(tid, start, decision="match"):
-    crop = FaceCrop("videos/a b.mp4", tid, 3, start, np.full((112, 112, 3), tid, np.uint8),
-                    Quality(40.0, 0.9, 100.0, 0.1))
-    tpl = TrackTemplate("videos/a b.mp4", tid, np.ones(4, np.float32) / 2, 2.0, 2, crop, start, start + 1.5, 12)
+    crop = FaceCrop(
+        "videos/a b.mp4", tid, 3, start, np.full((112, 112, 3), tid, np.uint8), Quality(40.0, 0.9, 100.0, 0.1)
+    )
+    tpl = TrackTemplate(
+        "videos/a b.mp4", tid, np.ones(4, np.float32) / 2, 2.0, 2, crop, start, start + 1.5, 12
+    )
     cands = (Candidate(1, "Ann", 0.61234), Candidate(2, "Bob", 0.2))
     return tpl, MatchResult("videos/a b.mp4", tid, cands, decision, 0.4)
 

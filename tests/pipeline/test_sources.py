@@ -29,8 +29,14 @@ def test_window_and_timestamps():
     assert src.report.kept == 30 and not src.report.damaged
 
 
-@pytest.mark.parametrize("kw,count", [({"stride": 10, "end": 2.0}, 6), ({"target_fps": 5.0, "end": 2.0}, 10),
-                                      ({"stride": 2, "target_fps": 100.0, "end": 1.0}, 15)])
+@pytest.mark.parametrize(
+    "kw,count",
+    [
+        ({"stride": 10, "end": 2.0}, 6),
+        ({"target_fps": 5.0, "end": 2.0}, 10),
+        ({"stride": 2, "target_fps": 100.0, "end": 1.0}, 15),
+    ],
+)
 def test_stride_and_rate(kw, count):
     src, frames = _frames(CCTV, **kw)
     assert len(frames) == count
@@ -79,8 +85,24 @@ def test_truncated_file_with_index_at_the_end_is_rejected(tmp_path):
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed (scripts/system-deps.sh)")
 def test_rotation_metadata_is_honoured(tmp_path):
     rotated = tmp_path / "rot.mp4"
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(require(CCTV)), "-t", "0.2", "-c", "copy",
-                    "-metadata:s:v:0", "rotate=90", str(rotated)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-i",
+            str(require(CCTV)),
+            "-t",
+            "0.2",
+            "-c",
+            "copy",
+            "-metadata:s:v:0",
+            "rotate=90",
+            str(rotated),
+        ],
+        check=True,
+    )
     upright = next(iter(FileSource(require(CCTV), SourceConfig()))).image
     turned = next(iter(FileSource(rotated, SourceConfig()))).image
     assert turned.shape == (640, 360, 3)

@@ -1,4 +1,5 @@
 """Real models and photos from the shared assets, loaded once per test session."""
+
 from __future__ import annotations
 
 import cv2

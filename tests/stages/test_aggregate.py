@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.config import AggregateConfig
 from core.types import FaceCrop, Quality
 from stages.aggregate import Aggregator
+from stages.config import AggregateConfig
 
 
 def _crop(track=1, source="v.mp4"):
@@ -34,8 +34,9 @@ def test_quality_weights_on_top():
     agg = Aggregator(AggregateConfig(quality_power=2.0), 8)
     agg.add([_crop() for _ in range(4)], feats, norms, scores)
     fused = (feats * (norms * scores**2)[:, None]).sum(0)
-    np.testing.assert_allclose(agg.pop("v.mp4", 1).template(0, 1, 4).embedding, fused / np.linalg.norm(fused),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        agg.pop("v.mp4", 1).template(0, 1, 4).embedding, fused / np.linalg.norm(fused), atol=1e-6
+    )
 
 
 def test_incremental_equals_batch():
@@ -47,7 +48,9 @@ def test_incremental_equals_batch():
         many.add(crops[i : i + 1], feats[i : i + 1], norms[i : i + 1], scores[i : i + 1])
     a, b = one.pop("v.mp4", 1), many.pop("v.mp4", 1)
     np.testing.assert_allclose(a.total, b.total, atol=1e-9)
-    assert a.best is crops[int(np.argmax(scores))] and crops[0].quality.feature_norm == pytest.approx(norms[0])
+    assert a.best is crops[int(np.argmax(scores))] and crops[0].quality.feature_norm == pytest.approx(
+        norms[0]
+    )
 
 
 def test_tracks_and_sources_stay_apart():

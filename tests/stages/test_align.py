@@ -7,7 +7,9 @@ from core.types import Detections
 from stages.align import ARCFACE_TEMPLATE, Aligner, align_face, similarity_transform
 
 
-@pytest.mark.parametrize("angle,scale,shift", [(0.0, 1.0, (0, 0)), (30.0, 2.5, (40, -7)), (-75.0, 0.3, (3, 90))])
+@pytest.mark.parametrize(
+    "angle,scale,shift", [(0.0, 1.0, (0, 0)), (30.0, 2.5, (40, -7)), (-75.0, 0.3, (3, 90))]
+)
 def test_similarity_recovers_a_known_transform(angle, scale, shift):
     t = np.deg2rad(angle)
     rot = scale * np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])

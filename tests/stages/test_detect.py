@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from stages.config import DetectConfig
-from stages.errors import ModelError
 from stages.detect import FaceDetector, letterbox, nms
+from stages.errors import ModelError
 from tests.conftest import require
 from tests.stages.conftest import SCRFD, YUNET
 
@@ -37,8 +37,11 @@ def test_batch_equals_single_and_sizes_mix(scrfd, group_photo):
     assert len(batched[1]) == 6
 
 
-@pytest.mark.parametrize("image", [np.zeros((360, 640, 3), np.uint8), np.full((1, 1, 3), 255, np.uint8)],
-                         ids=["black", "one-pixel"])
+@pytest.mark.parametrize(
+    "image",
+    [np.zeros((360, 640, 3), np.uint8), np.full((1, 1, 3), 255, np.uint8)],
+    ids=["black", "one-pixel"],
+)
 def test_zero_faces(scrfd, image):
     (dets,) = scrfd.detect([image])
     assert len(dets) == 0 and dets.landmarks.shape == (0, 5, 2)

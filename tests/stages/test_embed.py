@@ -3,10 +3,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.config import EmbedConfig
-from stages.errors import ModelError
 from stages.align import align_face
+from stages.config import EmbedConfig
 from stages.embed import Embedder, OnnxEmbedder, build_embedder
+from stages.errors import ModelError
 from tests.conftest import FIXTURES, ROOT, require
 from tests.stages.conftest import FRIENDS, GROUP_NAMES, mobilefacenet_config
 
@@ -71,8 +71,12 @@ def test_missing_model(tmp_path):
 
 def test_detector_is_not_an_embedder():
     with pytest.raises(ModelError, match=r"expected input \[N, 3, 112, 112\]"):
-        OnnxEmbedder(EmbedConfig(backend="onnx", model=str(require(FIXTURES.parent.parent / "assets" / "models"
-                                                                     / "scrfd_500m_bnkps.onnx"))))
+        OnnxEmbedder(
+            EmbedConfig(
+                backend="onnx",
+                model=str(require(FIXTURES.parent.parent / "assets" / "models" / "scrfd_500m_bnkps.onnx")),
+            )
+        )
 
 
 def test_facemoe_wiring_on_fixture_weights(scrfd, group_photo):
@@ -85,4 +89,6 @@ def test_facemoe_wiring_on_fixture_weights(scrfd, group_photo):
     assert feats.shape == (3, emb.dim) and norms.shape == (3,)
     np.testing.assert_allclose(np.linalg.norm(feats, axis=1), 1.0, atol=1e-4)
     assert emb.embed([])[0].shape == (0, emb.dim)
-    assert emb.embedder_id == build_embedder(EmbedConfig(backend="facemoe", checkpoint=str(state))).embedder_id
+    assert (
+        emb.embedder_id == build_embedder(EmbedConfig(backend="facemoe", checkpoint=str(state))).embedder_id
+    )

@@ -4,9 +4,9 @@ import cv2
 import numpy as np
 import pytest
 
-from stages.config import QualityConfig
 from core.types import Quality
 from stages.align import ARCFACE_TEMPLATE
+from stages.config import QualityConfig
 from stages.quality import QualityScorer, pose_proxy, sharpness
 
 
@@ -43,13 +43,18 @@ def test_score_orders_crops():
     small = Quality(face_size=16, det_score=0.9, sharpness=300, pose=0.05)
     blurry = Quality(face_size=80, det_score=0.9, sharpness=5, pose=0.05)
     profile = Quality(face_size=80, det_score=0.9, sharpness=300, pose=0.9)
-    s = {k: scorer.score(q) for k, q in {"good": good, "small": small, "blurry": blurry, "profile": profile}.items()}
+    s = {
+        k: scorer.score(q)
+        for k, q in {"good": good, "small": small, "blurry": blurry, "profile": profile}.items()
+    }
     assert s["good"] == pytest.approx(1.0 * 0.9 * 0.75 * 0.95)
     assert max(s["small"], s["blurry"], s["profile"]) < s["good"]
 
 
-@pytest.mark.parametrize("field,value,usable", [("face_size", 9, False), ("det_score", 0.4, False),
-                                                ("pose", 0.8, False), ("face_size", 10, True)])
+@pytest.mark.parametrize(
+    "field,value,usable",
+    [("face_size", 9, False), ("det_score", 0.4, False), ("pose", 0.8, False), ("face_size", 10, True)],
+)
 def test_gates(field, value, usable):
     scorer = QualityScorer(QualityConfig(min_face_size=10, min_det_score=0.5, max_pose=0.7))
     q = Quality(face_size=20, det_score=0.9, sharpness=50, pose=0.1)

@@ -15,8 +15,15 @@ def _frame(colour, noise_seed=0):
 
 def test_cut_between_different_scenes_only():
     det = ShotCutDetector(ShotConfig())
-    flags = [det.is_cut(f) for f in [_frame((30, 90, 200), 0), _frame((30, 90, 200), 1), _frame((200, 40, 20), 2),
-                                      _frame((200, 40, 20), 3)]]
+    flags = [
+        det.is_cut(f)
+        for f in [
+            _frame((30, 90, 200), 0),
+            _frame((30, 90, 200), 1),
+            _frame((200, 40, 20), 2),
+            _frame((200, 40, 20), 3),
+        ]
+    ]
     assert flags == [False, False, True, False]
 
 

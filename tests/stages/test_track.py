@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.config import TrackConfig
 from core.types import Detections
+from stages.config import TrackConfig
 from stages.track import KalmanBox, Tracker, iou_matrix
 
 
@@ -19,8 +19,10 @@ def _box(cx, cy, side=40):
 
 
 def _run(tracker, frames, fps=25.0):
-    return [tracker.update(_dets(*f) if isinstance(f, tuple) else _dets(f), i / fps).track_id.tolist()
-            for i, f in enumerate(frames)]
+    return [
+        tracker.update(_dets(*f) if isinstance(f, tuple) else _dets(f), i / fps).track_id.tolist()
+        for i, f in enumerate(frames)
+    ]
 
 
 def test_iou_matrix():

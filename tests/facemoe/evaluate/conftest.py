@@ -1,4 +1,5 @@
 """Aligned crops of the shared labelled photos (SCRFD + 5-point alignment) and the shared MobileFaceNet."""
+
 from __future__ import annotations
 
 import json

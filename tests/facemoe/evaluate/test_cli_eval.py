@@ -1,4 +1,5 @@
 """The ``eval`` command with a (small, untrained) FaceMoE checkpoint: runs end to end, errors in one line."""
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,20 @@ def small_checkpoint(tmp_path_factory):
 
 
 def test_eval_verification_small_lfw(small_checkpoint, tmp_path, capsys):
-    argv = ["eval", "verification", "--bin", str(require(LFW_BIN)), "--checkpoint", str(small_checkpoint),
-            "--out", str(tmp_path), "--format", "json", "--set", "verification.folds=5"]
+    argv = [
+        "eval",
+        "verification",
+        "--bin",
+        str(require(LFW_BIN)),
+        "--checkpoint",
+        str(small_checkpoint),
+        "--out",
+        str(tmp_path),
+        "--format",
+        "json",
+        "--set",
+        "verification.folds=5",
+    ]
     assert run_pipeline.main(argv) == 0
     printed = json.loads(capsys.readouterr().out)
     saved = json.loads((tmp_path / "verification.json").read_text())
@@ -46,9 +59,21 @@ def test_eval_tinyface_with_config_file(small_checkpoint, aligned_photos, tmp_pa
     with (tmp_path / "list.csv").open("w", newline="") as fh:
         csv.writer(fh).writerows(rows)
     cfg = tmp_path / "eval.yaml"
-    cfg.write_text(f"embedder:\n  checkpoint: {small_checkpoint}\n  batch_size: 16\ntinyface:\n  ranks: [1, 3]\n")
-    argv = ["eval", "tinyface", "--list", str(tmp_path / "list.csv"), "--root", "/", "--config", str(cfg),
-            "--out", str(tmp_path / "out")]
+    cfg.write_text(
+        f"embedder:\n  checkpoint: {small_checkpoint}\n  batch_size: 16\ntinyface:\n  ranks: [1, 3]\n"
+    )
+    argv = [
+        "eval",
+        "tinyface",
+        "--list",
+        str(tmp_path / "list.csv"),
+        "--root",
+        "/",
+        "--config",
+        str(cfg),
+        "--out",
+        str(tmp_path / "out"),
+    ]
     assert run_pipeline.main(argv) == 0
     table = capsys.readouterr().out
     assert "rank-1" in table and "rank-3" in table and "probes" in table
@@ -60,14 +85,25 @@ def test_eval_tinyface_with_config_file(small_checkpoint, aligned_photos, tmp_pa
     [
         (["verification", "--bin", "missing.bin"], "pair set not found: missing.bin"),
         (["tinyface", "--list", "LIST"], "names 1 image(s) that do not exist"),
-        (["verification", "--bin", "x", "--set", "verification.fold=3"], "unknown config key verification.fold"),
-        (["briar", "--probes", "LIST", "--gallery", "LIST", "--gallery", "LIST"], "briar expects one --gallery"),
+        (
+            ["verification", "--bin", "x", "--set", "verification.fold=3"],
+            "unknown config key verification.fold",
+        ),
+        (
+            ["briar", "--probes", "LIST", "--gallery", "LIST", "--gallery", "LIST"],
+            "briar expects one --gallery",
+        ),
     ],
 )
 def test_eval_bad_input_one_line(small_checkpoint, tmp_path, capsys, argv_tail, message):
     lst = tmp_path / "list.csv"
     lst.write_text("image,subject,set\nghost.png,a,probe\n")
-    argv = ["eval", *[str(lst) if a == "LIST" else a for a in argv_tail], "--checkpoint", str(small_checkpoint)]
+    argv = [
+        "eval",
+        *[str(lst) if a == "LIST" else a for a in argv_tail],
+        "--checkpoint",
+        str(small_checkpoint),
+    ]
     assert run_pipeline.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err

@@ -1,4 +1,5 @@
 """Metrics against values computed by hand (the working is in each test's comments)."""
+
 from __future__ import annotations
 
 import math
@@ -64,17 +65,23 @@ def test_tar_at_far_by_hand():
     # FAR 0.1 of 10 impostors: one may pass -> threshold 0.6 (only 0.85 is above) -> 3 of 4 genuine
     assert res[0.1] == {"tar": 0.75, "threshold": 0.6, "far_achieved": 0.1, "resolvable": True}
     # FAR 0.3: three may pass -> threshold 0.4 -> genuine above 0.4: 3 of 4
-    assert res[0.3]["threshold"] == 0.4 and res[0.3]["tar"] == 0.75 and res[0.3]["far_achieved"] == pytest.approx(0.3)
+    assert (
+        res[0.3]["threshold"] == 0.4
+        and res[0.3]["tar"] == 0.75
+        and res[0.3]["far_achieved"] == pytest.approx(0.3)
+    )
     # FAR 0.01 is below one impostor: threshold is the top impostor 0.85 -> 1 of 4, flagged
     assert res[0.01] == {"tar": 0.25, "threshold": 0.85, "far_achieved": 0.0, "resolvable": False}
 
 
 def test_cmc_ranks_by_hand():
-    sim = np.array([
-        [0.9, 0.1, 0.2, 0.3],  # mate a first -> rank 1
-        [0.5, 0.4, 0.6, 0.1],  # mate b behind 0.5 and 0.6 -> rank 3
-        [0.2, 0.2, 0.2, 0.9],  # mate c tied with two others, behind 0.9 -> rank 2 (ties optimistic)
-    ])
+    sim = np.array(
+        [
+            [0.9, 0.1, 0.2, 0.3],  # mate a first -> rank 1
+            [0.5, 0.4, 0.6, 0.1],  # mate b behind 0.5 and 0.6 -> rank 3
+            [0.2, 0.2, 0.2, 0.9],  # mate c tied with two others, behind 0.9 -> rank 2 (ties optimistic)
+        ]
+    )
     gallery = ["a", "b", "c", "d"]
     np.testing.assert_array_equal(m.mate_ranks(sim, ["a", "b", "c"], gallery), [1, 3, 2])
     res = m.cmc(sim, ["a", "b", "c"], gallery, ranks=(1, 2, 3))

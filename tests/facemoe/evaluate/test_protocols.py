@@ -1,4 +1,5 @@
 """Protocols on real data: the shared LFW pairs and labelled photos, embedded by the shared MobileFaceNet."""
+
 from __future__ import annotations
 
 import csv
@@ -81,7 +82,9 @@ def test_tinyface_style_on_labelled_photos(aligned_photos, mobilefacenet, tmp_pa
 
 
 def _templates_csv(path: Path, templates: list[tuple[str, str, Path]]) -> Path:
-    return _write_csv(path, ["TEMPLATE_ID", "SUBJECT_ID", "FILENAME"], [(t, s, str(p)) for t, s, p in templates])
+    return _write_csv(
+        path, ["TEMPLATE_ID", "SUBJECT_ID", "FILENAME"], [(t, s, str(p)) for t, s, p in templates]
+    )
 
 
 def test_ijbs_style_two_gallery_splits(aligned_photos, mobilefacenet, tmp_path):
@@ -89,9 +92,15 @@ def test_ijbs_style_two_gallery_splits(aligned_photos, mobilefacenet, tmp_path):
     names = sorted(subjects)
     g1 = [(f"g_{s}", s, subjects[s][0]) for s in names[0::2]]
     g2 = [(f"g_{s}", s, subjects[s][0]) for s in names[1::2]]
-    probes = [(f"p_{s}", s, p) for s in names for p in subjects[s][1:]]  # one multi-media template per subject
-    res = evaluate_ijbs(mobilefacenet, _templates_csv(tmp_path / "probe.csv", probes),
-                        [_templates_csv(tmp_path / "g1.csv", g1), _templates_csv(tmp_path / "g2.csv", g2)], root="/")
+    probes = [
+        (f"p_{s}", s, p) for s in names for p in subjects[s][1:]
+    ]  # one multi-media template per subject
+    res = evaluate_ijbs(
+        mobilefacenet,
+        _templates_csv(tmp_path / "probe.csv", probes),
+        [_templates_csv(tmp_path / "g1.csv", g1), _templates_csv(tmp_path / "g2.csv", g2)],
+        root="/",
+    )
     m = res.metrics
     assert res.counts["probe_templates"] == len(names)
     assert res.counts["G1_mated_probes"] + res.counts["G2_mated_probes"] == len(names)
@@ -105,8 +114,12 @@ def test_briar_style(aligned_photos, mobilefacenet, tmp_path):
     subjects = {s: p for s, p in _by_subject(aligned_photos).items() if len(p) >= 2}
     gallery = [(f"g_{s}", s, p[0]) for s, p in subjects.items()]
     probes = [(f"p_{s}_{i}", s, q) for s, p in subjects.items() for i, q in enumerate(p[1:])]
-    res = evaluate_briar(mobilefacenet, _templates_csv(tmp_path / "probe.csv", probes),
-                         _templates_csv(tmp_path / "gallery.csv", gallery), root="/")
+    res = evaluate_briar(
+        mobilefacenet,
+        _templates_csv(tmp_path / "probe.csv", probes),
+        _templates_csv(tmp_path / "gallery.csv", gallery),
+        root="/",
+    )
     m = res.metrics
     assert 0.6 <= m["rank-1"] <= m["rank-5"] <= m["rank-20"] <= 1.0
     assert m["tar@far=1e-4"] <= m["tar@far=1e-3"] <= m["tar@far=1e-2"] <= 1.0 and m["tar@far=1e-2"] > 0.3
@@ -115,18 +128,25 @@ def test_briar_style(aligned_photos, mobilefacenet, tmp_path):
 
 # ---- bad input -------------------------------------------------------------------------------------
 
+
 def test_protocol_naming_missing_images(tmp_path):
     cv2.imwrite(str(tmp_path / "a.png"), np.zeros((112, 112, 3), np.uint8))
-    lst = _write_csv(tmp_path / "l.csv", ["image", "subject", "set"],
-                     [("a.png", "x", "gallery"), ("gone1.png", "x", "probe"), ("gone2.png", "y", "probe")])
+    lst = _write_csv(
+        tmp_path / "l.csv",
+        ["image", "subject", "set"],
+        [("a.png", "x", "gallery"), ("gone1.png", "x", "probe"), ("gone2.png", "y", "probe")],
+    )
     with pytest.raises(ProtocolError, match=r"names 2 image\(s\) that do not exist .*gone1.png, .*gone2.png"):
         read_image_list(lst)
 
 
 def test_image_of_the_wrong_size(tmp_path):
     cv2.imwrite(str(tmp_path / "big.png"), np.zeros((120, 100, 3), np.uint8))
-    lst = _write_csv(tmp_path / "l.csv", ["image", "subject", "set"], [("big.png", "x", "gallery"),
-                                                                        ("big.png", "x", "probe")])
+    lst = _write_csv(
+        tmp_path / "l.csv",
+        ["image", "subject", "set"],
+        [("big.png", "x", "gallery"), ("big.png", "x", "probe")],
+    )
 
     class Never:
         def embed(self, crops):
@@ -179,7 +199,6 @@ def test_bad_pair_bin(tmp_path, payload, match):
         read_pair_bin(path)
 
 
-
 def test_verification_with_impostor_pairs(aligned_photos, mobilefacenet, tmp_path):
     """A .bin built from the labelled photos, genuine and impostor pairs alternating."""
     groups = [p for p in _by_subject(aligned_photos).values() if len(p) >= 2]
@@ -215,19 +234,25 @@ def test_ijbs_by_hand(tmp_path):
     """Two gallery splits, multi-media templates; ranks and open-set results worked out by hand."""
     e = {"A": [1, 0, 0], "B": [0, 1, 0], "C": [0, 0, 1]}
     table = {
-        10: (e["A"], 1.0), 11: (e["B"], 1.0),  # gallery split 1: subjects a, b
+        10: (e["A"], 1.0),
+        11: (e["B"], 1.0),  # gallery split 1: subjects a, b
         12: (e["C"], 1.0),  # gallery split 2: subject c
-        20: (e["A"], 1.0), 21: (e["A"], 1.0), 22: (e["B"], 5.0),  # probe a: two weak A media, one strong B
-        23: (e["A"], 1.0), 24: (e["C"], 2.0),  # probe c: A + 2C -> (1, 0, 2)/sqrt(5)
+        20: (e["A"], 1.0),
+        21: (e["A"], 1.0),
+        22: (e["B"], 5.0),  # probe a: two weak A media, one strong B
+        23: (e["A"], 1.0),
+        24: (e["C"], 2.0),  # probe c: A + 2C -> (1, 0, 2)/sqrt(5)
         25: ([0.3, 0.4, 0.866], 1.0),  # probe b: cos 0.3 to A, 0.4 to B, 0.866 to C
     }
     for value in table:
         cv2.imwrite(str(tmp_path / f"{value}.png"), np.full((112, 112, 3), value, np.uint8))
     g1 = _templates_csv(tmp_path / "g1.csv", [("ga", "a", Path("10.png")), ("gb", "b", Path("11.png"))])
     g2 = _templates_csv(tmp_path / "g2.csv", [("gc", "c", Path("12.png"))])
-    probes = _templates_csv(tmp_path / "p.csv", [("pa", "a", Path(f"{v}.png")) for v in (20, 21, 22)]
-                            + [("pc", "c", Path("23.png")), ("pc", "c", Path("24.png")),
-                               ("pb", "b", Path("25.png"))])
+    probes = _templates_csv(
+        tmp_path / "p.csv",
+        [("pa", "a", Path(f"{v}.png")) for v in (20, 21, 22)]
+        + [("pc", "c", Path("23.png")), ("pc", "c", Path("24.png")), ("pb", "b", Path("25.png"))],
+    )
     emb = _TableEmbedder(table)
     res = evaluate_ijbs(emb, probes, [g1, g2], ranks=[1, 2], fpir_targets=[0.5])
     m = res.metrics

@@ -1,5 +1,6 @@
 """facemoe.evaluate.video: ground-truth reading, overlap assignment, metric wiring (the pipeline side of ``eval video``
 is tested in tests/pipeline/test_eval_video.py)."""
+
 from __future__ import annotations
 
 import json
@@ -32,14 +33,17 @@ def _csv(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def _track(start: float, end: float, scores=None, video: str = "a.mp4", track_id: int = 0,
-           centre=None) -> ScoredTrack:
-    return ScoredTrack(video, track_id, start, end, None if scores is None else np.asarray(scores, np.float64),
-                       centre)
+def _track(
+    start: float, end: float, scores=None, video: str = "a.mp4", track_id: int = 0, centre=None
+) -> ScoredTrack:
+    return ScoredTrack(
+        video, track_id, start, end, None if scores is None else np.asarray(scores, np.float64), centre
+    )
 
 
-def _span(identity: str, start: float = 0.0, end: float = math.inf, video: str = "a.mp4",
-          x=(-math.inf, math.inf)) -> GroundTruthSpan:
+def _span(
+    identity: str, start: float = 0.0, end: float = math.inf, video: str = "a.mp4", x=(-math.inf, math.inf)
+) -> GroundTruthSpan:
     return GroundTruthSpan(video, identity, start, end, x[0], x[1])
 
 
@@ -47,10 +51,15 @@ def _span(identity: str, start: float = 0.0, end: float = math.inf, video: str =
 
 
 def test_read_ground_truth_defaults_and_names(tmp_path):
-    path = _csv(tmp_path, "Identity,VIDEO,end_s,start_s\nAnn,clips/a.mp4,,\nBob,b.mp4,12.5,3\n,,,\nCid,b.mp4,4,\n")
+    path = _csv(
+        tmp_path, "Identity,VIDEO,end_s,start_s\nAnn,clips/a.mp4,,\nBob,b.mp4,12.5,3\n,,,\nCid,b.mp4,4,\n"
+    )
     spans = read_ground_truth(path)
-    assert spans == [GroundTruthSpan("a.mp4", "Ann", 0.0, math.inf), GroundTruthSpan("b.mp4", "Bob", 3.0, 12.5),
-                     GroundTruthSpan("b.mp4", "Cid", 0.0, 4.0)]
+    assert spans == [
+        GroundTruthSpan("a.mp4", "Ann", 0.0, math.inf),
+        GroundTruthSpan("b.mp4", "Bob", 3.0, 12.5),
+        GroundTruthSpan("b.mp4", "Cid", 0.0, 4.0),
+    ]
 
 
 def test_read_ground_truth_time_columns_are_optional(tmp_path):
@@ -58,9 +67,13 @@ def test_read_ground_truth_time_columns_are_optional(tmp_path):
 
 
 def test_read_ground_truth_regions(tmp_path):
-    spans = read_ground_truth(_csv(tmp_path, "video,identity,x_min,x_max,y_max\na.mp4,Ann,10,200,\na.mp4,Bob,,50,90\n"))
-    assert spans == [GroundTruthSpan("a.mp4", "Ann", 0.0, math.inf, 10.0, 200.0),
-                     GroundTruthSpan("a.mp4", "Bob", 0.0, math.inf, -math.inf, 50.0, -math.inf, 90.0)]
+    spans = read_ground_truth(
+        _csv(tmp_path, "video,identity,x_min,x_max,y_max\na.mp4,Ann,10,200,\na.mp4,Bob,,50,90\n")
+    )
+    assert spans == [
+        GroundTruthSpan("a.mp4", "Ann", 0.0, math.inf, 10.0, 200.0),
+        GroundTruthSpan("a.mp4", "Bob", 0.0, math.inf, -math.inf, 50.0, -math.inf, 90.0),
+    ]
     assert spans[0].holds((10.0, 5.0)) and not spans[0].holds((201.0, 5.0)) and spans[0].holds(None)
     assert not spans[1].holds((40.0, 95.0))
 
@@ -83,7 +96,10 @@ def test_friends_ground_truth_fixture_reads():
         ("video,identity,start_s,end_s\na.mp4,Ann,zero,1\n", "line 2 start_s: expected seconds"),
         ("video,identity,start_s,end_s\na.mp4,Ann,-1,1\n", "expected a finite number of seconds >= 0"),
         ("video,identity,start_s,end_s\na.mp4,Ann,0,nan\n", "expected a finite number of seconds >= 0"),
-        ("video,identity,start_s,end_s\na.mp4,Ann,0,1\nb.mp4,Bob,5,5\n", "line 3: expected end_s after start_s"),
+        (
+            "video,identity,start_s,end_s\na.mp4,Ann,0,1\nb.mp4,Bob,5,5\n",
+            "line 3: expected end_s after start_s",
+        ),
         ("video,identity,x_min,x_max\na.mp4,Ann,50,20\n", "line 2: expected x_min < x_max and y_min < y_max"),
         ("video,identity,x_min\na.mp4,Ann,left\n", "line 2 x_min: expected pixels"),
     ],
@@ -130,7 +146,11 @@ def _ids(tracks, spans, tol=0.1):
     [
         ((2, 4), [_span("A", 0, 10)], "A"),
         ((0, 10), [_span("A", 0, 8), _span("B", 6, 10)], "A"),  # 8 s against 4 s
-        ((0, 10), [_span("A", 0, 3), _span("A", 7, 10), _span("B", 3, 7)], "A"),  # spans of one identity add up
+        (
+            (0, 10),
+            [_span("A", 0, 3), _span("A", 7, 10), _span("B", 3, 7)],
+            "A",
+        ),  # spans of one identity add up
         ((0, 10), [_span("A", 0, 4), _span("B", 4, 10)], "B"),
         ((5, 6), [_span("A", 0, 5), _span("B", 6, 9)], None),  # only touching
         ((3, 4), [_span("A", 0, 2)], None),
@@ -159,8 +179,12 @@ def test_assignment_tie_tolerance(tolerance, expected):
 
 def test_assignment_regions_separate_people_on_screen_together():
     spans = [_span("A", 0, 10, x=(0, 300)), _span("B", 0, 10, x=(300, 640))]
-    tracks = [_track(0, 10, track_id=1, centre=(120.0, 200.0)), _track(0, 10, track_id=2, centre=(500.0, 180.0)),
-              _track(0, 10, track_id=3, centre=(700.0, 180.0)), _track(0, 10, track_id=4)]
+    tracks = [
+        _track(0, 10, track_id=1, centre=(120.0, 200.0)),
+        _track(0, 10, track_id=2, centre=(500.0, 180.0)),
+        _track(0, 10, track_id=3, centre=(700.0, 180.0)),
+        _track(0, 10, track_id=4),
+    ]
     out = assign_identities(tracks, spans)
     assert [a.identity for a in out] == ["A", "B", None, None]
     assert [a.ambiguous for a in out] == [False, False, False, True]  # outside every region: nobody known
@@ -188,15 +212,21 @@ NAMES = ["A", "B", "C"]
 @pytest.fixture
 def synthetic():
     """Six scored tracks (four mated, two non-mated), one without a template, one of a person not enrolled."""
-    spans = [_span("A", 0, 10), _span("B", 10, 20), _span("C", 20, 30), _span("A", 30, 40), _span("Z", 50, 60)]
+    spans = [
+        _span("A", 0, 10),
+        _span("B", 10, 20),
+        _span("C", 20, 30),
+        _span("A", 30, 40),
+        _span("Z", 50, 60),
+    ]
     tracks = [
-        _track(0, 10, [0.9, 0.1, 0.2], track_id=1),    # A, rank 1, strong
-        _track(10, 12, [0.6, 0.5, 0.1], track_id=2),   # B, rank 2
-        _track(20, 24, [0.1, 0.2, 0.4], track_id=3),   # C, rank 1, weak
-        _track(30, 38, [0.7, 0.0, 0.1], track_id=4),   # A, rank 1
+        _track(0, 10, [0.9, 0.1, 0.2], track_id=1),  # A, rank 1, strong
+        _track(10, 12, [0.6, 0.5, 0.1], track_id=2),  # B, rank 2
+        _track(20, 24, [0.1, 0.2, 0.4], track_id=3),  # C, rank 1, weak
+        _track(30, 38, [0.7, 0.0, 0.1], track_id=4),  # A, rank 1
         _track(50, 56, [0.3, 0.45, 0.0], track_id=5),  # Z: not enrolled -> non-mated
         _track(70, 72, [0.2, 0.1, 0.35], track_id=6),  # nobody in the ground truth -> non-mated
-        _track(31, 33, None, track_id=7),              # no crop embedded: listed, not scored
+        _track(31, 33, None, track_id=7),  # no crop embedded: listed, not scored
     ]
     return tracks, spans
 
@@ -204,10 +234,19 @@ def synthetic():
 def test_evaluate_tracks_metrics(synthetic, caplog):
     tracks, spans = synthetic
     with caplog.at_level(logging.WARNING):
-        res = evaluate_tracks(tracks, spans, NAMES, ranks=(1, 2), fpir_targets=(0.5, 1.0), operating_threshold=0.4)
+        res = evaluate_tracks(
+            tracks, spans, NAMES, ranks=(1, 2), fpir_targets=(0.5, 1.0), operating_threshold=0.4
+        )
     assert "not in the gallery" in caplog.text and "Z" in caplog.text
-    assert res.counts == {"videos": 1, "tracks": 7, "scored_tracks": 6, "mated_tracks": 4, "non_mated_tracks": 2,
-                          "ambiguous_tracks": 0, "gallery_identities": 3}
+    assert res.counts == {
+        "videos": 1,
+        "tracks": 7,
+        "scored_tracks": 6,
+        "mated_tracks": 4,
+        "non_mated_tracks": 2,
+        "ambiguous_tracks": 0,
+        "gallery_identities": 3,
+    }
     m = res.metrics
     assert m["rank-1"] == pytest.approx(3 / 4) and m["rank-2"] == 1.0
     # durations of the mated tracks: 10, 2, 4, 8
@@ -230,7 +269,9 @@ def test_evaluate_tracks_open_set_agrees_with_metrics_module(synthetic):
     sim = np.stack([t.scores for t in scored])
     labels = np.array(["A", "B", "C", "A", None, None], dtype=object)
     ref = metrics.tpir_at_fpir(sim, labels, np.array(NAMES, dtype=object), (0.5,))[0.5]
-    assert res.metrics["tpir@fpir=5e-1"] == ref["tpir"] and res.thresholds["tpir@fpir=5e-1"] == ref["threshold"]
+    assert (
+        res.metrics["tpir@fpir=5e-1"] == ref["tpir"] and res.thresholds["tpir@fpir=5e-1"] == ref["threshold"]
+    )
     ranks = [r["rank"] for r in res.tracks]
     assert ranks == [1, 2, 1, 1, None, None, None]
     assert [r["mated"] for r in res.tracks] == [True, True, True, True, False, False, False]

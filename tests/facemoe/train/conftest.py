@@ -1,4 +1,5 @@
 """A tiny generated identity set: each identity is a smooth random face-sized pattern plus pixel noise."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,12 +15,14 @@ PER_IDENTITY = 8
 SMALL_ARCH = {"embed_dim": 32, "depths": [2, 2, 2], "num_heads": [2, 4, 4], "num_experts": 3}
 
 
-def make_identity_folder(root: Path, identities: int = IDENTITIES, per_identity: int = PER_IDENTITY,
-                         seed: int = 0) -> Path:
+def make_identity_folder(
+    root: Path, identities: int = IDENTITIES, per_identity: int = PER_IDENTITY, seed: int = 0
+) -> Path:
     rng = np.random.default_rng(seed)
     for c in range(identities):
-        base = cv2.resize(rng.integers(0, 255, (14, 14, 3)).astype(np.uint8), (112, 112),
-                          interpolation=cv2.INTER_CUBIC).astype(np.float64)
+        base = cv2.resize(
+            rng.integers(0, 255, (14, 14, 3)).astype(np.uint8), (112, 112), interpolation=cv2.INTER_CUBIC
+        ).astype(np.float64)
         (root / f"person_{c}").mkdir(parents=True)
         for i in range(per_identity):
             img = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
@@ -51,8 +54,15 @@ def train_config(data: Path, out: Path, **run) -> dict:
         "model": {"arch": SMALL_ARCH, "drop_path_rate": 0.1, "k": 2},
         "head": {"sample_rate": 0.5},
         "optim": {"lr": 1e-3, "warmup_steps": 1},
-        "run": {"out_dir": str(out), "batch_size": 8, "epochs": 1, "log_every": 2, "save_every": 2,
-                "progress": False, **run},
+        "run": {
+            "out_dir": str(out),
+            "batch_size": 8,
+            "epochs": 1,
+            "log_every": 2,
+            "save_every": 2,
+            "progress": False,
+            **run,
+        },
     }
 
 

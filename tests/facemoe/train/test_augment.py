@@ -1,4 +1,5 @@
 """The authors' augmentations: each one's effect, determinism per generator, the 120 px model input."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,7 +18,9 @@ def test_nothing_applied_is_identity():
 
 
 def test_crop_keeps_a_box_in_place_and_zeros_the_rest():
-    out, _ = Augmenter(AugmentSection(**{**NONE, "crop_prob": 1, "crop_scale": (0.2, 0.3)}))(IMG, np.random.default_rng(1))
+    out, _ = Augmenter(AugmentSection(**{**NONE, "crop_prob": 1, "crop_scale": (0.2, 0.3)}))(
+        IMG, np.random.default_rng(1)
+    )
     kept = (out != 0).any(axis=2)
     rows, cols = np.flatnonzero(kept.any(axis=1)), np.flatnonzero(kept.any(axis=0))
     box = np.s_[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]

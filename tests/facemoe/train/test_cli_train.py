@@ -1,4 +1,5 @@
 """The ``train`` command: YAML + --set, one-line errors with exit code 2, and DDP under torchrun (gloo)."""
+
 from __future__ import annotations
 
 import os
@@ -33,7 +34,10 @@ def test_train_command_runs_with_overrides(identity_folder, tmp_path, capsys):
     [
         (lambda t: t["run"].update(bach_size=4), "unknown config key run.bach_size"),
         (lambda t: t["head"].update(margin=2.0), "head.margin: Input should be less than or equal to 1"),
-        (lambda t: t["data"].update(path="/nonexistent/faces"), "dataset folder not found: /nonexistent/faces"),
+        (
+            lambda t: t["data"].update(path="/nonexistent/faces"),
+            "dataset folder not found: /nonexistent/faces",
+        ),
     ],
 )
 def test_bad_config_is_one_line_exit_2(identity_folder, tmp_path, capsys, change, message):
@@ -58,9 +62,20 @@ def test_ddp_two_processes_gloo(identity_folder, tmp_path):
     """torchrun, 2 CPU processes with gloo: the run completes and its checkpoint holds both ranks' RNG states."""
     tree = train_config(identity_folder, tmp_path / "ddp", max_steps=2, batch_size=4)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(ROOT / "run_pipeline.py"), "train", "--config", _write(tmp_path, tree)]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(ROOT / "run_pipeline.py"),
+        "train",
+        "--config",
+        _write(tmp_path, tree),
+    ]
+    proc = subprocess.run(
+        cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     state = torch.load(tmp_path / "ddp" / "last.pt", weights_only=True)
     assert state["step"] == 2 and state["run"]["world"] == 2 and len(state["rng"]) == 2

@@ -1,4 +1,5 @@
 """Training datasets: identity folders and RecordIO, bad input, the resumable distributed batch order."""
+
 from __future__ import annotations
 
 import cv2
@@ -39,7 +40,9 @@ def test_too_few_identities(tmp_path, identities):
 def test_image_of_the_wrong_size(tmp_path):
     root = make_identity_folder(tmp_path / "d", identities=2, per_identity=2)
     cv2.imwrite(str(root / "person_1" / "big.png"), np.zeros((128, 96, 3), np.uint8))
-    with pytest.raises(DatasetError, match=r"expected aligned 112x112 crops, got 1 other image\(s\): .*big.png \(96x128\)"):
+    with pytest.raises(
+        DatasetError, match=r"expected aligned 112x112 crops, got 1 other image\(s\): .*big.png \(96x128\)"
+    ):
         FolderSource(root)
     # without the up-front check the image is refused when it is read
     source = FolderSource(root, check_sizes=False)

@@ -1,4 +1,5 @@
 """Expert-load statistics: every token's k choices are counted, per block and per face size."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,8 +11,9 @@ from facemoe.train.experts import ExpertLoad
 
 def test_counts_per_block_and_face_size():
     torch.manual_seed(0)
-    model = create_facemoe(embed_dim=32, depths=[2, 2, 2], num_heads=[2, 4, 4], num_experts=3, k=2,
-                           drop_path_rate=0.0).eval()
+    model = create_facemoe(
+        embed_dim=32, depths=[2, 2, 2], num_heads=[2, 4, 4], num_experts=3, k=2, drop_path_rate=0.0
+    ).eval()
     load = ExpertLoad(model, bins=(32, 64))
     load.set_batch([20.0, 100.0, 100.0])
     with torch.no_grad():

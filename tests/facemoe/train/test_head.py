@@ -1,4 +1,5 @@
 """CosFace head: the loss by hand, partial-FC sampling keeps the batch's classes."""
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """RecordIO reading and writing without MXNet, checked against the byte layout."""
+
 from __future__ import annotations
 
 import struct

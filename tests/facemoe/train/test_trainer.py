@@ -1,4 +1,5 @@
 """Fine-tuning a small FaceMoE on the tiny generated sets: loss falls, exact resume, official-format output."""
+
 from __future__ import annotations
 
 import json
@@ -77,19 +78,28 @@ def test_head_phase_then_full_phase(identity_folder, tmp_path):
 
     fresh = FaceMoE(FaceMoEConfig(**start["model_config"]))
     assert all(torch.equal(fresh.state_dict()[k], v) for k, v in start["model"].items())
-    full = train(_cfg(identity_folder, tmp_path / "full", sections={"model": {"from_run": str(tmp_path / "head" / "last.pt")}},
-                      max_steps=2))
+    full = train(
+        _cfg(
+            identity_folder,
+            tmp_path / "full",
+            sections={"model": {"from_run": str(tmp_path / "head" / "last.pt")}},
+            max_steps=2,
+        )
+    )
     assert full.step == 2
     after = torch.load(tmp_path / "full" / "last.pt", weights_only=True)
-    assert not torch.equal(after["model"]["layers.0.blocks.0.mlp.router.gate.weight"],
-                           start["model"]["layers.0.blocks.0.mlp.router.gate.weight"])
+    assert not torch.equal(
+        after["model"]["layers.0.blocks.0.mlp.router.gate.weight"],
+        start["model"]["layers.0.blocks.0.mlp.router.gate.weight"],
+    )
 
 
 def test_official_checkpoint_start(identity_folder, tmp_path):
     """Fine-tune from the official fixture checkpoint (plain state dict written by the authors' code)."""
     official = require(FIXTURES / "fixtureA_state.pt")
-    result = train(_cfg(identity_folder, tmp_path / "ft", sections={"model": {"checkpoint": str(official)}},
-                        max_steps=1))
+    result = train(
+        _cfg(identity_folder, tmp_path / "ft", sections={"model": {"checkpoint": str(official)}}, max_steps=1)
+    )
     assert result.step == 1
     before = torch.load(official, weights_only=True)
     after = load_model(tmp_path / "ft" / "model.pt", k=2).state_dict()
@@ -100,7 +110,10 @@ def test_official_checkpoint_start(identity_folder, tmp_path):
 @pytest.mark.parametrize(
     "run, match",
     [
-        ({"batch_size": 16, "grad_accum": 4}, "expected at least batch_size x processes x grad_accum = 64 images, got 32"),
+        (
+            {"batch_size": 16, "grad_accum": 4},
+            "expected at least batch_size x processes x grad_accum = 64 images, got 32",
+        ),
         ({"amp": "fp16", "device": "cpu"}, "amp fp16 needs a CUDA device"),
     ],
 )
