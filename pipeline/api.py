@@ -27,10 +27,9 @@ import numpy as np
 from core.errors import InputError
 from core.types import MatchResult, TrackTemplate
 from gallery.enroll import EnrollReport
-from stages.align import align_face
 from stages.quality import QualityScorer
 
-from .build import build
+from .build import build, find_faces
 from .config import AppConfig, load_config
 from .runner import FileRunner
 from .sources import FileSource
@@ -118,31 +117,17 @@ class FaceRecognition:
         """Every face of a BGR uint8 image (or an image file), each matched against the gallery."""
         image = _read(image)
         system = self.system
-        dets = system.detector.detect([image])[0]
-        if not len(dets):
+        found = find_faces(system.detector, self._scorer, image)
+        if not found:
             return []
-        crops = [align_face(image, lm) for lm in dets.landmarks]
-        quality = [
-            self._scorer.score(self._scorer.assess(c, b, float(s), lm))
-            for c, b, s, lm in zip(crops, dets.xyxy, dets.score, dets.landmarks)
-        ]
-        feats, _ = system.embedder.embed(crops)
+        feats, _ = system.embedder.embed([crop for _, _, crop, _ in found])
         matcher = system.matcher()
         faces = []
-        for i, feat in enumerate(feats):
-            template = TrackTemplate("image", i, feat, 1.0, 1, None, 0.0, 0.0, 1)
-            result = matcher.match(template)
+        for i, ((box, det_score, _, quality), feat) in enumerate(zip(found, feats)):
+            result = matcher.match(TrackTemplate("image", i, feat, 1.0, 1, None, 0.0, 0.0, 1))
             best = result.candidates[0].score if result.candidates else None
-            faces.append(
-                Face(
-                    tuple(float(v) for v in dets.xyxy[i]),
-                    float(dets.score[i]),
-                    quality[i],
-                    result.identity.name if result.identity else None,
-                    best,
-                    result,
-                )
-            )
+            who = result.identity.name if result.identity else None
+            faces.append(Face(tuple(float(v) for v in box), det_score, quality, who, best, result))
         return faces
 
     def process(self, video: str | Path) -> Iterator[Track]:

@@ -29,23 +29,29 @@ from stages.quality import QualityScorer
 from .config import AppConfig
 from .sql_gallery import LoggedSource, MatchLogSink, SqlGalleryIndex
 
-__all__ = ["System", "build", "face_extractor"]
+__all__ = ["System", "build", "face_extractor", "find_faces"]
 
 logger = logging.getLogger(__name__)
 
 
+def find_faces(
+    detector: FaceDetector, scorer: QualityScorer, image: np.ndarray
+) -> list[tuple[np.ndarray, float, np.ndarray, float]]:
+    """Every face the detector finds in a BGR image: (box ``[4]`` xyxy, detector score, aligned 112x112 BGR crop,
+    quality score)."""
+    dets = detector.detect([image])[0]
+    faces = []
+    for box, score, landmarks in zip(dets.xyxy, dets.score, dets.landmarks):
+        crop = align_face(image, landmarks)
+        faces.append(
+            (box, float(score), crop, scorer.score(scorer.assess(crop, box, float(score), landmarks)))
+        )
+    return faces
+
+
 def face_extractor(detector: FaceDetector, scorer: QualityScorer) -> FaceExtractor:
-    """``image -> [(aligned 112x112 BGR crop, quality score)]`` for every face the detector finds."""
-
-    def extract(image: np.ndarray) -> list[tuple[np.ndarray, float]]:
-        dets = detector.detect([image])[0]
-        faces = []
-        for box, score, landmarks in zip(dets.xyxy, dets.score, dets.landmarks):
-            crop = align_face(image, landmarks)
-            faces.append((crop, scorer.score(scorer.assess(crop, box, float(score), landmarks))))
-        return faces
-
-    return extract
+    """``image -> [(aligned 112x112 BGR crop, quality score)]`` for every face (what enrollment takes)."""
+    return lambda image: [(crop, quality) for _, _, crop, quality in find_faces(detector, scorer, image)]
 
 
 class System:
