@@ -100,3 +100,18 @@ def test_one_embedder_id_for_enroll_process_and_the_api(api_db, tmp_path):
     )
     ids = [_embedder_ids(url) for url in (enrolled, processed, api_db)]
     assert all(len(i) == 1 for i in ids) and ids[0] == ids[1] == ids[2], ids
+
+
+@pytest.mark.slow
+def test_readme_example_runs(tmp_path, monkeypatch, capsys):
+    """The README's Python API example, as written (run from the repository root), on a database of its own."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Python API") :]
+    code = section[section.index("```python") + len("```python") : section.index("```\n", 10)]
+    assert 'db="sqlite:///faces.db"' in code
+    code = code.replace('db="sqlite:///faces.db"', f'db="sqlite:///{tmp_path / "faces.db"}"')
+    require(FRIENDS)
+    monkeypatch.chdir(ROOT)
+    exec(compile(code, "README.md", "exec"), {})
+    out = capsys.readouterr().out.splitlines()
+    assert any("Rachel" in line for line in out)  # recognized, and her tracks in the clip
