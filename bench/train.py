@@ -37,7 +37,7 @@ def _worker(variant: str, batch: int, steps: int, threads: int) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from facemoe.model import create_facemoe
     from facemoe.train.head import CosFaceHead
-    from facemoe.train.trainer import TrainModule
+    from facemoe.train.module import TrainModule
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

@@ -117,19 +117,7 @@ class CameraWorker:
         )
         ray.get(pending)
         snap = self.health.snapshot()
-        return {
-            "camera": snap.name,
-            "frames": frames_done,
-            "seconds": seconds,
-            "closed_at_loss": closed,
-            "frames_in": snap.frames_in,
-            "dropped": snap.dropped,
-            "reconnects": snap.reconnects,
-            "failures": snap.failures,
-            "state": snap.state,
-            "error": None,
-            "snapshot": snap,
-        }
+        return {**_figures(snap, frames_done, seconds, closed, snap.state, None), "snapshot": snap}
 
     def snapshot(self):
         """The camera's health now (polled by the driver)."""
@@ -287,17 +275,22 @@ def _camera_result(ray, ref, name: str, health: PolledHealth, service) -> dict:
         health.failed(reason)
         ray.get(service.camera_failed.remote(name))
         snap = health.snapshot()
-        return {
-            "camera": name,
-            "frames": snap.frames_processed,
-            "seconds": 0.0,
-            "closed_at_loss": 0,
-            "frames_in": snap.frames_in,
-            "dropped": snap.dropped,
-            "reconnects": snap.reconnects,
-            "failures": snap.failures,
-            "state": "failed",
-            "error": reason,
-        }
+        return _figures(snap, snap.frames_processed, 0.0, 0, "failed", reason)
     health.update(result.pop("snapshot"))
     return result
+
+
+def _figures(snap, frames: int, seconds: float, closed: int, state: str, error: str | None) -> dict:
+    """One camera's figures of a run, from its health snapshot and what the actor counted."""
+    return {
+        "camera": snap.name,
+        "frames": frames,
+        "seconds": seconds,
+        "closed_at_loss": closed,
+        "frames_in": snap.frames_in,
+        "dropped": snap.dropped,
+        "reconnects": snap.reconnects,
+        "failures": snap.failures,
+        "state": state,
+        "error": error,
+    }

@@ -66,3 +66,14 @@ def test_no_module_imports_upward_or_sideways(package):
         if module.split(".")[0] in FORBIDDEN[package]
     ]
     assert not broken, f"{package} may not import {sorted(FORBIDDEN[package])}:\n" + "\n".join(broken)
+
+
+SOURCES = sorted(p for d in (*PACKAGES, "bench") for p in (ROOT / d).rglob("*.py")) + [
+    ROOT / "run_pipeline.py"
+]
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_source_file_is_over_400_lines(path):
+    lines = len(path.read_text(encoding="utf-8").splitlines())
+    assert lines <= 400, f"{path.relative_to(ROOT)}: {lines} lines; split it by concern"

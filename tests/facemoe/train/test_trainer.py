@@ -11,7 +11,8 @@ import torch
 from facemoe.checkpoint import load_model
 from facemoe.train.config import TrainConfig
 from facemoe.train.errors import DatasetError, TrainError
-from facemoe.train.trainer import poly_warmup, train
+from facemoe.train.module import poly_warmup
+from facemoe.train.trainer import train
 from tests.conftest import FIXTURES, require
 
 from .conftest import train_config
