@@ -40,7 +40,25 @@ class DetectConfig(Section):
         8.0, ge=0.0, le=10000.0, description="drop faces smaller than this (px, box side)"
     )
     max_faces: int = Field(100, ge=1, le=10000, description="keep at most this many faces per frame")
-    batch_size: int = Field(4, ge=1, le=256, description="frames per detector call")
+    tiling: Literal["off", "auto", "on"] = Field(
+        "off",
+        description="small faces: also detect in overlapping tiles of input_size at the frame's own resolution "
+        "(on), only when letterboxing would shrink a min_face_px face below what the detector resolves (auto), "
+        "or never (off)",
+    )
+    min_face_px: float = Field(
+        12.0,
+        gt=0.0,
+        le=10000.0,
+        description="tiling auto: the smallest face (px, box side in the frame) to find",
+    )
+    tile_overlap: int = Field(
+        64,
+        ge=0,
+        le=4096,
+        description="tiling: px shared by neighbouring tiles (faces up to it lie whole in one)",
+    )
+    batch_size: int = Field(4, ge=1, le=256, description="frames (or tiles) per detector call")
     threads: int = Field(2, ge=1, le=64, description="onnxruntime intra-op threads")
     device: str = Field(
         "cpu",
@@ -53,6 +71,10 @@ class DetectConfig(Section):
         w, h = self.input_size
         if not (32 <= w <= 4096 and 32 <= h <= 4096) or w % 32 or h % 32:
             raise ValueError(f"input_size must be multiples of 32 within [32, 4096], got {w}x{h}")
+        if self.tiling != "off" and self.tile_overlap >= min(w, h):
+            raise ValueError(
+                f"tile_overlap must be smaller than the input size {w}x{h}, got {self.tile_overlap}"
+            )
         return self
 
 

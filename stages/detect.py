@@ -1,7 +1,9 @@
 """Face detection: SCRFD through onnxruntime (default, batched over frames) or OpenCV YuNet.
 
 Frames of any size are letterboxed (resized keeping the aspect ratio, padded right/bottom) into the configured
-input size, so frames of different sizes share one batch. Landmarks come in the ArcFace order: left eye,
+input size, so frames of different sizes share one batch. With ``detect.tiling`` the frame is also detected in
+overlapping tiles at its own resolution, so that small faces are not shrunk below what the detector resolves
+(:mod:`stages.tiling`). Landmarks come in the ArcFace order: left eye,
 right eye, nose, left mouth corner, right mouth corner, as seen in the image.
 """
 
@@ -21,6 +23,7 @@ from core.types import Detections
 from .config import DetectConfig
 from .errors import ModelError
 from .onnx_session import onnx_session
+from .tiling import merge_detections, needs_tiles, nms, tile_grid
 
 __all__ = ["FaceDetector", "letterbox", "nms", "resolve_detector_model"]
 
@@ -28,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 _SCRFD_STRIDES = (8, 16, 32)
 _SCRFD_ANCHORS = 2
+RESOLVES_PX = 10.0  # about the smallest face (px at the detector's input) SCRFD and YuNet find
 
 
 def letterbox(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, float]:
@@ -40,24 +44,6 @@ def letterbox(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, flo
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     canvas[:nh, :nw] = cv2.resize(image, (nw, nh), interpolation=interp)
     return canvas, scale
-
-
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Greedy non-maximum suppression; returns kept indices, best score first."""
-    order = np.argsort(-scores, kind="stable")
-    x1, y1, x2, y2 = boxes.T
-    areas = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
-    keep = []
-    while order.size:
-        i = order[0]
-        keep.append(i)
-        rest = order[1:]
-        iw = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
-        ih = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
-        inter = iw * ih
-        iou = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-9)
-        order = rest[iou <= iou_threshold]
-    return np.asarray(keep, dtype=np.int64)
 
 
 def resolve_detector_model(model: str, backend: str) -> Path:
@@ -198,11 +184,34 @@ class FaceDetector:
         for i, img in enumerate(images):
             if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
                 raise ValueError(f"image {i}: expected uint8 HxWx3 BGR, got {img.dtype} {img.shape}")
+        tiles = [self._tiles(img) for img in images]
+        crops = [img[y0:y1, x0:x1] for img, grid in zip(images, tiles) for x0, y0, x1, y1 in grid]
+        found = self._run([*images, *crops])
+        out, at = found[: len(images)], len(images)
+        for i, (img, grid) in enumerate(zip(images, tiles)):
+            if grid:
+                h, w = img.shape[:2]
+                parts = list(zip(grid, found[at : at + len(grid)]))
+                out[i] = merge_detections(out[i], parts, w, h, self.cfg.nms_threshold, self.cfg.max_faces)
+                at += len(grid)
+        return out
+
+    def _run(self, images: Sequence[np.ndarray]) -> list[Detections]:
         out: list[Detections] = []
         step = self.cfg.batch_size
         for start in range(0, len(images), step):
             out.extend(self._impl(images[start : start + step]))
         return out
+
+    def _tiles(self, image: np.ndarray) -> list[tuple[int, int, int, int]]:
+        """The tiles of ``image`` per ``detect.tiling`` (none: the whole frame is enough)."""
+        cfg = self.cfg
+        h, w = image.shape[:2]
+        if cfg.tiling == "off" or (w <= cfg.input_size[0] and h <= cfg.input_size[1]):
+            return []
+        if cfg.tiling == "auto" and not needs_tiles(w, h, cfg.input_size, cfg.min_face_px, RESOLVES_PX):
+            return []
+        return tile_grid(w, h, cfg.input_size, cfg.tile_overlap)
 
     def reset(self) -> None:
         """Detection keeps no per-stream state."""

@@ -1,0 +1,115 @@
+"""Tiled detection for small faces: the frame at native resolution in overlapping tiles, plus the whole frame.
+
+A detector letterboxes its input: a 1920x1080 frame into a 640x640 input is shrunk three times, and a 16-pixel
+face becomes 5 pixels, below what SCRFD resolves. Tiles of the detector's own input size cut from the frame keep
+faces at their native size. Each tile is a full input size (the last tile of a row or column is moved back to
+end at the frame's edge), neighbouring tiles overlap by at least ``overlap`` pixels, so a face smaller than the
+overlap lies whole inside at least one tile. A detection touching a tile's inner edge (an edge that is not the
+frame's) is dropped: it is a cut face, found whole by the neighbour. The whole frame, letterboxed as without
+tiling, is detected too (large faces); all detections are merged by one non-maximum suppression.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from core.types import Detections
+
+__all__ = ["merge_detections", "needs_tiles", "nms", "tile_grid", "tile_offsets"]
+
+EDGE_MARGIN = 2.0  # px: a box this close to a tile's inner edge was cut by it
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy non-maximum suppression; returns kept indices, best score first."""
+    order = np.argsort(-scores, kind="stable")
+    x1, y1, x2, y2 = boxes.T
+    areas = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
+    keep = []
+    while order.size:
+        i = order[0]
+        keep.append(i)
+        rest = order[1:]
+        iw = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
+        ih = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
+        inter = iw * ih
+        iou = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-9)
+        order = rest[iou <= iou_threshold]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def tile_offsets(length: int, tile: int, overlap: int) -> list[int]:
+    """Start positions of tiles of side ``tile`` along an axis of ``length`` px, overlapping by >= ``overlap``."""
+    if length <= tile:
+        return [0]
+    step = max(1, tile - overlap)
+    count = math.ceil((length - tile) / step) + 1
+    stride = (length - tile) / (count - 1)  # spread evenly: every overlap >= the requested one
+    return [round(i * stride) for i in range(count)]
+
+
+def tile_grid(
+    width: int, height: int, tile: tuple[int, int], overlap: int
+) -> list[tuple[int, int, int, int]]:
+    """Tiles ``(x0, y0, x1, y1)`` covering a ``width`` x ``height`` frame (clipped to it when it is smaller)."""
+    tw, th = tile
+    return [
+        (x, y, min(x + tw, width), min(y + th, height))
+        for y in tile_offsets(height, th, overlap)
+        for x in tile_offsets(width, tw, overlap)
+    ]
+
+
+def needs_tiles(
+    width: int, height: int, input_size: tuple[int, int], min_face_px: float, resolves_px: float
+) -> bool:
+    """Whether letterboxing a frame into ``input_size`` shrinks a ``min_face_px`` face below ``resolves_px``."""
+    scale = min(input_size[0] / width, input_size[1] / height)
+    return min_face_px * scale < resolves_px and (width > input_size[0] or height > input_size[1])
+
+
+def _shift(dets: Detections, x0: int, y0: int) -> Detections:
+    offset = np.asarray([x0, y0], np.float32)
+    return Detections(dets.xyxy + np.tile(offset, 2), dets.score, dets.landmarks + offset)
+
+
+def _whole(dets: Detections, tile: tuple[int, int, int, int], width: int, height: int) -> np.ndarray:
+    """Mask of the detections (frame coordinates) not cut by an inner edge of ``tile``."""
+    x0, y0, x1, y1 = tile
+    b = dets.xyxy
+    keep = np.ones(len(dets), bool)
+    if x0 > 0:
+        keep &= b[:, 0] > x0 + EDGE_MARGIN
+    if y0 > 0:
+        keep &= b[:, 1] > y0 + EDGE_MARGIN
+    if x1 < width:
+        keep &= b[:, 2] < x1 - EDGE_MARGIN
+    if y1 < height:
+        keep &= b[:, 3] < y1 - EDGE_MARGIN
+    return keep
+
+
+def merge_detections(
+    whole_frame: Detections,
+    tiles: list[tuple[tuple[int, int, int, int], Detections]],
+    width: int,
+    height: int,
+    nms_threshold: float,
+    max_faces: int,
+) -> Detections:
+    """The frame's detections from its whole-frame pass and its tiles (tile coordinates), by one NMS."""
+    parts = [whole_frame]
+    for tile, dets in tiles:
+        if len(dets):
+            shifted = _shift(dets, tile[0], tile[1])
+            mask = _whole(shifted, tile, width, height)
+            parts.append(Detections(shifted.xyxy[mask], shifted.score[mask], shifted.landmarks[mask]))
+    boxes = np.concatenate([p.xyxy for p in parts])
+    if not len(boxes):
+        return Detections.empty()
+    scores = np.concatenate([p.score for p in parts])
+    landmarks = np.concatenate([p.landmarks for p in parts])
+    keep = nms(boxes, scores, nms_threshold)[:max_faces]
+    return Detections(boxes[keep], scores[keep], landmarks[keep])

@@ -1,0 +1,122 @@
+"""Tiled detection: the tile grid, the merge across tiles, and small real faces in HD and 4K frames."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from core.types import Detections
+from stages.config import DetectConfig
+from stages.detect import FaceDetector
+from stages.tiling import merge_detections, needs_tiles, tile_grid, tile_offsets
+from tests.conftest import require
+from tests.stages.conftest import FRIENDS, SCRFD
+
+
+@pytest.mark.parametrize(
+    "length, tile, overlap",
+    [
+        (1920, 640, 64),
+        (1080, 640, 64),
+        (3840, 640, 0),
+        (641, 640, 64),
+        (640, 640, 64),
+        (300, 640, 64),
+        (1, 640, 8),
+    ],
+)
+def test_tiles_cover_the_axis_with_the_overlap(length, tile, overlap):
+    starts = tile_offsets(length, tile, overlap)
+    assert starts[0] == 0 and starts == sorted(set(starts))
+    if length <= tile:
+        assert starts == [0]
+        return
+    assert starts[-1] + tile == length  # the last tile ends at the edge: every tile is full size
+    assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:]))  # overlap at least as asked
+
+
+def test_grid_of_a_small_frame_is_the_frame():
+    assert tile_grid(300, 1, (640, 640), 64) == [(0, 0, 300, 1)]
+
+
+@pytest.mark.parametrize(
+    "size, expected", [((1920, 1080), True), ((1280, 720), True), ((640, 480), False), ((320, 200), False)]
+)
+def test_tiles_only_where_letterboxing_loses_the_smallest_face(size, expected):
+    assert needs_tiles(*size, (640, 640), min_face_px=16, resolves_px=10) is expected
+
+
+def _dets(*boxes, score=0.9) -> Detections:
+    xyxy = np.asarray(boxes, np.float32).reshape(-1, 4)
+    centres = (xyxy[:, :2] + xyxy[:, 2:]) / 2
+    return Detections(xyxy, np.full(len(xyxy), score, np.float32), np.repeat(centres[:, None], 5, axis=1))
+
+
+def test_merge_keeps_one_of_a_face_seen_by_two_tiles_and_drops_cut_faces():
+    tiles = [
+        ((0, 0, 640, 640), _dets([500, 100, 520, 120], [630, 300, 640, 320])),  # whole; cut by the right edge
+        ((427, 0, 1067, 640), _dets([73, 100, 93, 120], [193, 300, 223, 320])),  # the same two, seen whole
+    ]
+    merged = merge_detections(Detections.empty(), tiles, 1920, 1080, nms_threshold=0.4, max_faces=10)
+    boxes = sorted(map(tuple, merged.xyxy.tolist()))
+    assert boxes == [(500, 100, 520, 120), (620, 300, 650, 320)]
+    assert np.allclose(merged.landmarks[:, 0], (merged.xyxy[:, :2] + merged.xyxy[:, 2:]) / 2)
+
+
+def test_merge_keeps_faces_at_the_frame_edge():
+    tiles = [((1280, 440, 1920, 1080), _dets([620, 600, 640, 640]))]  # touches the frame's right/bottom edges
+    merged = merge_detections(Detections.empty(), tiles, 1920, 1080, nms_threshold=0.4, max_faces=10)
+    assert merged.xyxy.tolist() == [[1900, 1040, 1920, 1080]]
+
+
+@pytest.fixture(scope="module")
+def small_face():
+    """A real face (Ross) cut from the gallery photo and shrunk so its box side is about 20 px."""
+    detector = FaceDetector(DetectConfig(model=str(require(SCRFD)), threads=1))
+    photo = cv2.imread(str(require(FRIENDS) / "Ross.png"))
+    x1, y1, x2, y2 = detector.detect([photo])[0].xyxy[0]
+    side = max(x2 - x1, y2 - y1)
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    half = side  # keep some head and background around the face
+    crop = photo[max(0, int(cy - half)) : int(cy + half), max(0, int(cx - half)) : int(cx + half)]
+    scale = 20 / side
+    return cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+
+
+def _canvas(width: int, height: int, face: np.ndarray, centres) -> np.ndarray:
+    canvas = np.full((height, width, 3), 120, np.uint8)
+    fh, fw = face.shape[:2]
+    for cx, cy in centres:
+        canvas[cy - fh // 2 : cy - fh // 2 + fh, cx - fw // 2 : cx - fw // 2 + fw] = face
+    return canvas
+
+
+def _detector(tiling: str) -> FaceDetector:
+    return FaceDetector(DetectConfig(model=str(require(SCRFD)), threads=1, tiling=tiling, min_face_px=12))
+
+
+def _hits(dets: Detections, centres) -> list[int]:
+    mid = (dets.xyxy[:, :2] + dets.xyxy[:, 2:]) / 2
+    return [int((np.abs(mid - np.asarray(c)).max(axis=1) < 12).sum()) for c in centres]
+
+
+def test_a_face_on_a_tile_border_is_found_once(small_face):
+    border = tile_grid(1920, 1080, (640, 640), 64)[0][2]  # the first tile's right edge
+    centres = [(border, 300), (960, 540)]
+    frame = _canvas(1920, 1080, small_face, centres)
+    assert _hits(_detector("on").detect([frame])[0], centres) == [1, 1]
+    assert _hits(_detector("off").detect([frame])[0], centres) == [0, 0]  # shrunk 3x: lost without tiles
+
+
+def test_small_faces_in_a_4k_frame(small_face):
+    rng = np.random.default_rng(7)
+    centres = [(int(x), int(y)) for x, y in zip(rng.integers(40, 3800, 6), rng.integers(40, 2120, 6))]
+    frame = _canvas(3840, 2160, small_face, centres)
+    found = _detector("auto").detect([frame])[0]
+    assert _hits(found, centres) == [1] * len(centres) and len(found) == len(centres)
+
+
+@pytest.mark.parametrize("shape", [(1, 1920, 3), (1080, 1, 3), (1, 1, 3)])
+def test_one_pixel_frames_give_no_faces(shape):
+    assert len(_detector("on").detect([np.zeros(shape, np.uint8)])[0]) == 0
