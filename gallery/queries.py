@@ -10,10 +10,11 @@ with those two columns, so a page stops after ``page_size + 1`` rows whatever th
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import datetime, timezone
 
 from sqlalchemy import Connection, Select, func, select
 from sqlalchemy.orm import Session
@@ -25,9 +26,23 @@ from gallery.models import Identity, MatchEvent, Media, Source, Template, Track
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["KINDS", "MAX_PAGE_SIZE", "Filters", "Page", "find_identities", "find_matches", "find_tracks"]
+__all__ = [
+    "KINDS",
+    "MAX_OFFSET",
+    "MAX_PAGE",
+    "MAX_PAGE_SIZE",
+    "Filters",
+    "Page",
+    "csv_cell",
+    "find_identities",
+    "find_matches",
+    "find_tracks",
+]
 
 MAX_PAGE_SIZE = 1000
+MAX_OFFSET = 10**9  # rows skipped before a page: far beyond any match log, well inside every SQL integer
+MAX_PAGE = MAX_OFFSET + 1  # the last page reachable with page size 1
+CSV_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet reads a cell starting so as a formula
 
 
 @dataclass(frozen=True)
@@ -52,15 +67,34 @@ class Filters:
             raise QueryError(f"page: expected 1 or more, got {self.page}")
         if not 1 <= self.page_size <= MAX_PAGE_SIZE:
             raise QueryError(f"page size: expected 1..{MAX_PAGE_SIZE}, got {self.page_size}")
+        if (self.page - 1) * self.page_size > MAX_OFFSET:
+            raise QueryError(
+                f"page: expected at most {MAX_OFFSET // self.page_size + 1} with page size {self.page_size} "
+                f"(at most {MAX_OFFSET:,} rows skipped), got {self.page}"
+            )
+        for name in ("identity", "source"):
+            value = getattr(self, name)
+            if value is not None and "\x00" in value:
+                raise QueryError(f"{name}: expected a name without NUL characters, got {value!r}")
         if self.decision is not None and self.decision not in DECISIONS:
             raise QueryError(f"decision: expected one of {', '.join(DECISIONS)}, got {self.decision!r}")
+        if self.min_score is not None and not math.isfinite(self.min_score):
+            raise QueryError(f"min_score: expected a finite number, got {self.min_score}")
         for name in ("since", "until"):
             value = getattr(self, name)
-            if value is not None and value.tzinfo is None:
+            if value is None:
+                continue
+            if value.tzinfo is None:
                 raise QueryError(
                     f"{name}: expected a time with a timezone (e.g. 2026-01-01T00:00:00Z), got "
                     f"{value.isoformat()}"
                 )
+            try:
+                value.astimezone(timezone.utc)  # compared in UTC, where it must still be a valid time
+            except OverflowError:
+                raise QueryError(
+                    f"{name}: expected a time between years 1 and 9999 in UTC, got {value.isoformat()}"
+                ) from None
         if self.since and self.until and self.since >= self.until:
             raise QueryError(
                 f"time range: expected since < until, got {self.since.isoformat()} .. "
@@ -84,6 +118,14 @@ class Page:
 
     def as_dict(self) -> dict:
         return {"rows": self.rows, "page": self.page, "page_size": self.page_size, "has_more": self.has_more}
+
+
+def csv_cell(value: object) -> object:
+    """A CSV cell that no spreadsheet runs as a formula: text starting with ``= + - @``, a tab or a carriage
+    return gets a leading single quote (OWASP CSV injection); numbers, None and other text pass unchanged."""
+    if isinstance(value, str) and value.startswith(CSV_TRIGGERS):
+        return "'" + value
+    return value
 
 
 def _iso(value: datetime | None) -> str | None:

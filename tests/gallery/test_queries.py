@@ -8,7 +8,16 @@ import pytest
 
 from gallery.db import Database
 from gallery.errors import IdentityNotFoundError, QueryError
-from gallery.queries import Filters, find_identities, find_matches, find_tracks
+from gallery.queries import (
+    MAX_OFFSET,
+    MAX_PAGE,
+    MAX_PAGE_SIZE,
+    Filters,
+    csv_cell,
+    find_identities,
+    find_matches,
+    find_tracks,
+)
 from tests.gallery.helpers import seed_log
 
 
@@ -100,11 +109,55 @@ def test_empty_log(db_url):
             },
             "expected since < until",
         ),
+        ({"page": 10**19, "page_size": 1}, r"page: expected at most 1000000001 with page size 1\b"),
+        ({"page": 20_000_002, "page_size": 50}, "page: expected at most 20000001 with page size 50"),
+        ({"identity": "a\x00b"}, "identity: expected a name without NUL"),
+        ({"source": "\x00"}, "source: expected a name without NUL"),
+        ({"min_score": float("nan")}, "min_score: expected a finite number"),
+        ({"min_score": float("-inf")}, "min_score: expected a finite number"),
+        (
+            {"since": datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5)))},
+            "since: expected a time between years 1 and 9999",
+        ),
+        (
+            {"until": datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5)))},
+            "until: expected a time between years 1 and 9999",
+        ),
     ],
 )
 def test_bad_filters(kwargs, message):
     with pytest.raises(QueryError, match=message):
         Filters(**kwargs)
+
+
+def test_last_page_within_the_bound_is_empty_not_an_error(seeded):
+    db, _ = seeded
+    for page_size in (1, 50, MAX_PAGE_SIZE):
+        last = MAX_OFFSET // page_size + 1
+        page = find_matches(db, Filters(page=last, page_size=page_size))
+        assert page.rows == [] and not page.has_more and page.page == last
+    assert find_tracks(db, Filters(page=MAX_PAGE, page_size=1)).rows == []
+
+
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        ('=HYPERLINK("http://x")', '\'=HYPERLINK("http://x")'),
+        ("+1+2", "'+1+2"),
+        ("-2+3", "'-2+3"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\tcmd", "'\tcmd"),
+        ("\rcmd", "'\rcmd"),
+        ("ann", "ann"),
+        ("a=b", "a=b"),
+        ("", ""),
+        (-0.25, -0.25),
+        (-3, -3),
+        (None, None),
+    ],
+)
+def test_csv_cell(value, expected):
+    assert csv_cell(value) == expected
 
 
 def test_unknown_names_and_inapplicable_filters(seeded):
