@@ -31,6 +31,7 @@ from stages.detect import FaceDetector
 from stages.embed import Embedder
 from stages.match import Matcher
 from stages.quality import QualityScorer
+from stages.schedule import DetectionSchedule
 from stages.shot import ShotCutDetector
 from stages.track import TrackEnd, Tracker
 
@@ -86,10 +87,16 @@ class RunStats:
         self.seconds[stage] += seconds
 
 
-def detect(detector: FaceDetector, frames: Sequence[Frame], stats: RunStats) -> list[Detections]:
-    """One detector call over a batch of frames (of any sources), timed into ``stats``."""
+def detect(
+    detector: FaceDetector,
+    frames: Sequence[Frame],
+    stats: RunStats,
+    plans: Sequence[np.ndarray | None] | None = None,
+) -> list[Detections]:
+    """One detector call over a batch of frames (of any sources), timed into ``stats``; ``plans``: each frame's
+    regions of interest from its source's :meth:`SourceTracking.plan` (None: the whole frame)."""
     t0 = time.perf_counter()
-    detections = detector.detect([f.image for f in frames])
+    detections = detector.detect([f.image for f in frames], plans)
     stats.add_time("detect", time.perf_counter() - t0)
     stats.batches += 1
     return detections
@@ -126,7 +133,13 @@ class SourceTracking:
         self.tracker = Tracker(cfg.track)
         self.selector = CropSelector(cfg.runner)
         self.cuts = ShotCutDetector(cfg.shot)
+        self.schedule = DetectionSchedule(cfg.detect)
         self.generation = 0
+
+    def plan(self, frame: Frame) -> np.ndarray | None:
+        """Where to detect in ``frame`` (call in frame order, before detecting it): None for the whole frame, else
+        the regions around the live tracks and where the image moved (``detect.full_every``)."""
+        return self.schedule.plan(frame.image, self.tracker.boxes)
 
     def frame(self, frame: Frame, dets: Detections, job: TrackJob, stats: RunStats) -> Detections:
         """Track one frame's detections; selected crops and ended tracks go into ``job``. Returns the tracked
@@ -155,6 +168,7 @@ class SourceTracking:
     def close_all(self) -> list[EndedTrack]:
         """End every open track (end of file, stream lost, run over)."""
         self.cuts.reset()
+        self.schedule.reset()
         return self._finish(self.tracker.flush())
 
     def _finish(self, ended: list[TrackEnd]) -> list[EndedTrack]:

@@ -101,6 +101,7 @@ class LiveRunner:
         size = self.cfg.detect.batch_size
         for start in range(0, len(frames), size):
             batch = frames[start : start + size]
-            for frame, dets in zip(batch, detect(self.detector, batch, stats)):
+            plans = [self.state[f.source_id].plan(f) for f in batch]
+            for frame, dets in zip(batch, detect(self.detector, batch, stats, plans)):
                 self.state[frame.source_id].frame(frame, dets, job, stats)
                 self.registry.cameras[frame.source_id].frame_processed()

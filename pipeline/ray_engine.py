@@ -96,7 +96,8 @@ class CameraWorker:
             while len(frames) < self.cfg.detect.batch_size and (f := self.source.read()) is not None:
                 frames.append(f)
             if frames:
-                for frame, dets in zip(frames, detect(self.system.detector, frames, self.stats)):
+                plans = [self.tracking.plan(f) for f in frames]
+                for frame, dets in zip(frames, detect(self.system.detector, frames, self.stats, plans)):
                     self.tracking.frame(frame, dets, job, self.stats)
                     self.health.frame_processed()
                 frames_done += len(frames)

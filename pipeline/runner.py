@@ -115,7 +115,8 @@ class FileRunner:
         self, batch: list[Frame], tracking: SourceTracking, stats: RunStats, boxes: list[FrameBoxes] | None
     ) -> TrackJob:
         job = TrackJob()
-        for frame, dets in zip(batch, detect(self.detector, batch, stats)):
+        plans = [tracking.plan(f) for f in batch]
+        for frame, dets in zip(batch, detect(self.detector, batch, stats, plans)):
             tracked = tracking.frame(frame, dets, job, stats)
             if boxes is not None:
                 keep = tracked.track_id >= 0

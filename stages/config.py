@@ -58,6 +58,25 @@ class DetectConfig(Section):
         le=4096,
         description="tiling: px shared by neighbouring tiles (faces up to it lie whole in one)",
     )
+    full_every: int = Field(
+        1,
+        ge=1,
+        le=1000,
+        description="detect the whole frame every n-th frame; in between only around live tracks and where the "
+        "image moved (1 = the whole frame every frame)",
+    )
+    motion_threshold: int = Field(
+        12,
+        ge=1,
+        le=255,
+        description="full_every > 1: grey-level change (0-255) between frames that counts as motion",
+    )
+    region_margin: float = Field(
+        0.5,
+        ge=0.0,
+        le=10.0,
+        description="full_every > 1: a live track is searched this much of its size around it",
+    )
     batch_size: int = Field(4, ge=1, le=256, description="frames (or tiles) per detector call")
     threads: int = Field(2, ge=1, le=64, description="onnxruntime intra-op threads")
     device: str = Field(

@@ -170,6 +170,12 @@ class _YuNet:
         return results
 
 
+def _touches(tile: tuple[int, int, int, int], regions: np.ndarray) -> bool:
+    x0, y0, x1, y1 = tile
+    r = regions
+    return bool(((r[:, 0] < x1) & (r[:, 2] > x0) & (r[:, 1] < y1) & (r[:, 3] > y0)).any())
+
+
 class FaceDetector:
     """Detects faces in batches of BGR uint8 frames; one :class:`Detections` per frame."""
 
@@ -180,21 +186,44 @@ class FaceDetector:
         self._impl = _Scrfd(cfg, path) if cfg.backend == "scrfd" else _YuNet(cfg, path)
         logger.info("detector %s from %s, input %sx%s", cfg.backend, path, *cfg.input_size)
 
-    def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
+    def detect(
+        self, images: Sequence[np.ndarray], regions: Sequence[np.ndarray | None] | None = None
+    ) -> list[Detections]:
+        """One :class:`Detections` per frame. ``regions`` (one per frame, see :mod:`stages.schedule`): None
+        detects the whole frame (and all its tiles); boxes ``[K, 4]`` limit detection to the tiles they touch
+        (the whole frame when it is not tiled or a region is too large for a tile; nothing when there is none)."""
         for i, img in enumerate(images):
             if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
                 raise ValueError(f"image {i}: expected uint8 HxWx3 BGR, got {img.dtype} {img.shape}")
-        tiles = [self._tiles(img) for img in images]
-        crops = [img[y0:y1, x0:x1] for img, grid in zip(images, tiles) for x0, y0, x1, y1 in grid]
-        found = self._run([*images, *crops])
-        out, at = found[: len(images)], len(images)
-        for i, (img, grid) in enumerate(zip(images, tiles)):
-            if grid:
-                h, w = img.shape[:2]
-                parts = list(zip(grid, found[at : at + len(grid)]))
-                out[i] = merge_detections(out[i], parts, w, h, self.cfg.nms_threshold, self.cfg.max_faces)
-                at += len(grid)
+        plans = [self._plan(img, None if regions is None else regions[i]) for i, img in enumerate(images)]
+        whole = [img for img, (full, _) in zip(images, plans) if full]
+        crops = [img[y0:y1, x0:x1] for img, (_, grid) in zip(images, plans) for x0, y0, x1, y1 in grid]
+        found = iter(self._run([*whole, *crops]))
+        firsts = [next(found) if full else Detections.empty() for full, _ in plans]
+        out = []
+        for img, first, (_, grid) in zip(images, firsts, plans):
+            if not grid:
+                out.append(first)
+                continue
+            h, w = img.shape[:2]
+            parts = [(tile, next(found)) for tile in grid]
+            out.append(merge_detections(first, parts, w, h, self.cfg.nms_threshold, self.cfg.max_faces))
         return out
+
+    def _plan(
+        self, image: np.ndarray, regions: np.ndarray | None
+    ) -> tuple[bool, list[tuple[int, int, int, int]]]:
+        """(detect the whole frame, the tiles to detect) for one frame."""
+        grid = self._tiles(image)
+        if regions is None:
+            return True, grid
+        if not len(regions):
+            return False, []
+        if not grid:
+            return True, []
+        side = np.maximum(regions[:, 2] - regions[:, 0], regions[:, 3] - regions[:, 1])
+        touched = [t for t in grid if _touches(t, regions)]
+        return bool((side > self.cfg.tile_overlap).any()), touched
 
     def _run(self, images: Sequence[np.ndarray]) -> list[Detections]:
         out: list[Detections] = []

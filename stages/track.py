@@ -138,6 +138,13 @@ class Tracker:
     def active_ids(self) -> list[int]:
         return [t.track_id for t in self._tracks if t.confirmed]
 
+    @property
+    def boxes(self) -> np.ndarray:
+        """Current boxes ``[N, 4]`` (xyxy) of every live track, tentative and lost ones included."""
+        if not self._tracks:
+            return np.zeros((0, 4), np.float32)
+        return np.stack([t.kalman.box() for t in self._tracks]).astype(np.float32)
+
     def update(self, dets: Detections, timestamp: float) -> Detections:
         """Track one frame's detections; returns them with ``track_id`` set (``-1`` = not tracked)."""
         cfg = self.cfg
