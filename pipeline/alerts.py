@@ -6,7 +6,9 @@ watchlisted identity raises the alert there and then, while the person is still 
 pair alerts once; the final match at the track's end (``on_track``) alerts only for an identity not alerted yet.
 An alert is a WARNING log line and a JSON POST to each webhook, made by the webhook's delivery thread with a
 per-request timeout and retries (connection errors, timeouts, 429 and 5xx) with doubling waits. Delivery never
-blocks the pipeline; ``close`` waits for what is queued, within the retry budget.
+blocks the pipeline; ``close`` delivers what is queued until ``alerts.shutdown_timeout_s`` has passed, then drops
+the rest (counted, logged once). Webhook URLs are logged redacted (``core.secrets``), httpx's own request log
+lines too; the auth header (``auth_header_env``) is read from the environment and never logged.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from core.secrets import RedactingFilter, redact_text
 from core.types import MatchResult, TrackTemplate
 
 from .live_config import AlertConfig, WebhookConfig
@@ -27,6 +30,9 @@ from .live_config import AlertConfig, WebhookConfig
 __all__ = ["WatchlistAlerts", "WebhookDelivery", "alert_record", "watchlist_alerts"]
 
 logger = logging.getLogger(__name__)
+
+_REDACT = RedactingFilter()
+logging.getLogger("httpx").addFilter(_REDACT)  # httpx logs each request's URL (INFO): tokens as ***
 
 _STOP = object()
 
@@ -58,15 +64,23 @@ def alert_record(template: TrackTemplate, result: MatchResult, track_ended: bool
 
 
 class WebhookDelivery:
-    """One webhook endpoint with its own queue and delivery thread."""
+    """One webhook endpoint with its own queue and delivery thread.
+
+    ``close`` (or ``begin_close`` + ``finish_close``) ends it by a deadline: what is queued is still delivered
+    until then, each request's timeout and each retry wait cut to the time left; alerts still queued or retrying
+    at the deadline are dropped, counted in ``abandoned`` and logged once."""
 
     def __init__(self, cfg: WebhookConfig, queue_size: int = 1000) -> None:
         self.cfg = cfg
+        self.name = cfg.display_url  # the URL as logs show it: tokens and password as ***
         self.delivered = 0
         self.failed = 0
-        self.dropped = 0
+        self.dropped = 0  # queue full
+        self.abandoned = 0  # still queued or retrying at the shutdown deadline
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
-        self._client = httpx.Client(timeout=cfg.timeout_s)
+        self._client = httpx.Client(timeout=cfg.timeout_s, headers=cfg.headers())
+        self._deadline: float | None = None  # time.monotonic() by which close ends delivery
+        self._closing = threading.Event()
         self._thread = threading.Thread(target=self._run, name="webhook", daemon=True)
         self._thread.start()
 
@@ -75,65 +89,112 @@ class WebhookDelivery:
             self._queue.put_nowait(alert)
         except queue.Full:
             self.dropped += 1
-            logger.error(
-                "webhook %s: queue full (%d alerts), alert dropped", self.cfg.url, self._queue.maxsize
-            )
+            logger.error("webhook %s: queue full (%d alerts), alert dropped", self.name, self._queue.maxsize)
 
     def budget_s(self) -> float:
         """Longest time one alert can take: every attempt timing out plus every wait."""
         waits = sum(self.cfg.backoff_s * 2**i for i in range(self.cfg.retries))
         return (self.cfg.retries + 1) * self.cfg.timeout_s + waits
 
-    def close(self, timeout: float | None = None) -> None:
-        """Deliver what is queued, then end the thread; waits at most ``timeout`` seconds (default: the retry
-        budget of every queued alert)."""
-        if timeout is None:
-            timeout = self.budget_s() * (self._queue.qsize() + 1) + 1.0
-        self._queue.put(_STOP)
-        self._thread.join(timeout)
-        if self._thread.is_alive():
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Deliver what is queued for at most ``timeout_s`` seconds, then drop (and count) the rest and end."""
+        self.begin_close(time.monotonic() + timeout_s)
+        self.finish_close()
+
+    def begin_close(self, deadline: float) -> None:
+        """No more alerts; delivery of the queued ones goes on until ``deadline`` (``time.monotonic()``)."""
+        self._deadline = deadline
+        self._closing.set()
+        try:
+            self._queue.put_nowait(_STOP)
+        except queue.Full:  # the thread drains the queue at the deadline and then stops on the flag
+            pass
+
+    def finish_close(self, margin_s: float = 1.0) -> None:
+        """Wait for the delivery thread (until the deadline plus ``margin_s``), log what was dropped, once."""
+        if self._deadline is None:
+            raise RuntimeError("expected begin_close before finish_close, got none")
+        self._thread.join(max(0.0, self._deadline - time.monotonic()) + margin_s)
+        if self._thread.is_alive():  # stuck past every timeout: count what it still holds
+            self.abandoned += 1 + sum(1 for a in list(self._queue.queue) if a is not _STOP)
+        if self.abandoned:
             logger.error(
-                "webhook %s: still delivering after %.1fs; %d alerts undelivered",
-                self.cfg.url,
-                timeout,
-                self._queue.qsize(),
+                "webhook %s: shutdown deadline passed; %d alerts dropped undelivered (queued or retrying)",
+                self.name,
+                self.abandoned,
             )
         self._client.close()
 
+    def _left(self) -> float | None:
+        """Seconds until the shutdown deadline (None while not closing)."""
+        return None if self._deadline is None else self._deadline - time.monotonic()
+
     def _run(self) -> None:
-        while (alert := self._queue.get()) is not _STOP:
-            if self._post(alert):
+        while True:
+            left = self._left()
+            try:
+                alert = self._queue.get(timeout=None if left is None else max(left, 0.0) + 0.05)
+            except queue.Empty:
+                return  # closing with a full queue: nothing left
+            if alert is _STOP:
+                return
+            if (left := self._left()) is not None and left <= 0:
+                self.abandoned += 1
+                continue
+            outcome = self._post(alert)
+            if outcome is None:
+                self.abandoned += 1
+            elif outcome:
                 self.delivered += 1
             else:
                 self.failed += 1
 
-    def _post(self, alert: dict[str, Any]) -> bool:
+    def _wait(self, seconds: float) -> bool:
+        """Wait before a retry; False (at once) when the wait would end past the shutdown deadline."""
+        end = time.monotonic() + seconds
+        if not self._closing.is_set():
+            self._closing.wait(seconds)  # close wakes it to check the deadline
+        if self._deadline is not None and end > self._deadline:
+            return False
+        time.sleep(max(0.0, end - time.monotonic()))
+        return True
+
+    def _post(self, alert: dict[str, Any]) -> bool | None:
+        """POST one alert with retries: True delivered, False failed, None cut by the shutdown deadline."""
         wait = self.cfg.backoff_s
+        reason = "not attempted"
         for attempt in range(self.cfg.retries + 1):
+            left = self._left()
+            if left is not None and left <= 0:
+                return None
+            timeout = self.cfg.timeout_s if left is None else min(self.cfg.timeout_s, left)
             try:
-                resp = self._client.post(self.cfg.url, json=alert)
+                resp = self._client.post(self.cfg.url, json=alert, timeout=timeout)
                 if resp.status_code < 300:
                     return True
                 reason = f"HTTP {resp.status_code}"
                 if resp.status_code < 500 and resp.status_code != 429:
-                    logger.error("webhook %s refused the alert: %s (not retried)", self.cfg.url, reason)
+                    logger.error("webhook %s refused the alert: %s (not retried)", self.name, reason)
                     return False
             except httpx.HTTPError as exc:
-                reason = f"{type(exc).__name__}: {exc}"
+                reason = redact_text(f"{type(exc).__name__}: {exc}")
             if attempt < self.cfg.retries:
                 logger.warning(
                     "webhook %s: %s; retry %d of %d in %.1fs",
-                    self.cfg.url,
+                    self.name,
                     reason,
                     attempt + 1,
                     self.cfg.retries,
                     wait,
                 )
-                time.sleep(wait)
+                if not self._wait(wait):
+                    return None
                 wait *= 2
+        if (left := self._left()) is not None and left <= 0:
+            return None  # the last attempt was cut by the deadline
         logger.error(
             "webhook %s: alert for %s not delivered after %d attempts (last: %s)",
-            self.cfg.url,
+            self.name,
             alert["identity"],
             self.cfg.retries + 1,
             reason,
@@ -189,5 +250,9 @@ class WatchlistAlerts:
             hook.submit(alert)
 
     def close(self) -> None:
+        """End every webhook by one deadline, ``shutdown_timeout_s`` from now (see ``WebhookDelivery``)."""
+        deadline = time.monotonic() + self.cfg.shutdown_timeout_s
         for hook in self.webhooks:
-            hook.close()
+            hook.begin_close(deadline)
+        for hook in self.webhooks:
+            hook.finish_close()

@@ -4,6 +4,8 @@
 camera and renders the status line and the Prometheus text format; ``MetricsServer`` serves ``/metrics`` and
 ``/healthz`` over HTTP from a daemon thread. ``PolledHealth`` stands for a camera whose counters live in another
 process (a Ray actor): it holds the latest snapshot the driver polled from there.
+Error texts and metric labels go through ``core.secrets.redact_text``: a camera URL's password or token never
+reaches a snapshot, the status line or the metrics page.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from core.secrets import redact_text
 
 __all__ = ["CameraHealth", "CameraSnapshot", "HealthRegistry", "MetricsServer", "PolledHealth"]
 
@@ -99,7 +103,8 @@ class CameraHealth:
             self.dropped += n
 
     def failure(self, reason: str) -> None:
-        """A failed connection attempt or a lost stream."""
+        """A failed connection attempt or a lost stream (``reason`` is kept redacted)."""
+        reason = redact_text(reason)
         with self._lock:
             self.failures += 1
             self.last_error = reason
@@ -146,6 +151,7 @@ class PolledHealth:
 
     def failed(self, reason: str) -> None:
         """The camera's process ended without a result: keep its counters, state ``failed``, one more failure."""
+        reason = redact_text(reason)
         with self._lock:
             s = self._snap
             self._snap = CameraSnapshot(
@@ -258,7 +264,7 @@ class HealthRegistry:
 
 
 def _escape(label: str) -> str:
-    return label.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return redact_text(label).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 class MetricsServer:

@@ -12,6 +12,8 @@ stream``, the stream's pts instead, continued past the last frame at a reconnect
 camera's frames across reconnects.
 ``LiveSource.generation`` grows by one at each loss of a stream that had delivered frames: a consumer seeing it
 change closes that camera's open tracks.
+A camera's URL is opened with its password read from ``password_env`` at that moment; logs and health show the
+redacted URL and redacted error texts (FFmpeg's may quote the URL), never a credential.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from collections import deque
 
 import av
 
+from core.errors import ConfigError
+from core.secrets import redact_text
 from core.types import Frame
 
 from .health import CameraHealth, HealthRegistry
@@ -161,6 +165,7 @@ class LiveSource:
         while not self._stop.is_set():
             self.health.set_state("connecting")
             got, reason = self._stream_once(delivered_before)
+            reason = redact_text(reason)
             if self._stop.is_set():
                 break
             if got:
@@ -209,10 +214,10 @@ class LiveSource:
         self._base = None
         last_data = time.monotonic()
         try:
-            options = open_options(self.camera.url, self.transport, self.read_timeout_s)
-            with av.open(
-                self.camera.url, options=options, timeout=(self.open_timeout_s, self.read_timeout_s)
-            ) as c:
+            url = self.camera.open_url()  # the password from the environment, now; never kept
+            logger.debug("camera %s: opening %s", self.name, self.camera.display_url)
+            options = open_options(url, self.transport, self.read_timeout_s)
+            with av.open(url, options=options, timeout=(self.open_timeout_s, self.read_timeout_s)) as c:
                 if not c.streams.video:
                     return False, "no video stream in the source"
                 stream = c.streams.video[0]
@@ -234,7 +239,13 @@ class LiveSource:
                                 self.health.reconnected()
                                 logger.warning("camera %s: stream recovered", self.name)
                             else:
-                                logger.info("camera %s: connected (%dx%d)", self.name, f.width, f.height)
+                                logger.info(
+                                    "camera %s: connected to %s (%dx%d)",
+                                    self.name,
+                                    self.camera.display_url,
+                                    f.width,
+                                    f.height,
+                                )
                         self._push(
                             f.to_ndarray(format="bgr24"), None if f.time is None else float(f.time), step
                         )
@@ -247,6 +258,8 @@ class LiveSource:
             return got, f"{type(exc).__name__}: {exc.strerror or exc}"
         except OSError as exc:
             return got, f"{type(exc).__name__}: {exc}"
+        except ConfigError as exc:  # the password's environment variable is unset
+            return got, str(exc)
 
 
 class LiveCameras:

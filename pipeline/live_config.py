@@ -2,6 +2,9 @@
 
 ``LiveConfig`` is the ``live`` section (YAML, validated by pydantic with unknown keys refused). A cameras file
 is a YAML document ``{cameras: [{name, url, ...}, ...]}``; per-camera keys left out take the section defaults.
+Secrets can stay out of the files: a camera's ``password_env`` and a webhook's ``auth_header_env`` name
+environment variables read when the camera is opened or the webhook started (``core.secrets``); URLs are shown
+redacted (``display_url``), and kept out of the configs' repr.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pydantic import Field, field_validator, model_validator
 
 from core.config import Section, read_yaml, validate
 from core.errors import ConfigError
+from core.secrets import ENV_NAME_PATTERN, env_secret, redact_url, url_with_password
 
 __all__ = [
     "AlertConfig",
@@ -59,7 +63,17 @@ class CameraConfig(Section):
         ..., pattern=NAME_PATTERN, description="camera id used in logs, metrics and the match log"
     )
     url: str = Field(
-        ..., min_length=1, max_length=2000, description="rtsp://, rtmp://, http(s):// or udp:// URL"
+        ...,
+        min_length=1,
+        max_length=2000,
+        repr=False,
+        description="rtsp://, rtmp://, http(s):// or udp:// URL (a password in it is shown as ***)",
+    )
+    password_env: str | None = Field(
+        None,
+        pattern=ENV_NAME_PATTERN,
+        description="environment variable holding the password, put into the URL (which names the user) "
+        "when the camera is opened, never stored; null = the URL as given",
     )
     transport: Literal["tcp", "udp", "auto"] | None = Field(
         None, description="RTSP transport; null = the section default"
@@ -68,6 +82,24 @@ class CameraConfig(Section):
         None, gt=0, le=600, description="connect + probe limit (s); null = default"
     )
     read_timeout_s: float | None = Field(None, gt=0, le=600, description="no packet this long is a stall (s)")
+
+    @model_validator(mode="after")
+    def _user_for_password(self) -> CameraConfig:
+        if self.password_env is not None and not urlsplit(self.url).username:
+            raise ValueError(
+                f"password_env needs a user name in the URL (scheme://user@host/...), got {self.display_url}"
+            )
+        return self
+
+    @property
+    def display_url(self) -> str:
+        """The URL as logs, metrics, the match log and outputs show it: password and tokens as ``***``."""
+        return redact_url(self.url)
+
+    def open_url(self) -> str:
+        """The URL to open: with the password of ``password_env`` read now (never stored); ConfigError when the
+        variable is unset or empty."""
+        return url_with_password(self.url, self.password_env, f"camera {self.name}")
 
 
 class HealthConfig(Section):
@@ -88,13 +120,41 @@ class HealthConfig(Section):
 
 class WebhookConfig(Section):
     url: str = Field(
-        ..., pattern=r"^https?://", max_length=2000, description="endpoint receiving a JSON POST"
+        ...,
+        pattern=r"^https?://",
+        max_length=2000,
+        repr=False,
+        description="endpoint receiving a JSON POST (a token in it is shown as ***)",
+    )
+    auth_header_env: str | None = Field(
+        None,
+        pattern=ENV_NAME_PATTERN,
+        description="environment variable holding the auth header's value (e.g. 'Bearer xyz'), read when the "
+        "webhook starts, never logged; null = no auth header",
+    )
+    auth_header: str = Field(
+        "Authorization",
+        pattern=r"^[A-Za-z0-9-]{1,64}$",
+        description="name of the header carrying the value of auth_header_env",
     )
     timeout_s: float = Field(5.0, gt=0, le=120, description="per-request limit (s)")
     retries: int = Field(3, ge=0, le=100, description="extra attempts after a failed POST")
     backoff_s: float = Field(
         0.5, ge=0, le=600, description="wait before the first retry, doubled each time (s)"
     )
+
+    @property
+    def display_url(self) -> str:
+        """The URL as logs show it: tokens and password as ``***``."""
+        return redact_url(self.url)
+
+    def headers(self) -> dict[str, str]:
+        """Extra request headers: the auth header read from ``auth_header_env`` now; ConfigError when unset."""
+        if self.auth_header_env is None:
+            return {}
+        return {
+            self.auth_header: env_secret(self.auth_header_env, f"webhook {self.display_url} auth_header_env")
+        }
 
 
 class AlertConfig(Section):
@@ -105,6 +165,12 @@ class AlertConfig(Section):
     webhooks: tuple[WebhookConfig, ...] = Field((), max_length=100, description="POST each alert to these")
     queue_size: int = Field(
         1000, ge=1, le=10**6, description="alerts waiting for delivery; beyond: dropped, counted"
+    )
+    shutdown_timeout_s: float = Field(
+        10.0,
+        ge=0,
+        le=3600,
+        description="on shutdown, alerts still queued or retrying after this long are dropped, counted, logged",
     )
 
 
@@ -141,8 +207,9 @@ class LiveConfig(Section):
 
 
 def camera_name_from_url(url: str, index: int) -> str:
-    """A readable default camera name: ``cam<index>-<last path segment>`` with unsafe characters replaced."""
-    tail = urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1]
+    """A readable default camera name: ``cam<index>-<last path segment>`` with unsafe characters replaced (of the
+    redacted URL: a secret in the path never becomes part of a name)."""
+    tail = urlsplit(redact_url(url)).path.rstrip("/").rsplit("/", 1)[-1]
     tail = re.sub(r"[^A-Za-z0-9_.-]+", "_", tail)[:40]
     return f"cam{index}-{tail}" if tail else f"cam{index}"
 

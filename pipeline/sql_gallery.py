@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.secrets import redact_url
 from core.types import Candidate, MatchResult, TrackTemplate
 from gallery.matchlog import MatchLogWriter, TrackRecord
 from gallery.store import Gallery
@@ -43,11 +44,16 @@ class SqlGalleryIndex:
 @dataclass(frozen=True)
 class LoggedSource:
     """One source of a run as the match log records it: ``name`` (a file path or a camera name), ``kind``
-    (``file`` or ``camera``) and its ``uri``."""
+    (``file`` or ``camera``) and its ``uri``, redacted here (password and tokens as ``***``) so that no
+    credential is ever stored."""
 
     name: str
     kind: str
     uri: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.uri is not None:
+            object.__setattr__(self, "uri", redact_url(self.uri))
 
 
 class MatchLogSink:

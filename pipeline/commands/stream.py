@@ -10,6 +10,8 @@ match log (one run per camera, one transaction per track). ``--gallery DIR`` fir
 On SIGINT/SIGTERM the cameras stop reading, open tracks are finished and matched, the sinks are flushed, and the
 command exits 0.
 ``--engine ray`` runs one actor per camera and a shared embedding service (``pipeline/ray_engine.py``).
+Camera and webhook URLs are shown, logged and stored redacted (``core.secrets``); a camera's ``password_env``
+and a webhook's ``auth_header_env`` must name set environment variables (checked before anything starts).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 
 from core.config import load
 from core.errors import ConfigError
+from core.secrets import redact_text
 from core.types import MatchResult, TrackTemplate
 
 from ..alerts import watchlist_alerts
@@ -111,6 +114,9 @@ def _cameras(args: argparse.Namespace, live: LiveConfig) -> list[CameraConfig]:
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise ConfigError(f"stream: camera names must be unique, got duplicates {dup}")
+    for cam in cams:
+        cam.open_url()  # a password_env that is unset: one line, exit 2, before anything starts
+        logger.info("camera %s: %s", cam.name, cam.display_url)
     return cams
 
 
@@ -136,7 +142,7 @@ def _run_on_ray(args: argparse.Namespace, cfg, live: LiveConfig, cams: list[Came
         print(
             f"{cam['camera']}: {cam['state']} frames={cam['frames']} dropped={cam['dropped']} "
             f"reconnects={cam['reconnects']} failures={cam['failures']}"
-            + (f" ({cam['error']})" if cam.get("error") else ""),
+            + (f" ({redact_text(cam['error'])})" if cam.get("error") else ""),
             file=sys.stderr,
         )
     return 1 if all(c["state"] == "failed" for c in result["cameras"]) else 0
@@ -156,6 +162,8 @@ def run_stream(args: argparse.Namespace) -> int:
             "--engine ray: expected --db URL (the gallery and match log in SQL), got --gallery only"
         )
     cams = _cameras(args, live)
+    for hook in live.alerts.webhooks:
+        hook.headers()  # an auth_header_env that is unset: one line, exit 2, before anything starts
     if args.engine == "ray":
         if args.gallery is not None:
             with build(cfg, db_url=args.db, gallery_dir=args.gallery, detector=False, embedder=False):
