@@ -6,32 +6,162 @@ with their thumbnails and scores, filterable by identity and camera.
 
 With a token, every request needs ``Authorization: Bearer <token>`` or the ``facemoe_token`` cookie; opening
 ``/?token=<token>`` once in a browser sets that cookie. Without a token the server must listen on loopback
-only (see ``pipeline.commands.gallery_admin.check_bind``).
+only (see ``pipeline.commands.gallery_admin.check_bind``). The OpenAPI schema is ``/openapi.json``, behind the
+token too.
+
+With ``allowed_hosts`` every request must name one of those hosts in its ``Host`` header, else it gets 400:
+a page of another site whose name was re-pointed at this address (DNS rebinding) cannot read the API.
+:func:`trusted_hosts` derives the set from the listen address.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+import socket
+from collections.abc import Iterable
 from datetime import datetime
+from typing import Literal
 from urllib.parse import quote, urlencode
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from jinja2 import Environment
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from gallery.db import Database
 from gallery.errors import GalleryError, IdentityNotFoundError, ThumbnailPathError
 from gallery.models import Identity, Source
-from gallery.queries import MAX_PAGE_SIZE, Filters, find_identities, find_matches, find_tracks
+from gallery.queries import MAX_PAGE, MAX_PAGE_SIZE, Filters, find_identities, find_matches, find_tracks
 from gallery.thumbnails import ThumbnailStore
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["create_app", "COOKIE"]
+__all__ = ["create_app", "trusted_hosts", "host_name", "COOKIE", "LOOPBACK_NAMES"]
 
 COOKIE = "facemoe_token"
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+WILDCARDS = frozenset({"0.0.0.0", "::", ""})
+
+
+class Detail(BaseModel):
+    detail: str = Field(description="why the request was refused")
+
+
+class Candidate(BaseModel):
+    identity_id: int = Field(description="identity id at the time of the match")
+    name: str = Field(description="identity name at the time of the match")
+    score: float = Field(description="cosine similarity")
+
+
+class MatchRow(BaseModel):
+    id: int = Field(description="match event id")
+    at: str | None = Field(description="time of the decision, ISO 8601 UTC")
+    source: str = Field(description="file or camera name")
+    track_id: int = Field(description="track id within its run")
+    start_time: float | None = Field(description="stream time of the track's first frame, seconds")
+    end_time: float | None = Field(description="stream time of the track's last frame, seconds")
+    identity: str | None = Field(description="matched identity, none for unknown")
+    identity_id: int | None = Field(description="matched identity id")
+    score: float | None = Field(description="best candidate's score")
+    decision: Literal["match", "unknown"] = Field(description="open-set decision")
+    threshold: float | None = Field(description="operating threshold of the decision")
+    candidates: list[Candidate] | None = Field(description="top-k candidates, best first")
+    thumbnail: str | None = Field(description="thumbnail path under /thumbnails/")
+
+
+class TrackRow(BaseModel):
+    id: int = Field(description="track row id")
+    created_at: str | None = Field(description="time the track was logged, ISO 8601 UTC")
+    source: str = Field(description="file or camera name")
+    run_id: int = Field(description="run that logged the track")
+    track_id: int = Field(description="track id within its run")
+    start_time: float | None = Field(description="stream time of the first frame, seconds")
+    end_time: float | None = Field(description="stream time of the last frame, seconds")
+    frames: int = Field(description="frames in the track")
+    crops_embedded: int = Field(description="crops embedded into the template")
+    embedder_id: str = Field(description="embedder of the template")
+    decision: Literal["match", "unknown"] | None = Field(description="open-set decision")
+    score: float | None = Field(description="best candidate's score")
+    identity: str | None = Field(description="matched identity")
+    thumbnail: str | None = Field(description="thumbnail path under /thumbnails/")
+
+
+class IdentityRow(BaseModel):
+    id: int = Field(description="identity id")
+    name: str = Field(description="identity name")
+    external_id: str | None = Field(description="id in another system")
+    watchlist: bool = Field(description="on the watch list")
+    notes: str | None = Field(description="free text")
+    media: int = Field(ge=0, description="enrolled images")
+    created_at: str | None = Field(description="time of enrollment, ISO 8601 UTC")
+    embedders: list[str] = Field(description="embedders with a template of this identity")
+
+
+class _Page(BaseModel):
+    page: int = Field(ge=1, description="page number, from 1")
+    page_size: int = Field(ge=1, le=MAX_PAGE_SIZE, description="rows per page")
+    has_more: bool = Field(description="another page follows")
+
+
+class MatchPage(_Page):
+    rows: list[MatchRow] = Field(description="match events, newest first")
+
+
+class TrackPage(_Page):
+    rows: list[TrackRow] = Field(description="tracks, newest first")
+
+
+class IdentityPage(_Page):
+    rows: list[IdentityRow] = Field(description="identities, newest first")
+
+
+ERRORS = {code: {"model": Detail} for code in (400, 401, 404)}
+
+
+def host_name(header: str) -> str:
+    """The host of a ``Host`` header, lower case, without port or trailing dot: ``[::1]:8000`` -> ``::1``."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        header = header[1 : header.find("]")] if "]" in header else header[1:]
+    elif header.count(":") == 1:
+        header = header.split(":", 1)[0]
+    return header.rstrip(".")
+
+
+def trusted_hosts(bind: str, extra: Iterable[str] = ()) -> frozenset[str]:
+    """Host names a server listening on ``bind`` answers to: the address itself, the loopback names when it is
+    loopback, this machine's names and addresses when it is every interface, plus ``extra``."""
+    names = {host_name(bind)} | {host_name(e) for e in extra}
+    if host_name(bind) in LOOPBACK_NAMES:
+        names |= LOOPBACK_NAMES
+    elif host_name(bind) in WILDCARDS:
+        names |= LOOPBACK_NAMES | {socket.gethostname().lower(), socket.getfqdn().lower()}
+        try:
+            names |= {info[4][0].lower() for info in socket.getaddrinfo(socket.gethostname(), None)}
+        except OSError as exc:
+            logger.warning("addresses of this machine unknown (%s): list them in allowed_hosts", exc)
+    return frozenset(names - WILDCARDS)
+
+
+class TrustedHosts:
+    """ASGI middleware: 400 for a request whose ``Host`` names none of ``allowed`` (``*`` allows any)."""
+
+    def __init__(self, app, allowed: frozenset[str]) -> None:
+        self.app, self.allowed = app, allowed
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] in ("http", "websocket") and "*" not in self.allowed:
+            raw = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            if host_name(raw) not in self.allowed:
+                shown = ", ".join(sorted(self.allowed))
+                detail = f"Host header: expected one of {shown}, got {raw[:100]!r}"
+                await JSONResponse({"detail": detail}, status_code=400)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
 
 PAGE = Environment(autoescape=True).from_string("""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Recent matches</title>
@@ -79,7 +209,7 @@ def _filters(
     decision: str | None = None,
     min_score: float | None = None,
     watchlist: bool | None = None,
-    page: int = Query(1, ge=1),
+    page: int = Query(1, ge=1, le=MAX_PAGE),
     page_size: int = Query(50, ge=1, le=MAX_PAGE_SIZE),
 ) -> Filters:
     return Filters(
@@ -96,37 +226,59 @@ def _filters(
 
 
 def create_app(
-    db: Database, thumbnails: ThumbnailStore | None, *, token: str | None = None, page_size: int = 50
+    db: Database,
+    thumbnails: ThumbnailStore | None,
+    *,
+    token: str | None = None,
+    page_size: int = 50,
+    allowed_hosts: Iterable[str] | None = None,
 ) -> FastAPI:
-    """The app over ``db``; ``thumbnails`` None serves no thumbnails; ``token`` None disables auth."""
+    """The app over ``db``; ``thumbnails`` None serves no thumbnails; ``token`` None disables auth;
+    ``allowed_hosts`` None accepts any ``Host`` header (see :func:`trusted_hosts`)."""
     app = FastAPI(title="FaceMoE gallery and match log", docs_url=None, redoc_url=None, openapi_url=None)
+    if allowed_hosts is not None:
+        app.add_middleware(TrustedHosts, allowed=frozenset(host_name(h) for h in allowed_hosts))
+    bearer = HTTPBearer(auto_error=False, description="the API token (or the facemoe_token cookie)")
 
-    def authorised(request: Request) -> None:
+    def check_token(request: Request, credentials: HTTPAuthorizationCredentials | None) -> None:
         if token is None:
             return
-        header = request.headers.get("authorization", "")
-        given = header[7:] if header.lower().startswith("bearer ") else request.cookies.get(COOKIE, "")
+        given = credentials.credentials if credentials else request.cookies.get(COOKIE, "")
         if not hmac.compare_digest(given.encode(), token.encode()):
             raise HTTPException(401, "invalid or missing API token (Authorization: Bearer <token>)")
+
+    def authorised(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)):
+        check_token(request, credentials)
 
     @app.exception_handler(GalleryError)
     def _gallery_error(_request: Request, exc: GalleryError) -> JSONResponse:
         status = 404 if isinstance(exc, IdentityNotFoundError) else 400
         return JSONResponse({"detail": str(exc)}, status_code=status)
 
-    @app.get("/api/matches", dependencies=[Depends(authorised)])
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(authorised)])
+    def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/api/matches", dependencies=[Depends(authorised)], response_model=MatchPage, responses=ERRORS)
     def api_matches(f: Filters = Depends(_filters)) -> dict:
         return find_matches(db, f).as_dict()
 
-    @app.get("/api/tracks", dependencies=[Depends(authorised)])
+    @app.get("/api/tracks", dependencies=[Depends(authorised)], response_model=TrackPage, responses=ERRORS)
     def api_tracks(f: Filters = Depends(_filters)) -> dict:
         return find_tracks(db, f).as_dict()
 
-    @app.get("/api/identities", dependencies=[Depends(authorised)])
+    @app.get(
+        "/api/identities", dependencies=[Depends(authorised)], response_model=IdentityPage, responses=ERRORS
+    )
     def api_identities(f: Filters = Depends(_filters)) -> dict:
         return find_identities(db, f).as_dict()
 
-    @app.get("/thumbnails/{rel:path}", dependencies=[Depends(authorised)])
+    @app.get(
+        "/thumbnails/{rel:path}",
+        dependencies=[Depends(authorised)],
+        response_class=FileResponse,
+        responses={200: {"content": {"image/jpeg": {}}, "description": "the JPEG thumbnail"}} | ERRORS,
+    )
     def thumbnail(rel: str) -> FileResponse:
         if thumbnails is None:
             raise HTTPException(404, "this server has no thumbnail store")
@@ -138,14 +290,19 @@ def create_app(
             raise HTTPException(404, f"thumbnail {rel!r}: not in the store")
         return FileResponse(path, media_type="image/jpeg")
 
-    @app.get("/", response_class=HTMLResponse)
+    @app.get(
+        "/",
+        response_class=HTMLResponse,
+        responses={303: {"description": "token accepted: cookie set, redirect to /"}} | ERRORS,
+    )
     def page(
         request: Request,
         identity: str = "",
         source: str = "",
         decision: str = "",
-        page: int = Query(1, ge=1),
+        page: int = Query(1, ge=1, le=MAX_PAGE),
         token_param: str | None = Query(None, alias="token"),
+        credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
     ):
         if token is not None and token_param is not None:
             if not hmac.compare_digest(token_param.encode(), token.encode()):
@@ -153,7 +310,7 @@ def create_app(
             response = RedirectResponse("/", status_code=303)
             response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
             return response
-        authorised(request)
+        check_token(request, credentials)
         f = Filters(
             identity=identity or None,
             source=source or None,

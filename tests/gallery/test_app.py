@@ -11,8 +11,9 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from gallery.app import COOKIE, create_app
+from gallery.app import COOKIE, create_app, trusted_hosts
 from gallery.db import Database
+from gallery.queries import MAX_PAGE
 from gallery.thumbnails import ThumbnailStore
 from tests.gallery.helpers import seed_log
 
@@ -57,12 +58,81 @@ def test_api_endpoints(served):
         ({"since": "2026-03-01T10:00:00"}, 400, "expected a time with a timezone"),
         ({"decision": "maybe"}, 400, "decision: expected one of"),
         ({"page": 0}, 422, ""),
+        ({"page": "10000000000000000000"}, 422, ""),
+        ({"page_size": "10000000000000000000"}, 422, ""),
+        ({"page": "-10000000000000000000"}, 422, ""),
+        ({"page": 20_000_002}, 400, "page: expected at most 20000001 with page size 50"),
+        ({"page": 1_000_002, "page_size": 1000}, 400, "page: expected at most 1000001 with page size 1000"),
+        ({"min_score": "nan"}, 400, "min_score: expected a finite number"),
+        ({"identity": "a\x00b"}, 400, "identity: expected a name without NUL"),
+        ({"since": "0001-01-01T00:00:00+05:00"}, 400, "since: expected a time between years 1 and 9999"),
     ],
 )
 def test_api_bad_filters(served, params, status, message):
     db, store = served
-    response = TestClient(create_app(db, store)).get("/api/matches", params=params)
-    assert response.status_code == status and message in str(response.json()["detail"])
+    client = TestClient(create_app(db, store))
+    for url in ("/api/matches", "/api/tracks"):
+        response = client.get(url, params=params)
+        assert response.status_code == status and message in str(response.json()["detail"])
+
+
+def test_page_beyond_the_bound_is_refused_on_the_page_too(served):
+    db, store = served
+    client = TestClient(create_app(db, store))
+    assert client.get("/", params={"page": "10000000000000000000"}).status_code == 422
+    response = client.get("/", params={"page": 20_000_002})
+    assert response.status_code == 400 and "page: expected at most" in response.json()["detail"]
+    assert "No matches." in client.get("/", params={"page": 20_000_001}).text
+
+
+@pytest.mark.parametrize(
+    "bind,extra,host,status",
+    [
+        ("127.0.0.1", (), "127.0.0.1:8000", 200),
+        ("127.0.0.1", (), "localhost:8000", 200),
+        ("127.0.0.1", (), "LOCALHOST.", 200),
+        ("127.0.0.1", (), "[::1]:8000", 200),
+        ("::1", (), "[::1]", 200),
+        ("127.0.0.1", (), "attacker.example:8000", 400),
+        ("127.0.0.1", (), "attacker.example", 400),
+        ("127.0.0.1", (), "127.0.0.1.attacker.example", 400),
+        ("127.0.0.1", (), "", 400),
+        ("127.0.0.1", ("gallery.lan",), "gallery.lan:8000", 200),
+        ("127.0.0.1", ("gallery.lan",), "other.lan", 400),
+        ("10.1.2.3", (), "10.1.2.3:8000", 200),
+        ("10.1.2.3", (), "localhost", 400),
+        ("0.0.0.0", (), "localhost:8000", 200),
+        ("0.0.0.0", (), "attacker.example", 400),
+        ("127.0.0.1", ("*",), "anything.example", 200),
+    ],
+)
+def test_trusted_hosts(served, bind, extra, host, status):
+    db, store = served
+    client = TestClient(create_app(db, store, token=TOKEN, allowed_hosts=trusted_hosts(bind, extra)))
+    for url in ("/api/matches", "/", "/openapi.json", "/thumbnails/source1/run1/track0.jpg"):
+        response = client.get(url, headers=AUTH | {"host": host})
+        assert response.status_code == status, (url, response.text)
+        if status == 400:
+            assert response.json()["detail"].startswith("Host header: expected one of")
+
+
+def test_trusted_hosts_of_a_wildcard_bind_hold_this_machine():
+    names = trusted_hosts("0.0.0.0")
+    assert {"localhost", "127.0.0.1", "::1", socket.gethostname().lower()} <= names
+    assert "0.0.0.0" not in names and "" not in names
+
+
+def test_openapi_schema_is_behind_the_token(served):
+    db, store = served
+    client = TestClient(create_app(db, store, token=TOKEN))
+    assert client.get("/openapi.json").status_code == 401
+    schema = client.get("/openapi.json", headers=AUTH).json()
+    assert {"/api/matches", "/api/tracks", "/api/identities", "/", "/thumbnails/{rel}"} <= set(
+        schema["paths"]
+    )
+    assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    params = schema["paths"]["/api/matches"]["get"]["parameters"]
+    assert {p["name"]: p["schema"].get("maximum") for p in params}["page"] == MAX_PAGE
 
 
 @pytest.mark.parametrize(
