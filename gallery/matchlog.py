@@ -5,12 +5,20 @@ its match event) and writes them ``batch_size`` at a time: thumbnails first, the
 the run's progress in one transaction. A crash loses at most the unwritten batch and never leaves half a track
 (a track and its event commit together); the run stays ``running`` with the progress of the last batch. A
 match whose identity was removed meanwhile is kept with its candidates but without the identity link.
+
+Runs heartbeat: a writer stores its owner (host, pid, process start), refreshes ``updated_at`` every ``heartbeat_s``
+and commits its progress with the queued tracks that often (:meth:`MatchLogWriter.progress`).
+:func:`mark_interrupted_runs` marks ``interrupted`` the runs whose process is gone; :func:`resume_point` says where
+a re-run of an interrupted file starts and which of its tracks are already logged.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import socket
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,16 +29,29 @@ from sqlalchemy import delete, insert, select, update
 from gallery.config import GalleryConfig
 from gallery.db import Database
 from gallery.errors import MatchLogError
-from gallery.models import Identity, MatchEvent, Run, Source, Track, to_blob, utcnow
+from gallery.models import (
+    Identity,
+    MatchEvent,
+    Run,
+    Source,
+    Track,
+    owner_gone,
+    process_owner,
+    to_blob,
+    utcnow,
+)
 from gallery.thumbnails import ThumbnailStore
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrackRecord", "MatchLogWriter", "purge_older_than", "config_hash", "DECISIONS", "SOURCE_KINDS"]
+__all__ = ["DECISIONS", "HEARTBEAT_S", "SOURCE_KINDS", "MatchLogWriter", "ResumePoint", "TrackRecord"]
+__all__ += ["config_hash", "mark_interrupted_runs", "process_owner", "purge_older_than", "resume_point"]
 
 DECISIONS = ("match", "unknown")
 SOURCE_KINDS = ("file", "camera")
-RUN_STATUSES = ("running", "finished", "failed")
+RUN_STATUSES = ("running", "finished", "failed", "interrupted")
+HEARTBEAT_S = 5.0  # seconds between a running run's heartbeats (liveness and committed progress)
+STALE_HEARTBEATS = 10  # a run on another host is interrupted after this many heartbeats without one
 
 
 @dataclass(frozen=True)
@@ -90,6 +111,26 @@ def _check(rec: TrackRecord) -> tuple[np.ndarray, list[dict]]:
     return template, candidates
 
 
+def _track_row(r: TrackRecord, thumb: str | None, now: datetime) -> dict:
+    ints = {k: int(getattr(r, k)) for k in ("track_id", "frames", "crops_embedded")}
+    times = {"start_time": float(r.start_time), "end_time": float(r.end_time), "created_at": r.at or now}
+    vector = {"dim": int(np.asarray(r.template).size), "template": to_blob(r.template)}
+    return ints | times | vector | {"embedder_id": r.embedder_id, "thumbnail": thumb}
+
+
+def _event_row(r: TrackRecord, known, now: datetime) -> dict:
+    cands = [_candidate(c) for c in r.candidates]
+    best = cands[0]["identity_id"] if r.decision == "match" else None
+    score = cands[0]["score"] if cands else None
+    decision = {
+        "decision": r.decision,
+        "threshold": float(r.threshold),
+        "candidates": cands,
+        "at": r.at or now,
+    }
+    return {"identity_id": best if best in known else None, "score": score} | decision
+
+
 class MatchLogWriter:
     """Writes one run of one source. Use as a context manager or call :meth:`close`.
 
@@ -109,6 +150,8 @@ class MatchLogWriter:
         thumbnails: ThumbnailStore | None = None,
         keep_thumbnails: bool = True,
         batch_size: int = 32,
+        heartbeat_s: float = HEARTBEAT_S,
+        resumed_from: int | None = None,
     ) -> None:
         if kind not in SOURCE_KINDS:
             raise MatchLogError(f"source kind: expected one of {SOURCE_KINDS}, got {kind!r}")
@@ -116,13 +159,17 @@ class MatchLogWriter:
             raise MatchLogError(f"source name: expected 1-500 characters, got {len(source)}")
         if batch_size < 1:
             raise MatchLogError(f"batch_size: expected at least 1, got {batch_size}")
+        if not 0 < heartbeat_s <= 3600:
+            raise MatchLogError(f"heartbeat_s: expected 0 < seconds <= 3600, got {heartbeat_s}")
         if thumbnails is None and keep_thumbnails:
             thumbnails = ThumbnailStore.for_database(db, GalleryConfig())
         self.db, self.batch_size = db, batch_size
         self.thumbnails = thumbnails if keep_thumbnails else None
         self._pending: list[TrackRecord] = []
         self._seen: set[int] = set()
-        self._progress: tuple[int, float | None] = (0, None)
+        self._progress: tuple[int, float | None, float | None] = (0, None, None)
+        self.heartbeat_s = heartbeat_s
+        self._committed = time.monotonic()
         self.closed = False
         with db.session() as session:
             src = session.scalar(select(Source).where(Source.name == source))
@@ -130,11 +177,30 @@ class MatchLogWriter:
                 src = Source(name=source, kind=kind, uri=uri)
                 session.add(src)
                 session.flush()
-            run = Run(source_id=src.id, config_hash=config_hash, status="running", frames_done=0)
+            owner = dict(zip(("owner_host", "owner_pid", "owner_started"), process_owner()))
+            run = Run(
+                source_id=src.id,
+                config_hash=config_hash,
+                status="running",
+                resumed_from=resumed_from,
+                **owner,
+            )
             session.add(run)
             session.flush()
             self.source_id, self.run_id = src.id, run.id
+        self._beat = threading.Event()
+        threading.Thread(target=self._heartbeat, name=f"heartbeat-run{self.run_id}", daemon=True).start()
         logger.info("match log: run %d of source %r started", self.run_id, source)
+
+    def _heartbeat(self) -> None:
+        """Refresh ``updated_at`` every ``heartbeat_s`` until closed (liveness for other hosts)."""
+        while not self._beat.wait(self.heartbeat_s):
+            try:
+                with self.db.session() as session:
+                    alive = update(Run).where(Run.id == self.run_id, Run.status == "running")
+                    session.execute(alive.values(updated_at=utcnow()))
+            except Exception as exc:  # noqa: BLE001 - a missed beat is retried at the next one
+                logger.warning("match log: heartbeat of run %d failed: %s", self.run_id, exc)
 
     def record(self, rec: TrackRecord) -> None:
         """Queue one track and its decision; writes a batch when ``batch_size`` are queued."""
@@ -148,9 +214,18 @@ class MatchLogWriter:
         if len(self._pending) >= self.batch_size:
             self.flush()
 
-    def progress(self, frames_done: int, last_timestamp: float | None) -> None:
-        """Note how far the run got; saved with the next batch (or :meth:`flush`)."""
-        self._progress = (int(frames_done), None if last_timestamp is None else float(last_timestamp))
+    def progress(
+        self, frames_done: int, last_timestamp: float | None, resume_at: float | None = None
+    ) -> None:
+        """Note how far the run got: every track that ended by stream time ``last_timestamp`` has been recorded,
+        and a re-run that decodes from ``resume_at`` (default ``last_timestamp``) sees every track still open.
+        Saved with the next batch, and committed with the queued tracks when ``heartbeat_s`` has passed since
+        the last commit."""
+        last = None if last_timestamp is None else float(last_timestamp)
+        resume = last if resume_at is None else min(float(resume_at), last if last is not None else resume_at)
+        self._progress = (int(frames_done), last, resume)
+        if not self.closed and time.monotonic() - self._committed >= self.heartbeat_s:
+            self.flush()
 
     def _thumb_path(self, track_id: int) -> str:
         return f"source{self.source_id}/run{self.run_id}/track{track_id}.jpg"
@@ -177,28 +252,13 @@ class MatchLogWriter:
 
     def _write(self, rows: list[tuple[TrackRecord, str | None]]) -> None:
         now = utcnow()
-        frames, last = self._progress
+        frames, last, resume = self._progress
         with self.db.session() as session:
             if rows:
+                fixed = {"run_id": self.run_id, "source_id": self.source_id}
                 track_pks = session.scalars(
                     insert(Track).returning(Track.id, sort_by_parameter_order=True),
-                    [
-                        {
-                            "run_id": self.run_id,
-                            "source_id": self.source_id,
-                            "track_id": int(r.track_id),
-                            "start_time": float(r.start_time),
-                            "end_time": float(r.end_time),
-                            "frames": int(r.frames),
-                            "crops_embedded": int(r.crops_embedded),
-                            "embedder_id": r.embedder_id,
-                            "dim": int(np.asarray(r.template).size),
-                            "template": to_blob(r.template),
-                            "thumbnail": thumb,
-                            "created_at": r.at or now,
-                        }
-                        for r, thumb in rows
-                    ],
+                    [fixed | _track_row(r, thumb, now) for r, thumb in rows],
                 ).all()
                 matched = {
                     _candidate(r.candidates[0])["identity_id"] for r, _ in rows if r.decision == "match"
@@ -206,47 +266,34 @@ class MatchLogWriter:
                 known = (
                     set(session.scalars(select(Identity.id).where(Identity.id.in_(matched))))
                     if matched
-                    else set()
+                    else ()
                 )
-                events = []
-                for pk, (r, _) in zip(track_pks, rows):
-                    cands = [_candidate(c) for c in r.candidates]
-                    best = cands[0]["identity_id"] if r.decision == "match" else None
-                    events.append(
-                        {
-                            "track_pk": pk,
-                            "source_id": self.source_id,
-                            "identity_id": best if best in known else None,
-                            "score": cands[0]["score"] if cands else None,
-                            "decision": r.decision,
-                            "threshold": float(r.threshold),
-                            "candidates": cands,
-                            "at": r.at or now,
-                        }
-                    )
+                events = [
+                    {"track_pk": pk, "source_id": self.source_id} | _event_row(r, known, now)
+                    for pk, (r, _) in zip(track_pks, rows)
+                ]
                 session.execute(insert(MatchEvent), events)
             session.execute(
                 update(Run)
                 .where(Run.id == self.run_id)
-                .values(frames_done=frames, last_timestamp=last, updated_at=now)
+                .values(frames_done=frames, last_timestamp=last, resume_at=resume, updated_at=now)
             )
+        self._committed = time.monotonic()
 
     def close(self, status: str = "finished") -> None:
         """Write what is queued and mark the run ``finished`` (or ``failed``)."""
         if self.closed:
             return
-        if status not in RUN_STATUSES[1:]:
-            raise MatchLogError(f"run status: expected one of {RUN_STATUSES[1:]}, got {status!r}")
+        if status not in RUN_STATUSES[1:3]:
+            raise MatchLogError(f"run status: expected one of {RUN_STATUSES[1:3]}, got {status!r}")
+        self._beat.set()
         try:
             self.flush()
         finally:
             self.closed = True
             with self.db.session() as session:
-                session.execute(
-                    update(Run)
-                    .where(Run.id == self.run_id)
-                    .values(status=status, finished_at=utcnow(), updated_at=utcnow())
-                )
+                done = update(Run).where(Run.id == self.run_id)
+                session.execute(done.values(status=status, finished_at=utcnow(), updated_at=utcnow()))
         logger.info("match log: run %d %s", self.run_id, status)
 
     def __enter__(self) -> MatchLogWriter:
@@ -287,3 +334,67 @@ def purge_older_than(
             thumbnails.delete(rel)
     logger.info("retention: deleted %d tracks older than %s", count, cutoff.isoformat())
     return count
+
+
+def mark_interrupted_runs(
+    db: Database,
+    thumbnails: ThumbnailStore | None = None,
+    stale_after_s: float = STALE_HEARTBEATS * HEARTBEAT_S,
+) -> int:
+    """Mark ``interrupted`` every ``running`` run whose process is gone: on this host, its pid is dead or now
+    belongs to another process; on any host, no heartbeat for ``stale_after_s`` seconds. Thumbnails of those
+    runs that no track references (written just before the kill) are deleted from ``thumbnails``. Returns how
+    many runs were marked."""
+    if not stale_after_s > 0:
+        raise MatchLogError(f"stale_after_s: expected a positive number of seconds, got {stale_after_s}")
+    host, cutoff = socket.gethostname()[:255], utcnow() - timedelta(seconds=stale_after_s)
+    with db.session() as session:
+        gone = [
+            (r.id, r.source_id)
+            for r in session.scalars(select(Run).where(Run.status == "running"))
+            if r.updated_at < cutoff or (r.owner_host == host and owner_gone(r.owner_pid, r.owner_started))
+        ]
+        stmt = update(Run).where(Run.id.in_([g[0] for g in gone]), Run.status == "running")
+        session.execute(stmt.values(status="interrupted", finished_at=utcnow()))
+        kept = set(session.scalars(select(Track.thumbnail).where(Track.run_id.in_([g[0] for g in gone]))))
+    for run_id, source_id in gone:
+        logger.warning("match log: run %d was left running by a process that is gone: interrupted", run_id)
+        folder = thumbnails.resolve(f"source{source_id}/run{run_id}") if thumbnails is not None else None
+        for path in sorted(folder.iterdir()) if folder is not None and folder.is_dir() else ():
+            if f"source{source_id}/run{run_id}/{path.name}" not in kept:
+                path.unlink(missing_ok=True)
+    return len(gone)
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a re-run of an interrupted file starts: decode from ``resume_at``; every track that ended by
+    ``committed_at`` (stream seconds; None: nothing committed) is logged already, and so are the tracks whose
+    (start, end) times are in ``logged`` (those committed later, each matched once)."""
+
+    run_id: int
+    resume_at: float
+    committed_at: float | None
+    logged: tuple[tuple[float, float], ...]
+
+
+def resume_point(db: Database, source: str, uri: str | None, config_hash: str) -> ResumePoint | None:
+    """The resume point of ``source`` when its newest run with ``config_hash`` (same ``uri``) is
+    ``interrupted``, else None."""
+    with db.session() as session:
+        src = session.scalar(select(Source).where(Source.name == source))
+        if src is None or src.uri != uri:
+            return None
+        same = select(Run).where(Run.source_id == src.id, Run.config_hash == config_hash)
+        runs = {r.id: r for r in session.scalars(same)}
+        last = max(runs.values(), key=lambda r: (r.started_at, r.id), default=None)
+        if last is None or last.status != "interrupted":
+            return None
+        chain, run = [], last
+        while run is not None and run.id not in chain:  # the runs this one continues
+            chain.append(run.id)
+            run = runs.get(run.resumed_from) if run.resumed_from is not None else None
+        start = last.resume_at if last.resume_at is not None else (last.last_timestamp or 0.0)
+        logged = select(Track.start_time, Track.end_time).where(Track.run_id.in_(chain))
+        spans = session.execute(logged.where(Track.end_time >= start - 1e-3)).all()
+    return ResumePoint(last.id, max(0.0, start), last.last_timestamp, tuple((a, b) for a, b in spans))

@@ -6,7 +6,10 @@ index is a derived copy. Times are stored as naive UTC and read back as aware UT
 
 from __future__ import annotations
 
+import os
+import socket
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 from sqlalchemy import (
@@ -38,6 +41,8 @@ __all__ = [
     "Threshold",
     "Track",
     "from_blob",
+    "owner_gone",
+    "process_owner",
     "to_blob",
     "utcnow",
 ]
@@ -64,6 +69,39 @@ def from_blob(blob: bytes, dim: int) -> np.ndarray:
     if vec.shape != (dim,):
         raise ValueError(f"stored vector: expected {dim} float32 values, got {vec.size}")
     return vec.astype(np.float32)
+
+
+def _proc_start(pid: int) -> float | None:
+    """Start time (epoch seconds) of process ``pid`` on this host; None when it is gone, a zombie, or unknown
+    (no /proc)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        boot = next(line for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime"))
+    except (OSError, StopIteration):
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return float(boot.split()[1]) + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
+def process_owner() -> tuple[str, int, float | None]:
+    """This process as a run's owner: (host name, pid, process start time in epoch seconds or None)."""
+    return socket.gethostname()[:255], os.getpid(), _proc_start(os.getpid())
+
+
+def owner_gone(pid: int | None, started: float | None) -> bool:
+    """Whether the owner process of a run on this host is gone (pid dead, or reused by a later process)."""
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # alive, another user's
+    now_started = _proc_start(pid)  # None: a zombie (or no /proc, then started is None too)
+    return started is not None and (now_started is None or abs(now_started - started) > 2.0)
 
 
 class UTCDateTime(TypeDecorator):
@@ -177,7 +215,11 @@ class Source(Base):
 
 
 class Run(Base):
-    """One processing run over a source: its progress survives a crash."""
+    """One processing run over a source: its progress survives a crash. ``status``: ``running``, ``finished``,
+    ``failed`` or ``interrupted`` (its process died); ``owner_*``: the process writing it (host, pid, process start
+    time in epoch seconds); ``last_timestamp``/``resume_at``: the last committed stream position and where a re-run
+    must decode from to see every track still open there; ``resumed_from``: the interrupted run this one
+    continues."""
 
     __tablename__ = "runs"
     __table_args__ = (Index(None, "source_id", "started_at"),)
@@ -191,6 +233,11 @@ class Run(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    owner_host: Mapped[str | None] = mapped_column(String(255))
+    owner_pid: Mapped[int | None] = mapped_column(Integer)
+    owner_started: Mapped[float | None] = mapped_column(Float)
+    resume_at: Mapped[float | None] = mapped_column(Float)
+    resumed_from: Mapped[int | None] = mapped_column(Integer)
 
 
 class Track(Base):
