@@ -1,10 +1,14 @@
 """Commands of the gallery: ``query``, ``serve``, ``remove``, ``merge`` and ``purge``.
 
 run_pipeline.py query {matches,tracks,identities} [--db URL] [--config FILE] [filters] [--format table|json|csv]
-run_pipeline.py serve [--db URL] [--config FILE] [--host 127.0.0.1] [--port 8000]
+run_pipeline.py serve [--db URL] [--config FILE] [--host 127.0.0.1] [--port 8000] [--allow-host NAME ...]
 run_pipeline.py remove NAME [--db URL] [--config FILE]
 run_pipeline.py merge SOURCE INTO [--db URL] [--config FILE]
 run_pipeline.py purge --older-than DAYS [--db URL] [--config FILE]
+
+CSV cells that a spreadsheet would run as a formula are neutralised (:func:`gallery.queries.csv_cell`). ``serve``
+answers only requests whose ``Host`` names the listen address (with the loopback names on loopback), an
+``--allow-host`` name or one of ``gallery.serve.allowed_hosts``.
 
 Each opens the gallery through the one builder (``pipeline.build``) with the config's ``gallery`` section; none
 creates a database that does not exist.
@@ -24,7 +28,7 @@ from datetime import datetime
 from gallery.config import GalleryConfig
 from gallery.errors import AuthError, QueryError
 from gallery.matchlog import DECISIONS, purge_older_than
-from gallery.queries import KINDS, Filters, Page
+from gallery.queries import KINDS, Filters, Page, csv_cell
 from gallery.thumbnails import ThumbnailStore
 
 from ..build import System, build
@@ -80,18 +84,24 @@ def _cell(value) -> str:
     return str(value)
 
 
+def _csv_cell(value) -> str:
+    """A CSV cell: numbers as numbers (a negative score stays a number), text neutralised."""
+    text = _cell(value)
+    return text if isinstance(value, (int, float)) else csv_cell(text)
+
+
 def render(kind: str, page: Page, fmt: str) -> str:
-    """A page as an aligned text table, a JSON document or CSV (header included)."""
+    """A page as an aligned text table, a JSON document or CSV (header included, text cells neutralised)."""
     if fmt == "json":
         return json.dumps(page.as_dict(), indent=2)
     cols = COLUMNS[kind]
-    rows = [[_cell(row.get(c)) for c in cols] for row in page.rows]
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(cols)
-        writer.writerows(rows)
+        writer.writerows([_csv_cell(row.get(c)) for c in cols] for row in page.rows)
         return out.getvalue().rstrip("\n")
+    rows = [[_cell(row.get(c)) for c in cols] for row in page.rows]
     widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(cols)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
@@ -144,16 +154,23 @@ def check_bind(host: str, token: str | None) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn  # the serve extra (fastapi, uvicorn): only this command needs it
 
-    from gallery.app import create_app
+    from gallery.app import create_app, trusted_hosts
 
     config = config_of(args).gallery
     host, port = args.host or config.serve.host, args.port or config.serve.port
     token = serve_token(config)
     check_bind(host, token)
+    # gallery.serve.allowed_hosts once the config has it; --allow-host meanwhile and on top
+    hosts = trusted_hosts(host, [*getattr(config.serve, "allowed_hosts", ()), *args.allow_host])
+    logger.info("serve: answering Host %s", ", ".join(sorted(hosts)))
     with _open(args) as system:
         db = system.gallery.db
         app = create_app(
-            db, ThumbnailStore.for_database(db, config), token=token, page_size=config.serve.page_size
+            db,
+            ThumbnailStore.for_database(db, config),
+            token=token,
+            page_size=config.serve.page_size,
+            allowed_hosts=hosts,
         )
         access = "token required" if token else "no token: loopback only"
         print(f"serving {db.shown} on http://{host}:{port}/ ({access})", file=sys.stderr)
@@ -219,6 +236,13 @@ def register(subparsers) -> None:
     _common(s)
     s.add_argument("--host", help="listen address (default: gallery.serve.host, 127.0.0.1)")
     s.add_argument("--port", type=int, help="TCP port (default: gallery.serve.port, 8000)")
+    s.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer requests for this host name (repeatable; '*': any, which DNS rebinding can abuse)",
+    )
     s.set_defaults(func=run_serve)
 
     r = subparsers.add_parser("remove", help="remove an identity from the gallery")

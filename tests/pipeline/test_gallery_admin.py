@@ -4,8 +4,15 @@ merge, purge."""
 from __future__ import annotations
 
 import csv
+import http.client
 import io
 import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +25,8 @@ from gallery.store import Gallery
 from pipeline.commands.gallery_admin import check_bind, parse_time, serve_token
 from run_pipeline import main
 from tests.gallery.helpers import media, seed_log, unit
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -138,3 +147,114 @@ def test_parse_time():
     assert parse_time("2026-03-01T10:00:00Z").isoformat() == "2026-03-01T10:00:00+00:00"
     with pytest.raises(QueryError):
         parse_time("2026-03-01")
+
+
+def _hostile_log(url: str) -> None:
+    """One camera and one identity whose names a spreadsheet would run, one unknown track with a negative
+    score."""
+    from datetime import datetime, timezone
+
+    from gallery.matchlog import MatchLogWriter, TrackRecord
+
+    rng = np.random.default_rng(1)
+    with Database(url) as db:
+        g = Gallery(db)
+        ident = g.add_identity('=HYPERLINK("http://x")')
+        writer = MatchLogWriter(db, source="@cam", kind="camera", config_hash="x", batch_size=1)
+        for t, (decision, score) in enumerate([("match", 0.9), ("unknown", -0.25)]):
+            writer.record(
+                TrackRecord(
+                    track_id=t,
+                    start_time=0.0,
+                    end_time=1.0,
+                    frames=3,
+                    crops_embedded=1,
+                    template=unit(rng, 1, 4)[0],
+                    embedder_id="e4",
+                    candidates=[(ident, '=HYPERLINK("http://x")', score)],
+                    decision=decision,
+                    threshold=0.5,
+                    at=datetime(2026, 3, 1, 10, t, tzinfo=timezone.utc),
+                )
+            )
+        writer.close()
+
+
+def test_query_csv_neutralises_formula_cells(db_url, capsys):
+    _hostile_log(db_url)
+    code, out, _ = _run(capsys, "query", "matches", "--db", db_url, "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0 and [r["source"] for r in rows] == ["'@cam", "'@cam"]
+    assert [r["identity"] for r in rows] == ["", '\'=HYPERLINK("http://x")']
+    assert [r["score"] for r in rows] == ["-0.2500", "0.9000"]  # numbers stay numbers
+    code, out, _ = _run(capsys, "query", "identities", "--db", db_url, "--format", "csv")
+    assert code == 0 and next(csv.DictReader(io.StringIO(out)))["name"] == '\'=HYPERLINK("http://x")'
+    code, out, _ = _run(capsys, "query", "matches", "--db", db_url, "--format", "json")
+    assert json.loads(out)["rows"][0]["source"] == "@cam"  # JSON is data, not a spreadsheet: unchanged
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--page", "10000000000000000000"], "page: expected at most 20000001 with page size 50"),
+        (["--page", "1000001", "--page-size", "1000"], ""),
+        (["--page", "1000002", "--page-size", "1000"], "page: expected at most 1000001 with page size 1000"),
+        (["--page-size", "10000000000000000000"], "page size: expected 1..1000"),
+    ],
+)
+def test_query_page_bound(seeded_url, capsys, argv, message):
+    code, out, err = _run(capsys, "query", "tracks", "--db", seeded_url, *argv)
+    if not message:
+        assert code == 0 and len(out.splitlines()) == 1  # the header of an empty page
+    else:
+        assert code == 2 and out == "" and err == f"error: {err[7:]}" and message in err
+        assert len(err.splitlines()) == 1
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get(port: int, host: str) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/api/identities", headers={"Host": host})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+@pytest.mark.slow
+def test_serve_answers_only_its_own_host_names(seeded_url, tmp_path):
+    """The real ``serve`` on a loopback port: localhost and the address answer, a rebound name gets 400."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "FACEMOE_API_TOKEN"}
+    argv = ["serve", "--db", seeded_url, "--port", str(port), "--allow-host", "gallery.lan"]
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "run_pipeline.py"), *argv],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                status, _ = _get(port, f"127.0.0.1:{port}")
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "serve did not start"
+                time.sleep(0.2)
+        assert status == 200
+        for host in ("localhost", f"[::1]:{port}", f"gallery.lan:{port}"):
+            assert _get(port, host)[0] == 200
+        status, body = _get(port, f"attacker.example:{port}")
+        assert status == 400 and b"Host header: expected one of" in body
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+        server.stderr.close()
