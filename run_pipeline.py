@@ -1,15 +1,32 @@
 """Command line of the face-recognition system: enroll, process, stream, query, serve, eval, train.
 
-Exit codes: 0 success, 2 bad usage or bad input (one line on stderr), 1 anything else.
+Exit codes: 0 success, 2 bad usage or bad input (one line on stderr), 1 anything else, 141 (as a program
+ended by SIGPIPE) when the reader of stdout went away first, e.g. ``query matches | head``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from core.errors import UserError
 from pipeline.commands import build_parser
+
+CLOSED_PIPE = 128 + 13  # what a shell reports for a program ended by SIGPIPE
+
+
+def _stdout_closed() -> int:
+    """Point stdout at /dev/null so that no later flush (at exit included) fails again; the Python docs'
+    handling of SIGPIPE (library/signal.html, "Note on SIGPIPE")."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is no file descriptor (captured, replaced): nothing left to flush
+        pass
+    finally:
+        os.close(devnull)
+    return CLOSED_PIPE
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,7 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit where it would print a traceback
+        return code
+    except BrokenPipeError:
+        return _stdout_closed()
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
