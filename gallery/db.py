@@ -1,11 +1,27 @@
 """Opening a gallery database: URL checks, SQLite pragmas, connection test, Alembic schema upgrade,
-sessions."""
+sessions.
+
+Schema creation and upgrades are serialized and atomic, so that commands started together on a new database
+all succeed and a command killed while creating the schema leaves nothing half made:
+
+- SQLite: a lock file beside the database (``<db>.lock``, ``flock``) serializes them; a new database is made
+  in a temporary file beside it and renamed into place once its schema is complete; an upgrade of an existing
+  file runs in one ``BEGIN IMMEDIATE`` transaction (SQLite's DDL is transactional).
+- PostgreSQL: a session advisory lock (``pg_advisory_lock``) serializes them; the upgrade runs in one
+  transaction.
+
+New database files (and their ``-wal`` and ``-shm`` files, which SQLite creates with the database's mode) and
+the lock file are readable by their owner only (0600). A PostgreSQL URL without a password takes the one in
+``FACEMOE_DB_PASSWORD`` when it is set; :attr:`Database.shown` never shows it.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,10 +30,16 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: schema creation is not serialized between processes
+    fcntl = None
 
 from gallery.errors import DatabaseError
 
@@ -27,6 +49,9 @@ __all__ = ["Database"]
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 BACKENDS = ("sqlite", "postgresql")
+PASSWORD_ENV = "FACEMOE_DB_PASSWORD"
+SCHEMA_LOCK_TIMEOUT_S = 120.0  # longest wait for another command's schema creation or upgrade
+PG_SCHEMA_LOCK = 0x46_4D_6F_45_5F_73_63_68  # pg_advisory_lock key of the gallery schema ("FMoE_sch")
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
@@ -36,6 +61,21 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=10000")
     cur.close()
+
+
+def _sqlite_transactional(dbapi_conn, _record) -> None:
+    """Let SQLAlchemy's ``begin`` event emit BEGIN (pysqlite would run DDL outside any transaction)."""
+    dbapi_conn.isolation_level = None
+    _sqlite_pragmas(dbapi_conn, _record)
+
+
+def _reason(exc: SQLAlchemyError) -> str:
+    """The first line of a driver error, without SQLAlchemy's wrapping."""
+    return str(exc.orig if getattr(exc, "orig", None) is not None else exc).strip().splitlines()[0]
+
+
+def _head() -> str:
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
 
 
 def _alembic_config() -> Config:
@@ -57,6 +97,8 @@ class Database:
         self.shown = self.url.render_as_string(hide_password=True)
         if self.backend == "sqlite":
             self._check_sqlite_path(create)
+            if create and not self.sqlite_path.exists():
+                self._create_sqlite_file()
         self.engine = self._connect()
         try:
             self._ensure_schema(create)
@@ -83,6 +125,12 @@ class Database:
             "psycopg2",
         ):
             parsed = parsed.set(drivername="postgresql+psycopg")
+        if (
+            parsed.get_backend_name() == "postgresql"
+            and parsed.password is None
+            and os.environ.get(PASSWORD_ENV)
+        ):
+            parsed = parsed.set(password=os.environ[PASSWORD_ENV])
         return parsed
 
     @property
@@ -130,14 +178,12 @@ class Database:
                 pass
         except SQLAlchemyError as exc:
             engine.dispose()
-            reason = str(exc.orig if getattr(exc, "orig", None) is not None else exc).strip().splitlines()[0]
-            raise DatabaseError(f"cannot connect to {self.shown}: {reason}") from exc
+            raise DatabaseError(f"cannot connect to {self.shown}: {_reason(exc)}") from exc
         return engine
 
     def _ensure_schema(self, create: bool) -> None:
-        head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
-        with self.engine.connect() as conn:
-            current = MigrationContext.configure(conn).get_current_revision()
+        head = _head()
+        current = self._revision(self.engine)
         if current == head:
             return
         if not create:
@@ -145,11 +191,112 @@ class Database:
                 f"database {self.shown}: expected the gallery schema at revision {head}, "
                 f"got {current or 'no gallery schema'} (enroll first, or open it for writing)"
             )
-        logger.info("upgrading %s from %s to %s", self.shown, current, head)
-        cfg = _alembic_config()
-        with self.engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+        if self.backend == "sqlite":
+            with self._file_lock():
+                self._upgrade_sqlite(self.sqlite_path, head)
+        else:
+            self._upgrade_postgresql(head)
+
+    @staticmethod
+    def _revision(engine: Engine) -> str | None:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    @contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        """Hold ``<db>.lock`` (an exclusive ``flock``) for a schema change; waits at most
+        :data:`SCHEMA_LOCK_TIMEOUT_S`."""
+        path = self.sqlite_path.with_name(self.sqlite_path.name + ".lock")
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise DatabaseError(f"cannot open {self.shown}: lock file {path}: {exc.strerror}") from exc
+        try:
+            deadline = time.monotonic() + SCHEMA_LOCK_TIMEOUT_S
+            while fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise DatabaseError(
+                            f"database {self.shown}: expected the schema lock {path} within "
+                            f"{SCHEMA_LOCK_TIMEOUT_S:g} s, got it still held by another command"
+                        ) from None
+                    time.sleep(0.05)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _create_sqlite_file(self) -> None:
+        """Make a new SQLite database at the newest schema in a temporary file beside it, then rename it into
+        place: a reader sees no file or a complete one, never half a schema. Serialized by the lock file."""
+        path = self.sqlite_path
+        with self._file_lock():
+            if path.exists():  # another command made it while this one waited
+                return
+            for stale in path.parent.glob(f".{path.name}.*.creating*"):  # left by a killed command
+                stale.unlink(missing_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.creating")
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            os.close(fd)
+            try:
+                self._upgrade_sqlite(tmp, _head())
+                os.replace(tmp, path)
+            finally:
+                for leftover in (tmp, *(tmp.with_name(tmp.name + s) for s in ("-wal", "-shm", "-journal"))):
+                    leftover.unlink(missing_ok=True)
+        logger.info("created %s", self.shown)
+
+    def _upgrade_sqlite(self, path: Path, head: str) -> None:
+        """Upgrade the SQLite file ``path`` to ``head`` in one ``BEGIN IMMEDIATE`` transaction (the caller
+        holds the lock file); closing its last connection checkpoints the WAL into the file."""
+        engine = create_engine(self.url.set(database=str(path)), poolclass=NullPool)
+        event.listen(engine, "connect", _sqlite_transactional)
+        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        try:
+            current = self._revision(engine)
+            if current == head:
+                return
+            logger.info("upgrading %s from %s to %s", self.shown, current, head)
+            cfg = _alembic_config()
+            with engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+        except SQLAlchemyError as exc:
+            raise DatabaseError(f"database {self.shown}: schema upgrade failed: {_reason(exc)}") from exc
+        finally:
+            engine.dispose()
+
+    def _upgrade_postgresql(self, head: str) -> None:
+        """Upgrade to ``head`` in one transaction while holding the gallery's advisory lock."""
+        with self.engine.connect() as conn:
+            conn.execute(text(f"SET lock_timeout = '{int(SCHEMA_LOCK_TIMEOUT_S)}s'"))
+            try:
+                conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": PG_SCHEMA_LOCK})
+            except SQLAlchemyError as exc:
+                conn.rollback()
+                conn.execute(text("RESET lock_timeout"))
+                conn.commit()
+                raise DatabaseError(
+                    f"database {self.shown}: expected the schema lock within {SCHEMA_LOCK_TIMEOUT_S:g} s, "
+                    f"got {_reason(exc)}"
+                ) from exc
+            conn.commit()
+            try:
+                current = MigrationContext.configure(conn).get_current_revision()
+                conn.commit()
+                if current != head:
+                    logger.info("upgrading %s from %s to %s", self.shown, current, head)
+                    cfg = _alembic_config()
+                    with conn.begin():
+                        cfg.attributes["connection"] = conn
+                        command.upgrade(cfg, "head")
+            finally:
+                conn.rollback()
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": PG_SCHEMA_LOCK})
+                conn.execute(text("RESET lock_timeout"))
+                conn.commit()
 
     @contextmanager
     def session(self) -> Iterator[Session]:
