@@ -2,11 +2,14 @@
 
     run_pipeline.py process VIDEO... [--gallery DIR] [--db URL] [--config FILE] [--set key=value ...]
                     [--json FILE|-] [--thumbnails DIR] [--annotate DIR] [--progress | --no-progress]
+                    [--restart] [--heartbeat SECONDS]
 
 Tracks are matched against the gallery of the database (``--db``, default ``gallery.db_url`` of the config:
 ``sqlite:///facemoe.db``); ``--gallery DIR`` first enrolls the folder's people there (images already enrolled
 are skipped by content hash). Every track and its decision goes to the database's match log, one run per
-video, for ``query`` and ``serve`` to show later.
+video, for ``query`` and ``serve`` to show later. Runs left ``running`` by a process that is gone are marked
+``interrupted`` first; a video whose newest run (same file, same configuration) was interrupted resumes from that
+run's last committed position unless ``--restart`` (docs/pipeline.md, "Interrupted runs").
 """
 
 from __future__ import annotations
@@ -16,11 +19,17 @@ import logging
 import sys
 from pathlib import Path
 
+from sqlalchemy import update
+
+from gallery.matchlog import HEARTBEAT_S, mark_interrupted_runs, resume_point
+from gallery.models import Run
+from gallery.thumbnails import ThumbnailStore
+
 from ..annotate import track_labels, write_annotated
 from ..build import System, build
 from ..errors import PipelineError
-from ..runner import FileRunner, FileRunStats
-from ..sinks import CollectSink, ConsoleTableSink, JsonSink, ResultSink, ThumbnailSink
+from ..runner import FileRunner, FileRunStats, Resume
+from ..sinks import ConsoleTableSink, JsonSink, ResultSink, ThumbnailSink
 from ..sources import FileSource
 from ..sql_gallery import LoggedSource, MatchLogSink
 from .common import add_config_options, config_of, db_of
@@ -63,7 +72,42 @@ def register(subparsers) -> None:
         default=None,
         help="progress bar on standard error (default: when it is a terminal)",
     )
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="process every video from its start even when its last run was interrupted (default: resume)",
+    )
+    p.add_argument(
+        "--heartbeat",
+        type=_seconds,
+        default=HEARTBEAT_S,
+        metavar="SECONDS",
+        help=f"seconds between commits of a run's progress (default {HEARTBEAT_S:g})",
+    )
     p.set_defaults(func=run_process)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.05 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"expected seconds between 0.05 and 3600, got {text!r}")
+    return value
+
+
+class _LabelSink:
+    """Keeps only each track's decision (for ``--annotate``), not its template or crop."""
+
+    def __init__(self) -> None:
+        self.results: list[tuple[str, object]] = []
+
+    def on_track(self, template, result) -> None:
+        self.results.append((template.source_id, result))
+
+    def close(self) -> None:
+        pass
 
 
 def _progress_bar(enabled: bool | None, sources: list[FileSource]):
@@ -116,11 +160,21 @@ def run_process(args: argparse.Namespace) -> int:
         raise PipelineError("the same video is given twice")
     sources = [FileSource(v, cfg.source) for v in args.videos]  # every file is checked before any work
     with build(cfg, db_url=db_of(args, cfg), gallery_dir=args.gallery) as system:
+        db = system.gallery.db
+        mark_interrupted_runs(db, ThumbnailStore.for_database(db, system.gallery.config))
         index = system.index()
         logged = [LoggedSource(s.source_id, "file", str(s.path.resolve())) for s in sources]
+        sources, resume = _resume(args, system, sources, logged)
         log = system.match_log(logged)
+        with db.session() as session:  # which interrupted run each resumed run continues
+            for source_id, (run_id, _) in resume.items():
+                session.execute(
+                    update(Run).where(Run.id == log.run_ids[source_id]).values(resumed_from=run_id)
+                )
+        for writer in log.writers.values():
+            writer.heartbeat_s = args.heartbeat
         try:
-            stats = _run(args, system, sources, index, log)
+            stats = _run(args, system, sources, index, log, {k: r for k, (_, r) in resume.items()})
         except BaseException:
             log.close("failed")
             raise
@@ -131,7 +185,7 @@ def run_process(args: argparse.Namespace) -> int:
                 f"(threshold {index.threshold:.3f})",
                 file=sys.stderr,
             )
-    if stats.tracks == 0:
+    if stats.tracks == 0 and not resume:
         raise NoFacesError(
             f"no face tracks found in {', '.join(names)} ({stats.frames} frames processed, "
             f"{stats.detections} detections)"
@@ -139,12 +193,45 @@ def run_process(args: argparse.Namespace) -> int:
     return 0
 
 
+def _resume(
+    args: argparse.Namespace, system: System, sources: list[FileSource], logged: list[LoggedSource]
+) -> tuple[list[FileSource], dict[str, tuple[int, Resume]]]:
+    """Sources starting at their resume point where the newest run of the same file and configuration was
+    interrupted (unless ``--restart``), and per resumed source: (that run's id, what it logged)."""
+    out, resume = [], {}
+    for source, entry in zip(sources, logged):
+        point = (
+            None
+            if args.restart
+            else resume_point(system.gallery.db, entry.name, entry.uri, system.config_hash)
+        )
+        if point is None or point.resume_at <= source.cfg.start:
+            out.append(source)
+            if point is not None:
+                resume[source.source_id] = (point.run_id, Resume(point.committed_at, list(point.logged)))
+            continue
+        print(
+            f"resuming {source.source_id} at {point.resume_at:.2f} s (run {point.run_id} was interrupted; "
+            "--restart processes it from the start)",
+            file=sys.stderr,
+        )
+        window = source.cfg.model_copy(update={"start": point.resume_at})
+        out.append(FileSource(source.path, window, source.source_id))
+        resume[source.source_id] = (point.run_id, Resume(point.committed_at, list(point.logged)))
+    return out, resume
+
+
 def _run(
-    args: argparse.Namespace, system: System, sources: list[FileSource], index, log: MatchLogSink
+    args: argparse.Namespace,
+    system: System,
+    sources: list[FileSource],
+    index,
+    log: MatchLogSink,
+    resume: dict[str, Resume],
 ) -> FileRunStats:
     cfg = system.cfg
     thumbs = ThumbnailSink(args.thumbnails, cfg.output.thumbnail_size) if args.thumbnails else None
-    collected = CollectSink() if args.annotate else None
+    collected = _LabelSink() if args.annotate else None
     sinks: list[ResultSink] = [log] + [s for s in (thumbs, collected) if s is not None]
     json_sink = None
     if args.json:
@@ -170,14 +257,16 @@ def _run(
         sinks,
         keep_boxes=args.annotate is not None,
         progress=update,
+        checkpoint=lambda source_id, frames, last, start: log.writers[source_id].progress(
+            frames, last, start
+        ),
+        resume=resume,
     )
     try:
         stats = runner.run(sources)
     finally:
         bar.close()
     damage = _report_damage(stats)
-    for report in damage:
-        log.progress(report["source"], report["frames_processed"], None)
     if stats.tracks == 0:
         return stats
     if json_sink is not None:
@@ -187,7 +276,7 @@ def _run(
             sink.close()
     if args.annotate:
         for source in sources:
-            results = [r for _, r in collected.results if r.source_id == source.source_id]
+            results = [r for sid, r in collected.results if sid == source.source_id]
             target = args.annotate / f"{source.path.stem}_annotated.mp4"
             write_annotated(source, stats.boxes.get(source.source_id, []), track_labels(results), target)
     total = stats.seconds["total"]
