@@ -81,6 +81,8 @@ class WebhookDelivery:
         self._client = httpx.Client(timeout=cfg.timeout_s, headers=cfg.headers())
         self._deadline: float | None = None  # time.monotonic() by which close ends delivery
         self._closing = threading.Event()
+        self._finished = False  # finish_close has counted and logged: the thread counts no more
+        self._count_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="webhook", daemon=True)
         self._thread.start()
 
@@ -115,39 +117,45 @@ class WebhookDelivery:
         if self._deadline is None:
             raise RuntimeError("expected begin_close before finish_close, got none")
         self._thread.join(max(0.0, self._deadline - time.monotonic()) + margin_s)
-        if self._thread.is_alive():  # stuck past every timeout: count what it still holds
-            self.abandoned += 1 + sum(1 for a in list(self._queue.queue) if a is not _STOP)
+        with self._count_lock:
+            self._finished = True  # a thread still in a request past its deadline counts nothing more
+            if self._thread.is_alive():  # one request in flight (its timeout caps it; the thread is a daemon)
+                self.abandoned += 1 + sum(1 for a in list(self._queue.queue) if a is not _STOP)
         if self.abandoned:
             logger.error(
                 "webhook %s: shutdown deadline passed; %d alerts dropped undelivered (queued or retrying)",
                 self.name,
                 self.abandoned,
             )
-        self._client.close()
 
     def _left(self) -> float | None:
         """Seconds until the shutdown deadline (None while not closing)."""
         return None if self._deadline is None else self._deadline - time.monotonic()
 
     def _run(self) -> None:
-        while True:
-            left = self._left()
-            try:
-                alert = self._queue.get(timeout=None if left is None else max(left, 0.0) + 0.05)
-            except queue.Empty:
-                return  # closing with a full queue: nothing left
-            if alert is _STOP:
-                return
-            if (left := self._left()) is not None and left <= 0:
-                self.abandoned += 1
-                continue
-            outcome = self._post(alert)
-            if outcome is None:
-                self.abandoned += 1
-            elif outcome:
-                self.delivered += 1
-            else:
-                self.failed += 1
+        try:
+            while (alert := self._next()) is not None:
+                outcome = self._post(alert) if (left := self._left()) is None or left > 0 else None
+                with self._count_lock:
+                    if self._finished:
+                        return
+                    if outcome is None:
+                        self.abandoned += 1
+                    elif outcome:
+                        self.delivered += 1
+                    else:
+                        self.failed += 1
+        finally:
+            self._client.close()
+
+    def _next(self) -> dict[str, Any] | None:
+        """The next queued alert; None at the stop mark (or, closing with a full queue, once it is empty)."""
+        left = self._left()
+        try:
+            alert = self._queue.get(timeout=None if left is None else max(left, 0.0) + 0.05)
+        except queue.Empty:
+            return None
+        return None if alert is _STOP else alert
 
     def _wait(self, seconds: float) -> bool:
         """Wait before a retry; False (at once) when the wait would end past the shutdown deadline."""

@@ -1,4 +1,5 @@
-"""Watchlist alerts: log lines and webhook POSTs (with retries and timeouts) to a receiver on loopback."""
+"""Watchlist alerts: log lines and webhook POSTs (with retries and timeouts) to a receiver on loopback; the
+shutdown deadline against endpoints that refuse or never answer; tokens and auth headers never logged."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from core.types import Candidate, MatchResult, TrackTemplate
 from pipeline.alerts import WatchlistAlerts, alert_record
 from pipeline.live_config import AlertConfig, WebhookConfig
+from tests.live.rtsp import SilentServer, free_port
 
 
 class Receiver:
@@ -21,6 +23,8 @@ class Receiver:
 
     def __init__(self, statuses=(), delay: float = 0.0) -> None:
         self.bodies: list[dict] = []
+        self.headers: list[dict[str, str]] = []  # request headers of each attempt
+        self.paths: list[str] = []  # request path (with query) of each attempt
         self.received: list[float] = []  # time.monotonic() of each body
         self.attempts = 0
         script = list(statuses)
@@ -29,6 +33,8 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 outer.attempts += 1
+                outer.headers.append(dict(self.headers))
+                outer.paths.append(self.path)
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 if delay:
                     time.sleep(delay)
@@ -149,8 +155,6 @@ def test_a_hanging_webhook_is_timed_out_and_does_not_block_the_pipeline(receiver
 
 
 def test_unreachable_webhook_fails_after_its_retries(caplog):
-    from tests.live.rtsp import free_port
-
     hook = WebhookConfig(url=f"http://127.0.0.1:{free_port()}/hook", retries=2, backoff_s=0.01, timeout_s=1.0)
     sink = WatchlistAlerts(AlertConfig(watchlist=("Joey",), webhooks=(hook,)))
     with caplog.at_level(logging.WARNING, logger="pipeline.alerts"):
@@ -158,3 +162,71 @@ def test_unreachable_webhook_fails_after_its_retries(caplog):
         sink.close()
     assert sink.webhooks[0].failed == 1
     assert "not delivered after 3 attempts" in caplog.text
+
+
+@pytest.mark.parametrize("endpoint", ["refused", "silent"])
+def test_shutdown_is_bounded_by_the_deadline_and_counts_what_it_drops(endpoint, caplog):
+    """Long retries and backoff (hours with these values) against a port that refuses or a server that never
+    answers: close ends within the deadline (+2 s), every alert dropped is counted and logged once."""
+    silent = SilentServer() if endpoint == "silent" else None
+    port = silent.port if silent else free_port()
+    hook = WebhookConfig(url=f"http://127.0.0.1:{port}/hook", timeout_s=60, retries=50, backoff_s=30)
+    sink = WatchlistAlerts(AlertConfig(watchlist=("Joey",), webhooks=(hook,), shutdown_timeout_s=1.5))
+    try:
+        with caplog.at_level(logging.WARNING, logger="pipeline.alerts"):
+            for tid in range(4):
+                sink.on_track(*track("Joey", track_id=tid))
+            time.sleep(0.3)  # the first alert is in flight (silent) or waiting to retry (refused)
+            t0 = time.monotonic()
+            sink.close()
+            elapsed = time.monotonic() - t0
+    finally:
+        if silent:
+            silent.close()
+    delivery = sink.webhooks[0]
+    assert elapsed < 1.5 + 2.0, elapsed
+    assert delivery.abandoned == 4 and delivery.delivered == delivery.failed == 0
+    dropped = [r for r in caplog.records if "shutdown deadline passed" in r.getMessage()]
+    assert len(dropped) == 1 and "4 alerts dropped" in dropped[0].getMessage()
+
+
+def test_queued_alerts_are_delivered_before_the_deadline(receiver_factory):
+    rx = receiver_factory(statuses=(503,))
+    hook = WebhookConfig(url=rx.url, retries=2, backoff_s=0.2)
+    sink = WatchlistAlerts(AlertConfig(watchlist=("Joey",), webhooks=(hook,), shutdown_timeout_s=5))
+    for tid in range(3):
+        sink.on_track(*track("Joey", track_id=tid))
+    sink.close()  # right away: the retry and the queue still fit in the deadline
+    assert sorted(b["track_id"] for b in rx.bodies) == [0, 1, 2] and sink.webhooks[0].abandoned == 0
+
+
+def test_webhook_token_and_auth_header_are_sent_never_logged(receiver_factory, caplog, monkeypatch):
+    monkeypatch.setenv("FACEMOE_TEST_HOOK_AUTH", "Bearer HDR-SECRET-42")
+    rx = receiver_factory(statuses=(503,))
+    hook = WebhookConfig(
+        url=f"{rx.url}?token=URL-SECRET-42",
+        auth_header_env="FACEMOE_TEST_HOOK_AUTH",
+        retries=1,
+        backoff_s=0.05,
+    )
+    refused = WebhookConfig(
+        url=f"http://op:PW-SECRET-42@127.0.0.1:{free_port()}/h?sig=SIG-SECRET-42", retries=1
+    )
+    sink = WatchlistAlerts(AlertConfig(watchlist=("Joey",), webhooks=(hook, refused)))
+    with caplog.at_level(logging.DEBUG):  # every logger, httpx's request lines included
+        sink.on_track(*track("Joey"))
+        sink.close()
+    assert rx.attempts == 2 and len(rx.bodies) == 1
+    assert all(h["Authorization"] == "Bearer HDR-SECRET-42" for h in rx.headers)
+    assert all(p.endswith("?token=URL-SECRET-42") for p in rx.paths)
+    assert "retry 1 of 1" in caplog.text and "token=***" in caplog.text and "sig=***" in caplog.text
+    assert "SECRET-42" not in caplog.text
+
+
+def test_unset_auth_header_variable_is_a_config_error(monkeypatch):
+    from core.errors import ConfigError
+
+    monkeypatch.delenv("FACEMOE_TEST_UNSET", raising=False)
+    hook = WebhookConfig(url="http://127.0.0.1:9/hook", auth_header_env="FACEMOE_TEST_UNSET")
+    with pytest.raises(ConfigError, match="FACEMOE_TEST_UNSET"):
+        WatchlistAlerts(AlertConfig(watchlist=("Joey",), webhooks=(hook,)))
