@@ -103,3 +103,13 @@ def test_polled_camera_shows_the_latest_snapshot_and_a_failure_keeps_its_counter
         reg.add_polled("remote")
     with pytest.raises(ValueError, match="expected, got 'other'"):
         polled.update(CameraHealth("other").snapshot())
+
+
+def test_error_texts_and_labels_are_redacted():
+    reg = HealthRegistry()
+    cam = reg.add("door")
+    cam.failure("ConnectionRefusedError: 'rtsp://op:PW-LEAK@127.0.0.1:9/a?token=TK-LEAK'")
+    polled = reg.add_polled("rtsp://u:PW-LEAK@h/x")
+    polled.failed("actor died reading http://h/?sig=TK-LEAK")
+    text = reg.prometheus_text() + reg.status_line() + repr(reg.snapshots())
+    assert "LEAK" not in text and "rtsp://op:***@127.0.0.1:9/a?token=***" in cam.snapshot().last_error
