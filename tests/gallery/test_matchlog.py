@@ -14,7 +14,13 @@ from sqlalchemy import func, select
 
 from gallery.db import Database
 from gallery.errors import MatchLogError
-from gallery.matchlog import MatchLogWriter, TrackRecord, purge_older_than
+from gallery.matchlog import (
+    MatchLogWriter,
+    TrackRecord,
+    mark_interrupted_runs,
+    purge_older_than,
+    resume_point,
+)
 from gallery.models import MatchEvent, Run, Source, Track
 from gallery.thumbnails import ThumbnailStore
 from tests.conftest import ROOT
@@ -220,3 +226,35 @@ def test_retention_deletes_old_events_and_thumbnails(db_url, tmp_path):
                 purge_older_than(db, bad, store)
         assert purge_older_than(db, 0, store, now=now) == 2  # 0: everything older than now
         assert _count(db, Track) == 0 and _count(db, MatchEvent) == 0 and not list(store.root.rglob("*.jpg"))
+
+
+def test_runs_of_a_gone_process_are_interrupted_and_resumable(db_url, tmp_path):
+    store = ThumbnailStore(tmp_path / "thumbs")
+    with Database(db_url) as db:
+        alive = MatchLogWriter(db, source="a.mp4", config_hash="h", thumbnails=store, heartbeat_s=0.1)
+        dead = MatchLogWriter(db, source="b.mp4", uri="/v/b.mp4", config_hash="h", thumbnails=store)
+        dead.record(record(1))
+        dead.progress(30, 3.0, 2.5)
+        dead.flush()
+        alive.progress(5, 0.5)
+        with db.session() as session:  # the owner of "b.mp4" is a pid that no longer exists
+            session.execute(Run.__table__.update().where(Run.id == dead.run_id).values(owner_pid=2**22 + 7))
+        orphan = store.write(
+            f"source{dead.source_id}/run{dead.run_id}/track9.jpg", np.zeros((8, 8, 3), np.uint8)
+        )
+        assert mark_interrupted_runs(db, store) == 1
+        assert not orphan.exists() and store.resolve(dead._thumb_path(1)).exists()
+        with db.session() as session:
+            status = dict(session.execute(select(Run.id, Run.status)).all())
+        assert status == {alive.run_id: "running", dead.run_id: "interrupted"}
+        point = resume_point(db, "b.mp4", "/v/b.mp4", "h")
+        assert (point.run_id, point.resume_at, point.committed_at, point.logged) == (
+            dead.run_id,
+            2.5,
+            3.0,
+            ((1.0, 3.0),),
+        )
+        assert resume_point(db, "b.mp4", "/v/b.mp4", "other config") is None
+        assert resume_point(db, "b.mp4", "/elsewhere/b.mp4", "h") is None
+        alive.close()
+        assert resume_point(db, "a.mp4", None, "h") is None  # finished: a re-run starts over
