@@ -14,6 +14,7 @@ __all__ = [
     "GalleryError",
     "IdentityExistsError",
     "IdentityNotFoundError",
+    "IndexFileDamagedError",
     "IndexFileError",
     "MatchLogError",
     "QueryError",
@@ -47,6 +48,10 @@ class EmbeddingError(GalleryError):
 
 class IndexFileError(GalleryError):
     """A persisted index file that is unreadable or belongs to another embedder."""
+
+
+class IndexFileDamagedError(IndexFileError):
+    """A persisted index file that is truncated or garbled: rebuilt from SQL, the source of truth."""
 
 
 class ThumbnailPathError(GalleryError):

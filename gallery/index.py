@@ -2,7 +2,9 @@
 version.
 
 Exact (flat) search up to ``IndexConfig.hnsw_above`` templates, HNSW above. The file format is one file: a
-magic line, a JSON tag line, then FAISS's serialized index; it is written atomically.
+magic line, a JSON tag line (with the SHA-256 of the data), then FAISS's serialized index; it is written
+atomically and readable by its owner only (0600). A truncated or garbled file raises
+:class:`IndexFileDamagedError` (the gallery rebuilds it from SQL).
 
 When FAISS sees a GPU (a faiss-gpu build and a visible device) an exact index is searched on a copy on every
 GPU (``faiss.index_cpu_to_all_gpus``), made on the first search; the CPU index stays the one that is saved.
@@ -11,6 +13,7 @@ FAISS has no GPU HNSW, so HNSW indexes are searched on the CPU. Which is used is
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -22,7 +25,7 @@ import faiss
 import numpy as np
 
 from gallery.config import IndexConfig
-from gallery.errors import EmbeddingError, IndexFileError
+from gallery.errors import EmbeddingError, IndexFileDamagedError, IndexFileError
 
 logger = logging.getLogger(__name__)
 
@@ -171,39 +174,54 @@ class VectorIndex:
         return self._index.search(queries, k)
 
     def save(self, path: Path) -> None:
-        """Write tag and index to ``path`` atomically (temporary file, then rename)."""
+        """Write tag and index to ``path`` atomically (temporary file, then rename), mode 0600."""
         data = faiss.serialize_index(self._index).tobytes()
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(MAGIC + json.dumps(asdict(self.tag)).encode() + b"\n" + data)
-        os.replace(tmp, path)
+        head = {**asdict(self.tag), "sha256": hashlib.sha256(data).hexdigest()}
+        tmp = path.with_name(path.name + f".{os.getpid()}.{threading.get_ident()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(MAGIC + json.dumps(head).encode() + b"\n" + data)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     @classmethod
     def load(cls, path: Path, embedder_id: str, *, gpu: bool = True) -> VectorIndex:
         """Read an index file made for ``embedder_id``; another embedder's file raises
-        :class:`IndexFileError`. ``gpu``: search on the GPU when FAISS sees one."""
+        :class:`IndexFileError`, a truncated or garbled one :class:`IndexFileDamagedError`. ``gpu``: search on
+        the GPU when FAISS sees one."""
         try:
             blob = path.read_bytes()
         except OSError as exc:
             raise IndexFileError(f"cannot read index file {path}: {exc.strerror}") from exc
         if not blob.startswith(MAGIC):
-            raise IndexFileError(f"index file {path}: expected a gallery index, got an unknown format")
+            raise IndexFileDamagedError(f"index file {path}: expected a gallery index, got an unknown format")
         head, _, data = blob[len(MAGIC) :].partition(b"\n")
         try:
-            tag = IndexTag(**json.loads(head))
-        except (ValueError, TypeError) as exc:
-            raise IndexFileError(f"index file {path}: unreadable tag ({exc})") from exc
+            fields = json.loads(head)
+            digest = fields.pop("sha256", None)  # absent in files written before it was recorded
+            tag = IndexTag(**fields)
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise IndexFileDamagedError(f"index file {path}: unreadable tag ({exc})") from exc
         if tag.embedder_id != embedder_id:
             raise IndexFileError(
                 f"index file {path}: expected embedder {embedder_id!r}, got an index made by "
                 f"{tag.embedder_id!r}; templates of different embedders never mix"
             )
+        if digest is not None and hashlib.sha256(data).hexdigest() != digest:
+            raise IndexFileDamagedError(
+                f"index file {path}: expected FAISS data of SHA-256 {digest[:12]}..., got other bytes "
+                f"({len(data)} bytes): corrupt FAISS data"
+            )
         try:
             index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
         except RuntimeError as exc:
-            raise IndexFileError(f"index file {path}: corrupt FAISS data") from exc
+            raise IndexFileDamagedError(f"index file {path}: corrupt FAISS data") from exc
         if index.d != tag.dim or index.ntotal != tag.count:
-            raise IndexFileError(
+            raise IndexFileDamagedError(
                 f"index file {path}: tag says {tag.count} x {tag.dim}, got {index.ntotal} x {index.d}"
             )
         return cls(tag, index, gpu=gpu)

@@ -2,7 +2,8 @@
 
 SQL is the source of truth. The index of an embedder is tagged with the gallery version it was built from;
 it is used from memory, else from its file beside the database, else rebuilt from SQL (and saved) whenever
-the version moved on. For a server database without a storage dir the index lives in memory only.
+the version moved on or the file is damaged (with a warning). For a server database without a storage dir
+the index lives in memory only.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from sqlalchemy import select
 
 from gallery.config import GalleryConfig
 from gallery.db import Database
-from gallery.errors import EmbeddingError
+from gallery.errors import EmbeddingError, IndexFileDamagedError
 from gallery.index import VectorIndex
 from gallery.models import Identity, Template
 from gallery.records import version_of
@@ -60,7 +61,8 @@ class GallerySearch:
         """The current index of ``embedder_id`` and its id -> name map, or None when it has no templates.
 
         Uses the cached copy, else the persisted file, else builds from SQL (and saves it) when either is
-        stale. A persisted file made by another embedder raises :class:`IndexFileError`."""
+        stale or the file is damaged (truncated, garbled: rebuilt with a warning). A persisted file made by
+        another embedder raises :class:`IndexFileError`."""
         with self.db.session() as session:
             version = version_of(session)
         cached = self._cache.get(embedder_id)
@@ -69,15 +71,18 @@ class GallerySearch:
         path = self.index_path(embedder_id)
         index = None
         if path is not None and path.is_file():
-            index = VectorIndex.load(path, embedder_id, gpu=self.config.index.gpu)
-            if index.tag.gallery_version != version:
-                logger.info(
-                    "index %s is stale (version %d, gallery %d): rebuilding",
-                    path,
-                    index.tag.gallery_version,
-                    version,
-                )
-                index = None
+            try:
+                index = VectorIndex.load(path, embedder_id, gpu=self.config.index.gpu)
+            except IndexFileDamagedError as exc:
+                logger.warning("%s: rebuilding it from the database", exc)
+        if index is not None and index.tag.gallery_version != version:
+            logger.info(
+                "index %s is stale (version %d, gallery %d): rebuilding",
+                path,
+                index.tag.gallery_version,
+                version,
+            )
+            index = None
         with self.db.session() as session:
             if index is None:
                 rows = session.execute(

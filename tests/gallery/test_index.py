@@ -11,7 +11,7 @@ import pytest
 
 import gallery.index as index_module
 from gallery.config import IndexConfig
-from gallery.errors import EmbeddingError, IndexFileError
+from gallery.errors import EmbeddingError, IndexFileDamagedError, IndexFileError
 from gallery.index import MAGIC, VectorIndex, as_queries
 from tests.gallery.helpers import unit
 
@@ -62,8 +62,40 @@ def test_save_load_round_trip(tmp_path):
 )
 def test_bad_files_are_refused(tmp_path, content, message):
     (tmp_path / "bad.faiss").write_bytes(content)
-    with pytest.raises(IndexFileError, match=message):
+    with pytest.raises(IndexFileDamagedError, match=message):
         VectorIndex.load(tmp_path / "bad.faiss", "e8")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped byte", "tag only", "empty", "garbage after tag"])
+def test_damaged_files_are_detected(tmp_path, damage):
+    """Every kind of damage is an IndexFileDamagedError (which the gallery rebuilds), never a crash."""
+    index, _ = _index(40, hnsw_above=10)
+    path = tmp_path / "g.faiss"
+    index.save(path)
+    blob = bytearray(path.read_bytes())
+    head = blob.index(b"\n", len(MAGIC)) + 1
+    damaged = {
+        "truncated": bytes(blob[: len(blob) // 2]),
+        "flipped byte": bytes(blob[:-100] + bytes([blob[-100] ^ 0xFF]) + blob[-99:]),
+        "tag only": bytes(blob[:head]),
+        "empty": b"",
+        "garbage after tag": bytes(blob[:head]) + np.random.default_rng(1).bytes(4000),
+    }[damage]
+    path.write_bytes(damaged)
+    with pytest.raises(IndexFileDamagedError, match=f"index file {path}"):
+        VectorIndex.load(path, "e8")
+
+
+def test_index_files_are_owner_only(tmp_path):
+    import os
+    import stat
+
+    index, _ = _index(5)
+    (tmp_path / "g.faiss").write_bytes(b"old")
+    os.chmod(tmp_path / "g.faiss", 0o644)
+    for name in ("g.faiss", "new.faiss"):
+        index.save(tmp_path / name)
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600
 
 
 def test_foreign_embedder_and_missing_file(tmp_path):

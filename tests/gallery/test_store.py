@@ -147,6 +147,21 @@ def test_index_is_persisted_tagged_and_rebuilt_when_stale(gallery, tmp_path):
         )
 
 
+@pytest.mark.parametrize("damage", [b"", b"garbage", "truncated"])
+def test_damaged_index_file_is_rebuilt_from_sql_with_a_warning(gallery, damage, caplog):
+    crowd = people(np.random.default_rng(8), 4, 1, 16)
+    _enroll(gallery, crowd)
+    expected = gallery.search(crowd["person002"], 2, EMB)
+    path = gallery.index_path(EMB)
+    path.write_bytes(path.read_bytes()[:-50] if damage == "truncated" else damage)
+    with Gallery(gallery.db, gallery.config) as fresh, caplog.at_level("WARNING", logger="gallery.search"):
+        assert fresh.search(crowd["person002"], 2, EMB) == expected
+    assert "rebuilding it from the database" in caplog.text and str(path) in caplog.text
+    with Gallery(gallery.db, gallery.config) as again, caplog.at_level("WARNING"):  # the file was rewritten
+        caplog.clear()
+        assert again.index(EMB)[0].tag.count == 4 and "rebuilding" not in caplog.text
+
+
 def test_index_file_of_another_embedder_is_refused(gallery):
     _enroll(gallery, people(np.random.default_rng(7), 3, 1, 16))
     gallery.search(np.ones((1, 16), np.float32), 1, EMB)
