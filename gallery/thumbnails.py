@@ -2,6 +2,9 @@
 
 Every path coming in (from SQL, the HTTP API or a caller) goes through :meth:`ThumbnailStore.resolve`, which
 refuses absolute paths, ``..``, backslashes and anything that resolves outside the root (symlinks included).
+
+Face images are biometric data: the folders this store creates are 0700 and its files 0600 (owner only).
+:meth:`ThumbnailStore.for_database` is the one rule for where they go, used by every writer and by ``purge``.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 from pathlib import Path
 
 import cv2
@@ -72,11 +76,30 @@ class ThumbnailStore:
         ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
         if not ok:
             raise MatchLogError(f"thumbnail {rel}: JPEG encoding failed")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data.tobytes())
-        os.replace(tmp, path)
+        self._make_folders(path.parent)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data.tobytes())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         return path
+
+    def _make_folders(self, folder: Path) -> None:
+        """Create ``folder`` and its missing parents with mode 0700 (existing folders keep theirs)."""
+        missing = []
+        while not folder.is_dir():
+            missing.append(folder)
+            folder = folder.parent
+        for part in reversed(missing):
+            try:
+                part.mkdir(mode=0o700)
+            except FileExistsError:  # made by another writer meanwhile
+                continue
 
     def delete(self, rel: str) -> None:
         """Remove a thumbnail if it exists (unsafe paths are refused, missing files ignored)."""

@@ -69,3 +69,19 @@ def test_default_location_is_beside_the_database(tmp_path):
         assert ThumbnailStore.for_database(db, GalleryConfig()).root == tmp_path / "site_thumbnails"
         chosen = GalleryConfig(thumbnails_dir=str(tmp_path / "elsewhere"))
         assert ThumbnailStore.for_database(db, chosen).root == tmp_path / "elsewhere"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_face_images_are_owner_only(tmp_path, umask):
+    import os
+    import stat
+
+    store = ThumbnailStore(tmp_path / "new" / "thumbs")
+    old = os.umask(umask)
+    try:
+        path = store.write("source1/run2/track3.jpg", np.zeros((8, 8, 3), np.uint8))
+    finally:
+        os.umask(old)
+    folders = [tmp_path / "new", store.root, store.root / "source1", store.root / "source1" / "run2"]
+    assert {str(f): stat.S_IMODE(f.stat().st_mode) for f in folders} == {str(f): 0o700 for f in folders}
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
