@@ -146,3 +146,28 @@ def test_no_secret_is_stored_logged_shown_or_exported(
         uris = dict(s.execute(select(Source.name, Source.uri)).all())
     assert uris["door"] == door_url and uris["cam0-gate"].startswith("rtsp://operator:***@127.0.0.1:")
     assert exports[0].strip().startswith(("[", "{")) and "door" in exports[0]
+
+
+@pytest.mark.parametrize("missing", ["camera", "webhook"])
+def test_unset_secret_variable_is_one_line_and_exit_2(missing, capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.delenv("FACEMOE_TEST_UNSET_SECRET", raising=False)
+    cameras = tmp_path / "cameras.yaml"
+    live = tmp_path / "live.yaml"
+    env = {"camera": "FACEMOE_TEST_UNSET_SECRET", "webhook": None}[missing]
+    cameras.write_text(
+        "cameras:\n  - {name: door, url: 'rtsp://op@127.0.0.1/a'"
+        + (f", password_env: {env}" if env else "")
+        + "}\n"
+    )
+    hook_env = "FACEMOE_TEST_UNSET_SECRET" if missing == "webhook" else None
+    live.write_text(
+        "alerts: {webhooks: [{url: 'http://127.0.0.1:9/h?token=TOK'"
+        + (f", auth_header_env: {hook_env}" if hook_env else "")
+        + "}]}\n"
+    )
+    argv = ["stream", "--cameras", str(cameras), "--live-config", str(live), "--gallery", "g"]
+    assert main(argv + ["--config", str(CONFIG)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "FACEMOE_TEST_UNSET_SECRET" in err and "\n" not in err
+    assert "TOK" not in err
