@@ -198,10 +198,13 @@ class Enroller:
         return self._enroll_many(read_labels(labels_file))
 
     def _enroll_many(self, groups: dict[str, list[Path]]) -> EnrollReport:
+        # another command may create one of these identities meanwhile: it then gets these images too
         create = {name: not self.gallery.has_identity(name) for name in groups}
-        return self._enroll(groups, create=create, meta={})
+        return self._enroll(groups, create=create, meta={}, exist_ok=True)
 
-    def _enroll(self, groups: dict[str, list[Path]], create: dict[str, bool], meta: dict) -> EnrollReport:
+    def _enroll(
+        self, groups: dict[str, list[Path]], create: dict[str, bool], meta: dict, exist_ok: bool = False
+    ) -> EnrollReport:
         # all or nothing: every image must decode before anything is written (decoded again per identity
         # below, so memory holds one identity's images at a time)
         hashes = {Path(p): _read(Path(p)).content_hash for paths in groups.values() for p in paths}
@@ -218,6 +221,7 @@ class Enroller:
                     self.embedder.embedder_id,
                     [v for _, v in vectors],
                     create=create[name],
+                    exist_ok=exist_ok,
                     **(meta if create[name] else {}),
                 )
                 if vectors
@@ -226,7 +230,7 @@ class Enroller:
             for (path, _), status in zip(vectors, statuses):
                 kind, _, detail = status.partition(": ")
                 outcomes.append(ImageOutcome(name, path, kind, detail))
-            if create[name] and "enrolled" not in statuses:
+            if create[name] and not {"enrolled", "duplicate"} & set(statuses):
                 outcomes.append(
                     ImageOutcome(name, "", "not_created", "no usable image: identity not created")
                 )

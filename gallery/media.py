@@ -24,6 +24,7 @@ from gallery.records import (
     embedder_dim,
     get_identity,
     refit_template,
+    retry_on_conflict,
     taken_name_error,
 )
 
@@ -55,21 +56,44 @@ class MediaStore:
         items: Sequence[MediaVector],
         *,
         create: bool = False,
+        exist_ok: bool = False,
         external_id: str | None = None,
         watchlist: bool = False,
         notes: str = "",
     ) -> list[str]:
-        """Add vectors to identity ``name`` (created first when ``create``; a taken name then raises) and
-        refit its template, in one transaction. Returns one status per item: ``"enrolled"``, ``"duplicate"``
-        (this content is already enrolled for this identity and embedder: a no-op) or ``"conflict: <other
-        identity>"``. A new identity is only created when at least one item is enrolled."""
+        """Add vectors to identity ``name`` (created first when ``create``; a taken name then raises, unless
+        ``exist_ok``: then the items go to the existing identity) and refit its template, in one transaction.
+        Returns one status per item: ``"enrolled"``, ``"duplicate"`` (this content is already enrolled for
+        this identity and embedder: a no-op) or ``"conflict: <other identity>"``. A new identity is only
+        created when at least one item is enrolled.
+
+        Two commands enrolling the same person or image at once are settled by the unique constraints: the
+        loser's transaction is retried, re-reads, and finds the identity (or the duplicate)."""
+        return retry_on_conflict(
+            lambda: self._add_media(
+                name, embedder_id, items, create, exist_ok, external_id, watchlist, notes
+            ),
+            f"enrolling {name!r}",
+        )
+
+    def _add_media(
+        self,
+        name: str,
+        embedder_id: str,
+        items: Sequence[MediaVector],
+        create: bool,
+        exist_ok: bool,
+        external_id: str | None,
+        watchlist: bool,
+        notes: str,
+    ) -> list[str]:
         with self.db.session() as session:
             identity = None if create else get_identity(session, name)
-            if (
-                create
-                and session.scalar(select(Identity.id).where(Identity.name == name.strip())) is not None
-            ):
-                raise taken_name_error(name)
+            if create:
+                taken = session.scalar(select(Identity).where(Identity.name == name.strip()))
+                if taken is not None and not exist_ok:
+                    raise taken_name_error(name)
+                identity = taken
             dim = embedder_dim(session, embedder_id)
             owners = (
                 dict(

@@ -2,18 +2,29 @@
 
 The gallery version (bumped by every transaction that changes templates), identity lookup and creation, and
 the refit of an identity's template from its media through the one fusion of the system,
-:func:`core.fusion.pre_norm_vector_add`.
+:func:`core.fusion.pre_norm_vector_add`, and :func:`retry_on_conflict`, which settles races between commands
+writing the same rows at once (the database's unique constraints decide; the loser re-reads and retries).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
 import numpy as np
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.fusion import ZeroTemplateError, pre_norm_vector_add
 from gallery.errors import EmbeddingError, EnrollmentError, IdentityExistsError, IdentityNotFoundError
 from gallery.models import GalleryMeta, Identity, Media, Template, from_blob, to_blob, utcnow
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+CONFLICT_ATTEMPTS = 4  # tries of one unit of work that lost a race on a unique constraint
 
 __all__ = [
     "bump_version",
@@ -22,6 +33,7 @@ __all__ = [
     "fuse_media",
     "get_identity",
     "refit_template",
+    "retry_on_conflict",
     "taken_name_error",
     "version_of",
 ]
@@ -109,3 +121,17 @@ def refit_template(session: Session, identity_id: int, embedder_id: str) -> None
         )
     else:
         template.vector, template.num_media, template.updated_at = to_blob(fused), len(rows), utcnow()
+
+
+def retry_on_conflict(work: Callable[[], T], what: str, attempts: int = CONFLICT_ATTEMPTS) -> T:
+    """Run ``work`` (one whole transaction) again when it loses a race on a unique constraint: another
+    command inserted the same row (identity name, media content, threshold) between its read and its write.
+    The retry re-reads and sees that row (a duplicate, a no-op, an update). The last failure propagates."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return work()
+        except IntegrityError as exc:
+            if attempt == attempts:
+                raise
+            logger.info("%s: lost a race with another writer (%s): retrying", what, str(exc.orig)[:200])
+    raise AssertionError("unreachable")

@@ -25,6 +25,7 @@ from gallery.db import Database
 from gallery.identities import IdentityInfo, IdentityStore
 from gallery.index import VectorIndex
 from gallery.media import MediaStore, MediaVector
+from gallery.records import retry_on_conflict
 from gallery.search import GallerySearch
 from gallery.thresholds import Calibration, Thresholds
 
@@ -120,6 +121,7 @@ class Gallery:
         items: Sequence[MediaVector],
         *,
         create: bool = False,
+        exist_ok: bool = False,
         external_id: str | None = None,
         watchlist: bool = False,
         notes: str = "",
@@ -127,7 +129,14 @@ class Gallery:
         """Add vectors to ``name`` and refit its template (see :meth:`MediaStore.add_media`): one status per
         item, ``"enrolled"``, ``"duplicate"`` or ``"conflict: <other identity>"``."""
         return self.media_store.add_media(
-            name, embedder_id, items, create=create, external_id=external_id, watchlist=watchlist, notes=notes
+            name,
+            embedder_id,
+            items,
+            create=create,
+            exist_ok=exist_ok,
+            external_id=external_id,
+            watchlist=watchlist,
+            notes=notes,
         )
 
     def bulk_enroll(
@@ -160,5 +169,8 @@ class Gallery:
         return self.thresholds.threshold(embedder_id)
 
     def calibrate(self, embedder_id: str, *, seed: int = 0) -> Calibration:
-        """Calibrate and store the threshold of ``embedder_id`` at the configured FPIR."""
-        return self.thresholds.calibrate(embedder_id, seed=seed)
+        """Calibrate and store the threshold of ``embedder_id`` at the configured FPIR (retried when another
+        command stores the first threshold of this embedder at the same moment)."""
+        return retry_on_conflict(
+            lambda: self.thresholds.calibrate(embedder_id, seed=seed), f"calibrating {embedder_id}"
+        )

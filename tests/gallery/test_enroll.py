@@ -210,3 +210,40 @@ def test_template_file(enroller, gallery, tmp_path):
     with pytest.raises(EnrollmentError, match="expected an .npz"):
         enroller.enroll_template_file("uma", tmp_path / "junk.npz")
     assert not gallery.has_identity("uma")
+
+
+@pytest.mark.parametrize("images", ["same images", "other images"])
+def test_two_commands_enrolling_the_same_new_people_at_once_both_succeed(db_url, tmp_path, images):
+    """Both see no identity, both embed, both write: the unique constraints settle it, and the loser's retry
+    finds the identity (adding its own images, or seeing duplicates)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    first = _folder(tmp_path / "one")
+    second = first if images == "same images" else tmp_path / "two"
+    if images == "other images":
+        for name, colour in COLOURS.items():
+            face_image(second / name / f"{name}-late.png", colour, 25)
+    both_embedding = threading.Barrier(2, timeout=60)
+
+    def enroll(folder):
+        with Gallery.open(db_url) as g:  # a command of its own: its own connections
+            waited = []
+
+            def extract(image):
+                if not waited:  # wait until the other command has read the gallery too
+                    waited.append(both_embedding.wait())
+                return blobs(image)
+
+            return Enroller(g, extract, ProjectionEmbedder()).enroll_folder(folder)
+
+    with ThreadPoolExecutor(2) as pool:
+        reports = list(pool.map(enroll, [first, second], timeout=120))
+    with Gallery.open(db_url) as g:
+        got = {i.name: i.media for i in g.identities()}
+    if images == "same images":
+        assert got == {"ann": 3, "bob": 3, "cyd": 3}
+        assert sum(r.count("enrolled") for r in reports) == 9  # each image once, the other saw duplicates
+    else:
+        assert got == {"ann": 4, "bob": 4, "cyd": 4}
+    assert not [o for r in reports for o in r.outcomes if o.status == "not_created"]
