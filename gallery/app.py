@@ -119,6 +119,11 @@ class IdentityPage(_Page):
 
 
 ERRORS = {code: {"model": Detail} for code in (400, 401, 404)}
+# the page answers HTML, its errors JSON: the schema inline, as a model would put it under text/html
+PAGE_ERRORS = {
+    code: {"description": "refused", "content": {"application/json": {"schema": Detail.model_json_schema()}}}
+    for code in (400, 401, 404)
+}
 
 
 def host_name(header: str) -> str:
@@ -201,12 +206,30 @@ td,th{border-bottom:1px solid #ccc;padding:4px 10px;text-align:left}img{height:6
 </body></html>""")
 
 
+TIME = "ISO 8601 time with a timezone, e.g. 2026-03-01T10:00:00Z"
+
+
+def _time(name: str, text: str | None) -> datetime | None:
+    """An ISO 8601 time; a bare number (which pydantic would read as a Unix time) is refused like any other
+    text that is no ISO 8601 time. A time without a timezone is refused by :class:`Filters`."""
+    if text is None or text == "":
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise HTTPException(400, f"{name}: expected an {TIME}, got {text[:100]!r}") from None
+
+
 def _filters(
     identity: str | None = None,
     source: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    decision: str | None = None,
+    since: str | None = Query(
+        None, description=f"from this {TIME}", json_schema_extra={"format": "date-time"}
+    ),
+    until: str | None = Query(
+        None, description=f"before this {TIME}", json_schema_extra={"format": "date-time"}
+    ),
+    decision: Literal["", "match", "unknown"] | None = None,
     min_score: float | None = None,
     watchlist: bool | None = None,
     page: int = Query(1, ge=1, le=MAX_PAGE),
@@ -215,14 +238,24 @@ def _filters(
     return Filters(
         identity=identity or None,
         source=source or None,
-        since=since,
-        until=until,
+        since=_time("since", since),
+        until=_time("until", until),
         decision=decision or None,
         min_score=min_score,
         watchlist=watchlist,
         page=page,
         page_size=page_size,
     )
+
+
+def _single_values(request: Request) -> None:
+    """Every query parameter of this API takes one value: a repeated one is ambiguous (which applies?), so it
+    is refused rather than silently resolved."""
+    repeated = sorted(
+        {k for k, _ in request.query_params.multi_items() if len(request.query_params.getlist(k)) > 1}
+    )
+    if repeated:
+        raise HTTPException(400, f"query parameter {repeated[0]}: expected one value, got several")
 
 
 def create_app(
@@ -235,7 +268,13 @@ def create_app(
 ) -> FastAPI:
     """The app over ``db``; ``thumbnails`` None serves no thumbnails; ``token`` None disables auth;
     ``allowed_hosts`` None accepts any ``Host`` header (see :func:`trusted_hosts`)."""
-    app = FastAPI(title="FaceMoE gallery and match log", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="FaceMoE gallery and match log",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        dependencies=[Depends(_single_values)],
+    )
     if allowed_hosts is not None:
         app.add_middleware(TrustedHosts, allowed=frozenset(host_name(h) for h in allowed_hosts))
     bearer = HTTPBearer(auto_error=False, description="the API token (or the facemoe_token cookie)")
@@ -293,13 +332,13 @@ def create_app(
     @app.get(
         "/",
         response_class=HTMLResponse,
-        responses={303: {"description": "token accepted: cookie set, redirect to /"}} | ERRORS,
+        responses={303: {"description": "token accepted: cookie set, redirect to /"}} | PAGE_ERRORS,
     )
     def page(
         request: Request,
         identity: str = "",
         source: str = "",
-        decision: str = "",
+        decision: Literal["", "match", "unknown"] = "",
         page: int = Query(1, ge=1, le=MAX_PAGE),
         token_param: str | None = Query(None, alias="token"),
         credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
