@@ -134,12 +134,14 @@ class SourceTracking:
         self.selector = CropSelector(cfg.runner)
         self.cuts = ShotCutDetector(cfg.shot)
         self.schedule = DetectionSchedule(cfg.detect)
+        self._last_boxes = np.zeros((0, 4), np.float32)  # the previous frame's detections, tracked or not
         self.generation = 0
 
     def plan(self, frame: Frame) -> np.ndarray | None:
         """Where to detect in ``frame`` (call in frame order, before detecting it): None for the whole frame, else
-        the regions around the live tracks and where the image moved (``detect.full_every``)."""
-        return self.schedule.plan(frame.image, self.tracker.boxes)
+        the regions around the live tracks, the previous frame's faces and where the image moved
+        (``detect.full_every``)."""
+        return self.schedule.plan(frame.image, np.concatenate([self.tracker.boxes, self._last_boxes]))
 
     def frame(self, frame: Frame, dets: Detections, job: TrackJob, stats: RunStats) -> Detections:
         """Track one frame's detections; selected crops and ended tracks go into ``job``. Returns the tracked
@@ -149,6 +151,7 @@ class SourceTracking:
             logger.debug("%s: shot cut at frame %d, all tracks end", self.source_id, frame.index)
             job.ends.extend(self._finish(self.tracker.flush()))
         tracked = self.tracker.update(dets, frame.timestamp)
+        self._last_boxes = dets.xyxy
         confirmed = set(self.tracker.active_ids)
         t1 = time.perf_counter()
         for i in np.flatnonzero(tracked.track_id >= 0):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from core.config import Section
 
@@ -77,6 +77,13 @@ class DetectConfig(Section):
         le=10.0,
         description="full_every > 1: a live track is searched this much of its size around it",
     )
+    region_score_slack: float = Field(
+        0.05,
+        ge=0.0,
+        le=0.5,
+        description="full_every > 1: around live tracks and motion a face may score this much below "
+        "score_threshold (the frame before already showed a face there)",
+    )
     batch_size: int = Field(4, ge=1, le=256, description="frames (or tiles) per detector call")
     threads: int = Field(2, ge=1, le=64, description="onnxruntime intra-op threads")
     device: str = Field(
@@ -84,6 +91,12 @@ class DetectConfig(Section):
         pattern=r"^(cpu|cuda(:\d+)?)$",
         description="scrfd: onnxruntime device, cpu or cuda[:N] (needs onnxruntime-gpu)",
     )
+
+    @field_validator("tiling", mode="before")
+    @classmethod
+    def _yaml_switch(cls, value):
+        """YAML reads a bare on/off as a boolean."""
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
     @model_validator(mode="after")
     def _sizes(self) -> DetectConfig:

@@ -23,7 +23,7 @@ from core.types import Detections
 from .config import DetectConfig
 from .errors import ModelError
 from .onnx_session import onnx_session
-from .tiling import merge_detections, needs_tiles, nms, tile_grid
+from .tiling import merge_detections, needs_tiles, nms, region_windows, tile_grid
 
 __all__ = ["FaceDetector", "letterbox", "nms", "resolve_detector_model"]
 
@@ -73,6 +73,17 @@ def resolve_detector_model(model: str, backend: str) -> Path:
     return found[0]
 
 
+def _pad32(image: np.ndarray) -> np.ndarray:
+    """``image`` padded with black right and bottom to sides that are multiples of 32 (at least 32)."""
+    h, w = image.shape[:2]
+    ph, pw = max(32, -(-h // 32) * 32), max(32, -(-w // 32) * 32)
+    if (ph, pw) == (h, w):
+        return image
+    canvas = np.zeros((ph, pw, 3), np.uint8)
+    canvas[:h, :w] = image
+    return canvas
+
+
 def _finish(boxes, scores, kps, cfg: DetectConfig, scale: float, frame_shape) -> Detections:
     if len(boxes):
         keep = nms(boxes, scores, cfg.nms_threshold)[: cfg.max_faces]
@@ -101,13 +112,26 @@ class _Scrfd:
                 f"got {len(outputs)} outputs"
             )
         self.input_name = self.session.get_inputs()[0].name
-        w, h = cfg.input_size
-        self.centers = []
-        for stride in _SCRFD_STRIDES:
-            ys, xs = np.mgrid[: h // stride, : w // stride]
-            grid = np.stack([xs, ys], axis=-1).reshape(-1, 2).astype(np.float32) * stride
-            self.centers.append(np.repeat(grid, _SCRFD_ANCHORS, axis=0))
+        self._centers: dict[tuple[int, int], list[np.ndarray]] = {}
         self.batched = self.session.get_inputs()[0].shape[0] != 1
+
+    def centers(self, w: int, h: int) -> list[np.ndarray]:
+        """Anchor centres per stride for an input of ``w`` x ``h`` (cached per size)."""
+        if (w, h) not in self._centers:
+            levels = []
+            for stride in _SCRFD_STRIDES:
+                ys, xs = np.mgrid[: h // stride, : w // stride]
+                grid = np.stack([xs, ys], axis=-1).reshape(-1, 2).astype(np.float32) * stride
+                levels.append(np.repeat(grid, _SCRFD_ANCHORS, axis=0))
+            self._centers[(w, h)] = levels
+        return self._centers[(w, h)]
+
+    def native(self, image: np.ndarray, threshold: float) -> Detections:
+        """One image at its own resolution (padded right/bottom to a multiple of 32), no resizing."""
+        canvas = _pad32(image)
+        blob = cv2.dnn.blobFromImage(canvas, 1.0 / 128, None, (127.5, 127.5, 127.5), swapRB=True)
+        outs = self.session.run(None, {self.input_name: blob})
+        return self._decode([o[0] for o in outs], 1.0, image.shape, canvas.shape, threshold)
 
     def __call__(self, images: Sequence[np.ndarray]) -> list[Detections]:
         canvases, scales = zip(*(letterbox(img, self.cfg.input_size) for img in images))
@@ -117,16 +141,21 @@ class _Scrfd:
         else:
             per = [self.session.run(None, {self.input_name: blob[i : i + 1]}) for i in range(len(images))]
             outs = [np.concatenate([p[j] for p in per]) for j in range(9)]
-        return [self._decode([o[b] for o in outs], scales[b], images[b].shape) for b in range(len(images))]
+        size = (self.cfg.input_size[1], self.cfg.input_size[0])
+        return [
+            self._decode([o[b] for o in outs], scales[b], images[b].shape, size) for b in range(len(images))
+        ]
 
-    def _decode(self, outs, scale, shape) -> Detections:
+    def _decode(self, outs, scale, shape, input_shape, threshold: float | None = None) -> Detections:
+        threshold = self.cfg.score_threshold if threshold is None else threshold
         boxes, scores, kps = [], [], []
+        centres = self.centers(input_shape[1], input_shape[0])
         for level, stride in enumerate(_SCRFD_STRIDES):
             score = outs[level].reshape(-1)
-            hit = np.flatnonzero(score >= self.cfg.score_threshold)
+            hit = np.flatnonzero(score >= threshold)
             if not hit.size:
                 continue
-            centers = self.centers[level][hit]
+            centers = centres[level][hit]
             dist = outs[level + 3].reshape(-1, 4)[hit] * stride
             boxes.append(np.concatenate([centers - dist[:, :2], centers + dist[:, 2:]], axis=1))
             pts = outs[level + 6].reshape(-1, 10)[hit] * stride
@@ -156,18 +185,25 @@ class _YuNet:
             ) from None
 
     def __call__(self, images: Sequence[np.ndarray]) -> list[Detections]:
-        results = []
-        for img in images:
-            canvas, scale = letterbox(img, self.cfg.input_size)
-            _, faces = self.net.detect(canvas)
-            if faces is None or not len(faces):
-                results.append(Detections.empty())
-                continue
-            boxes = np.concatenate([faces[:, :2], faces[:, :2] + faces[:, 2:4]], axis=1)
-            results.append(
-                _finish(boxes, faces[:, 14], faces[:, 4:14].reshape(-1, 5, 2), self.cfg, scale, img.shape)
-            )
-        return results
+        return [self._detect(*letterbox(img, self.cfg.input_size), img.shape) for img in images]
+
+    def native(self, image: np.ndarray, threshold: float) -> Detections:
+        """One image at its own resolution (padded right/bottom to a multiple of 32), no resizing."""
+        canvas = _pad32(image)
+        self.net.setInputSize((canvas.shape[1], canvas.shape[0]))
+        self.net.setScoreThreshold(threshold)
+        try:
+            return self._detect(canvas, 1.0, image.shape)
+        finally:
+            self.net.setInputSize(tuple(self.cfg.input_size))
+            self.net.setScoreThreshold(self.cfg.score_threshold)
+
+    def _detect(self, canvas: np.ndarray, scale: float, shape) -> Detections:
+        _, faces = self.net.detect(canvas)
+        if faces is None or not len(faces):
+            return Detections.empty()
+        boxes = np.concatenate([faces[:, :2], faces[:, :2] + faces[:, 2:4]], axis=1)
+        return _finish(boxes, faces[:, 14], faces[:, 4:14].reshape(-1, 5, 2), self.cfg, scale, shape)
 
 
 def _touches(tile: tuple[int, int, int, int], regions: np.ndarray) -> bool:
@@ -195,35 +231,43 @@ class FaceDetector:
         for i, img in enumerate(images):
             if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
                 raise ValueError(f"image {i}: expected uint8 HxWx3 BGR, got {img.dtype} {img.shape}")
-        plans = [self._plan(img, None if regions is None else regions[i]) for i, img in enumerate(images)]
-        whole = [img for img, (full, _) in zip(images, plans) if full]
-        crops = [img[y0:y1, x0:x1] for img, (_, grid) in zip(images, plans) for x0, y0, x1, y1 in grid]
-        found = iter(self._run([*whole, *crops]))
-        firsts = [next(found) if full else Detections.empty() for full, _ in plans]
+        cfg = self.cfg
+        regions = [None] * len(images) if regions is None else regions
+        plans = [self._plan(img, r) for img, r in zip(images, regions)]
+        found = iter(self._run([img for img, (whole, _) in zip(images, plans) if whole]))
         out = []
-        for img, first, (_, grid) in zip(images, firsts, plans):
-            if not grid:
+        for img, region, (whole, windows) in zip(images, regions, plans):
+            first = next(found) if whole else Detections.empty()
+            if not windows:
                 out.append(first)
                 continue
             h, w = img.shape[:2]
-            parts = [(tile, next(found)) for tile in grid]
+            threshold = max(
+                0.0, cfg.score_threshold - (cfg.region_score_slack if region is not None else 0.0)
+            )
+            parts = [
+                (win, self._impl.native(img[win[1] : win[3], win[0] : win[2]], threshold)) for win in windows
+            ]
             out.append(merge_detections(first, parts, w, h, self.cfg.nms_threshold, self.cfg.max_faces))
         return out
 
     def _plan(
         self, image: np.ndarray, regions: np.ndarray | None
     ) -> tuple[bool, list[tuple[int, int, int, int]]]:
-        """(detect the whole frame, the tiles to detect) for one frame."""
+        """(detect the whole frame letterboxed, the windows to detect at native resolution) for one frame."""
         grid = self._tiles(image)
         if regions is None:
             return True, grid
         if not len(regions):
             return False, []
-        if not grid:
-            return True, []
-        side = np.maximum(regions[:, 2] - regions[:, 0], regions[:, 3] - regions[:, 1])
-        touched = [t for t in grid if _touches(t, regions)]
-        return bool((side > self.cfg.tile_overlap).any()), touched
+        h, w = image.shape[:2]
+        windows = region_windows(regions, w, h)
+        too_big = any(
+            x1 - x0 > self.cfg.input_size[0] or y1 - y0 > self.cfg.input_size[1] for x0, y0, x1, y1 in windows
+        )
+        if too_big:  # a region larger than one input: its tiles, and the whole frame for what they cut
+            return True, [t for t in grid if _touches(t, regions)] if grid else []
+        return False, windows
 
     def _run(self, images: Sequence[np.ndarray]) -> list[Detections]:
         out: list[Detections] = []

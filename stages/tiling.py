@@ -17,9 +17,13 @@ import numpy as np
 
 from core.types import Detections
 
-__all__ = ["merge_detections", "needs_tiles", "nms", "tile_grid", "tile_offsets"]
+__all__ = ["merge_detections", "needs_tiles", "nms", "region_windows", "tile_grid", "tile_offsets"]
 
 EDGE_MARGIN = 2.0  # px: a box this close to a tile's inner edge was cut by it
+WINDOW_GAP = 32.0  # px: regions closer than this share one detection window
+MIN_WINDOW = (
+    128  # px: a window's smallest side (a face needs context around it to score as in the full frame)
+)
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
@@ -68,6 +72,44 @@ def needs_tiles(
     """Whether letterboxing a frame into ``input_size`` shrinks a ``min_face_px`` face below ``resolves_px``."""
     scale = min(input_size[0] / width, input_size[1] / height)
     return min_face_px * scale < resolves_px and (width > input_size[0] or height > input_size[1])
+
+
+def _grow32(lo: float, hi: float, limit: int) -> tuple[int, int]:
+    """``[lo, hi]`` grown to a side that is a multiple of 32 (at least MIN_WINDOW), kept inside ``[0, limit]``."""
+    lo, hi = math.floor(lo), math.ceil(hi)
+    side = min(max(MIN_WINDOW, -(-(hi - lo) // 32) * 32), limit)
+    start = min(max(0, (lo + hi - side) // 2), limit - side)
+    return start, start + side
+
+
+def region_windows(
+    regions: np.ndarray, width: int, height: int, gap: float = WINDOW_GAP
+) -> list[tuple[int, int, int, int]]:
+    """Windows ``(x0, y0, x1, y1)`` to detect at native resolution: the regions ``[K, 4]`` merged while they
+    overlap or lie within ``gap`` px of each other, each grown to sides that are multiples of 32, at least
+    ``MIN_WINDOW``."""
+    boxes = [list(map(float, r)) for r in np.asarray(regions, np.float64).reshape(-1, 4)]
+    merged = True
+    while merged and len(boxes) > 1:
+        merged = False
+        for i in range(len(boxes)):
+            for j in range(i + 1, len(boxes)):
+                a, b = boxes[i], boxes[j]
+                if a[0] - gap < b[2] and b[0] - gap < a[2] and a[1] - gap < b[3] and b[1] - gap < a[3]:
+                    boxes[i] = [min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])]
+                    del boxes[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    windows = []
+    for x0, y0, x1, y1 in boxes:
+        if x1 <= x0 or y1 <= y0:
+            continue
+        wx0, wx1 = _grow32(x0, x1, width)
+        wy0, wy1 = _grow32(y0, y1, height)
+        windows.append((wx0, wy0, wx1, wy1))
+    return windows
 
 
 def _shift(dets: Detections, x0: int, y0: int) -> Detections:

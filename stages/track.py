@@ -143,7 +143,7 @@ class Tracker:
         """Current boxes ``[N, 4]`` (xyxy) of every live track, tentative and lost ones included."""
         if not self._tracks:
             return np.zeros((0, 4), np.float32)
-        return np.stack([t.kalman.box() for t in self._tracks]).astype(np.float32)
+        return np.stack([t.kalman.box for t in self._tracks]).astype(np.float32)
 
     def update(self, dets: Detections, timestamp: float) -> Detections:
         """Track one frame's detections; returns them with ``track_id`` set (``-1`` = not tracked)."""

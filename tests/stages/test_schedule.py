@@ -1,0 +1,90 @@
+"""The detection schedule: full frames now and then, in between only around tracks and motion."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stages.config import DetectConfig
+from stages.detect import FaceDetector
+from stages.schedule import DetectionSchedule, motion_regions
+from tests.conftest import require
+from tests.stages.conftest import SCRFD
+
+
+def _schedule(every: int = 3) -> DetectionSchedule:
+    return DetectionSchedule(DetectConfig(model="x.onnx", full_every=every))
+
+
+def _frame(square_at: int | None = None) -> np.ndarray:
+    img = np.full((360, 640, 3), 90, np.uint8)
+    if square_at is not None:
+        img[100:140, square_at : square_at + 40] = 250
+    return img
+
+
+NO_TRACKS = np.zeros((0, 4), np.float32)
+
+
+def test_every_frame_is_full_without_a_schedule():
+    schedule = _schedule(every=1)
+    assert all(schedule.plan(_frame(), NO_TRACKS) is None for _ in range(5))
+
+
+def test_full_frames_come_every_n_and_a_still_empty_scene_costs_nothing():
+    schedule = _schedule(every=3)
+    plans = [schedule.plan(_frame(), NO_TRACKS) for _ in range(7)]
+    assert [p is None for p in plans] == [True, False, False, True, False, False, True]
+    assert all(len(p) == 0 for p in plans if p is not None)
+
+
+def test_regions_grow_around_live_tracks():
+    schedule = _schedule()
+    schedule.plan(_frame(), NO_TRACKS)
+    (region,) = schedule.plan(_frame(), np.asarray([[100, 100, 120, 120]], np.float32))
+    assert region.tolist() == [84, 84, 136, 136]  # 20 px box, at least 16 px around it
+    (clipped,) = schedule.plan(_frame(), np.asarray([[0, 0, 100, 100]], np.float32))
+    assert clipped.tolist() == [0, 0, 150, 150]  # half its size around it, inside the frame
+
+
+def test_motion_is_a_region():
+    schedule = _schedule()
+    schedule.plan(_frame(square_at=100), NO_TRACKS)
+    regions = schedule.plan(_frame(square_at=140), NO_TRACKS)
+    assert len(regions) >= 1
+    x0, y0 = regions[:, :2].min(axis=0)
+    x1, y1 = regions[:, 2:].max(axis=0)
+    assert x0 <= 104 and x1 >= 176 and y0 <= 104 and y1 >= 136  # the edges that changed, both sides
+
+
+def test_no_motion_between_equal_thumbnails():
+    thumb = np.full((90, 160), 50, np.uint8)
+    assert motion_regions(thumb, thumb, 12, 0.25).shape == (0, 4)
+
+
+def _counting(cfg: DetectConfig) -> tuple[FaceDetector, list[tuple[int, int]]]:
+    """A detector that records the (height, width) of every image it runs on (whole frames and windows)."""
+    detector, seen = FaceDetector(cfg), []
+    whole, native = detector._run, detector._impl.native
+    detector._run = lambda images: seen.extend(i.shape[:2] for i in images) or whole(images)
+    detector._impl.native = lambda image, threshold: seen.append(image.shape[:2]) or native(image, threshold)
+    return detector, seen
+
+
+@pytest.mark.parametrize(
+    "regions, expected",
+    [
+        (None, [(640, 1000), (640, 640), (640, 640)]),  # the whole frame and its two tiles
+        (np.zeros((0, 4), np.float32), []),  # nothing of interest: no work
+        ([[10, 10, 40, 40]], [(128, 128)]),  # one small region: one window at native resolution
+        ([[10, 10, 40, 40], [50, 20, 290, 70]], [(128, 288)]),  # close regions share a window
+        ([[0, 0, 900, 100]], [(640, 1000), (640, 640), (640, 640)]),  # larger than an input: tiles + frame
+    ],
+)
+def test_regions_limit_what_is_detected(regions, expected):
+    cfg = DetectConfig(model=str(require(SCRFD)), threads=1, tiling="on", tile_overlap=64)
+    detector, seen = _counting(cfg)
+    frame = np.full((640, 1000, 3), 90, np.uint8)
+    plan = None if regions is None else np.asarray(regions, np.float32).reshape(-1, 4)
+    assert len(detector.detect([frame], [plan])[0]) == 0
+    assert seen == expected
