@@ -18,8 +18,9 @@ import numpy as np
 
 from gallery.enroll import Enroller, EnrollReport, FaceExtractor
 from gallery.errors import EnrollmentError
-from gallery.matchlog import config_hash
+from gallery.matchlog import config_hash, mark_interrupted_runs
 from gallery.store import Gallery
+from gallery.thumbnails import ThumbnailStore
 from stages.align import align_face
 from stages.detect import FaceDetector
 from stages.embed import Embedder, build_embedder
@@ -133,7 +134,18 @@ class System:
 
 def _open_gallery(cfg: AppConfig, db_url: str | None, create: bool) -> tuple[Gallery, Path | None]:
     if db_url is not None:
-        return Gallery.open(db_url, cfg.gallery, create=create), None
+        gallery = Gallery.open(db_url, cfg.gallery, create=create)
+        try:
+            if create:  # a writer: runs left `running` by a process that is gone are marked interrupted first
+                count = mark_interrupted_runs(
+                    gallery.db, ThumbnailStore.for_database(gallery.db, gallery.config)
+                )
+                if count:
+                    logger.warning("%d runs of a process that is gone marked interrupted", count)
+        except BaseException:
+            gallery.close()
+            raise
+        return gallery, None
     temp = Path(tempfile.mkdtemp(prefix="facemoe-gallery-"))
     section = cfg.gallery.model_copy(update={"storage_dir": str(temp), "thumbnails_dir": None})
     try:

@@ -21,9 +21,8 @@ from pathlib import Path
 
 from sqlalchemy import update
 
-from gallery.matchlog import HEARTBEAT_S, mark_interrupted_runs, resume_point
+from gallery.matchlog import HEARTBEAT_S, resume_point
 from gallery.models import Run
-from gallery.thumbnails import ThumbnailStore
 
 from ..annotate import track_labels, write_annotated
 from ..build import System, build
@@ -161,7 +160,6 @@ def run_process(args: argparse.Namespace) -> int:
     sources = [FileSource(v, cfg.source) for v in args.videos]  # every file is checked before any work
     with build(cfg, db_url=db_of(args, cfg), gallery_dir=args.gallery) as system:
         db = system.gallery.db
-        mark_interrupted_runs(db, ThumbnailStore.for_database(db, system.gallery.config))
         index = system.index()
         logged = [LoggedSource(s.source_id, "file", str(s.path.resolve())) for s in sources]
         sources, resume = _resume(args, system, sources, logged)
