@@ -230,7 +230,7 @@ class Enroller:
             for (path, _), status in zip(vectors, statuses):
                 kind, _, detail = status.partition(": ")
                 outcomes.append(ImageOutcome(name, path, kind, detail))
-            if create[name] and not {"enrolled", "duplicate"} & set(statuses):
+            if create[name] and not {"enrolled", "duplicate"} & {o.status for o in outcomes}:
                 outcomes.append(
                     ImageOutcome(name, "", "not_created", "no usable image: identity not created")
                 )

@@ -19,6 +19,7 @@ from gallery.db import Database
 from gallery.errors import EmbeddingError, IdentityExistsError, IdentityNotFoundError
 from gallery.models import Identity, Media, Template, from_blob, to_blob
 from gallery.records import (
+    NameTakenMeanwhile,
     bump_version,
     create_identity,
     embedder_dim,
@@ -129,7 +130,12 @@ class MediaStore:
             if not new:
                 return statuses
             if identity is None:
-                identity = create_identity(session, name, external_id, watchlist, notes)
+                try:
+                    identity = create_identity(session, name, external_id, watchlist, notes)
+                except IdentityExistsError as exc:  # created by another command since the read above
+                    if not exist_ok:
+                        raise
+                    raise NameTakenMeanwhile(str(exc)) from exc
             for item, vec in new:
                 session.add(
                     Media(

@@ -27,6 +27,7 @@ T = TypeVar("T")
 CONFLICT_ATTEMPTS = 4  # tries of one unit of work that lost a race on a unique constraint
 
 __all__ = [
+    "NameTakenMeanwhile",
     "bump_version",
     "create_identity",
     "embedder_dim",
@@ -123,6 +124,11 @@ def refit_template(session: Session, identity_id: int, embedder_id: str) -> None
         template.vector, template.num_media, template.updated_at = to_blob(fused), len(rows), utcnow()
 
 
+class NameTakenMeanwhile(IdentityExistsError):
+    """An identity name that another command created after this transaction read it: the transaction is
+    retried by :func:`retry_on_conflict` (and this error shown only if every retry loses)."""
+
+
 def retry_on_conflict(work: Callable[[], T], what: str, attempts: int = CONFLICT_ATTEMPTS) -> T:
     """Run ``work`` (one whole transaction) again when it loses a race on a unique constraint: another
     command inserted the same row (identity name, media content, threshold) between its read and its write.
@@ -130,8 +136,9 @@ def retry_on_conflict(work: Callable[[], T], what: str, attempts: int = CONFLICT
     for attempt in range(1, attempts + 1):
         try:
             return work()
-        except IntegrityError as exc:
+        except (IntegrityError, NameTakenMeanwhile) as exc:
             if attempt == attempts:
                 raise
-            logger.info("%s: lost a race with another writer (%s): retrying", what, str(exc.orig)[:200])
+            reason = exc.orig if isinstance(exc, IntegrityError) else exc
+            logger.info("%s: lost a race with another writer (%s): retrying", what, str(reason)[:200])
     raise AssertionError("unreachable")
