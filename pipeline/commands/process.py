@@ -33,13 +33,9 @@ from ..sources import FileSource
 from ..sql_gallery import LoggedSource, MatchLogSink
 from .common import add_config_options, config_of, db_of
 
-__all__ = ["NoFacesError", "register", "run_process"]
+__all__ = ["register", "run_process"]
 
 logger = logging.getLogger(__name__)
-
-
-class NoFacesError(PipelineError):
-    """The whole run found no face track."""
 
 
 def register(subparsers) -> None:
@@ -177,16 +173,16 @@ def run_process(args: argparse.Namespace) -> int:
             log.close("failed")
             raise
         log.close("finished")
-        if stats.tracks:
-            print(
-                f"match log: {system.gallery.db.shown} runs {', '.join(str(r) for r in log.run_ids.values())} "
-                f"(threshold {index.threshold:.3f})",
-                file=sys.stderr,
-            )
-    if stats.tracks == 0 and not resume:
-        raise NoFacesError(
+        print(
+            f"match log: {system.gallery.db.shown} runs {', '.join(str(r) for r in log.run_ids.values())} "
+            f"(threshold {index.threshold:.3f})",
+            file=sys.stderr,
+        )
+    if stats.tracks == 0 and not resume:  # an ordinary outcome for surveillance footage, not an error
+        print(
             f"no face tracks found in {', '.join(names)} ({stats.frames} frames processed, "
-            f"{stats.detections} detections)"
+            f"{stats.detections} detections); the runs are logged with 0 tracks",
+            file=sys.stderr,
         )
     return 0
 
@@ -265,8 +261,6 @@ def _run(
     finally:
         bar.close()
     damage = _report_damage(stats)
-    if stats.tracks == 0:
-        return stats
     if json_sink is not None:
         json_sink.extra["sources"] = damage
     for sink in sinks:

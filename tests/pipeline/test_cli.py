@@ -90,12 +90,18 @@ def test_bad_gallery_folder(process, capsys, tmp_path):
     assert "images named after people" in _one_error_line(capsys)
 
 
-def test_video_without_faces(process, capsys, tmp_path):
+def test_video_without_faces_is_a_run_with_no_tracks(process, capsys, tmp_path, db_url):
     video = _faceless_video(tmp_path / "wall.mp4")
     out = tmp_path / "r.json"
-    assert process(str(video), "--json", str(out)) == 2
-    assert "no face tracks found" in _one_error_line(capsys)
-    assert not out.exists()  # nothing half-written
+    assert process(str(video), "--json", str(out)) == 0
+    captured = capsys.readouterr()
+    assert "no face tracks found" in captured.err and "error" not in captured.err
+    assert "(no face tracks)" in captured.out
+    assert json.loads(out.read_text())["tracks"] == []
+    with Gallery.open(db_url) as gallery, gallery.db.session() as s:
+        run = s.scalars(select(Run)).one()
+        assert run.status == "finished" and run.frames_done == 12
+        assert s.scalar(select(func.count()).select_from(Track)) == 0
 
 
 @pytest.mark.slow
