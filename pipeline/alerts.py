@@ -99,12 +99,16 @@ class WebhookDelivery:
         return (self.cfg.retries + 1) * self.cfg.timeout_s + waits
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Deliver what is queued for at most ``timeout_s`` seconds, then drop (and count) the rest and end."""
-        self.begin_close(time.monotonic() + timeout_s)
+        """Deliver what is queued for at most ``timeout_s`` seconds (or until the deadline of an earlier
+        ``begin_close``), then drop (and count) the rest and end."""
+        if self._deadline is None:
+            self.begin_close(time.monotonic() + timeout_s)
         self.finish_close()
 
     def begin_close(self, deadline: float) -> None:
         """No more alerts; delivery of the queued ones goes on until ``deadline`` (``time.monotonic()``)."""
+        if self._deadline is not None:
+            return
         self._deadline = deadline
         self._closing.set()
         try:
@@ -112,11 +116,13 @@ class WebhookDelivery:
         except queue.Full:  # the thread drains the queue at the deadline and then stops on the flag
             pass
 
-    def finish_close(self, margin_s: float = 1.0) -> None:
+    def finish_close(self, margin_s: float = 0.5) -> None:
         """Wait for the delivery thread (until the deadline plus ``margin_s``), log what was dropped, once."""
         if self._deadline is None:
             raise RuntimeError("expected begin_close before finish_close, got none")
-        self._thread.join(max(0.0, self._deadline - time.monotonic()) + margin_s)
+        if self._finished:
+            return
+        self._thread.join(max(0.0, self._deadline + margin_s - time.monotonic()))
         with self._count_lock:
             self._finished = True  # a thread still in a request past its deadline counts nothing more
             if self._thread.is_alive():  # one request in flight (its timeout caps it; the thread is a daemon)
@@ -260,7 +266,8 @@ class WatchlistAlerts:
     def close(self) -> None:
         """End every webhook by one deadline, ``shutdown_timeout_s`` from now (see ``WebhookDelivery``)."""
         deadline = time.monotonic() + self.cfg.shutdown_timeout_s
+        for hook in self.webhooks:  # every webhook winds down at once, towards the one deadline
+            if isinstance(hook, WebhookDelivery):
+                hook.begin_close(deadline)
         for hook in self.webhooks:
-            hook.begin_close(deadline)
-        for hook in self.webhooks:
-            hook.finish_close()
+            hook.close()
