@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import ConfigError
+from .secrets import redact_text
 
 __all__ = ["Section", "apply_overrides", "load", "parse_overrides", "read_yaml", "validate"]
 
@@ -81,7 +82,7 @@ def _first_error(exc: ValidationError, prefix: str) -> str:
     if err["type"] == "missing":
         return f"missing config key {key}"
     got = err.get("input")
-    got_text = "" if isinstance(got, (dict, list)) else f", got {got!r}"
+    got_text = "" if isinstance(got, (dict, list)) else f", got {redact_text(repr(got))}"
     return f"config key {key}: {err['msg']}{got_text}"
 
 

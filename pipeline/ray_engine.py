@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import secrets
 import signal
 import threading
@@ -210,7 +211,15 @@ def run_ray(
         ) from None
     started = not ray.is_initialized()
     if started:  # the workers import the installed package, as the driver does
-        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
+        # camera passwords named by password_env travel to the workers as environment, never in the config
+        env = {n: os.environ[n] for n in {c.password_env for c in cameras} - {None} if n in os.environ}
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            log_to_driver=True,
+            runtime_env={"env_vars": env} if env else None,
+        )
     previous = _catch_signals(stop)
     registry = registry if registry is not None else HealthRegistry(live.health.fps_window_s)
     health = {c.name: registry.add_polled(c.name) for c in cameras}
