@@ -102,6 +102,7 @@ class GallerySearch:
                     config=self.config.index,
                 )
                 if path is not None:
+                    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # a configured storage_dir
                     index.save(path)
             names = dict(
                 session.execute(
