@@ -18,7 +18,7 @@ import numpy as np
 
 from gallery.enroll import Enroller, EnrollReport, FaceExtractor
 from gallery.errors import EnrollmentError
-from gallery.matchlog import config_hash, mark_interrupted_runs
+from gallery.matchlog import HEARTBEAT_S, config_hash, mark_interrupted_runs
 from gallery.store import Gallery
 from gallery.thumbnails import ThumbnailStore
 from stages.align import align_face
@@ -125,11 +125,25 @@ class System:
         logger.info("gallery %s: %d images enrolled, %d already enrolled", folder, new, known)
         return report
 
-    def match_log(self, sources: list[LoggedSource], batch_size: int | None = None) -> MatchLogSink:
+    def match_log(
+        self,
+        sources: list[LoggedSource],
+        batch_size: int | None = None,
+        heartbeat_s: float = HEARTBEAT_S,
+        resumed_from: dict[str, int] | None = None,
+    ) -> MatchLogSink:
         """A match-log sink writing one run per source (``batch_size`` tracks per transaction; default the
-        config's ``gallery.match_log.batch_size``)."""
+        config's ``gallery.match_log.batch_size``); ``resumed_from``: the interrupted run a source's run continues."""
         size = self.cfg.gallery.match_log.batch_size if batch_size is None else batch_size
-        return MatchLogSink(self.gallery, sources, self.embedder.embedder_id, self.config_hash, size)
+        return MatchLogSink(
+            self.gallery,
+            sources,
+            self.embedder.embedder_id,
+            self.config_hash,
+            size,
+            heartbeat_s,
+            resumed_from,
+        )
 
 
 def _open_gallery(cfg: AppConfig, db_url: str | None, create: bool) -> tuple[Gallery, Path | None]:

@@ -13,7 +13,7 @@ import numpy as np
 
 from core.secrets import redact_url
 from core.types import Candidate, MatchResult, TrackTemplate
-from gallery.matchlog import MatchLogWriter, TrackRecord
+from gallery.matchlog import HEARTBEAT_S, MatchLogWriter, TrackRecord
 from gallery.store import Gallery
 from gallery.thumbnails import ThumbnailStore
 
@@ -69,12 +69,13 @@ class MatchLogSink:
         embedder_id: str,
         cfg_hash: str,
         batch_size: int = 1,
+        heartbeat_s: float = HEARTBEAT_S,
+        resumed_from: dict[str, int] | None = None,
     ) -> None:
         self.embedder_id = embedder_id
         self.writers: dict[str, MatchLogWriter] = {}
-        thumbnails = ThumbnailStore.for_database(
-            gallery.db, gallery.config
-        )  # the gallery section's folder rule
+        thumbnails = ThumbnailStore.for_database(gallery.db, gallery.config)  # the section's folder rule
+        resumed_from = resumed_from or {}
         try:
             for s in sources:
                 self.writers[s.name] = MatchLogWriter(
@@ -85,6 +86,8 @@ class MatchLogSink:
                     config_hash=cfg_hash,
                     batch_size=batch_size,
                     thumbnails=thumbnails,
+                    heartbeat_s=heartbeat_s,
+                    resumed_from=resumed_from.get(s.name),
                 )
         except BaseException:
             self.close("failed")
@@ -123,11 +126,14 @@ class MatchLogSink:
             )
         )
 
-    def progress(self, source_id: str, frames_done: int, last_timestamp: float | None) -> None:
-        """Note how far a source got (saved with its next batch)."""
+    def progress(
+        self, source_id: str, frames_done: int, last_timestamp: float | None, resume_at: float | None = None
+    ) -> None:
+        """Note how far a source got (committed with its next batch or heartbeat); a re-run of an interrupted
+        source decodes from ``resume_at``."""
         writer = self.writers.get(source_id)
         if writer is not None:
-            writer.progress(frames_done, last_timestamp)
+            writer.progress(frames_done, last_timestamp, resume_at)
 
     def close_source(self, name: str, status: str) -> None:
         """End one source's run now (``failed`` when its camera process died); the others go on."""

@@ -19,10 +19,7 @@ import logging
 import sys
 from pathlib import Path
 
-from sqlalchemy import update
-
 from gallery.matchlog import HEARTBEAT_S, resume_point
-from gallery.models import Run
 
 from ..annotate import track_labels, write_annotated
 from ..build import System, build
@@ -155,18 +152,11 @@ def run_process(args: argparse.Namespace) -> int:
         raise PipelineError("the same video is given twice")
     sources = [FileSource(v, cfg.source) for v in args.videos]  # every file is checked before any work
     with build(cfg, db_url=db_of(args, cfg), gallery_dir=args.gallery) as system:
-        db = system.gallery.db
         index = system.index()
         logged = [LoggedSource(s.source_id, "file", str(s.path.resolve())) for s in sources]
         sources, resume = _resume(args, system, sources, logged)
-        log = system.match_log(logged)
-        with db.session() as session:  # which interrupted run each resumed run continues
-            for source_id, (run_id, _) in resume.items():
-                session.execute(
-                    update(Run).where(Run.id == log.run_ids[source_id]).values(resumed_from=run_id)
-                )
-        for writer in log.writers.values():
-            writer.heartbeat_s = args.heartbeat
+        continued = {source_id: run_id for source_id, (run_id, _) in resume.items()}
+        log = system.match_log(logged, heartbeat_s=args.heartbeat, resumed_from=continued)
         try:
             stats = _run(args, system, sources, index, log, {k: r for k, (_, r) in resume.items()})
         except BaseException:
@@ -251,9 +241,7 @@ def _run(
         sinks,
         keep_boxes=args.annotate is not None,
         progress=update,
-        checkpoint=lambda source_id, frames, last, start: log.writers[source_id].progress(
-            frames, last, start
-        ),
+        checkpoint=log.progress,
         resume=resume,
     )
     try:
