@@ -18,7 +18,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -40,6 +40,7 @@ from .selection import CropSelector
 from .sinks import ResultSink
 
 __all__ = [
+    "detect_and_track",
     "EmbedWorker",
     "EndedTrack",
     "ProgressSink",
@@ -100,6 +101,24 @@ def detect(
     stats.add_time("detect", time.perf_counter() - t0)
     stats.batches += 1
     return detections
+
+
+def detect_and_track(
+    detector: FaceDetector,
+    frames: Sequence[Frame],
+    tracking: Callable[[Frame], SourceTracking],
+    job: TrackJob,
+    stats: RunStats,
+) -> Iterator[tuple[Frame, Detections]]:
+    """Detect and track ``frames`` (of any sources, each in its order) and yield each with its tracked detections;
+    ``tracking(frame)`` is the frame's :class:`SourceTracking`. One detector call for all of them, or, where a
+    source has a detection schedule (``detect.full_every`` > 1), one frame at a time, so that each frame is
+    planned from the tracks and faces of the frame before it."""
+    scheduled = any(tracking(f).schedule.every > 1 for f in frames)
+    for group in [[f] for f in frames] if scheduled else [list(frames)]:
+        plans = [tracking(f).plan(f) for f in group]
+        for frame, dets in zip(group, detect(detector, group, stats, plans)):
+            yield frame, tracking(frame).frame(frame, dets, job, stats)
 
 
 @dataclass

@@ -22,7 +22,15 @@ from stages.embed import Embedder
 from stages.match import Matcher
 
 from .config import AppConfig
-from .engine import EmbedWorker, EndedTrack, RunStats, SourceTracking, TrackJob, TrackMatching, detect
+from .engine import (
+    EmbedWorker,
+    EndedTrack,
+    RunStats,
+    SourceTracking,
+    TrackJob,
+    TrackMatching,
+    detect_and_track,
+)
 from .health import HealthRegistry
 from .live import LiveCameras
 from .sinks import ResultSink
@@ -97,11 +105,12 @@ class LiveRunner:
                 ends += closed
         return ends
 
+    def _tracking(self, frame: Frame) -> SourceTracking:
+        return self.state[frame.source_id]
+
     def _process(self, frames: list[Frame], stats: RunStats, job: TrackJob) -> None:
         size = self.cfg.detect.batch_size
         for start in range(0, len(frames), size):
             batch = frames[start : start + size]
-            plans = [self.state[f.source_id].plan(f) for f in batch]
-            for frame, dets in zip(batch, detect(self.detector, batch, stats, plans)):
-                self.state[frame.source_id].frame(frame, dets, job, stats)
+            for frame, _ in detect_and_track(self.detector, batch, self._tracking, job, stats):
                 self.registry.cameras[frame.source_id].frame_processed()

@@ -27,7 +27,7 @@ from core.errors import ConfigError
 from .alerts import watchlist_alerts
 from .build import build
 from .config import AppConfig
-from .engine import EmbedWorker, RunStats, SourceTracking, TrackJob, TrackMatching, detect
+from .engine import EmbedWorker, RunStats, SourceTracking, TrackJob, TrackMatching, detect_and_track
 from .health import CameraHealth, HealthRegistry, PolledHealth
 from .live import LiveSource
 from .live_config import CameraConfig, LiveConfig
@@ -97,9 +97,10 @@ class CameraWorker:
             while len(frames) < self.cfg.detect.batch_size and (f := self.source.read()) is not None:
                 frames.append(f)
             if frames:
-                plans = [self.tracking.plan(f) for f in frames]
-                for frame, dets in zip(frames, detect(self.system.detector, frames, self.stats, plans)):
-                    self.tracking.frame(frame, dets, job, self.stats)
+                tracked = detect_and_track(
+                    self.system.detector, frames, lambda _: self.tracking, job, self.stats
+                )
+                for _ in tracked:
                     self.health.frame_processed()
                 frames_done += len(frames)
                 first = time.monotonic() if first is None else first

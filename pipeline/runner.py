@@ -28,7 +28,7 @@ from stages.embed import Embedder
 from stages.match import Matcher
 
 from .config import AppConfig
-from .engine import EmbedWorker, RunStats, SourceTracking, TrackJob, TrackMatching, detect
+from .engine import EmbedWorker, RunStats, SourceTracking, TrackJob, TrackMatching, detect_and_track
 from .sinks import ResultSink
 from .sources import DecodeReport, FileSource
 
@@ -182,17 +182,16 @@ class FileRunner:
     ) -> TrackJob:
         job = TrackJob()
         resume = self.filter.resume.get(tracking.source_id) if self.filter else None
-        plans = [tracking.plan(f) for f in batch]
-        for frame, dets in zip(batch, detect(self.detector, batch, stats, plans)):
-            ended = len(job.ends)
-            tracked = tracking.frame(frame, dets, job, stats)
-            seen.frame(frame.timestamp, tracked.track_id, [e.end.track_id for e in job.ends[ended:]])
+        ended = 0
+        for frame, tracked in detect_and_track(self.detector, batch, lambda _: tracking, job, stats):
+            new_ends, ended = job.ends[ended:], len(job.ends)
+            seen.frame(frame.timestamp, tracked.track_id, [e.end.track_id for e in new_ends])
             if (
                 resume is not None
                 and resume.committed_at is not None
                 and frame.timestamp <= resume.committed_at
             ):
-                self.filter.skip.update((tracking.source_id, e.end.track_id) for e in job.ends[ended:])
+                self.filter.skip.update((tracking.source_id, e.end.track_id) for e in new_ends)
             if boxes is not None:
                 keep = tracked.track_id >= 0
                 boxes.append(
