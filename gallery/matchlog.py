@@ -7,16 +7,14 @@ the run's progress in one transaction. A crash loses at most the unwritten batch
 match whose identity was removed meanwhile is kept with its candidates but without the identity link.
 
 Runs heartbeat: a writer stores its owner (host, pid, process start), refreshes ``updated_at`` every ``heartbeat_s``
-and commits its progress with the queued tracks that often (:meth:`MatchLogWriter.progress`).
-:func:`mark_interrupted_runs` marks ``interrupted`` the runs whose process is gone; :func:`resume_point` says where
-a re-run of an interrupted file starts and which of its tracks are already logged.
+and commits its progress with the queued tracks that often (:meth:`MatchLogWriter.progress`); a run another
+command has marked ``interrupted`` (:mod:`gallery.runs`) is never written to again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -35,7 +33,6 @@ from gallery.models import (
     Run,
     Source,
     Track,
-    owner_gone,
     process_owner,
     to_blob,
     utcnow,
@@ -44,14 +41,13 @@ from gallery.thumbnails import ThumbnailStore
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DECISIONS", "HEARTBEAT_S", "SOURCE_KINDS", "MatchLogWriter", "ResumePoint", "TrackRecord"]
-__all__ += ["config_hash", "mark_interrupted_runs", "process_owner", "purge_older_than", "resume_point"]
+__all__ = ["DECISIONS", "HEARTBEAT_S", "SOURCE_KINDS", "MatchLogWriter", "TrackRecord"]
+__all__ += ["config_hash", "process_owner", "purge_older_than"]
 
 DECISIONS = ("match", "unknown")
 SOURCE_KINDS = ("file", "camera")
 RUN_STATUSES = ("running", "finished", "failed", "interrupted")
 HEARTBEAT_S = 5.0  # seconds between a running run's heartbeats (liveness and committed progress)
-STALE_HEARTBEATS = 10  # a run on another host is interrupted after this many heartbeats without one
 
 
 @dataclass(frozen=True)
@@ -273,11 +269,12 @@ class MatchLogWriter:
                     for pk, (r, _) in zip(track_pks, rows)
                 ]
                 session.execute(insert(MatchEvent), events)
-            session.execute(
-                update(Run)
-                .where(Run.id == self.run_id)
-                .values(frames_done=frames, last_timestamp=last, resume_at=resume, updated_at=now)
+            still = update(Run).where(Run.id == self.run_id, Run.status == "running")
+            done = session.execute(
+                still.values(frames_done=frames, last_timestamp=last, resume_at=resume, updated_at=now)
             )
+            if done.rowcount == 0:  # rolls the batch back: another command took this run over
+                raise MatchLogError(f"run {self.run_id}: expected it running, got it marked interrupted")
         self._committed = time.monotonic()
 
     def close(self, status: str = "finished") -> None:
@@ -292,7 +289,7 @@ class MatchLogWriter:
         finally:
             self.closed = True
             with self.db.session() as session:
-                done = update(Run).where(Run.id == self.run_id)
+                done = update(Run).where(Run.id == self.run_id, Run.status == "running")
                 session.execute(done.values(status=status, finished_at=utcnow(), updated_at=utcnow()))
         logger.info("match log: run %d %s", self.run_id, status)
 
@@ -334,67 +331,3 @@ def purge_older_than(
             thumbnails.delete(rel)
     logger.info("retention: deleted %d tracks older than %s", count, cutoff.isoformat())
     return count
-
-
-def mark_interrupted_runs(
-    db: Database,
-    thumbnails: ThumbnailStore | None = None,
-    stale_after_s: float = STALE_HEARTBEATS * HEARTBEAT_S,
-) -> int:
-    """Mark ``interrupted`` every ``running`` run whose process is gone: on this host, its pid is dead or now
-    belongs to another process; on any host, no heartbeat for ``stale_after_s`` seconds. Thumbnails of those
-    runs that no track references (written just before the kill) are deleted from ``thumbnails``. Returns how
-    many runs were marked."""
-    if not stale_after_s > 0:
-        raise MatchLogError(f"stale_after_s: expected a positive number of seconds, got {stale_after_s}")
-    host, cutoff = socket.gethostname()[:255], utcnow() - timedelta(seconds=stale_after_s)
-    with db.session() as session:
-        gone = [
-            (r.id, r.source_id)
-            for r in session.scalars(select(Run).where(Run.status == "running"))
-            if r.updated_at < cutoff or (r.owner_host == host and owner_gone(r.owner_pid, r.owner_started))
-        ]
-        stmt = update(Run).where(Run.id.in_([g[0] for g in gone]), Run.status == "running")
-        session.execute(stmt.values(status="interrupted", finished_at=utcnow()))
-        kept = set(session.scalars(select(Track.thumbnail).where(Track.run_id.in_([g[0] for g in gone]))))
-    for run_id, source_id in gone:
-        logger.warning("match log: run %d was left running by a process that is gone: interrupted", run_id)
-        folder = thumbnails.resolve(f"source{source_id}/run{run_id}") if thumbnails is not None else None
-        for path in sorted(folder.iterdir()) if folder is not None and folder.is_dir() else ():
-            if f"source{source_id}/run{run_id}/{path.name}" not in kept:
-                path.unlink(missing_ok=True)
-    return len(gone)
-
-
-@dataclass(frozen=True)
-class ResumePoint:
-    """Where a re-run of an interrupted file starts: decode from ``resume_at``; every track that ended by
-    ``committed_at`` (stream seconds; None: nothing committed) is logged already, and so are the tracks whose
-    (start, end) times are in ``logged`` (those committed later, each matched once)."""
-
-    run_id: int
-    resume_at: float
-    committed_at: float | None
-    logged: tuple[tuple[float, float], ...]
-
-
-def resume_point(db: Database, source: str, uri: str | None, config_hash: str) -> ResumePoint | None:
-    """The resume point of ``source`` when its newest run with ``config_hash`` (same ``uri``) is
-    ``interrupted``, else None."""
-    with db.session() as session:
-        src = session.scalar(select(Source).where(Source.name == source))
-        if src is None or src.uri != uri:
-            return None
-        same = select(Run).where(Run.source_id == src.id, Run.config_hash == config_hash)
-        runs = {r.id: r for r in session.scalars(same)}
-        last = max(runs.values(), key=lambda r: (r.started_at, r.id), default=None)
-        if last is None or last.status != "interrupted":
-            return None
-        chain, run = [], last
-        while run is not None and run.id not in chain:  # the runs this one continues
-            chain.append(run.id)
-            run = runs.get(run.resumed_from) if run.resumed_from is not None else None
-        start = last.resume_at if last.resume_at is not None else (last.last_timestamp or 0.0)
-        logged = select(Track.start_time, Track.end_time).where(Track.run_id.in_(chain))
-        spans = session.execute(logged.where(Track.end_time >= start - 1e-3)).all()
-    return ResumePoint(last.id, max(0.0, start), last.last_timestamp, tuple((a, b) for a, b in spans))

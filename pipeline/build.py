@@ -18,7 +18,8 @@ import numpy as np
 
 from gallery.enroll import Enroller, EnrollReport, FaceExtractor
 from gallery.errors import EnrollmentError
-from gallery.matchlog import HEARTBEAT_S, config_hash, mark_interrupted_runs
+from gallery.matchlog import HEARTBEAT_S, config_hash
+from gallery.runs import mark_interrupted_runs
 from gallery.store import Gallery
 from gallery.thumbnails import ThumbnailStore
 from stages.align import align_face

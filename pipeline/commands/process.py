@@ -19,7 +19,8 @@ import logging
 import sys
 from pathlib import Path
 
-from gallery.matchlog import HEARTBEAT_S, resume_point
+from gallery.matchlog import HEARTBEAT_S
+from gallery.runs import resume_point
 
 from ..annotate import track_labels, write_annotated
 from ..build import System, build

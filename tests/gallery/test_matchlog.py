@@ -10,18 +10,13 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from gallery.db import Database
 from gallery.errors import MatchLogError
-from gallery.matchlog import (
-    MatchLogWriter,
-    TrackRecord,
-    mark_interrupted_runs,
-    purge_older_than,
-    resume_point,
-)
+from gallery.matchlog import MatchLogWriter, TrackRecord, purge_older_than
 from gallery.models import MatchEvent, Run, Source, Track
+from gallery.runs import mark_interrupted_runs, resume_point
 from gallery.thumbnails import ThumbnailStore
 from tests.conftest import ROOT
 
@@ -258,3 +253,18 @@ def test_runs_of_a_gone_process_are_interrupted_and_resumable(db_url, tmp_path):
         assert resume_point(db, "b.mp4", "/elsewhere/b.mp4", "h") is None
         alive.close()
         assert resume_point(db, "a.mp4", None, "h") is None  # finished: a re-run starts over
+
+
+@pytest.mark.parametrize("queued", [0, 1])
+def test_a_run_marked_interrupted_by_another_command_is_not_written_again(db_url, queued):
+    with Database(db_url) as db:
+        writer = MatchLogWriter(db, source="cam", kind="camera", config_hash="h", batch_size=10)
+        with db.session() as s:  # another command decided the process was gone
+            s.execute(update(Run).where(Run.id == writer.run_id).values(status="interrupted"))
+        for track_id in range(queued):
+            writer.record(record(track_id, thumb=False))
+        with pytest.raises(MatchLogError, match="expected it running, got it marked interrupted"):
+            writer.close()
+        assert _count(db, Track) == 0
+        with db.session() as s:
+            assert s.scalar(select(Run.status).where(Run.id == writer.run_id)) == "interrupted"

@@ -34,8 +34,8 @@ from sqlalchemy import func, select
 from gallery.config import GalleryConfig
 from gallery.errors import IndexFileDamagedError
 from gallery.index import VectorIndex
-from gallery.matchlog import mark_interrupted_runs
 from gallery.models import Identity, MatchEvent, Media, Run, Template, Track
+from gallery.runs import mark_interrupted_runs
 from gallery.store import Gallery
 from gallery.thumbnails import ThumbnailStore
 from tests.conftest import ASSETS, require

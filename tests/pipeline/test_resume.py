@@ -23,8 +23,9 @@ import pytest
 from sqlalchemy import select
 
 from gallery.db import Database
-from gallery.matchlog import MatchLogWriter, mark_interrupted_runs
+from gallery.matchlog import MatchLogWriter
 from gallery.models import Run, Track, process_owner
+from gallery.runs import mark_interrupted_runs
 from gallery.store import Gallery
 from tests.conftest import ASSETS, require
 
