@@ -64,9 +64,12 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
 
 
 def _sqlite_transactional(dbapi_conn, _record) -> None:
-    """Let SQLAlchemy's ``begin`` event emit BEGIN (pysqlite would run DDL outside any transaction)."""
+    """For migrations: let SQLAlchemy's ``begin`` event emit BEGIN (pysqlite would run DDL outside any
+    transaction), and foreign keys off, so that a table rebuilt by a batch migration does not cascade-delete
+    the rows that point at it."""
     dbapi_conn.isolation_level = None
     _sqlite_pragmas(dbapi_conn, _record)
+    dbapi_conn.execute("PRAGMA foreign_keys=OFF")
 
 
 def _reason(exc: SQLAlchemyError) -> str:
