@@ -75,6 +75,12 @@ class MatchLogConfig(Section):
     retention_days: float | None = Field(
         None, gt=0.0, le=36_500, description="events and thumbnails older than this many days are purged"
     )
+    heartbeat_s: float = Field(
+        5.0,
+        ge=0.05,
+        le=3600,
+        description="seconds between a run's heartbeats: its liveness, and how often its progress is committed",
+    )
 
 
 class ServeConfig(Section):
@@ -90,6 +96,12 @@ class ServeConfig(Section):
     )
     page_size: int = Field(
         50, ge=1, le=1000, description="rows per page on the page and in the API by default"
+    )
+    allowed_hosts: tuple[str, ...] = Field(
+        (),
+        max_length=100,
+        description="Host names the server answers to besides its listen address (and the loopback names when it "
+        "listens on loopback); '*' allows any, which DNS rebinding can abuse",
     )
 
 

@@ -37,6 +37,7 @@ from gallery.models import (
     to_blob,
     utcnow,
 )
+from gallery.records import retry_on_conflict
 from gallery.thumbnails import ThumbnailStore
 
 logger = logging.getLogger(__name__)
@@ -167,23 +168,27 @@ class MatchLogWriter:
         self.heartbeat_s = heartbeat_s
         self._committed = time.monotonic()
         self.closed = False
-        with db.session() as session:
-            src = session.scalar(select(Source).where(Source.name == source))
-            if src is None:
-                src = Source(name=source, kind=kind, uri=uri)
-                session.add(src)
+        owner = dict(zip(("owner_host", "owner_pid", "owner_started"), process_owner()))
+
+        def register() -> tuple[int, int]:  # the source row may be created by another command at once
+            with db.session() as session:
+                src = session.scalar(select(Source).where(Source.name == source))
+                if src is None:
+                    src = Source(name=source, kind=kind, uri=uri)
+                    session.add(src)
+                    session.flush()
+                run = Run(
+                    source_id=src.id,
+                    config_hash=config_hash,
+                    status="running",
+                    resumed_from=resumed_from,
+                    **owner,
+                )
+                session.add(run)
                 session.flush()
-            owner = dict(zip(("owner_host", "owner_pid", "owner_started"), process_owner()))
-            run = Run(
-                source_id=src.id,
-                config_hash=config_hash,
-                status="running",
-                resumed_from=resumed_from,
-                **owner,
-            )
-            session.add(run)
-            session.flush()
-            self.source_id, self.run_id = src.id, run.id
+                return src.id, run.id
+
+        self.source_id, self.run_id = retry_on_conflict(register, f"registering source {source!r}")
         self._beat = threading.Event()
         threading.Thread(target=self._heartbeat, name=f"heartbeat-run{self.run_id}", daemon=True).start()
         logger.info("match log: run %d of source %r started", self.run_id, source)

@@ -18,7 +18,7 @@ import numpy as np
 
 from gallery.enroll import Enroller, EnrollReport, FaceExtractor
 from gallery.errors import EnrollmentError
-from gallery.matchlog import HEARTBEAT_S, config_hash
+from gallery.matchlog import config_hash
 from gallery.runs import mark_interrupted_runs
 from gallery.store import Gallery
 from gallery.thumbnails import ThumbnailStore
@@ -130,20 +130,16 @@ class System:
         self,
         sources: list[LoggedSource],
         batch_size: int | None = None,
-        heartbeat_s: float = HEARTBEAT_S,
         resumed_from: dict[str, int] | None = None,
     ) -> MatchLogSink:
         """A match-log sink writing one run per source (``batch_size`` tracks per transaction; default the
-        config's ``gallery.match_log.batch_size``); ``resumed_from``: the interrupted run a source's run continues."""
-        size = self.cfg.gallery.match_log.batch_size if batch_size is None else batch_size
+        config's ``gallery.match_log.batch_size``; heartbeat ``gallery.match_log.heartbeat_s``); ``resumed_from``:
+        the interrupted run a source's run continues."""
+        section = self.cfg.gallery.match_log
+        size = section.batch_size if batch_size is None else batch_size
+        cfg_hash, embedder_id = self.config_hash, self.embedder.embedder_id
         return MatchLogSink(
-            self.gallery,
-            sources,
-            self.embedder.embedder_id,
-            self.config_hash,
-            size,
-            heartbeat_s,
-            resumed_from,
+            self.gallery, sources, embedder_id, cfg_hash, size, section.heartbeat_s, resumed_from
         )
 
 

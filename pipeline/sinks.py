@@ -172,13 +172,20 @@ class ThumbnailSink:
     def on_track(self, template: TrackTemplate, result: MatchResult) -> None:
         if template.best_crop is None:
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # faces: readable by their owner only
         image = template.best_crop.image
         if self.size != image.shape[0]:
             image = cv2.resize(image, (self.size, self.size), interpolation=cv2.INTER_CUBIC)
         path = self.folder / thumbnail_name(template.source_id, template.track_id)
-        if not cv2.imwrite(str(path), image):
-            logger.warning("could not write thumbnail %s", path)
+        ok, data = cv2.imencode(".jpg", image)
+        try:
+            if not ok:
+                raise OSError("JPEG encoding failed")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data.tobytes())
+        except OSError as exc:
+            logger.warning("could not write thumbnail %s: %s", path, exc)
             return
         self.written.append(path)
 

@@ -160,8 +160,7 @@ def run_serve(args: argparse.Namespace) -> int:
     host, port = args.host or config.serve.host, args.port or config.serve.port
     token = serve_token(config)
     check_bind(host, token)
-    # gallery.serve.allowed_hosts once the config has it; --allow-host meanwhile and on top
-    hosts = trusted_hosts(host, [*getattr(config.serve, "allowed_hosts", ()), *args.allow_host])
+    hosts = trusted_hosts(host, [*config.serve.allowed_hosts, *args.allow_host])
     logger.info("serve: answering Host %s", ", ".join(sorted(hosts)))
     with _open(args) as system:
         db = system.gallery.db

@@ -2,7 +2,7 @@
 
     run_pipeline.py process VIDEO... [--gallery DIR] [--db URL] [--config FILE] [--set key=value ...]
                     [--json FILE|-] [--thumbnails DIR] [--annotate DIR] [--progress | --no-progress]
-                    [--restart] [--heartbeat SECONDS]
+                    [--restart]
 
 Tracks are matched against the gallery of the database (``--db``, default ``gallery.db_url`` of the config:
 ``sqlite:///facemoe.db``); ``--gallery DIR`` first enrolls the folder's people there (images already enrolled
@@ -19,7 +19,6 @@ import logging
 import sys
 from pathlib import Path
 
-from gallery.matchlog import HEARTBEAT_S
 from gallery.runs import resume_point
 
 from ..annotate import track_labels, write_annotated
@@ -70,24 +69,7 @@ def register(subparsers) -> None:
         action="store_true",
         help="process every video from its start even when its last run was interrupted (default: resume)",
     )
-    p.add_argument(
-        "--heartbeat",
-        type=_seconds,
-        default=HEARTBEAT_S,
-        metavar="SECONDS",
-        help=f"seconds between commits of a run's progress (default {HEARTBEAT_S:g})",
-    )
     p.set_defaults(func=run_process)
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0.05 <= value <= 3600:
-        raise argparse.ArgumentTypeError(f"expected seconds between 0.05 and 3600, got {text!r}")
-    return value
 
 
 class _LabelSink:
@@ -157,7 +139,7 @@ def run_process(args: argparse.Namespace) -> int:
         logged = [LoggedSource(s.source_id, "file", str(s.path.resolve())) for s in sources]
         sources, resume = _resume(args, system, sources, logged)
         continued = {source_id: run_id for source_id, (run_id, _) in resume.items()}
-        log = system.match_log(logged, heartbeat_s=args.heartbeat, resumed_from=continued)
+        log = system.match_log(logged, resumed_from=continued)
         try:
             stats = _run(args, system, sources, index, log, {k: r for k, (_, r) in resume.items()})
         except BaseException:

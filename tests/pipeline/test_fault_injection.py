@@ -88,7 +88,16 @@ def _argv(*args: str) -> list[str]:
 
 
 def _process_argv(clip: Path, url: str) -> list[str]:
-    return _argv("process", str(clip), "--db", url, "--no-progress", "--heartbeat", "0.5", *WINDOW)
+    return _argv(
+        "process",
+        str(clip),
+        "--db",
+        url,
+        "--no-progress",
+        "--set",
+        "gallery.match_log.heartbeat_s=0.5",
+        *WINDOW,
+    )
 
 
 def _enroll_argv(people: Path, url: str) -> list[str]:

@@ -106,7 +106,16 @@ def scenario(tmp_path_factory) -> Scenario:
     db_file = folder / "g.db"
     url = f"sqlite:///{db_file}"
     _complete(_argv("enroll", "--dir", str(people), "--db", url), folder)
-    process = _argv("process", str(clip), "--db", url, "--no-progress", "--heartbeat", "0.5", *WINDOW)
+    process = _argv(
+        "process",
+        str(clip),
+        "--db",
+        url,
+        "--no-progress",
+        "--set",
+        "gallery.match_log.heartbeat_s=0.5",
+        *WINDOW,
+    )
 
     ids, stderr = {}, {}
     ids["P1"] = _kill_mid_file(process, folder, db_file, 0)

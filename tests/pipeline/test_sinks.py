@@ -73,3 +73,4 @@ def test_thumbnails(tmp_path, size):
     sink.close()
     path = tmp_path / "thumbs" / thumbnail_name("videos/a b.mp4", 3)
     assert sink.written == [path] and cv2.imread(str(path)).shape == (size, size, 3)
+    assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700  # faces
