@@ -177,6 +177,7 @@ class VectorIndex:
         """Write tag and index to ``path`` atomically (temporary file, then rename), mode 0600."""
         data = faiss.serialize_index(self._index).tobytes()
         head = {**asdict(self.tag), "sha256": hashlib.sha256(data).hexdigest()}
+        _remove_orphans(path)
         tmp = path.with_name(path.name + f".{os.getpid()}.{threading.get_ident()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
@@ -225,3 +226,18 @@ class VectorIndex:
                 f"index file {path}: tag says {tag.count} x {tag.dim}, got {index.ntotal} x {index.d}"
             )
         return cls(tag, index, gpu=gpu)
+
+
+def _remove_orphans(path: Path) -> None:
+    """Delete the temporary files of ``path`` left by a writer whose process is gone (killed while saving)."""
+    for tmp in path.parent.glob(path.name + ".*.tmp"):
+        pid = tmp.name[len(path.name) + 1 :].split(".", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+            logger.info("removed %s, left by a process that is gone", tmp.name)
+        except PermissionError:
+            pass  # alive, someone else's

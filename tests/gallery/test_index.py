@@ -4,6 +4,9 @@ the GPU when FAISS sees one (else the CPU)."""
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 
 import faiss
 import numpy as np
@@ -47,6 +50,17 @@ def test_save_load_round_trip(tmp_path):
     assert loaded.tag == index.tag
     np.testing.assert_array_equal(loaded.search(vecs, 2)[1], index.search(vecs, 2)[1])
     assert list(tmp_path.iterdir()) == [tmp_path / "g.faiss"]  # no temporary file left
+
+
+def test_a_save_removes_what_a_killed_save_left(tmp_path):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait(timeout=30)
+    orphan = tmp_path / f"g.faiss.{gone.pid}.1.tmp"  # a writer killed while saving
+    live = tmp_path / f"g.faiss.{os.getpid()}.2.tmp"  # a save going on in a live process
+    orphan.write_bytes(b"half")
+    live.write_bytes(b"half")
+    _index(20, hnsw_above=5)[0].save(tmp_path / "g.faiss")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.faiss", live.name]
 
 
 @pytest.mark.parametrize(
