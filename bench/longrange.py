@@ -48,14 +48,17 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.longrange_report import print_table, save_plots
 from core.types import Detections
 from facemoe.evaluate.video import GroundTruthSpan, ScoredTrack, evaluate_tracks, read_ground_truth
 from pipeline.build import System, build
 from pipeline.config import load_config
-from pipeline.runner import FileRunner, FrameBoxes
+from pipeline.eval_video import median_centre
+from pipeline.runner import FileRunner
 from pipeline.sinks import CollectSink
 from pipeline.sources import FileSource
 from stages.detect import FaceDetector
+from stages.track import iou_matrix
 
 ASSETS = ROOT.parent / "shared" / "assets"
 CLIP = "friends_in_video.mp4"
@@ -65,7 +68,6 @@ SIZES = (64, 32, 24, 16, 12, 8)
 SEGMENTS = (1.0, 6.0, 13.0)  # seconds: Rachel and Joey, Monica and Chandler, Phoebe and Ross
 MATCH_IOU = 0.3
 FPIR = 0.01
-SETTINGS = ("baseline", "long_range")
 
 
 class Segment(NamedTuple):
@@ -186,39 +188,17 @@ def write_clip(
     return Placement(path, segment, factor, offset)
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix ``[len(a), len(b)]`` of xyxy boxes."""
-    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = ix * iy
-    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
-    return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-9)
-
-
 def matched(truth: np.ndarray, found: np.ndarray) -> int:
     """Faces of ``truth`` matched one-to-one (greedy, best IoU first, IoU >= MATCH_IOU) to ``found``."""
     if not len(truth) or not len(found):
         return 0
-    m = iou(truth, found)
+    m = iou_matrix(truth, found)
     hits = 0
     while m.size and m.max() >= MATCH_IOU:
         i, j = np.unravel_index(int(m.argmax()), m.shape)
         hits += 1
         m[i, :], m[:, j] = -1, -1
     return hits
-
-
-def median_centre(frames: list[FrameBoxes], track_id: int) -> tuple[float, float] | None:
-    centres = [
-        ((b[0] + b[2]) / 2, (b[1] + b[3]) / 2)
-        for fb in frames
-        for b, t in zip(fb.xyxy, fb.track_id)
-        if int(t) == track_id
-    ]
-    if not centres:
-        return None
-    x, y = np.median(np.asarray(centres, np.float64), axis=0)
-    return float(x), float(y)
 
 
 def run_setting(
@@ -348,69 +328,6 @@ def bench(args: argparse.Namespace) -> dict:
 def long_range_overrides(min_face_px: str) -> list[str]:
     """The long-range setting on top of the baseline config."""
     return ["detect.tiling=auto", f"detect.min_face_px={min_face_px}", "detect.full_every=5"]
-
-
-def fmt(value: float | None, spec: str = ".2f") -> str:
-    return "n/a" if value is None else format(value, spec)
-
-
-def print_table(out: dict) -> None:
-    w, h = out["canvas"]
-    print(
-        f"canvas {w}x{h}, {len(out['segments'])} segments of {out['segments'][0]['frames']} frames "
-        f"(original face px: {', '.join(str(s['face_px']) for s in out['segments'])}), "
-        f"blur {out['degradation']['blur']}, noise {out['degradation']['noise']}, "
-        f"jpeg {out['degradation']['jpeg'] or 'off'}; long range: {' '.join(out['overrides']['long_range'])}"
-    )
-    print()
-    print(
-        "| face px | faces | recall base | recall long | rank-1 base (mated/tracks) | rank-1 long (mated/tracks) "
-        "| TPIR@FPIR 1% base | TPIR@FPIR 1% long | fps base | fps long (x base) |"
-    )
-    print("|---" * 10 + "|")
-    for r in out["sizes"]:
-        b, g = r["baseline"], r["long_range"]
-        print(
-            f"| {r['size']:g} | {b['faces']} | {fmt(b['recall'])} | {fmt(g['recall'])} "
-            f"| {fmt(b['rank1'])} ({b['mated_tracks']}/{b['tracks']}) "
-            f"| {fmt(g['rank1'])} ({g['mated_tracks']}/{g['tracks']}) "
-            f"| {fmt(b['tpir_at_fpir_1pct'])} | {fmt(g['tpir_at_fpir_1pct'])} "
-            f"| {b['fps']:.1f} | {g['fps']:.1f} ({g['fps'] / max(b['fps'], 1e-9):.2f}) |"
-        )
-    print()
-    print(f"runtime {out['runtime_s']:.0f} s")
-
-
-def save_plots(out: dict, folder: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    folder.mkdir(parents=True, exist_ok=True)
-    sizes = [r["size"] for r in out["sizes"]]
-    saved = []
-    for key, label, name in (
-        ("recall", "detection recall", "longrange_recall.png"),
-        ("rank1", "track rank-1", "longrange_rank1.png"),
-    ):
-        fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
-        for setting, style in zip(SETTINGS, ("o--", "s-")):
-            values = [np.nan if r[setting][key] is None else r[setting][key] for r in out["sizes"]]
-            ax.plot(sizes, values, style, label=setting.replace("_", " "))
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(sizes, [f"{s:g}" for s in sizes])
-        ax.set_xlabel("face size (px)")
-        ax.set_ylabel(label)
-        ax.set_ylim(-0.02, 1.02)
-        ax.grid(alpha=0.3)
-        ax.legend()
-        ax.set_title(f"{label} vs face size, {out['canvas'][0]}x{out['canvas'][1]} canvas")
-        fig.tight_layout()
-        fig.savefig(folder / name)
-        plt.close(fig)
-        saved.append(folder / name)
-    return saved
 
 
 def size_arg(text: str) -> float:

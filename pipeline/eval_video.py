@@ -31,7 +31,7 @@ from .runner import FileRunner
 from .sinks import CollectSink
 from .sources import FileSource
 
-__all__ = ["evaluate_videos", "run_tracks"]
+__all__ = ["evaluate_videos", "median_centre", "run_tracks"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def run_tracks(
                     template.first_timestamp,
                     template.last_timestamp,
                     scores,
-                    _median_centre(stats.boxes.get(template.source_id, []), template.track_id),
+                    median_centre(stats.boxes.get(template.source_id, []), template.track_id),
                 )
             )
     tracks.sort(key=lambda t: (t.video, t.start, t.track_id))
@@ -111,7 +111,7 @@ def _scores(system: System, embedding: np.ndarray, names: list[str]) -> np.ndarr
     return np.asarray([by_name[n] for n in names], np.float64)
 
 
-def _median_centre(frames, track_id: int) -> tuple[float, float] | None:
+def median_centre(frames, track_id: int) -> tuple[float, float] | None:
     """Median centre (x, y) in pixels of a track's face boxes over the frames that show it."""
     centres = [
         ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
