@@ -195,13 +195,20 @@ class MatchLogWriter:
 
     def _heartbeat(self) -> None:
         """Refresh ``updated_at`` every ``heartbeat_s`` until closed (liveness for other hosts)."""
+        failing = False
         while not self._beat.wait(self.heartbeat_s):
             try:
                 with self.db.session() as session:
                     alive = update(Run).where(Run.id == self.run_id, Run.status == "running")
                     session.execute(alive.values(updated_at=utcnow()))
             except Exception as exc:  # noqa: BLE001 - a missed beat is retried at the next one
-                logger.warning("match log: heartbeat of run %d failed: %s", self.run_id, exc)
+                if not failing:  # said once per outage, not every beat
+                    logger.warning("match log: heartbeat of run %d failed (retrying): %s", self.run_id, exc)
+                failing = True
+                continue
+            if failing:
+                logger.warning("match log: heartbeat of run %d back", self.run_id)
+            failing = False
 
     def record(self, rec: TrackRecord) -> None:
         """Queue one track and its decision; writes a batch when ``batch_size`` are queued."""
