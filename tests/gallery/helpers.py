@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
+from sqlalchemy import select
 
 from gallery.media import MediaVector
+from gallery.models import Identity, MatchEvent, Source, Track
+from gallery.store import Gallery
 
 
 def unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
@@ -79,3 +85,25 @@ def seed_log(db, store=None):
     for writer in writers.values():
         writer.close()
     return start
+
+
+def copy_sqlite(url: str, folder: Path, name: str) -> str:
+    """A copy of a SQLite database (``sqlite:///...``) as ``folder/<name>.db``; returns its URL."""
+    dst = folder / f"{name}.db"
+    shutil.copy(url.removeprefix("sqlite:///"), dst)
+    return f"sqlite:///{dst}"
+
+
+def logged_tracks(url: str) -> list[tuple]:
+    """Every track of the match log with its decision: (source, track id, start, end, frames, crops embedded,
+    decision, identity or None, score or None)."""
+    with Gallery.open(url) as gallery, gallery.db.session() as s:
+        columns = (Source.name, Track.track_id, Track.start_time, Track.end_time, Track.frames)
+        columns += (Track.crops_embedded, MatchEvent.decision, Identity.name, MatchEvent.score)
+        rows = s.execute(
+            select(*columns)
+            .join(Source, Track.source_id == Source.id)
+            .join(MatchEvent, MatchEvent.track_pk == Track.id)
+            .outerjoin(Identity, MatchEvent.identity_id == Identity.id)
+        ).all()
+    return [tuple(r) for r in rows]

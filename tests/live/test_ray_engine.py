@@ -4,7 +4,6 @@ camera goes on; the driver serves the actors' health as metrics; SIGTERM stops t
 
 from __future__ import annotations
 
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from gallery.models import Identity, MatchEvent, Run, Source, Track
+from gallery.models import Run, Source
 from gallery.store import Gallery
 from pipeline.build import build
 from pipeline.engine import TrackJob
@@ -25,6 +24,7 @@ from pipeline.live_config import CameraConfig, LiveConfig, ReconnectConfig
 from pipeline.live_runner import LiveRunner
 from pipeline.sql_gallery import LoggedSource
 from tests.conftest import ROOT
+from tests.gallery.helpers import copy_sqlite, logged_tracks
 from tests.live.rtsp import free_port
 from tests.live.test_stream_cli import CONFIG, app_config, gallery_db  # noqa: F401 (fixtures)
 
@@ -38,30 +38,8 @@ RECORDED = LiveConfig(
 )
 
 
-def copy_db(url: str, tmp_path, name: str) -> str:
-    dst = tmp_path / f"{name}.db"
-    shutil.copy(url.removeprefix("sqlite:///"), dst)
-    return f"sqlite:///{dst}"
-
-
 def match_log(url: str) -> list[tuple]:
-    with Gallery.open(url) as gallery, gallery.db.session() as s:
-        rows = s.execute(
-            select(
-                Source.name,
-                Track.track_id,
-                Track.start_time,
-                Track.end_time,
-                Track.frames,
-                Track.crops_embedded,
-                MatchEvent.decision,
-                Identity.name,
-                MatchEvent.score,
-            )
-            .join(Source, Track.source_id == Source.id)
-            .join(MatchEvent, MatchEvent.track_pk == Track.id)
-            .outerjoin(Identity, MatchEvent.identity_id == Identity.id)
-        ).all()
+    rows = logged_tracks(url)
     return sorted(
         (
             r[0],
@@ -81,7 +59,7 @@ def match_log(url: str) -> list[tuple]:
 @pytest.mark.slow
 def test_ray_run_gives_the_single_process_match_log(stream_clip, gallery_db, app_config, tmp_path):  # noqa: F811
     cams = [CameraConfig(name="left", url=str(stream_clip)), CameraConfig(name="right", url=str(stream_clip))]
-    local_db, ray_db = copy_db(gallery_db, tmp_path, "local"), copy_db(gallery_db, tmp_path, "ray")
+    local_db, ray_db = copy_sqlite(gallery_db, tmp_path, "local"), copy_sqlite(gallery_db, tmp_path, "ray")
 
     registry = HealthRegistry()
     with build(app_config, db_url=local_db) as system:
@@ -111,7 +89,7 @@ def test_ray_run_gives_the_single_process_match_log(stream_clip, gallery_db, app
 @pytest.mark.slow
 def test_stream_on_ray_stops_cleanly_on_sigterm(rtsp_server, stream_clip, gallery_db, tmp_path):  # noqa: F811
     rtsp_server.publish("a", stream_clip)
-    db = copy_db(gallery_db, tmp_path, "sigterm")
+    db = copy_sqlite(gallery_db, tmp_path, "sigterm")
     live = tmp_path / "live.yaml"
     live.write_text("transport: udp\n")
     port = free_port()
@@ -196,7 +174,7 @@ def test_a_killed_camera_actor_fails_its_run_and_the_other_camera_goes_on(
 ):
     for mount in ("l", "r"):
         rtsp_server.publish(mount, stream_clip)
-    db = copy_db(gallery_db, tmp_path, "crash")
+    db = copy_sqlite(gallery_db, tmp_path, "crash")
     cams = [
         CameraConfig(name="left", url=rtsp_server.url("l")),
         CameraConfig(name="right", url=rtsp_server.url("r")),

@@ -16,15 +16,11 @@ the actors start). Tracks, frame counts, decisions and scores are not affected.
 
 from __future__ import annotations
 
-import shutil
 import threading
 from dataclasses import dataclass
 
 import pytest
-from sqlalchemy import select
 
-from gallery.models import Identity, MatchEvent, Source, Track
-from gallery.store import Gallery
 from pipeline.build import build
 from pipeline.config import load_config
 from pipeline.health import HealthRegistry
@@ -35,6 +31,7 @@ from pipeline.runner import FileRunner
 from pipeline.sources import FileSource
 from pipeline.sql_gallery import LoggedSource
 from tests.conftest import ASSETS, ROOT, require
+from tests.gallery.helpers import copy_sqlite, logged_tracks
 from tests.live.rtsp import InterleavedRtspServer, make_clip, tools_missing
 
 pytestmark = pytest.mark.slow
@@ -108,31 +105,9 @@ def server(tmp_path_factory, clip):
     srv.close()
 
 
-def copy_db(url: str, folder, name: str) -> str:
-    dst = folder / f"{name}.db"
-    shutil.copy(url.removeprefix("sqlite:///"), dst)
-    return f"sqlite:///{dst}"
-
-
 def match_log(url: str) -> dict[int, Logged]:
     """The match log of the one source of a run, by track id."""
-    with Gallery.open(url) as gallery, gallery.db.session() as s:
-        rows = s.execute(
-            select(
-                Source.name,
-                Track.track_id,
-                Track.start_time,
-                Track.end_time,
-                Track.frames,
-                Track.crops_embedded,
-                MatchEvent.decision,
-                Identity.name,
-                MatchEvent.score,
-            )
-            .join(Source, Track.source_id == Source.id)
-            .join(MatchEvent, MatchEvent.track_pk == Track.id)
-            .outerjoin(Identity, MatchEvent.identity_id == Identity.id)
-        ).all()
+    rows = logged_tracks(url)
     assert {r[0] for r in rows} <= {CAMERA}
     return {r[1]: Logged(*r[1:]) for r in rows}
 
@@ -193,7 +168,7 @@ def run_live(cfg, server: InterleavedRtspServer, clip, db: str, mount: str):
 
 @pytest.fixture(scope="module")
 def file_run(cfg, clip, gallery_db, tmp_path_factory):
-    db = copy_db(gallery_db, tmp_path_factory.mktemp("file"), "file")
+    db = copy_sqlite(gallery_db, tmp_path_factory.mktemp("file"), "file")
     stats = run_file(cfg, clip, db)
     source = FileSource(clip, cfg.source)
     return stats, match_log(db), 1.0 / source.fps
@@ -201,7 +176,7 @@ def file_run(cfg, clip, gallery_db, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def live_run(cfg, clip, gallery_db, server, tmp_path_factory):
-    db = copy_db(gallery_db, tmp_path_factory.mktemp("live"), "live")
+    db = copy_sqlite(gallery_db, tmp_path_factory.mktemp("live"), "live")
     stats, health = run_live(cfg, server, clip, db, "live")
     return stats, health, match_log(db)
 
@@ -213,7 +188,7 @@ def ray_run(cfg, clip, gallery_db, server, tmp_path_factory):
     )
     from pipeline.ray_engine import run_ray
 
-    db = copy_db(gallery_db, tmp_path_factory.mktemp("ray"), "ray")
+    db = copy_sqlite(gallery_db, tmp_path_factory.mktemp("ray"), "ray")
     server.publish("ray", clip, loop=False)
     assert not ray.is_initialized()  # run_ray starts a local instance and shuts it down
     result = run_ray(
