@@ -249,4 +249,6 @@ def _run(
         f"of {stats.detections} detections",
         file=sys.stderr,
     )
+    stages = ("decode_wait", "detect", "track", "crop", "embed", "match")
+    print("seconds per stage: " + ", ".join(f"{k} {stats.seconds[k]:.1f}" for k in stages), file=sys.stderr)
     return stats
