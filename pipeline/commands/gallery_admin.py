@@ -56,6 +56,17 @@ COLUMNS = {
         "score",
     ],
     "identities": ["name", "external_id", "watchlist", "media", "embedders", "created_at"],
+    "search": [
+        "score",
+        "source",
+        "track_id",
+        "start_time",
+        "end_time",
+        "logged_at",
+        "decision",
+        "identity",
+        "thumbnail",
+    ],
 }
 
 
