@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from gallery.db import Database
 from gallery.errors import EmbeddingError, QueryError
-from gallery.models import Identity, MatchEvent, Run, Source, Track, from_blob
+from gallery.models import Identity, MatchEvent, Source, Track, from_blob
 
 __all__ = ["CHUNK", "TrackHit", "search_tracks"]
 
@@ -112,12 +112,11 @@ def _hit(session, pk: int, score: float) -> TrackHit:
     source = session.get(Source, track.source_id)
     event = session.scalar(select(MatchEvent).where(MatchEvent.track_pk == pk))
     identity = session.get(Identity, event.identity_id) if event and event.identity_id else None
-    run = session.get(Run, track.run_id)
     return TrackHit(
         score=float(score),
         source=source.name,
         kind=source.kind,
-        run_id=run.id,
+        run_id=track.run_id,
         track_id=track.track_id,
         start_time=track.start_time,
         end_time=track.end_time,

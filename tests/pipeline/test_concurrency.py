@@ -5,10 +5,7 @@ gallery folder are enrolled once (races settled by the unique constraints and a 
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -16,19 +13,9 @@ from sqlalchemy import func, select
 from gallery.db import Database
 from gallery.models import Identity, Media, Run, Track
 from tests.conftest import ASSETS, require
+from tests.pipeline.commands import cli, cli_env
 
-ROOT = Path(__file__).resolve().parents[2]
 QUICK = ("--set", "source.end=2.0", "--set", "source.stride=4", "--set", "detect.input_size=[320, 320]")
-
-
-def _command(*argv: str) -> list[str]:
-    return [
-        sys.executable,
-        str(ROOT / "run_pipeline.py"),
-        *argv,
-        "--config",
-        str(ROOT / "configs" / "test.yaml"),
-    ]
 
 
 @pytest.mark.slow
@@ -36,11 +23,11 @@ def test_two_process_runs_and_an_enroll_at_once_on_a_new_database(db_url, tmp_pa
     clip = require(ASSETS / "videos" / "friends_in_video.mp4")
     people = require(ASSETS / "images" / "friends_gallery")
     commands = [
-        _command("process", str(clip), "--gallery", str(people), "--db", db_url, *QUICK),
-        _command("process", str(clip), "--gallery", str(people), "--db", db_url, *QUICK),
-        _command("enroll", "--db", db_url, "--dir", str(people)),
+        cli("process", str(clip), "--gallery", str(people), "--db", db_url, *QUICK),
+        cli("process", str(clip), "--gallery", str(people), "--db", db_url, *QUICK),
+        cli("enroll", "--db", db_url, "--dir", str(people)),
     ]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = cli_env()
     children = [
         subprocess.Popen(
             cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

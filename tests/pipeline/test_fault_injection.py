@@ -14,12 +14,10 @@ to the next run.
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -39,8 +37,8 @@ from gallery.runs import mark_interrupted_runs
 from gallery.store import Gallery
 from gallery.thumbnails import ThumbnailStore
 from tests.conftest import ASSETS, require
+from tests.pipeline.commands import cli, cli_env
 
-ROOT = Path(__file__).resolve().parents[2]
 SEED = 13
 PROCESS_KILLS = 10
 ENROLL_KILLS = 5  # spread over the whole run
@@ -77,18 +75,8 @@ class Logged:
     identity: str | None
 
 
-def _argv(*args: str) -> list[str]:
-    return [
-        sys.executable,
-        str(ROOT / "run_pipeline.py"),
-        *args,
-        "--config",
-        str(ROOT / "configs" / "test.yaml"),
-    ]
-
-
-def _process_argv(clip: Path, url: str) -> list[str]:
-    return _argv(
+def _processcli(clip: Path, url: str) -> list[str]:
+    return cli(
         "process",
         str(clip),
         "--db",
@@ -100,13 +88,13 @@ def _process_argv(clip: Path, url: str) -> list[str]:
     )
 
 
-def _enroll_argv(people: Path, url: str) -> list[str]:
-    return _argv("enroll", "--dir", str(people), "--db", url)
+def _enrollcli(people: Path, url: str) -> list[str]:
+    return cli("enroll", "--dir", str(people), "--db", url)
 
 
 def _run(argv: list[str], cwd: Path, kill_at: float | None) -> Outcome:
     """Run a command; SIGKILL it ``kill_at`` seconds after its start unless it has ended by then."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = cli_env()
     log = cwd / "stderr.txt"
     start = time.monotonic()
     with log.open("w") as err:
@@ -142,7 +130,7 @@ def _first_enrolled_s(argv: list[str], cwd: Path, db_file: Path) -> tuple[Outcom
     child = subprocess.Popen(
         argv,
         cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env=cli_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -377,10 +365,10 @@ def test_kills_at_random_moments_lose_nothing_and_leak_nothing(tmp_path):
     # the uninterrupted reference: a normal enroll (watched: when does it store its first image?), a normal process
     ref_url = _new_database(tmp_path / "reference")
     enrolled, first_write_s = _first_enrolled_s(
-        _enroll_argv(people, ref_url), tmp_path, tmp_path / "reference" / "g.db"
+        _enrollcli(people, ref_url), tmp_path, tmp_path / "reference" / "g.db"
     )
     assert enrolled.returncode == 0, enrolled.stderr[-3000:]
-    processed = _run(_process_argv(clip, ref_url), tmp_path, None)
+    processed = _run(_processcli(clip, ref_url), tmp_path, None)
     assert processed.returncode == 0, processed.stderr[-3000:]
     reference_gallery, reference = _gallery_summary(ref_url), _logged(ref_url)
     assert len(reference_gallery) == 6 and len(reference) >= 4
@@ -406,7 +394,7 @@ def test_kills_at_random_moments_lose_nothing_and_leak_nothing(tmp_path):
             url = _new_database(tmp_path / f"enroll{next(folders)}")
 
     kills, _ = _kill_chain(
-        lambda: _enroll_argv(people, url), tmp_path, enroll_moments, enroll_killed, enroll_complete, "enroll"
+        lambda: _enrollcli(people, url), tmp_path, enroll_moments, enroll_killed, enroll_complete, "enroll"
     )
     assert kills >= ENROLL_KILLS + ENROLL_WRITE_KILLS and _gallery_summary(url) == reference_gallery
 
@@ -427,7 +415,7 @@ def test_kills_at_random_moments_lose_nothing_and_leak_nothing(tmp_path):
 
     moments = _moments(rng, PROCESS_KILLS, EARLIEST_KILL_S, 0.9 * processed.wall_s)
     kills, completed = _kill_chain(
-        lambda: _process_argv(clip, url), tmp_path, moments, process_killed, process_complete, "process"
+        lambda: _processcli(clip, url), tmp_path, moments, process_killed, process_complete, "process"
     )
     assert kills >= PROCESS_KILLS and completed >= 1
     chains, runs = _chains(url)

@@ -9,7 +9,6 @@ P1 killed -> P2 resumes it -> P3 after a finished run -> P4 killed -> P5 ``--res
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess
@@ -28,8 +27,8 @@ from gallery.models import Run, Track, process_owner
 from gallery.runs import mark_interrupted_runs
 from gallery.store import Gallery
 from tests.conftest import ASSETS, require
+from tests.pipeline.commands import cli, cli_env
 
-ROOT = Path(__file__).resolve().parents[2]
 WINDOW = (
     "--set",
     "source.end=16",
@@ -49,22 +48,8 @@ class Scenario:
     tracks: dict[str, list[tuple[float, float]]]
 
 
-def _argv(*args: str) -> list[str]:
-    return [
-        sys.executable,
-        str(ROOT / "run_pipeline.py"),
-        *args,
-        "--config",
-        str(ROOT / "configs" / "test.yaml"),
-    ]
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT)}
-
-
 def _complete(argv: list[str], cwd: Path) -> str:
-    done = subprocess.run(argv, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=TIMEOUT_S)
+    done = subprocess.run(argv, cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=TIMEOUT_S)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stderr
 
@@ -78,7 +63,7 @@ def _kill_mid_file(argv: list[str], cwd: Path, db_file: Path, after_run: int) ->
     """Start a command, SIGKILL it once its run (newer than ``after_run``) has committed a resume point past
     ``KILL_AFTER_S``; returns that run's id."""
     child = subprocess.Popen(
-        argv, cwd=cwd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        argv, cwd=cwd, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     start = time.monotonic()
     try:
@@ -105,8 +90,8 @@ def scenario(tmp_path_factory) -> Scenario:
     folder = tmp_path_factory.mktemp("resume")
     db_file = folder / "g.db"
     url = f"sqlite:///{db_file}"
-    _complete(_argv("enroll", "--dir", str(people), "--db", url), folder)
-    process = _argv(
+    _complete(cli("enroll", "--dir", str(people), "--db", url), folder)
+    process = cli(
         "process",
         str(clip),
         "--db",
