@@ -35,6 +35,8 @@ __all__ = [
     "Identity",
     "MatchEvent",
     "Media",
+    "Rematch",
+    "RetroMatch",
     "Run",
     "Source",
     "Template",
@@ -284,6 +286,55 @@ class MatchEvent(Base):
     identity_id: Mapped[int | None] = mapped_column(ForeignKey("identities.id", ondelete="SET NULL"))
     score: Mapped[float | None] = mapped_column(Float)
     decision: Mapped[str] = mapped_column(String(16))
+    threshold: Mapped[float] = mapped_column(Float)
+    candidates: Mapped[list] = mapped_column(JSON)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Rematch(Base):
+    """One pass of retroactive matching: past tracks of ``embedder_id`` scored against the gallery at
+    ``gallery_version`` with ``threshold``. ``cause``: ``enroll`` (``enroll --rematch``), ``from-track``
+    (``enroll --from-track --rematch``) or ``rematch`` (the command); ``identities``: the names it could name
+    (None: every identity); ``media_ids``: the media rows the enrollment added; ``source``/``since``: the tracks
+    it looked at; ``finished_at`` stays empty when it was cut short (the batches written before stay)."""
+
+    __tablename__ = "rematches"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    cause: Mapped[str] = mapped_column(String(16))
+    embedder_id: Mapped[str] = mapped_column(String(200))
+    threshold: Mapped[float] = mapped_column(Float)
+    gallery_version: Mapped[int] = mapped_column(Integer)
+    identities: Mapped[list | None] = mapped_column(JSON)
+    media_ids: Mapped[list | None] = mapped_column(JSON)
+    source: Mapped[str | None] = mapped_column(String(500))
+    since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    tracks_scored: Mapped[int] = mapped_column(Integer, default=0)
+    matches: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class RetroMatch(Base):
+    """A retroactive match: a past track named later, by the rematch ``rematch_id``, at time ``at``. The track's
+    match event (what was decided then) is left as it was; one row per (track, identity). Its time indexes end
+    with ``id`` like the match events'."""
+
+    __tablename__ = "retro_matches"
+    __table_args__ = (
+        UniqueConstraint("track_pk", "identity_id"),
+        Index(None, "identity_id", "at", "id"),
+        Index(None, "source_id", "at", "id"),
+        Index(None, "at", "id"),
+        Index(None, "rematch_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    track_pk: Mapped[int] = mapped_column(ForeignKey("tracks.id", ondelete="CASCADE"))
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"))
+    identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"))
+    rematch_id: Mapped[int] = mapped_column(ForeignKey("rematches.id", ondelete="CASCADE"))
+    score: Mapped[float] = mapped_column(Float)
     threshold: Mapped[float] = mapped_column(Float)
     candidates: Mapped[list] = mapped_column(JSON)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
