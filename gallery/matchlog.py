@@ -8,7 +8,8 @@ match whose identity was removed meanwhile is kept with its candidates but witho
 
 Runs heartbeat: a writer stores its owner (host, pid, process start), refreshes ``updated_at`` every ``heartbeat_s``
 and commits its progress with the queued tracks that often (:meth:`MatchLogWriter.progress`); a run another
-command has marked ``interrupted`` (:mod:`gallery.runs`) is never written to again.
+command has marked ``interrupted`` (:mod:`gallery.runs`) is never written to again, except by a writer told to
+continue it (``continue_run``: the same pipeline taking its own run back after the process writing it died).
 """
 
 from __future__ import annotations
@@ -134,7 +135,11 @@ class MatchLogWriter:
     ``source``: a unique name (file path or camera name) registered on first use, with ``kind`` ``"file"`` or
     ``"camera"`` and an optional ``uri``; ``config_hash``: identifies the pipeline configuration of the run;
     ``thumbnails``: where best crops go; None means the default store beside a SQLite database
-    (``<db name>_thumbnails``; a server database has none unless given); ``keep_thumbnails=False``: none."""
+    (``<db name>_thumbnails``; a server database has none unless given); ``keep_thumbnails=False``: none.
+    ``continue_run``: the id of a run of this source with the same ``config_hash``, ``running`` or
+    ``interrupted``, to go on writing instead of starting a new one (e.g. after the process writing it died): it
+    is marked ``running`` again with this process as its owner, and its logged tracks count as recorded
+    (:meth:`logged`; recording one again is refused)."""
 
     def __init__(
         self,
@@ -149,6 +154,7 @@ class MatchLogWriter:
         batch_size: int = 32,
         heartbeat_s: float = HEARTBEAT_S,
         resumed_from: int | None = None,
+        continue_run: int | None = None,
     ) -> None:
         if kind not in SOURCE_KINDS:
             raise MatchLogError(f"source kind: expected one of {SOURCE_KINDS}, got {kind!r}")
@@ -173,6 +179,9 @@ class MatchLogWriter:
         def register() -> tuple[int, int]:  # the source row may be created by another command at once
             with db.session() as session:
                 src = session.scalar(select(Source).where(Source.name == source))
+                if continue_run is not None:
+                    run_id = self._take_over(session, src, continue_run, config_hash, owner)
+                    return src.id, run_id
                 if src is None:
                     src = Source(name=source, kind=kind, uri=uri)
                     session.add(src)
@@ -191,7 +200,34 @@ class MatchLogWriter:
         self.source_id, self.run_id = retry_on_conflict(register, f"registering source {source!r}")
         self._beat = threading.Event()
         threading.Thread(target=self._heartbeat, name=f"heartbeat-run{self.run_id}", daemon=True).start()
-        logger.info("match log: run %d of source %r started", self.run_id, source)
+        if continue_run is None:
+            logger.info("match log: run %d of source %r started", self.run_id, source)
+        else:
+            logger.info(
+                "match log: run %d of source %r continued (%d tracks logged)",
+                self.run_id,
+                source,
+                len(self._seen),
+            )
+
+    def _take_over(self, session, src: Source | None, run_id: int, config_hash: str, owner: dict) -> int:
+        """Mark run ``run_id`` of ``src`` running again under this process; load its logged tracks and progress."""
+        run = session.get(Run, run_id)
+        if src is None or run is None or run.source_id != src.id or run.config_hash != config_hash:
+            raise MatchLogError(
+                f"continue_run {run_id}: expected a run of source {src.name if src else None!r} with config "
+                f"{config_hash}, got {'no run' if run is None else f'one of source id {run.source_id}'}"
+            )
+        if run.status not in ("running", "interrupted"):
+            raise MatchLogError(
+                f"continue_run {run_id}: expected it running or interrupted, got {run.status}"
+            )
+        for key, value in owner.items():
+            setattr(run, key, value)
+        run.status, run.finished_at, run.updated_at = "running", None, utcnow()
+        self._seen = set(session.scalars(select(Track.track_id).where(Track.run_id == run_id)))
+        self._progress = (run.frames_done or 0, run.last_timestamp, run.resume_at)
+        return run.id
 
     def _heartbeat(self) -> None:
         """Refresh ``updated_at`` every ``heartbeat_s`` until closed (liveness for other hosts)."""
@@ -209,6 +245,15 @@ class MatchLogWriter:
             if failing:
                 logger.warning("match log: heartbeat of run %d back", self.run_id)
             failing = False
+
+    def logged(self, track_id: int) -> bool:
+        """True when ``track_id`` was recorded in this run (by this writer, or before it when continuing a run)."""
+        return track_id in self._seen
+
+    @property
+    def top_track_id(self) -> int:
+        """The highest track id recorded in this run (0 when none)."""
+        return max(self._seen, default=0)
 
     def record(self, rec: TrackRecord) -> None:
         """Queue one track and its decision; writes a batch when ``batch_size`` are queued."""

@@ -26,6 +26,7 @@ __all__ = [
     "HealthConfig",
     "LiveConfig",
     "ReconnectConfig",
+    "RestartConfig",
     "WebhookConfig",
     "camera_name_from_url",
     "cameras_from_urls",
@@ -53,6 +54,44 @@ class ReconnectConfig(Section):
 
     @model_validator(mode="after")
     def _cap(self) -> ReconnectConfig:
+        if self.max_s < self.initial_s:
+            raise ValueError(f"max_s must be >= initial_s, got max_s={self.max_s} initial_s={self.initial_s}")
+        return self
+
+
+class RestartConfig(Section):
+    """Restarts of the Ray engine's actors (``pipeline.ray_engine``): a camera actor or the embedding service that
+    dies is started again after a wait growing from ``initial_s`` by ``multiplier`` up to ``max_s``, at most
+    ``max_restarts`` times within ``window_s``; then a camera is given up (its run ``failed``) and a dead
+    embedding service ends the run."""
+
+    max_restarts: int = Field(
+        5,
+        ge=0,
+        le=10**6,
+        description="restarts of one actor within window_s before it is given up; 0 = never",
+    )
+    window_s: float = Field(
+        600.0, gt=0, le=7 * 86400, description="the window (s) in which max_restarts are counted"
+    )
+    initial_s: float = Field(1.0, gt=0, le=600, description="wait before the first restart (s)")
+    max_s: float = Field(30.0, gt=0, le=3600, description="cap of the exponential backoff (s)")
+    multiplier: float = Field(2.0, ge=1.0, le=10.0, description="growth factor of the wait per restart")
+    service_wait_s: float = Field(
+        300.0,
+        gt=0,
+        le=86400,
+        description="a camera waits this long (s) for a restarted embedding service, then fails",
+    )
+    shutdown_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        le=86400,
+        description="at a stop, cameras still finishing their open tracks after this long (s) are killed",
+    )
+
+    @model_validator(mode="after")
+    def _cap(self) -> RestartConfig:
         if self.max_s < self.initial_s:
             raise ValueError(f"max_s must be >= initial_s, got max_s={self.max_s} initial_s={self.initial_s}")
         return self
@@ -190,6 +229,9 @@ class LiveConfig(Section):
         "arrival", description="frame time: when decoded (live), or the stream's own pts (recorded sources)"
     )
     reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig, description="reconnect backoff")
+    restart: RestartConfig = Field(
+        default_factory=RestartConfig, description="restarts of dead Ray actors (--engine ray)"
+    )
     health: HealthConfig = Field(default_factory=HealthConfig, description="status line and metrics")
     alerts: AlertConfig = Field(default_factory=AlertConfig, description="watchlist alerts")
     cameras: tuple[CameraConfig, ...] = Field(
