@@ -1,4 +1,5 @@
-"""Enrollment: images (a folder of identity subfolders, a labels file, or explicit files) or template files.
+"""Enrollment: images (a folder of identity subfolders, a labels file, or explicit files), template files, or
+logged tracks (their fused templates, :meth:`Enroller.enroll_tracks`).
 
 Face finding and embedding are injected, so this module knows no detector or model:
 
@@ -28,6 +29,7 @@ import numpy as np
 
 from gallery.errors import EnrollmentError, IdentityExistsError
 from gallery.media import MediaVector
+from gallery.rematch import track_media
 from gallery.store import Gallery
 from gallery.thresholds import Calibration
 
@@ -65,6 +67,7 @@ class ImageOutcome:
     path: str
     status: str
     detail: str = ""
+    content_hash: str = ""
 
 
 @dataclass
@@ -78,6 +81,15 @@ class EnrollReport:
     @property
     def problems(self) -> list[ImageOutcome]:
         return [o for o in self.outcomes if o.status not in ("enrolled", "duplicate")]
+
+    @property
+    def enrolled(self) -> dict[str, list[str]]:
+        """Identity name -> content hashes of the media this request added (what a rematch is caused by)."""
+        out: dict[str, list[str]] = {}
+        for o in self.outcomes:
+            if o.status == "enrolled":
+                out.setdefault(o.identity, []).append(o.content_hash)
+        return out
 
 
 @dataclass(frozen=True)
@@ -174,20 +186,55 @@ class Enroller:
         """Enroll ``paths`` as identity ``name``: a new identity unless ``add`` (then it must exist)."""
         if not paths:
             raise EnrollmentError(f"identity {name!r}: expected at least one image, got none")
-        exists = self.gallery.has_identity(name)
-        if exists and not add:
-            raise IdentityExistsError(
-                f"identity {name!r} already exists (use --add to enroll more images of it)"
-            )
-        if add and not exists:
-            raise EnrollmentError(
-                f"identity {name!r}: --add expects an existing identity, got an unknown name"
-            )
+        exists = self._exists(name, add, "images")
         return self._enroll(
             {name: list(paths)},
             create={name: not exists},
             meta=dict(external_id=external_id, watchlist=watchlist, notes=notes),
         )
+
+    def _exists(self, name: str, add: bool, what: str) -> bool:
+        """Whether ``name`` exists, refusing a taken name without ``add`` and an unknown one with it."""
+        exists = self.gallery.has_identity(name)
+        if exists and not add:
+            raise IdentityExistsError(
+                f"identity {name!r} already exists (use --add to enroll more {what} of it)"
+            )
+        if add and not exists:
+            raise EnrollmentError(
+                f"identity {name!r}: --add expects an existing identity, got an unknown name"
+            )
+        return exists
+
+    def enroll_tracks(
+        self,
+        name: str,
+        refs: Sequence[str],
+        *,
+        add: bool = False,
+        external_id: str | None = None,
+        watchlist: bool = False,
+        notes: str = "",
+    ) -> EnrollReport:
+        """Enroll ``name`` from logged tracks (``refs``: track ids, or ``RUN:TRACK``): their fused templates are
+        its media (:func:`gallery.rematch.track_media`), fused as images are. An unknown track, or one of another
+        embedder, refuses the request before anything is written."""
+        items = track_media(self.gallery, refs, self.embedder.embedder_id)
+        exists = self._exists(name, add, "tracks")
+        meta = {} if exists else dict(external_id=external_id, watchlist=watchlist, notes=notes)
+        return self._add_vectors(name, items, not exists, meta)
+
+    def _add_vectors(self, name: str, items: list[MediaVector], create: bool, meta: dict) -> EnrollReport:
+        statuses = self.gallery.add_media(name, self.embedder.embedder_id, items, create=create, **meta)
+        report = EnrollReport(
+            [
+                ImageOutcome(name, item.path, *s.partition(": ")[::2], item.content_hash)
+                for item, s in zip(items, statuses)
+            ]
+        )
+        if report.count("enrolled"):
+            report.calibration = self.gallery.calibrate(self.embedder.embedder_id)
+        return report
 
     def enroll_folder(self, root: Path) -> EnrollReport:
         """Enroll every ``root/<identity>/<image>``; existing identities get the new images."""
@@ -227,9 +274,9 @@ class Enroller:
                 if vectors
                 else []
             )
-            for (path, _), status in zip(vectors, statuses):
+            for (path, vector), status in zip(vectors, statuses):
                 kind, _, detail = status.partition(": ")
-                outcomes.append(ImageOutcome(name, path, kind, detail))
+                outcomes.append(ImageOutcome(name, path, kind, detail, vector.content_hash))
             if create[name] and not {"enrolled", "duplicate"} & {o.status for o in outcomes}:
                 outcomes.append(
                     ImageOutcome(name, "", "not_created", "no usable image: identity not created")
@@ -333,13 +380,7 @@ class Enroller:
             MediaVector(f"{path}#{i}", hashlib.sha256(f"{digest}:{i}".encode()).hexdigest(), 1.0, u, float(w))
             for i, (u, w) in enumerate(zip(units, norms))
         ]
-        statuses = self.gallery.add_media(name, embedder_id, items, create=not exists)
-        report = EnrollReport(
-            [ImageOutcome(name, item.path, *s.partition(": ")[::2]) for item, s in zip(items, statuses)]
-        )
-        if report.count("enrolled"):
-            report.calibration = self.gallery.calibrate(embedder_id)
-        return report
+        return self._add_vectors(name, items, not exists, {})
 
 
 def save_template_file(

@@ -14,7 +14,7 @@ from sqlalchemy import delete, func, select, update
 
 from gallery.db import Database
 from gallery.errors import EnrollmentError
-from gallery.models import Identity, MatchEvent, Media, Template
+from gallery.models import Identity, MatchEvent, Media, RetroMatch, Template
 from gallery.records import bump_version, create_identity, get_identity, refit_template, version_of
 
 logger = logging.getLogger(__name__)
@@ -110,8 +110,8 @@ class IdentityStore:
         logger.info("removed identity %r", name)
 
     def merge_identities(self, source: str, into: str) -> None:
-        """Move all media of ``source`` to ``into``, refit ``into``'s templates, re-point match events, delete
-        ``source``: one transaction."""
+        """Move all media of ``source`` to ``into``, refit ``into``'s templates, re-point match events and
+        retroactive matches, delete ``source``: one transaction."""
         if source == into:
             raise EnrollmentError(f"merge: expected two different identities, got {source!r} twice")
         with self.db.session() as session:
@@ -121,6 +121,11 @@ class IdentityStore:
             session.execute(
                 update(MatchEvent).where(MatchEvent.identity_id == src.id).values(identity_id=dst.id)
             )
+            taken = select(RetroMatch.track_pk).where(RetroMatch.identity_id == dst.id)
+            retro = update(RetroMatch).where(
+                RetroMatch.identity_id == src.id, RetroMatch.track_pk.not_in(taken)
+            )
+            session.execute(retro.values(identity_id=dst.id))  # the rest go with ``source`` (one per track)
             session.execute(delete(Template).where(Template.identity_id == src.id))
             session.execute(delete(Identity).where(Identity.id == src.id))
             for embedder_id in embedders:

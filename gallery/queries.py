@@ -1,4 +1,5 @@
-"""Read side of the gallery and the match log: matches, tracks and identities, filtered, newest first, paged.
+"""Read side of the gallery and the match log: matches (retroactive ones too), tracks (with their current
+decision, :mod:`gallery.decisions`) and identities, filtered, newest first, paged.
 
 Each function returns a :class:`Page` of JSON-ready dicts (times in ISO 8601 UTC). Matches and tracks are one
 statement each on an autocommit connection (one round trip to a server, no BEGIN/COMMIT): names in the
@@ -20,6 +21,7 @@ from sqlalchemy import Connection, Select, func, select
 from sqlalchemy.orm import Session
 
 from gallery.db import Database
+from gallery.decisions import all_decisions, current_decision
 from gallery.errors import IdentityNotFoundError, QueryError
 from gallery.matchlog import DECISIONS
 from gallery.models import Identity, MatchEvent, Media, Source, Template, Track
@@ -168,12 +170,13 @@ def _refuse(f: Filters, kind: str, allowed: set[str]) -> None:
         )
 
 
-def _event_filters(stmt: Select, f: Filters, time_col) -> Select:
-    """The filters of a matches or tracks query; identity and source names are resolved by scalar
-    subqueries of the same statement (see :func:`_check_names`)."""
+def _event_filters(stmt: Select, f: Filters, time_col, ev=MatchEvent.__table__.c) -> Select:
+    """The filters of a matches or tracks query on the decision columns ``ev`` (``identity_id``, ``decision``,
+    ``score``); identity and source names are resolved by scalar subqueries of the same statement (see
+    :func:`_check_names`)."""
     if f.identity is not None:
         stmt = stmt.where(
-            MatchEvent.identity_id == select(Identity.id).where(Identity.name == f.identity).scalar_subquery()
+            ev.identity_id == select(Identity.id).where(Identity.name == f.identity).scalar_subquery()
         )
     if f.source is not None:
         stmt = stmt.where(
@@ -184,9 +187,9 @@ def _event_filters(stmt: Select, f: Filters, time_col) -> Select:
     if f.until is not None:
         stmt = stmt.where(time_col < f.until)
     if f.decision is not None:
-        stmt = stmt.where(MatchEvent.decision == f.decision)
+        stmt = stmt.where(ev.decision == f.decision)
     if f.min_score is not None:
-        stmt = stmt.where(MatchEvent.score >= f.min_score)
+        stmt = stmt.where(ev.score >= f.min_score)
     return stmt
 
 
@@ -201,18 +204,21 @@ def _check_names(conn: Connection, f: Filters, page: Page) -> Page:
 
 
 def find_matches(db: Database, f: Filters) -> Page:
-    """Match events, newest first: time, source, track, best identity and score, decision, candidates,
-    thumbnail."""
+    """Match events and retroactive matches, newest first: time, source, track, best identity and score,
+    decision, candidates, thumbnail, whether it is retroactive (and the rematch that wrote it)."""
     _refuse(f, "matches", {"identity", "source", "since", "until", "decision", "min_score"})
+    ev = all_decisions().c
     stmt = (
         select(
-            MatchEvent.id,
-            MatchEvent.at,
-            MatchEvent.identity_id,
-            MatchEvent.score,
-            MatchEvent.decision,
-            MatchEvent.threshold,
-            MatchEvent.candidates,
+            ev.id,
+            ev.at,
+            ev.identity_id,
+            ev.score,
+            ev.decision,
+            ev.threshold,
+            ev.candidates,
+            ev.retroactive,
+            ev.rematch_id,
             Track.track_id,
             Track.start_time,
             Track.end_time,
@@ -220,12 +226,12 @@ def find_matches(db: Database, f: Filters) -> Page:
             Source.name.label("source"),
             Identity.name.label("identity"),
         )
-        .join(Track, Track.id == MatchEvent.track_pk)
-        .join(Source, Source.id == MatchEvent.source_id)
-        .outerjoin(Identity, Identity.id == MatchEvent.identity_id)
-        .order_by(MatchEvent.at.desc(), MatchEvent.id.desc())
+        .join(Track, Track.id == ev.track_pk)
+        .join(Source, Source.id == ev.source_id)
+        .outerjoin(Identity, Identity.id == ev.identity_id)
+        .order_by(ev.at.desc(), ev.id.desc())
     )
-    stmt = _event_filters(stmt, f, MatchEvent.at)
+    stmt = _event_filters(stmt, f, ev.at, ev)
     with _reader(db) as conn:
         page = _page(
             conn,
@@ -245,14 +251,20 @@ def find_matches(db: Database, f: Filters) -> Page:
                 "threshold": r.threshold,
                 "candidates": r.candidates,
                 "thumbnail": r.thumbnail,
+                "retroactive": bool(r.retroactive),
+                "rematch_id": r.rematch_id,
             },
         )
         return _check_names(conn, f, page)
 
 
 def find_tracks(db: Database, f: Filters) -> Page:
-    """Tracks, newest first, with their run, counts, stream times, decision and best identity."""
+    """Tracks, newest first, with their run, counts, stream times and current decision: the newest retroactive
+    match when there is one (``retroactive`` true), else the logged one (``logged_decision``/``logged_identity``:
+    what was decided then). The filters apply to the current decision."""
     _refuse(f, "tracks", {"identity", "source", "since", "until", "decision", "min_score"})
+    retro, current = current_decision()
+    logged = Identity.__table__.alias("logged")
     stmt = (
         select(
             Track.id,
@@ -266,16 +278,21 @@ def find_tracks(db: Database, f: Filters) -> Page:
             Track.thumbnail,
             Track.created_at,
             Source.name.label("source"),
-            MatchEvent.decision,
-            MatchEvent.score,
+            current.decision,
+            current.score,
+            current.retroactive,
             Identity.name.label("identity"),
+            MatchEvent.decision.label("logged_decision"),
+            logged.c.name.label("logged_identity"),
         )
         .join(Source, Source.id == Track.source_id)
         .outerjoin(MatchEvent, MatchEvent.track_pk == Track.id)
-        .outerjoin(Identity, Identity.id == MatchEvent.identity_id)
+        .outerjoin(*retro)
+        .outerjoin(Identity, Identity.id == current.identity_id)
+        .outerjoin(logged, logged.c.id == MatchEvent.identity_id)
         .order_by(Track.created_at.desc(), Track.id.desc())
     )
-    stmt = _event_filters(stmt, f, Track.created_at)
+    stmt = _event_filters(stmt, f, Track.created_at, current)
     with _reader(db) as conn:
         page = _page(
             conn,
@@ -295,6 +312,9 @@ def find_tracks(db: Database, f: Filters) -> Page:
                 "decision": r.decision,
                 "score": r.score,
                 "identity": r.identity,
+                "retroactive": bool(r.retroactive),
+                "logged_decision": r.logged_decision,
+                "logged_identity": r.logged_identity,
                 "thumbnail": r.thumbnail,
             },
         )

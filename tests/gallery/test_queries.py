@@ -259,4 +259,5 @@ def test_newest_first_is_read_off_an_index(seeded, statements, find, filters, in
     (statement, parameters), *_ = [(s, p) for s, p in seen if s.lstrip().upper().startswith("SELECT")]
     plan = _plan(db, statement, parameters)
     assert index in plan, plan
-    assert "TEMP B-TREE" not in plan and "Sort" not in plan, plan
+    # a sort node reads "Sort  (cost=..."; a Merge Append of index scans only names its "Sort Key"
+    assert "TEMP B-TREE" not in plan and "Sort  (" not in plan, plan

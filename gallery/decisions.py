@@ -1,0 +1,47 @@
+"""The decisions of the match log as the read side sees them: what was decided when a track ended (its match
+event) and what was decided later (its retroactive matches, :mod:`gallery.rematch`).
+
+:func:`all_decisions` is every decision as one table (``query matches``, timelines); :func:`current_decision` is
+a track's decision now: its newest retroactive match, else its match event (``query tracks``). Neither rewrites
+anything: a match event stays what was decided then.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Boolean, Integer, String, Subquery, case, cast, func, literal, null, select, union_all
+from sqlalchemy.sql.base import ReadOnlyColumnCollection
+
+from gallery.models import MatchEvent, RetroMatch, Track
+
+__all__ = ["all_decisions", "current_decision"]
+
+
+def all_decisions() -> Subquery:
+    """Match events and retroactive matches (decision ``match``, ``retroactive`` true, ``rematch_id``) as one
+    table: a UNION ALL of single-table selects, so that a filter on it reaches both tables' time indexes and a
+    newest-first page is a merge of two index scans."""
+    cols = ("id", "at", "track_pk", "source_id", "identity_id", "score", "threshold", "candidates")
+    live = [MatchEvent.decision, literal(False, Boolean), cast(null(), Integer)]
+    retro = [cast(literal("match"), String(16)), literal(True, Boolean), RetroMatch.rematch_id]
+    extra = ("decision", "retroactive", "rematch_id")
+    return union_all(
+        select(*(getattr(MatchEvent, c).label(c) for c in cols), *(v.label(c) for v, c in zip(live, extra))),
+        select(*(getattr(RetroMatch, c).label(c) for c in cols), *(v.label(c) for v, c in zip(retro, extra))),
+    ).subquery("events")
+
+
+def current_decision() -> tuple[tuple, ReadOnlyColumnCollection]:
+    """A track's current decision, for a statement over ``tracks`` outer-joined to its ``match_events`` row:
+    ``(join, columns)``, where ``join`` outer-joins its newest retroactive match and ``columns`` are
+    ``identity_id``, ``decision``, ``score`` (that match's when there is one, else the logged decision's) and
+    ``retroactive``."""
+    later = RetroMatch.__table__.alias("later")
+    newest = select(func.max(later.c.id)).where(later.c.track_pk == Track.id).correlate(Track)
+    named = RetroMatch.id.is_not(None)
+    columns = select(
+        func.coalesce(RetroMatch.identity_id, MatchEvent.identity_id).label("identity_id"),
+        case((named, "match"), else_=MatchEvent.decision).label("decision"),
+        case((named, RetroMatch.score), else_=MatchEvent.score).label("score"),
+        named.label("retroactive"),
+    ).selected_columns
+    return (RetroMatch, RetroMatch.id == newest.scalar_subquery()), columns
