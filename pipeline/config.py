@@ -65,7 +65,8 @@ class RunnerConfig(Section):
         0.1,
         ge=0.0,
         le=10.0,
-        description="a crop beating the track's best quality by this fraction is embedded at once",
+        description="runs that watch open tracks (watch-list alerts): a crop beating the track's best embedded "
+        "quality by this fraction is embedded at once",
     )
     embed_all: bool = Field(
         False, description="embed every detection (no quality gating; for comparison only)"

@@ -144,13 +144,15 @@ class TrackJob:
 
 class SourceTracking:
     """Tracking, shot cuts and crop selection of one source. Track ids keep counting across stream losses, so a
-    source never reports one twice; ``generation`` is the source's stream generation last seen (live runners)."""
+    source never reports one twice; ``generation`` is the source's stream generation last seen (live runners).
+    ``early``: open tracks are watched (:attr:`TrackMatching.watching`), so crops are embedded as they improve
+    instead of only each track's best at its end (:mod:`pipeline.selection`)."""
 
-    def __init__(self, cfg: AppConfig, source_id: str) -> None:
+    def __init__(self, cfg: AppConfig, source_id: str, early: bool = False) -> None:
         self.source_id = source_id
         self.quality = QualityScorer(cfg.quality)
         self.tracker = Tracker(cfg.track)
-        self.selector = CropSelector(cfg.runner)
+        self.selector = CropSelector(cfg.runner, early)
         self.cuts = ShotCutDetector(cfg.shot)
         self.schedule = DetectionSchedule(cfg.detect)
         self._last_boxes = np.zeros((0, 4), np.float32)  # the previous frame's detections, tracked or not
@@ -223,6 +225,11 @@ class TrackMatching:
         self.aggregator = Aggregator(cfg.aggregate, embedder.dim)
         self.watchers = [s for s in self.sinks if isinstance(s, ProgressSink)]
         self._span: dict[tuple[str, int], list[float]] = {}  # open track -> [first, last] embedded crop time
+
+    @property
+    def watching(self) -> bool:
+        """True when a sink watches open tracks: their crops are then worth embedding before they end."""
+        return any(s.watching for s in self.watchers)
 
     def handle(self, group: list[TrackJob], stats: RunStats) -> None:
         todo = [c for job in group for c in job.crops] + [

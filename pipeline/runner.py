@@ -147,7 +147,7 @@ class FileRunner:
         return stats
 
     def _detect_loop(self, source: FileSource, stats: FileRunStats, worker: EmbedWorker) -> None:
-        tracking = SourceTracking(self.cfg, source.source_id)
+        tracking = SourceTracking(self.cfg, source.source_id, self.matching.watching)
         boxes = stats.boxes.setdefault(source.source_id, []) if self.keep_boxes else None
         frames = iter(source)
         batch: list[Frame] = []

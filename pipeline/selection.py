@@ -1,10 +1,14 @@
 """Quality-gated crop selection: which crops of a track are worth embedding.
 
-Once a track is confirmed, its first usable crop is embedded at once (the track has a template right away), and so
-is every later crop whose quality beats the best embedded so far by ``improve_margin``. Other usable crops wait in
-a pool holding the track's ``best_k`` best; when the track ends, the pooled crops that rank among the track's
-``best_k`` best overall are embedded too. So a track costs at most ``best_k`` embeddings plus its improvements,
-never one per detection. With ``embed_all`` every usable crop is embedded (the baseline the bench compares to).
+Usable crops wait in a pool holding the track's ``best_k`` best; when the track ends, the pooled crops that rank
+among the track's ``best_k`` best overall are embedded. So a track costs at most ``best_k`` embeddings, never one
+per detection, and a crop is embedded only when it ends up in the track's template.
+
+``early`` is for runs whose open tracks are watched (watch-list alerts fire while a track is still open): once a
+track is confirmed, its first usable crop is then embedded at once (the track has a template right away), and so
+is every later crop whose quality beats the best embedded so far by ``improve_margin``; such a track costs at most
+``best_k`` embeddings plus its improvements. With ``embed_all`` every usable crop is embedded (the baseline the
+bench compares to).
 """
 
 from __future__ import annotations
@@ -36,10 +40,11 @@ class TrackSelection:
 
 
 class CropSelector:
-    """Decides per crop: embed now, keep in the track's pool, or drop."""
+    """Decides per crop: embed now, keep in the track's pool, or drop (``early``: see the module docstring)."""
 
-    def __init__(self, cfg: RunnerConfig) -> None:
+    def __init__(self, cfg: RunnerConfig, early: bool = False) -> None:
         self.cfg = cfg
+        self.early = early
         self.reset()
 
     def reset(self) -> None:
@@ -57,8 +62,8 @@ class CropSelector:
         cfg = self.cfg
         if confirmed and (
             cfg.embed_all
-            or not state.embedded_scores
-            or score > state.best_embedded * (1 + cfg.improve_margin)
+            or self.early
+            and (not state.embedded_scores or score > state.best_embedded * (1 + cfg.improve_margin))
         ):
             state.embedded_scores.append(score)
             return True
