@@ -43,6 +43,17 @@ class IndexConfig(Section):
     persist: bool = Field(
         True, description="save the index beside the database and reuse it while it is current"
     )
+    tracks: bool = Field(
+        True,
+        description="keep an index of the match log's track templates for search by face (same kinds and folder); "
+        "off: every search is exact, streamed from SQL",
+    )
+    track_ef_search: int = Field(
+        128,
+        ge=1,
+        le=8192,
+        description="HNSW candidate list size of the track-template index while searching",
+    )
     gpu: bool = Field(
         True,
         description="search exact indexes on the GPU(s) when FAISS sees one (faiss-gpu); files stay CPU indexes",

@@ -9,6 +9,10 @@ atomically and readable by its owner only (0600). A truncated or garbled file ra
 When FAISS sees a GPU (a faiss-gpu build and a visible device) an exact index is searched on a copy on every
 GPU (``faiss.index_cpu_to_all_gpus``), made on the first search; the CPU index stays the one that is saved.
 FAISS has no GPU HNSW, so HNSW indexes are searched on the CPU. Which is used is logged once per process.
+
+An index can also change in place (the match log's track index does, :mod:`gallery.track_index`): :meth:`add`
+appends entries, :meth:`remove` drops them (from an exact index for real; an HNSW graph cannot lose nodes, so their
+ids become ``-1``, a tombstone that searches skip and that the file keeps until the index is rebuilt).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import json
 import logging
 import os
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import faiss
@@ -29,9 +33,10 @@ from gallery.errors import EmbeddingError, IndexFileDamagedError, IndexFileError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["IndexTag", "VectorIndex", "as_queries", "faiss_gpus"]
+__all__ = ["IndexTag", "VectorIndex", "as_queries", "faiss_gpus", "new_faiss_index"]
 
 MAGIC = b"FACEMOE-GALLERY-INDEX 1\n"
+LIVE = faiss.IDSelectorRange(0, 2**62)  # every id but the -1 of a tombstone
 GPU_MAX_K = 2048  # the largest k FAISS's GPU indexes search; a larger k searches the CPU copy
 _announced: set[str] = set()
 
@@ -78,6 +83,18 @@ def as_queries(embeddings: np.ndarray, dim: int) -> np.ndarray:
     return arr / np.maximum(norms, 1e-12)
 
 
+def new_faiss_index(dim: int, kind: str, config: IndexConfig) -> faiss.IndexIDMap2:
+    """An empty ``kind`` (``"exact"`` or ``"hnsw"``) inner-product index of ``dim`` with the graph settings of
+    ``config``, mapping int64 ids."""
+    if kind == "hnsw":
+        inner = faiss.IndexHNSWFlat(dim, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        inner.hnsw.efConstruction = config.hnsw_ef_construction
+        inner.hnsw.efSearch = config.hnsw_ef_search
+    else:
+        inner = faiss.IndexFlatIP(dim)
+    return faiss.IndexIDMap2(inner)
+
+
 class VectorIndex:
     """A searchable copy of one embedder's templates. Build with :meth:`build`, persist with :meth:`save`."""
 
@@ -88,6 +105,9 @@ class VectorIndex:
         self._gpu_index: faiss.Index | None = None
         self._device: str | None = None  # "cpu" or "gpu", chosen on first use
         self._lock = threading.Lock()
+        self.dead = 0  # tombstones (removed entries of an HNSW graph)
+        if tag.kind == "hnsw" and tag.count:
+            self.dead = int((faiss.vector_to_array(index.id_map) < 0).sum())
 
     @classmethod
     def build(
@@ -98,9 +118,10 @@ class VectorIndex:
         embedder_id: str,
         gallery_version: int,
         config: IndexConfig,
+        kind: str | None = None,
     ) -> VectorIndex:
-        """Index unit ``vectors [N, D]`` under int64 ``ids [N]`` (HNSW when N > ``config.hnsw_above``); searched
-        on the GPU when ``config.gpu`` and FAISS sees one."""
+        """Index unit ``vectors [N, D]`` under int64 ``ids [N]`` (HNSW when N > ``config.hnsw_above``, or the
+        ``kind`` given); searched on the GPU when ``config.gpu`` and FAISS sees one."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         if vectors.ndim != 2 or ids.shape != (len(vectors),):
@@ -109,14 +130,8 @@ class VectorIndex:
                 f"and {list(ids.shape)}"
             )
         n, dim = vectors.shape
-        kind = "hnsw" if n > config.hnsw_above else "exact"
-        if kind == "hnsw":
-            inner = faiss.IndexHNSWFlat(dim, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            inner.hnsw.efConstruction = config.hnsw_ef_construction
-            inner.hnsw.efSearch = config.hnsw_ef_search
-        else:
-            inner = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIDMap2(inner)
+        kind = kind or ("hnsw" if n > config.hnsw_above else "exact")
+        index = new_faiss_index(dim, kind, config)
         if n:
             index.add_with_ids(vectors, ids)
         logger.info("built %s index of %d templates (%s, dim %d)", kind, n, embedder_id, dim)
@@ -129,6 +144,58 @@ class VectorIndex:
         """Change the HNSW search breadth (no effect on an exact index)."""
         if self.tag.kind == "hnsw":
             faiss.downcast_index(self._index.index).hnsw.efSearch = ef
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Append ``vectors [N, D]`` under new int64 ``ids [N]`` (a GPU copy is made again on the next search)."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.tag.dim)
+        ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
+        if len(ids) != len(vectors):
+            raise EmbeddingError(
+                f"index add: expected as many ids as vectors, got {len(ids)} and {len(vectors)}"
+            )
+        if len(ids):
+            self._index.add_with_ids(vectors, ids)
+            self._changed()
+
+    def remove(self, ids: np.ndarray) -> int:
+        """Drop the entries of ``ids`` (ids not in the index are ignored); returns how many went. An HNSW graph
+        keeps their nodes as tombstones (id ``-1``) that searches skip."""
+        ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
+        if not len(ids) or not self.tag.count:
+            return 0
+        if self.tag.kind == "exact":
+            gone = int(self._index.remove_ids(faiss.IDSelectorBatch(ids)))
+        else:
+            id_map = faiss.vector_to_array(self._index.id_map)
+            hit = np.isin(id_map, ids[ids >= 0])
+            gone = int(hit.sum())
+            if gone:
+                id_map[hit] = -1
+                faiss.copy_array_to_vector(id_map, self._index.id_map)
+                self._index.construct_rev_map()
+                self.dead += gone
+        if gone:
+            self._changed()
+        return gone
+
+    def ids(self) -> np.ndarray:
+        """The ids of the live entries (tombstones left out), in insertion order."""
+        id_map = faiss.vector_to_array(self._index.id_map)
+        return id_map[id_map >= 0]
+
+    def entries(self) -> tuple[np.ndarray, np.ndarray]:
+        """The live entries: ``(ids [N], vectors [N, D])`` (to rebuild the index as another kind)."""
+        id_map = faiss.vector_to_array(self._index.id_map)
+        vectors = (
+            self._index.index.reconstruct_n(0, len(id_map)) if len(id_map) else np.zeros((0, self.tag.dim))
+        )
+        live = id_map >= 0
+        return id_map[live], np.ascontiguousarray(vectors[live], dtype=np.float32)
+
+    def _changed(self) -> None:
+        self.tag = replace(self.tag, count=int(self._index.ntotal))
+        with self._lock:
+            self._gpu_index, self._device = None, None
 
     @property
     def device(self) -> str:
@@ -168,6 +235,9 @@ class VectorIndex:
         k = min(k, self.tag.count)
         if k == 0 or len(queries) == 0:
             return np.zeros((len(queries), k), np.float32), np.zeros((len(queries), k), np.int64)
+        if self.dead:  # only an HNSW graph has tombstones, and it is searched on the CPU
+            ef = faiss.downcast_index(self._index.index).hnsw.efSearch
+            return self._index.search(queries, k, params=faiss.SearchParametersHNSW(sel=LIVE, efSearch=ef))
         if self.device == "gpu" and k <= GPU_MAX_K:
             with self._lock:  # one search at a time on a GPU index (its resources are not thread-safe)
                 return self._gpu_index.search(queries, k)
@@ -175,7 +245,7 @@ class VectorIndex:
 
     def save(self, path: Path) -> None:
         """Write tag and index to ``path`` atomically (temporary file, then rename), mode 0600."""
-        data = faiss.serialize_index(self._index).tobytes()
+        data = faiss.serialize_index(self._index)  # written and hashed in place: no copy of a large index
         head = {**asdict(self.tag), "sha256": hashlib.sha256(data).hexdigest()}
         _remove_orphans(path)
         tmp = path.with_name(path.name + f".{os.getpid()}.{threading.get_ident()}.tmp")
@@ -183,7 +253,8 @@ class VectorIndex:
         try:
             os.fchmod(fd, 0o600)
             with os.fdopen(fd, "wb") as fh:
-                fh.write(MAGIC + json.dumps(head).encode() + b"\n" + data)
+                fh.write(MAGIC + json.dumps(head).encode() + b"\n")
+                fh.write(data)
             os.replace(tmp, path)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -200,7 +271,9 @@ class VectorIndex:
             raise IndexFileError(f"cannot read index file {path}: {exc.strerror}") from exc
         if not blob.startswith(MAGIC):
             raise IndexFileDamagedError(f"index file {path}: expected a gallery index, got an unknown format")
-        head, _, data = blob[len(MAGIC) :].partition(b"\n")
+        end = blob.find(b"\n", len(MAGIC))
+        end = len(blob) if end < 0 else end
+        head, data = blob[len(MAGIC) : end], memoryview(blob)[end + 1 :]  # a view: no copy of a large index
         try:
             fields = json.loads(head)
             digest = fields.pop("sha256", None)  # absent in files written before it was recorded

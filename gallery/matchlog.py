@@ -40,6 +40,7 @@ from gallery.models import (
 )
 from gallery.records import retry_on_conflict
 from gallery.thumbnails import ThumbnailStore
+from gallery.track_index import TrackIndexes
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ class MatchLogWriter:
     ``continue_run``: the id of a run of this source with the same ``config_hash``, ``running`` or
     ``interrupted``, to go on writing instead of starting a new one (e.g. after the process writing it died): it
     is marked ``running`` again with this process as its owner, and its logged tracks count as recorded
-    (:meth:`logged`; recording one again is refused)."""
+    (:meth:`logged`; recording one again is refused). ``track_index``: told of every batch once committed."""
 
     def __init__(
         self,
@@ -155,6 +156,7 @@ class MatchLogWriter:
         heartbeat_s: float = HEARTBEAT_S,
         resumed_from: int | None = None,
         continue_run: int | None = None,
+        track_index: TrackIndexes | None = None,
     ) -> None:
         if kind not in SOURCE_KINDS:
             raise MatchLogError(f"source kind: expected one of {SOURCE_KINDS}, got {kind!r}")
@@ -166,7 +168,7 @@ class MatchLogWriter:
             raise MatchLogError(f"heartbeat_s: expected 0 < seconds <= 3600, got {heartbeat_s}")
         if thumbnails is None and keep_thumbnails:
             thumbnails = ThumbnailStore.for_database(db, GalleryConfig())
-        self.db, self.batch_size = db, batch_size
+        self.db, self.batch_size, self.track_index = db, batch_size, track_index
         self.thumbnails = thumbnails if keep_thumbnails else None
         self._pending: list[TrackRecord] = []
         self._seen: set[int] = set()
@@ -333,6 +335,8 @@ class MatchLogWriter:
             if done.rowcount == 0:  # rolls the batch back: another command took this run over
                 raise MatchLogError(f"run {self.run_id}: expected it running, got it marked interrupted")
         self._committed = time.monotonic()
+        if self.track_index is not None and rows:
+            self.track_index.note_logged(track_pks, [r for r, _ in rows])
 
     def close(self, status: str = "finished") -> None:
         """Write what is queued and mark the run ``finished`` (or ``failed``)."""
@@ -363,12 +367,16 @@ def config_hash(text: str) -> str:
 
 
 def purge_older_than(
-    db: Database, days: float, thumbnails: ThumbnailStore | None = None, now: datetime | None = None
+    db: Database,
+    days: float,
+    thumbnails: ThumbnailStore | None = None,
+    now: datetime | None = None,
+    track_index: TrackIndexes | None = None,
 ) -> int:
     """Delete match events and tracks (with their thumbnails) older than ``days`` (0: everything older than
     now); returns the tracks deleted.
 
-    Rows go in one transaction; thumbnail files are removed after it commits."""
+    Rows go in one transaction; after it commits thumbnail files are removed and the tracks leave ``track_index``."""
     if not days >= 0:
         raise MatchLogError(f"retention: expected 0 or more days, got {days}")
     try:
@@ -376,7 +384,7 @@ def purge_older_than(
     except OverflowError:  # older than the calendar reaches: nothing is that old
         return 0
     with db.session() as session:
-        thumbs = [t for t in session.scalars(select(Track.thumbnail).where(Track.created_at < cutoff)) if t]
+        old = session.execute(select(Track.id, Track.thumbnail).where(Track.created_at < cutoff)).all()
         session.execute(
             delete(MatchEvent).where(
                 MatchEvent.track_pk.in_(select(Track.id).where(Track.created_at < cutoff))
@@ -384,7 +392,9 @@ def purge_older_than(
         )
         count = session.execute(delete(Track).where(Track.created_at < cutoff)).rowcount
     if thumbnails is not None:
-        for rel in thumbs:
+        for rel in (t for _, t in old if t):
             thumbnails.delete(rel)
+    if track_index is not None:
+        track_index.note_removed([pk for pk, _ in old])
     logger.info("retention: deleted %d tracks older than %s", count, cutoff.isoformat())
     return count

@@ -251,6 +251,7 @@ class Track(Base):
         UniqueConstraint("run_id", "track_id"),
         Index(None, "source_id", "created_at", "id"),
         Index(None, "created_at", "id"),
+        Index(None, "embedder_id", "id"),  # one embedder's tracks by id: the track index's catch-up and check
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

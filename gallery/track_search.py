@@ -3,26 +3,36 @@
 The match log keeps each track's fused unit template (``tracks.template``). :func:`search_tracks` scores a query
 template against the templates of one ``embedder_id`` (templates of other embedders never mix), optionally only
 those of one source and logged within a time window, and returns the best ``top`` at or above ``min_score`` with
-what the match log says of them. The search is exact, streamed from SQL in chunks of ``CHUNK`` rows: memory stays
-bounded whatever the log holds.
+what the match log says of them.
+
+Given the track indexes (:class:`gallery.track_index.TrackIndexes`), it takes candidates from the embedder's index
+(exact below ``gallery.index.hnsw_above`` tracks, HNSW above), then reads them from SQL with the filters applied and
+scores them on their stored templates. It asks the index for more candidates (up to :data:`MAX_FETCH`) while the
+filters leave fewer than ``top``; beyond that, or without a usable index, the search is exact: streamed from SQL in
+chunks of ``CHUNK`` rows, memory bounded whatever the log holds. With an exact index both give the same answer.
 """
 
 from __future__ import annotations
 
 import heapq
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import Select, select
 
 from gallery.db import Database
 from gallery.errors import EmbeddingError, QueryError
 from gallery.models import Identity, MatchEvent, Source, Track, from_blob
+from gallery.track_index import CHUNK, TrackIndexes
 
-__all__ = ["CHUNK", "TrackHit", "search_tracks"]
+logger = logging.getLogger(__name__)
 
-CHUNK = 10_000
+__all__ = ["CHUNK", "MAX_FETCH", "TrackHit", "search_tracks"]
+
+MAX_FETCH = 16_384  # most candidates asked of the index before the search goes exact
+IN_CHUNK = 5_000  # ids per IN (...) list
 
 
 @dataclass(frozen=True)
@@ -67,8 +77,10 @@ def search_tracks(
     source: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    indexes: TrackIndexes | None = None,
 ) -> list[TrackHit]:
-    """The ``top`` logged tracks of ``embedder_id`` most like the unit template ``query [D]``, best first."""
+    """The ``top`` logged tracks of ``embedder_id`` most like the unit template ``query [D]``, best first (equal
+    scores: the later track first). ``indexes``: search through the embedder's track index; None: exact."""
     query = np.asarray(query, np.float32).reshape(-1)
     if not np.isfinite(query).all() or not np.linalg.norm(query) > 0:
         raise EmbeddingError("search: expected a finite, non-zero query template, got one that is not")
@@ -79,49 +91,127 @@ def search_tracks(
             f"time range: expected since before until, got {since.isoformat()} >= {until.isoformat()}"
         )
     query = query / np.linalg.norm(query)
-    stmt = select(Track.id, Track.dim, Track.template).where(Track.embedder_id == embedder_id)
+    filters = (source, since, until)
+    if indexes is not None:
+        hits = _indexed(db, indexes, query, embedder_id, top, min_score, filters)
+        if hits is not None:
+            return hits
+    return _exact(db, query, embedder_id, top, min_score, filters)
+
+
+def _filtered(stmt: Select, filters: tuple) -> Select:
+    """``stmt`` (of tracks, with their source joined when filtered by it) restricted by source and time."""
+    source, since, until = filters
     if source is not None:
-        stmt = stmt.join(Source, Track.source_id == Source.id).where(Source.name == source)
+        stmt = stmt.where(Source.name == source)
     if since is not None:
         stmt = stmt.where(Track.created_at >= since)
     if until is not None:
         stmt = stmt.where(Track.created_at < until)
+    return stmt
+
+
+def _scores(rows, query: np.ndarray) -> np.ndarray:
+    dims = {r.dim for r in rows}
+    if dims != {len(query)}:
+        raise EmbeddingError(f"search: expected templates of dimension {len(query)}, got {sorted(dims)}")
+    return np.stack([from_blob(r.template, r.dim) for r in rows]) @ query
+
+
+def _indexed(db, indexes, query, embedder_id, top, min_score, filters) -> list[TrackHit] | None:
+    """Candidates from the track index, read and scored from SQL; None when the exact search must answer (no
+    usable index, or filters that leave too few of ``MAX_FETCH`` candidates)."""
+    try:
+        index = indexes.get(embedder_id)
+    except EmbeddingError as exc:  # templates of several dimensions: the exact search says which
+        logger.warning("track index of %s unusable (%s): exact search", embedder_id, exc)
+        return None
+    if index is None or index.dim != len(query):
+        return None
+    fetch = min(max(4 * top, 64), MAX_FETCH)
+    while True:
+        scores, ids = index.search(query, fetch)
+        if not len(ids):
+            return []
+        with db.session() as session:
+            rows = _rows(session, ids.tolist(), embedder_id, filters)
+        hits = _ranked(rows, _scores(rows, query) if rows else [], min_score)
+        exhausted = len(ids) < fetch or (min_score is not None and float(scores[-1]) < min_score)
+        if len(hits) >= top or exhausted:
+            return hits[:top]
+        if fetch >= MAX_FETCH:
+            return None
+        fetch = min(fetch * 8, MAX_FETCH)
+
+
+def _exact(db, query, embedder_id, top, min_score, filters) -> list[TrackHit]:
+    """Every template of the embedder (that the filters let through), streamed from SQL in chunks."""
+    stmt = select(Track.id, Track.dim, Track.template).where(Track.embedder_id == embedder_id)
+    if filters[0] is not None:
+        stmt = stmt.join(Source, Track.source_id == Source.id)
     best: list[tuple[float, int]] = []  # min-heap of (score, track pk)
     with db.session() as session:
-        result = session.execute(stmt.execution_options(yield_per=CHUNK))
+        result = session.execute(_filtered(stmt, filters).execution_options(yield_per=CHUNK))
         for rows in result.partitions():
-            dims = {r.dim for r in rows}
-            if dims != {len(query)}:
-                raise EmbeddingError(
-                    f"search: expected templates of dimension {len(query)}, got {sorted(dims)}"
-                )
-            scores = np.stack([from_blob(r.template, r.dim) for r in rows]) @ query
-            for score, row in zip(scores.tolist(), rows):
+            for score, row in zip(_scores(rows, query).tolist(), rows):
                 if min_score is not None and score < min_score:
                     continue
                 if len(best) < top:
                     heapq.heappush(best, (score, row.id))
-                elif score > best[0][0]:
+                elif (score, row.id) > best[0]:
                     heapq.heapreplace(best, (score, row.id))
-        ranked = sorted(best, reverse=True)
-        return [_hit(session, pk, score) for score, pk in ranked]
+        rows = _rows(session, [pk for _, pk in best], embedder_id, (None, None, None))
+    return _ranked(rows, _scores(rows, query) if rows else [], None)
 
 
-def _hit(session, pk: int, score: float) -> TrackHit:
-    track = session.get(Track, pk)
-    source = session.get(Source, track.source_id)
-    event = session.scalar(select(MatchEvent).where(MatchEvent.track_pk == pk))
-    identity = session.get(Identity, event.identity_id) if event and event.identity_id else None
-    return TrackHit(
-        score=float(score),
-        source=source.name,
-        kind=source.kind,
-        run_id=track.run_id,
-        track_id=track.track_id,
-        start_time=track.start_time,
-        end_time=track.end_time,
-        logged_at=track.created_at,
-        decision=event.decision if event else "unknown",
-        identity=identity.name if identity and event.decision == "match" else None,
-        thumbnail=track.thumbnail,
+def _rows(session, pks: list[int], embedder_id: str, filters: tuple) -> list:
+    """The tracks of ``pks`` that the filters let through, with their source, decision and identity."""
+    stmt = (
+        select(
+            Track.id,
+            Track.dim,
+            Track.template,
+            Track.run_id,
+            Track.track_id,
+            Track.start_time,
+            Track.end_time,
+            Track.created_at,
+            Track.thumbnail,
+            Source.name.label("source"),
+            Source.kind,
+            MatchEvent.decision,
+            Identity.name.label("identity"),
+        )
+        .join(Source, Track.source_id == Source.id)
+        .outerjoin(MatchEvent, MatchEvent.track_pk == Track.id)
+        .outerjoin(Identity, Identity.id == MatchEvent.identity_id)
+        .where(Track.embedder_id == embedder_id)
     )
+    stmt = _filtered(stmt, filters)
+    return [
+        r
+        for s in range(0, len(pks), IN_CHUNK)
+        for r in session.execute(stmt.where(Track.id.in_(pks[s : s + IN_CHUNK])))
+    ]
+
+
+def _ranked(rows: list, scores, min_score: float | None) -> list[TrackHit]:
+    """Hits of ``rows`` scored ``scores``, at or above ``min_score``, best first (equal scores: later track first)."""
+    hits = [(float(s), r) for s, r in zip(scores, rows) if min_score is None or s >= min_score]
+    hits.sort(key=lambda h: (h[0], h[1].id), reverse=True)
+    return [
+        TrackHit(
+            score=score,
+            source=r.source,
+            kind=r.kind,
+            run_id=r.run_id,
+            track_id=r.track_id,
+            start_time=r.start_time,
+            end_time=r.end_time,
+            logged_at=r.created_at,
+            decision=r.decision or "unknown",
+            identity=r.identity if r.decision == "match" else None,
+            thumbnail=r.thumbnail,
+        )
+        for score, r in hits
+    ]

@@ -22,6 +22,7 @@ from gallery.matchlog import config_hash
 from gallery.runs import mark_interrupted_runs
 from gallery.store import Gallery
 from gallery.thumbnails import ThumbnailStore
+from gallery.track_index import TrackIndexes
 from stages.align import align_face
 from stages.detect import FaceDetector
 from stages.embed import Embedder, build_embedder
@@ -75,6 +76,11 @@ class System:
         self.embedder = embedder
         self.gallery = gallery
         self.enrollment: EnrollReport | None = None  # the report of the last enroll_folder
+        self.track_indexes = (  # the match log's track-template indexes, opened by the first search
+            TrackIndexes(gallery.db, gallery.config)
+            if gallery is not None and gallery.config.index.tracks
+            else None
+        )
         self._temp_dir = temp_dir
 
     def __enter__(self) -> System:
@@ -84,6 +90,9 @@ class System:
         self.close()
 
     def close(self) -> None:
+        if self.track_indexes is not None:
+            self.track_indexes.close()
+            self.track_indexes = None
         if self.gallery is not None:
             self.gallery.close()
             self.gallery = None
@@ -139,7 +148,14 @@ class System:
         size = section.batch_size if batch_size is None else batch_size
         cfg_hash, embedder_id = self.config_hash, self.embedder.embedder_id
         return MatchLogSink(
-            self.gallery, sources, embedder_id, cfg_hash, size, section.heartbeat_s, resumed_from
+            self.gallery,
+            sources,
+            embedder_id,
+            cfg_hash,
+            size,
+            section.heartbeat_s,
+            resumed_from,
+            self.track_indexes,
         )
 
 

@@ -16,6 +16,7 @@ from core.types import Candidate, MatchResult, TrackTemplate
 from gallery.matchlog import HEARTBEAT_S, MatchLogWriter, TrackRecord
 from gallery.store import Gallery
 from gallery.thumbnails import ThumbnailStore
+from gallery.track_index import TrackIndexes
 
 __all__ = ["LoggedSource", "MatchLogSink", "SqlGalleryIndex"]
 
@@ -71,6 +72,7 @@ class MatchLogSink:
         batch_size: int = 1,
         heartbeat_s: float = HEARTBEAT_S,
         resumed_from: dict[str, int] | None = None,
+        track_index: TrackIndexes | None = None,
     ) -> None:
         self.embedder_id = embedder_id
         self.writers: dict[str, MatchLogWriter] = {}
@@ -88,6 +90,7 @@ class MatchLogSink:
                     thumbnails=thumbnails,
                     heartbeat_s=heartbeat_s,
                     resumed_from=resumed_from.get(s.name),
+                    track_index=track_index,
                 )
         except BaseException:
             self.close("failed")

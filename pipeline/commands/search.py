@@ -5,7 +5,8 @@
 
 The face of each photo is found and embedded with the configured detector and embedder; several photos (of one
 person) are fused as enrollment fuses them (``pre_norm_vector_add``). Every logged track of the same embedder is
-scored against it (:func:`gallery.track_search.search_tracks`) and the best are listed: source, start and end
+scored against it (:func:`gallery.track_search.search_tracks`, through the embedder's track index, kept beside the
+gallery's index files and brought in step with the match log first) and the best are listed: source, start and end
 (seconds within the file or stream), when it was logged, score, the decision the match log holds, thumbnail.
 A photo with no face is an error; one with several faces too, unless ``--face N`` picks one (largest first).
 """
@@ -90,6 +91,7 @@ def run_search(args: argparse.Namespace) -> int:
             args.source,
             since,
             until,
+            system.track_indexes,
         )
     print(render("search", Page([h.as_row() for h in hits], 1, args.top, False), args.format))
     return 0
