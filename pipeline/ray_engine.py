@@ -1,186 +1,47 @@
-"""The Ray engine: one actor per camera (decode, detect, track, quality, crop selection) and one shared
-embedding service (embed, fuse, match against the gallery in SQL, match log, alerts), built from the same
-classes as the single-process live runner (``pipeline.engine``), and built by the same builder.
+"""The Ray engine's driver: one actor per camera (decode, detect, track, quality, crop selection) and one shared
+embedding service (embed, fuse, match against the gallery in SQL, match log, alerts); the actors are
+``pipeline.ray_actors``, built from the same classes as the single-process live runner and by the same builder.
 
 ``run_ray`` connects to ``address`` (an existing cluster) or starts a local Ray instance, runs until ``stop``
 is set, the duration is over or every camera has ended, then stops the cameras, lets each finish its open
-tracks, drains the embedding service and closes the match log. The service uses a GPU when the node has one
-and the embedder is configured for it (``embed.device``). The driver polls each camera actor's health into a
-``HealthRegistry`` (for the status line and the metrics endpoint). A camera actor that dies or fails is
-reported ``failed``: its run in the match log is closed ``failed`` once the tracks it had sent are logged, and
-the other cameras go on.
+tracks (within ``live.restart.shutdown_timeout_s``), drains the embedding service and closes the match log. The
+service uses a GPU when the node has one and the embedder is configured for it (``embed.device``). The driver
+polls each camera actor's health into a ``HealthRegistry`` (for the status line and the metrics endpoint).
+
+Restarts (``live.restart``; what makes them lose and repeat no track: ``pipeline.ray_supervise``):
+
+- A camera actor that dies (killed, its process lost, or an error out of its loop) is started again after a
+  backoff, as a new actor whose track ids follow the run's; the service first closes the tracks the dead one had
+  sent crops for (fused from those crops, logged once). Past its restart budget it is reported ``failed``: its
+  run in the match log is closed ``failed`` once the tracks it had sent are logged, and the other cameras go on.
+- An embedding service that dies (or whose embedding thread failed) is started again after a backoff, continuing
+  the same runs of the match log; each camera switches to it and sends it the crops of its open tracks and the
+  tracks it ended that the dead service may not have logged; tracks the log holds already are not logged again.
+  Past its restart budget the run fails.
 """
 
 from __future__ import annotations
 
-import itertools
+import dataclasses
 import logging
 import os
 import secrets
 import signal
 import threading
 import time
-from collections.abc import Callable
 
 from core.errors import ConfigError
+from core.secrets import redact_text
 
-from .alerts import watchlist_alerts
-from .build import build
 from .config import AppConfig
-from .engine import EmbedWorker, RunStats, SourceTracking, TrackJob, TrackMatching, detect_and_track
-from .health import CameraHealth, HealthRegistry, PolledHealth
-from .live import LiveSource
+from .health import HealthRegistry, PolledHealth
 from .live_config import CameraConfig, LiveConfig
-from .sql_gallery import LoggedSource
+from .ray_actors import CameraWorker, EmbedService, figures
+from .ray_supervise import Backoff, InOrder, carried
 
 __all__ = ["InOrder", "run_ray"]
 
 logger = logging.getLogger(__name__)
-
-
-class InOrder:
-    """Puts each camera's jobs in the order the camera numbered them (0, 1, ...), whatever order they arrive in:
-    a threaded Ray actor may run one caller's calls out of order, and a track's end must follow its crops."""
-
-    def __init__(self, put: Callable[[TrackJob], None]) -> None:
-        self.put = put
-        self._lock = threading.Lock()
-        self._locks: dict[str, threading.Lock] = {}
-        self._next: dict[str, int] = {}
-        self._held: dict[str, dict[int, TrackJob]] = {}
-
-    def submit(self, camera: str, seq: int, job: TrackJob) -> None:
-        with self._lock:
-            lock = self._locks.setdefault(camera, threading.Lock())
-        with lock:
-            held = self._held.setdefault(camera, {})
-            nxt = self._next.setdefault(camera, 0)
-            if seq < nxt or seq in held:
-                raise ValueError(f"camera {camera}: job {seq} expected once, got it again")
-            held[seq] = job
-            while nxt in held:  # put may block (back-pressure): later jobs of this camera wait here
-                self.put(held.pop(nxt))
-                nxt += 1
-            self._next[camera] = nxt
-
-
-class CameraWorker:
-    """One camera: its decode thread, a detector and its tracking; jobs go to the embedding service."""
-
-    def __init__(self, camera: CameraConfig, live: LiveConfig, cfg: AppConfig, epoch: float) -> None:
-        self.cfg = cfg
-        self.health = CameraHealth(camera.name, live.health.fps_window_s)
-        self.source = LiveSource(camera, live, self.health, epoch=epoch)
-        self.system = build(cfg, embedder=False, gallery=False)
-        self.tracking = SourceTracking(cfg, camera.name)
-        self.stats = RunStats()
-        self._seq = itertools.count()  # jobs are numbered: the service queues them in this order
-        self._stop = threading.Event()
-
-    def run(self, service, duration_s: float | None) -> dict:
-        import ray
-
-        deadline = None if duration_s is None else time.monotonic() + duration_s
-        self.source.start()
-        frames_done = closed = 0
-        first = None
-        pending = []
-        while self.source.alive and not self._stop.is_set():
-            if deadline is not None and time.monotonic() >= deadline:
-                break
-            job = TrackJob()
-            if self.source.generation != self.tracking.generation:
-                self.tracking.generation = self.source.generation
-                job.ends = self.tracking.close_all()
-                closed += len(job.ends)
-            frames = []
-            while len(frames) < self.cfg.detect.batch_size and (f := self.source.read()) is not None:
-                frames.append(f)
-            if frames:
-                tracked = detect_and_track(
-                    self.system.detector, frames, lambda _: self.tracking, job, self.stats
-                )
-                for _ in tracked:
-                    self.health.frame_processed()
-                frames_done += len(frames)
-                first = time.monotonic() if first is None else first
-            else:
-                time.sleep(0.01)
-            if job.crops or job.ends:
-                pending.append(service.submit.remote(self.tracking.source_id, next(self._seq), job))
-                if len(pending) > 4:  # back-pressure: at most a few jobs in flight per camera
-                    ray.get(pending.pop(0))
-        seconds = 0.0 if first is None else time.monotonic() - first
-        self.source.stop()
-        self.source.join(30)
-        pending.append(
-            service.submit.remote(
-                self.tracking.source_id, next(self._seq), TrackJob(ends=self.tracking.close_all())
-            )
-        )
-        ray.get(pending)
-        snap = self.health.snapshot()
-        return {**_figures(snap, frames_done, seconds, closed, snap.state, None), "snapshot": snap}
-
-    def snapshot(self):
-        """The camera's health now (polled by the driver)."""
-        return self.health.snapshot()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-
-class EmbedService:
-    """The shared embedding, matching and logging side: crops of every camera batched together."""
-
-    def __init__(
-        self, cfg: AppConfig, live: LiveConfig, cameras: list[CameraConfig], db_url: str, epoch: float
-    ) -> None:
-        self.system = build(cfg, db_url=db_url, detector=False)
-        self.log = self.system.match_log(
-            [LoggedSource(c.name, "camera", c.url) for c in cameras], batch_size=1
-        )
-        self.alerts = watchlist_alerts(live.alerts, self.system.gallery)
-        self.matching = TrackMatching(
-            cfg,
-            self.system.embedder,
-            self.system.matcher(),
-            [self.alerts, self.log],
-            lambda: time.monotonic() - epoch,
-        )
-        self.stats = RunStats()
-        self.worker = EmbedWorker(self.matching, cfg.embed.batch_size, cfg.runner.queue_size, self.stats)
-        self.order = InOrder(self.worker.put)
-
-    def submit(self, camera: str, seq: int, job: TrackJob) -> None:
-        self.order.submit(camera, seq, job)
-
-    def camera_failed(self, name: str) -> None:
-        """A camera's actor died: once the jobs it sent are handled, close its run ``failed`` and forget its open
-        tracks (they will never end); later tracks of it are not logged."""
-
-        def close() -> None:
-            dropped = self.matching.drop_source(name)
-            self.log.close_source(name, "failed")
-            logger.warning(
-                "camera %s: run closed as failed (%d open tracks lost with its actor)", name, dropped
-            )
-
-        self.worker.put(TrackJob(after=close))
-
-    def close(self, status: str = "finished") -> dict:
-        try:
-            self.worker.close()
-        finally:
-            self.alerts.close()
-            self.log.close(status)
-            self.system.close()
-        return {
-            "tracks": self.stats.tracks,
-            "matches": self.stats.matches,
-            "crops_embedded": self.stats.crops_embedded,
-            "latencies_s": list(self.stats.latencies_s),
-        }
 
 
 def _catch_signals(stop: threading.Event) -> dict:
@@ -225,38 +86,8 @@ def run_ray(
     registry = registry if registry is not None else HealthRegistry(live.health.fps_window_s)
     health = {c.name: registry.add_polled(c.name) for c in cameras}
     try:
-        gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 and cfg.embed.device.startswith("cuda") else 0
-        epoch = time.monotonic()  # one clock for frame times and delivery (latencies hold on one node)
-        service = ray.remote(num_cpus=0, num_gpus=gpus, max_concurrency=4)(EmbedService).remote(
-            cfg, live, cameras, db_url, epoch
-        )
-        actor = ray.remote(num_cpus=0, max_concurrency=2)(CameraWorker)
-        run_name = f"facemoe-{secrets.token_hex(4)}"  # actors are named RUN/CAMERA (`ray list actors`)
-        workers = {
-            c.name: actor.options(name=f"{run_name}/{c.name}").remote(c, live, cfg, epoch) for c in cameras
-        }
-        runs = {workers[name].run.remote(service, duration_s): name for name in workers}
-        results: dict[str, dict] = {}
-        status_s = live.health.status_interval_s
-        next_poll, next_status = time.monotonic() + poll_s, time.monotonic() + (status_s or 0.0)
-        while runs and not stop.is_set():
-            done, _ = ray.wait(list(runs), num_returns=1, timeout=0.2)
-            for ref in done:
-                name = runs.pop(ref)
-                results[name] = _camera_result(ray, ref, name, health[name], service)
-            if time.monotonic() >= next_poll:
-                _poll(ray, {n: workers[n] for n in runs.values()}, health, poll_s)
-                next_poll = time.monotonic() + poll_s
-            if status_s and time.monotonic() >= next_status:
-                logger.info("status: %s", registry.status_line())
-                next_status = time.monotonic() + status_s
-        for name in runs.values():
-            workers[name].stop.remote()
-        for ref, name in runs.items():
-            results[name] = _camera_result(ray, ref, name, health[name], service)
-        totals = ray.get(service.close.remote())
-        logger.info("ray run over: %d tracks, %d matches", totals["tracks"], totals["matches"])
-        return {"cameras": [results[c.name] for c in cameras], **totals}
+        driver = _Driver(ray, cfg, live, cameras, db_url, health, duration_s)
+        return driver.run(stop, registry, poll_s)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -264,44 +95,228 @@ def run_ray(
             ray.shutdown()
 
 
-def _poll(ray, workers: dict, health: dict[str, PolledHealth], timeout_s: float) -> None:
-    """Fetch each running camera's health; a camera that does not answer in time keeps its last snapshot."""
+class _Driver:
+    """One run's actors: started, polled, restarted with backoff when they die, their results collected."""
+
+    def __init__(self, ray, cfg, live: LiveConfig, cameras, db_url: str, health: dict, duration_s) -> None:
+        self.ray, self.cfg, self.live, self.db_url, self.health = ray, cfg, live, db_url, health
+        self.cameras = {c.name: c for c in cameras}
+        self.epoch = time.monotonic()  # one clock for frame times and delivery (latencies hold on one node)
+        self.deadline = None if duration_s is None else self.epoch + duration_s
+        self.run_name = f"facemoe-{secrets.token_hex(4)}"  # actors are named RUN/CAMERA (`ray list actors`)
+        gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 and cfg.embed.device.startswith("cuda") else 0
+        self.service_cls = ray.remote(num_cpus=0, num_gpus=gpus, max_concurrency=4)(EmbedService)
+        self.camera_cls = ray.remote(num_cpus=0, max_concurrency=4)(CameraWorker)
+        self.service_backoff = Backoff(live.restart)
+        self.backoff = {n: Backoff(live.restart) for n in self.cameras}
+        self.generation, self.ping, self.earlier = 0, None, {}  # earlier: counts of dead services
+        self.counts: dict = {}
+        self.failed: set[str] = set()  # cameras given up: their runs are closed `failed`
+        self.service = self._new_service(None)
+        self.workers: dict = {}
+        self.incarnation = dict.fromkeys(self.cameras, 0)
+        self.base: dict = {}  # camera -> its health carried over from its dead actors
+        self.runs: dict = {}  # a camera actor's run reply -> its camera
+        self.due: dict[str, tuple[float, int]] = {}  # camera waiting to restart -> (when, its last track id)
+        self.reasons: dict[str, str] = {}
+        self.results: dict[str, dict] = {}
+        for name in self.cameras:
+            self._start_camera(name, 0)
+        self.run_ids = ray.get(self.service.run_ids.remote())  # a service that does not start ends the run
+
+    def run(self, stop: threading.Event, registry: HealthRegistry, poll_s: float) -> dict:
+        ray, restart = self.ray, self.live.restart
+        status_s = self.live.health.status_interval_s
+        next_poll, next_status = time.monotonic() + poll_s, time.monotonic() + (status_s or 0.0)
+        stopping = None
+        while self.runs or self.due:
+            if stop.is_set() and stopping is None:
+                stopping = time.monotonic()
+                for name in self.runs.values():
+                    self.workers[name].stop.remote()
+                for name in list(self.due):  # not restarted after a stop
+                    del self.due[name]
+                    self._give_up(name, self.reasons[name])
+            if stopping is not None and time.monotonic() > stopping + restart.shutdown_timeout_s:
+                for name in list(self.runs.values()):
+                    ray.kill(self.workers[name])
+                    self._give_up(name, f"not finished {restart.shutdown_timeout_s:.0f} s after the stop")
+                break
+            done = ray.wait(list(self.runs), num_returns=1, timeout=0.2)[0] if self.runs else []
+            if not self.runs:
+                time.sleep(0.2)
+            for ref in done:
+                self._camera_done(self.runs.pop(ref), ref, stopping is None)
+            for name, (at, first) in list(self.due.items()):
+                if time.monotonic() >= at:
+                    del self.due[name]
+                    self._start_camera(name, first)
+            if time.monotonic() >= next_poll:
+                self._check_service()
+                _poll(ray, {n: self.workers[n] for n in self.runs.values()}, self.health, self.base, poll_s)
+                next_poll = time.monotonic() + poll_s
+            if status_s and time.monotonic() >= next_status:
+                logger.info("status: %s", registry.status_line())
+                next_status = time.monotonic() + status_s
+        totals = self._service_call(lambda s: s.close.remote())
+        for key, value in self.earlier.items():
+            totals[key] += value
+        logger.info("ray run over: %d tracks, %d matches", totals["tracks"], totals["matches"])
+        return {"cameras": [self.results[c] for c in self.cameras], **totals}
+
+    def _new_service(self, continue_runs: dict[str, int] | None):
+        name = f"{self.run_name}/embed" + (f".{self.generation}" if self.generation else "")
+        alive = [c for n, c in self.cameras.items() if n not in self.failed]
+        return self.service_cls.options(name=name).remote(
+            self.cfg, self.live, alive, self.db_url, self.epoch, continue_runs
+        )
+
+    def _start_camera(self, name: str, first_track_id: int) -> None:
+        inc = self.incarnation[name]
+        left = None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+        worker = self.camera_cls.options(name=f"{self.run_name}/{name}" + (f".{inc}" if inc else "")).remote(
+            self.cameras[name], self.live, self.cfg, self.epoch, self.service, inc, first_track_id
+        )
+        self.workers[name] = worker
+        self.runs[worker.run.remote(left)] = name
+
+    def _camera_done(self, name: str, ref, restartable: bool) -> None:
+        """A camera actor's run is over: its figures, or, when it died or raised, a restart or its end."""
+        try:
+            result = self.ray.get(ref)
+        except self.ray.exceptions.RayError as exc:
+            over = self.deadline is not None and time.monotonic() >= self.deadline
+            self._lost(name, f"camera actor failed: {_reason(exc)}", restartable and not over)
+            return
+        snap = carried(self.base.get(name), result.pop("snapshot"))
+        self.health[name].update(snap)
+        frames = result["frames"] + (self.base[name].frames_processed if name in self.base else 0)
+        self.results[name] = figures(
+            snap, frames, result["seconds"], result["closed_at_loss"], snap.state, None, self._restarts(name)
+        )
+
+    def _lost(self, name: str, reason: str, restartable: bool) -> None:
+        wait = self.backoff[name].next_wait() if restartable else None
+        if wait is None:
+            self._give_up(name, reason)
+            return
+        last_id = self._service_call(lambda s: s.camera_lost.remote(name, self.incarnation[name], True))
+        self.ray.kill(self.workers[name])  # one that raised may still hold its stream
+        snap = self.health[name].snapshot()
+        self.base[name] = dataclasses.replace(
+            snap,
+            state="restarting",
+            connected=False,
+            fps_in=0.0,
+            fps_processed=0.0,
+            failures=snap.failures + 1,
+            last_error=redact_text(reason),
+        )
+        self.health[name].update(self.base[name])
+        self.incarnation[name] += 1
+        self.due[name], self.reasons[name] = (time.monotonic() + wait, last_id), reason
+        cfg = self.live.restart
+        logger.warning(
+            "camera %s: %s; restarting it in %.1f s (restart %d; at most %d within %.0f s)",
+            name,
+            reason,
+            wait,
+            self.backoff[name].restarts,
+            cfg.max_restarts,
+            cfg.window_s,
+        )
+
+    def _give_up(self, name: str, reason: str) -> None:
+        restarts = self._restarts(name)
+        after = f" after {restarts} restarts" if restarts else ""
+        logger.error(
+            "camera %s: %s%s; its run is marked failed, the other cameras go on", name, reason, after
+        )
+        self.health[name].failed(reason)
+        self._service_call(lambda s: s.camera_lost.remote(name, self.incarnation[name], False))
+        self.failed.add(name)
+        snap = self.health[name].snapshot()
+        self.results[name] = figures(snap, snap.frames_processed, 0.0, 0, "failed", reason, restarts)
+
+    def _restarts(self, name: str) -> int:
+        return self.backoff[name].restarts
+
+    def _service_call(self, call):
+        """``ray.get(call(service))``, on a new service when the current one is dead."""
+        while True:
+            try:
+                return self.ray.get(call(self.service))
+            except self.ray.exceptions.RayActorError as exc:
+                self._restart_service(f"embedding service died: {_reason(exc)}")
+
+    def _check_service(self) -> None:
+        """Look at the answer to the last ping (the service's counts); a dead or failed service is replaced."""
+        ray = self.ray
+        if self.ping is None:
+            self.ping = self.service.ping.remote()
+            return
+        if not ray.wait([self.ping], timeout=0)[0]:
+            return  # busy: asked again once it answers
+        ping, self.ping = self.ping, None
+        try:
+            self.counts = ray.get(ping)
+        except ray.exceptions.RayActorError as exc:
+            self._restart_service(f"embedding service died: {_reason(exc)}")
+        except ray.exceptions.RayError as exc:
+            ray.kill(self.service)
+            self._restart_service(f"embedding service failed: {_reason(exc)}")
+
+    def _restart_service(self, reason: str) -> None:
+        """Start a new embedding service (after the backoff) that continues the runs; the cameras switch to it."""
+        ray, cfg = self.ray, self.live.restart
+        for key, value in self.counts.items():  # what the dead one had counted at its last ping
+            self.earlier[key] = self.earlier.get(key, 0) + value
+        self.counts, self.ping = {}, None
+        while True:
+            wait = self.service_backoff.next_wait()
+            if wait is None:
+                for worker in self.workers.values():
+                    ray.kill(worker)
+                raise RuntimeError(
+                    f"{reason}; given up after {self.service_backoff.restarts} restarts within {cfg.window_s:.0f} s"
+                )
+            logger.warning(
+                "%s; restarting it in %.1f s (restart %d; at most %d within %.0f s)",
+                reason,
+                wait,
+                self.service_backoff.restarts,
+                cfg.max_restarts,
+                cfg.window_s,
+            )
+            time.sleep(wait)
+            self.generation += 1
+            runs = {n: r for n, r in self.run_ids.items() if n not in self.failed}
+            self.service = self._new_service(runs)
+            try:
+                ray.get(self.service.run_ids.remote())
+                break
+            except ray.exceptions.RayError as exc:
+                reason = f"embedding service did not start again: {_reason(exc)}"
+        for name in self.runs.values():
+            self.workers[name].switch.remote(self.service)
+        logger.warning(
+            "embedding service restarted; %d running cameras send it their open tracks", len(self.runs)
+        )
+
+
+def _reason(exc: BaseException) -> str:
+    """One line naming an actor's error (no traceback)."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200] if text else ''}"
+
+
+def _poll(ray, workers: dict, health: dict[str, PolledHealth], base: dict, timeout_s: float) -> None:
+    """Fetch each running camera's health (with its dead actors' counters); one that does not answer in time
+    keeps its last snapshot."""
     refs = {workers[name].snapshot.remote(): name for name in workers}
     ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s)
     for ref in ready:
         try:
-            health[refs[ref]].update(ray.get(ref))
+            health[refs[ref]].update(carried(base.get(refs[ref]), ray.get(ref)))
         except ray.exceptions.RayError:
             pass  # a dead actor: its run's result says so
-
-
-def _camera_result(ray, ref, name: str, health: PolledHealth, service) -> dict:
-    """A camera actor's figures, or, when it died or raised, its last polled figures marked ``failed`` (its run in
-    the match log is then closed ``failed`` by the service)."""
-    try:
-        result = ray.get(ref)
-    except ray.exceptions.RayError as exc:
-        reason = f"camera actor failed: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
-        logger.error("camera %s: %s; its run is marked failed, the other cameras go on", name, reason)
-        health.failed(reason)
-        ray.get(service.camera_failed.remote(name))
-        snap = health.snapshot()
-        return _figures(snap, snap.frames_processed, 0.0, 0, "failed", reason)
-    health.update(result.pop("snapshot"))
-    return result
-
-
-def _figures(snap, frames: int, seconds: float, closed: int, state: str, error: str | None) -> dict:
-    """One camera's figures of a run, from its health snapshot and what the actor counted."""
-    return {
-        "camera": snap.name,
-        "frames": frames,
-        "seconds": seconds,
-        "closed_at_loss": closed,
-        "frames_in": snap.frames_in,
-        "dropped": snap.dropped,
-        "reconnects": snap.reconnects,
-        "failures": snap.failures,
-        "state": state,
-        "error": error,
-    }

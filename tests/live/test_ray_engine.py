@@ -1,6 +1,7 @@
 """The Ray engine on a local Ray instance started by the test: two recorded cameras processed frame by frame
-give the single-process match log; a camera actor killed mid-run has its run marked failed while the other
-camera goes on; the driver serves the actors' health as metrics; SIGTERM stops the command cleanly."""
+give the single-process match log; a camera actor killed mid-run with restarts off has its run marked failed
+while the other camera goes on (restarts: ``test_ray_restart.py``); the driver serves the actors' health as
+metrics; SIGTERM stops the command cleanly."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from pipeline.build import build
 from pipeline.engine import TrackJob
 from pipeline.health import HealthRegistry
 from pipeline.live import LiveCameras
-from pipeline.live_config import CameraConfig, LiveConfig, ReconnectConfig
+from pipeline.live_config import CameraConfig, LiveConfig, ReconnectConfig, RestartConfig
 from pipeline.live_runner import LiveRunner
 from pipeline.sql_gallery import LoggedSource
 from tests.conftest import ROOT
@@ -164,7 +165,7 @@ def local_ray():
 
 
 @pytest.mark.slow
-def test_a_killed_camera_actor_fails_its_run_and_the_other_camera_goes_on(
+def test_a_killed_camera_actor_without_restarts_fails_its_run_and_the_other_camera_goes_on(
     local_ray,
     rtsp_server,
     stream_clip,
@@ -179,7 +180,7 @@ def test_a_killed_camera_actor_fails_its_run_and_the_other_camera_goes_on(
         CameraConfig(name="left", url=rtsp_server.url("l")),
         CameraConfig(name="right", url=rtsp_server.url("r")),
     ]
-    live = LiveConfig(transport="udp", read_timeout_s=2.0)
+    live = LiveConfig(transport="udp", read_timeout_s=2.0, restart=RestartConfig(max_restarts=0))
     registry = HealthRegistry()
     stop = threading.Event()
     result = {}

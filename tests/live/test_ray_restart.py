@@ -1,29 +1,46 @@
 """Restarts of the Ray engine's actors, in parts: the backoff, a dead camera's jobs retired in order, what a camera
 keeps to send a new embedding service, the offset of a restarted camera's track ids, a match-log run continued by
-a new writer, and a service that neither loses a dead camera's open tracks nor logs a replayed track twice. The
-whole engine with actors killed mid-run is in ``test_ray_kill.py``."""
+a new writer, a service that neither loses a dead camera's open tracks nor logs a replayed track twice; then the
+whole engine on a local Ray instance with a camera actor, then the embedding service, killed mid-run: the run
+finishes with every track of an uninterrupted run logged once."""
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from gallery.db import Database
 from gallery.errors import MatchLogError
 from gallery.matchlog import MatchLogWriter, TrackRecord
-from gallery.models import Run, Track
+from gallery.models import MatchEvent, Run, Source, Track
+from gallery.store import Gallery
+from pipeline.build import build
 from pipeline.engine import RunStats, TrackJob
-from pipeline.live_config import LiveConfig, RestartConfig
+from pipeline.health import HealthRegistry
+from pipeline.live import LiveCameras
+from pipeline.live_config import CameraConfig, LiveConfig, RestartConfig
+from pipeline.live_runner import LiveRunner
+from pipeline.ray_actors import EmbedService
+from pipeline.ray_engine import run_ray
 from pipeline.ray_supervise import Backoff, InOrder, OnceMatching, Retained, offset_job
+from pipeline.sql_gallery import LoggedSource
 from stages.config import AggregateConfig
 from stages.match import Matcher
+from tests.conftest import require
 from tests.fakes import FixedIndex
+from tests.gallery.helpers import copy_sqlite, logged_tracks
+from tests.live.conftest import FRIENDS
+from tests.live.rtsp import make_clip, tools_missing
 from tests.live.test_live_runner import NAMES, OneHotEmbedder, Recorder, crop, end
+from tests.live.test_ray_engine import RECORDED, local_ray, match_log, ray, wait_for  # noqa: F401 (fixture)
+from tests.live.test_stream_cli import app_config, gallery_db  # noqa: F401 (fixtures)
 
 
 class Clock:
@@ -189,3 +206,183 @@ def test_jobs_of_many_cameras_wait_for_their_turn_across_threads():
         assert [q for q in queued if any(q is jobs[c, i] for i in range(20))] == [
             jobs[c, i] for i in range(20)
         ]
+
+
+# -- the embedding service in this process: a successor continues the runs ---------------------------------------
+
+
+def handled(service, seq: int, incarnation: int = 0) -> bool:
+    return wait_for(lambda: service.handled("cam", incarnation) >= seq, 30)
+
+
+def test_a_new_service_continues_the_run_closes_a_dead_cameras_tracks_and_logs_none_twice(
+    gallery_db,  # noqa: F811
+    app_config,  # noqa: F811
+    tmp_path,
+):
+    db = copy_sqlite(gallery_db, tmp_path, "service")
+    cams = [CameraConfig(name="cam", url="rtsp://127.0.0.1:9/cam")]
+    first = EmbedService(app_config, LiveConfig(), cams, db, time.monotonic())
+    assert first.submit("cam", 0, 0, TrackJob([crop(1, 1.0, 0), crop(2, 1.0, 1)])) == -1
+    first.submit("cam", 0, 1, TrackJob(ends=[end(1, 0.5, 1.5, [crop(1, 1.2, 0)])]))
+    assert handled(first, 1)  # track 1 logged; the camera has no reply yet: it still keeps track 1
+    runs = first.run_ids()
+    first.worker.close()  # the service dies: nothing more is written by it
+    for writer in first.log.writers.values():
+        writer._beat.set()
+
+    second = EmbedService(app_config, LiveConfig(), cams, db, time.monotonic(), continue_runs=runs)
+    assert second.run_ids() == runs
+    replay = TrackJob(
+        [crop(1, 1.0, 0), crop(2, 1.0, 1), crop(1, 1.2, 0)], ends=[end(1, 0.5, 1.5), end(2, 0.5, 2.0)]
+    )
+    second.submit("cam", 0, 0, replay)  # what the camera kept: track 1 (logged) again, track 2 now ended
+    second.submit("cam", 0, 1, TrackJob([crop(3, 2.5, 2)]))  # then the camera actor dies, track 3 open
+    assert handled(second, 1)
+    assert second.camera_lost("cam", 0, True) == 3  # its successor's ids start after 3
+    second.submit("cam", 0, 2, TrackJob([crop(3, 2.6, 2)]))  # late, from the dead actor: dropped
+    second.submit("cam", 1, 0, TrackJob([crop(4, 3.0, 0)], ends=[end(4, 3.0, 3.5)]))
+    assert handled(second, 0, incarnation=1)
+    totals = second.close()
+    rows = logged_tracks(db)
+    assert sorted((r[0], r[1]) for r in rows) == [("cam", 1), ("cam", 2), ("cam", 3), ("cam", 4)]
+    assert next(r for r in rows if r[1] == 3)[2:5] == (2.5, 2.5, 1)  # closed at its last crop, from one crop
+    assert totals["not_logged_twice"] == 1 and totals["tracks"] == 3
+    with Gallery.open(db) as gallery, gallery.db.session() as s:
+        assert s.execute(select(Run.id, Run.status)).all() == [(runs["cam"], "finished")]
+        assert s.scalar(select(func.count()).select_from(Track)) == 4
+
+
+# -- the whole engine on Ray, actors killed mid-run ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def clip9(tmp_path_factory):
+    """Nine seconds of the friends clip: two tracks end at a cut near 6 s (logged mid-run), two at the end."""
+    reason = tools_missing()
+    if reason:
+        pytest.skip(reason)
+    return make_clip(require(FRIENDS), tmp_path_factory.mktemp("clip9") / "friends_9s.mp4", seconds=9.0)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(clip9, gallery_db, app_config, tmp_path_factory):  # noqa: F811
+    """The match log of the clip read frame by frame in one process, without any restart."""
+    db = copy_sqlite(gallery_db, tmp_path_factory.mktemp("uninterrupted"), "reference")
+    cams = [CameraConfig(name="cam", url=str(clip9))]
+    registry = HealthRegistry()
+    with build(app_config, db_url=db) as system:
+        sink = system.match_log([LoggedSource("cam", "camera", str(clip9))], batch_size=1)
+        runner = LiveRunner(
+            app_config,
+            system.detector,
+            system.embedder,
+            system.matcher(),
+            [sink],
+            LiveCameras(cams, RECORDED, registry),
+            registry,
+        )
+        stats = runner.run(threading.Event(), duration_s=120)
+        sink.close()
+    rows = match_log(db)
+    assert len(rows) == stats.tracks >= 3 and any(r[3] < 7.0 for r in rows)  # some end mid-clip
+    return stats, rows
+
+
+def run_and_kill(app_config, clip9, db: str, target: str, caplog):  # noqa: F811
+    """Run the clip as a camera on Ray; once tracks are logged, kill the actor whose name ends with ``target``.
+    Returns the run's result, the camera's states seen after the kill and the frames processed at the kill."""
+    live = RECORDED.model_copy(update={"restart": RestartConfig(initial_s=0.5, max_s=2.0)})
+    registry, result = HealthRegistry(), {}
+    thread = threading.Thread(
+        target=lambda: result.update(
+            run_ray(
+                app_config,
+                live,
+                [CameraConfig(name="cam", url=str(clip9))],
+                db,
+                threading.Event(),
+                duration_s=240,
+                registry=registry,
+                poll_s=0.5,
+            )
+        ),
+        daemon=True,
+    )
+    states = set()
+    with caplog.at_level(logging.INFO, logger="pipeline"):
+        thread.start()
+        try:
+            assert wait_for(lambda: len(logged_tracks(db)) >= 2, 180), registry.status_line()
+            at_kill = registry.cameras["cam"].snapshot().frames_processed
+            name = next(n for n in ray.util.list_named_actors() if n.endswith(target))
+            ray.kill(ray.get_actor(name))
+            wait_for(
+                lambda: states.add(registry.cameras["cam"].snapshot().state) or not thread.is_alive(), 30
+            )
+        finally:
+            thread.join(240)
+    assert not thread.is_alive() and result, caplog.text[-3000:]
+    return result, states, at_kill
+
+
+def assert_each_track_once_with_its_event(db: str) -> None:
+    with Gallery.open(db) as gallery, gallery.db.session() as s:
+        tracks = s.execute(select(Track.run_id, Track.track_id)).all()
+        events = s.scalar(select(func.count()).select_from(MatchEvent))
+        assert s.execute(select(Source.name, Run.status).join(Run)).all() == [("cam", "finished")]
+    assert len(tracks) == len(set(tracks)) == events == len(logged_tracks(db))
+
+
+@pytest.mark.slow
+def test_a_killed_camera_actor_is_restarted_and_no_track_is_lost_or_logged_twice(
+    local_ray,  # noqa: F811
+    clip9,
+    uninterrupted,
+    gallery_db,  # noqa: F811
+    app_config,  # noqa: F811
+    tmp_path,
+    caplog,
+):
+    stats, expected = uninterrupted
+    db = copy_sqlite(gallery_db, tmp_path, "camera-kill")
+    result, states, at_kill = run_and_kill(app_config, clip9, db, "/cam", caplog)
+    assert at_kill < stats.frames and "restarting" in states
+    (camera,) = result["cameras"]
+    assert camera["restarts"] == 1 and camera["error"] is None and camera["failures"] >= 1  # not given up
+    assert camera["frames"] >= stats.frames  # the new actor read the recorded clip again, from its start
+    assert caplog.text.count("camera cam: camera actor failed: ActorDiedError") == 1
+    assert caplog.text.count("restarting it in") == 1
+    assert_each_track_once_with_its_event(db)
+    got = match_log(db)
+    # the new actor's tracks: the uninterrupted run's, with ids after every id of the dead actor
+    new = got[-len(expected) :]
+    offset = new[0][1] - expected[0][1]
+    assert offset > 0 and [(r[0], r[1] - offset, *r[2:]) for r in new] == expected
+    # the dead actor's: logged once each, before its successor's ids; those ended before the kill as uninterrupted
+    old = got[: -len(expected)]
+    assert all(r[1] <= offset for r in old) and [r for r in old if r[3] < 7.0] == [
+        r for r in expected if r[3] < 7.0
+    ]
+
+
+@pytest.mark.slow
+def test_a_killed_embedding_service_is_restarted_and_no_track_is_lost_or_logged_twice(
+    local_ray,  # noqa: F811
+    clip9,
+    uninterrupted,
+    gallery_db,  # noqa: F811
+    app_config,  # noqa: F811
+    tmp_path,
+    caplog,
+):
+    stats, expected = uninterrupted
+    db = copy_sqlite(gallery_db, tmp_path, "service-kill")
+    result, _, at_kill = run_and_kill(app_config, clip9, db, "/embed", caplog)
+    assert at_kill < stats.frames
+    assert caplog.text.count("embedding service died: ActorDiedError") == 1
+    assert caplog.text.count("restarting it in") == 1 and "embedding service restarted" in caplog.text
+    (camera,) = result["cameras"]
+    assert camera["restarts"] == 0 and camera["error"] is None and camera["frames"] == stats.frames
+    assert_each_track_once_with_its_event(db)  # the same run, continued by the new service
+    assert match_log(db) == expected
