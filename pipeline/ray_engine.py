@@ -122,7 +122,12 @@ class _Driver:
         self.results: dict[str, dict] = {}
         for name in self.cameras:
             self._start_camera(name, 0)
-        self.run_ids = ray.get(self.service.run_ids.remote())  # a service that does not start ends the run
+        try:
+            self.run_ids = ray.get(self.service.run_ids.remote())
+        except ray.exceptions.RayError:  # a service that does not start ends the run (no restart)
+            for worker in self.workers.values():
+                ray.kill(worker)
+            raise
 
     def run(self, stop: threading.Event, registry: HealthRegistry, poll_s: float) -> dict:
         ray, restart = self.ray, self.live.restart
