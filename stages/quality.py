@@ -3,6 +3,12 @@
 The scalar score multiplies four factors in [0, 1]: resolution ``min(1, size / ref_face_size)``, the detector
 score, sharpness ``s / (s + ref_sharpness)`` and frontality ``1 - pose``. It only ranks crops of one track
 against each other, so its absolute value has no meaning across videos.
+
+Sharpness is measured at the face's own resolution: the aligned crop of a face smaller than the crop (enlarged by
+alignment, :func:`stages.align.magnification`) is first reduced back to the face's size in the frame, so that the
+blur added by enlarging a 12 px face to 112 px does not hide whether the face itself was sharp or blurred. For
+faces at or above the crop's scale nothing changes. Among a track's crops the score thus prefers the largest
+(resolution) and the sharpest at their own scale.
 """
 
 from __future__ import annotations
@@ -12,14 +18,25 @@ import numpy as np
 
 from core.types import Quality
 
+from .align import magnification
 from .config import QualityConfig
 
 __all__ = ["QualityScorer", "pose_proxy", "sharpness"]
 
 
-def sharpness(crop: np.ndarray) -> float:
-    """Variance of the Laplacian of the grey crop: high for crisp edges, near 0 for blur."""
+MIN_NATIVE_PX = 8
+
+
+def sharpness(crop: np.ndarray, enlarged: float = 1.0) -> float:
+    """Variance of the Laplacian of the grey crop: high for crisp edges, near 0 for blur. ``enlarged``: how many
+    times alignment enlarged the face; above 1 the crop is first reduced by as much (to at least
+    ``MIN_NATIVE_PX``), measuring the face at its own resolution."""
     grey = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY) if crop.ndim == 3 else crop
+    if enlarged > 1.0:
+        h, w = grey.shape[:2]
+        size = (max(MIN_NATIVE_PX, round(w / enlarged)), max(MIN_NATIVE_PX, round(h / enlarged)))
+        if size[0] < w:
+            grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
     return float(cv2.Laplacian(grey, cv2.CV_64F).var())
 
 
@@ -56,7 +73,10 @@ class QualityScorer:
         x1, y1, x2, y2 = (float(v) for v in xyxy)
         size = max(0.0, min(x2 - x1, y2 - y1))
         return Quality(
-            face_size=size, det_score=float(det_score), sharpness=sharpness(crop), pose=pose_proxy(landmarks)
+            face_size=size,
+            det_score=float(det_score),
+            sharpness=sharpness(crop, magnification(landmarks)),
+            pose=pose_proxy(landmarks),
         )
 
     def score(self, q: Quality) -> float:

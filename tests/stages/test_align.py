@@ -1,10 +1,18 @@
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
 from core.types import Detections
-from stages.align import ARCFACE_TEMPLATE, Aligner, align_face, similarity_transform
+from stages.align import (
+    ARCFACE_TEMPLATE,
+    CUBIC_ABOVE,
+    Aligner,
+    align_face,
+    magnification,
+    similarity_transform,
+)
 
 
 @pytest.mark.parametrize(
@@ -48,3 +56,17 @@ def test_aligner_one_crop_per_face(n):
     dets = Detections(np.zeros((n, 4), np.float32), np.ones(n, np.float32), lm)
     crops = Aligner().align(np.zeros((120, 120, 3), np.uint8), dets)
     assert len(crops) == n and all(c.shape == (112, 112, 3) for c in crops)
+
+
+@pytest.mark.parametrize("scale, cubic", [(0.1, True), (0.4, True), (0.6, False), (2.0, False)])
+def test_tiny_faces_are_enlarged_bicubically(scale, cubic):
+    """A face shown at ``scale`` of the crop's size is enlarged 1/scale times: bicubic above CUBIC_ABOVE."""
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 255, (300, 300, 3)).astype(np.uint8)
+    lm = ARCFACE_TEMPLATE * scale + [50, 60]
+    assert magnification(lm) == pytest.approx(1 / scale)
+    matrix = similarity_transform(lm, ARCFACE_TEMPLATE)
+    flags = cv2.INTER_CUBIC if cubic else cv2.INTER_LINEAR
+    expected = cv2.warpAffine(image, matrix, (112, 112), flags=flags, borderValue=0)
+    np.testing.assert_array_equal(align_face(image, lm), expected)
+    assert (1 / scale > CUBIC_ABOVE) == cubic
