@@ -10,6 +10,12 @@ rule, a temporary database):
   seconds, total seconds, and how many per-track decisions (match/unknown and the name) differ.
 
     python bench/pipeline.py [--clips friends crowd cctv] [--set key=value ...] [--json out.json]
+    python bench/pipeline.py --facemoe [--set key=value ...]
+
+``--facemoe``: the friends clip end to end with a paper-size FaceMoE checkpoint (official format, seeded random
+weights, written to a temporary folder) in place of MobileFaceNet, at the default precision and again in fp32 (the
+same tracks, so each track template of the default run is compared with the fp32 run's by cosine); frames/s, real
+time factor, crops embedded and forward passes (two per crop with the flip) of both runs.
 """
 
 from __future__ import annotations
@@ -18,8 +24,11 @@ import argparse
 import json
 import logging
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -115,6 +124,74 @@ def bench_clip(name: str, overrides: list[str]) -> dict:
     }
 
 
+def facemoe_run(path: Path, overrides: list[str], gallery: Path) -> tuple[dict, dict[int, np.ndarray]]:
+    """One friends-clip run with the FaceMoE embedder: its figures and each track's template."""
+    cfg = load_config(ROOT / "configs" / "test.yaml", overrides)
+    with build(cfg, gallery_dir=gallery) as system:
+        collect = CollectSink()
+        runner = FileRunner(
+            cfg, system.detector, system.embedder, Matcher(cfg.match, system.index()), [collect]
+        )
+        stats = runner.run([FileSource(path, cfg.source)])
+        embedder_id = system.embedder.embedder_id
+    total = stats.seconds["total"]
+    row = {
+        "embedder_id": embedder_id,
+        "frames": stats.frames,
+        "seconds": total,
+        "fps": stats.frames / total,
+        "rtf": stats.video_seconds / total,
+        "tracks": stats.tracks,
+        "crops": stats.crops_embedded,
+        "forward_passes": stats.crops_embedded * (2 if cfg.embed.flip else 1),
+        "embed_s": stats.seconds["embed"],
+        "detect_s": stats.seconds["detect"],
+    }
+    return row, {t.track_id: t.embedding for t, _ in collect.results}
+
+
+def bench_facemoe(overrides: list[str], seed: int = 0) -> dict:
+    """The friends clip with a paper-size FaceMoE (seeded random weights) at the default precision and in fp32."""
+    import torch
+
+    from facemoe.checkpoint import save_checkpoint
+    from facemoe.model import create_facemoe
+
+    path = ASSETS / "videos" / CLIPS["friends"][0]
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = Path(tmp) / "model.pt"
+        torch.manual_seed(seed)
+        save_checkpoint(create_facemoe(), checkpoint)
+        base = ["embed.backend=facemoe", f"embed.checkpoint={checkpoint}", *overrides]
+        gallery = ASSETS / "images" / "friends_gallery"
+        default, templates = facemoe_run(path, base, gallery)
+        fp32, reference = facemoe_run(path, [*base, "embed.precision=fp32"], gallery)
+    cosines = [float(templates[t] @ reference[t]) for t in sorted(set(templates) & set(reference))]
+    return {
+        "default": default,
+        "fp32": fp32,
+        "tracks_compared": len(cosines),
+        "tracks_unpaired": len(set(templates) ^ set(reference)),
+        "min_cosine": min(cosines, default=float("nan")),
+        "mean_cosine": float(np.mean(cosines)) if cosines else float("nan"),
+    }
+
+
+def print_facemoe(out: dict) -> None:
+    print("| run | embedder | frames | seconds | fps (x RT) | crops | forward passes | embed s | detect s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name in ("default", "fp32"):
+        r = out[name]
+        print(
+            f"| {name} | {r['embedder_id']} | {r['frames']} | {r['seconds']:.1f} | {r['fps']:.1f} "
+            f"({r['rtf']:.2f}) | {r['crops']} | {r['forward_passes']} | {r['embed_s']:.1f} | {r['detect_s']:.1f} |"
+        )
+    print(
+        f"\ntrack templates, default precision vs fp32: {out['tracks_compared']} tracks, cosine min "
+        f"{out['min_cosine']:.5f}, mean {out['mean_cosine']:.5f}; unpaired tracks: {out['tracks_unpaired']}"
+    )
+
+
 def print_tables(rows: list[dict]) -> None:
     print(
         "| clip | frames | decode fps (x RT) | "
@@ -151,11 +228,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clips", nargs="+", choices=sorted(CLIPS), default=list(CLIPS))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--facemoe", action="store_true", help="the friends clip with a paper-size FaceMoE")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if not (ASSETS / "videos").is_dir():
         print(f"shared assets not found at {ASSETS}", file=sys.stderr)
         return 2
+    if args.facemoe:
+        out = bench_facemoe(args.overrides)
+        print_facemoe(out)
+        if args.json:
+            args.json.write_text(json.dumps(out, indent=2) + "\n")
+        return 0
     rows = [bench_clip(name, args.overrides) for name in args.clips]
     print_tables(rows)
     if args.json:
