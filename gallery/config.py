@@ -21,6 +21,7 @@ __all__ = [
     "ThresholdConfig",
     "MatchLogConfig",
     "ServeConfig",
+    "UnknownsConfig",
     "GalleryConfig",
     "load_gallery_config",
 ]
@@ -116,6 +117,35 @@ class ServeConfig(Section):
     )
 
 
+class UnknownsConfig(Section):
+    """Grouping of recurring unknown tracks into persons (``gallery.unknowns``; docs/unknowns.md)."""
+
+    threshold: float | None = Field(
+        None,
+        ge=-1.0,
+        le=1.0,
+        description="cosine at or above which two groups of unknown tracks join (average linkage); none: the "
+        "embedder's operating threshold (match.threshold, else the gallery's)",
+    )
+    min_size: int = Field(2, ge=1, le=10**9, description="smallest group listed; 1 lists single tracks too")
+    neighbours: int = Field(
+        20, ge=1, le=1000, description="candidate pairs per track: its most similar unknown tracks"
+    )
+    exact_up_to: int = Field(
+        20_000,
+        ge=0,
+        le=10**8,
+        description="up to this many tracks the candidate search is exact, above it an inverted file (IVF)",
+    )
+    cell_size: int = Field(
+        100,
+        ge=10,
+        le=10**6,
+        description="tracks per k-means cell of the inverted file (cells = tracks / this)",
+    )
+    probe: int = Field(16, ge=1, le=65_536, description="inverted-file cells searched per track")
+
+
 class GalleryConfig(Section):
     db_url: str = Field(
         "sqlite:///facemoe.db",
@@ -138,6 +168,9 @@ class GalleryConfig(Section):
         default_factory=MatchLogConfig, description="match-log writing and retention"
     )
     serve: ServeConfig = Field(default_factory=ServeConfig, description="HTTP API and page")
+    unknowns: UnknownsConfig = Field(
+        default_factory=UnknownsConfig, description="grouping of recurring unknown tracks"
+    )
 
 
 def load_gallery_config(path: Path | str | None) -> GalleryConfig:

@@ -1,0 +1,124 @@
+"""``query unknowns``: the unknown tracks of the match log grouped into recurring persons.
+
+    run_pipeline.py query unknowns [--db URL] [--config FILE] [--embedder ID] [--threshold X] [--min-size N]
+                                   [--source S] [--since T] [--until T] [--format table|json|csv]
+
+Every track whose current decision is unknown, of one embedder (default: the one with most unknown tracks), is
+grouped with :func:`gallery.unknowns.group_unknowns`: average linkage on the cosine of the track templates at a
+threshold that defaults to ``gallery.unknowns.threshold``, else the embedder's operating threshold (the matcher's
+``match.threshold``, else the gallery's calibrated one); tracks of one run that overlap in time never join.
+Groups of at least ``--min-size`` tracks (default ``gallery.unknowns.min_size``, 2) are listed, largest first:
+size, first and last seen (logged time), sources, mean cosine within the group, best thumbnail, tracks
+(``run:track``). ``--source``, ``--since`` and ``--until`` choose the tracks before grouping. docs/unknowns.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+
+from gallery.queries import csv_cell
+from gallery.unknowns import Grouping, check_options, group_unknowns, unknown_embedders
+
+from ..build import build
+from ..sql_gallery import SqlGalleryIndex
+from .common import add_config_options, config_of, db_of
+from .gallery_admin import parse_time
+
+__all__ = ["COLUMNS", "add_arguments", "render", "run"]
+
+COLUMNS = ["group", "size", "first_seen", "last_seen", "sources", "similarity", "thumbnail", "tracks"]
+TABLE_TRACKS = 6  # tracks shown per row of the table (all of them in JSON and CSV)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_options(parser)
+    parser.add_argument(
+        "--embedder", help="embedder id of the tracks (default: the one with most unknown tracks)"
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        help="cosine at or above which groups join (default: gallery.unknowns.threshold, else the operating "
+        "threshold)",
+    )
+    parser.add_argument(
+        "--min-size", type=int, help="smallest group listed (default: gallery.unknowns.min_size, 2)"
+    )
+    parser.add_argument("--source", help="only tracks of this source (file path or camera name)")
+    parser.add_argument("--since", help="only tracks logged from this time (ISO 8601 with timezone)")
+    parser.add_argument("--until", help="only tracks logged before this time (ISO 8601 with timezone)")
+    parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
+
+
+def _row(group: dict, limit: int | None) -> dict:
+    tracks = [f"{t['run_id']}:{t['track_id']}" for t in group["tracks"]]
+    shown = " ".join(tracks[:limit])
+    if limit is not None and len(tracks) > limit:
+        shown += f" (+{len(tracks) - limit})"
+    return {
+        "group": group["group"],
+        "size": group["size"],
+        "first_seen": group["first_seen"],
+        "last_seen": group["last_seen"],
+        "sources": ",".join(group["sources"]),
+        "similarity": "" if group["mean_similarity"] is None else f"{group['mean_similarity']:.4f}",
+        "thumbnail": group["thumbnail"] or "",
+        "tracks": shown,
+    }
+
+
+def render(grouping: Grouping, fmt: str) -> str:
+    """The groups as an aligned text table (with a summary line), a JSON document or CSV (header included, text
+    cells neutralised against spreadsheet formulas)."""
+    doc = grouping.as_dict()
+    if fmt == "json":
+        return json.dumps(doc, indent=2)
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(COLUMNS)
+        for group in doc["groups"]:
+            row = _row(group, None)
+            writer.writerow([row[c] if isinstance(row[c], int) else csv_cell(row[c]) for c in COLUMNS])
+        return out.getvalue().rstrip("\n")
+    rows = [[str(_row(g, TABLE_TRACKS)[c]) for c in COLUMNS] for g in doc["groups"]]
+    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(COLUMNS)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
+    listed = sum(g["size"] for g in doc["groups"])
+    threshold = "-" if grouping.threshold is None else f"{grouping.threshold:.3f}"
+    lines.append(
+        f"{len(rows)} groups of {grouping.min_size}+ tracks hold {listed} of {grouping.tracks} unknown tracks "
+        f"({grouping.singletons} seen once); embedder {grouping.embedder_id or '-'}, threshold {threshold}"
+    )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    check_options(args.threshold, args.min_size)
+    since = parse_time(args.since) if args.since else None
+    until = parse_time(args.until) if args.until else None
+    cfg = config_of(args)
+    section = cfg.gallery.unknowns
+    min_size = section.min_size if args.min_size is None else args.min_size
+    with build(cfg, db_url=db_of(args, cfg), detector=False, embedder=False, create=False) as system:
+        gallery = system.gallery
+        embedder_id = args.embedder or next(
+            iter(unknown_embedders(gallery.db, args.source, since, until)), None
+        )
+        threshold = args.threshold if args.threshold is not None else section.threshold
+        if embedder_id is None:  # no unknown track under the filters
+            grouping = Grouping(None, threshold, min_size, 0, 0, [])
+        else:
+            if (
+                threshold is None
+            ):  # the operating threshold of this embedder, as the matcher of process decides
+                threshold = SqlGalleryIndex(gallery, embedder_id, cfg.match.threshold).threshold
+            grouping = group_unknowns(
+                gallery.db, embedder_id, threshold, section, args.source, since, until, min_size
+            )
+    print(render(grouping, args.format))
+    return 0
