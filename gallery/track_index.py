@@ -73,6 +73,9 @@ class TrackIndex:
         self.unsaved = 0
         self.checked = float("-inf")
         self.lock = threading.RLock()
+        self._of_embedder = select(Track.id, Track.dim, Track.template).where(
+            Track.embedder_id == embedder_id
+        )
 
     @property
     def live(self) -> int:
@@ -82,9 +85,6 @@ class TrackIndex:
     @property
     def dim(self) -> int | None:
         return None if self.vectors is None else self.vectors.tag.dim
-
-    def _select(self) -> Select:
-        return select(Track.id, Track.dim, Track.template).where(Track.embedder_id == self.embedder_id)
 
     def refresh(self) -> None:
         """Open the index (file, else SQL) or bring it in step: catch up, check every ``RECHECK_S``, rebuild as
@@ -107,6 +107,12 @@ class TrackIndex:
             scores, ids = self.vectors.search(query.reshape(1, -1), k)
         keep = ids[0] >= 0
         return scores[0][keep], ids[0][keep]
+
+    def check(self) -> None:
+        """Check the open index against SQL now (and put a difference right)."""
+        with self.lock:
+            if self.vectors is not None:
+                self._check()
 
     def note_logged(self, ids: np.ndarray, templates: np.ndarray) -> None:
         """Add tracks this process has just committed (ids ascending), when the index is open; tracks of others
@@ -186,17 +192,17 @@ class TrackIndex:
                 kind=kind,
             )
             self._adopt(vectors, unsaved=0)
-            for ids, templates in _read(session, self._select().order_by(Track.id), dim):
+            for ids, templates in _read(session, self._of_embedder.order_by(Track.id), dim):
                 self._add(ids, templates)
         self.unsaved = max(self.unsaved, 1) if self.vectors.tag.count else 0
 
     def _catch_up(self, below: int | None = None) -> None:
         """Add the tracks with ids above ``max_id`` (and below ``below``)."""
-        stmt = self._select().where(Track.id > self.max_id).order_by(Track.id)
+        stmt = self._of_embedder.where(Track.id > self.max_id).order_by(Track.id)
         if below is not None:
             stmt = stmt.where(Track.id < below)
-        with self.db.session() as session:
-            for ids, templates in _read(session, stmt, self.dim):
+        with self.db.engine.connect() as conn:  # read only, before every search: without the ORM's overhead
+            for ids, templates in _read(conn, stmt, self.dim):
                 self._add(ids, templates)
 
     def _check(self) -> None:
@@ -221,7 +227,7 @@ class TrackIndex:
                 )
                 self._remove(gone)
                 for s in range(0, len(missing), CHUNK):
-                    stmt = self._select().where(Track.id.in_(missing[s : s + CHUNK].tolist()))
+                    stmt = self._of_embedder.where(Track.id.in_(missing[s : s + CHUNK].tolist()))
                     for ids, templates in _read(session, stmt, self.dim):
                         self._add(ids, templates)
         self._catch_up()

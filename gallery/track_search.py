@@ -128,13 +128,16 @@ def _indexed(db, indexes, query, embedder_id, top, min_score, filters) -> list[T
         return None
     if index is None or index.dim != len(query):
         return None
-    fetch = min(max(4 * top, 64), MAX_FETCH)
+    filtered = any(
+        f is not None for f in filters
+    )  # else every candidate qualifies (min_score only cuts the tail)
+    fetch = min(max(4 * top, 64) if filtered else top, MAX_FETCH)
     while True:
         scores, ids = index.search(query, fetch)
         if not len(ids):
             return []
-        with db.session() as session:
-            rows = _rows(session, ids.tolist(), embedder_id, filters)
+        with db.engine.connect() as conn:  # read only: without the ORM's overhead
+            rows = _rows(conn, ids.tolist(), embedder_id, filters)
         hits = _ranked(rows, _scores(rows, query) if rows else [], min_score)
         exhausted = len(ids) < fetch or (min_score is not None and float(scores[-1]) < min_score)
         if len(hits) >= top or exhausted:
@@ -164,30 +167,31 @@ def _exact(db, query, embedder_id, top, min_score, filters) -> list[TrackHit]:
     return _ranked(rows, _scores(rows, query) if rows else [], None)
 
 
+_ROWS = (  # a track with its source, decision and identity; built once (building a select costs a search's time)
+    select(
+        Track.id,
+        Track.dim,
+        Track.template,
+        Track.run_id,
+        Track.track_id,
+        Track.start_time,
+        Track.end_time,
+        Track.created_at,
+        Track.thumbnail,
+        Source.name.label("source"),
+        Source.kind,
+        MatchEvent.decision,
+        Identity.name.label("identity"),
+    )
+    .join(Source, Track.source_id == Source.id)
+    .outerjoin(MatchEvent, MatchEvent.track_pk == Track.id)
+    .outerjoin(Identity, Identity.id == MatchEvent.identity_id)
+)
+
+
 def _rows(session, pks: list[int], embedder_id: str, filters: tuple) -> list:
     """The tracks of ``pks`` that the filters let through, with their source, decision and identity."""
-    stmt = (
-        select(
-            Track.id,
-            Track.dim,
-            Track.template,
-            Track.run_id,
-            Track.track_id,
-            Track.start_time,
-            Track.end_time,
-            Track.created_at,
-            Track.thumbnail,
-            Source.name.label("source"),
-            Source.kind,
-            MatchEvent.decision,
-            Identity.name.label("identity"),
-        )
-        .join(Source, Track.source_id == Source.id)
-        .outerjoin(MatchEvent, MatchEvent.track_pk == Track.id)
-        .outerjoin(Identity, Identity.id == MatchEvent.identity_id)
-        .where(Track.embedder_id == embedder_id)
-    )
-    stmt = _filtered(stmt, filters)
+    stmt = _filtered(_ROWS.where(Track.embedder_id == embedder_id), filters)
     return [
         r
         for s in range(0, len(pks), IN_CHUNK)
