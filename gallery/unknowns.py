@@ -67,7 +67,7 @@ class UnknownTrack:
 
 @dataclass(frozen=True)
 class UnknownGroup:
-    """One person seen in several unknown tracks (or one, when single tracks are listed)."""
+    """One person seen in several unknown tracks (or one, when single tracks are listed), in the order logged."""
 
     group: int
     tracks: tuple[UnknownTrack, ...]
@@ -244,9 +244,9 @@ def group_unknowns(
         config,
     )
     members: dict[int, list[int]] = {}
-    for i, label in enumerate(labels.tolist()):
-        members.setdefault(label, []).append(i)
-    ranked = sorted(members.values(), key=lambda m: (-len(m), min(tracks[i].logged_at for i in m), m[0]))
+    for i in sorted(range(len(tracks)), key=lambda i: (tracks[i].logged_at, tracks[i].pk)):
+        members.setdefault(int(labels[i]), []).append(i)  # each group's tracks in the order they were logged
+    ranked = sorted(members.values(), key=lambda m: (-len(m), tracks[m[0]].logged_at, tracks[m[0]].pk))
     groups = [
         UnknownGroup(
             number,
