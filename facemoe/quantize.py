@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -31,7 +32,7 @@ from torch import nn
 from .blocks import SwinBlock
 from .moe import MoEMlp, TopKRouter
 
-__all__ = ["Int8Linear", "quantize_int8", "smooth_norm_outputs"]
+__all__ = ["Int8Linear", "layer_groups", "quantizable_layers", "quantize_int8", "smooth_norm_outputs"]
 
 logger = logging.getLogger(__name__)
 
@@ -123,25 +124,70 @@ def _smooth(norm: nn.LayerNorm, quantised: list[nn.Linear], exact: list[nn.Linea
         linear.weight.mul_(scale)
 
 
-def quantize_int8(model: nn.Module, inplace: bool = False) -> nn.Module:
+def quantizable_layers(model: nn.Module) -> list[str]:
+    """Qualified names of the linear layers :func:`quantize_int8` turns into :class:`Int8Linear`: attention
+    ``qkv``/``proj`` and expert (or dense MLP) ``fc1``/``fc2``; not the routers, patch merges or head."""
+    names = []
+    for name, module in model.named_modules():
+        if isinstance(module, TopKRouter) or name == "feature_layer":
+            continue
+        for child_name, child in module.named_children():
+            if type(child) is nn.Linear and child_name != "reduction":
+                names.append(f"{name}.{child_name}" if name else child_name)
+    return names
+
+
+def layer_groups(model: nn.Module) -> list[str]:
+    """The quantisable layers grouped per Swin block: ``<block>.attn`` and ``<block>.mlp`` (experts), in order.
+
+    Any of them (or a single layer, or a whole block or stage) can be named in ``keep_fp32`` of :func:`quantize_int8`.
+    """
+    return [
+        f"{name}.{part}"
+        for name, m in model.named_modules()
+        if isinstance(m, SwinBlock)
+        for part in ("attn", "mlp")
+    ]
+
+
+def _kept(name: str, keep: tuple[str, ...]) -> bool:
+    return any(name == k or name.startswith(k + ".") for k in keep)
+
+
+def quantize_int8(model: nn.Module, inplace: bool = False, keep_fp32: Iterable[str] = ()) -> nn.Module:
     """Return ``model`` in eval mode with its attention and expert/MLP linear layers as :class:`Int8Linear`.
 
     ``model`` must live on the CPU. With ``inplace=False`` (default) the given model is left untouched and
     a quantised copy is returned; ``inplace=True`` saves the fp32 copy's memory (about 1.9 GB for the paper model).
+    ``keep_fp32``: module names (a layer, a group of :func:`layer_groups` such as ``layers.1.blocks.0.mlp``, a
+    block or a stage) whose quantisable layers stay fp32; a name that covers none of them raises ``ValueError``.
     """
     devices = {p.device.type for p in model.parameters()}
     if devices - {"cpu"}:
         raise ValueError(f"int8 quantisation runs on the CPU, got parameters on {sorted(devices)}")
+    keep = tuple(keep_fp32)
+    layers = quantizable_layers(model)
+    unknown = [k for k in keep if not any(_kept(name, (k,)) for name in layers)]
+    if unknown:
+        raise ValueError(
+            f"keep_fp32: {', '.join(map(repr, unknown))} names no quantisable layer "
+            f"(expected names such as {', '.join(layer_groups(model)[:2]) or 'layers.0.blocks.0.attn'})"
+        )
     target = model if inplace else copy.deepcopy(model)
     target.eval()
     smooth_norm_outputs(target)
+    modules = dict(target.named_modules())
     count = 0
-    for name, module in list(target.named_modules()):
-        if isinstance(module, TopKRouter) or name == "feature_layer":
+    for name in layers:
+        if _kept(name, keep):
             continue
-        for child_name, child in list(module.named_children()):
-            if type(child) is nn.Linear and child_name != "reduction":
-                setattr(module, child_name, Int8Linear(child, asymmetric=child_name == "fc2"))
-                count += 1
-    logger.info("quantised %d linear layers to int8 (routers, patch merges and head kept in fp32)", count)
+        parent, _, child_name = name.rpartition(".")
+        owner = modules[parent]
+        setattr(owner, child_name, Int8Linear(getattr(owner, child_name), asymmetric=child_name == "fc2"))
+        count += 1
+    logger.info(
+        "quantised %d linear layers to int8 (routers, patch merges and head kept in fp32%s)",
+        count,
+        f", and {len(layers) - count} layers under {len(keep)} names kept" if keep else "",
+    )
     return target

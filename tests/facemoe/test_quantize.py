@@ -148,3 +148,38 @@ def test_norm_smoothing_restores_int8_accuracy_on_outlier_channels():
     plain = int8_error()
     smooth_norm_outputs(model)
     assert int8_error() < plain / 3
+
+
+def test_layer_groups_name_each_blocks_attention_and_experts(fixture_a):
+    from facemoe.quantize import layer_groups, quantizable_layers
+
+    groups = layer_groups(fixture_a)
+    assert len(groups) == 12 and groups[:2] == ["layers.0.blocks.0.attn", "layers.0.blocks.0.mlp"]
+    layers = quantizable_layers(fixture_a)
+    assert len(layers) == len(_float_linears(fixture_a)) - 9
+    assert all(any(name.startswith(g + ".") for g in groups) for name in layers)
+
+
+def test_keep_fp32_leaves_the_named_layers_float(fixture_a):
+    quantized = quantize_int8(fixture_a, keep_fp32=["layers.1.blocks.0.mlp", "layers.2.blocks.1.attn.qkv"])
+    kept = [n for n in _float_linears(quantized) if not _kept(n)]
+    assert kept == [
+        *(f"layers.1.blocks.0.mlp.experts.{e}.fc{i}" for e in range(3) for i in (1, 2)),
+        "layers.2.blocks.1.attn.qkv",
+    ]
+    assert isinstance(quantized.layers[2].blocks[1].attn.proj, Int8Linear)
+
+
+def test_keeping_every_group_is_the_fp32_model(fixture_a):
+    from facemoe.quantize import layer_groups
+
+    x = torch.rand(2, 3, 120, 120) * 2 - 1
+    quantized = quantize_int8(fixture_a, keep_fp32=layer_groups(fixture_a))
+    assert not any(isinstance(m, Int8Linear) for m in quantized.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(quantized(x), fixture_a(x), atol=1e-5, rtol=1e-4)  # smoothing is exact
+
+
+def test_keep_fp32_refuses_a_name_that_covers_no_layer(fixture_a):
+    with pytest.raises(ValueError, match=r"'layers.0.blocks.0.mlp.router' names no quantisable layer"):
+        quantize_int8(fixture_a, keep_fp32=["layers.0.blocks.0.attn", "layers.0.blocks.0.mlp.router"])
