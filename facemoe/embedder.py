@@ -21,19 +21,46 @@ from .packed import native_bf16, pack_for_cpu, packing_available
 from .preprocess import ResizeMode, embed_flip_fused, to_model_input
 from .quantize import quantize_int8
 
-__all__ = ["FaceMoEEmbedder", "Precision", "embedder_id", "weights_tag"]
+__all__ = ["FaceMoEEmbedder", "Precision", "auto_precision", "embedder_id", "weights_tag"]
 
 logger = logging.getLogger(__name__)
 
-Precision = Literal["fp32", "int8", "bf16", "fp16"]
+Precision = Literal["auto", "fp32", "int8", "bf16", "fp16"]
+_CONCRETE = ("fp32", "int8", "bf16", "fp16")
+
+
+def auto_precision(device: str | torch.device) -> tuple[str, str]:
+    """The precision ``auto`` stands for on ``device``, and why: ``(precision, reason)``.
+
+    CPU: ``bf16`` where it multiplies bf16 in hardware (AVX512-BF16 or AMX, :func:`facemoe.packed.native_bf16`),
+    else ``fp32``; CUDA: ``bf16`` where the device supports it, else ``fp16``; any other device: ``fp32``.
+    """
+    device = torch.device(device)
+    if device.type == "cpu":
+        if native_bf16():
+            return "bf16", "this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX)"
+        return (
+            "fp32",
+            "this CPU has no AVX512-BF16 or AMX (or this PyTorch no oneDNN): bf16 would be emulated",
+        )
+    if device.type == "cuda":
+        with torch.cuda.device(device):
+            name, bf16 = torch.cuda.get_device_name(), torch.cuda.is_bf16_supported()
+        if bf16:
+            return "bf16", f"{name} supports bf16"
+        return "fp16", f"{name} has no bf16 support"
+    return "fp32", f"no reduced-precision path on {device.type}"
 
 
 class FaceMoEEmbedder:
     """Batched FaceMoE inference with the authors' evaluation preprocessing and flip fusion.
 
-    ``precision``: ``fp32`` (default, any device), ``int8`` (CPU, :func:`facemoe.quantize.quantize_int8`),
-    ``bf16`` (autocast on CUDA; on a CPU with AVX512-BF16 or AMX, bf16 linear layers with an fp32 residual
-    stream, :func:`facemoe.packed.pack_for_cpu`), ``fp16`` (autocast on CUDA). ``embed`` returns float32
+    ``precision``: ``auto`` (:func:`auto_precision`: bf16 on a CPU with AVX512-BF16 or AMX, else fp32; on CUDA
+    bf16 where supported, else fp16; the choice and its reason logged once, the concrete precision in the id),
+    ``fp32`` (default, any device), ``int8`` (CPU, :func:`facemoe.quantize.quantize_int8`, the layers named in
+    ``int8_fp32_layers`` kept fp32), ``bf16`` (autocast on CUDA; on a CPU with AVX512-BF16 or AMX, bf16 linear
+    layers with an fp32 residual stream, :func:`facemoe.packed.pack_for_cpu`), ``fp16`` (autocast on CUDA).
+    Off the CPU the model runs each batch whole (no eval micro-batches). ``embed`` returns float32
     ``(unit [N, 512], norms [N])``. The given model is put in eval mode on ``device``; with ``int8`` it is
     quantised in place, with CPU ``bf16`` packed in place, and in fp32 on the CPU its linear layers are
     pre-packed for oneDNN in place (same math, faster) unless ``packed=False``: a packed or quantised model
@@ -57,6 +84,7 @@ class FaceMoEEmbedder:
         flip: bool = True,
         resize: ResizeMode = "pil",
         packed: bool = True,
+        int8_fp32_layers: Sequence[str] = (),
     ):
         if batch_size < 1:
             raise InputError(f"batch_size: expected >= 1, got {batch_size}")
@@ -65,10 +93,19 @@ class FaceMoEEmbedder:
             raise InputError("device 'cuda' requested but no CUDA device is available")
         if precision == "int8" and self.device.type != "cpu":
             raise InputError(f"precision 'int8' runs on the CPU, got device {self.device}")
-        if precision not in ("fp32", "int8", "bf16", "fp16"):
-            raise InputError(f"precision: expected fp32, int8, bf16 or fp16, got {precision!r}")
+        if precision == "auto":
+            precision, reason = auto_precision(self.device)
+            logger.info("FaceMoE precision auto: %s on %s (%s)", precision, self.device, reason)
+        if precision not in _CONCRETE:
+            raise InputError(f"precision: expected auto, fp32, int8, bf16 or fp16, got {precision!r}")
         if precision == "fp16" and self.device.type != "cuda":
             raise InputError(f"precision 'fp16' needs a CUDA device, got {self.device}")
+        if precision in ("bf16", "fp16") and self.device.type not in ("cpu", "cuda"):
+            raise InputError(
+                f"precision {precision!r} runs on CUDA (or bf16 on the CPU), got device {self.device}"
+            )
+        if int8_fp32_layers and precision != "int8":
+            raise InputError(f"int8_fp32_layers applies to precision int8, got precision {precision!r}")
         if precision == "bf16" and self.device.type == "cpu" and not native_bf16():
             raise InputError(
                 "precision 'bf16' on the CPU needs AVX512-BF16 or AMX, which this CPU lacks "
@@ -76,8 +113,15 @@ class FaceMoEEmbedder:
             )
         tag = model.checkpoint_tag or weights_tag(model)  # before quantising or packing changes the state
         model = model.eval().to(self.device)
+        if self.device.type != "cpu":
+            model.eval_chunk_tokens = (
+                0  # eval micro-batches keep activations in CPU caches; a GPU wants it whole
+            )
         if precision == "int8":
-            model = quantize_int8(model, inplace=True)  # no second copy of the fp32 weights
+            try:  # in place: no second copy of the fp32 weights
+                model = quantize_int8(model, inplace=True, keep_fp32=int8_fp32_layers)
+            except ValueError as exc:
+                raise InputError(str(exc)) from None
         elif precision == "bf16" and self.device.type == "cpu":
             model = pack_for_cpu(model, dtype=torch.bfloat16)
         elif precision == "fp32" and self.device.type == "cpu" and packed:

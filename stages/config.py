@@ -6,9 +6,9 @@ packages; a stage never sees more than its own.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from core.config import Section
 
@@ -91,6 +91,11 @@ class DetectConfig(Section):
         pattern=r"^(cpu|cuda(:\d+)?)$",
         description="scrfd: onnxruntime device, cpu or cuda[:N] (needs onnxruntime-gpu)",
     )
+    provider: Literal["auto", "cuda", "tensorrt"] = Field(
+        "auto",
+        description="scrfd: onnxruntime execution provider; auto follows device (cpu, or cuda[:N] -> CUDA), tensorrt "
+        "puts TensorRT before CUDA (needs a cuda device); one this onnxruntime lacks falls back with one warning",
+    )
 
     @field_validator("tiling", mode="before")
     @classmethod
@@ -100,6 +105,10 @@ class DetectConfig(Section):
 
     @model_validator(mode="after")
     def _sizes(self) -> DetectConfig:
+        if self.provider != "auto" and not self.device.startswith("cuda"):
+            raise ValueError(
+                f"provider {self.provider} runs on a GPU: expected device cuda[:N], got {self.device}"
+            )
         w, h = self.input_size
         if not (32 <= w <= 4096 and 32 <= h <= 4096) or w % 32 or h % 32:
             raise ValueError(f"input_size must be multiples of 32 within [32, 4096], got {w}x{h}")
@@ -166,10 +175,22 @@ class EmbedConfig(Section):
         pattern=r"^(cpu|cuda(:\d+)?|mps)$",
         description="facemoe: torch device; onnx: onnxruntime device, cpu or cuda[:N]",
     )
-    precision: Literal["fp32", "fp16", "bf16", "int8"] = Field(
-        "fp32",
-        description="facemoe: inference precision; int8 on the CPU, fp16 on CUDA, bf16 on CUDA or on a CPU "
-        "with AVX512-BF16 or AMX",
+    provider: Literal["auto", "cuda", "tensorrt"] = Field(
+        "auto",
+        description="onnx: onnxruntime execution provider; auto follows device (cpu, or cuda[:N] -> CUDA), tensorrt "
+        "puts TensorRT before CUDA (needs a cuda device); one this onnxruntime lacks falls back with one warning",
+    )
+    precision: Literal["auto", "fp32", "fp16", "bf16", "int8"] = Field(
+        "auto",
+        description="facemoe: inference precision; auto: bf16 on a CPU with AVX512-BF16 or AMX, else fp32, and on "
+        "CUDA bf16 where supported, else fp16 (logged once; the embedder id names the one chosen); int8 on the "
+        "CPU, fp16 on CUDA, bf16 on CUDA or on a CPU with AVX512-BF16 or AMX",
+    )
+    int8_fp32_layers: tuple[Annotated[str, StringConstraints(min_length=1, max_length=200)], ...] = Field(
+        (),
+        max_length=256,
+        description="facemoe int8: module names whose layers stay fp32, e.g. layers.1.blocks.0.mlp (bench/embed.py "
+        "--checkpoint suggests a set for a checkpoint)",
     )
     channel_order: Literal["rgb", "bgr"] = Field("rgb", description="onnx: channel order the model expects")
     pixel_scale: float = Field(255.0, gt=0, le=1e4, description="onnx: pixels are divided by this first")
@@ -191,6 +212,12 @@ class EmbedConfig(Section):
             raise ValueError("backend facemoe needs checkpoint (a model.pt path or a release name), got none")
         if any(s <= 0 for s in self.std):
             raise ValueError(f"std must be positive, got {self.std}")
+        if self.int8_fp32_layers and self.precision != "int8":
+            raise ValueError(f"int8_fp32_layers applies to precision int8, got precision {self.precision}")
+        if self.provider != "auto" and (self.backend != "onnx" or not self.device.startswith("cuda")):
+            raise ValueError(
+                f"provider {self.provider} is for backend onnx on device cuda[:N], got {self.backend} on {self.device}"
+            )
         return self
 
 

@@ -104,7 +104,7 @@ def _finish(boxes, scores, kps, cfg: DetectConfig, scale: float, frame_shape) ->
 class _Scrfd:
     def __init__(self, cfg: DetectConfig, path: Path) -> None:
         self.cfg = cfg
-        self.session = onnx_session(path, cfg.threads, cfg.device, "detector")
+        self.session = onnx_session(path, cfg.threads, cfg.device, "detector", provider=cfg.provider)
         outputs = self.session.get_outputs()
         if len(outputs) != 9:
             raise ModelError(

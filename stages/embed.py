@@ -56,7 +56,7 @@ class OnnxEmbedder:
         path = Path(cfg.model or "").expanduser()
         if not path.is_file():
             raise ModelError(f"embedder model not found: {path} (expected an .onnx file)")
-        self.session = onnx_session(path, cfg.threads, cfg.device, "embedder")
+        self.session = onnx_session(path, cfg.threads, cfg.device, "embedder", provider=cfg.provider)
         inp = self.session.get_inputs()[0]
         if list(inp.shape[1:]) != [3, CROP_SIZE, CROP_SIZE]:
             raise ModelError(f"{path}: expected input [N, 3, {CROP_SIZE}, {CROP_SIZE}], got {inp.shape}")
@@ -114,6 +114,7 @@ class FaceMoEBackend:
             batch_size=cfg.batch_size,
             precision=cfg.precision,
             flip=cfg.flip,
+            int8_fp32_layers=cfg.int8_fp32_layers,
         )
         self.embedder_id = self._model.embedder_id  # the one formula: facemoe.embedder.FaceMoEEmbedder
         self.dim = int(self._model.dim)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -77,7 +79,8 @@ def test_weights_of_unknown_origin_are_named_by_a_digest(fixtures_dir, embedder)
     "kwargs,match",
     [
         (dict(precision="fp16"), "needs a CUDA device"),
-        (dict(precision="int4"), "expected fp32, int8, bf16 or fp16"),
+        (dict(precision="int4"), "expected auto, fp32, int8, bf16 or fp16"),
+        (dict(precision="bf16", device="mps"), "runs on CUDA \\(or bf16 on the CPU\\), got device mps"),
         (dict(batch_size=0), "expected >= 1"),
     ],
 )
@@ -150,3 +153,76 @@ def test_cpu_bf16_packs_in_bf16_and_agrees_with_fp32(fixtures_dir, embedder, cro
     assert units.dtype == np.float32 and (units * expected).sum(axis=1).min() > 0.999
     np.testing.assert_allclose(norms, expected_norms, rtol=0.02)
     assert bf16.embedder_id == embedder.embedder_id.replace("-fp32-", "-bf16-")
+
+
+def test_auto_on_a_cpu_without_bf16_is_fp32_said_once(fixtures_dir, embedder, monkeypatch, caplog):
+    from facemoe import embedder as module
+
+    monkeypatch.setattr(module, "native_bf16", lambda: False)
+    with caplog.at_level(logging.INFO, logger="facemoe.embedder"):
+        auto = FaceMoEEmbedder(load_model(fixtures_dir / "fixtureA_perturbed_state.pt"), precision="auto")
+    assert auto.precision == "fp32" and auto.embedder_id == embedder.embedder_id
+    lines = [r.getMessage() for r in caplog.records if r.name == "facemoe.embedder"]
+    assert lines == [
+        "FaceMoE precision auto: fp32 on cpu (this CPU has no AVX512-BF16 or AMX (or this PyTorch no oneDNN): "
+        "bf16 would be emulated)"
+    ]
+
+
+def test_auto_on_a_bf16_cpu_is_bf16_and_an_explicit_precision_wins(fixtures_dir, embedder, caplog):
+    from facemoe.packed import native_bf16
+
+    if not native_bf16():
+        pytest.skip("this CPU has no AVX512-BF16 or AMX")
+    path = fixtures_dir / "fixtureA_perturbed_state.pt"
+    with caplog.at_level(logging.INFO, logger="facemoe.embedder"):
+        auto = FaceMoEEmbedder(load_model(path), precision="auto")
+    assert auto.precision == "bf16" and auto.embedder_id == embedder.embedder_id.replace("-fp32-", "-bf16-")
+    assert "auto: bf16 on cpu (this CPU multiplies bf16 in hardware" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="facemoe.embedder"):
+        explicit = FaceMoEEmbedder(load_model(path), precision="fp32")
+    assert explicit.precision == "fp32" and "auto" not in caplog.text
+
+
+@pytest.mark.parametrize("bf16,expected", [(True, "bf16"), (False, "fp16")])
+def test_auto_on_cuda_is_bf16_where_supported_else_fp16(monkeypatch, bf16, expected):
+    import contextlib
+
+    from facemoe.embedder import auto_precision
+
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Test GPU")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a: bf16)
+    precision, reason = auto_precision("cuda:0")
+    assert precision == expected and reason.startswith("Test GPU")
+    assert auto_precision("mps")[0] == "fp32"
+
+
+def test_int8_keeps_the_named_layers_in_fp32(fixtures_dir, embedder, crops):
+    from facemoe.quantize import Int8Linear
+
+    model = load_model(fixtures_dir / "fixtureA_perturbed_state.pt")
+    int8 = FaceMoEEmbedder(model, precision="int8", int8_fp32_layers=["layers.1.blocks.0.mlp"])
+    assert type(model.layers[1].blocks[0].mlp.experts[0].fc1) is torch.nn.Linear
+    assert isinstance(model.layers[1].blocks[0].attn.qkv, Int8Linear)
+    assert int8.embedder_id == embedder.embedder_id.replace("-fp32-", "-int8-")
+    with pytest.raises(InputError, match="'layers.9' names no quantisable layer"):
+        FaceMoEEmbedder(
+            load_model(fixtures_dir / "fixtureA_state.pt"), precision="int8", int8_fp32_layers=["layers.9"]
+        )
+    with pytest.raises(InputError, match="int8_fp32_layers applies to precision int8"):
+        FaceMoEEmbedder(load_model(fixtures_dir / "fixtureA_state.pt"), int8_fp32_layers=["layers.1"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("precision", ["auto", "bf16", "fp16"])
+def test_cuda_half_precisions_agree_with_fp32(fixtures_dir, embedder, crops, precision):
+    model = load_model(fixtures_dir / "fixtureA_perturbed_state.pt")
+    gpu = FaceMoEEmbedder(model, device="cuda", precision=precision, batch_size=3)
+    assert gpu.precision in ("bf16", "fp16") and gpu.model.eval_chunk_tokens == 0
+    units, norms = gpu.embed(crops)
+    expected, expected_norms = embedder.embed(crops)
+    assert units.dtype == np.float32 and (units * expected).sum(axis=1).min() > 0.999
+    np.testing.assert_allclose(norms, expected_norms, rtol=0.02)
+    assert gpu.embedder_id == embedder.embedder_id.replace("-fp32-", f"-{gpu.precision}-")

@@ -92,3 +92,15 @@ def test_facemoe_wiring_on_fixture_weights(scrfd, group_photo):
     assert (
         emb.embedder_id == build_embedder(EmbedConfig(backend="facemoe", checkpoint=str(state))).embedder_id
     )
+
+
+def test_facemoe_precision_defaults_to_auto_and_the_id_names_the_choice():
+    if not (ROOT / "facemoe" / "embedder.py").exists():
+        pytest.skip("facemoe/embedder.py is not in this checkout yet")
+    from facemoe.embedder import auto_precision
+
+    state = require(FIXTURES / "fixtureA_state.pt")
+    cfg = EmbedConfig(backend="facemoe", checkpoint=str(state))
+    assert cfg.precision == "auto"
+    chosen, _ = auto_precision("cpu")
+    assert build_embedder(cfg).embedder_id.endswith(f"-k2-{chosen}-flip")
