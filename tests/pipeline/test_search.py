@@ -107,3 +107,32 @@ def test_a_group_photo_with_a_chosen_face(tmp_path, capsys):
     capsys.readouterr()
     code, out, _ = _search(capsys, url, str(require(GROUP)), "--face", "1", "--format", "json")
     assert code == 0 and json.loads(out)["rows"] == []  # nothing logged yet: an empty result, not an error
+
+
+@pytest.mark.slow
+def test_the_track_index_is_kept_beside_the_log_and_catches_up(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    _process(url)
+    capsys.readouterr()
+    photo = str(STILLS / "Ross.png")
+    code, out, _ = _search(capsys, url, photo, "--format", "json", "--top", "3")
+    first = json.loads(out)["rows"]
+    assert code == 0 and len(first) == 3 and len(list(tmp_path.glob("log.*.tracks.faiss"))) == 1
+    _process(url)  # the clip again, logged by a process without the index: a second run, the same templates
+    capsys.readouterr()
+    code, out, _ = _search(capsys, url, photo, "--format", "json", "--top", "6")
+    rows = json.loads(out)["rows"]
+    assert code == 0 and [(r["track_id"], r["score"]) for r in rows[::2]] == [
+        (r["track_id"], r["score"]) for r in first
+    ]
+    assert all(
+        {a["run_id"], b["run_id"]} == {first[0]["run_id"], first[0]["run_id"] + 1}
+        for a, b in zip(rows[::2], rows[1::2])
+    )
+    code, out, _ = _search(
+        capsys, url, photo, "--format", "json", "--top", "6", "--set", "gallery.index.tracks=false"
+    )
+    exact = json.loads(out)["rows"]  # without the index: the same answer
+    assert code == 0 and [(r["run_id"], r["track_id"], r["score"]) for r in exact] == [
+        (r["run_id"], r["track_id"], r["score"]) for r in rows
+    ]
