@@ -284,8 +284,8 @@ class Enroller:
             report.outcomes.extend(outcomes)
         if report.count("enrolled"):
             report.calibration = self.gallery.calibrate(self.embedder.embedder_id)
-        for problem in report.problems:
-            logger.warning("%s %s: %s %s", problem.identity, problem.path, problem.status, problem.detail)
+        for problem in report.problems:  # the report carries them; its callers show them
+            logger.info("%s %s: %s %s", problem.identity, problem.path, problem.status, problem.detail)
         return report
 
     def _embed_identity(self, name: str, items: list[_Image]):

@@ -47,6 +47,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "CAUSES",
     "CHUNK",
+    "check_scope",
     "RematchReport",
     "RetroHit",
     "media_ids",
@@ -117,18 +118,32 @@ def _check(cause: str, threshold: float, batch_size: int) -> None:
         raise QueryError(f"rematch batch size: expected 1..100000, got {batch_size}")
 
 
+def _checked_scope(session, source: str | None, since: datetime | None) -> int | None:
+    """The id of ``source`` (None: any); an unknown source or a naive ``since`` raises :class:`QueryError`."""
+    if since is not None and since.tzinfo is None:
+        raise QueryError(f"since: expected a time with a timezone, got {since.isoformat()}")
+    if source is None:
+        return None
+    src = session.scalar(select(Source.id).where(Source.name == source))
+    if src is None:
+        raise QueryError(f"source {source!r}: no such source in the match log")
+    return src
+
+
+def check_scope(gallery: Gallery, source: str | None = None, since: datetime | None = None) -> None:
+    """Refuse a rematch scope before anything else is written (``enroll --rematch``): see :func:`rematch`."""
+    with gallery.db.session() as session:
+        _checked_scope(session, source, since)
+
+
 def _scope(session, embedder_id: str, identities, source, since) -> tuple[set[int] | None, object]:
     """The identity ids asked for (None: any) and the WHERE clause of the tracks to score."""
     targets = None if identities is None else {get_identity(session, n).id for n in identities}
     where = [Track.embedder_id == embedder_id]
-    if source is not None:
-        src = session.scalar(select(Source.id).where(Source.name == source))
-        if src is None:
-            raise QueryError(f"source {source!r}: no such source in the match log")
+    src = _checked_scope(session, source, since)
+    if src is not None:
         where.append(Track.source_id == src)
     if since is not None:
-        if since.tzinfo is None:
-            raise QueryError(f"since: expected a time with a timezone, got {since.isoformat()}")
         where.append(Track.created_at >= since)
     last = session.scalar(select(func.max(Track.id)).where(*where))  # tracks logged after the start: not seen
     return targets, where + [Track.id <= (last or 0)]

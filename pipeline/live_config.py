@@ -201,6 +201,11 @@ class AlertConfig(Section):
         (), max_length=100000, description="identity names that raise an alert"
     )
     log: bool = Field(True, description="write a WARNING log line per alert")
+    retroactive: bool = Field(
+        False,
+        description="also alert when a rematch (rematch, enroll --rematch) names a past track of a watchlisted "
+        "identity; such alerts are marked retroactive",
+    )
     webhooks: tuple[WebhookConfig, ...] = Field((), max_length=100, description="POST each alert to these")
     queue_size: int = Field(
         1000, ge=1, le=10**6, description="alerts waiting for delivery; beyond: dropped, counted"

@@ -7,7 +7,7 @@ import argparse
 from facemoe import cli as model_commands
 from facemoe import export_cli
 
-from . import enroll, eval_video, gallery_admin, process, search, stream
+from . import enroll, eval_video, gallery_admin, process, rematch, search, stream
 
 __all__ = ["build_parser"]
 
@@ -21,6 +21,7 @@ def build_parser(prog: str = "run_pipeline.py", description: str = "") -> argpar
     stream.register(sub)
     gallery_admin.register(sub)
     enroll.register(sub)
+    rematch.register(sub)
     search.register(sub)
     eval_video.register(model_commands.register(sub))
     export_cli.register(sub)

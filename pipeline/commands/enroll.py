@@ -6,6 +6,13 @@ and store them through :class:`gallery.enroll.Enroller`.
     run_pipeline.py enroll --db URL --name NAME IMAGE... [--add] [--external-id ID] [--watchlist] [--notes
     TEXT]
     run_pipeline.py enroll --db URL --name NAME --template FILE.npz
+    run_pipeline.py enroll --db URL --name NAME --from-track ID... (a track's id, or RUN:TRACK)
+    ... --rematch [--since T] [--source S]
+
+``--from-track`` enrolls NAME from logged tracks: their fused templates are its media (nothing is detected). An
+unknown track id is one line and exit code 2, nothing written. ``--rematch`` then scores past tracks against the
+people just enrolled and writes the new retroactive matches (``pipeline.commands.rematch``); ``--since`` and
+``--source`` narrow the tracks it looks at.
 """
 
 from __future__ import annotations
@@ -17,9 +24,12 @@ from pathlib import Path
 
 from gallery.enroll import Enroller, EnrollReport
 from gallery.errors import EnrollmentError
+from gallery.rematch import check_scope
 
 from ..build import build
 from .common import add_config_options, config_of, db_of
+from .gallery_admin import parse_time
+from .rematch import add_scope_options, print_reports, rematch_enrolled
 
 logger = logging.getLogger(__name__)
 
@@ -38,23 +48,47 @@ def register(subparsers) -> None:
     what.add_argument("--name", help="identity to enroll the given IMAGEs or --template as")
     p.add_argument("images", nargs="*", type=Path, metavar="IMAGE", help="images of --name")
     p.add_argument("--template", type=Path, help="with --name: an .npz template file instead of images")
+    p.add_argument(
+        "--from-track",
+        nargs="+",
+        metavar="ID",
+        help="with --name: logged tracks instead of images (the id column of 'query tracks', or RUN:TRACK)",
+    )
     p.add_argument("--add", action="store_true", help="with --name: add to an existing identity")
     p.add_argument("--external-id", help="with --name: an id from another system")
     p.add_argument("--watchlist", action="store_true", help="with --name: put the identity on the watch list")
     p.add_argument("--notes", default="", help="with --name: free text")
     p.add_argument("--min-quality", type=float, default=0.0, help="reject faces with a lower quality score")
+    p.add_argument(
+        "--rematch",
+        action="store_true",
+        help="then name past tracks of the people enrolled (retroactive matches)",
+    )
+    add_scope_options(p)
     add_config_options(p)
     p.set_defaults(func=run_enroll)
 
 
+def _tracks(args: argparse.Namespace) -> list[str] | None:
+    """The logged tracks to enroll ``--name`` from (``--from-track``), or None when it is enrolled otherwise."""
+    return args.from_track
+
+
 def _check_usage(args: argparse.Namespace) -> None:
-    if args.name is None and (args.images or args.template or args.add or args.external_id or args.watchlist):
-        raise EnrollmentError("IMAGE, --template, --add, --external-id and --watchlist need --name")
-    if args.name is not None and bool(args.images) == bool(args.template):
+    named = (args.images, args.template, _tracks(args), args.add, args.external_id, args.watchlist)
+    if args.name is None and any(named):
         raise EnrollmentError(
-            f"--name {args.name}: expected either IMAGE files or --template, got "
-            f"{'both' if args.images else 'neither'}"
+            "IMAGE, --template, --from-track, --add, --external-id and --watchlist need --name"
         )
+    given = [what for what, v in (("IMAGE files", args.images), ("--template", args.template)) if v]
+    given += ["--from-track"] if _tracks(args) else []
+    if args.name is not None and len(given) != 1:
+        raise EnrollmentError(
+            f"--name {args.name}: expected either IMAGE files or --template or --from-track, got "
+            f"{' and '.join(given) or 'none'}"
+        )
+    if not args.rematch and (args.since or args.source):
+        raise EnrollmentError("--since and --source need --rematch")
 
 
 def _enroll(enroller: Enroller, args: argparse.Namespace) -> EnrollReport:
@@ -64,6 +98,15 @@ def _enroll(enroller: Enroller, args: argparse.Namespace) -> EnrollReport:
         return enroller.enroll_labels(args.labels)
     if args.template is not None:
         return enroller.enroll_template_file(args.name, args.template, add=args.add)
+    if _tracks(args):
+        return enroller.enroll_tracks(
+            args.name,
+            _tracks(args),
+            add=args.add,
+            external_id=args.external_id,
+            watchlist=args.watchlist,
+            notes=args.notes,
+        )
     return enroller.enroll_images(
         args.name,
         args.images,
@@ -76,12 +119,27 @@ def _enroll(enroller: Enroller, args: argparse.Namespace) -> EnrollReport:
 
 def run_enroll(args: argparse.Namespace) -> int:
     _check_usage(args)
+    since = parse_time(args.since) if args.since else None
     cfg = config_of(args)
-    with build(cfg, db_url=db_of(args, cfg)) as system:
+    with build(cfg, db_url=db_of(args, cfg), detector=not _tracks(args)) as system:
+        if args.rematch:
+            check_scope(system.gallery, args.source, since)  # refused before anything is written
         report = _enroll(system.enroller(args.min_quality), args)
+        cause = "from-track" if _tracks(args) else "enroll"
+        rematched = None
+        if args.rematch and (report.count("enrolled") or report.count("duplicate")):
+            rematched = rematch_enrolled(system, report, cause, since=since, source=args.source)
     for outcome in report.outcomes:
         print(f"{outcome.status:<14} {outcome.identity:<24} {outcome.path} {outcome.detail}".rstrip())
     counts = {s: report.count(s) for s in ("enrolled", "duplicate")}
+    if not counts["enrolled"] and not counts["duplicate"]:
+        inputs = [p for p in report.problems if p.path]  # not the 'identity not created' that follows them
+        only = inputs[0] if len(inputs) == 1 else None
+        raise EnrollmentError(
+            f"nothing enrolled: {only.path}: {only.detail or only.status}"
+            if only is not None
+            else f"nothing enrolled: {len(inputs)} input(s) had problems (listed above)"
+        )
     print(
         f"enrolled {counts['enrolled']}, already enrolled {counts['duplicate']}, problems "
         f"{len(report.problems)}",
@@ -95,8 +153,6 @@ def run_enroll(args: argparse.Namespace) -> int:
             else "default: too few impostor scores"
         )
         print(f"threshold {cal.value:.4f} ({how})", file=sys.stderr)
-    if not counts["enrolled"] and not counts["duplicate"]:
-        raise EnrollmentError(
-            f"nothing enrolled: {len(report.problems)} input(s) had problems (listed above)"
-        )
+    if rematched is not None:
+        print_reports([rematched])
     return 0

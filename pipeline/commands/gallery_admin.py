@@ -1,11 +1,15 @@
 """Commands of the gallery: ``query``, ``serve``, ``remove``, ``merge`` and ``purge``.
 
 run_pipeline.py query {matches,tracks,identities} [--db URL] [--config FILE] [filters] [--format table|json|csv]
+run_pipeline.py query timeline NAME [--db URL] [--config FILE] [--source S] [--since T] [--until T] [--min-score X]
 run_pipeline.py serve [--db URL] [--config FILE] [--host 127.0.0.1] [--port 8000] [--allow-host NAME ...]
 run_pipeline.py remove NAME [--db URL] [--config FILE]
 run_pipeline.py merge SOURCE INTO [--db URL] [--config FILE]
 run_pipeline.py purge --older-than DAYS [--db URL] [--config FILE]
 
+``query matches`` lists retroactive matches too (``retroactive``: named later by a rematch), ``query tracks`` each
+track's current decision (a retroactive match when there is one; ``logged_decision``: what was decided then),
+``query timeline NAME`` every live and retroactive match of one identity, oldest first (:mod:`gallery.timeline`).
 CSV cells that a spreadsheet would run as a formula are neutralised (:func:`gallery.queries.csv_cell`). ``serve``
 answers only requests whose ``Host`` names the listen address (with the loopback names on loopback), an
 ``--allow-host`` name or one of ``gallery.serve.allowed_hosts``.
@@ -30,18 +34,38 @@ from gallery.errors import AuthError, QueryError
 from gallery.matchlog import DECISIONS, purge_older_than
 from gallery.queries import KINDS, Filters, Page, csv_cell
 from gallery.thumbnails import ThumbnailStore
+from gallery.timeline import find_timeline
 
 from ..build import System, build
 from .common import add_config_options, config_of, db_of
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["register", "parse_time", "render", "serve_token", "check_bind", "TOKEN_ENV", "LOOPBACK"]
+__all__ = [
+    "register",
+    "parse_time",
+    "render",
+    "serve_token",
+    "check_bind",
+    "TOKEN_ENV",
+    "LOOPBACK",
+    "QUERIES",
+]
 
 TOKEN_ENV = "FACEMOE_API_TOKEN"
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 COLUMNS = {
-    "matches": ["at", "source", "track_id", "identity", "score", "decision", "threshold", "thumbnail"],
+    "matches": [
+        "at",
+        "source",
+        "track_id",
+        "identity",
+        "score",
+        "decision",
+        "retroactive",
+        "threshold",
+        "thumbnail",
+    ],
     "tracks": [
         "created_at",
         "source",
@@ -54,12 +78,15 @@ COLUMNS = {
         "decision",
         "identity",
         "score",
+        "retroactive",
+        "id",
     ],
     "identities": ["name", "external_id", "watchlist", "media", "embedders", "created_at"],
     "search": [
         "score",
         "source",
         "track_id",
+        "run_id",
         "start_time",
         "end_time",
         "logged_at",
@@ -67,7 +94,35 @@ COLUMNS = {
         "identity",
         "thumbnail",
     ],
+    "timeline": [
+        "logged_at",
+        "source",
+        "kind",
+        "start_time",
+        "end_time",
+        "wall_start",
+        "wall_end",
+        "score",
+        "retroactive",
+        "run_id",
+        "track_id",
+    ],
+    "rematch": [
+        "identity",
+        "score",
+        "was",
+        "source",
+        "kind",
+        "run_id",
+        "track_id",
+        "start_time",
+        "end_time",
+        "logged_at",
+    ],
 }
+# every kind of ``query``: a function of the database and the filters returning a page (another kind is one entry
+# here and one in COLUMNS)
+QUERIES = {**KINDS, "timeline": find_timeline}
 
 
 def parse_time(text: str) -> datetime:
@@ -128,8 +183,16 @@ def _open(args: argparse.Namespace) -> System:
 
 
 def run_query(args: argparse.Namespace) -> int:
+    if args.name is not None and args.kind != "timeline":
+        raise QueryError(
+            f"query {args.kind}: expected no NAME (only 'query timeline NAME' takes one), got {args.name!r}"
+        )
+    if args.kind == "timeline" and args.name is not None and args.identity not in (None, args.name):
+        raise QueryError(
+            f"query timeline: expected one name, got {args.name!r} and --identity {args.identity!r}"
+        )
     filters = Filters(
-        identity=args.identity,
+        identity=args.name or args.identity,
         source=args.source,
         since=parse_time(args.since) if args.since else None,
         until=parse_time(args.until) if args.until else None,
@@ -140,7 +203,7 @@ def run_query(args: argparse.Namespace) -> int:
         page_size=args.page_size,
     )
     with _open(args) as system:
-        page = KINDS[args.kind](system.gallery.db, filters)
+        page = QUERIES[args.kind](system.gallery.db, filters)
     print(render(args.kind, page, args.format))
     return 0
 
@@ -227,8 +290,11 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers) -> None:
-    q = subparsers.add_parser("query", help="list matches, tracks or identities (newest first)")
-    q.add_argument("kind", choices=sorted(KINDS))
+    q = subparsers.add_parser(
+        "query", help="list matches, tracks or identities (newest first), or an identity's timeline"
+    )
+    q.add_argument("kind", choices=sorted(QUERIES))
+    q.add_argument("name", nargs="?", help="timeline: the identity")
     _common(q)
     q.add_argument("--identity", help="identity name")
     q.add_argument("--source", help="source (file or camera) name")

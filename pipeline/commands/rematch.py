@@ -1,0 +1,181 @@
+"""The ``rematch`` command: name past tracks with the gallery as it is now (retroactive matching).
+
+    run_pipeline.py rematch [--db URL] [--config FILE] [--identity NAME ...] [--source S] [--since T]
+                            [--format table|json|csv]
+
+Every logged track of each embedder that has templates is scored against the gallery
+(:func:`gallery.rematch.rematch`) at the operating threshold of a live decision (``match.threshold`` when set,
+else the gallery's own). A track whose best identity reaches it, and is not what the match log decided then nor
+named so by an earlier rematch, gets a retroactive match; the match events stay as they were. ``--identity``
+limits the names it may give. The new retroactive matches are listed (source, track, start and end, who, score,
+what was decided then); with ``live.alerts.retroactive`` on, those of watchlisted identities raise alerts marked
+``retroactive``. ``enroll ... --rematch`` runs the same pass for the people it just enrolled
+(:func:`rematch_enrolled`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+
+import numpy as np
+
+from core.types import Candidate, MatchResult, TrackTemplate
+from gallery.enroll import EnrollReport
+from gallery.queries import Page
+from gallery.rematch import RematchReport, RetroHit, media_ids, rematch
+
+from ..alerts import alert_record, watchlist_alerts
+from ..build import System, build
+from ..sql_gallery import SqlGalleryIndex
+from .common import add_config_options, config_of, db_of
+from .gallery_admin import parse_time, render
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "add_scope_options",
+    "print_reports",
+    "register",
+    "rematch_enrolled",
+    "rematch_system",
+    "run_rematch",
+]
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "rematch",
+        help="name past tracks with the gallery as it is now (retroactive matches)",
+        description=__doc__.split("\n\n")[0],
+    )
+    add_config_options(p)
+    p.add_argument(
+        "--identity", action="append", metavar="NAME", help="only give this name (repeatable; default: any)"
+    )
+    add_scope_options(p)
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    p.set_defaults(func=run_rematch)
+
+
+def add_scope_options(p: argparse.ArgumentParser) -> None:
+    """``--since`` and ``--source``: which past tracks a rematch looks at (also on ``enroll --rematch``)."""
+    p.add_argument("--since", help="only tracks logged from this time (ISO 8601 with timezone)")
+    p.add_argument("--source", help="only tracks of this source (file path or camera name)")
+
+
+def rematch_system(
+    system: System,
+    embedder_id: str,
+    *,
+    identities: Sequence[str] | None = None,
+    since: datetime | None = None,
+    source: str | None = None,
+    cause: str = "rematch",
+    media: Sequence[int] | None = None,
+) -> RematchReport:
+    """One rematch pass of ``embedder_id`` at the system's operating threshold, with its retroactive alerts."""
+    threshold = SqlGalleryIndex(system.gallery, embedder_id, system.cfg.match.threshold).threshold
+    report = rematch(
+        system.gallery,
+        embedder_id,
+        threshold,
+        identities=identities,
+        since=since,
+        source=source,
+        cause=cause,
+        media_ids=media,
+    )
+    alert_retroactive(system, report)
+    return report
+
+
+def alert_retroactive(system: System, report: RematchReport) -> int:
+    """Alerts for the retroactive matches of watchlisted identities when ``live.alerts.retroactive`` is on: the
+    body of a live alert plus ``retroactive``, ``rematch_id``, ``run_id``, ``kind`` and ``logged_at``; returns how
+    many. Delivery ends by ``live.alerts.shutdown_timeout_s``."""
+    cfg = system.cfg.live.alerts
+    if not cfg.retroactive or not report.matches:
+        return 0
+    alerts = watchlist_alerts(cfg, system.gallery)
+    raised = 0
+    try:
+        for hit in report.matches:
+            if hit.identity not in alerts.watchlist:
+                continue
+            alert = alert_record(*_as_decision(hit, report.threshold)) | {
+                "retroactive": True,
+                "rematch_id": report.rematch_id,
+                "run_id": hit.run_id,
+                "kind": hit.kind,
+                "logged_at": hit.logged_at.isoformat(),
+            }
+            raised += 1
+            if cfg.log:
+                logger.warning(
+                    "ALERT retroactive watchlist match: %s on %s track %d (score %.3f, %.1f-%.1fs, logged %s)",
+                    hit.identity,
+                    hit.source,
+                    hit.track_id,
+                    hit.score,
+                    hit.start_time,
+                    hit.end_time,
+                    alert["logged_at"],
+                )
+            for hook in alerts.webhooks:
+                hook.submit(alert)
+    finally:
+        alerts.close()
+    return raised
+
+
+def _as_decision(hit: RetroHit, threshold: float) -> tuple[TrackTemplate, MatchResult]:
+    """A retroactive match as the track and decision an alert is made of."""
+    track = TrackTemplate(
+        hit.source, hit.track_id, np.zeros(0, np.float32), 0.0, 0, None, hit.start_time, hit.end_time
+    )
+    best = (Candidate(hit.identity_id, hit.identity, hit.score),)
+    return track, MatchResult(hit.source, hit.track_id, best, "match", threshold)
+
+
+def rematch_enrolled(
+    system: System, report: EnrollReport, cause: str, *, since: datetime | None, source: str | None
+) -> RematchReport:
+    """``enroll ... --rematch``: the pass for the identities of the request (their new media as its cause)."""
+    embedder_id = system.embedder.embedder_id
+    names = sorted({o.identity for o in report.outcomes if o.status in ("enrolled", "duplicate")})
+    hashes = [h for found in report.enrolled.values() for h in found]
+    media = media_ids(system.gallery, embedder_id, hashes)
+    return rematch_system(
+        system, embedder_id, identities=names, since=since, source=source, cause=cause, media=media
+    )
+
+
+def print_reports(reports: Sequence[RematchReport], fmt: str = "table") -> None:
+    """The new retroactive matches on stdout (table, JSON or CSV), a summary line per pass on stderr."""
+    rows = [h.as_row() | {"embedder_id": r.embedder_id} for r in reports for h in r.matches]
+    print(render("rematch", Page(rows, 1, max(len(rows), 1), False), fmt))
+    for r in reports:
+        wrote = f" (rematch {r.rematch_id})" if r.rematch_id is not None else ""
+        print(
+            f"rematch of {r.embedder_id}: {r.tracks_scored} tracks scored at threshold {r.threshold:.4f}, "
+            f"{len(r.matches)} new retroactive matches{wrote}",
+            file=sys.stderr,
+        )
+
+
+def run_rematch(args: argparse.Namespace) -> int:
+    since = parse_time(args.since) if args.since else None
+    cfg = config_of(args)
+    with build(cfg, db_url=db_of(args, cfg), detector=False, embedder=False, create=False) as system:
+        reports = [
+            rematch_system(system, embedder_id, identities=args.identity, since=since, source=args.source)
+            for embedder_id in system.gallery.embedders()
+        ]
+    if not reports:
+        print("rematch: the gallery has no templates; nothing to match", file=sys.stderr)
+    print_reports(reports, args.format)
+    return 0
