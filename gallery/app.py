@@ -70,6 +70,10 @@ class MatchRow(BaseModel):
     threshold: float | None = Field(description="operating threshold of the decision")
     candidates: list[Candidate] | None = Field(description="top-k candidates, best first")
     thumbnail: str | None = Field(description="thumbnail path under /thumbnails/")
+    retroactive: bool = Field(
+        False, description="named later by a rematch (the track's match event is unchanged)"
+    )
+    rematch_id: int | None = Field(None, description="the rematch that named it (retroactive matches)")
 
 
 class TrackRow(BaseModel):
@@ -87,6 +91,9 @@ class TrackRow(BaseModel):
     score: float | None = Field(description="best candidate's score")
     identity: str | None = Field(description="matched identity")
     thumbnail: str | None = Field(description="thumbnail path under /thumbnails/")
+    retroactive: bool = Field(False, description="the decision is a retroactive match (a later rematch)")
+    logged_decision: Literal["match", "unknown"] | None = Field(None, description="what was decided then")
+    logged_identity: str | None = Field(None, description="who was matched then")
 
 
 class IdentityRow(BaseModel):
@@ -198,7 +205,7 @@ td,th{border-bottom:1px solid #ccc;padding:4px 10px;text-align:left}img{height:6
  <td>{{ r.at[:19] | replace("T", " ") }}</td><td>{{ r.source }}</td><td>{{ r.track_id }}</td>
  <td>{{ r.identity or ("nearest: " ~ r.candidates[0].name if r.candidates else "") }}</td>
  <td>{{ "%.3f" | format(r.score) if r.score is not none else "" }}</td>
- <td class="{{ r.decision }}">{{ r.decision }}</td></tr>
+ <td class="{{ r.decision }}">{{ r.decision }}{% if r.retroactive %} (retroactive){% endif %}</td></tr>
 {% else %}<tr><td colspan="7">No matches.</td></tr>{% endfor %}
 </tbody></table>
 <p>{% if page > 1 %}<a href="?{{ prev }}">newer</a>{% endif %}

@@ -268,3 +268,21 @@ def test_enroll_from_tracks_refuses_writing_nothing(log, refs, embedder, error, 
         _enroller(log, embedder).enroll_tracks(name, refs)
     assert (log.version(), sum(i.media for i in log.identities())) == (version, media)
     assert not log.has_identity("eve")
+
+
+def test_http_api_marks_retroactive_matches(log):
+    from fastapi.testclient import TestClient
+
+    from gallery.app import create_app
+
+    rematch(log, EMB, THRESHOLD)
+    client = TestClient(create_app(log.db, None))
+    matches = client.get("/api/matches", params={"identity": "ann"}).json()["rows"]
+    assert sorted(r["track_id"] for r in matches) == ANN and all(r["retroactive"] for r in matches)
+    tracks = {r["track_id"]: r for r in client.get("/api/tracks").json()["rows"]}
+    assert (tracks[6]["identity"], tracks[6]["retroactive"], tracks[6]["logged_identity"]) == (
+        "ann",
+        True,
+        "bob",
+    )
+    assert client.get("/", params={"identity": "ann"}).text.count("match (retroactive)") == len(ANN)
