@@ -286,3 +286,12 @@ def test_http_api_marks_retroactive_matches(log):
         "bob",
     )
     assert client.get("/", params={"identity": "ann"}).text.count("match (retroactive)") == len(ANN)
+
+
+def test_two_passes_at_once_name_each_track_once(log):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        reports = list(pool.map(lambda _: rematch(log, EMB, THRESHOLD, batch_size=2), range(2)))
+    assert sorted(h.track_id for r in reports for h in r.matches) == ANN  # between them, each once
+    assert _count(log, RetroMatch) == len(ANN)
