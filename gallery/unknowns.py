@@ -16,7 +16,8 @@ between its tracks.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
@@ -117,6 +118,7 @@ class Grouping:
     tracks: int
     singletons: int
     groups: list[UnknownGroup]
+    seconds: dict[str, float] = field(default_factory=dict)  # ``load`` (from SQL) and ``group``
 
     def as_dict(self) -> dict:
         return {
@@ -234,7 +236,9 @@ def group_unknowns(
         _check_filters(db, source, since, until)
     if embedder_id is None:
         return Grouping(None, threshold, min_size, 0, 0, [])
+    began = time.perf_counter()
     tracks, x = _load(db, embedder_id, source, since, until)
+    loaded = time.perf_counter()
     labels = group_templates(
         x,
         [t.run_id for t in tracks],
@@ -243,6 +247,7 @@ def group_unknowns(
         threshold,
         config,
     )
+    seconds = {"load": loaded - began, "group": time.perf_counter() - loaded}
     members: dict[int, list[int]] = {}
     for i in sorted(range(len(tracks)), key=lambda i: (tracks[i].logged_at, tracks[i].pk)):
         members.setdefault(int(labels[i]), []).append(i)  # each group's tracks in the order they were logged
@@ -259,11 +264,13 @@ def group_unknowns(
     ]
     singletons = sum(len(m) == 1 for m in members.values())
     logger.info(
-        "unknowns: %d tracks of %s in %d groups (%d alone) at threshold %.3f",
+        "unknowns: %d tracks of %s in %d groups (%d alone) at threshold %.3f; read in %.1f s, grouped in %.1f s",
         len(tracks),
         embedder_id,
         len(members),
         singletons,
         threshold,
+        seconds["load"],
+        seconds["group"],
     )
-    return Grouping(embedder_id, threshold, min_size, len(tracks), singletons, groups)
+    return Grouping(embedder_id, threshold, min_size, len(tracks), singletons, groups, seconds)
