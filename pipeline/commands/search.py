@@ -9,27 +9,44 @@ scored against it (:func:`gallery.track_search.search_tracks`, through the embed
 gallery's index files and brought in step with the match log first) and the best are listed: source, start and end
 (seconds within the file or stream), when it was logged, score, the decision the match log holds, thumbnail.
 A photo with no face is an error; one with several faces too, unless ``--face N`` picks one (largest first).
+:func:`find_person` is the search itself, which ``serve``'s ``POST /api/search`` calls too (``pipeline.forensic_api``).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
+from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from core.errors import InputError
 from core.fusion import pre_norm_vector_add
+from gallery.db import Database
 from gallery.queries import Page
-from gallery.track_search import search_tracks
+from gallery.track_index import TrackIndexes
+from gallery.track_search import TrackHit, search_tracks
 from stages.quality import QualityScorer
 
 from ..build import System, build, find_faces
 from .common import add_config_options, config_of, db_of
 from .gallery_admin import parse_time, render
 
-__all__ = ["register", "run_search"]
+__all__ = [
+    "MAX_PIXELS",
+    "decode_photo",
+    "find_person",
+    "query_template",
+    "read_photo",
+    "register",
+    "run_search",
+]
+
+MAX_PIXELS = 64 * 2**20  # largest photo decoded (width x height): a small file must not decode into gigabytes
 
 
 def register(subparsers) -> None:
@@ -52,46 +69,97 @@ def register(subparsers) -> None:
     p.set_defaults(func=run_search)
 
 
-def query_template(system: System, images: list[Path], face: int | None) -> np.ndarray:
-    """The fused unit template ``[D]`` of the chosen face of every photo."""
+def read_photo(path: Path) -> bytes:
+    """The bytes of a photo file; a missing or unreadable file is an :class:`InputError`."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise InputError(
+            f"{path}: expected a readable image file, got none or an unreadable one ({exc.strerror or exc})"
+        ) from None
+
+
+def decode_photo(name: str, data: bytes) -> np.ndarray:
+    """A photo's bytes as a BGR uint8 image; bytes that are no image, or one of more than ``MAX_PIXELS`` pixels
+    (read from its header before it is decoded), are an :class:`InputError`."""
+    try:
+        with Image.open(io.BytesIO(data)) as header:
+            width, height = header.size
+    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError):
+        width = height = None
+    if width is not None and width * height > MAX_PIXELS:
+        raise InputError(f"{name}: expected at most {MAX_PIXELS:,} pixels, got {width}x{height}")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if width is not None else None
+    if image is None:
+        raise InputError(
+            f"{name}: expected a readable image file, got {len(data):,} bytes that do not decode"
+        )
+    return image
+
+
+def query_template(
+    system: System, photos: Sequence[tuple[str, bytes]], face: int | None, option: str = "--face"
+) -> np.ndarray:
+    """The fused unit template ``[D]`` of the chosen face of every photo (``(name, bytes)``); ``option`` names the
+    face choice in messages."""
     scorer = QualityScorer(system.cfg.quality)
     crops = []
-    for path in images:
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise InputError(f"{path}: expected a readable image file, got none or an unreadable one")
-        faces = find_faces(system.detector, scorer, image)
+    for name, data in photos:
+        faces = find_faces(system.detector, scorer, decode_photo(name, data))
         if not faces:
-            raise InputError(f"{path}: expected a face, found none")
+            raise InputError(f"{name}: expected a face, found none")
         faces.sort(key=lambda f: -float((f[0][2] - f[0][0]) * (f[0][3] - f[0][1])))  # largest first
         if len(faces) > 1 and face is None:
             raise InputError(
-                f"{path}: expected one face, found {len(faces)}; pick one with --face N (1 = largest)"
+                f"{name}: expected one face, found {len(faces)}; pick one with {option} N (1 = largest)"
             )
         index = (face or 1) - 1
         if not 0 <= index < len(faces):
-            raise InputError(f"{path}: --face {face}: expected 1..{len(faces)}")
+            raise InputError(f"{name}: {option} {face}: expected 1..{len(faces)}")
         crops.append(faces[index][2])
     feats, norms = system.embedder.embed(crops)
     return pre_norm_vector_add(feats, norms)
 
 
+def find_person(
+    models: System,
+    db: Database,
+    indexes: TrackIndexes | None,
+    photos: Sequence[tuple[str, bytes]],
+    *,
+    face: int | None = None,
+    top: int = 10,
+    min_score: float | None = None,
+    source: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    option: str = "--face",
+) -> list[TrackHit]:
+    """Forensic search, for the command and the HTTP API alike: the person of ``photos`` (their chosen faces,
+    found and embedded by ``models``' detector and embedder, fused) against the logged tracks of ``db`` of the same
+    embedder (through ``indexes`` when given), best first."""
+    template = query_template(models, photos, face, option)
+    embedder_id = models.embedder.embedder_id
+    return search_tracks(db, template, embedder_id, top, min_score, source, since, until, indexes)
+
+
 def run_search(args: argparse.Namespace) -> int:
     since = parse_time(args.since) if args.since else None
     until = parse_time(args.until) if args.until else None
+    photos = [(str(path), read_photo(path)) for path in args.images]
     cfg = config_of(args)
     with build(cfg, db_url=db_of(args, cfg), create=False) as system:
-        template = query_template(system, args.images, args.face)
-        hits = search_tracks(
+        hits = find_person(
+            system,
             system.gallery.db,
-            template,
-            system.embedder.embedder_id,
-            args.top,
-            args.min_score,
-            args.source,
-            since,
-            until,
             system.track_indexes,
+            photos,
+            face=args.face,
+            top=args.top,
+            min_score=args.min_score,
+            source=args.source,
+            since=since,
+            until=until,
         )
     print(render("search", Page([h.as_row() for h in hits], 1, args.top, False), args.format))
     return 0
