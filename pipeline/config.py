@@ -68,6 +68,11 @@ class RunnerConfig(Section):
         description="runs that watch open tracks (watch-list alerts): a crop beating the track's best embedded "
         "quality by this fraction is embedded at once",
     )
+    embed_early: bool = Field(
+        False,
+        description="embed crops while tracks are open (as they improve) instead of each track's best_k at its "
+        "end; on by itself when open tracks are watched (watch-list alerts) and for Ray camera actors",
+    )
     embed_all: bool = Field(
         False, description="embed every detection (no quality gating; for comparison only)"
     )

@@ -145,14 +145,15 @@ class TrackJob:
 class SourceTracking:
     """Tracking, shot cuts and crop selection of one source. Track ids keep counting across stream losses, so a
     source never reports one twice; ``generation`` is the source's stream generation last seen (live runners).
-    ``early``: open tracks are watched (:attr:`TrackMatching.watching`), so crops are embedded as they improve
-    instead of only each track's best at its end (:mod:`pipeline.selection`)."""
+    ``early`` (or ``runner.embed_early``): crops are embedded as they improve instead of only each track's best at
+    its end (:mod:`pipeline.selection`), for runs whose open tracks are watched (:attr:`TrackMatching.watching`)
+    or must survive the loss of this side (Ray camera actors)."""
 
     def __init__(self, cfg: AppConfig, source_id: str, early: bool = False) -> None:
         self.source_id = source_id
         self.quality = QualityScorer(cfg.quality)
         self.tracker = Tracker(cfg.track)
-        self.selector = CropSelector(cfg.runner, early)
+        self.selector = CropSelector(cfg.runner, early or cfg.runner.embed_early)
         self.cuts = ShotCutDetector(cfg.shot)
         self.schedule = DetectionSchedule(cfg.detect)
         self._last_boxes = np.zeros((0, 4), np.float32)  # the previous frame's detections, tracked or not

@@ -47,7 +47,8 @@ class CameraWorker:
         self.health = CameraHealth(camera.name, live.health.fps_window_s)
         self.source = LiveSource(camera, live, self.health, epoch=epoch)
         self.system = build(cfg, embedder=False, gallery=False)
-        self.tracking = SourceTracking(cfg, camera.name)
+        # early: the service holds embedded crops of every open track, so an actor that dies loses none of them
+        self.tracking = SourceTracking(cfg, camera.name, early=True)
         self.stats = RunStats()
         self.retained = Retained()
         self._changed = threading.Condition()

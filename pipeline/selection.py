@@ -4,7 +4,8 @@ Usable crops wait in a pool holding the track's ``best_k`` best; when the track 
 among the track's ``best_k`` best overall are embedded. So a track costs at most ``best_k`` embeddings, never one
 per detection, and a crop is embedded only when it ends up in the track's template.
 
-``early`` is for runs whose open tracks are watched (watch-list alerts fire while a track is still open): once a
+``early`` is for runs whose open tracks are watched (watch-list alerts fire while a track is still open), whose
+tracking side may die with its open tracks (Ray camera actors), or that ask for it (``runner.embed_early``): once a
 track is confirmed, its first usable crop is then embedded at once (the track has a template right away), and so
 is every later crop whose quality beats the best embedded so far by ``improve_margin``; such a track costs at most
 ``best_k`` embeddings plus its improvements. With ``embed_all`` every usable crop is embedded (the baseline the
