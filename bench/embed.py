@@ -1,14 +1,16 @@
-"""Embedding throughput of FaceMoE on the CPU against a per-expert-loop reference, int8, bf16 and ONNX Runtime.
+"""Embedding throughput of FaceMoE on the CPU against the original's forward, int8, bf16 and ONNX Runtime.
 
-One run, one set of weights (seeded random, or ``--checkpoint``), the same inputs for every engine. The
-reference is written here: the original's MoE loop (``torch.where`` per expert, ``out[rows] += expert(x[rows])
-* gate``), its explicit attention softmax and its roll / window partition / window reverse in every block,
-swapped into a copy of the model that shares the model's weight tensors. ``model`` is the project's model as
-``FaceMoEEmbedder`` runs it in fp32 on the CPU (linear layers pre-packed for oneDNN, ``facemoe.packed``);
-``nn.Linear`` is the same model unpacked, to show what packing adds; ``bf16`` (CPUs with AVX512-BF16 or AMX)
-the model packed in bf16 with an fp32 residual stream (``precision: bf16`` on the CPU). Runs of the engines
-are interleaved round by round (each round starting with the next engine) so that load from other processes
-hits them alike; the table reports the fastest round (min) and the median. Usage::
+One run, one set of weights (seeded random, or ``--checkpoint``), the same inputs for every engine.
+``reference`` is the official ``backbones/swin_moe.py`` eval forward op for op (``bench/embed_reference.py``:
+the router's softmax, losses and dispatch mask on every call, the sorted dispatch with ``nonzero``/``unique``
+and ``out[rows] +=`` per expert, explicit attention scores, roll / window partition / reverse, the whole batch
+per stage) over the model's own weight tensors; its speed was checked against the original file
+(docs/bench_embed.md). ``model`` is the project's model as ``FaceMoEEmbedder`` runs it in fp32 on the CPU
+(linear layers pre-packed for oneDNN, ``facemoe.packed``); ``nn.Linear`` the same model unpacked, to show what
+packing adds; ``bf16`` (CPUs with AVX512-BF16 or AMX) the model packed in bf16 (``precision: bf16`` on the CPU).
+Runs of the engines are interleaved round by round (each round starting with the next engine) so that load
+from other processes hits them alike; the table reports the fastest round (min) and the median.
+With ``--checkpoint`` (or ``--int8-report``) the int8 diagnostics of ``bench/embed_int8.py`` follow. Usage::
 
     python bench/embed.py                       # paper variant, batches 1, 8, 32
     python bench/embed.py --small --batches 1,8 # quick run on the small fixture-sized model
@@ -34,99 +36,18 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from facemoe.model import SwinBlock, WindowAttention, create_facemoe  # noqa: E402
-from facemoe.moe import MoEMlp, load_balance_loss, router_z_loss  # noqa: E402
+from bench.embed_int8 import int8_report  # noqa: E402
+from bench.embed_reference import reference_copy  # noqa: E402
+from facemoe.model import create_facemoe  # noqa: E402
 from facemoe.packed import native_bf16, pack_for_cpu  # noqa: E402
 from facemoe.quantize import quantize_int8  # noqa: E402
 
 SMALL = dict(embed_dim=32, depths=(2, 2, 2), num_heads=(2, 4, 4))
 
 
-class ReferenceMoE(nn.Module):
-    """The original dispatch: one boolean search per expert and an indexed accumulate."""
-
-    def __init__(self, moe: MoEMlp):
-        super().__init__()
-        self.experts, self.router, self.k = moe.experts, moe.router, moe.k
-
-    def forward(self, x):
-        shape = x.shape
-        tokens = x.reshape(-1, shape[-1])
-        logits = self.router.gate(tokens)
-        gates, idx = torch.topk(logits, self.k, dim=1)
-        out = torch.zeros_like(tokens)
-        for e, expert in enumerate(self.experts):
-            rows, slot = torch.where(idx == e)
-            if rows.numel():
-                out[rows] += expert(tokens[rows]) * gates[rows, slot, None]
-        return out.reshape(shape), router_z_loss(logits) + load_balance_loss(logits, idx)
-
-
-class ReferenceAttention(nn.Module):
-    """The original window attention: scaled q @ k^T, + bias, + mask, explicit softmax, @ v."""
-
-    def __init__(self, attn: WindowAttention):
-        super().__init__()
-        self.attn = attn
-
-    def forward(self, x, mask=None):
-        a = self.attn
-        Bw, N, C = x.shape
-        h = a.num_heads
-        q, k, v = a.qkv(x).reshape(Bw, N, 3, h, C // h).permute(2, 0, 3, 1, 4)
-        scores = (q * a.scale) @ k.transpose(-2, -1) + a.position_bias().unsqueeze(0)
-        if mask is not None:
-            nW = mask.shape[0]
-            scores = (scores.view(-1, nW, h, N, N) + mask[None, :, None]).view(-1, h, N, N)
-        x = (scores.softmax(dim=-1) @ v).transpose(1, 2).reshape(Bw, N, C)
-        return a.proj(x)
-
-
-class ReferenceBlock(nn.Module):
-    """The original Swin block in eval mode: roll, window partition, attention, window reverse, roll back."""
-
-    def __init__(self, block: SwinBlock):
-        super().__init__()
-        self.block = block
-
-    def forward(self, x):
-        b = self.block
-        (H, W), s, w = b.resolution, b.shift_size, b.window_size
-        B, L, C = x.shape
-        shortcut = x
-        x = b.norm1(x).view(B, H, W, C)
-        if s:
-            x = torch.roll(x, shifts=(-s, -s), dims=(1, 2))
-        windows = x.view(B, H // w, w, W // w, w, C).permute(0, 1, 3, 2, 4, 5).reshape(-1, w * w, C)
-        x = b.attn(windows, b.attn_mask).view(B, H // w, W // w, w, w, C).permute(0, 1, 3, 2, 4, 5)
-        x = x.reshape(B, H, W, C)
-        if s:
-            x = torch.roll(x, shifts=(s, s), dims=(1, 2))
-        x = shortcut + x.reshape(B, L, C)
-        y = b.mlp(b.norm2(x))
-        y, aux = y if isinstance(y, tuple) else (y, 0.0)
-        return x + y, aux
-
-
 def shared_copy(model: nn.Module) -> nn.Module:
     """A copy of ``model``'s modules that shares its weight tensors."""
     return copy.deepcopy(model, memo={id(t): t for t in [*model.parameters(), *model.buffers()]})
-
-
-def reference_copy(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` sharing its weight tensors, with the reference MoE and attention swapped in and
-    without the model's eval micro-batching."""
-    ref = shared_copy(model)
-    ref.eval_chunk_tokens = 0  # the original runs the whole batch through every stage at once
-    for module in list(ref.modules()):
-        for name, child in list(module.named_children()):
-            if isinstance(child, MoEMlp):
-                setattr(module, name, ReferenceMoE(child))
-            elif isinstance(child, WindowAttention):
-                setattr(module, name, ReferenceAttention(child))
-    for stage in ref.layers:
-        stage.blocks = nn.ModuleList(ReferenceBlock(block) for block in stage.blocks)
-    return ref
 
 
 def matmul_gflops(dim: int, repeats: int, packed: bool = False) -> float:
@@ -190,6 +111,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--no-bf16", action="store_true", help="skip bf16 (also skipped without AVX512-BF16/AMX)"
     )
     parser.add_argument("--no-onnx", action="store_true")
+    parser.add_argument(
+        "--int8-report",
+        action="store_true",
+        help="int8 routing agreement, per-group sensitivity and a kept set (default with --checkpoint)",
+    )
+    parser.add_argument("--int8-probe", type=int, default=8, help="inputs of the int8 report")
+    parser.add_argument("--int8-target", type=float, default=0.999, help="cosine the kept set aims at")
+    parser.add_argument("--int8-max-keep", type=int, default=8, help="most groups the kept set may hold")
     return parser.parse_args(argv)
 
 
@@ -259,72 +188,67 @@ def main(argv=None) -> int:
             session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0]
         )
 
-    rows = []
-    for batch in batches:
-        x = load_inputs(args.images, batch, size, args.seed + batch)
-        times = {name: [] for name in engines}
-        with torch.inference_mode():
-            outputs = {name: engine(x) for name, engine in engines.items()}  # warm-up
-            names = list(engines)
-            for round_ in range(args.repeats):  # the starting engine rotates from round to round
-                for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
-                    times[name].append(_timed(functools.partial(engines[name], x)))
-        best = {name: min(t) for name, t in times.items()}
-        med = {name: statistics.median(t) for name, t in times.items()}
-        row = dict(
-            batch=batch,
-            model=batch / best["model"],
-            reference=batch / best["reference"],
-            unpacked=batch / best["nn.Linear"],
-            model_med=batch / med["model"],
-            reference_med=batch / med["reference"],
-            gflops=gflop * batch / best["model"],
-        )
-        for low in ("int8", "bf16"):
-            if low in engines:
-                cosine = F.cosine_similarity(outputs[low], outputs["model"])
-                row[low] = (best["model"] / best[low], float(cosine.mean()), float(cosine.min()))
-        if "onnxruntime" in engines:
-            row["ort"] = batch / best["onnxruntime"]
-        rows.append(row)
-        print(
-            f"batch {batch}: " + ", ".join(f"{n} min {best[n]:.3f}s median {med[n]:.3f}s" for n in engines),
-            flush=True,
-        )
-    print_table(rows, peak)
+    rows = [
+        time_batch(engines, load_inputs(args.images, b, size, args.seed + b), args.repeats) for b in batches
+    ]
+    print_table(rows, peak, gflop)
+    if not args.no_int8 and (args.checkpoint or args.int8_report):
+        probe = load_inputs(args.images, args.int8_probe, size, args.seed + 1000)
+        int8_report(unpacked, model, probe, args.int8_target, args.int8_max_keep)
     return 0
 
 
-def print_table(rows: list[dict], peak: float) -> None:
-    head = [
-        "batch",
-        "model crops/s",
-        "nn.Linear crops/s",
-        "reference crops/s",
-        "ratio (median)",
-        "GFLOP/s (% matmul)",
-    ]
-    lows = [low for low in ("int8", "bf16") if low in rows[0]]
+def time_batch(engines: dict, x: torch.Tensor, repeats: int) -> dict:
+    """Interleaved rounds of every engine on ``x``: best and median seconds per engine, cosines to ``model``."""
+    times = {name: [] for name in engines}
+    with torch.inference_mode():
+        outputs = {name: engine(x) for name, engine in engines.items()}  # warm-up
+        names = list(engines)
+        for round_ in range(repeats):  # the starting engine rotates from round to round
+            for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+                times[name].append(_timed(functools.partial(engines[name], x)))
+    best = {name: min(t) for name, t in times.items()}
+    med = {name: statistics.median(t) for name, t in times.items()}
+    print(
+        f"batch {len(x)}: " + ", ".join(f"{n} min {best[n]:.3f}s median {med[n]:.3f}s" for n in engines),
+        flush=True,
+    )
+    cosines = {}
+    for low in ("int8", "bf16"):
+        if low in outputs:
+            cosine = F.cosine_similarity(outputs[low], outputs["model"])
+            cosines[low] = (float(cosine.mean()), float(cosine.min()))
+    return dict(batch=len(x), best=best, med=med, cosines=cosines)
+
+
+def _ratio(best: dict, med: dict, name: str) -> str:
+    return f"{best['reference'] / best[name]:.2f} ({med['reference'] / med[name]:.2f})"
+
+
+def print_table(rows: list[dict], peak: float, gflop: float) -> None:
+    """crops/s from the best round; ratios to the reference from the best rounds (and from the medians)."""
+    names = list(rows[0]["best"])
+    lows = [n for n in ("int8", "bf16") if n in names]
+    head = ["batch", "model crops/s", "nn.Linear crops/s", "reference crops/s", "model / ref (median)"]
+    head.append("GFLOP/s (% matmul)")
     for low in lows:
-        head += [f"{low} speed-up", f"{low} cosine mean (min)"]
-    if "ort" in rows[0]:
+        head += [f"{low} crops/s", f"{low} / ref (median)", f"{low} cosine mean (min)"]
+    if "onnxruntime" in names:
         head += ["onnxruntime crops/s", "ort / torch"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:
-        cells = [
-            str(r["batch"]),
-            f"{r['model']:.2f}",
-            f"{r['unpacked']:.2f}",
-            f"{r['reference']:.2f}",
-            f"{r['model'] / r['reference']:.2f} ({r['model_med'] / r['reference_med']:.2f})",
-            f"{r['gflops']:.0f} ({100 * r['gflops'] / peak:.0f}%)",
-        ]
+        best, med, n = r["best"], r["med"], r["batch"]
+        ratio = functools.partial(_ratio, best, med)
+
+        gflops = gflop * n / best["model"]
+        cells = [str(n), *(f"{n / best[e]:.2f}" for e in ("model", "nn.Linear", "reference")), ratio("model")]
+        cells.append(f"{gflops:.0f} ({100 * gflops / peak:.0f}%)")
         for low in lows:
-            speedup, mean, least = r[low]
-            cells += [f"{speedup:.2f}x", f"{mean:.4f} ({least:.4f})"]
-        if "ort" in r:
-            cells += [f"{r['ort']:.2f}", f"{r['ort'] / r['model']:.2f}"]
+            mean, least = r["cosines"][low]
+            cells += [f"{n / best[low]:.2f}", ratio(low), f"{mean:.4f} ({least:.4f})"]
+        if "onnxruntime" in names:
+            cells += [f"{n / best['onnxruntime']:.2f}", f"{best['model'] / best['onnxruntime']:.2f}"]
         print("| " + " | ".join(cells) + " |")
 
 
