@@ -1,6 +1,7 @@
 """Command line of the face-recognition system: enroll, process, stream, query, serve, eval, train.
 
-Exit codes: 0 success, 2 bad usage or bad input (one line on stderr), 1 anything else, 141 (as a program
+Exit codes: 0 success, 2 bad usage or bad input (one line on stderr), 1 a run that failed (one line when the
+engine gave up, e.g. a Ray embedding service that keeps dying) or anything else, 141 (as a program
 ended by SIGPIPE) when the reader of stdout went away first, e.g. ``query matches | head``.
 """
 
@@ -10,7 +11,7 @@ import logging
 import os
 import sys
 
-from core.errors import UserError
+from core.errors import RunFailure, UserError
 from pipeline.commands import build_parser
 
 CLOSED_PIPE = 128 + 13  # what a shell reports for a program ended by SIGPIPE
@@ -43,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except RunFailure as exc:
+        print(f"failed: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

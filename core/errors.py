@@ -5,7 +5,7 @@ Each package derives its own root from :class:`UserError` (``facemoe.errors.Face
 line reports any of them as one line with exit code 2. Messages say what was expected and what was found.
 """
 
-__all__ = ["ConfigError", "InputError", "UserError"]
+__all__ = ["ConfigError", "InputError", "RunFailure", "UserError"]
 
 
 class UserError(Exception):
@@ -18,3 +18,8 @@ class ConfigError(UserError):
 
 class InputError(UserError, ValueError):
     """An image, crop or array that is not what the code takes."""
+
+
+class RunFailure(Exception):
+    """A run that could not go on for a reason other than the user's input (a part of the engine that keeps
+    failing after its restarts): one line, exit code 1."""

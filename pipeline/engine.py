@@ -209,7 +209,9 @@ class TrackMatching:
     """Embeds the crops of any sources in one batch, fuses them per track, matches ended tracks, feeds sinks.
     ``clock`` gives the frames' time base for the latency figures (None: no latency, e.g. files). When a sink
     watches open tracks (``ProgressSink``), every open track that got crops in a batch is matched on its running
-    template and the result goes to those sinks' ``on_progress``."""
+    template and the result goes to those sinks' ``on_progress``. ``logged(source_id, track_id)``: whether the
+    match log holds a track already (a camera replayed it to a restarted Ray service); such a track is matched but
+    delivered to no sink, and counted in ``skipped``."""
 
     def __init__(
         self,
@@ -218,11 +220,14 @@ class TrackMatching:
         matcher: Matcher,
         sinks: Sequence[ResultSink],
         clock: Callable[[], float] | None = None,
+        logged: Callable[[str, int], bool] | None = None,
     ) -> None:
         self.embedder = embedder
         self.matcher = matcher
         self.sinks = list(sinks)
         self.clock = clock
+        self.logged = logged
+        self.skipped = 0
         self.aggregator = Aggregator(cfg.aggregate, embedder.dim)
         self.watchers = [s for s in self.sinks if isinstance(s, ProgressSink)]
         self._span: dict[tuple[str, int], list[float]] = {}  # open track -> [first, last] embedded crop time
@@ -263,12 +268,17 @@ class TrackMatching:
                 job.after()
         stats.add_time("match", time.perf_counter() - t1)
 
-    def drop_source(self, source_id: str) -> int:
-        """Forget the open tracks of a source that will send no ends (its process died); returns how many."""
-        keys = [k for k in self._span if k[0] == source_id]
+    def close_source(self, source_id: str, up_to: int, stats: RunStats) -> int:
+        """End the open tracks of ``source_id`` with ids up to ``up_to`` (a dead camera actor's; its successor's
+        ids are higher): each is fused from the crops embedded so far, ends at its last embedded crop's time, is
+        matched and delivered once. Returns how many."""
+        keys = [k for k in self._span if k[0] == source_id and k[1] <= up_to]
         for key in keys:
-            del self._span[key]
-            self.aggregator.pop(*key)
+            first, last = self._span.pop(key)
+            fusion = self.aggregator.pop(*key)
+            template = fusion.template(first, last, max(fusion.crops, 1))
+            self._deliver(template, self.matcher.match(template), stats)
+        stats.closed_at_loss += len(keys)
         return len(keys)
 
     def _progress(self, updated: list[tuple[str, int]], stats: RunStats) -> None:
@@ -287,6 +297,10 @@ class TrackMatching:
                 sink.on_progress(template, result)
 
     def _deliver(self, template: TrackTemplate, result: MatchResult, stats: RunStats) -> None:
+        if self.logged is not None and self.logged(template.source_id, template.track_id):
+            self.skipped += 1
+            logger.debug("%s track %d: in the match log already", template.source_id, template.track_id)
+            return
         stats.tracks += 1
         stats.matches += result.decision == "match"
         for sink in self.sinks:

@@ -14,11 +14,11 @@ import time
 from .alerts import watchlist_alerts
 from .build import build
 from .config import AppConfig
-from .engine import EmbedWorker, RunStats, SourceTracking, TrackJob, detect_and_track
+from .engine import EmbedWorker, RunStats, SourceTracking, TrackJob, TrackMatching, detect_and_track
 from .health import CameraHealth
 from .live import LiveSource
 from .live_config import CameraConfig, LiveConfig
-from .ray_supervise import InOrder, OnceMatching, Retained, continued_log, offset_job
+from .ray_supervise import InOrder, Retained, continued_log, offset_job
 from .sql_gallery import LoggedSource
 
 __all__ = ["CameraWorker", "EmbedService", "figures"]
@@ -203,7 +203,7 @@ class EmbedService:
         else:
             self.log = self.system.match_log(sources, batch_size=1)
         self.alerts = watchlist_alerts(live.alerts, self.system.gallery)
-        self.matching = OnceMatching(
+        self.matching = TrackMatching(
             cfg,
             self.system.embedder,
             self.system.matcher(),

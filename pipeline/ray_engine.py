@@ -30,7 +30,7 @@ import signal
 import threading
 import time
 
-from core.errors import ConfigError
+from core.errors import ConfigError, RunFailure
 from core.secrets import redact_text
 
 from .config import AppConfig
@@ -282,7 +282,7 @@ class _Driver:
             if wait is None:
                 for worker in self.workers.values():
                     ray.kill(worker)
-                raise RuntimeError(
+                raise RunFailure(
                     f"{reason}; given up after {self.service_backoff.restarts} restarts within {cfg.window_s:.0f} s"
                 )
             logger.warning(

@@ -5,8 +5,6 @@
   incarnation is retired (what it had sent is queued, gap or not; what it sends late is dropped).
 - ``Retained``: what a camera has sent and may have to send again to a restarted embedding service: the crops of
   its open tracks and the tracks ended in jobs the service has not handled yet (bounded by those).
-- ``OnceMatching``: ``TrackMatching`` that never delivers a track its match log already holds (a replay after the
-  service's restart) and that closes the open tracks of a dead camera from the crops it has.
 - ``offset_job``: a restarted camera's track ids start after every id of the run so far (no clash in the log).
 - ``continued_log``: the match log of a restarted service, continuing the runs of the dead one.
 """
@@ -20,16 +18,16 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from core.types import FaceCrop, MatchResult, TrackTemplate
+from core.types import FaceCrop
 from gallery.matchlog import MatchLogWriter
 from gallery.thumbnails import ThumbnailStore
 
-from .engine import EndedTrack, RunStats, TrackJob, TrackMatching
+from .engine import EndedTrack, TrackJob
 from .health import CameraSnapshot
 from .live_config import RestartConfig
 from .sql_gallery import LoggedSource, MatchLogSink
 
-__all__ = ["Backoff", "InOrder", "OnceMatching", "Retained", "carried", "continued_log", "offset_job"]
+__all__ = ["Backoff", "InOrder", "Retained", "carried", "continued_log", "offset_job"]
 
 logger = logging.getLogger(__name__)
 
@@ -151,37 +149,6 @@ def offset_job(job: TrackJob, offset: int) -> TrackJob:
         for e in job.ends
     ]
     return TrackJob(crops=[(crop(c), s) for c, s in job.crops], ends=ends, after=job.after)
-
-
-class OnceMatching(TrackMatching):
-    """``TrackMatching`` for a service that may be a restarted one: a track that ``logged(source, track)`` says
-    is in the match log already (a camera replayed it) is matched but delivered to no sink, and counted in
-    ``skipped``; :meth:`close_source` ends the open tracks of a camera whose actor died."""
-
-    def __init__(self, *args, logged: Callable[[str, int], bool], **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.logged = logged
-        self.skipped = 0
-
-    def close_source(self, source_id: str, up_to: int, stats: RunStats) -> int:
-        """End the open tracks of ``source_id`` with ids up to ``up_to`` (the dead actor's; its successor's ids
-        are higher): each is fused from the crops embedded so far, ends at its last embedded crop's time, is matched
-        and delivered once. Returns how many."""
-        keys = [k for k in self._span if k[0] == source_id and k[1] <= up_to]
-        for key in keys:
-            first, last = self._span.pop(key)
-            fusion = self.aggregator.pop(*key)
-            template = fusion.template(first, last, max(fusion.crops, 1))
-            self._deliver(template, self.matcher.match(template), stats)
-        stats.closed_at_loss += len(keys)
-        return len(keys)
-
-    def _deliver(self, template: TrackTemplate, result: MatchResult, stats: RunStats) -> None:
-        if self.logged(template.source_id, template.track_id):
-            self.skipped += 1
-            logger.debug("%s track %d: in the match log already", template.source_id, template.track_id)
-            return
-        super()._deliver(template, result, stats)
 
 
 def continued_log(system, sources: list[LoggedSource], runs: dict[str, int]) -> MatchLogSink:

@@ -1,13 +1,17 @@
-"""run_pipeline.py: a reader of stdout that goes away early ends the command quietly (no traceback)."""
+"""run_pipeline.py: a reader of stdout that goes away early ends the command quietly (no traceback); a run that
+gives up and bad input end with one line."""
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+import run_pipeline
+from core.errors import ConfigError, RunFailure
 from gallery.db import Database
 from run_pipeline import CLOSED_PIPE
 from tests.gallery.helpers import seed_log
@@ -52,3 +56,27 @@ def test_head_reads_one_line(seeded, tmp_path):
     assert out.stdout.splitlines()[0] == "{"
     assert int(out.stdout.splitlines()[1]) in (0, CLOSED_PIPE)  # the output may fit the pipe before head ends
     assert (tmp_path / "err.txt").read_text() == ""
+
+
+@pytest.mark.parametrize(
+    "exc, code, line",
+    [
+        (RunFailure("embedding service failed; given up after 5 restarts"), 1, "failed: embedding service"),
+        (ConfigError("detect.input_size: expected multiples of 32, got 33"), 2, "error: detect.input_size"),
+    ],
+)
+def test_a_run_that_gives_up_and_bad_input_end_with_one_line(monkeypatch, capsys, exc, code, line):
+    def fail(_args):
+        raise exc
+
+    monkeypatch.setattr(run_pipeline, "build_parser", lambda *a: _parser_running(fail))
+    assert run_pipeline.main([]) == code
+    err = capsys.readouterr().err
+    assert err.startswith(line) and err.count("\n") == 1 and "Traceback" not in err
+
+
+def _parser_running(func):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    parser.set_defaults(func=func)
+    return parser

@@ -22,14 +22,14 @@ from gallery.matchlog import MatchLogWriter, TrackRecord
 from gallery.models import MatchEvent, Run, Source, Track
 from gallery.store import Gallery
 from pipeline.build import build
-from pipeline.engine import RunStats, TrackJob
+from pipeline.engine import RunStats, TrackJob, TrackMatching
 from pipeline.health import HealthRegistry
 from pipeline.live import LiveCameras
 from pipeline.live_config import CameraConfig, LiveConfig, RestartConfig
 from pipeline.live_runner import LiveRunner
 from pipeline.ray_actors import EmbedService
 from pipeline.ray_engine import run_ray
-from pipeline.ray_supervise import Backoff, InOrder, OnceMatching, Retained, offset_job
+from pipeline.ray_supervise import Backoff, InOrder, Retained, offset_job
 from pipeline.sql_gallery import LoggedSource
 from stages.config import AggregateConfig
 from stages.match import Matcher
@@ -158,7 +158,7 @@ def test_a_new_writer_continues_a_run_and_refuses_its_logged_tracks(tmp_path):
 def once_matching(logged: set):
     gallery = FixedIndex(NAMES, np.eye(4, dtype=np.float32)[:3], 0.8)
     log = Recorder()
-    tm = OnceMatching(
+    tm = TrackMatching(
         SimpleNamespace(aggregate=AggregateConfig()),
         OneHotEmbedder(),
         Matcher(SimpleNamespace(threshold=None, top_k=3), gallery),
