@@ -20,7 +20,6 @@ import hmac
 import logging
 import socket
 from collections.abc import Iterable
-from datetime import datetime
 from typing import Literal
 from urllib.parse import quote, urlencode
 
@@ -31,6 +30,9 @@ from jinja2 import Environment
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from gallery.app_common import COOKIE, ERRORS, PAGE_ERRORS, TIME, query_time
+from gallery.app_forensic import Forensic, add_api
+from gallery.app_pages import add_pages, nav
 from gallery.db import Database
 from gallery.errors import GalleryError, IdentityNotFoundError, ThumbnailPathError
 from gallery.models import Identity, Source
@@ -41,13 +43,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["create_app", "trusted_hosts", "host_name", "COOKIE", "LOOPBACK_NAMES"]
 
-COOKIE = "facemoe_token"
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 WILDCARDS = frozenset({"0.0.0.0", "::", ""})
-
-
-class Detail(BaseModel):
-    detail: str = Field(description="why the request was refused")
 
 
 class Candidate(BaseModel):
@@ -125,14 +122,6 @@ class IdentityPage(_Page):
     rows: list[IdentityRow] = Field(description="identities, newest first")
 
 
-ERRORS = {code: {"model": Detail} for code in (400, 401, 404)}
-# the page answers HTML, its errors JSON: the schema inline, as a model would put it under text/html
-PAGE_ERRORS = {
-    code: {"description": "refused", "content": {"application/json": {"schema": Detail.model_json_schema()}}}
-    for code in (400, 401, 404)
-}
-
-
 def host_name(header: str) -> str:
     """The host of a ``Host`` header, lower case, without port or trailing dot: ``[::1]:8000`` -> ``::1``."""
     header = header.strip().lower()
@@ -182,6 +171,7 @@ body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}
 td,th{border-bottom:1px solid #ccc;padding:4px 10px;text-align:left}img{height:64px}
 .match{color:#060;font-weight:bold}.unknown{color:#777}
 </style></head><body>
+{{ nav | safe }}
 <h1>Recent matches</h1>
 <form method="get" action="/">
  <label>Identity <select name="identity"><option value="">any</option>
@@ -213,20 +203,6 @@ td,th{border-bottom:1px solid #ccc;padding:4px 10px;text-align:left}img{height:6
 </body></html>""")
 
 
-TIME = "ISO 8601 time with a timezone, e.g. 2026-03-01T10:00:00Z"
-
-
-def _time(name: str, text: str | None) -> datetime | None:
-    """An ISO 8601 time; a bare number (which pydantic would read as a Unix time) is refused like any other
-    text that is no ISO 8601 time. A time without a timezone is refused by :class:`Filters`."""
-    if text is None or text == "":
-        return None
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        raise HTTPException(400, f"{name}: expected an {TIME}, got {text[:100]!r}") from None
-
-
 def _filters(
     identity: str | None = None,
     source: str | None = None,
@@ -245,8 +221,8 @@ def _filters(
     return Filters(
         identity=identity or None,
         source=source or None,
-        since=_time("since", since),
-        until=_time("until", until),
+        since=query_time("since", since),
+        until=query_time("until", until),
         decision=decision or None,
         min_score=min_score,
         watchlist=watchlist,
@@ -272,9 +248,12 @@ def create_app(
     token: str | None = None,
     page_size: int = 50,
     allowed_hosts: Iterable[str] | None = None,
+    forensic: Forensic | None = None,
 ) -> FastAPI:
     """The app over ``db``; ``thumbnails`` None serves no thumbnails; ``token`` None disables auth;
-    ``allowed_hosts`` None accepts any ``Host`` header (see :func:`trusted_hosts`)."""
+    ``allowed_hosts`` None accepts any ``Host`` header (see :func:`trusted_hosts`); ``forensic``: what search by
+    photo and the unknown groups need (:mod:`gallery.app_forensic`; None: those views are absent)."""
+    forensic = forensic or Forensic()
     app = FastAPI(
         title="FaceMoE gallery and match log",
         docs_url=None,
@@ -372,6 +351,7 @@ def create_app(
             sources = session.scalars(select(Source.name).order_by(Source.name).limit(1000)).all()
         keep = {"identity": identity, "source": source, "decision": decision}
         return PAGE.render(
+            nav=nav(forensic),
             rows=result.rows,
             identities=names,
             sources=sources,
@@ -382,4 +362,6 @@ def create_app(
             **keep,
         )
 
+    add_api(app, db, thumbnails, forensic, authorised)
+    add_pages(app, db, forensic, authorised, page_size)
     return app

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from core.config import Section, read_yaml, validate
 
@@ -115,6 +115,27 @@ class ServeConfig(Section):
         description="Host names the server answers to besides its listen address (and the loopback names when it "
         "listens on loopback); '*' allows any, which DNS rebinding can abuse",
     )
+    max_upload_bytes: int = Field(
+        10 * 2**20,
+        ge=1024,
+        le=2**30,
+        description="largest photo the search by photo takes (bytes); a larger upload is refused with 413",
+    )
+    media_dirs: tuple[str, ...] = Field(
+        (),
+        max_length=100,
+        description="absolute folders whose enrolled photos the API and page may show beside a match, each only "
+        "while it holds the content that was enrolled; empty: enrolled photos are not shown (faces enrolled "
+        "from tracks always are)",
+    )
+
+    @field_validator("media_dirs")
+    @classmethod
+    def _absolute(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        relative = [d for d in value if not Path(d).expanduser().is_absolute()]
+        if relative:
+            raise ValueError(f"expected absolute folders, got {relative[0]!r}")
+        return tuple(str(Path(d).expanduser()) for d in value)
 
 
 class UnknownsConfig(Section):

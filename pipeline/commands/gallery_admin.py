@@ -228,7 +228,9 @@ def check_bind(host: str, token: str | None) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn  # the serve extra (fastapi, uvicorn): only this command needs it
 
-    from gallery.app import create_app, trusted_hosts
+    from gallery.app import trusted_hosts
+
+    from ..forensic_api import LazyModels, serve_app  # the serve extra too
 
     config = config_of(args).gallery
     host, port = args.host or config.serve.host, args.port or config.serve.port
@@ -236,15 +238,9 @@ def run_serve(args: argparse.Namespace) -> int:
     check_bind(host, token)
     hosts = trusted_hosts(host, [*config.serve.allowed_hosts, *args.allow_host])
     logger.info("serve: answering Host %s", ", ".join(sorted(hosts)))
-    with _open(args) as system:
+    with _open(args) as system, LazyModels(system.cfg) as models:
         db = system.gallery.db
-        app = create_app(
-            db,
-            ThumbnailStore.for_database(db, config),
-            token=token,
-            page_size=config.serve.page_size,
-            allowed_hosts=hosts,
-        )
+        app = serve_app(system, models, token=token, allowed_hosts=hosts)
         access = "token required" if token else "no token: loopback only"
         print(f"serving {db.shown} on http://{host}:{port}/ ({access})", file=sys.stderr)
         uvicorn.run(app, host=host, port=port, log_level="warning")

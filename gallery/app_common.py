@@ -1,0 +1,55 @@
+"""What the HTTP API's modules share (:mod:`gallery.app`, :mod:`gallery.app_forensic`, :mod:`gallery.app_pages`):
+the token cookie's name, the error body and its responses, query times, thumbnail URLs, times within a video.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from urllib.parse import quote
+
+from fastapi import HTTPException
+from pydantic import BaseModel, Field
+
+__all__ = ["COOKIE", "ERRORS", "PAGE_ERRORS", "TIME", "Detail", "clock", "query_time", "thumbnail_url"]
+
+COOKIE = "facemoe_token"
+TIME = "ISO 8601 time with a timezone, e.g. 2026-03-01T10:00:00Z"
+
+
+class Detail(BaseModel):
+    detail: str = Field(description="why the request was refused")
+
+
+ERRORS = {code: {"model": Detail} for code in (400, 401, 404)}
+# the page answers HTML, its errors JSON: the schema inline, as a model would put it under text/html
+PAGE_ERRORS = {
+    code: {"description": "refused", "content": {"application/json": {"schema": Detail.model_json_schema()}}}
+    for code in (400, 401, 404)
+}
+
+
+def query_time(name: str, text: str | None) -> datetime | None:
+    """An ISO 8601 time; a bare number (which pydantic would read as a Unix time) is refused like any other
+    text that is no ISO 8601 time. A time without a timezone is refused by :class:`gallery.queries.Filters`."""
+    if text is None or text == "":
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise HTTPException(400, f"{name}: expected an {TIME}, got {text[:100]!r}") from None
+
+
+def thumbnail_url(rel: str | None) -> str | None:
+    """The URL of a thumbnail of the store (``/thumbnails/<path>``), None for none."""
+    return f"/thumbnails/{quote(rel)}" if rel else None
+
+
+def clock(seconds: float | None) -> str:
+    """A time within a file or stream as ``m:ss.s`` (``h:mm:ss.s`` from an hour on)."""
+    if seconds is None:
+        return ""
+    tenths = round(max(seconds, 0.0) * 10)
+    hours, rest = divmod(tenths, 36_000)
+    minutes, tenths = divmod(rest, 600)
+    text = f"{minutes:02d}:{tenths / 10:04.1f}" if hours else f"{minutes}:{tenths / 10:04.1f}"
+    return f"{hours}:{text}" if hours else text

@@ -1,0 +1,160 @@
+"""Response models and options of the forensic endpoints (:mod:`gallery.app_forensic`): what the OpenAPI schema
+says of them and what every answer is checked against."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from gallery.app_common import TIME
+from gallery.queries import MAX_PAGE_SIZE
+
+__all__ = [
+    "EnrolledFace",
+    "SearchOptions",
+    "SearchPage",
+    "SearchRow",
+    "TimelinePage",
+    "TimelineRow",
+    "TrackDetail",
+    "UnknownGroupRow",
+    "UnknownTrackRow",
+    "UnknownsResult",
+]
+
+
+class SearchOptions(BaseModel):
+    face: int | None = Field(None, ge=1, le=1000, description="in a photo of several faces, the N-th largest")
+    top: int = Field(10, ge=1, le=MAX_PAGE_SIZE, description="how many tracks to list")
+    min_score: float | None = Field(None, ge=-1.0, le=1.0, description="only tracks scoring at least this")
+    source: str | None = Field(None, max_length=500, description="only tracks of this source")
+    since: str | None = Field(
+        None, description=f"only tracks logged from this {TIME}", json_schema_extra={"format": "date-time"}
+    )
+    until: str | None = Field(
+        None, description=f"only tracks logged before this {TIME}", json_schema_extra={"format": "date-time"}
+    )
+
+
+class SearchRow(BaseModel):
+    id: int | None = Field(description="the track's id in the match log (GET /api/tracks/{id})")
+    score: float = Field(description="cosine of the track's template to the photo's")
+    source: str = Field(description="file or camera name")
+    kind: str = Field(description="file or camera")
+    run_id: int = Field(description="run that logged the track")
+    track_id: int = Field(description="track id within its run")
+    start_time: float = Field(description="seconds within the file or stream of the track's first frame")
+    end_time: float = Field(description="seconds within the file or stream of the track's last frame")
+    logged_at: str = Field(description="time the track was logged, ISO 8601 UTC")
+    decision: str = Field(description="decision the match log holds for the track")
+    identity: str | None = Field(description="identity it was matched to")
+    thumbnail: str | None = Field(description="thumbnail path under /thumbnails/")
+    thumbnail_url: str | None = Field(description="URL of the track's best crop")
+
+
+class SearchPage(BaseModel):
+    rows: list[SearchRow] = Field(description="tracks, best score first")
+    page: int = Field(description="always 1")
+    page_size: int = Field(description="the top asked for")
+    has_more: bool = Field(description="always false")
+
+
+class TimelineRow(BaseModel):
+    identity: str = Field(description="the identity")
+    source: str = Field(description="file or camera name")
+    kind: str = Field(description="file or camera")
+    run_id: int = Field(description="run that logged the track")
+    track_id: int = Field(description="track id within its run")
+    track: int = Field(description="the track's id in the match log (GET /api/tracks/{id})")
+    start_time: float | None = Field(description="seconds within the file or stream, first frame")
+    end_time: float | None = Field(description="seconds within the file or stream, last frame")
+    logged_at: str | None = Field(description="time the track was logged, ISO 8601 UTC")
+    wall_start: str | None = Field(description="cameras: wall time of the first frame")
+    wall_end: str | None = Field(description="cameras: wall time of the last frame")
+    score: float | None = Field(description="score of the match")
+    retroactive: bool = Field(description="named later by a rematch")
+    rematch_id: int | None = Field(description="the rematch that named it")
+    decided_at: str | None = Field(description="time of the decision")
+    thumbnail: str | None = Field(description="thumbnail path under /thumbnails/")
+    thumbnail_url: str | None = Field(description="URL of the track's best crop")
+
+
+class TimelinePage(BaseModel):
+    rows: list[TimelineRow] = Field(description="sightings, oldest first")
+    page: int = Field(ge=1, description="page number, from 1")
+    page_size: int = Field(ge=1, le=MAX_PAGE_SIZE, description="rows per page")
+    has_more: bool = Field(description="another page follows")
+
+
+class UnknownTrackRow(BaseModel):
+    id: int = Field(description="the track's id in the match log")
+    source: str = Field(description="file or camera name")
+    run_id: int = Field(description="run that logged the track")
+    track_id: int = Field(description="track id within its run")
+    start_time: float = Field(description="seconds within the file or stream, first frame")
+    end_time: float = Field(description="seconds within the file or stream, last frame")
+    logged_at: str = Field(description="time the track was logged, ISO 8601 UTC")
+    frames: int = Field(description="frames in the track")
+    crops_embedded: int = Field(description="crops embedded into its template")
+    thumbnail: str | None = Field(description="thumbnail path under /thumbnails/")
+    thumbnail_url: str | None = Field(description="URL of the track's best crop")
+
+
+class UnknownGroupRow(BaseModel):
+    group: int = Field(description="group number, largest group first")
+    size: int = Field(description="tracks in the group")
+    first_seen: str = Field(description="first time one of its tracks was logged")
+    last_seen: str = Field(description="last time one of its tracks was logged")
+    sources: list[str] = Field(description="files and cameras it was seen in")
+    mean_similarity: float | None = Field(description="mean cosine between its tracks")
+    best: int = Field(description="id of the track whose thumbnail shows the person best")
+    thumbnail: str | None = Field(description="that track's thumbnail path")
+    thumbnail_url: str | None = Field(description="URL of that track's thumbnail")
+    tracks: list[UnknownTrackRow] = Field(description="its tracks, in the order logged")
+
+
+class UnknownsResult(BaseModel):
+    embedder_id: str | None = Field(description="embedder of the grouped tracks")
+    threshold: float | None = Field(description="cosine at which groups joined")
+    min_size: int = Field(description="smallest group listed")
+    tracks: int = Field(description="unknown tracks grouped")
+    singletons: int = Field(description="tracks alone in their group")
+    groups: list[UnknownGroupRow] = Field(description="groups, largest first")
+
+
+class EnrolledFace(BaseModel):
+    media_id: int = Field(description="enrolled media id (GET /media/{id})")
+    identity: str = Field(description="the identity")
+    enrolled_from: str = Field(
+        description="file name of the enrolled photo, or the track it was enrolled from"
+    )
+    enrolled_at: str | None = Field(description="time of enrollment")
+    score: float = Field(description="cosine of the track's template to this media's vector")
+    url: str | None = Field(description="URL of the enrolled face; none when this server does not show it")
+    note: str | None = Field(description="why it is not shown")
+
+
+class TrackDetail(BaseModel):
+    id: int = Field(description="the track's id in the match log")
+    source: str = Field(description="file or camera name")
+    kind: str = Field(description="file or camera")
+    run_id: int = Field(description="run that logged the track")
+    track_id: int = Field(description="track id within its run")
+    start_time: float = Field(description="seconds within the file or stream, first frame")
+    end_time: float = Field(description="seconds within the file or stream, last frame")
+    logged_at: str | None = Field(description="time the track was logged, ISO 8601 UTC")
+    wall_start: str | None = Field(description="cameras: wall time of the first frame")
+    wall_end: str | None = Field(description="cameras: wall time of the last frame")
+    frames: int = Field(description="frames in the track")
+    crops_embedded: int = Field(description="crops embedded into its template")
+    embedder_id: str = Field(description="embedder of its template")
+    thumbnail: str | None = Field(description="thumbnail path under /thumbnails/")
+    thumbnail_url: str | None = Field(description="URL of the track's best crop")
+    decision: str | None = Field(description="current decision (a retroactive match, else the logged one)")
+    score: float | None = Field(description="score of the current decision")
+    identity: str | None = Field(description="identity of a current match")
+    retroactive: bool = Field(description="the current decision is a retroactive match")
+    rematch_id: int | None = Field(description="the rematch that made it")
+    logged_decision: str | None = Field(description="what was decided when the track ended")
+    logged_identity: str | None = Field(description="who was matched then")
+    logged_score: float | None = Field(description="best score then")
+    enrolled: EnrolledFace | None = Field(description="for a match: the enrolled face closest to the track")

@@ -1,0 +1,229 @@
+"""What the forensic views show (no web here): one track with its current decision and the enrolled face it
+matched, the enrolled photo itself, and the match-log ids of search hits.
+
+The enrolled face a match is shown beside is the identity's media row (of the track's embedder) closest to the
+track's template: the photo that agrees best with what was seen. It can be shown when it is
+
+- a face enrolled from a track (``enroll --from-track``; :func:`gallery.rematch.track_media` names such media
+  ``track RUN:TRACK (source)``): that track's thumbnail, from the thumbnail store;
+- an enrolled photo inside one of the folders ``gallery.serve.media_dirs`` (symlinks resolved) whose content still
+  has the enrolled content hash; it is re-encoded as a JPEG of at most ``SHOWN_SIDE`` pixels a side. No other
+  path is ever read: the media rows' paths are data, not a place to serve from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+
+import cv2
+import numpy as np
+from sqlalchemy import select, tuple_
+
+from gallery.db import Database
+from gallery.decisions import current_decision
+from gallery.errors import ThumbnailPathError
+from gallery.models import Identity, MatchEvent, Media, RetroMatch, Source, Track, from_blob
+from gallery.thumbnails import ThumbnailStore
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["MediaUnavailable", "enrolled_photo", "track_detail", "track_ids"]
+
+TRACK_MEDIA = re.compile(
+    r"track (\d{1,18}):(\d{1,18}) \("
+)  # the path gallery.rematch.track_media gives a track's template
+SHOWN_SIDE = 512  # longest side of an enrolled photo as shown
+MAX_MEDIA_BYTES = 64 * 2**20  # an enrolled photo larger than this is not read
+MAX_MEDIA_ROWS = 10_000  # media rows of one identity compared with a track
+
+
+class MediaUnavailable(LookupError):
+    """An enrolled photo that this server cannot show; the message says why."""
+
+
+def _iso(value) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _inside(path: Path, folders: Sequence[str]) -> bool:
+    return any(path.is_relative_to(Path(folder).resolve()) for folder in folders)
+
+
+def _media_url(media: Media, media_dirs: Sequence[str]) -> tuple[str | None, str | None]:
+    """(URL of the enrolled face, None) when it may be shown, else (None, why not)."""
+    if TRACK_MEDIA.match(media.path):
+        return f"/media/{media.id}", None
+    if media.path.startswith("vector:"):
+        return None, "enrolled as a vector, without a photo"
+    if not media_dirs:
+        return None, "enrolled photos are not shown (gallery.serve.media_dirs is empty)"
+    if not _inside(Path(media.path).resolve(), media_dirs):
+        return None, "the enrolled photo is outside gallery.serve.media_dirs"
+    return f"/media/{media.id}", None
+
+
+def _enrolled(session, identity_id: int, embedder_id: str, template: np.ndarray, media_dirs) -> dict | None:
+    """The media row of the identity closest to ``template`` (unit ``[D]``) and how it may be shown."""
+    rows = session.execute(
+        select(Media, Identity.name)
+        .join(Identity, Identity.id == Media.identity_id)
+        .where(Media.identity_id == identity_id, Media.embedder_id == embedder_id, Media.dim == len(template))
+        .order_by(Media.id)
+        .limit(MAX_MEDIA_ROWS)
+    ).all()
+    if not rows:
+        return None
+    scores = np.stack([from_blob(m.vector, m.dim) for m, _ in rows]) @ template
+    best = int(np.argmax(scores))
+    media, name = rows[best]
+    url, note = _media_url(media, media_dirs)
+    shown = media.path if TRACK_MEDIA.match(media.path) else Path(media.path).name
+    return {
+        "media_id": media.id,
+        "identity": name,
+        "enrolled_from": shown,
+        "enrolled_at": _iso(media.created_at),
+        "score": round(float(scores[best]), 4),
+        "url": url,
+        "note": note,
+    }
+
+
+def track_detail(db: Database, pk: int, media_dirs: Sequence[str] = ()) -> dict | None:
+    """Track ``pk`` of the match log (None when there is none): where and when (stream seconds; for a camera also
+    the wall times, as in :mod:`gallery.timeline`), its counts and thumbnail, its current decision (the newest
+    retroactive match, else the logged one, which is kept beside it), and for a match the enrolled face closest to
+    it (see the module's text)."""
+    retro, current = current_decision()
+    logged = Identity.__table__.alias("logged")
+    stmt = (
+        select(
+            Track,
+            Source.name.label("source"),
+            Source.kind,
+            current.decision,
+            current.score,
+            current.retroactive,
+            current.identity_id,
+            Identity.name.label("identity"),
+            RetroMatch.rematch_id,
+            MatchEvent.decision.label("logged_decision"),
+            MatchEvent.score.label("logged_score"),
+            logged.c.name.label("logged_identity"),
+        )
+        .join(Source, Source.id == Track.source_id)
+        .outerjoin(MatchEvent, MatchEvent.track_pk == Track.id)
+        .outerjoin(*retro)
+        .outerjoin(Identity, Identity.id == current.identity_id)
+        .outerjoin(logged, logged.c.id == MatchEvent.identity_id)
+        .where(Track.id == pk)
+    )
+    with db.session() as session:
+        r = session.execute(stmt).first()
+        if r is None:
+            return None
+        t = r.Track
+        template = from_blob(t.template, t.dim)
+        norm = float(np.linalg.norm(template))
+        enrolled = None
+        if r.decision == "match" and r.identity_id is not None and norm > 0 and np.isfinite(norm):
+            enrolled = _enrolled(session, r.identity_id, t.embedder_id, template / norm, media_dirs)
+    camera = r.kind == "camera"
+    duration = timedelta(seconds=max(t.end_time - t.start_time, 0.0))
+    return {
+        "id": t.id,
+        "source": r.source,
+        "kind": r.kind,
+        "run_id": t.run_id,
+        "track_id": t.track_id,
+        "start_time": t.start_time,
+        "end_time": t.end_time,
+        "logged_at": _iso(t.created_at),
+        "wall_start": _iso(t.created_at - duration) if camera else None,
+        "wall_end": _iso(t.created_at) if camera else None,
+        "frames": t.frames,
+        "crops_embedded": t.crops_embedded,
+        "embedder_id": t.embedder_id,
+        "thumbnail": t.thumbnail,
+        "decision": r.decision,
+        "score": r.score,
+        "identity": r.identity if r.decision == "match" else None,
+        "retroactive": bool(r.retroactive),
+        "rematch_id": r.rematch_id if r.retroactive else None,
+        "logged_decision": r.logged_decision,
+        "logged_identity": r.logged_identity if r.logged_decision == "match" else None,
+        "logged_score": r.logged_score,
+        "enrolled": enrolled,
+    }
+
+
+def track_ids(db: Database, refs: Sequence[tuple[int, int]]) -> dict[tuple[int, int], int]:
+    """The match-log id of each track ``(run_id, track_id)`` that exists."""
+    if not refs:
+        return {}
+    stmt = select(Track.run_id, Track.track_id, Track.id).where(
+        tuple_(Track.run_id, Track.track_id).in_(refs)
+    )
+    with db.session() as session:
+        return {(run, track): pk for run, track, pk in session.execute(stmt)}
+
+
+def _photo_jpeg(path: Path, content_hash: str) -> bytes:
+    try:
+        if path.stat().st_size > MAX_MEDIA_BYTES:
+            raise MediaUnavailable(f"the enrolled photo is larger than {MAX_MEDIA_BYTES:,} bytes")
+        data = path.read_bytes()
+    except OSError:
+        raise MediaUnavailable("the enrolled photo is no longer where it was enrolled from") from None
+    if hashlib.sha256(data).hexdigest() != content_hash:
+        raise MediaUnavailable("the file at the enrolled path no longer holds the enrolled photo")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise MediaUnavailable("the enrolled photo does not decode")
+    scale = SHOWN_SIDE / max(image.shape[:2])
+    if scale < 1:
+        size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    if not ok:
+        raise MediaUnavailable("the enrolled photo could not be encoded as JPEG")
+    return jpeg.tobytes()
+
+
+def enrolled_photo(
+    db: Database, thumbnails: ThumbnailStore | None, media_dirs: Sequence[str], media_id: int
+) -> Path | bytes:
+    """Enrolled media ``media_id`` as an image: the thumbnail file of the track it was enrolled from, or the JPEG
+    bytes of the enrolled photo; :class:`MediaUnavailable` (saying why) for anything else."""
+    with db.session() as session:
+        media = session.get(Media, media_id)
+        if media is None:
+            raise MediaUnavailable(f"enrolled media {media_id}: not in the gallery")
+        path, content_hash = media.path, media.content_hash
+        ref = TRACK_MEDIA.match(path)
+        rel = (
+            session.scalar(
+                select(Track.thumbnail).where(Track.run_id == int(ref[1]), Track.track_id == int(ref[2]))
+            )
+            if ref
+            else None
+        )
+        url, note = _media_url(media, media_dirs)
+    if url is None:
+        raise MediaUnavailable(f"enrolled media {media_id}: {note}")
+    if ref is None:
+        return _photo_jpeg(Path(path).resolve(), content_hash)
+    if rel is None or thumbnails is None:
+        raise MediaUnavailable(f"enrolled media {media_id}: the track it was enrolled from has no thumbnail")
+    try:
+        file = thumbnails.resolve(rel)
+    except ThumbnailPathError:
+        raise MediaUnavailable(f"enrolled media {media_id}: its track's thumbnail path is unsafe") from None
+    if not file.is_file():
+        raise MediaUnavailable(f"enrolled media {media_id}: its track's thumbnail is not in the store")
+    return file

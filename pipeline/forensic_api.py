@@ -1,0 +1,115 @@
+"""``serve``'s app with forensic search: the gallery's HTTP API (:func:`gallery.app.create_app`) given what its
+search by photo and its unknown groups need from the application (:class:`gallery.app_forensic.Forensic`).
+
+- Search by photo is the ``search`` command's (:func:`pipeline.commands.search.find_person`): the configured
+  detector and embedder, built through the one builder at the first search and kept (``serve`` without a search
+  stays light), the serve gallery's database and track indexes. One search runs at a time. A detector or embedder
+  that does not load makes the search answer 503 with the reason, and is not tried again until the next start.
+- Unknown groups are ``query unknowns``' (:func:`pipeline.commands.unknowns.grouping`), with the config's
+  ``gallery.unknowns`` defaults and the matcher's operating threshold.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from functools import partial
+
+from fastapi import FastAPI
+
+from core.errors import UserError
+from gallery.app import create_app
+from gallery.app_forensic import Forensic, SearchUnavailable
+from gallery.thumbnails import ThumbnailStore
+from gallery.track_search import TrackHit
+
+from .build import System, build
+from .commands.search import find_person
+from .commands.unknowns import grouping
+from .config import AppConfig
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["LazyModels", "forensic_of", "serve_app"]
+
+
+class LazyModels:
+    """The detector and embedder of ``cfg``, built at the first :meth:`get` (once; a failure is kept and said
+    again); close it (or use it as a context manager) to release them."""
+
+    def __init__(self, cfg: AppConfig) -> None:
+        self.cfg = cfg
+        self._system: System | None = None
+        self._error: str | None = None
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> LazyModels:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def loaded(self) -> bool:
+        return self._system is not None
+
+    def get(self) -> System:
+        with self._lock:
+            if self._system is None and self._error is None:
+                logger.info("search by photo: loading the detector and the embedder")
+                try:
+                    self._system = build(self.cfg, gallery=False)
+                except UserError as exc:
+                    self._error = str(exc)
+                    logger.error("search by photo unavailable: %s", exc)
+            if self._system is None:
+                raise SearchUnavailable(self._error)
+            return self._system
+
+    def close(self) -> None:
+        with self._lock:
+            if self._system is not None:
+                self._system.close()
+                self._system = None
+
+
+def forensic_of(system: System, models: LazyModels) -> Forensic:
+    """What the forensic endpoints of ``system``'s gallery need: search by photo through ``models``, grouping of
+    the unknowns, and the ``gallery.serve`` upload limit and photo folders."""
+    lock = threading.Lock()
+
+    def search(photos: list[tuple[str, bytes]], **options) -> list[TrackHit]:
+        with lock:  # one search at a time: the models and the track index are shared
+            gallery = system.gallery
+            return find_person(
+                models.get(), gallery.db, system.track_indexes, photos, option="face", **options
+            )
+
+    serve = system.cfg.gallery.serve
+    return Forensic(
+        search=search,
+        unknowns=partial(grouping, system.gallery, system.cfg),
+        max_upload_bytes=serve.max_upload_bytes,
+        media_dirs=serve.media_dirs,
+    )
+
+
+def serve_app(
+    system: System,
+    models: LazyModels,
+    *,
+    token: str | None = None,
+    allowed_hosts: Iterable[str] | None = None,
+) -> FastAPI:
+    """The app ``serve`` runs over ``system``'s gallery (its config's ``gallery`` section: thumbnails, page size,
+    upload limit), with search by photo through ``models``."""
+    db, config = system.gallery.db, system.cfg.gallery
+    return create_app(
+        db,
+        ThumbnailStore.for_database(db, config),
+        token=token,
+        page_size=config.serve.page_size,
+        allowed_hosts=allowed_hosts,
+        forensic=forensic_of(system, models),
+    )
