@@ -183,6 +183,10 @@ class VectorIndex:
         id_map = faiss.vector_to_array(self._index.id_map)
         return id_map[id_map >= 0]
 
+    def vectors_of(self, ids: np.ndarray) -> np.ndarray:
+        """The stored vectors ``[N, D]`` of live ``ids``."""
+        return np.stack([self._index.reconstruct(int(i)) for i in ids]).reshape(-1, self.tag.dim)
+
     def entries(self) -> tuple[np.ndarray, np.ndarray]:
         """The live entries: ``(ids [N], vectors [N, D])`` (to rebuild the index as another kind)."""
         id_map = faiss.vector_to_array(self._index.id_map)

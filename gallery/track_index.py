@@ -43,11 +43,12 @@ from gallery.search import GallerySearch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CHUNK", "COMPACT_MIN", "RECHECK_S", "SAVE_AFTER", "TrackIndex", "TrackIndexes"]
+__all__ = ["CHUNK", "COMPACT_MIN", "RECHECK_S", "SAVE_AFTER", "SPOT_CHECKS", "TrackIndex", "TrackIndexes"]
 
 CHUNK = 10_000  # rows read from SQL at a time
 RECHECK_S = 60.0  # seconds between two checks of an open index against SQL
 SAVE_AFTER = 1_000  # unsaved changes that make a large index worth saving
+SPOT_CHECKS = 8  # entries of a loaded index compared with SQL's templates
 COMPACT_MIN = 1_000  # tombstones that, once more than the live entries, make an HNSW graph worth compacting
 
 
@@ -158,11 +159,34 @@ class TrackIndex:
                 loaded = VectorIndex.load(self.path, self.embedder_id, gpu=self.config.index.gpu)
             except IndexFileDamagedError as exc:
                 logger.warning("%s: rebuilding the track index from the match log", exc)
+        if loaded is not None and not self._same_vectors(loaded):
+            logger.warning(
+                "track index %s: its templates differ from the match log's (another database of the same name?): "
+                "rebuilding it",
+                self.path,
+            )
+            loaded = None
         if loaded is None:
             self._rebuild()
             return
         self._adopt(loaded, unsaved=0)
         self._check()
+
+    def _same_vectors(self, vectors: VectorIndex) -> bool:
+        """Whether a few entries, spread over the index, hold the templates SQL has under their ids (ids SQL no
+        longer has are the check's business)."""
+        ids = vectors.ids()
+        sample = (
+            ids[np.linspace(0, len(ids) - 1, min(SPOT_CHECKS, len(ids))).astype(int)] if len(ids) else ids
+        )
+        with self.db.engine.connect() as conn:
+            stmt = self._of_embedder.where(Track.id.in_(sample.tolist()))
+            stored = {int(i): v for chunk in _read(conn, stmt, vectors.tag.dim) for i, v in zip(*chunk)}
+        return all(
+            np.array_equal(stored[int(i)], v)
+            for i, v in zip(sample, vectors.vectors_of(sample))
+            if int(i) in stored
+        )
 
     def _adopt(self, vectors: VectorIndex, unsaved: int) -> None:
         vectors.set_ef_search(self.config.index.track_ef_search)

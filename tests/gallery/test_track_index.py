@@ -226,3 +226,22 @@ def test_memory_only_for_a_server_database_without_storage(tmp_path):
         _log(db, unit(np.random.default_rng(11), 5, DIM))
         assert indexes.path("e8") is None and indexes.get("e8").live == 5
         assert not list(tmp_path.glob("*.faiss"))
+
+
+def test_an_index_of_another_database_of_the_same_name_is_rebuilt(tmp_path, caplog):
+    rng = np.random.default_rng(12)
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    with Database(url) as db:
+        _log(db, unit(rng, 10, DIM))
+        indexes = TrackIndexes(db, _config(tmp_path))
+        indexes.get("e8")
+        assert indexes.path("e8").is_file()
+    for leftover in tmp_path.glob("log.db*"):
+        leftover.unlink()
+    with Database(url) as db:  # a new database, its track ids from 1 again, the old index file still there
+        _log(db, unit(rng, 10, DIM))
+        with caplog.at_level(logging.WARNING):
+            indexes = TrackIndexes(db, _config(tmp_path))
+            q = unit(rng, 1, DIM)[0]
+            _same(search_tracks(db, q, "e8", indexes=indexes), search_tracks(db, q, "e8"))
+        assert "differ from the match log's" in caplog.text
