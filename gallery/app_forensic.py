@@ -28,6 +28,7 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -77,14 +78,19 @@ class Forensic:
     media_dirs: tuple[str, ...] = ()
 
 
+def _invalid(message: str) -> RequestValidationError:
+    """A body that is not what the schema says: 422 like every other request that breaks the schema."""
+    return RequestValidationError(
+        [{"type": "value_error", "loc": ("body", "photo"), "msg": message, "input": None}]
+    )
+
+
 def _multipart(content_type: str, body: bytes) -> list[tuple[str, str | None, bytes]]:
     """``(field name, file name, content)`` of each part of a ``multipart/form-data`` body."""
     head = b"Content-Type: " + content_type.encode("latin-1", "replace") + b"\r\n\r\n"
     message = email.message_from_bytes(head + body, policy=policy.HTTP)
     if not message.is_multipart() or message.defects:
-        raise HTTPException(
-            422, "body: expected multipart/form-data with a 'photo' part, got a body that is not"
-        )
+        raise _invalid("expected multipart/form-data with a 'photo' part, got a body that is not")
     parts = []
     for part in message.iter_parts():
         name = part.get_param("name", header="content-disposition")
@@ -114,7 +120,7 @@ async def read_form(request: Request, limit: int) -> tuple[list[tuple[str, bytes
     photos = [(file or "photo", data) for name, file, data in parts if name == "photo" and (file or data)]
     fields = {name: data.decode("utf-8", "replace") for name, file, data in parts if name != "photo"}
     if not photos:
-        raise HTTPException(422, "body: expected a 'photo' part (an image file), got none")
+        raise _invalid("expected a 'photo' part (an image file), got none")
     if len(photos) > MAX_PHOTOS:
         raise HTTPException(
             400, f"photo: expected at most {MAX_PHOTOS} photos of one person, got {len(photos)}"
@@ -227,7 +233,7 @@ UPLOAD = {
         },
     }
 }
-UPLOAD_ERRORS = ERRORS | {code: {"model": Detail} for code in (413, 415, 422, 503)}
+UPLOAD_ERRORS = ERRORS | {code: {"model": Detail} for code in (413, 415, 503)}
 
 
 def add_api(

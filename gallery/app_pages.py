@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse
 from jinja2 import DictLoader, Environment
 from pydantic import ValidationError
@@ -130,7 +131,7 @@ TIMELINE = """{% extends "layout" %}{% from "when" import when %}{% block title 
 {% endblock %}"""
 
 TRACK = """{% extends "layout" %}{% from "when" import when %}{% block title %}Track {{ t.id }}{% endblock %}
-{% block body %}<h1>{{ t.source }}, {{ when(t) }}</h1>
+{% block body %}<h1>Track {{ t.run_id }}:{{ t.track_id }}</h1><p>{{ t.source }}, {{ when(t) }}</p>
 <div class="pair">
  <figure>{% if t.thumbnail_url %}<img class="thumb crop" alt="best crop of the track" src="{{ t.thumbnail_url }}">
  {% else %}<p>No thumbnail.</p>{% endif %}<figcaption>Best crop of track {{ t.run_id }}:{{ t.track_id }}
@@ -184,8 +185,7 @@ def _names(db: Database, column) -> list[str]:
         return list(session.scalars(select(column).order_by(column).limit(1000)))
 
 
-def _one_line(exc: ValidationError) -> str:
-    error = exc.errors()[0]
+def _one_line(error: dict) -> str:
     return f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
 
 
@@ -251,12 +251,14 @@ def add_pages(app: FastAPI, db: Database, forensic: Forensic, authorised, page_s
                 try:
                     options = SearchOptions.model_validate(given)
                 except ValidationError as exc:
-                    raise HTTPException(400, _one_line(exc)) from None
+                    raise RequestValidationError(exc.errors()) from None
                 rows = await run_in_threadpool(search_rows, db, forensic, photos, options)
             except HTTPException as exc:
-                return render(
-                    "search", exc.status_code, sources=sources, form=form, rows=None, error=exc.detail
-                )
+                status, error = exc.status_code, exc.detail
+            except RequestValidationError as exc:
+                status, error = 422, _one_line(exc.errors()[0])
             except GalleryError as exc:
-                return render("search", 400, sources=sources, form=form, rows=None, error=str(exc))
-            return render("search", sources=sources, form=form, rows=rows, photo=photos[0][0])
+                status, error = 400, str(exc)
+            else:
+                return render("search", sources=sources, form=form, rows=rows, photo=photos[0][0])
+            return render("search", status, sources=sources, form=form, rows=None, error=error)

@@ -7,6 +7,7 @@ import shutil
 import socket
 import threading
 import time
+from contextlib import contextmanager
 
 import pytest
 from fastapi.testclient import TestClient
@@ -237,18 +238,16 @@ PIXELS = """return Array.from(document.querySelectorAll('img.thumb')).map(img =>
 });"""
 
 
-@pytest.mark.slow
-def test_page_renders_thumbnails_in_headless_chromium(served, tmp_path, monkeypatch):
+@contextmanager
+def served_in_chromium(app, tmp_path, monkeypatch):
+    """``app`` served by uvicorn on a free loopback port, seen by a headless Chromium: yields (driver, base URL)."""
     webdriver, browser, driver_path = _browser_or_skip()
     import uvicorn
     from selenium.webdriver.chrome.service import Service
 
     monkeypatch.setenv("SE_OFFLINE", "true")  # never let Selenium fetch drivers or browsers
-    db, store = served
     port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(db, store, token=TOKEN), host="127.0.0.1", port=port, log_level="warning")
-    )
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -261,15 +260,22 @@ def test_page_renders_thumbnails_in_headless_chromium(served, tmp_path, monkeypa
     chrome = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
     try:
         chrome.set_page_load_timeout(30)
-        chrome.get(f"http://127.0.0.1:{port}/?token={TOKEN}")  # sets the cookie, redirects to the page
+        yield chrome, f"http://127.0.0.1:{port}"
+    finally:
+        chrome.quit()
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.mark.slow
+def test_page_renders_thumbnails_in_headless_chromium(served, tmp_path, monkeypatch):
+    db, store = served
+    with served_in_chromium(create_app(db, store, token=TOKEN), tmp_path, monkeypatch) as (chrome, base):
+        chrome.get(f"{base}/?token={TOKEN}")  # sets the cookie, redirects to the page
         shown = chrome.execute_script(PIXELS)
         assert [s[4] for s in shown] == [str(t) for t in range(7, -1, -1)]  # newest first
         for complete, width, height, grey, track in shown:
             assert complete and (width, height) == (40, 48)
             assert abs(grey - 30 * int(track)) <= 3  # the seeded crop of that very track
-        chrome.get(f"http://127.0.0.1:{port}/?identity=bob")
+        chrome.get(f"{base}/?identity=bob")
         assert [s[4] for s in chrome.execute_script(PIXELS)] == ["3"]
-    finally:
-        chrome.quit()
-        server.should_exit = True
-        thread.join(timeout=10)
