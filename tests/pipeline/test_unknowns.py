@@ -15,14 +15,15 @@ import csv
 import io
 import json
 
+import numpy as np
 import pytest
 from sqlalchemy import insert, select
 
 from core.errors import UserError
 from facemoe.evaluate.video import ScoredTrack, assign_identities, read_ground_truth
 from gallery.db import Database
-from gallery.grouping import score_grouping
-from gallery.models import MatchEvent, Run, Source, Track
+from gallery.grouping import group_templates, score_grouping
+from gallery.models import MatchEvent, Run, Source, Track, from_blob
 from pipeline.build import build
 from pipeline.commands import unknowns
 from pipeline.config import load_config
@@ -130,6 +131,21 @@ def test_friends_clip_threshold_option(clip, capsys):
     # at -1 only tracks on screen together stay apart (two or three people per shot); at 1 nothing joins
     assert loose["threshold"] == -1 and 2 <= len(loose["groups"]) <= 4
     assert strict["groups"] == [] and strict["singletons"] == len(truth)
+
+
+@pytest.mark.slow
+def test_friends_clip_on_screen_together_rule(clip):
+    # the same tracks grouped as if each were of its own run: nothing keeps two people of one shot apart
+    url, truth = clip
+    with Database(url) as db, db.session() as session:
+        rows = session.execute(select(Track).order_by(Track.id)).scalars().all()
+        x = np.stack([from_blob(r.template, r.dim) for r in rows if r.crops_embedded > 0])
+        kept = [r for r in rows if r.crops_embedded > 0]
+    labels = [truth[r.track_id] for r in kept]
+    spans = [r.start_time for r in kept], [r.end_time for r in kept]
+    ruled = score_grouping(group_templates(x, [r.run_id for r in kept], *spans, 0.3), labels)
+    unruled = score_grouping(group_templates(x, list(range(len(kept))), *spans, 0.3), labels)
+    assert ruled["purity"] >= 0.9 and ruled["purity"] >= unruled["purity"], (ruled, unruled)
 
 
 def test_table_json_and_csv(db_url, capsys):
