@@ -20,6 +20,7 @@ import io
 import json
 from datetime import datetime
 
+from gallery.errors import QueryError
 from gallery.queries import csv_cell
 from gallery.store import Gallery
 from gallery.unknowns import Grouping, check_options, group_unknowns, unknown_embedders
@@ -34,26 +35,39 @@ __all__ = ["COLUMNS", "add_arguments", "grouping", "render", "run"]
 
 COLUMNS = ["group", "size", "first_seen", "last_seen", "sources", "similarity", "thumbnail", "tracks"]
 TABLE_TRACKS = 6  # tracks shown per row of the table (all of them in JSON and CSV)
+OTHER_QUERY_OPTIONS = {  # what the query parser has for the other kinds: (how it is written, its default)
+    "name": ("NAME", None),
+    "identity": ("--identity", None),
+    "decision": ("--decision", None),
+    "min_score": ("--min-score", None),
+    "watchlist": ("--watchlist", False),
+    "page": ("--page", 1),
+    "page_size": ("--page-size", 50),
+}
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_options(parser)
+def add_arguments(parser: argparse.ArgumentParser, common: bool = True) -> None:
+    """The options of ``query unknowns``. ``common=False`` adds only ``--embedder``, ``--threshold`` and
+    ``--min-size``: for the ``query`` parser, which has the others (``--config``, ``--set``, ``--db``,
+    ``--source``, ``--since``, ``--until``, ``--format``) already."""
     parser.add_argument(
-        "--embedder", help="embedder id of the tracks (default: the one with most unknown tracks)"
+        "--embedder", help="unknowns: embedder id of the tracks (default: the one with most unknown tracks)"
     )
     parser.add_argument(
         "--threshold",
         type=float,
-        help="cosine at or above which groups join (default: gallery.unknowns.threshold, else the operating "
-        "threshold)",
+        help="unknowns: cosine at or above which groups join (default: gallery.unknowns.threshold, else the "
+        "operating threshold)",
     )
     parser.add_argument(
-        "--min-size", type=int, help="smallest group listed (default: gallery.unknowns.min_size, 2)"
+        "--min-size", type=int, help="unknowns: smallest group listed (default: gallery.unknowns.min_size, 2)"
     )
-    parser.add_argument("--source", help="only tracks of this source (file path or camera name)")
-    parser.add_argument("--since", help="only tracks logged from this time (ISO 8601 with timezone)")
-    parser.add_argument("--until", help="only tracks logged before this time (ISO 8601 with timezone)")
-    parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    if common:
+        add_config_options(parser)
+        parser.add_argument("--source", help="only tracks of this source (file path or camera name)")
+        parser.add_argument("--since", help="only tracks logged from this time (ISO 8601 with timezone)")
+        parser.add_argument("--until", help="only tracks logged before this time (ISO 8601 with timezone)")
+        parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
 
 
 def _row(group: dict, limit: int | None) -> dict:
@@ -125,6 +139,13 @@ def grouping(
 
 
 def run(args: argparse.Namespace) -> int:
+    """Group and print; 0. ``args`` come from a parser given :func:`add_arguments` (alone, or the ``query`` parser
+    with ``common=False``, whose filters for the other kinds must then be left unset: they do not apply here)."""
+    unset = [flag for k, (flag, d) in OTHER_QUERY_OPTIONS.items() if getattr(args, k, d) != d]
+    if unset:
+        raise QueryError(
+            f"query unknowns: {', '.join(unset)} does not apply; the filters are --source, --since, --until"
+        )
     check_options(args.threshold, args.min_size)
     since = parse_time(args.since) if args.since else None
     until = parse_time(args.until) if args.until else None

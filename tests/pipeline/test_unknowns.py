@@ -26,6 +26,7 @@ from gallery.grouping import group_templates, score_grouping
 from gallery.models import MatchEvent, Run, Source, Track, from_blob
 from pipeline.build import build
 from pipeline.commands import unknowns
+from pipeline.commands.common import add_config_options
 from pipeline.config import load_config
 from pipeline.eval_video import median_centre
 from pipeline.runner import FileRunner
@@ -194,3 +195,39 @@ def test_bad_options_are_one_line(db_url, argv, message):
     with pytest.raises(UserError, match=message) as caught:
         unknowns.run(parser.parse_args(["--db", db_url, "--config", CONFIG, *argv]))
     assert "\n" not in str(caught.value)
+
+
+def _query_parser() -> argparse.ArgumentParser:
+    """A parser like ``query``'s: a kind, the shared options and filters, the other kinds' filters, then the
+    options of unknowns added with ``common=False``."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("kind")
+    parser.add_argument("name", nargs="?")
+    add_config_options(parser)
+    for flag in ("--source", "--since", "--until", "--identity", "--decision"):
+        parser.add_argument(flag)
+    parser.add_argument("--min-score", type=float)
+    parser.add_argument("--watchlist", action="store_true")
+    parser.add_argument("--page", type=int, default=1)
+    parser.add_argument("--page-size", type=int, default=50)
+    parser.add_argument("--format", default="table")
+    unknowns.add_arguments(parser, common=False)
+    return parser
+
+
+@pytest.mark.parametrize(
+    "extra, refused",
+    [([], None), (["--identity", "ann"], "--identity"), (["--page", "2"], "--page"), (["ann"], "NAME")],
+    ids=["none", "identity", "page", "name"],
+)
+def test_inside_the_query_parser(db_url, capsys, extra, refused):
+    with Database(db_url) as db:
+        _log(db, [Seen("a"), Seen("a", "lobby", minute=1)])
+    args = _query_parser().parse_args(
+        ["unknowns", *extra, "--db", db_url, "--config", CONFIG, "--threshold", "0.5", "--format", "json"]
+    )
+    if refused is None:
+        assert unknowns.run(args) == 0 and json.loads(capsys.readouterr().out)["groups"][0]["size"] == 2
+        return
+    with pytest.raises(UserError, match=f"query unknowns: {refused} does not apply"):
+        unknowns.run(args)
