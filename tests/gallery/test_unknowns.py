@@ -191,6 +191,7 @@ def test_one_embedder_at_a_time(db_url):
     ],
 )
 def test_bad_requests_are_one_line(db_url, kwargs, message):
+    kwargs = dict(kwargs)  # the parameters are shared by both back ends
     with Database(db_url) as db:
         _log(db, [Seen("a")])
         with pytest.raises(QueryError, match=message):
