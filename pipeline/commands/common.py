@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from datetime import datetime
 from pathlib import Path
+
+from gallery.errors import QueryError
 
 from ..config import AppConfig, load_config
 
-__all__ = ["add_config_options", "config_of", "db_of"]
+__all__ = ["add_config_options", "config_of", "db_of", "parse_time"]
 
 
 def add_config_options(parser: argparse.ArgumentParser, db: bool = True) -> None:
@@ -42,3 +45,14 @@ def config_of(args: argparse.Namespace) -> AppConfig:
 def db_of(args: argparse.Namespace, cfg: AppConfig) -> str:
     """``--db``, else the config's ``gallery.db_url``."""
     return args.db or cfg.gallery.db_url
+
+
+def parse_time(text: str) -> datetime:
+    """ISO 8601 with a timezone (``2026-03-01T10:00:00Z`` or ``...+02:00``)."""
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+    except ValueError:
+        raise QueryError(f"time: expected ISO 8601 like 2026-03-01T10:00:00Z, got {text!r}") from None
+    if value.tzinfo is None:
+        raise QueryError(f"time: expected a timezone (Z or +HH:MM), got {text!r}")
+    return value

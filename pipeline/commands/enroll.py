@@ -27,8 +27,7 @@ from gallery.errors import EnrollmentError
 from gallery.rematch import check_scope
 
 from ..build import build
-from .common import add_config_options, config_of, db_of
-from .gallery_admin import parse_time
+from .common import add_config_options, config_of, db_of, parse_time
 from .rematch import add_scope_options, print_reports, rematch_enrolled
 
 logger = logging.getLogger(__name__)

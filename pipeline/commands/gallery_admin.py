@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import sys
-from datetime import datetime
 
 from gallery.config import GalleryConfig
 from gallery.errors import AuthError, QueryError
@@ -37,13 +36,13 @@ from gallery.thumbnails import ThumbnailStore
 from gallery.timeline import find_timeline
 
 from ..build import System, build
-from .common import add_config_options, config_of, db_of
+from . import unknowns
+from .common import add_config_options, config_of, db_of, parse_time
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "register",
-    "parse_time",
     "render",
     "serve_token",
     "check_bind",
@@ -125,17 +124,6 @@ COLUMNS = {
 QUERIES = {**KINDS, "timeline": find_timeline}
 
 
-def parse_time(text: str) -> datetime:
-    """ISO 8601 with a timezone (``2026-03-01T10:00:00Z`` or ``...+02:00``)."""
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
-    except ValueError:
-        raise QueryError(f"time: expected ISO 8601 like 2026-03-01T10:00:00Z, got {text!r}") from None
-    if value.tzinfo is None:
-        raise QueryError(f"time: expected a timezone (Z or +HH:MM), got {text!r}")
-    return value
-
-
 def _cell(value) -> str:
     if value is None:
         return ""
@@ -183,6 +171,19 @@ def _open(args: argparse.Namespace) -> System:
 
 
 def run_query(args: argparse.Namespace) -> int:
+    if args.kind == "unknowns":
+        return unknowns.run(args)
+    grouping = [
+        f
+        for f, v in (
+            ("--embedder", args.embedder),
+            ("--threshold", args.threshold),
+            ("--min-size", args.min_size),
+        )
+        if v is not None
+    ]
+    if grouping:
+        raise QueryError(f"query {args.kind}: {', '.join(grouping)} applies to 'query unknowns' only")
     if args.name is not None and args.kind != "timeline":
         raise QueryError(
             f"query {args.kind}: expected no NAME (only 'query timeline NAME' takes one), got {args.name!r}"
@@ -287,9 +288,11 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def register(subparsers) -> None:
     q = subparsers.add_parser(
-        "query", help="list matches, tracks or identities (newest first), or an identity's timeline"
+        "query",
+        help="list matches, tracks or identities (newest first), an identity's timeline, or recurring unknown "
+        "people (groups of unknown tracks)",
     )
-    q.add_argument("kind", choices=sorted(QUERIES))
+    q.add_argument("kind", choices=sorted([*QUERIES, "unknowns"]))
     q.add_argument("name", nargs="?", help="timeline: the identity")
     _common(q)
     q.add_argument("--identity", help="identity name")
@@ -302,6 +305,7 @@ def register(subparsers) -> None:
     q.add_argument("--page", type=int, default=1)
     q.add_argument("--page-size", type=int, default=50)
     q.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    unknowns.add_arguments(q, common=False)
     q.set_defaults(func=run_query)
 
     s = subparsers.add_parser("serve", help="HTTP API and page of recent matches")

@@ -31,8 +31,8 @@ from gallery.rematch import RematchReport, RetroHit, media_ids, rematch
 from ..alerts import alert_record, watchlist_alerts
 from ..build import System, build
 from ..sql_gallery import SqlGalleryIndex
-from .common import add_config_options, config_of, db_of
-from .gallery_admin import parse_time, render
+from .common import add_config_options, config_of, db_of, parse_time
+from .gallery_admin import render
 
 logger = logging.getLogger(__name__)
 

@@ -33,8 +33,8 @@ from gallery.track_search import TrackHit, search_tracks
 from stages.quality import QualityScorer
 
 from ..build import System, build, find_faces
-from .common import add_config_options, config_of, db_of
-from .gallery_admin import parse_time, render
+from .common import add_config_options, config_of, db_of, parse_time
+from .gallery_admin import render
 
 __all__ = [
     "MAX_PIXELS",

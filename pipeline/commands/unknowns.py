@@ -28,8 +28,7 @@ from gallery.unknowns import Grouping, check_options, group_unknowns, unknown_em
 from ..build import build
 from ..config import AppConfig
 from ..sql_gallery import SqlGalleryIndex
-from .common import add_config_options, config_of, db_of
-from .gallery_admin import parse_time
+from .common import add_config_options, config_of, db_of, parse_time
 
 __all__ = ["COLUMNS", "add_arguments", "grouping", "render", "run"]
 

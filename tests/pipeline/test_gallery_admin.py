@@ -22,7 +22,8 @@ from gallery.db import Database
 from gallery.errors import AuthError, QueryError
 from gallery.queries import Filters, find_tracks
 from gallery.store import Gallery
-from pipeline.commands.gallery_admin import check_bind, parse_time, serve_token
+from pipeline.commands.common import parse_time
+from pipeline.commands.gallery_admin import check_bind, serve_token
 from run_pipeline import main
 from tests.gallery.helpers import media, seed_log, unit
 
@@ -258,3 +259,18 @@ def test_serve_answers_only_its_own_host_names(seeded_url, tmp_path):
         server.terminate()
         server.wait(timeout=20)
         server.stderr.close()
+
+
+@pytest.mark.parametrize("threshold, sizes", [("-1", [3]), ("0.9999", [1, 1, 1])])
+def test_query_unknowns_groups_the_unknown_tracks(seeded_url, capsys, threshold, sizes):
+    argv = ["query", "unknowns", "--db", seeded_url, "--min-size", "1", "--threshold", threshold]
+    code, out, _ = _run(capsys, *argv, "--format", "json")
+    groups = json.loads(out)["groups"]
+    assert code == 0 and sorted(len(g["tracks"]) for g in groups) == sizes
+    assert sorted(t["track_id"] for g in groups for t in g["tracks"]) == [1, 5, 7]  # the unknown ones
+
+
+@pytest.mark.parametrize("option", [["--threshold", "0.5"], ["--min-size", "2"], ["--embedder", "e4"]])
+def test_grouping_options_apply_to_query_unknowns_only(seeded_url, capsys, option):
+    code, _, err = _run(capsys, "query", "matches", "--db", seeded_url, *option)
+    assert code == 2 and f"{option[0]} applies to 'query unknowns' only" in err
