@@ -116,7 +116,7 @@ async def read_form(request: Request, limit: int) -> tuple[list[tuple[str, bytes
         body += chunk
         if len(body) > cap:
             raise HTTPException(413, f"{too_large}, got more")
-    parts = _multipart(content_type, bytes(body))
+    parts = await run_in_threadpool(_multipart, content_type, bytes(body))  # a few MB: off the event loop
     photos = [(file or "photo", data) for name, file, data in parts if name == "photo" and (file or data)]
     fields = {name: data.decode("utf-8", "replace") for name, file, data in parts if name != "photo"}
     if not photos:
@@ -135,9 +135,8 @@ def search_rows(db: Database, forensic: Forensic, photos: list[tuple[str, bytes]
     """The search by photo as rows (the command's, with the track's ``id`` and ``thumbnail_url``); run it off the
     event loop. Bad photos: 400; no models: 503."""
     since, until = query_time("since", options.since), query_time("until", options.until)
-    Filters(
-        source=options.source, since=since, until=until
-    )  # the query filters' checks: timezone, order, NUL
+    # the query filters' checks: timezone, order, NUL
+    Filters(source=options.source, since=since, until=until)
     try:
         hits = forensic.search(
             photos,
