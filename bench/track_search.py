@@ -37,7 +37,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-from sqlalchemy import insert
+from sqlalchemy import delete, insert
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -72,7 +72,11 @@ def make_data(
             unit(rng.normal(size=(args.updates, dim))),
         )
     people = max(1, total // args.per_person)
-    centres = unit(rng.normal(size=(people, dim)))
+    centres = rng.normal(size=(people, dim))
+    if args.groups:  # each person near the centre of a look-alike group
+        groups = unit(rng.normal(size=(args.groups, dim)))
+        centres = groups[np.arange(people) % args.groups] + args.group_spread * centres / np.sqrt(dim)
+    centres = unit(centres)
     noise = args.noise / np.sqrt(dim)
     out = np.empty((total, dim), np.float32)
     for s in range(0, total, chunk):
@@ -174,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", choices=("people", "random"), default="people")
     p.add_argument("--per-person", type=int, default=10, help="tracks per person (--data people)")
     p.add_argument("--noise", type=float, default=1.0, help="norm of a track's noise around its person")
+    p.add_argument("--groups", type=int, default=1000, help="look-alike groups of people (0: none)")
+    p.add_argument(
+        "--group-spread", type=float, default=1.5, help="norm of a person's offset from their group's centre"
+    )
     p.add_argument("--queries", type=int, default=300, help="queries for recall and latency")
     p.add_argument("--repeats", type=int, default=300, help="timed single-query searches per setting")
     p.add_argument("--hnsw-above", type=int, default=IndexConfig().hnsw_above)
@@ -186,8 +194,11 @@ def main(argv: list[str] | None = None) -> int:
         "--updates", type=int, default=1000, help="tracks logged one at a time with the index open"
     )
     p.add_argument("--no-sql", action="store_true", help="index only: build it from the generated vectors")
+    p.add_argument("--db-dir", type=Path, help="where the temporary folder of the SQLite log and index goes")
     p.add_argument(
-        "--db-dir", type=Path, help="folder of the SQLite log and index (default: a temporary one)"
+        "--keep",
+        type=Path,
+        help="keep the log and its index in this folder, and reuse them when there (same --n, --dim, --data, --seed)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, help="also write the results here")
@@ -212,13 +223,14 @@ def main(argv: list[str] | None = None) -> int:
         track_ef_search=IndexConfig().track_ef_search,
         gpu=False,  # CPU figures, comparable across machines
     )
-    with tempfile.TemporaryDirectory(prefix="bench-tracks-", dir=args.db_dir) as work:
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="bench-tracks-", dir=args.db_dir) as temp:
+        work = args.keep or Path(temp)
         if args.no_sql:
-            out |= bench_index_only(
-                Path(work), vectors, ids, queries, truth, extra, config, args, build_threads
-            )
+            out |= bench_index_only(work, vectors, ids, queries, truth, extra, config, args, build_threads)
         else:
-            out |= bench_sql(Path(work), vectors, queries, truth, extra, config, args, build_threads)
+            out |= bench_sql(work, vectors, queries, truth, extra, config, args, build_threads)
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     out["load"] = load()
     report(out)
@@ -256,16 +268,21 @@ def bench_sql(work, vectors, queries, truth, extra, config, args, build_threads)
     url = f"sqlite:///{work / 'log.db'}"
     section = GalleryConfig(db_url=url, index=config)
     out: dict = {}
+    kept = (
+        work / "log.db"
+    ).is_file()  # --keep: the log (and index) of an earlier run with the same arguments
     with Database(url) as db:
         t = time.perf_counter()
-        fill_log(db, vectors)
-        out["log_s"] = round(time.perf_counter() - t, 1)
+        if not kept:
+            fill_log(db, vectors)
+        out["log_s"] = None if kept else round(time.perf_counter() - t, 1)
         out["db_mb"] = round((work / "log.db").stat().st_size / 2**20)
         faiss.omp_set_num_threads(build_threads)
         indexes = TimedIndexes(db, section)
         t = time.perf_counter()
-        index = indexes.get(EMBEDDER)  # built from SQL and saved
-        out["build_s"] = round(time.perf_counter() - t, 1)
+        built = not indexes.path(EMBEDDER).is_file()
+        index = indexes.get(EMBEDDER)  # built from SQL and saved (--keep: opened when kept)
+        out["build_s"] = round(time.perf_counter() - t, 1) if built else None
         index.unsaved = 1
         t = time.perf_counter()
         index.save(force=True)
@@ -299,6 +316,10 @@ def bench_sql(work, vectors, queries, truth, extra, config, args, build_threads)
         ) as writer:  # fmt: skip
             for i, v in enumerate(extra):
                 writer.record(TrackRecord(i, 0.0, 1.0, 10, 3, v, EMBEDDER, [], "unknown", 0.5))
+        if args.keep:  # the log as it was, for the next run
+            with db.session() as session:
+                session.execute(delete(MatchEvent).where(MatchEvent.source_id == writer.source_id))
+                session.execute(delete(Track).where(Track.source_id == writer.source_id))
         write_s = time.perf_counter() - t
         each = [s / n for n, s in indexes.seconds]
         assert index.live == args.n + len(extra), "every logged track is in the index"

@@ -47,3 +47,18 @@ def test_track_search_bench_index_only(tmp_path, data):
     out = json.loads((tmp_path / "out.json").read_text())
     assert out["kind"] == "hnsw" and out["data"] == data and 0 < out["search"][0]["recall@10"] <= 1
     assert out["update_p50_ms"] > 0 and "log_s" not in out
+
+
+def test_track_search_bench_keeps_and_reuses_its_log(tmp_path):
+    keep = tmp_path / "kept"
+    argv = ["--n", "600", "--dim", "16", "--queries", "10", "--repeats", "10", "--hnsw-above", "200"]
+    argv += ["--groups", "0", "--updates", "5", "--exact-queries", "1", "--keep", str(keep)]
+    bench = load_bench("track_search")
+    runs = []
+    for name in ("first.json", "second.json"):
+        assert bench.main([*argv, "--json", str(tmp_path / name)]) == 0
+        runs.append(json.loads((tmp_path / name).read_text()))
+    assert runs[0]["log_s"] is not None and runs[0]["build_s"] is not None  # logged and built
+    assert runs[1]["log_s"] is None and runs[1]["build_s"] is None  # reused: opened
+    assert [r["recall@10"] for r in runs[1]["search"]] == [r["recall@10"] for r in runs[0]["search"]]
+    assert (keep / "log.db").is_file() and len(list(keep.glob("*.tracks.faiss"))) == 1
