@@ -45,8 +45,11 @@ class SearchRow(BaseModel):
     start_time: float = Field(description="seconds within the file or stream of the track's first frame")
     end_time: float = Field(description="seconds within the file or stream of the track's last frame")
     logged_at: str = Field(description="time the track was logged, ISO 8601 UTC")
-    decision: str = Field(description="decision the match log holds for the track")
-    identity: str | None = Field(description="identity it was matched to")
+    decision: str = Field(
+        description="the track's current decision (a later retroactive match, else the logged one)"
+    )
+    identity: str | None = Field(description="identity it is matched to")
+    retroactive: bool = Field(False, description="the decision is a retroactive match (a later rematch)")
     thumbnail: str | None = Field(description="thumbnail path under /thumbnails/")
     thumbnail_url: str | None = Field(description="URL of the track's best crop")
 

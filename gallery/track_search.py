@@ -23,6 +23,7 @@ import numpy as np
 from sqlalchemy import Select, select
 
 from gallery.db import Database
+from gallery.decisions import current_decision
 from gallery.errors import EmbeddingError, QueryError
 from gallery.models import Identity, MatchEvent, Source, Track, from_blob
 from gallery.track_index import CHUNK, TrackIndexes
@@ -38,7 +39,8 @@ IN_CHUNK = 5_000  # ids per IN (...) list
 @dataclass(frozen=True)
 class TrackHit:
     """A logged track found by face: where and when (stream seconds of the file or camera; ``logged_at`` wall
-    time), its score against the query, and the decision the match log holds for it."""
+    time), its score against the query, and its current decision: its newest retroactive match (``retroactive``
+    true) when a later rematch named it, else what was decided when it ended (:mod:`gallery.decisions`)."""
 
     score: float
     source: str
@@ -51,6 +53,7 @@ class TrackHit:
     decision: str
     identity: str | None
     thumbnail: str | None
+    retroactive: bool = False
 
     def as_row(self) -> dict:
         return {
@@ -64,6 +67,7 @@ class TrackHit:
             "logged_at": self.logged_at.isoformat(),
             "decision": self.decision,
             "identity": self.identity,
+            "retroactive": self.retroactive,
             "thumbnail": self.thumbnail,
         }
 
@@ -167,6 +171,7 @@ def _exact(db, query, embedder_id, top, min_score, filters) -> list[TrackHit]:
     return _ranked(rows, _scores(rows, query) if rows else [], None)
 
 
+_RETRO, _CURRENT = current_decision()
 _ROWS = (  # a track with its source, decision and identity; built once (building a select costs a search's time)
     select(
         Track.id,
@@ -180,12 +185,14 @@ _ROWS = (  # a track with its source, decision and identity; built once (buildin
         Track.thumbnail,
         Source.name.label("source"),
         Source.kind,
-        MatchEvent.decision,
+        _CURRENT.decision,
+        _CURRENT.retroactive,
         Identity.name.label("identity"),
     )
     .join(Source, Track.source_id == Source.id)
     .outerjoin(MatchEvent, MatchEvent.track_pk == Track.id)
-    .outerjoin(Identity, Identity.id == MatchEvent.identity_id)
+    .outerjoin(*_RETRO)
+    .outerjoin(Identity, Identity.id == _CURRENT.identity_id)
 )
 
 
@@ -216,6 +223,7 @@ def _ranked(rows: list, scores, min_score: float | None) -> list[TrackHit]:
             decision=r.decision or "unknown",
             identity=r.identity if r.decision == "match" else None,
             thumbnail=r.thumbnail,
+            retroactive=bool(r.retroactive),
         )
         for score, r in hits
     ]

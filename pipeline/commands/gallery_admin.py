@@ -91,6 +91,7 @@ COLUMNS = {
         "logged_at",
         "decision",
         "identity",
+        "retroactive",
         "thumbnail",
     ],
     "timeline": [

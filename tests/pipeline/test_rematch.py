@@ -93,6 +93,10 @@ def test_rachel_enrolled_afterwards_gets_her_earlier_tracks(
         assert tracks[track]["logged_decision"] == "unknown"
     matches = _json(capsys, "query", "matches", "--db", url, "--identity", "Rachel")
     assert len(matches) == len(expected) and all(m["retroactive"] and m["rematch_id"] for m in matches)
+    hits = _json(capsys, "search", rachel, "--db", url, "--config", CONFIG, "--top", "3")
+    assert (hits[0]["track_id"], hits[0]["identity"], hits[0]["retroactive"]) in {
+        (t, "Rachel", True) for t in expected
+    }  # search shows the current decision
     code, out, err = _main(capsys, "rematch", "--db", url, "--config", CONFIG, "--format", "json")
     assert code == 0 and json.loads(out)["rows"] == [] and "0 new retroactive matches" in err
     with Gallery.open(url) as g, g.db.session() as s:
