@@ -73,7 +73,15 @@ class MoEMlp(nn.Module):
     Each expert is ``Linear(C, H) -> act -> Dropout -> Linear(H, C) -> Dropout`` and runs only on the
     tokens routed to it: token/expert pairs are sorted by expert once (one gather), each expert processes
     one contiguous slice, and its gated result is added back in place with ``index_add_``.
+
+    ``row_multiple`` (0: off; set by :func:`facemoe.packed.pack_for_cpu` and :func:`facemoe.quantize.quantize_int8`):
+    each expert's slice is extended to a multiple of it (with the next rows, or zero rows at the end) and the
+    extra outputs dropped. The number of tokens an expert gets changes with every batch, and oneDNN builds a
+    new kernel for every new row count (2-3 ms for an expert layer on this CPU, a third of the product
+    itself); with row counts rounded up, a few dozen shapes per layer recur and their kernels are reused.
     """
+
+    row_multiple: int = 0
 
     def __init__(
         self,
@@ -111,14 +119,23 @@ class MoEMlp(nn.Module):
         order = torch.argsort(flat_expert, stable=True)
         token_of = torch.div(order, self.k, rounding_mode="floor")
         counts = torch.bincount(flat_expert, minlength=self.num_experts).tolist()
-        routed = tokens.index_select(0, token_of)  # [T*k, C] grouped by expert
+        step = self.row_multiple
+        if step:  # room for the last expert's slice to be rounded up
+            routed = tokens.new_empty(len(token_of) + step, tokens.shape[1])
+            torch.index_select(tokens, 0, token_of, out=routed[: len(token_of)])
+            routed[len(token_of) :].zero_()
+        else:
+            routed = tokens.index_select(0, token_of)  # [T*k, C] grouped by expert
         gates = route.gates.reshape(-1, 1).index_select(0, order)  # [T*k, 1]
         out = None
         start = 0
         for expert, count in zip(self.experts, counts):
             if count:
                 rows = slice(start, start + count)
-                y = expert(routed[rows]) * gates[rows]
+                if step:
+                    y = expert(routed[start : start + -(-count // step) * step])[:count] * gates[rows]
+                else:
+                    y = expert(routed[rows]) * gates[rows]
                 if out is None:  # under autocast the experts may give bf16/fp16 while the tokens stay fp32
                     out = tokens.new_zeros(tokens.shape, dtype=y.dtype)
                 out.index_add_(0, token_of[rows], y)

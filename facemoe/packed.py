@@ -25,7 +25,7 @@ import torch
 from timm.layers import Mlp
 from torch import nn
 
-from .moe import TopKRouter
+from .moe import MoEMlp, TopKRouter
 
 __all__ = ["PackedLinear", "PackedMlp", "native_bf16", "pack_for_cpu", "packing_available"]
 
@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 _GELU_ALGORITHM = {"none": "none", "tanh": "tanh"}
 _DTYPES = (torch.float32, torch.bfloat16)
 _FP32_CHILDREN = ("reduction", "feature_layer")  # kept fp32 in bf16 packing: the most sensitive layers
+ROW_MULTIPLE = 32  # expert row counts rounded up to it: recurring GEMM shapes, reused oneDNN kernels (MoEMlp)
 
 
 def packing_available() -> bool:
@@ -135,6 +136,9 @@ def pack_for_cpu(model: nn.Module, dtype: torch.dtype = torch.float32) -> nn.Mod
         raise ValueError(f"packing expects float32 parameters on the CPU, got {sorted(map(str, found))}")
     model.eval()
     count = _pack_children(model, dtype)
+    for module in model.modules():
+        if isinstance(module, MoEMlp):
+            module.row_multiple = ROW_MULTIPLE
     logger.info(
         "packed %d linear layers for oneDNN (CPU %s inference)", count, str(dtype).removeprefix("torch.")
     )

@@ -132,3 +132,45 @@ def test_bf16_without_hardware_support_is_refused(monkeypatch):
 def test_unsupported_dtype_is_refused():
     with pytest.raises(ValueError, match="expected dtype float32 or bfloat16, got torch.float16"):
         pack_for_cpu(create_facemoe(**SMALL), dtype=torch.float16)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_packing_rounds_expert_rows_up_and_keeps_the_outputs(dtype):
+    """Expert GEMMs see row counts in multiples of ROW_MULTIPLE (recurring oneDNN shapes); the result is the same."""
+    from facemoe.moe import MoEMlp
+    from facemoe.packed import ROW_MULTIPLE
+
+    if dtype == torch.bfloat16 and not native_bf16():
+        pytest.skip("this CPU has no AVX512-BF16 or AMX")
+    torch.manual_seed(0)
+    model = pack_for_cpu(create_facemoe(**SMALL), dtype=dtype)
+    moes = [m for m in model.modules() if isinstance(m, MoEMlp)]
+    assert moes and all(m.row_multiple == ROW_MULTIPLE for m in moes)
+    rows = []
+    hooks = [e.register_forward_hook(lambda m, a, o: rows.append(len(a[0]))) for m in moes for e in m.experts]
+    x = torch.rand(3, 3, 120, 120) * 2 - 1
+    with torch.inference_mode():
+        padded = model(x)
+        for m in moes:
+            m.row_multiple = 0
+        exact = model(x)
+    for hook in hooks:
+        hook.remove()
+    assert rows and all(r % ROW_MULTIPLE == 0 for r in rows[: len(rows) // 2])
+    assert any(r % ROW_MULTIPLE for r in rows[len(rows) // 2 :])  # without it the counts are the tokens'
+    torch.testing.assert_close(padded, exact, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("multiple", [1, 7, 64, 10_000])
+def test_rounded_up_expert_rows_give_the_same_moe_output(multiple):
+    from facemoe.moe import MoEMlp
+
+    torch.manual_seed(0)
+    moe = MoEMlp(16, 32, num_experts=3, k=2).eval()
+    x = torch.randn(2, 25, 16)
+    with torch.no_grad():
+        expected, aux = moe(x)
+        moe.row_multiple = multiple
+        got, got_aux = moe(x)
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
+    assert float(got_aux) == float(aux)
