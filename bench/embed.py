@@ -73,8 +73,9 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def load_inputs(images: Path | None, batch: int, size: int, seed: int) -> torch.Tensor:
-    """``[batch, 3, size, size]`` in [-1, 1]: aligned face crops from a folder (cycled), else seeded noise."""
+def load_inputs(images: Path | None, batch: int, size: int, seed: int, first: int = 0) -> torch.Tensor:
+    """``[batch, 3, size, size]`` in [-1, 1]: aligned face crops from a folder (cycled from the ``first``-th),
+    else seeded noise."""
     if images is None:
         return torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
     import cv2
@@ -84,7 +85,9 @@ def load_inputs(images: Path | None, batch: int, size: int, seed: int) -> torch.
         raise SystemExit(f"error: no .jpg/.png images in {images}")
     crops = [
         cv2.resize(
-            cv2.imread(str(files[i % len(files)]))[:, :, ::-1], (size, size), interpolation=cv2.INTER_CUBIC
+            cv2.imread(str(files[(first + i) % len(files)]))[:, :, ::-1],
+            (size, size),
+            interpolation=cv2.INTER_CUBIC,
         )
         for i in range(batch)
     ]
@@ -189,22 +192,32 @@ def main(argv=None) -> int:
         )
 
     rows = [
-        time_batch(engines, load_inputs(args.images, b, size, args.seed + b), args.repeats) for b in batches
+        time_batch(
+            engines,
+            [
+                load_inputs(args.images, b, size, args.seed + b + 1000 * r, first=r * b)
+                for r in range(args.repeats + 1)
+            ],
+        )
+        for b in batches
     ]
     print_table(rows, peak, gflop)
     if not args.no_int8 and (args.checkpoint or args.int8_report):
-        probe = load_inputs(args.images, args.int8_probe, size, args.seed + 1000)
+        probe = load_inputs(args.images, args.int8_probe, size, args.seed + 999)
         int8_report(unpacked, model, probe, args.int8_target, args.int8_max_keep)
     return 0
 
 
-def time_batch(engines: dict, x: torch.Tensor, repeats: int) -> dict:
-    """Interleaved rounds of every engine on ``x``: best and median seconds per engine, cosines to ``model``."""
+def time_batch(engines: dict, inputs: list[torch.Tensor]) -> dict:
+    """A warm-up on ``inputs[0]`` (whose outputs give the cosines to ``model``), then one interleaved round of
+    every engine on each further input (new crops every round, as in use: the experts' row counts change):
+    best and median seconds per engine."""
+    x = inputs[0]
     times = {name: [] for name in engines}
     with torch.inference_mode():
         outputs = {name: engine(x) for name, engine in engines.items()}  # warm-up
         names = list(engines)
-        for round_ in range(repeats):  # the starting engine rotates from round to round
+        for round_, x in enumerate(inputs[1:]):  # the starting engine rotates from round to round
             for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
                 times[name].append(_timed(functools.partial(engines[name], x)))
     best = {name: min(t) for name, t in times.items()}
