@@ -50,10 +50,11 @@ class IndexConfig(Section):
         "off: every search is exact, streamed from SQL",
     )
     track_ef_search: int = Field(
-        128,
+        384,
         ge=1,
         le=8192,
-        description="HNSW candidate list size of the track-template index while searching",
+        description="HNSW candidate list size of the track-template index while searching (384: recall@10 0.958 "
+        "at 1M, docs/track_search.md)",
     )
     gpu: bool = Field(
         True,
