@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
+import os
 import statistics
 import sys
 import tempfile
@@ -71,6 +72,27 @@ def _timed(fn) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def _cpu_seconds() -> tuple[float, float]:
+    """(busy CPU seconds of the whole machine, CPU seconds of this process) so far; (0, 0) without /proc."""
+    try:
+        busy = sum(
+            int(v) for i, v in enumerate(Path("/proc/stat").read_text().split()[1:9]) if i not in (3, 4)
+        )
+        tick = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    own = os.times()
+    return busy / tick, own.user + own.system
+
+
+def _foreign_share(fn) -> tuple[float, float]:
+    """(seconds of ``fn()``, share of the machine's CPUs other processes used meanwhile)."""
+    busy, own = _cpu_seconds()
+    seconds = _timed(fn)
+    busy2, own2 = _cpu_seconds()
+    return seconds, max(0.0, (busy2 - busy) - (own2 - own)) / (seconds * (os.cpu_count() or 1))
 
 
 def load_inputs(images: Path | None, batch: int, size: int, seed: int, first: int = 0) -> torch.Tensor:
@@ -211,19 +233,24 @@ def main(argv=None) -> int:
 def time_batch(engines: dict, inputs: list[torch.Tensor]) -> dict:
     """A warm-up on ``inputs[0]`` (whose outputs give the cosines to ``model``), then one interleaved round of
     every engine on each further input (new crops every round, as in use: the experts' row counts change):
-    best and median seconds per engine."""
+    best and median seconds per engine, and the most CPU other processes took during one engine's run."""
     x = inputs[0]
     times = {name: [] for name in engines}
+    foreign = 0.0
     with torch.inference_mode():
         outputs = {name: engine(x) for name, engine in engines.items()}  # warm-up
         names = list(engines)
         for round_, x in enumerate(inputs[1:]):  # the starting engine rotates from round to round
             for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
-                times[name].append(_timed(functools.partial(engines[name], x)))
+                seconds, share = _foreign_share(functools.partial(engines[name], x))
+                times[name].append(seconds)
+                foreign = max(foreign, share)
     best = {name: min(t) for name, t in times.items()}
     med = {name: statistics.median(t) for name, t in times.items()}
     print(
-        f"batch {len(x)}: " + ", ".join(f"{n} min {best[n]:.3f}s median {med[n]:.3f}s" for n in engines),
+        f"batch {len(x)}: "
+        + ", ".join(f"{n} min {best[n]:.3f}s median {med[n]:.3f}s" for n in engines)
+        + f"; other processes took up to {100 * foreign:.0f}% of the CPUs during a run",
         flush=True,
     )
     cosines = {}
