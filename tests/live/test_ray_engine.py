@@ -57,10 +57,17 @@ def match_log(url: str) -> list[tuple]:
     )
 
 
+def embedding_early(cfg):
+    """``cfg`` with crops embedded while tracks are open, as Ray camera actors do (a single-process run to compare
+    with a Ray run needs it)."""
+    return cfg.model_copy(update={"runner": cfg.runner.model_copy(update={"embed_early": True})})
+
+
 @pytest.mark.slow
 def test_ray_run_gives_the_single_process_match_log(stream_clip, gallery_db, app_config, tmp_path):  # noqa: F811
     cams = [CameraConfig(name="left", url=str(stream_clip)), CameraConfig(name="right", url=str(stream_clip))]
     local_db, ray_db = copy_sqlite(gallery_db, tmp_path, "local"), copy_sqlite(gallery_db, tmp_path, "ray")
+    app_config = embedding_early(app_config)
 
     registry = HealthRegistry()
     with build(app_config, db_url=local_db) as system:

@@ -39,7 +39,14 @@ from tests.gallery.helpers import copy_sqlite, logged_tracks
 from tests.live.conftest import FRIENDS
 from tests.live.rtsp import make_clip, tools_missing
 from tests.live.test_live_runner import NAMES, OneHotEmbedder, Recorder, crop, end
-from tests.live.test_ray_engine import RECORDED, local_ray, match_log, ray, wait_for  # noqa: F401 (fixture)
+from tests.live.test_ray_engine import (  # noqa: F401 (fixture)
+    RECORDED,
+    embedding_early,
+    local_ray,
+    match_log,
+    ray,
+    wait_for,
+)
 from tests.live.test_stream_cli import app_config, gallery_db  # noqa: F401 (fixtures)
 
 
@@ -269,9 +276,7 @@ def clip9(tmp_path_factory):
 def uninterrupted(clip9, gallery_db, app_config, tmp_path_factory):  # noqa: F811
     """The match log of the clip read frame by frame in one process, without any restart (crops embedded while
     tracks are open, as Ray camera actors do)."""
-    early = app_config.model_copy(
-        update={"runner": app_config.runner.model_copy(update={"embed_early": True})}
-    )
+    early = embedding_early(app_config)
     db = copy_sqlite(gallery_db, tmp_path_factory.mktemp("uninterrupted"), "reference")
     cams = [CameraConfig(name="cam", url=str(clip9))]
     registry = HealthRegistry()
