@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from timm.layers import Mlp
 from torch import nn
 
@@ -61,10 +62,18 @@ class TopKRouter(nn.Module):
         self.gate = nn.Linear(dim, num_experts, bias=False)
 
     def forward(self, x: torch.Tensor) -> RouterOutput:
-        """x: ``[T, C]`` -> logits ``[T, E]``, gates/indices ``[T, k]``."""
-        logits = self.gate(x)
+        """x: ``[T, C]`` -> logits ``[T, E]``, gates/indices ``[T, k]``.
+
+        The logits are fp32 also under autocast or in a half-precision model: rounded to bf16/fp16, near-tied
+        logits would swap experts far more often than the rest of the model's rounding would.
+        """
+        if x.dtype != torch.float32 or torch.is_autocast_enabled(x.device.type):
+            with torch.autocast(x.device.type, enabled=False):
+                logits = F.linear(x.float(), self.gate.weight.float())
+        else:
+            logits = self.gate(x)
         gates, indices = torch.topk(logits, self.k, dim=1)
-        return RouterOutput(logits, gates, indices)
+        return RouterOutput(logits, gates.to(x.dtype), indices)  # gates in the tokens' type: no upcast of the sum
 
 
 class MoEMlp(nn.Module):

@@ -205,10 +205,33 @@ def test_moe_under_cpu_bf16_autocast(dispatch):
             out = moe._dispatch_traceable(tokens, moe.router(tokens))
             aux = torch.zeros(())
         expected = _loop_dispatch(moe, x.detach().reshape(-1, 8))
-    assert out.dtype == torch.bfloat16 and expected.dtype == torch.bfloat16
+    # the routers stay fp32 under autocast, so the gated sum of the bf16 experts is fp32
+    assert out.dtype == torch.float32
     torch.testing.assert_close(out.reshape(-1, 8).float(), expected.float(), atol=2e-2, rtol=2e-2)
     (out.float().sum() + aux).backward()
     assert torch.isfinite(x.grad).all() and moe.experts[0].fc1.weight.grad is not None
+
+
+def test_router_logits_stay_fp32_under_autocast_and_in_a_bf16_model():
+    torch.manual_seed(0)
+    moe = MoEMlp(dim=32, hidden_dim=64, num_experts=3, k=2).eval()
+    tokens = torch.randn(200, 32)
+    with torch.no_grad():
+        exact = moe.router.gate(tokens)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            route = moe.router(tokens)
+        assert route.logits.dtype == route.gates.dtype == torch.float32
+        torch.testing.assert_close(route.logits, exact)  # not rounded to bf16 (about 4e-3 relative)
+        half = MoEMlp(dim=32, hidden_dim=64, num_experts=3, k=2).eval()
+        half.load_state_dict(moe.state_dict())
+        half.to(torch.bfloat16)
+        route = half.router(tokens.to(torch.bfloat16))
+        out, aux = half(tokens.to(torch.bfloat16).reshape(4, 50, 32))
+    assert route.logits.dtype == torch.float32 and route.gates.dtype == torch.bfloat16
+    torch.testing.assert_close(
+        route.logits, tokens.to(torch.bfloat16).float() @ half.router.gate.weight.float().T
+    )
+    assert out.dtype == torch.bfloat16 and aux.dtype == torch.float32
 
 
 @pytest.mark.parametrize("k", [1, 2])
