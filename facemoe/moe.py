@@ -73,7 +73,9 @@ class TopKRouter(nn.Module):
         else:
             logits = self.gate(x)
         gates, indices = torch.topk(logits, self.k, dim=1)
-        return RouterOutput(logits, gates.to(x.dtype), indices)  # gates in the tokens' type: no upcast of the sum
+        return RouterOutput(
+            logits, gates.to(x.dtype), indices
+        )  # gates in the tokens' type: no upcast of the sum
 
 
 class MoEMlp(nn.Module):
