@@ -114,9 +114,7 @@ class FaceMoEEmbedder:
         tag = model.checkpoint_tag or weights_tag(model)  # before quantising or packing changes the state
         model = model.eval().to(self.device)
         if self.device.type != "cpu":
-            model.eval_chunk_tokens = (
-                0  # eval micro-batches keep activations in CPU caches; a GPU wants it whole
-            )
+            model.eval_chunk_tokens = 0  # eval micro-batches are for CPU caches; a GPU takes the batch whole
         if precision == "int8":
             try:  # in place: no second copy of the fp32 weights
                 model = quantize_int8(model, inplace=True, keep_fp32=int8_fp32_layers)

@@ -73,9 +73,8 @@ class TopKRouter(nn.Module):
         else:
             logits = self.gate(x)
         gates, indices = torch.topk(logits, self.k, dim=1)
-        return RouterOutput(
-            logits, gates.to(x.dtype), indices
-        )  # gates in the tokens' type: no upcast of the sum
+        # the gates in the tokens' type: a half-precision model's expert sum stays in it
+        return RouterOutput(logits, gates.to(x.dtype), indices)
 
 
 class MoEMlp(nn.Module):

@@ -223,6 +223,6 @@ def test_cuda_half_precisions_agree_with_fp32(fixtures_dir, embedder, crops, pre
     assert gpu.precision in ("bf16", "fp16") and gpu.model.eval_chunk_tokens == 0
     units, norms = gpu.embed(crops)
     expected, expected_norms = embedder.embed(crops)
-    assert units.dtype == np.float32 and (units * expected).sum(axis=1).min() > 0.999
-    np.testing.assert_allclose(norms, expected_norms, rtol=0.02)
+    assert units.dtype == np.float32 and (units * expected).sum(axis=1).min() > 0.995
+    np.testing.assert_allclose(norms, expected_norms, rtol=0.05)
     assert gpu.embedder_id == embedder.embedder_id.replace("-fp32-", f"-{gpu.precision}-")
