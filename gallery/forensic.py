@@ -17,7 +17,6 @@ import hashlib
 import logging
 import re
 from collections.abc import Sequence
-from datetime import timedelta
 from pathlib import Path
 
 import cv2
@@ -28,6 +27,7 @@ from gallery.db import Database
 from gallery.decisions import current_decision
 from gallery.errors import ThumbnailPathError
 from gallery.models import Identity, MatchEvent, Media, RetroMatch, Source, Track, from_blob
+from gallery.queries import _iso, wall_span
 from gallery.thumbnails import ThumbnailStore
 
 logger = logging.getLogger(__name__)
@@ -44,10 +44,6 @@ MAX_MEDIA_ROWS = 10_000  # media rows of one identity compared with a track
 
 class MediaUnavailable(LookupError):
     """An enrolled photo that this server cannot show; the message says why."""
-
-
-def _iso(value) -> str | None:
-    return None if value is None else value.isoformat()
 
 
 def _inside(path: Path, folders: Sequence[str]) -> bool:
@@ -133,8 +129,7 @@ def track_detail(db: Database, pk: int, media_dirs: Sequence[str] = ()) -> dict 
         enrolled = None
         if r.decision == "match" and r.identity_id is not None and norm > 0 and np.isfinite(norm):
             enrolled = _enrolled(session, r.identity_id, t.embedder_id, template / norm, media_dirs)
-    camera = r.kind == "camera"
-    duration = timedelta(seconds=max(t.end_time - t.start_time, 0.0))
+    wall_start, wall_end = wall_span(r.kind, t.start_time, t.end_time, t.created_at)
     return {
         "id": t.id,
         "source": r.source,
@@ -144,8 +139,8 @@ def track_detail(db: Database, pk: int, media_dirs: Sequence[str] = ()) -> dict 
         "start_time": t.start_time,
         "end_time": t.end_time,
         "logged_at": _iso(t.created_at),
-        "wall_start": _iso(t.created_at - duration) if camera else None,
-        "wall_end": _iso(t.created_at) if camera else None,
+        "wall_start": wall_start,
+        "wall_end": wall_end,
         "frames": t.frames,
         "crops_embedded": t.crops_embedded,
         "embedder_id": t.embedder_id,

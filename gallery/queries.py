@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import Connection, Select, func, select
 from sqlalchemy.orm import Session
@@ -34,6 +34,7 @@ __all__ = [
     "MAX_PAGE",
     "MAX_PAGE_SIZE",
     "Filters",
+    "wall_span",
     "Page",
     "csv_cell",
     "find_identities",
@@ -132,6 +133,14 @@ def csv_cell(value: object) -> object:
 
 def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
+
+
+def wall_span(kind: str, start: float, end: float, logged_at: datetime) -> tuple[str | None, str | None]:
+    """A camera track's wall-clock start and end (ISO 8601; it was logged when it ended); (None, None) for files,
+    whose times are seconds within the file."""
+    if kind != "camera":
+        return None, None
+    return _iso(logged_at - timedelta(seconds=max(end - start, 0.0))), _iso(logged_at)
 
 
 def _identity_id(session: Session | Connection, name: str) -> int:

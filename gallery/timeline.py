@@ -12,7 +12,6 @@ like the other queries; one statement on an autocommit connection.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 
 from sqlalchemy import select
 
@@ -20,7 +19,17 @@ from gallery.db import Database
 from gallery.decisions import all_decisions
 from gallery.errors import QueryError
 from gallery.models import Identity, Source, Track
-from gallery.queries import Filters, Page, _check_names, _event_filters, _iso, _page, _reader, _refuse
+from gallery.queries import (
+    Filters,
+    Page,
+    _check_names,
+    _event_filters,
+    _iso,
+    _page,
+    _reader,
+    _refuse,
+    wall_span,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -28,8 +37,7 @@ __all__ = ["find_timeline"]
 
 
 def _row(r) -> dict:
-    camera = r.kind == "camera"
-    duration = timedelta(seconds=max(r.end_time - r.start_time, 0.0))
+    wall_start, wall_end = wall_span(r.kind, r.start_time, r.end_time, r.logged_at)
     return {
         "identity": r.identity,
         "source": r.source,
@@ -40,8 +48,8 @@ def _row(r) -> dict:
         "start_time": r.start_time,
         "end_time": r.end_time,
         "logged_at": _iso(r.logged_at),
-        "wall_start": _iso(r.logged_at - duration) if camera else None,
-        "wall_end": _iso(r.logged_at) if camera else None,
+        "wall_start": wall_start,
+        "wall_end": wall_end,
         "score": r.score,
         "retroactive": bool(r.retroactive),
         "rematch_id": r.rematch_id,
