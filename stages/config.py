@@ -41,7 +41,7 @@ class DetectConfig(Section):
     )
     max_faces: int = Field(100, ge=1, le=10000, description="keep at most this many faces per frame")
     tiling: Literal["off", "auto", "on"] = Field(
-        "off",
+        "auto",
         description="small faces: also detect in overlapping tiles of input_size at the frame's own resolution "
         "(on), only when letterboxing would shrink a min_face_px face below what the detector resolves (auto), "
         "or never (off)",
@@ -52,6 +52,11 @@ class DetectConfig(Section):
         le=10000.0,
         description="tiling auto: the smallest face (px, box side in the frame) to find",
     )
+    native_input: Literal["auto", "tiles", "frame"] = Field(
+        "auto",
+        description="tiling: how a frame is seen at its own resolution: overlapping tiles of input_size, the whole "
+        "frame as one input (padded to a multiple of 32), or whichever of the two is fewer pixels (auto)",
+    )
     tile_overlap: int = Field(
         64,
         ge=0,
@@ -59,7 +64,7 @@ class DetectConfig(Section):
         description="tiling: px shared by neighbouring tiles (faces up to it lie whole in one)",
     )
     full_every: int = Field(
-        1,
+        6,
         ge=1,
         le=1000,
         description="detect the whole frame every n-th frame; in between only around live tracks and where the "
@@ -71,6 +76,13 @@ class DetectConfig(Section):
         le=255,
         description="full_every > 1: grey-level change (0-255) between frames that counts as motion",
     )
+    motion_share: float = Field(
+        0.1,
+        ge=0.0,
+        le=1.0,
+        description="full_every > 1: at most this share of the frame is searched where the image moved away from "
+        "live tracks (the smallest moving areas first; the rest waits for the next full detection)",
+    )
     region_margin: float = Field(
         0.5,
         ge=0.0,
@@ -78,7 +90,7 @@ class DetectConfig(Section):
         description="full_every > 1: a live track is searched this much of its size around it",
     )
     region_score_slack: float = Field(
-        0.05,
+        0.1,
         ge=0.0,
         le=0.5,
         description="full_every > 1: around live tracks and motion a face may score this much below "

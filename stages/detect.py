@@ -23,7 +23,7 @@ from core.types import Detections
 from .config import DetectConfig
 from .errors import ModelError
 from .onnx_session import onnx_session
-from .tiling import merge_detections, needs_tiles, nms, region_windows, tile_grid
+from .tiling import merge_detections, native_windows, needs_tiles, nms, region_windows
 
 __all__ = ["FaceDetector", "letterbox", "nms", "resolve_detector_model"]
 
@@ -31,15 +31,20 @@ logger = logging.getLogger(__name__)
 
 _SCRFD_STRIDES = (8, 16, 32)
 _SCRFD_ANCHORS = 2
+NATIVE_BATCH = 16  # windows of one size per detector run
 RESOLVES_PX = 10.0  # about the smallest face (px at the detector's input) SCRFD and YuNet find
 
 
-def letterbox(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, float]:
-    """Resize ``image`` into a ``size=(w, h)`` canvas keeping its aspect ratio; returns (canvas, scale)."""
+def letterbox(image: np.ndarray, size: tuple[int, int], fit: bool = False) -> tuple[np.ndarray, float]:
+    """Resize ``image`` into a ``size=(w, h)`` canvas keeping its aspect ratio; returns (canvas, scale). ``fit``:
+    the canvas is cut to the resized image, its sides rounded up to multiples of 32 (a 16:9 frame in 640x640:
+    640x384), so the detector does not run on padding."""
     w, h = size
     ih, iw = image.shape[:2]
     scale = min(w / iw, h / ih)
     nw, nh = max(1, round(iw * scale)), max(1, round(ih * scale))
+    if fit:
+        w, h = min(w, max(32, -(-nw // 32) * 32)), min(h, max(32, -(-nh // 32) * 32))
     canvas = np.zeros((h, w, 3), np.uint8)
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     canvas[:nh, :nw] = cv2.resize(image, (nw, nh), interpolation=interp)
@@ -84,6 +89,23 @@ def _pad32(image: np.ndarray) -> np.ndarray:
     return canvas
 
 
+def _blob(images: Sequence[np.ndarray]) -> np.ndarray:
+    """SCRFD's input ``[N, 3, H, W]`` float32 from BGR uint8 images of one size: RGB, ``(x - 127.5) / 128``. (OpenCV's
+    blobFromImages does the same several times slower on some frames.)"""
+    h, w = images[0].shape[:2]
+    blob = np.empty((len(images), 3, h, w), np.float32)
+    for n, image in enumerate(images):
+        for c, channel in enumerate(reversed(cv2.split(image))):
+            cv2.subtract(channel.astype(np.float32), 127.5, dst=blob[n, c])
+    blob *= 1.0 / 128
+    return blob
+
+
+def _unscaled(shape: tuple[int, ...], scale: float) -> tuple[int, int]:
+    """The (height, width) of an image that, resized by ``scale``, has ``shape``."""
+    return round(shape[0] / scale), round(shape[1] / scale)
+
+
 def _finish(boxes, scores, kps, cfg: DetectConfig, scale: float, frame_shape) -> Detections:
     if len(boxes):
         keep = nms(boxes, scores, cfg.nms_threshold)[: cfg.max_faces]
@@ -126,25 +148,40 @@ class _Scrfd:
             self._centers[(w, h)] = levels
         return self._centers[(w, h)]
 
-    def native(self, image: np.ndarray, threshold: float) -> Detections:
-        """One image at its own resolution (padded right/bottom to a multiple of 32), no resizing."""
-        canvas = _pad32(image)
-        blob = cv2.dnn.blobFromImage(canvas, 1.0 / 128, None, (127.5, 127.5, 127.5), swapRB=True)
-        outs = self.session.run(None, {self.input_name: blob})
-        return self._decode([o[0] for o in outs], 1.0, image.shape, canvas.shape, threshold)
+    def native(
+        self, images: Sequence[np.ndarray], threshold: float, scales: Sequence[float]
+    ) -> list[Detections]:
+        """Images as they are (padded right/bottom to multiples of 32; those of one padded size share a run);
+        ``scales``: each was resized by that much, and its detections are returned in the coordinates before."""
+        canvases = [_pad32(img) for img in images]
+        out: list[Detections | None] = [None] * len(images)
+        for shape in dict.fromkeys(c.shape for c in canvases):
+            group = [i for i, c in enumerate(canvases) if c.shape == shape]
+            for start in range(0, len(group), NATIVE_BATCH if self.batched else 1):
+                part = group[start : start + (NATIVE_BATCH if self.batched else 1)]
+                blob = _blob([canvases[i] for i in part])
+                outs = self.session.run(None, {self.input_name: blob})
+                for b, i in enumerate(part):
+                    shown = _unscaled(images[i].shape, scales[i])
+                    out[i] = self._decode([o[b] for o in outs], scales[i], shown, shape, threshold)
+        return out
 
     def __call__(self, images: Sequence[np.ndarray]) -> list[Detections]:
-        canvases, scales = zip(*(letterbox(img, self.cfg.input_size) for img in images))
-        blob = cv2.dnn.blobFromImages(list(canvases), 1.0 / 128, None, (127.5, 127.5, 127.5), swapRB=True)
-        if self.batched:
-            outs = self.session.run(None, {self.input_name: blob})
-        else:
-            per = [self.session.run(None, {self.input_name: blob[i : i + 1]}) for i in range(len(images))]
-            outs = [np.concatenate([p[j] for p in per]) for j in range(9)]
-        size = (self.cfg.input_size[1], self.cfg.input_size[0])
-        return [
-            self._decode([o[b] for o in outs], scales[b], images[b].shape, size) for b in range(len(images))
-        ]
+        """Frames letterboxed into canvases fitted to their aspect ratio; frames whose canvases have the same
+        size share one run."""
+        canvases, scales = zip(*(letterbox(img, self.cfg.input_size, fit=True) for img in images))
+        out: list[Detections | None] = [None] * len(images)
+        for shape in dict.fromkeys(c.shape for c in canvases):
+            group = [i for i, c in enumerate(canvases) if c.shape == shape]
+            blob = _blob([canvases[i] for i in group])
+            if self.batched:
+                outs = self.session.run(None, {self.input_name: blob})
+            else:
+                per = [self.session.run(None, {self.input_name: blob[b : b + 1]}) for b in range(len(group))]
+                outs = [np.concatenate([p[j] for p in per]) for j in range(9)]
+            for b, i in enumerate(group):
+                out[i] = self._decode([o[b] for o in outs], scales[i], images[i].shape, shape)
+        return out
 
     def _decode(self, outs, scale, shape, input_shape, threshold: float | None = None) -> Detections:
         threshold = self.cfg.score_threshold if threshold is None else threshold
@@ -187,13 +224,18 @@ class _YuNet:
     def __call__(self, images: Sequence[np.ndarray]) -> list[Detections]:
         return [self._detect(*letterbox(img, self.cfg.input_size), img.shape) for img in images]
 
-    def native(self, image: np.ndarray, threshold: float) -> Detections:
-        """One image at its own resolution (padded right/bottom to a multiple of 32), no resizing."""
-        canvas = _pad32(image)
-        self.net.setInputSize((canvas.shape[1], canvas.shape[0]))
+    def native(
+        self, images: Sequence[np.ndarray], threshold: float, scales: Sequence[float]
+    ) -> list[Detections]:
+        """As :meth:`_Scrfd.native`, one image at a time."""
         self.net.setScoreThreshold(threshold)
         try:
-            return self._detect(canvas, 1.0, image.shape)
+            out = []
+            for img, scale in zip(images, scales):
+                canvas = _pad32(img)
+                self.net.setInputSize((canvas.shape[1], canvas.shape[0]))
+                out.append(self._detect(canvas, scale, _unscaled(img.shape, scale)))
+            return out
         finally:
             self.net.setInputSize(tuple(self.cfg.input_size))
             self.net.setScoreThreshold(self.cfg.score_threshold)
@@ -204,12 +246,6 @@ class _YuNet:
             return Detections.empty()
         boxes = np.concatenate([faces[:, :2], faces[:, :2] + faces[:, 2:4]], axis=1)
         return _finish(boxes, faces[:, 14], faces[:, 4:14].reshape(-1, 5, 2), self.cfg, scale, shape)
-
-
-def _touches(tile: tuple[int, int, int, int], regions: np.ndarray) -> bool:
-    x0, y0, x1, y1 = tile
-    r = regions
-    return bool(((r[:, 0] < x1) & (r[:, 2] > x0) & (r[:, 1] < y1) & (r[:, 3] > y0)).any())
 
 
 class FaceDetector:
@@ -226,8 +262,8 @@ class FaceDetector:
         self, images: Sequence[np.ndarray], regions: Sequence[np.ndarray | None] | None = None
     ) -> list[Detections]:
         """One :class:`Detections` per frame. ``regions`` (one per frame, see :mod:`stages.schedule`): None
-        detects the whole frame (and all its tiles); boxes ``[K, 4]`` limit detection to the tiles they touch
-        (the whole frame when it is not tiled or a region is too large for a tile; nothing when there is none)."""
+        detects the whole frame (and at native resolution where ``detect.tiling`` asks); boxes ``[K, 4]`` limit
+        detection to windows around them at native resolution (nothing when there is none)."""
         for i, img in enumerate(images):
             if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
                 raise ValueError(f"image {i}: expected uint8 HxWx3 BGR, got {img.dtype} {img.shape}")
@@ -245,29 +281,39 @@ class FaceDetector:
             threshold = max(
                 0.0, cfg.score_threshold - (cfg.region_score_slack if region is not None else 0.0)
             )
-            parts = [
-                (win, self._impl.native(img[win[1] : win[3], win[0] : win[2]], threshold)) for win in windows
-            ]
+            crops, scales = zip(*(self._window(img, win, scale) for win, scale in windows))
+            parts = list(zip((win for win, _ in windows), self._impl.native(crops, threshold, scales)))
             out.append(merge_detections(first, parts, w, h, self.cfg.nms_threshold, self.cfg.max_faces))
         return out
 
     def _plan(
         self, image: np.ndarray, regions: np.ndarray | None
-    ) -> tuple[bool, list[tuple[int, int, int, int]]]:
-        """(detect the whole frame letterboxed, the windows to detect at native resolution) for one frame."""
-        grid = self._tiles(image)
+    ) -> tuple[bool, list[tuple[tuple[int, int, int, int], float]]]:
+        """(detect the whole frame letterboxed, the windows to detect at native resolution) for one frame.
+        Regions become windows no larger than one input; a region larger than that (a face close to the camera,
+        a wide moving area) is left to the letterboxed whole frame, where such faces are large enough, and what
+        is small inside it to the next full detection."""
         if regions is None:
-            return True, grid
+            return True, [(win, 1.0) for win in self._native(image)]
         if not len(regions):
             return False, []
         h, w = image.shape[:2]
-        windows = region_windows(regions, w, h)
-        too_big = any(
-            x1 - x0 > self.cfg.input_size[0] or y1 - y0 > self.cfg.input_size[1] for x0, y0, x1, y1 in windows
-        )
-        if too_big:  # a region larger than one input: its tiles, and the whole frame for what they cut
-            return True, [t for t in grid if _touches(t, regions)] if grid else []
-        return False, windows
+        iw, ih = self.cfg.input_size
+        windows = region_windows(regions, w, h, max_side=(iw, ih))
+        fit = [(win, scale) for win, scale in windows if win[2] - win[0] <= iw and win[3] - win[1] <= ih]
+        return len(fit) < len(windows), fit
+
+    @staticmethod
+    def _window(
+        image: np.ndarray, window: tuple[int, int, int, int], scale: float
+    ) -> tuple[np.ndarray, float]:
+        """``window`` of ``image`` resized by about ``scale``, and the scale it got."""
+        x0, y0, x1, y1 = window
+        crop = image[y0:y1, x0:x1]
+        if scale >= 1.0:
+            return crop, 1.0
+        size = (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale)))
+        return cv2.resize(crop, size, interpolation=cv2.INTER_AREA), size[0] / (x1 - x0)
 
     def _run(self, images: Sequence[np.ndarray]) -> list[Detections]:
         out: list[Detections] = []
@@ -276,15 +322,16 @@ class FaceDetector:
             out.extend(self._impl(images[start : start + step]))
         return out
 
-    def _tiles(self, image: np.ndarray) -> list[tuple[int, int, int, int]]:
-        """The tiles of ``image`` per ``detect.tiling`` (none: the whole frame is enough)."""
+    def _native(self, image: np.ndarray) -> list[tuple[int, int, int, int]]:
+        """The windows of ``image`` to detect at native resolution per ``detect.tiling`` (none: the letterboxed
+        whole frame is enough): its tiles or the frame itself (``detect.native_input``)."""
         cfg = self.cfg
         h, w = image.shape[:2]
         if cfg.tiling == "off" or (w <= cfg.input_size[0] and h <= cfg.input_size[1]):
             return []
         if cfg.tiling == "auto" and not needs_tiles(w, h, cfg.input_size, cfg.min_face_px, RESOLVES_PX):
             return []
-        return tile_grid(w, h, cfg.input_size, cfg.tile_overlap)
+        return native_windows(w, h, cfg.input_size, cfg.tile_overlap, cfg.native_input)
 
     def reset(self) -> None:
         """Detection keeps no per-stream state."""

@@ -82,6 +82,9 @@ def onnx_session(path: Path, threads: int, device: str, what: str, provider: str
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
+    # Idle intra-op threads would spin after each run and starve the OpenCV work (letterbox, blobs, crops) and
+    # the other stage's threads that come next on the same cores: sleep instead.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if provider == "tensorrt" and _name(chain[0]) == PROVIDER_NAMES["tensorrt"]:
         tensorrt_cache().mkdir(parents=True, exist_ok=True)
     try:

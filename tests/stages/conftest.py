@@ -25,7 +25,8 @@ def mobilefacenet_config(**kw) -> EmbedConfig:
 
 @pytest.fixture(scope="session")
 def scrfd() -> FaceDetector:
-    return FaceDetector(DetectConfig(model=str(require(SCRFD)), threads=1))
+    """SCRFD as insightface runs it: the frame letterboxed, nothing at native resolution."""
+    return FaceDetector(DetectConfig(model=str(require(SCRFD)), threads=1, tiling="off"))
 
 
 @pytest.fixture(scope="session")

@@ -38,23 +38,52 @@ def test_full_frames_come_every_n_and_a_still_empty_scene_costs_nothing():
     assert all(len(p) == 0 for p in plans if p is not None)
 
 
-def test_regions_grow_around_live_tracks():
+def test_regions_grow_around_live_tracks_and_carry_their_face_size():
     schedule = _schedule()
     schedule.plan(_frame(), NO_TRACKS)
     (region,) = schedule.plan(_frame(), np.asarray([[100, 100, 120, 120]], np.float32))
-    assert region.tolist() == [84, 84, 136, 136]  # 20 px box, at least 16 px around it
+    assert region.tolist() == [84, 84, 136, 136, 20]  # 20 px box, at least 16 px around it
     (clipped,) = schedule.plan(_frame(), np.asarray([[0, 0, 100, 100]], np.float32))
-    assert clipped.tolist() == [0, 0, 150, 150]  # half its size around it, inside the frame
+    assert clipped.tolist() == [0, 0, 150, 150, 100]  # half its size around it, inside the frame
 
 
-def test_motion_is_a_region():
+def test_motion_is_a_region_of_any_face_size():
     schedule = _schedule()
     schedule.plan(_frame(square_at=100), NO_TRACKS)
     regions = schedule.plan(_frame(square_at=140), NO_TRACKS)
-    assert len(regions) >= 1
+    assert len(regions) >= 1 and (regions[:, 4] == 0).all()
     x0, y0 = regions[:, :2].min(axis=0)
-    x1, y1 = regions[:, 2:].max(axis=0)
+    x1, y1 = regions[:, 2:4].max(axis=0)
     assert x0 <= 104 and x1 >= 176 and y0 <= 104 and y1 >= 136  # the edges that changed, both sides
+
+
+def test_motion_that_touches_a_track_is_its_own():
+    schedule = _schedule()
+    schedule.plan(_frame(square_at=100), NO_TRACKS)
+    track = np.asarray([[150, 90, 170, 110]], np.float32)  # a face whose region meets the moving square
+    regions = schedule.plan(_frame(square_at=140), track)
+    assert regions[:, 4].tolist() == [20]
+
+
+def test_motion_beyond_the_share_waits_for_the_next_full_frame():
+    def moving(share: float) -> np.ndarray:
+        schedule = DetectionSchedule(DetectConfig(model="x.onnx", full_every=3, motion_share=share))
+        before, after = _frame(), _frame()
+        before[20:30, 20:30] = after[300:350, 500:600] = 250  # a small and a larger change
+        schedule.plan(before, NO_TRACKS)
+        return schedule.plan(after, NO_TRACKS)
+
+    assert len(moving(1.0)) == 2
+    (small,) = moving(128 * 128 * 1.5 / (640 * 360))  # room for the smallest only
+    assert small[2] < 100
+    assert len(moving(0.0)) == 0
+
+
+def test_a_new_scene_is_detected_in_full_and_restarts_the_count():
+    schedule = _schedule(every=3)
+    dark, bright = _frame(), np.full((360, 640, 3), 200, np.uint8)
+    plans = [schedule.plan(img, NO_TRACKS) for img in (dark, dark, bright, bright, bright, bright)]
+    assert [p is None for p in plans] == [True, False, True, False, False, True]
 
 
 def test_no_motion_between_equal_thumbnails():
@@ -67,7 +96,9 @@ def _counting(cfg: DetectConfig) -> tuple[FaceDetector, list[tuple[int, int]]]:
     detector, seen = FaceDetector(cfg), []
     whole, native = detector._run, detector._impl.native
     detector._run = lambda images: seen.extend(i.shape[:2] for i in images) or whole(images)
-    detector._impl.native = lambda image, threshold: seen.append(image.shape[:2]) or native(image, threshold)
+    detector._impl.native = lambda images, *rest: (
+        seen.extend(i.shape[:2] for i in images) or native(images, *rest)
+    )
     return detector, seen
 
 
@@ -75,16 +106,24 @@ def _counting(cfg: DetectConfig) -> tuple[FaceDetector, list[tuple[int, int]]]:
     "regions, expected",
     [
         (None, [(640, 1000), (640, 640), (640, 640)]),  # the whole frame and its two tiles
-        (np.zeros((0, 4), np.float32), []),  # nothing of interest: no work
-        ([[10, 10, 40, 40]], [(128, 128)]),  # one small region: one window at native resolution
-        ([[10, 10, 40, 40], [50, 20, 290, 70]], [(128, 288)]),  # close regions share a window
-        ([[0, 0, 900, 100]], [(640, 1000), (640, 640), (640, 640)]),  # larger than an input: tiles + frame
+        (np.zeros((0, 5), np.float32), []),  # nothing of interest: no work
+        ([[10, 10, 40, 40, 0]], [(128, 128)]),  # one small region: one window at native resolution
+        ([[10, 10, 40, 40, 0], [50, 20, 290, 70, 0]], [(128, 288)]),  # close regions share a window
+        (
+            [[10, 10, 40, 40, 0], [50, 20, 290, 70, 30]],
+            [(128, 128), (128, 256)],
+        ),  # a track's and motion's: apart
+        ([[0, 0, 400, 400, 192]], [(208, 208)]),  # a large tracked face: its 416 px window at half size
+        ([[0, 0, 900, 100, 0]], [(640, 1000)]),  # larger than an input: the letterboxed frame only
+        ([[0, 0, 300, 100, 0], [320, 0, 900, 100, 0]], [(128, 320), (128, 608)]),  # merged would not fit
     ],
 )
 def test_regions_limit_what_is_detected(regions, expected):
-    cfg = DetectConfig(model=str(require(SCRFD)), threads=1, tiling="on", tile_overlap=64)
+    cfg = DetectConfig(
+        model=str(require(SCRFD)), threads=1, tiling="on", native_input="tiles", tile_overlap=64
+    )
     detector, seen = _counting(cfg)
     frame = np.full((640, 1000, 3), 90, np.uint8)
-    plan = None if regions is None else np.asarray(regions, np.float32).reshape(-1, 4)
+    plan = None if regions is None else np.asarray(regions, np.float32).reshape(-1, 5)
     assert len(detector.detect([frame], [plan])[0]) == 0
-    assert seen == expected
+    assert sorted(seen) == sorted(expected)

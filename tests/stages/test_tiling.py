@@ -9,7 +9,7 @@ import pytest
 from core.types import Detections
 from stages.config import DetectConfig
 from stages.detect import FaceDetector
-from stages.tiling import merge_detections, needs_tiles, tile_grid, tile_offsets
+from stages.tiling import merge_detections, native_windows, needs_tiles, tile_grid, tile_offsets
 from tests.conftest import require
 from tests.stages.conftest import FRIENDS, SCRFD
 
@@ -45,6 +45,22 @@ def test_grid_of_a_small_frame_is_the_frame():
 )
 def test_tiles_only_where_letterboxing_loses_the_smallest_face(size, expected):
     assert needs_tiles(*size, (640, 640), min_face_px=16, resolves_px=10) is expected
+
+
+@pytest.mark.parametrize(
+    "size, mode, expected",
+    [
+        ((1920, 1080), "auto", [(0, 0, 1920, 1080)]),  # 1920x1088 padded: 2.1 M pixels against 8 tiles, 3.3 M
+        ((3840, 2160), "auto", [(0, 0, 3840, 2160)]),  # 8.3 M against 28 tiles, 11.5 M
+        ((1280, 720), "auto", [(0, 0, 1280, 720)]),  # 0.9 M against 6 tiles, 2.5 M
+        ((8192, 4320), "auto", "tiles"),  # above MAX_FRAME_PIXELS: tiled (bounded detector memory)
+        ((1920, 1080), "tiles", "tiles"),
+        ((660, 660), "frame", [(0, 0, 660, 660)]),
+    ],
+)
+def test_native_windows_take_the_cheaper_of_tiles_and_the_frame(size, mode, expected):
+    tiles = tile_grid(*size, (640, 640), 64)
+    assert native_windows(*size, (640, 640), 64, mode) == (tiles if expected == "tiles" else expected)
 
 
 def _dets(*boxes, score=0.9) -> Detections:
@@ -92,8 +108,12 @@ def _canvas(width: int, height: int, face: np.ndarray, centres) -> np.ndarray:
     return canvas
 
 
-def _detector(tiling: str) -> FaceDetector:
-    return FaceDetector(DetectConfig(model=str(require(SCRFD)), threads=1, tiling=tiling, min_face_px=12))
+def _detector(tiling: str, native_input: str = "auto") -> FaceDetector:
+    return FaceDetector(
+        DetectConfig(
+            model=str(require(SCRFD)), threads=1, tiling=tiling, min_face_px=12, native_input=native_input
+        )
+    )
 
 
 def _hits(dets: Detections, centres) -> list[int]:
@@ -101,19 +121,21 @@ def _hits(dets: Detections, centres) -> list[int]:
     return [int((np.abs(mid - np.asarray(c)).max(axis=1) < 12).sum()) for c in centres]
 
 
-def test_a_face_on_a_tile_border_is_found_once(small_face):
+@pytest.mark.parametrize("native_input", ["tiles", "frame"])
+def test_a_face_on_a_tile_border_is_found_once(small_face, native_input):
     border = tile_grid(1920, 1080, (640, 640), 64)[0][2]  # the first tile's right edge
     centres = [(border, 300), (960, 540)]
     frame = _canvas(1920, 1080, small_face, centres)
-    assert _hits(_detector("on").detect([frame])[0], centres) == [1, 1]
+    assert _hits(_detector("on", native_input).detect([frame])[0], centres) == [1, 1]
     assert _hits(_detector("off").detect([frame])[0], centres) == [0, 0]  # shrunk 3x: lost without tiles
 
 
-def test_small_faces_in_a_4k_frame(small_face):
+@pytest.mark.parametrize("native_input", ["tiles", "frame"])
+def test_small_faces_in_a_4k_frame(small_face, native_input):
     rng = np.random.default_rng(7)
     centres = [(int(x), int(y)) for x, y in zip(rng.integers(40, 3800, 6), rng.integers(40, 2120, 6))]
     frame = _canvas(3840, 2160, small_face, centres)
-    found = _detector("auto").detect([frame])[0]
+    found = _detector("auto", native_input).detect([frame])[0]
     assert _hits(found, centres) == [1] * len(centres) and len(found) == len(centres)
 
 
