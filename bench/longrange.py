@@ -8,16 +8,21 @@ position of a 1920x1080 canvas (``--canvas 4k``: 3840x2160) on a smooth neutral 
 Gaussian blur of the shrunk frame (``--blur``, atmospheric), noise on the canvas (``--noise``) and JPEG
 (``--jpeg``). Each (size, segment) is encoded as a real video file (PyAV, h264, else mpeg4) in a temporary folder,
 so the pipeline decodes it like any file, and the file runner (``FileRunner`` built by ``build(cfg,
-gallery_dir=friends_gallery)``, a temporary database) processes it with two settings:
+gallery_dir=friends_gallery)``, a temporary database) processes it with three settings of ``configs/test.yaml``
+(SCRFD-500M + MobileFaceNet):
 
-- baseline: ``configs/test.yaml`` as is (SCRFD-500M at 640, no tiling, the whole frame every frame);
-- long range: the same plus ``detect.tiling=auto``, ``detect.min_face_px=8`` (``--min-face-px``; ``size`` = the
-  target size) and ``detect.full_every=5`` (``--long-set``: more overrides of this setting only).
+- baseline: the pipeline before long-range detection: ``detect.tiling=off detect.full_every=1`` (the frame
+  letterboxed into the 640 input, every frame);
+- long range: the config as it is (``detect.tiling: auto``, ``min_face_px: 12``, ``full_every: 6``);
+  ``--min-face-px`` (px, or ``size`` = the target size) and ``--long-set`` override it;
+- exhaustive: long range with ``detect.full_every=1``: the frame at native resolution in every frame, what the
+  adaptive schedule is measured against.
 
 Per face size and setting:
-- detection recall: the faces the detector finds on the original frame (whole frame at 640, same threshold),
+- detection recall: the faces the detector finds on the original frame (the letterboxed frame, same threshold),
   mapped through the downscale and the offset, matched one-to-one (IoU >= 0.3) to the pipeline's detections
-  on the synthetic frame (every detection of the schedule, before tracking);
+  on the synthetic frame (every detection of the schedule, before tracking); for long range also its recall
+  against exhaustive (the faces exhaustive finds in each frame that long range finds too);
 - track rank-1: each confirmed track's time span and median box centre mapped back to the original clip and
   assigned to the ground-truth person with ``facemoe.evaluate.video`` (as ``eval video`` does), its template
   scored against the six enrolled people; rank-1 over the mated tracks;
@@ -25,7 +30,7 @@ Per face size and setting:
 - frames/s of the whole run (decode to match) and its ratio to the baseline measured in the same run.
 
     python bench/longrange.py [--sizes 64 32 24 16 12 8] [--segments 1.0 6.0 13.0] [--frames 24]
-        [--canvas hd|4k] [--blur SIGMA] [--noise STD] [--jpeg QUALITY] [--min-face-px 8|size]
+        [--canvas hd|4k] [--blur SIGMA] [--noise STD] [--jpeg QUALITY] [--min-face-px PX|size]
         [--set key=value ...] [--long-set key=value ...] [--json out.json] [--plots DIR]
 """
 
@@ -37,18 +42,16 @@ import logging
 import sys
 import tempfile
 import time
-from fractions import Fraction
 from pathlib import Path
-from typing import NamedTuple
 
 import av
-import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.longrange_report import print_table, save_plots
+from bench.longrange_synth import Placement, read_segments, write_clip
 from core.types import Detections
 from facemoe.evaluate.video import GroundTruthSpan, ScoredTrack, evaluate_tracks, read_ground_truth
 from pipeline.build import System, build
@@ -67,32 +70,8 @@ CANVAS = {"hd": (1920, 1080), "4k": (3840, 2160)}
 SIZES = (64, 32, 24, 16, 12, 8)
 SEGMENTS = (1.0, 6.0, 13.0)  # seconds: Rachel and Joey, Monica and Chandler, Phoebe and Ross
 MATCH_IOU = 0.3
+BASELINE = ["detect.tiling=off", "detect.full_every=1"]
 FPIR = 0.01
-
-
-class Segment(NamedTuple):
-    """A run of consecutive original frames, their reference faces (original px) and the median face size."""
-
-    start_s: float
-    frames: list[np.ndarray]
-    faces: list[np.ndarray]
-    face_px: float
-
-
-class Placement(NamedTuple):
-    """One synthetic file: which segment, the downscale factor and where the shrunk frame sits on the canvas."""
-
-    path: Path
-    segment: Segment
-    factor: float
-    offset: tuple[int, int]
-
-    def to_canvas(self, boxes: np.ndarray) -> np.ndarray:
-        ox, oy = self.offset
-        return boxes * self.factor + np.array([ox, oy, ox, oy], np.float32)
-
-    def to_original(self, x: float, y: float) -> tuple[float, float]:
-        return (x - self.offset[0]) / self.factor, (y - self.offset[1]) / self.factor
 
 
 class RecordingDetector:
@@ -111,83 +90,6 @@ class RecordingDetector:
         return out
 
 
-def read_segments(path: Path, starts: list[float], frames: int, detector: FaceDetector) -> list[Segment]:
-    """``frames`` consecutive frames from each start second, their faces by ``detector`` and median face size."""
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        decoded = [f.to_ndarray(format="bgr24") for f in container.decode(stream)]
-        fps = float(stream.average_rate)
-    segments = []
-    for start in starts:
-        first = round(start * fps)
-        images = decoded[first : first + frames]
-        if len(images) < frames:
-            raise ValueError(f"segment at {start} s: the clip has only {len(decoded)} frames")
-        faces = [d.xyxy.copy() for d in detector.detect(images)]
-        boxes = np.concatenate(faces)
-        if not len(boxes):
-            raise ValueError(f"segment at {start} s: no face found on the original frames")
-        side = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-        segments.append(Segment(first / fps, images, faces, float(np.median(side))))
-    return segments
-
-
-def background(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-    """A smooth neutral canvas: a coarse grid of grey-brown levels, upscaled and blurred."""
-    w, h = size
-    coarse = rng.uniform(90, 160, (9, 16, 1)) + rng.uniform(-8, 8, (9, 16, 3))
-    canvas = cv2.resize(coarse.astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
-    return cv2.GaussianBlur(canvas, (0, 0), w / 64).clip(0, 255).astype(np.uint8)
-
-
-def degrade_frame(image: np.ndarray, factor: float, blur: float) -> np.ndarray:
-    """The original frame shrunk by ``factor`` (area interpolation), blurred by ``blur`` px (sigma) if asked."""
-    h, w = image.shape[:2]
-    small = cv2.resize(
-        image, (max(1, round(w * factor)), max(1, round(h * factor))), interpolation=cv2.INTER_AREA
-    )
-    return cv2.GaussianBlur(small, (0, 0), blur) if blur > 0 else small
-
-
-def write_clip(
-    path: Path,
-    segment: Segment,
-    size: float,
-    canvas_size: tuple[int, int],
-    rng: np.random.Generator,
-    args: argparse.Namespace,
-    fps: Fraction,
-) -> Placement:
-    """Encode one segment at face ``size`` as a video file; returns where its frames went."""
-    factor = size / segment.face_px
-    h, w = segment.frames[0].shape[:2]
-    sw, sh = round(w * factor), round(h * factor)
-    cw, ch = canvas_size
-    if sw > cw or sh > ch:
-        raise ValueError(f"face size {size}: the shrunk frame {sw}x{sh} does not fit the {cw}x{ch} canvas")
-    offset = (int(rng.integers(0, cw - sw + 1)), int(rng.integers(0, ch - sh + 1)))
-    base = background(canvas_size, rng)
-    codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream(codec, rate=fps)
-        stream.width, stream.height, stream.pix_fmt = cw, ch, "yuv420p"
-        stream.options = {"crf": "18", "preset": "ultrafast"} if codec == "libx264" else {"qscale": "2"}
-        for image in segment.frames:
-            small = degrade_frame(image, factor, args.blur)
-            frame = base.copy()
-            frame[offset[1] : offset[1] + small.shape[0], offset[0] : offset[0] + small.shape[1]] = small
-            if args.noise > 0:
-                frame = (frame + rng.normal(0, args.noise, frame.shape)).clip(0, 255).astype(np.uint8)
-            if args.jpeg:
-                ok, data = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, args.jpeg])
-                frame = cv2.imdecode(data, cv2.IMREAD_COLOR)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="bgr24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return Placement(path, segment, factor, offset)
-
-
 def matched(truth: np.ndarray, found: np.ndarray) -> int:
     """Faces of ``truth`` matched one-to-one (greedy, best IoU first, IoU >= MATCH_IOU) to ``found``."""
     if not len(truth) or not len(found):
@@ -203,8 +105,9 @@ def matched(truth: np.ndarray, found: np.ndarray) -> int:
 
 def run_setting(
     system: System, cfg, placements: list[Placement], spans: list[GroundTruthSpan], names: list[str]
-) -> dict:
-    """One pipeline run over a size's files: recall, rank-1, TPIR at FPIR 1%, frames/s."""
+) -> tuple[dict, list[Detections]]:
+    """One pipeline run over a size's files: recall, rank-1, TPIR at FPIR 1%, frames/s; and every frame's
+    detections."""
     recorder = RecordingDetector(system.detector)
     collect = CollectSink()
     runner = FileRunner(cfg, recorder, system.embedder, system.matcher(), [collect], keep_boxes=True)
@@ -247,6 +150,7 @@ def run_setting(
     return {
         "faces": faces,
         "recall": hits / faces if faces else None,
+        "detections": sum(len(d) for d in recorder.found),
         "false_detections": extra,
         "tracks": len(tracks),
         "mated_tracks": result.counts["mated_tracks"],
@@ -256,7 +160,14 @@ def run_setting(
         "frames": stats.frames,
         "seconds": stats.seconds["total"],
         "fps": stats.frames / max(stats.seconds["total"], 1e-9),
-    }
+    }, recorder.found
+
+
+def recall_against(reference: list[Detections], found: list[Detections]) -> float | None:
+    """The share of ``reference``'s faces that ``found`` has too, frame by frame (one-to-one, IoU >= 0.3)."""
+    total = sum(len(d) for d in reference)
+    hits = sum(matched(r.xyxy, f.xyxy) for r, f in zip(reference, found, strict=True))
+    return hits / total if total else None
 
 
 def gallery_names(system: System) -> list[str]:
@@ -269,10 +180,11 @@ def bench(args: argparse.Namespace) -> dict:
     gallery = ASSETS / "images" / "friends_gallery"
     clip = ASSETS / "videos" / CLIP
     spans = [s for s in read_ground_truth(GROUND_TRUTH) if s.video == CLIP]
-    base_cfg = load_config(args.config, args.overrides)
+    base_cfg = load_config(args.config, [*args.overrides, *BASELINE])
     with av.open(str(clip)) as container:
         fps = container.streams.video[0].average_rate
     rows: dict[float, dict] = {s: {"size": s} for s in args.sizes}
+    found: dict[tuple[str, float], list[Detections]] = {}
     with tempfile.TemporaryDirectory(prefix="longrange-") as tmp:
         with build(base_cfg, gallery_dir=gallery) as system:
             segments = read_segments(clip, args.segments, args.frames, system.detector)
@@ -291,20 +203,22 @@ def bench(args: argparse.Namespace) -> dict:
                     for k, seg in enumerate(segments)
                 ]
             names = gallery_names(system)
-            for size in args.sizes:
-                rows[size]["baseline"] = run_setting(system, base_cfg, placements[size], spans, names)
-        groups: dict[str, list[float]] = {}  # one build per min_face_px value
-        for size in args.sizes:
-            groups.setdefault(f"{size:g}" if args.min_face_px == "size" else args.min_face_px, []).append(
-                size
-            )
-        for min_face_px, sizes in groups.items():
-            long_cfg = load_config(
-                args.config, [*args.overrides, *long_range_overrides(min_face_px), *args.long_overrides]
-            )
-            with build(long_cfg, gallery_dir=gallery) as system:
-                for size in sizes:
-                    rows[size]["long_range"] = run_setting(system, long_cfg, placements[size], spans, names)
+        settings = {
+            "baseline": [*args.overrides, *BASELINE],
+            "long_range": [*args.overrides, *long_range_overrides(args.min_face_px), *args.long_overrides],
+        }
+        settings["exhaustive"] = [*settings["long_range"], "detect.full_every=1"]
+        for setting, overrides in settings.items():
+            for min_face_px, sizes in _by_min_face(args).items():
+                cfg = load_config(args.config, [o.replace("<size>", min_face_px) for o in overrides])
+                with build(cfg, gallery_dir=gallery) as system:
+                    for size in sizes:
+                        row, found[setting, size] = run_setting(system, cfg, placements[size], spans, names)
+                        rows[size][setting] = row
+    for size in args.sizes:
+        rows[size]["long_range"]["recall_vs_exhaustive"] = recall_against(
+            found["exhaustive", size], found["long_range", size]
+        )
     return {
         "clip": CLIP,
         "canvas": list(CANVAS[args.canvas]),
@@ -314,10 +228,13 @@ def bench(args: argparse.Namespace) -> dict:
         ],
         "degradation": {"blur": args.blur, "noise": args.noise, "jpeg": args.jpeg},
         "overrides": {
-            "both": list(args.overrides),
-            "long_range": [
-                *long_range_overrides("<size>" if args.min_face_px == "size" else args.min_face_px),
+            "all": list(args.overrides),
+            "baseline": BASELINE,
+            "long_range": [*long_range_overrides(args.min_face_px), *args.long_overrides],
+            "exhaustive": [
+                *long_range_overrides(args.min_face_px),
                 *args.long_overrides,
+                "detect.full_every=1",
             ],
         },
         "sizes": [rows[s] for s in args.sizes],
@@ -325,9 +242,18 @@ def bench(args: argparse.Namespace) -> dict:
     }
 
 
-def long_range_overrides(min_face_px: str) -> list[str]:
-    """The long-range setting on top of the baseline config."""
-    return ["detect.tiling=auto", f"detect.min_face_px={min_face_px}", "detect.full_every=5"]
+def long_range_overrides(min_face_px: str | None) -> list[str]:
+    """The long-range setting: the config as it is, but for ``--min-face-px``."""
+    if min_face_px is None:
+        return []
+    return [f"detect.min_face_px={'<size>' if min_face_px == 'size' else min_face_px}"]
+
+
+def _by_min_face(args: argparse.Namespace) -> dict[str, list[float]]:
+    """The sizes grouped by the min_face_px they run with (one build each; one group unless ``size``)."""
+    if args.min_face_px != "size":
+        return {"": list(args.sizes)}
+    return {f"{size:g}": [size] for size in args.sizes}
 
 
 def size_arg(text: str) -> float:
@@ -364,7 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--jpeg", type=int, default=0, choices=range(0, 101), metavar="0..100", help="JPEG quality (0 = none)"
     )
-    parser.add_argument("--min-face-px", type=min_face_arg, default="8", help="long range: px or 'size'")
+    parser.add_argument(
+        "--min-face-px", type=min_face_arg, help="long range: px or 'size' (default: the config's)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="placement and background seed")
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "test.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")

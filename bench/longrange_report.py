@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-SETTINGS = ("baseline", "long_range")
+SETTINGS = ("baseline", "long_range", "exhaustive")
 
 
 def fmt(value: float | None, spec: str = ".2f") -> str:
@@ -19,22 +19,26 @@ def print_table(out: dict) -> None:
         f"canvas {w}x{h}, {len(out['segments'])} segments of {out['segments'][0]['frames']} frames "
         f"(original face px: {', '.join(str(s['face_px']) for s in out['segments'])}), "
         f"blur {out['degradation']['blur']}, noise {out['degradation']['noise']}, "
-        f"jpeg {out['degradation']['jpeg'] or 'off'}; long range: {' '.join(out['overrides']['long_range'])}"
+        f"jpeg {out['degradation']['jpeg'] or 'off'}; overrides: "
+        + "; ".join(f"{k} {' '.join(v) or '-'}" for k, v in out["overrides"].items())
     )
     print()
     print(
-        "| face px | faces | recall base | recall long | rank-1 base (mated/tracks) | rank-1 long (mated/tracks) "
-        "| TPIR@FPIR 1% base | TPIR@FPIR 1% long | fps base | fps long (x base) |"
+        "| face px | faces | recall base | recall long | recall exhaustive | long / exhaustive "
+        "| rank-1 base (mated/tracks) | rank-1 long (mated/tracks) | TPIR@FPIR 1% base | TPIR@FPIR 1% long "
+        "| fps base | fps long (x base) | fps exhaustive (x base) |"
     )
-    print("|---" * 10 + "|")
+    print("|---" * 13 + "|")
     for r in out["sizes"]:
-        b, g = r["baseline"], r["long_range"]
+        b, g, e = r["baseline"], r["long_range"], r["exhaustive"]
         print(
-            f"| {r['size']:g} | {b['faces']} | {fmt(b['recall'])} | {fmt(g['recall'])} "
+            f"| {r['size']:g} | {b['faces']} | {fmt(b['recall'])} | {fmt(g['recall'])} | {fmt(e['recall'])} "
+            f"| {fmt(g['recall_vs_exhaustive'])} "
             f"| {fmt(b['rank1'])} ({b['mated_tracks']}/{b['tracks']}) "
             f"| {fmt(g['rank1'])} ({g['mated_tracks']}/{g['tracks']}) "
             f"| {fmt(b['tpir_at_fpir_1pct'])} | {fmt(g['tpir_at_fpir_1pct'])} "
-            f"| {b['fps']:.1f} | {g['fps']:.1f} ({g['fps'] / max(b['fps'], 1e-9):.2f}) |"
+            f"| {b['fps']:.1f} | {g['fps']:.1f} ({g['fps'] / max(b['fps'], 1e-9):.2f}) "
+            f"| {e['fps']:.1f} ({e['fps'] / max(b['fps'], 1e-9):.2f}) |"
         )
     print()
     print(f"runtime {out['runtime_s']:.0f} s")
@@ -54,7 +58,7 @@ def save_plots(out: dict, folder: Path) -> list[Path]:
         ("rank1", "track rank-1", "longrange_rank1.png"),
     ):
         fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
-        for setting, style in zip(SETTINGS, ("o--", "s-")):
+        for setting, style in zip(SETTINGS, ("o--", "s-", "^:")):
             values = [np.nan if r[setting][key] is None else r[setting][key] for r in out["sizes"]]
             ax.plot(sizes, values, style, label=setting.replace("_", " "))
         ax.set_xscale("log", base=2)

@@ -30,14 +30,13 @@ def test_longrange_bench_one_size(tmp_path, capsys):
     out = json.loads((tmp_path / "out.json").read_text())
     assert out["canvas"] == [1920, 1080] and len(out["segments"]) == 1
     assert out["segments"][0]["frames"] == 6 and out["segments"][0]["face_px"] > 24
-    assert out["overrides"]["long_range"] == [
-        "detect.tiling=auto",
-        "detect.min_face_px=8",
-        "detect.full_every=5",
-    ]
+    assert out["overrides"]["baseline"] == ["detect.tiling=off", "detect.full_every=1"]
+    assert out["overrides"]["long_range"] == []  # configs/test.yaml as it is
+    assert out["overrides"]["exhaustive"] == ["detect.full_every=1"]
     [row] = out["sizes"]
     assert row["size"] == 24
-    for setting in ("baseline", "long_range"):
+    assert 0.0 <= row["long_range"]["recall_vs_exhaustive"] <= 1.0
+    for setting in ("baseline", "long_range", "exhaustive"):
         figures = row[setting]
         for key in (
             "recall",
@@ -53,7 +52,15 @@ def test_longrange_bench_one_size(tmp_path, capsys):
         assert 0.0 <= figures["recall"] <= 1.0
         assert figures["tpir_at_fpir_1pct"] is None  # far fewer than 100 non-mated tracks
     header = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| face px"))
-    for column in ("recall base", "recall long", "rank-1 base", "TPIR@FPIR 1% long", "fps long (x base)"):
+    for column in (
+        "recall base",
+        "recall long",
+        "long / exhaustive",
+        "rank-1 base",
+        "TPIR@FPIR 1% long",
+        "fps long (x base)",
+        "fps exhaustive (x base)",
+    ):
         assert column in header
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
         "longrange_rank1.png",
