@@ -38,11 +38,11 @@ logger = logging.getLogger(__name__)
 
 
 def find_faces(
-    detector: FaceDetector, scorer: QualityScorer, image: np.ndarray
+    detector: FaceDetector, scorer: QualityScorer, image: np.ndarray, portrait: bool = False
 ) -> list[tuple[np.ndarray, float, np.ndarray, float]]:
     """Every face the detector finds in a BGR image: (box ``[4]`` xyxy, detector score, aligned 112x112 BGR crop,
-    quality score)."""
-    dets = detector.detect([image])[0]
+    quality score). ``portrait``: the image letterboxed only (:meth:`FaceDetector.letterboxed`)."""
+    dets = (detector.letterboxed if portrait else detector.detect)([image])[0]
     faces = []
     for box, score, landmarks in zip(dets.xyxy, dets.score, dets.landmarks):
         crop = align_face(image, landmarks)
@@ -53,8 +53,11 @@ def find_faces(
 
 
 def face_extractor(detector: FaceDetector, scorer: QualityScorer) -> FaceExtractor:
-    """``image -> [(aligned 112x112 BGR crop, quality score)]`` for every face (what enrollment takes)."""
-    return lambda image: [(crop, quality) for _, _, crop, quality in find_faces(detector, scorer, image)]
+    """``image -> [(aligned 112x112 BGR crop, quality score)]`` for every face of an enrollment photo (a portrait:
+    its subject is never a face too small for the letterboxed image)."""
+    return lambda image: [
+        (crop, quality) for _, _, crop, quality in find_faces(detector, scorer, image, portrait=True)
+    ]
 
 
 class System:

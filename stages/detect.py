@@ -264,9 +264,7 @@ class FaceDetector:
         """One :class:`Detections` per frame. ``regions`` (one per frame, see :mod:`stages.schedule`): None
         detects the whole frame (and at native resolution where ``detect.tiling`` asks); boxes ``[K, 4]`` limit
         detection to windows around them at native resolution (nothing when there is none)."""
-        for i, img in enumerate(images):
-            if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-                raise ValueError(f"image {i}: expected uint8 HxWx3 BGR, got {img.dtype} {img.shape}")
+        self._check(images)
         cfg = self.cfg
         regions = [None] * len(images) if regions is None else regions
         plans = [self._plan(img, r) for img, r in zip(images, regions)]
@@ -285,6 +283,13 @@ class FaceDetector:
             parts = list(zip((win for win, _ in windows), self._impl.native(crops, threshold, scales)))
             out.append(merge_detections(first, parts, w, h, self.cfg.nms_threshold, self.cfg.max_faces))
         return out
+
+    def letterboxed(self, images: Sequence[np.ndarray]) -> list[Detections]:
+        """The images letterboxed into the input only, nothing at native resolution: how a portrait is seen (an
+        enrollment photo's subject is large; at native resolution its background only adds faint false faces,
+        such as letters of a logo)."""
+        self._check(images)
+        return self._run(images)
 
     def _plan(
         self, image: np.ndarray, regions: np.ndarray | None
@@ -314,6 +319,12 @@ class FaceDetector:
             return crop, 1.0
         size = (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale)))
         return cv2.resize(crop, size, interpolation=cv2.INTER_AREA), size[0] / (x1 - x0)
+
+    @staticmethod
+    def _check(images: Sequence[np.ndarray]) -> None:
+        for i, img in enumerate(images):
+            if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+                raise ValueError(f"image {i}: expected uint8 HxWx3 BGR, got {img.dtype} {img.shape}")
 
     def _run(self, images: Sequence[np.ndarray]) -> list[Detections]:
         out: list[Detections] = []
