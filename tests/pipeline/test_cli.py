@@ -40,13 +40,16 @@ def _one_error_line(capsys) -> str:
     return err[0]
 
 
-def _faceless_video(path, frames=12):
+def _faceless_video(path, frames=12, size=(160, 96)):
+    """A real video file of ``size`` (w, h) showing no face: mpeg4, or raw BGR frames for odd sizes."""
+    w, h = size
+    odd = w % 2 or h % 2
     with av.open(str(path), "w") as out:
-        stream = out.add_stream("mpeg4", rate=Fraction(10))
-        stream.width, stream.height, stream.pix_fmt = 160, 96, "yuv420p"
+        stream = out.add_stream("rawvideo" if odd else "mpeg4", rate=Fraction(10))
+        stream.width, stream.height, stream.pix_fmt = w, h, "bgr24" if odd else "yuv420p"
         for i in range(frames):
-            img = np.zeros((96, 160, 3), np.uint8)
-            img[:, :, 1] = np.linspace(0, 255, 160, dtype=np.uint8)[None, :]
+            img = np.zeros((h, w, 3), np.uint8)
+            img[:, :, 1] = np.linspace(0, 255, w, dtype=np.uint8)[None, :]
             img[:, :, 2] = 10 * i
             for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
                 out.mux(packet)
@@ -102,6 +105,16 @@ def test_video_without_faces_is_a_run_with_no_tracks(process, capsys, tmp_path, 
         run = s.scalars(select(Run)).one()
         assert run.status == "finished" and run.frames_done == 12
         assert s.scalar(select(func.count()).select_from(Track)) == 0
+
+
+@pytest.mark.parametrize("size", [(1920, 1), (1, 1080), (1, 1)])
+def test_a_one_pixel_high_or_wide_video_is_a_run_with_no_tracks(process, capsys, tmp_path, db_url, size):
+    video = _faceless_video(tmp_path / "line.avi", frames=5, size=size)
+    assert process(str(video)) == 0
+    assert "no face tracks found" in capsys.readouterr().err
+    with Gallery.open(db_url) as gallery, gallery.db.session() as s:
+        run = s.scalars(select(Run)).one()
+        assert run.status == "finished" and run.frames_done == 5
 
 
 @pytest.mark.slow
