@@ -23,7 +23,7 @@ from core.types import Detections
 from .config import DetectConfig
 from .errors import ModelError
 from .onnx_session import onnx_session
-from .tiling import merge_detections, native_windows, needs_tiles, nms, region_windows
+from .tiling import merge_detections, native_windows, needs_tiles, nms, pad32, region_windows
 
 __all__ = ["FaceDetector", "letterbox", "nms", "resolve_detector_model"]
 
@@ -44,7 +44,7 @@ def letterbox(image: np.ndarray, size: tuple[int, int], fit: bool = False) -> tu
     scale = min(w / iw, h / ih)
     nw, nh = max(1, round(iw * scale)), max(1, round(ih * scale))
     if fit:
-        w, h = min(w, max(32, -(-nw // 32) * 32)), min(h, max(32, -(-nh // 32) * 32))
+        w, h = min(w, pad32(nw)), min(h, pad32(nh))
     canvas = np.zeros((h, w, 3), np.uint8)
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     canvas[:nh, :nw] = cv2.resize(image, (nw, nh), interpolation=interp)
@@ -78,10 +78,10 @@ def resolve_detector_model(model: str, backend: str) -> Path:
     return found[0]
 
 
-def _pad32(image: np.ndarray) -> np.ndarray:
+def _padded(image: np.ndarray) -> np.ndarray:
     """``image`` padded with black right and bottom to sides that are multiples of 32 (at least 32)."""
     h, w = image.shape[:2]
-    ph, pw = max(32, -(-h // 32) * 32), max(32, -(-w // 32) * 32)
+    ph, pw = pad32(h), pad32(w)
     if (ph, pw) == (h, w):
         return image
     canvas = np.zeros((ph, pw, 3), np.uint8)
@@ -153,7 +153,7 @@ class _Scrfd:
     ) -> list[Detections]:
         """Images as they are (padded right/bottom to multiples of 32; those of one padded size share a run);
         ``scales``: each was resized by that much, and its detections are returned in the coordinates before."""
-        canvases = [_pad32(img) for img in images]
+        canvases = [_padded(img) for img in images]
         out: list[Detections | None] = [None] * len(images)
         for shape in dict.fromkeys(c.shape for c in canvases):
             group = [i for i, c in enumerate(canvases) if c.shape == shape]
@@ -232,7 +232,7 @@ class _YuNet:
         try:
             out = []
             for img, scale in zip(images, scales):
-                canvas = _pad32(img)
+                canvas = _padded(img)
                 self.net.setInputSize((canvas.shape[1], canvas.shape[0]))
                 out.append(self._detect(canvas, scale, _unscaled(img.shape, scale)))
             return out
@@ -262,8 +262,9 @@ class FaceDetector:
         self, images: Sequence[np.ndarray], regions: Sequence[np.ndarray | None] | None = None
     ) -> list[Detections]:
         """One :class:`Detections` per frame. ``regions`` (one per frame, see :mod:`stages.schedule`): None
-        detects the whole frame (and at native resolution where ``detect.tiling`` asks); boxes ``[K, 4]`` limit
-        detection to windows around them at native resolution (nothing when there is none)."""
+        detects the whole frame (and at native resolution where ``detect.tiling`` asks); regions ``[K, 5]`` (or
+        ``[K, 4]``) limit detection to windows around them (:func:`stages.tiling.region_windows`; nothing when
+        there is none)."""
         self._check(images)
         cfg = self.cfg
         regions = [None] * len(images) if regions is None else regions

@@ -72,9 +72,8 @@ class DetectionSchedule:
         previous, self._previous = self._previous, thumb
         full = self._count % self.every == 0 or previous is None or previous.shape != thumb.shape
         moved = None if full else motion_regions(previous, thumb, self.threshold, scale)
-        if (
-            moved is None
-        ):  # due, or a new scene: the next full detection comes full_every frames after this one
+        if moved is None:
+            # due, or a new scene: the next full detection comes full_every frames after this one
             self._count = 1
             return None
         self._count += 1

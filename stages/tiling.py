@@ -25,6 +25,7 @@ __all__ = [
     "native_windows",
     "needs_tiles",
     "nms",
+    "pad32",
     "region_windows",
     "tile_grid",
     "tile_offsets",
@@ -32,9 +33,8 @@ __all__ = [
 
 EDGE_MARGIN = 2.0  # px: a box this close to a tile's inner edge was cut by it
 WINDOW_GAP = 32.0  # px: regions closer than this share one detection window
-MIN_WINDOW = (
-    128  # px: a window's smallest side (a face needs context around it to score as in the full frame)
-)
+# px: a window's smallest side (a face needs context around it to score as in the full frame)
+MIN_WINDOW = 128
 FACE_PX = 96.0  # px: a window around a tracked face is scaled so that the face is about this size
 MAX_FRAME_PIXELS = 4096 * 4096  # native_input auto: larger frames are tiled (bounded detector memory)
 
@@ -87,7 +87,8 @@ def needs_tiles(
     return min_face_px * scale < resolves_px and (width > input_size[0] or height > input_size[1])
 
 
-def _pad32(side: int) -> int:
+def pad32(side: int) -> int:
+    """``side`` rounded up to a multiple of 32 (at least 32): what detector inputs are made of."""
     return max(32, -(-side // 32) * 32)
 
 
@@ -97,7 +98,7 @@ def native_windows(
     """What to detect at native resolution in a ``width`` x ``height`` frame: its tiles (``mode`` tiles), the
     frame as one window (frame), or whichever has fewer padded pixels (auto; tiles above MAX_FRAME_PIXELS)."""
     tiles = tile_grid(width, height, input_size, overlap)
-    frame_px = _pad32(width) * _pad32(height)
+    frame_px = pad32(width) * pad32(height)
     tiles_px = len(tiles) * input_size[0] * input_size[1]
     if mode == "frame" or (mode == "auto" and frame_px < tiles_px and frame_px <= MAX_FRAME_PIXELS):
         return [(0, 0, width, height)]
