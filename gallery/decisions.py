@@ -2,18 +2,32 @@
 event) and what was decided later (its retroactive matches, :mod:`gallery.rematch`).
 
 :func:`all_decisions` is every decision as one table (``query matches``, timelines); :func:`current_decision` is
-a track's decision now: its newest retroactive match, else its match event (``query tracks``). Neither rewrites
-anything: a match event stays what was decided then.
+a track's decision now: its newest retroactive match, else its match event (``query tracks``);
+:func:`with_decisions` adds both, the current and the logged one, to a statement over tracks. None rewrites anything:
+a match event stays what was decided then.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Integer, String, Subquery, case, cast, func, literal, null, select, union_all
+from sqlalchemy import (
+    Boolean,
+    Integer,
+    Select,
+    String,
+    Subquery,
+    case,
+    cast,
+    func,
+    literal,
+    null,
+    select,
+    union_all,
+)
 from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
-from gallery.models import MatchEvent, RetroMatch, Track
+from gallery.models import Identity, MatchEvent, RetroMatch, Track
 
-__all__ = ["all_decisions", "current_decision"]
+__all__ = ["all_decisions", "current_decision", "with_decisions"]
 
 
 def all_decisions() -> Subquery:
@@ -45,3 +59,30 @@ def current_decision() -> tuple[tuple, ReadOnlyColumnCollection]:
         named.label("retroactive"),
     ).selected_columns
     return (RetroMatch, RetroMatch.id == newest.scalar_subquery()), columns
+
+
+def with_decisions(stmt: Select) -> tuple[Select, ReadOnlyColumnCollection]:
+    """``stmt`` (a select over ``tracks``) with each track's current decision (:func:`current_decision`:
+    ``decision``, ``score``, ``retroactive``, ``identity_id``, ``identity`` (the name), ``rematch_id``) and its logged
+    one (``logged_decision``, ``logged_score``, ``logged_identity``) added as columns; returns it and the current
+    decision's columns, for filters."""
+    retro, current = current_decision()
+    logged = Identity.__table__.alias("logged")
+    stmt = stmt.add_columns(
+        current.decision,
+        current.score,
+        current.retroactive,
+        current.identity_id,
+        Identity.name.label("identity"),
+        RetroMatch.rematch_id,
+        MatchEvent.decision.label("logged_decision"),
+        MatchEvent.score.label("logged_score"),
+        logged.c.name.label("logged_identity"),
+    )
+    stmt = (
+        stmt.outerjoin(MatchEvent, MatchEvent.track_pk == Track.id)
+        .outerjoin(*retro)
+        .outerjoin(Identity, Identity.id == current.identity_id)
+        .outerjoin(logged, logged.c.id == MatchEvent.identity_id)
+    )
+    return stmt, current

@@ -24,9 +24,9 @@ import numpy as np
 from sqlalchemy import select, tuple_
 
 from gallery.db import Database
-from gallery.decisions import current_decision
+from gallery.decisions import with_decisions
 from gallery.errors import ThumbnailPathError
-from gallery.models import Identity, MatchEvent, Media, RetroMatch, Source, Track, from_blob
+from gallery.models import Identity, Media, Source, Track, from_blob
 from gallery.queries import _iso, wall_span
 from gallery.thumbnails import ThumbnailStore
 
@@ -95,30 +95,10 @@ def track_detail(db: Database, pk: int, media_dirs: Sequence[str] = ()) -> dict 
     the wall times, as in :mod:`gallery.timeline`), its counts and thumbnail, its current decision (the newest
     retroactive match, else the logged one, which is kept beside it), and for a match the enrolled face closest to
     it (see the module's text)."""
-    retro, current = current_decision()
-    logged = Identity.__table__.alias("logged")
-    stmt = (
-        select(
-            Track,
-            Source.name.label("source"),
-            Source.kind,
-            current.decision,
-            current.score,
-            current.retroactive,
-            current.identity_id,
-            Identity.name.label("identity"),
-            RetroMatch.rematch_id,
-            MatchEvent.decision.label("logged_decision"),
-            MatchEvent.score.label("logged_score"),
-            logged.c.name.label("logged_identity"),
-        )
-        .join(Source, Source.id == Track.source_id)
-        .outerjoin(MatchEvent, MatchEvent.track_pk == Track.id)
-        .outerjoin(*retro)
-        .outerjoin(Identity, Identity.id == current.identity_id)
-        .outerjoin(logged, logged.c.id == MatchEvent.identity_id)
-        .where(Track.id == pk)
+    stmt, _ = with_decisions(
+        select(Track, Source.name.label("source"), Source.kind).join(Source, Source.id == Track.source_id)
     )
+    stmt = stmt.where(Track.id == pk)
     with db.session() as session:
         r = session.execute(stmt).first()
         if r is None:

@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Select, func, select
 from sqlalchemy.orm import Session
 
 from gallery.db import Database
-from gallery.decisions import all_decisions, current_decision
+from gallery.decisions import all_decisions, with_decisions
 from gallery.errors import IdentityNotFoundError, QueryError
 from gallery.matchlog import DECISIONS
 from gallery.models import Identity, MatchEvent, Media, Source, Template, Track
@@ -272,9 +272,7 @@ def find_tracks(db: Database, f: Filters) -> Page:
     match when there is one (``retroactive`` true), else the logged one (``logged_decision``/``logged_identity``:
     what was decided then). The filters apply to the current decision."""
     _refuse(f, "tracks", {"identity", "source", "since", "until", "decision", "min_score"})
-    retro, current = current_decision()
-    logged = Identity.__table__.alias("logged")
-    stmt = (
+    stmt, current = with_decisions(
         select(
             Track.id,
             Track.run_id,
@@ -287,20 +285,9 @@ def find_tracks(db: Database, f: Filters) -> Page:
             Track.thumbnail,
             Track.created_at,
             Source.name.label("source"),
-            current.decision,
-            current.score,
-            current.retroactive,
-            Identity.name.label("identity"),
-            MatchEvent.decision.label("logged_decision"),
-            logged.c.name.label("logged_identity"),
-        )
-        .join(Source, Source.id == Track.source_id)
-        .outerjoin(MatchEvent, MatchEvent.track_pk == Track.id)
-        .outerjoin(*retro)
-        .outerjoin(Identity, Identity.id == current.identity_id)
-        .outerjoin(logged, logged.c.id == MatchEvent.identity_id)
-        .order_by(Track.created_at.desc(), Track.id.desc())
+        ).join(Source, Source.id == Track.source_id)
     )
+    stmt = stmt.order_by(Track.created_at.desc(), Track.id.desc())
     stmt = _event_filters(stmt, f, Track.created_at, current)
     with _reader(db) as conn:
         page = _page(
