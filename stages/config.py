@@ -50,7 +50,9 @@ class DetectConfig(Section):
         12.0,
         gt=0.0,
         le=10000.0,
-        description="tiling auto: the smallest face (px, box side in the frame) to find",
+        description="the smallest face (px, box side in the frame) to find: with tiling auto, whether the frame is "
+        "seen at its own resolution; below 12 px its native-resolution passes are enlarged (at most 2x) so that "
+        "such a face reaches 12 px at the detector's input",
     )
     native_input: Literal["auto", "tiles", "frame"] = Field(
         "auto",

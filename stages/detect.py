@@ -33,6 +33,8 @@ _SCRFD_STRIDES = (8, 16, 32)
 _SCRFD_ANCHORS = 2
 NATIVE_BATCH = 16  # windows of one size per detector run
 RESOLVES_PX = 10.0  # about the smallest face (px at the detector's input) SCRFD and YuNet find
+FINDS_PX = 12.0  # px at the detector's input from which they find most faces (10 px: a third at best)
+MAX_UPSCALE = 2.0  # native-resolution passes are enlarged at most this much for a min_face_px below FINDS_PX
 
 
 def letterbox(image: np.ndarray, size: tuple[int, int], fit: bool = False) -> tuple[np.ndarray, float]:
@@ -256,6 +258,8 @@ class FaceDetector:
         path = resolve_detector_model(cfg.model, cfg.backend)
         self.model_path = path
         self._impl = _Scrfd(cfg, path) if cfg.backend == "scrfd" else _YuNet(cfg, path)
+        # faces asked for below what the detector finds reliably: its native-resolution passes are enlarged
+        self.upscale = min(MAX_UPSCALE, max(1.0, FINDS_PX / cfg.min_face_px))
         logger.info("detector %s from %s, input %sx%s", cfg.backend, path, *cfg.input_size)
 
     def detect(
@@ -300,12 +304,12 @@ class FaceDetector:
         a wide moving area) is left to the letterboxed whole frame, where such faces are large enough, and what
         is small inside it to the next full detection."""
         if regions is None:
-            return True, [(win, 1.0) for win in self._native(image)]
+            return True, [(win, self.upscale) for win in self._native(image)]
         if not len(regions):
             return False, []
         h, w = image.shape[:2]
         iw, ih = self.cfg.input_size
-        windows = region_windows(regions, w, h, max_side=(iw, ih))
+        windows = region_windows(regions, w, h, max_side=(iw, ih), upscale=self.upscale)
         fit = [(win, scale) for win, scale in windows if win[2] - win[0] <= iw and win[3] - win[1] <= ih]
         return len(fit) < len(windows), fit
 
@@ -316,10 +320,11 @@ class FaceDetector:
         """``window`` of ``image`` resized by about ``scale``, and the scale it got."""
         x0, y0, x1, y1 = window
         crop = image[y0:y1, x0:x1]
-        if scale >= 1.0:
+        if scale == 1.0:
             return crop, 1.0
         size = (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale)))
-        return cv2.resize(crop, size, interpolation=cv2.INTER_AREA), size[0] / (x1 - x0)
+        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        return cv2.resize(crop, size, interpolation=interp), size[0] / (x1 - x0)
 
     @staticmethod
     def _check(images: Sequence[np.ndarray]) -> None:
@@ -336,14 +341,18 @@ class FaceDetector:
 
     def _native(self, image: np.ndarray) -> list[tuple[int, int, int, int]]:
         """The windows of ``image`` to detect at native resolution per ``detect.tiling`` (none: the letterboxed
-        whole frame is enough): its tiles or the frame itself (``detect.native_input``)."""
+        whole frame is enough): its tiles or the frame itself (``detect.native_input``). With a min_face_px that
+        needs enlarging, every frame but with tiling off."""
         cfg = self.cfg
         h, w = image.shape[:2]
-        if cfg.tiling == "off" or (w <= cfg.input_size[0] and h <= cfg.input_size[1]):
+        if cfg.tiling == "off":
             return []
-        if cfg.tiling == "auto" and not needs_tiles(w, h, cfg.input_size, cfg.min_face_px, RESOLVES_PX):
-            return []
-        return native_windows(w, h, cfg.input_size, cfg.tile_overlap, cfg.native_input)
+        if self.upscale == 1.0:
+            if w <= cfg.input_size[0] and h <= cfg.input_size[1]:
+                return []
+            if cfg.tiling == "auto" and not needs_tiles(w, h, cfg.input_size, cfg.min_face_px, RESOLVES_PX):
+                return []
+        return native_windows(w, h, cfg.input_size, cfg.tile_overlap, cfg.native_input, self.upscale)
 
     def reset(self) -> None:
         """Detection keeps no per-stream state."""

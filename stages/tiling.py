@@ -93,12 +93,19 @@ def pad32(side: int) -> int:
 
 
 def native_windows(
-    width: int, height: int, input_size: tuple[int, int], overlap: int, mode: str = "auto"
+    width: int,
+    height: int,
+    input_size: tuple[int, int],
+    overlap: int,
+    mode: str = "auto",
+    upscale: float = 1.0,
 ) -> list[tuple[int, int, int, int]]:
-    """What to detect at native resolution in a ``width`` x ``height`` frame: its tiles (``mode`` tiles), the
-    frame as one window (frame), or whichever has fewer padded pixels (auto; tiles above MAX_FRAME_PIXELS)."""
-    tiles = tile_grid(width, height, input_size, overlap)
-    frame_px = pad32(width) * pad32(height)
+    """What to detect at native resolution (enlarged ``upscale`` times) in a ``width`` x ``height`` frame: its
+    tiles (``mode`` tiles; each the input size once enlarged), the frame as one window (frame), or whichever has
+    fewer padded pixels (auto; tiles above MAX_FRAME_PIXELS)."""
+    tile = (max(32, round(input_size[0] / upscale)), max(32, round(input_size[1] / upscale)))
+    tiles = tile_grid(width, height, tile, min(overlap, min(tile) - 1))
+    frame_px = pad32(round(width * upscale)) * pad32(round(height * upscale))
     tiles_px = len(tiles) * input_size[0] * input_size[1]
     if mode == "frame" or (mode == "auto" and frame_px < tiles_px and frame_px <= MAX_FRAME_PIXELS):
         return [(0, 0, width, height)]
@@ -119,6 +126,7 @@ def region_windows(
     height: int,
     gap: float = WINDOW_GAP,
     max_side: tuple[float, float] = (math.inf, math.inf),
+    upscale: float = 1.0,
 ) -> list[tuple[tuple[int, int, int, int], float]]:
     """Windows ``((x0, y0, x1, y1), scale)`` to detect in: the regions ``[K, 4]`` or ``[K, 5]`` (the fifth column:
     the side of the face expected there, 0 or absent for any size) merged while they overlap or lie within ``gap``
@@ -160,7 +168,7 @@ def region_windows(
             continue
         wx0, wx1 = _grow32(x0, x1, width)
         wy0, wy1 = _grow32(y0, y1, height)
-        windows.append(((wx0, wy0, wx1, wy1), min(1.0, FACE_PX / face) if face > 0 else 1.0))
+        windows.append(((wx0, wy0, wx1, wy1), min(upscale, FACE_PX / face) if face > 0 else upscale))
     return windows
 
 

@@ -108,10 +108,14 @@ def _canvas(width: int, height: int, face: np.ndarray, centres) -> np.ndarray:
     return canvas
 
 
-def _detector(tiling: str, native_input: str = "auto") -> FaceDetector:
+def _detector(tiling: str, native_input: str = "auto", min_face_px: float = 12) -> FaceDetector:
     return FaceDetector(
         DetectConfig(
-            model=str(require(SCRFD)), threads=1, tiling=tiling, min_face_px=12, native_input=native_input
+            model=str(require(SCRFD)),
+            threads=1,
+            tiling=tiling,
+            min_face_px=min_face_px,
+            native_input=native_input,
         )
     )
 
@@ -142,3 +146,31 @@ def test_small_faces_in_a_4k_frame(small_face, native_input):
 @pytest.mark.parametrize("shape", [(1, 1920, 3), (1080, 1, 3), (1, 1, 3)])
 def test_one_pixel_frames_give_no_faces(shape):
     assert len(_detector("on").detect([np.zeros(shape, np.uint8)])[0]) == 0
+
+
+def test_native_windows_enlarged_for_faces_below_what_the_detector_finds():
+    (frame,) = native_windows(1920, 1080, (640, 640), 64, "auto", upscale=1.5)  # 2880x1632: 4.7 M pixels
+    assert frame == (0, 0, 1920, 1080)
+    tiles = native_windows(3840, 2160, (640, 640), 64, "auto", upscale=1.5)  # 18.8 M: above MAX_FRAME_PIXELS
+    assert {(x1 - x0, y1 - y0) for x0, y0, x1, y1 in tiles} == {(427, 427)}  # 640 once enlarged
+
+
+def test_faces_of_10_px_are_found_when_min_face_px_asks_for_them():
+    """The six gallery faces at 10 px (shorter side), three times each on a 1080p frame: with min_face_px 8 the
+    native pass is enlarged 1.5x (12 / 8) and finds most of them; with 12 it is not, and SCRFD misses most."""
+    plain = FaceDetector(DetectConfig(model=str(require(SCRFD)), threads=1, tiling="off"))
+    centres = [(300, 300), (960, 540), (1500, 800)]
+    found = {12: 0, 8: 0}
+    detectors = {m: _detector("auto", min_face_px=m) for m in found}
+    for name in ("Rachel", "Monica", "Phoebe", "Ross", "Chandler", "Joey"):
+        photo = cv2.imread(str(require(FRIENDS) / f"{name}.png"))
+        x1, y1, x2, y2 = plain.detect([photo])[0].xyxy[0]
+        side = min(x2 - x1, y2 - y1)
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        crop = photo[max(0, int(cy - side)) : int(cy + side), max(0, int(cx - side)) : int(cx + side)]
+        face = cv2.resize(crop, None, fx=10 / side, fy=10 / side, interpolation=cv2.INTER_AREA)
+        frame = _canvas(1920, 1080, face, centres)
+        for m, detector in detectors.items():
+            found[m] += sum(_hits(detector.detect([frame])[0], centres))
+    assert detectors[8].upscale == 1.5 and detectors[12].upscale == 1.0
+    assert found[8] >= 9 and found[8] >= 2 * found[12], found
