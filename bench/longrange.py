@@ -26,11 +26,13 @@ Per face size and setting:
 - track rank-1: each confirmed track's time span and median box centre mapped back to the original clip and
   assigned to the ground-truth person with ``facemoe.evaluate.video`` (as ``eval video`` does), its template
   scored against the six enrolled people; rank-1 over the mated tracks;
-- TPIR at FPIR 1%: only with at least 100 non-mated tracks (one false alarm at 1%), else n/a;
+- TPIR at FPIR 1%: only with at least 100 non-mated tracks (one false alarm at 1%), else n/a. Every person of the
+  clip is enrolled; ``--impostors N`` pastes, still, around each clip N faces of people outside the gallery (the
+  labelled photos, shrunk to the same size): tracks outside the clip overlap nobody and are non-mated;
 - frames/s of the whole run (decode to match) and its ratio to the baseline measured in the same run.
 
     python bench/longrange.py [--sizes 64 32 24 16 12 8] [--segments 1.0 6.0 13.0] [--frames 24]
-        [--canvas hd|4k] [--blur SIGMA] [--noise STD] [--jpeg QUALITY] [--min-face-px PX|size]
+        [--canvas hd|4k] [--blur SIGMA] [--noise STD] [--jpeg QUALITY] [--min-face-px PX|size] [--impostors N]
         [--set key=value ...] [--long-set key=value ...] [--json out.json] [--plots DIR]
 """
 
@@ -51,7 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.longrange_report import print_table, save_plots
-from bench.longrange_synth import Placement, read_segments, write_clip
+from bench.longrange_synth import Placement, read_impostors, read_segments, write_clip
 from core.types import Detections
 from facemoe.evaluate.video import GroundTruthSpan, ScoredTrack, evaluate_tracks, read_ground_truth
 from pipeline.build import System, build
@@ -65,6 +67,7 @@ from stages.track import iou_matrix
 
 ASSETS = ROOT.parent / "shared" / "assets"
 CLIP = "friends_in_video.mp4"
+OUTSIDE = "outside the clip"
 GROUND_TRUTH = ROOT / "tests" / "facemoe" / "evaluate" / "data" / "friends_in_video_gt.csv"
 CANVAS = {"hd": (1920, 1080), "4k": (3840, 2160)}
 SIZES = (64, 32, 24, 16, 12, 8)
@@ -134,14 +137,17 @@ def run_setting(
             )[0]
             by_name = {name: score for _, name, score in row}
             scores = np.asarray([by_name[n] for n in names], np.float64)
-        tracks.append(
+        original = p.to_original(*centre) if centre else None
+        h, w = p.segment.frames[0].shape[:2]
+        inside = original is not None and 0 <= original[0] < w and 0 <= original[1] < h
+        tracks.append(  # a track outside the shrunk clip (an impostor, the background) overlaps nobody
             ScoredTrack(
-                CLIP,
+                CLIP if inside else OUTSIDE,
                 template.track_id,
                 p.segment.start_s + template.first_timestamp,
                 p.segment.start_s + template.last_timestamp,
                 scores,
-                p.to_original(*centre) if centre else None,
+                original,
             )
         )
     result = evaluate_tracks(tracks, spans, names, ranks=(1,), fpir_targets=(FPIR,))
@@ -188,20 +194,21 @@ def bench(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="longrange-") as tmp:
         with build(base_cfg, gallery_dir=gallery) as system:
             segments = read_segments(clip, args.segments, args.frames, system.detector)
+            pool = read_impostors(gallery.parent, system.detector, gallery.name) if args.impostors else []
+            if len(pool) < args.impostors:
+                raise ValueError(
+                    f"--impostors {args.impostors}: only {len(pool)} labelled photos to draw from"
+                )
             placements: dict[float, list[Placement]] = {}
             for size in args.sizes:
-                placements[size] = [
-                    write_clip(
-                        Path(tmp) / f"size{size:g}_seg{k}.mp4",
-                        seg,
-                        size,
-                        CANVAS[args.canvas],
-                        np.random.default_rng([args.seed, round(size * 100), k]),
-                        args,
-                        fps,
+                placements[size] = []
+                for k, seg in enumerate(segments):
+                    rng = np.random.default_rng([args.seed, round(size * 100), k])
+                    drawn = [pool[i] for i in rng.choice(len(pool), args.impostors, replace=False)]
+                    path = Path(tmp) / f"size{size:g}_seg{k}.mp4"
+                    placements[size].append(
+                        write_clip(path, seg, size, CANVAS[args.canvas], rng, args, fps, drawn)
                     )
-                    for k, seg in enumerate(segments)
-                ]
             names = gallery_names(system)
         settings = {
             "baseline": [*args.overrides, *BASELINE],
@@ -227,6 +234,7 @@ def bench(args: argparse.Namespace) -> dict:
             for s in segments
         ],
         "degradation": {"blur": args.blur, "noise": args.noise, "jpeg": args.jpeg},
+        "impostors_per_clip": args.impostors,
         "overrides": {
             "all": list(args.overrides),
             "baseline": BASELINE,
@@ -292,6 +300,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--min-face-px", type=min_face_arg, help="long range: px or 'size' (default: the config's)"
+    )
+    parser.add_argument(
+        "--impostors",
+        type=int,
+        default=0,
+        choices=range(0, 61),
+        metavar="0..60",
+        help="faces of people outside the gallery pasted still in each clip (non-mated probes for TPIR@FPIR)",
     )
     parser.add_argument("--seed", type=int, default=0, help="placement and background seed")
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "test.yaml")

@@ -19,13 +19,14 @@ def print_table(out: dict) -> None:
         f"canvas {w}x{h}, {len(out['segments'])} segments of {out['segments'][0]['frames']} frames "
         f"(original face px: {', '.join(str(s['face_px']) for s in out['segments'])}), "
         f"blur {out['degradation']['blur']}, noise {out['degradation']['noise']}, "
-        f"jpeg {out['degradation']['jpeg'] or 'off'}; overrides: "
+        f"jpeg {out['degradation']['jpeg'] or 'off'}, impostors per clip {out['impostors_per_clip']}; overrides: "
         + "; ".join(f"{k} {' '.join(v) or '-'}" for k, v in out["overrides"].items())
     )
     print()
     print(
         "| face px | faces | recall base | recall long | recall exhaustive | long / exhaustive "
-        "| rank-1 base (mated/tracks) | rank-1 long (mated/tracks) | TPIR@FPIR 1% base | TPIR@FPIR 1% long "
+        "| rank-1 base (mated/tracks) | rank-1 long (mated/tracks) | TPIR@FPIR 1% base (non-mated) "
+        "| TPIR@FPIR 1% long (non-mated) "
         "| fps base | fps long (x base) | fps exhaustive (x base) |"
     )
     print("|---" * 13 + "|")
@@ -36,7 +37,8 @@ def print_table(out: dict) -> None:
             f"| {fmt(g['recall_vs_exhaustive'])} "
             f"| {fmt(b['rank1'])} ({b['mated_tracks']}/{b['tracks']}) "
             f"| {fmt(g['rank1'])} ({g['mated_tracks']}/{g['tracks']}) "
-            f"| {fmt(b['tpir_at_fpir_1pct'])} | {fmt(g['tpir_at_fpir_1pct'])} "
+            f"| {fmt(b['tpir_at_fpir_1pct'])} ({b['non_mated_tracks']}) "
+            f"| {fmt(g['tpir_at_fpir_1pct'])} ({g['non_mated_tracks']}) "
             f"| {b['fps']:.1f} | {g['fps']:.1f} ({g['fps'] / max(b['fps'], 1e-9):.2f}) "
             f"| {e['fps']:.1f} ({e['fps'] / max(b['fps'], 1e-9):.2f}) |"
         )

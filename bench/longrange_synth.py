@@ -1,9 +1,12 @@
 """Synthetic long-range clips for bench/longrange.py: segments of a real clip shrunk to a face size and placed on a
-large canvas, written as real video files."""
+large canvas, written as real video files; optionally with faces of people outside the gallery (labelled photos
+shrunk to the same size, still in the background) as non-mated probes."""
 
 from __future__ import annotations
 
 import argparse
+import json
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import NamedTuple
@@ -22,6 +25,62 @@ class Segment(NamedTuple):
     frames: list[np.ndarray]
     faces: list[np.ndarray]
     face_px: float
+
+
+class Impostor(NamedTuple):
+    """A labelled photo's face cut out with as much around it again, and the shorter side of the face (px)."""
+
+    name: str
+    patch: np.ndarray
+    face_px: float
+
+
+def read_impostors(images: Path, detector: FaceDetector, gallery: str) -> list[Impostor]:
+    """The labelled photos (``identities.json``) of people outside ``gallery`` (a folder name of it), each with
+    exactly one face as the detector sees a portrait (:meth:`FaceDetector.letterboxed`); others are skipped."""
+    labels = json.loads((images / "identities.json").read_text())
+    out = []
+    for rel, name in sorted(labels.items()):
+        photo = None if rel.startswith(f"{gallery}/") else cv2.imread(str(images / rel))
+        if photo is None:
+            continue
+        dets = detector.letterboxed([photo])[0]
+        if len(dets) != 1:
+            continue
+        x1, y1, x2, y2 = dets.xyxy[0]
+        half, cx, cy = max(x2 - x1, y2 - y1), (x1 + x2) / 2, (y1 + y2) / 2
+        patch = photo[max(0, int(cy - half)) : int(cy + half), max(0, int(cx - half)) : int(cx + half)]
+        out.append(Impostor(name, patch, float(min(x2 - x1, y2 - y1))))
+    return out
+
+
+def _free(box: tuple[int, int, int, int], taken: list[tuple[int, int, int, int]]) -> bool:
+    return not any(box[0] < t[2] and t[0] < box[2] and box[1] < t[3] and t[1] < box[3] for t in taken)
+
+
+def paste_impostors(
+    base: np.ndarray,
+    impostors: Sequence[Impostor],
+    size: float,
+    taken: list[tuple[int, int, int, int]],
+    rng: np.random.Generator,
+) -> int:
+    """Paste each impostor's face, shrunk to ``size`` px, at a random free place of ``base`` (in place; up to
+    200 tries each, then it is left out); returns how many were placed."""
+    ch, cw = base.shape[:2]
+    placed = 0
+    for imp in impostors:
+        f = size / imp.face_px
+        patch = cv2.resize(imp.patch, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+        ph, pw = patch.shape[:2]
+        for _ in range(200):
+            x, y = int(rng.integers(0, cw - pw + 1)), int(rng.integers(0, ch - ph + 1))
+            if _free((x, y, x + pw, y + ph), taken):
+                base[y : y + ph, x : x + pw] = patch
+                taken.append((x, y, x + pw, y + ph))
+                placed += 1
+                break
+    return placed
 
 
 class Placement(NamedTuple):
@@ -86,8 +145,10 @@ def write_clip(
     rng: np.random.Generator,
     args: argparse.Namespace,
     fps: Fraction,
+    impostors: Sequence[Impostor] = (),
 ) -> Placement:
-    """Encode one segment at face ``size`` as a video file; returns where its frames went."""
+    """Encode one segment at face ``size`` as a video file, with ``impostors`` pasted still around it; returns
+    where its frames went."""
     factor = size / segment.face_px
     h, w = segment.frames[0].shape[:2]
     sw, sh = round(w * factor), round(h * factor)
@@ -96,6 +157,7 @@ def write_clip(
         raise ValueError(f"face size {size}: the shrunk frame {sw}x{sh} does not fit the {cw}x{ch} canvas")
     offset = (int(rng.integers(0, cw - sw + 1)), int(rng.integers(0, ch - sh + 1)))
     base = background(canvas_size, rng)
+    paste_impostors(base, impostors, size, [(offset[0], offset[1], offset[0] + sw, offset[1] + sh)], rng)
     codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
     with av.open(str(path), "w") as out:
         stream = out.add_stream(codec, rate=fps)

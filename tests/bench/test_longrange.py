@@ -68,6 +68,20 @@ def test_longrange_bench_one_size(tmp_path, capsys):
     ]
 
 
+@pytest.mark.slow
+def test_longrange_bench_impostors_are_non_mated_tracks(tmp_path):
+    """Faces of people outside the gallery pasted around the clip become tracks that overlap nobody."""
+    require(ASSETS / "images" / "identities.json")
+    argv = ["--sizes", "32", "--segments", "1.0", "--frames", "8", "--impostors", "4"]
+    assert load_bench("longrange").main([*argv, "--json", str(tmp_path / "out.json")]) == 0
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert out["impostors_per_clip"] == 4
+    [row] = out["sizes"]
+    long_range = row["long_range"]
+    assert long_range["non_mated_tracks"] >= 3  # most of the four, none of the clip's own people
+    assert long_range["mated_tracks"] <= 2 and long_range["tpir_at_fpir_1pct"] is None  # under 100 non-mated
+
+
 def test_longrange_bench_refuses_a_face_size_out_of_range(capsys):
     with pytest.raises(SystemExit):
         load_bench("longrange").main(["--sizes", "2"])
