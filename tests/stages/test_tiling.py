@@ -143,9 +143,13 @@ def test_small_faces_in_a_4k_frame(small_face, native_input):
     assert _hits(found, centres) == [1] * len(centres) and len(found) == len(centres)
 
 
+@pytest.mark.parametrize("min_face_px", [12, 8])  # 8: the native passes enlarged 1.5x
 @pytest.mark.parametrize("shape", [(1, 1920, 3), (1080, 1, 3), (1, 1, 3)])
-def test_one_pixel_frames_give_no_faces(shape):
-    assert len(_detector("on").detect([np.zeros(shape, np.uint8)])[0]) == 0
+def test_one_pixel_frames_give_no_faces(shape, min_face_px):
+    detector = _detector("on", min_face_px=min_face_px)
+    frame = np.zeros(shape, np.uint8)
+    regions = np.asarray([[0, 0, 5, 5, 0], [0, 0, 1, 1, 3]], np.float32)  # motion, and a tracked 3 px face
+    assert len(detector.detect([frame])[0]) == len(detector.detect([frame], [regions])[0]) == 0
 
 
 def test_native_windows_enlarged_for_faces_below_what_the_detector_finds():
