@@ -120,6 +120,37 @@ def _grow32(lo: float, hi: float, limit: int) -> tuple[int, int]:
     return start, start + side
 
 
+def _merge(boxes: np.ndarray, gap: float, max_side: tuple[float, float]) -> np.ndarray:
+    """Boxes ``[K, 5]`` (xyxy, face) merged into their union while two of the same kind (face size or none) lie
+    within ``gap`` px and the union fits ``max_side``: passes over the boxes, each box merged into the first kept
+    one it may join, until a pass merges nothing (then no two kept boxes may join)."""
+    merged = True
+    while merged and len(boxes) > 1:
+        merged, kept, m = False, np.empty_like(boxes), 0
+        for box in boxes:
+            k = kept[:m]
+            near = (
+                (k[:, 0] - gap < box[2])
+                & (box[0] - gap < k[:, 2])
+                & (k[:, 1] - gap < box[3])
+                & (box[1] - gap < k[:, 3])
+            )
+            fits = (np.maximum(k[:, 2], box[2]) - np.minimum(k[:, 0], box[0]) <= max_side[0]) & (
+                np.maximum(k[:, 3], box[3]) - np.minimum(k[:, 1], box[1]) <= max_side[1]
+            )
+            joins = np.flatnonzero(near & fits & ((k[:, 4] > 0) == (box[4] > 0)))
+            if not len(joins):
+                kept[m], m = box, m + 1
+                continue
+            j = joins[0]
+            kept[j, :2] = np.minimum(kept[j, :2], box[:2])
+            kept[j, 2:4] = np.maximum(kept[j, 2:4], box[2:4])
+            kept[j, 4] = min(kept[j, 4], box[4])
+            merged = True
+        boxes = kept[:m]
+    return boxes
+
+
 def region_windows(
     regions: np.ndarray,
     width: int,
@@ -137,31 +168,7 @@ def region_windows(
     rows = np.asarray(regions, np.float64)
     rows = rows.reshape(-1, rows.shape[-1]) if rows.size else np.zeros((0, 5))
     faces = rows[:, 4] if rows.shape[1] == 5 else np.zeros(len(rows))
-    boxes = [[*map(float, r[:4]), float(f)] for r, f in zip(rows, faces)]
-    merged = True
-    while merged and len(boxes) > 1:
-        merged = False
-        for i in range(len(boxes)):
-            for j in range(i + 1, len(boxes)):
-                a, b = boxes[i], boxes[j]
-                near = a[0] - gap < b[2] and b[0] - gap < a[2] and a[1] - gap < b[3] and b[1] - gap < a[3]
-                fits = (
-                    max(a[2], b[2]) - min(a[0], b[0]) <= max_side[0]
-                    and max(a[3], b[3]) - min(a[1], b[1]) <= max_side[1]
-                )
-                if near and fits and (a[4] > 0) == (b[4] > 0):
-                    boxes[i] = [
-                        min(a[0], b[0]),
-                        min(a[1], b[1]),
-                        max(a[2], b[2]),
-                        max(a[3], b[3]),
-                        min(a[4], b[4]),
-                    ]
-                    del boxes[j]
-                    merged = True
-                    break
-            if merged:
-                break
+    boxes = _merge(np.column_stack([rows[:, :4], faces]), gap, max_side)
     windows = []
     for x0, y0, x1, y1, face in boxes:
         if x1 <= x0 or y1 <= y0:
