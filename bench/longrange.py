@@ -329,7 +329,13 @@ def main(argv: list[str] | None = None) -> int:
     if not (ASSETS / "videos" / CLIP).is_file():
         print(f"shared assets not found at {ASSETS}", file=sys.stderr)
         return 2
-    out = bench(args)
+    try:
+        out = bench(args)
+    except (
+        ValueError
+    ) as exc:  # segments past the clip's end, a frame too large for the canvas, too few impostors
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print_table(out)
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n")

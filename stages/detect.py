@@ -300,7 +300,8 @@ class FaceDetector:
         self, image: np.ndarray, regions: np.ndarray | None
     ) -> tuple[bool, list[tuple[tuple[int, int, int, int], float]]]:
         """(detect the whole frame letterboxed, the windows to detect at native resolution) for one frame.
-        Regions become windows no larger than one input; a region larger than that (a face close to the camera,
+        Regions become windows no larger than one input (in frame px, before any enlargement for a small
+        ``min_face_px``); a region larger than that (a face close to the camera,
         a wide moving area) is left to the letterboxed whole frame, where such faces are large enough, and what
         is small inside it to the next full detection."""
         if regions is None:

@@ -86,3 +86,10 @@ def test_longrange_bench_refuses_a_face_size_out_of_range(capsys):
     with pytest.raises(SystemExit):
         load_bench("longrange").main(["--sizes", "2"])
     assert "face size must be within" in capsys.readouterr().err
+
+
+def test_longrange_bench_says_in_one_line_when_a_segment_is_past_the_clip(capsys):
+    require(ASSETS / "videos" / "friends_in_video.mp4")
+    assert load_bench("longrange").main(["--sizes", "24", "--segments", "26.0", "--frames", "48"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: segment at 26.0 s"), err
