@@ -163,8 +163,8 @@ def region_windows(
     the side of the face expected there, 0 or absent for any size) merged while they overlap or lie within ``gap``
     px of each other and the merged box stays within ``max_side`` (width, height), each grown to sides that are
     multiples of 32, at least ``MIN_WINDOW``. Regions with a face size merge only with each other, and their window
-    is scaled so that its smallest face is about FACE_PX (never enlarged); the others are seen at native
-    resolution (scale 1)."""
+    is scaled so that its smallest face is about FACE_PX, enlarged at most ``upscale`` times; the others are seen
+    ``upscale`` times enlarged (1: at native resolution)."""
     rows = np.asarray(regions, np.float64)
     rows = rows.reshape(-1, rows.shape[-1]) if rows.size else np.zeros((0, 5))
     faces = rows[:, 4] if rows.shape[1] == 5 else np.zeros(len(rows))
