@@ -210,14 +210,16 @@ def bench(args: argparse.Namespace) -> dict:
                         write_clip(path, seg, size, CANVAS[args.canvas], rng, args, fps, drawn)
                     )
             names = gallery_names(system)
+        long_range = [*long_range_overrides(args.min_face_px), *args.long_overrides]
         settings = {
-            "baseline": [*args.overrides, *BASELINE],
-            "long_range": [*args.overrides, *long_range_overrides(args.min_face_px), *args.long_overrides],
+            "baseline": BASELINE,
+            "long_range": long_range,
+            "exhaustive": [*long_range, "detect.full_every=1"],
         }
-        settings["exhaustive"] = [*settings["long_range"], "detect.full_every=1"]
         for setting, overrides in settings.items():
             for min_face_px, sizes in _by_min_face(args).items():
-                cfg = load_config(args.config, [o.replace("<size>", min_face_px) for o in overrides])
+                sets = [*args.overrides, *(o.replace("<size>", min_face_px) for o in overrides)]
+                cfg = load_config(args.config, sets)
                 with build(cfg, gallery_dir=gallery) as system:
                     for size in sizes:
                         row, found[setting, size] = run_setting(system, cfg, placements[size], spans, names)
@@ -235,16 +237,7 @@ def bench(args: argparse.Namespace) -> dict:
         ],
         "degradation": {"blur": args.blur, "noise": args.noise, "jpeg": args.jpeg},
         "impostors_per_clip": args.impostors,
-        "overrides": {
-            "all": list(args.overrides),
-            "baseline": BASELINE,
-            "long_range": [*long_range_overrides(args.min_face_px), *args.long_overrides],
-            "exhaustive": [
-                *long_range_overrides(args.min_face_px),
-                *args.long_overrides,
-                "detect.full_every=1",
-            ],
-        },
+        "overrides": {"all": list(args.overrides), **settings},
         "sizes": [rows[s] for s in args.sizes],
         "runtime_s": round(time.perf_counter() - started, 1),
     }
