@@ -146,7 +146,9 @@ class Identity(Base):
 
 
 class Media(Base):
-    """One enrolled image (or template file) of an identity, with its own vector for one embedder."""
+    """One enrolled image (or template file, or logged track) of an identity, with its own vector for one
+    embedder. ``kind``: ``image``, ``template`` or ``track``; ``track_pk``: the logged track it came from (kind
+    ``track``; None once that track is purged)."""
 
     __tablename__ = "media"
     __table_args__ = (UniqueConstraint("content_hash", "embedder_id"),)
@@ -154,6 +156,8 @@ class Media(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"), index=True)
     path: Mapped[str] = mapped_column(String(2000))
+    kind: Mapped[str] = mapped_column(String(16), default="image", server_default="image")
+    track_pk: Mapped[int | None] = mapped_column(ForeignKey("tracks.id", ondelete="SET NULL"))
     content_hash: Mapped[str] = mapped_column(String(64))
     embedder_id: Mapped[str] = mapped_column(String(200))
     quality: Mapped[float] = mapped_column(Float)
@@ -205,7 +209,8 @@ class Threshold(Base):
 
 
 class Source(Base):
-    """A video file or a camera."""
+    """A video file or a camera. ``content_key``: a file's identity by content (size and sampled blocks), so the
+    same file under another path is the same source."""
 
     __tablename__ = "sources"
 
@@ -213,6 +218,7 @@ class Source(Base):
     name: Mapped[str] = mapped_column(String(500), unique=True)
     kind: Mapped[str] = mapped_column(String(20))
     uri: Mapped[str | None] = mapped_column(String(2000))
+    content_key: Mapped[str | None] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -221,7 +227,9 @@ class Run(Base):
     ``failed`` or ``interrupted`` (its process died); ``owner_*``: the process writing it (host, pid, process start
     time in epoch seconds); ``last_timestamp``/``resume_at``: the last committed stream position and where a re-run
     must decode from to see every track still open there; ``resumed_from``: the interrupted run this one
-    continues."""
+    continues; ``threshold``/``threshold_origin``: the open-set threshold in force and where it came from;
+    ``recorded_at``/``time_origin``: the wall clock of stream time 0 and its origin (None: unknown); ``path``: the
+    path the source was read from."""
 
     __tablename__ = "runs"
     __table_args__ = (Index(None, "source_id", "started_at"),)
@@ -240,11 +248,18 @@ class Run(Base):
     owner_started: Mapped[float | None] = mapped_column(Float)
     resume_at: Mapped[float | None] = mapped_column(Float)
     resumed_from: Mapped[int | None] = mapped_column(Integer)
+    threshold: Mapped[float | None] = mapped_column(Float)
+    threshold_origin: Mapped[str | None] = mapped_column(String(300))
+    recorded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    time_origin: Mapped[str | None] = mapped_column(String(16))
+    path: Mapped[str | None] = mapped_column(String(2000))
 
 
 class Track(Base):
-    """One face track of a run: stream times (seconds), counts, fused template and thumbnail
-    (store-relative). Its time indexes end with ``id``: pages are newest first by (created_at, id)."""
+    """One face track of a run: stream times (seconds within the source), sighting times (wall clock of the first
+    and last frame, None when unknown) with their ``time_origin`` (``given``, ``container``, ``filename``,
+    ``camera``, ``unknown``), counts, fused template and thumbnail (store-relative). Its time indexes end with
+    ``id``: pages are newest first by (created_at, id)."""
 
     __tablename__ = "tracks"
     __table_args__ = (
@@ -252,6 +267,7 @@ class Track(Base):
         Index(None, "source_id", "created_at", "id"),
         Index(None, "created_at", "id"),
         Index(None, "embedder_id", "id"),  # one embedder's tracks by id: the track index's catch-up and check
+        Index(None, "seen_start", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -266,6 +282,9 @@ class Track(Base):
     dim: Mapped[int] = mapped_column(Integer)
     template: Mapped[bytes] = mapped_column(LargeBinary)
     thumbnail: Mapped[str | None] = mapped_column(String(1000))
+    seen_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    seen_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    time_origin: Mapped[str] = mapped_column(String(16), default="unknown", server_default="unknown")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -314,6 +333,7 @@ class Rematch(Base):
     matches: Mapped[int] = mapped_column(Integer, default=0)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    undone_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class RetroMatch(Base):
