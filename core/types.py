@@ -55,12 +55,14 @@ def _check(cond: bool, what: str, expected: str, got: object) -> None:
 
 @dataclass(frozen=True)
 class Frame:
-    """One decoded frame. ``image``: BGR uint8 ``[H, W, 3]``; ``timestamp`` in seconds."""
+    """One decoded frame. ``image``: BGR uint8 ``[H, W, 3]``; ``timestamp``: seconds within the source (monotonic);
+    ``wall_time``: the wall clock of the frame in seconds since the epoch (UTC), None when unknown."""
 
     source_id: str
     index: int
     timestamp: float
     image: np.ndarray
+    wall_time: float | None = None
 
     def __post_init__(self) -> None:
         img = self.image
@@ -139,6 +141,8 @@ class TrackTemplate:
     first_timestamp: float
     last_timestamp: float
     num_frames: int = 0  # frames in which the track was detected (embedded or not)
+    wall_start: float | None = None  # wall clock (epoch seconds) of the first and last frame; None: unknown
+    wall_end: float | None = None
 
 
 @dataclass(frozen=True)
