@@ -44,12 +44,13 @@ from gallery.track_index import TrackIndexes
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DECISIONS", "HEARTBEAT_S", "SOURCE_KINDS", "MatchLogWriter", "TrackRecord"]
+__all__ = ["DECISIONS", "HEARTBEAT_S", "SOURCE_KINDS", "TIME_ORIGINS", "MatchLogWriter", "TrackRecord"]
 __all__ += ["config_hash", "process_owner", "purge_older_than"]
 
 DECISIONS = ("match", "unknown")
 SOURCE_KINDS = ("file", "camera")
 RUN_STATUSES = ("running", "finished", "failed", "interrupted")
+TIME_ORIGINS = ("given", "container", "filename", "camera", "unknown")  # where a sighting time comes from
 HEARTBEAT_S = 5.0  # seconds between a running run's heartbeats (liveness and committed progress)
 
 
@@ -60,7 +61,9 @@ class TrackRecord:
     ``start_time``/``end_time``: stream seconds; ``template``: the fused unit float32 ``[D]`` of
     ``embedder_id``; ``candidates``: top-k ``(identity_id, name, score)`` best first (tuples, or objects with
     those attributes); ``decision``: ``"match"`` or ``"unknown"``; ``thumbnail``: the best crop, BGR uint8
-    ``[H, W, 3]``, or None; ``at``: when the decision was made (aware datetime, default now)."""
+    ``[H, W, 3]``, or None; ``at``: when the decision was made (aware datetime, default now);
+    ``seen_start``/``seen_end``: the wall clock of the first and last frame (aware datetimes, None: unknown) and
+    ``time_origin`` where it comes from (:data:`TIME_ORIGINS`; ``unknown`` when there is none)."""
 
     track_id: int
     start_time: float
@@ -74,6 +77,9 @@ class TrackRecord:
     threshold: float
     thumbnail: np.ndarray | None = None
     at: datetime | None = None
+    seen_start: datetime | None = None
+    seen_end: datetime | None = None
+    time_origin: str = "unknown"
 
 
 def _candidate(c) -> dict:
@@ -107,6 +113,20 @@ def _check(rec: TrackRecord) -> tuple[np.ndarray, list[dict]]:
         )
     if rec.at is not None and rec.at.tzinfo is None:
         raise MatchLogError(f"track {rec.track_id}: 'at' expected a timezone-aware datetime, got a naive one")
+    if rec.time_origin not in TIME_ORIGINS:
+        raise MatchLogError(
+            f"track {rec.track_id}: time_origin expected one of {TIME_ORIGINS}, got {rec.time_origin!r}"
+        )
+    seen = (rec.seen_start, rec.seen_end)
+    if (seen[0] is None) != (seen[1] is None) or (seen[0] is None) != (rec.time_origin == "unknown"):
+        raise MatchLogError(
+            f"track {rec.track_id}: expected both sighting times with a known origin or neither with 'unknown', "
+            f"got {seen[0]} .. {seen[1]} ({rec.time_origin})"
+        )
+    if seen[0] is not None and (seen[0].tzinfo is None or seen[1].tzinfo is None or seen[1] < seen[0]):
+        raise MatchLogError(
+            f"track {rec.track_id}: sighting times expected aware datetimes in order, got {seen[0]} .. {seen[1]}"
+        )
     return template, candidates
 
 
@@ -114,7 +134,8 @@ def _track_row(r: TrackRecord, thumb: str | None, now: datetime) -> dict:
     ints = {k: int(getattr(r, k)) for k in ("track_id", "frames", "crops_embedded")}
     times = {"start_time": float(r.start_time), "end_time": float(r.end_time), "created_at": r.at or now}
     vector = {"dim": int(np.asarray(r.template).size), "template": to_blob(r.template)}
-    return ints | times | vector | {"embedder_id": r.embedder_id, "thumbnail": thumb}
+    seen = {"seen_start": r.seen_start, "seen_end": r.seen_end, "time_origin": r.time_origin}
+    return ints | times | seen | vector | {"embedder_id": r.embedder_id, "thumbnail": thumb}
 
 
 def _event_row(r: TrackRecord, known, now: datetime) -> dict:
@@ -140,7 +161,9 @@ class MatchLogWriter:
     ``continue_run``: the id of a run of this source with the same ``config_hash``, ``running`` or
     ``interrupted``, to go on writing instead of starting a new one (e.g. after the process writing it died): it
     is marked ``running`` again with this process as its owner, and its logged tracks count as recorded
-    (:meth:`logged`; recording one again is refused). ``track_index``: told of every batch once committed."""
+    (:meth:`logged`; recording one again is refused). ``track_index``: told of every batch once committed.
+    ``threshold``/``threshold_origin``: the open-set threshold in force and where it comes from;
+    ``recorded_at``/``time_origin``: the wall clock of stream time 0 and its origin; stored on the run."""
 
     def __init__(
         self,
@@ -157,6 +180,10 @@ class MatchLogWriter:
         resumed_from: int | None = None,
         continue_run: int | None = None,
         track_index: TrackIndexes | None = None,
+        threshold: float | None = None,
+        threshold_origin: str | None = None,
+        recorded_at: datetime | None = None,
+        time_origin: str | None = None,
     ) -> None:
         if kind not in SOURCE_KINDS:
             raise MatchLogError(f"source kind: expected one of {SOURCE_KINDS}, got {kind!r}")
@@ -177,6 +204,8 @@ class MatchLogWriter:
         self._committed = time.monotonic()
         self.closed = False
         owner = dict(zip(("owner_host", "owner_pid", "owner_started"), process_owner()))
+        facts = {"threshold": threshold, "threshold_origin": threshold_origin}
+        facts |= {"recorded_at": recorded_at, "time_origin": time_origin}
 
         def register() -> tuple[int, int]:  # the source row may be created by another command at once
             with db.session() as session:
@@ -194,6 +223,7 @@ class MatchLogWriter:
                     status="running",
                     resumed_from=resumed_from,
                     **owner,
+                    **facts,
                 )
                 session.add(run)
                 session.flush()

@@ -27,7 +27,7 @@ from gallery.index import VectorIndex
 from gallery.media import MediaStore, MediaVector
 from gallery.records import retry_on_conflict
 from gallery.search import GallerySearch
-from gallery.thresholds import Calibration, Thresholds
+from gallery.thresholds import Calibration, InForce, Thresholds
 
 # MediaVector, IdentityInfo and Calibration live in gallery.media, gallery.identities and gallery.thresholds;
 # they stay importable from here.
@@ -167,6 +167,10 @@ class Gallery:
     def threshold(self, embedder_id: str) -> float:
         """The operating threshold of ``embedder_id`` (override, else calibration, else default)."""
         return self.thresholds.threshold(embedder_id)
+
+    def threshold_in_force(self, embedder_id: str, configured: float | None = None) -> InForce:
+        """The threshold decisions on ``embedder_id`` use and its origin (:meth:`Thresholds.in_force`)."""
+        return self.thresholds.in_force(embedder_id, configured)
 
     def calibrate(self, embedder_id: str, *, seed: int = 0) -> Calibration:
         """Calibrate and store the threshold of ``embedder_id`` at the configured FPIR (retried when another

@@ -1,5 +1,7 @@
-"""The open-set threshold of each embedder: an override, else a calibration stored with the gallery, else the
-default.
+"""The open-set threshold of each embedder, by one rule: the matcher's configured value (``match.threshold``), else
+the gallery's override (``gallery.threshold.override``), else a calibration stored with the gallery, else the
+default. :meth:`Thresholds.in_force` says which value applies and where it comes from; every command that decides
+or reports a threshold goes through it.
 
 A calibration places the threshold at the ``1 - target_fpir`` quantile of impostor scores: each enrolled
 image's best score against the *other* identities' templates.
@@ -21,7 +23,7 @@ from gallery.search import GallerySearch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Calibration", "Thresholds"]
+__all__ = ["Calibration", "InForce", "Thresholds"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,18 @@ class Calibration:
     calibrated: bool
 
 
+@dataclass(frozen=True)
+class InForce:
+    """The operating threshold of one embedder and its ``origin``, in words (``config match.threshold``,
+    ``config gallery.threshold.override``, ``calibration at FPIR 0.01 on 812 impostor scores``, ``default``)."""
+
+    value: float
+    origin: str
+
+    def __str__(self) -> str:
+        return f"{self.value:.4f} ({self.origin})"
+
+
 class Thresholds:
     """Operating thresholds of one database, calibrated against its templates through ``search``."""
 
@@ -44,14 +58,29 @@ class Thresholds:
         self.search = search
 
     def threshold(self, embedder_id: str) -> float:
-        """The operating threshold of ``embedder_id``: ``config.threshold.override`` if set, else the stored
-        calibration, else ``config.threshold.default``."""
+        """The gallery's own threshold of ``embedder_id`` (:meth:`in_force` without a matcher value)."""
+        return self.in_force(embedder_id).value
+
+    def in_force(self, embedder_id: str, configured: float | None = None) -> InForce:
+        """The threshold decisions on ``embedder_id`` use: ``configured`` (the matcher's ``match.threshold``) when
+        given, else ``config.threshold.override``, else the stored calibration, else ``config.threshold.default``;
+        with its origin."""
         cfg = self.config.threshold
+        if configured is not None:
+            return InForce(float(configured), "config match.threshold")
         if cfg.override is not None:
-            return cfg.override
+            return InForce(float(cfg.override), "config gallery.threshold.override")
         with self.db.session() as session:
             stored = session.get(Threshold, embedder_id)
-        return stored.value if stored is not None else cfg.default
+        if stored is not None:
+            when = stored.calibrated_at.strftime("%Y-%m-%d %H:%M UTC")
+            return InForce(
+                stored.value,
+                f"calibration at FPIR {stored.target_fpir:g} on {stored.impostor_scores} impostor scores, {when}",
+            )
+        return InForce(
+            float(cfg.default), "default gallery.threshold.default: no calibration for this embedder"
+        )
 
     def calibrate(self, embedder_id: str, *, seed: int = 0) -> Calibration:
         """Set the threshold of ``embedder_id`` at the ``1 - target_fpir`` quantile of impostor scores (each
@@ -80,11 +109,10 @@ class Thresholds:
                 if stored is not None:
                     session.delete(stored)
                 logger.warning(
-                    "threshold of %s: %d impostor scores, need %d: using the default %.3f",
+                    "threshold of %s: %d impostor scores, need %d: not calibrated",
                     embedder_id,
                     len(impostor),
                     cfg.min_impostor_scores,
-                    cfg.default,
                 )
                 return Calibration(embedder_id, cfg.default, cfg.target_fpir, len(impostor), False)
             value = float(np.quantile(impostor, 1.0 - cfg.target_fpir, method="higher"))

@@ -26,6 +26,7 @@ from core.secrets import RedactingFilter, redact_text
 from core.types import MatchResult, TrackTemplate
 
 from .live_config import AlertConfig, WebhookConfig
+from .sinks import logged_ref, sighting_times
 
 __all__ = ["WatchlistAlerts", "WebhookDelivery", "alert_record", "watchlist_alerts"]
 
@@ -43,15 +44,23 @@ def watchlist_alerts(alerts: AlertConfig, gallery) -> WatchlistAlerts:
     return WatchlistAlerts(alerts.model_copy(update={"watchlist": tuple(sorted(watch))}))
 
 
-def alert_record(template: TrackTemplate, result: MatchResult, track_ended: bool = True) -> dict[str, Any]:
+def alert_record(
+    template: TrackTemplate, result: MatchResult, track_ended: bool = True, ref: str | None = None
+) -> dict[str, Any]:
     """The JSON body of one alert; ``track_ended`` False: raised on an open track's running template (``last_s``
-    is then the time of its newest embedded crop)."""
+    is then the time of its newest embedded crop); ``ref``: the track's reference in the match log (``RUN:TRACK``);
+    ``seen_start``/``seen_end``: its sighting times (ISO 8601, None when unknown), ``first_s``/``last_s`` the
+    offsets within the stream."""
     best = result.identity
     if best is None:
         raise ValueError(f"an alert needs a matched track, got decision {result.decision!r}")
+    seen_start, seen_end = sighting_times(template)
     return {
+        "ref": ref,
         "camera": template.source_id,
         "track_id": template.track_id,
+        "seen_start": seen_start,
+        "seen_end": seen_end,
         "identity": best.name,
         "identity_id": best.identity_id,
         "score": round(float(best.score), 4),
@@ -218,10 +227,12 @@ class WebhookDelivery:
 
 class WatchlistAlerts:
     """Result sink raising alerts for matches on the watchlist (log line and webhooks), at the first match of
-    an open track's running template (``on_progress``) or else at its final match (``on_track``)."""
+    an open track's running template (``on_progress``) or else at its final match (``on_track``). ``run_ids``: the
+    match-log run of each camera (set once the match log is open), for each alert's track reference."""
 
-    def __init__(self, cfg: AlertConfig) -> None:
+    def __init__(self, cfg: AlertConfig, run_ids: dict[str, int] | None = None) -> None:
         self.cfg = cfg
+        self.run_ids = run_ids
         self.watchlist = frozenset(cfg.watchlist)
         self.webhooks = [WebhookDelivery(w, cfg.queue_size) for w in cfg.webhooks]
         self.raised = 0
@@ -247,15 +258,16 @@ class WatchlistAlerts:
         if best.name in done:
             return
         done.add(best.name)
-        alert = alert_record(template, result, track_ended)
+        alert = alert_record(template, result, track_ended, logged_ref(self.run_ids, template))
         self.raised += 1
         if self.cfg.log:
             logger.warning(
-                "ALERT watchlist match: %s on camera %s track %d (score %.3f, %.1f-%.1fs, %s)",
+                "ALERT watchlist match: %s on camera %s track %s (score %.3f, seen %s, %.1f-%.1fs, %s)",
                 alert["identity"],
                 alert["camera"],
-                alert["track_id"],
+                alert["ref"] or alert["track_id"],
                 alert["score"],
+                alert["seen_start"] or "at an unknown time",
                 alert["first_s"],
                 alert["last_s"],
                 "track ended" if track_ended else "track open",

@@ -21,6 +21,7 @@ from gallery.errors import EnrollmentError
 from gallery.matchlog import config_hash
 from gallery.runs import mark_interrupted_runs
 from gallery.store import Gallery
+from gallery.thresholds import InForce
 from gallery.thumbnails import ThumbnailStore
 from gallery.track_index import TrackIndexes
 from stages.align import align_face
@@ -143,10 +144,12 @@ class System:
         sources: list[LoggedSource],
         batch_size: int | None = None,
         resumed_from: dict[str, int] | None = None,
+        threshold: InForce | None = None,
     ) -> MatchLogSink:
         """A match-log sink writing one run per source (``batch_size`` tracks per transaction; default the
         config's ``gallery.match_log.batch_size``; heartbeat ``gallery.match_log.heartbeat_s``); ``resumed_from``:
-        the interrupted run a source's run continues."""
+        the interrupted run a source's run continues; ``threshold``: the one in force, stored on each run (default:
+        this system's, :meth:`index`)."""
         section = self.cfg.gallery.match_log
         size = section.batch_size if batch_size is None else batch_size
         cfg_hash, embedder_id = self.config_hash, self.embedder.embedder_id
@@ -159,6 +162,7 @@ class System:
             section.heartbeat_s,
             resumed_from,
             self.track_indexes,
+            threshold if threshold is not None else self.index().in_force,
         )
 
 

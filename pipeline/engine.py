@@ -134,11 +134,13 @@ class EndedTrack:
 
 @dataclass
 class TrackJob:
-    """Work for the embedding side: crops to embed now (with quality scores) and tracks that ended; ``after``
-    is called once the job is handled, in order with the jobs queued before it."""
+    """Work for the embedding side: crops to embed now (with quality scores) and tracks that ended; ``walls``: per
+    source, the wall clock minus the stream time of its latest frame (None: unknown), which dates the tracks;
+    ``after`` is called once the job is handled, in order with the jobs queued before it."""
 
     crops: list[tuple[FaceCrop, float]] = field(default_factory=list)
     ends: list[EndedTrack] = field(default_factory=list)
+    walls: dict[str, float | None] = field(default_factory=dict)
     after: Callable[[], None] | None = None
 
 
@@ -169,6 +171,7 @@ class SourceTracking:
         """Track one frame's detections; selected crops and ended tracks go into ``job``. Returns the tracked
         detections (``track_id`` -1 for faces not on a track)."""
         t0 = time.perf_counter()
+        job.walls[self.source_id] = None if frame.wall_time is None else frame.wall_time - frame.timestamp
         if self.cuts.is_cut(frame.image):  # edited footage: a hard cut ends every track
             logger.debug("%s: shot cut at frame %d, all tracks end", self.source_id, frame.index)
             job.ends.extend(self._finish(self.tracker.flush()))
@@ -231,6 +234,7 @@ class TrackMatching:
         self.aggregator = Aggregator(cfg.aggregate, embedder.dim)
         self.watchers = [s for s in self.sinks if isinstance(s, ProgressSink)]
         self._span: dict[tuple[str, int], list[float]] = {}  # open track -> [first, last] embedded crop time
+        self._wall: dict[str, float | None] = {}  # source -> wall clock minus stream time, as last reported
 
     @property
     def watching(self) -> bool:
@@ -241,6 +245,8 @@ class TrackMatching:
         todo = [c for job in group for c in job.crops] + [
             c for job in group for e in job.ends for c in e.pooled
         ]
+        for job in group:
+            self._wall.update(job.walls)
         t0 = time.perf_counter()
         if todo:
             feats, norms = self.embedder.embed([c.image for c, _ in todo])
@@ -263,6 +269,7 @@ class TrackMatching:
                 fusion = self.aggregator.pop(*key)
                 template = fusion.template(done.end.first_seen, done.end.last_seen, done.frames)
                 template.best_crop = done.best
+                self._set_wall(template)
                 self._deliver(template, self.matcher.match(template), stats)
             if job.after is not None:
                 job.after()
@@ -277,9 +284,17 @@ class TrackMatching:
             first, last = self._span.pop(key)
             fusion = self.aggregator.pop(*key)
             template = fusion.template(first, last, max(fusion.crops, 1))
+            self._set_wall(template)
             self._deliver(template, self.matcher.match(template), stats)
         stats.closed_at_loss += len(keys)
         return len(keys)
+
+    def _set_wall(self, template: TrackTemplate) -> None:
+        """The wall clock of the track's first and last frame, from its source's latest known offset."""
+        offset = self._wall.get(template.source_id)
+        if offset is not None:
+            template.wall_start = template.first_timestamp + offset
+            template.wall_end = template.last_timestamp + offset
 
     def _progress(self, updated: list[tuple[str, int]], stats: RunStats) -> None:
         """Match the running template of every open track that got crops now (tracks ending in this batch get
@@ -291,6 +306,7 @@ class TrackMatching:
             fusion = self.aggregator.state(*key)
             first, last = self._span[key]
             template = fusion.template(first, last, fusion.crops)
+            self._set_wall(template)
             result = self.matcher.match(template)
             stats.progress_matches += 1
             for sink in watchers:

@@ -197,12 +197,13 @@ class EmbedService:
         continue_runs: dict[str, int] | None = None,
     ) -> None:
         self.system = build(cfg, db_url=db_url, detector=False)
-        sources = [LoggedSource(c.name, "camera", c.url) for c in cameras]
+        sources = [LoggedSource(c.name, "camera", c.url, time_origin="camera") for c in cameras]
         if continue_runs:
             self.log = continued_log(self.system, sources, continue_runs)
         else:
             self.log = self.system.match_log(sources, batch_size=1)
         self.alerts = watchlist_alerts(live.alerts, self.system.gallery)
+        self.alerts.run_ids = self.log.run_ids
         self.matching = TrackMatching(
             cfg,
             self.system.embedder,

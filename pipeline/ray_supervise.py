@@ -105,9 +105,13 @@ class Retained:
     def __init__(self) -> None:
         self.open: dict[int, list[tuple[FaceCrop, float]]] = {}
         self.ended: dict[int, list[tuple[EndedTrack, list[tuple[FaceCrop, float]]]]] = {}
+        self.walls: dict[
+            str, float | None
+        ] = {}  # the latest wall-clock offsets sent (they date replayed tracks)
 
     def sent(self, seq: int, job: TrackJob) -> None:
         """Job ``seq`` was sent (its crops first, then its ends, as the service handles them)."""
+        self.walls.update(job.walls)
         for crop, score in job.crops:
             self.open.setdefault(crop.track_id, []).append((crop, score))
         if job.ends:
@@ -128,7 +132,7 @@ class Retained:
         ends = [pair for s in sorted(self.ended) for pair in self.ended[s]]
         crops = [c for _, sent in ends for c in sent] + [c for sent in self.open.values() for c in sent]
         self.open, self.ended = {}, {}
-        return TrackJob(crops=crops, ends=[e for e, _ in ends])
+        return TrackJob(crops=crops, ends=[e for e, _ in ends], walls=dict(self.walls))
 
 
 def offset_job(job: TrackJob, offset: int) -> TrackJob:
@@ -148,7 +152,7 @@ def offset_job(job: TrackJob, offset: int) -> TrackJob:
         )
         for e in job.ends
     ]
-    return TrackJob(crops=[(crop(c), s) for c, s in job.crops], ends=ends, after=job.after)
+    return TrackJob(crops=[(crop(c), s) for c, s in job.crops], ends=ends, walls=job.walls, after=job.after)
 
 
 def continued_log(system, sources: list[LoggedSource], runs: dict[str, int]) -> MatchLogSink:
@@ -157,7 +161,9 @@ def continued_log(system, sources: list[LoggedSource], runs: dict[str, int]) -> 
     sink = system.match_log([], batch_size=1)  # its writers are added here
     gallery = system.gallery
     thumbnails = ThumbnailStore.for_database(gallery.db, gallery.config)
+    in_force = system.index().in_force
     for s in sources:
+        sink.origins[s.name] = s.time_origin
         sink.writers[s.name] = MatchLogWriter(
             gallery.db,
             source=s.name,
@@ -168,6 +174,10 @@ def continued_log(system, sources: list[LoggedSource], runs: dict[str, int]) -> 
             thumbnails=thumbnails,
             heartbeat_s=system.cfg.gallery.match_log.heartbeat_s,
             continue_run=runs.get(s.name),
+            threshold=in_force.value,
+            threshold_origin=in_force.origin,
+            recorded_at=s.recorded_at,
+            time_origin=s.time_origin,
         )
     return sink
 

@@ -12,12 +12,15 @@ import os
 import re
 import sys
 import tempfile
+from collections.abc import Mapping
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol, TextIO, runtime_checkable
 
 import cv2
 
 from core.types import MatchResult, TrackTemplate
+from gallery.refs import track_ref
 
 __all__ = [
     "CollectSink",
@@ -25,8 +28,12 @@ __all__ = [
     "JsonSink",
     "ResultSink",
     "ThumbnailSink",
+    "logged_ref",
+    "sighting_span",
+    "sighting_times",
     "thumbnail_name",
     "track_record",
+    "wall_iso",
 ]
 
 logger = logging.getLogger(__name__)
@@ -45,14 +52,48 @@ def thumbnail_name(source_id: str, track_id: int) -> str:
     return f"{stem}_track{track_id:05d}.jpg"
 
 
+def wall_iso(epoch_s: float | None) -> str | None:
+    """A wall-clock time (epoch seconds) as ISO 8601 UTC with its offset, to the millisecond; None stays None."""
+    if epoch_s is None:
+        return None
+    return datetime.fromtimestamp(epoch_s, timezone.utc).isoformat(timespec="milliseconds")
+
+
+def sighting_times(template: TrackTemplate) -> tuple[str | None, str | None]:
+    """The track's first and last sighting (ISO 8601 with offset), (None, None) when unknown."""
+    return wall_iso(template.wall_start), wall_iso(template.wall_end)
+
+
+def sighting_span(template: TrackTemplate) -> str:
+    """``START..END`` in wall clock with the offsets within the source beside it, or only the offsets when the
+    wall clock is unknown."""
+    offsets = f"{template.first_timestamp:.1f}-{template.last_timestamp:.1f}s"
+    start, end = sighting_times(template)
+    return offsets + " (time unknown)" if start is None else f"{start}..{end} ({offsets})"
+
+
+def logged_ref(run_ids: Mapping[str, int] | None, template: TrackTemplate) -> str | None:
+    """The track's reference ``RUN:TRACK`` given the match-log run of each source; None when its source has none."""
+    run = (run_ids or {}).get(template.source_id)
+    return None if run is None else track_ref(run, template.track_id)
+
+
 def track_record(
-    template: TrackTemplate, result: MatchResult, thumbnail_dir: Path | None = None
+    template: TrackTemplate,
+    result: MatchResult,
+    thumbnail_dir: Path | None = None,
+    run_ids: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
-    """The plain-data summary of one track (what the JSON output and the table show)."""
+    """The plain-data summary of one track (what the JSON output and the table show); ``run_ids``: the match-log
+    run of each source, which makes the track's ``ref`` (None when it is not logged)."""
     best = result.identity
+    seen_start, seen_end = sighting_times(template)
     record: dict[str, Any] = {
+        "ref": logged_ref(run_ids, template),
         "source": template.source_id,
         "track_id": template.track_id,
+        "seen_start": seen_start,
+        "seen_end": seen_end,
         "start_s": round(template.first_timestamp, 3),
         "end_s": round(template.last_timestamp, 3),
         "frames": template.num_frames,
@@ -73,11 +114,15 @@ def track_record(
 
 
 class ConsoleTableSink:
-    """Prints one row per track, ordered by source and start time, when closed."""
+    """Prints one row per track, ordered by source and start time, when closed; ``run_ids``: the match-log run of
+    each source, for the ``ref`` column (``-`` for a source not logged). ``seen``: the wall clock of the track's
+    first frame (``unknown`` when the source has no recording time), ``start``/``end``: seconds within the
+    source."""
 
     COLUMNS = (
+        "ref",
         "source",
-        "track",
+        "seen",
         "start",
         "end",
         "frames",
@@ -88,8 +133,9 @@ class ConsoleTableSink:
         "runner-up",
     )
 
-    def __init__(self, stream: TextIO | None = None) -> None:
+    def __init__(self, stream: TextIO | None = None, run_ids: Mapping[str, int] | None = None) -> None:
         self.stream = stream
+        self.run_ids = run_ids
         self.rows: list[tuple] = []
 
     def on_track(self, template: TrackTemplate, result: MatchResult) -> None:
@@ -102,8 +148,9 @@ class ConsoleTableSink:
                 template.source_id,
                 template.first_timestamp,
                 (
+                    logged_ref(self.run_ids, template) or "-",
                     Path(template.source_id).name,
-                    str(template.track_id),
+                    sighting_times(template)[0] or "unknown",
                     f"{template.first_timestamp:.2f}",
                     f"{template.last_timestamp:.2f}",
                     str(template.num_frames),
@@ -132,15 +179,20 @@ class JsonSink:
     """Collects track records and writes them as one JSON document on close (``-`` = standard output)."""
 
     def __init__(
-        self, target: str | Path, thumbnail_dir: Path | None = None, extra: dict | None = None
+        self,
+        target: str | Path,
+        thumbnail_dir: Path | None = None,
+        extra: dict | None = None,
+        run_ids: Mapping[str, int] | None = None,
     ) -> None:
         self.target = str(target)
         self.thumbnail_dir = thumbnail_dir
         self.extra = extra or {}
+        self.run_ids = run_ids
         self.records: list[dict[str, Any]] = []
 
     def on_track(self, template: TrackTemplate, result: MatchResult) -> None:
-        self.records.append(track_record(template, result, self.thumbnail_dir))
+        self.records.append(track_record(template, result, self.thumbnail_dir, self.run_ids))
 
     def close(self) -> None:
         records = sorted(self.records, key=lambda r: (r["source"], r["start_s"], r["track_id"]))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import numpy as np
 
@@ -15,6 +16,7 @@ from core.secrets import redact_url
 from core.types import Candidate, MatchResult, TrackTemplate
 from gallery.matchlog import HEARTBEAT_S, MatchLogWriter, TrackRecord
 from gallery.store import Gallery
+from gallery.thresholds import InForce
 from gallery.thumbnails import ThumbnailStore
 from gallery.track_index import TrackIndexes
 
@@ -26,13 +28,14 @@ logger = logging.getLogger(__name__)
 class SqlGalleryIndex:
     """The gallery of a database as the matcher's index, for one embedder.
 
-    ``threshold``: the operating threshold; None takes the gallery's own (config override, else the stored
-    calibration, else its default)."""
+    ``threshold``: the matcher's configured threshold (``match.threshold``); None takes the gallery's own (config
+    override, else the stored calibration, else its default). ``in_force``: the value used and its origin."""
 
     def __init__(self, gallery: Gallery, embedder_id: str, threshold: float | None = None) -> None:
         self.gallery = gallery
         self.embedder_id = embedder_id
-        self.threshold = gallery.threshold(embedder_id) if threshold is None else threshold
+        self.in_force: InForce = gallery.threshold_in_force(embedder_id, threshold)
+        self.threshold = self.in_force.value
 
     def __len__(self) -> int:
         return sum(1 for i in self.gallery.identities() if self.embedder_id in i.embedders)
@@ -46,11 +49,15 @@ class SqlGalleryIndex:
 class LoggedSource:
     """One source of a run as the match log records it: ``name`` (a file path or a camera name), ``kind``
     (``file`` or ``camera``) and its ``uri``, redacted here (password and tokens as ``***``) so that no
-    credential is ever stored."""
+    credential is ever stored; ``recorded_at``: the wall clock of its stream time 0 (files, when known) and
+    ``time_origin`` where its sighting times come from (``given``, ``container``, ``filename``, ``camera``,
+    ``unknown``)."""
 
     name: str
     kind: str
     uri: str | None = None
+    recorded_at: datetime | None = None
+    time_origin: str = "unknown"
 
     def __post_init__(self) -> None:
         if self.uri is not None:
@@ -73,9 +80,11 @@ class MatchLogSink:
         heartbeat_s: float = HEARTBEAT_S,
         resumed_from: dict[str, int] | None = None,
         track_index: TrackIndexes | None = None,
+        threshold: InForce | None = None,
     ) -> None:
         self.embedder_id = embedder_id
         self.writers: dict[str, MatchLogWriter] = {}
+        self.origins = {s.name: s.time_origin for s in sources}
         thumbnails = ThumbnailStore.for_database(gallery.db, gallery.config)  # the section's folder rule
         resumed_from = resumed_from or {}
         try:
@@ -91,6 +100,10 @@ class MatchLogSink:
                     heartbeat_s=heartbeat_s,
                     resumed_from=resumed_from.get(s.name),
                     track_index=track_index,
+                    threshold=None if threshold is None else threshold.value,
+                    threshold_origin=None if threshold is None else threshold.origin,
+                    recorded_at=s.recorded_at,
+                    time_origin=s.time_origin,
                 )
         except BaseException:
             self.close("failed")
@@ -113,6 +126,9 @@ class MatchLogSink:
             return
         crop = template.best_crop
         frames = max(template.num_frames, 1)
+        known = template.wall_start is not None and template.wall_end is not None
+        origin = self.origins.get(template.source_id, "unknown")
+        known = known and origin != "unknown"
         writer.record(
             TrackRecord(
                 track_id=template.track_id,
@@ -126,6 +142,9 @@ class MatchLogSink:
                 decision=result.decision,
                 threshold=result.threshold,
                 thumbnail=None if crop is None else crop.image,
+                seen_start=_utc(template.wall_start) if known else None,
+                seen_end=_utc(template.wall_end) if known else None,
+                time_origin=origin if known else "unknown",
             )
         )
 
@@ -153,3 +172,7 @@ class MatchLogSink:
                 error = error or exc
         if error is not None:
             raise error
+
+
+def _utc(epoch_s: float) -> datetime:
+    return datetime.fromtimestamp(epoch_s, timezone.utc)

@@ -128,6 +128,7 @@ def run_enroll(args: argparse.Namespace) -> int:
         rematched = None
         if args.rematch and (report.count("enrolled") or report.count("duplicate")):
             rematched = rematch_enrolled(system, report, cause, since=since, source=args.source)
+        in_force = system.index().in_force
     for outcome in report.outcomes:
         print(f"{outcome.status:<14} {outcome.identity:<24} {outcome.path} {outcome.detail}".rstrip())
     counts = {s: report.count(s) for s in ("enrolled", "duplicate")}
@@ -144,14 +145,21 @@ def run_enroll(args: argparse.Namespace) -> int:
         f"{len(report.problems)}",
         file=sys.stderr,
     )
-    if report.calibration is not None:
-        cal = report.calibration
-        how = (
-            f"calibrated at FPIR {cal.target_fpir:g}"
-            if cal.calibrated
-            else "default: too few impostor scores"
+    cal = report.calibration
+    if cal is not None and cal.calibrated:
+        print(
+            f"calibration: {cal.value:.4f} at FPIR {cal.target_fpir:g} on {cal.impostor_scores} impostor scores",
+            file=sys.stderr,
         )
-        print(f"threshold {cal.value:.4f} ({how})", file=sys.stderr)
+    elif cal is not None:
+        print(f"calibration: too few impostor scores ({cal.impostor_scores})", file=sys.stderr)
+    print(f"threshold the next run uses: {in_force}", file=sys.stderr)
+    if cal is not None and cal.calibrated and in_force.origin.startswith("config"):
+        print(
+            f"warning: the configuration ({in_force.origin.removeprefix('config ')}) overrides the calibrated "
+            f"{cal.value:.4f}; set it to null to use the calibration",
+            file=sys.stderr,
+        )
     if rematched is not None:
         print_reports([rematched])
     return 0

@@ -136,10 +136,11 @@ def run_process(args: argparse.Namespace) -> int:
     sources = [FileSource(v, cfg.source) for v in args.videos]  # every file is checked before any work
     with build(cfg, db_url=db_of(args, cfg), gallery_dir=args.gallery) as system:
         index = system.index()
+        print(f"threshold in force: {index.in_force}", file=sys.stderr)
         logged = [LoggedSource(s.source_id, "file", str(s.path.resolve())) for s in sources]
         sources, resume = _resume(args, system, sources, logged)
         continued = {source_id: run_id for source_id, (run_id, _) in resume.items()}
-        log = system.match_log(logged, resumed_from=continued)
+        log = system.match_log(logged, resumed_from=continued, threshold=index.in_force)
         try:
             stats = _run(args, system, sources, index, log, {k: r for k, (_, r) in resume.items()})
         except BaseException:
@@ -148,7 +149,7 @@ def run_process(args: argparse.Namespace) -> int:
         log.close("finished")
         print(
             f"match log: {system.gallery.db.shown} runs {', '.join(str(r) for r in log.run_ids.values())} "
-            f"(threshold {index.threshold:.3f})",
+            f"(threshold in force: {index.in_force})",
             file=sys.stderr,
         )
     if stats.tracks == 0 and not resume:  # an ordinary outcome for surveillance footage, not an error
@@ -209,12 +210,14 @@ def _run(
                 "embedder": system.embedder.embedder_id,
                 "gallery_size": len(index),
                 "threshold": index.threshold,
+                "threshold_origin": index.in_force.origin,
                 "runs": log.run_ids,
             },
+            run_ids=log.run_ids,
         )
         sinks.append(json_sink)
     if args.json != "-":
-        sinks.append(ConsoleTableSink(sys.stdout))
+        sinks.append(ConsoleTableSink(sys.stdout, log.run_ids))
     bar, update = _progress_bar(args.progress, sources)
     runner = FileRunner(
         cfg,

@@ -26,6 +26,7 @@ import numpy as np
 from core.types import Candidate, MatchResult, TrackTemplate
 from gallery.enroll import EnrollReport
 from gallery.queries import Page
+from gallery.refs import track_ref
 from gallery.rematch import RematchReport, RetroHit, media_ids, rematch
 
 from ..alerts import alert_record, watchlist_alerts
@@ -106,7 +107,9 @@ def alert_retroactive(system: System, report: RematchReport) -> int:
         for hit in report.matches:
             if hit.identity not in alerts.watchlist:
                 continue
-            alert = alert_record(*_as_decision(hit, report.threshold)) | {
+            alert = alert_record(
+                *_as_decision(hit, report.threshold), ref=track_ref(hit.run_id, hit.track_id)
+            ) | {
                 "retroactive": True,
                 "rematch_id": report.rematch_id,
                 "run_id": hit.run_id,

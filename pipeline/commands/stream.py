@@ -36,6 +36,7 @@ from ..live import LiveCameras
 from ..live_config import CameraConfig, LiveConfig, cameras_from_urls, load_cameras
 from ..live_runner import LiveRunner
 from ..ray_engine import run_ray
+from ..sinks import logged_ref, sighting_span
 from ..sql_gallery import LoggedSource
 from .common import add_config_options, config_of
 
@@ -87,14 +88,19 @@ def live_section(base: LiveConfig, path: Path | None, metrics_port: int | None =
 
 
 class TrackLineSink:
-    """Prints one line per finished track as it happens."""
+    """Prints one line per finished track as it happens: its reference (``run_ids``: the match-log run of each
+    camera), camera, sighting times, counts and decision."""
+
+    def __init__(self, run_ids: dict[str, int] | None = None) -> None:
+        self.run_ids = run_ids
 
     def on_track(self, template: TrackTemplate, result: MatchResult) -> None:
         best = result.identity
         who = f"{best.name} {best.score:.3f}" if best else "unknown"
+        ref = logged_ref(self.run_ids, template) or f"track {template.track_id}"
         print(
-            f"{template.source_id} track {template.track_id} {template.first_timestamp:.1f}-"
-            f"{template.last_timestamp:.1f}s frames={template.num_frames} crops={template.num_crops} {who}",
+            f"{ref} {template.source_id} {sighting_span(template)} "
+            f"frames={template.num_frames} crops={template.num_crops} {who}",
             flush=True,
         )
 
@@ -172,8 +178,12 @@ def run_stream(args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         system = stack.enter_context(build(cfg, db_url=args.db, gallery_dir=args.gallery))
         alerts = watchlist_alerts(live.alerts, system.gallery)
-        log = system.match_log([LoggedSource(c.name, "camera", c.url) for c in cams], batch_size=1)
-        sinks = [TrackLineSink(), alerts, log]
+        index = system.index()
+        print(f"threshold in force: {index.in_force}", file=sys.stderr, flush=True)
+        sources = [LoggedSource(c.name, "camera", c.url, time_origin="camera") for c in cams]
+        log = system.match_log(sources, batch_size=1, threshold=index.in_force)
+        alerts.run_ids = log.run_ids
+        sinks = [TrackLineSink(log.run_ids), alerts, log]
         registry = HealthRegistry(live.health.fps_window_s)
         cameras = LiveCameras(cams, live, registry)
         if live.health.metrics_port is not None:
@@ -181,7 +191,9 @@ def run_stream(args: argparse.Namespace) -> int:
             stack.callback(server.close)
             print(f"metrics on http://{server.host}:{server.port}/metrics", file=sys.stderr, flush=True)
         stop = _stop_on_signals(stack)
-        runner = LiveRunner(cfg, system.detector, system.embedder, system.matcher(), sinks, cameras, registry)
+        runner = LiveRunner(
+            cfg, system.detector, system.embedder, system.matcher(index), sinks, cameras, registry
+        )
         status = "failed"
         try:
             stats = runner.run(stop, args.duration, live.health.status_interval_s)
@@ -191,7 +203,7 @@ def run_stream(args: argparse.Namespace) -> int:
                 sink.close(status) if sink is log else sink.close()
     print(
         f"stream: {stats.frames} frames, {stats.tracks} tracks, {stats.matches} matches "
-        f"({stats.closed_at_loss} closed at a stream loss)",
+        f"({stats.closed_at_loss} closed at a stream loss); threshold in force: {index.in_force}",
         file=sys.stderr,
     )
     print(registry.status_line(), file=sys.stderr, flush=True)

@@ -100,14 +100,21 @@ def test_unknown_decision_never_alerts_even_with_a_watchlisted_candidate():
 
 def test_webhook_receives_each_alert_once(receiver_factory):
     rx = receiver_factory()
-    sink = WatchlistAlerts(AlertConfig(watchlist=("Joey",), webhooks=(WebhookConfig(url=rx.url),)))
+    sink = WatchlistAlerts(
+        AlertConfig(watchlist=("Joey",), webhooks=(WebhookConfig(url=rx.url),)), {"cam1": 4}
+    )
     for tid in (1, 2, 3):
-        sink.on_track(*track("Joey", track_id=tid))
+        template, result = track("Joey", track_id=tid)
+        template.wall_start, template.wall_end = 1772348401.0, 1772348402.5
+        sink.on_track(template, result)
     sink.close()
     assert [b["track_id"] for b in rx.bodies] == [1, 2, 3]
     assert rx.bodies[0] | {"sent_at": None} == {
+        "ref": "4:1",
         "camera": "cam1",
         "track_id": 1,
+        "seen_start": "2026-03-01T07:00:01.000+00:00",
+        "seen_end": "2026-03-01T07:00:02.500+00:00",
         "identity": "Joey",
         "identity_id": 7,
         "score": 0.6,

@@ -31,15 +31,31 @@ def test_record_fields(tmp_path):
 
 def test_table_sorted_by_start():
     out = io.StringIO()
-    sink = ConsoleTableSink(out)
+    sink = ConsoleTableSink(out, {"videos/a b.mp4": 7})
     assert isinstance(sink, ResultSink)
     sink.on_track(*_track(2, 5.0, "unknown"))
     sink.on_track(*_track(1, 1.0))
     sink.close()
     lines = out.getvalue().splitlines()
-    assert lines[0].split()[:3] == ["source", "track", "start"]
-    assert lines[1].split()[2] == "1" and "Ann" in lines[1]  # the source name "a b.mp4" is two words
-    assert "(Ann)" in lines[2] and "unknown" in lines[2]
+    assert lines[0].split()[:5] == ["ref", "source", "seen", "start", "end"]
+    assert lines[1].split()[:4] == ["7:1", "a", "b.mp4", "unknown"]  # the source name "a b.mp4" is two words
+    assert "Ann" in lines[1] and lines[2].startswith("7:2 ") and "(Ann)" in lines[2]
+
+
+def test_sighting_times_in_record_and_table():
+    template, result = _track(4, 2.0)
+    template.wall_start, template.wall_end = 1772348402.0, 1772348403.5  # 2026-03-01T07:00:02Z + 1.5 s
+    rec = track_record(template, result, run_ids={"videos/a b.mp4": 3})
+    assert rec["ref"] == "3:4" and rec["seen_start"] == "2026-03-01T07:00:02.000+00:00"
+    assert rec["seen_end"] == "2026-03-01T07:00:03.500+00:00" and rec["start_s"] == 2.0
+    assert (
+        track_record(*_track(4, 2.0))["ref"] is None and track_record(*_track(4, 2.0))["seen_start"] is None
+    )
+    out = io.StringIO()
+    sink = ConsoleTableSink(out)
+    sink.on_track(template, result)
+    sink.close()
+    assert out.getvalue().splitlines()[1].split()[:4] == ["-", "a", "b.mp4", "2026-03-01T07:00:02.000+00:00"]
 
 
 def test_table_without_tracks():
