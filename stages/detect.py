@@ -1,18 +1,25 @@
-"""Face detection: SCRFD through onnxruntime (default, batched over frames) or OpenCV YuNet.
+"""Face detection: SCRFD through onnxruntime (default, batched over frames, every export layout insightface reads:
+:mod:`stages.scrfd`) or OpenCV YuNet.
 
-Frames of any size are letterboxed (resized keeping the aspect ratio, padded right/bottom) into the configured
-input size, so frames of different sizes share one batch. With ``detect.tiling`` the frame is also detected in
-overlapping tiles at its own resolution, so that small faces are not shrunk below what the detector resolves
-(:mod:`stages.tiling`). Landmarks come in the ArcFace order: left eye,
+Frames of any size are letterboxed (resized keeping the aspect ratio, padded right/bottom) into the input size
+(``detect.input_size``, or a SCRFD model's own fixed size), so frames of different sizes share one batch. With
+``detect.tiling`` the frame is also detected in overlapping tiles at its own resolution, so that small faces are not
+shrunk below what the detector resolves (:mod:`stages.tiling`). Landmarks come in the ArcFace order: left eye,
 right eye, nose, left mouth corner, right mouth corner, as seen in the image.
+
+Every detector checks itself once when built: it must find the face of a photo shipped with the package
+(``stages/data/astronaut_face.jpg``), or it refuses to run (:class:`ModelError` naming the model file), so a model
+whose outputs are misread never runs blind.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 
 import cv2
@@ -21,36 +28,20 @@ import numpy as np
 from core.types import Detections
 
 from .config import DetectConfig
+from .detector_io import finish, letterbox, padded, unscaled
 from .errors import ModelError
-from .onnx_session import onnx_session
-from .tiling import merge_detections, native_windows, needs_tiles, nms, pad32, region_windows
+from .scrfd import ScrfdDetector
+from .tiling import merge_detections, native_windows, needs_tiles, nms, region_windows
 
 __all__ = ["FaceDetector", "letterbox", "nms", "resolve_detector_model"]
 
 logger = logging.getLogger(__name__)
 
-_SCRFD_STRIDES = (8, 16, 32)
-_SCRFD_ANCHORS = 2
-NATIVE_BATCH = 16  # windows of one size per detector run
 RESOLVES_PX = 10.0  # about the smallest face (px at the detector's input) SCRFD and YuNet find
 FINDS_PX = 12.0  # px at the detector's input from which they find most faces (10 px: a third at best)
 MAX_UPSCALE = 2.0  # native-resolution passes are enlarged at most this much for a min_face_px below FINDS_PX
-
-
-def letterbox(image: np.ndarray, size: tuple[int, int], fit: bool = False) -> tuple[np.ndarray, float]:
-    """Resize ``image`` into a ``size=(w, h)`` canvas keeping its aspect ratio; returns (canvas, scale). ``fit``:
-    the canvas is cut to the resized image, its sides rounded up to multiples of 32 (a 16:9 frame in 640x640:
-    640x384), so the detector does not run on padding."""
-    w, h = size
-    ih, iw = image.shape[:2]
-    scale = min(w / iw, h / ih)
-    nw, nh = max(1, round(iw * scale)), max(1, round(ih * scale))
-    if fit:
-        w, h = min(w, pad32(nw)), min(h, pad32(nh))
-    canvas = np.zeros((h, w, 3), np.uint8)
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    canvas[:nh, :nw] = cv2.resize(image, (nw, nh), interpolation=interp)
-    return canvas, scale
+CHECK_IMAGE = "astronaut_face.jpg"  # under stages/data: the face every detector must find when built
+CHECK_SCORE = 0.5  # the score it must find it at (SCRFD-500M: 0.81, SCRFD-2.5G: 0.76, YuNet: 0.94)
 
 
 def resolve_detector_model(model: str, backend: str) -> Path:
@@ -80,133 +71,6 @@ def resolve_detector_model(model: str, backend: str) -> Path:
     return found[0]
 
 
-def _padded(image: np.ndarray) -> np.ndarray:
-    """``image`` padded with black right and bottom to sides that are multiples of 32 (at least 32)."""
-    h, w = image.shape[:2]
-    ph, pw = pad32(h), pad32(w)
-    if (ph, pw) == (h, w):
-        return image
-    canvas = np.zeros((ph, pw, 3), np.uint8)
-    canvas[:h, :w] = image
-    return canvas
-
-
-def _blob(images: Sequence[np.ndarray]) -> np.ndarray:
-    """SCRFD's input ``[N, 3, H, W]`` float32 from BGR uint8 images of one size: RGB, ``(x - 127.5) / 128``. (OpenCV's
-    blobFromImages does the same several times slower on some frames.)"""
-    h, w = images[0].shape[:2]
-    blob = np.empty((len(images), 3, h, w), np.float32)
-    for n, image in enumerate(images):
-        for c, channel in enumerate(reversed(cv2.split(image))):
-            cv2.subtract(channel.astype(np.float32), 127.5, dst=blob[n, c])
-    blob *= 1.0 / 128
-    return blob
-
-
-def _unscaled(shape: tuple[int, ...], scale: float) -> tuple[int, int]:
-    """The (height, width) of an image that, resized by ``scale``, has ``shape``."""
-    return round(shape[0] / scale), round(shape[1] / scale)
-
-
-def _finish(boxes, scores, kps, cfg: DetectConfig, scale: float, frame_shape) -> Detections:
-    if len(boxes):
-        keep = nms(boxes, scores, cfg.nms_threshold)[: cfg.max_faces]
-        boxes, scores, kps = boxes[keep] / scale, scores[keep], kps[keep] / scale
-        h, w = frame_shape[:2]
-        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
-        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
-        side = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-        big = side >= cfg.min_face_size
-        boxes, scores, kps = boxes[big], scores[big], kps[big]
-    if not len(boxes):
-        return Detections.empty()
-    return Detections(
-        boxes.astype(np.float32), scores.astype(np.float32), kps.reshape(-1, 5, 2).astype(np.float32)
-    )
-
-
-class _Scrfd:
-    def __init__(self, cfg: DetectConfig, path: Path) -> None:
-        self.cfg = cfg
-        self.session = onnx_session(path, cfg.threads, cfg.device, "detector", provider=cfg.provider)
-        outputs = self.session.get_outputs()
-        if len(outputs) != 9:
-            raise ModelError(
-                f"{path}: expected a SCRFD model with 9 outputs (scores, boxes, 5 landmarks), "
-                f"got {len(outputs)} outputs"
-            )
-        self.input_name = self.session.get_inputs()[0].name
-        self._centers: dict[tuple[int, int], list[np.ndarray]] = {}
-        self.batched = self.session.get_inputs()[0].shape[0] != 1
-
-    def centers(self, w: int, h: int) -> list[np.ndarray]:
-        """Anchor centres per stride for an input of ``w`` x ``h`` (cached per size)."""
-        if (w, h) not in self._centers:
-            levels = []
-            for stride in _SCRFD_STRIDES:
-                ys, xs = np.mgrid[: h // stride, : w // stride]
-                grid = np.stack([xs, ys], axis=-1).reshape(-1, 2).astype(np.float32) * stride
-                levels.append(np.repeat(grid, _SCRFD_ANCHORS, axis=0))
-            self._centers[(w, h)] = levels
-        return self._centers[(w, h)]
-
-    def native(
-        self, images: Sequence[np.ndarray], threshold: float, scales: Sequence[float]
-    ) -> list[Detections]:
-        """Images as they are (padded right/bottom to multiples of 32; those of one padded size share a run);
-        ``scales``: each was resized by that much, and its detections are returned in the coordinates before."""
-        canvases = [_padded(img) for img in images]
-        out: list[Detections | None] = [None] * len(images)
-        for shape in dict.fromkeys(c.shape for c in canvases):
-            group = [i for i, c in enumerate(canvases) if c.shape == shape]
-            for start in range(0, len(group), NATIVE_BATCH if self.batched else 1):
-                part = group[start : start + (NATIVE_BATCH if self.batched else 1)]
-                blob = _blob([canvases[i] for i in part])
-                outs = self.session.run(None, {self.input_name: blob})
-                for b, i in enumerate(part):
-                    shown = _unscaled(images[i].shape, scales[i])
-                    out[i] = self._decode([o[b] for o in outs], scales[i], shown, shape, threshold)
-        return out
-
-    def __call__(self, images: Sequence[np.ndarray]) -> list[Detections]:
-        """Frames letterboxed into canvases fitted to their aspect ratio; frames whose canvases have the same
-        size share one run."""
-        canvases, scales = zip(*(letterbox(img, self.cfg.input_size, fit=True) for img in images))
-        out: list[Detections | None] = [None] * len(images)
-        for shape in dict.fromkeys(c.shape for c in canvases):
-            group = [i for i, c in enumerate(canvases) if c.shape == shape]
-            blob = _blob([canvases[i] for i in group])
-            if self.batched:
-                outs = self.session.run(None, {self.input_name: blob})
-            else:
-                per = [self.session.run(None, {self.input_name: blob[b : b + 1]}) for b in range(len(group))]
-                outs = [np.concatenate([p[j] for p in per]) for j in range(9)]
-            for b, i in enumerate(group):
-                out[i] = self._decode([o[b] for o in outs], scales[i], images[i].shape, shape)
-        return out
-
-    def _decode(self, outs, scale, shape, input_shape, threshold: float | None = None) -> Detections:
-        threshold = self.cfg.score_threshold if threshold is None else threshold
-        boxes, scores, kps = [], [], []
-        centres = self.centers(input_shape[1], input_shape[0])
-        for level, stride in enumerate(_SCRFD_STRIDES):
-            score = outs[level].reshape(-1)
-            hit = np.flatnonzero(score >= threshold)
-            if not hit.size:
-                continue
-            centers = centres[level][hit]
-            dist = outs[level + 3].reshape(-1, 4)[hit] * stride
-            boxes.append(np.concatenate([centers - dist[:, :2], centers + dist[:, 2:]], axis=1))
-            pts = outs[level + 6].reshape(-1, 10)[hit] * stride
-            kps.append(pts.reshape(-1, 5, 2) + centers[:, None, :])
-            scores.append(score[hit])
-        if not boxes:
-            return Detections.empty()
-        return _finish(
-            np.concatenate(boxes), np.concatenate(scores), np.concatenate(kps), self.cfg, scale, shape
-        )
-
-
 class _YuNet:
     def __init__(self, cfg: DetectConfig, path: Path) -> None:
         if cfg.device != "cpu":
@@ -214,40 +78,67 @@ class _YuNet:
                 f"detect.device: YuNet runs on the CPU (OpenCV), got {cfg.device}; use scrfd on a GPU"
             )
         self.cfg = cfg
+        self.input_size = tuple(cfg.input_size)
         try:
             self.net = cv2.FaceDetectorYN.create(
-                str(path), "", tuple(cfg.input_size), cfg.score_threshold, cfg.nms_threshold, 5000
+                str(path), "", self.input_size, cfg.score_threshold, cfg.nms_threshold, 5000
             )
         except cv2.error as exc:
             raise ModelError(
                 f"cannot load YuNet detector {path}: {str(exc).strip().splitlines()[-1][:200]}"
             ) from None
 
-    def __call__(self, images: Sequence[np.ndarray]) -> list[Detections]:
-        return [self._detect(*letterbox(img, self.cfg.input_size), img.shape) for img in images]
+    def __call__(
+        self, images: Sequence[np.ndarray], threshold: float | None = None, min_size: float | None = None
+    ) -> list[Detections]:
+        """As :meth:`stages.scrfd.ScrfdDetector.__call__`, one image at a time."""
+        self.net.setScoreThreshold(self.cfg.score_threshold if threshold is None else threshold)
+        try:
+            return [self._detect(*letterbox(img, self.input_size), img.shape, min_size) for img in images]
+        finally:
+            self.net.setScoreThreshold(self.cfg.score_threshold)
 
     def native(
         self, images: Sequence[np.ndarray], threshold: float, scales: Sequence[float]
     ) -> list[Detections]:
-        """As :meth:`_Scrfd.native`, one image at a time."""
+        """As :meth:`stages.scrfd.ScrfdDetector.native`, one image at a time (OpenCV takes any input size)."""
         self.net.setScoreThreshold(threshold)
         try:
             out = []
             for img, scale in zip(images, scales):
-                canvas = _padded(img)
+                canvas = padded(img)
                 self.net.setInputSize((canvas.shape[1], canvas.shape[0]))
-                out.append(self._detect(canvas, scale, _unscaled(img.shape, scale)))
+                out.append(self._detect(canvas, scale, unscaled(img.shape, scale)))
             return out
         finally:
-            self.net.setInputSize(tuple(self.cfg.input_size))
+            self.net.setInputSize(self.input_size)
             self.net.setScoreThreshold(self.cfg.score_threshold)
 
-    def _detect(self, canvas: np.ndarray, scale: float, shape) -> Detections:
+    def _detect(self, canvas: np.ndarray, scale: float, shape, min_size: float | None = None) -> Detections:
         _, faces = self.net.detect(canvas)
         if faces is None or not len(faces):
             return Detections.empty()
         boxes = np.concatenate([faces[:, :2], faces[:, :2] + faces[:, 2:4]], axis=1)
-        return _finish(boxes, faces[:, 14], faces[:, 4:14].reshape(-1, 5, 2), self.cfg, scale, shape)
+        return finish(boxes, faces[:, 14], faces[:, 4:14].reshape(-1, 5, 2), self.cfg, scale, shape, min_size)
+
+
+@functools.cache
+def check_image() -> np.ndarray:
+    """The self-check photo shipped with the package (BGR uint8, 160x160, one frontal face in the middle)."""
+    data = resources.files("stages").joinpath("data", CHECK_IMAGE).read_bytes()
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    image.flags.writeable = False
+    return image
+
+
+def finds_the_face(found: Detections, image_shape: tuple[int, ...]) -> bool:
+    """Whether one of ``found`` is the face in the middle of the self-check image: its box holds the image's
+    centre and its five landmarks."""
+    h, w = image_shape[:2]
+    box, pts = found.xyxy, found.landmarks
+    centred = (box[:, 0] < w / 2) & (box[:, 2] > w / 2) & (box[:, 1] < h / 2) & (box[:, 3] > h / 2)
+    inside = (pts >= box[:, None, :2]).all(axis=(1, 2)) & (pts <= box[:, None, 2:]).all(axis=(1, 2))
+    return bool((centred & inside).any())
 
 
 class FaceDetector:
@@ -257,10 +148,32 @@ class FaceDetector:
         self.cfg = cfg
         path = resolve_detector_model(cfg.model, cfg.backend)
         self.model_path = path
-        self._impl = _Scrfd(cfg, path) if cfg.backend == "scrfd" else _YuNet(cfg, path)
+        self._impl = ScrfdDetector(cfg, path) if cfg.backend == "scrfd" else _YuNet(cfg, path)
+        self.input_size: tuple[int, int] = self._impl.input_size  # a fixed SCRFD input wins over the config's
+        if self.input_size != tuple(cfg.input_size):
+            logger.warning(
+                "detector %s has a fixed input of %dx%d: frames are letterboxed into it, not into "
+                "detect.input_size %dx%d",
+                path.name,
+                *self.input_size,
+                *cfg.input_size,
+            )
         # faces asked for below what the detector finds reliably: its native-resolution passes are enlarged
         self.upscale = min(MAX_UPSCALE, max(1.0, FINDS_PX / cfg.min_face_px))
-        logger.info("detector %s from %s, input %sx%s", cfg.backend, path, *cfg.input_size)
+        self.self_check()
+        logger.info("detector %s from %s, input %sx%s", cfg.backend, path, *self.input_size)
+
+    def self_check(self) -> None:
+        """Run once on the photo shipped for it (one letterboxed run at score CHECK_SCORE, no size limit): a
+        detector that does not find its face refuses to run (:class:`ModelError`)."""
+        image = check_image()
+        found = self._impl([image], threshold=CHECK_SCORE, min_size=0.0)[0]
+        if not finds_the_face(found, image.shape):
+            raise ModelError(
+                f"detector {self.model_path} does not see: it finds no face at score >= {CHECK_SCORE} on the "
+                f"self-check photo {CHECK_IMAGE} ({len(found)} detections); expected a {self.cfg.backend} face "
+                f"detector whose outputs read as boxes, scores and 5 landmarks"
+            )
 
     def detect(
         self, images: Sequence[np.ndarray], regions: Sequence[np.ndarray | None] | None = None
@@ -309,7 +222,7 @@ class FaceDetector:
         if not len(regions):
             return False, []
         h, w = image.shape[:2]
-        iw, ih = self.cfg.input_size
+        iw, ih = self.input_size
         windows = region_windows(regions, w, h, max_side=(iw, ih), upscale=self.upscale)
         fit = [(win, scale) for win, scale in windows if win[2] - win[0] <= iw and win[3] - win[1] <= ih]
         return len(fit) < len(windows), fit
@@ -349,11 +262,11 @@ class FaceDetector:
         if cfg.tiling == "off":
             return []
         if self.upscale == 1.0:
-            if w <= cfg.input_size[0] and h <= cfg.input_size[1]:
+            if w <= self.input_size[0] and h <= self.input_size[1]:
                 return []
-            if cfg.tiling == "auto" and not needs_tiles(w, h, cfg.input_size, cfg.min_face_px, RESOLVES_PX):
+            if cfg.tiling == "auto" and not needs_tiles(w, h, self.input_size, cfg.min_face_px, RESOLVES_PX):
                 return []
-        return native_windows(w, h, cfg.input_size, cfg.tile_overlap, cfg.native_input, self.upscale)
+        return native_windows(w, h, self.input_size, cfg.tile_overlap, cfg.native_input, self.upscale)
 
     def reset(self) -> None:
         """Detection keeps no per-stream state."""
