@@ -1,5 +1,6 @@
 """Enrollment: images (a folder of identity subfolders, a labels file, or explicit files), template files, or
-logged tracks (their fused templates, :meth:`Enroller.enroll_tracks`).
+logged tracks (their fused templates, :meth:`Enroller.enroll_tracks`, refused when they look like someone else:
+:mod:`gallery.from_tracks`). Each media row is stored with its kind: ``image``, ``template`` or ``track``.
 
 Face finding and embedding are injected, so this module knows no detector or model:
 
@@ -28,8 +29,8 @@ import cv2
 import numpy as np
 
 from gallery.errors import EnrollmentError, IdentityExistsError
+from gallery.from_tracks import refuse_doubts, track_doubts, track_media
 from gallery.media import MediaVector
-from gallery.rematch import track_media
 from gallery.store import Gallery
 from gallery.thresholds import Calibration
 
@@ -215,12 +216,20 @@ class Enroller:
         external_id: str | None = None,
         watchlist: bool = False,
         notes: str = "",
+        threshold: float | None = None,
+        force: bool = False,
     ) -> EnrollReport:
-        """Enroll ``name`` from logged tracks (``refs``: track ids, or ``RUN:TRACK``): their fused templates are
-        its media (:func:`gallery.rematch.track_media`), fused as images are. An unknown track, or one of another
-        embedder, refuses the request before anything is written."""
-        items = track_media(self.gallery, refs, self.embedder.embedder_id)
+        """Enroll ``name`` from logged tracks (``refs``: ``RUN:TRACK`` each): their fused templates are its media
+        (:func:`gallery.from_tracks.track_media`, kind ``track``), fused as images are. A reference that is not
+        ``RUN:TRACK``, an unknown track, or one of another embedder refuses the request before anything is
+        written; so does a doubtful track (:func:`gallery.from_tracks.track_doubts` at ``threshold``, the
+        operating threshold, default the gallery's own) unless ``force``."""
+        embedder_id = self.embedder.embedder_id
+        items = track_media(self.gallery, refs, embedder_id)
         exists = self._exists(name, add, "tracks")
+        if not force:
+            at = self.gallery.threshold(embedder_id) if threshold is None else threshold
+            refuse_doubts(name, track_doubts(self.gallery, name, items, embedder_id, at))
         meta = {} if exists else dict(external_id=external_id, watchlist=watchlist, notes=notes)
         return self._add_vectors(name, items, not exists, meta)
 
@@ -377,7 +386,14 @@ class Enroller:
         digest = hashlib.sha256(data).hexdigest()
         units = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
         items = [
-            MediaVector(f"{path}#{i}", hashlib.sha256(f"{digest}:{i}".encode()).hexdigest(), 1.0, u, float(w))
+            MediaVector(
+                f"{path}#{i}",
+                hashlib.sha256(f"{digest}:{i}".encode()).hexdigest(),
+                1.0,
+                u,
+                float(w),
+                "template",
+            )
             for i, (u, w) in enumerate(zip(units, norms))
         ]
         return self._add_vectors(name, items, not exists, {})

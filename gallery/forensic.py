@@ -4,8 +4,8 @@ matched, the enrolled photo itself, and the match-log ids of search hits.
 The enrolled face a match is shown beside is the identity's media row (of the track's embedder) closest to the
 track's template: the photo that agrees best with what was seen. It can be shown when it is
 
-- a face enrolled from a track (``enroll --from-track``; :func:`gallery.rematch.track_media` names such media
-  ``track RUN:TRACK (source)``): that track's thumbnail, from the thumbnail store;
+- a face enrolled from a track (``enroll --from-track``: a media row of kind ``track`` whose ``track_pk`` is that
+  track, a stored fact; its path is never read for this): that track's thumbnail, from the thumbnail store;
 - an enrolled photo inside one of the folders ``gallery.serve.media_dirs`` (symlinks resolved) whose content still
   has the enrolled content hash; it is re-encoded as a JPEG of at most ``SHOWN_SIDE`` pixels a side. No other
   path is ever read: the media rows' paths are data, not a place to serve from.
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,9 +33,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["MediaUnavailable", "enrolled_photo", "track_detail", "track_ids"]
 
-TRACK_MEDIA = re.compile(
-    r"track (\d{1,18}):(\d{1,18}) \("
-)  # the path gallery.rematch.track_media gives a track's template
 SHOWN_SIDE = 512  # longest side of an enrolled photo as shown
 MAX_MEDIA_BYTES = 64 * 2**20  # an enrolled photo larger than this is not read
 MAX_MEDIA_ROWS = 10_000  # media rows of one identity compared with a track
@@ -52,10 +48,10 @@ def _inside(path: Path, folders: Sequence[str]) -> bool:
 
 def _media_url(media: Media, media_dirs: Sequence[str]) -> tuple[str | None, str | None]:
     """(URL of the enrolled face, None) when it may be shown, else (None, why not)."""
-    if TRACK_MEDIA.match(media.path):
+    if media.kind == "track":
         return f"/media/{media.id}", None
-    if media.path.startswith("vector:"):
-        return None, "enrolled as a vector, without a photo"
+    if media.kind != "image":
+        return None, "enrolled as a template, without a photo"
     if not media_dirs:
         return None, "enrolled photos are not shown (gallery.serve.media_dirs is empty)"
     if not _inside(Path(media.path).resolve(), media_dirs):
@@ -78,7 +74,7 @@ def _enrolled(session, identity_id: int, embedder_id: str, template: np.ndarray,
     best = int(np.argmax(scores))
     media, name = rows[best]
     url, note = _media_url(media, media_dirs)
-    shown = media.path if TRACK_MEDIA.match(media.path) else Path(media.path).name
+    shown = media.path if media.kind == "track" else Path(media.path).name
     return {
         "media_id": media.id,
         "identity": name,
@@ -179,19 +175,16 @@ def enrolled_photo(
         media = session.get(Media, media_id)
         if media is None:
             raise MediaUnavailable(f"enrolled media {media_id}: not in the gallery")
-        path, content_hash = media.path, media.content_hash
-        ref = TRACK_MEDIA.match(path)
+        path, content_hash, from_track = media.path, media.content_hash, media.kind == "track"
         rel = (
-            session.scalar(
-                select(Track.thumbnail).where(Track.run_id == int(ref[1]), Track.track_id == int(ref[2]))
-            )
-            if ref
+            session.scalar(select(Track.thumbnail).where(Track.id == media.track_pk))
+            if from_track and media.track_pk is not None
             else None
         )
         url, note = _media_url(media, media_dirs)
     if url is None:
         raise MediaUnavailable(f"enrolled media {media_id}: {note}")
-    if ref is None:
+    if not from_track:
         return _photo_jpeg(Path(path).resolve(), content_hash)
     if rel is None or thumbnails is None:
         raise MediaUnavailable(f"enrolled media {media_id}: the track it was enrolled from has no thumbnail")

@@ -1,5 +1,9 @@
 """Enrolled media and fused templates in SQL: add vectors to an identity (its template refit in the same
-transaction), bulk imports, and reading templates and per-image vectors back.
+transaction), remove some of them again, bulk imports, list them, and read templates and per-image vectors back.
+
+Every media row says what it is (``kind``): an ``image`` (a photo file), a ``template`` (a row of a template file,
+or a bulk-imported vector: no photo) or a ``track`` (a logged track's template, with ``track_pk``, the track's row
+in the match log). That stored fact, never the row's path, decides how the media is shown.
 
 Templates of different embedders never mix: each embedder id has its own dimension, fixed by its first
 template.
@@ -12,12 +16,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import insert, select
+from sqlalchemy import delete, func, insert, select, tuple_
 from sqlalchemy.exc import IntegrityError
 
 from gallery.db import Database
-from gallery.errors import EmbeddingError, IdentityExistsError, IdentityNotFoundError
-from gallery.models import Identity, Media, Template, from_blob, to_blob
+from gallery.errors import EmbeddingError, EnrollmentError, IdentityExistsError, IdentityNotFoundError
+from gallery.models import Identity, Media, Template, Track, from_blob, to_blob
+from gallery.queries import Filters, Page, _iso, _page, _refuse
 from gallery.records import (
     NameTakenMeanwhile,
     bump_version,
@@ -28,20 +33,33 @@ from gallery.records import (
     retry_on_conflict,
     taken_name_error,
 )
+from gallery.refs import track_ref
 
-__all__ = ["MediaStore", "MediaVector"]
+__all__ = ["MEDIA_KINDS", "MediaStore", "MediaVector", "find_media"]
+
+MEDIA_KINDS = ("image", "template", "track")
 
 
 @dataclass(frozen=True)
 class MediaVector:
-    """One enrolled image's (or template row's) vector: unit ``vector [D]`` float32 and its pre-normalisation
-    norm."""
+    """One enrolled image's (or template row's, or logged track's) vector: unit ``vector [D]`` float32, its
+    pre-normalisation norm, its ``kind`` (one of :data:`MEDIA_KINDS`) and, for a track, ``track_pk`` (the
+    track's row id in the match log)."""
 
     path: str
     content_hash: str
     quality: float
     vector: np.ndarray
     norm: float
+    kind: str = "image"
+    track_pk: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in MEDIA_KINDS or (self.kind == "track") != (self.track_pk is not None):
+            raise EmbeddingError(
+                f"{self.path}: expected a kind of {', '.join(MEDIA_KINDS)} with a track id exactly for a track, "
+                f"got kind {self.kind!r} and track {self.track_pk!r}"
+            )
 
 
 class MediaStore:
@@ -141,6 +159,8 @@ class MediaStore:
                     Media(
                         identity_id=identity.id,
                         path=item.path,
+                        kind=item.kind,
+                        track_pk=item.track_pk,
                         content_hash=item.content_hash,
                         embedder_id=embedder_id,
                         quality=float(item.quality),
@@ -153,6 +173,68 @@ class MediaStore:
             refit_template(session, identity.id, embedder_id)
             bump_version(session)
         return statuses
+
+    def remove_media(
+        self, name: str, media_ids: Sequence[int] = (), tracks: Sequence[tuple[int, int]] = ()
+    ) -> list[dict]:
+        """Remove media of identity ``name``, given by id (``query media``) or by the track they were enrolled
+        from (``(run_id, track_id)``), and refit its templates from the rest, bumping the gallery version: one
+        transaction. Returns the removed rows (:func:`find_media`'s fields). Media of another identity, an unknown
+        id or track, or removing every media of ``name`` (remove the identity instead) raise
+        :class:`EnrollmentError` and change nothing."""
+        if not media_ids and not tracks:
+            raise EnrollmentError(
+                f"identity {name!r}: expected media ids or track references to remove, got none"
+            )
+        with self.db.session() as session:
+            identity = get_identity(session, name)
+            wanted = {int(m) for m in media_ids}
+            if tracks:
+                pairs = [(int(r), int(t)) for r, t in tracks]
+                found = {
+                    (run, track): media_id
+                    for run, track, media_id in session.execute(
+                        select(Track.run_id, Track.track_id, Media.id)
+                        .join(Track, Track.id == Media.track_pk)
+                        .where(
+                            Media.identity_id == identity.id,
+                            tuple_(Track.run_id, Track.track_id).in_(pairs),
+                        )
+                    )
+                }
+                missing = [f"{r}:{t}" for r, t in pairs if (r, t) not in found]
+                if missing:
+                    raise EnrollmentError(
+                        f"track {missing[0]}: expected a track {name!r} was enrolled from (see 'query media "
+                        f"--identity {name}'), got one it was not"
+                    )
+                wanted |= set(found.values())
+            rows = session.execute(_MEDIA_ROWS.where(Media.id.in_(wanted)).order_by(Media.id)).all()
+            owners = {r.id: r.identity for r in rows}
+            for media_id in sorted(wanted):
+                if media_id not in owners:
+                    raise EnrollmentError(
+                        f"media {media_id}: expected an enrolled media id (see 'query media'), got none"
+                    )
+                if owners[media_id] != identity.name:
+                    raise EnrollmentError(
+                        f"media {media_id}: expected a media of {name!r}, got one of {owners[media_id]!r}"
+                    )
+            left = session.scalar(
+                select(func.count())
+                .select_from(Media)
+                .where(Media.identity_id == identity.id, Media.id.not_in(wanted))
+            )
+            if not left:
+                raise EnrollmentError(
+                    f"identity {name!r}: removing {len(wanted)} media would leave it none; expected at least one "
+                    f"to remain (remove the identity instead: remove {name})"
+                )
+            session.execute(delete(Media).where(Media.id.in_(wanted)))
+            for embedder_id in sorted({r.embedder_id for r in rows}):
+                refit_template(session, identity.id, embedder_id)
+            bump_version(session)
+        return [_media_row(r) for r in rows]
 
     def bulk_enroll(
         self, names: Sequence[str], embedder_id: str, vectors: np.ndarray, *, chunk: int = 20_000
@@ -188,6 +270,7 @@ class MediaStore:
                             {
                                 "identity_id": i,
                                 "path": f"vector:{n}",
+                                "kind": "template",
                                 "content_hash": hashlib.sha256(b).hexdigest(),
                                 "embedder_id": embedder_id,
                                 "quality": 1.0,
@@ -241,3 +324,45 @@ class MediaStore:
                 .order_by(Media.id)
             ).all()
         return np.stack([from_blob(r.vector, r.dim) for r in rows]) if rows else np.zeros((0, 0), np.float32)
+
+
+_MEDIA_ROWS = (
+    select(
+        Media.id,
+        Identity.name.label("identity"),
+        Media.kind,
+        Media.path,
+        Media.embedder_id,
+        Media.quality,
+        Media.created_at,
+        Track.run_id,
+        Track.track_id,
+    )
+    .join(Identity, Identity.id == Media.identity_id)
+    .outerjoin(Track, Track.id == Media.track_pk)
+)
+
+
+def _media_row(r) -> dict:
+    return {
+        "id": r.id,
+        "identity": r.identity,
+        "kind": r.kind,
+        "track": track_ref(r.run_id, r.track_id) if r.run_id is not None else None,
+        "path": r.path,
+        "embedder_id": r.embedder_id,
+        "quality": r.quality,
+        "created_at": _iso(r.created_at),
+    }
+
+
+def find_media(db: Database, f: Filters) -> Page:
+    """Enrolled media by identity name, then id: what each is (``kind``), the track it came from (``track``:
+    ``RUN:TRACK``, None for images, template rows and tracks purged since), its path, embedder and quality. The
+    ``id`` is what ``remove NAME --media ID`` takes. Only ``identity`` filters."""
+    _refuse(f, "media", {"identity"})
+    stmt = _MEDIA_ROWS.order_by(Identity.name, Media.id)
+    with db.session() as session:
+        if f.identity is not None:
+            stmt = stmt.where(Media.identity_id == get_identity(session, f.identity).id)
+        return _page(session, stmt, f, _media_row)

@@ -8,14 +8,16 @@ already decided that identity then or an earlier pass already named it so. The m
 decided. One transaction per chunk: a pass cut short keeps the chunks it wrote, and a second pass writes only
 what the first did not, so running it twice writes nothing the second time. The pass itself is one
 :class:`gallery.models.Rematch` row (cause, embedder, threshold, gallery version, the enrollment's identities and
-media), created with its first retroactive match.
+media), created with its first retroactive match; :func:`find_rematches` lists them.
 
-:func:`track_media` turns logged tracks (by ``id``, or ``RUN:TRACK``) into enrollment media: their templates.
+A pass can be undone (:func:`undo_rematch`): exactly the retroactive matches it wrote are deleted and its
+``undone_at`` set, in one transaction; the match events were never touched, so every track's current decision is
+what it was before the pass. :func:`undo_identity` deletes the retroactive matches naming one person, whichever
+passes wrote them (a pass left with none is marked undone). Undoing a pass already undone changes nothing.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from collections.abc import Sequence
@@ -24,10 +26,10 @@ from datetime import datetime
 from functools import partial
 
 import numpy as np
-from sqlalchemy import func, insert, select, tuple_, update
+from sqlalchemy import delete, func, insert, select, tuple_, update
 
-from gallery.errors import EnrollmentError, QueryError
-from gallery.media import MediaVector
+from gallery.db import Database
+from gallery.errors import QueryError
 from gallery.models import (
     Identity,
     MatchEvent,
@@ -39,6 +41,7 @@ from gallery.models import (
     from_blob,
     utcnow,
 )
+from gallery.queries import Filters, Page, _iso, _page, _refuse
 from gallery.records import get_identity, retry_on_conflict
 from gallery.store import Gallery
 
@@ -50,10 +53,12 @@ __all__ = [
     "check_scope",
     "RematchReport",
     "RetroHit",
+    "Undone",
+    "find_rematches",
     "media_ids",
-    "parse_track_ref",
     "rematch",
-    "track_media",
+    "undo_identity",
+    "undo_rematch",
 ]
 
 CAUSES = ("enroll", "from-track", "rematch")
@@ -333,48 +338,128 @@ def media_ids(gallery: Gallery, embedder_id: str, hashes: Sequence[str]) -> list
         return sorted(session.scalars(stmt))
 
 
-def parse_track_ref(ref: str) -> tuple[int | None, int]:
-    """``"ID"`` (a track's ``id`` in the match log) -> ``(None, ID)``; ``"RUN:TRACK"`` -> ``(RUN, TRACK)``."""
-    run, sep, track = str(ref).strip().partition(":")
-    try:
-        return (int(run), int(track)) if sep else (None, int(run))
-    except ValueError:
-        raise EnrollmentError(
-            f"track {ref!r}: expected a track id (the id column of 'query tracks') or RUN:TRACK"
-        ) from None
+@dataclass(frozen=True)
+class Undone:
+    """What undoing did to one pass: ``removed`` retroactive matches deleted (naming ``identities``);
+    ``undone_at`` set when the pass has none left (None: an undo by identity left some of its other names);
+    ``already``: it had been undone before (nothing changed)."""
+
+    rematch_id: int
+    cause: str
+    removed: int
+    identities: list[str]
+    undone_at: datetime | None
+    already: bool = False
+
+    def as_row(self) -> dict:
+        return {
+            "rematch_id": self.rematch_id,
+            "cause": self.cause,
+            "removed": self.removed,
+            "identities": self.identities,
+            "undone_at": _iso(self.undone_at),
+            "already": self.already,
+        }
 
 
-def track_media(gallery: Gallery, refs: Sequence[str], embedder_id: str) -> list[MediaVector]:
-    """The logged templates of the tracks ``refs`` (see :func:`parse_track_ref`) as enrollment media, in the
-    order given; each weighs as one typical enrolled image of the embedder (the mean norm of its media, 1 when it
-    has none). An unknown track, or one of another embedder: :class:`EnrollmentError`."""
-    if not refs:
-        raise EnrollmentError("--from-track: expected at least one track id, got none")
-    parsed = [parse_track_ref(r) for r in refs]
-    ids = [t for run, t in parsed if run is None]
-    pairs = [(run, t) for run, t in parsed if run is not None]
-    cols = (Track.id, Track.run_id, Track.track_id, Track.embedder_id, Track.dim, Track.template, Source.name)
-    stmt = select(*cols).join(Source, Source.id == Track.source_id)
+def _named(session, where) -> dict[int, list[str]]:
+    """Rematch id -> the names its retroactive matches matching ``where`` give, sorted."""
+    out: dict[int, set[str]] = {}
+    stmt = select(RetroMatch.rematch_id, Identity.name).join(Identity, Identity.id == RetroMatch.identity_id)
+    for rid, name in session.execute(stmt.where(where).distinct()):
+        out.setdefault(rid, set()).add(name)
+    return {rid: sorted(names) for rid, names in out.items()}
+
+
+def undo_rematch(gallery: Gallery, rematch_id: int) -> Undone:
+    """Delete every retroactive match pass ``rematch_id`` wrote and set its ``undone_at`` (one transaction). An
+    unknown id raises :class:`QueryError`; a pass undone before is left as it is (``already``)."""
     with gallery.db.session() as session:
-        rows = list(session.execute(stmt.where(Track.id.in_(ids)))) if ids else []
-        if pairs:
-            rows += session.execute(stmt.where(tuple_(Track.run_id, Track.track_id).in_(pairs))).all()
-        weight = session.scalar(select(func.avg(Media.norm)).where(Media.embedder_id == embedder_id))
-    found = {(None, r.id): r for r in rows} | {(r.run_id, r.track_id): r for r in rows}
-    items, seen = [], set()
-    for ref, key in zip(refs, parsed):
-        row = found.get(key)
+        row = session.get(Rematch, int(rematch_id))
         if row is None:
-            raise EnrollmentError(f"track {ref}: not in the match log (see 'query tracks': id, or RUN:TRACK)")
-        if row.embedder_id != embedder_id:
-            raise EnrollmentError(
-                f"track {ref}: expected a template of embedder {embedder_id!r}, got {row.embedder_id!r}; "
-                f"templates of different embedders never mix"
+            raise QueryError(
+                f"rematch {rematch_id}: expected the id of a rematch (see 'query rematches'), got none"
             )
-        if row.id not in seen:
-            seen.add(row.id)
-            digest = hashlib.sha256(b"track-template:" + embedder_id.encode() + row.template).hexdigest()
-            path = f"track {row.run_id}:{row.track_id} ({row.name})"
-            vector = from_blob(row.template, row.dim)
-            items.append(MediaVector(path, digest, 1.0, vector, float(weight or 1.0)))
-    return items
+        if row.undone_at is not None:
+            return Undone(row.id, row.cause, 0, [], row.undone_at, already=True)
+        names = _named(session, RetroMatch.rematch_id == row.id).get(row.id, [])
+        removed = session.execute(delete(RetroMatch).where(RetroMatch.rematch_id == row.id)).rowcount
+        row.undone_at = utcnow()
+        done = Undone(row.id, row.cause, removed, names, row.undone_at)
+    logger.info("rematch %d undone: %d retroactive matches deleted", done.rematch_id, done.removed)
+    return done
+
+
+def undo_identity(gallery: Gallery, name: str) -> list[Undone]:
+    """Delete every retroactive match naming identity ``name`` (one transaction); each pass left without any is
+    marked undone. Returns one :class:`Undone` per pass touched (empty: none named ``name``). An unknown name
+    raises :class:`gallery.errors.IdentityNotFoundError`."""
+    with gallery.db.session() as session:
+        identity = get_identity(session, name)
+        counts = dict(
+            session.execute(
+                select(RetroMatch.rematch_id, func.count())
+                .where(RetroMatch.identity_id == identity.id)
+                .group_by(RetroMatch.rematch_id)
+            )
+            .tuples()
+            .all()
+        )
+        if not counts:
+            return []
+        session.execute(delete(RetroMatch).where(RetroMatch.identity_id == identity.id))
+        left = set(
+            session.scalars(select(RetroMatch.rematch_id).where(RetroMatch.rematch_id.in_(list(counts))))
+        )
+        now = utcnow()
+        empty = [rid for rid in counts if rid not in left]
+        if empty:
+            session.execute(update(Rematch).where(Rematch.id.in_(empty)).values(undone_at=now))
+        causes = dict(
+            session.execute(select(Rematch.id, Rematch.cause).where(Rematch.id.in_(list(counts))))
+            .tuples()
+            .all()
+        )
+        done = [
+            Undone(rid, causes[rid], counts[rid], [identity.name], None if rid in left else now)
+            for rid in sorted(counts)
+        ]
+    logger.info("retroactive matches of %r undone: %d", name, sum(d.removed for d in done))
+    return done
+
+
+def find_rematches(db: Database, f: Filters) -> Page:
+    """Rematch passes, newest first: id (what ``rematch --undo ID`` takes), cause, embedder, threshold, the names it
+    could give, the enrollment's media, how many tracks it scored and named, how many of those retroactive
+    matches are still there (``current``), when it started, finished and was undone. ``since``/``until`` narrow
+    the start time."""
+    _refuse(f, "rematches", {"since", "until"})
+    current = (
+        select(func.count()).where(RetroMatch.rematch_id == Rematch.id).correlate(Rematch).scalar_subquery()
+    )
+    stmt = select(Rematch, current.label("current")).order_by(Rematch.started_at.desc(), Rematch.id.desc())
+    if f.since is not None:
+        stmt = stmt.where(Rematch.started_at >= f.since)
+    if f.until is not None:
+        stmt = stmt.where(Rematch.started_at < f.until)
+    with db.session() as session:
+        return _page(
+            session,
+            stmt,
+            f,
+            lambda r: {
+                "id": r.Rematch.id,
+                "cause": r.Rematch.cause,
+                "embedder_id": r.Rematch.embedder_id,
+                "threshold": r.Rematch.threshold,
+                "identities": r.Rematch.identities,
+                "media_ids": r.Rematch.media_ids,
+                "source": r.Rematch.source,
+                "tracks_scored": r.Rematch.tracks_scored,
+                "matches": r.Rematch.matches,
+                "current": r.current,
+                "started_at": _iso(r.Rematch.started_at),
+                "finished_at": _iso(r.Rematch.finished_at),
+                "undone_at": _iso(r.Rematch.undone_at),
+            },
+        )

@@ -97,7 +97,9 @@ def log(db_url, tmp_path):
             writer.close()
         pks = {t: _pk(gallery, t) for t in range(len(PLAN))}
         enroller = Enroller(gallery, lambda image: [], SimpleNamespace(embedder_id=EMB, dim=DIM))
-        enroller.enroll_tracks("cyd", [str(pks[1])])
+        with gallery.db.session() as s:
+            run = s.scalar(select(Track.run_id).where(Track.id == pks[1]))
+        enroller.enroll_tracks("cyd", [f"{run}:1"])
         rematch(gallery, EMB, 0.5, identities=["cyd"], cause="from-track")
         yield SimpleNamespace(db=gallery.db, store=store, photos=photos, pks=pks, tmp=tmp_path)
 

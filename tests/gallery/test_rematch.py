@@ -1,4 +1,5 @@
-"""gallery/rematch.py, gallery/decisions.py and gallery/timeline.py on a seeded match log, SQLite and PostgreSQL.
+"""gallery/rematch.py (passes and their undoing), gallery/from_tracks.py, gallery/decisions.py and
+gallery/timeline.py on a seeded match log, SQLite and PostgreSQL.
 
 Three people as 64-d unit centres (ann, bob, cyd), noisy views of them as track templates. Bob is enrolled before
 the tracks are logged, ann after; cyd never. Tracks (one minute apart, cameras ``cam`` and file ``clip.mp4``):
@@ -18,10 +19,12 @@ from sqlalchemy import func, select
 
 from gallery.enroll import Enroller
 from gallery.errors import EnrollmentError, IdentityExistsError, IdentityNotFoundError, QueryError
+from gallery.from_tracks import DoubtfulTrackError
 from gallery.matchlog import MatchLogWriter, TrackRecord, purge_older_than
-from gallery.models import MatchEvent, Rematch, RetroMatch, Track
+from gallery.models import Identity, MatchEvent, Media, Rematch, RetroMatch, Track
 from gallery.queries import Filters, find_matches, find_tracks
-from gallery.rematch import rematch
+from gallery.refs import TrackRefError, track_ref
+from gallery.rematch import find_rematches, rematch, undo_identity, undo_rematch
 from gallery.store import Gallery
 from gallery.timeline import find_timeline
 from tests.gallery.helpers import media, people, unit
@@ -226,48 +229,172 @@ def _enroller(gallery, embedder_id: str = EMB) -> Enroller:
     return Enroller(gallery, lambda image: [], SimpleNamespace(embedder_id=embedder_id, dim=DIM))
 
 
-def _pk(gallery, track_id: int) -> str:
+def _pk(gallery, track_id: int) -> int:
     with gallery.db.session() as s:
-        return str(s.scalar(select(Track.id).where(Track.track_id == track_id)))
+        return s.scalar(select(Track.id).where(Track.track_id == track_id))
 
 
-@pytest.mark.parametrize("how", ["id", "run:track", "both, repeated"])
+def _ref(gallery, track_id: int) -> str:
+    with gallery.db.session() as s:
+        return track_ref(s.scalar(select(Track.run_id).where(Track.track_id == track_id)), track_id)
+
+
+def _media(gallery, name: str) -> list[tuple[str, int | None]]:
+    with gallery.db.session() as s:
+        stmt = (
+            select(Media.kind, Media.track_pk).join(Identity).where(Identity.name == name).order_by(Media.id)
+        )
+        return [tuple(r) for r in s.execute(stmt)]
+
+
+@pytest.mark.parametrize("how", ["once", "twice, spaced"])
 def test_enroll_from_tracks(log, how):
-    with log.db.session() as s:
-        run = s.scalar(select(Track.run_id).where(Track.track_id == 5))
-    refs = {"id": [_pk(log, 5)], "run:track": [f"{run}:5"], "both, repeated": [_pk(log, 5), f"{run}:5"]}[how]
+    ref = _ref(log, 5)
+    refs = {"once": [ref], "twice, spaced": [ref, f" {ref} "]}[how]
     report = _enroller(log).enroll_tracks("cyd", refs)
     assert [o.status for o in report.outcomes] == ["enrolled"] and report.enrolled["cyd"]
-    assert report.outcomes[0].path == f"track {run}:5 (clip.mp4)"
+    assert report.outcomes[0].path == f"track {ref} (clip.mp4)"
+    assert _media(log, "cyd") == [("track", _pk(log, 5))]  # a stored fact, not read from the path
     found = rematch(log, EMB, THRESHOLD, identities=["cyd"], cause="from-track")
     assert [(h.track_id, h.identity, h.was) for h in found.matches] == [
         (5, "cyd", "unknown")
     ]  # the track itself
     again = _enroller(log).enroll_tracks("cyd", refs[:1], add=True)
     assert [o.status for o in again.outcomes] == ["duplicate"]
-    other = _enroller(log).enroll_tracks("dan", refs[:1])
+    other = _enroller(log).enroll_tracks("dan", refs[:1], force=True)  # matched to cyd now: forced
     assert [o.status for o in other.outcomes] == ["conflict"] and not log.has_identity("dan")
+    purge_older_than(log.db, 0, now=datetime(2100, 1, 1, tzinfo=timezone.utc))
+    assert _media(log, "cyd") == [("track", None)]  # the track purged: the media stays, its link goes
 
 
 @pytest.mark.parametrize(
     "refs,embedder,error,message",
     [
-        (["99999"], EMB, EnrollmentError, "track 99999: not in the match log"),
-        (["1", "99999"], EMB, EnrollmentError, "99999"),
-        (["424242:0"], EMB, EnrollmentError, "424242:0"),
-        (["seven"], EMB, EnrollmentError, "RUN:TRACK"),
+        (["5"], EMB, TrackRefError, "expected a track reference RUN:TRACK .* got a bare number"),
+        (["{t1}", "99999"], EMB, TrackRefError, "'99999'"),
+        (["424242:0"], EMB, EnrollmentError, "track 424242:0: expected a track of the match log"),
+        (["seven"], EMB, TrackRefError, "RUN:TRACK"),
+        (["1:2:3"], EMB, TrackRefError, "RUN:TRACK"),
         ([], EMB, EnrollmentError, "at least one"),
-        (["1"], "other-embedder", EnrollmentError, "never mix"),
-        (["1"], EMB, IdentityExistsError, "already exists"),
+        (["{t1}"], "other-embedder", EnrollmentError, "never mix"),
+        (["{t1}"], EMB, IdentityExistsError, "already exists"),
     ],
 )
 def test_enroll_from_tracks_refuses_writing_nothing(log, refs, embedder, error, message):
     name = "bob" if error is IdentityExistsError else "eve"
+    refs = [_ref(log, 1) if r == "{t1}" else r for r in refs]
     version, media = log.version(), sum(i.media for i in log.identities())
     with pytest.raises(error, match=message):
         _enroller(log, embedder).enroll_tracks(name, refs)
     assert (log.version(), sum(i.media for i in log.identities())) == (version, media)
     assert not log.has_identity("eve")
+
+
+@pytest.mark.parametrize(
+    "track,name,rematched,message",
+    [
+        (2, "eve", False, r"track \d+:2 is matched to 'bob' \(score 0\.\d\d, when logged\)"),
+        (6, "eve", True, r"track \d+:6 is matched to 'ann' \(score 0\.\d\d, retroactively\)"),
+        (
+            0,
+            "eve",
+            False,
+            r"track \d+:0 scores 0\.\d\d against 'ann' \(threshold 0\.50\)",
+        ),  # not rematched yet
+        (3, "bob", False, r"track \d+:3 scores -?0\.\d\d against 'bob', below the threshold 0\.50"),
+        (5, "ann", False, r"track \d+:5 scores -?0\.\d\d against 'ann', below the threshold 0\.50"),
+    ],
+)
+def test_enroll_from_a_doubtful_track_needs_force(log, track, name, rematched, message):
+    if rematched:
+        rematch(log, EMB, THRESHOLD)
+    add = log.has_identity(name)
+    version = log.version()
+    with pytest.raises(DoubtfulTrackError, match=message + r"; expected tracks of \w+: nothing enrolled"):
+        _enroller(log).enroll_tracks(name, [_ref(log, track)], add=add, threshold=THRESHOLD)
+    assert log.version() == version and log.has_identity(name) == add
+    report = _enroller(log).enroll_tracks(name, [_ref(log, track)], add=add, threshold=THRESHOLD, force=True)
+    assert [o.status for o in report.outcomes] == ["enrolled"]
+    assert ("track", _pk(log, track)) in _media(log, name)
+
+
+def test_enroll_from_tracks_of_the_person_goes_through(log):
+    refs = [_ref(log, t) for t in (0, 1)]  # ann's, unknown when logged: scored against ann now
+    report = _enroller(log).enroll_tracks("ann", refs, add=True, threshold=THRESHOLD)
+    assert report.count("enrolled") == 2
+    report = _enroller(log).enroll_tracks("cyd", [_ref(log, 5)], threshold=THRESHOLD)  # nobody's yet
+    assert report.count("enrolled") == 1
+
+
+def _decisions(gallery) -> tuple[list, list]:
+    tracks = find_tracks(gallery.db, Filters(page_size=1000)).rows
+    return tracks, find_matches(gallery.db, Filters(page_size=1000)).rows
+
+
+def test_undo_a_rematch_restores_the_decisions_exactly(log):
+    first = rematch(log, EMB, THRESHOLD, identities=["bob"])  # nothing to name: no pass
+    assert first.rematch_id is None
+    before, events = _decisions(log), _events(log)
+    report = rematch(log, EMB, THRESHOLD, identities=["ann"], cause="enroll")
+    assert _decisions(log) != before
+    done = undo_rematch(log, report.rematch_id)
+    assert (done.rematch_id, done.removed, done.identities, done.already) == (
+        report.rematch_id,
+        4,
+        ["ann"],
+        False,
+    )
+    assert _decisions(log) == before and _events(log) == events
+    row = find_rematches(log.db, Filters()).rows[0]
+    assert (row["id"], row["matches"], row["current"], row["undone_at"]) == (
+        report.rematch_id,
+        4,
+        0,
+        done.undone_at.isoformat(),
+    )
+    again = undo_rematch(log, report.rematch_id)  # undone before: nothing changes
+    assert (again.already, again.removed, again.undone_at) == (True, 0, done.undone_at)
+    assert len(rematch(log, EMB, THRESHOLD).matches) == 4  # a new pass names them again
+    with pytest.raises(QueryError, match="rematch 999: expected the id of a rematch"):
+        undo_rematch(log, 999)
+
+
+def test_undo_the_names_of_one_identity(log):
+    before = _decisions(log)
+    ann = rematch(log, EMB, THRESHOLD, identities=["ann"])
+    _enroller(log).enroll_tracks("cyd", [_ref(log, 5)])
+    cyd = rematch(log, EMB, THRESHOLD, identities=["cyd"])
+    assert [h.track_id for h in cyd.matches] == [5]
+    done = undo_identity(log, "ann")
+    assert [(d.rematch_id, d.removed, d.undone_at is not None) for d in done] == [(ann.rematch_id, 4, True)]
+    tracks = {r["track_id"]: r for r in find_tracks(log.db, Filters()).rows}
+    assert {t: tracks[t]["identity"] for t in (0, 1, 4, 5, 6)} == {
+        0: None,
+        1: None,
+        4: None,
+        5: "cyd",
+        6: "bob",
+    }
+    assert undo_identity(log, "ann") == []  # nothing left to undo
+    undo_rematch(log, cyd.rematch_id)
+    after = _decisions(log)
+    assert [(r["track_id"], r["decision"], r["identity"]) for r in after[0]] == [
+        (r["track_id"], r["decision"], r["identity"]) for r in before[0]
+    ]
+    with pytest.raises(IdentityNotFoundError, match="'zed'"):
+        undo_identity(log, "zed")
+
+
+def test_undo_by_identity_leaves_the_other_names_of_a_pass(log):
+    _enroller(log).enroll_tracks("cyd", [_ref(log, 5)])
+    both = rematch(log, EMB, THRESHOLD)  # one pass names ann's four tracks and cyd's one
+    assert sorted(h.identity for h in both.matches) == ["ann"] * 4 + ["cyd"]
+    (done,) = undo_identity(log, "ann")
+    assert (done.removed, done.undone_at) == (4, None)
+    (row,) = find_rematches(log.db, Filters()).rows
+    assert (row["current"], row["undone_at"]) == (1, None)
+    assert undo_rematch(log, both.rematch_id).removed == 1
+    assert _count(log, RetroMatch) == 0
 
 
 def test_http_api_marks_retroactive_matches(log):
