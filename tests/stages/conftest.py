@@ -12,7 +12,9 @@ from stages.embed import OnnxEmbedder
 from tests.conftest import ASSETS, require
 
 SCRFD = ASSETS / "models" / "scrfd_500m_bnkps.onnx"
+SCRFD_25G = ASSETS / "models" / "scrfd_2.5g_bnkps.onnx"  # outputs [N, C]: the insightface model zoo layout
 YUNET = ASSETS / "models" / "face_detection_yunet_2026may.onnx"
+YUNET_FIXED = ASSETS / "models" / "face_detection_yunet_2023mar.onnx"  # input fixed at 640x640
 MOBILEFACENET = ASSETS / "models" / "mobilefacenet_128d.onnx"
 GROUP = ASSETS / "images" / "groups" / "insightface_t1.jpg"
 GROUP_NAMES = ["Rachel", "Monica", "Ross", "Chandler", "Joey", "Phoebe"]  # left to right (groups.json)

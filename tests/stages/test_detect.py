@@ -5,27 +5,101 @@ import numpy as np
 import pytest
 
 from stages.config import DetectConfig
-from stages.detect import FaceDetector, letterbox, nms
+from stages.detect import CHECK_SCORE, FaceDetector, check_image, finds_the_face, letterbox, nms
 from stages.errors import ModelError
-from tests.conftest import require
-from tests.stages.conftest import SCRFD, YUNET
+from tests.conftest import ASSETS, require
+from tests.stages import scrfd_variants as variants
+from tests.stages.conftest import GROUP, SCRFD, SCRFD_25G, YUNET, YUNET_FIXED
+from tests.stages.reference import (
+    assert_same,
+    assert_same_faces,
+    clipped,
+    fitted,
+    insightface_scrfd,
+    iou,
+    opencv_yunet,
+)
+
+IMAGES = ASSETS / "images"
+PHOTOS = {
+    "insightface_t1": GROUP,
+    "facenet_multiface": IMAGES / "groups" / "facenet_pytorch_multiface.jpg",
+    "couple": IMAGES / "deepface" / "couple.jpg",
+    "selfie": IMAGES / "deepface" / "selfie-many-people.jpg",  # faces cut by the image's edge
+    "portrait": IMAGES / "friends_gallery" / "Rachel.png",
+}
+SHIPPED = {  # every detector file we ship or default to: backend, path
+    "scrfd_500m": ("scrfd", SCRFD),
+    "scrfd_2.5g": ("scrfd", SCRFD_25G),
+    "yunet_2023mar": ("yunet", YUNET_FIXED),
+    "yunet_2026may": ("yunet", YUNET),
+}
 
 
-def _left_to_right(d):
-    return d.xyxy[np.argsort(d.xyxy[:, 0])]
+def _detector(name: str, **kw) -> FaceDetector:
+    backend, path = SHIPPED[name]
+    return FaceDetector(
+        DetectConfig(backend=backend, model=str(require(path)), threads=1, tiling="off", **kw)
+    )
 
 
-def test_scrfd_matches_insightface_reference(scrfd, group_photo):
-    insightface = pytest.importorskip("insightface")
-    ref = insightface.model_zoo.get_model(str(SCRFD))
-    ref.prepare(ctx_id=-1, input_size=(640, 640), det_thresh=0.5)
-    boxes, kps = ref.detect(group_photo, input_size=(640, 640))
-    ours = scrfd.detect([group_photo])[0]
-    assert len(ours) == len(boxes) == 6
-    order_ref, order_ours = np.argsort(boxes[:, 0]), np.argsort(ours.xyxy[:, 0])
-    np.testing.assert_allclose(ours.xyxy[order_ours], boxes[order_ref, :4], atol=0.5)
-    np.testing.assert_allclose(ours.score[order_ours], boxes[order_ref, 4], atol=1e-4)
-    np.testing.assert_allclose(ours.landmarks[order_ours], kps[order_ref], atol=0.5)
+@pytest.mark.parametrize("photo", list(PHOTOS))
+@pytest.mark.parametrize("model", ["scrfd_500m", "scrfd_2.5g"])
+def test_scrfd_matches_insightface_on_real_photos(model, photo):
+    """Shrunk to fit the input (both letterbox it at scale 1, so both see the same pixels): the same faces, boxes
+    and landmarks within half a pixel, scores within 0.01. At full size we shrink with area interpolation where
+    insightface resizes bilinearly: the same faces all the same."""
+    detector = _detector(model, min_face_size=0)
+    ref = insightface_scrfd(SHIPPED[model][1])
+    full = cv2.imread(str(require(PHOTOS[photo])))
+    image = fitted(full)
+    assert_same(detector.detect([image])[0], *ref.detect(image, input_size=(640, 640)), image.shape)
+    boxes, _ = ref.detect(full, input_size=(640, 640))
+    ours = detector.detect([full])[0]
+    assert_same_faces(ours, clipped(boxes, full.shape), min_iou=0.85)
+    pairs = iou(clipped(boxes, full.shape), ours.xyxy).argmax(axis=1)
+    np.testing.assert_allclose(ours.score[pairs], boxes[:, 4], atol=0.05)
+
+
+@pytest.mark.parametrize("photo", list(PHOTOS))
+@pytest.mark.parametrize("model", ["yunet_2023mar", "yunet_2026may"])
+def test_yunet_matches_opencv_and_finds_insightfaces_faces(model, photo):
+    """Letterboxed into 640x640 against OpenCV's YuNet run at the photo's own size: the same faces, boxes and
+    landmarks within a pixel, scores within 0.01; and the faces insightface's SCRFD-500M finds."""
+    detector = _detector(model, min_face_size=0)
+    image = fitted(cv2.imread(str(require(PHOTOS[photo]))))
+    ours = detector.detect([image])[0]
+    assert_same(ours, *opencv_yunet(require(SHIPPED[model][1]), image), image.shape, atol=1.0)
+    boxes, _ = insightface_scrfd(require(SCRFD)).detect(image, input_size=(640, 640))
+    assert_same_faces(ours, clipped(boxes, image.shape), min_iou=0.6)
+
+
+@pytest.mark.parametrize("model", list(SHIPPED))
+def test_every_shipped_detector_sees_the_self_check_photo(model):
+    image = check_image()
+    assert image.shape == (160, 160, 3) and image.dtype == np.uint8
+    detector = _detector(model)
+    found = detector._impl([image], threshold=CHECK_SCORE, min_size=0.0)[0]
+    assert finds_the_face(found, image.shape)
+    assert not finds_the_face(found, (40, 40, 3))  # its box holds the photo's centre, not any point
+
+
+@pytest.mark.parametrize("model", list(SHIPPED))
+def test_a_detector_that_does_not_see_refuses_to_run(tmp_path, model):
+    """The model's scores multiplied by 0 (SCRFD: its score outputs; YuNet: its class outputs)."""
+    backend, path = SHIPPED[model]
+    blind = variants.scaled_scores(require(path), tmp_path / f"blind-{model}.onnx", 0.0)
+    with pytest.raises(ModelError) as err:
+        FaceDetector(DetectConfig(backend=backend, model=str(blind), threads=1))
+    message = str(err.value)
+    assert "\n" not in message and str(blind) in message and "does not see" in message, message
+
+
+def test_the_self_check_does_not_depend_on_the_configured_filters(group_photo):
+    """A threshold and a minimum face size that leave nothing: the detector is built, and finds nothing."""
+    detector = _detector("scrfd_500m", score_threshold=0.99, min_face_size=500)
+    assert len(detector.detect([group_photo])[0]) == 0
+    assert len(_detector("scrfd_500m").detect([group_photo])[0]) == 6
 
 
 def test_batch_equals_single_and_sizes_mix(scrfd, group_photo):
