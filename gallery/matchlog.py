@@ -26,6 +26,7 @@ import numpy as np
 from sqlalchemy import delete, insert, select, update
 
 from gallery.config import GalleryConfig
+from gallery.content import find_source, new_source_name
 from gallery.db import Database
 from gallery.errors import MatchLogError
 from gallery.models import (
@@ -155,7 +156,10 @@ class MatchLogWriter:
     """Writes one run of one source. Use as a context manager or call :meth:`close`.
 
     ``source``: a unique name (file path or camera name) registered on first use, with ``kind`` ``"file"`` or
-    ``"camera"`` and an optional ``uri``; ``config_hash``: identifies the pipeline configuration of the run;
+    ``"camera"`` and an optional ``uri`` (a file's: the run's ``path``); ``content_key``: a file's
+    :func:`gallery.content.content_key`, by which its source is found first (the same content under another path
+    is the same source, whose name stays the first path it was logged under); ``config_hash``: identifies the
+    pipeline configuration of the run;
     ``thumbnails``: where best crops go; None means the default store beside a SQLite database
     (``<db name>_thumbnails``; a server database has none unless given); ``keep_thumbnails=False``: none.
     ``continue_run``: the id of a run of this source with the same ``config_hash``, ``running`` or
@@ -173,6 +177,7 @@ class MatchLogWriter:
         config_hash: str,
         kind: str = "file",
         uri: str | None = None,
+        content_key: str | None = None,
         thumbnails: ThumbnailStore | None = None,
         keep_thumbnails: bool = True,
         batch_size: int = 32,
@@ -209,19 +214,23 @@ class MatchLogWriter:
 
         def register() -> tuple[int, int]:  # the source row may be created by another command at once
             with db.session() as session:
-                src = session.scalar(select(Source).where(Source.name == source))
+                src = find_source(session, source, content_key, uri)
                 if continue_run is not None:
                     run_id = self._take_over(session, src, continue_run, config_hash, owner)
                     return src.id, run_id
                 if src is None:
-                    src = Source(name=source, kind=kind, uri=uri)
+                    name = new_source_name(session, source, content_key)
+                    src = Source(name=name, kind=kind, uri=uri, content_key=content_key)
                     session.add(src)
                     session.flush()
+                elif content_key is not None and src.content_key is None:  # logged before content keys
+                    src.content_key = content_key
                 run = Run(
                     source_id=src.id,
                     config_hash=config_hash,
                     status="running",
                     resumed_from=resumed_from,
+                    path=uri if kind == "file" else None,
                     **owner,
                     **facts,
                 )

@@ -1,28 +1,43 @@
-"""Runs whose process is gone, and where a re-run of an interrupted file starts.
+"""Runs whose process is gone, where a re-run of an interrupted file starts, and one processing per file.
 
 :func:`mark_interrupted_runs` marks ``interrupted`` the ``running`` runs whose writer's process is gone (every
 command that opens the gallery to write calls it); :func:`resume_point` says where a re-run of an interrupted file
 starts and which of its tracks are already logged.
+
+A file is processed once: its source is found by content (:mod:`gallery.content`); :func:`newest_run` says whether
+it is done (its newest run ``finished``) or being processed (``running``), and :func:`replace_runs`, once a run of
+it finished, drops what every other run of it logged (tracks, events, retroactive matches, thumbnails) and marks
+those runs ``replaced``: a file source keeps the tracks of one processing, its newest finished one and the
+interrupted runs that one continues.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
 
+from gallery.content import find_source
 from gallery.db import Database
 from gallery.errors import MatchLogError
 from gallery.matchlog import HEARTBEAT_S
-from gallery.models import Run, Source, Track, owner_gone, utcnow
+from gallery.models import MatchEvent, RetroMatch, Run, Track, from_blob, owner_gone, utcnow
 from gallery.thumbnails import ThumbnailStore
+from gallery.track_index import TrackIndexes
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["STALE_HEARTBEATS", "ResumePoint", "mark_interrupted_runs", "resume_point"]
+__all__ = ["REPLACED", "STALE_HEARTBEATS", "LoggedRun", "LoggedTrack", "ResumePoint", "logged_tracks"]
+__all__ += ["mark_interrupted_runs", "newest_run", "replace_runs", "resume_point"]
+
+REPLACED = (
+    "replaced"  # the status of a file's run whose tracks a later finished run of the same file replaced
+)
 
 STALE_HEARTBEATS = 10  # a run on another host is interrupted after this many heartbeats without one
 
@@ -69,23 +84,192 @@ class ResumePoint:
     logged: tuple[tuple[float, float], ...]
 
 
-def resume_point(db: Database, source: str, uri: str | None, config_hash: str) -> ResumePoint | None:
-    """The resume point of ``source`` when its newest run with ``config_hash`` (same ``uri``) is
-    ``interrupted``, else None."""
+def _chain(runs: Mapping[int, Run], last: Run) -> list[int]:
+    """``last`` and the runs it continues (``resumed_from``), newest first."""
+    chain, run = [], last
+    while run is not None and run.id not in chain:
+        chain.append(run.id)
+        run = runs.get(run.resumed_from) if run.resumed_from is not None else None
+    return chain
+
+
+def _runs_of(session: Session, source_id: int) -> dict[int, Run]:
+    """The runs of a source that hold its tracks (every one but the replaced)."""
+    live = select(Run).where(Run.source_id == source_id, Run.status != REPLACED)
+    return {r.id: r for r in session.scalars(live)}
+
+
+def _newest(runs: Mapping[int, Run]) -> Run | None:
+    return max(runs.values(), key=lambda r: (r.started_at, r.id), default=None)
+
+
+def resume_point(
+    db: Database, source: str, uri: str | None, config_hash: str, content_key: str | None = None
+) -> ResumePoint | None:
+    """The resume point of ``source`` when its newest run with ``config_hash`` is ``interrupted``, else None.
+
+    The source is found by ``content_key`` first (the same content under any path or name resumes), else by name
+    (then, for a source known by name only, the same ``uri``)."""
     with db.session() as session:
-        src = session.scalar(select(Source).where(Source.name == source))
-        if src is None or src.uri != uri:
+        src = find_source(session, source, content_key, uri)
+        if src is None or (src.content_key is None and src.uri != uri):
             return None
-        same = select(Run).where(Run.source_id == src.id, Run.config_hash == config_hash)
-        runs = {r.id: r for r in session.scalars(same)}
-        last = max(runs.values(), key=lambda r: (r.started_at, r.id), default=None)
+        runs = {i: r for i, r in _runs_of(session, src.id).items() if r.config_hash == config_hash}
+        last = _newest(runs)
         if last is None or last.status != "interrupted":
             return None
-        chain, run = [], last
-        while run is not None and run.id not in chain:  # the runs this one continues
-            chain.append(run.id)
-            run = runs.get(run.resumed_from) if run.resumed_from is not None else None
+        chain = _chain(runs, last)
         start = last.resume_at if last.resume_at is not None else (last.last_timestamp or 0.0)
         logged = select(Track.start_time, Track.end_time).where(Track.run_id.in_(chain))
         spans = session.execute(logged.where(Track.end_time >= start - 1e-3)).all()
     return ResumePoint(last.id, max(0.0, start), last.last_timestamp, tuple((a, b) for a, b in spans))
+
+
+@dataclass(frozen=True)
+class LoggedRun:
+    """The newest run of a source (replaced runs aside): ``source`` (its name, the first path it was logged
+    under), ``run_id``, ``status``, ``path`` it read, when it started and finished, ``chain`` (this run and the
+    interrupted runs it continues, newest first), how many ``tracks`` they logged, and its owner (``host``,
+    ``pid``)."""
+
+    source_id: int
+    source: str
+    run_id: int
+    status: str
+    path: str | None
+    started_at: datetime
+    finished_at: datetime | None
+    chain: tuple[int, ...]
+    tracks: int
+    host: str | None
+    pid: int | None
+
+
+def newest_run(db: Database, name: str, uri: str | None, content_key: str | None) -> LoggedRun | None:
+    """The newest run of the source of a file (found as :func:`gallery.content.find_source` finds it), whatever
+    its configuration; None when the file was never logged."""
+    with db.session() as session:
+        src = find_source(session, name, content_key, uri)
+        runs = {} if src is None else _runs_of(session, src.id)
+        last = _newest(runs)
+        if last is None:
+            return None
+        chain = tuple(_chain(runs, last))
+        count = select(func.count()).select_from(Track).where(Track.run_id.in_(chain))
+        return LoggedRun(
+            src.id,
+            src.name,
+            last.id,
+            last.status,
+            last.path,
+            last.started_at,
+            last.finished_at,
+            chain,
+            session.scalar(count) or 0,
+            last.owner_host,
+            last.owner_pid,
+        )
+
+
+@dataclass(frozen=True)
+class LoggedTrack:
+    """One logged track with its logged decision, as the process command shows it: ``run_id``/``track_id`` (its
+    reference), stream times, counts, the template ``[D]`` float32, ``candidates`` (dicts with ``identity_id``,
+    ``name``, ``score``, best first), ``decision``, ``threshold`` and the sighting times (None: unknown)."""
+
+    run_id: int
+    track_id: int
+    start_time: float
+    end_time: float
+    frames: int
+    crops_embedded: int
+    template: object
+    candidates: list
+    decision: str
+    threshold: float
+    seen_start: datetime | None
+    seen_end: datetime | None
+
+
+def logged_tracks(db: Database, run_ids: tuple[int, ...] | list[int]) -> list[LoggedTrack]:
+    """The tracks of runs ``run_ids`` with their logged decisions, by start time."""
+    stmt = (
+        select(Track, MatchEvent)
+        .join(MatchEvent, MatchEvent.track_pk == Track.id)
+        .where(Track.run_id.in_(list(run_ids)))
+        .order_by(Track.start_time, Track.run_id, Track.track_id)
+    )
+    with db.session() as session:
+        return [
+            LoggedTrack(
+                t.run_id,
+                t.track_id,
+                t.start_time,
+                t.end_time,
+                t.frames,
+                t.crops_embedded,
+                from_blob(t.template, t.dim),
+                list(e.candidates or []),
+                e.decision,
+                e.threshold,
+                t.seen_start,
+                t.seen_end,
+            )
+            for t, e in session.execute(stmt).all()
+        ]
+
+
+def replace_runs(
+    db: Database,
+    run_id: int,
+    thumbnails: ThumbnailStore | None = None,
+    track_index: TrackIndexes | None = None,
+) -> list[int]:
+    """Once run ``run_id`` of a file finished, every other run of its source that it does not continue and that
+    is not ``running`` is marked ``replaced`` and loses its tracks (with their match events and retroactive
+    matches), in one transaction; then their thumbnails are deleted from ``thumbnails`` and the tracks leave
+    ``track_index``. Returns the replaced run ids (none: nothing to replace; calling it again is a no-op)."""
+    with db.session() as session:
+        run = session.get(Run, run_id)
+        if run is None or run.status != "finished":
+            raise MatchLogError(
+                f"run {run_id}: expected a finished run to replace the others of its source, got "
+                f"{'no run' if run is None else run.status}"
+            )
+        source_id = run.source_id
+        runs = _runs_of(session, source_id)
+        kept = set(_chain(runs, run))
+        old = [i for i, r in runs.items() if i not in kept and r.status != "running"]
+        if not old:
+            return []
+        tracks = session.execute(select(Track.id, Track.thumbnail).where(Track.run_id.in_(old))).all()
+        pks = select(Track.id).where(Track.run_id.in_(old))
+        session.execute(delete(RetroMatch).where(RetroMatch.track_pk.in_(pks)))
+        session.execute(delete(MatchEvent).where(MatchEvent.track_pk.in_(pks)))
+        session.execute(delete(Track).where(Track.run_id.in_(old)))
+        marked = update(Run).where(Run.id.in_(old), Run.status != "running")
+        session.execute(marked.values(status=REPLACED, updated_at=utcnow()))
+    if thumbnails is not None:
+        _drop_thumbnails(thumbnails, [t for _, t in tracks if t], [(source_id, i) for i in old])
+    if track_index is not None and tracks:
+        track_index.note_removed([pk for pk, _ in tracks])
+    logger.info(
+        "match log: run %d replaced runs %s of its source (%d tracks deleted)",
+        run_id,
+        ", ".join(map(str, sorted(old))),
+        len(tracks),
+    )
+    return sorted(old)
+
+
+def _drop_thumbnails(store: ThumbnailStore, paths: list[str], runs: list[tuple[int, int]]) -> None:
+    """Delete the thumbnails at ``paths``, then the folders of ``runs`` (source id, run id) and what is left in
+    them (a killed run's unreferenced crops)."""
+    for rel in paths:
+        store.delete(rel)
+    for source_id, run_id in runs:
+        folder = store.resolve(f"source{source_id}/run{run_id}")
+        for path in sorted(folder.iterdir()) if folder.is_dir() else ():
+            path.unlink(missing_ok=True)
+        if folder.is_dir():
+            folder.rmdir()

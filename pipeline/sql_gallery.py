@@ -58,6 +58,7 @@ class LoggedSource:
     uri: str | None = None
     recorded_at: datetime | None = None
     time_origin: str = "unknown"
+    content_key: str | None = None  # a file's gallery.content.content_key: its source is known by content
 
     def __post_init__(self) -> None:
         if self.uri is not None:
@@ -94,6 +95,7 @@ class MatchLogSink:
                     source=s.name,
                     kind=s.kind,
                     uri=s.uri,
+                    content_key=s.content_key,
                     config_hash=cfg_hash,
                     batch_size=batch_size,
                     thumbnails=thumbnails,
