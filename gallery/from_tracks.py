@@ -7,7 +7,7 @@ when
 
 - its current decision (the newest retroactive match, else the logged one; :mod:`gallery.decisions`) is a match
   to another identity;
-- the gallery as it is now names another identity at or above the operating threshold;
+- the gallery as it is now names another identity (its best candidate, at or above the operating threshold);
 - NAME already has a template of the embedder and the track scores below the threshold against it.
 
 :func:`track_doubts` lists them, one line each; :meth:`gallery.enroll.Enroller.enroll_tracks` refuses with
@@ -99,7 +99,7 @@ def track_doubts(
         if now is None:  # purged meanwhile: the enrollment refuses it
             continue
         ref = track_ref(now.run_id, now.track_id)
-        other = next(((n, s) for _, n, s in cands if n != name), None)
+        other = (cands[0][1], cands[0][2]) if cands and cands[0][1] != name else None  # whom it names now
         if now.decision == "match" and now.identity not in (None, name):
             how = "retroactively" if now.retroactive else "when logged"
             doubts.append(f"track {ref} is matched to {now.identity!r} (score {now.score:.2f}, {how})")

@@ -172,6 +172,18 @@ class FaceRecognition:
         """Enroll ``name`` from image files (content-hash idempotent; ``add`` to extend an existing identity)."""
         return self.system.enroller().enroll_images(name, [Path(p) for p in images], add=add)
 
+    def enroll_tracks(
+        self, name: str, refs: Sequence[str], add: bool = False, force: bool = False
+    ) -> EnrollReport:
+        """Enroll ``name`` from logged tracks, each named ``"RUN:TRACK"`` (the ``ref`` of ``query tracks``; a bare
+        number raises :class:`gallery.refs.TrackRefError`). A track matched to someone else, or scoring below the
+        operating threshold against ``name``'s templates, raises :class:`gallery.from_tracks.DoubtfulTrackError`
+        and enrolls nothing, unless ``force``."""
+        threshold = self.system.index().threshold
+        return self.system.enroller().enroll_tracks(
+            name, list(refs), add=add, threshold=threshold, force=force
+        )
+
 
 def _read(image: np.ndarray | str | Path) -> np.ndarray:
     if isinstance(image, np.ndarray):

@@ -6,12 +6,15 @@ and store them through :class:`gallery.enroll.Enroller`.
     run_pipeline.py enroll --db URL --name NAME IMAGE... [--add] [--external-id ID] [--watchlist] [--notes
     TEXT]
     run_pipeline.py enroll --db URL --name NAME --template FILE.npz
-    run_pipeline.py enroll --db URL --name NAME --from-track ID... (a track's id, or RUN:TRACK)
+    run_pipeline.py enroll --db URL --name NAME --from-track RUN:TRACK... [--yes]
     ... --rematch [--since T] [--source S]
 
-``--from-track`` enrolls NAME from logged tracks: their fused templates are its media (nothing is detected). An
-unknown track id is one line and exit code 2, nothing written. ``--rematch`` then scores past tracks against the
-people just enrolled and writes the new retroactive matches (``pipeline.commands.rematch``); ``--since`` and
+``--from-track`` enrolls NAME from logged tracks, each named by its reference ``RUN:TRACK`` (the ``ref`` column of
+``query tracks``; a bare number is refused): their fused templates are its media (nothing is detected). An unknown
+track is one line and exit code 2, nothing written; so is a track matched to someone else, or one that scores below
+the operating threshold against NAME's templates (:mod:`gallery.from_tracks`), unless ``--yes``.
+``--rematch`` then scores past tracks against the people just enrolled and writes the new retroactive matches
+(``pipeline.commands.rematch``; its id is printed, ``rematch --undo ID`` takes it back); ``--since`` and
 ``--source`` narrow the tracks it looks at.
 """
 
@@ -50,8 +53,13 @@ def register(subparsers) -> None:
     p.add_argument(
         "--from-track",
         nargs="+",
-        metavar="ID",
-        help="with --name: logged tracks instead of images (the id column of 'query tracks', or RUN:TRACK)",
+        metavar="RUN:TRACK",
+        help="with --name: logged tracks instead of images (the ref column of 'query tracks')",
+    )
+    p.add_argument(
+        "--yes",
+        action="store_true",
+        help="with --from-track: enroll tracks matched to someone else or unlike NAME anyway",
     )
     p.add_argument("--add", action="store_true", help="with --name: add to an existing identity")
     p.add_argument("--external-id", help="with --name: an id from another system")
@@ -88,9 +96,11 @@ def _check_usage(args: argparse.Namespace) -> None:
         )
     if not args.rematch and (args.since or args.source):
         raise EnrollmentError("--since and --source need --rematch")
+    if args.yes and not _tracks(args):
+        raise EnrollmentError("--yes: expected it with --from-track, got it without")
 
 
-def _enroll(enroller: Enroller, args: argparse.Namespace) -> EnrollReport:
+def _enroll(enroller: Enroller, args: argparse.Namespace, threshold: float) -> EnrollReport:
     if args.dir is not None:
         return enroller.enroll_folder(args.dir)
     if args.labels is not None:
@@ -105,6 +115,8 @@ def _enroll(enroller: Enroller, args: argparse.Namespace) -> EnrollReport:
             external_id=args.external_id,
             watchlist=args.watchlist,
             notes=args.notes,
+            threshold=threshold,
+            force=args.yes,
         )
     return enroller.enroll_images(
         args.name,
@@ -123,7 +135,7 @@ def run_enroll(args: argparse.Namespace) -> int:
     with build(cfg, db_url=db_of(args, cfg), detector=not _tracks(args)) as system:
         if args.rematch:
             check_scope(system.gallery, args.source, since)  # refused before anything is written
-        report = _enroll(system.enroller(args.min_quality), args)
+        report = _enroll(system.enroller(args.min_quality), args, system.index().threshold)
         cause = "from-track" if _tracks(args) else "enroll"
         rematched = None
         if args.rematch and (report.count("enrolled") or report.count("duplicate")):

@@ -2,14 +2,18 @@
 
 run_pipeline.py query {matches,tracks,identities} [--db URL] [--config FILE] [filters] [--format table|json|csv]
 run_pipeline.py query timeline NAME [--db URL] [--config FILE] [--source S] [--since T] [--until T] [--min-score X]
+run_pipeline.py query {media,rematches} [--identity NAME] [--since T] [--until T] [--format table|json|csv]
 run_pipeline.py serve [--db URL] [--config FILE] [--host 127.0.0.1] [--port 8000] [--allow-host NAME ...]
-run_pipeline.py remove NAME [--db URL] [--config FILE]
+run_pipeline.py remove NAME [--media ID ...] [--track RUN:TRACK ...] [--db URL] [--config FILE]
 run_pipeline.py merge SOURCE INTO [--db URL] [--config FILE]
 run_pipeline.py purge --older-than DAYS [--db URL] [--config FILE]
 
 ``query matches`` lists retroactive matches too (``retroactive``: named later by a rematch), ``query tracks`` each
 track's current decision (a retroactive match when there is one; ``logged_decision``: what was decided then),
-``query timeline NAME`` every live and retroactive match of one identity, oldest first (:mod:`gallery.timeline`).
+``query timeline NAME`` every live and retroactive match of one identity, oldest first (:mod:`gallery.timeline`),
+``query media`` the enrolled media with their ids and kinds (``image``, ``template``, ``track`` with its reference),
+``query rematches`` the rematch passes with their ids (``rematch --undo ID``). ``remove NAME`` removes an identity;
+with ``--media``/``--track`` only those media of it, its templates re-fused from the rest.
 CSV cells that a spreadsheet would run as a formula are neutralised (:func:`gallery.queries.csv_cell`). ``serve``
 answers only requests whose ``Host`` names the listen address (with the loopback names on loopback), an
 ``--allow-host`` name or one of ``gallery.serve.allowed_hosts``.
@@ -31,7 +35,10 @@ import sys
 from gallery.config import GalleryConfig
 from gallery.errors import AuthError, QueryError
 from gallery.matchlog import DECISIONS, purge_older_than
+from gallery.media import find_media
 from gallery.queries import KINDS, Filters, Page, csv_cell
+from gallery.refs import parse_track_ref
+from gallery.rematch import find_rematches
 from gallery.thumbnails import ThumbnailStore
 from gallery.timeline import find_timeline
 
@@ -122,7 +129,23 @@ COLUMNS = {
 }
 # every kind of ``query``: a function of the database and the filters returning a page (another kind is one entry
 # here and one in COLUMNS)
-QUERIES = {**KINDS, "timeline": find_timeline}
+QUERIES = {**KINDS, "timeline": find_timeline, "media": find_media, "rematches": find_rematches}
+COLUMNS |= {  # the gallery's own rows: enrolled media (their ids: remove --media), rematch passes (rematch --undo)
+    "media": ["id", "identity", "kind", "track", "path", "embedder_id", "quality", "created_at"],
+    "rematches": [
+        "id",
+        "cause",
+        "identities",
+        "embedder_id",
+        "threshold",
+        "tracks_scored",
+        "matches",
+        "current",
+        "started_at",
+        "undone_at",
+    ],
+    "undo": ["rematch_id", "cause", "identities", "removed", "undone_at", "already"],
+}
 
 
 def _cell(value) -> str:
@@ -250,12 +273,26 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_remove(args: argparse.Namespace) -> int:
+    """``remove NAME``: the identity; with ``--media``/``--track``: only those of its media (see
+    :meth:`gallery.media.MediaStore.remove_media`). The thresholds are recalibrated after either."""
+    tracks = [parse_track_ref(ref) for ref in args.track]  # every reference checked before anything is opened
     with _open(args) as system:
         gallery = system.gallery
-        gallery.remove_identity(args.name)
+        if args.media or tracks:
+            removed = gallery.media_store.remove_media(args.name, args.media, tracks)
+        else:
+            gallery.remove_identity(args.name)
         for embedder_id in gallery.embedders():
             gallery.calibrate(embedder_id)
-    print(f"removed {args.name}", file=sys.stderr)
+    if not (args.media or tracks):
+        print(f"removed {args.name}", file=sys.stderr)
+        return 0
+    for row in removed:
+        what = f"track {row['track']}" if row["track"] else row["kind"]
+        print(f"removed media {row['id']} ({what}: {row['path']}) from {args.name}", file=sys.stderr)
+    print(
+        f"{args.name}: template re-fused from the media left (query media --identity NAME)", file=sys.stderr
+    )
     return 0
 
 
@@ -322,8 +359,25 @@ def register(subparsers) -> None:
     )
     s.set_defaults(func=run_serve)
 
-    r = subparsers.add_parser("remove", help="remove an identity from the gallery")
+    r = subparsers.add_parser(
+        "remove", help="remove an identity, or some of its enrolled media, from the gallery"
+    )
     r.add_argument("name")
+    r.add_argument(
+        "--media",
+        action="append",
+        type=int,
+        default=[],
+        metavar="ID",
+        help="remove only this enrolled media of NAME (the id column of 'query media'; repeatable)",
+    )
+    r.add_argument(
+        "--track",
+        action="append",
+        default=[],
+        metavar="RUN:TRACK",
+        help="remove only the media NAME was enrolled from this track (repeatable)",
+    )
     _common(r)
     r.set_defaults(func=run_remove)
 

@@ -2,6 +2,7 @@
 
     run_pipeline.py rematch [--db URL] [--config FILE] [--identity NAME ...] [--source S] [--since T]
                             [--format table|json|csv]
+    run_pipeline.py rematch --undo ID | --undo --identity NAME ... [--db URL] [--config FILE] [--format ...]
 
 Every logged track of each embedder that has templates is scored against the gallery
 (:func:`gallery.rematch.rematch`) at the operating threshold of a live decision (``match.threshold`` when set,
@@ -10,7 +11,12 @@ named so by an earlier rematch, gets a retroactive match; the match events stay 
 limits the names it may give. The new retroactive matches are listed (source, track, start and end, who, score,
 what was decided then); with ``live.alerts.retroactive`` on, those of watchlisted identities raise alerts marked
 ``retroactive``. ``enroll ... --rematch`` runs the same pass for the people it just enrolled
-(:func:`rematch_enrolled`).
+(:func:`rematch_enrolled`). Each pass prints its id (``query rematches`` lists them all).
+
+``--undo ID`` takes a pass back: exactly the retroactive matches it wrote are deleted and it is marked undone, so
+every track's current decision is again what it was before (:func:`gallery.rematch.undo_rematch`); a pass undone
+before is a no-op, said so on stderr. ``--undo --identity NAME`` deletes every retroactive match naming NAME,
+whichever pass wrote it (:func:`gallery.rematch.undo_identity`); the passes' other names stay.
 """
 
 from __future__ import annotations
@@ -25,9 +31,10 @@ import numpy as np
 
 from core.types import Candidate, MatchResult, TrackTemplate
 from gallery.enroll import EnrollReport
+from gallery.errors import QueryError
 from gallery.queries import Page
 from gallery.refs import track_ref
-from gallery.rematch import RematchReport, RetroHit, media_ids, rematch
+from gallery.rematch import RematchReport, RetroHit, Undone, media_ids, rematch, undo_identity, undo_rematch
 
 from ..alerts import alert_record, watchlist_alerts
 from ..build import System, build
@@ -58,8 +65,26 @@ def register(subparsers) -> None:
         "--identity", action="append", metavar="NAME", help="only give this name (repeatable; default: any)"
     )
     add_scope_options(p)
+    p.add_argument(
+        "--undo",
+        nargs="?",
+        const=0,
+        type=_rematch_id,
+        metavar="ID",
+        help="undo the rematch ID (its retroactive matches deleted), or with --identity every retroactive match "
+        "naming those people",
+    )
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
     p.set_defaults(func=run_rematch)
+
+
+def _rematch_id(text: str) -> int:
+    """``--undo ID``: a rematch id (``query rematches``), 1 or more."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a rematch id (1 or more, see 'query rematches'), got {text!r}"
+        )
+    return int(text)
 
 
 def add_scope_options(p: argparse.ArgumentParser) -> None:
@@ -159,10 +184,18 @@ def rematch_enrolled(
 
 def print_reports(reports: Sequence[RematchReport], fmt: str = "table") -> None:
     """The new retroactive matches on stdout (table, JSON or CSV), a summary line per pass on stderr."""
-    rows = [h.as_row() | {"embedder_id": r.embedder_id} for r in reports for h in r.matches]
+    rows = [
+        h.as_row() | {"embedder_id": r.embedder_id, "rematch_id": r.rematch_id}
+        for r in reports
+        for h in r.matches
+    ]
     print(render("rematch", Page(rows, 1, max(len(rows), 1), False), fmt))
     for r in reports:
-        wrote = f" (rematch {r.rematch_id})" if r.rematch_id is not None else ""
+        wrote = (
+            f" (rematch {r.rematch_id}: rematch --undo {r.rematch_id} takes them back)"
+            if r.rematch_id
+            else ""
+        )
         print(
             f"rematch of {r.embedder_id}: {r.tracks_scored} tracks scored at threshold {r.threshold:.4f}, "
             f"{len(r.matches)} new retroactive matches{wrote}",
@@ -170,7 +203,44 @@ def print_reports(reports: Sequence[RematchReport], fmt: str = "table") -> None:
         )
 
 
+def run_undo(args: argparse.Namespace) -> int:
+    """``rematch --undo ID`` or ``rematch --undo --identity NAME...``: the passes touched on stdout, a line each
+    on stderr."""
+    if args.since or args.source:
+        raise QueryError(
+            "rematch --undo: expected no --since or --source (it undoes what a pass wrote), got them"
+        )
+    if bool(args.undo) == bool(args.identity):
+        raise QueryError(
+            "rematch --undo: expected a rematch id (--undo ID) or --identity NAME, got "
+            f"{'both' if args.undo else 'neither'}"
+        )
+    cfg = config_of(args)
+    with build(cfg, db_url=db_of(args, cfg), detector=False, embedder=False, create=False) as system:
+        if args.undo:
+            done = [undo_rematch(system.gallery, args.undo)]
+        else:
+            done = [d for name in args.identity for d in undo_identity(system.gallery, name)]
+    print(render("undo", Page([d.as_row() for d in done], 1, max(len(done), 1), False), args.format))
+    for d in done:
+        print(_undone_line(d), file=sys.stderr)
+    if not done:
+        print(f"nothing to undo: no retroactive match names {', '.join(args.identity)}", file=sys.stderr)
+    return 0
+
+
+def _undone_line(d: Undone) -> str:
+    if d.already:
+        return f"rematch {d.rematch_id}: already undone at {d.undone_at.isoformat()}; nothing changed"
+    whole = "undone" if d.undone_at is not None else "partly undone (its other names stay)"
+    return (
+        f"rematch {d.rematch_id} {whole}: {d.removed} retroactive matches deleted ({', '.join(d.identities)})"
+    )
+
+
 def run_rematch(args: argparse.Namespace) -> int:
+    if args.undo is not None:
+        return run_undo(args)
     since = parse_time(args.since) if args.since else None
     cfg = config_of(args)
     with build(cfg, db_url=db_of(args, cfg), detector=False, embedder=False, create=False) as system:

@@ -9,10 +9,14 @@ from sqlalchemy import select
 
 import run_pipeline
 from core.errors import InputError
-from gallery.models import Template, Track
+from gallery.from_tracks import DoubtfulTrackError
+from gallery.models import Media, Template, Track
+from gallery.queries import Filters, find_tracks
+from gallery.refs import TrackRefError, parse_track_ref, track_ref
 from gallery.store import Gallery
 from pipeline.api import FaceRecognition
 from tests.conftest import ASSETS, ROOT, require
+from tests.gallery.helpers import copy_sqlite
 
 TEST_CONFIG = ROOT / "configs" / "test.yaml"
 GALLERY = ASSETS / "images" / "friends_gallery"
@@ -115,3 +119,28 @@ def test_readme_example_runs(tmp_path, monkeypatch, capsys):
     exec(compile(code, "README.md", "exec"), {})
     out = capsys.readouterr().out.splitlines()
     assert any("Rachel" in line for line in out)  # recognized, and her tracks in the clip
+
+
+@pytest.mark.slow
+def test_enroll_tracks_by_reference(api_db, tmp_path):
+    """The clip's first shot logged against the six friends; its Joey track enrolled by its reference: for Joey
+    it goes through (a media of kind track that knows its track), for Rachel it is refused unless forced, and a
+    bare number names no track."""
+    url = copy_sqlite(api_db, tmp_path, "tracks")
+    with FaceRecognition(TEST_CONFIG, SHORT, db=url) as fr:
+        assert list(fr.process(require(FRIENDS)))
+        rows = find_tracks(fr.system.gallery.db, Filters(identity="Joey")).rows
+        ref = rows[0].get("ref") or track_ref(rows[0]["run_id"], rows[0]["track_id"])
+        with pytest.raises(TrackRefError, match="got a bare number"):
+            fr.enroll_tracks("Joey", [str(rows[0]["track_id"])], add=True)
+        with pytest.raises(DoubtfulTrackError, match=f"track {ref} is matched to 'Joey'"):
+            fr.enroll_tracks("Rachel", [ref], add=True)
+        assert fr.enroll_tracks("Joey", [ref], add=True).count("enrolled") == 1
+        with fr.system.gallery.db.session() as s:
+            run, track = parse_track_ref(ref)
+            pk = s.scalar(select(Track.id).where(Track.run_id == run, Track.track_id == track))
+            kinds = [(m.kind, m.track_pk) for m in s.scalars(select(Media).where(Media.kind == "track"))]
+        assert kinds == [("track", pk)]
+        assert (
+            fr.enroll_tracks("Rachel", [ref], add=True, force=True).count("conflict") == 1
+        )  # Joey's already

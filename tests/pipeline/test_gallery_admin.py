@@ -13,12 +13,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from gallery.config import GalleryConfig, ServeConfig
 from gallery.db import Database
+from gallery.enroll import Enroller
 from gallery.errors import AuthError, QueryError
 from gallery.queries import Filters, find_tracks
 from gallery.store import Gallery
@@ -116,6 +118,40 @@ def test_remove_merge_purge(db_url, tmp_path, capsys):
     assert code == 2 and "expected --older-than DAYS" in err
     code, _, err = _run(capsys, "purge", "--db", db_url, "--older-than", "30")
     assert code == 0 and "deleted 0 tracks" in err
+
+
+def test_remove_one_enrolled_photo_or_track(seeded_url, capsys):
+    """ann (one vector) also enrolled from track 1:0 and track 1:2 (tracks of camera gate, run 1): query media lists
+    them with their ids, kinds and references; remove --track and --media take one each, the template re-fused;
+    the last one is refused."""
+    with Gallery.open(seeded_url) as g:
+        enroller = Enroller(g, lambda image: [], SimpleNamespace(embedder_id="e4", dim=4))
+        assert enroller.enroll_tracks("ann", ["1:0", "1:2"], add=True, force=True).count("enrolled") == 2
+        three, version = g.template("ann", "e4"), g.version()
+    code, out, _ = _run(capsys, "query", "media", "--db", seeded_url, "--identity", "ann", "--format", "json")
+    rows = json.loads(out)["rows"]
+    assert code == 0 and [(r["kind"], r["track"]) for r in rows] == [
+        ("image", None),
+        ("track", "1:0"),
+        ("track", "1:2"),
+    ]
+    code, out, _ = _run(capsys, "query", "media", "--db", seeded_url)
+    assert (
+        code == 0 and out.splitlines()[0].split()[:4] == ["id", "identity", "kind", "track"] and "1:2" in out
+    )
+    code, _, err = _run(capsys, "remove", "ann", "--db", seeded_url, "--track", "1:2")
+    assert code == 0 and f"removed media {rows[2]['id']} (track 1:2: track 1:2 (gate)) from ann" in err, err
+    code, _, err = _run(capsys, "remove", "ann", "--db", seeded_url, "--media", str(rows[1]["id"]))
+    assert code == 0 and f"removed media {rows[1]['id']} (track 1:0" in err
+    with Gallery.open(seeded_url) as g:
+        assert g.version() == version + 2 and [i.media for i in g.identities() if i.name == "ann"] == [1]
+        alone = g.media_vectors("ann", "e4")[0]
+        np.testing.assert_allclose(g.template("ann", "e4"), alone, atol=1e-6)  # re-fused from what is left
+        assert not np.allclose(three, alone, atol=1e-3)
+    code, out, err = _run(capsys, "remove", "ann", "--db", seeded_url, "--media", str(rows[0]["id"]))
+    assert code == 2 and "would leave it none" in err and "remove ann" in err and len(err.splitlines()) == 1
+    code, _, err = _run(capsys, "remove", "bob", "--db", seeded_url, "--media", str(rows[0]["id"]))
+    assert code == 2 and "expected a media of 'bob', got one of 'ann'" in err
 
 
 def test_purge_older_than_zero_deletes_everything_and_a_negative_age_is_refused(seeded_url, capsys):

@@ -1,6 +1,7 @@
 """Retroactive matching through the real command line: the friends clip processed with an empty gallery
-(configs/test.yaml), Rachel enrolled afterwards with ``--rematch`` (SQLite and PostgreSQL), enrollment from a
-logged track, timelines, bad input, retroactive watchlist alerts."""
+(configs/test.yaml), Rachel enrolled afterwards with ``--rematch`` (SQLite and PostgreSQL), enrollment from every
+logged track by its reference (media that know their track), a track matched to someone else refused without
+``--yes``, rematches undone (the decisions exactly as before), timelines, bad input, retroactive watchlist alerts."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from sqlalchemy import func, select
 
 import run_pipeline
 from gallery.matchlog import MatchLogWriter, TrackRecord
-from gallery.models import Rematch, RetroMatch
+from gallery.models import Identity, Media, Rematch, RetroMatch, Track
 from gallery.queries import Filters, find_tracks
+from gallery.refs import parse_track_ref, track_ref
 from gallery.store import Gallery
 from tests.conftest import ASSETS, ROOT, require
 from tests.gallery.helpers import copy_sqlite, logged_tracks, media, unit
@@ -109,7 +111,7 @@ def test_enroll_from_a_track_names_the_others(empty_log, labels, tmp_path, capsy
     url = copy_sqlite(empty_log[0], tmp_path, "from_track")
     rachel = str(require(STILLS) / "Rachel.png")
     best = _json(capsys, "search", rachel, "--db", url, "--config", CONFIG, "--top", "1")[0]
-    ref = f"{best['run_id']}:{best['track_id']}"
+    ref = best.get("ref") or track_ref(best["run_id"], best["track_id"])
     code, out, err = _main(
         capsys, "enroll", "--db", url, "--config", CONFIG, "--name", "R", "--from-track", ref, "--rematch"
     )
@@ -120,6 +122,97 @@ def test_enroll_from_a_track_names_the_others(empty_log, labels, tmp_path, capsy
         capsys, "enroll", "--db", url, "--config", CONFIG, "--name", "R", "--from-track", ref, "--add"
     )
     assert code == 0 and "already enrolled 1" in err
+
+
+def _ref(row: dict) -> str:
+    """The reference a table row shows (``ref``; built from run and track where a row has none)."""
+    return row.get("ref") or track_ref(row["run_id"], row["track_id"])
+
+
+def _track_media(url: str, name: str) -> list[tuple[str, int | None, tuple[int, int] | None]]:
+    """The media of ``name``: (kind, track_pk, (run, track) of that track row)."""
+    with Gallery.open(url) as g, g.db.session() as s:
+        stmt = (
+            select(Media.kind, Media.track_pk, Track.run_id, Track.track_id)
+            .join(Identity, Identity.id == Media.identity_id)
+            .outerjoin(Track, Track.id == Media.track_pk)
+            .where(Identity.name == name)
+        )
+        return [(k, pk, None if run is None else (run, t)) for k, pk, run, t in s.execute(stmt)]
+
+
+@pytest.mark.slow
+def test_enroll_from_each_displayed_track_reference(empty_log, tmp_path, capsys):
+    url = copy_sqlite(empty_log[0], tmp_path, "each")
+    rows = _json(capsys, "query", "tracks", "--db", url, "--page-size", "1000")
+    assert len(rows) >= 6
+    for i, row in enumerate(rows):  # later tracks of one person match the earlier enrolled: --yes
+        name, ref = f"P{i}", _ref(row)
+        code, out, err = _main(
+            capsys, "enroll", "--db", url, "--config", CONFIG, "--name", name, "--from-track", ref, "--yes"
+        )
+        assert code == 0 and out.startswith("enrolled") and f"track {ref} (" in out, err
+        ((kind, pk, shown),) = _track_media(url, name)
+        assert (kind, shown) == ("track", parse_track_ref(ref)) and pk is not None  # the stored fact
+    code, out, err = _main(
+        capsys, "enroll", "--db", url, "--config", CONFIG, "--name", "Q", "--from-track", "1"
+    )
+    assert code == 2 and "got a bare number" in err and not out  # a number read off a table names no track
+
+
+@pytest.mark.slow
+def test_enrolling_a_track_matched_to_someone_else_needs_yes(empty_log, labels, tmp_path, capsys):
+    six = copy_sqlite(f"sqlite:///{empty_log[1] / 'six.db'}", tmp_path, "six")
+    rows = _json(capsys, "query", "tracks", "--db", six, "--page-size", "1000")
+    ross = next(r for r in rows if r["identity"] == "Ross")
+    before = logged_tracks(six), _track_media(six, "Joey")
+    argv = ["enroll", "--db", six, "--config", CONFIG, "--name", "Joey", "--from-track", _ref(ross), "--add"]
+    code, out, err = _main(capsys, *argv, "--rematch")
+    assert code == 2 and err.startswith("error: ") and len(err.splitlines()) == 1 and not out, err
+    assert f"track {_ref(ross)} is matched to 'Ross' (score 0." in err and "--yes" in err
+    assert (logged_tracks(six), _track_media(six, "Joey")) == before  # nothing written
+    with Gallery.open(six) as g, g.db.session() as s:
+        assert s.scalar(select(func.count()).select_from(Rematch)) == 1  # the six stills' pass only
+    code, out, err = _main(capsys, *argv, "--yes")
+    assert code == 0 and "enrolled 1" in err, err
+    assert ("track", parse_track_ref(_ref(ross))) in [(k, t) for k, _, t in _track_media(six, "Joey")]
+
+
+@pytest.mark.slow
+def test_undo_a_rematch_restores_the_decisions_exactly(empty_log, tmp_path, capsys):
+    url = copy_sqlite(empty_log[0], tmp_path, "undo")
+    views = ("tracks", "matches")
+
+    def snapshot():
+        return [_json(capsys, "query", v, "--db", url, "--page-size", "1000") for v in views]
+
+    before, logged = snapshot(), logged_tracks(url)
+    rachel = str(require(STILLS) / "Rachel.png")
+    code, out, err = _main(
+        capsys, "enroll", "--db", url, "--config", CONFIG, "--name", "Rachel", rachel, "--rematch"
+    )
+    assert code == 0 and "rematch --undo " in err, err
+    rid = int(err.split("rematch --undo ")[1].split()[0])
+    assert snapshot() != before
+    (listed,) = _json(capsys, "query", "rematches", "--db", url)
+    assert (listed["id"], listed["cause"], listed["undone_at"]) == (rid, "enroll", None)
+    assert listed["current"] == listed["matches"] >= 2
+    code, out, err = _main(capsys, "rematch", "--db", url, "--undo", str(rid), "--format", "json")
+    assert (
+        code == 0 and f"rematch {rid} undone: {listed['matches']} retroactive matches deleted (Rachel)" in err
+    )
+    assert json.loads(out)["rows"][0]["removed"] == listed["matches"]
+    assert snapshot() == before and logged_tracks(url) == logged  # exactly as decided before the pass
+    (listed,) = _json(capsys, "query", "rematches", "--db", url)
+    assert listed["undone_at"] is not None and listed["current"] == 0
+    code, _, err = _main(capsys, "rematch", "--db", url, "--undo", str(rid))  # twice: a no-op, said so
+    assert code == 0 and f"rematch {rid}: already undone at" in err and snapshot() == before
+    code, out, err = _main(capsys, "rematch", "--db", url, "--config", CONFIG, "--identity", "Rachel")
+    assert code == 0 and snapshot() != before  # named again by a new pass ...
+    code, _, err = _main(capsys, "rematch", "--db", url, "--undo", "--identity", "Rachel")
+    assert code == 0 and "undone" in err and snapshot() == before  # ... and taken back by her name
+    code, _, err = _main(capsys, "rematch", "--db", url, "--undo", "--identity", "Rachel")
+    assert code == 0 and "nothing to undo: no retroactive match names Rachel" in err
 
 
 @pytest.fixture
@@ -139,8 +232,27 @@ def small(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv,message",
     [
-        (["enroll", "--name", "X", "--from-track", "999"], "track 999: not in the match log"),
+        (
+            ["enroll", "--name", "X", "--from-track", "999"],
+            "track '999': expected a track reference RUN:TRACK",
+        ),
+        (["enroll", "--name", "X", "--from-track", "999"], "got a bare number"),
         (["enroll", "--name", "X", "--from-track", "7:abc"], "RUN:TRACK"),
+        (
+            ["enroll", "--name", "X", "--from-track", "999:1"],
+            "track 999:1: expected a track of the match log",
+        ),
+        (["enroll", "--name", "X", "{ross}", "--yes"], "--yes: expected it with --from-track"),
+        (["rematch", "--undo", "999"], "rematch 999: expected the id of a rematch"),
+        (["rematch", "--undo"], "expected a rematch id (--undo ID) or --identity NAME, got neither"),
+        (["rematch", "--undo", "1", "--identity", "Ross"], "got both"),
+        (["rematch", "--undo", "--identity", "zed"], "identity 'zed': not in the gallery"),
+        (["rematch", "--undo", "1", "--since", "2026-01-01T00:00:00Z"], "expected no --since or --source"),
+        (["remove", "Ross", "--media", "999"], "media 999: expected an enrolled media id"),
+        (["remove", "Ross", "--track", "5"], "got a bare number"),
+        (["remove", "Ross", "--track", "5:5"], "track 5:5: expected a track 'Ross' was enrolled from"),
+        (["remove", "Ross", "--media", "1"], "would leave it none"),
+        (["query", "media", "--source", "cam"], "source do not apply"),
         (["enroll", "--name", "X", "{wall}", "--rematch"], "nothing enrolled: {wall}: no face found"),
         (["enroll", "--name", "X", "{corrupt}", "--rematch"], "expected a decodable image"),
         (["enroll", "--name", "X", "{wall}", "--from-track", "1"], "expected either IMAGE files"),
@@ -173,7 +285,7 @@ def test_rematch_of_a_gallery_without_templates(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'g.db'}"
     Gallery.open(url).close()
     code, out, err = _main(capsys, "rematch", "--db", url)
-    assert code == 0 and "no templates" in err and out.startswith("identity")
+    assert code == 0 and "no templates" in err and "identity" in out.splitlines()[0].split()
 
 
 @pytest.mark.parametrize("enabled", [False, True])
