@@ -33,7 +33,15 @@ from .errors import ModelError
 from .scrfd import ScrfdDetector
 from .tiling import merge_detections, native_windows, needs_tiles, nms, region_windows
 
-__all__ = ["FaceDetector", "letterbox", "nms", "resolve_detector_model"]
+__all__ = [
+    "CHECK_SCORE",
+    "FaceDetector",
+    "check_image",
+    "finds_the_face",
+    "letterbox",
+    "nms",
+    "resolve_detector_model",
+]
 
 logger = logging.getLogger(__name__)
 

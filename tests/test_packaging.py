@@ -124,6 +124,8 @@ def test_the_wheel_holds_every_package_and_the_configs(site, tmp_path):
     assert found["is_file"] and _inside(Path(found["default_yaml"]), site)
     for name in ("default", "cpu", "gpu", "test"):
         assert (site / "configs" / f"{name}.yaml").is_file()
+    for name in ("astronaut_face.jpg", "README.md"):  # the detectors' self-check photo, where it comes from
+        assert (site / "stages" / "data" / name).is_file()
     revisions = site / "gallery" / "migrations" / "versions"
     assert list(revisions.glob("0001_*.py")), "alembic revisions not shipped"
     # relative entries ('' for -c) are the child's cwd, tmp_path; the environment may live in the checkout (.venv)

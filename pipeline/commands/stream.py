@@ -171,9 +171,11 @@ def run_stream(args: argparse.Namespace) -> int:
     for hook in live.alerts.webhooks:
         hook.headers()  # an auth_header_env that is unset: one line, exit 2, before anything starts
     if args.engine == "ray":
-        if args.gallery is not None:
-            with build(cfg, db_url=args.db, gallery_dir=args.gallery, detector=False, embedder=False):
-                pass  # enrolled into --db before the actors start
+        # before the actors start: the detector checks itself (a model that does not see: one line, exit 2) and
+        # --gallery is enrolled into --db
+        gallery = args.gallery is not None
+        with build(cfg, db_url=args.db, gallery_dir=args.gallery, embedder=False, gallery=gallery):
+            pass
         return _run_on_ray(args, cfg, live, cams)
     with ExitStack() as stack:
         system = stack.enter_context(build(cfg, db_url=args.db, gallery_dir=args.gallery))
