@@ -19,6 +19,7 @@ import queue
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import cv2
@@ -130,10 +131,11 @@ class FaceRecognition:
             faces.append(Face(tuple(float(v) for v in box), det_score, quality, who, best, result))
         return faces
 
-    def process(self, video: str | Path) -> Iterator[Track]:
-        """The finished tracks of a video file as they end, each also written to the match log (one run)."""
+    def process(self, video: str | Path, recorded_at: datetime | None = None) -> Iterator[Track]:
+        """The finished tracks of a video file as they end, each also written to the match log (one run).
+        ``recorded_at``: the wall clock of its first frame (timezone-aware) when the file does not say it."""
         system = self.system
-        source = FileSource(Path(video), system.cfg.source)
+        source = FileSource(Path(video), system.cfg.source, recorded_at=recorded_at)
         out: queue.Queue = queue.Queue(maxsize=64)
         log = system.match_log([LoggedSource(source.source_id, "file", str(source.path.resolve()))])
         runner = FileRunner(

@@ -29,6 +29,7 @@ from stages.config import (
 )
 
 from .live_config import LiveConfig
+from .recording_time import check_name_pattern
 
 __all__ = [
     "AppConfig",
@@ -51,11 +52,43 @@ class SourceConfig(Section):
     end: float | None = Field(None, gt=0, le=1e7, description="last second to process; null = to the end")
     decode_threads: int = Field(2, ge=0, le=64, description="FFmpeg decoder threads; 0 = FFmpeg's choice")
     queue_size: int = Field(16, ge=1, le=1024, description="decoded frames buffered ahead of detection")
+    max_pts_jump_s: float = Field(
+        10.0,
+        gt=0,
+        le=86400,
+        description="formats whose timestamps may restart (MPEG-TS and other streams): presentation time jumping "
+        "ahead by more than this (s) from one frame to the next is a discontinuity, unwrapped like a step back",
+    )
+    recorded_at_pattern: str | None = Field(
+        None,
+        min_length=2,
+        max_length=200,
+        description="when neither --recorded-at nor the container's creation_time says when a file was "
+        "recorded: a strptime format searched in the file name, e.g. '%Y%m%d_%H%M%S' for cam1_20260301_101500.mp4 "
+        "(the first match is the wall clock of the first frame); null = not from the name",
+    )
+    recorded_at_zone: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="IANA time zone ('UTC', 'Europe/Paris') of the times recorded_at_pattern reads; needed exactly "
+        "when the pattern has no %z",
+    )
 
     @model_validator(mode="after")
     def _window(self) -> SourceConfig:
         if self.end is not None and self.end <= self.start:
             raise ValueError(f"end must be after start, got start={self.start} end={self.end}")
+        return self
+
+    @model_validator(mode="after")
+    def _recorded_at(self) -> SourceConfig:
+        if self.recorded_at_pattern is not None:
+            check_name_pattern(self.recorded_at_pattern, self.recorded_at_zone)
+        elif self.recorded_at_zone is not None:
+            raise ValueError(
+                f"recorded_at_zone is for recorded_at_pattern, got a zone {self.recorded_at_zone!r} and no pattern"
+            )
         return self
 
 

@@ -8,8 +8,14 @@ buffered frame is dropped (and counted), so the consumer always gets recent fram
 
 ``Frame.timestamp`` of a live frame is the time it was decoded, in seconds since the source (or its
 ``LiveCameras`` group) was created: a monotonic clock, continuous across reconnects (with ``timestamps:
-stream``, the stream's pts instead, continued past the last frame at a reconnect); ``Frame.index`` counts the
-camera's frames across reconnects.
+stream``, the stream's pts instead, continued one frame interval past the last frame at a reconnect and
+unwrapped where it steps back: :class:`pipeline.timeline.PtsUnwrapper`); ``Frame.index`` counts the camera's
+frames across reconnects.
+``Frame.wall_time`` is the camera's clock (``time_origin`` ``camera``): where FFmpeg knows the wall clock of the
+stream's pts from RTCP sender reports (``start_time_realtime``, RTSP), that clock plus the frame's pts, unless it
+is further than ``live.camera_clock_max_skew_s`` from the local clock (a camera clock that is wrong: warned once
+per connection); else the frame's arrival (``time.time()`` when decoded). Either is kept strictly increasing
+(:class:`WallClock`).
 ``LiveSource.generation`` grows by one at each loss of a stream that had delivered frames: a consumer seeing it
 change closes that camera's open tracks.
 A camera's URL is opened with its password read from ``password_env`` at that moment; logs and health show the
@@ -23,6 +29,8 @@ import random
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
+from datetime import datetime, timezone
 
 import av
 
@@ -32,8 +40,16 @@ from core.types import Frame
 
 from .health import CameraHealth, HealthRegistry
 from .live_config import CameraConfig, LiveConfig, ReconnectConfig
+from .timeline import PtsUnwrapper
 
-__all__ = ["LiveCameras", "LiveSource", "backoff_delay", "open_options", "rtsp_timeout_option"]
+__all__ = [
+    "LiveCameras",
+    "LiveSource",
+    "WallClock",
+    "backoff_delay",
+    "open_options",
+    "rtsp_timeout_option",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +80,31 @@ def open_options(url: str, transport: str, read_timeout_s: float) -> dict[str, s
     return {"rw_timeout": micros}
 
 
+class WallClock:
+    """Strictly increasing wall-clock times (seconds since the epoch) for one camera's frames.
+
+    ``stamp(camera_time)``: the camera's own time of the frame when known, else the local clock now. A local clock
+    that steps back (NTP correction) is not followed at once: the times then advance at half the monotonic rate
+    until the clock catches up; a camera time not after the last one comes 1 us after it."""
+
+    def __init__(
+        self, clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._clock = clock
+        self._monotonic = monotonic
+        self._last: float | None = None
+        self._last_mono = 0.0
+
+    def stamp(self, camera_time: float | None = None) -> float:
+        now, mono = self._clock(), self._monotonic()
+        value = now if camera_time is None else camera_time
+        if self._last is not None:
+            pace = 0.5 * max(mono - self._last_mono, 0.0) if camera_time is None else 0.0
+            value = max(value, self._last + max(pace, 1e-6))
+        self._last, self._last_mono = value, mono
+        return value
+
+
 class LiveSource:
     """One camera: a decode thread with reconnects, feeding a newest-frames buffer of ``buffer_frames``."""
 
@@ -76,8 +117,13 @@ class LiveSource:
         seed: int | None = None,
         epoch: float | None = None,
     ) -> None:
+        if camera.name is None:
+            raise ValueError(
+                "LiveSource: expected a named camera (live_config.name_cameras names them), got one without name"
+            )
         self.camera = camera
         self.name = camera.name
+        self.time_origin = "camera"  # where Frame.wall_time comes from
         self.transport = camera.transport or live.transport
         self.open_timeout_s = camera.open_timeout_s or live.open_timeout_s
         self.read_timeout_s = camera.read_timeout_s or live.read_timeout_s
@@ -90,12 +136,16 @@ class LiveSource:
         self._capacity = live.buffer_frames
         self._drop = live.drop_frames
         self._stream_time = live.timestamps == "stream"
-        self._base: float | None = None  # stream timestamps: offset of this connection's pts
-        self._last_ts = -1.0
+        self._pts = PtsUnwrapper()  # stream timestamps: pts made monotonic, continued across reconnects
+        self._wall = WallClock()
+        self._max_skew = live.camera_clock_max_skew_s
+        self._skew_warned = False
         self._lock = threading.Lock()
         self._space = threading.Condition(self._lock)
         self._stop = threading.Event()
         self._t0 = time.monotonic() if epoch is None else epoch
+        # the wall clock of stream time 0 (of the arrival clock: the moment the source's clock started)
+        self.recorded_at = datetime.fromtimestamp(time.time() - self.now(), timezone.utc)
         self._index = 0
         self._thread = threading.Thread(target=self._run, name=f"decode-{self.name}", daemon=True)
 
@@ -130,23 +180,34 @@ class LiveSource:
             return self._buffer.popleft()
 
     # decode thread -------------------------------------------------------------------------------------------
-    def _timestamp(self, pts_s: float | None, step: float) -> float:
+    def _timestamp(self, pts_s: float | None) -> float:
         """Frame time: the clock (``arrival``), or the stream's pts continued across reconnects (``stream``). A
-        frame without pts (RTSP gives the first keyframe none) comes one frame interval ``step`` after the last."""
-        after_last = self._last_ts + step if self._last_ts >= 0 else 0.0
-        if not self._stream_time:
-            ts = self.now()
-        elif pts_s is None:
-            ts = after_last
-        else:
-            if self._base is None:  # first pts of a connection: continue after the last frame
-                self._base = after_last - pts_s
-            ts = self._base + pts_s
-        self._last_ts = max(ts, self._last_ts)
-        return ts
+        frame without pts (RTSP gives the first keyframe none) comes one frame interval after the last."""
+        return self._pts(pts_s) if self._stream_time else self.now()
 
-    def _push(self, image, pts_s: float | None, step: float = 1e-3) -> None:
-        frame = Frame(self.name, self._index, self._timestamp(pts_s, step), image)
+    def _wall_time(self, pts_s: float | None, realtime_us: int | None) -> float:
+        """The frame's wall clock: the camera's (RTCP sender reports: ``realtime_us``, the wall clock of pts 0 in
+        microseconds) when known and plausible, else its arrival; strictly increasing."""
+        camera = None
+        if realtime_us is not None and pts_s is not None:
+            camera = realtime_us / 1e6 + pts_s
+            skew = camera - time.time()
+            if self._max_skew is not None and abs(skew) > self._max_skew:
+                if not self._skew_warned:
+                    self._skew_warned = True
+                    logger.warning(
+                        "camera %s: its clock is %+.1f s from this machine's (more than camera_clock_max_skew_s "
+                        "%.0f s): frames are timed by their arrival",
+                        self.name,
+                        skew,
+                        self._max_skew,
+                    )
+                camera = None
+        return self._wall.stamp(camera)
+
+    def _push(self, image, pts_s: float | None, realtime_us: int | None = None) -> None:
+        ts, wall = self._timestamp(pts_s), self._wall_time(pts_s, realtime_us)
+        frame = Frame(self.name, self._index, ts, image, wall)
         self._index += 1
         with self._lock:
             while not self._drop and len(self._buffer) >= self._capacity and not self._stop.is_set():
@@ -211,7 +272,8 @@ class LiveSource:
     def _stream_once(self, delivered_before: bool) -> tuple[bool, str]:
         """Open, decode until stop/end/error; returns (delivered any frame, why it ended)."""
         got = False
-        self._base = None
+        self._pts.new_part()
+        self._skew_warned = False
         last_data = time.monotonic()
         try:
             url = self.camera.open_url()  # the password from the environment, now; never kept
@@ -222,7 +284,7 @@ class LiveSource:
                     return False, "no video stream in the source"
                 stream = c.streams.video[0]
                 rate = stream.average_rate or stream.guessed_rate
-                step = 1.0 / float(rate) if rate else 1e-3  # frame interval, for frames without pts
+                self._pts.interval = 1.0 / float(rate) if rate else 1e-3  # for frames without pts
                 for packet in c.demux(stream):
                     last_data = time.monotonic()
                     if self._stop.is_set():
@@ -246,9 +308,8 @@ class LiveSource:
                                     f.width,
                                     f.height,
                                 )
-                        self._push(
-                            f.to_ndarray(format="bgr24"), None if f.time is None else float(f.time), step
-                        )
+                        pts_s = None if f.time is None else float(f.time)
+                        self._push(f.to_ndarray(format="bgr24"), pts_s, c.start_time_realtime)
             return got, "stream ended"
         except av.FFmpegError as exc:
             # FFmpeg reports its own socket timeout on RTSP as "invalid data": tell a timeout by the silence

@@ -10,6 +10,7 @@ redacted (``display_url``), and kept out of the configs' repr.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -28,9 +29,9 @@ __all__ = [
     "ReconnectConfig",
     "RestartConfig",
     "WebhookConfig",
-    "camera_name_from_url",
-    "cameras_from_urls",
     "load_cameras",
+    "name_cameras",
+    "url_names",
 ]
 
 NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
@@ -98,8 +99,11 @@ class RestartConfig(Section):
 
 
 class CameraConfig(Section):
-    name: str = Field(
-        ..., pattern=NAME_PATTERN, description="camera id used in logs, metrics and the match log"
+    name: str | None = Field(
+        None,
+        pattern=NAME_PATTERN,
+        description="camera id used in logs, metrics and the match log (keep it: a new name is a new source); "
+        "null = from the URL's path (name_cameras)",
     )
     url: str = Field(
         ...,
@@ -233,6 +237,13 @@ class LiveConfig(Section):
     timestamps: Literal["arrival", "stream"] = Field(
         "arrival", description="frame time: when decoded (live), or the stream's own pts (recorded sources)"
     )
+    camera_clock_max_skew_s: float | None = Field(
+        300.0,
+        gt=0,
+        le=10**9,
+        description="a camera clock (RTCP sender reports) further than this (s) from this machine's is not "
+        "trusted: its frames' wall clock is their arrival time instead; null = always trust the camera",
+    )
     reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig, description="reconnect backoff")
     restart: RestartConfig = Field(
         default_factory=RestartConfig, description="restarts of dead Ray actors (--engine ray)"
@@ -246,24 +257,57 @@ class LiveConfig(Section):
     @field_validator("cameras")
     @classmethod
     def _unique(cls, cams: tuple[CameraConfig, ...]) -> tuple[CameraConfig, ...]:
-        names = [c.name for c in cams]
+        names = [c.name for c in cams if c.name is not None]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"camera names must be unique, got duplicates {dup}")
-        return cams
+        return cams  # unnamed ones are named with the others of a run (name_cameras)
 
 
-def camera_name_from_url(url: str, index: int) -> str:
-    """A readable default camera name: ``cam<index>-<last path segment>`` with unsafe characters replaced (of the
-    redacted URL: a secret in the path never becomes part of a name)."""
-    tail = urlsplit(redact_url(url)).path.rstrip("/").rsplit("/", 1)[-1]
-    tail = re.sub(r"[^A-Za-z0-9_.-]+", "_", tail)[:40]
-    return f"cam{index}-{tail}" if tail else f"cam{index}"
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_.")
 
 
-def cameras_from_urls(urls: list[str]) -> tuple[CameraConfig, ...]:
-    """Cameras given on the command line, named ``cam0-...``, ``cam1-...`` in order."""
-    return tuple(CameraConfig(name=camera_name_from_url(u, i), url=u) for i, u in enumerate(urls))
+def url_names(url: str) -> list[str]:
+    """Names for a camera of ``url``, most readable first: its path (``rtsp://host/gate`` -> ``gate``,
+    ``/Streaming/Channels/101`` -> ``Streaming-Channels-101``; the host where the path is empty), then host and
+    path, then host, path and query. Of the redacted URL: a secret never becomes part of a name."""
+    parts = urlsplit(redact_url(url))
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    host = _safe(parts.hostname or "") + (f"_{port}" if port else "")
+    path = "-".join(filter(None, (_safe(p) for p in parts.path.split("/"))))
+    query = _safe(parts.query)
+    levels = [path or host, "-".join(filter(None, (host, path))), "-".join(filter(None, (host, path, query)))]
+    names: list[str] = []
+    for name in levels:
+        name = name[:64].strip("_.-") or "camera"
+        if name not in names:
+            names.append(name)
+    return names
+
+
+def name_cameras(cams: Sequence[CameraConfig]) -> tuple[CameraConfig, ...]:
+    """The cameras with a name each: a camera's own, else the first of :func:`url_names` that no other camera
+    takes (so a name depends on the set of cameras, never on their order). Two cameras left with one name are a
+    :class:`ConfigError`."""
+    options = [[c.name] if c.name is not None else url_names(c.url) for c in cams]
+    level = [0] * len(cams)
+    while True:
+        names = [opts[i] for opts, i in zip(options, level)]
+        clash = {n for n in names if names.count(n) > 1}
+        movable = [k for k, n in enumerate(names) if n in clash and level[k] + 1 < len(options[k])]
+        if not movable:
+            break
+        for k in movable:
+            level[k] += 1
+    if clash:
+        raise ConfigError(
+            f"camera names must be unique, got duplicates {sorted(clash)} (name the cameras in a cameras file)"
+        )
+    return tuple(c if c.name == n else c.model_copy(update={"name": n}) for c, n in zip(cams, names))
 
 
 def load_cameras(path: str | Path) -> tuple[CameraConfig, ...]:

@@ -1,9 +1,17 @@
-"""Video file sources through PyAV: threaded decode, pts timestamps, stride / target fps, a time window,
-rotation metadata honoured, damage reported instead of aborting.
+"""Video file sources through PyAV: threaded decode, monotonic timestamps, the wall clock of every frame,
+stride / target fps, a time window, rotation metadata honoured, damage reported instead of aborting.
 
 A background thread decodes into a bounded queue, so decoding overlaps detection and never runs more than
 ``queue_size`` frames ahead. Packets that fail to decode are counted and skipped; everything decodable is
 delivered. A file that cannot be opened at all raises :class:`SourceError` when the source is built.
+
+``Frame.timestamp`` is the frame's presentation time in seconds from the file's first frame, made monotonic
+(:class:`PtsUnwrapper`): where presentation time steps back (clips joined with ``cat``, a restarted encoder, a
+33-bit MPEG-TS wrap FFmpeg did not undo) or, in formats that allow discontinuities (MPEG-TS), jumps ahead by more
+than ``source.max_pts_jump_s``, the times go on one frame interval after the last frame; each such
+discontinuity is counted (``DecodeReport.discontinuities``, a warning). ``Frame.wall_time`` is the recording
+time of the file's stream time 0 (``FileSource.recorded_at``, from :mod:`pipeline.recording_time`; where it comes
+from: ``FileSource.time_origin``) plus the frame's timestamp, None when unknown.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import queue
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from fractions import Fraction
 from pathlib import Path
 
@@ -23,6 +32,8 @@ from core.types import Frame
 
 from .config import SourceConfig
 from .errors import SourceError
+from .recording_time import recording_time
+from .timeline import PtsUnwrapper
 
 __all__ = ["DecodeReport", "FileSource", "open_video"]
 
@@ -33,11 +44,13 @@ _END = object()
 
 @dataclass
 class DecodeReport:
-    """What happened while decoding: frames decoded and kept, damaged packets skipped, the first errors."""
+    """What happened while decoding: frames decoded and kept, damaged packets skipped, the first errors, and the
+    discontinuities of presentation time unwrapped (restarts, wraps)."""
 
     decoded: int = 0
     kept: int = 0
     damaged_packets: int = 0
+    discontinuities: int = 0
     errors: list[str] = field(default_factory=list)
     ended_early: bool = False
 
@@ -74,14 +87,37 @@ def open_video(path: Path):
 
 
 class FileSource:
-    """Frames of one video file (BGR uint8, upright), filtered by the configured window and rate."""
+    """Frames of one video file (BGR uint8, upright), filtered by the configured window and rate.
 
-    def __init__(self, path: str | Path, cfg: SourceConfig, source_id: str | None = None) -> None:
+    ``recorded_at``: the recording time of stream time 0 when the caller knows it (timezone-aware; wins over the
+    container's tag and the file name). ``self.recorded_at`` and ``self.time_origin`` (``given``, ``container``,
+    ``filename`` or ``unknown``) say what the frames' ``wall_time`` is based on."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        cfg: SourceConfig,
+        source_id: str | None = None,
+        recorded_at: datetime | None = None,
+    ) -> None:
+        if recorded_at is not None and recorded_at.utcoffset() is None:
+            raise SourceError(
+                f"recorded_at: expected a time with a timezone (e.g. 2026-03-01T10:00:00+01:00), got {recorded_at}"
+            )
         self.path = Path(path)
         self.cfg = cfg
         self.source_id = source_id or str(path)
+        self._given = recorded_at
         container, stream = open_video(self.path)
         try:
+            self.recorded_at, self.time_origin = recording_time(
+                self.path,
+                recorded_at,
+                (dict(container.metadata), dict(stream.metadata)),
+                cfg.recorded_at_pattern,
+                cfg.recorded_at_zone,
+            )
+            self._discont = bool(container.format.flags & av.format.Flags.ts_discont.value)
             self.fps = float(stream.average_rate) if stream.average_rate else None
             self.width = stream.codec_context.width
             self.height = stream.codec_context.height
@@ -93,6 +129,10 @@ class FileSource:
         finally:
             container.close()
         self.report = DecodeReport()
+
+    def windowed(self, cfg: SourceConfig) -> FileSource:
+        """The same file, source id and given recording time, read with ``cfg`` (another window)."""
+        return FileSource(self.path, cfg, self.source_id, self._given)
 
     def expected_frames(self) -> int | None:
         """About how many frames will be kept (for a progress bar), or None when unknown."""
@@ -155,10 +195,17 @@ class FileSource:
                 stream.codec_context.thread_count = cfg.decode_threads
             base = stream.time_base or Fraction(1, 90000)
             origin = float(stream.start_time * base) if stream.start_time is not None else 0.0
-            if cfg.start > 0:
+            if cfg.start > 0 and not self._discont:  # where times may restart, pts cannot say where to seek
                 container.seek(
                     int((cfg.start + origin) / base), stream=stream, backward=True, any_frame=False
                 )
+            unwrap = PtsUnwrapper(
+                1.0 / self.fps if self.fps else None,
+                cfg.max_pts_jump_s if self._discont else None,
+                float((1 << 33) * base) if self._discont and base == Fraction(1, 90000) else None,
+                origin,
+            )
+            wall0 = self.recorded_at.timestamp() if self.recorded_at is not None else None
             next_keep = cfg.start
             tolerance = 0.5 / self.fps if self.fps else 0.0  # half a source frame
             counter = in_window = 0
@@ -180,7 +227,8 @@ class FileSource:
                     continue
                 for frame in decoded:
                     report.decoded += 1
-                    t = self._time(frame, base, origin, counter)
+                    t = unwrap(None if frame.pts is None else float(frame.pts * base))
+                    report.discontinuities = unwrap.discontinuities
                     counter += 1
                     if t < cfg.start - 1e-6:
                         continue
@@ -195,11 +243,19 @@ class FileSource:
                         next_keep = max(next_keep + 1.0 / cfg.target_fps, t + 0.5 / cfg.target_fps)
                     image = self._upright(frame)
                     index = round(t * self.fps) if self.fps else counter - 1
-                    if not self._put(frames, stop, Frame(self.source_id, index, t, image)):
+                    wall = None if wall0 is None else wall0 + t
+                    if not self._put(frames, stop, Frame(self.source_id, index, t, image, wall)):
                         return
                     report.kept += 1
         finally:
             container.close()
+            if report.discontinuities:
+                logger.warning(
+                    "%s: presentation time restarted %d times (joined or restarted recordings); unwrapped: "
+                    "the times go on one frame interval after the last frame before each restart",
+                    self.path.name,
+                    report.discontinuities,
+                )
         whole_file = cfg.start == 0 and cfg.end is None and not stop.is_set()
         if whole_file and self.frame_count and report.decoded < self.frame_count - 1:
             report.ended_early = True
@@ -209,11 +265,6 @@ class FileSource:
                 f"no decodable video frames in {self.path}"
                 + (f" ({report.errors[0]})" if report.errors else "")
             )
-
-    def _time(self, frame, base, origin: float, counter: int) -> float:
-        if frame.pts is not None:
-            return float(frame.pts * base) - origin
-        return counter / self.fps if self.fps else float(counter)
 
     @staticmethod
     def _upright(frame) -> np.ndarray:

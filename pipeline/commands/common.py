@@ -47,12 +47,12 @@ def db_of(args: argparse.Namespace, cfg: AppConfig) -> str:
     return args.db or cfg.gallery.db_url
 
 
-def parse_time(text: str) -> datetime:
-    """ISO 8601 with a timezone (``2026-03-01T10:00:00Z`` or ``...+02:00``)."""
+def parse_time(text: str, what: str = "time") -> datetime:
+    """ISO 8601 with a timezone (``2026-03-01T10:00:00Z`` or ``...+02:00``); ``what`` names it in errors."""
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
     except ValueError:
-        raise QueryError(f"time: expected ISO 8601 like 2026-03-01T10:00:00Z, got {text!r}") from None
+        raise QueryError(f"{what}: expected ISO 8601 like 2026-03-01T10:00:00Z, got {text!r}") from None
     if value.tzinfo is None:
-        raise QueryError(f"time: expected a timezone (Z or +HH:MM), got {text!r}")
+        raise QueryError(f"{what}: expected a timezone (Z or +HH:MM), got {text!r}")
     return value

@@ -36,7 +36,7 @@ from ..runner import FileRunner, FileRunStats, Resume
 from ..sinks import ConsoleTableSink, JsonSink, ResultSink, ThumbnailSink
 from ..sources import FileSource
 from ..sql_gallery import LoggedSource, MatchLogSink
-from .common import add_config_options, config_of, db_of
+from .common import add_config_options, config_of, db_of, parse_time
 
 __all__ = ["register", "run_process"]
 
@@ -83,6 +83,12 @@ def register(subparsers) -> None:
         help="process videos again whose last run finished (default: show their logged tracks); once the new "
         "run finishes, its tracks replace the earlier runs' (an interrupted run still resumes unless --restart)",
     )
+    p.add_argument(
+        "--recorded-at",
+        metavar="TIME",
+        help="when the videos' first frame was recorded, ISO 8601 with a zone (2026-03-01T10:00:00+01:00) "
+        "(default: the file's creation_time tag, else source.recorded_at_pattern on its name, else unknown)",
+    )
     p.set_defaults(func=run_process)
 
 
@@ -128,6 +134,7 @@ def _report_damage(stats: FileRunStats) -> list[dict]:
                 "frames_processed": report.kept,
                 "damaged": report.damaged,
                 "damaged_packets": report.damaged_packets,
+                "discontinuities": report.discontinuities,
                 "errors": report.errors,
             }
         )
@@ -147,7 +154,9 @@ def run_process(args: argparse.Namespace) -> int:
     names = [str(v) for v in args.videos]
     if len(set(names)) != len(names):
         raise PipelineError("the same video is given twice")
-    sources = [FileSource(v, cfg.source) for v in args.videos]  # every file is checked before any work
+    recorded_at = parse_time(args.recorded_at, "--recorded-at") if args.recorded_at else None
+    # every file is checked before any work
+    sources = [FileSource(v, cfg.source, recorded_at=recorded_at) for v in args.videos]
     keys = _content_keys(sources)
     with build(cfg, db_url=db_of(args, cfg), gallery_dir=args.gallery) as system:
         index = system.index()
@@ -210,7 +219,7 @@ def _resume(
             file=sys.stderr,
         )
         window = source.cfg.model_copy(update={"start": point.resume_at})
-        out.append(FileSource(source.path, window, source.source_id))
+        out.append(source.windowed(window))
         resume[source.source_id] = (point.run_id, Resume(point.committed_at, list(point.logged)))
     return out, resume
 

@@ -33,7 +33,7 @@ from ..alerts import watchlist_alerts
 from ..build import build
 from ..health import HealthRegistry, MetricsServer
 from ..live import LiveCameras
-from ..live_config import CameraConfig, LiveConfig, cameras_from_urls, load_cameras
+from ..live_config import CameraConfig, LiveConfig, load_cameras, name_cameras
 from ..live_runner import LiveRunner
 from ..ray_engine import run_ray
 from ..sinks import logged_ref, sighting_span
@@ -51,9 +51,20 @@ def register(subparsers) -> None:
         help="run live cameras (RTSP and other URLs) until stopped",
         description=__doc__.split("\n\n")[0],
     )
-    p.add_argument("urls", nargs="*", metavar="URL", help="camera URLs (named cam0-..., cam1-...)")
+    p.add_argument(
+        "urls",
+        nargs="*",
+        metavar="URL",
+        help="camera URLs (named after their path: rtsp://host/gate -> gate)",
+    )
     p.add_argument("--cameras", type=Path, help="YAML file: cameras: [{name, url, transport, ...}]")
-    add_config_options(p)
+    add_config_options(p, db=False)
+    p.add_argument(
+        "--db",
+        metavar="URL",
+        help="database of the gallery and the match log; no default: without it, --gallery DIR is enrolled into "
+        "a temporary database deleted at the end (one of the two is needed; --engine ray needs --db)",
+    )
     p.add_argument(
         "--live-config",
         type=Path,
@@ -109,17 +120,17 @@ class TrackLineSink:
 
 
 def _cameras(args: argparse.Namespace, live: LiveConfig) -> list[CameraConfig]:
-    cams = list(cameras_from_urls(args.urls)) + list(live.cameras)
+    cams = [CameraConfig(url=u) for u in args.urls] + list(live.cameras)
     if args.cameras is not None:
         cams += list(load_cameras(args.cameras))
     if not cams:
         raise ConfigError(
             "stream: expected camera URLs, --cameras FILE or cameras in --live-config, got none"
         )
-    names = [c.name for c in cams]
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise ConfigError(f"stream: camera names must be unique, got duplicates {dup}")
+    try:
+        cams = list(name_cameras(cams))
+    except ConfigError as exc:
+        raise ConfigError(f"stream: {exc}") from None
     for cam in cams:
         cam.open_url()  # a password_env that is unset: one line, exit 2, before anything starts
         logger.info("camera %s: %s", cam.name, cam.display_url)

@@ -6,10 +6,18 @@ import random
 import time
 
 import av
+import numpy as np
 import pytest
 
 from pipeline.health import CameraHealth, HealthRegistry
-from pipeline.live import LiveCameras, LiveSource, backoff_delay, open_options, rtsp_timeout_option
+from pipeline.live import (
+    LiveCameras,
+    LiveSource,
+    WallClock,
+    backoff_delay,
+    open_options,
+    rtsp_timeout_option,
+)
 from pipeline.live_config import CameraConfig, LiveConfig, ReconnectConfig
 
 
@@ -88,6 +96,70 @@ def test_attaches_and_decodes(rtsp_server, stream_clip):
     snap = health.snapshot()
     assert snap.failures == 0 and snap.frames_in > 20 and snap.fps_in > 5
     assert snap.state == "stopped"
+
+
+def test_camera_frames_carry_the_wall_clock(rtsp_server, stream_clip):
+    """Each frame's wall_time is the camera's clock (RTCP sender reports; the publisher here shares this machine's
+    clock) or its arrival: within a fraction of a second of time.time() when read, strictly increasing."""
+    rtsp_server.publish("cam", stream_clip)
+    health = CameraHealth("cam")
+    src = LiveSource(CameraConfig(name="cam", url=rtsp_server.url("cam")), live_config(), health).start()
+    seen = []
+    try:
+        assert wait_until(lambda: health.frames_in > 0, 20), health.snapshot()
+        deadline = time.monotonic() + 2.5
+        while time.monotonic() < deadline:
+            f = src.read()
+            if f is None:
+                time.sleep(0.005)
+            else:
+                seen.append((f, time.time()))
+    finally:
+        src.stop()
+        assert src.join(5)
+    assert len(seen) > 20 and src.time_origin == "camera"
+    assert all(-1.0 < read_at - f.wall_time < 1.0 for f, read_at in seen), [r - f.wall_time for f, r in seen]
+    assert np.all(np.diff([f.wall_time for f, _ in seen]) > 0)
+    assert abs(src.recorded_at.timestamp() + seen[0][0].timestamp - seen[0][0].wall_time) < 1.0
+
+
+@pytest.mark.parametrize("max_skew, camera_clock", [(300.0, True), (1e-6, False)])
+def test_rtcp_camera_clock_is_used_unless_it_is_off(rtsp_server, stream_clip, caplog, max_skew, camera_clock):
+    """With stream timestamps, frames timed by the camera's clock (RTCP) keep wall_time - timestamp constant; a
+    camera clock further off than camera_clock_max_skew_s is warned about and frames get their arrival."""
+    rtsp_server.publish("cam", stream_clip)
+    health = CameraHealth("cam")
+    cfg = live_config(
+        timestamps="stream", drop_frames=False, buffer_frames=64, camera_clock_max_skew_s=max_skew
+    )
+    src = LiveSource(CameraConfig(name="cam", url=rtsp_server.url("cam")), cfg, health)
+    with caplog.at_level("WARNING", logger="pipeline.live"):
+        src.start()
+        try:
+            assert wait_until(lambda: health.frames_in > 0, 20), health.snapshot()
+            frames = drain(src, 8.0)  # the publisher sends a sender report at most every 5 s
+        finally:
+            src.stop()
+            assert src.join(5)
+    late = np.array([f.wall_time - f.timestamp for f in frames[-40:]])  # after the first sender report
+    assert len(frames) > 120 and np.all(np.diff([f.wall_time for f in frames]) > 0)
+    assert (np.ptp(late) < 1e-4) == camera_clock, np.ptp(late)
+    assert ("its clock is" in caplog.text) == (not camera_clock)
+
+
+def test_wall_clock_is_strictly_increasing_and_slews_back():
+    now, mono = [1000.0], [5.0]
+    clock = WallClock(lambda: now[0], lambda: mono[0])
+    assert clock.stamp() == 1000.0
+    now[0], mono[0] = 1001.0, 6.0
+    assert clock.stamp() == 1001.0  # follows the local clock
+    now[0], mono[0] = 900.0, 7.0  # the local clock is stepped back 101 s
+    assert clock.stamp() == 1001.5  # advances at half pace instead
+    now[0], mono[0] = 1500.0, 8.0  # stepped forward: followed
+    assert clock.stamp() == 1500.0
+    assert clock.stamp(1400.0) == pytest.approx(1500.000001)  # a camera time not after the last one
+    mono[0] = 9.0
+    assert clock.stamp(1501.25) == 1501.25  # the camera's own time
 
 
 @pytest.mark.parametrize("kind", ["silent", "refused"])

@@ -12,9 +12,9 @@ from pipeline.live_config import (
     LiveConfig,
     ReconnectConfig,
     WebhookConfig,
-    camera_name_from_url,
-    cameras_from_urls,
     load_cameras,
+    name_cameras,
+    url_names,
 )
 
 
@@ -41,22 +41,68 @@ def test_bad_values_are_refused(kw, fragment):
         LiveConfig(**kw)
 
 
+def named(*urls: str, **given: str) -> list[str]:
+    """Names of cameras at ``urls`` (unnamed) and ``given`` (name=url)."""
+    cams = [CameraConfig(url=u) for u in urls] + [CameraConfig(name=n, url=u) for n, u in given.items()]
+    return [c.name for c in name_cameras(cams)]
+
+
 @pytest.mark.parametrize(
-    "url, index, name",
+    "url, names",
     [
-        ("rtsp://127.0.0.1:8554/lobby", 0, "cam0-lobby"),
-        ("rtsp://127.0.0.2/stream?channel=1", 3, "cam3-stream"),
-        ("rtsp://127.0.0.1:8554", 1, "cam1"),
-        ("rtsp://h/a b", 2, "cam2-a_b"),
+        ("rtsp://127.0.0.1:8554/lobby", ["lobby", "127.0.0.1_8554-lobby"]),
+        (
+            "rtsp://10.0.0.5/Streaming/Channels/101",
+            ["Streaming-Channels-101", "10.0.0.5-Streaming-Channels-101"],
+        ),
+        (
+            "rtsp://nvr/cam/realmonitor?channel=1",
+            ["cam-realmonitor", "nvr-cam-realmonitor", "nvr-cam-realmonitor-channel_1"],
+        ),
+        ("rtsp://127.0.0.1:8554", ["127.0.0.1_8554"]),
+        ("rtsp://h/a b/", ["a_b", "h-a_b"]),
+        ("rtsp://h/" + "x" * 100, ["x" * 64, "h-" + "x" * 62]),
     ],
 )
-def test_names_from_urls(url, index, name):
-    assert camera_name_from_url(url, index) == name
-    CameraConfig(name=name, url=url)
+def test_names_from_urls(url, names):
+    assert url_names(url) == names
+    for name in names:
+        CameraConfig(name=name, url=url)  # every one is a valid name
 
 
-def test_cameras_from_urls_are_numbered_in_order():
-    assert [c.name for c in cameras_from_urls(["rtsp://h/a", "rtsp://h/a"])] == ["cam0-a", "cam1-a"]
+@pytest.mark.parametrize(
+    "urls, names",
+    [
+        (["rtsp://h/gate", "rtsp://h/lobby"], ["gate", "lobby"]),
+        (["rtsp://h1/gate", "rtsp://h2/gate", "rtsp://h1/lobby"], ["h1-gate", "h2-gate", "lobby"]),
+        (["rtsp://h:1/gate", "rtsp://h:2/gate"], ["h_1-gate", "h_2-gate"]),
+        (["rtsp://nvr/live?ch=1", "rtsp://nvr/live?ch=2"], ["nvr-live-ch_1", "nvr-live-ch_2"]),
+        (["rtsp://nvr/live", "rtsp://nvr/live?ch=2"], ["nvr-live", "nvr-live-ch_2"]),
+    ],
+)
+def test_names_do_not_depend_on_the_order(urls, names):
+    assert named(*urls) == names
+    assert named(*reversed(urls)) == list(
+        reversed(names)
+    )  # a camera keeps its name when the list is reordered
+
+
+def test_given_names_win_and_derived_ones_step_aside():
+    assert named("rtsp://h/x", "rtsp://b/gate", gate="rtsp://a/door") == ["x", "b-gate", "gate"]
+
+
+@pytest.mark.parametrize(
+    "urls, given, dup",
+    [
+        (["rtsp://h/a", "rtsp://h/a"], {}, "h-a"),
+        (["rtsp://h/a", "rtsp://op:PASS@h/a"], {}, "h-a"),
+        (["rtsp://h/a"], {"h-a": "rtsp://x/1", "a": "rtsp://x/2"}, "h-a"),
+    ],
+)
+def test_cameras_left_with_one_name_are_refused(urls, given, dup):
+    with pytest.raises(ConfigError, match=rf"duplicates \['{dup}'\]") as info:
+        named(*urls, **given)
+    assert "\n" not in str(info.value) and "PASS" not in str(info.value)
 
 
 def test_load_cameras(tmp_path):
@@ -70,6 +116,16 @@ def test_load_cameras(tmp_path):
         ("gate", "udp", None),
         ("lobby", None, 2.0),
     ]
+
+
+def test_cameras_without_names_are_named_from_their_urls(tmp_path):
+    path = tmp_path / "cameras.yaml"
+    path.write_text(
+        "cameras:\n  - {url: 'rtsp://127.0.0.1/gate'}\n  - {name: lobby, url: 'rtsp://127.0.0.1/x'}\n"
+    )
+    cams = load_cameras(path)
+    assert [c.name for c in cams] == [None, "lobby"]
+    assert [c.name for c in name_cameras(cams)] == ["gate", "lobby"]
 
 
 @pytest.mark.parametrize(
@@ -98,16 +154,16 @@ def test_reconnect_max_attempts_bounds():
 
 
 @pytest.mark.parametrize(
-    "url, index, name",
+    "url, name",
     [
-        ("rtsp://op:PASS@127.0.0.1/lobby", 0, "cam0-lobby"),
-        ("rtsp://h/user=admin;password=PASS", 1, "cam1-user_admin_password_"),
-        ("rtsp://h/cam?token=PASS", 2, "cam2-cam"),
+        ("rtsp://op:PASS@127.0.0.1/lobby", "lobby"),
+        ("rtsp://h/user=admin;password=PASS", "user_admin_password"),
+        ("rtsp://h/cam?token=PASS", "cam"),
     ],
 )
-def test_names_from_urls_never_carry_a_secret(url, index, name):
-    got = camera_name_from_url(url, index)
-    assert got == name and "PASS" not in got
+def test_names_from_urls_never_carry_a_secret(url, name):
+    names = url_names(url)
+    assert names[0] == name and not any("PASS" in n for n in names)
 
 
 def test_camera_password_env_is_read_at_open_time_only(monkeypatch):

@@ -129,9 +129,7 @@ def test_stream_on_ray_stops_cleanly_on_sigterm(rtsp_server, stream_clip, galler
         while time.monotonic() < deadline and proc.poll() is None and not runs(db):
             time.sleep(1.0)  # until the embedding service has opened the match log
         while (
-            time.monotonic() < deadline
-            and proc.poll() is None
-            and 'connected{camera="cam0-a"} 1' not in metrics
+            time.monotonic() < deadline and proc.poll() is None and 'connected{camera="a"} 1' not in metrics
         ):
             time.sleep(1.0)  # the driver serves the camera actor's polled health
             try:
@@ -147,9 +145,9 @@ def test_stream_on_ray_stops_cleanly_on_sigterm(rtsp_server, stream_clip, galler
             proc.kill()
             proc.communicate()
     assert proc.returncode == 0, err[-2000:]
-    assert 'facemoe_camera_connected{camera="cam0-a"} 1' in metrics
-    assert metric(processed, "facemoe_camera_frames_processed_total", "cam0-a") > 20
-    assert runs(db) == [("cam0-a", "finished")]
+    assert 'facemoe_camera_connected{camera="a"} 1' in metrics
+    assert metric(processed, "facemoe_camera_frames_processed_total", "a") > 20
+    assert runs(db) == [("a", "finished")]
     assert match_log(db)  # the tracks open at the signal were finished and logged
 
 
@@ -250,7 +248,7 @@ def camera_runs(url: str) -> list[tuple]:
 
 def runs(url: str) -> list[tuple]:
     with Gallery.open(url) as gallery, gallery.db.session() as s:
-        return s.execute(select(Source.name, Run.status).join(Run).where(Source.name == "cam0-a")).all()
+        return s.execute(select(Source.name, Run.status).join(Run).where(Source.name == "a")).all()
 
 
 @pytest.mark.parametrize("order", [[0, 1, 2, 3], [3, 2, 1, 0], [1, 0, 3, 2], [2, 0, 3, 1]])

@@ -122,14 +122,15 @@ def test_stream_two_cameras_and_sigterm_flushes_everything(rtsp_server, stream_c
         hook.close()
     assert proc.returncode == 0, err[-2000:]
     assert "live run ends (stop requested)" in err
-    assert 'camera="cam0-a"' in metrics and 'camera="gate"' in metrics  # both reported connected
+    assert 'camera="a"' in metrics and 'camera="gate"' in metrics  # both reported connected
     rows = log_rows(gallery_db)
-    assert rows["runs"] == {"cam0-a": "finished", "gate": "finished"}
-    per_camera = {name: {i for n, i in rows["matched"] if n == name} for name in ("cam0-a", "gate")}
+    assert rows["runs"] == {"a": "finished", "gate": "finished"}
+    per_camera = {name: {i for n, i in rows["matched"] if n == name} for name in ("a", "gate")}
     assert all(found and found <= FRIENDS for found in per_camera.values()), per_camera  # only the cast
     assert rows["events"] == len(rows["tracks"])  # one event per track, none twice
-    printed = [line for line in out.splitlines() if " track " in line]
+    printed = [line for line in out.splitlines() if " frames=" in line]
     assert len(printed) == len(rows["tracks"])  # the track lines on stdout are the match log's tracks
+    assert not any("time unknown" in line for line in printed)  # each camera's frames carry the wall clock
     alerted = [(b["camera"], b["track_id"], b["identity"]) for b in hook.bodies]
     assert len(set(alerted)) == len(alerted)  # once per track and identity
     watched = {m for m in matched_tracks(gallery_db) if m[2] in {"Joey", "Rachel", "Chandler"}}
@@ -327,6 +328,11 @@ def _wait(cond, timeout: float) -> bool:
             "--address is for",
         ),
         (["stream", "rtsp://127.0.0.1/a"], "expected --db URL or --gallery DIR"),
+        (
+            ["stream", "rtsp://127.0.0.1/a", "rtsp://127.0.0.1/a", "--gallery", "g"],
+            "duplicates ['127.0.0.1-a']",
+        ),
+        (["stream", "rtsp://h1/a", "rtsp://h2/a?token=SECRET", "rtsp://h1/a", "--gallery", "g"], "['h1-a']"),
     ],
 )
 def test_bad_usage_is_one_line_and_exit_2(argv, fragment, capsys, monkeypatch, tmp_path):
@@ -334,6 +340,14 @@ def test_bad_usage_is_one_line_and_exit_2(argv, fragment, capsys, monkeypatch, t
     assert main(argv + ["--config", str(CONFIG)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and fragment in err and "\n" not in err
+
+
+def test_help_says_db_has_no_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["stream", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    db_help = text.split("--db URL ", 1)[1].split(" --", 1)[0]
+    assert "no default" in db_help and "(default" not in db_help and "facemoe.db" not in db_help
 
 
 def test_gallery_with_db_enrolls_into_the_db_once(tmp_path, capsys):
@@ -362,7 +376,7 @@ def test_gallery_with_db_enrolls_into_the_db_once(tmp_path, capsys):
         names = s.scalars(select(Identity.name)).all()
         runs = s.execute(select(Source.name, Run.status).join(Run)).all()
     assert sorted(names) == sorted(FRIENDS)  # enrolled once, not twice
-    assert runs == [("cam0-a", "finished")] * 2
+    assert runs == [("a", "finished")] * 2
 
 
 def test_stream_matches_the_people_the_file_pipeline_finds(
@@ -411,7 +425,7 @@ def test_stream_matches_the_people_the_file_pipeline_finds(
         )
         == 0
     )
-    lines = [line.split() for line in capsys.readouterr().out.splitlines() if " track " in line]
+    lines = [line.split() for line in capsys.readouterr().out.splitlines() if " frames=" in line]
     live_ids = {parts[-2] for parts in lines if parts[-1] != "unknown"}
     assert in_file <= FRIENDS and live_ids, (in_file, lines)
     assert live_ids <= in_file  # the live run (which skips frames) finds no one the file run does not

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from datetime import datetime, timezone
 
+import av
 import numpy as np
 import pytest
 
@@ -116,3 +118,173 @@ def test_decoding_stays_a_bounded_distance_ahead():
     for n, _ in enumerate(src, start=1):
         time.sleep(0.01)  # a slow consumer
         assert src.report.decoded - n <= 4 + 2  # queue plus the frame in hand and the one being put
+
+
+# --- MPEG-TS restarts and wraps: every decodable frame, monotonic times ---------------------------------------
+
+WRAP_S = 2**33 / 90000  # MPEG-TS presentation time wraps after 2**33 ticks of 90 kHz (26.5 hours)
+needs_ffmpeg = pytest.mark.skipif(
+    shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None,
+    reason="ffmpeg/ffprobe are not installed (scripts/system-deps.sh)",
+)
+
+
+def ts_clip(dst, start: float, seconds: float, offset: float | None = None):
+    """``seconds`` of the friends clip from ``start``, 320 px wide, as MPEG-TS with SPS/PPS at every keyframe;
+    ``offset`` shifts its presentation times (``-output_ts_offset``)."""
+    cmd = ["ffmpeg", "-v", "error", "-y", "-ss", str(start), "-i", str(require(FRIENDS)), "-t", str(seconds)]
+    cmd += ["-an", "-vf", "scale=320:-2", "-c:v", "libx264", "-preset", "veryfast"]
+    cmd += ["-x264-params", "repeat-headers=1"]
+    cmd += [] if offset is None else ["-output_ts_offset", str(offset)]
+    subprocess.run([*cmd, "-f", "mpegts", str(dst)], check=True, timeout=120)
+    return dst
+
+
+def joined(dst, *parts):
+    """``cat parts > dst``."""
+    dst.write_bytes(b"".join(p.read_bytes() for p in parts))
+    return dst
+
+
+def ffprobe_frames(path) -> int:
+    """Frames ffprobe decodes in ``path`` (``-count_frames``: nb_read_frames)."""
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0"]
+        + ["-show_entries", "stream=nb_read_frames", "-of", "csv=p=0", str(path)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    return int(out.split()[0])
+
+
+@pytest.fixture(scope="module")
+def ts_parts(tmp_path_factory):
+    """Three MPEG-TS clips each starting near 0 (the TS muxer's 1.4 s): a, b, and w whose presentation time wraps
+    past 2**33 ticks 2 s into it."""
+    if shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None:
+        pytest.skip("ffmpeg/ffprobe are not installed (scripts/system-deps.sh)")
+    folder = tmp_path_factory.mktemp("ts")
+    a = ts_clip(folder / "a.ts", 2.0, 3.0)
+    b = ts_clip(folder / "b.ts", 10.0, 3.0)
+    w = ts_clip(folder / "w.ts", 5.0, 4.0, offset=WRAP_S - 1.4 - 2.0)
+    return a, b, w
+
+
+def test_joined_ts_keeps_every_frame_on_one_monotonic_timeline(ts_parts, tmp_path, caplog):
+    a, b, _ = ts_parts
+    both = joined(tmp_path / "joined.ts", a, b)
+    src = FileSource(both, SourceConfig())
+    with caplog.at_level("WARNING", logger="pipeline.sources"):
+        frames = list(src)
+    times = np.array([f.timestamp for f in frames])
+    first = len(list(FileSource(a, SourceConfig())))
+    assert len(frames) == ffprobe_frames(both) == first + ffprobe_frames(b) and src.report.kept == len(frames)
+    assert np.all(np.diff(times) > 0) and np.all(np.diff([f.index for f in frames]) > 0)
+    step = 1 / src.fps
+    assert times[first] - times[first - 1] == pytest.approx(step, abs=1e-3)  # one frame after the first part
+    assert times[first] > times[:first].max()  # the second clip is no longer on top of the first one's times
+    assert src.report.discontinuities == 1 and "restarted 1 times" in caplog.text
+
+
+def test_wrap_of_presentation_time_is_seamless(ts_parts, tmp_path):
+    a, b, w = ts_parts
+    with av.open(str(w)) as c:  # the middle clip really wraps (FFmpeg shows the times before the wrap < 0)
+        pts = [p.pts for p in c.demux(video=0) if p.pts is not None]
+    assert min(pts) < 0 < max(pts)
+    three = joined(tmp_path / "three.ts", a, w, b)
+    src = FileSource(three, SourceConfig())
+    times = np.array([f.timestamp for f in src])
+    assert len(times) == ffprobe_frames(three)
+    steps = np.diff(times)
+    assert np.all(steps == pytest.approx(1 / src.fps, abs=1e-3))  # exact across the wrap and both joins
+    assert src.report.discontinuities == 2  # the two joins; the wrap is no discontinuity
+
+
+def test_window_of_a_joined_ts_is_read_on_the_unwrapped_timeline(ts_parts, tmp_path):
+    a, b, _ = ts_parts
+    both = joined(tmp_path / "joined.ts", a, b)
+    everything = [(f.index, f.timestamp) for f in FileSource(both, SourceConfig())]
+    start, end = 3.5, 5.0  # in the second clip
+    window = [(f.index, f.timestamp) for f in FileSource(both, SourceConfig(start=start, end=end))]
+    assert window == [(i, t) for i, t in everything if start - 1e-6 <= t <= end + 1e-6] and len(window) > 30
+
+
+# --- the wall clock of every frame --------------------------------------------------------------------------
+
+GIVEN = datetime(2026, 5, 4, 9, 30, 0, tzinfo=timezone.utc)
+TAGGED = datetime(2026, 3, 1, 10, 0, 0, tzinfo=timezone.utc)  # MP4 keeps whole seconds
+
+
+def remux(dst, creation_time: str | None = None):
+    """One second of the CCTV clip copied into ``dst``, with a ``creation_time`` tag when given."""
+    cmd = ["ffmpeg", "-v", "error", "-y", "-i", str(require(CCTV)), "-t", "1", "-c", "copy"]
+    cmd += ["-map_metadata", "-1"] + (
+        [] if creation_time is None else ["-metadata", f"creation_time={creation_time}"]
+    )
+    subprocess.run([*cmd, str(dst)], check=True, timeout=60)
+    return dst
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize(
+    "name, tag, given, pattern, origin, expected",
+    [
+        ("clip.mp4", "2026-03-01T10:00:00Z", None, None, "container", TAGGED),
+        (
+            "cam1_20260301_111500.mp4",
+            "2026-03-01T10:00:00Z",
+            None,
+            "%Y%m%d_%H%M%S",
+            "container",
+            TAGGED,
+        ),
+        ("clip.mp4", "2026-03-01T10:00:00Z", GIVEN, None, "given", GIVEN),
+        (
+            "cam1_20260301_111500.mp4",
+            None,
+            None,
+            "%Y%m%d_%H%M%S",
+            "filename",
+            datetime(2026, 3, 1, 10, 15, tzinfo=timezone.utc),
+        ),
+        (
+            "gate-2026-03-01T111500+0200.mp4",
+            None,
+            None,
+            "%Y-%m-%dT%H%M%S%z",
+            "filename",
+            datetime(2026, 3, 1, 9, 15, tzinfo=timezone.utc),
+        ),
+        ("export.mp4", None, None, "%Y%m%d_%H%M%S", "unknown", None),
+        ("clip.mp4", None, None, None, "unknown", None),
+    ],
+)
+def test_recording_time_and_wall_clock_of_frames(tmp_path, name, tag, given, pattern, origin, expected):
+    path = remux(tmp_path / name, tag)
+    zone = "Europe/Paris" if pattern and "%z" not in pattern else None
+    cfg = SourceConfig(end=0.5, recorded_at_pattern=pattern, recorded_at_zone=zone)
+    src = FileSource(path, cfg, recorded_at=given)
+    assert (src.time_origin, src.recorded_at) == (origin, expected)
+    frames = list(src)
+    assert len(frames) >= 10
+    for f in frames:
+        if expected is None:
+            assert f.wall_time is None
+        else:
+            assert f.wall_time == pytest.approx(expected.timestamp() + f.timestamp, abs=1e-6)
+
+
+@needs_ffmpeg
+def test_a_resumed_window_keeps_the_given_recording_time(tmp_path):
+    src = FileSource(remux(tmp_path / "clip.mp4"), SourceConfig(), recorded_at=GIVEN)
+    later = src.windowed(SourceConfig(start=0.5))
+    first = next(iter(later))
+    assert later.time_origin == "given" and first.timestamp >= 0.5 - 0.034
+    assert first.wall_time == pytest.approx(GIVEN.timestamp() + first.timestamp)
+
+
+def test_a_given_time_without_zone_is_refused():
+    with pytest.raises(SourceError, match="expected a time with a timezone"):
+        FileSource(require(CCTV), SourceConfig(), recorded_at=datetime(2026, 3, 1, 10, 0))
