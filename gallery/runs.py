@@ -26,7 +26,7 @@ from gallery.content import find_source
 from gallery.db import Database
 from gallery.errors import MatchLogError
 from gallery.matchlog import HEARTBEAT_S
-from gallery.models import MatchEvent, RetroMatch, Run, Track, from_blob, owner_gone, utcnow
+from gallery.models import MatchEvent, RetroMatch, Run, Source, Track, from_blob, owner_gone, utcnow
 from gallery.thumbnails import ThumbnailStore
 from gallery.track_index import TrackIndexes
 
@@ -228,9 +228,18 @@ def replace_runs(
     """Once run ``run_id`` of a file finished, every other run of its source that it does not continue and that
     is not ``running`` is marked ``replaced`` and loses its tracks (with their match events and retroactive
     matches), in one transaction; then their thumbnails are deleted from ``thumbnails`` and the tracks leave
-    ``track_index``. Returns the replaced run ids (none: nothing to replace; calling it again is a no-op)."""
+    ``track_index``. Returns the replaced run ids (none: nothing to replace; calling it again is a no-op).
+
+    Replacements of one source are serialized (its row is written first: a row lock on PostgreSQL, the write lock
+    on SQLite), so two runs of one file finishing at once keep one processing: the second to get there finds
+    itself replaced and does nothing."""
     with db.session() as session:
+        owner = select(Run.source_id).where(Run.id == run_id).scalar_subquery()
+        session.execute(update(Source).where(Source.id == owner).values(kind=Source.kind))  # the lock
         run = session.get(Run, run_id)
+        if run is not None and run.status == REPLACED:
+            logger.info("match log: run %d was replaced meanwhile by another run of its file", run_id)
+            return []
         if run is None or run.status != "finished":
             raise MatchLogError(
                 f"run {run_id}: expected a finished run to replace the others of its source, got "
