@@ -1,8 +1,9 @@
 """Command line of the face-recognition system: enroll, process, stream, query, serve, eval, train.
 
-Exit codes: 0 success, 2 bad usage or bad input (one line on stderr), 1 a run that failed (one line when the
-engine gave up, e.g. a Ray embedding service that keeps dying) or anything else, 141 (as a program
-ended by SIGPIPE) when the reader of stdout went away first, e.g. ``query matches | head``.
+Exit codes: 0 success, 2 bad usage or bad input (one line on stderr; storage that refuses a write too: a
+read-only database, a full disk or database), 1 a run that failed (one line when the engine gave up, e.g. a Ray
+embedding service that keeps dying) or anything else, 141 (as a program ended by SIGPIPE) when the reader of
+stdout went away first, e.g. ``query matches | head``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import sys
 
 from core.errors import RunFailure, UserError
+from gallery.db import storage_error
 from pipeline.commands import build_parser
 
 CLOSED_PIPE = 128 + 13  # what a shell reports for a program ended by SIGPIPE
@@ -43,6 +45,14 @@ def main(argv: list[str] | None = None) -> int:
         return _stdout_closed()
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (
+        OSError
+    ) as exc:  # a full or read-only disk under any file written (index, export, ...): one line too
+        mapped = storage_error(exc, str(exc.filename or "storage"))
+        if mapped is None:
+            raise
+        print(f"error: {mapped}", file=sys.stderr)
         return 2
     except RunFailure as exc:
         print(f"failed: {exc}", file=sys.stderr)

@@ -12,11 +12,18 @@ all succeed and a command killed while creating the schema leaves nothing half m
 
 New database files (and their ``-wal`` and ``-shm`` files, which SQLite creates with the database's mode) and
 the lock file are readable by their owner only (0600). A PostgreSQL URL without a password takes the one in
-``FACEMOE_DB_PASSWORD`` when it is set; :attr:`Database.shown` never shows it.
+``FACEMOE_DB_PASSWORD`` when it is set; :attr:`Database.shown` never shows it. A SQLite URI
+(``sqlite:///file:PATH?mode=ro&uri=true``) names its file as a path does.
+
+A write that the storage refuses, on any connection of the engine (:func:`storage_error`: a read-only SQLite
+file or ``mode=ro`` URI, a PostgreSQL read-only transaction or standby, a full disk or database), is raised as
+:class:`gallery.errors.StorageError` naming the database, so every command ends with one line; the transaction
+it was part of is rolled back.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -25,6 +32,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from alembic import command
 from alembic.config import Config
@@ -41,17 +49,22 @@ try:
 except ImportError:  # not POSIX: schema creation is not serialized between processes
     fcntl = None
 
-from gallery.errors import DatabaseError
+from gallery.errors import DatabaseError, StorageError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Database"]
+__all__ = ["Database", "storage_error"]
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 BACKENDS = ("sqlite", "postgresql")
 PASSWORD_ENV = "FACEMOE_DB_PASSWORD"
 SCHEMA_LOCK_TIMEOUT_S = 120.0  # longest wait for another command's schema creation or upgrade
 PG_SCHEMA_LOCK = 0x46_4D_6F_45_5F_73_63_68  # pg_advisory_lock key of the gallery schema ("FMoE_sch")
+SQLITE_READONLY, SQLITE_FULL = 8, 13  # SQLite primary result codes (extended codes keep them in the low byte)
+SQLITE_IOERR_WRITE = 778  # a write(2) that failed for another reason than ENOSPC: a quota, a file-size limit
+PG_READ_ONLY = ("25006",)  # read_only_sql_transaction (also a hot standby)
+PG_FULL = ("53100", "53200")  # disk_full, out_of_memory
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})  # no room: disk, quota, file size limit
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
@@ -77,6 +90,36 @@ def _reason(exc: SQLAlchemyError) -> str:
     return str(exc.orig if getattr(exc, "orig", None) is not None else exc).strip().splitlines()[0]
 
 
+def storage_error(exc: BaseException, where: str) -> StorageError | None:
+    """A :class:`StorageError` naming ``where`` (a database, a file) when ``exc`` says the storage refuses writes
+    (read-only) or has no room (full), else None. ``exc``: a driver error (SQLAlchemy's or the DBAPI's) or an
+    :class:`OSError`."""
+    if isinstance(exc, OSError):
+        if exc.errno in FULL_ERRNOS:
+            return StorageError(
+                f"{where}: expected room to write, got {exc.strerror} (free space, then rerun)"
+            )
+        if exc.errno == errno.EROFS:
+            return StorageError(f"{where}: expected writable storage, got {exc.strerror}")
+        return None
+    orig = getattr(exc, "orig", None) or exc
+    code = (getattr(orig, "sqlite_errorcode", None) or 0) & 0xFF
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    lowered = text.lower()
+    if code == SQLITE_READONLY or state in PG_READ_ONLY or "readonly database" in lowered:
+        return StorageError(
+            f"{where}: expected a writable database, got a read-only one ({text}); open it with write access"
+        )
+    full = code == SQLITE_FULL or getattr(orig, "sqlite_errorcode", None) == SQLITE_IOERR_WRITE
+    if full or state in PG_FULL or "database or disk is full" in lowered:
+        return StorageError(
+            f"{where}: expected room to write, got a full disk or database ({text}); free space, then rerun "
+            "(an interrupted run resumes)"
+        )
+    return None
+
+
 def _head() -> str:
     return ScriptDirectory.from_config(_alembic_config()).get_current_head()
 
@@ -97,7 +140,8 @@ class Database:
 
     def __init__(self, url: str, *, create: bool = True) -> None:
         self.url = self._parse(url)
-        self.shown = self.url.render_as_string(hide_password=True)
+        shown = self.url.render_as_string(hide_password=True)
+        self.shown = unquote(shown) if self.backend == "sqlite" else shown  # no password; a URI's "file:" as given
         if self.backend == "sqlite":
             self._check_sqlite_path(create)
             if create and not self.sqlite_path.exists():
@@ -142,10 +186,38 @@ class Database:
 
     @property
     def sqlite_path(self) -> Path | None:
-        """The database file of a file-backed SQLite URL, else None."""
+        """The database file of a file-backed SQLite URL (a path, or a ``file:`` URI with ``uri=true``), else
+        None."""
         if self.backend != "sqlite" or self.url.database in (None, "", ":memory:"):
             return None
+        if self._sqlite_uri:
+            parts = urlsplit(self.url.database)
+            if self.url.query.get("mode") == "memory" or not parts.path:
+                return None
+            return Path(unquote(parts.path)).resolve()
         return Path(self.url.database).resolve()
+
+    @property
+    def _sqlite_uri(self) -> bool:
+        return str(self.url.query.get("uri", "")).lower() in ("true", "1") and self.url.database.startswith(
+            "file:"
+        )
+
+    @property
+    def read_only(self) -> bool:
+        """A SQLite URI opened read-only (``mode=ro``)."""
+        return self._sqlite_uri and self.url.query.get("mode") == "ro"
+
+    def _sqlite_database(self, path: Path) -> str:
+        """The URL's database part for the SQLite file ``path`` (a URI again when the URL is one)."""
+        return f"file:{path}" if self._sqlite_uri else str(path)
+
+    def _storage_refused(self, context) -> None:
+        """``handle_error`` hook: a write the storage refuses becomes a :class:`StorageError` naming this
+        database."""
+        mapped = storage_error(context.original_exception, f"database {self.shown}")
+        if mapped is not None:
+            raise mapped from context.original_exception
 
     def storage_dir(self, configured: str | None = None) -> Path | None:
         """Where index files and thumbnails go: ``configured``, else the SQLite file's folder, else None."""
@@ -168,12 +240,13 @@ class Database:
             raise DatabaseError(f"database URL: expected a SQLite file (sqlite:///FILE), got {self.shown}")
         if not path.parent.is_dir():
             raise DatabaseError(f"cannot open {self.shown}: folder {path.parent} does not exist")
-        if not create and not path.is_file():
+        if (not create or self.read_only) and not path.is_file():
             raise DatabaseError(f"cannot open {self.shown}: no database file at {path}")
 
     def _connect(self) -> Engine:
         kwargs = {"connect_args": {"connect_timeout": 5}} if self.backend == "postgresql" else {}
         engine = create_engine(self.url, **kwargs)
+        event.listen(engine, "handle_error", self._storage_refused)
         if self.backend == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
         try:
@@ -254,7 +327,8 @@ class Database:
     def _upgrade_sqlite(self, path: Path, head: str) -> None:
         """Upgrade the SQLite file ``path`` to ``head`` in one ``BEGIN IMMEDIATE`` transaction (the caller
         holds the lock file); closing its last connection checkpoints the WAL into the file."""
-        engine = create_engine(self.url.set(database=str(path)), poolclass=NullPool)
+        engine = create_engine(self.url.set(database=self._sqlite_database(path)), poolclass=NullPool)
+        event.listen(engine, "handle_error", self._storage_refused)
         event.listen(engine, "connect", _sqlite_transactional)
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
         try:

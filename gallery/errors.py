@@ -18,6 +18,7 @@ __all__ = [
     "IndexFileError",
     "MatchLogError",
     "QueryError",
+    "StorageError",
     "ThumbnailPathError",
 ]
 
@@ -28,6 +29,11 @@ class GalleryError(UserError):
 
 class DatabaseError(GalleryError):
     """A database URL that cannot be parsed or connected to, or a database without the gallery schema."""
+
+
+class StorageError(DatabaseError):
+    """Storage that refuses a write: a read-only database (file mode, ``mode=ro`` URI, PostgreSQL read-only
+    transaction or standby), a full disk or database. What was committed before stays consistent."""
 
 
 class IdentityExistsError(GalleryError):

@@ -27,8 +27,8 @@ from sqlalchemy import delete, insert, select, update
 
 from gallery.config import GalleryConfig
 from gallery.content import find_source, new_source_name
-from gallery.db import Database
-from gallery.errors import MatchLogError
+from gallery.db import Database, storage_error
+from gallery.errors import MatchLogError, StorageError
 from gallery.models import (
     Identity,
     MatchEvent,
@@ -334,15 +334,26 @@ class MatchLogWriter:
                 thumb = None
                 if rec.thumbnail is not None and self.thumbnails is not None:
                     thumb = self._thumb_path(rec.track_id)
-                    self.thumbnails.write(thumb, rec.thumbnail)
+                    self._write_thumbnail(thumb, rec.thumbnail)
                     written.append(thumb)
                 rows.append((rec, thumb))
             self._write(rows)
         except BaseException:
             for rel in written:
                 self.thumbnails.delete(rel)
+            self._pending = batch + self._pending  # kept: progress is stored only with the tracks up to it
             raise
         return len(batch)
+
+    def _write_thumbnail(self, rel: str, image: np.ndarray) -> None:
+        """One thumbnail file; a full or read-only disk is a :class:`StorageError` naming the file."""
+        try:
+            self.thumbnails.write(rel, image)
+        except OSError as exc:
+            mapped = storage_error(exc, f"thumbnail {exc.filename or rel}")
+            if mapped is None:
+                raise
+            raise mapped from exc
 
     def _write(self, rows: list[tuple[TrackRecord, str | None]]) -> None:
         now = utcnow()
@@ -378,19 +389,45 @@ class MatchLogWriter:
             self.track_index.note_logged(track_pks, [r for r, _ in rows])
 
     def close(self, status: str = "finished") -> None:
-        """Write what is queued and mark the run ``finished`` (or ``failed``)."""
+        """Write what is queued and mark the run ``status``: ``finished``, ``failed`` or ``interrupted`` (stopped
+        by its storage, see :class:`gallery.errors.StorageError`: a re-run resumes it).
+
+        A closing write that fails never leaves progress ahead of the tracks: the run keeps the progress of its
+        last commit and is marked ``interrupted`` (a storage error) or ``failed``, then the failure is raised;
+        on an error path (``failed``, ``interrupted``) it is logged instead, so that the caller's error is the
+        one reported (a run that cannot even be marked stays ``running`` until the next command marks it
+        ``interrupted``)."""
         if self.closed:
             return
-        if status not in RUN_STATUSES[1:3]:
-            raise MatchLogError(f"run status: expected one of {RUN_STATUSES[1:3]}, got {status!r}")
+        if status not in RUN_STATUSES[1:]:
+            raise MatchLogError(f"run status: expected one of {RUN_STATUSES[1:]}, got {status!r}")
         self._beat.set()
+        failure: Exception | None = None
         try:
             self.flush()
-        finally:
-            self.closed = True
+        except Exception as exc:  # noqa: BLE001 - raised below, or the caller's error is the one reported
+            failure = exc
+        self.closed = True
+        raising = failure is not None and status == "finished"
+        if raising:
+            status = "interrupted" if isinstance(failure, StorageError) else "failed"
+        try:
             with self.db.session() as session:
                 done = update(Run).where(Run.id == self.run_id, Run.status == "running")
                 session.execute(done.values(status=status, finished_at=utcnow(), updated_at=utcnow()))
+        except Exception as exc:
+            if failure is None and status == "finished":
+                raise
+            logger.info("match log: run %d left running (marking it %s failed: %s)", self.run_id, status, exc)
+        if failure is not None:
+            logger.info(
+                "match log: run %d: %d queued tracks not written (%s)",
+                self.run_id,
+                len(self._pending),
+                failure,
+            )
+            if raising:
+                raise failure
         logger.info("match log: run %d %s", self.run_id, status)
 
     def __enter__(self) -> MatchLogWriter:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from core.types import Candidate, MatchResult, TrackTemplate
 from gallery.content import content_key
+from gallery.errors import StorageError
 from gallery.runs import LoggedTrack, logged_tracks, newest_run, replace_runs, resume_point
 from gallery.thumbnails import ThumbnailStore
 
@@ -177,8 +178,8 @@ def run_process(args: argparse.Namespace) -> int:
         try:
             resumed = {k: r for k, (_, r) in resume.items()}
             stats = _run(args, system, sources, index, log, resumed, shown)
-        except BaseException:
-            log.close("failed")
+        except BaseException as exc:  # storage that refuses writes: a re-run resumes once it is writable
+            log.close("interrupted" if isinstance(exc, StorageError) else "failed")
             raise
         log.close("finished")
         _replace(system, log.run_ids.values())

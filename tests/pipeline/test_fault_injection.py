@@ -7,6 +7,10 @@ marks the run ``interrupted``), and the FAISS index agrees with SQL. At the end 
 the match log holds every track of an uninterrupted run of the same configuration with the same decision: a track
 open at a kill may come back split (its pieces cover the reference span), never lost, never logged twice.
 
+Storage that refuses writes (a read-only database, a full disk: a file-size limit on the child) ends each writing
+command with one ``error:`` line and exit 2, changes nothing or leaves the run ``interrupted`` with its progress no
+further than the tracks committed, and a rerun on writable storage resumes without loss.
+
 Kill moments: one drawn in each of equal slices of [1 s, 90% of the reference run's wall time], shuffled, so they
 spread over start-up, decoding, embedding, commits and closing. A run that ends before its moment hands the moment
 to the next run.
@@ -14,7 +18,9 @@ to the next run.
 
 from __future__ import annotations
 
+import hashlib
 import random
+import resource
 import signal
 import sqlite3
 import subprocess
@@ -84,7 +90,6 @@ def _processcli(clip: Path, url: str) -> list[str]:
         "--no-progress",
         "--set",
         "gallery.match_log.heartbeat_s=0.5",
-        "--reprocess",  # each chain processes the file again (an interrupted run still resumes)
         *WINDOW,
     )
 
@@ -400,38 +405,127 @@ def test_kills_at_random_moments_lose_nothing_and_leak_nothing(tmp_path):
     assert kills >= ENROLL_KILLS + ENROLL_WRITE_KILLS and _gallery_summary(url) == reference_gallery
 
     # process killed at moments over its run, in the completely enrolled gallery of the last enroll
-    completed_chains: list[list[int]] = []
-
-    def finished_chains() -> list[list[int]]:
-        """Every finished run with the interrupted runs it resumed logged the reference run's tracks (noted, as a
-        later run replaces them)."""
-        chains = _chains(url)[0]
-        for chain in chains:
-            compare_to_reference(_logged(url, chain), reference)
-        completed_chains.extend(c for c in chains if c not in completed_chains)
-        return chains
-
     def process_killed(n: int) -> bool:
         check_invariants(url)
-        finished_chains()  # a kill may land after a run finished its work: then the next run starts a new chain
         if n % 2 == 0:  # every other kill the test does what the next command does first; else the rerun does
             _mark_like_the_next_command(url)
             check_invariants(url)
         return False
 
     def process_complete() -> None:
-        """The completed chain's tracks replaced the earlier chains': it is the only finished one."""
+        """Every finished run with the interrupted runs it resumed logged the reference run's tracks (a kill may
+        also land after a run finished its work: then the next run starts a new chain)."""
         check_invariants(url)
-        chains = finished_chains()
-        assert len(chains) == 1, f"one processing of the file expected, got the chains {chains}"
+        for chain in _chains(url)[0]:
+            compare_to_reference(_logged(url, chain), reference)
 
     moments = _moments(rng, PROCESS_KILLS, EARLIEST_KILL_S, 0.9 * processed.wall_s)
     kills, completed = _kill_chain(
         lambda: _processcli(clip, url), tmp_path, moments, process_killed, process_complete, "process"
     )
     assert kills >= PROCESS_KILLS and completed >= 1
-    chains, runs = completed_chains, _chains(url)[1]
+    chains, runs = _chains(url)
     assert sorted(r for chain in chains for r in chain) == runs, f"runs outside any completed chain: {chains}"
     assert max(len(chain) for chain in chains) >= 2, (
         f"expected a run that resumed an interrupted one: {chains}"
     )
+
+
+def _one_error(proc: subprocess.CompletedProcess) -> str:
+    """The one ``error:`` line of a command that refused (exit 2, no traceback)."""
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    return errors[0]
+
+
+@pytest.mark.slow
+def test_a_read_only_database_ends_every_writing_command_with_one_line(tmp_path):
+    clip = require(ASSETS / "videos" / "friends_in_video.mp4")
+    people = require(ASSETS / "images" / "friends_gallery")
+    url = _new_database(tmp_path / "g")
+    enrolled = subprocess.run(
+        cli("enroll", "--name", "Joey", str(people / "Joey.png"), "--db", url),
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        env=cli_env(),
+        cwd=tmp_path,
+    )
+    assert enrolled.returncode == 0, enrolled.stderr[-3000:]
+    db_file = tmp_path / "g" / "g.db"
+    before = hashlib.sha256(db_file.read_bytes()).hexdigest()
+    read_only = f"sqlite:///file:{db_file}?mode=ro&uri=true"
+    commands = {
+        "enroll": ("enroll", "--name", "Ross", str(people / "Ross.png")),
+        "enroll --dir": ("enroll", "--dir", str(people)),
+        "process": ("process", str(clip), "--no-progress", "--set", "source.end=2"),
+        "purge": ("purge", "--older-than", "0"),
+        "remove": ("remove", "Joey"),
+    }
+    for what, args in commands.items():
+        proc = subprocess.run(
+            cli(*args, "--db", read_only),
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT_S,
+            env=cli_env(),
+            cwd=tmp_path,
+        )
+        line = _one_error(proc)
+        assert "expected a writable database, got a read-only one" in line, (what, line)
+        assert str(db_file) in line, (what, line)
+    assert hashlib.sha256(db_file.read_bytes()).hexdigest() == before
+    assert _gallery_summary(url).keys() == {"Joey"}
+
+
+def _file_size_limit(limit: int) -> Callable[[], None]:
+    """For ``preexec_fn``: a child that cannot grow any file past ``limit`` bytes (``write`` fails with EFBIG,
+    SIGXFSZ ignored): a full disk for that child only."""
+
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_one_line_and_the_rerun_resumes_without_loss(tmp_path):
+    clip = require(ASSETS / "videos" / "friends_in_video.mp4")
+    people = require(ASSETS / "images" / "friends_gallery")
+    ref_url = _new_database(tmp_path / "reference")
+    url = _new_database(tmp_path / "full")
+    for target in (ref_url, url):
+        assert _run(_enrollcli(people, target), tmp_path, None).returncode == 0
+    processed = _run(_processcli(clip, ref_url), tmp_path, None)
+    assert processed.returncode == 0, processed.stderr[-3000:]
+    reference = _logged(ref_url)
+
+    # room for a few commits of the match log (batches of 2, progress every 0.5 s), not for the whole run
+    room = (tmp_path / "full" / "g.db").stat().st_size + 60_000
+    argv = _processcli(clip, url) + ["--set", "gallery.match_log.batch_size=2"]
+    full = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        env=cli_env(),
+        cwd=tmp_path,
+        preexec_fn=_file_size_limit(room),
+    )
+    assert "expected room to write" in _one_error(full)
+    check_invariants(url)
+    with Gallery.open(url, create=False) as gallery, gallery.db.session() as session:
+        run = session.scalars(select(Run)).one()
+    assert run.status in ("interrupted", "running")  # running: not even its status could be written
+    logged = _logged(url, [run.id])
+    done = [r for r in reference if run.last_timestamp is not None and r.end <= run.last_timestamp - TIME_TOL]
+    for ref in done:  # progress never ahead of the tracks committed with it
+        assert any(t.start <= ref.end + TIME_TOL and t.end >= ref.start - TIME_TOL for t in logged), ref
+
+    rerun = _run(argv, tmp_path, None)  # writable again: resumes the interrupted run
+    assert rerun.returncode == 0 and "resuming" in rerun.stderr, rerun.stderr[-3000:]
+    check_invariants(url)
+    chains, runs = _chains(url)
+    assert [len(c) for c in chains] == [2] and sorted(chains[0]) == runs
+    compare_to_reference(_logged(url, chains[0]), reference)
