@@ -90,6 +90,7 @@ def _processcli(clip: Path, url: str) -> list[str]:
         "--no-progress",
         "--set",
         "gallery.match_log.heartbeat_s=0.5",
+        "--reprocess",  # each chain processes the file again (an interrupted run still resumes)
         *WINDOW,
     )
 
@@ -405,26 +406,37 @@ def test_kills_at_random_moments_lose_nothing_and_leak_nothing(tmp_path):
     assert kills >= ENROLL_KILLS + ENROLL_WRITE_KILLS and _gallery_summary(url) == reference_gallery
 
     # process killed at moments over its run, in the completely enrolled gallery of the last enroll
+    completed_chains: list[list[int]] = []
+
+    def finished_chains() -> list[list[int]]:
+        """Every finished run with the interrupted runs it resumed logged the reference run's tracks (noted, as a
+        later run replaces them)."""
+        chains = _chains(url)[0]
+        for chain in chains:
+            compare_to_reference(_logged(url, chain), reference)
+        completed_chains.extend(c for c in chains if c not in completed_chains)
+        return chains
+
     def process_killed(n: int) -> bool:
         check_invariants(url)
+        finished_chains()  # a kill may land after a run finished its work: then the next run starts a new chain
         if n % 2 == 0:  # every other kill the test does what the next command does first; else the rerun does
             _mark_like_the_next_command(url)
             check_invariants(url)
         return False
 
     def process_complete() -> None:
-        """Every finished run with the interrupted runs it resumed logged the reference run's tracks (a kill may
-        also land after a run finished its work: then the next run starts a new chain)."""
+        """The completed chain's tracks replaced the earlier chains': it is the only finished one."""
         check_invariants(url)
-        for chain in _chains(url)[0]:
-            compare_to_reference(_logged(url, chain), reference)
+        chains = finished_chains()
+        assert len(chains) == 1, f"one processing of the file expected, got the chains {chains}"
 
     moments = _moments(rng, PROCESS_KILLS, EARLIEST_KILL_S, 0.9 * processed.wall_s)
     kills, completed = _kill_chain(
         lambda: _processcli(clip, url), tmp_path, moments, process_killed, process_complete, "process"
     )
     assert kills >= PROCESS_KILLS and completed >= 1
-    chains, runs = _chains(url)
+    chains, runs = completed_chains, _chains(url)[1]
     assert sorted(r for chain in chains for r in chain) == runs, f"runs outside any completed chain: {chains}"
     assert max(len(chain) for chain in chains) >= 2, (
         f"expected a run that resumed an interrupted one: {chains}"
