@@ -15,8 +15,11 @@ import logging
 import math
 import os
 import re
+import socket
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import torch
 from torch import nn
@@ -32,6 +35,7 @@ __all__ = [
     "checkpoint_filter_fn",
     "file_tag",
     "hub_download",
+    "hub_unreachable",
     "infer_config",
     "load_model",
     "load_pretrained",
@@ -76,6 +80,7 @@ _CONTAINER_KEYS = ("state_dict_backbone", "state_dict", "model", "backbone")
 _PREFIXES = ("module.", "_orig_mod.", "backbone.")
 _DERIVED_BUFFERS = ("attn_mask", "relative_position_index")
 _DIFF_ITEMS = 6
+HUB_PROBE_S = 3.0  # seconds to open a connection to the Hub before taking the machine for offline
 
 
 def resolve_checkpoint(source: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
@@ -101,21 +106,63 @@ def resolve_checkpoint(source: str | os.PathLike, cache_dir: str | os.PathLike |
 
 
 def hub_download(repo_id: str, filename: str, cache_dir=None, how_to_pass: str = "the local path") -> Path:
-    """The Hub file, from the cache or downloaded into it; else one line saying which file to put where."""
+    """The Hub file, from the cache or downloaded into it; else one line saying which file to put where.
+
+    Where the Hub cannot be reached (:func:`hub_unreachable`: ``HF_HUB_OFFLINE``, or no connection to
+    ``HF_ENDPOINT`` within :data:`HUB_PROBE_S`) only the cache is looked at, so an offline machine gets its answer
+    in seconds instead of after the client's retries; the client's retry warnings are kept off the console."""
     try:
-        from huggingface_hub import hf_hub_download
+        from huggingface_hub import constants, hf_hub_download
     except ImportError as exc:  # pragma: no cover - a declared dependency
         raise CheckpointError("huggingface_hub is not installed: pip install huggingface_hub") from exc
+    where = cache_dir or constants.HF_HUB_CACHE
+    offline = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else hub_unreachable(constants.ENDPOINT)
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.ERROR)  # "Retrying in 1s [Retry 1/5]": the failure below says it once
     try:
-        return Path(hf_hub_download(repo_id=repo_id, filename=filename, cache_dir=cache_dir, etag_timeout=10))
-    except Exception as exc:  # offline, repo moved, no permission: all end the same way for the user
-        where = (
-            cache_dir or os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
+        return Path(
+            hf_hub_download(
+                repo_id=repo_id,
+                filename=filename,
+                cache_dir=cache_dir,
+                etag_timeout=10,
+                local_files_only=bool(offline),
+            )
         )
+    except Exception as exc:  # offline, repo moved, no permission: all end the same way for the user
+        reason = f"offline: {offline}" if offline else type(exc).__name__
         raise CheckpointError(
-            f"cannot fetch {repo_id}/{filename} from the Hugging Face Hub ({type(exc).__name__}); "
-            f"download it where the Hub is reachable and pass {how_to_pass}, or pre-fill the Hub cache at {where}"
+            f"cannot fetch {repo_id}/{filename} from the Hugging Face Hub ({reason}); download it where the Hub is "
+            f"reachable and pass {how_to_pass}, or pre-fill the Hub cache at {where}"
         ) from None
+    finally:
+        hub_log.setLevel(level)
+
+
+def hub_unreachable(endpoint: str, timeout: float | None = None) -> str | None:
+    """Why the Hub at ``endpoint`` (a URL) cannot be reached, or None when a TCP connection to it opens within
+    ``timeout`` seconds (:data:`HUB_PROBE_S`; the name lookup included)."""
+    timeout = HUB_PROBE_S if timeout is None else timeout
+    parts = urlsplit(endpoint)
+    host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    if not host:
+        return f"no host in {endpoint!r}"
+    outcome: list[str | None] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as exc:
+            outcome.append(f"no connection to {host}:{port}: {exc.strerror or exc}")
+
+    thread = threading.Thread(
+        target=probe, name="hub-probe", daemon=True
+    )  # a stuck name lookup is left behind
+    thread.start()
+    thread.join(timeout)
+    return outcome[0] if outcome else f"no connection to {host}:{port} within {timeout:g} s"
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:

@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import cv2
 import numpy as np
 
+from core.images import decode_image
 from gallery.errors import EnrollmentError, IdentityExistsError
 from gallery.from_tracks import refuse_doubts, track_doubts, track_media
 from gallery.media import MediaVector
+from gallery.names import identity_name
 from gallery.store import Gallery
 from gallery.thresholds import Calibration
 
@@ -105,11 +106,7 @@ def _read(path: Path) -> _Image:
         data = path.read_bytes()
     except OSError as exc:
         raise EnrollmentError(f"cannot read image {path}: {exc.strerror or exc}") from exc
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
-    if image is None:
-        raise EnrollmentError(
-            f"image {path}: expected a decodable image file, got {len(data)} bytes that do not decode"
-        )
+    image = decode_image(data, f"image {path}", EnrollmentError)  # the one pixel cap, before decoding
     return _Image(path, hashlib.sha256(data).hexdigest(), image)
 
 
@@ -162,7 +159,9 @@ def read_labels(path: Path) -> dict[str, list[Path]]:
 
 class Enroller:
     """Enrolls into ``gallery`` with the injected face extractor and embedder; ``min_quality`` rejects worse
-    faces."""
+    faces. Every identity name is checked (:func:`gallery.names.identity_name`) before anything is written."""
+
+    add_option = "add=True"  # how messages name "enroll into an existing identity" (the command line: --add)
 
     def __init__(
         self, gallery: Gallery, extract_faces: FaceExtractor, embedder: Embedder, min_quality: float = 0.0
@@ -180,30 +179,37 @@ class Enroller:
         paths: Sequence[Path],
         *,
         add: bool = False,
+        exist_ok: bool = False,
         external_id: str | None = None,
         watchlist: bool = False,
         notes: str = "",
     ) -> EnrollReport:
-        """Enroll ``paths`` as identity ``name``: a new identity unless ``add`` (then it must exist)."""
+        """Enroll ``paths`` as identity ``name`` (:func:`gallery.names.identity_name`): a new identity unless
+        ``add`` (then it must exist); ``exist_ok``: a new identity, or more images of an existing one."""
+        name = identity_name(name)
         if not paths:
             raise EnrollmentError(f"identity {name!r}: expected at least one image, got none")
-        exists = self._exists(name, add, "images")
+        exists = self._exists(name, add, "images", exist_ok)
         return self._enroll(
             {name: list(paths)},
             create={name: not exists},
             meta=dict(external_id=external_id, watchlist=watchlist, notes=notes),
+            exist_ok=exist_ok,
         )
 
-    def _exists(self, name: str, add: bool, what: str) -> bool:
-        """Whether ``name`` exists, refusing a taken name without ``add`` and an unknown one with it."""
+    def _exists(self, name: str, add: bool, what: str, exist_ok: bool = False) -> bool:
+        """Whether ``name`` exists, refusing a taken name without ``add`` and an unknown one with it (unless
+        ``exist_ok``); messages name the option as :attr:`add_option`."""
         exists = self.gallery.has_identity(name)
+        if exist_ok:
+            return exists
         if exists and not add:
             raise IdentityExistsError(
-                f"identity {name!r} already exists (use --add to enroll more {what} of it)"
+                f"identity {name!r} already exists (use {self.add_option} to enroll more {what} of it)"
             )
         if add and not exists:
             raise EnrollmentError(
-                f"identity {name!r}: --add expects an existing identity, got an unknown name"
+                f"identity {name!r}: {self.add_option} expects an existing identity, got an unknown name"
             )
         return exists
 
@@ -224,6 +230,7 @@ class Enroller:
         ``RUN:TRACK``, an unknown track, or one of another embedder refuses the request before anything is
         written; so does a doubtful track (:func:`gallery.from_tracks.track_doubts` at ``threshold``, the
         operating threshold, default the gallery's own) unless ``force``."""
+        name = identity_name(name)
         embedder_id = self.embedder.embedder_id
         items = track_media(self.gallery, refs, embedder_id)
         exists = self._exists(name, add, "tracks")
@@ -253,7 +260,10 @@ class Enroller:
         """Enroll the images named by a labels file (see :func:`read_labels`)."""
         return self._enroll_many(read_labels(labels_file))
 
-    def _enroll_many(self, groups: dict[str, list[Path]]) -> EnrollReport:
+    def _enroll_many(self, found: dict[str, list[Path]]) -> EnrollReport:
+        groups: dict[str, list[Path]] = {}
+        for given, paths in found.items():  # every name checked before anything is written
+            groups.setdefault(identity_name(given, f"identity name of {paths[0]}"), []).extend(paths)
         # another command may create one of these identities meanwhile: it then gets these images too
         create = {name: not self.gallery.has_identity(name) for name in groups}
         return self._enroll(groups, create=create, meta={}, exist_ok=True)
@@ -350,6 +360,7 @@ class Enroller:
     def enroll_template_file(self, name: str, path: Path, *, add: bool = False) -> EnrollReport:
         """Enroll a template file: ``.npz`` with ``embedder_id`` (str), ``embedding`` ``[D]`` or ``[N, D]``
         and optional ``norms`` ``[N]``; it must come from this enroller's embedder."""
+        name = identity_name(name)
         path = Path(path)
         try:
             data = path.read_bytes()
@@ -381,7 +392,7 @@ class Enroller:
         exists = self.gallery.has_identity(name)
         if exists and not add:
             raise IdentityExistsError(
-                f"identity {name!r} already exists (use --add to add this template to it)"
+                f"identity {name!r} already exists (use {self.add_option} to add this template to it)"
             )
         digest = hashlib.sha256(data).hexdigest()
         units = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)

@@ -22,6 +22,8 @@ import cv2
 import numpy as np
 from sqlalchemy import select, tuple_
 
+from core.errors import InputError
+from core.images import decode_image
 from gallery.db import Database
 from gallery.decisions import with_decisions
 from gallery.errors import ThumbnailPathError
@@ -153,9 +155,10 @@ def _photo_jpeg(path: Path, content_hash: str) -> bytes:
         raise MediaUnavailable("the enrolled photo is no longer where it was enrolled from") from None
     if hashlib.sha256(data).hexdigest() != content_hash:
         raise MediaUnavailable("the file at the enrolled path no longer holds the enrolled photo")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise MediaUnavailable("the enrolled photo does not decode")
+    try:
+        image = decode_image(data, "the enrolled photo")  # the one pixel cap, before decoding
+    except InputError as exc:
+        raise MediaUnavailable(str(exc)) from None
     scale = SHOWN_SIDE / max(image.shape[:2])
     if scale < 1:
         size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))

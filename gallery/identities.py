@@ -15,6 +15,7 @@ from sqlalchemy import delete, func, select, update
 from gallery.db import Database
 from gallery.errors import EnrollmentError
 from gallery.models import Identity, MatchEvent, Media, RetroMatch, Template
+from gallery.names import quoted
 from gallery.records import bump_version, create_identity, get_identity, refit_template, version_of
 
 logger = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ class IdentityStore:
         """Move all media of ``source`` to ``into``, refit ``into``'s templates, re-point match events and
         retroactive matches, delete ``source``: one transaction."""
         if source == into:
-            raise EnrollmentError(f"merge: expected two different identities, got {source!r} twice")
+            raise EnrollmentError(f"merge: expected two different identities, got {quoted(source)} twice")
         with self.db.session() as session:
             src, dst = get_identity(session, source), get_identity(session, into)
             embedders = set(session.scalars(select(Media.embedder_id).where(Media.identity_id == src.id)))

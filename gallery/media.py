@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from gallery.db import Database
 from gallery.errors import EmbeddingError, EnrollmentError, IdentityExistsError, IdentityNotFoundError
 from gallery.models import Identity, Media, Template, Track, from_blob, to_blob
+from gallery.names import identity_name, lookup_name
 from gallery.queries import Filters, Page, _iso, _page, _refuse
 from gallery.records import (
     NameTakenMeanwhile,
@@ -88,6 +89,7 @@ class MediaStore:
 
         Two commands enrolling the same person or image at once are settled by the unique constraints: the
         loser's transaction is retried, re-reads, and finds the identity (or the duplicate)."""
+        name = identity_name(name) if create else lookup_name(name)  # gallery.names: before any write
         return retry_on_conflict(
             lambda: self._add_media(
                 name, embedder_id, items, create, exist_ok, external_id, watchlist, notes

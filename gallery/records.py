@@ -18,8 +18,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.fusion import ZeroTemplateError, pre_norm_vector_add
-from gallery.errors import EmbeddingError, EnrollmentError, IdentityExistsError, IdentityNotFoundError
+from gallery.errors import EmbeddingError, IdentityExistsError, IdentityNotFoundError
 from gallery.models import GalleryMeta, Identity, Media, Template, from_blob, to_blob, utcnow
+from gallery.names import identity_name, lookup_name, quoted
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +59,9 @@ def taken_name_error(name: str) -> IdentityExistsError:
 def create_identity(
     session: Session, name: str, external_id: str | None, watchlist: bool, notes: str
 ) -> Identity:
-    """Insert a new identity (1-200 characters, a name not taken) and flush it so that it has an id."""
-    name = name.strip()
-    if not name or len(name) > 200:
-        raise EnrollmentError(f"identity name: expected 1-200 characters, got {name!r}")
+    """Insert a new identity (a name by :func:`gallery.names.identity_name`, not taken) and flush it so that it
+    has an id."""
+    name = identity_name(name)
     if session.scalar(select(Identity.id).where(Identity.name == name)) is not None:
         raise taken_name_error(name)
     identity = Identity(name=name, external_id=external_id, watchlist=watchlist, notes=notes or "")
@@ -71,9 +71,10 @@ def create_identity(
 
 
 def get_identity(session: Session, name: str) -> Identity:
+    name = lookup_name(name)
     identity = session.scalar(select(Identity).where(Identity.name == name))
     if identity is None:
-        raise IdentityNotFoundError(f"identity {name!r}: not in the gallery")
+        raise IdentityNotFoundError(f"identity {quoted(name)}: not in the gallery")
     return identity
 
 

@@ -3,7 +3,7 @@
     from pipeline.api import FaceRecognition
 
     with FaceRecognition("configs/test.yaml", db="sqlite:///faces.db") as fr:
-        fr.enroll("Rachel", ["rachel.jpg"])
+        fr.enroll("Rachel", ["rachel.jpg"], exist_ok=True)  # a second run adds nothing
         for face in fr.recognize(cv2.imread("photo.jpg")):
             print(face.box, face.identity, face.score)
         for track in fr.process("clip.mp4"):
@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from core.errors import InputError
+from core.images import read_image
 from core.types import MatchResult, TrackTemplate
 from gallery.enroll import EnrollReport
 from stages.quality import QualityScorer
@@ -170,9 +170,14 @@ class FaceRecognition:
                     pass
             log.close(status)
 
-    def enroll(self, name: str, images: Sequence[str | Path], add: bool = False) -> EnrollReport:
-        """Enroll ``name`` from image files (content-hash idempotent; ``add`` to extend an existing identity)."""
-        return self.system.enroller().enroll_images(name, [Path(p) for p in images], add=add)
+    def enroll(
+        self, name: str, images: Sequence[str | Path], add: bool = False, exist_ok: bool = False
+    ) -> EnrollReport:
+        """Enroll ``name`` from image files (content-hash idempotent: an image enrolled already is a no-op). A new
+        identity, unless ``add`` (extend an existing one) or ``exist_ok`` (either: a script that runs again)."""
+        return self.system.enroller().enroll_images(
+            name, [Path(p) for p in images], add=add, exist_ok=exist_ok
+        )
 
     def enroll_tracks(
         self, name: str, refs: Sequence[str], add: bool = False, force: bool = False
@@ -192,7 +197,4 @@ def _read(image: np.ndarray | str | Path) -> np.ndarray:
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise InputError(f"image: expected a BGR uint8 HxWx3 array, got {image.dtype} {image.shape}")
         return image
-    data = cv2.imread(str(image), cv2.IMREAD_COLOR)
-    if data is None:
-        raise InputError(f"image {image}: expected a readable image file, got none or an unreadable one")
-    return data
+    return read_image(image)[1]  # the one pixel cap, before decoding

@@ -20,6 +20,7 @@ from typing import Any, Protocol, TextIO, runtime_checkable
 import cv2
 
 from core.types import MatchResult, TrackTemplate
+from gallery.names import shown
 from gallery.refs import track_ref
 
 __all__ = [
@@ -165,7 +166,7 @@ class ConsoleTableSink:
 
     def close(self) -> None:
         stream = self.stream or sys.stdout
-        rows = [r[2] for r in sorted(self.rows, key=lambda r: (r[0], r[1]))]
+        rows = [[shown(v) for v in r[2]] for r in sorted(self.rows, key=lambda r: (r[0], r[1]))]
         widths = [
             max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(self.COLUMNS)
         ]

@@ -16,6 +16,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from core.types import CROP_SIZE, check_crops
+from facemoe.errors import CheckpointError
 
 from .config import EmbedConfig
 from .errors import ModelError
@@ -107,15 +108,18 @@ class FaceMoEBackend:
 
         self.cfg = cfg
         source = str(cfg.checkpoint)
-        self._model = FaceMoEEmbedder.from_checkpoint(
-            source,
-            k=cfg.k,
-            device=cfg.device,
-            batch_size=cfg.batch_size,
-            precision=cfg.precision,
-            flip=cfg.flip,
-            int8_fp32_layers=cfg.int8_fp32_layers,
-        )
+        try:
+            self._model = FaceMoEEmbedder.from_checkpoint(
+                source,
+                k=cfg.k,
+                device=cfg.device,
+                batch_size=cfg.batch_size,
+                precision=cfg.precision,
+                flip=cfg.flip,
+                int8_fp32_layers=cfg.int8_fp32_layers,
+            )
+        except CheckpointError as exc:  # the config key to change, then what the checkpoint loader says
+            raise CheckpointError(f"embed.checkpoint {source!r}: {exc}") from None
         self.embedder_id = self._model.embedder_id  # the one formula: facemoe.embedder.FaceMoEEmbedder
         self.dim = int(self._model.dim)
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-import cv2
 import numpy as np
 
+from core.images import decode_image, read_image
 from core.types import CROP_SIZE
 
 from ..errors import FaceMoEError
@@ -60,11 +60,7 @@ class _ArrayUnpickler(pickle.Unpickler):
 
 
 def _decode(data, what: str) -> np.ndarray:
-    buf = np.frombuffer(bytes(data), dtype=np.uint8)
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
-    if img is None:
-        raise ProtocolError(f"{what}: expected an encoded image (JPEG/PNG), got {buf.size} undecodable bytes")
-    return _check_size(img, what)
+    return _check_size(decode_image(bytes(data), what, ProtocolError), what)  # the one pixel cap first
 
 
 def _check_size(img: np.ndarray, what: str) -> np.ndarray:
@@ -105,10 +101,7 @@ def read_pair_bin(path: str | Path) -> tuple[list[np.ndarray], np.ndarray]:
 
 def read_crop(path: str | Path) -> np.ndarray:
     """One aligned crop file as BGR uint8 ``[112, 112, 3]``."""
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise ProtocolError(f"{path}: expected a readable image file, got none or undecodable data")
-    return _check_size(img, str(path))
+    return _check_size(read_image(path, ProtocolError)[1], str(path))
 
 
 def _read_rows(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:

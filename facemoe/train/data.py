@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from core.images import decode_image
 from core.types import CROP_SIZE
 
 from .augment import Augmenter, to_train_tensor
@@ -31,9 +32,7 @@ _SHOWN = 3
 
 
 def _decode_rgb(data: bytes, what: str) -> np.ndarray:
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
-    if img is None:
-        raise DatasetError(f"{what}: expected an encoded image, got undecodable data")
+    img = decode_image(data, what, DatasetError)  # the one pixel cap, before decoding
     if img.shape[:2] != (CROP_SIZE, CROP_SIZE):
         raise DatasetError(
             f"{what}: expected an aligned {CROP_SIZE}x{CROP_SIZE} crop, got {img.shape[1]}x{img.shape[0]}"

@@ -1,16 +1,19 @@
-"""What every command shares: the ``--config``/``--set``/``--db`` options and loading the config from them."""
+"""What every command shares: the ``--config``/``--set``/``--db`` options and loading the config from them, ISO
+times, and the listening socket of ``serve`` (bound before it says it serves)."""
 
 from __future__ import annotations
 
 import argparse
+import socket
 from datetime import datetime
 from pathlib import Path
 
 from gallery.errors import QueryError
 
 from ..config import AppConfig, load_config
+from ..errors import PipelineError
 
-__all__ = ["add_config_options", "config_of", "db_of", "parse_time"]
+__all__ = ["add_config_options", "config_of", "db_of", "listen_socket", "parse_time"]
 
 
 def add_config_options(parser: argparse.ArgumentParser, db: bool = True) -> None:
@@ -56,3 +59,25 @@ def parse_time(text: str, what: str = "time") -> datetime:
     if value.tzinfo is None:
         raise QueryError(f"{what}: expected a timezone (Z or +HH:MM), got {text!r}")
     return value
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host``:``port`` (IPv4 or IPv6, ``SO_REUSEADDR`` as uvicorn sets it), for the server
+    to listen on; a port in use or an address that is not this machine's is a :class:`PipelineError`."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (OSError, UnicodeError) as exc:
+        raise PipelineError(
+            f"serve --host {host!r}: expected an address of this machine, got {exc}"
+        ) from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise PipelineError(
+            f"serve: expected a free port to listen on, got {host}:{port} refused ({exc.strerror or exc}); "
+            "stop what uses it or pick another --port"
+        ) from None
+    return sock

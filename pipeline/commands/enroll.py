@@ -27,6 +27,7 @@ from pathlib import Path
 
 from gallery.enroll import Enroller, EnrollReport
 from gallery.errors import EnrollmentError
+from gallery.names import quoted, shown
 from gallery.rematch import check_scope
 
 from ..build import build
@@ -91,7 +92,7 @@ def _check_usage(args: argparse.Namespace) -> None:
     given += ["--from-track"] if _tracks(args) else []
     if args.name is not None and len(given) != 1:
         raise EnrollmentError(
-            f"--name {args.name}: expected either IMAGE files or --template or --from-track, got "
+            f"--name {quoted(args.name)}: expected either IMAGE files or --template or --from-track, got "
             f"{' and '.join(given) or 'none'}"
         )
     if not args.rematch and (args.since or args.source):
@@ -135,14 +136,18 @@ def run_enroll(args: argparse.Namespace) -> int:
     with build(cfg, db_url=db_of(args, cfg), detector=not _tracks(args)) as system:
         if args.rematch:
             check_scope(system.gallery, args.source, since)  # refused before anything is written
-        report = _enroll(system.enroller(args.min_quality), args, system.index().threshold)
+        enroller = system.enroller(args.min_quality)
+        enroller.add_option = "--add"
+        report = _enroll(enroller, args, system.index().threshold)
         cause = "from-track" if _tracks(args) else "enroll"
         rematched = None
         if args.rematch and (report.count("enrolled") or report.count("duplicate")):
             rematched = rematch_enrolled(system, report, cause, since=since, source=args.source)
         in_force = system.index().in_force
     for outcome in report.outcomes:
-        print(f"{outcome.status:<14} {outcome.identity:<24} {outcome.path} {outcome.detail}".rstrip())
+        print(
+            f"{outcome.status:<14} {shown(outcome.identity):<24} {shown(outcome.path)} {outcome.detail}".rstrip()
+        )
     counts = {s: report.count(s) for s in ("enrolled", "duplicate")}
     if not counts["enrolled"] and not counts["duplicate"]:
         inputs = [p for p in report.problems if p.path]  # not the 'identity not created' that follows them

@@ -36,6 +36,7 @@ from gallery.config import GalleryConfig
 from gallery.errors import AuthError, QueryError
 from gallery.matchlog import DECISIONS, purge_older_than
 from gallery.media import find_media
+from gallery.names import shown
 from gallery.queries import KINDS, Filters, Page, csv_cell
 from gallery.refs import parse_track_ref
 from gallery.rematch import find_rematches
@@ -44,7 +45,7 @@ from gallery.timeline import find_timeline
 
 from ..build import System, build
 from . import unknowns
-from .common import add_config_options, config_of, db_of, parse_time
+from .common import add_config_options, config_of, db_of, listen_socket, parse_time
 
 logger = logging.getLogger(__name__)
 
@@ -180,6 +181,7 @@ def render(kind: str, page: Page, fmt: str) -> str:
         writer.writerows([_csv_cell(row.get(c)) for c in cols] for row in page.rows)
         return out.getvalue().rstrip("\n")
     rows = [[_cell(row.get(c)) for c in cols] for row in page.rows]
+    rows = [[shown(v) for v in r] for r in rows]  # a name with a newline or escape never forges a row
     widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(cols)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
@@ -263,12 +265,12 @@ def run_serve(args: argparse.Namespace) -> int:
     check_bind(host, token)
     hosts = trusted_hosts(host, [*config.serve.allowed_hosts, *args.allow_host])
     logger.info("serve: answering Host %s", ", ".join(sorted(hosts)))
-    with _open(args) as system, LazyModels(system.cfg) as models:
+    with _open(args) as system, LazyModels(system.cfg) as models, listen_socket(host, port) as sock:
         db = system.gallery.db
         app = serve_app(system, models, token=token, allowed_hosts=hosts)
         access = "token required" if token else "no token: loopback only"
-        print(f"serving {db.shown} on http://{host}:{port}/ ({access})", file=sys.stderr)
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        print(f"serving {db.shown} on http://{host}:{port}/ ({access})", file=sys.stderr)  # bound: it is true
+        uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning")).run(sockets=[sock])
     return 0
 
 

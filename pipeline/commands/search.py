@@ -15,17 +15,15 @@ A photo with no face is an error; one with several faces too, unless ``--face N`
 from __future__ import annotations
 
 import argparse
-import io
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-import cv2
 import numpy as np
-from PIL import Image
 
 from core.errors import InputError
 from core.fusion import pre_norm_vector_add
+from core.images import decode_image
 from gallery.db import Database
 from gallery.queries import Page
 from gallery.track_index import TrackIndexes
@@ -37,16 +35,12 @@ from .common import add_config_options, config_of, db_of, parse_time
 from .gallery_admin import render
 
 __all__ = [
-    "MAX_PIXELS",
-    "decode_photo",
     "find_person",
     "query_template",
     "read_photo",
     "register",
     "run_search",
 ]
-
-MAX_PIXELS = 64 * 2**20  # largest photo decoded (width x height): a small file must not decode into gigabytes
 
 
 def register(subparsers) -> None:
@@ -79,24 +73,6 @@ def read_photo(path: Path) -> bytes:
         ) from None
 
 
-def decode_photo(name: str, data: bytes) -> np.ndarray:
-    """A photo's bytes as a BGR uint8 image; bytes that are no image, or one of more than ``MAX_PIXELS`` pixels
-    (read from its header before it is decoded), are an :class:`InputError`."""
-    try:
-        with Image.open(io.BytesIO(data)) as header:
-            width, height = header.size
-    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError):
-        width = height = None
-    if width is not None and width * height > MAX_PIXELS:
-        raise InputError(f"{name}: expected at most {MAX_PIXELS:,} pixels, got {width}x{height}")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if width is not None else None
-    if image is None:
-        raise InputError(
-            f"{name}: expected a readable image file, got {len(data):,} bytes that do not decode"
-        )
-    return image
-
-
 def query_template(
     system: System, photos: Sequence[tuple[str, bytes]], face: int | None, option: str = "--face"
 ) -> np.ndarray:
@@ -105,7 +81,7 @@ def query_template(
     scorer = QualityScorer(system.cfg.quality)
     crops = []
     for name, data in photos:
-        faces = find_faces(system.detector, scorer, decode_photo(name, data))
+        faces = find_faces(system.detector, scorer, decode_image(data, name))
         if not faces:
             raise InputError(f"{name}: expected a face, found none")
         faces.sort(key=lambda f: -float((f[0][2] - f[0][0]) * (f[0][3] - f[0][1])))  # largest first

@@ -21,6 +21,7 @@ import json
 from datetime import datetime
 
 from gallery.errors import QueryError
+from gallery.names import shown
 from gallery.queries import csv_cell
 from gallery.store import Gallery
 from gallery.unknowns import Grouping, check_options, group_unknowns, unknown_embedders
@@ -100,7 +101,7 @@ def render(grouping: Grouping, fmt: str) -> str:
             row = _row(group, None)
             writer.writerow([row[c] if isinstance(row[c], int) else csv_cell(row[c]) for c in COLUMNS])
         return out.getvalue().rstrip("\n")
-    rows = [[str(_row(g, TABLE_TRACKS)[c]) for c in COLUMNS] for g in doc["groups"]]
+    rows = [[shown(str(_row(g, TABLE_TRACKS)[c])) for c in COLUMNS] for g in doc["groups"]]
     widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(COLUMNS)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths)).rstrip()]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]

@@ -143,7 +143,7 @@ def test_named_enrollment_duplicate_names_and_add(enroller, gallery, tmp_path):
     with pytest.raises(IdentityExistsError, match="'ann' already exists"):
         enroller.enroll_images("ann", [second])
     assert enroller.enroll_images("ann", [second, first], add=True).count("enrolled") == 1
-    with pytest.raises(EnrollmentError, match="--add expects an existing identity"):
+    with pytest.raises(EnrollmentError, match="add=True expects an existing identity"):
         enroller.enroll_images("zed", [second], add=True)
     info = gallery.identities()[0]
     assert (info.name, info.external_id, info.watchlist, info.notes, info.media) == (

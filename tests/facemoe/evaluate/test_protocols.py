@@ -188,7 +188,7 @@ class _Evil:
     [
         (pickle.dumps(_Evil()), "got a reference to builtins.print"),
         (pickle.dumps(([b"x"] * 3, [True])), "expected 2 images per pair flag, got 3 images and 1 flags"),
-        (pickle.dumps(([b"x", b"y"], [True])), "image 0: expected an encoded image"),
+        (pickle.dumps(([b"x", b"y"], [True])), "image 0: expected a decodable image file"),
         (b"not a pickle", "unreadable file"),
     ],
 )
