@@ -141,7 +141,8 @@ class Database:
     def __init__(self, url: str, *, create: bool = True) -> None:
         self.url = self._parse(url)
         shown = self.url.render_as_string(hide_password=True)
-        self.shown = unquote(shown) if self.backend == "sqlite" else shown  # no password; a URI's "file:" as given
+        # no password; a URI's "file:" as given
+        self.shown = unquote(shown) if self.backend == "sqlite" else shown
         if self.backend == "sqlite":
             self._check_sqlite_path(create)
             if create and not self.sqlite_path.exists():
