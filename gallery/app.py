@@ -4,10 +4,11 @@ JSON endpoints ``/api/matches``, ``/api/tracks``, ``/api/identities`` take the f
 parameters; ``/thumbnails/<path>`` serves files of the thumbnail store only; ``/`` is a page of recent matches
 with their thumbnails and scores, filterable by identity and camera.
 
-With a token, every request needs ``Authorization: Bearer <token>`` or the ``facemoe_token`` cookie; opening
-``/?token=<token>`` once in a browser sets that cookie. Without a token the server must listen on loopback
-only (see ``pipeline.commands.gallery_admin.check_bind``). The OpenAPI schema is ``/openapi.json``, behind the
-token too.
+With a token, every request needs ``Authorization: Bearer <token>`` or a session cookie, which a browser gets by
+logging in with the token at ``/login`` (:mod:`gallery.app_session`; ``POST /logout`` ends it). Authentication
+comes before any other check of a request, and every answer carries the security headers
+(:mod:`gallery.app_guard`). Without a token the server must listen on loopback only (see
+``pipeline.commands.gallery_admin.check_bind``). The OpenAPI schema is ``/openapi.json``, behind the token too.
 
 With ``allowed_hosts`` every request must name one of those hosts in its ``Host`` header, else it gets 400:
 a page of another site whose name was re-pointed at this address (DNS rebinding) cannot read the API.
@@ -16,7 +17,6 @@ a page of another site whose name was re-pointed at this address (DNS rebinding)
 
 from __future__ import annotations
 
-import hmac
 import logging
 import socket
 from collections.abc import Iterable
@@ -24,15 +24,18 @@ from typing import Literal
 from urllib.parse import quote, urlencode
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from jinja2 import Environment
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from gallery.app_common import COOKIE, ERRORS, PAGE_ERRORS, TIME, query_time
+from gallery.app_common import ERRORS, PAGE_ERRORS, TIME, query_time
 from gallery.app_forensic import Forensic, add_api
-from gallery.app_pages import add_pages, nav
+from gallery.app_guard import Guard, require_authenticated
+from gallery.app_models import TrackFields
+from gallery.app_pages import add_login, add_pages, nav
+from gallery.app_session import COOKIE, DEFAULT_MAX_AGE_S, Sessions
 from gallery.db import Database
 from gallery.errors import GalleryError, IdentityNotFoundError, ThumbnailPathError
 from gallery.models import Identity, Source
@@ -53,13 +56,10 @@ class Candidate(BaseModel):
     score: float = Field(description="cosine similarity")
 
 
-class MatchRow(BaseModel):
+class MatchRow(TrackFields):
     id: int = Field(description="match event id")
     at: str | None = Field(description="time of the decision, ISO 8601 UTC")
     source: str = Field(description="file or camera name")
-    track_id: int = Field(description="track id within its run")
-    start_time: float | None = Field(description="stream time of the track's first frame, seconds")
-    end_time: float | None = Field(description="stream time of the track's last frame, seconds")
     identity: str | None = Field(description="matched identity, none for unknown")
     identity_id: int | None = Field(description="matched identity id")
     score: float | None = Field(description="best candidate's score")
@@ -73,14 +73,8 @@ class MatchRow(BaseModel):
     rematch_id: int | None = Field(None, description="the rematch that named it (retroactive matches)")
 
 
-class TrackRow(BaseModel):
-    id: int = Field(description="track row id")
-    created_at: str | None = Field(description="time the track was logged, ISO 8601 UTC")
+class TrackRow(TrackFields):
     source: str = Field(description="file or camera name")
-    run_id: int = Field(description="run that logged the track")
-    track_id: int = Field(description="track id within its run")
-    start_time: float | None = Field(description="stream time of the first frame, seconds")
-    end_time: float | None = Field(description="stream time of the last frame, seconds")
     frames: int = Field(description="frames in the track")
     crops_embedded: int = Field(description="crops embedded into the template")
     embedder_id: str = Field(description="embedder of the template")
@@ -166,11 +160,7 @@ class TrustedHosts:
 
 PAGE = Environment(autoescape=True).from_string("""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Recent matches</title>
-<style>
-body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}
-td,th{border-bottom:1px solid #ccc;padding:4px 10px;text-align:left}img{height:64px}
-.match{color:#060;font-weight:bold}.unknown{color:#777}
-</style></head><body>
+<link rel="stylesheet" href="/style.css"></head><body>
 {{ nav | safe }}
 <h1>Recent matches</h1>
 <form method="get" action="/">
@@ -186,13 +176,14 @@ td,th{border-bottom:1px solid #ccc;padding:4px 10px;text-align:left}img{height:6
  </select></label>
  <button type="submit">Filter</button>
 </form>
-<table id="matches"><thead><tr><th>Face</th><th>Time (UTC)</th><th>Camera</th><th>Track</th><th>Identity</th>
+<table id="matches"><thead><tr><th>Track</th><th>Face</th><th>Seen (UTC)</th><th>Camera</th><th>Identity</th>
 <th>Score</th><th>Decision</th></tr></thead><tbody>
 {% for r in rows %}<tr class="row">
- <td>{% if r.thumbnail %}<img class="thumb" alt="track {{ r.track_id }}" src="/thumbnails/{{ r.thumbnail_url
+ <td class="ref"><a class="view" href="/track/{{ r.ref }}">{{ r.ref }}</a></td>
+ <td>{% if r.thumbnail %}<img class="thumb" alt="track {{ r.ref }}" src="/thumbnails/{{ r.thumbnail_url
  }}">
  {% endif %}</td>
- <td>{{ r.at[:19] | replace("T", " ") }}</td><td>{{ r.source }}</td><td>{{ r.track_id }}</td>
+ <td>{{ r.seen_start[:19] | replace("T", " ") if r.seen_start else "time unknown" }}</td><td>{{ r.source }}</td>
  <td>{{ r.identity or ("nearest: " ~ r.candidates[0].name if r.candidates else "") }}</td>
  <td>{{ "%.3f" | format(r.score) if r.score is not none else "" }}</td>
  <td class="{{ r.decision }}">{{ r.decision }}{% if r.retroactive %} (retroactive){% endif %}</td></tr>
@@ -231,16 +222,6 @@ def _filters(
     )
 
 
-def _single_values(request: Request) -> None:
-    """Every query parameter of this API takes one value: a repeated one is ambiguous (which applies?), so it
-    is refused rather than silently resolved."""
-    repeated = sorted(
-        {k for k, _ in request.query_params.multi_items() if len(request.query_params.getlist(k)) > 1}
-    )
-    if repeated:
-        raise HTTPException(400, f"query parameter {repeated[0]}: expected one value, got several")
-
-
 def create_app(
     db: Database,
     thumbnails: ThumbnailStore | None,
@@ -249,31 +230,25 @@ def create_app(
     page_size: int = 50,
     allowed_hosts: Iterable[str] | None = None,
     forensic: Forensic | None = None,
+    session_max_age_s: int = DEFAULT_MAX_AGE_S,
 ) -> FastAPI:
     """The app over ``db``; ``thumbnails`` None serves no thumbnails; ``token`` None disables auth;
     ``allowed_hosts`` None accepts any ``Host`` header (see :func:`trusted_hosts`); ``forensic``: what search by
-    photo and the unknown groups need (:mod:`gallery.app_forensic`; None: those views are absent)."""
+    photo and the unknown groups need (:mod:`gallery.app_forensic`; None: those views are absent);
+    ``session_max_age_s``: how long a browser's login lasts."""
     forensic = forensic or Forensic()
-    app = FastAPI(
-        title="FaceMoE gallery and match log",
-        docs_url=None,
-        redoc_url=None,
-        openapi_url=None,
-        dependencies=[Depends(_single_values)],
-    )
+    sessions = Sessions(token, session_max_age_s) if token is not None else None
+    app = FastAPI(title="FaceMoE gallery and match log", docs_url=None, redoc_url=None, openapi_url=None)
     if allowed_hosts is not None:
         app.add_middleware(TrustedHosts, allowed=frozenset(host_name(h) for h in allowed_hosts))
-    bearer = HTTPBearer(auto_error=False, description="the API token (or the facemoe_token cookie)")
+    app.add_middleware(Guard, sessions=sessions)  # added last: outermost, so authentication comes first
+    bearer = HTTPBearer(
+        auto_error=False, description=f"the API token (browsers: the {COOKIE} cookie of /login)"
+    )
 
-    def check_token(request: Request, credentials: HTTPAuthorizationCredentials | None) -> None:
-        if token is None:
-            return
-        given = credentials.credentials if credentials else request.cookies.get(COOKIE, "")
-        if not hmac.compare_digest(given.encode(), token.encode()):
-            raise HTTPException(401, "invalid or missing API token (Authorization: Bearer <token>)")
-
-    def authorised(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)):
-        check_token(request, credentials)
+    def authorised(request: Request, _credentials: HTTPAuthorizationCredentials | None = Depends(bearer)):
+        """The Guard authenticated the request; ``bearer`` only names the scheme in the OpenAPI schema."""
+        require_authenticated(request)
 
     @app.exception_handler(GalleryError)
     def _gallery_error(_request: Request, exc: GalleryError) -> JSONResponse:
@@ -315,27 +290,13 @@ def create_app(
             raise HTTPException(404, f"thumbnail {rel!r}: not in the store")
         return FileResponse(path, media_type="image/jpeg")
 
-    @app.get(
-        "/",
-        response_class=HTMLResponse,
-        responses={303: {"description": "token accepted: cookie set, redirect to /"}} | PAGE_ERRORS,
-    )
+    @app.get("/", dependencies=[Depends(authorised)], response_class=HTMLResponse, responses=PAGE_ERRORS)
     def page(
-        request: Request,
         identity: str = "",
         source: str = "",
         decision: Literal["", "match", "unknown"] = "",
         page: int = Query(1, ge=1, le=MAX_PAGE),
-        token_param: str | None = Query(None, alias="token"),
-        credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
     ):
-        if token is not None and token_param is not None:
-            if not hmac.compare_digest(token_param.encode(), token.encode()):
-                raise HTTPException(401, "invalid API token")
-            response = RedirectResponse("/", status_code=303)
-            response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
-            return response
-        check_token(request, credentials)
         f = Filters(
             identity=identity or None,
             source=source or None,
@@ -351,7 +312,7 @@ def create_app(
             sources = session.scalars(select(Source.name).order_by(Source.name).limit(1000)).all()
         keep = {"identity": identity, "source": source, "decision": decision}
         return PAGE.render(
-            nav=nav(forensic),
+            nav=nav(forensic, logout=sessions is not None),
             rows=result.rows,
             identities=names,
             sources=sources,
@@ -363,5 +324,6 @@ def create_app(
         )
 
     add_api(app, db, thumbnails, forensic, authorised)
-    add_pages(app, db, forensic, authorised, page_size)
+    add_pages(app, db, forensic, authorised, page_size, logout=sessions is not None)
+    add_login(app, sessions)
     return app

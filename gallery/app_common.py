@@ -1,5 +1,5 @@
 """What the HTTP API's modules share (:mod:`gallery.app`, :mod:`gallery.app_forensic`, :mod:`gallery.app_pages`):
-the token cookie's name, the error body and its responses, query times, thumbnail URLs, times within a video.
+the error body and its responses, query times, thumbnail URLs, times within a video.
 """
 
 from __future__ import annotations
@@ -10,9 +10,8 @@ from urllib.parse import quote
 from fastapi import HTTPException
 from pydantic import BaseModel, Field
 
-__all__ = ["COOKIE", "ERRORS", "PAGE_ERRORS", "TIME", "Detail", "clock", "query_time", "thumbnail_url"]
+__all__ = ["ERRORS", "PAGE_ERRORS", "TIME", "Detail", "clock", "query_time", "thumbnail_url"]
 
-COOKIE = "facemoe_token"
 TIME = "ISO 8601 time with a timezone, e.g. 2026-03-01T10:00:00Z"
 
 
@@ -30,8 +29,9 @@ PAGE_ERRORS = {
 
 def query_time(name: str, text: str | None) -> datetime | None:
     """An ISO 8601 time; a bare number (which pydantic would read as a Unix time) is refused like any other
-    text that is no ISO 8601 time. A time without a timezone is refused by :class:`gallery.queries.Filters`."""
-    if text is None or text == "":
+    text that is no ISO 8601 time, and so is an empty one (leave the parameter out for no bound). A time without a
+    timezone is refused by :class:`gallery.queries.Filters`."""
+    if text is None:
         return None
     try:
         return datetime.fromisoformat(text)

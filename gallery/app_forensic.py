@@ -5,11 +5,12 @@ the enrolled face it matched, and that enrolled face.
   most ``gallery.serve.max_upload_bytes`` in all (413 above, told by ``Content-Length`` before anything is read,
   else counted while reading); the filters of ``search`` as query parameters. Rows as the command's JSON, with
   the track's ``id`` and ``thumbnail_url``. A photo that does not decode, shows no face, or several faces without
-  ``face=N``: 400. Nothing is written; the upload stays in memory.
+  ``face=N``: 400. The form is read flat in one pass (:mod:`gallery.multipart`): a nested multipart part, more
+  than 64 parts or overlong part headers: 400. Nothing is written; the upload stays in memory.
 - ``GET /api/unknowns``: the groups of ``query unknowns`` (same options), with thumbnail URLs.
 - ``GET /api/timeline?name=NAME``: ``query timeline`` (404 for an unknown name).
 - ``GET /api/tracks/{id}``: one track, its current decision and the enrolled face it matched
-  (:func:`gallery.forensic.track_detail`); ``GET /media/{id}``: that face as an image
+  (``ref``: ``RUN:TRACK``, :func:`gallery.forensic.track_detail`); ``GET /media/{id}``: that face as an image
   (:func:`gallery.forensic.enrolled_photo`), 404 with the reason when it cannot be shown.
 
 Search and grouping need the detector, the embedder and the matcher's threshold, which this package does not
@@ -19,11 +20,9 @@ their endpoints are not there.
 
 from __future__ import annotations
 
-import email
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from email import policy
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
@@ -36,8 +35,10 @@ from core.errors import UserError
 from gallery.app_common import ERRORS, TIME, Detail, query_time, thumbnail_url
 from gallery.app_models import SearchOptions, SearchPage, TimelinePage, TrackDetail, UnknownsResult
 from gallery.db import Database
-from gallery.forensic import MediaUnavailable, enrolled_photo, track_detail, track_ids
+from gallery.forensic import MediaUnavailable, enrolled_photo, track_detail
+from gallery.multipart import FormRefused, MalformedForm, parse_form
 from gallery.queries import MAX_PAGE, MAX_PAGE_SIZE, Filters, Page
+from gallery.refs import REF_PATTERN, REF_TEXT, TrackRefError
 from gallery.thumbnails import ThumbnailStore
 from gallery.timeline import find_timeline
 from gallery.track_search import TrackHit
@@ -86,18 +87,16 @@ def _invalid(message: str) -> RequestValidationError:
 
 
 def _multipart(content_type: str, body: bytes) -> list[tuple[str, str | None, bytes]]:
-    """``(field name, file name, content)`` of each part of a ``multipart/form-data`` body."""
-    head = b"Content-Type: " + content_type.encode("latin-1", "replace") + b"\r\n\r\n"
-    message = email.message_from_bytes(head + body, policy=policy.HTTP)
-    if not message.is_multipart() or message.defects:
-        raise _invalid("expected multipart/form-data with a 'photo' part, got a body that is not")
-    parts = []
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        data = part.get_payload(decode=True)
-        if isinstance(name, str) and isinstance(data, bytes):
-            parts.append((name, part.get_filename(), data))
-    return parts
+    """``(field name, file name, content)`` of each part of a flat ``multipart/form-data`` body (one linear pass,
+    :mod:`gallery.multipart`): 422 for a body that is not one, 400 for nested parts or too many."""
+    try:
+        return [(part.name, part.filename, part.data) for part in parse_form(content_type, body)]
+    except MalformedForm as exc:
+        raise _invalid(
+            f"expected multipart/form-data with a 'photo' part, got a body that is not ({exc})"
+        ) from None
+    except FormRefused as exc:
+        raise HTTPException(400, str(exc)) from None
 
 
 async def read_form(request: Request, limit: int) -> tuple[list[tuple[str, bytes]], dict[str, str]]:
@@ -132,8 +131,8 @@ async def read_form(request: Request, limit: int) -> tuple[list[tuple[str, bytes
 
 
 def search_rows(db: Database, forensic: Forensic, photos: list[tuple[str, bytes]], options: SearchOptions):
-    """The search by photo as rows (the command's, with the track's ``id`` and ``thumbnail_url``); run it off the
-    event loop. Bad photos: 400; no models: 503."""
+    """The search by photo as rows (the command's, with each track's ``thumbnail_url``); run it off the event loop.
+    Bad photos: 400; no models: 503."""
     since, until = query_time("since", options.since), query_time("until", options.until)
     # the query filters' checks: timezone, order, NUL
     Filters(source=options.source, since=since, until=until)
@@ -151,10 +150,8 @@ def search_rows(db: Database, forensic: Forensic, photos: list[tuple[str, bytes]
         raise HTTPException(503, f"search by photo unavailable: {exc}") from None
     except UserError as exc:
         raise HTTPException(400, str(exc)) from None
-    ids = track_ids(db, [(h.run_id, h.track_id) for h in hits])
     rows = [h.as_row() for h in hits]
     for row in rows:
-        row["id"] = ids.get((row["run_id"], row["track_id"]))
         row["thumbnail_url"] = thumbnail_url(row["thumbnail"])
     return rows
 
@@ -167,20 +164,25 @@ def timeline_page(db: Database, f: Filters) -> Page:
 
 
 def unknown_groups(forensic: Forensic, **options) -> dict:
-    """The grouping of the unknown tracks as JSON-ready data, every track with its id and thumbnail URL."""
+    """The grouping of the unknown tracks as JSON-ready data, every track with its thumbnail URL."""
     grouping = forensic.unknowns(**options)
     doc = grouping.as_dict()
-    for row, group in zip(doc["groups"], grouping.groups):
-        row["best"], row["thumbnail_url"] = group.best.pk, thumbnail_url(row["thumbnail"])
-        for track_row, track in zip(row["tracks"], group.tracks):
-            track_row |= {"id": track.pk, "thumbnail_url": thumbnail_url(track.thumbnail)}
+    for row in doc["groups"]:
+        row["thumbnail_url"] = thumbnail_url(row["thumbnail"])
+        for track_row in row["tracks"]:
+            track_row["thumbnail_url"] = thumbnail_url(track_row["thumbnail"])
     return doc
 
 
-def track_view(db: Database, forensic: Forensic, pk: int) -> dict:
-    row = track_detail(db, pk, forensic.media_dirs)
+def track_view(db: Database, forensic: Forensic, ref: str) -> dict:
+    """The track ``ref`` (``RUN:TRACK``) as the track page and ``GET /api/tracks/{ref}`` show it; another form of
+    reference: 422; none such: 404."""
+    try:
+        row = track_detail(db, ref, forensic.media_dirs)
+    except TrackRefError as exc:
+        raise HTTPException(422, str(exc)) from None
     if row is None:
-        raise HTTPException(404, f"track {pk}: not in the match log")
+        raise HTTPException(404, f"track {ref}: not in the match log")
     return row | {"thumbnail_url": thumbnail_url(row["thumbnail"])}
 
 
@@ -266,9 +268,9 @@ def add_api(
         )
         return timeline_page(db, f).as_dict()
 
-    @app.get("/api/tracks/{track}", dependencies=auth, response_model=TrackDetail, responses=ERRORS)
-    def api_track(track: int = PathParam(ge=1, le=MAX_ID)) -> dict:
-        return track_view(db, forensic, track)
+    @app.get("/api/tracks/{ref}", dependencies=auth, response_model=TrackDetail, responses=ERRORS)
+    def api_track(ref: str = PathParam(max_length=40, pattern=REF_PATTERN, description=REF_TEXT)) -> dict:
+        return track_view(db, forensic, ref)
 
     @app.get(
         "/media/{media}",

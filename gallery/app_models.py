@@ -10,6 +10,7 @@ from gallery.queries import MAX_PAGE_SIZE
 
 __all__ = [
     "EnrolledFace",
+    "TrackFields",
     "SearchOptions",
     "SearchPage",
     "SearchRow",
@@ -22,29 +23,43 @@ __all__ = [
 ]
 
 
+class TrackFields(BaseModel):
+    """What every row of a track starts with (:func:`gallery.queries.track_fields`)."""
+
+    ref: str = Field(
+        description="the track's reference RUN:TRACK (GET /api/tracks/{ref}, enroll --from-track)"
+    )
+    seen_start: str | None = Field(description="wall clock of its first frame, ISO 8601; none when unknown")
+    seen_end: str | None = Field(description="wall clock of its last frame, ISO 8601; none when unknown")
+    time_origin: str = Field(
+        description="where the sighting times come from: given, container, filename, camera or unknown"
+    )
+    start_time: float | None = Field(
+        description="seconds within the file or stream of the track's first frame"
+    )
+    end_time: float | None = Field(description="seconds within the file or stream of the track's last frame")
+    logged_at: str | None = Field(description="when the track was logged (processing time), ISO 8601 UTC")
+    run_id: int = Field(description="run that logged the track")
+    track_id: int = Field(description="track number within its run")
+
+
 class SearchOptions(BaseModel):
     face: int | None = Field(None, ge=1, le=1000, description="in a photo of several faces, the N-th largest")
     top: int = Field(10, ge=1, le=MAX_PAGE_SIZE, description="how many tracks to list")
     min_score: float | None = Field(None, ge=-1.0, le=1.0, description="only tracks scoring at least this")
     source: str | None = Field(None, max_length=500, description="only tracks of this source")
     since: str | None = Field(
-        None, description=f"only tracks logged from this {TIME}", json_schema_extra={"format": "date-time"}
+        None, description=f"only tracks seen from this {TIME}", json_schema_extra={"format": "date-time"}
     )
     until: str | None = Field(
-        None, description=f"only tracks logged before this {TIME}", json_schema_extra={"format": "date-time"}
+        None, description=f"only tracks seen before this {TIME}", json_schema_extra={"format": "date-time"}
     )
 
 
-class SearchRow(BaseModel):
-    id: int | None = Field(description="the track's id in the match log (GET /api/tracks/{id})")
+class SearchRow(TrackFields):
     score: float = Field(description="cosine of the track's template to the photo's")
     source: str = Field(description="file or camera name")
     kind: str = Field(description="file or camera")
-    run_id: int = Field(description="run that logged the track")
-    track_id: int = Field(description="track id within its run")
-    start_time: float = Field(description="seconds within the file or stream of the track's first frame")
-    end_time: float = Field(description="seconds within the file or stream of the track's last frame")
-    logged_at: str = Field(description="time the track was logged, ISO 8601 UTC")
     decision: str = Field(
         description="the track's current decision (a later retroactive match, else the logged one)"
     )
@@ -61,18 +76,10 @@ class SearchPage(BaseModel):
     has_more: bool = Field(description="always false")
 
 
-class TimelineRow(BaseModel):
+class TimelineRow(TrackFields):
     identity: str = Field(description="the identity")
     source: str = Field(description="file or camera name")
     kind: str = Field(description="file or camera")
-    run_id: int = Field(description="run that logged the track")
-    track_id: int = Field(description="track id within its run")
-    track: int = Field(description="the track's id in the match log (GET /api/tracks/{id})")
-    start_time: float | None = Field(description="seconds within the file or stream, first frame")
-    end_time: float | None = Field(description="seconds within the file or stream, last frame")
-    logged_at: str | None = Field(description="time the track was logged, ISO 8601 UTC")
-    wall_start: str | None = Field(description="cameras: wall time of the first frame")
-    wall_end: str | None = Field(description="cameras: wall time of the last frame")
     score: float | None = Field(description="score of the match")
     retroactive: bool = Field(description="named later by a rematch")
     rematch_id: int | None = Field(description="the rematch that named it")
@@ -88,14 +95,8 @@ class TimelinePage(BaseModel):
     has_more: bool = Field(description="another page follows")
 
 
-class UnknownTrackRow(BaseModel):
-    id: int = Field(description="the track's id in the match log")
+class UnknownTrackRow(TrackFields):
     source: str = Field(description="file or camera name")
-    run_id: int = Field(description="run that logged the track")
-    track_id: int = Field(description="track id within its run")
-    start_time: float = Field(description="seconds within the file or stream, first frame")
-    end_time: float = Field(description="seconds within the file or stream, last frame")
-    logged_at: str = Field(description="time the track was logged, ISO 8601 UTC")
     frames: int = Field(description="frames in the track")
     crops_embedded: int = Field(description="crops embedded into its template")
     thumbnail: str | None = Field(description="thumbnail path under /thumbnails/")
@@ -105,11 +106,11 @@ class UnknownTrackRow(BaseModel):
 class UnknownGroupRow(BaseModel):
     group: int = Field(description="group number, largest group first")
     size: int = Field(description="tracks in the group")
-    first_seen: str = Field(description="first time one of its tracks was logged")
-    last_seen: str = Field(description="last time one of its tracks was logged")
+    first_seen: str | None = Field(description="earliest sighting of its tracks; none when no time is known")
+    last_seen: str | None = Field(description="latest sighting of its tracks; none when no time is known")
     sources: list[str] = Field(description="files and cameras it was seen in")
     mean_similarity: float | None = Field(description="mean cosine between its tracks")
-    best: int = Field(description="id of the track whose thumbnail shows the person best")
+    best: str = Field(description="reference of the track whose thumbnail shows the person best")
     thumbnail: str | None = Field(description="that track's thumbnail path")
     thumbnail_url: str | None = Field(description="URL of that track's thumbnail")
     tracks: list[UnknownTrackRow] = Field(description="its tracks, in the order logged")
@@ -136,17 +137,9 @@ class EnrolledFace(BaseModel):
     note: str | None = Field(description="why it is not shown")
 
 
-class TrackDetail(BaseModel):
-    id: int = Field(description="the track's id in the match log")
+class TrackDetail(TrackFields):
     source: str = Field(description="file or camera name")
     kind: str = Field(description="file or camera")
-    run_id: int = Field(description="run that logged the track")
-    track_id: int = Field(description="track id within its run")
-    start_time: float = Field(description="seconds within the file or stream, first frame")
-    end_time: float = Field(description="seconds within the file or stream, last frame")
-    logged_at: str | None = Field(description="time the track was logged, ISO 8601 UTC")
-    wall_start: str | None = Field(description="cameras: wall time of the first frame")
-    wall_end: str | None = Field(description="cameras: wall time of the last frame")
     frames: int = Field(description="frames in the track")
     crops_embedded: int = Field(description="crops embedded into its template")
     embedder_id: str = Field(description="embedder of its template")

@@ -107,6 +107,13 @@ class ServeConfig(Section):
         max_length=512,
         description="API token; FACEMOE_API_TOKEN overrides; none means loopback only",
     )
+    session_max_age_s: int = Field(
+        12 * 3600,
+        ge=60,
+        le=30 * 86400,
+        description="seconds a browser's login to the page lasts (its session cookie's Max-Age); a restart or "
+        "a new token ends every session sooner",
+    )
     page_size: int = Field(
         50, ge=1, le=1000, description="rows per page on the page and in the API by default"
     )

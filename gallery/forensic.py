@@ -1,5 +1,5 @@
 """What the forensic views show (no web here): one track with its current decision and the enrolled face it
-matched, the enrolled photo itself, and the match-log ids of search hits.
+matched, and the enrolled photo itself.
 
 The enrolled face a match is shown beside is the identity's media row (of the track's embedder) closest to the
 track's template: the photo that agrees best with what was seen. It can be shown when it is
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 
 from core.errors import InputError
 from core.images import decode_image
@@ -28,12 +28,13 @@ from gallery.db import Database
 from gallery.decisions import with_decisions
 from gallery.errors import ThumbnailPathError
 from gallery.models import Identity, Media, Source, Track, from_blob
-from gallery.queries import _iso, wall_span
+from gallery.queries import TRACK_COLUMNS, _iso, track_fields
+from gallery.refs import parse_track_ref
 from gallery.thumbnails import ThumbnailStore
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MediaUnavailable", "enrolled_photo", "track_detail", "track_ids"]
+__all__ = ["MediaUnavailable", "enrolled_photo", "track_detail"]
 
 SHOWN_SIDE = 512  # longest side of an enrolled photo as shown
 MAX_MEDIA_BYTES = 64 * 2**20  # an enrolled photo larger than this is not read
@@ -88,15 +89,19 @@ def _enrolled(session, identity_id: int, embedder_id: str, template: np.ndarray,
     }
 
 
-def track_detail(db: Database, pk: int, media_dirs: Sequence[str] = ()) -> dict | None:
-    """Track ``pk`` of the match log (None when there is none): where and when (stream seconds; for a camera also
-    the wall times, as in :mod:`gallery.timeline`), its counts and thumbnail, its current decision (the newest
+def track_detail(db: Database, ref: str, media_dirs: Sequence[str] = ()) -> dict | None:
+    """The track ``ref`` (``RUN:TRACK``; another form raises :class:`gallery.refs.TrackRefError`) of the match log,
+    None when there is none: where and when (:func:`gallery.queries.track_fields`: sighting times and their origin,
+    offsets within the source, when logged), its counts and thumbnail, its current decision (the newest
     retroactive match, else the logged one, which is kept beside it), and for a match the enrolled face closest to
     it (see the module's text)."""
+    run_id, track_id = parse_track_ref(ref)
     stmt, _ = with_decisions(
-        select(Track, Source.name.label("source"), Source.kind).join(Source, Source.id == Track.source_id)
+        select(Track, *TRACK_COLUMNS, Source.name.label("source"), Source.kind).join(
+            Source, Source.id == Track.source_id
+        )
     )
-    stmt = stmt.where(Track.id == pk)
+    stmt = stmt.where(Track.run_id == run_id, Track.track_id == track_id)
     with db.session() as session:
         r = session.execute(stmt).first()
         if r is None:
@@ -107,18 +112,9 @@ def track_detail(db: Database, pk: int, media_dirs: Sequence[str] = ()) -> dict 
         enrolled = None
         if r.decision == "match" and r.identity_id is not None and norm > 0 and np.isfinite(norm):
             enrolled = _enrolled(session, r.identity_id, t.embedder_id, template / norm, media_dirs)
-    wall_start, wall_end = wall_span(r.kind, t.start_time, t.end_time, t.created_at)
-    return {
-        "id": t.id,
+    return track_fields(r) | {
         "source": r.source,
         "kind": r.kind,
-        "run_id": t.run_id,
-        "track_id": t.track_id,
-        "start_time": t.start_time,
-        "end_time": t.end_time,
-        "logged_at": _iso(t.created_at),
-        "wall_start": wall_start,
-        "wall_end": wall_end,
         "frames": t.frames,
         "crops_embedded": t.crops_embedded,
         "embedder_id": t.embedder_id,
@@ -133,17 +129,6 @@ def track_detail(db: Database, pk: int, media_dirs: Sequence[str] = ()) -> dict 
         "logged_score": r.logged_score,
         "enrolled": enrolled,
     }
-
-
-def track_ids(db: Database, refs: Sequence[tuple[int, int]]) -> dict[tuple[int, int], int]:
-    """The match-log id of each track ``(run_id, track_id)`` that exists."""
-    if not refs:
-        return {}
-    stmt = select(Track.run_id, Track.track_id, Track.id).where(
-        tuple_(Track.run_id, Track.track_id).in_(refs)
-    )
-    with db.session() as session:
-        return {(run, track): pk for run, track, pk in session.execute(stmt)}
 
 
 def _photo_jpeg(path: Path, content_hash: str) -> bytes:

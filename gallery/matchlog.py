@@ -18,8 +18,6 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -36,120 +34,29 @@ from gallery.models import (
     Source,
     Track,
     process_owner,
-    to_blob,
     utcnow,
 )
 from gallery.records import retry_on_conflict
 from gallery.thumbnails import ThumbnailStore
 from gallery.track_index import TrackIndexes
+from gallery.track_record import (
+    DECISIONS,
+    TIME_ORIGINS,
+    TrackRecord,
+    candidate_row,
+    checked,
+    event_row,
+    track_row,
+)
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["DECISIONS", "HEARTBEAT_S", "SOURCE_KINDS", "TIME_ORIGINS", "MatchLogWriter", "TrackRecord"]
 __all__ += ["config_hash", "process_owner", "purge_older_than"]
 
-DECISIONS = ("match", "unknown")
 SOURCE_KINDS = ("file", "camera")
 RUN_STATUSES = ("running", "finished", "failed", "interrupted")
-TIME_ORIGINS = ("given", "container", "filename", "camera", "unknown")  # where a sighting time comes from
 HEARTBEAT_S = 5.0  # seconds between a running run's heartbeats (liveness and committed progress)
-
-
-@dataclass(frozen=True)
-class TrackRecord:
-    """One finished track and its open-set decision.
-
-    ``start_time``/``end_time``: stream seconds; ``template``: the fused unit float32 ``[D]`` of
-    ``embedder_id``; ``candidates``: top-k ``(identity_id, name, score)`` best first (tuples, or objects with
-    those attributes); ``decision``: ``"match"`` or ``"unknown"``; ``thumbnail``: the best crop, BGR uint8
-    ``[H, W, 3]``, or None; ``at``: when the decision was made (aware datetime, default now);
-    ``seen_start``/``seen_end``: the wall clock of the first and last frame (aware datetimes, None: unknown) and
-    ``time_origin`` where it comes from (:data:`TIME_ORIGINS`; ``unknown`` when there is none)."""
-
-    track_id: int
-    start_time: float
-    end_time: float
-    frames: int
-    crops_embedded: int
-    template: np.ndarray
-    embedder_id: str
-    candidates: Sequence
-    decision: str
-    threshold: float
-    thumbnail: np.ndarray | None = None
-    at: datetime | None = None
-    seen_start: datetime | None = None
-    seen_end: datetime | None = None
-    time_origin: str = "unknown"
-
-
-def _candidate(c) -> dict:
-    ident, name, score = (c.identity_id, c.name, c.score) if hasattr(c, "identity_id") else c
-    return {"identity_id": int(ident), "name": str(name), "score": float(score)}
-
-
-def _check(rec: TrackRecord) -> tuple[np.ndarray, list[dict]]:
-    if rec.decision not in DECISIONS:
-        raise MatchLogError(
-            f"track {rec.track_id}: decision expected one of {DECISIONS}, got {rec.decision!r}"
-        )
-    if not (rec.end_time >= rec.start_time):
-        raise MatchLogError(
-            f"track {rec.track_id}: expected end_time >= start_time, got {rec.start_time} .. {rec.end_time}"
-        )
-    if rec.frames < 1 or not 0 <= rec.crops_embedded <= rec.frames:
-        raise MatchLogError(
-            f"track {rec.track_id}: expected frames >= 1 and 0 <= crops_embedded <= frames, got "
-            f"frames={rec.frames} crops_embedded={rec.crops_embedded}"
-        )
-    template = np.asarray(rec.template, np.float32)
-    if template.ndim != 1 or template.size == 0 or not np.isfinite(template).all():
-        raise MatchLogError(
-            f"track {rec.track_id}: template expected a finite vector [D], got shape {list(template.shape)}"
-        )
-    candidates = [_candidate(c) for c in rec.candidates]
-    if rec.decision == "match" and not candidates:
-        raise MatchLogError(
-            f"track {rec.track_id}: decision 'match' expected at least one candidate, got none"
-        )
-    if rec.at is not None and rec.at.tzinfo is None:
-        raise MatchLogError(f"track {rec.track_id}: 'at' expected a timezone-aware datetime, got a naive one")
-    if rec.time_origin not in TIME_ORIGINS:
-        raise MatchLogError(
-            f"track {rec.track_id}: time_origin expected one of {TIME_ORIGINS}, got {rec.time_origin!r}"
-        )
-    seen = (rec.seen_start, rec.seen_end)
-    if (seen[0] is None) != (seen[1] is None) or (seen[0] is None) != (rec.time_origin == "unknown"):
-        raise MatchLogError(
-            f"track {rec.track_id}: expected both sighting times with a known origin or neither with 'unknown', "
-            f"got {seen[0]} .. {seen[1]} ({rec.time_origin})"
-        )
-    if seen[0] is not None and (seen[0].tzinfo is None or seen[1].tzinfo is None or seen[1] < seen[0]):
-        raise MatchLogError(
-            f"track {rec.track_id}: sighting times expected aware datetimes in order, got {seen[0]} .. {seen[1]}"
-        )
-    return template, candidates
-
-
-def _track_row(r: TrackRecord, thumb: str | None, now: datetime) -> dict:
-    ints = {k: int(getattr(r, k)) for k in ("track_id", "frames", "crops_embedded")}
-    times = {"start_time": float(r.start_time), "end_time": float(r.end_time), "created_at": r.at or now}
-    vector = {"dim": int(np.asarray(r.template).size), "template": to_blob(r.template)}
-    seen = {"seen_start": r.seen_start, "seen_end": r.seen_end, "time_origin": r.time_origin}
-    return ints | times | seen | vector | {"embedder_id": r.embedder_id, "thumbnail": thumb}
-
-
-def _event_row(r: TrackRecord, known, now: datetime) -> dict:
-    cands = [_candidate(c) for c in r.candidates]
-    best = cands[0]["identity_id"] if r.decision == "match" else None
-    score = cands[0]["score"] if cands else None
-    decision = {
-        "decision": r.decision,
-        "threshold": float(r.threshold),
-        "candidates": cands,
-        "at": r.at or now,
-    }
-    return {"identity_id": best if best in known else None, "score": score} | decision
 
 
 class MatchLogWriter:
@@ -300,7 +207,7 @@ class MatchLogWriter:
         """Queue one track and its decision; writes a batch when ``batch_size`` are queued."""
         if self.closed:
             raise MatchLogError(f"run {self.run_id}: expected an open writer, got a closed one")
-        _check(rec)
+        checked(rec)
         if rec.track_id in self._seen:
             raise MatchLogError(f"run {self.run_id}: track {rec.track_id} recorded twice")
         self._seen.add(rec.track_id)
@@ -363,10 +270,10 @@ class MatchLogWriter:
                 fixed = {"run_id": self.run_id, "source_id": self.source_id}
                 track_pks = session.scalars(
                     insert(Track).returning(Track.id, sort_by_parameter_order=True),
-                    [fixed | _track_row(r, thumb, now) for r, thumb in rows],
+                    [fixed | track_row(r, thumb, now) for r, thumb in rows],
                 ).all()
                 matched = {
-                    _candidate(r.candidates[0])["identity_id"] for r, _ in rows if r.decision == "match"
+                    candidate_row(r.candidates[0])["identity_id"] for r, _ in rows if r.decision == "match"
                 }
                 known = (
                     set(session.scalars(select(Identity.id).where(Identity.id.in_(matched))))
@@ -374,7 +281,7 @@ class MatchLogWriter:
                     else ()
                 )
                 events = [
-                    {"track_pk": pk, "source_id": self.source_id} | _event_row(r, known, now)
+                    {"track_pk": pk, "source_id": self.source_id} | event_row(r, known, now)
                     for pk, (r, _) in zip(track_pks, rows)
                 ]
                 session.execute(insert(MatchEvent), events)

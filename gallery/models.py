@@ -224,7 +224,8 @@ class Source(Base):
 
 class Run(Base):
     """One processing run over a source: its progress survives a crash. ``status``: ``running``, ``finished``,
-    ``failed`` or ``interrupted`` (its process died); ``owner_*``: the process writing it (host, pid, process start
+    ``failed``, ``interrupted`` (its process died) or ``replaced`` (a later run of the same file took its place: its
+    tracks are gone, :func:`gallery.runs.replace_runs`); ``owner_*``: the process writing it (host, pid, process start
     time in epoch seconds); ``last_timestamp``/``resume_at``: the last committed stream position and where a re-run
     must decode from to see every track still open there; ``resumed_from``: the interrupted run this one
     continues; ``threshold``/``threshold_origin``: the open-set threshold in force and where it came from;

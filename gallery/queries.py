@@ -1,7 +1,11 @@
 """Read side of the gallery and the match log: matches (retroactive ones too), tracks (with their current
 decision, :mod:`gallery.decisions`) and identities, filtered, newest first, paged.
 
-Each function returns a :class:`Page` of JSON-ready dicts (times in ISO 8601 UTC). Matches and tracks are one
+Each function returns a :class:`Page` of JSON-ready dicts (times in ISO 8601 UTC). Every row of a track starts with
+its reference ``ref`` (``RUN:TRACK``, :mod:`gallery.refs`) and carries its sighting times ``seen_start``/``seen_end``
+(wall clock, None when unknown) with their ``time_origin``, the offsets within the source (``start_time``/
+``end_time``) and when it was logged (``logged_at``); ``since``/``until`` select by sighting time (a track whose
+time is unknown is never in a time range). Matches and tracks are one
 statement each on an autocommit connection (one round trip to a server, no BEGIN/COMMIT): names in the
 filters are resolved inside the statement, and only an empty page is followed by a look-up that tells an
 unknown name from no rows. Every newest-first order (time, then id) is read straight off an index that ends
@@ -15,7 +19,7 @@ import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 from sqlalchemy import Connection, Select, func, select
 from sqlalchemy.orm import Session
@@ -25,6 +29,7 @@ from gallery.decisions import all_decisions, with_decisions
 from gallery.errors import IdentityNotFoundError, QueryError
 from gallery.matchlog import DECISIONS
 from gallery.models import Identity, MatchEvent, Media, Source, Template, Track
+from gallery.refs import track_ref
 
 logger = logging.getLogger(__name__)
 
@@ -33,13 +38,14 @@ __all__ = [
     "MAX_OFFSET",
     "MAX_PAGE",
     "MAX_PAGE_SIZE",
+    "TRACK_COLUMNS",
     "Filters",
-    "wall_span",
     "Page",
     "csv_cell",
     "find_identities",
     "find_matches",
     "find_tracks",
+    "track_fields",
 ]
 
 MAX_PAGE_SIZE = 1000
@@ -135,12 +141,33 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
-def wall_span(kind: str, start: float, end: float, logged_at: datetime) -> tuple[str | None, str | None]:
-    """A camera track's wall-clock start and end (ISO 8601; it was logged when it ended); (None, None) for files,
-    whose times are seconds within the file."""
-    if kind != "camera":
-        return None, None
-    return _iso(logged_at - timedelta(seconds=max(end - start, 0.0))), _iso(logged_at)
+# what every row of a track shows of it (:func:`track_fields`), selected with these columns
+TRACK_COLUMNS = (
+    Track.run_id,
+    Track.track_id,
+    Track.seen_start,
+    Track.seen_end,
+    Track.time_origin,
+    Track.start_time,
+    Track.end_time,
+    Track.created_at.label("logged_at"),
+)
+
+
+def track_fields(r) -> dict:
+    """The fields every row of a track starts with, from a row holding :data:`TRACK_COLUMNS`: its reference, the
+    sighting times and their origin, the offsets within the source and when it was logged."""
+    return {
+        "ref": track_ref(r.run_id, r.track_id),
+        "seen_start": _iso(r.seen_start),
+        "seen_end": _iso(r.seen_end),
+        "time_origin": r.time_origin,
+        "start_time": r.start_time,
+        "end_time": r.end_time,
+        "logged_at": _iso(r.logged_at),
+        "run_id": r.run_id,
+        "track_id": r.track_id,
+    }
 
 
 def _identity_id(session: Session | Connection, name: str) -> int:
@@ -179,18 +206,18 @@ def _refuse(f: Filters, kind: str, allowed: set[str]) -> None:
         )
 
 
-def _event_filters(stmt: Select, f: Filters, time_col, ev=MatchEvent.__table__.c) -> Select:
+def _event_filters(
+    stmt: Select, f: Filters, time_col, ev=MatchEvent.__table__.c, source_col=Track.source_id
+) -> Select:
     """The filters of a matches or tracks query on the decision columns ``ev`` (``identity_id``, ``decision``,
-    ``score``); identity and source names are resolved by scalar subqueries of the same statement (see
-    :func:`_check_names`)."""
+    ``score``), the time column ``time_col`` and the source column ``source_col``; identity and source names are
+    resolved by scalar subqueries of the same statement (see :func:`_check_names`)."""
     if f.identity is not None:
         stmt = stmt.where(
             ev.identity_id == select(Identity.id).where(Identity.name == f.identity).scalar_subquery()
         )
     if f.source is not None:
-        stmt = stmt.where(
-            time_col.table.c.source_id == select(Source.id).where(Source.name == f.source).scalar_subquery()
-        )
+        stmt = stmt.where(source_col == select(Source.id).where(Source.name == f.source).scalar_subquery())
     if f.since is not None:
         stmt = stmt.where(time_col >= f.since)
     if f.until is not None:
@@ -228,9 +255,7 @@ def find_matches(db: Database, f: Filters) -> Page:
             ev.candidates,
             ev.retroactive,
             ev.rematch_id,
-            Track.track_id,
-            Track.start_time,
-            Track.end_time,
+            *TRACK_COLUMNS,
             Track.thumbnail,
             Source.name.label("source"),
             Identity.name.label("identity"),
@@ -240,29 +265,29 @@ def find_matches(db: Database, f: Filters) -> Page:
         .outerjoin(Identity, Identity.id == ev.identity_id)
         .order_by(ev.at.desc(), ev.id.desc())
     )
-    stmt = _event_filters(stmt, f, ev.at, ev)
+    stmt = _event_filters(stmt, f, Track.seen_start, ev, ev.source_id)
     with _reader(db) as conn:
         page = _page(
             conn,
             stmt,
             f,
-            lambda r: {
-                "id": r.id,
-                "at": _iso(r.at),
-                "source": r.source,
-                "track_id": r.track_id,
-                "start_time": r.start_time,
-                "end_time": r.end_time,
-                "identity": r.identity,
-                "identity_id": r.identity_id,
-                "score": r.score,
-                "decision": r.decision,
-                "threshold": r.threshold,
-                "candidates": r.candidates,
-                "thumbnail": r.thumbnail,
-                "retroactive": bool(r.retroactive),
-                "rematch_id": r.rematch_id,
-            },
+            lambda r: (
+                track_fields(r)
+                | {
+                    "id": r.id,
+                    "at": _iso(r.at),
+                    "source": r.source,
+                    "identity": r.identity,
+                    "identity_id": r.identity_id,
+                    "score": r.score,
+                    "decision": r.decision,
+                    "threshold": r.threshold,
+                    "candidates": r.candidates,
+                    "thumbnail": r.thumbnail,
+                    "retroactive": bool(r.retroactive),
+                    "rematch_id": r.rematch_id,
+                }
+            ),
         )
         return _check_names(conn, f, page)
 
@@ -274,45 +299,37 @@ def find_tracks(db: Database, f: Filters) -> Page:
     _refuse(f, "tracks", {"identity", "source", "since", "until", "decision", "min_score"})
     stmt, current = with_decisions(
         select(
-            Track.id,
-            Track.run_id,
-            Track.track_id,
-            Track.start_time,
-            Track.end_time,
+            *TRACK_COLUMNS,
             Track.frames,
             Track.crops_embedded,
             Track.embedder_id,
             Track.thumbnail,
-            Track.created_at,
             Source.name.label("source"),
         ).join(Source, Source.id == Track.source_id)
     )
     stmt = stmt.order_by(Track.created_at.desc(), Track.id.desc())
-    stmt = _event_filters(stmt, f, Track.created_at, current)
+    stmt = _event_filters(stmt, f, Track.seen_start, current)
     with _reader(db) as conn:
         page = _page(
             conn,
             stmt,
             f,
-            lambda r: {
-                "id": r.id,
-                "created_at": _iso(r.created_at),
-                "source": r.source,
-                "run_id": r.run_id,
-                "track_id": r.track_id,
-                "start_time": r.start_time,
-                "end_time": r.end_time,
-                "frames": r.frames,
-                "crops_embedded": r.crops_embedded,
-                "embedder_id": r.embedder_id,
-                "decision": r.decision,
-                "score": r.score,
-                "identity": r.identity,
-                "retroactive": bool(r.retroactive),
-                "logged_decision": r.logged_decision,
-                "logged_identity": r.logged_identity,
-                "thumbnail": r.thumbnail,
-            },
+            lambda r: (
+                track_fields(r)
+                | {
+                    "source": r.source,
+                    "frames": r.frames,
+                    "crops_embedded": r.crops_embedded,
+                    "embedder_id": r.embedder_id,
+                    "decision": r.decision,
+                    "score": r.score,
+                    "identity": r.identity,
+                    "retroactive": bool(r.retroactive),
+                    "logged_decision": r.logged_decision,
+                    "logged_identity": r.logged_identity,
+                    "thumbnail": r.thumbnail,
+                }
+            ),
         )
         return _check_names(conn, f, page)
 

@@ -10,8 +10,10 @@ import re
 
 from gallery.errors import QueryError
 
-__all__ = ["TrackRefError", "parse_track_ref", "track_ref"]
+__all__ = ["REF_PATTERN", "REF_TEXT", "TrackRefError", "parse_track_ref", "track_ref"]
 
+REF_PATTERN = r"^\d{1,18}:\d{1,18}$"  # a reference as a URL path or query parameter takes it
+REF_TEXT = "the track's reference RUN:TRACK (the ref column of every table)"
 _REF = re.compile(r"^\s*(\d{1,18}):(\d{1,18})\s*$")
 
 

@@ -1,6 +1,6 @@
 """Retroactive matching: past tracks of the match log scored against the gallery as it is now.
 
-:func:`rematch` reads the logged track templates of one embedder (optionally of one source, logged since a time)
+:func:`rematch` reads the logged track templates of one embedder (optionally of one source, seen since a time)
 in chunks of ``batch_size`` by track id, searches each chunk in the gallery (the same index and open-set rule as
 a live decision: the best identity, if it reaches ``threshold``) and writes a :class:`gallery.models.RetroMatch`
 for each track whose best identity is one of the ``identities`` asked for (None: any), unless the match log
@@ -26,9 +26,8 @@ from datetime import datetime
 from functools import partial
 
 import numpy as np
-from sqlalchemy import delete, func, insert, select, tuple_, update
+from sqlalchemy import func, insert, select, tuple_, update
 
-from gallery.db import Database
 from gallery.errors import QueryError
 from gallery.models import (
     Identity,
@@ -41,7 +40,7 @@ from gallery.models import (
     from_blob,
     utcnow,
 )
-from gallery.queries import Filters, Page, _iso, _page, _refuse
+from gallery.queries import track_fields
 from gallery.records import get_identity, retry_on_conflict
 from gallery.store import Gallery
 
@@ -53,12 +52,8 @@ __all__ = [
     "check_scope",
     "RematchReport",
     "RetroHit",
-    "Undone",
-    "find_rematches",
     "media_ids",
     "rematch",
-    "undo_identity",
-    "undo_rematch",
 ]
 
 CAUSES = ("enroll", "from-track", "rematch")
@@ -68,9 +63,9 @@ TOP_K = 3  # candidates kept with each retroactive match
 
 @dataclass(frozen=True)
 class RetroHit:
-    """One retroactive match written: the track (where and when: stream seconds within the file or stream,
-    ``logged_at`` wall time), who it is now and with what score, and what the match log decided then (``was``:
-    an identity name, or ``unknown``)."""
+    """One retroactive match written: the track (``ref``; where and when: sighting times with their origin, None
+    when unknown, stream seconds within the file or stream, ``logged_at``: when it was logged), who it is now and
+    with what score, and what the match log decided then (``was``: an identity name, or ``unknown``)."""
 
     id: int
     track_pk: int
@@ -85,18 +80,17 @@ class RetroHit:
     identity_id: int
     score: float
     was: str
+    seen_start: datetime | None = None
+    seen_end: datetime | None = None
+    time_origin: str = "unknown"
 
     def as_row(self) -> dict:
-        return {
+        return track_fields(self) | {
             "id": self.id,
-            "track": self.track_pk,
             "source": self.source,
             "kind": self.kind,
-            "run_id": self.run_id,
-            "track_id": self.track_id,
             "start_time": round(self.start_time, 3),
             "end_time": round(self.end_time, 3),
-            "logged_at": self.logged_at.isoformat(),
             "identity": self.identity,
             "score": round(self.score, 4),
             "was": self.was,
@@ -149,7 +143,7 @@ def _scope(session, embedder_id: str, identities, source, since) -> tuple[set[in
     if src is not None:
         where.append(Track.source_id == src)
     if since is not None:
-        where.append(Track.created_at >= since)
+        where.append(Track.seen_start >= since)
     last = session.scalar(select(func.max(Track.id)).where(*where))  # tracks logged after the start: not seen
     return targets, where + [Track.id <= (last or 0)]
 
@@ -275,6 +269,7 @@ def _write(db, rematch_id: int | None, meta: dict, found: dict, scored: int) -> 
             for r in session.execute(
                 select(Track.id, Track.source_id, Track.run_id, Track.track_id, Track.start_time)
                 .add_columns(Track.end_time, Track.created_at, Source.name, Source.kind)
+                .add_columns(Track.seen_start, Track.seen_end, Track.time_origin)
                 .join(Source, Source.id == Track.source_id)
                 .where(Track.id.in_([pk for pk, _ in new]))
             )
@@ -323,6 +318,9 @@ def _write(db, rematch_id: int | None, meta: dict, found: dict, scored: int) -> 
             ident,
             float(found[pk][0][2]),
             was.get(pk, "unknown"),
+            tracks[pk].seen_start,
+            tracks[pk].seen_end,
+            tracks[pk].time_origin,
         )
         for rid, (pk, ident) in zip(ids, new)
     ]
@@ -336,130 +334,3 @@ def media_ids(gallery: Gallery, embedder_id: str, hashes: Sequence[str]) -> list
     with gallery.db.session() as session:
         stmt = select(Media.id).where(Media.embedder_id == embedder_id, Media.content_hash.in_(list(hashes)))
         return sorted(session.scalars(stmt))
-
-
-@dataclass(frozen=True)
-class Undone:
-    """What undoing did to one pass: ``removed`` retroactive matches deleted (naming ``identities``);
-    ``undone_at`` set when the pass has none left (None: an undo by identity left some of its other names);
-    ``already``: it had been undone before (nothing changed)."""
-
-    rematch_id: int
-    cause: str
-    removed: int
-    identities: list[str]
-    undone_at: datetime | None
-    already: bool = False
-
-    def as_row(self) -> dict:
-        return {
-            "rematch_id": self.rematch_id,
-            "cause": self.cause,
-            "removed": self.removed,
-            "identities": self.identities,
-            "undone_at": _iso(self.undone_at),
-            "already": self.already,
-        }
-
-
-def _named(session, where) -> dict[int, list[str]]:
-    """Rematch id -> the names its retroactive matches matching ``where`` give, sorted."""
-    out: dict[int, set[str]] = {}
-    stmt = select(RetroMatch.rematch_id, Identity.name).join(Identity, Identity.id == RetroMatch.identity_id)
-    for rid, name in session.execute(stmt.where(where).distinct()):
-        out.setdefault(rid, set()).add(name)
-    return {rid: sorted(names) for rid, names in out.items()}
-
-
-def undo_rematch(gallery: Gallery, rematch_id: int) -> Undone:
-    """Delete every retroactive match pass ``rematch_id`` wrote and set its ``undone_at`` (one transaction). An
-    unknown id raises :class:`QueryError`; a pass undone before is left as it is (``already``)."""
-    with gallery.db.session() as session:
-        row = session.get(Rematch, int(rematch_id))
-        if row is None:
-            raise QueryError(
-                f"rematch {rematch_id}: expected the id of a rematch (see 'query rematches'), got none"
-            )
-        if row.undone_at is not None:
-            return Undone(row.id, row.cause, 0, [], row.undone_at, already=True)
-        names = _named(session, RetroMatch.rematch_id == row.id).get(row.id, [])
-        removed = session.execute(delete(RetroMatch).where(RetroMatch.rematch_id == row.id)).rowcount
-        row.undone_at = utcnow()
-        done = Undone(row.id, row.cause, removed, names, row.undone_at)
-    logger.info("rematch %d undone: %d retroactive matches deleted", done.rematch_id, done.removed)
-    return done
-
-
-def undo_identity(gallery: Gallery, name: str) -> list[Undone]:
-    """Delete every retroactive match naming identity ``name`` (one transaction); each pass left without any is
-    marked undone. Returns one :class:`Undone` per pass touched (empty: none named ``name``). An unknown name
-    raises :class:`gallery.errors.IdentityNotFoundError`."""
-    with gallery.db.session() as session:
-        identity = get_identity(session, name)
-        counts = dict(
-            session.execute(
-                select(RetroMatch.rematch_id, func.count())
-                .where(RetroMatch.identity_id == identity.id)
-                .group_by(RetroMatch.rematch_id)
-            )
-            .tuples()
-            .all()
-        )
-        if not counts:
-            return []
-        session.execute(delete(RetroMatch).where(RetroMatch.identity_id == identity.id))
-        left = set(
-            session.scalars(select(RetroMatch.rematch_id).where(RetroMatch.rematch_id.in_(list(counts))))
-        )
-        now = utcnow()
-        empty = [rid for rid in counts if rid not in left]
-        if empty:
-            session.execute(update(Rematch).where(Rematch.id.in_(empty)).values(undone_at=now))
-        causes = dict(
-            session.execute(select(Rematch.id, Rematch.cause).where(Rematch.id.in_(list(counts))))
-            .tuples()
-            .all()
-        )
-        done = [
-            Undone(rid, causes[rid], counts[rid], [identity.name], None if rid in left else now)
-            for rid in sorted(counts)
-        ]
-    logger.info("retroactive matches of %r undone: %d", name, sum(d.removed for d in done))
-    return done
-
-
-def find_rematches(db: Database, f: Filters) -> Page:
-    """Rematch passes, newest first: id (what ``rematch --undo ID`` takes), cause, embedder, threshold, the names it
-    could give, the enrollment's media, how many tracks it scored and named, how many of those retroactive
-    matches are still there (``current``), when it started, finished and was undone. ``since``/``until`` narrow
-    the start time."""
-    _refuse(f, "rematches", {"since", "until"})
-    current = (
-        select(func.count()).where(RetroMatch.rematch_id == Rematch.id).correlate(Rematch).scalar_subquery()
-    )
-    stmt = select(Rematch, current.label("current")).order_by(Rematch.started_at.desc(), Rematch.id.desc())
-    if f.since is not None:
-        stmt = stmt.where(Rematch.started_at >= f.since)
-    if f.until is not None:
-        stmt = stmt.where(Rematch.started_at < f.until)
-    with db.session() as session:
-        return _page(
-            session,
-            stmt,
-            f,
-            lambda r: {
-                "id": r.Rematch.id,
-                "cause": r.Rematch.cause,
-                "embedder_id": r.Rematch.embedder_id,
-                "threshold": r.Rematch.threshold,
-                "identities": r.Rematch.identities,
-                "media_ids": r.Rematch.media_ids,
-                "source": r.Rematch.source,
-                "tracks_scored": r.Rematch.tracks_scored,
-                "matches": r.Rematch.matches,
-                "current": r.current,
-                "started_at": _iso(r.Rematch.started_at),
-                "finished_at": _iso(r.Rematch.finished_at),
-                "undone_at": _iso(r.Rematch.undone_at),
-            },
-        )

@@ -26,6 +26,8 @@ from gallery.db import Database
 from gallery.decisions import current_decision
 from gallery.errors import EmbeddingError, QueryError
 from gallery.models import Identity, MatchEvent, Source, Track, from_blob
+from gallery.queries import TRACK_COLUMNS, track_fields
+from gallery.refs import track_ref
 from gallery.track_index import CHUNK, TrackIndexes
 
 logger = logging.getLogger(__name__)
@@ -38,8 +40,9 @@ IN_CHUNK = 5_000  # ids per IN (...) list
 
 @dataclass(frozen=True)
 class TrackHit:
-    """A logged track found by face: where and when (stream seconds of the file or camera; ``logged_at`` wall
-    time), its score against the query, and its current decision: its newest retroactive match (``retroactive``
+    """A logged track found by face: which (``ref``), where and when (sighting times ``seen_start``/``seen_end``
+    with their ``time_origin``, None when unknown; stream seconds of the file or camera; ``logged_at``: when it was
+    logged), its score against the query, and its current decision: its newest retroactive match (``retroactive``
     true) when a later rematch named it, else what was decided when it ended (:mod:`gallery.decisions`)."""
 
     score: float
@@ -54,17 +57,21 @@ class TrackHit:
     identity: str | None
     thumbnail: str | None
     retroactive: bool = False
+    seen_start: datetime | None = None
+    seen_end: datetime | None = None
+    time_origin: str = "unknown"
+
+    @property
+    def ref(self) -> str:
+        return track_ref(self.run_id, self.track_id)
 
     def as_row(self) -> dict:
-        return {
+        return track_fields(self) | {
             "score": round(self.score, 4),
             "source": self.source,
             "kind": self.kind,
-            "run_id": self.run_id,
-            "track_id": self.track_id,
             "start_time": round(self.start_time, 3),
             "end_time": round(self.end_time, 3),
-            "logged_at": self.logged_at.isoformat(),
             "decision": self.decision,
             "identity": self.identity,
             "retroactive": self.retroactive,
@@ -109,9 +116,9 @@ def _filtered(stmt: Select, filters: tuple) -> Select:
     if source is not None:
         stmt = stmt.where(Source.name == source)
     if since is not None:
-        stmt = stmt.where(Track.created_at >= since)
+        stmt = stmt.where(Track.seen_start >= since)
     if until is not None:
-        stmt = stmt.where(Track.created_at < until)
+        stmt = stmt.where(Track.seen_start < until)
     return stmt
 
 
@@ -177,11 +184,7 @@ _ROWS = (  # a track with its source, decision and identity; built once (buildin
         Track.id,
         Track.dim,
         Track.template,
-        Track.run_id,
-        Track.track_id,
-        Track.start_time,
-        Track.end_time,
-        Track.created_at,
+        *TRACK_COLUMNS,
         Track.thumbnail,
         Source.name.label("source"),
         Source.kind,
@@ -219,11 +222,14 @@ def _ranked(rows: list, scores, min_score: float | None) -> list[TrackHit]:
             track_id=r.track_id,
             start_time=r.start_time,
             end_time=r.end_time,
-            logged_at=r.created_at,
+            logged_at=r.logged_at,
             decision=r.decision or "unknown",
             identity=r.identity if r.decision == "match" else None,
             thumbnail=r.thumbnail,
             retroactive=bool(r.retroactive),
+            seen_start=r.seen_start,
+            seen_end=r.seen_end,
+            time_origin=r.time_origin,
         )
         for score, r in hits
     ]

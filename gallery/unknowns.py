@@ -29,7 +29,8 @@ from gallery.decisions import current_decision
 from gallery.errors import EmbeddingError, QueryError
 from gallery.grouping import group_templates, mean_similarity
 from gallery.models import MatchEvent, Source, Track, from_blob
-from gallery.queries import Filters
+from gallery.queries import Filters, _iso, track_fields
+from gallery.refs import track_ref
 from gallery.track_search import CHUNK
 
 logger = logging.getLogger(__name__)
@@ -39,7 +40,8 @@ __all__ = ["Grouping", "UnknownGroup", "UnknownTrack", "check_options", "group_u
 
 @dataclass(frozen=True)
 class UnknownTrack:
-    """One unknown track: where (source, run, track), when (stream seconds; ``logged_at`` wall time), how much."""
+    """One unknown track: which (``ref``), where (source), when (sighting times with their origin, None when
+    unknown; stream seconds; ``logged_at``: when it was logged), how much."""
 
     pk: int
     source: str
@@ -51,15 +53,15 @@ class UnknownTrack:
     frames: int
     crops_embedded: int
     thumbnail: str | None
+    seen_start: datetime | None = None
+    seen_end: datetime | None = None
+    time_origin: str = "unknown"
 
     def as_row(self) -> dict:
-        return {
+        return track_fields(self) | {
             "source": self.source,
-            "run_id": self.run_id,
-            "track_id": self.track_id,
             "start_time": round(self.start_time, 3),
             "end_time": round(self.end_time, 3),
-            "logged_at": self.logged_at.isoformat(),
             "frames": self.frames,
             "crops_embedded": self.crops_embedded,
             "thumbnail": self.thumbnail,
@@ -84,23 +86,25 @@ class UnknownGroup:
         return sorted({t.source for t in self.tracks})
 
     @property
-    def first_seen(self) -> datetime:
-        return min(t.logged_at for t in self.tracks)
+    def first_seen(self) -> datetime | None:
+        """The earliest sighting of its tracks whose time is known (None: none is)."""
+        return min((t.seen_start for t in self.tracks if t.seen_start is not None), default=None)
 
     @property
-    def last_seen(self) -> datetime:
-        return max(t.logged_at for t in self.tracks)
+    def last_seen(self) -> datetime | None:
+        """The latest sighting of its tracks whose time is known (None: none is)."""
+        return max((t.seen_end for t in self.tracks if t.seen_end is not None), default=None)
 
     def as_row(self) -> dict:
         sim = None if self.mean_similarity is None else round(self.mean_similarity, 4)
         return {
             "group": self.group,
             "size": self.size,
-            "first_seen": self.first_seen.isoformat(),
-            "last_seen": self.last_seen.isoformat(),
+            "first_seen": _iso(self.first_seen),
+            "last_seen": _iso(self.last_seen),
             "sources": self.sources,
             "mean_similarity": sim,
-            "best": {"run_id": self.best.run_id, "track_id": self.best.track_id},
+            "best": track_ref(self.best.run_id, self.best.track_id),
             "thumbnail": self.best.thumbnail,
             "tracks": [t.as_row() for t in self.tracks],
         }
@@ -133,7 +137,7 @@ class Grouping:
 
 def _where(stmt: Select, source: str | None, since: datetime | None, until: datetime | None) -> Select:
     """Tracks whose current decision is unknown (no retroactive match since), with a template, of ``source`` and
-    logged in ``since <= t < until``."""
+    seen in ``since <= t < until`` (sighting time)."""
     retro, current = current_decision()
     stmt = (
         stmt.join(MatchEvent, MatchEvent.track_pk == Track.id)
@@ -143,9 +147,9 @@ def _where(stmt: Select, source: str | None, since: datetime | None, until: date
     if source is not None:
         stmt = stmt.where(Track.source_id == select(Source.id).where(Source.name == source).scalar_subquery())
     if since is not None:
-        stmt = stmt.where(Track.created_at >= since)
+        stmt = stmt.where(Track.seen_start >= since)
     if until is not None:
-        stmt = stmt.where(Track.created_at < until)
+        stmt = stmt.where(Track.seen_start < until)
     return stmt
 
 
@@ -182,7 +186,8 @@ def _load(
     """The unknown tracks of ``embedder_id`` in track order and their unit templates ``[N, D]``, streamed from SQL
     ``CHUNK`` rows at a time."""
     cols = (Track.id, Track.source_id, Track.run_id, Track.track_id, Track.start_time, Track.end_time)
-    cols += (Track.created_at, Track.frames, Track.crops_embedded, Track.thumbnail, Track.dim, Track.template)
+    cols += (Track.created_at, Track.frames, Track.crops_embedded, Track.thumbnail)
+    cols += (Track.seen_start, Track.seen_end, Track.time_origin, Track.dim, Track.template)
     stmt = _where(select(*cols).where(Track.embedder_id == embedder_id), source, since, until)
     tracks: list[UnknownTrack] = []
     blocks: list[np.ndarray] = []
@@ -196,7 +201,7 @@ def _load(
                     f"unknowns: expected templates of one dimension for {embedder_id}, got {sorted(dims)}"
                 )
             blocks.append(np.stack([from_blob(r.template, r.dim) for r in rows]))
-            tracks += [UnknownTrack(r[0], names[r[1]], *r[2:10]) for r in rows]
+            tracks += [UnknownTrack(r[0], names[r[1]], *r[2:13]) for r in rows]
     x = np.concatenate(blocks) if blocks else np.zeros((0, 0), np.float32)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     keep = (norms[:, 0] > 0) & np.isfinite(x).all(axis=1)

@@ -15,11 +15,12 @@ same templates (same ``embedder_id``) in the same database.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -27,16 +28,22 @@ import numpy as np
 from core.errors import InputError
 from core.images import read_image
 from core.types import MatchResult, TrackTemplate
+from gallery.content import content_key
 from gallery.enroll import EnrollReport
+from gallery.runs import replace_runs
+from gallery.thumbnails import ThumbnailStore
 from stages.quality import QualityScorer
 
 from .build import build, find_faces
 from .config import AppConfig, load_config
 from .runner import FileRunner
+from .sinks import logged_ref
 from .sources import FileSource
 from .sql_gallery import LoggedSource
 
 __all__ = ["Face", "FaceRecognition", "Track"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -53,7 +60,9 @@ class Face:
 
 @dataclass(frozen=True)
 class Track:
-    """A finished face track of a video: time span (s), who (None: unknown), best score, the fused template."""
+    """A finished face track of a video: its reference in the match log (``RUN:TRACK``), time span within the file
+    (s), who (None: unknown), best score, the fused template; ``seen_start``/``seen_end``: when it was seen (wall
+    clock, None when the file's recording time is unknown)."""
 
     source: str
     track_id: int
@@ -63,11 +72,18 @@ class Track:
     score: float | None
     template: TrackTemplate
     result: MatchResult
+    ref: str | None = None
+    seen_start: datetime | None = None
+    seen_end: datetime | None = None
 
 
-def _track(template: TrackTemplate, result: MatchResult) -> Track:
+def _track(template: TrackTemplate, result: MatchResult, run_ids: dict[str, int]) -> Track:
     best = result.candidates[0].score if result.candidates else None
     who = result.identity.name if result.identity else None
+    seen = [
+        None if t is None else datetime.fromtimestamp(t, timezone.utc)
+        for t in (template.wall_start, template.wall_end)
+    ]
     return Track(
         template.source_id,
         template.track_id,
@@ -77,15 +93,18 @@ def _track(template: TrackTemplate, result: MatchResult) -> Track:
         best,
         template,
         result,
+        logged_ref(run_ids, template),
+        *seen,
     )
 
 
 class _QueueSink:
-    def __init__(self, out: queue.Queue) -> None:
+    def __init__(self, out: queue.Queue, run_ids: dict[str, int]) -> None:
         self.out = out
+        self.run_ids = run_ids
 
     def on_track(self, template: TrackTemplate, result: MatchResult) -> None:
-        self.out.put(_track(template, result))
+        self.out.put(_track(template, result, self.run_ids))
 
     def close(self) -> None:
         """Nothing to flush."""
@@ -133,13 +152,27 @@ class FaceRecognition:
 
     def process(self, video: str | Path, recorded_at: datetime | None = None) -> Iterator[Track]:
         """The finished tracks of a video file as they end, each also written to the match log (one run).
-        ``recorded_at``: the wall clock of its first frame (timezone-aware) when the file does not say it."""
+        ``recorded_at``: the wall clock of its first frame (timezone-aware) when the file does not say it. A file is
+        logged once: when the run finishes, it replaces the earlier runs of the same file (by content, under any
+        path), as ``process --reprocess`` does."""
         system = self.system
         source = FileSource(Path(video), system.cfg.source, recorded_at=recorded_at)
         out: queue.Queue = queue.Queue(maxsize=64)
-        log = system.match_log([LoggedSource(source.source_id, "file", str(source.path.resolve()))])
+        logged = LoggedSource(
+            source.source_id,
+            "file",
+            str(source.path.resolve()),
+            source.recorded_at,
+            source.time_origin,
+            content_key=content_key(source.path),
+        )
+        log = system.match_log([logged])
         runner = FileRunner(
-            system.cfg, system.detector, system.embedder, system.matcher(), [log, _QueueSink(out)]
+            system.cfg,
+            system.detector,
+            system.embedder,
+            system.matcher(),
+            [log, _QueueSink(out, log.run_ids)],
         )
         failure: list[BaseException] = []
         done = object()
@@ -169,6 +202,12 @@ class FaceRecognition:
                 except queue.Empty:
                     pass
             log.close(status)
+        store = ThumbnailStore.for_database(system.gallery.db, system.gallery.config)
+        replaced = replace_runs(system.gallery.db, log.run_ids[source.source_id], store, system.track_indexes)
+        if replaced:
+            logger.info(
+                "%s: run %s replaces runs %s of the same file", video, log.run_ids[source.source_id], replaced
+            )
 
     def enroll(
         self, name: str, images: Sequence[str | Path], add: bool = False, exist_ok: bool = False

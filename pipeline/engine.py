@@ -340,7 +340,7 @@ class EmbedWorker:
         self._thread.start()
 
     def put(self, job: TrackJob) -> None:
-        if job.crops or job.ends or job.after is not None:
+        if job.crops or job.ends or job.walls or job.after is not None:
             self._jobs.put(job)  # blocks while embedding is behind: back-pressure, bounded memory
 
     def close(self) -> None:

@@ -103,7 +103,7 @@ def serve_app(
     allowed_hosts: Iterable[str] | None = None,
 ) -> FastAPI:
     """The app ``serve`` runs over ``system``'s gallery (its config's ``gallery`` section: thumbnails, page size,
-    upload limit), with search by photo through ``models``."""
+    upload limit, session length), with search by photo through ``models``."""
     db, config = system.gallery.db, system.cfg.gallery
     return create_app(
         db,
@@ -112,4 +112,5 @@ def serve_app(
         page_size=config.serve.page_size,
         allowed_hosts=allowed_hosts,
         forensic=forensic_of(system, models),
+        session_max_age_s=config.serve.session_max_age_s,
     )

@@ -25,9 +25,6 @@ creates a database that does not exist.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import json
 import logging
 import os
 import sys
@@ -36,22 +33,21 @@ from gallery.config import GalleryConfig
 from gallery.errors import AuthError, QueryError
 from gallery.matchlog import DECISIONS, purge_older_than
 from gallery.media import find_media
-from gallery.names import shown
-from gallery.queries import KINDS, Filters, Page, csv_cell
+from gallery.queries import KINDS, Filters
 from gallery.refs import parse_track_ref
-from gallery.rematch import find_rematches
+from gallery.rematches import find_rematches
 from gallery.thumbnails import ThumbnailStore
 from gallery.timeline import find_timeline
 
 from ..build import System, build
 from . import unknowns
 from .common import add_config_options, config_of, db_of, listen_socket, parse_time
+from .tables import render
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "register",
-    "render",
     "serve_token",
     "check_bind",
     "TOKEN_ENV",
@@ -61,133 +57,9 @@ __all__ = [
 
 TOKEN_ENV = "FACEMOE_API_TOKEN"
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
-COLUMNS = {
-    "matches": [
-        "at",
-        "source",
-        "track_id",
-        "identity",
-        "score",
-        "decision",
-        "retroactive",
-        "threshold",
-        "thumbnail",
-    ],
-    "tracks": [
-        "created_at",
-        "source",
-        "run_id",
-        "track_id",
-        "start_time",
-        "end_time",
-        "frames",
-        "crops_embedded",
-        "decision",
-        "identity",
-        "score",
-        "retroactive",
-        "id",
-    ],
-    "identities": ["name", "external_id", "watchlist", "media", "embedders", "created_at"],
-    "search": [
-        "score",
-        "source",
-        "track_id",
-        "run_id",
-        "start_time",
-        "end_time",
-        "logged_at",
-        "decision",
-        "identity",
-        "retroactive",
-        "thumbnail",
-    ],
-    "timeline": [
-        "logged_at",
-        "source",
-        "kind",
-        "start_time",
-        "end_time",
-        "wall_start",
-        "wall_end",
-        "score",
-        "retroactive",
-        "run_id",
-        "track_id",
-    ],
-    "rematch": [
-        "identity",
-        "score",
-        "was",
-        "source",
-        "kind",
-        "run_id",
-        "track_id",
-        "start_time",
-        "end_time",
-        "logged_at",
-    ],
-}
 # every kind of ``query``: a function of the database and the filters returning a page (another kind is one entry
 # here and one in COLUMNS)
 QUERIES = {**KINDS, "timeline": find_timeline, "media": find_media, "rematches": find_rematches}
-COLUMNS |= {  # the gallery's own rows: enrolled media (their ids: remove --media), rematch passes (rematch --undo)
-    "media": ["id", "identity", "kind", "track", "path", "embedder_id", "quality", "created_at"],
-    "rematches": [
-        "id",
-        "cause",
-        "identities",
-        "embedder_id",
-        "threshold",
-        "tracks_scored",
-        "matches",
-        "current",
-        "started_at",
-        "undone_at",
-    ],
-    "undo": ["rematch_id", "cause", "identities", "removed", "undone_at", "already"],
-}
-
-
-def _cell(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    if isinstance(value, (list, dict)):
-        return (
-            json.dumps(value)
-            if not (isinstance(value, list) and all(isinstance(v, str) for v in value))
-            else ",".join(value)
-        )
-    return str(value)
-
-
-def _csv_cell(value) -> str:
-    """A CSV cell: numbers as numbers (a negative score stays a number), text neutralised."""
-    text = _cell(value)
-    return text if isinstance(value, (int, float)) else csv_cell(text)
-
-
-def render(kind: str, page: Page, fmt: str) -> str:
-    """A page as an aligned text table, a JSON document or CSV (header included, text cells neutralised)."""
-    if fmt == "json":
-        return json.dumps(page.as_dict(), indent=2)
-    cols = COLUMNS[kind]
-    if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(cols)
-        writer.writerows([_csv_cell(row.get(c)) for c in cols] for row in page.rows)
-        return out.getvalue().rstrip("\n")
-    rows = [[_cell(row.get(c)) for c in cols] for row in page.rows]
-    rows = [[shown(v) for v in r] for r in rows]  # a name with a newline or escape never forges a row
-    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(cols)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
-    if page.has_more:
-        lines.append(f"(more: --page {page.page + 1})")
-    return "\n".join(lines)
 
 
 def _open(args: argparse.Namespace) -> System:
@@ -256,11 +128,13 @@ def run_serve(args: argparse.Namespace) -> int:
     import uvicorn  # the serve extra (fastapi, uvicorn): only this command needs it
 
     from gallery.app import trusted_hosts
+    from gallery.app_guard import MAX_HEADER_BYTES
 
     from ..forensic_api import LazyModels, serve_app  # the serve extra too
 
     config = config_of(args).gallery
-    host, port = args.host or config.serve.host, args.port or config.serve.port
+    host = args.host or config.serve.host
+    port = config.serve.port if args.port is None else args.port
     token = serve_token(config)
     check_bind(host, token)
     hosts = trusted_hosts(host, [*config.serve.allowed_hosts, *args.allow_host])
@@ -268,9 +142,13 @@ def run_serve(args: argparse.Namespace) -> int:
     with _open(args) as system, LazyModels(system.cfg) as models, listen_socket(host, port) as sock:
         db = system.gallery.db
         app = serve_app(system, models, token=token, allowed_hosts=hosts)
+        port = sock.getsockname()[1]  # the one the system picked for port 0
         access = "token required" if token else "no token: loopback only"
         print(f"serving {db.shown} on http://{host}:{port}/ ({access})", file=sys.stderr)  # bound: it is true
-        uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning")).run(sockets=[sock])
+        # h11 buffers at most the header bytes the app's guard allows of an unfinished request head
+        limits = dict(http="h11", h11_max_incomplete_event_size=MAX_HEADER_BYTES)
+        server = uvicorn.Config(app, host=host, port=port, log_level="warning", **limits)
+        uvicorn.Server(server).run(sockets=[sock])
     return 0
 
 
@@ -351,7 +229,7 @@ def register(subparsers) -> None:
     s = subparsers.add_parser("serve", help="HTTP API and page of recent matches")
     _common(s)
     s.add_argument("--host", help="listen address (default: gallery.serve.host, 127.0.0.1)")
-    s.add_argument("--port", type=int, help="TCP port (default: gallery.serve.port, 8000)")
+    s.add_argument("--port", type=int, help="TCP port (default: gallery.serve.port, 8000; 0: any free port)")
     s.add_argument(
         "--allow-host",
         action="append",

@@ -24,11 +24,8 @@ import logging
 import sys
 from pathlib import Path
 
-from core.types import Candidate, MatchResult, TrackTemplate
-from gallery.content import content_key
 from gallery.errors import StorageError
-from gallery.runs import LoggedTrack, logged_tracks, newest_run, replace_runs, resume_point
-from gallery.thumbnails import ThumbnailStore
+from gallery.runs import LoggedTrack, resume_point
 
 from ..annotate import track_labels, write_annotated
 from ..build import System, build
@@ -38,6 +35,7 @@ from ..sinks import ConsoleTableSink, JsonSink, ResultSink, ThumbnailSink
 from ..sources import FileSource
 from ..sql_gallery import LoggedSource, MatchLogSink
 from .common import add_config_options, config_of, db_of, parse_time
+from .process_once import content_keys, feed_logged, finished_videos, replace_earlier, show_logged
 
 __all__ = ["register", "run_process"]
 
@@ -158,19 +156,26 @@ def run_process(args: argparse.Namespace) -> int:
     recorded_at = parse_time(args.recorded_at, "--recorded-at") if args.recorded_at else None
     # every file is checked before any work
     sources = [FileSource(v, cfg.source, recorded_at=recorded_at) for v in args.videos]
-    keys = _content_keys(sources)
+    keys = content_keys(sources)
     with build(cfg, db_url=db_of(args, cfg), gallery_dir=args.gallery) as system:
         index = system.index()
         print(f"threshold in force: {index.in_force}", file=sys.stderr)
         logged = [
-            LoggedSource(s.source_id, "file", str(s.path.resolve()), content_key=keys[s.source_id])
+            LoggedSource(
+                s.source_id,
+                "file",
+                str(s.path.resolve()),
+                s.recorded_at,
+                s.time_origin,
+                content_key=keys[s.source_id],
+            )
             for s in sources
         ]
-        done, shown = _done(args, system, logged)
+        done, shown = finished_videos(args, system, logged)
         sources = [s for s in sources if s.source_id not in done]
         logged = [entry for entry in logged if entry.name not in done]
         if not sources:  # each one done before, or being processed now: nothing is logged
-            _show(args, shown)
+            show_logged(args, shown)
             return 0
         sources, resume = _resume(args, system, sources, logged)
         continued = {source_id: run_id for source_id, (run_id, _) in resume.items()}
@@ -182,7 +187,7 @@ def run_process(args: argparse.Namespace) -> int:
             log.close("interrupted" if isinstance(exc, StorageError) else "failed")
             raise
         log.close("finished")
-        _replace(system, log.run_ids.values())
+        replace_earlier(system, log.run_ids.values())
         print(
             f"match log: {system.gallery.db.shown} runs {', '.join(str(r) for r in log.run_ids.values())} "
             f"(threshold in force: {index.in_force})",
@@ -255,7 +260,7 @@ def _run(
         sinks.append(json_sink)
     if args.json != "-":
         sinks.append(ConsoleTableSink(sys.stdout, log.run_ids))
-    _feed([s for s in sinks if isinstance(s, (JsonSink, ConsoleTableSink))], shown)
+    feed_logged([s for s in sinks if isinstance(s, (JsonSink, ConsoleTableSink))], shown)
     bar, update = _progress_bar(args.progress, sources)
     runner = FileRunner(
         cfg,
@@ -293,107 +298,3 @@ def _run(
     stages = ("decode_wait", "detect", "track", "crop", "embed", "match")
     print("seconds per stage: " + ", ".join(f"{k} {stats.seconds[k]:.1f}" for k in stages), file=sys.stderr)
     return stats
-
-
-def _content_keys(sources: list[FileSource]) -> dict[str, str]:
-    """Each video's content key (:func:`gallery.content.content_key`); two of them with one content are refused."""
-    keys: dict[str, str] = {}
-    for source in sources:
-        key = content_key(source.path)
-        same = next((name for name, k in keys.items() if k == key), None)
-        if same is not None:
-            raise PipelineError(
-                f"{source.source_id}: expected another video than {same}, got the same content (a copy)"
-            )
-        keys[source.source_id] = key
-    return keys
-
-
-def _done(
-    args: argparse.Namespace, system: System, logged: list[LoggedSource]
-) -> tuple[set[str], list[tuple[str, LoggedTrack]]]:
-    """The videos not to process, each said in one line: those a live run is processing now, and those whose
-    newest run finished (unless ``--reprocess``); with the logged tracks of the finished ones (name, track)."""
-    done, shown, db = set(), [], system.gallery.db
-    for entry in logged:
-        run = newest_run(db, entry.name, entry.uri, entry.content_key)
-        if run is None or run.status not in ("running", "finished"):
-            continue
-        if run.status == "finished" and args.reprocess:
-            continue
-        done.add(entry.name)
-        if run.status == "running":
-            print(
-                f"{entry.name}: not processed: run {run.run_id} is processing it now "
-                f"(host {run.host}, pid {run.pid})",
-                file=sys.stderr,
-            )
-            continue
-        _replace(system, [run.run_id])  # the earlier runs, if the command that finished it stopped before
-        tracks = logged_tracks(db, run.chain)
-        when = run.finished_at.strftime("%Y-%m-%d %H:%M:%S UTC") if run.finished_at else "at an unknown time"
-        logged_as = "" if run.source == entry.name else f", logged as {run.source}"
-        print(
-            f"{entry.name}: processed already by run {run.run_id} (finished {when}, {len(tracks)} tracks"
-            f"{logged_as}); nothing logged (--reprocess processes it again)",
-            file=sys.stderr,
-        )
-        shown += [(entry.name, track) for track in tracks]
-    return done, shown
-
-
-def _replace(system: System, run_ids) -> None:
-    """Once runs ``run_ids`` finished: the tracks of their files' other runs are replaced by theirs."""
-    store = ThumbnailStore.for_database(system.gallery.db, system.gallery.config)
-    for run_id in run_ids:
-        old = replace_runs(system.gallery.db, run_id, store, system.track_indexes)
-        if old:
-            print(
-                f"run {run_id} replaces run{'s' if len(old) > 1 else ''} {', '.join(map(str, old))} of the same "
-                "video (their tracks are deleted)",
-                file=sys.stderr,
-            )
-
-
-def _as_result(name: str, track: LoggedTrack) -> tuple[TrackTemplate, MatchResult]:
-    """A logged track as the pipeline handed it to the sinks (no crop)."""
-    wall = [None if t is None else t.timestamp() for t in (track.seen_start, track.seen_end)]
-    template = TrackTemplate(
-        name,
-        track.track_id,
-        track.template,
-        0.0,
-        track.crops_embedded,
-        None,
-        track.start_time,
-        track.end_time,
-        track.frames,
-        wall_start=wall[0],
-        wall_end=wall[1],
-    )
-    cands = tuple(
-        Candidate(int(c["identity_id"]), str(c["name"]), float(c["score"])) for c in track.candidates
-    )
-    return template, MatchResult(name, track.track_id, cands, track.decision, track.threshold)
-
-
-def _feed(sinks: list, shown: list[tuple[str, LoggedTrack]]) -> None:
-    """The logged tracks of videos processed before, into the table and JSON sinks, each under its own run's
-    reference ``RUN:TRACK``."""
-    for sink in sinks:
-        runs = sink.run_ids
-        for name, track in shown:
-            sink.run_ids = {name: track.run_id}
-            sink.on_track(*_as_result(name, track))
-        sink.run_ids = runs
-
-
-def _show(args: argparse.Namespace, shown: list[tuple[str, LoggedTrack]]) -> None:
-    """The logged tracks of videos processed before, when no video is processed now: the table on standard
-    output, and with ``--json`` the same records."""
-    sinks: list = [JsonSink(args.json, None, {"runs": {}}, run_ids={})] if args.json else []
-    if args.json != "-":
-        sinks.append(ConsoleTableSink(sys.stdout, {}))
-    _feed(sinks, shown)
-    for sink in sinks:
-        sink.close()

@@ -34,13 +34,14 @@ from gallery.enroll import EnrollReport
 from gallery.errors import QueryError
 from gallery.queries import Page
 from gallery.refs import track_ref
-from gallery.rematch import RematchReport, RetroHit, Undone, media_ids, rematch, undo_identity, undo_rematch
+from gallery.rematch import RematchReport, RetroHit, media_ids, rematch
+from gallery.rematches import Undone, undo_identity, undo_rematch
 
 from ..alerts import alert_record, watchlist_alerts
 from ..build import System, build
 from ..sql_gallery import SqlGalleryIndex
 from .common import add_config_options, config_of, db_of, parse_time
-from .gallery_admin import render
+from .tables import render
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def _rematch_id(text: str) -> int:
 
 def add_scope_options(p: argparse.ArgumentParser) -> None:
     """``--since`` and ``--source``: which past tracks a rematch looks at (also on ``enroll --rematch``)."""
-    p.add_argument("--since", help="only tracks logged from this time (ISO 8601 with timezone)")
+    p.add_argument("--since", help="only tracks seen from this time (sighting time, ISO 8601 with timezone)")
     p.add_argument("--source", help="only tracks of this source (file path or camera name)")
 
 
@@ -162,8 +163,18 @@ def alert_retroactive(system: System, report: RematchReport) -> int:
 
 def _as_decision(hit: RetroHit, threshold: float) -> tuple[TrackTemplate, MatchResult]:
     """A retroactive match as the track and decision an alert is made of."""
+    wall = [None if t is None else t.timestamp() for t in (hit.seen_start, hit.seen_end)]
     track = TrackTemplate(
-        hit.source, hit.track_id, np.zeros(0, np.float32), 0.0, 0, None, hit.start_time, hit.end_time
+        hit.source,
+        hit.track_id,
+        np.zeros(0, np.float32),
+        0.0,
+        0,
+        None,
+        hit.start_time,
+        hit.end_time,
+        0,
+        *wall,
     )
     best = (Candidate(hit.identity_id, hit.identity, hit.score),)
     return track, MatchResult(hit.source, hit.track_id, best, "match", threshold)

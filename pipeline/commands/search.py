@@ -32,7 +32,7 @@ from stages.quality import QualityScorer
 
 from ..build import System, build, find_faces
 from .common import add_config_options, config_of, db_of, parse_time
-from .gallery_admin import render
+from .tables import render
 
 __all__ = [
     "find_person",

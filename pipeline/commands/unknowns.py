@@ -8,8 +8,9 @@ grouped with :func:`gallery.unknowns.group_unknowns`: average linkage on the cos
 threshold that defaults to ``gallery.unknowns.threshold``, else the embedder's operating threshold (the matcher's
 ``match.threshold``, else the gallery's calibrated one); tracks of one run that overlap in time never join.
 Groups of at least ``--min-size`` tracks (default ``gallery.unknowns.min_size``, 2) are listed, largest first:
-size, first and last seen (logged time), sources, mean cosine within the group, best thumbnail, tracks
-(``run:track``). ``--source``, ``--since`` and ``--until`` choose the tracks before grouping. docs/unknowns.md.
+size, first and last seen (sighting time; ``unknown`` when no track of the group has one), sources, mean cosine
+within the group, best thumbnail, tracks (their references ``RUN:TRACK``). ``--source``, ``--since`` and
+``--until`` (sighting time) choose the tracks before grouping. docs/unknowns.md.
 """
 
 from __future__ import annotations
@@ -65,21 +66,21 @@ def add_arguments(parser: argparse.ArgumentParser, common: bool = True) -> None:
     if common:
         add_config_options(parser)
         parser.add_argument("--source", help="only tracks of this source (file path or camera name)")
-        parser.add_argument("--since", help="only tracks logged from this time (ISO 8601 with timezone)")
-        parser.add_argument("--until", help="only tracks logged before this time (ISO 8601 with timezone)")
+        parser.add_argument("--since", help="only tracks seen from this time (ISO 8601 with timezone)")
+        parser.add_argument("--until", help="only tracks seen before this time (ISO 8601 with timezone)")
         parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
 
 
 def _row(group: dict, limit: int | None) -> dict:
-    tracks = [f"{t['run_id']}:{t['track_id']}" for t in group["tracks"]]
+    tracks = [t["ref"] for t in group["tracks"]]
     shown = " ".join(tracks[:limit])
     if limit is not None and len(tracks) > limit:
         shown += f" (+{len(tracks) - limit})"
     return {
         "group": group["group"],
         "size": group["size"],
-        "first_seen": group["first_seen"],
-        "last_seen": group["last_seen"],
+        "first_seen": group["first_seen"] or "unknown",
+        "last_seen": group["last_seen"] or "unknown",
         "sources": ",".join(group["sources"]),
         "similarity": "" if group["mean_similarity"] is None else f"{group['mean_similarity']:.4f}",
         "thumbnail": group["thumbnail"] or "",

@@ -37,8 +37,8 @@ def people(rng: np.random.Generator, count: int, per: int, dim: int, spread: flo
 
 
 def seed_log(db, store=None):
-    """Two identities, two cameras, eight tracks one minute apart from 2026-03-01 10:00 UTC (newest last):
-    tracks 0-7 alternate cameras ``gate`` / ``lobby``; even tracks match ``ann`` (0.80 + t/100), track 3
+    """Two identities, two cameras, eight tracks seen and logged one minute apart from 2026-03-01 10:00 UTC (newest
+    last): tracks 0-7 alternate cameras ``gate`` / ``lobby``; even tracks match ``ann`` (0.80 + t/100), track 3
     matches ``bob`` (0.65), the rest are unknown (0.20). Thumbnails are solid 48x40 crops when ``store`` is
     given."""
     from datetime import datetime, timedelta, timezone
@@ -80,6 +80,9 @@ def seed_log(db, store=None):
                 threshold=0.5,
                 thumbnail=np.full((48, 40, 3), 30 * t, np.uint8),
                 at=start + timedelta(minutes=t),
+                seen_start=start + timedelta(minutes=t),
+                seen_end=start + timedelta(minutes=t, seconds=1.5),
+                time_origin="camera",
             )
         )
     for writer in writers.values():

@@ -1,5 +1,6 @@
 """gallery/app.py: JSON endpoints, token auth, thumbnails (no traversal), and the page in headless
-Chromium."""
+Chromium (logged in through the login page: the session cookie's attributes, the security headers, no CSP
+violation)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gallery.app import COOKIE, create_app, trusted_hosts
+from gallery.app_guard import CSP
 from gallery.db import Database
 from gallery.queries import MAX_PAGE
 from gallery.thumbnails import ThumbnailStore
@@ -67,6 +69,11 @@ def test_api_endpoints(served):
         ({"min_score": "nan"}, 400, "min_score: expected a finite number"),
         ({"since": "-2226"}, 400, "since: expected an ISO 8601 time with a timezone"),
         ({"until": "yesterday"}, 400, "until: expected an ISO 8601 time with a timezone"),
+        (
+            {"until": ""},
+            400,
+            "until: expected an ISO 8601 time with a timezone, e.g. 2026-03-01T10:00:00Z, got ''",
+        ),
         ({"identity": ["ann", "bob"]}, 400, "query parameter identity: expected one value"),
         ({"identity": "a\x00b"}, 400, "identity: expected a name without NUL"),
         ({"since": "0001-01-01T00:00:00+05:00"}, 400, "since: expected a time between years 1 and 9999"),
@@ -157,11 +164,12 @@ def test_wrong_or_missing_token_is_refused(served, headers, cookies):
     assert client.get("/?token=wrong-token", follow_redirects=False).status_code == 401
 
 
-def test_token_link_sets_cookie(served):
+def test_login_sets_a_session_cookie(served):
     db, store = served
     client = TestClient(create_app(db, store, token=TOKEN))
-    first = client.get(f"/?token={TOKEN}", follow_redirects=False)
+    first = client.post("/login", data={"token": TOKEN}, follow_redirects=False)
     assert first.status_code == 303 and first.headers["location"] == "/"
+    assert client.cookies[COOKIE] != TOKEN
     assert client.get("/").text.count('class="thumb"') == 8  # the cookie now authorises
 
 
@@ -228,14 +236,15 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-# Every thumbnail image on the page: loaded?, natural width, and the grey level of its centre pixel.
+# Every thumbnail image on the page: loaded?, natural size, the grey level of its centre pixel, and the track id
+# its alt text ends with ("track 7", "track 1:7").
 PIXELS = """return Array.from(document.querySelectorAll('img.thumb')).map(img => {
   const c = document.createElement('canvas'); c.width = img.naturalWidth; c.height = img.naturalHeight;
   const g = c.getContext('2d'); g.drawImage(img, 0, 0);
   const p = img.naturalWidth ? g.getImageData(img.naturalWidth >> 1, img.naturalHeight >> 1, 1, 1).data :
   [-1];
   return [img.complete, img.naturalWidth, img.naturalHeight, p[0],
-          img.closest('tr').children[3].textContent.trim()];
+          img.alt.split(/[ :]/).pop()];
 });"""
 
 
@@ -258,6 +267,7 @@ def served_in_chromium(app, tmp_path, monkeypatch):
     options.binary_location = browser
     for flag in CHROMIUM_FLAGS + (f"--user-data-dir={tmp_path / 'profile'}",):
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, for CSP violations
     chrome = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
     try:
         chrome.set_page_load_timeout(30)
@@ -268,11 +278,57 @@ def served_in_chromium(app, tmp_path, monkeypatch):
         thread.join(timeout=10)
 
 
+def log_in(chrome, base: str, token: str = TOKEN) -> None:
+    """Open the page in ``chrome``: redirected to the login page, log in with ``token``, back on the page."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    chrome.get(f"{base}/")
+    assert chrome.current_url == f"{base}/login"
+    chrome.find_element(By.NAME, "token").send_keys(token)
+    chrome.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    WebDriverWait(chrome, 20).until(lambda d: d.current_url == f"{base}/")
+
+
+def csp_violations(chrome) -> list[str]:
+    """Console messages of the pages opened since the last call that report a Content-Security-Policy violation."""
+    return [e["message"] for e in chrome.get_log("browser") if "Content Security Policy" in e["message"]]
+
+
+SECURITY = {
+    "content-security-policy": CSP,
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+    "cache-control": "no-store",
+}
+
+
 @pytest.mark.slow
 def test_page_renders_thumbnails_in_headless_chromium(served, tmp_path, monkeypatch):
+    import requests
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
     db, store = served
     with served_in_chromium(create_app(db, store, token=TOKEN), tmp_path, monkeypatch) as (chrome, base):
-        chrome.get(f"{base}/?token={TOKEN}")  # sets the cookie, redirects to the page
+        log_in(chrome, base)
+        # the session cookie as the browser keeps it: not the token, HttpOnly, SameSite=Strict, the app's path,
+        # expiring with the session
+        [cookie] = [c for c in chrome.get_cookies() if c["name"] == COOKIE]
+        assert cookie["value"] != TOKEN and TOKEN not in cookie["value"]
+        assert (cookie["httpOnly"], cookie["sameSite"], cookie["path"]) == (True, "Strict", "/")
+        assert abs(cookie["expiry"] - (time.time() + 12 * 3600)) < 300
+        # the security headers of the page, a thumbnail and the API, fetched with the browser's session
+        with requests.Session() as web:
+            web.cookies.set(COOKIE, cookie["value"])
+            for url in ("/", "/thumbnails/source1/run1/track0.jpg", "/api/matches", "/style.css"):
+                response = web.get(f"{base}{url}", timeout=10)
+                assert response.status_code == 200, url
+                assert {name: response.headers.get(name) for name in SECURITY} == SECURITY
+        # and the page works under that policy: its stylesheet applies, every thumbnail loads, nothing refused
+        height = "return getComputedStyle(document.querySelector('img.thumb')).height"
+        assert chrome.execute_script(height) == "64px"
         shown = chrome.execute_script(PIXELS)
         assert [s[4] for s in shown] == [str(t) for t in range(7, -1, -1)]  # newest first
         for complete, width, height, grey, track in shown:
@@ -280,3 +336,11 @@ def test_page_renders_thumbnails_in_headless_chromium(served, tmp_path, monkeypa
             assert abs(grey - 30 * int(track)) <= 3  # the seeded crop of that very track
         chrome.get(f"{base}/?identity=bob")
         assert [s[4] for s in chrome.execute_script(PIXELS)] == ["3"]
+        assert csp_violations(chrome) == []
+        chrome.find_element(By.ID, "logout").click()  # logs out: the cookie is gone, the page asks to log in
+        WebDriverWait(chrome, 20).until(lambda d: d.current_url == f"{base}/login")
+        assert chrome.current_url == f"{base}/login" and COOKIE not in {
+            c["name"] for c in chrome.get_cookies()
+        }
+        chrome.get(f"{base}/")
+        assert chrome.current_url == f"{base}/login" and csp_violations(chrome) == []

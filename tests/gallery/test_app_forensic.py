@@ -13,6 +13,7 @@ from track 1, and a rematch names track 2 cyd (retroactive).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
@@ -92,21 +93,33 @@ def log(db_url, tmp_path):
                 crop,
                 at,
             )
+            if source == "cam":  # a camera's tracks carry its wall clock; the file has no recording time
+                seen = {"seen_start": at - timedelta(seconds=3.5), "seen_end": at, "time_origin": "camera"}
+                record = dataclasses.replace(record, **seen)
             writers[source].record(record)
         for writer in writers.values():
             writer.close()
         pks = {t: _pk(gallery, t) for t in range(len(PLAN))}
+        refs = {t: _ref(gallery, t) for t in range(len(PLAN))}
         enroller = Enroller(gallery, lambda image: [], SimpleNamespace(embedder_id=EMB, dim=DIM))
         with gallery.db.session() as s:
             run = s.scalar(select(Track.run_id).where(Track.id == pks[1]))
         enroller.enroll_tracks("cyd", [f"{run}:1"])
         rematch(gallery, EMB, 0.5, identities=["cyd"], cause="from-track")
-        yield SimpleNamespace(db=gallery.db, store=store, photos=photos, pks=pks, tmp=tmp_path)
+        yield SimpleNamespace(db=gallery.db, store=store, photos=photos, pks=pks, refs=refs, tmp=tmp_path)
 
 
 def _pk(gallery, track_id: int) -> int:
     with gallery.db.session() as s:
         return s.scalar(select(Track.id).where(Track.track_id == track_id))
+
+
+def _ref(gallery, track_id: int) -> str:
+    """The reference RUN:TRACK of the track numbered ``track_id``."""
+    with gallery.db.session() as s:
+        return "{}:{}".format(
+            *s.execute(select(Track.run_id, Track.track_id).where(Track.track_id == track_id)).one()
+        )
 
 
 def _client(log, media_dirs=None, token=None) -> TestClient:
@@ -116,7 +129,7 @@ def _client(log, media_dirs=None, token=None) -> TestClient:
 
 def test_a_live_match_beside_the_enrolled_photo_it_matched(log):
     client = _client(log)
-    track = client.get(f"/api/tracks/{log.pks[0]}").json()
+    track = client.get(f"/api/tracks/{log.refs[0]}").json()
     assert (track["decision"], track["identity"], track["retroactive"]) == ("match", "bob", False)
     assert (track["kind"], track["start_time"], track["end_time"]) == ("file", 2.0, 5.5)
     assert track["thumbnail_url"] == "/thumbnails/source1/run1/track0.jpg"
@@ -127,17 +140,18 @@ def test_a_live_match_beside_the_enrolled_photo_it_matched(log):
     decoded = cv2.imdecode(np.frombuffer(image.content, np.uint8), cv2.IMREAD_COLOR)
     assert decoded.shape == (341, 512, 3)  # shown at most 512 px a side
     assert decoded[170, 100, 2] > 150 and decoded[170, 400].max() < 60  # the enrolled photo itself
-    page = client.get(f"/track/{log.pks[0]}").text
+    page = client.get(f"/track/{log.refs[0]}").text
     assert 'class="thumb crop"' in page and f'src="{enrolled["url"]}"' in page
     assert "0:02.0 &ndash; 0:05.5" in page and "bob.png" in page
 
 
 def test_a_retroactive_match_beside_the_track_its_face_was_enrolled_from(log):
     client = _client(log)
-    track = client.get(f"/api/tracks/{log.pks[2]}").json()
+    track = client.get(f"/api/tracks/{log.refs[2]}").json()
     assert (track["decision"], track["identity"], track["retroactive"]) == ("match", "cyd", True)
     assert (track["logged_decision"], track["logged_identity"]) == ("unknown", None)
-    assert track["wall_end"] == (START + timedelta(minutes=2)).isoformat()  # a camera: wall times too
+    assert track["seen_end"] == (START + timedelta(minutes=2)).isoformat()  # a camera: its wall clock
+    assert (track["ref"], track["time_origin"]) == (log.refs[2], "camera")
     enrolled = track["enrolled"]
     assert enrolled["enrolled_from"].startswith("track ") and enrolled["enrolled_from"].endswith(
         ":1 (clip.mp4)"
@@ -147,8 +161,8 @@ def test_a_retroactive_match_beside_the_track_its_face_was_enrolled_from(log):
         image.status_code == 200
         and image.content == (log.store.root / "source1/run1/track1.jpg").read_bytes()
     )
-    assert "(retroactive, rematch" in client.get(f"/track/{log.pks[2]}").text
-    unknown = client.get(f"/api/tracks/{log.pks[3]}").json()
+    assert "(retroactive, rematch" in client.get(f"/track/{log.refs[2]}").text
+    unknown = client.get(f"/api/tracks/{log.refs[3]}").json()
     assert unknown["decision"] == "unknown" and unknown["enrolled"] is None
 
 
@@ -194,22 +208,26 @@ def test_enrolled_photos_are_shown_only_from_their_folders_with_their_content(lo
     }[case]
     assert response.status_code == 404 and expected in response.json()["detail"]
     if case in ("no folders", "another folder"):
-        enrolled = _client(log, dirs).get(f"/api/tracks/{log.pks[0]}").json()["enrolled"]
+        enrolled = _client(log, dirs).get(f"/api/tracks/{log.refs[0]}").json()["enrolled"]
         assert enrolled["url"] is None and expected in enrolled["note"]
-        assert expected in _client(log, dirs).get(f"/track/{log.pks[0]}").text
+        assert expected in _client(log, dirs).get(f"/track/{log.refs[0]}").text
 
 
 def test_timeline_api_and_page(log):
     client = _client(log)
     body = client.get("/api/timeline", params={"name": "cyd"}).json()
-    assert [(r["track"], r["retroactive"]) for r in body["rows"]] == [(log.pks[1], True), (log.pks[2], True)]
+    # by sighting time: the camera's track (its wall clock known) before the file's (no recording time)
+    assert [(r["ref"], r["retroactive"]) for r in body["rows"]] == [(log.refs[2], True), (log.refs[1], True)]
+    assert [r["seen_start"] is None for r in body["rows"]] == [False, True]
     assert all(r["thumbnail_url"].startswith("/thumbnails/") for r in body["rows"])
-    assert [r["track"] for r in client.get("/api/timeline", params={"name": "bob"}).json()["rows"]] == [
-        log.pks[0]
+    assert [r["ref"] for r in client.get("/api/timeline", params={"name": "bob"}).json()["rows"]] == [
+        log.refs[0]
     ]
     page = client.get("/timeline", params={"name": "cyd"}).text
     assert (
-        page.count('class="thumb"') == 2 and "(retroactive)" in page and f'href="/track/{log.pks[2]}"' in page
+        page.count('class="thumb"') == 2
+        and "(retroactive)" in page
+        and f'href="/track/{log.refs[2]}"' in page
     )
     assert "<option>bob</option>" in client.get("/timeline").text  # no name yet: the choice of identities
 
@@ -221,10 +239,12 @@ def test_timeline_api_and_page(log):
         ("/timeline?name=zed", 404, "'zed': not in the gallery"),
         ("/api/timeline", 422, ""),
         ("/api/timeline?name=bob&since=2026-03-01T10:00:00", 400, "timezone"),
-        ("/api/tracks/999999", 404, "track 999999: not in the match log"),
-        ("/track/999999", 404, "track 999999: not in the match log"),
+        ("/api/tracks/9:999999", 404, "track 9:999999: not in the match log"),
+        ("/track/9:999999", 404, "track 9:999999: not in the match log"),
         ("/media/999999", 404, "enrolled media 999999: not in the gallery"),
         ("/api/tracks/0", 422, ""),
+        ("/api/tracks/1", 422, ""),  # a bare number is no reference
+        ("/track/1", 422, ""),
         ("/api/tracks/abc", 422, ""),
         ("/api/tracks/99999999999999999999", 422, ""),
         ("/media/-1", 422, ""),
@@ -237,8 +257,8 @@ def test_unknown_ids_and_bad_parameters(log, url, status, message):
 
 def test_the_token_is_required(log):
     client = _client(log, token=TOKEN)
-    urls = [f"/api/tracks/{log.pks[0]}", "/api/timeline?name=bob", f"/media/{_bob_media(log)}"]
-    urls += ["/timeline?name=bob", f"/track/{log.pks[0]}"]
+    urls = [f"/api/tracks/{log.refs[0]}", "/api/timeline?name=bob", f"/media/{_bob_media(log)}"]
+    urls += ["/timeline?name=bob", f"/track/{log.refs[0]}"]
     for url in urls:
         response = client.get(url)
         assert response.status_code == 401 and "token" in response.json()["detail"]
@@ -256,3 +276,16 @@ def test_search_and_unknowns_are_absent_without_the_pipeline(log):
         assert getattr(client, method)(url).status_code in (404, 405)
     nav = client.get("/").text
     assert 'href="/timeline"' in nav and 'href="/search"' not in nav and 'href="/unknowns"' not in nav
+
+
+def test_faces_and_views_are_neither_cached_sniffed_nor_framed(log):
+    client = _client(log, token=TOKEN)
+    for url in (f"/media/{_bob_media(log)}", "/thumbnails/source1/run1/track0.jpg", "/timeline?name=bob"):
+        response = client.get(url, headers=AUTH)
+        assert response.status_code == 200, url
+        assert (response.headers["cache-control"], response.headers["x-content-type-options"]) == (
+            "no-store",
+            "nosniff",
+        )
+        assert response.headers["x-frame-options"] == "DENY"
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"]

@@ -276,3 +276,41 @@ def test_database_password_from_the_environment(monkeypatch, tmp_path):
     with pytest.raises(DatabaseError, match="cannot connect to") as err:
         Database(f"postgresql+psycopg://operator@127.0.0.1:{port}/gallery")
     assert "env-secret" not in str(err.value) and "***" in str(err.value)
+
+
+def test_migration_0007_marks_faces_enrolled_from_tracks_by_content(db_url):
+    """Media enrolled from a track before 0006 become kind ``track`` with that track; a photo merely named like one
+    stays an image."""
+    from types import SimpleNamespace
+
+    from alembic import command
+    from sqlalchemy import select
+
+    from gallery.db import _alembic_config
+    from gallery.enroll import Enroller
+    from gallery.media import MediaVector
+    from gallery.models import Media, Track
+    from gallery.store import Gallery
+    from tests.gallery.helpers import seed_log
+
+    with Gallery.open(db_url) as gallery:
+        seed_log(gallery.db)
+        with gallery.db.session() as s:
+            run, track, pk, dim = s.execute(select(Track.run_id, Track.track_id, Track.id, Track.dim)).first()
+        Enroller(gallery, lambda image: [], SimpleNamespace(embedder_id="e4", dim=dim)).enroll_tracks(
+            "cyd", [f"{run}:{track}"], force=True
+        )
+        forged = MediaVector(f"track {run}:{track} (x).png", "ab" * 32, 0.9, [1.0] + [0.0] * (dim - 1), 1.0)
+        gallery.add_media("dee", "e4", [forged], create=True)
+        cfg = _alembic_config()
+        engine = create_engine(gallery.db.url) if gallery.db.backend == "sqlite" else gallery.db.engine
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0005")  # as a gallery written before media knew their kind
+    with Database(db_url) as db, db.session() as s:
+        kinds = {
+            path: (kind, track_pk)
+            for path, kind, track_pk in s.execute(select(Media.path, Media.kind, Media.track_pk))
+        }
+    enrolled = [v for p, v in kinds.items() if p.startswith("track ") and p != forged.path]
+    assert enrolled == [("track", pk)] and kinds[forged.path] == ("image", None)

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from gallery.enroll import Enroller
-from gallery.forensic import MediaUnavailable, enrolled_photo
+from gallery.forensic import MediaUnavailable, enrolled_photo, track_detail
 from gallery.matchlog import MatchLogWriter, TrackRecord
 from gallery.media import MediaVector
 from gallery.models import Media
@@ -61,6 +61,14 @@ def test_a_photo_named_like_a_track_is_served_as_that_photo(log):
     assert isinstance(served, bytes)  # the photo re-encoded, not the track's crop (a file of the store)
     image = cv2.imdecode(np.frombuffer(served, np.uint8), cv2.IMREAD_COLOR)
     assert image.shape == (60, 80, 3) and image[30, 10, 2] > 150 and image[30, 70].max() < 50
+    detail = track_detail(log.db, "1:1", [str(log.photos)])
+    enrolled = detail["enrolled"]
+    assert (enrolled["identity"], enrolled["media_id"], enrolled["enrolled_from"]) == (
+        "ann",
+        log.media[LOOKALIKE],
+        LOOKALIKE,
+    )
+    assert enrolled["url"] == f"/media/{log.media[LOOKALIKE]}" and enrolled["note"] is None
 
 
 def test_outside_media_dirs_the_lookalike_photo_is_not_shown(log, tmp_path):

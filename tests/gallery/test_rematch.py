@@ -10,6 +10,7 @@ the tracks are logged, ann after; cyd never. Tracks (one minute apart, cameras `
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
@@ -24,7 +25,8 @@ from gallery.matchlog import MatchLogWriter, TrackRecord, purge_older_than
 from gallery.models import Identity, MatchEvent, Media, Rematch, RetroMatch, Track
 from gallery.queries import Filters, find_matches, find_tracks
 from gallery.refs import TrackRefError, track_ref
-from gallery.rematch import find_rematches, rematch, undo_identity, undo_rematch
+from gallery.rematch import rematch
+from gallery.rematches import find_rematches, undo_identity, undo_rematch
 from gallery.store import Gallery
 from gallery.timeline import find_timeline
 from tests.gallery.helpers import media, people, unit
@@ -61,6 +63,11 @@ def log(db_url):
             at = START + timedelta(minutes=t)
             cands = [(bob, "bob", score)]
             record = TrackRecord(t, 10.0 * t, 10.0 * t + 4, 20, 5, template, EMB, cands, decision, 0.5, at=at)
+            origin = (
+                "camera" if source == "cam" else "given"
+            )  # the clip was processed with its recording time
+            seen = {"seen_start": at, "seen_end": at + timedelta(seconds=4), "time_origin": origin}
+            record = dataclasses.replace(record, **seen)
             writers[source].record(record)
         for writer in writers.values():
             writer.close()
@@ -188,7 +195,8 @@ def test_timeline(log, filters, expected):
     rows = find_timeline(log.db, Filters(identity="ann", **f)).rows
     assert [(r["track_id"], r["retroactive"]) for r in rows] == expected
     for r in rows:
-        assert (r["wall_start"] is None) == (r["kind"] == "file") and r["start_time"] < r["end_time"]
+        assert r["time_origin"] == ("camera" if r["kind"] == "camera" else "given") and r["seen_start"]
+        assert r["start_time"] < r["end_time"] and r["ref"] == f"{r['run_id']}:{r['track_id']}"
     bob = find_timeline(log.db, Filters(identity="bob")).rows  # live matches, oldest first
     assert [(r["track_id"], r["retroactive"], r["kind"]) for r in bob] == [
         (2, False, "camera"),

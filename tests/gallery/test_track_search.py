@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import dataclasses
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
@@ -10,15 +11,21 @@ import pytest
 from gallery.db import Database
 from gallery.errors import EmbeddingError, QueryError
 from gallery.matchlog import MatchLogWriter, TrackRecord
-from gallery.models import utcnow
 from gallery.track_search import search_tracks
+
+RECORDED = datetime(2026, 3, 1, 8, 0, tzinfo=timezone.utc)  # the files' recording time: tracks seen from then
 
 
 def _log(db: Database, source: str, embedder_id: str, templates: list[np.ndarray]) -> None:
     with MatchLogWriter(db, source=source, config_hash="h", keep_thumbnails=False) as writer:
         for i, t in enumerate(templates, start=1):
             unit = np.asarray(t, np.float32) / np.linalg.norm(t)
-            writer.record(TrackRecord(i, float(i), i + 1.0, 10, 2, unit, embedder_id, [], "unknown", 0.5))
+            seen = {
+                "seen_start": RECORDED + timedelta(seconds=i),
+                "seen_end": RECORDED + timedelta(seconds=i + 1),
+            }
+            rec = TrackRecord(i, float(i), i + 1.0, 10, 2, unit, embedder_id, [], "unknown", 0.5)
+            writer.record(dataclasses.replace(rec, **seen, time_origin="given"))
 
 
 def test_ranked_by_cosine_with_filters(db_url):
@@ -33,9 +40,15 @@ def test_ranked_by_cosine_with_filters(db_url):
         )
         assert [h.track_id for h in search_tracks(db, np.array([1, 0, 0]), "e3", source="b.mp4")] == [1]
         assert len(search_tracks(db, np.array([1, 0, 0]), "e3", min_score=0.97)) == 2
-        later = utcnow() + timedelta(hours=1)
-        assert search_tracks(db, np.array([1, 0, 0]), "e3", since=later) == []
-        assert len(search_tracks(db, np.array([1, 0, 0]), "e3", until=later)) == 4
+        later = RECORDED + timedelta(seconds=2)  # by sighting time, not when they were logged
+        assert [h.track_id for h in search_tracks(db, np.array([1, 0, 0]), "e3", since=later)] == [2, 3]
+        assert [h.ref for h in search_tracks(db, np.array([1, 0, 0]), "e3", until=later)] == ["1:1", "2:1"]
+        hit = search_tracks(db, np.array([1, 0, 0]), "e3", top=1)[0].as_row()
+        assert (hit["ref"], hit["seen_start"], hit["time_origin"]) == (
+            "1:1",
+            "2026-03-01T08:00:01+00:00",
+            "given",
+        )
         assert search_tracks(db, np.array([1, 0, 0]), "nobody") == []
 
 

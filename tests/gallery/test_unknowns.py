@@ -69,6 +69,9 @@ def _log(db: Database, seen: list[Seen], store: ThumbnailStore | None = None, fi
                 threshold=0.5,
                 thumbnail=np.full((48, 40, 3), 10 * n % 255, np.uint8),
                 at=START + timedelta(minutes=s.minute),
+                seen_start=START + timedelta(minutes=s.minute),
+                seen_end=START + timedelta(minutes=s.minute, seconds=2 if s.end is None else s.end - start),
+                time_origin="camera",
             )
         )
     for writer in writers.values():
@@ -123,7 +126,7 @@ def test_people_across_sources_and_runs(db_url, tmp_path):
         assert [[t.track_id for t in g.tracks] for g in grouping.groups] == [[1, 4, 7], [2, 5], [3, 6]]
         a = grouping.groups[0]
         assert a.group == 1 and a.size == 3 and a.sources == ["gate", "lobby"]
-        assert (a.first_seen, a.last_seen) == (START, START + timedelta(minutes=9))
+        assert (a.first_seen, a.last_seen) == (START, START + timedelta(minutes=9, seconds=2))
         assert a.best.track_id == 4 and a.best.thumbnail and a.mean_similarity > 0.99
         row = a.as_row()
         assert row["thumbnail"] == a.best.thumbnail and len(row["tracks"]) == 3

@@ -79,6 +79,7 @@ def test_stream_two_cameras_and_sigterm_flushes_everything(rtsp_server, stream_c
     )
     cameras = tmp_path / "cameras.yaml"
     cameras.write_text(f"cameras:\n  - {{name: gate, url: '{rtsp_server.url('b')}'}}\n")
+    started = time.time()
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -131,6 +132,14 @@ def test_stream_two_cameras_and_sigterm_flushes_everything(rtsp_server, stream_c
     printed = [line for line in out.splitlines() if " frames=" in line]
     assert len(printed) == len(rows["tracks"])  # the track lines on stdout are the match log's tracks
     assert not any("time unknown" in line for line in printed)  # each camera's frames carry the wall clock
+    with Gallery.open(gallery_db) as gallery, gallery.db.session() as s:  # and so does the match log
+        cols = (Track.seen_start, Track.seen_end, Track.time_origin, Track.start_time, Track.end_time)
+        seen = s.execute(select(*cols)).all()
+    assert seen and {origin for _, _, origin, _, _ in seen} == {"camera"}
+    for first, last, _, start, end in seen:  # wall clock of this run, spanning what the stream times span
+        assert started - 1 <= first.timestamp() <= last.timestamp() <= time.time()
+        assert abs((last - first).total_seconds() - (end - start)) < 0.5
+    assert all(":" in b["ref"] and b["seen_start"] for b in hook.bodies)  # alerts name the track and the time
     alerted = [(b["camera"], b["track_id"], b["identity"]) for b in hook.bodies]
     assert len(set(alerted)) == len(alerted)  # once per track and identity
     watched = {m for m in matched_tracks(gallery_db) if m[2] in {"Joey", "Rachel", "Chandler"}}

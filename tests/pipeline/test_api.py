@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import cv2
 import numpy as np
 import pytest
@@ -71,13 +73,20 @@ def test_recognize_bad_input(api_db, tmp_path, image, message):
 
 
 @pytest.mark.slow
-def test_process_yields_tracks_and_logs_them(api_db):
-    with FaceRecognition(TEST_CONFIG, SHORT, db=api_db) as fr:
+def test_process_yields_tracks_and_logs_them_once(api_db, tmp_path):
+    url = copy_sqlite(api_db, tmp_path, "once")
+    with FaceRecognition(TEST_CONFIG, SHORT, db=url) as fr:
         tracks = list(fr.process(require(FRIENDS)))
+        again = list(fr.process(require(FRIENDS), recorded_at=datetime(2026, 3, 1, 8, tzinfo=timezone.utc)))
     assert tracks and all(t.end >= t.start for t in tracks)
     assert {t.identity for t in tracks} == {"Joey", "Rachel"}  # the first shot
-    with Gallery.open(api_db) as gallery, gallery.db.session() as s:
-        assert len(s.scalars(select(Track)).all()) == len(tracks)
+    assert all(t.seen_start is None for t in tracks)  # the clip does not say when it was recorded
+    base = datetime(2026, 3, 1, 8, tzinfo=timezone.utc)
+    assert all(abs((t.seen_start - base).total_seconds() - t.start) < 1e-3 for t in again)
+    with Gallery.open(url) as gallery, gallery.db.session() as s:  # the second run replaced the first
+        logged = s.execute(select(Track.run_id, Track.track_id)).all()
+    assert sorted(track_ref(*r) for r in logged) == sorted(t.ref for t in again)
+    assert {t.ref.split(":")[0] for t in tracks} != {t.ref.split(":")[0] for t in again}
 
 
 @pytest.mark.slow

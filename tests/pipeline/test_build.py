@@ -55,7 +55,7 @@ def opened(monkeypatch):
         return original(cls, url, config, create=create)
 
     monkeypatch.setattr(Gallery, "open", classmethod(spy))
-    monkeypatch.setattr("uvicorn.run", lambda *a, **k: None)  # serve: open, then return at once
+    monkeypatch.setattr("uvicorn.Server.run", lambda *a, **k: None)  # serve: open, bind, then return at once
     return seen
 
 
@@ -93,7 +93,7 @@ COMMANDS = {
         0,
     ),
     "query": (["query", "tracks"], True, 0),
-    "serve": (["serve"], True, 0),
+    "serve": (["serve", "--port", "0"], True, 0),  # any free port: 8000 may be taken
     "purge": (["purge", "--older-than", "0"], True, 0),
     "remove": (["remove", "nobody"], True, 2),
 }

@@ -168,8 +168,11 @@ def test_process_window_with_all_outputs(process, capsys, tmp_path):
     captured = capsys.readouterr()
     assert code == 0, captured.err
     table = captured.out.splitlines()
-    assert table[0].split()[:2] == ["source", "track"] and len(table) == 3
-    assert {line.split()[7] for line in table[1:]} == {"Joey", "Rachel"}
+    assert table[0].split()[:3] == ["ref", "source", "seen"] and len(table) == 3
+    assert {line.split()[8] for line in table[1:]} == {"Joey", "Rachel"}
+    assert {line.split()[2] for line in table[1:]} == {
+        "unknown"
+    }  # the clip says nothing of when it was recorded
     report = json.loads((tmp_path / "r.json").read_text())
     assert {t["identity"] for t in report["tracks"]} == {"Joey", "Rachel"}
     for track in report["tracks"]:
@@ -231,7 +234,7 @@ def _log(db_url: str) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def test_gallery_enrolled_once_and_every_run_logged(backend, capsys, tmp_path, request):
+def test_gallery_enrolled_once_and_the_clip_logged_once(backend, capsys, tmp_path, request):
     db_url = (
         f"sqlite:///{tmp_path / 'g.db'}"
         if backend == "sqlite"
@@ -251,17 +254,25 @@ def test_gallery_enrolled_once_and_every_run_logged(backend, capsys, tmp_path, r
     ]
     assert run_pipeline.main(argv) == 0
     first = capsys.readouterr()
-    assert run_pipeline.main(argv) == 0
+    assert run_pipeline.main([*argv, "--reprocess"]) == 0  # processed again on purpose: a new run replaces it
     second = capsys.readouterr()
-    assert first.out == second.out  # same video, same gallery: same tracks and decisions
+    assert run_pipeline.main(argv) == 0  # and once more without: nothing logged, the logged tracks shown
+    third = capsys.readouterr()
+    assert "processed already" in third.err and third.out == second.out
+
+    def rows(out: str) -> list[list[str]]:  # the table without its reference column (the runs differ)
+        return [line.split()[1:] for line in out.splitlines()]
+
+    assert rows(first.out) == rows(second.out)  # same video, same gallery: same tracks and decisions
+    assert {line.split()[0].split(":")[0] for line in second.out.splitlines()[1:]} == {"2"}  # run 2's tracks
     log = _log(db_url)
     assert sorted(log["identities"]) == sorted(p.stem for p in require(GALLERY).iterdir())
-    assert [(status, frames) for _, status, frames in log["runs"]] == [("finished", 12), ("finished", 12)]
-    assert {name for name, _, _ in log["runs"]} == {str(require(FRIENDS).resolve())}
+    assert [(status, frames) for _, status, frames in log["runs"]] == [("replaced", 12), ("finished", 12)]
+    assert {name for name, _, _ in log["runs"]} == {str(require(FRIENDS))}
     printed = first.out.splitlines()[1:]
-    assert log["tracks"] == len(log["events"]) == 2 * len(printed)
+    assert log["tracks"] == len(log["events"]) == len(printed)  # logged once
     assert sorted(n for d, n in log["events"] if d == "match") == sorted(
-        2 * [ln.split()[7] for ln in printed if ln.split()[7] != "unknown"]
+        ln.split()[8] for ln in printed if ln.split()[7] == "match"
     )
 
 

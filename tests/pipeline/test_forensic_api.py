@@ -5,6 +5,7 @@ headless Chromium. Bad uploads (corrupt, no face, over the size limit, ...) are 
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import time
@@ -24,7 +25,7 @@ from pipeline.build import build
 from pipeline.config import load_config
 from pipeline.forensic_api import LazyModels, serve_app
 from tests.conftest import ASSETS, ROOT, require
-from tests.gallery.test_app import served_in_chromium
+from tests.gallery.test_app import csp_violations, log_in, served_in_chromium
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def test_an_uploaded_photo_finds_rachel_first(logged, capsys):
             assert row["kind"] == "file" and 0 <= row["start_time"] <= row["end_time"] < 30
             assert client.get(row["thumbnail_url"], headers=AUTH).headers["content-type"] == "image/jpeg"
         # the rematch after her enrollment named her tracks: the best hit is one of them
-        best = client.get(f"/api/tracks/{rows[0]['id']}", headers=AUTH).json()
+        best = client.get(f"/api/tracks/{rows[0]['ref']}", headers=AUTH).json()
         assert (best["identity"], best["retroactive"], best["logged_decision"]) == ("Rachel", True, "unknown")
         assert best["enrolled"]["enrolled_from"] == "Rachel.png"
         photo = client.get(best["enrolled"]["url"], headers=AUTH)
@@ -101,7 +102,7 @@ def test_an_uploaded_photo_finds_rachel_first(logged, capsys):
             photo.status_code == 200 and cv2.imdecode(np.frombuffer(photo.content, np.uint8), 1) is not None
         )
         timeline = client.get("/api/timeline", params={"name": "Rachel"}, headers=AUTH).json()["rows"]
-        assert rows[0]["id"] in {r["track"] for r in timeline}
+        assert rows[0]["ref"] in {r["ref"] for r in timeline}
     # the same rows as the search command: one search, two doors
     code = run_pipeline.main(
         [
@@ -118,9 +119,7 @@ def test_an_uploaded_photo_finds_rachel_first(logged, capsys):
         ]
     )
     cli = json.loads(capsys.readouterr().out)["rows"]
-    assert code == 0 and [(r["track_id"], r["score"]) for r in cli] == [
-        (r["track_id"], r["score"]) for r in rows
-    ]
+    assert code == 0 and [(r["ref"], r["score"]) for r in cli] == [(r["ref"], r["score"]) for r in rows]
 
 
 @pytest.mark.slow
@@ -130,7 +129,7 @@ def test_unknown_groups_api_and_page(logged):
         assert body["tracks"] > 0 and body["groups"] and not models.loaded
         assert sum(g["size"] for g in body["groups"]) == body["tracks"]  # every unknown track, singletons too
         for group in body["groups"]:
-            assert group["best"] in {t["id"] for t in group["tracks"]}
+            assert group["best"] in {t["ref"] for t in group["tracks"]}
             assert client.get(group["thumbnail_url"]).status_code == 200
         page = client.get("/unknowns", params={"min_size": 1}).text
         assert page.count('class="group"') == len(body["groups"]) and 'class="best thumb"' in page
@@ -156,7 +155,7 @@ def _bad(case: str, tmp_path) -> tuple[dict, dict, int, str]:
             _upload(b"\x89PNG\r\n\x1a\nnot really", "broken.png"),
             {},
             400,
-            "broken.png: expected a readable",
+            "broken.png: expected a decodable image file",
         ),
         "empty file": (_upload(b"", "nothing.png"), {}, 400, "got 0 bytes that do not decode"),
         "no face": (_upload(wall), {}, 400, "wall.png: expected a face, found none"),
@@ -218,6 +217,43 @@ def test_uploads_over_the_limit_are_refused_before_they_are_read(empty, tmp_path
     assert _written(empty, tmp_path) == before
 
 
+def _nested_form(depth: int) -> bytes:
+    """A form whose ``photo`` part is a ``multipart/mixed`` body nested ``depth`` deep."""
+    inner = b"Content-Type: image/png\r\n\r\nnot a photo\r\n"
+    for level in range(depth, 0, -1):
+        inner = (
+            f"Content-Type: multipart/mixed; boundary=b{level}\r\n\r\n--b{level}\r\n".encode()
+            + inner
+            + f"\r\n--b{level}--".encode()
+        )
+    part = b'Content-Disposition: form-data; name="photo"; filename="x.png"\r\n' + inner
+    return b"--zz\r\n" + part + b"\r\n--zz--\r\n"
+
+
+@pytest.mark.parametrize("content_type", ["multipart/form-data; boundary=zz", "multipart/mixed; boundary=zz"])
+def test_a_nested_multipart_body_is_refused_fast(empty, tmp_path, content_type):
+    """Depth 1000 (which made the former parser recurse until RecursionError, a 500): 4xx at once, no model
+    loaded, nothing written."""
+    before = _written(empty, tmp_path)
+    body = _nested_form(1000)
+    with _serve(empty, token=TOKEN) as (client, models):
+        for url in ("/api/search", "/search"):
+            start = time.perf_counter()
+            response = client.post(url, content=body, headers=AUTH | {"content-type": content_type})
+            assert time.perf_counter() - start < 2.0
+            if content_type.startswith("multipart/mixed"):
+                assert response.status_code == 415 and "expected multipart/form-data" in html.unescape(
+                    response.text
+                )
+            else:
+                assert (
+                    response.status_code == 400
+                    and "nested 'multipart/mixed; boundary=b1' part" in html.unescape(response.text)
+                )
+        assert not models.loaded
+    assert _written(empty, tmp_path) == before
+
+
 def test_a_detector_that_does_not_load_is_503(empty):
     with _serve(empty, "detect.model=/nonexistent/det.onnx") as (client, models):
         for _ in range(2):  # said again without loading again
@@ -262,12 +298,12 @@ def test_search_page_in_headless_chromium(logged, tmp_path, monkeypatch):
         served_in_chromium(client.app, tmp_path, monkeypatch) as (chrome, base),
     ):
         chrome.set_window_size(1200, 900)
-        chrome.get(f"{base}/?token={TOKEN}")  # the cookie
+        log_in(chrome, base, TOKEN)  # the session cookie
         chrome.get(f"{base}/search")
         chrome.find_element(By.NAME, "photo").send_keys(str(STILLS / "Rachel.png"))
         chrome.find_element(By.NAME, "top").clear()
         chrome.find_element(By.NAME, "top").send_keys("3")
-        chrome.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        chrome.find_element(By.CSS_SELECTOR, "form[action='/search'] button[type=submit]").click()
         WebDriverWait(chrome, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#results tr.row"))
         rows = chrome.execute_script(ROWS)
         chrome.save_screenshot(str(tmp_path / "search.png"))
@@ -285,6 +321,7 @@ def test_search_page_in_headless_chromium(logged, tmp_path, monkeypatch):
         shown = chrome.execute_script(LOADED, ".group img.thumb")
         assert shown and all(shown)
         chrome.save_screenshot(str(tmp_path / "unknowns.png"))
+        assert csp_violations(chrome) == []  # every view works under the Content-Security-Policy
     logger.info("screenshots in %s", tmp_path)
 
 
@@ -305,7 +342,7 @@ def test_fuzzed_forensic_endpoints_answer_within_their_schema(logged):
     stop = time.monotonic() + 180
     with _serve(logged, token=TOKEN) as (client, _):
         schema = schemathesis.openapi.from_asgi("/openapi.json", client.app, config=config, headers=AUTH)
-        paths = {"/api/search", "/api/unknowns", "/api/timeline", "/api/tracks/{track}", "/media/{media}"}
+        paths = {"/api/search", "/api/unknowns", "/api/timeline", "/api/tracks/{ref}", "/media/{media}"}
         operations = [r.ok() for r in schema.get_all_operations() if r.ok().path in paths]
         assert {op.path for op in operations} == paths
         for operation in operations:

@@ -66,10 +66,15 @@ def test_query_formats(seeded_url, capsys):
         "2026-03-01T11:07:00+01:00",
     )
     rows = list(csv.DictReader(io.StringIO(out)))
-    assert code == 0 and [r["track_id"] for r in rows] == ["5", "3"]
+    assert code == 0 and [r["ref"] for r in rows] == [
+        "2:5",
+        "2:3",
+    ]  # the lobby camera's run, by sighting time
     code, out, _ = _run(capsys, "query", "tracks", "--db", seeded_url, "--page-size", "3")
     lines = out.splitlines()
-    assert code == 0 and lines[0].split()[:3] == ["created_at", "source", "run_id"] and len(lines) == 5
+    assert (
+        code == 0 and lines[0].split()[:4] == ["ref", "seen_start", "seen_end", "source"] and len(lines) == 5
+    )
     assert lines[-1] == "(more: --page 2)"
     code, out, _ = _run(capsys, "query", "identities", "--db", seeded_url, "--watchlist")
     assert code == 0 and out.splitlines()[1].startswith("bob")

@@ -69,7 +69,7 @@ def test_several_photos_fuse_and_filters_apply(logs, capsys):
     code, out, _ = _search(capsys, empty, photos[0], "--format", "json", "--source", "elsewhere.mp4")
     assert code == 0 and json.loads(out)["rows"] == []
     code, out, _ = _search(capsys, empty, photos[0], "--format", "csv", "--top", "1")
-    assert code == 0 and out.splitlines()[0].startswith("score,source,track_id")
+    assert code == 0 and out.splitlines()[0].startswith("ref,score,seen_start,source")
 
 
 @pytest.mark.parametrize("case", ["no_face", "not_an_image", "missing", "several_faces", "bad_face_index"])
@@ -94,7 +94,7 @@ def test_bad_photos_are_one_line(case, tmp_path, capsys):
     code, out, err = _search(capsys, url, str(photo), *extra)
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
-    expected = {"no_face": "found none", "not_an_image": "readable", "missing": "readable"}
+    expected = {"no_face": "found none", "not_an_image": "decodable", "missing": "readable"}
     expected |= {"several_faces": "--face N", "bad_face_index": "--face 99"}
     assert expected[case] in lines[0] and out == ""
 

@@ -8,7 +8,7 @@ import io
 import pytest
 
 from gallery.queries import Page
-from pipeline.commands.gallery_admin import render
+from pipeline.commands.tables import render
 from pipeline.sinks import ConsoleTableSink
 
 FORGERS = {
