@@ -7,12 +7,15 @@ enrolled through the ``enroll`` command; each held-out photo is then identified 
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 
 import cv2
 import numpy as np
 import pytest
+from sqlalchemy import select
 
+from gallery.models import Run
 from gallery.store import Gallery
 from pipeline.build import build
 from pipeline.config import load_config
@@ -81,6 +84,42 @@ def test_enroll_shared_photos_and_identify_held_out(split, capsys):
     assert sum(score >= threshold for _, _, score in top) >= len(top) - 1
     code, out, err = _cli(capsys, "--db", url, "--labels", str(folder / "labels.json"))  # again: all no-ops
     assert code == 0 and "enrolled 0, already enrolled" in err
+
+
+def test_the_threshold_shown_is_the_one_used(split, capsys, tmp_path):
+    """enroll says which threshold the next run uses (and that the config overrides the calibration it made);
+    process prints the threshold in force with its origin at its start and end and stores both on its run."""
+    folder, _, _ = split
+    url = f"sqlite:///{tmp_path / 'gallery.db'}"
+    code, _, err = _cli(capsys, "--db", url, "--labels", str(folder / "labels.json"))
+    calibrated = re.search(r"^calibration: (0\.\d{4}) at FPIR 0\.01 on \d+ impostor scores$", err, re.M)
+    assert code == 0 and calibrated, err
+    assert "threshold the next run uses: 0.3000 (config match.threshold)" in err  # configs/test.yaml sets it
+    assert f"warning: the configuration (match.threshold) overrides the calibrated {calibrated[1]}" in err
+    code, _, err = _cli(
+        capsys, "--db", url, "--labels", str(folder / "labels.json"), "--set", "match.threshold=null"
+    )
+    assert f"threshold the next run uses: {calibrated[1]} (calibration at FPIR 0.01 on" in err
+    assert "warning" not in err
+    argv = ["process", str(require(ASSETS / "videos" / "friends_in_video.mp4")), "--db", url, "--no-progress"]
+    argv += [
+        "--config",
+        str(ROOT / "configs" / "test.yaml"),
+        "--set",
+        "source.end=1",
+        "--set",
+        "match.threshold=null",
+    ]
+    argv += [a for o in _overrides() for a in ("--set", o)]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    shown = f"threshold in force: {calibrated[1]} (calibration at FPIR 0.01 on "
+    assert err.count(shown) == 2, err  # at the start and in the run's closing line
+    with Gallery.open(url) as gallery, gallery.db.session() as s:
+        run = s.scalars(select(Run)).one()
+    assert f"{run.threshold:.4f}" == calibrated[1] and run.threshold_origin.startswith(
+        "calibration at FPIR 0.01 on"
+    )
 
 
 def test_enroll_bad_input(tmp_path, capsys):
