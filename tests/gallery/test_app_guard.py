@@ -1,7 +1,7 @@
 """gallery/app_guard.py with gallery/app_session.py in the app: authentication before any other check of a request,
-each check one pass (11,500 query parameters cost about what 1,150 do), the browser's login session (cookie
-attributes, forged, expired, logged out, rotated), and the security headers on every answer, on a seeded SQLite
-match log."""
+each check one pass (11,500 query parameters take well under 10 times what 1,150 do), the browser's login session
+(cookie attributes, forged, expired, logged out, rotated), and the security headers on every answer, on a seeded
+SQLite match log."""
 
 from __future__ import annotations
 
@@ -118,7 +118,8 @@ def test_many_query_parameters_cost_one_pass_after_authentication(log, monkeypat
         assert "Authorization: Bearer <token>" in response.json()["detail"]
     small = _time(client.app, _params(1_150), headers, status)
     large = _time(client.app, _params(11_500), headers, status)
-    assert large < 3 * small, (small, large)  # linear in the bytes would allow 10; quadratic took 100
+    # ten times the bytes: linear is at most 10 times (here 1-4: the fixed cost dominates); quadratic was 100
+    assert large < 10 * small, (small, large)
 
 
 @pytest.mark.parametrize(
