@@ -36,9 +36,9 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from bench.embed_int8 import int8_report  # noqa: E402
 from bench.embed_reference import reference_copy  # noqa: E402
+from bench.machine import describe  # noqa: E402
 from facemoe.model import create_facemoe  # noqa: E402
 from facemoe.packed import native_bf16, pack_for_cpu  # noqa: E402
 from facemoe.quantize import quantize_int8  # noqa: E402
@@ -149,6 +149,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    print(describe(), flush=True)  # what the figures below were measured on
     batches = [int(b) for b in args.batches.split(",")]
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

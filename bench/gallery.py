@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from bench.machine import describe  # noqa: E402
 from gallery.config import IndexConfig
 from gallery.db import Database
 from gallery.index import VectorIndex
@@ -298,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-pg", action="store_true", help="SQLite only")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
+    print(describe(), flush=True)  # what the figures below were measured on
     logging.basicConfig(level=logging.WARNING)
     rng = np.random.default_rng(0)
     work = Path(tempfile.mkdtemp(prefix="gallery-bench-"))

@@ -29,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
+from bench.machine import describe  # noqa: E402
 from pipeline.build import build
 from pipeline.config import load_config
 from pipeline.health import HealthRegistry
@@ -151,6 +151,7 @@ def main() -> int:
     ap.add_argument("--soak-seconds", type=float, default=0.0, help="one-stream memory run; 0 = skip")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
+    print(describe(), flush=True)  # what the figures below were measured on
     logging.basicConfig(level=logging.ERROR)
     if tools_missing():
         print(f"cannot run: {tools_missing()}", file=sys.stderr)

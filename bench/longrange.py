@@ -51,9 +51,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
 from bench.longrange_report import print_table, save_plots
 from bench.longrange_synth import Placement, read_impostors, read_segments, write_clip
+from bench.machine import describe  # noqa: E402
 from core.types import Detections
 from facemoe.evaluate.video import GroundTruthSpan, ScoredTrack, evaluate_tracks, read_ground_truth
 from pipeline.build import System, build
@@ -316,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--plots", type=Path, help="save recall and rank-1 against face size (PNG) here")
     args = parser.parse_args(argv)
+    print(describe(), flush=True)  # what the figures below were measured on
     if not 0 <= args.blur <= 20 or not 0 <= args.noise <= 64 or len(args.segments) > 10:
         parser.error("expected --blur within [0, 20], --noise within [0, 64] and at most 10 segments")
     logging.basicConfig(level=logging.WARNING)

@@ -32,7 +32,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
+from bench.machine import describe  # noqa: E402
 from pipeline.build import System, build
 from pipeline.config import load_config
 from pipeline.engine import RunStats
@@ -230,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--facemoe", action="store_true", help="the friends clip with a paper-size FaceMoE")
     args = parser.parse_args(argv)
+    print(describe(), flush=True)  # what the figures below were measured on
     logging.basicConfig(level=logging.WARNING)
     if not (ASSETS / "videos").is_dir():
         print(f"shared assets not found at {ASSETS}", file=sys.stderr)

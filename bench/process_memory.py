@@ -20,6 +20,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench.machine import describe  # noqa: E402
+
 CLIP = ROOT.parent / "shared" / "assets" / "videos" / "friends_in_video.mp4"
 GALLERY = ROOT.parent / "shared" / "assets" / "images" / "friends_gallery"
 
@@ -58,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every", type=float, default=2.0, help="seconds between RSS samples")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
+    print(describe(), flush=True)  # what the figures below were measured on
     if not CLIP.is_file():
         print(f"shared clip not found: {CLIP}", file=sys.stderr)
         return 2

@@ -37,6 +37,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.machine import describe  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -147,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-seconds", type=float, default=240, help="stop querying after this long")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    print(describe(), flush=True)  # what the figures below were measured on
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     if not (1 <= args.copies <= 50 and 1 <= args.workers <= 64 and 1 <= args.max_seconds <= 3600):

@@ -40,8 +40,8 @@ import numpy as np
 from sqlalchemy import delete, insert
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from bench.gallery import load, percentiles, table
+from bench.machine import describe  # noqa: E402
 from gallery.config import GalleryConfig, IndexConfig
 from gallery.db import Database
 from gallery.index import VectorIndex
@@ -203,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
+    print(describe(), flush=True)  # what the figures below were measured on
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     build_threads = faiss.omp_get_max_threads()
     rng = np.random.default_rng(args.seed)

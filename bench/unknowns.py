@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from bench.machine import describe  # noqa: E402
 from gallery.config import UnknownsConfig
 from gallery.db import Database
 from gallery.grouping import score_grouping
@@ -241,6 +241,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args = parse(argv)
+    print(describe(), flush=True)  # what the figures below were measured on
     with tempfile.TemporaryDirectory(prefix="bench-unknowns-") as work:
         row = run(args, args.db or f"sqlite:///{Path(work) / 'unknowns.db'}")
     print(f"## recurring unknowns ({row['tracks']:,} tracks, {args.dim}-d)\n\n{table(row)}")
