@@ -24,7 +24,11 @@ __all__ = [
 
 
 class DetectConfig(Section):
-    backend: Literal["scrfd", "yunet"] = Field("scrfd", description="face detector family")
+    backend: Literal["scrfd", "yunet"] = Field(
+        "scrfd",
+        description="face detector backend: the name a class registered in stages.detector_backends (the config "
+        "names every one, so that a typo fails when the config loads)",
+    )
     model: str = Field(
         ...,
         min_length=1,

@@ -28,10 +28,12 @@ import numpy as np
 from core.types import Detections
 
 from .config import DetectConfig
-from .detector_io import finish, letterbox, padded, unscaled
+from .detector_backends import create_backend
+from .detector_io import letterbox
 from .errors import ModelError
-from .scrfd import ScrfdDetector
+from .scrfd import ScrfdDetector  # noqa: F401 - registers backend "scrfd"
 from .tiling import merge_detections, native_windows, needs_tiles, nms, region_windows
+from .yunet import YuNetDetector  # noqa: F401 - registers backend "yunet"
 
 __all__ = [
     "CHECK_SCORE",
@@ -79,57 +81,6 @@ def resolve_detector_model(model: str, backend: str) -> Path:
     return found[0]
 
 
-class _YuNet:
-    def __init__(self, cfg: DetectConfig, path: Path) -> None:
-        if cfg.device != "cpu":
-            raise ModelError(
-                f"detect.device: YuNet runs on the CPU (OpenCV), got {cfg.device}; use scrfd on a GPU"
-            )
-        self.cfg = cfg
-        self.input_size = tuple(cfg.input_size)
-        try:
-            self.net = cv2.FaceDetectorYN.create(
-                str(path), "", self.input_size, cfg.score_threshold, cfg.nms_threshold, 5000
-            )
-        except cv2.error as exc:
-            raise ModelError(
-                f"cannot load YuNet detector {path}: {str(exc).strip().splitlines()[-1][:200]}"
-            ) from None
-
-    def __call__(
-        self, images: Sequence[np.ndarray], threshold: float | None = None, min_size: float | None = None
-    ) -> list[Detections]:
-        """As :meth:`stages.scrfd.ScrfdDetector.__call__`, one image at a time."""
-        self.net.setScoreThreshold(self.cfg.score_threshold if threshold is None else threshold)
-        try:
-            return [self._detect(*letterbox(img, self.input_size), img.shape, min_size) for img in images]
-        finally:
-            self.net.setScoreThreshold(self.cfg.score_threshold)
-
-    def native(
-        self, images: Sequence[np.ndarray], threshold: float, scales: Sequence[float]
-    ) -> list[Detections]:
-        """As :meth:`stages.scrfd.ScrfdDetector.native`, one image at a time (OpenCV takes any input size)."""
-        self.net.setScoreThreshold(threshold)
-        try:
-            out = []
-            for img, scale in zip(images, scales):
-                canvas = padded(img)
-                self.net.setInputSize((canvas.shape[1], canvas.shape[0]))
-                out.append(self._detect(canvas, scale, unscaled(img.shape, scale)))
-            return out
-        finally:
-            self.net.setInputSize(self.input_size)
-            self.net.setScoreThreshold(self.cfg.score_threshold)
-
-    def _detect(self, canvas: np.ndarray, scale: float, shape, min_size: float | None = None) -> Detections:
-        _, faces = self.net.detect(canvas)
-        if faces is None or not len(faces):
-            return Detections.empty()
-        boxes = np.concatenate([faces[:, :2], faces[:, :2] + faces[:, 2:4]], axis=1)
-        return finish(boxes, faces[:, 14], faces[:, 4:14].reshape(-1, 5, 2), self.cfg, scale, shape, min_size)
-
-
 @functools.cache
 def check_image() -> np.ndarray:
     """The self-check photo shipped with the package (BGR uint8, 160x160, one frontal face in the middle)."""
@@ -156,7 +107,7 @@ class FaceDetector:
         self.cfg = cfg
         path = resolve_detector_model(cfg.model, cfg.backend)
         self.model_path = path
-        self._impl = ScrfdDetector(cfg, path) if cfg.backend == "scrfd" else _YuNet(cfg, path)
+        self._impl = create_backend(cfg, path)
         self.input_size: tuple[int, int] = self._impl.input_size  # a fixed SCRFD input wins over the config's
         if self.input_size != tuple(cfg.input_size):
             logger.warning(

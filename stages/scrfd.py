@@ -28,6 +28,7 @@ import numpy as np
 from core.types import Detections
 
 from .config import DetectConfig
+from .detector_backends import register
 from .detector_io import finish, letterbox, padded, unscaled
 from .errors import ModelError
 from .onnx_session import onnx_session
@@ -124,6 +125,7 @@ def _blob(images: Sequence[np.ndarray]) -> np.ndarray:
 Raw = tuple[np.ndarray, np.ndarray, np.ndarray]  # boxes [N, 4], scores [N], landmarks [N, 5, 2] in input px
 
 
+@register("scrfd")
 class ScrfdDetector:
     """A SCRFD model of any layout :func:`read_layout` accepts: frames letterboxed (:meth:`__call__`) or images
     at native resolution (:meth:`native`)."""
