@@ -96,14 +96,13 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--worker", nargs=2, metavar=("VARIANT", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if not args.worker:  # the parent says what it runs on
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        from bench.machine import describe
-
-        print(describe(), flush=True)
     if args.worker:
         print(json.dumps(_worker(args.worker[0], int(args.worker[1]), args.steps, args.threads)))
         return 0
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the parent says what it runs on
+    from bench.machine import describe
+
+    print(describe(), flush=True)
     rows = []
     for variant in args.variants.split(","):
         if variant not in VARIANTS:

@@ -69,7 +69,7 @@ class Sessions:
     def check(self, value: str) -> str | None:
         """None for a valid session cookie value, else why it is not one (a one-line reason)."""
         parts = value.split(".") if len(value) <= MAX_COOKIE else []
-        if len(parts) != 3 or not parts[0].isdigit() or len(parts[0]) > 12:
+        if len(parts) != 3 or not (parts[0].isascii() and parts[0].isdigit()) or len(parts[0]) > 12:
             return "not a session cookie"
         expires, nonce, signature = int(parts[0]), parts[1], parts[2]
         if not hmac.compare_digest(signature.encode(), self._sign(expires, nonce).encode()):

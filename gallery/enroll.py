@@ -187,7 +187,7 @@ class Enroller:
         items = track_media(self.gallery, refs, embedder_id)
         exists = self._exists(name, add, "tracks")
         if not force:
-            at = self.gallery.threshold(embedder_id) if threshold is None else threshold
+            at = self.gallery.threshold_in_force(embedder_id, threshold).value
             refuse_doubts(name, track_doubts(self.gallery, name, items, embedder_id, at))
         meta = {} if exists else dict(external_id=external_id, watchlist=watchlist, notes=notes)
         return self._add_vectors(name, items, not exists, meta)

@@ -20,7 +20,7 @@ import queue
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +37,7 @@ from stages.quality import QualityScorer
 from .build import build, find_faces
 from .config import AppConfig, load_config
 from .runner import FileRunner
-from .sinks import logged_ref
+from .sinks import logged_ref, sighting_datetimes
 from .sources import FileSource
 from .sql_gallery import LoggedSource
 
@@ -80,10 +80,7 @@ class Track:
 def _track(template: TrackTemplate, result: MatchResult, run_ids: dict[str, int]) -> Track:
     best = result.candidates[0].score if result.candidates else None
     who = result.identity.name if result.identity else None
-    seen = [
-        None if t is None else datetime.fromtimestamp(t, timezone.utc)
-        for t in (template.wall_start, template.wall_end)
-    ]
+    seen = sighting_datetimes(template)
     return Track(
         template.source_id,
         template.track_id,
@@ -166,12 +163,13 @@ class FaceRecognition:
             source.time_origin,
             content_key=content_key(source.path),
         )
-        log = system.match_log([logged])
+        index = system.index()  # one threshold: the one decided at is the one stored on the run
+        log = system.match_log([logged], threshold=index.in_force)
         runner = FileRunner(
             system.cfg,
             system.detector,
             system.embedder,
-            system.matcher(),
+            system.matcher(index),
             [log, _QueueSink(out, log.run_ids)],
         )
         failure: list[BaseException] = []

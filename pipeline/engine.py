@@ -88,6 +88,9 @@ class RunStats:
         self.seconds[stage] += seconds
 
 
+WALL_JITTER_S = 0.005  # a source's wall-clock offset is passed on again when it moved more than this
+
+
 def detect(
     detector: FaceDetector,
     frames: Sequence[Frame],
@@ -135,8 +138,8 @@ class EndedTrack:
 @dataclass
 class TrackJob:
     """Work for the embedding side: crops to embed now (with quality scores) and tracks that ended; ``walls``: per
-    source, the wall clock minus the stream time of its latest frame (None: unknown), which dates the tracks;
-    ``after`` is called once the job is handled, in order with the jobs queued before it."""
+    source, the wall clock minus the stream time of its frames when that changed (None: unknown), which dates the
+    tracks; ``after`` is called once the job is handled, in order with the jobs queued before it."""
 
     crops: list[tuple[FaceCrop, float]] = field(default_factory=list)
     ends: list[EndedTrack] = field(default_factory=list)
@@ -160,6 +163,8 @@ class SourceTracking:
         self.schedule = DetectionSchedule(cfg.detect)
         self._last_boxes = np.zeros((0, 4), np.float32)  # the previous frame's detections, tracked or not
         self.generation = 0
+        self._wall: float | None = None  # wall clock minus stream time, as last put in a job
+        self._wall_sent = False
 
     def plan(self, frame: Frame) -> np.ndarray | None:
         """Where to detect in ``frame`` (call in frame order, before detecting it): None for the whole frame, else
@@ -171,7 +176,7 @@ class SourceTracking:
         """Track one frame's detections; selected crops and ended tracks go into ``job``. Returns the tracked
         detections (``track_id`` -1 for faces not on a track)."""
         t0 = time.perf_counter()
-        job.walls[self.source_id] = None if frame.wall_time is None else frame.wall_time - frame.timestamp
+        self._note_wall(frame, job)
         if self.cuts.is_cut(frame.image):  # edited footage: a hard cut ends every track
             logger.debug("%s: shot cut at frame %d, all tracks end", self.source_id, frame.index)
             job.ends.extend(self._finish(self.tracker.flush()))
@@ -192,6 +197,17 @@ class SourceTracking:
         stats.frames += 1
         stats.detections += len(dets)
         return tracked
+
+    def _note_wall(self, frame: Frame, job: TrackJob) -> None:
+        """Put the frame's wall clock minus its stream time in ``job`` when it moved by more than ``WALL_JITTER_S``
+        since the last one put (a file's never does; a camera's drifts): the embedding side dates tracks with it."""
+        wall = None if frame.wall_time is None else frame.wall_time - frame.timestamp
+        same = (wall is None) == (self._wall is None) and (
+            wall is None or abs(wall - self._wall) <= WALL_JITTER_S
+        )
+        if not (self._wall_sent and same):
+            job.walls[self.source_id] = self._wall = wall
+            self._wall_sent = True
 
     def close_all(self) -> list[EndedTrack]:
         """End every open track (end of file, stream lost, run over)."""

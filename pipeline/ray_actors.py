@@ -198,16 +198,17 @@ class EmbedService:
     ) -> None:
         self.system = build(cfg, db_url=db_url, detector=False)
         sources = [LoggedSource(c.name, "camera", c.url, time_origin="camera") for c in cameras]
+        index = self.system.index()  # one threshold: the one decided at is the one stored on each run
         if continue_runs:
-            self.log = continued_log(self.system, sources, continue_runs)
+            self.log = continued_log(self.system, sources, continue_runs, index.in_force)
         else:
-            self.log = self.system.match_log(sources, batch_size=1)
+            self.log = self.system.match_log(sources, batch_size=1, threshold=index.in_force)
         self.alerts = watchlist_alerts(live.alerts, self.system.gallery)
         self.alerts.run_ids = self.log.run_ids
         self.matching = TrackMatching(
             cfg,
             self.system.embedder,
-            self.system.matcher(),
+            self.system.matcher(index),
             [self.alerts, self.log],
             lambda: time.monotonic() - epoch,
             logged=lambda source, track: (

@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 from core.types import FaceCrop
 from gallery.matchlog import MatchLogWriter
+from gallery.thresholds import InForce
 from gallery.thumbnails import ThumbnailStore
 
 from .engine import EndedTrack, TrackJob
@@ -155,13 +156,15 @@ def offset_job(job: TrackJob, offset: int) -> TrackJob:
     return TrackJob(crops=[(crop(c), s) for c, s in job.crops], ends=ends, walls=job.walls, after=job.after)
 
 
-def continued_log(system, sources: list[LoggedSource], runs: dict[str, int]) -> MatchLogSink:
+def continued_log(
+    system, sources: list[LoggedSource], runs: dict[str, int], in_force: InForce
+) -> MatchLogSink:
     """The match log of a restarted embedding service: one writer per source (one track per transaction), each
-    continuing its run of ``runs`` (a source not there starts a new one). ``system``: a built ``System``."""
-    sink = system.match_log([], batch_size=1)  # its writers are added here
+    continuing its run of ``runs`` (a source not there starts a new one), at the threshold ``in_force``.
+    ``system``: a built ``System``."""
+    sink = system.match_log([], batch_size=1, threshold=in_force)  # its writers are added here
     gallery = system.gallery
     thumbnails = ThumbnailStore.for_database(gallery.db, gallery.config)
-    in_force = system.index().in_force
     for s in sources:
         sink.origins[s.name] = s.time_origin
         sink.writers[s.name] = MatchLogWriter(

@@ -30,11 +30,12 @@ __all__ = [
     "ResultSink",
     "ThumbnailSink",
     "logged_ref",
+    "sighting_datetimes",
     "sighting_span",
     "sighting_times",
     "thumbnail_name",
     "track_record",
-    "wall_iso",
+    "wall_epochs",
 ]
 
 logger = logging.getLogger(__name__)
@@ -53,16 +54,24 @@ def thumbnail_name(source_id: str, track_id: int) -> str:
     return f"{stem}_track{track_id:05d}.jpg"
 
 
-def wall_iso(epoch_s: float | None) -> str | None:
-    """A wall-clock time (epoch seconds) as ISO 8601 UTC with its offset, to the millisecond; None stays None."""
-    if epoch_s is None:
-        return None
-    return datetime.fromtimestamp(epoch_s, timezone.utc).isoformat(timespec="milliseconds")
+def sighting_datetimes(template: TrackTemplate) -> tuple[datetime | None, datetime | None]:
+    """The track's first and last sighting as aware UTC datetimes, (None, None) when unknown."""
+    return tuple(  # type: ignore[return-value]
+        None if t is None else datetime.fromtimestamp(t, timezone.utc)
+        for t in (template.wall_start, template.wall_end)
+    )
+
+
+def wall_epochs(start: datetime | None, end: datetime | None) -> tuple[float | None, float | None]:
+    """Stored sighting times back as the epoch seconds of :attr:`TrackTemplate.wall_start`/``wall_end``."""
+    return tuple(None if t is None else t.timestamp() for t in (start, end))  # type: ignore[return-value]
 
 
 def sighting_times(template: TrackTemplate) -> tuple[str | None, str | None]:
-    """The track's first and last sighting (ISO 8601 with offset), (None, None) when unknown."""
-    return wall_iso(template.wall_start), wall_iso(template.wall_end)
+    """The track's first and last sighting (ISO 8601 with offset, to the millisecond), (None, None) when unknown."""
+    return tuple(  # type: ignore[return-value]
+        None if t is None else t.isoformat(timespec="milliseconds") for t in sighting_datetimes(template)
+    )
 
 
 def sighting_span(template: TrackTemplate) -> str:

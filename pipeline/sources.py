@@ -35,6 +35,10 @@ from .errors import SourceError
 from .recording_time import recording_time
 from .timeline import PtsUnwrapper
 
+# AVFMT_TS_DISCONT (libavformat: formats whose timestamps may jump, as MPEG-TS); by value, as PyAV names it
+# differently across its versions
+TS_DISCONT = 0x0200
+
 __all__ = ["DecodeReport", "FileSource", "open_video"]
 
 logger = logging.getLogger(__name__)
@@ -117,7 +121,7 @@ class FileSource:
                 cfg.recorded_at_pattern,
                 cfg.recorded_at_zone,
             )
-            self._discont = bool(container.format.flags & av.format.Flags.ts_discont.value)
+            self._discont = bool(container.format.flags & TS_DISCONT)
             self.fps = float(stream.average_rate) if stream.average_rate else None
             self.width = stream.codec_context.width
             self.height = stream.codec_context.height

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 
 import numpy as np
 
@@ -19,6 +19,8 @@ from gallery.store import Gallery
 from gallery.thresholds import InForce
 from gallery.thumbnails import ThumbnailStore
 from gallery.track_index import TrackIndexes
+
+from .sinks import sighting_datetimes
 
 __all__ = ["LoggedSource", "MatchLogSink", "SqlGalleryIndex"]
 
@@ -128,9 +130,9 @@ class MatchLogSink:
             return
         crop = template.best_crop
         frames = max(template.num_frames, 1)
-        known = template.wall_start is not None and template.wall_end is not None
+        seen_start, seen_end = sighting_datetimes(template)
         origin = self.origins.get(template.source_id, "unknown")
-        known = known and origin != "unknown"
+        known = seen_end is not None and origin != "unknown"
         writer.record(
             TrackRecord(
                 track_id=template.track_id,
@@ -144,8 +146,8 @@ class MatchLogSink:
                 decision=result.decision,
                 threshold=result.threshold,
                 thumbnail=None if crop is None else crop.image,
-                seen_start=_utc(template.wall_start) if known else None,
-                seen_end=_utc(template.wall_end) if known else None,
+                seen_start=seen_start if known else None,
+                seen_end=seen_end if known else None,
                 time_origin=origin if known else "unknown",
             )
         )
@@ -174,7 +176,3 @@ class MatchLogSink:
                 error = error or exc
         if error is not None:
             raise error
-
-
-def _utc(epoch_s: float) -> datetime:
-    return datetime.fromtimestamp(epoch_s, timezone.utc)

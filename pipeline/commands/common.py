@@ -4,6 +4,7 @@ times, and the listening socket of ``serve`` (bound before it says it serves).""
 from __future__ import annotations
 
 import argparse
+import errno
 import socket
 from datetime import datetime
 from pathlib import Path
@@ -76,6 +77,10 @@ def listen_socket(host: str, port: int) -> socket.socket:
         sock.bind(address)
     except OSError as exc:
         sock.close()
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise PipelineError(
+                f"serve --host {host!r}: expected an address of this machine, got {exc.strerror or exc}"
+            ) from None
         raise PipelineError(
             f"serve: expected a free port to listen on, got {host}:{port} refused ({exc.strerror or exc}); "
             "stop what uses it or pick another --port"

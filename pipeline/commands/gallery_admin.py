@@ -58,7 +58,7 @@ __all__ = [
 TOKEN_ENV = "FACEMOE_API_TOKEN"
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 # every kind of ``query``: a function of the database and the filters returning a page (another kind is one entry
-# here and one in COLUMNS)
+# here and one in pipeline/commands/tables.py COLUMNS)
 QUERIES = {**KINDS, "timeline": find_timeline, "media": find_media, "rematches": find_rematches}
 
 

@@ -15,7 +15,7 @@ from gallery.thumbnails import ThumbnailStore
 
 from ..build import System
 from ..errors import PipelineError
-from ..sinks import ConsoleTableSink, JsonSink
+from ..sinks import ConsoleTableSink, JsonSink, wall_epochs
 from ..sources import FileSource
 from ..sql_gallery import LoggedSource
 
@@ -86,7 +86,7 @@ def replace_earlier(system: System, run_ids) -> None:
 
 def _as_result(name: str, track: LoggedTrack) -> tuple[TrackTemplate, MatchResult]:
     """A logged track as the pipeline handed it to the sinks (no crop)."""
-    wall = [None if t is None else t.timestamp() for t in (track.seen_start, track.seen_end)]
+    wall = wall_epochs(track.seen_start, track.seen_end)
     template = TrackTemplate(
         name,
         track.track_id,

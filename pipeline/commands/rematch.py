@@ -39,6 +39,7 @@ from gallery.rematches import Undone, undo_identity, undo_rematch
 
 from ..alerts import alert_record, watchlist_alerts
 from ..build import System, build
+from ..sinks import wall_epochs
 from ..sql_gallery import SqlGalleryIndex
 from .common import add_config_options, config_of, db_of, parse_time
 from .tables import render
@@ -163,7 +164,7 @@ def alert_retroactive(system: System, report: RematchReport) -> int:
 
 def _as_decision(hit: RetroHit, threshold: float) -> tuple[TrackTemplate, MatchResult]:
     """A retroactive match as the track and decision an alert is made of."""
-    wall = [None if t is None else t.timestamp() for t in (hit.seen_start, hit.seen_end)]
+    wall = wall_epochs(hit.seen_start, hit.seen_end)
     track = TrackTemplate(
         hit.source,
         hit.track_id,

@@ -43,6 +43,7 @@ def _altered(value: str, case: str) -> str:
         "too long": f"{expires}.{'n' * 300}.{signature}",
         "four parts": f"{value}.x",
         "negative expiry": f"-{expires}.{nonce}.{signature}",
+        "non-ASCII digits": f"\u00b2{expires}.{nonce}.{signature}",  # str.isdigit() holds, int() refuses
     }[case]
 
 
@@ -58,6 +59,7 @@ def _altered(value: str, case: str) -> str:
         "too long",
         "four parts",
         "negative expiry",
+        "non-ASCII digits",
     ],
 )
 def test_forged_or_altered_cookies_do_not_verify(clock, case):
