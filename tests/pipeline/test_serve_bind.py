@@ -75,7 +75,9 @@ def test_a_free_port_is_announced_once_bound_and_answers(tmp_path, db):
 def test_an_address_of_another_machine_names_host_not_port(tmp_path, db):
     env = cli_env() | {"FACEMOE_API_TOKEN": "t" * 40}  # a token: serving beyond loopback is allowed
     proc = subprocess.run(
-        cli("serve", "--db", db, "--host", "192.0.2.1", "--port", "0"),  # TEST-NET-1: no machine's own address
+        cli(
+            "serve", "--db", db, "--host", "192.0.2.1", "--port", "0"
+        ),  # TEST-NET-1: no machine's own address
         capture_output=True,
         text=True,
         timeout=120,
