@@ -31,7 +31,7 @@ from gallery.enroll_inputs import IMAGE_SUFFIXES, folder_images, read_labels
 from gallery.errors import EnrollmentError, IdentityExistsError
 from gallery.from_tracks import refuse_doubts, track_doubts, track_media
 from gallery.media import MediaVector
-from gallery.names import identity_name
+from gallery.names import identity_name, lookup_name
 from gallery.store import Gallery
 from gallery.thresholds import Calibration
 
@@ -137,8 +137,9 @@ class Enroller:
         notes: str = "",
     ) -> EnrollReport:
         """Enroll ``paths`` as identity ``name`` (:func:`gallery.names.identity_name`): a new identity unless
-        ``add`` (then it must exist); ``exist_ok``: a new identity, or more images of an existing one."""
-        name = identity_name(name)
+        ``add`` (then it must exist; a name stored before the rule is still found, :func:`gallery.names.lookup_name`);
+        ``exist_ok``: a new identity, or more images of an existing one."""
+        name = lookup_name(name) if add else identity_name(name)
         if not paths:
             raise EnrollmentError(f"identity {name!r}: expected at least one image, got none")
         exists = self._exists(name, add, "images", exist_ok)
@@ -182,7 +183,7 @@ class Enroller:
         ``RUN:TRACK``, an unknown track, or one of another embedder refuses the request before anything is
         written; so does a doubtful track (:func:`gallery.from_tracks.track_doubts` at ``threshold``, the
         operating threshold, default the gallery's own) unless ``force``."""
-        name = identity_name(name)
+        name = lookup_name(name) if add else identity_name(name)
         embedder_id = self.embedder.embedder_id
         items = track_media(self.gallery, refs, embedder_id)
         exists = self._exists(name, add, "tracks")
@@ -312,7 +313,7 @@ class Enroller:
     def enroll_template_file(self, name: str, path: Path, *, add: bool = False) -> EnrollReport:
         """Enroll a template file: ``.npz`` with ``embedder_id`` (str), ``embedding`` ``[D]`` or ``[N, D]``
         and optional ``norms`` ``[N]``; it must come from this enroller's embedder."""
-        name = identity_name(name)
+        name = lookup_name(name) if add else identity_name(name)
         path = Path(path)
         try:
             data = path.read_bytes()

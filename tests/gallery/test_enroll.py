@@ -212,6 +212,19 @@ def test_template_file(enroller, gallery, tmp_path):
     assert not gallery.has_identity("uma")
 
 
+def test_add_finds_a_name_stored_before_the_name_rule(enroller, gallery, tmp_path):
+    """A name a gallery got before names were checked (here a tab) can still be added to, never created again."""
+    from gallery.models import Identity
+
+    with gallery.db.session() as s:
+        s.add(Identity(name="old\tname"))
+    vecs = np.random.default_rng(4).normal(size=(1, 16)).astype(np.float32)
+    save_template_file(tmp_path / "t.npz", "projection-16", vecs)
+    assert enroller.enroll_template_file("old\tname", tmp_path / "t.npz", add=True).count("enrolled") == 1
+    with pytest.raises(EnrollmentError, match="control"):
+        enroller.enroll_template_file("new\tname", tmp_path / "t.npz")
+
+
 @pytest.mark.parametrize("images", ["same images", "other images"])
 def test_two_commands_enrolling_the_same_new_people_at_once_both_succeed(db_url, tmp_path, images):
     """Both see no identity, both embed, both write: the unique constraints settle it, and the loser's retry
