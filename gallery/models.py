@@ -259,7 +259,9 @@ class Run(Base):
 class Track(Base):
     """One face track of a run: stream times (seconds within the source), sighting times (wall clock of the first
     and last frame, None when unknown) with their ``time_origin`` (``given``, ``container``, ``filename``,
-    ``camera``, ``unknown``), counts, fused template and thumbnail (store-relative). Its time indexes end with
+    ``camera``, ``unknown``), counts, fused template and thumbnail (store-relative); ``snapshot``: the
+    store-relative context frame of the best crop; ``boxes``: the face box on each frame it was seen
+    (:mod:`gallery.track_boxes`); ``zones``: names of the camera zones it entered. Its time indexes end with
     ``id``: pages are newest first by (created_at, id)."""
 
     __tablename__ = "tracks"
@@ -286,6 +288,9 @@ class Track(Base):
     seen_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
     seen_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
     time_origin: Mapped[str] = mapped_column(String(16), default="unknown", server_default="unknown")
+    snapshot: Mapped[str | None] = mapped_column(String(1000))
+    boxes: Mapped[bytes | None] = mapped_column(LargeBinary)
+    zones: Mapped[list | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -360,3 +365,6 @@ class RetroMatch(Base):
     threshold: Mapped[float] = mapped_column(Float)
     candidates: Mapped[list] = mapped_column(JSON)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+from gallery import evidence_models as _evidence_models  # noqa: E402,F401  (their tables join Base.metadata)
