@@ -20,6 +20,8 @@ per connection); else the frame's arrival (``time.time()`` when decoded). Either
 change closes that camera's open tracks.
 A camera's URL is opened with its password read from ``password_env`` at that moment; logs and health show the
 redacted URL and redacted error texts (FFmpeg's may quote the URL), never a credential.
+The camera's privacy masks (``zones`` with ``mask: true``, :mod:`stages.zones`) are blacked out of each decoded
+frame here, before it is buffered: no runner, detector, thumbnail or snapshot ever sees the masked pixels.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import av
 from core.errors import ConfigError
 from core.secrets import redact_text
 from core.types import Frame
+from stages.zones import Zones
 
 from .health import CameraHealth, HealthRegistry
 from .live_config import CameraConfig, LiveConfig, ReconnectConfig
@@ -139,6 +142,7 @@ class LiveSource:
         self._pts = PtsUnwrapper()  # stream timestamps: pts made monotonic, continued across reconnects
         self._wall = WallClock()
         self._max_skew = live.camera_clock_max_skew_s
+        self.zones = Zones(camera.zones)  # privacy masks are blacked out of every frame before it is buffered
         self._skew_warned = False
         self._lock = threading.Lock()
         self._space = threading.Condition(self._lock)
@@ -207,7 +211,7 @@ class LiveSource:
 
     def _push(self, image, pts_s: float | None, realtime_us: int | None = None) -> None:
         ts, wall = self._timestamp(pts_s), self._wall_time(pts_s, realtime_us)
-        frame = Frame(self.name, self._index, ts, image, wall)
+        frame = Frame(self.name, self._index, ts, self.zones.apply(image), wall)
         self._index += 1
         with self._lock:
             while not self._drop and len(self._buffer) >= self._capacity and not self._stop.is_set():

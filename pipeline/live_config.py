@@ -20,6 +20,7 @@ from pydantic import Field, field_validator, model_validator
 from core.config import Section, read_yaml, validate
 from core.errors import ConfigError
 from core.secrets import ENV_NAME_PATTERN, env_secret, redact_url, url_with_password
+from stages.zones import MAX_ZONES, ZoneConfig, check_unique
 
 __all__ = [
     "AlertConfig",
@@ -125,6 +126,18 @@ class CameraConfig(Section):
         None, gt=0, le=600, description="connect + probe limit (s); null = default"
     )
     read_timeout_s: float | None = Field(None, gt=0, le=600, description="no packet this long is a stall (s)")
+    zones: tuple[ZoneConfig, ...] = Field(
+        (),
+        max_length=MAX_ZONES,
+        description="named polygons over the frame (stages.zones: points as fractions 0..1 of width and height); "
+        "mask: true blacks the area out before detection and in snapshots and clips",
+    )
+
+    @field_validator("zones")
+    @classmethod
+    def _unique_zones(cls, zones: tuple[ZoneConfig, ...]) -> tuple[ZoneConfig, ...]:
+        check_unique(zones)
+        return zones
 
     @model_validator(mode="after")
     def _user_for_password(self) -> CameraConfig:
@@ -211,6 +224,12 @@ class AlertConfig(Section):
         "identity; such alerts are marked retroactive",
     )
     webhooks: tuple[WebhookConfig, ...] = Field((), max_length=100, description="POST each alert to these")
+    zones: tuple[str, ...] = Field(
+        (),
+        max_length=MAX_ZONES,
+        description="alert only for tracks that entered one of these camera zones (known when the track ends, so "
+        "such alerts come at its end); empty = anywhere",
+    )
     queue_size: int = Field(
         1000, ge=1, le=10**6, description="alerts waiting for delivery; beyond: dropped, counted"
     )
