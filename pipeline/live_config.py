@@ -25,9 +25,11 @@ from stages.zones import MAX_ZONES, ZoneConfig, check_unique
 __all__ = [
     "AlertConfig",
     "CameraConfig",
+    "CameraRecordConfig",
     "HealthConfig",
     "LiveConfig",
     "ReconnectConfig",
+    "RecordingConfig",
     "RestartConfig",
     "WebhookConfig",
     "load_cameras",
@@ -99,6 +101,46 @@ class RestartConfig(Section):
         return self
 
 
+class CameraRecordConfig(Section):
+    """A camera's recording (``pipeline.recorder``); a key left null takes the ``live.recording`` default."""
+
+    enabled: bool | None = Field(
+        None, description="record this camera's stream to MP4 segments; null = live.recording.enabled"
+    )
+    segment_s: float | None = Field(
+        None, ge=1, le=3600, description="segment length (s), cut at the next keyframe; null = the default"
+    )
+
+
+class RecordingConfig(Section):
+    """Camera recordings: MP4 segments remuxed from the stream without re-encoding, indexed in SQL
+    (:mod:`gallery.recordings`), kept by age and by a disk cap, oldest first, never one an open case holds."""
+
+    enabled: bool = Field(False, description="record every camera whose own record.enabled is null")
+    segment_s: float = Field(
+        60.0, ge=1, le=3600, description="default segment length (s), cut at the next keyframe"
+    )
+    dir: str | None = Field(
+        None,
+        min_length=1,
+        max_length=4096,
+        description="folder of the segments (relative: to the working directory); null = "
+        "<storage dir>/<db stem>_recordings beside the database",
+    )
+    retention_days: float | None = Field(
+        None, gt=0, le=36500, description="delete segments that ended longer ago than this; null = keep"
+    )
+    max_bytes: int | None = Field(
+        None,
+        ge=1,
+        le=2**62,
+        description="disk cap of all segments: the oldest are deleted beyond it; null = no cap",
+    )
+    retention_every_s: float = Field(
+        60.0, gt=0, le=86400, description="how often (s) a recording process applies the retention"
+    )
+
+
 class CameraConfig(Section):
     name: str | None = Field(
         None,
@@ -126,6 +168,9 @@ class CameraConfig(Section):
         None, gt=0, le=600, description="connect + probe limit (s); null = default"
     )
     read_timeout_s: float | None = Field(None, gt=0, le=600, description="no packet this long is a stall (s)")
+    record: CameraRecordConfig = Field(
+        default_factory=CameraRecordConfig, description="recording of this camera (off by default)"
+    )
     zones: tuple[ZoneConfig, ...] = Field(
         (),
         max_length=MAX_ZONES,
@@ -156,6 +201,11 @@ class CameraConfig(Section):
         """The URL to open: with the password of ``password_env`` read now (never stored); ConfigError when the
         variable is unset or empty."""
         return url_with_password(self.url, self.password_env, f"camera {self.name}")
+
+    def recorded(self, recording: RecordingConfig) -> float | None:
+        """This camera's segment length (s) when it is recorded under ``recording``, else None."""
+        enabled = recording.enabled if self.record.enabled is None else self.record.enabled
+        return (self.record.segment_s or recording.segment_s) if enabled else None
 
 
 class HealthConfig(Section):
@@ -269,6 +319,9 @@ class LiveConfig(Section):
     )
     health: HealthConfig = Field(default_factory=HealthConfig, description="status line and metrics")
     alerts: AlertConfig = Field(default_factory=AlertConfig, description="watchlist alerts")
+    recording: RecordingConfig = Field(
+        default_factory=RecordingConfig, description="camera recordings: folder, segment length, retention"
+    )
     cameras: tuple[CameraConfig, ...] = Field(
         (), max_length=1000, description="cameras (or use --cameras FILE)"
     )

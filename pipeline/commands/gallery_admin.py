@@ -12,7 +12,9 @@ run_pipeline.py purge --older-than DAYS [--db URL] [--config FILE]
 track's current decision (a retroactive match when there is one; ``logged_decision``: what was decided then),
 ``query timeline NAME`` every live and retroactive match of one identity, oldest first (:mod:`gallery.timeline`),
 ``query media`` the enrolled media with their ids and kinds (``image``, ``template``, ``track`` with its reference),
-``query rematches`` the rematch passes with their ids (``rematch --undo ID``). ``remove NAME`` removes an identity;
+``query rematches`` the rematch passes with their ids (``rematch --undo ID``), ``query recordings`` the finished
+camera segments (camera, wall-clock start and end, size, path in the recording store; ``--source CAMERA``).
+``remove NAME`` removes an identity;
 with ``--media``/``--track`` only those media of it, its templates re-fused from the rest.
 CSV cells that a spreadsheet would run as a formula are neutralised (:func:`gallery.queries.csv_cell`). ``serve``
 answers only requests whose ``Host`` names the listen address (with the loopback names on loopback), an
@@ -34,12 +36,14 @@ from gallery.errors import AuthError, QueryError
 from gallery.matchlog import DECISIONS, purge_older_than
 from gallery.media import find_media
 from gallery.queries import KINDS, Filters
+from gallery.recordings import find_recordings
 from gallery.refs import parse_track_ref
 from gallery.rematches import find_rematches
 from gallery.thumbnails import ThumbnailStore
 from gallery.timeline import find_timeline
 
 from ..build import System, build
+from ..recording_recovery import purge_recordings
 from . import unknowns
 from .common import add_config_options, config_of, db_of, listen_socket, parse_time
 from .tables import render
@@ -59,7 +63,13 @@ TOKEN_ENV = "FACEMOE_API_TOKEN"
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 # every kind of ``query``: a function of the database and the filters returning a page (another kind is one entry
 # here and one in pipeline/commands/tables.py COLUMNS)
-QUERIES = {**KINDS, "timeline": find_timeline, "media": find_media, "rematches": find_rematches}
+QUERIES = {
+    **KINDS,
+    "timeline": find_timeline,
+    "media": find_media,
+    "rematches": find_rematches,
+    "recordings": find_recordings,
+}
 
 
 def _open(args: argparse.Namespace) -> System:
@@ -196,7 +206,10 @@ def run_purge(args: argparse.Namespace) -> int:
     with _open(args) as system:
         db = system.gallery.db
         count = purge_older_than(db, days, ThumbnailStore.for_database(db, config))
+        segments = purge_recordings(db, config_of(args))
     print(f"deleted {count} tracks older than {days:g} days", file=sys.stderr)
+    if segments is not None:
+        print(f"deleted {segments} recording segments (live.recording retention)", file=sys.stderr)
     return 0
 
 
@@ -267,7 +280,10 @@ def register(subparsers) -> None:
     _common(m)
     m.set_defaults(func=run_merge)
 
-    pg = subparsers.add_parser("purge", help="delete match events and thumbnails older than N days")
+    pg = subparsers.add_parser(
+        "purge",
+        help="delete match events and thumbnails older than N days, and recordings by live.recording retention",
+    )
     pg.add_argument(
         "--older-than",
         type=float,

@@ -10,6 +10,8 @@ match log (one run per camera, one transaction per track). ``--gallery DIR`` fir
 On SIGINT/SIGTERM the cameras stop reading, open tracks are finished and matched, the sinks are flushed, and the
 command exits 0.
 ``--engine ray`` runs one actor per camera and a shared embedding service (``pipeline/ray_engine.py``).
+Cameras whose recording is on (``live.recording``, a camera's ``record``) are also remuxed into MP4 segments
+indexed in ``--db`` (``pipeline/recorder.py``), over connections of their own.
 Camera and webhook URLs are shown, logged and stored redacted (``core.secrets``); a camera's ``password_env``
 and a webhook's ``auth_header_env`` must name set environment variables (checked before anything starts).
 """
@@ -36,6 +38,7 @@ from ..live import LiveCameras
 from ..live_config import CameraConfig, LiveConfig, load_cameras, name_cameras
 from ..live_runner import LiveRunner
 from ..ray_engine import run_ray
+from ..recorder import record_cameras
 from ..sinks import logged_ref, sighting_span
 from ..sql_gallery import LoggedSource
 from .common import add_config_options, config_of
@@ -152,6 +155,7 @@ def _run_on_ray(args: argparse.Namespace, cfg, live: LiveConfig, cams: list[Came
             server = MetricsServer(registry, live.health.metrics_host, live.health.metrics_port).start()
             stack.callback(server.close)
             print(f"metrics on http://{server.host}:{server.port}/metrics", file=sys.stderr, flush=True)
+        stack.enter_context(record_cameras(live, cams, args.db, cfg.gallery))
         stop = _stop_on_signals(stack)
         result = run_ray(cfg, live, cams, args.db, stop, args.duration, args.address, registry)
     print(f"stream (ray): {result['tracks']} tracks, {result['matches']} matches", file=sys.stderr)
@@ -190,6 +194,7 @@ def run_stream(args: argparse.Namespace) -> int:
         return _run_on_ray(args, cfg, live, cams)
     with ExitStack() as stack:
         system = stack.enter_context(build(cfg, db_url=args.db, gallery_dir=args.gallery))
+        stack.enter_context(record_cameras(live, cams, args.db, cfg.gallery))
         alerts = watchlist_alerts(live.alerts, system.gallery)
         index = system.index()
         print(f"threshold in force: {index.in_force}", file=sys.stderr, flush=True)

@@ -98,6 +98,7 @@ COLUMNS |= {  # the gallery's own rows: enrolled media (their ids: remove --medi
         "undone_at",
     ],
     "undo": ["rematch_id", "cause", "identities", "removed", "undone_at", "already"],
+    "recordings": ["camera", "started_at", "ended_at", "size", "path"],
 }
 
 
