@@ -241,7 +241,8 @@ def _check_names(conn: Connection, f: Filters, page: Page) -> Page:
 
 def find_matches(db: Database, f: Filters) -> Page:
     """Match events and retroactive matches, newest first: time, source, track, best identity and score,
-    decision, candidates, thumbnail, whether it is retroactive (and the rematch that wrote it)."""
+    decision, candidates, thumbnail, whether it is retroactive (and the rematch that wrote it), the camera zones its
+    track entered (``zones``: None where the source has none)."""
     _refuse(f, "matches", {"identity", "source", "since", "until", "decision", "min_score"})
     ev = all_decisions().c
     stmt = (
@@ -257,6 +258,7 @@ def find_matches(db: Database, f: Filters) -> Page:
             ev.rematch_id,
             *TRACK_COLUMNS,
             Track.thumbnail,
+            Track.zones,
             Source.name.label("source"),
             Identity.name.label("identity"),
         )
@@ -286,6 +288,7 @@ def find_matches(db: Database, f: Filters) -> Page:
                     "thumbnail": r.thumbnail,
                     "retroactive": bool(r.retroactive),
                     "rematch_id": r.rematch_id,
+                    "zones": r.zones,
                 }
             ),
         )
@@ -295,7 +298,8 @@ def find_matches(db: Database, f: Filters) -> Page:
 def find_tracks(db: Database, f: Filters) -> Page:
     """Tracks, newest first, with their run, counts, stream times and current decision: the newest retroactive
     match when there is one (``retroactive`` true), else the logged one (``logged_decision``/``logged_identity``:
-    what was decided then). The filters apply to the current decision."""
+    what was decided then), the camera zones it entered (``zones``: None where the source has none). The filters
+    apply to the current decision."""
     _refuse(f, "tracks", {"identity", "source", "since", "until", "decision", "min_score"})
     stmt, current = with_decisions(
         select(
@@ -304,6 +308,7 @@ def find_tracks(db: Database, f: Filters) -> Page:
             Track.crops_embedded,
             Track.embedder_id,
             Track.thumbnail,
+            Track.zones,
             Source.name.label("source"),
         ).join(Source, Source.id == Track.source_id)
     )
@@ -328,6 +333,7 @@ def find_tracks(db: Database, f: Filters) -> Page:
                     "logged_decision": r.logged_decision,
                     "logged_identity": r.logged_identity,
                     "thumbnail": r.thumbnail,
+                    "zones": r.zones,
                 }
             ),
         )
