@@ -137,10 +137,9 @@ def check_bind(host: str, token: str | None) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn  # the serve extra (fastapi, uvicorn): only this command needs it
 
-    from gallery.app import trusted_hosts
-    from gallery.app_guard import MAX_HEADER_BYTES
-
-    from ..forensic_api import LazyModels, serve_app  # the serve extra too
+    from ..web.guard import MAX_HEADER_BYTES  # the serve extra too
+    from ..web.hosts import trusted_hosts
+    from ..web.serve import LazyModels, serve_app
 
     config = config_of(args).gallery
     host = args.host or config.serve.host

@@ -19,20 +19,17 @@ import argparse
 import csv
 import io
 import json
-from datetime import datetime
 
 from gallery.errors import QueryError
 from gallery.names import shown
 from gallery.queries import csv_cell
-from gallery.store import Gallery
-from gallery.unknowns import Grouping, check_options, group_unknowns, unknown_embedders
+from gallery.unknowns import Grouping, check_options
 
 from ..build import build
-from ..config import AppConfig
-from ..sql_gallery import SqlGalleryIndex
+from ..services.unknowns import grouping
 from .common import add_config_options, config_of, db_of, parse_time
 
-__all__ = ["COLUMNS", "add_arguments", "grouping", "render", "run"]
+__all__ = ["COLUMNS", "add_arguments", "render", "run"]
 
 COLUMNS = ["group", "size", "first_seen", "last_seen", "sources", "similarity", "thumbnail", "tracks"]
 TABLE_TRACKS = 6  # tracks shown per row of the table (all of them in JSON and CSV)
@@ -113,30 +110,6 @@ def render(grouping: Grouping, fmt: str) -> str:
         f"({grouping.singletons} seen once); embedder {grouping.embedder_id or '-'}, threshold {threshold}"
     )
     return "\n".join(lines)
-
-
-def grouping(
-    gallery: Gallery,
-    cfg: AppConfig,
-    embedder_id: str | None = None,
-    threshold: float | None = None,
-    min_size: int | None = None,
-    source: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-) -> Grouping:
-    """The unknown tracks of ``gallery`` grouped with the options of ``query unknowns`` (None: the defaults said
-    there), for the command and ``serve``'s ``/api/unknowns`` alike."""
-    check_options(threshold, min_size)
-    section = cfg.gallery.unknowns
-    min_size = section.min_size if min_size is None else min_size
-    embedder_id = embedder_id or next(iter(unknown_embedders(gallery.db, source, since, until)), None)
-    threshold = threshold if threshold is not None else section.threshold
-    if embedder_id is None:  # no unknown track under the filters
-        return Grouping(None, threshold, min_size, 0, 0, [])
-    if threshold is None:  # the operating threshold of this embedder, as the matcher of process decides
-        threshold = SqlGalleryIndex(gallery, embedder_id, cfg.match.threshold).threshold
-    return group_unknowns(gallery.db, embedder_id, threshold, section, source, since, until, min_size)
 
 
 def run(args: argparse.Namespace) -> int:

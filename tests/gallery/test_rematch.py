@@ -408,7 +408,7 @@ def test_undo_by_identity_leaves_the_other_names_of_a_pass(log):
 def test_http_api_marks_retroactive_matches(log):
     from fastapi.testclient import TestClient
 
-    from gallery.app import create_app
+    from pipeline.web.app import create_app
 
     rematch(log, EMB, THRESHOLD)
     client = TestClient(create_app(log.db, None))

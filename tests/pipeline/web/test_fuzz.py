@@ -1,4 +1,4 @@
-"""gallery/app.py fuzzed from its own OpenAPI schema (schemathesis): 1,000 and more generated requests, valid
+"""pipeline/web/app.py fuzzed from its own OpenAPI schema (schemathesis): 1,000 and more generated requests, valid
 and invalid, over every operation of ``serve``'s app on a seeded SQLite match log: no 5xx, every response
 within the schema (status, content type, headers, body), a missing or wrong token refused.
 
@@ -17,9 +17,9 @@ schemathesis = pytest.importorskip("schemathesis", reason="the fuzz test needs s
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402  (after the importorskip above)
 from schemathesis import GenerationMode  # noqa: E402
 
-from gallery.app import create_app, trusted_hosts  # noqa: E402
 from gallery.db import Database  # noqa: E402
 from gallery.thumbnails import ThumbnailStore  # noqa: E402
+from pipeline.web.app import create_app, trusted_hosts  # noqa: E402
 from tests.gallery.helpers import seed_log  # noqa: E402
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""gallery/multipart.py: flat multipart/form-data bodies as browsers and HTTP clients send them, malformed bodies,
+"""pipeline/web/multipart.py: flat multipart/form-data bodies as browsers and HTTP clients send them, malformed bodies,
 nested parts and limits refused, and one pass over the body however it is built (no recursion, no quadratic
 scan)."""
 
@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from gallery.multipart import MAX_PARTS, FormRefused, MalformedForm, header_params, parse_form
+from pipeline.web.multipart import MAX_PARTS, FormRefused, MalformedForm, header_params, parse_form
 
 CT = "multipart/form-data; boundary=zz"
 

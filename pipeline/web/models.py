@@ -1,14 +1,24 @@
-"""Response models and options of the forensic endpoints (:mod:`gallery.app_forensic`): what the OpenAPI schema
-says of them and what every answer is checked against."""
+"""Response models and options of the web app's JSON endpoints: what the OpenAPI schema says of them and what every
+answer is checked against."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
-from gallery.app_common import TIME
 from gallery.queries import MAX_PAGE_SIZE
 
+from .common import TIME
+
 __all__ = [
+    "Candidate",
+    "IdentityPage",
+    "IdentityRow",
+    "MatchPage",
+    "MatchRow",
+    "TrackPage",
+    "TrackRow",
     "EnrolledFace",
     "TrackFields",
     "SearchOptions",
@@ -154,3 +164,69 @@ class TrackDetail(TrackFields):
     logged_identity: str | None = Field(description="who was matched then")
     logged_score: float | None = Field(description="best score then")
     enrolled: EnrolledFace | None = Field(description="for a match: the enrolled face closest to the track")
+
+
+class Candidate(BaseModel):
+    identity_id: int = Field(description="identity id at the time of the match")
+    name: str = Field(description="identity name at the time of the match")
+    score: float = Field(description="cosine similarity")
+
+
+class MatchRow(TrackFields):
+    id: int = Field(description="match event id")
+    at: str | None = Field(description="time of the decision, ISO 8601 UTC")
+    source: str = Field(description="file or camera name")
+    identity: str | None = Field(description="matched identity, none for unknown")
+    identity_id: int | None = Field(description="matched identity id")
+    score: float | None = Field(description="best candidate's score")
+    decision: Literal["match", "unknown"] = Field(description="open-set decision")
+    threshold: float | None = Field(description="operating threshold of the decision")
+    candidates: list[Candidate] | None = Field(description="top-k candidates, best first")
+    thumbnail: str | None = Field(description="thumbnail path under /thumbnails/")
+    retroactive: bool = Field(
+        False, description="named later by a rematch (the track's match event is unchanged)"
+    )
+    rematch_id: int | None = Field(None, description="the rematch that named it (retroactive matches)")
+
+
+class TrackRow(TrackFields):
+    source: str = Field(description="file or camera name")
+    frames: int = Field(description="frames in the track")
+    crops_embedded: int = Field(description="crops embedded into the template")
+    embedder_id: str = Field(description="embedder of the template")
+    decision: Literal["match", "unknown"] | None = Field(description="open-set decision")
+    score: float | None = Field(description="best candidate's score")
+    identity: str | None = Field(description="matched identity")
+    thumbnail: str | None = Field(description="thumbnail path under /thumbnails/")
+    retroactive: bool = Field(False, description="the decision is a retroactive match (a later rematch)")
+    logged_decision: Literal["match", "unknown"] | None = Field(None, description="what was decided then")
+    logged_identity: str | None = Field(None, description="who was matched then")
+
+
+class IdentityRow(BaseModel):
+    id: int = Field(description="identity id")
+    name: str = Field(description="identity name")
+    external_id: str | None = Field(description="id in another system")
+    watchlist: bool = Field(description="on the watch list")
+    notes: str | None = Field(description="free text")
+    media: int = Field(ge=0, description="enrolled images")
+    created_at: str | None = Field(description="time of enrollment, ISO 8601 UTC")
+    embedders: list[str] = Field(description="embedders with a template of this identity")
+
+
+class _Page(BaseModel):
+    page: int = Field(ge=1, description="page number, from 1")
+    page_size: int = Field(ge=1, le=MAX_PAGE_SIZE, description="rows per page")
+    has_more: bool = Field(description="another page follows")
+
+
+class MatchPage(_Page):
+    rows: list[MatchRow] = Field(description="match events, newest first")
+
+
+class TrackPage(_Page):
+    rows: list[TrackRow] = Field(description="tracks, newest first")
+
+
+class IdentityPage(_Page):
+    rows: list[IdentityRow] = Field(description="identities, newest first")

@@ -1,4 +1,4 @@
-"""pipeline/forensic_api.py: ``serve``'s app with search by photo and unknown groups, on the friends clip processed
+"""pipeline/web/serve.py: ``serve``'s app with search by photo and unknown groups, on the friends clip processed
 with an empty gallery (configs/test.yaml), then Rachel enrolled from her still with ``--rematch``; the page in
 headless Chromium. Bad uploads (corrupt, no face, over the size limit, ...) are refused with 4xx, nothing written.
 """
@@ -23,9 +23,9 @@ from gallery.db import Database
 from gallery.models import Base
 from pipeline.build import build
 from pipeline.config import load_config
-from pipeline.forensic_api import LazyModels, serve_app
+from pipeline.web.serve import LazyModels, serve_app
 from tests.conftest import ASSETS, ROOT, require
-from tests.gallery.test_app import csp_violations, log_in, served_in_chromium
+from tests.pipeline.web.test_app import csp_violations, log_in, served_in_chromium
 
 logger = logging.getLogger(__name__)
 

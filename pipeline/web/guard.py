@@ -1,8 +1,8 @@
 """What every request to the app goes through before it reaches a route, and what every answer carries (ASGI
-middleware; :func:`gallery.app.create_app` installs it outermost).
+middleware; :func:`pipeline.web.app.create_app` installs it outermost).
 
 1. Authentication, before any other check: ``Authorization: Bearer <token>``, or the session cookie of a browser
-   that logged in (:mod:`gallery.app_session`). Only the login page, logout and the stylesheet are open. Without
+   that logged in (:mod:`pipeline.web.session`). Only the login page, logout and the stylesheet are open. Without
    valid credentials: 401 with the reason (a browser opening a page, ``Accept: text/html``: 303 to the login
    page); a bad session cookie is cleared. Without a token (loopback only) everyone is authenticated.
 2. Limits, each a single pass over the request: at most :data:`MAX_HEADERS` header lines and
@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl
 from fastapi import HTTPException, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from gallery.app_session import COOKIE, Sessions, cookie_header, token_matches
+from .session import COOKIE, Sessions, cookie_header, token_matches
 
 __all__ = [
     "AUTH_KEY",

@@ -1,4 +1,4 @@
-"""gallery/app.py: JSON endpoints, token auth, thumbnails (no traversal), and the page in headless
+"""pipeline/web/app.py: JSON endpoints, token auth, thumbnails (no traversal), and the page in headless
 Chromium (logged in through the login page: the session cookie's attributes, the security headers, no CSP
 violation)."""
 
@@ -13,11 +13,11 @@ from contextlib import contextmanager
 import pytest
 from fastapi.testclient import TestClient
 
-from gallery.app import COOKIE, create_app, trusted_hosts
-from gallery.app_guard import CSP
 from gallery.db import Database
 from gallery.queries import MAX_PAGE
 from gallery.thumbnails import ThumbnailStore
+from pipeline.web.app import COOKIE, create_app, trusted_hosts
+from pipeline.web.guard import CSP
 from tests.gallery.helpers import seed_log
 
 TOKEN = "s3cret-token"

@@ -1,50 +1,25 @@
-"""The forensic views of the page (server-rendered, no script): search by photo, unknown groups, an identity's
-timeline, and the match view of one track (its best crop beside the enrolled face it matched, with its times
-within the video). The data are those of the JSON endpoints (:mod:`gallery.app_forensic`); errors of the GET
-views answer JSON like the page's, the search form shows its own error above the form. Also the page's one
-stylesheet (``/style.css``: the Content-Security-Policy allows no inline style) and its login and logout
-(:func:`add_login`).
+"""The pages' templates (server-rendered; a page's script, where it has one, is a file the app serves: the
+Content-Security-Policy allows no inline script nor style), the links between them (:func:`nav`) and their one
+stylesheet (``/style.css``). The routers render them with :func:`render`: recent matches, search by photo,
+unknown groups, an identity's timeline, the match view of one track, the login form.
 """
 
 from __future__ import annotations
 
 import logging
-from urllib.parse import parse_qsl, urlencode
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi import Path as PathParam
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse
 from jinja2 import DictLoader, Environment
-from pydantic import ValidationError
 from sqlalchemy import select
-from starlette.concurrency import run_in_threadpool
 
-from gallery.app_common import PAGE_ERRORS, clock
-from gallery.app_forensic import (
-    Forensic,
-    read_form,
-    search_rows,
-    timeline_page,
-    track_view,
-    unknown_groups,
-    unknowns_options,
-)
-from gallery.app_guard import root_of
-from gallery.app_models import SearchOptions
-from gallery.app_session import COOKIE, Sessions, cookie_header, token_matches
 from gallery.db import Database
-from gallery.errors import GalleryError
-from gallery.models import Identity, Source
-from gallery.queries import MAX_PAGE, Filters
-from gallery.refs import REF_PATTERN, REF_TEXT
 
-__all__ = ["STYLE", "add_login", "add_pages", "nav"]
+from .common import Context, Forensic, clock
+
+__all__ = ["PAGES", "STYLE", "names", "nav", "one_line", "render"]
 
 logger = logging.getLogger(__name__)
 
-TRACKS_SHOWN = 24  # track thumbnails shown per unknown group
-MAX_LOGIN_BYTES = 4096  # the login form's body
 
 # the one stylesheet of every page (/style.css: the Content-Security-Policy allows no inline style)
 STYLE = """body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}
@@ -167,6 +142,38 @@ TRACK = """{% extends "layout" %}{% from "when" import when %}{% block title %}T
 </table>
 {% endblock %}"""
 
+MATCHES = """{% extends "layout" %}{% block title %}Recent matches{% endblock %}
+{% block body %}<h1>Recent matches</h1>
+<form method="get" action="/">
+ <label>Identity <select name="identity"><option value="">any</option>
+ {% for n in identities %}<option{% if n == identity %} selected{% endif %}>{{ n }}</option>{% endfor %}
+ </select></label>
+ <label>Camera <select name="source"><option value="">any</option>
+ {% for n in sources %}<option{% if n == source %} selected{% endif %}>{{ n }}</option>{% endfor %}
+ </select></label>
+ <label>Decision <select name="decision"><option value="">any</option>
+ {% for d in ["match", "unknown"] %}<option{% if d == decision %} selected{% endif %}>{{ d }}</option>{%
+ endfor %}
+ </select></label>
+ <button type="submit">Filter</button>
+</form>
+<table id="matches"><thead><tr><th>Track</th><th>Face</th><th>Seen (UTC)</th><th>Camera</th><th>Identity</th>
+<th>Score</th><th>Decision</th></tr></thead><tbody>
+{% for r in rows %}<tr class="row">
+ <td class="ref"><a class="view" href="/track/{{ r.ref }}">{{ r.ref }}</a></td>
+ <td>{% if r.thumbnail %}<img class="thumb" alt="track {{ r.ref }}" src="/thumbnails/{{ r.thumbnail_url
+ }}">
+ {% endif %}</td>
+ <td>{{ r.seen_start[:19] | replace("T", " ") if r.seen_start else "time unknown" }}</td><td>{{ r.source }}</td>
+ <td>{{ r.identity or ("nearest: " ~ r.candidates[0].name if r.candidates else "") }}</td>
+ <td>{{ "%.3f" | format(r.score) if r.score is not none else "" }}</td>
+ <td class="{{ r.decision }}">{{ r.decision }}{% if r.retroactive %} (retroactive){% endif %}</td></tr>
+{% else %}<tr><td colspan="7">No matches.</td></tr>{% endfor %}
+</tbody></table>
+<p>{% if page > 1 %}<a href="?{{ prev }}">newer</a>{% endif %}
+{% if has_more %}<a id="older" href="?{{ next }}">older</a>{% endif %}</p>
+{% endblock %}"""
+
 LOGIN = """{% extends "layout" %}{% block title %}Log in{% endblock %}
 {% block body %}<h1>Log in</h1>
 {% if error %}<p class="error" id="error">{{ error }}</p>{% endif %}
@@ -184,6 +191,7 @@ PAGES = Environment(
     loader=DictLoader(
         {
             "nav": NAV,
+            "matches": MATCHES,
             "login": LOGIN,
             "layout": LAYOUT,
             "when": WHEN,
@@ -207,146 +215,18 @@ def nav(forensic: Forensic, logout: bool = False) -> str:
     return PAGES.get_template("nav").render(links=links, logout=logout)
 
 
-def _names(db: Database, column) -> list[str]:
+def names(db: Database, column) -> list[str]:
+    """The values of ``column`` in order, at most 1000 (a form's choices)."""
     with db.session() as session:
         return list(session.scalars(select(column).order_by(column).limit(1000)))
 
 
-def _one_line(error: dict) -> str:
+def one_line(error: dict) -> str:
+    """A validation error as one line: ``loc: msg``."""
     return f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
 
 
-def add_login(app: FastAPI, sessions: Sessions | None) -> None:
-    """Add the stylesheet of every page and, with ``sessions`` (a server with a token), the login page (``GET``
-    and ``POST /login``: the token in, a session cookie out, :mod:`gallery.app_session`) and ``POST /logout``."""
-
-    @app.get("/style.css", include_in_schema=False)
-    def style() -> Response:
-        return Response(STYLE, media_type="text/css")
-
-    if sessions is None:
-        return
-
-    def login_page(status: int = 200, error: str = "") -> HTMLResponse:
-        return HTMLResponse(PAGES.get_template("login").render(nav="", error=error), status_code=status)
-
-    @app.get("/login", include_in_schema=False)
-    def login_form() -> HTMLResponse:
-        return login_page()
-
-    @app.post("/login", include_in_schema=False)
-    async def login(request: Request) -> Response:
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type != "application/x-www-form-urlencoded":
-            return login_page(
-                415, f"login: expected a form (application/x-www-form-urlencoded), got {content_type!r}"
-            )
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_LOGIN_BYTES:
-                return login_page(413, f"login: expected at most {MAX_LOGIN_BYTES:,} bytes, got more")
-        try:
-            fields = dict(
-                parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=10)
-            )
-        except ValueError:
-            return login_page(400, "login: expected a form with a token field, got too many fields")
-        if not token_matches(fields.get("token", ""), sessions.token):
-            logger.warning("login refused: not the API token")
-            return login_page(401, "token: not this server's API token")
-        root = root_of(request.scope)
-        response = RedirectResponse(root, status_code=303)
-        secure = request.url.scheme == "https"
-        response.headers.append(
-            "set-cookie", cookie_header(sessions.issue(), sessions.max_age_s, root, secure)
-        )
-        return response
-
-    @app.post("/logout", include_in_schema=False)
-    def logout(request: Request) -> Response:
-        sessions.revoke(request.cookies.get(COOKIE, ""))
-        root = root_of(request.scope)
-        response = RedirectResponse(f"{root}login", status_code=303)
-        response.headers.append("set-cookie", cookie_header("", 0, root, request.url.scheme == "https"))
-        return response
-
-
-def add_pages(
-    app: FastAPI, db: Database, forensic: Forensic, authorised, page_size: int, logout: bool = False
-) -> None:
-    """Add the forensic views to ``app``'s page, each behind the ``authorised`` dependency; ``logout``: their
-    links end with a log out button."""
-    auth = [Depends(authorised)]
-    bar = nav(forensic, logout)
-
-    def render(template: str, status: int = 200, **values) -> HTMLResponse:
-        return HTMLResponse(PAGES.get_template(template).render(nav=bar, **values), status_code=status)
-
-    @app.get("/timeline", dependencies=auth, response_class=HTMLResponse, responses=PAGE_ERRORS)
-    def timeline(
-        name: str = Query("", max_length=200),
-        page: int = Query(1, ge=1, le=MAX_PAGE),
-    ) -> HTMLResponse:
-        identities = _names(db, Identity.name)
-        if not name:
-            return render("timeline", identities=identities, name="", rows=None)
-        result = timeline_page(db, Filters(identity=name, page=page, page_size=page_size))
-        return render(
-            "timeline",
-            identities=identities,
-            name=name,
-            rows=result.rows,
-            page=page,
-            has_more=result.has_more,
-            prev=urlencode({"name": name, "page": page - 1}),
-            next=urlencode({"name": name, "page": page + 1}),
-        )
-
-    @app.get("/track/{ref}", dependencies=auth, response_class=HTMLResponse, responses=PAGE_ERRORS)
-    def track_page(
-        ref: str = PathParam(max_length=40, pattern=REF_PATTERN, description=REF_TEXT),
-    ) -> HTMLResponse:
-        return render("track", t=track_view(db, forensic, ref))
-
-    if forensic.unknowns is not None:
-
-        @app.get("/unknowns", dependencies=auth, response_class=HTMLResponse, responses=PAGE_ERRORS)
-        def unknowns(options: dict = Depends(unknowns_options)) -> HTMLResponse:
-            doc = unknown_groups(forensic, **options)
-            return render(
-                "unknowns",
-                doc=doc,
-                sources=_names(db, Source.name),
-                source=options["source"] or "",
-                min_size=doc["min_size"],
-                shown=TRACKS_SHOWN,
-            )
-
-    if forensic.search is not None:
-
-        @app.get("/search", dependencies=auth, response_class=HTMLResponse, responses=PAGE_ERRORS)
-        def search_form() -> HTMLResponse:
-            return render("search", sources=_names(db, Source.name), form={}, rows=None)
-
-        @app.post("/search", dependencies=auth, response_class=HTMLResponse, include_in_schema=False)
-        async def search_page(request: Request) -> HTMLResponse:
-            form: dict[str, str] = {}
-            sources = await run_in_threadpool(_names, db, Source.name)
-            try:
-                photos, form = await read_form(request, forensic.max_upload_bytes)
-                given = {k: v for k, v in form.items() if k in SearchOptions.model_fields and v.strip()}
-                try:
-                    options = SearchOptions.model_validate(given)
-                except ValidationError as exc:
-                    raise RequestValidationError(exc.errors()) from None
-                rows = await run_in_threadpool(search_rows, db, forensic, photos, options)
-            except HTTPException as exc:
-                status, error = exc.status_code, exc.detail
-            except RequestValidationError as exc:
-                status, error = 422, _one_line(exc.errors()[0])
-            except GalleryError as exc:
-                status, error = 400, str(exc)
-            else:
-                return render("search", sources=sources, form=form, rows=rows, photo=photos[0][0])
-            return render("search", status, sources=sources, form=form, rows=None, error=error)
+def render(ctx: Context, template: str, status: int = 200, **values) -> HTMLResponse:
+    """The page ``template`` with the links of ``ctx``'s server above it."""
+    bar = nav(ctx.forensic, ctx.logout)
+    return HTMLResponse(PAGES.get_template(template).render(nav=bar, **values), status_code=status)

@@ -1,11 +1,11 @@
-"""``serve``'s app with forensic search: the gallery's HTTP API (:func:`gallery.app.create_app`) given what its
-search by photo and its unknown groups need from the application (:class:`gallery.app_forensic.Forensic`).
+"""``serve``'s app: the web app (:func:`pipeline.web.app.create_app`) given the serve gallery's database and
+thumbnail store and what its search by photo and its unknown groups need (:class:`pipeline.web.common.Forensic`).
 
-- Search by photo is the ``search`` command's (:func:`pipeline.commands.search.find_person`): the configured
+- Search by photo is the ``search`` command's (:func:`pipeline.services.search.find_person`): the configured
   detector and embedder, built through the one builder at the first search and kept (``serve`` without a search
   stays light), the serve gallery's database and track indexes. One search runs at a time. A detector or embedder
   that does not load makes the search answer 503 with the reason, and is not tried again until the next start.
-- Unknown groups are ``query unknowns``' (:func:`pipeline.commands.unknowns.grouping`), with the config's
+- Unknown groups are ``query unknowns``' (:func:`pipeline.services.unknowns.grouping`), with the config's
   ``gallery.unknowns`` defaults and the matcher's operating threshold.
 """
 
@@ -19,15 +19,15 @@ from functools import partial
 from fastapi import FastAPI
 
 from core.errors import UserError
-from gallery.app import create_app
-from gallery.app_forensic import Forensic, SearchUnavailable
 from gallery.thumbnails import ThumbnailStore
 from gallery.track_search import TrackHit
 
-from .build import System, build
-from .commands.search import find_person
-from .commands.unknowns import grouping
-from .config import AppConfig
+from ..build import System, build
+from ..config import AppConfig
+from ..services.search import find_person
+from ..services.unknowns import grouping
+from .app import create_app
+from .common import Forensic, SearchUnavailable
 
 logger = logging.getLogger(__name__)
 

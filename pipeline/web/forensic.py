@@ -1,82 +1,50 @@
-"""Forensic search in the HTTP API: search by photo, recurring unknowns, an identity's timeline, one track beside
-the enrolled face it matched, and that enrolled face.
+"""What the forensic routes share (:mod:`pipeline.web.search`, :mod:`pipeline.web.tracks`): reading the search
+form, search rows, timeline pages, unknown groups and one track as JSON-ready data, each with thumbnail URLs.
 
-- ``POST /api/search``: a ``multipart/form-data`` body with a ``photo`` part (or several, of one person: fused), at
+- The search form: a ``multipart/form-data`` body with a ``photo`` part (or several, of one person: fused), at
   most ``gallery.serve.max_upload_bytes`` in all (413 above, told by ``Content-Length`` before anything is read,
-  else counted while reading); the filters of ``search`` as query parameters. Rows as the command's JSON, with
-  the track's ``id`` and ``thumbnail_url``. A photo that does not decode, shows no face, or several faces without
-  ``face=N``: 400. The form is read flat in one pass (:mod:`gallery.multipart`): a nested multipart part, more
-  than 64 parts or overlong part headers: 400. Nothing is written; the upload stays in memory.
-- ``GET /api/unknowns``: the groups of ``query unknowns`` (same options), with thumbnail URLs.
-- ``GET /api/timeline?name=NAME``: ``query timeline`` (404 for an unknown name).
-- ``GET /api/tracks/{id}``: one track, its current decision and the enrolled face it matched
-  (``ref``: ``RUN:TRACK``, :func:`gallery.forensic.track_detail`); ``GET /media/{id}``: that face as an image
-  (:func:`gallery.forensic.enrolled_photo`), 404 with the reason when it cannot be shown.
-
-Search and grouping need the detector, the embedder and the matcher's threshold, which this package does not
-build: the caller passes them in a :class:`Forensic` (``serve`` does, :mod:`pipeline.forensic_api`); without them
-their endpoints are not there.
+  else counted while reading). The form is read flat in one pass (:mod:`pipeline.web.multipart`): a nested
+  multipart part, more than 64 parts or overlong part headers: 400. Nothing is written; the upload stays in
+  memory. A photo that does not decode, shows no face, or several faces without ``face=N``: 400.
+- One track (``ref``: ``RUN:TRACK``, :func:`gallery.forensic.track_detail`): another form of reference 422, none
+  such 404.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Annotated
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi import Path as PathParam
+from fastapi import HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from core.errors import UserError
-from gallery.app_common import ERRORS, TIME, Detail, query_time, thumbnail_url
-from gallery.app_models import SearchOptions, SearchPage, TimelinePage, TrackDetail, UnknownsResult
 from gallery.db import Database
-from gallery.forensic import MediaUnavailable, enrolled_photo, track_detail
-from gallery.multipart import FormRefused, MalformedForm, parse_form
-from gallery.queries import MAX_PAGE, MAX_PAGE_SIZE, Filters, Page
-from gallery.refs import REF_PATTERN, REF_TEXT, TrackRefError
-from gallery.thumbnails import ThumbnailStore
+from gallery.forensic import track_detail
+from gallery.queries import Filters, Page
+from gallery.refs import TrackRefError
 from gallery.timeline import find_timeline
-from gallery.track_search import TrackHit
-from gallery.unknowns import Grouping
+
+from .common import ERRORS, TIME, Detail, Forensic, SearchUnavailable, query_time, thumbnail_url
+from .models import SearchOptions
+from .multipart import FormRefused, MalformedForm, parse_form
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "Forensic",
-    "SearchUnavailable",
-    "add_api",
+    "UPLOAD",
+    "UPLOAD_ERRORS",
     "read_form",
     "search_rows",
     "timeline_page",
     "track_view",
     "unknown_groups",
+    "unknowns_options",
 ]
 
 MAX_PHOTOS = 10  # photo parts of one search
 FORM_OVERHEAD = 64 * 1024  # room for the multipart headers and boundaries beyond the photos themselves
 MAX_ID = 2**31 - 1  # ids are SQL integers
-
-
-class SearchUnavailable(Exception):
-    """The search by photo cannot run on this server (its detector or embedder does not load): 503."""
-
-
-@dataclass(frozen=True)
-class Forensic:
-    """What the forensic endpoints need beyond the database: ``search(photos, *, face, top, min_score, source,
-    since, until) -> [TrackHit]`` (photos: ``[(name, bytes)]``; bad photos raise a :class:`UserError`),
-    ``unknowns(*, embedder_id, threshold, min_size, source, since, until) -> Grouping``, the upload limit and the
-    folders enrolled photos may be shown from."""
-
-    search: Callable[..., list[TrackHit]] | None = None
-    unknowns: Callable[..., Grouping] | None = None
-    max_upload_bytes: int = 10 * 2**20
-    media_dirs: tuple[str, ...] = ()
 
 
 def _invalid(message: str) -> RequestValidationError:
@@ -88,7 +56,7 @@ def _invalid(message: str) -> RequestValidationError:
 
 def _multipart(content_type: str, body: bytes) -> list[tuple[str, str | None, bytes]]:
     """``(field name, file name, content)`` of each part of a flat ``multipart/form-data`` body (one linear pass,
-    :mod:`gallery.multipart`): 422 for a body that is not one, 400 for nested parts or too many."""
+    :mod:`pipeline.web.multipart`): 422 for a body that is not one, 400 for nested parts or too many."""
     try:
         return [(part.name, part.filename, part.data) for part in parse_form(content_type, body)]
     except MalformedForm as exc:
@@ -235,74 +203,3 @@ UPLOAD = {
     }
 }
 UPLOAD_ERRORS = ERRORS | {code: {"model": Detail} for code in (413, 415, 503)}
-
-
-def add_api(
-    app: FastAPI, db: Database, thumbnails: ThumbnailStore | None, forensic: Forensic, authorised
-) -> None:
-    """Add the forensic JSON endpoints and ``/media/{id}`` to ``app``, each behind the ``authorised`` dependency."""
-    auth = [Depends(authorised)]
-
-    @app.get("/api/timeline", dependencies=auth, response_model=TimelinePage, responses=ERRORS)
-    def api_timeline(
-        name: str = Query(min_length=1, max_length=200, description="the identity"),
-        source: str | None = Query(None, max_length=500, description="only tracks of this source"),
-        since: str | None = Query(
-            None, description=f"from this {TIME}", json_schema_extra={"format": "date-time"}
-        ),
-        until: str | None = Query(
-            None, description=f"before this {TIME}", json_schema_extra={"format": "date-time"}
-        ),
-        min_score: float | None = None,
-        page: int = Query(1, ge=1, le=MAX_PAGE),
-        page_size: int = Query(50, ge=1, le=MAX_PAGE_SIZE),
-    ) -> dict:
-        f = Filters(
-            identity=name,
-            source=source or None,
-            since=query_time("since", since),
-            until=query_time("until", until),
-            min_score=min_score,
-            page=page,
-            page_size=page_size,
-        )
-        return timeline_page(db, f).as_dict()
-
-    @app.get("/api/tracks/{ref}", dependencies=auth, response_model=TrackDetail, responses=ERRORS)
-    def api_track(ref: str = PathParam(max_length=40, pattern=REF_PATTERN, description=REF_TEXT)) -> dict:
-        return track_view(db, forensic, ref)
-
-    @app.get(
-        "/media/{media}",
-        dependencies=auth,
-        response_class=Response,
-        responses={200: {"content": {"image/jpeg": {}}, "description": "the enrolled face, JPEG"}} | ERRORS,
-    )
-    def media_image(media: int = PathParam(ge=1, le=MAX_ID)) -> Response:
-        try:
-            image = enrolled_photo(db, thumbnails, forensic.media_dirs, media)
-        except MediaUnavailable as exc:
-            raise HTTPException(404, str(exc)) from None
-        if isinstance(image, bytes):
-            return Response(image, media_type="image/jpeg")
-        return FileResponse(image, media_type="image/jpeg")
-
-    if forensic.unknowns is not None:
-
-        @app.get("/api/unknowns", dependencies=auth, response_model=UnknownsResult, responses=ERRORS)
-        def api_unknowns(options: dict = Depends(unknowns_options)) -> dict:
-            return unknown_groups(forensic, **options)
-
-    if forensic.search is not None:
-
-        @app.post(
-            "/api/search",
-            dependencies=auth,
-            response_model=SearchPage,
-            responses=UPLOAD_ERRORS,
-            openapi_extra=UPLOAD,
-        )
-        async def api_search(request: Request, options: Annotated[SearchOptions, Query()]) -> dict:
-            photos, _ = await read_form(request, forensic.max_upload_bytes)
-            rows = await run_in_threadpool(search_rows, db, forensic, photos, options)
-            return {"rows": rows, "page": 1, "page_size": options.top, "has_more": False}

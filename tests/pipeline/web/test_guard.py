@@ -1,4 +1,4 @@
-"""gallery/app_guard.py with gallery/app_session.py in the app: authentication before any other check of a request,
+"""pipeline/web/guard.py with pipeline/web/session.py in the app: authentication before any other check of a request,
 each check one pass (11,500 query parameters take well under 10 times what 1,150 do), the browser's login session
 (cookie attributes, forged, expired, logged out, rotated), and the security headers on every answer, on a seeded
 SQLite match log."""
@@ -12,12 +12,12 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-import gallery.app_guard as guard
-from gallery.app import create_app, trusted_hosts
-from gallery.app_guard import CSP, Guard
-from gallery.app_session import COOKIE
+import pipeline.web.guard as guard
 from gallery.db import Database
 from gallery.thumbnails import ThumbnailStore
+from pipeline.web.app import create_app, trusted_hosts
+from pipeline.web.guard import CSP, Guard
+from pipeline.web.session import COOKIE
 from tests.gallery.helpers import seed_log
 
 TOKEN = "guard-token-0123"

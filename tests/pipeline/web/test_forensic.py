@@ -1,7 +1,7 @@
-"""gallery/app_forensic.py, gallery/app_pages.py and gallery/forensic.py on a seeded match log (SQLite and
+"""pipeline/web/ (tracks, search, pages) and gallery/forensic.py on a seeded match log (SQLite and
 PostgreSQL): one track beside the enrolled face it matched (a photo of gallery.serve.media_dirs, or the track a
 face was enrolled from), enrolled photos served only from those folders with their enrolled content, timelines,
-404s, the token. Search by photo and unknown groups need the pipeline: tests/pipeline/test_forensic_api.py.
+404s, the token. Search by photo and unknown groups need the pipeline: tests/pipeline/web/test_serve.py.
 
 Tracks (one minute apart; 64-d templates around three people):
 
@@ -24,8 +24,6 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from gallery.app import create_app
-from gallery.app_forensic import Forensic
 from gallery.enroll import Enroller
 from gallery.matchlog import MatchLogWriter, TrackRecord
 from gallery.media import MediaVector
@@ -33,6 +31,8 @@ from gallery.models import Media, Track
 from gallery.rematch import rematch
 from gallery.store import Gallery
 from gallery.thumbnails import ThumbnailStore
+from pipeline.web.app import create_app
+from pipeline.web.common import Forensic
 from tests.gallery.helpers import people, unit
 
 TOKEN = "forensic-token"

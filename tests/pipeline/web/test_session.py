@@ -1,11 +1,11 @@
-"""gallery/app_session.py: session cookies that are not the token, verify only on the server that signed them
+"""pipeline/web/session.py: session cookies that are not the token, verify only on the server that signed them
 for the token it had, expire, and end at logout."""
 
 from __future__ import annotations
 
 import pytest
 
-from gallery.app_session import COOKIE, Sessions, cookie_header, token_matches
+from pipeline.web.session import COOKIE, Sessions, cookie_header, token_matches
 
 TOKEN = "session-token-0123"
 
