@@ -17,12 +17,15 @@ __all__ = [
     "Frame",
     "MatchResult",
     "Quality",
+    "SCENE_MAX_WIDTH",
+    "SceneSnapshot",
     "TrackTemplate",
     "check_crop",
     "check_crops",
 ]
 
 CROP_SIZE = 112  # side of an aligned face crop (the ArcFace 112x112 template)
+SCENE_MAX_WIDTH = 1280  # a context snapshot is the full frame downscaled to at most this many pixels wide
 
 
 def check_crop(image: object, what: str) -> None:
@@ -128,6 +131,29 @@ class FaceCrop:
         check_crop(self.image, "FaceCrop.image")
 
 
+@dataclass(frozen=True)
+class SceneSnapshot:
+    """The full frame of a track's best crop, downscaled to at most ``SCENE_MAX_WIDTH`` px wide. ``image``: BGR
+    uint8 ``[H, W, 3]`` (may be shared by the tracks whose best crop is in the same frame: never drawn on);
+    ``box``: the face's ``[4]`` float32 (x1, y1, x2, y2) in ``image`` pixels; ``timestamp``: seconds within the
+    source; ``scale``: ``image`` pixels per source pixel."""
+
+    image: np.ndarray
+    box: np.ndarray
+    timestamp: float
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        img = self.image
+        _check(
+            img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3 and img.shape[1] <= SCENE_MAX_WIDTH,
+            "SceneSnapshot.image",
+            f"uint8 HxWx3 with W <= {SCENE_MAX_WIDTH}",
+            f"{img.dtype} {img.shape}",
+        )
+        _check(np.shape(self.box) == (4,), "SceneSnapshot.box", "[4]", np.shape(self.box))
+
+
 @dataclass
 class TrackTemplate:
     """The fused identity evidence of one track. ``embedding``: unit float32 ``[D]``."""
@@ -143,6 +169,8 @@ class TrackTemplate:
     num_frames: int = 0  # frames in which the track was detected (embedded or not)
     wall_start: float | None = None  # wall clock (epoch seconds) of the first and last frame; None: unknown
     wall_end: float | None = None
+    boxes: np.ndarray | None = None  # [K, 5] float32 rows (t, x1, y1, x2, y2), source pixels, one per frame
+    scene: SceneSnapshot | None = None  # the full frame of best_crop, downscaled
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from gallery.models import (
     utcnow,
 )
 from gallery.records import retry_on_conflict
+from gallery.scenes import labelled_scene, snapshot_path
 from gallery.thumbnails import ThumbnailStore
 from gallery.track_index import TrackIndexes
 from gallery.track_record import (
@@ -67,8 +68,9 @@ class MatchLogWriter:
     :func:`gallery.content.content_key`, by which its source is found first (the same content under another path
     is the same source, whose name stays the first path it was logged under); ``config_hash``: identifies the
     pipeline configuration of the run;
-    ``thumbnails``: where best crops go; None means the default store beside a SQLite database
-    (``<db name>_thumbnails``; a server database has none unless given); ``keep_thumbnails=False``: none.
+    ``thumbnails``: where best crops and context snapshots (:mod:`gallery.scenes`) go; None means the default store
+    beside a SQLite database (``<db name>_thumbnails``; a server database has none unless given);
+    ``keep_thumbnails=False``: neither.
     ``continue_run``: the id of a run of this source with the same ``config_hash``, ``running`` or
     ``interrupted``, to go on writing instead of starting a new one (e.g. after the process writing it died): it
     is marked ``running`` again with this process as its owner, and its logged tracks count as recorded
@@ -238,12 +240,16 @@ class MatchLogWriter:
         try:
             rows = []
             for rec in batch:
-                thumb = None
+                thumb = snap = None
                 if rec.thumbnail is not None and self.thumbnails is not None:
                     thumb = self._thumb_path(rec.track_id)
                     self._write_thumbnail(thumb, rec.thumbnail)
                     written.append(thumb)
-                rows.append((rec, thumb))
+                if rec.scene is not None and self.thumbnails is not None:
+                    snap = snapshot_path(self._thumb_path(rec.track_id))
+                    self._write_thumbnail(snap, labelled_scene(rec, self.run_id), "snapshot")
+                    written.append(snap)
+                rows.append((rec, thumb, snap))
             self._write(rows)
         except BaseException:
             for rel in written:
@@ -252,17 +258,17 @@ class MatchLogWriter:
             raise
         return len(batch)
 
-    def _write_thumbnail(self, rel: str, image: np.ndarray) -> None:
-        """One thumbnail file; a full or read-only disk is a :class:`StorageError` naming the file."""
+    def _write_thumbnail(self, rel: str, image: np.ndarray, what: str = "thumbnail") -> None:
+        """One thumbnail (or snapshot) file; a full or read-only disk is a :class:`StorageError` naming the file."""
         try:
             self.thumbnails.write(rel, image)
         except OSError as exc:
-            mapped = storage_error(exc, f"thumbnail {exc.filename or rel}")
+            mapped = storage_error(exc, f"{what} {exc.filename or rel}")
             if mapped is None:
                 raise
             raise mapped from exc
 
-    def _write(self, rows: list[tuple[TrackRecord, str | None]]) -> None:
+    def _write(self, rows: list[tuple[TrackRecord, str | None, str | None]]) -> None:
         now = utcnow()
         frames, last, resume = self._progress
         with self.db.session() as session:
@@ -270,10 +276,10 @@ class MatchLogWriter:
                 fixed = {"run_id": self.run_id, "source_id": self.source_id}
                 track_pks = session.scalars(
                     insert(Track).returning(Track.id, sort_by_parameter_order=True),
-                    [fixed | track_row(r, thumb, now) for r, thumb in rows],
+                    [fixed | track_row(r, thumb, now, snap) for r, thumb, snap in rows],
                 ).all()
                 matched = {
-                    candidate_row(r.candidates[0])["identity_id"] for r, _ in rows if r.decision == "match"
+                    candidate_row(r.candidates[0])["identity_id"] for r, *_ in rows if r.decision == "match"
                 }
                 known = (
                     set(session.scalars(select(Identity.id).where(Identity.id.in_(matched))))
@@ -282,7 +288,7 @@ class MatchLogWriter:
                 )
                 events = [
                     {"track_pk": pk, "source_id": self.source_id} | event_row(r, known, now)
-                    for pk, (r, _) in zip(track_pks, rows)
+                    for pk, (r, *_) in zip(track_pks, rows)
                 ]
                 session.execute(insert(MatchEvent), events)
             still = update(Run).where(Run.id == self.run_id, Run.status == "running")
@@ -293,7 +299,7 @@ class MatchLogWriter:
                 raise MatchLogError(f"run {self.run_id}: expected it running, got it marked interrupted")
         self._committed = time.monotonic()
         if self.track_index is not None and rows:
-            self.track_index.note_logged(track_pks, [r for r, _ in rows])
+            self.track_index.note_logged(track_pks, [r for r, *_ in rows])
 
     def close(self, status: str = "finished") -> None:
         """Write what is queued and mark the run ``status``: ``finished``, ``failed`` or ``interrupted`` (stopped
@@ -356,8 +362,8 @@ def purge_older_than(
     now: datetime | None = None,
     track_index: TrackIndexes | None = None,
 ) -> int:
-    """Delete match events and tracks (with their thumbnails) older than ``days`` (0: everything older than
-    now); returns the tracks deleted.
+    """Delete match events and tracks (with their thumbnails and snapshots) older than ``days`` (0: everything older
+    than now); returns the tracks deleted.
 
     Rows go in one transaction; after it commits thumbnail files are removed and the tracks leave ``track_index``."""
     if not days >= 0:
@@ -367,7 +373,9 @@ def purge_older_than(
     except OverflowError:  # older than the calendar reaches: nothing is that old
         return 0
     with db.session() as session:
-        old = session.execute(select(Track.id, Track.thumbnail).where(Track.created_at < cutoff)).all()
+        old = session.execute(
+            select(Track.id, Track.thumbnail, Track.snapshot).where(Track.created_at < cutoff)
+        ).all()
         session.execute(
             delete(MatchEvent).where(
                 MatchEvent.track_pk.in_(select(Track.id).where(Track.created_at < cutoff))
@@ -375,9 +383,9 @@ def purge_older_than(
         )
         count = session.execute(delete(Track).where(Track.created_at < cutoff)).rowcount
     if thumbnails is not None:
-        for rel in (t for _, t in old if t):
+        for rel in (f for _, *files in old for f in files if f):
             thumbnails.delete(rel)
     if track_index is not None:
-        track_index.note_removed([pk for pk, _ in old])
+        track_index.note_removed([pk for pk, *_ in old])
     logger.info("retention: deleted %d tracks older than %s", count, cutoff.isoformat())
     return count

@@ -48,8 +48,8 @@ def mark_interrupted_runs(
     stale_after_s: float = STALE_HEARTBEATS * HEARTBEAT_S,
 ) -> int:
     """Mark ``interrupted`` every ``running`` run whose process is gone: on this host, its pid is dead or now
-    belongs to another process; on any host, no heartbeat for ``stale_after_s`` seconds. Thumbnails of those
-    runs that no track references (written just before the kill) are deleted from ``thumbnails``. Returns how
+    belongs to another process; on any host, no heartbeat for ``stale_after_s`` seconds. Thumbnails and snapshots
+    of those runs that no track references (written just before the kill) are deleted from ``thumbnails``. Returns how
     many runs were marked."""
     if not stale_after_s > 0:
         raise MatchLogError(f"stale_after_s: expected a positive number of seconds, got {stale_after_s}")
@@ -62,7 +62,8 @@ def mark_interrupted_runs(
         ]
         stmt = update(Run).where(Run.id.in_([g[0] for g in gone]), Run.status == "running")
         session.execute(stmt.values(status="interrupted", finished_at=utcnow()))
-        kept = set(session.scalars(select(Track.thumbnail).where(Track.run_id.in_([g[0] for g in gone]))))
+        files = select(Track.thumbnail, Track.snapshot).where(Track.run_id.in_([g[0] for g in gone]))
+        kept = {f for row in session.execute(files) for f in row if f}
     for run_id, source_id in gone:
         logger.warning("match log: run %d was left running by a process that is gone: interrupted", run_id)
         folder = thumbnails.resolve(f"source{source_id}/run{run_id}") if thumbnails is not None else None
@@ -227,8 +228,8 @@ def replace_runs(
 ) -> list[int]:
     """Once run ``run_id`` of a file finished, every other run of its source that it does not continue and that
     is not ``running`` is marked ``replaced`` and loses its tracks (with their match events and retroactive
-    matches), in one transaction; then their thumbnails are deleted from ``thumbnails`` and the tracks leave
-    ``track_index``. Returns the replaced run ids (none: nothing to replace; calling it again is a no-op).
+    matches), in one transaction; then their thumbnails and snapshots are deleted from ``thumbnails`` and the
+    tracks leave ``track_index``. Returns the replaced run ids (none: nothing to replace; calling it again is a no-op).
 
     Replacements of one source are serialized (its row is written first: a row lock on PostgreSQL, the write lock
     on SQLite), so two runs of one file finishing at once keep one processing: the second to get there finds
@@ -251,7 +252,8 @@ def replace_runs(
         old = [i for i, r in runs.items() if i not in kept and r.status != "running"]
         if not old:
             return []
-        tracks = session.execute(select(Track.id, Track.thumbnail).where(Track.run_id.in_(old))).all()
+        files = select(Track.id, Track.thumbnail, Track.snapshot).where(Track.run_id.in_(old))
+        tracks = session.execute(files).all()
         pks = select(Track.id).where(Track.run_id.in_(old))
         session.execute(delete(RetroMatch).where(RetroMatch.track_pk.in_(pks)))
         session.execute(delete(MatchEvent).where(MatchEvent.track_pk.in_(pks)))
@@ -259,9 +261,10 @@ def replace_runs(
         marked = update(Run).where(Run.id.in_(old), Run.status != "running")
         session.execute(marked.values(status=REPLACED, updated_at=utcnow()))
     if thumbnails is not None:
-        _drop_thumbnails(thumbnails, [t for _, t in tracks if t], [(source_id, i) for i in old])
+        paths = [f for _, *files in tracks for f in files if f]
+        _drop_thumbnails(thumbnails, paths, [(source_id, i) for i in old])
     if track_index is not None and tracks:
-        track_index.note_removed([pk for pk, _ in tracks])
+        track_index.note_removed([pk for pk, *_ in tracks])
     logger.info(
         "match log: run %d replaced runs %s of its source (%d tracks deleted)",
         run_id,

@@ -9,8 +9,10 @@ from datetime import datetime
 
 import numpy as np
 
+from core.types import SceneSnapshot
 from gallery.errors import MatchLogError
 from gallery.models import to_blob
+from gallery.track_boxes import pack_boxes
 
 __all__ = ["DECISIONS", "TIME_ORIGINS", "TrackRecord", "candidate_row", "checked", "event_row", "track_row"]
 
@@ -27,7 +29,9 @@ class TrackRecord:
     those attributes); ``decision``: ``"match"`` or ``"unknown"``; ``thumbnail``: the best crop, BGR uint8
     ``[H, W, 3]``, or None; ``at``: when the decision was made (aware datetime, default now);
     ``seen_start``/``seen_end``: the wall clock of the first and last frame (aware datetimes, None: unknown) and
-    ``time_origin`` where it comes from (:data:`TIME_ORIGINS`; ``unknown`` when there is none)."""
+    ``time_origin`` where it comes from (:data:`TIME_ORIGINS`; ``unknown`` when there is none); ``scene``: the
+    downscaled full frame of the best crop (stored boxed and labelled beside the thumbnail), or None; ``boxes``: the
+    track's box on every frame, float32 ``[K, 5]`` (t, x1, y1, x2, y2 in source pixels), or None."""
 
     track_id: int
     start_time: float
@@ -44,6 +48,8 @@ class TrackRecord:
     seen_start: datetime | None = None
     seen_end: datetime | None = None
     time_origin: str = "unknown"
+    scene: SceneSnapshot | None = None
+    boxes: np.ndarray | None = None
 
 
 def candidate_row(c) -> dict:
@@ -91,15 +97,22 @@ def checked(rec: TrackRecord) -> tuple[np.ndarray, list[dict]]:
         raise MatchLogError(
             f"track {rec.track_id}: sighting times expected aware datetimes in order, got {seen[0]} .. {seen[1]}"
         )
+    if rec.boxes is not None:
+        try:
+            pack_boxes(rec.boxes)
+        except MatchLogError as exc:
+            raise MatchLogError(f"track {rec.track_id}: {exc}") from None
     return template, candidates
 
 
-def track_row(r: TrackRecord, thumb: str | None, now: datetime) -> dict:
+def track_row(r: TrackRecord, thumb: str | None, now: datetime, snapshot: str | None = None) -> dict:
     ints = {k: int(getattr(r, k)) for k in ("track_id", "frames", "crops_embedded")}
     times = {"start_time": float(r.start_time), "end_time": float(r.end_time), "created_at": r.at or now}
     vector = {"dim": int(np.asarray(r.template).size), "template": to_blob(r.template)}
     seen = {"seen_start": r.seen_start, "seen_end": r.seen_end, "time_origin": r.time_origin}
-    return ints | times | seen | vector | {"embedder_id": r.embedder_id, "thumbnail": thumb}
+    files = {"thumbnail": thumb, "snapshot": snapshot}
+    boxes = {"boxes": None if r.boxes is None or not len(r.boxes) else pack_boxes(r.boxes)}
+    return ints | times | seen | vector | files | boxes | {"embedder_id": r.embedder_id}
 
 
 def event_row(r: TrackRecord, known, now: datetime) -> dict:

@@ -24,7 +24,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from core.types import Detections, FaceCrop, Frame, MatchResult, TrackTemplate
+from core.types import Detections, FaceCrop, Frame, MatchResult, SceneSnapshot, TrackTemplate
 from stages.aggregate import Aggregator
 from stages.align import align_face
 from stages.detect import FaceDetector
@@ -126,13 +126,16 @@ def detect_and_track(
 
 @dataclass
 class EndedTrack:
-    """A confirmed track that ended, with what is still to embed for it."""
+    """A confirmed track that ended, with what is still to embed for it; ``boxes``: its box on every frame, float32
+    ``[K, 5]`` (t, x1, y1, x2, y2 in source pixels); ``scene``: the downscaled full frame of ``best``."""
 
     end: TrackEnd
     source_id: str
     frames: int
     best: FaceCrop | None
     pooled: list[tuple[FaceCrop, float]]
+    boxes: np.ndarray | None = None
+    scene: SceneSnapshot | None = None
 
 
 @dataclass
@@ -189,7 +192,8 @@ class SourceTracking:
             q = self.quality.assess(image, tracked.xyxy[i], tracked.score[i], tracked.landmarks[i])
             crop = FaceCrop(frame.source_id, int(tracked.track_id[i]), frame.index, frame.timestamp, image, q)
             score = self.quality.score(q)
-            if self.selector.offer(crop, score, self.quality.usable(q), crop.track_id in confirmed):
+            usable, box = self.quality.usable(q), tracked.xyxy[i]
+            if self.selector.offer(crop, score, usable, crop.track_id in confirmed, box, frame.image):
                 job.crops.append((crop, score))
         job.ends.extend(self._finish(self.tracker.finished()))
         stats.add_time("track", t1 - t0)
@@ -220,7 +224,8 @@ class SourceTracking:
         for end in ended:
             state, pooled = self.selector.finish(end.track_id, end.confirmed)
             if end.confirmed:
-                out.append(EndedTrack(end, self.source_id, state.frames, state.best, pooled))
+                boxes, scene = state.box_rows(), state.scene
+                out.append(EndedTrack(end, self.source_id, state.frames, state.best, pooled, boxes, scene))
         return out
 
 
@@ -284,7 +289,7 @@ class TrackMatching:
                 self._span.pop(key, None)
                 fusion = self.aggregator.pop(*key)
                 template = fusion.template(done.end.first_seen, done.end.last_seen, done.frames)
-                template.best_crop = done.best
+                template.best_crop, template.boxes, template.scene = done.best, done.boxes, done.scene
                 self._set_wall(template)
                 self._deliver(template, self.matcher.match(template), stats)
             if job.after is not None:

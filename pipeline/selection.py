@@ -10,6 +10,10 @@ track is confirmed, its first usable crop is then embedded at once (the track ha
 is every later crop whose quality beats the best embedded so far by ``improve_margin``; such a track costs at most
 ``best_k`` embeddings plus its improvements. With ``embed_all`` every usable crop is embedded (the baseline the
 bench compares to).
+
+Each track also keeps the box it had on every frame (source time and x1, y1, x2, y2 in source pixels) and the
+context of its best crop: the full frame downscaled to at most ``SCENE_MAX_WIDTH`` px wide (one per open track,
+replaced when the best crop improves; the tracks whose best crop is in the same frame share one downscaled copy).
 """
 
 from __future__ import annotations
@@ -18,11 +22,24 @@ import heapq
 import itertools
 from dataclasses import dataclass, field
 
-from core.types import FaceCrop
+import cv2
+import numpy as np
+
+from core.types import SCENE_MAX_WIDTH, FaceCrop, SceneSnapshot
 
 from .config import RunnerConfig
 
-__all__ = ["CropSelector", "TrackSelection"]
+__all__ = ["CropSelector", "TrackSelection", "downscale"]
+
+
+def downscale(image: np.ndarray, max_width: int = SCENE_MAX_WIDTH) -> tuple[np.ndarray, float]:
+    """A copy of BGR ``image`` at most ``max_width`` px wide (aspect kept) and its scale (new px per old px)."""
+    width = image.shape[1]
+    if width <= max_width:
+        return image.copy(), 1.0
+    scale = max_width / width
+    size = (max_width, max(1, round(image.shape[0] * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
 
 
 @dataclass
@@ -34,10 +51,16 @@ class TrackSelection:
     pool: list[tuple[float, int, FaceCrop]] = field(default_factory=list)  # min-heap on score
     best: FaceCrop | None = None
     best_score: float = -1.0
+    boxes: list[tuple[float, float, float, float, float]] = field(default_factory=list)  # (t, x1, y1, x2, y2)
+    scene: SceneSnapshot | None = None  # the downscaled full frame of ``best``
 
     @property
     def best_embedded(self) -> float:
         return max(self.embedded_scores, default=-1.0)
+
+    def box_rows(self) -> np.ndarray | None:
+        """The track's box on every frame offered with one: float32 ``[K, 5]`` (t, x1, y1, x2, y2); None: none."""
+        return np.asarray(self.boxes, np.float32).reshape(-1, 5) if self.boxes else None
 
 
 class CropSelector:
@@ -51,13 +74,32 @@ class CropSelector:
     def reset(self) -> None:
         self._tracks: dict[int, TrackSelection] = {}
         self._order = itertools.count()
+        self._frame: tuple[int, np.ndarray, np.ndarray, float] | None = (
+            None  # (index, image, downscaled, scale)
+        )
 
-    def offer(self, crop: FaceCrop, score: float, usable: bool, confirmed: bool) -> bool:
-        """Record a crop of ``crop.track_id``; True when it should be embedded now."""
+    def offer(
+        self,
+        crop: FaceCrop,
+        score: float,
+        usable: bool,
+        confirmed: bool,
+        box: np.ndarray | None = None,
+        image: np.ndarray | None = None,
+    ) -> bool:
+        """Record a crop of ``crop.track_id``; True when it should be embedded now. ``box``: the face's ``[4]``
+        x1, y1, x2, y2 in the pixels of ``image``, the full frame (BGR ``[H, W, 3]``) the crop was cut from; with
+        both, the track keeps its box and the downscaled frame of its best crop."""
         state = self._tracks.setdefault(crop.track_id, TrackSelection())
         state.frames += 1
+        if box is not None:
+            state.boxes.append((float(crop.timestamp), *(float(v) for v in box[:4])))
         if score > state.best_score:
             state.best, state.best_score = crop, score
+            if box is not None and image is not None:
+                small, scale = self._downscaled(crop.frame_index, image)
+                scaled = np.asarray(box[:4], np.float32) * np.float32(scale)
+                state.scene = SceneSnapshot(small, scaled, float(crop.timestamp), scale)
         if not usable:
             return False
         cfg = self.cfg
@@ -74,6 +116,12 @@ class CropSelector:
         elif score > state.pool[0][0]:
             heapq.heapreplace(state.pool, entry)
         return False
+
+    def _downscaled(self, index: int, image: np.ndarray) -> tuple[np.ndarray, float]:
+        """Frame ``index`` (``image``) downscaled once, however many tracks' best crops it holds."""
+        if self._frame is None or self._frame[0] != index or self._frame[1] is not image:
+            self._frame = (index, image, *downscale(image))
+        return self._frame[2], self._frame[3]
 
     def finish(self, track_id: int, confirmed: bool) -> tuple[TrackSelection, list[tuple[FaceCrop, float]]]:
         """End a track: its state and the pooled crops still to embed (none for unconfirmed tracks)."""

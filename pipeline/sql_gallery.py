@@ -146,6 +146,8 @@ class MatchLogSink:
                 decision=result.decision,
                 threshold=result.threshold,
                 thumbnail=None if crop is None else crop.image,
+                scene=template.scene,
+                boxes=template.boxes,
                 seen_start=seen_start if known else None,
                 seen_end=seen_end if known else None,
                 time_origin=origin if known else "unknown",

@@ -135,7 +135,7 @@ def test_process_writes_thumbnails_and_threshold_of_the_section(setup, capsys):
         thresholds = set(s.scalars(select(MatchEvent.threshold)))
     assert tracks and thresholds == {OVERRIDE}
     files = sorted(p for p in Path(thumbs).rglob("*") if p.is_file())
-    assert len(files) == len(tracks)
+    assert len(files) == 2 * len(tracks)  # a thumbnail and a context snapshot each
 
 
 def test_temporary_database_is_deleted_on_close():

@@ -191,7 +191,8 @@ def check_invariants(url: str) -> None:
                 .outerjoin(Track, MatchEvent.track_pk == Track.id)
                 .where(Track.id.is_(None))
             )
-            referenced = set(session.scalars(select(Track.thumbnail).where(Track.thumbnail.is_not(None))))
+            files = session.execute(select(Track.thumbnail, Track.snapshot)).all()
+            referenced = {f for row in files for f in row if f}
             running = [
                 (r.source_id, r.id) for r in session.scalars(select(Run).where(Run.status == "running"))
             ]

@@ -98,7 +98,7 @@ def test_the_same_file_by_any_path_or_name_is_logged_once_and_reprocess_replaces
 
     thumbs = tmp_path / "gallery_thumbnails"
     old_thumbs = sorted(thumbs.rglob("*.jpg")) if db_url.startswith("sqlite") else []
-    assert len(old_thumbs) == (len(tracks) if db_url.startswith("sqlite") else 0)
+    assert len(old_thumbs) == (2 * len(tracks) if db_url.startswith("sqlite") else 0)  # thumbnails, snapshots
 
     out, err = _process(capsys, db_url, str(copy), "--reprocess")  # a new run replaces the old one's tracks
     _, runs_after, tracks_after = _log(db_url)
@@ -113,7 +113,7 @@ def test_the_same_file_by_any_path_or_name_is_logged_once_and_reprocess_replaces
     assert _log(db_url)[0] == sources  # still one source, under its first name
     if db_url.startswith("sqlite"):
         assert not any(p.exists() for p in old_thumbs)  # the replaced run's thumbnails are deleted
-        assert len(list(thumbs.rglob("*.jpg"))) == len(tracks)
+        assert len(list(thumbs.rglob("*.jpg"))) == 2 * len(tracks)
 
     out, err = _process(capsys, db_url, clip.name)  # and the file is done again, by the new run
     assert f"processed already by run {second}" in err and _table_refs(out) == new_refs

@@ -52,7 +52,7 @@ def test_purge_removes_every_face_image_of_the_purged_tracks(tmp_path, rule):
     common = ("--db", url, "--config", str(config))
     assert main(["process", str(clip), "--gallery", str(people), *common, *QUICK]) == 0
     with Database(url, create=False) as db, db.session() as session:
-        stored = [t for t in session.scalars(select(Track.thumbnail)) if t]
+        stored = [f for row in session.execute(select(Track.thumbnail, Track.snapshot)) for f in row if f]
     written = _face_images(data, thumbs, storage)
     assert stored and len(written) == len(stored)  # every face image is referenced from SQL
     expected_root = {"thumbnails_dir": thumbs, "storage_dir": storage}.get(rule, data)
