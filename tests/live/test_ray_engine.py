@@ -15,8 +15,12 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from gallery.models import Run, Source
+from gallery.config import GalleryConfig
+from gallery.db import Database
+from gallery.models import Run, Source, Track
 from gallery.store import Gallery
+from gallery.thumbnails import ThumbnailStore
+from gallery.track_boxes import unpack_boxes
 from pipeline.build import build
 from pipeline.engine import TrackJob
 from pipeline.health import HealthRegistry
@@ -57,6 +61,22 @@ def match_log(url: str) -> list[tuple]:
     )
 
 
+def evidence(url: str) -> list[tuple]:
+    """(camera, track, box rows, whether its context snapshot is stored) of every logged track."""
+    with Database(url, create=False) as db, db.session() as session:
+        store = ThumbnailStore.for_database(db, GalleryConfig())
+        rows = session.execute(select(Source.name, Track.track_id, Track.boxes, Track.snapshot).join(Source))
+        return sorted(
+            (
+                name,
+                track,
+                unpack_boxes(boxes).round(2).tolist(),
+                snap is not None and store.resolve(snap).is_file(),
+            )
+            for name, track, boxes, snap in rows.all()
+        )
+
+
 def embedding_early(cfg):
     """``cfg`` with crops embedded while tracks are open, as Ray camera actors do (a single-process run to compare
     with a Ray run needs it)."""
@@ -90,6 +110,8 @@ def test_ray_run_gives_the_single_process_match_log(stream_clip, gallery_db, app
     assert local.tracks > 0 and {r[0] for r in expected} == {"left", "right"}
     assert [r[1:] for r in expected if r[0] == "left"] == [r[1:] for r in expected if r[0] == "right"]
     assert got == expected
+    assert evidence(ray_db) == evidence(local_db)  # boxes and snapshots come through the camera actors
+    assert all(snap and boxes for *_, boxes, snap in evidence(ray_db))
     assert result["tracks"] == local.tracks
     assert sorted(c["frames"] for c in result["cameras"]) == [local.frames // 2] * 2
 
