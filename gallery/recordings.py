@@ -147,12 +147,16 @@ def add_segment(db: Database, camera: str, started_at: datetime, path: str) -> i
         return row.id
 
 
-def close_segment(db: Database, rec_id: int, ended_at: datetime, size: int) -> None:
-    """Mark segment ``rec_id`` done: its file is complete under its final name."""
+def close_segment(
+    db: Database, rec_id: int, ended_at: datetime, size: int, started_at: datetime | None = None
+) -> None:
+    """Mark segment ``rec_id`` done: its file is complete under its final name (``started_at``: a better estimate
+    of its first frame's wall clock than the one it was added with)."""
+    values = {"ended_at": ended_at, "size": size, "status": DONE}
+    if started_at is not None:
+        values["started_at"] = started_at
     with db.session() as s:
-        s.execute(
-            update(Recording).where(Recording.id == rec_id).values(ended_at=ended_at, size=size, status=DONE)
-        )
+        s.execute(update(Recording).where(Recording.id == rec_id).values(**values))
 
 
 def discard_segment(db: Database, rec_id: int) -> None:

@@ -7,10 +7,11 @@ reconnect ends the segment); while written it is a fragmented MP4 (``frag_keyfra
 temporary name, so a killed process leaves a readable prefix; closing renames it and marks its row done
 (:mod:`gallery.recordings`).
 
-Timing: the first packet of a connection gets the camera's wall clock (RTCP ``start_time_realtime`` plus its pts,
-within ``live.camera_clock_max_skew_s``) else its arrival time; every later packet of the connection is that plus
-its pts difference, so consecutive segments of one connection abut exactly. In a file the first frame is at pts 0
-(``gallery.recordings.wall_at``).
+Timing: a packet's wall clock is the clock of its connection's pts 0 plus its pts. That clock is the camera's
+(RTCP ``start_time_realtime``, within ``live.camera_clock_max_skew_s``), else the earliest arrival time minus pts of
+the connection's packets so far (a packet never arrives before it was sent; the ones FFmpeg buffered while probing
+the stream arrive late). A segment's start and end are set from that clock when it closes, so consecutive segments of
+one connection abut. In a file the first frame is at pts 0 (``gallery.recordings.wall_at``).
 
 :func:`pipeline.recording_recovery.recover` runs first: segments a killed process left are finalised or discarded.
 """
@@ -24,7 +25,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from fractions import Fraction
 
 import av
@@ -35,7 +36,7 @@ from gallery.config import GalleryConfig
 from gallery.db import Database
 from gallery.recordings import RecordingStore, add_segment, apply_retention, close_segment, discard_segment
 
-from .live import WallClock, backoff_delay, open_options
+from .live import backoff_delay, open_options
 from .live_config import CameraConfig, LiveConfig, RecordingConfig
 from .recording_recovery import camera_lock, recordings_store, recover
 
@@ -49,10 +50,9 @@ FRAGMENTED = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}
 class _Segment:
     """One segment being written: its row, its temporary file and the muxer."""
 
-    def __init__(
-        self, db: Database, store: RecordingStore, camera: str, ins, started_at: datetime, base: int
-    ):
-        self.db, self.started_at, self.base, self.tb = db, started_at, base, ins.time_base
+    def __init__(self, db: Database, store: RecordingStore, camera: str, ins, clock: float, base: int):
+        self.db, self.clock, self.base, self.tb = db, clock, base, ins.time_base
+        started_at = self.wall(base)
         rel = store.segment_path(camera, started_at)
         self.final = store.resolve(rel)
         self.part = store.partial(self.final)
@@ -81,11 +81,15 @@ class _Segment:
         packet.stream = self.stream
         self.out.mux(packet)
 
+    def wall(self, pts: int) -> datetime:
+        """The wall clock of ``pts`` by the connection's latest clock (``clock``: wall clock of pts 0, s)."""
+        return datetime.fromtimestamp(self.clock + float(pts * self.tb), timezone.utc)
+
     def close(self) -> None:
         self.out.close()
         os.replace(self.part, self.final)
-        ended = self.started_at + timedelta(seconds=float(self.end * self.tb))
-        close_segment(self.db, self.id, ended, self.final.stat().st_size)
+        start, end = self.wall(self.base), self.wall(self.base + self.end)
+        close_segment(self.db, self.id, end, self.final.stat().st_size, started_at=start)
 
 
 class CameraRecorder:
@@ -107,7 +111,6 @@ class CameraRecorder:
         self.read_timeout_s = camera.read_timeout_s or live.read_timeout_s
         self.segments = 0  # closed segments
         self.bytes = 0
-        self._wall = WallClock()
         self._rng = random.Random(seed)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"record-{self.name}", daemon=True)
@@ -135,16 +138,13 @@ class CameraRecorder:
                 logger.warning("camera %s recording: %s; reconnecting in %.1fs", self.name, reason, delay)
                 self._stop.wait(delay)
 
-    def _anchor(self, container, pts_s: float) -> float:
-        """The wall clock of the connection's first written packet (pts ``pts_s``)."""
+    def _camera_clock(self, container, pts_s: float) -> float | None:
+        """The camera's wall clock of pts 0 (s) from RTCP sender reports, when known and plausible."""
         realtime = container.start_time_realtime
-        camera = None
-        if realtime is not None:
-            camera = realtime / 1e6 + pts_s
-            skew = self.live.camera_clock_max_skew_s
-            if skew is not None and abs(camera - time.time()) > skew:
-                camera = None
-        return self._wall.stamp(camera)
+        skew = self.live.camera_clock_max_skew_s
+        if realtime is None or (skew is not None and abs(realtime / 1e6 + pts_s - time.time()) > skew):
+            return None
+        return realtime / 1e6
 
     def _record_once(self) -> tuple[bool, str]:
         """One connection: remux until stop, end or error; returns (wrote a packet, why it ended)."""
@@ -159,25 +159,28 @@ class CameraRecorder:
                 ins = c.streams.video[0]
                 rate = ins.average_rate or ins.guessed_rate or 25
                 interval = max(1, int(round(1 / (Fraction(rate) * ins.time_base))))
-                anchor: tuple[float, int] | None = None  # (wall clock, pts) of the first written packet
+                earliest: float | None = None  # arrival minus pts (s), the least so far
                 for packet in c.demux(ins):
                     if self._stop.is_set():
                         return wrote, "stopped"
                     if packet.pts is None or packet.dts is None or packet.is_corrupt:
                         continue
+                    pts_s = float(packet.pts * ins.time_base)
+                    arrival = time.time() - pts_s
+                    earliest = arrival if earliest is None else min(earliest, arrival)
+                    clock = self._camera_clock(c, pts_s)
+                    clock = earliest if clock is None else clock
                     if segment is None or (
                         packet.is_keyframe and segment.elapsed(packet.pts) >= self.segment_s
                     ):
                         if not packet.is_keyframe:
                             continue  # a segment starts on a keyframe
-                        if anchor is None:
-                            anchor = (self._anchor(c, float(packet.pts * ins.time_base)), packet.pts)
-                        wall = anchor[0] + float((packet.pts - anchor[1]) * ins.time_base)
                         if segment is not None:
+                            segment.clock = clock
                             self._close(segment)
                         segment = None
-                        start = datetime.fromtimestamp(wall, timezone.utc)
-                        segment = _Segment(self.db, self.store, self.name, ins, start, packet.pts)
+                        segment = _Segment(self.db, self.store, self.name, ins, clock, packet.pts)
+                    segment.clock = clock
                     segment.write(packet, interval)
                     wrote = True
             return wrote, "stream ended"

@@ -1,0 +1,224 @@
+"""Camera recording (pipeline.recorder) on the loopback RTSP server: segments that abut and decode, a reconnect
+that starts a new one, a clip cut across a segment boundary, SIGKILL during ``stream``, a folder that cannot be
+written; and (slow) 60 s segments over three minutes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import av
+import pytest
+
+from gallery.config import GalleryConfig
+from gallery.db import Database
+from gallery.queries import Filters
+from gallery.recordings import RecordingStore, find_recordings, segments_for
+from pipeline.clips import ClipPart, cut_clip
+from pipeline.live_config import CameraConfig, LiveConfig
+from pipeline.recorder import record_cameras
+from run_pipeline import main
+from tests.conftest import ROOT
+
+CONFIG = ROOT / "configs" / "test.yaml"
+FPS = 24  # of the stream clip
+
+
+def live(tmp_path: Path, segment_s: float) -> LiveConfig:
+    return LiveConfig(
+        transport="udp",
+        read_timeout_s=2,
+        open_timeout_s=3,
+        reconnect={"initial_s": 0.2, "max_s": 1},
+        recording={"enabled": True, "segment_s": segment_s, "dir": str(tmp_path / "rec")},
+    )
+
+
+def record(url: str, tmp_path: Path, segment_s: float, seconds: float, during=None) -> tuple[Database, list]:
+    """Record camera ``gate`` at ``url`` for ``seconds`` (``during(elapsed)`` called every 0.5 s); the segments,
+    oldest first."""
+    db_url = f"sqlite:///{tmp_path / 'rec.db'}"
+    cam = CameraConfig(name="gate", url=url)
+    with record_cameras(live(tmp_path, segment_s), [cam], db_url, GalleryConfig()) as group:
+        assert group is not None
+        t0 = time.monotonic()
+        while (elapsed := time.monotonic() - t0) < seconds:
+            if during is not None:
+                during(elapsed)
+            time.sleep(0.5)
+    db = Database(db_url)
+    return db, list(reversed(find_recordings(db, Filters(page_size=1000)).rows))
+
+
+def frame_times(path: Path) -> list[float]:
+    """Every frame's time (s), decoded to the end (a broken file raises)."""
+    with av.open(str(path)) as c:
+        return [float(f.time) for f in c.decode(video=0)]
+
+
+def check_segments(store: RecordingStore, rows: list[dict]) -> None:
+    for row in rows:
+        path = store.resolve(row["path"])
+        times = frame_times(path)
+        length = (_t(row["ended_at"]) - _t(row["started_at"])).total_seconds()
+        assert times[0] == 0.0 and len(times) >= 0.9 * length * FPS, row
+        assert times[-1] + 1 / FPS == pytest.approx(length, abs=0.1), row
+        assert row["size"] == path.stat().st_size and path.stat().st_mode & 0o777 == 0o600
+    assert not list(store.root.rglob("*.part"))
+
+
+def _t(text: str):
+    from datetime import datetime
+
+    return datetime.fromisoformat(text)
+
+
+def gaps(rows: list[dict]) -> list[float]:
+    return [(_t(b["started_at"]) - _t(a["ended_at"])).total_seconds() for a, b in zip(rows, rows[1:])]
+
+
+def test_segments_abut_decode_to_the_end_and_start_on_their_first_frame(rtsp_server, stream_clip, tmp_path):
+    rtsp_server.publish("gate", stream_clip)
+    db, rows = record(rtsp_server.url("gate"), tmp_path, 2.0, 9.0)
+    assert len(rows) >= 3
+    assert all(abs(g) < 0.05 for g in gaps(rows)), gaps(rows)
+    assert all(1.9 <= (_t(r["ended_at"]) - _t(r["started_at"])).total_seconds() <= 3.0 for r in rows[:-1])
+    check_segments(RecordingStore(tmp_path / "rec"), rows)
+
+
+def test_a_reconnect_closes_the_segment_and_starts_a_new_one(rtsp_server, stream_clip, tmp_path):
+    rtsp_server.publish("gate", stream_clip)
+    restarted = []
+
+    def restart(elapsed: float) -> None:
+        if elapsed > 4 and not restarted:
+            restarted.append(time.time())
+            rtsp_server.kill()  # a server that crashes and comes back
+            time.sleep(1)
+            rtsp_server.start().publish("gate", stream_clip)
+
+    db, rows = record(rtsp_server.url("gate"), tmp_path, 30.0, 20.0, restart)
+    assert len(rows) == 2, rows  # segments of 30 s: only the reconnect cuts
+    assert _t(rows[0]["ended_at"]).timestamp() <= restarted[0] + 0.5
+    assert gaps(rows)[0] > 1.0
+    check_segments(RecordingStore(tmp_path / "rec"), rows)
+
+
+def test_a_window_across_a_segment_boundary_is_one_continuous_clip(rtsp_server, stream_clip, tmp_path):
+    rtsp_server.publish("gate", stream_clip)
+    db, rows = record(rtsp_server.url("gate"), tmp_path, 2.0, 7.0)
+    boundary = _t(rows[1]["started_at"])
+    start, end = boundary - timedelta(seconds=1), boundary + timedelta(seconds=1)
+    segments = segments_for(db, "gate", start, end)
+    assert [s.path for s in segments] == [rows[0]["path"], rows[1]["path"]]
+    store = RecordingStore(tmp_path / "rec")
+    parts = [ClipPart(store.resolve(s.path), (s.started_at - start).total_seconds()) for s in segments]
+    clip = cut_clip(parts, 0.0, 2.0, tmp_path / "clip.mp4")
+    times = frame_times(clip.path)
+    assert clip.frames == len(times) >= 2 * FPS - 2
+    steps = [b - a for a, b in zip(times, times[1:])]
+    assert max(steps) < 1.5 / FPS and clip.start < 1.01 / FPS and clip.end > 2.0 - 1.5 / FPS
+
+
+def stream_cmd(url: str, db_url: str, live_yaml: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(ROOT / "run_pipeline.py"), "stream", url, "--config", str(CONFIG)] + [
+        "--db",
+        db_url,
+        "--live-config",
+        str(live_yaml),
+        *extra,
+    ]
+
+
+def listed(db_url: str, capsys) -> list[dict]:
+    capsys.readouterr()
+    assert main(["query", "recordings", "--db", db_url, "--format", "json", "--page-size", "1000"]) == 0
+    return json.loads(capsys.readouterr().out)["rows"]
+
+
+def test_sigkill_during_recording_leaves_no_broken_segment(rtsp_server, stream_clip, tmp_path, capsys):
+    rtsp_server.publish("gate", stream_clip)
+    db_url = f"sqlite:///{tmp_path / 'site.db'}"
+    live_yaml = tmp_path / "live.yaml"
+    live_yaml.write_text(
+        f"transport: udp\nread_timeout_s: 2\nrecording: {{enabled: true, segment_s: 3, dir: '{tmp_path / 'rec'}'}}\n"
+    )
+    log = open(tmp_path / "stream.log", "wb")
+    proc = subprocess.Popen(stream_cmd(rtsp_server.url("gate"), db_url, live_yaml), stdout=log, stderr=log)
+    store = RecordingStore(tmp_path / "rec")
+    deadline = time.monotonic() + 90
+    while len(list(store.root.rglob("*.mp4"))) < 2:  # two done segments, a third being written
+        assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "stream.log").read_text()
+        time.sleep(0.2)
+    time.sleep(1.5)  # mid-segment
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert list(store.root.rglob(".*.part"))  # the killed segment's prefix
+    before = listed(db_url, capsys)
+    assert len(before) >= 2
+    for row in before:
+        assert frame_times(store.resolve(row["path"]))
+    # the next start recovers the killed segment, then records on
+    again = subprocess.run(
+        stream_cmd(rtsp_server.url("gate"), db_url, live_yaml, "--duration", "5"),
+        capture_output=True,
+        timeout=120,
+    )
+    assert again.returncode == 0, again.stderr.decode()[-2000:]
+    after = listed(db_url, capsys)
+    assert {r["path"] for r in before} < {r["path"] for r in after}
+    assert len(after) >= len(before) + 2  # the recovered one and at least one of the new run
+    check_segments(store, [r for r in after if r["path"] not in {b["path"] for b in before}][:1])
+    for row in after:
+        assert len(frame_times(store.resolve(row["path"]))) >= FPS // 2
+    assert not list(store.root.rglob(".*.part"))
+    assert main(["purge", "--older-than", "1", "--db", db_url]) == 0  # purge recovers and applies retention
+
+
+def test_a_recording_folder_that_cannot_be_written_is_one_line_exit_2(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    live_yaml = tmp_path / "live.yaml"
+    live_yaml.write_text(f"recording: {{enabled: true, dir: '{blocker / 'rec'}'}}\n")
+    argv = [
+        "stream",
+        "rtsp://127.0.0.1:9/gate",
+        "--config",
+        str(CONFIG),
+        "--db",
+        f"sqlite:///{tmp_path / 'x.db'}",
+    ]
+    assert main(argv + ["--live-config", str(live_yaml)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "recording folder" in err[-1] and "expected a writable folder" in err[-1]
+    assert not any("Traceback" in line for line in err)
+
+
+@pytest.mark.slow
+def test_three_minutes_in_60_s_segments_cover_the_time_and_a_track_across_a_boundary_is_one_clip(
+    rtsp_server, stream_clip, tmp_path
+):
+    rtsp_server.publish("gate", stream_clip)
+    t0 = time.time()
+    db, rows = record(rtsp_server.url("gate"), tmp_path, 60.0, 190.0)
+    t1 = time.time()
+    assert len(rows) == 4 and all(abs(g) < 0.05 for g in gaps(rows))
+    assert all(59.9 <= (_t(r["ended_at"]) - _t(r["started_at"])).total_seconds() <= 61 for r in rows[:3])
+    assert _t(rows[0]["started_at"]).timestamp() - t0 < 5 and t1 - _t(rows[-1]["ended_at"]).timestamp() < 3
+    check_segments(RecordingStore(tmp_path / "rec"), rows)
+    boundary = _t(rows[2]["started_at"])
+    start, end = boundary - timedelta(seconds=3), boundary + timedelta(seconds=3)
+    store = RecordingStore(tmp_path / "rec")
+    parts = [
+        ClipPart(store.resolve(s.path), (s.started_at - start).total_seconds())
+        for s in segments_for(db, "gate", start, end)
+    ]
+    assert len(parts) == 2
+    clip = cut_clip(parts, 0.0, 6.0, tmp_path / "clip.mp4")
+    times = frame_times(clip.path)
+    assert len(times) >= 6 * FPS - 2 and max(b - a for a, b in zip(times, times[1:])) < 1.5 / FPS
