@@ -1,6 +1,7 @@
 """The web app over the gallery and the match log (FastAPI), composed of one router per concern: recent matches
 (:mod:`pipeline.web.matches`), finding a person (:mod:`pipeline.web.search`), tracks and their evidence
-(:mod:`pipeline.web.tracks`), identities (:mod:`pipeline.web.admin`), login (:mod:`pipeline.web.login`). The
+(:mod:`pipeline.web.tracks`), the live feed (:mod:`pipeline.web.feed`), identities (:mod:`pipeline.web.admin`), login
+(:mod:`pipeline.web.login`). The
 database, the thumbnail store and the loaded models (as callables, :class:`pipeline.web.common.Forensic`) are
 given to :func:`create_app`; ``serve`` builds them (:mod:`pipeline.web.serve`).
 
@@ -27,8 +28,8 @@ from gallery.db import Database
 from gallery.errors import GalleryError, IdentityNotFoundError
 from gallery.thumbnails import ThumbnailStore
 
-from . import admin, login, matches, search, tracks
-from .common import Context, Forensic
+from . import admin, feed, login, matches, search, tracks
+from .common import Context, Evidence, Forensic
 from .guard import Guard, require_authenticated
 from .hosts import LOOPBACK_NAMES, TrustedHosts, host_name, trusted_hosts
 from .session import COOKIE, DEFAULT_MAX_AGE_S, Sessions
@@ -47,11 +48,12 @@ def create_app(
     allowed_hosts: Iterable[str] | None = None,
     forensic: Forensic | None = None,
     session_max_age_s: int = DEFAULT_MAX_AGE_S,
+    evidence: Evidence | None = None,
 ) -> FastAPI:
     """The app over ``db``; ``thumbnails`` None serves no thumbnails; ``token`` None disables auth;
     ``allowed_hosts`` None accepts any ``Host`` header (see :func:`trusted_hosts`); ``forensic``: what search by
     photo and the unknown groups need (None: those views are absent); ``session_max_age_s``: how long a browser's
-    login lasts."""
+    login lasts; ``evidence``: the clip maker and the evidence export (None: those routes answer 404)."""
     forensic = forensic or Forensic()
     sessions = Sessions(token, session_max_age_s) if token is not None else None
     app = FastAPI(title="FaceMoE gallery and match log", docs_url=None, redoc_url=None, openapi_url=None)
@@ -67,7 +69,15 @@ def create_app(
         require_authenticated(request)
 
     auth = [Depends(authorised)]
-    ctx = Context(db, thumbnails, forensic, page_size, logout=sessions is not None, auth=auth)
+    ctx = Context(
+        db,
+        thumbnails,
+        forensic,
+        page_size,
+        logout=sessions is not None,
+        auth=auth,
+        evidence=evidence or Evidence(),
+    )
 
     @app.exception_handler(GalleryError)
     def _gallery_error(_request: Request, exc: GalleryError) -> JSONResponse:
@@ -78,7 +88,7 @@ def create_app(
     def openapi() -> JSONResponse:
         return JSONResponse(app.openapi())
 
-    for module in (matches, tracks, admin, search):
+    for module in (matches, tracks, admin, search, feed):
         app.include_router(module.router(ctx))
     app.include_router(login.router(sessions))
     return app

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from urllib.parse import quote
 
 from fastapi import HTTPException
@@ -24,6 +25,7 @@ __all__ = [
     "TIME",
     "Context",
     "Detail",
+    "Evidence",
     "Forensic",
     "SearchUnavailable",
     "clock",
@@ -92,6 +94,19 @@ class Forensic:
 
 
 @dataclass(frozen=True)
+class Evidence:
+    """What the evidence routes need: ``clip(ref) -> Path`` the track's clip (an MP4 file; a temporary one lies in
+    a folder of its own, removed after it is sent), which starts ``margin_s`` seconds before the track (less at the
+    start of its source); ``export(ref) -> Path`` the track's evidence export as a zip in a folder of its own
+    (removed after it is sent). Either raises a :class:`core.errors.UserError` with the reason when it cannot;
+    None: that route answers 404."""
+
+    clip: Callable[[str], Path] | None = None
+    export: Callable[[str], Path] | None = None
+    margin_s: float = 2.0
+
+
+@dataclass(frozen=True)
 class Context:
     """What every router is built from: the database, the thumbnail store (None: no thumbnails served), the
     injected callables, rows per page, whether pages show a log out button, and the dependencies every protected
@@ -103,3 +118,4 @@ class Context:
     page_size: int = 50
     logout: bool = False
     auth: list = field(default_factory=list)
+    evidence: Evidence = field(default_factory=Evidence)

@@ -25,7 +25,7 @@ from gallery.queries import Filters, Page
 from gallery.refs import TrackRefError
 from gallery.timeline import find_timeline
 
-from .common import ERRORS, TIME, Detail, Forensic, SearchUnavailable, query_time, thumbnail_url
+from .common import ERRORS, TIME, Detail, Evidence, Forensic, SearchUnavailable, query_time, thumbnail_url
 from .models import SearchOptions
 from .multipart import FormRefused, MalformedForm, parse_form
 
@@ -142,16 +142,26 @@ def unknown_groups(forensic: Forensic, **options) -> dict:
     return doc
 
 
-def track_view(db: Database, forensic: Forensic, ref: str) -> dict:
-    """The track ``ref`` (``RUN:TRACK``) as the track page and ``GET /api/tracks/{ref}`` show it; another form of
-    reference: 422; none such: 404."""
+def track_view(db: Database, forensic: Forensic, ref: str, evidence: Evidence | None = None) -> dict:
+    """The track ``ref`` (``RUN:TRACK``) as the track page and ``GET /api/tracks/{ref}`` show it, with the URLs of
+    its thumbnail, its context snapshot and (on a server that cuts clips) its clip and the sighting's offset in it;
+    another form of reference: 422; none such: 404."""
     try:
         row = track_detail(db, ref, forensic.media_dirs)
     except TrackRefError as exc:
         raise HTTPException(422, str(exc)) from None
     if row is None:
         raise HTTPException(404, f"track {ref}: not in the match log")
-    return row | {"thumbnail_url": thumbnail_url(row["thumbnail"])}
+    clip = evidence is not None and evidence.clip is not None
+    start = row["start_time"] or 0.0
+    return row | {
+        "thumbnail_url": thumbnail_url(row["thumbnail"]),
+        "snapshot": row.get("snapshot"),
+        "snapshot_url": thumbnail_url(row.get("snapshot")),
+        "clip_url": f"/api/tracks/{ref}/clip" if clip else None,
+        "clip_start_s": round(min(evidence.margin_s, start), 3) if clip else None,
+        "export_url": f"/api/tracks/{ref}/export" if evidence is not None and evidence.export else None,
+    }
 
 
 def unknowns_options(

@@ -11,7 +11,8 @@ middleware; :func:`pipeline.web.app.create_app` installs it outermost).
    several values would apply is ambiguous).
 
 Every answer, errors and redirects included, carries :data:`SECURITY_HEADERS`: a Content-Security-Policy with
-no script and no inline style (the pages use ``/style.css``), no framing, ``nosniff``, no referrer, and
+no script (a page of :data:`SCRIPT_PAGES`: scripts of this origin only, never inline) and no inline style (the
+pages use ``/style.css``), no framing, ``nosniff``, no referrer, and
 ``Cache-Control: no-store`` (faces and match logs are not kept in caches).
 """
 
@@ -33,6 +34,8 @@ __all__ = [
     "MAX_QUERY_BYTES",
     "MAX_QUERY_PARAMS",
     "OPEN_PATHS",
+    "SCRIPT_CSP",
+    "SCRIPT_PAGES",
     "SECURITY_HEADERS",
     "require_authenticated",
     "root_of",
@@ -48,6 +51,8 @@ CSP = (
     "default-src 'self'; script-src 'none'; object-src 'none'; base-uri 'none'; form-action 'self'; "
     "frame-ancestors 'none'"
 )
+SCRIPT_PAGES = frozenset({"/feed"})  # pages whose script is a file of this origin (never inline)
+SCRIPT_CSP = CSP.replace("script-src 'none'", "script-src 'self'")
 SECURITY_HEADERS = [
     (b"content-security-policy", CSP.encode()),
     (b"x-content-type-options", b"nosniff"),
@@ -98,7 +103,7 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        send = _with_security_headers(send)
+        send = _with_security_headers(send, scope["path"] in SCRIPT_PAGES)
         refusal = self._authenticate(scope) or _limits(scope)
         if refusal is not None:
             await refusal(scope, receive, send)
@@ -172,11 +177,17 @@ def _refuse(status: int, detail: str) -> Response:
     return JSONResponse({"detail": detail}, status_code=status)
 
 
-def _with_security_headers(send):
+def _with_security_headers(send, script: bool = False):
+    """``send`` with :data:`SECURITY_HEADERS` on every answer; ``script``: a page of :data:`SCRIPT_PAGES`, whose
+    policy allows the scripts of this origin."""
+    added = SECURITY_HEADERS
+    if script:
+        added = [(n, SCRIPT_CSP.encode() if n == b"content-security-policy" else v) for n, v in added]
+
     async def send_secured(message) -> None:
         if message["type"] == "http.response.start":
             kept = [(n, v) for n, v in message.get("headers", []) if n.lower() not in _REPLACED]
-            message = {**message, "headers": kept + SECURITY_HEADERS}
+            message = {**message, "headers": kept + added}
         await send(message)
 
     return send_secured

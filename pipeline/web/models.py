@@ -164,6 +164,15 @@ class TrackDetail(TrackFields):
     logged_identity: str | None = Field(description="who was matched then")
     logged_score: float | None = Field(description="best score then")
     enrolled: EnrolledFace | None = Field(description="for a match: the enrolled face closest to the track")
+    snapshot: str | None = Field(None, description="context snapshot path under /thumbnails/; none when none")
+    snapshot_url: str | None = Field(None, description="URL of the context snapshot (the whole frame)")
+    clip_url: str | None = Field(
+        None, description="URL of the track's clip (MP4); none when this server cuts none"
+    )
+    clip_start_s: float | None = Field(
+        None, ge=0, description="seconds into the clip where the track starts (the sighting)"
+    )
+    export_url: str | None = Field(None, description="URL that POSTed answers the evidence export (zip)")
 
 
 class Candidate(BaseModel):

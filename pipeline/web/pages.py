@@ -27,6 +27,8 @@ td,th{border-bottom:1px solid #ccc;padding:4px 10px;text-align:left}img.thumb{he
 .match{color:#060;font-weight:bold}.unknown{color:#777}.error{color:#a00;font-weight:bold}
 nav a{margin-right:1em}nav form{display:inline}.pair{display:flex;gap:2em}.pair figure{margin:0}
 .pair img{height:224px}.group{border-top:1px solid #ccc;padding:.5em 0}.group img.best{height:112px}
+.context img,.context video{max-width:640px;max-height:360px}.feed img.snapshot{height:160px}
+.feed .pair img{height:112px}.feed li{border-top:1px solid #ccc;padding:.5em 0}
 """
 
 LAYOUT = """<!doctype html>
@@ -127,6 +129,14 @@ TRACK = """{% extends "layout" %}{% from "when" import when %}{% block title %}T
  <figcaption>Enrolled: {{ t.enrolled.identity }}, {{ t.enrolled.enrolled_from }} (similarity
  {{ "%.3f" | format(t.enrolled.score) }})</figcaption></figure>{% endif %}
 </div>
+{% if t.snapshot_url %}<figure class="context"><img class="snapshot" alt="context of track {{ t.ref }}"
+ src="{{ t.snapshot_url }}"><figcaption>The frame the track was seen in</figcaption></figure>{% endif %}
+{% if t.clip_url %}<figure class="context"><video id="clip" controls muted playsinline preload="auto"
+ src="{{ t.clip_url }}#t={{ t.clip_start_s }}" data-start="{{ t.clip_start_s }}"></video>
+ <figcaption>Clip of the track, opened at the sighting ({{ t.clip_start_s }} s in)</figcaption>
+ </figure>{% endif %}
+{% if t.export_url %}<form method="post" action="{{ t.export_url }}"><button type="submit" id="export">Export
+ evidence (zip)</button></form>{% endif %}
 <table id="track">
 <tr><th>Decision</th><td class="{{ t.decision }}">{{ t.identity or t.decision }}{% if t.retroactive %}
  (retroactive, rematch {{ t.rematch_id }}){% endif %}{% if t.score is not none %}, score {{ "%.3f" | format(t.score)
@@ -174,6 +184,12 @@ MATCHES = """{% extends "layout" %}{% block title %}Recent matches{% endblock %}
 {% if has_more %}<a id="older" href="?{{ next }}">older</a>{% endif %}</p>
 {% endblock %}"""
 
+FEED = """{% extends "layout" %}{% block title %}Live feed{% endblock %}
+{% block body %}<h1>Live feed</h1><p>Tracks as they are logged, newest first: <span id="state">connecting</span></p>
+<ol id="events" class="feed" data-src="/api/feed"></ol>
+<script src="/feed.js"></script>
+{% endblock %}"""
+
 LOGIN = """{% extends "layout" %}{% block title %}Log in{% endblock %}
 {% block body %}<h1>Log in</h1>
 {% if error %}<p class="error" id="error">{{ error }}</p>{% endif %}
@@ -191,6 +207,7 @@ PAGES = Environment(
     loader=DictLoader(
         {
             "nav": NAV,
+            "feed": FEED,
             "matches": MATCHES,
             "login": LOGIN,
             "layout": LAYOUT,
@@ -208,7 +225,7 @@ PAGES.filters["clock"] = clock
 def nav(forensic: Forensic, logout: bool = False) -> str:
     """The links between the views this server has, as HTML (shown with ``| safe``); ``logout``: with a log out
     button (a server with a token)."""
-    links = [("/", "Recent matches")]
+    links = [("/", "Recent matches"), ("/feed", "Live feed")]
     links += [("/search", "Search by photo")] if forensic.search is not None else []
     links += [("/unknowns", "Unknown groups")] if forensic.unknowns is not None else []
     links += [("/timeline", "Timelines")]

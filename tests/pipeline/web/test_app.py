@@ -199,7 +199,10 @@ def test_thumbnails_and_page(served):
     assert client.get("/thumbnails/source1/run1/track99.jpg").status_code == 404
     page = client.get("/", params={"identity": "ann"}).text
     assert page.count('class="thumb"') == 4 and "0.860" in page
-    assert '<nav><a href="/">Recent matches</a><a href="/timeline">Timelines</a></nav>' in page
+    assert (
+        '<nav><a href="/">Recent matches</a><a href="/feed">Live feed</a><a href="/timeline">Timelines</a></nav>'
+        in page
+    )
     assert (
         "No matches."
         in TestClient(create_app(db, store)).get("/", params={"source": "lobby", "identity": "ann"}).text
