@@ -5,6 +5,9 @@ thumbnail store and what its search by photo and its unknown groups need (:class
   detector and embedder, built through the one builder at the first search and kept (``serve`` without a search
   stays light), the serve gallery's database and track indexes. One search runs at a time. A detector or embedder
   that does not load makes the search answer 503 with the reason, and is not tried again until the next start.
+- Clips are :func:`pipeline.clips.track_clip`'s (cut from the track's source on demand, cached in the thumbnail
+  store); the export of one track is :func:`pipeline.evidence.export_evidence`'s, zipped in a temporary folder
+  that is removed once sent, its case named after the track and the time.
 - Unknown groups are ``query unknowns``' (:func:`pipeline.services.unknowns.grouping`), with the config's
   ``gallery.unknowns`` defaults and the matcher's operating threshold.
 """
@@ -12,9 +15,13 @@ thumbnail store and what its search by photo and its unknown groups need (:class
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 import threading
 from collections.abc import Iterable
+from datetime import datetime, timezone
 from functools import partial
+from pathlib import Path
 
 from fastapi import FastAPI
 
@@ -23,15 +30,17 @@ from gallery.thumbnails import ThumbnailStore
 from gallery.track_search import TrackHit
 
 from ..build import System, build
+from ..clips import DEFAULT_MARGIN_S, track_clip
 from ..config import AppConfig
+from ..evidence import export_evidence
 from ..services.search import find_person
 from ..services.unknowns import grouping
 from .app import create_app
-from .common import Forensic, SearchUnavailable
+from .common import Evidence, Forensic, SearchUnavailable
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LazyModels", "forensic_of", "serve_app"]
+__all__ = ["LazyModels", "evidence_of", "forensic_of", "serve_app"]
 
 
 class LazyModels:
@@ -95,6 +104,35 @@ def forensic_of(system: System, models: LazyModels) -> Forensic:
     )
 
 
+def evidence_of(system: System, store: ThumbnailStore | None) -> Evidence:
+    """The clip maker and the one-track evidence export over ``system``'s gallery and ``store``."""
+    db, media_dirs = system.gallery.db, system.cfg.gallery.serve.media_dirs
+
+    def export(ref: str) -> Path:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+        folder = Path(tempfile.mkdtemp(prefix="facemoe-export-"))
+        out = folder / f"evidence_{ref.replace(':', '_')}_{stamp.replace('.', '_')}"
+        try:
+            report = export_evidence(
+                db,
+                store,
+                [ref],
+                out,
+                case=f"track {ref} exported {stamp}",
+                media_dirs=media_dirs,
+                make_zip=True,
+                operator="serve",
+            )
+            shutil.rmtree(report.out)  # the zip holds it
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        assert report.zip is not None
+        return report.zip
+
+    return Evidence(clip=partial(track_clip, db, store), export=export, margin_s=DEFAULT_MARGIN_S)
+
+
 def serve_app(
     system: System,
     models: LazyModels,
@@ -105,12 +143,14 @@ def serve_app(
     """The app ``serve`` runs over ``system``'s gallery (its config's ``gallery`` section: thumbnails, page size,
     upload limit, session length), with search by photo through ``models``."""
     db, config = system.gallery.db, system.cfg.gallery
+    store = ThumbnailStore.for_database(db, config)
     return create_app(
         db,
-        ThumbnailStore.for_database(db, config),
+        store,
         token=token,
         page_size=config.serve.page_size,
         allowed_hosts=allowed_hosts,
         forensic=forensic_of(system, models),
         session_max_age_s=config.serve.session_max_age_s,
+        evidence=evidence_of(system, store),
     )

@@ -367,3 +367,51 @@ def test_fuzzed_forensic_endpoints_answer_within_their_schema(logged):
                 run()
     logger.info("fuzzed %d requests: %s", len(seen), Counter(seen))
     assert max(seen) < 500 and {200, 400, 422} <= set(seen)
+
+
+VIDEO = """const v = document.getElementById('clip'); return v ? [v.readyState, v.currentTime, v.paused] : null;"""
+
+
+@pytest.mark.slow
+def test_track_page_plays_its_clip_from_the_sighting_and_exports_a_verified_zip(
+    logged, tmp_path, monkeypatch
+):
+    import hashlib
+    import zipfile
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with (
+        _serve(logged, token=TOKEN) as (client, _),
+        served_in_chromium(client.app, tmp_path, monkeypatch) as (chrome, base),
+    ):
+        row = max(client.get("/api/tracks", headers=AUTH).json()["rows"], key=lambda r: r["start_time"])
+        detail = client.get(f"/api/tracks/{row['ref']}", headers=AUTH).json()
+        assert detail["clip_start_s"] == pytest.approx(min(2.0, row["start_time"]), abs=1e-3)
+        ranged = client.get(detail["clip_url"], headers=AUTH | {"Range": "bytes=0-99"})
+        assert ranged.status_code == 206 and len(ranged.content) == 100
+        log_in(chrome, base, TOKEN)
+        chrome.get(f"{base}/track/{row['ref']}")
+        WebDriverWait(chrome, 60).until(lambda d: (d.execute_script(VIDEO) or [0])[0] >= 2)
+        ready, start, _ = chrome.execute_script(VIDEO)
+        assert start == pytest.approx(detail["clip_start_s"], abs=0.1)  # opened at the sighting
+        chrome.execute_script("document.getElementById('clip').play()")
+        WebDriverWait(chrome, 20).until(lambda d: d.execute_script(VIDEO)[1] > start + 0.3)
+        downloads = tmp_path / "downloads"
+        downloads.mkdir()
+        chrome.execute_cdp_cmd(
+            "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
+        )
+        chrome.find_element(By.ID, "export").click()
+        WebDriverWait(chrome, 120).until(lambda d: list(downloads.glob("*.zip")))
+        (zipped,) = downloads.glob("*.zip")
+        with zipfile.ZipFile(zipped) as zf:
+            (manifest_name,) = [n for n in zf.namelist() if n.endswith("/manifest.json")]
+            folder = manifest_name.rsplit("/", 1)[0]
+            manifest = json.loads(zf.read(manifest_name))
+            assert manifest["tracks"] == [row["ref"]] and manifest["files"]
+            for f in manifest["files"]:
+                data = zf.read(f"{folder}/{f['path']}")
+                assert (len(data), hashlib.sha256(data).hexdigest()) == (f["bytes"], f["sha256"])
+        assert csp_violations(chrome) == []
