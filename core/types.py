@@ -171,6 +171,7 @@ class TrackTemplate:
     wall_end: float | None = None
     boxes: np.ndarray | None = None  # [K, 5] float32 rows (t, x1, y1, x2, y2), source pixels, one per frame
     scene: SceneSnapshot | None = None  # the full frame of best_crop, downscaled
+    zones: tuple[str, ...] | None = None  # names of the source's zones the track entered; None: it has none
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,8 @@ class TrackRecord:
     ``seen_start``/``seen_end``: the wall clock of the first and last frame (aware datetimes, None: unknown) and
     ``time_origin`` where it comes from (:data:`TIME_ORIGINS`; ``unknown`` when there is none); ``scene``: the
     downscaled full frame of the best crop (stored boxed and labelled beside the thumbnail), or None; ``boxes``: the
-    track's box on every frame, float32 ``[K, 5]`` (t, x1, y1, x2, y2 in source pixels), or None."""
+    track's box on every frame, float32 ``[K, 5]`` (t, x1, y1, x2, y2 in source pixels), or None; ``zones``: the
+    names of the camera zones it entered (``tracks.zones``), None where the source has none."""
 
     track_id: int
     start_time: float
@@ -50,6 +51,7 @@ class TrackRecord:
     time_origin: str = "unknown"
     scene: SceneSnapshot | None = None
     boxes: np.ndarray | None = None
+    zones: tuple[str, ...] | None = None
 
 
 def candidate_row(c) -> dict:
@@ -112,7 +114,8 @@ def track_row(r: TrackRecord, thumb: str | None, now: datetime, snapshot: str | 
     seen = {"seen_start": r.seen_start, "seen_end": r.seen_end, "time_origin": r.time_origin}
     files = {"thumbnail": thumb, "snapshot": snapshot}
     boxes = {"boxes": None if r.boxes is None or not len(r.boxes) else pack_boxes(r.boxes)}
-    return ints | times | seen | vector | files | boxes | {"embedder_id": r.embedder_id}
+    zones = {"zones": None if r.zones is None else list(r.zones)}
+    return ints | times | seen | vector | files | boxes | {"embedder_id": r.embedder_id} | zones
 
 
 def event_row(r: TrackRecord, known, now: datetime) -> dict:

@@ -9,6 +9,8 @@ per-request timeout and retries (connection errors, timeouts, 429 and 5xx) with 
 blocks the pipeline; ``close`` delivers what is queued until ``alerts.shutdown_timeout_s`` has passed, then drops
 the rest (counted, logged once). Webhook URLs are logged redacted (``core.secrets``), httpx's own request log
 lines too; the auth header (``auth_header_env``) is read from the environment and never logged.
+With ``alerts.zones``, only tracks that entered one of those camera zones alert; the zones a track entered are
+known when it ends, so such an alert is raised at the track's end (``on_track``), never on an open track.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def alert_record(
     """The JSON body of one alert; ``track_ended`` False: raised on an open track's running template (``last_s``
     is then the time of its newest embedded crop); ``ref``: the track's reference in the match log (``RUN:TRACK``);
     ``seen_start``/``seen_end``: its sighting times (ISO 8601, None when unknown), ``first_s``/``last_s`` the
-    offsets within the stream."""
+    offsets within the stream; ``zones``: the camera zones the track entered (None: not known yet, open track)."""
     best = result.identity
     if best is None:
         raise ValueError(f"an alert needs a matched track, got decision {result.decision!r}")
@@ -68,6 +70,7 @@ def alert_record(
         "first_s": round(template.first_timestamp, 3),
         "last_s": round(template.last_timestamp, 3),
         "track_ended": bool(track_ended),
+        "zones": None if template.zones is None else list(template.zones),
         "sent_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
     }
 
@@ -234,14 +237,15 @@ class WatchlistAlerts:
         self.cfg = cfg
         self.run_ids = run_ids
         self.watchlist = frozenset(cfg.watchlist)
+        self.zones = frozenset(cfg.zones)
         self.webhooks = [WebhookDelivery(w, cfg.queue_size) for w in cfg.webhooks]
         self.raised = 0
         self._alerted: dict[tuple[str, int], set[str]] = {}  # open track -> identities already alerted
 
     @property
     def watching(self) -> bool:
-        """True when open tracks are worth matching for this sink (the watchlist is not empty)."""
-        return bool(self.watchlist)
+        """True when open tracks are worth matching for this sink (a watchlist, and no zones to wait for)."""
+        return bool(self.watchlist) and not self.zones
 
     def on_progress(self, template: TrackTemplate, result: MatchResult) -> None:
         self._raise(template, result, track_ended=False)
@@ -254,6 +258,8 @@ class WatchlistAlerts:
         best = result.identity
         if best is None or best.name not in self.watchlist:
             return
+        if self.zones and not (track_ended and self.zones.intersection(template.zones or ())):
+            return  # limited to zones: what a track entered is known at its end
         done = self._alerted.setdefault((template.source_id, template.track_id), set())
         if best.name in done:
             return

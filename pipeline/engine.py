@@ -34,6 +34,7 @@ from stages.quality import QualityScorer
 from stages.schedule import DetectionSchedule
 from stages.shot import ShotCutDetector
 from stages.track import TrackEnd, Tracker
+from stages.zones import NO_ZONES, Zones, ZoneVisits
 
 from .config import AppConfig
 from .selection import CropSelector
@@ -136,6 +137,7 @@ class EndedTrack:
     pooled: list[tuple[FaceCrop, float]]
     boxes: np.ndarray | None = None
     scene: SceneSnapshot | None = None
+    zones: tuple[str, ...] | None = None  # the source's zones it entered; None: it has none
 
 
 @dataclass
@@ -157,8 +159,9 @@ class SourceTracking:
     its end (:mod:`pipeline.selection`), for runs whose open tracks are watched (:attr:`TrackMatching.watching`)
     or must survive the loss of this side (Ray camera actors)."""
 
-    def __init__(self, cfg: AppConfig, source_id: str, early: bool = False) -> None:
+    def __init__(self, cfg: AppConfig, source_id: str, early: bool = False, zones: Zones = NO_ZONES) -> None:
         self.source_id = source_id
+        self.visits = ZoneVisits(zones)
         self.quality = QualityScorer(cfg.quality)
         self.tracker = Tracker(cfg.track)
         self.selector = CropSelector(cfg.runner, early or cfg.runner.embed_early)
@@ -184,6 +187,7 @@ class SourceTracking:
             logger.debug("%s: shot cut at frame %d, all tracks end", self.source_id, frame.index)
             job.ends.extend(self._finish(self.tracker.flush()))
         tracked = self.tracker.update(dets, frame.timestamp)
+        self.visits.note(tracked, frame.image.shape)
         self._last_boxes = dets.xyxy
         confirmed = set(self.tracker.active_ids)
         t1 = time.perf_counter()
@@ -226,7 +230,7 @@ class SourceTracking:
             if end.confirmed:
                 boxes, scene = state.box_rows(), state.scene
                 out.append(EndedTrack(end, self.source_id, state.frames, state.best, pooled, boxes, scene))
-        return out
+        return self.visits.label(ended, out)
 
 
 class TrackMatching:
@@ -290,6 +294,7 @@ class TrackMatching:
                 fusion = self.aggregator.pop(*key)
                 template = fusion.template(done.end.first_seen, done.end.last_seen, done.frames)
                 template.best_crop, template.boxes, template.scene = done.best, done.boxes, done.scene
+                template.zones = done.zones
                 self._set_wall(template)
                 self._deliver(template, self.matcher.match(template), stats)
             if job.after is not None:

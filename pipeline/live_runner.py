@@ -58,7 +58,10 @@ class LiveRunner:
         self.cameras = cameras
         self.registry = registry
         self.matching = TrackMatching(cfg, embedder, matcher, sinks, cameras.now)
-        self.state = {s.name: SourceTracking(cfg, s.name, self.matching.watching) for s in cameras.sources}
+        self.state = {
+            s.name: SourceTracking(cfg, s.name, self.matching.watching, zones=s.zones)
+            for s in cameras.sources
+        }
 
     def run(
         self, stop: threading.Event, duration_s: float | None = None, status_interval_s: float = 0.0

@@ -48,7 +48,7 @@ class CameraWorker:
         self.source = LiveSource(camera, live, self.health, epoch=epoch)
         self.system = build(cfg, embedder=False, gallery=False)
         # early: the service holds embedded crops of every open track, so an actor that dies loses none of them
-        self.tracking = SourceTracking(cfg, camera.name, early=True)
+        self.tracking = SourceTracking(cfg, camera.name, early=True, zones=self.source.zones)
         self.stats = RunStats()
         self.retained = Retained()
         self._changed = threading.Condition()

@@ -151,6 +151,7 @@ class MatchLogSink:
                 seen_start=seen_start if known else None,
                 seen_end=seen_end if known else None,
                 time_origin=origin if known else "unknown",
+                zones=template.zones,
             )
         )
 

@@ -5,19 +5,32 @@ in 0..1 (``[0, 0]`` is the top-left corner, ``[1, 1]`` the bottom-right), so a z
 camera's resolution changes. A zone with ``mask: true`` is a privacy mask: its pixels are blacked out in every
 frame before anything else sees it (detection, tracking, thumbnails, snapshots), and in clips cut from the
 camera's recordings (:meth:`Zones.clip_filter`). Every zone, masked or not, names where a track went: a track
-entered a zone when the centre of its face box was inside the polygon on one of its frames (:meth:`Zones.entered`).
+entered a zone when the centre of its face box was inside the polygon on one of its frames (:class:`ZoneVisits`
+while it is tracked, :meth:`Zones.entered` from its stored boxes).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import numpy as np
 from pydantic import Field, field_validator
 
 from core.config import Section
+from core.types import Detections
+from stages.track import TrackEnd
 
-__all__ = ["MAX_POINTS", "MAX_ZONES", "ZoneConfig", "Zones", "black_out", "check_unique"]
+__all__ = [
+    "MAX_POINTS",
+    "MAX_ZONES",
+    "NO_ZONES",
+    "ZoneConfig",
+    "ZoneVisits",
+    "Zones",
+    "black_out",
+    "check_unique",
+]
 
 MAX_POINTS = 100  # vertices of one polygon
 MAX_ZONES = 64  # zones of one camera
@@ -157,6 +170,9 @@ class Zones:
         return [n for n, h in zip(self.names, hit) if h]
 
 
+NO_ZONES = Zones()
+
+
 def rasterise(polygons: Sequence[np.ndarray], height: int, width: int) -> np.ndarray:
     """Bool ``[H, W]``: true for the pixels whose centre lies inside one of ``polygons`` (each ``[P, 2]``
     fractions of the frame; even-odd rule), scanline by scanline: ``O(H * P)`` plus the fill."""
@@ -205,3 +221,42 @@ def points_in_polygon(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
     )
     on_edge = ((np.abs(cross) <= span) & within).any(axis=1)
     return inside | on_edge
+
+
+class _Ended(Protocol):
+    end: TrackEnd
+    zones: tuple[str, ...] | None
+
+
+class ZoneVisits:
+    """The zones each open track of one source has entered: those holding the centre of its face box on one of its
+    frames. ``note`` each frame's tracked detections, ``label`` the tracks that end."""
+
+    def __init__(self, zones: Zones = NO_ZONES) -> None:
+        self.zones = zones
+        self._entered: dict[int, set[str]] = {}  # open track id -> names of the zones it entered
+
+    def note(self, tracked: Detections, shape: tuple[int, ...]) -> None:
+        """Add the zones of one frame (``shape``: its ``[H, W, ...]``) to those of its tracked faces."""
+        if not self.zones or tracked.track_id is None:
+            return
+        on = tracked.track_id >= 0
+        if not on.any():
+            return
+        xyxy = np.asarray(tracked.xyxy[on], np.float64)
+        centres = np.stack([(xyxy[:, 0] + xyxy[:, 2]) / 2, (xyxy[:, 1] + xyxy[:, 3]) / 2], axis=1)
+        hits = self.zones.inside(centres, shape[0], shape[1])  # [N, Z]
+        for track_id, row in zip(tracked.track_id[on], hits):
+            self._entered.setdefault(int(track_id), set()).update(
+                n for n, h in zip(self.zones.names, row) if h
+            )
+
+    def label(self, ended: Sequence[TrackEnd], out: list[_Ended]) -> list[_Ended]:
+        """Forget the tracks ``ended`` (confirmed or not) and set the ``zones`` of each of ``out`` (those reported:
+        the names in config order, None when the source has no zones); returns ``out``."""
+        for item in out:
+            entered = self._entered.get(item.end.track_id, set())
+            item.zones = tuple(n for n in self.zones.names if n in entered) if self.zones else None
+        for end in ended:
+            self._entered.pop(end.track_id, None)
+        return out

@@ -103,7 +103,7 @@ def live_section(base: LiveConfig, path: Path | None, metrics_port: int | None =
 
 class TrackLineSink:
     """Prints one line per finished track as it happens: its reference (``run_ids``: the match-log run of each
-    camera), camera, sighting times, counts and decision."""
+    camera), camera, sighting times, counts, decision and the camera zones it entered (when the camera has some)."""
 
     def __init__(self, run_ids: dict[str, int] | None = None) -> None:
         self.run_ids = run_ids
@@ -112,9 +112,10 @@ class TrackLineSink:
         best = result.identity
         who = f"{best.name} {best.score:.3f}" if best else "unknown"
         ref = logged_ref(self.run_ids, template) or f"track {template.track_id}"
+        zones = "" if template.zones is None else f" zones={','.join(template.zones) or '-'}"
         print(
             f"{ref} {template.source_id} {sighting_span(template)} "
-            f"frames={template.num_frames} crops={template.num_crops} {who}",
+            f"frames={template.num_frames} crops={template.num_crops} {who}{zones}",
             flush=True,
         )
 

@@ -122,6 +122,7 @@ def test_webhook_receives_each_alert_once(receiver_factory):
         "first_s": 1.0,
         "last_s": 2.5,
         "track_ended": True,
+        "zones": None,
         "sent_at": None,
     }
     assert sink.webhooks[0].delivered == 3 and sink.webhooks[0].failed == 0

@@ -1,20 +1,33 @@
 """Camera zones on real RTSP streams of the friends clip: a privacy mask over a face hides it from the real SCRFD
-detector (the frame is blacked out before anything sees it), and the camera config refuses bad zones."""
+detector (the frame is blacked out before anything sees it); logged tracks carry the zones they entered (match log,
+query rows, alerts); alerts limited to zones are sent only for tracks that entered one; the camera config refuses
+bad zones."""
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from pipeline.health import CameraHealth
-from pipeline.live import LiveSource
-from pipeline.live_config import AlertConfig, CameraConfig, LiveConfig, load_cameras
+from core.types import Candidate, MatchResult, TrackTemplate
+from gallery.queries import Filters, find_matches, find_tracks
+from gallery.store import Gallery
+from pipeline.alerts import WatchlistAlerts
+from pipeline.build import build
+from pipeline.health import CameraHealth, HealthRegistry
+from pipeline.live import LiveCameras, LiveSource
+from pipeline.live_config import AlertConfig, CameraConfig, LiveConfig, WebhookConfig, load_cameras
+from pipeline.live_runner import LiveRunner
+from pipeline.sql_gallery import LoggedSource
 from stages.config import DetectConfig
 from stages.detect import FaceDetector
 from stages.zones import ZoneConfig, Zones
 from tests.conftest import ASSETS, require
+from tests.live.test_alerts import Receiver
 from tests.live.test_live import drain, live_config, wait_until
+from tests.live.test_stream_cli import FRIENDS, app_config, gallery_db  # noqa: F401 (fixtures)
 
 SCRFD_25G = ASSETS / "models" / "scrfd_2.5g_bnkps.onnx"
 # the friends clip's first seconds: one face about (0.34, 0.29) of the frame, another about (0.70, 0.35) moving
@@ -89,3 +102,101 @@ def test_zones_in_a_cameras_file_and_their_refusals(tmp_path):
     with pytest.raises(ValidationError, match="extra"):
         CameraConfig(url="rtsp://x/y", zones=({"name": "z", "points": [[0, 0], [1, 0], [0, 1]], "blur": 1},))
     assert AlertConfig(zones=("door",)).zones == ("door",) and AlertConfig().zones == ()
+
+
+def template(zones, track_id: int = 1) -> tuple[TrackTemplate, MatchResult]:
+    t = TrackTemplate("cam", track_id, np.ones(4, np.float32) / 2, 1.0, 3, None, 1.0, 2.5, 10, zones=zones)
+    return t, MatchResult("cam", track_id, (Candidate(7, "Joey", 0.6),), "match", 0.3)
+
+
+@pytest.mark.parametrize(
+    ("limit", "zones", "alerted"),
+    [
+        ((), None, True),
+        ((), ("left",), True),
+        (("left",), ("left", "right"), True),
+        (("left", "desk"), ("desk",), True),
+        (("left",), ("right",), False),
+        (("left",), (), False),
+        (("left",), None, False),
+    ],
+)
+def test_alerts_limited_to_zones_need_a_track_that_entered_one(limit, zones, alerted):
+    alerts = WatchlistAlerts(AlertConfig(watchlist=("Joey",), zones=limit, log=False))
+    sent = []
+    alerts.webhooks = [type("Hook", (), {"submit": staticmethod(sent.append)})()]
+    alerts.on_track(*template(zones))
+    assert [b["zones"] for b in sent] == ([None if zones is None else list(zones)] if alerted else [])
+    assert alerts.raised == int(alerted)
+
+
+def test_alerts_limited_to_zones_wait_for_the_track_to_end():
+    alerts = WatchlistAlerts(AlertConfig(watchlist=("Joey",), zones=("left",), log=False))
+    assert not alerts.watching  # open tracks are not matched for it: what they entered is known at their end
+    alerts.on_progress(*template(None))
+    assert alerts.raised == 0
+    alerts.on_track(*template(("left",)))
+    assert alerts.raised == 1
+
+
+@pytest.mark.slow
+def test_tracks_carry_their_zones_and_alerts_keep_to_theirs(
+    rtsp_server,
+    stream_clip,
+    gallery_db,  # noqa: F811 (fixture)
+    app_config,  # noqa: F811 (fixture)
+):
+    rtsp_server.publish("cam", stream_clip)
+    zones = (
+        LEFT,
+        ZoneConfig(name="right", points=((0.5, 0.0), (1.0, 0.0), (1.0, 1.0), (0.5, 1.0))),
+        ZoneConfig(name="floor", points=((0.0, 0.85), (1.0, 0.85), (1.0, 1.0), (0.0, 1.0))),  # nobody's face
+    )
+    cams = [CameraConfig(name="lobby", url=rtsp_server.url("cam"), zones=zones)]
+    registry = HealthRegistry()
+    cameras = LiveCameras(cams, LiveConfig(transport="udp", read_timeout_s=2.0), registry, seed=0)
+    left_hook, floor_hook = Receiver(), Receiver()
+    watch = tuple(sorted(FRIENDS))
+    on_left = WatchlistAlerts(
+        AlertConfig(watchlist=watch, zones=("left",), webhooks=(WebhookConfig(url=left_hook.url),))
+    )
+    on_floor = WatchlistAlerts(
+        AlertConfig(watchlist=watch, zones=("floor",), webhooks=(WebhookConfig(url=floor_hook.url),))
+    )
+    with build(app_config, db_url=gallery_db) as system:
+        log = system.match_log([LoggedSource(c.name, "camera", c.url) for c in cams], batch_size=1)
+        on_left.run_ids = on_floor.run_ids = log.run_ids
+        runner = LiveRunner(
+            app_config,
+            system.detector,
+            system.embedder,
+            system.matcher(),
+            [on_left, on_floor, log],
+            cameras,
+            registry,
+        )
+        try:
+            stats = runner.run(threading.Event(), duration_s=10)
+        finally:
+            for sink in (on_left, on_floor, log):
+                sink.close()
+            left_hook.close()
+            floor_hook.close()
+    assert stats.tracks >= 2
+    with Gallery.open(gallery_db) as gallery:
+        tracks = [r for r in find_tracks(gallery.db, Filters(source="lobby", page_size=500)).rows]
+        matches = [r for r in find_matches(gallery.db, Filters(source="lobby", page_size=500)).rows]
+    assert len(tracks) == stats.tracks
+    entered = [tuple(r["zones"]) for r in tracks]
+    # the two faces: one on the left half, one on the right; none on the floor
+    assert ("left",) in entered and ("right",) in entered, entered
+    assert all(set(z) <= {"left", "right"} and z for z in entered), entered
+    assert sorted(tuple(r["zones"]) for r in matches) == sorted(entered)
+    assert floor_hook.bodies == [] and on_floor.raised == 0
+    matched_left = {
+        (r["ref"], r["identity"])
+        for r in tracks
+        if r["decision"] == "match" and "left" in r["zones"] and r["identity"] in FRIENDS
+    }
+    assert {(b["ref"], b["identity"]) for b in left_hook.bodies} == matched_left
+    assert all("left" in b["zones"] and b["track_ended"] for b in left_hook.bodies)

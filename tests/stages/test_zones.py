@@ -1,13 +1,17 @@
 """Zones and privacy masks: polygons as fractions of the frame rasterised per size, black-out, zones a track
-entered, and the config's refusals."""
+entered (from its boxes, or frame by frame while tracked), and the config's refusals."""
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from stages.zones import ZoneConfig, Zones, black_out, points_in_polygon, rasterise
+from core.types import Detections
+from stages.track import TrackEnd
+from stages.zones import ZoneConfig, Zones, ZoneVisits, black_out, points_in_polygon, rasterise
 
 SQUARE = ((0.25, 0.25), (0.75, 0.25), (0.75, 0.75), (0.25, 0.75))
 TRIANGLE = ((0.0, 0.0), (1.0, 0.0), (0.0, 1.0))  # the top-left half of the frame
@@ -150,3 +154,32 @@ def test_unknown_keys_and_duplicate_names_are_refused():
         ZoneConfig(name="z", points=SQUARE, colour="red")
     with pytest.raises(ValueError, match=r"unique per camera, got duplicates \['door'\]"):
         Zones([zone(), zone(mask=True)])
+
+
+def tracked(boxes, ids) -> Detections:
+    n = len(boxes)
+    xyxy = np.asarray(boxes, np.float32).reshape(n, 4)
+    return Detections(
+        xyxy, np.ones(n, np.float32), np.zeros((n, 5, 2), np.float32), np.asarray(ids, np.int64)
+    )
+
+
+def test_zone_visits_collect_each_tracks_zones_over_its_frames_and_forget_ended_tracks():
+    visits = ZoneVisits(Zones([zone("door"), zone("top", ((0, 0), (1, 0), (1, 0.2), (0, 0.2)))]))
+    shape = (100, 200, 3)
+    visits.note(tracked([[0, 0, 20, 10], [90, 40, 110, 60], [0, 90, 10, 100]], [1, 2, -1]), shape)
+    visits.note(tracked([[90, 40, 110, 60]], [1]), shape)  # track 1 walks into the door
+    visits.note(tracked([], []), shape)
+    out = [SimpleNamespace(end=TrackEnd(i, True, 0.0, 1.0, 2), zones=None) for i in (1, 2)]
+    ended = [o.end for o in out] + [TrackEnd(3, False, 0.0, 0.0, 1)]
+    assert visits.label(ended, out) is out
+    assert [o.zones for o in out] == [("door", "top"), ("door",)]  # in config order
+    late = [SimpleNamespace(end=TrackEnd(1, True, 0.0, 1.0, 2), zones=None)]
+    assert visits.label([late[0].end], late)[0].zones == ()  # forgotten once ended
+
+
+def test_zone_visits_without_zones_label_none():
+    visits = ZoneVisits()
+    visits.note(tracked([[0, 0, 20, 10]], [1]), (100, 200, 3))
+    out = [SimpleNamespace(end=TrackEnd(1, True, 0.0, 1.0, 2), zones=("x",))]
+    assert visits.label([out[0].end], out)[0].zones is None
