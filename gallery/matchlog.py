@@ -233,6 +233,14 @@ class MatchLogWriter:
     def _thumb_path(self, track_id: int) -> str:
         return f"source{self.source_id}/run{self.run_id}/track{track_id}.jpg"
 
+    def media_paths(self, track_id: int) -> tuple[str | None, str | None]:
+        """The store-relative paths that track ``track_id``'s best crop and context snapshot are (or will be)
+        written to, ``(None, None)`` when this writer keeps no thumbnails."""
+        if self.thumbnails is None:
+            return None, None
+        thumb = self._thumb_path(track_id)
+        return thumb, snapshot_path(thumb)
+
     def flush(self) -> int:
         """Write the queued tracks (thumbnails, then tracks + events + progress in one transaction)."""
         batch, self._pending = self._pending, []

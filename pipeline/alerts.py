@@ -4,8 +4,10 @@
 track's running template each time an embed batch adds crops to it, and the first match of that track to a
 watchlisted identity raises the alert there and then, while the person is still in view. Each (track, identity)
 pair alerts once; the final match at the track's end (``on_track``) alerts only for an identity not alerted yet.
-An alert is a WARNING log line and a JSON POST to each webhook, made by the webhook's delivery thread with a
-per-request timeout and retries (connection errors, timeouts, 429 and 5xx) with doubling waits. Delivery never
+An alert is a WARNING log line, a JSON POST to each webhook, made by the webhook's delivery thread with a
+per-request timeout and retries (connection errors, timeouts, 429 and 5xx) with doubling waits, and the same JSON
+published to the MQTT broker (``alerts.mqtt``, :mod:`pipeline.mqtt`) when one is configured. With
+``alerts.base_url`` the body carries the URLs of the track's page, context snapshot and best crop. Delivery never
 blocks the pipeline; ``close`` delivers what is queued until ``alerts.shutdown_timeout_s`` has passed, then drops
 the rest (counted, logged once). Webhook URLs are logged redacted (``core.secrets``), httpx's own request log
 lines too; the auth header (``auth_header_env``) is read from the environment and never logged.
@@ -16,9 +18,8 @@ known when it ends, so such an alert is raised at the track's end (``on_track``)
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -27,7 +28,10 @@ import httpx
 from core.secrets import RedactingFilter, redact_text
 from core.types import MatchResult, TrackTemplate
 
+from .delivery import QueuedDelivery, Refused
 from .live_config import AlertConfig, WebhookConfig
+from .mqtt import MqttDelivery
+from .services.links import track_links
 from .sinks import logged_ref, sighting_times
 
 __all__ = ["WatchlistAlerts", "WebhookDelivery", "alert_record", "watchlist_alerts"]
@@ -36,8 +40,6 @@ logger = logging.getLogger(__name__)
 
 _REDACT = RedactingFilter()
 logging.getLogger("httpx").addFilter(_REDACT)  # httpx logs each request's URL (INFO): tokens as ***
-
-_STOP = object()
 
 
 def watchlist_alerts(alerts: AlertConfig, gallery) -> WatchlistAlerts:
@@ -75,163 +77,40 @@ def alert_record(
     }
 
 
-class WebhookDelivery:
-    """One webhook endpoint with its own queue and delivery thread.
+class WebhookDelivery(QueuedDelivery):
+    """One webhook endpoint: each alert a JSON POST (retried on connection errors, timeouts, 429 and 5xx; any other
+    4xx refuses it for good), delivered as :class:`pipeline.delivery.QueuedDelivery` says."""
 
-    ``close`` (or ``begin_close`` + ``finish_close``) ends it by a deadline: what is queued is still delivered
-    until then, each request's timeout and each retry wait cut to the time left; alerts still queued or retrying
-    at the deadline are dropped, counted in ``abandoned`` and logged once."""
+    kind = "webhook"
+    log = logger
 
     def __init__(self, cfg: WebhookConfig, queue_size: int = 1000) -> None:
+        super().__init__(cfg.display_url, cfg.timeout_s, cfg.retries, cfg.backoff_s, queue_size)
         self.cfg = cfg
-        self.name = cfg.display_url  # the URL as logs show it: tokens and password as ***
-        self.delivered = 0
-        self.failed = 0
-        self.dropped = 0  # queue full
-        self.abandoned = 0  # still queued or retrying at the shutdown deadline
-        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._client = httpx.Client(timeout=cfg.timeout_s, headers=cfg.headers())
-        self._deadline: float | None = None  # time.monotonic() by which close ends delivery
-        self._closing = threading.Event()
-        self._finished = False  # finish_close has counted and logged: the thread counts no more
-        self._count_lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="webhook", daemon=True)
-        self._thread.start()
+        self._start()
 
-    def submit(self, alert: dict[str, Any]) -> None:
+    def _attempt(self, alert: dict[str, Any], timeout: float) -> str | None:
         try:
-            self._queue.put_nowait(alert)
-        except queue.Full:
-            self.dropped += 1
-            logger.error("webhook %s: queue full (%d alerts), alert dropped", self.name, self._queue.maxsize)
-
-    def budget_s(self) -> float:
-        """Longest time one alert can take: every attempt timing out plus every wait."""
-        waits = sum(self.cfg.backoff_s * 2**i for i in range(self.cfg.retries))
-        return (self.cfg.retries + 1) * self.cfg.timeout_s + waits
-
-    def close(self, timeout_s: float = 10.0) -> None:
-        """Deliver what is queued for at most ``timeout_s`` seconds (or until the deadline of an earlier
-        ``begin_close``), then drop (and count) the rest and end."""
-        if self._deadline is None:
-            self.begin_close(time.monotonic() + timeout_s)
-        self.finish_close()
-
-    def begin_close(self, deadline: float) -> None:
-        """No more alerts; delivery of the queued ones goes on until ``deadline`` (``time.monotonic()``)."""
-        if self._deadline is not None:
-            return
-        self._deadline = deadline
-        self._closing.set()
-        try:
-            self._queue.put_nowait(_STOP)
-        except queue.Full:  # the thread drains the queue at the deadline and then stops on the flag
-            pass
-
-    def finish_close(self, margin_s: float = 0.5) -> None:
-        """Wait for the delivery thread (until the deadline plus ``margin_s``), log what was dropped, once."""
-        if self._deadline is None:
-            raise RuntimeError("expected begin_close before finish_close, got none")
-        if self._finished:
-            return
-        self._thread.join(max(0.0, self._deadline + margin_s - time.monotonic()))
-        with self._count_lock:
-            self._finished = True  # a thread still in a request past its deadline counts nothing more
-            if self._thread.is_alive():  # one request in flight (its timeout caps it; the thread is a daemon)
-                self.abandoned += 1 + sum(1 for a in list(self._queue.queue) if a is not _STOP)
-        if self.abandoned:
-            logger.error(
-                "webhook %s: shutdown deadline passed; %d alerts dropped undelivered (queued or retrying)",
-                self.name,
-                self.abandoned,
-            )
-
-    def _left(self) -> float | None:
-        """Seconds until the shutdown deadline (None while not closing)."""
-        return None if self._deadline is None else self._deadline - time.monotonic()
-
-    def _run(self) -> None:
-        try:
-            while (alert := self._next()) is not None:
-                outcome = self._post(alert) if (left := self._left()) is None or left > 0 else None
-                with self._count_lock:
-                    if self._finished:
-                        return
-                    if outcome is None:
-                        self.abandoned += 1
-                    elif outcome:
-                        self.delivered += 1
-                    else:
-                        self.failed += 1
-        finally:
-            self._client.close()
-
-    def _next(self) -> dict[str, Any] | None:
-        """The next queued alert; None at the stop mark (or, closing with a full queue, once it is empty)."""
-        left = self._left()
-        try:
-            alert = self._queue.get(timeout=None if left is None else max(left, 0.0) + 0.05)
-        except queue.Empty:
+            resp = self._client.post(self.cfg.url, json=alert, timeout=timeout)
+        except httpx.HTTPError as exc:
+            return redact_text(f"{type(exc).__name__}: {exc}")
+        if resp.status_code < 300:
             return None
-        return None if alert is _STOP else alert
+        if resp.status_code < 500 and resp.status_code != 429:
+            raise Refused(f"HTTP {resp.status_code}")
+        return f"HTTP {resp.status_code}"
 
-    def _wait(self, seconds: float) -> bool:
-        """Wait before a retry; False (at once) when the wait would end past the shutdown deadline."""
-        end = time.monotonic() + seconds
-        if not self._closing.is_set():
-            self._closing.wait(seconds)  # close wakes it to check the deadline
-        if self._deadline is not None and end > self._deadline:
-            return False
-        time.sleep(max(0.0, end - time.monotonic()))
-        return True
-
-    def _post(self, alert: dict[str, Any]) -> bool | None:
-        """POST one alert with retries: True delivered, False failed, None cut by the shutdown deadline."""
-        wait = self.cfg.backoff_s
-        reason = "not attempted"
-        for attempt in range(self.cfg.retries + 1):
-            left = self._left()
-            if left is not None and left <= 0:
-                return None
-            timeout = self.cfg.timeout_s if left is None else min(self.cfg.timeout_s, left)
-            try:
-                resp = self._client.post(self.cfg.url, json=alert, timeout=timeout)
-                if resp.status_code < 300:
-                    return True
-                reason = f"HTTP {resp.status_code}"
-                if resp.status_code < 500 and resp.status_code != 429:
-                    logger.error("webhook %s refused the alert: %s (not retried)", self.name, reason)
-                    return False
-            except httpx.HTTPError as exc:
-                reason = redact_text(f"{type(exc).__name__}: {exc}")
-            if attempt < self.cfg.retries:
-                logger.warning(
-                    "webhook %s: %s; retry %d of %d in %.1fs",
-                    self.name,
-                    reason,
-                    attempt + 1,
-                    self.cfg.retries,
-                    wait,
-                )
-                if not self._wait(wait):
-                    return None
-                wait *= 2
-        if (left := self._left()) is not None and left <= 0:
-            return None  # the last attempt was cut by the deadline
-        logger.error(
-            "webhook %s: alert for %s not delivered after %d attempts (last: %s)",
-            self.name,
-            alert["identity"],
-            self.cfg.retries + 1,
-            reason,
-        )
-        return False
+    def _end(self) -> None:
+        self._client.close()
 
 
 class WatchlistAlerts:
     """Result sink raising alerts for matches on the watchlist (log line and webhooks), at the first match of
     an open track's running template (``on_progress``) or else at its final match (``on_track``). ``run_ids``: the
-    match-log run of each camera (set once the match log is open), for each alert's track reference."""
+    match-log run of each camera (set once the match log is open), for each alert's track reference; ``media``: the
+    store-relative paths of a track's best crop and snapshot by camera and track id (the match log's
+    ``media_paths``), for the alert's URLs under ``alerts.base_url``."""
 
     def __init__(self, cfg: AlertConfig, run_ids: dict[str, int] | None = None) -> None:
         self.cfg = cfg
@@ -239,6 +118,8 @@ class WatchlistAlerts:
         self.watchlist = frozenset(cfg.watchlist)
         self.zones = frozenset(cfg.zones)
         self.webhooks = [WebhookDelivery(w, cfg.queue_size) for w in cfg.webhooks]
+        self.mqtt = [] if cfg.mqtt is None else [MqttDelivery(cfg.mqtt, cfg.queue_size)]
+        self.media: Callable[[str, int], tuple[str | None, str | None]] | None = None
         self.raised = 0
         self._alerted: dict[tuple[str, int], set[str]] = {}  # open track -> identities already alerted
 
@@ -264,7 +145,8 @@ class WatchlistAlerts:
         if best.name in done:
             return
         done.add(best.name)
-        alert = alert_record(template, result, track_ended, logged_ref(self.run_ids, template))
+        ref = logged_ref(self.run_ids, template)
+        alert = alert_record(template, result, track_ended, ref) | self.links(template, ref, track_ended)
         self.raised += 1
         if self.cfg.log:
             logger.warning(
@@ -278,14 +160,35 @@ class WatchlistAlerts:
                 alert["last_s"],
                 "track ended" if track_ended else "track open",
             )
-        for hook in self.webhooks:
+        self.deliver(alert)
+
+    def links(
+        self, template: TrackTemplate, ref: str | None, track_ended: bool = True
+    ) -> dict[str, str | None]:
+        """``track_url``, ``snapshot_url`` and ``crop_url`` below ``alerts.base_url`` of a logged track (the URLs
+        the web app's feed gives, :func:`pipeline.services.links.track_links`); empty without a base URL or a
+        reference. An ended track without a best crop or a snapshot has no URL for it."""
+        if self.cfg.base_url is None or ref is None:
+            return {}
+        crop, snapshot = (
+            (None, None) if self.media is None else self.media(template.source_id, template.track_id)
+        )
+        if track_ended:
+            crop = None if template.best_crop is None else crop
+            snapshot = None if template.scene is None else snapshot
+        return track_links(ref, crop, snapshot, self.cfg.base_url)
+
+    def deliver(self, alert: dict[str, Any]) -> None:
+        """Queue one alert body on every webhook and the MQTT broker."""
+        for hook in (*self.webhooks, *self.mqtt):
             hook.submit(alert)
 
     def close(self) -> None:
-        """End every webhook by one deadline, ``shutdown_timeout_s`` from now (see ``WebhookDelivery``)."""
+        """End every delivery by one deadline, ``shutdown_timeout_s`` from now (see ``QueuedDelivery``)."""
         deadline = time.monotonic() + self.cfg.shutdown_timeout_s
-        for hook in self.webhooks:  # every webhook winds down at once, towards the one deadline
-            if isinstance(hook, WebhookDelivery):
+        hooks = (*self.webhooks, *self.mqtt)
+        for hook in hooks:  # every delivery winds down at once, towards the one deadline
+            if isinstance(hook, QueuedDelivery):
                 hook.begin_close(deadline)
-        for hook in self.webhooks:
+        for hook in hooks:
             hook.close()

@@ -19,8 +19,10 @@ from pydantic import Field, field_validator, model_validator
 
 from core.config import Section, read_yaml, validate
 from core.errors import ConfigError
-from core.secrets import ENV_NAME_PATTERN, env_secret, redact_url, url_with_password
+from core.secrets import ENV_NAME_PATTERN, redact_url, url_with_password
 from stages.zones import MAX_ZONES, ZoneConfig, check_unique
+
+from .alert_config import AlertConfig, MqttConfig, WebhookConfig
 
 __all__ = [
     "AlertConfig",
@@ -28,6 +30,7 @@ __all__ = [
     "CameraRecordConfig",
     "HealthConfig",
     "LiveConfig",
+    "MqttConfig",
     "ReconnectConfig",
     "RecordingConfig",
     "RestartConfig",
@@ -221,73 +224,6 @@ class HealthConfig(Section):
     metrics_host: str = Field("127.0.0.1", pattern=r"^[0-9A-Za-z.:-]{1,255}$", description="address to bind")
     fps_window_s: float = Field(
         5.0, gt=0, le=600, description="frame rates are averaged over this window (s)"
-    )
-
-
-class WebhookConfig(Section):
-    url: str = Field(
-        ...,
-        pattern=r"^https?://",
-        max_length=2000,
-        repr=False,
-        description="endpoint receiving a JSON POST (a token in it is shown as ***)",
-    )
-    auth_header_env: str | None = Field(
-        None,
-        pattern=ENV_NAME_PATTERN,
-        description="environment variable holding the auth header's value (e.g. 'Bearer xyz'), read when the "
-        "webhook starts, never logged; null = no auth header",
-    )
-    auth_header: str = Field(
-        "Authorization",
-        pattern=r"^[A-Za-z0-9-]{1,64}$",
-        description="name of the header carrying the value of auth_header_env",
-    )
-    timeout_s: float = Field(5.0, gt=0, le=120, description="per-request limit (s)")
-    retries: int = Field(3, ge=0, le=100, description="extra attempts after a failed POST")
-    backoff_s: float = Field(
-        0.5, ge=0, le=600, description="wait before the first retry, doubled each time (s)"
-    )
-
-    @property
-    def display_url(self) -> str:
-        """The URL as logs show it: tokens and password as ``***``."""
-        return redact_url(self.url)
-
-    def headers(self) -> dict[str, str]:
-        """Extra request headers: the auth header read from ``auth_header_env`` now; ConfigError when unset."""
-        if self.auth_header_env is None:
-            return {}
-        return {
-            self.auth_header: env_secret(self.auth_header_env, f"webhook {self.display_url} auth_header_env")
-        }
-
-
-class AlertConfig(Section):
-    watchlist: tuple[str, ...] = Field(
-        (), max_length=100000, description="identity names that raise an alert"
-    )
-    log: bool = Field(True, description="write a WARNING log line per alert")
-    retroactive: bool = Field(
-        False,
-        description="also alert when a rematch (rematch, enroll --rematch) names a past track of a watchlisted "
-        "identity; such alerts are marked retroactive",
-    )
-    webhooks: tuple[WebhookConfig, ...] = Field((), max_length=100, description="POST each alert to these")
-    zones: tuple[str, ...] = Field(
-        (),
-        max_length=MAX_ZONES,
-        description="alert only for tracks that entered one of these camera zones (known when the track ends, so "
-        "such alerts come at its end); empty = anywhere",
-    )
-    queue_size: int = Field(
-        1000, ge=1, le=10**6, description="alerts waiting for delivery; beyond: dropped, counted"
-    )
-    shutdown_timeout_s: float = Field(
-        10.0,
-        ge=0,
-        le=3600,
-        description="on shutdown, alerts still queued or retrying after this long are dropped, counted, logged",
     )
 
 

@@ -204,7 +204,7 @@ class EmbedService:
         else:
             self.log = self.system.match_log(sources, batch_size=1, threshold=index.in_force)
         self.alerts = watchlist_alerts(live.alerts, self.system.gallery)
-        self.alerts.run_ids = self.log.run_ids
+        self.alerts.run_ids, self.alerts.media = self.log.run_ids, self.log.media_paths
         self.matching = TrackMatching(
             cfg,
             self.system.embedder,

@@ -117,6 +117,12 @@ class MatchLogSink:
     def run_ids(self) -> dict[str, int]:
         return {name: w.run_id for name, w in self.writers.items()}
 
+    def media_paths(self, source_id: str, track_id: int) -> tuple[str | None, str | None]:
+        """Store-relative paths of a track's best crop and context snapshot (see ``MatchLogWriter.media_paths``);
+        ``(None, None)`` for a source this sink does not log."""
+        writer = self.writers.get(source_id)
+        return (None, None) if writer is None else writer.media_paths(track_id)
+
     def on_track(self, template: TrackTemplate, result: MatchResult) -> None:
         writer = self.writers[template.source_id]
         if (

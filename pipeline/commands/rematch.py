@@ -155,8 +155,7 @@ def alert_retroactive(system: System, report: RematchReport) -> int:
                     hit.end_time,
                     alert["logged_at"],
                 )
-            for hook in alerts.webhooks:
-                hook.submit(alert)
+            alerts.deliver(alert)
     finally:
         alerts.close()
     return raised

@@ -37,6 +37,7 @@ from ..health import HealthRegistry, MetricsServer
 from ..live import LiveCameras
 from ..live_config import CameraConfig, LiveConfig, load_cameras, name_cameras
 from ..live_runner import LiveRunner
+from ..mqtt import check_mqtt
 from ..ray_engine import run_ray
 from ..recorder import record_cameras
 from ..sinks import logged_ref, sighting_span
@@ -186,6 +187,8 @@ def run_stream(args: argparse.Namespace) -> int:
     cams = _cameras(args, live)
     for hook in live.alerts.webhooks:
         hook.headers()  # an auth_header_env that is unset: one line, exit 2, before anything starts
+    if live.alerts.mqtt is not None:
+        check_mqtt(live.alerts.mqtt)  # paho-mqtt missing or the password's variable unset: one line, exit 2
     if args.engine == "ray":
         # before the actors start: the detector checks itself (a model that does not see: one line, exit 2) and
         # --gallery is enrolled into --db
@@ -201,7 +204,7 @@ def run_stream(args: argparse.Namespace) -> int:
         print(f"threshold in force: {index.in_force}", file=sys.stderr, flush=True)
         sources = [LoggedSource(c.name, "camera", c.url, time_origin="camera") for c in cams]
         log = system.match_log(sources, batch_size=1, threshold=index.in_force)
-        alerts.run_ids = log.run_ids
+        alerts.run_ids, alerts.media = log.run_ids, log.media_paths
         sinks = [TrackLineSink(log.run_ids), alerts, log]
         registry = HealthRegistry(live.health.fps_window_s)
         cameras = LiveCameras(cams, live, registry)

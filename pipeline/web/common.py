@@ -9,7 +9,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import quote
 
 from fastapi import HTTPException
 from pydantic import BaseModel, Field
@@ -18,6 +17,8 @@ from gallery.db import Database
 from gallery.thumbnails import ThumbnailStore
 from gallery.track_search import TrackHit
 from gallery.unknowns import Grouping
+
+from ..services.links import thumbnail_url
 
 __all__ = [
     "ERRORS",
@@ -58,11 +59,6 @@ def query_time(name: str, text: str | None) -> datetime | None:
         return datetime.fromisoformat(text)
     except ValueError:
         raise HTTPException(400, f"{name}: expected an {TIME}, got {text[:100]!r}") from None
-
-
-def thumbnail_url(rel: str | None) -> str | None:
-    """The URL of a thumbnail of the store (``/thumbnails/<path>``), None for none."""
-    return f"/thumbnails/{quote(rel)}" if rel else None
 
 
 def clock(seconds: float | None) -> str:

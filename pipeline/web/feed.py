@@ -32,7 +32,8 @@ from gallery.forensic import track_detail
 from gallery.models import Track
 from gallery.refs import track_ref
 
-from .common import ERRORS, PAGE_ERRORS, Context, Detail, thumbnail_url
+from ..services.links import track_links
+from .common import ERRORS, PAGE_ERRORS, Context, Detail
 from .pages import render
 
 logger = logging.getLogger(__name__)
@@ -84,10 +85,8 @@ def feed_events(db: Database, after: int, media_dirs=(), limit: int = BATCH) -> 
                     "identity": t["identity"],
                     "score": t["score"],
                     "zones": None if r.zones is None else list(r.zones),
-                    "snapshot_url": thumbnail_url(t.get("snapshot")),
-                    "crop_url": thumbnail_url(t["thumbnail"]),
+                    **track_links(ref, t["thumbnail"], t.get("snapshot")),
                     "enrolled_url": enrolled.get("url"),
-                    "track_url": f"/track/{ref}",
                 },
             )
         )

@@ -1,5 +1,6 @@
-"""Watchlist alerts: log lines and webhook POSTs (with retries and timeouts) to a receiver on loopback; the
-shutdown deadline against endpoints that refuse or never answer; tokens and auth headers never logged."""
+"""Watchlist alerts: log lines and webhook POSTs (with retries and timeouts) to a receiver on loopback, their links
+to the track page, snapshot and crop under ``base_url``; the shutdown deadline against endpoints that refuse or
+never answer; tokens and auth headers never logged."""
 
 from __future__ import annotations
 
@@ -240,3 +241,72 @@ def test_unset_auth_header_variable_is_a_config_error(monkeypatch):
     hook = WebhookConfig(url="http://127.0.0.1:9/hook", auth_header_env="FACEMOE_TEST_UNSET")
     with pytest.raises(ConfigError, match="FACEMOE_TEST_UNSET"):
         WatchlistAlerts(AlertConfig(watchlist=("Joey",), webhooks=(hook,)))
+
+
+@pytest.mark.parametrize("ended", [True, False])
+def test_webhook_alert_links_to_the_track_page_snapshot_and_crop(receiver_factory, ended):
+    """With ``base_url`` each alert carries the URLs the web app's feed gives the track (one function makes both),
+    below the app's address; an open track's alert links where its crop and snapshot will be."""
+    from pipeline.services.links import track_links
+
+    rx = receiver_factory()
+    cfg = AlertConfig(
+        watchlist=("Joey",), webhooks=(WebhookConfig(url=rx.url),), base_url="http://nvr.lan:8000/app/"
+    )
+    sink = WatchlistAlerts(cfg, {"cam1": 4})
+    sink.media = lambda camera, track_id: (
+        f"source2/run4/track{track_id}.jpg",
+        f"source2/run4/track{track_id}_s.jpg",
+    )
+    template, result = track("Joey", track_id=9)
+    template.zones = ("door",)
+    (sink.on_track if ended else sink.on_progress)(template, result)
+    sink.close()
+    body = rx.bodies[0]
+    assert body["ref"] == "4:9" and body["track_ended"] is ended and body["seen_start"] is None
+    assert body["zones"] == ["door"]
+    assert body["track_url"] == "http://nvr.lan:8000/app/track/4:9"
+    if ended:  # this track kept no best crop and no snapshot: nothing to link to
+        assert body["crop_url"] is None and body["snapshot_url"] is None
+    else:
+        assert body["crop_url"] == "http://nvr.lan:8000/app/thumbnails/source2/run4/track9.jpg"
+        assert body["snapshot_url"] == "http://nvr.lan:8000/app/thumbnails/source2/run4/track9_s.jpg"
+    relative = track_links("4:9", "source2/run4/track9.jpg", "source2/run4/track9_s.jpg")
+    assert (
+        relative["track_url"] == "/track/4:9"
+        and relative["crop_url"] == "/thumbnails/source2/run4/track9.jpg"
+    )
+
+
+def test_without_base_url_alerts_carry_no_links(receiver_factory):
+    rx = receiver_factory()
+    sink = WatchlistAlerts(
+        AlertConfig(watchlist=("Joey",), webhooks=(WebhookConfig(url=rx.url),)), {"cam1": 4}
+    )
+    sink.media = lambda camera, track_id: ("a.jpg", "b.jpg")
+    sink.on_track(*track("Joey"))
+    sink.close()
+    assert not {"track_url", "snapshot_url", "crop_url"} & set(rx.bodies[0])
+
+
+@pytest.mark.parametrize(
+    "url, ok",
+    [
+        ("http://nvr.lan:8000/app", True),
+        ("https://cams.example.org/", True),
+        ("ftp://nvr.lan/app", False),
+        ("nvr.lan:8000", False),
+        ("http://", False),
+        ("http://nvr.lan/app?x=1", False),
+        ("http://nvr.lan/app#top", False),
+        ("http://op:pw@nvr.lan/app", False),
+    ],
+)
+def test_base_url_must_be_an_http_url(url, ok):
+    from pydantic import ValidationError
+
+    if ok:
+        assert AlertConfig(base_url=url).base_url == url.rstrip("/")
+    else:
+        with pytest.raises(ValidationError, match="base_url"):
+            AlertConfig(base_url=url)
