@@ -26,8 +26,8 @@ __all__ = ["KEEP_IOU", "REDACT_SCORE", "Redactor", "blur_box", "redaction_detect
 
 KEEP_IOU = 0.3  # a detection overlapping a kept box this much is the kept face
 REDACT_SCORE = 0.35  # the detector's score threshold for redaction is at most this
-GROW = 0.15  # a blurred box is enlarged by this fraction of its side on each side
-BLOCKS = 6  # a blurred face is pixelated to about this many blocks across
+GROW = 0.25  # a blurred box is enlarged by this fraction of its side on each side
+BLOCKS = 2  # a blurred face is pixelated to about this many blocks across
 
 
 def redaction_detector(cfg: DetectConfig) -> FaceDetector:
@@ -116,7 +116,12 @@ class Redactor:
         return self._apply(image, *self.boxes_to_blur(image, best[1], scale, found))
 
     def _apply(self, image: np.ndarray, blur: list[np.ndarray], kept: list[np.ndarray]) -> np.ndarray:
-        if blur:
+        """Blur ``blur`` but not ``kept``; then the detector looks again and what it still finds outside ``kept``
+        is blurred once more (a pixelated head can still read as a face)."""
+        count = len(blur)
+        for _ in range(2):
+            if not blur:
+                break
             original = image.copy()
             for box in blur:
                 blur_box(image, box)
@@ -125,6 +130,7 @@ class Redactor:
                 x0, y0 = max(0, int(k[0])), max(0, int(k[1]))
                 x1, y1 = min(w, int(np.ceil(k[2]))), min(h, int(np.ceil(k[3])))
                 image[y0:y1, x0:x1] = original[y0:y1, x0:x1]
-        self.blurred += len(blur)
+            blur = [box for box in self.detector.detect([image])[0].xyxy if not is_kept(box, kept)]
+        self.blurred += count
         self.frames += 1
         return image
