@@ -134,15 +134,19 @@ def alert_retroactive(system: System, report: RematchReport) -> int:
         for hit in report.matches:
             if hit.identity not in alerts.watchlist:
                 continue
-            alert = alert_record(
-                *_as_decision(hit, report.threshold), ref=track_ref(hit.run_id, hit.track_id)
-            ) | {
-                "retroactive": True,
-                "rematch_id": report.rematch_id,
-                "run_id": hit.run_id,
-                "kind": hit.kind,
-                "logged_at": hit.logged_at.isoformat(),
-            }
+            template, result = _as_decision(hit, report.threshold)
+            ref = track_ref(hit.run_id, hit.track_id)
+            alert = (
+                alert_record(template, result, ref=ref)
+                | alerts.links(template, ref)
+                | {
+                    "retroactive": True,
+                    "rematch_id": report.rematch_id,
+                    "run_id": hit.run_id,
+                    "kind": hit.kind,
+                    "logged_at": hit.logged_at.isoformat(),
+                }
+            )
             raised += 1
             if cfg.log:
                 logger.warning(
