@@ -1,6 +1,7 @@
-"""Cost of cutting a track's clip (pipeline/clips.py): decode a window of a video, draw a box on every frame, encode
-H.264 (libx264, preset veryfast, CRF 23) into an MP4 with +faststart. Prints the processor line (bench/machine.py),
-then per run the window, frames, wall seconds, frames per second and the ratio of clip time to wall time.
+"""Cost of cutting a track's clip (pipeline/services/clips.py): decode a window of a video, draw a box on every
+frame, encode H.264 (libx264, preset veryfast, CRF 23) into an MP4 with +faststart. Prints the processor line
+(bench/machine.py), then per run the window, frames, wall seconds, frames per second and the ratio of clip time to
+wall time.
 
     python bench/clip.py                                          # the friends clip, 10 s windows, 3 runs
     python bench/clip.py --video ../shared/assets/videos/facenet_pytorch_video.mp4 --seconds 4
@@ -18,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.machine import describe  # noqa: E402
-from pipeline.clips import ClipPart, cut_clip  # noqa: E402
+from pipeline.services.clips import ClipPart, cut_clip  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 VIDEO = ROOT.parent / "shared" / "assets" / "videos" / "friends_in_video.mp4"

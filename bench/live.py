@@ -32,11 +32,11 @@ sys.path.insert(0, str(ROOT))
 from bench.machine import describe  # noqa: E402
 from pipeline.build import build
 from pipeline.config import load_config
-from pipeline.health import HealthRegistry
-from pipeline.live import LiveCameras
-from pipeline.live_config import CameraConfig, LiveConfig
-from pipeline.live_runner import LiveRunner
-from pipeline.sql_gallery import LoggedSource
+from pipeline.live.cameras import LiveCameras
+from pipeline.live.config import CameraConfig, LiveConfig
+from pipeline.live.health import HealthRegistry
+from pipeline.runners.live_runner import LiveRunner
+from pipeline.sinks.sql_gallery import LoggedSource
 from tests.live.rtsp import RtspServer, make_clip, tools_missing
 
 ASSETS = ROOT.parent / "shared" / "assets"
@@ -109,7 +109,7 @@ def run_local(n: int, seconds: float, server: RtspServer, db_url: str, cfg, rss_
 
 
 def run_on_ray(n: int, seconds: float, server: RtspServer, db_url: str, cfg) -> dict:
-    from pipeline.ray_engine import run_ray
+    from pipeline.live.ray_engine import run_ray
 
     cams = [CameraConfig(name=f"cam{i}", url=server.url(f"cam{i}")) for i in range(n)]
     result = run_ray(

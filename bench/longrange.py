@@ -58,10 +58,10 @@ from core.types import Detections
 from facemoe.evaluate.video import GroundTruthSpan, ScoredTrack, evaluate_tracks, read_ground_truth
 from pipeline.build import System, build
 from pipeline.config import load_config
-from pipeline.eval_video import median_centre
-from pipeline.runner import FileRunner
-from pipeline.sinks import CollectSink
-from pipeline.sources import FileSource
+from pipeline.runners.eval_video import median_centre
+from pipeline.runners.runner import FileRunner
+from pipeline.runners.sources import FileSource
+from pipeline.sinks.outputs import CollectSink
 from stages.detect import FaceDetector
 from stages.track import iou_matrix
 

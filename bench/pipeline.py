@@ -35,10 +35,10 @@ sys.path.insert(0, str(ROOT))
 from bench.machine import describe  # noqa: E402
 from pipeline.build import System, build
 from pipeline.config import load_config
-from pipeline.engine import RunStats
-from pipeline.runner import FileRunner
-from pipeline.sinks import CollectSink
-from pipeline.sources import FileSource
+from pipeline.runners.engine import RunStats
+from pipeline.runners.runner import FileRunner
+from pipeline.runners.sources import FileSource
+from pipeline.sinks.outputs import CollectSink
 from stages.match import Matcher
 
 ASSETS = ROOT.parent / "shared" / "assets"

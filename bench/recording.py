@@ -2,7 +2,7 @@
 
 A loopback RTSP server (rtsp-server-perl) relays ffmpeg publishers looping a 640 px clip of the shared friends
 video (real time, ~24 fps); ``N`` cameras are recorded at once by the recorder of ``stream``
-(``pipeline.recorder``: remux without decoding into MP4 segments indexed in SQLite) for ``--seconds``. Reported per
+(``pipeline.live.recorder``: remux without decoding into MP4 segments indexed in SQLite) for ``--seconds``. Reported per
 N: this process's CPU time (user + system, the recorder threads only: nothing else runs in it) per camera as a
 share of one core, and the bytes written per camera-hour. The publishers' and the server's CPU is not counted.
 
@@ -25,8 +25,8 @@ from gallery.config import GalleryConfig  # noqa: E402
 from gallery.db import Database  # noqa: E402
 from gallery.queries import Filters  # noqa: E402
 from gallery.recordings import find_recordings  # noqa: E402
-from pipeline.live_config import CameraConfig, LiveConfig  # noqa: E402
-from pipeline.recorder import record_cameras  # noqa: E402
+from pipeline.live.config import CameraConfig, LiveConfig  # noqa: E402
+from pipeline.live.recorder import record_cameras  # noqa: E402
 from tests.live.rtsp import RtspServer, make_clip, tools_missing  # noqa: E402
 
 FRIENDS = (

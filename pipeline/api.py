@@ -32,14 +32,13 @@ from gallery.content import content_key
 from gallery.enroll import EnrollReport
 from gallery.runs import replace_runs
 from gallery.thumbnails import ThumbnailStore
+from pipeline.build import build, find_faces
+from pipeline.config import AppConfig, load_config
+from pipeline.runners.runner import FileRunner
+from pipeline.runners.sources import FileSource
+from pipeline.sinks.outputs import logged_ref, sighting_datetimes
+from pipeline.sinks.sql_gallery import LoggedSource
 from stages.quality import QualityScorer
-
-from .build import build, find_faces
-from .config import AppConfig, load_config
-from .runner import FileRunner
-from .sinks import logged_ref, sighting_datetimes
-from .sources import FileSource
-from .sql_gallery import LoggedSource
 
 __all__ = ["Face", "FaceRecognition", "Track"]
 

@@ -24,14 +24,13 @@ from gallery.store import Gallery
 from gallery.thresholds import InForce
 from gallery.thumbnails import ThumbnailStore
 from gallery.track_index import TrackIndexes
+from pipeline.config import AppConfig
+from pipeline.sinks.sql_gallery import LoggedSource, MatchLogSink, SqlGalleryIndex
 from stages.align import align_face
 from stages.detect import FaceDetector
 from stages.embed import Embedder, build_embedder
 from stages.match import Matcher
 from stages.quality import QualityScorer
-
-from .config import AppConfig
-from .sql_gallery import LoggedSource, MatchLogSink, SqlGalleryIndex
 
 __all__ = ["System", "build", "face_extractor", "find_faces"]
 

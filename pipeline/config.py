@@ -18,6 +18,8 @@ from pydantic import Field, model_validator
 
 from core.config import Section, apply_overrides, read_yaml, validate
 from gallery.config import GalleryConfig
+from pipeline.live.config import LiveConfig
+from pipeline.runners.recording_time import check_name_pattern
 from stages.config import (
     AggregateConfig,
     DetectConfig,
@@ -27,9 +29,6 @@ from stages.config import (
     ShotConfig,
     TrackConfig,
 )
-
-from .live_config import LiveConfig
-from .recording_time import check_name_pattern
 
 __all__ = [
     "AppConfig",

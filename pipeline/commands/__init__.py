@@ -6,8 +6,7 @@ import argparse
 
 from facemoe import cli as model_commands
 from facemoe import export_cli
-
-from . import enroll, eval_video, evidence, gallery_admin, process, rematch, search, stream
+from pipeline.commands import enroll, eval_video, evidence, gallery_admin, process, rematch, search, stream
 
 __all__ = ["build_parser"]
 

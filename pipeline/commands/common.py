@@ -10,9 +10,8 @@ from datetime import datetime
 from pathlib import Path
 
 from gallery.errors import QueryError
-
-from ..config import AppConfig, load_config
-from ..errors import PipelineError
+from pipeline.config import AppConfig, load_config
+from pipeline.errors import PipelineError
 
 __all__ = ["add_config_options", "config_of", "db_of", "listen_socket", "parse_time"]
 

@@ -29,10 +29,9 @@ from gallery.enroll import Enroller, EnrollReport
 from gallery.errors import EnrollmentError
 from gallery.names import quoted, shown
 from gallery.rematch import check_scope
-
-from ..build import build
-from .common import add_config_options, config_of, db_of, parse_time
-from .rematch import add_scope_options, print_reports, rematch_enrolled
+from pipeline.build import build
+from pipeline.commands.common import add_config_options, config_of, db_of, parse_time
+from pipeline.commands.rematch import add_scope_options, print_reports, rematch_enrolled
 
 logger = logging.getLogger(__name__)
 

@@ -11,9 +11,8 @@ import logging
 
 from facemoe.evaluate.report import format_table, write_report
 from facemoe.evaluate.video import format_tracks
-
-from ..eval_video import evaluate_videos
-from .common import add_config_options
+from pipeline.commands.common import add_config_options
+from pipeline.runners.eval_video import evaluate_videos
 
 __all__ = ["register", "run_eval_video"]
 

@@ -1,4 +1,4 @@
-"""The ``evidence`` command: a case export of logged tracks (:func:`pipeline.evidence.export_evidence`).
+"""The ``evidence`` command: a case export of logged tracks (:func:`pipeline.services.evidence.export_evidence`).
 
     run_pipeline.py evidence REF... --out DIR [--redact] [--note TEXT] [--case NAME] [--zip] [--margin S]
                              [--db URL] [--config FILE] [--set KEY=VALUE]
@@ -17,12 +17,11 @@ import argparse
 import sys
 
 from gallery.thumbnails import ThumbnailStore
-
-from ..build import build
-from ..clips import DEFAULT_MARGIN_S
-from ..evidence import export_evidence
-from ..redaction import redaction_detector
-from .common import add_config_options, config_of, db_of
+from pipeline.build import build
+from pipeline.commands.common import add_config_options, config_of, db_of
+from pipeline.services.clips import DEFAULT_MARGIN_S
+from pipeline.services.evidence import export_evidence
+from pipeline.services.redaction import redaction_detector
 
 __all__ = ["register", "run_evidence"]
 

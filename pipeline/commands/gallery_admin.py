@@ -41,12 +41,11 @@ from gallery.refs import parse_track_ref
 from gallery.rematches import find_rematches
 from gallery.thumbnails import ThumbnailStore
 from gallery.timeline import find_timeline
-
-from ..build import System, build
-from ..recording_recovery import purge_recordings
-from . import unknowns
-from .common import add_config_options, config_of, db_of, listen_socket, parse_time
-from .tables import render
+from pipeline.build import System, build
+from pipeline.commands import unknowns
+from pipeline.commands.common import add_config_options, config_of, db_of, listen_socket, parse_time
+from pipeline.commands.tables import render
+from pipeline.live.recording_recovery import purge_recordings
 
 logger = logging.getLogger(__name__)
 
@@ -137,9 +136,9 @@ def check_bind(host: str, token: str | None) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn  # the serve extra (fastapi, uvicorn): only this command needs it
 
-    from ..web.guard import MAX_HEADER_BYTES  # the serve extra too
-    from ..web.hosts import trusted_hosts
-    from ..web.serve import LazyModels, serve_app
+    from pipeline.web.guard import MAX_HEADER_BYTES  # the serve extra too
+    from pipeline.web.hosts import trusted_hosts
+    from pipeline.web.serve import LazyModels, serve_app
 
     config = config_of(args).gallery
     host = args.host or config.serve.host

@@ -26,16 +26,21 @@ from pathlib import Path
 
 from gallery.errors import StorageError
 from gallery.runs import LoggedTrack, resume_point
-
-from ..annotate import track_labels, write_annotated
-from ..build import System, build
-from ..errors import PipelineError
-from ..runner import FileRunner, FileRunStats, Resume
-from ..sinks import ConsoleTableSink, JsonSink, ResultSink, ThumbnailSink
-from ..sources import FileSource
-from ..sql_gallery import LoggedSource, MatchLogSink
-from .common import add_config_options, config_of, db_of, parse_time
-from .process_once import content_keys, feed_logged, finished_videos, replace_earlier, show_logged
+from pipeline.build import System, build
+from pipeline.commands.common import add_config_options, config_of, db_of, parse_time
+from pipeline.commands.process_once import (
+    content_keys,
+    feed_logged,
+    finished_videos,
+    replace_earlier,
+    show_logged,
+)
+from pipeline.errors import PipelineError
+from pipeline.runners.runner import FileRunner, FileRunStats, Resume
+from pipeline.runners.sources import FileSource
+from pipeline.sinks.annotate import track_labels, write_annotated
+from pipeline.sinks.outputs import ConsoleTableSink, JsonSink, ResultSink, ThumbnailSink
+from pipeline.sinks.sql_gallery import LoggedSource, MatchLogSink
 
 __all__ = ["register", "run_process"]
 

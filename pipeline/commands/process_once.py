@@ -12,12 +12,11 @@ from core.types import Candidate, MatchResult, TrackTemplate
 from gallery.content import content_key
 from gallery.runs import LoggedTrack, logged_tracks, newest_run, replace_runs
 from gallery.thumbnails import ThumbnailStore
-
-from ..build import System
-from ..errors import PipelineError
-from ..sinks import ConsoleTableSink, JsonSink, wall_epochs
-from ..sources import FileSource
-from ..sql_gallery import LoggedSource
+from pipeline.build import System
+from pipeline.errors import PipelineError
+from pipeline.runners.sources import FileSource
+from pipeline.sinks.outputs import ConsoleTableSink, JsonSink, wall_epochs
+from pipeline.sinks.sql_gallery import LoggedSource
 
 __all__ = ["content_keys", "feed_logged", "finished_videos", "replace_earlier", "show_logged"]
 

@@ -36,13 +36,12 @@ from gallery.queries import Page
 from gallery.refs import track_ref
 from gallery.rematch import RematchReport, RetroHit, media_ids, rematch
 from gallery.rematches import Undone, undo_identity, undo_rematch
-
-from ..alerts import alert_record, watchlist_alerts
-from ..build import System, build
-from ..sinks import wall_epochs
-from ..sql_gallery import SqlGalleryIndex
-from .common import add_config_options, config_of, db_of, parse_time
-from .tables import render
+from pipeline.build import System, build
+from pipeline.commands.common import add_config_options, config_of, db_of, parse_time
+from pipeline.commands.tables import render
+from pipeline.sinks.alerts import alert_record, watchlist_alerts
+from pipeline.sinks.outputs import wall_epochs
+from pipeline.sinks.sql_gallery import SqlGalleryIndex
 
 logger = logging.getLogger(__name__)
 

@@ -19,11 +19,10 @@ from pathlib import Path
 
 from core.errors import InputError
 from gallery.queries import Page
-
-from ..build import build
-from ..services.search import find_person
-from .common import add_config_options, config_of, db_of, parse_time
-from .tables import render
+from pipeline.build import build
+from pipeline.commands.common import add_config_options, config_of, db_of, parse_time
+from pipeline.commands.tables import render
+from pipeline.services.search import find_person
 
 __all__ = ["read_photo", "register", "run_search"]
 

@@ -9,9 +9,9 @@ match log (one run per camera, one transaction per track). ``--gallery DIR`` fir
 (the ``enroll --dir`` rule) into ``--db``, or without ``--db`` into a temporary database deleted at the end.
 On SIGINT/SIGTERM the cameras stop reading, open tracks are finished and matched, the sinks are flushed, and the
 command exits 0.
-``--engine ray`` runs one actor per camera and a shared embedding service (``pipeline/ray_engine.py``).
+``--engine ray`` runs one actor per camera and a shared embedding service (``pipeline/live/ray_engine.py``).
 Cameras whose recording is on (``live.recording``, a camera's ``record``) are also remuxed into MP4 segments
-indexed in ``--db`` (``pipeline/recorder.py``), over connections of their own.
+indexed in ``--db`` (``pipeline/live/recorder.py``), over connections of their own.
 Camera and webhook URLs are shown, logged and stored redacted (``core.secrets``); a camera's ``password_env``
 and a webhook's ``auth_header_env`` must name set environment variables (checked before anything starts).
 """
@@ -30,19 +30,18 @@ from core.config import load
 from core.errors import ConfigError
 from core.secrets import redact_text
 from core.types import MatchResult, TrackTemplate
-
-from ..alerts import watchlist_alerts
-from ..build import build
-from ..health import HealthRegistry, MetricsServer
-from ..live import LiveCameras
-from ..live_config import CameraConfig, LiveConfig, load_cameras, name_cameras
-from ..live_runner import LiveRunner
-from ..mqtt import check_mqtt
-from ..ray_engine import run_ray
-from ..recorder import record_cameras
-from ..sinks import logged_ref, sighting_span
-from ..sql_gallery import LoggedSource
-from .common import add_config_options, config_of
+from pipeline.build import build
+from pipeline.commands.common import add_config_options, config_of
+from pipeline.live.cameras import LiveCameras
+from pipeline.live.config import CameraConfig, LiveConfig, load_cameras, name_cameras
+from pipeline.live.health import HealthRegistry, MetricsServer
+from pipeline.live.ray_engine import run_ray
+from pipeline.live.recorder import record_cameras
+from pipeline.runners.live_runner import LiveRunner
+from pipeline.sinks.alerts import watchlist_alerts
+from pipeline.sinks.mqtt import check_mqtt
+from pipeline.sinks.outputs import logged_ref, sighting_span
+from pipeline.sinks.sql_gallery import LoggedSource
 
 __all__ = ["TrackLineSink", "register", "run_stream"]
 

@@ -24,10 +24,9 @@ from gallery.errors import QueryError
 from gallery.names import shown
 from gallery.queries import csv_cell
 from gallery.unknowns import Grouping, check_options
-
-from ..build import build
-from ..services.unknowns import grouping
-from .common import add_config_options, config_of, db_of, parse_time
+from pipeline.build import build
+from pipeline.commands.common import add_config_options, config_of, db_of, parse_time
+from pipeline.services.unknowns import grouping
 
 __all__ = ["COLUMNS", "add_arguments", "render", "run"]
 

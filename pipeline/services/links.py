@@ -1,6 +1,6 @@
 """The web app's URLs of a logged track, the one place they are made: its page, its context snapshot and its best
-crop. The feed (:mod:`pipeline.web.feed`) gives them relative to the app; alerts (:mod:`pipeline.alerts`) absolute,
-below ``alerts.base_url``."""
+crop. The feed (:mod:`pipeline.web.feed`) gives them relative to the app; alerts (:mod:`pipeline.sinks.alerts`)
+absolute, below ``alerts.base_url``."""
 
 from __future__ import annotations
 

@@ -16,9 +16,8 @@ from core.images import decode_image
 from gallery.db import Database
 from gallery.track_index import TrackIndexes
 from gallery.track_search import TrackHit, search_tracks
+from pipeline.build import System, find_faces
 from stages.quality import QualityScorer
-
-from ..build import System, find_faces
 
 __all__ = ["find_person", "query_template"]
 

@@ -7,9 +7,8 @@ from datetime import datetime
 
 from gallery.store import Gallery
 from gallery.unknowns import Grouping, check_options, group_unknowns, unknown_embedders
-
-from ..config import AppConfig
-from ..sql_gallery import SqlGalleryIndex
+from pipeline.config import AppConfig
+from pipeline.sinks.sql_gallery import SqlGalleryIndex
 
 __all__ = ["grouping"]
 

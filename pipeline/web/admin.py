@@ -5,10 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from gallery.queries import Filters, find_identities
-
-from .common import ERRORS, Context
-from .matches import filters
-from .models import IdentityPage
+from pipeline.web.common import ERRORS, Context
+from pipeline.web.matches import filters
+from pipeline.web.models import IdentityPage
 
 __all__ = ["router"]
 

@@ -27,12 +27,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from gallery.db import Database
 from gallery.errors import GalleryError, IdentityNotFoundError
 from gallery.thumbnails import ThumbnailStore
-
-from . import admin, feed, login, matches, search, tracks
-from .common import Context, Evidence, Forensic
-from .guard import Guard, require_authenticated
-from .hosts import LOOPBACK_NAMES, TrustedHosts, host_name, trusted_hosts
-from .session import COOKIE, DEFAULT_MAX_AGE_S, Sessions
+from pipeline.web import admin, feed, login, matches, search, tracks
+from pipeline.web.common import Context, Evidence, Forensic
+from pipeline.web.guard import Guard, require_authenticated
+from pipeline.web.hosts import LOOPBACK_NAMES, TrustedHosts, host_name, trusted_hosts
+from pipeline.web.session import COOKIE, DEFAULT_MAX_AGE_S, Sessions
 
 logger = logging.getLogger(__name__)
 

@@ -17,8 +17,7 @@ from gallery.db import Database
 from gallery.thumbnails import ThumbnailStore
 from gallery.track_search import TrackHit
 from gallery.unknowns import Grouping
-
-from ..services.links import thumbnail_url
+from pipeline.services.links import thumbnail_url
 
 __all__ = [
     "ERRORS",

@@ -31,10 +31,9 @@ from gallery.db import Database
 from gallery.forensic import track_detail
 from gallery.models import Track
 from gallery.refs import track_ref
-
-from ..services.links import track_links
-from .common import ERRORS, PAGE_ERRORS, Context, Detail
-from .pages import render
+from pipeline.services.links import track_links
+from pipeline.web.common import ERRORS, PAGE_ERRORS, Context, Detail
+from pipeline.web.pages import render
 
 logger = logging.getLogger(__name__)
 

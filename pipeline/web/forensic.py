@@ -24,10 +24,18 @@ from gallery.forensic import track_detail
 from gallery.queries import Filters, Page
 from gallery.refs import TrackRefError
 from gallery.timeline import find_timeline
-
-from .common import ERRORS, TIME, Detail, Evidence, Forensic, SearchUnavailable, query_time, thumbnail_url
-from .models import SearchOptions
-from .multipart import FormRefused, MalformedForm, parse_form
+from pipeline.web.common import (
+    ERRORS,
+    TIME,
+    Detail,
+    Evidence,
+    Forensic,
+    SearchUnavailable,
+    query_time,
+    thumbnail_url,
+)
+from pipeline.web.models import SearchOptions
+from pipeline.web.multipart import FormRefused, MalformedForm, parse_form
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl
 from fastapi import HTTPException, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from .session import COOKIE, Sessions, cookie_header, token_matches
+from pipeline.web.session import COOKIE, Sessions, cookie_header, token_matches
 
 __all__ = [
     "AUTH_KEY",

@@ -9,9 +9,9 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from .guard import root_of
-from .pages import PAGES, STYLE
-from .session import COOKIE, Sessions, cookie_header, token_matches
+from pipeline.web.guard import root_of
+from pipeline.web.pages import PAGES, STYLE
+from pipeline.web.session import COOKIE, Sessions, cookie_header, token_matches
 
 logger = logging.getLogger(__name__)
 

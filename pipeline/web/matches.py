@@ -12,10 +12,9 @@ from fastapi.responses import HTMLResponse
 
 from gallery.models import Identity, Source
 from gallery.queries import MAX_PAGE, MAX_PAGE_SIZE, Filters, find_matches
-
-from .common import ERRORS, PAGE_ERRORS, TIME, Context, query_time
-from .models import MatchPage
-from .pages import names, render
+from pipeline.web.common import ERRORS, PAGE_ERRORS, TIME, Context, query_time
+from pipeline.web.models import MatchPage
+from pipeline.web.pages import names, render
 
 __all__ = ["filters", "router"]
 

@@ -8,8 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from gallery.queries import MAX_PAGE_SIZE
-
-from .common import TIME
+from pipeline.web.common import TIME
 
 __all__ = [
     "Candidate",

@@ -13,8 +13,7 @@ from jinja2 import DictLoader, Environment
 from sqlalchemy import select
 
 from gallery.db import Database
-
-from .common import Context, Forensic, clock
+from pipeline.web.common import Context, Forensic, clock
 
 __all__ = ["PAGES", "STYLE", "names", "nav", "one_line", "render"]
 

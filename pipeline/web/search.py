@@ -22,9 +22,8 @@ from starlette.concurrency import run_in_threadpool
 from gallery.errors import GalleryError
 from gallery.models import Identity, Source
 from gallery.queries import MAX_PAGE, MAX_PAGE_SIZE, Filters
-
-from .common import ERRORS, PAGE_ERRORS, TIME, Context, query_time
-from .forensic import (
+from pipeline.web.common import ERRORS, PAGE_ERRORS, TIME, Context, query_time
+from pipeline.web.forensic import (
     UPLOAD,
     UPLOAD_ERRORS,
     read_form,
@@ -33,8 +32,8 @@ from .forensic import (
     unknown_groups,
     unknowns_options,
 )
-from .models import SearchOptions, SearchPage, TimelinePage, UnknownsResult
-from .pages import names, one_line, render
+from pipeline.web.models import SearchOptions, SearchPage, TimelinePage, UnknownsResult
+from pipeline.web.pages import names, one_line, render
 
 __all__ = ["router"]
 

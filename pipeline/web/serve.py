@@ -5,8 +5,8 @@ thumbnail store and what its search by photo and its unknown groups need (:class
   detector and embedder, built through the one builder at the first search and kept (``serve`` without a search
   stays light), the serve gallery's database and track indexes. One search runs at a time. A detector or embedder
   that does not load makes the search answer 503 with the reason, and is not tried again until the next start.
-- Clips are :func:`pipeline.clips.track_clip`'s (cut from the track's source on demand, cached in the thumbnail
-  store); the export of one track is :func:`pipeline.evidence.export_evidence`'s, zipped in a temporary folder
+- Clips are :func:`pipeline.services.clips.track_clip`'s (cut from the track's source on demand, cached in the thumbnail
+  store); the export of one track is :func:`pipeline.services.evidence.export_evidence`'s, zipped in a temporary folder
   that is removed once sent, its case named after the track and the time.
 - Unknown groups are ``query unknowns``' (:func:`pipeline.services.unknowns.grouping`), with the config's
   ``gallery.unknowns`` defaults and the matcher's operating threshold.
@@ -28,15 +28,14 @@ from fastapi import FastAPI
 from core.errors import UserError
 from gallery.thumbnails import ThumbnailStore
 from gallery.track_search import TrackHit
-
-from ..build import System, build
-from ..clips import DEFAULT_MARGIN_S, track_clip
-from ..config import AppConfig
-from ..evidence import export_evidence
-from ..services.search import find_person
-from ..services.unknowns import grouping
-from .app import create_app
-from .common import Evidence, Forensic, SearchUnavailable
+from pipeline.build import System, build
+from pipeline.config import AppConfig
+from pipeline.services.clips import DEFAULT_MARGIN_S, track_clip
+from pipeline.services.evidence import export_evidence
+from pipeline.services.search import find_person
+from pipeline.services.unknowns import grouping
+from pipeline.web.app import create_app
+from pipeline.web.common import Evidence, Forensic, SearchUnavailable
 
 logger = logging.getLogger(__name__)
 

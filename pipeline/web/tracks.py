@@ -28,12 +28,11 @@ from gallery.errors import ThumbnailPathError
 from gallery.forensic import MediaUnavailable, enrolled_photo
 from gallery.queries import Filters, find_tracks
 from gallery.refs import REF_PATTERN, REF_TEXT
-
-from .common import ERRORS, PAGE_ERRORS, Context, Detail
-from .forensic import MAX_ID, track_view
-from .matches import filters
-from .models import TrackDetail, TrackPage
-from .pages import render
+from pipeline.web.common import ERRORS, PAGE_ERRORS, Context, Detail
+from pipeline.web.forensic import MAX_ID, track_view
+from pipeline.web.matches import filters
+from pipeline.web.models import TrackDetail, TrackPage
+from pipeline.web.pages import render
 
 logger = logging.getLogger(__name__)
 
@@ -95,14 +94,16 @@ def router(ctx: Context) -> APIRouter:
     def track_clip(ref: str = ref_param) -> FileResponse:
         track_view(ctx.db, ctx.forensic, ref)  # 404 for a track not in the log
         if evidence.clip is None:
-            raise HTTPException(404, "this server cuts no clips (pipeline.clips not available)")
+            raise HTTPException(404, "this server cuts no clips (pipeline.services.clips not available)")
         return _served(_made(evidence.clip, ref, slots, "clip"), root, "video/mp4")
 
     @routes.post("/api/tracks/{ref}/export", response_class=FileResponse, responses=ZIP | EVIDENCE_ERRORS)
     def track_export(ref: str = ref_param) -> FileResponse:
         track_view(ctx.db, ctx.forensic, ref)
         if evidence.export is None:
-            raise HTTPException(404, "this server exports no evidence (pipeline.evidence not available)")
+            raise HTTPException(
+                404, "this server exports no evidence (pipeline.services.evidence not available)"
+            )
         path = _made(evidence.export, ref, slots, "evidence export")
         logger.info("evidence of track %s exported over HTTP", ref)
         return _served(path, None, "application/zip", path.name)

@@ -1,6 +1,6 @@
 """The recordings index (gallery.recordings) on SQLite and PostgreSQL: the segments covering a window, retention
 by age and by a disk cap (oldest first, never a segment an open case holds), the listing, the store's modes, and
-recovery of segments a killed writer left (pipeline.recording_recovery) on real fragmented MP4 files."""
+recovery of segments a killed writer left (pipeline.live.recording_recovery) on real fragmented MP4 files."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from gallery.recordings import (
     segments_for,
     wall_at,
 )
-from pipeline.recording_recovery import camera_lock, recover
+from pipeline.live.recording_recovery import camera_lock, recover
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=timezone.utc)
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from core.types import Candidate, MatchResult, TrackTemplate
-from pipeline.alerts import WatchlistAlerts, alert_record
-from pipeline.live_config import AlertConfig, WebhookConfig
+from pipeline.live.config import AlertConfig, WebhookConfig
+from pipeline.sinks.alerts import WatchlistAlerts, alert_record
 from tests.live.rtsp import SilentServer, free_port
 
 
@@ -82,7 +82,7 @@ def track(name: str | None, score: float = 0.6, track_id: int = 1) -> tuple[Trac
 @pytest.mark.parametrize("name, alerted", [("Joey", True), ("Ross", False), (None, False)])
 def test_only_watchlisted_matches_alert(name, alerted, caplog):
     sink = WatchlistAlerts(AlertConfig(watchlist=("Joey", "Phoebe")))
-    with caplog.at_level(logging.WARNING, logger="pipeline.alerts"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.sinks.alerts"):
         sink.on_track(*track(name))
     sink.close()
     assert sink.raised == int(alerted)
@@ -166,7 +166,7 @@ def test_a_hanging_webhook_is_timed_out_and_does_not_block_the_pipeline(receiver
 def test_unreachable_webhook_fails_after_its_retries(caplog):
     hook = WebhookConfig(url=f"http://127.0.0.1:{free_port()}/hook", retries=2, backoff_s=0.01, timeout_s=1.0)
     sink = WatchlistAlerts(AlertConfig(watchlist=("Joey",), webhooks=(hook,)))
-    with caplog.at_level(logging.WARNING, logger="pipeline.alerts"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.sinks.alerts"):
         sink.on_track(*track("Joey"))
         sink.close()
     assert sink.webhooks[0].failed == 1
@@ -183,7 +183,7 @@ def test_shutdown_is_bounded_by_the_deadline_and_counts_what_it_drops(endpoint, 
     hook = WebhookConfig(url=f"http://127.0.0.1:{port}/hook", timeout_s=60, retries=50, backoff_s=30)
     sink = WatchlistAlerts(AlertConfig(watchlist=("Joey",), webhooks=(hook, hook), shutdown_timeout_s=1.5))
     try:
-        with caplog.at_level(logging.WARNING, logger="pipeline.alerts"):
+        with caplog.at_level(logging.WARNING, logger="pipeline.sinks.alerts"):
             for tid in range(4):
                 sink.on_track(*track("Joey", track_id=tid))
             time.sleep(0.3)  # the first alert is in flight (silent) or waiting to retry (refused)

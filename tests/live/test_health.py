@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from pipeline.health import CameraHealth, HealthRegistry, MetricsServer
+from pipeline.live.health import CameraHealth, HealthRegistry, MetricsServer
 
 
 class FakeClock:

@@ -9,8 +9,7 @@ import av
 import numpy as np
 import pytest
 
-from pipeline.health import CameraHealth, HealthRegistry
-from pipeline.live import (
+from pipeline.live.cameras import (
     LiveCameras,
     LiveSource,
     WallClock,
@@ -18,7 +17,8 @@ from pipeline.live import (
     open_options,
     rtsp_timeout_option,
 )
-from pipeline.live_config import CameraConfig, LiveConfig, ReconnectConfig
+from pipeline.live.config import CameraConfig, LiveConfig, ReconnectConfig
+from pipeline.live.health import CameraHealth, HealthRegistry
 
 
 def live_config(**kw) -> LiveConfig:
@@ -133,7 +133,7 @@ def test_rtcp_camera_clock_is_used_unless_it_is_off(rtsp_server, stream_clip, ca
         timestamps="stream", drop_frames=False, buffer_frames=64, camera_clock_max_skew_s=max_skew
     )
     src = LiveSource(CameraConfig(name="cam", url=rtsp_server.url("cam")), cfg, health)
-    with caplog.at_level("WARNING", logger="pipeline.live"):
+    with caplog.at_level("WARNING", logger="pipeline.live.cameras"):
         src.start()
         try:
             assert wait_until(lambda: health.frames_in > 0, 20), health.snapshot()

@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from core.errors import ConfigError
-from pipeline.live_config import (
+from pipeline.live.config import (
     AlertConfig,
     CameraConfig,
     LiveConfig,

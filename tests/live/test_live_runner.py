@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from core.types import FaceCrop, MatchResult, Quality, TrackTemplate
-from pipeline.alerts import WatchlistAlerts
-from pipeline.engine import EndedTrack, ProgressSink, RunStats, TrackJob, TrackMatching
-from pipeline.live_config import AlertConfig, WebhookConfig
+from pipeline.live.config import AlertConfig, WebhookConfig
+from pipeline.runners.engine import EndedTrack, ProgressSink, RunStats, TrackJob, TrackMatching
+from pipeline.sinks.alerts import WatchlistAlerts
 from stages.config import AggregateConfig
 from stages.match import Matcher
 from stages.track import TrackEnd
@@ -87,7 +87,7 @@ def test_alert_is_raised_at_the_first_matching_batch_once(caplog):
     tm, alerts, log = matching()
     stats = RunStats()
     assert isinstance(alerts, ProgressSink) and tm.watchers == [alerts]
-    with caplog.at_level(logging.WARNING, logger="pipeline.alerts"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.sinks.alerts"):
         tm.handle([TrackJob([crop(1, 1.0, 0)])], stats)  # Joey's first embedded crop
         assert alerts.raised == 1 and not log.tracks  # alerted while the track is open
         assert (

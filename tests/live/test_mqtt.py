@@ -20,9 +20,9 @@ import pytest
 from pydantic import ValidationError
 
 from core.types import Candidate, FaceCrop, MatchResult, Quality, SceneSnapshot, TrackTemplate
-from pipeline.alerts import WatchlistAlerts
-from pipeline.live_config import AlertConfig, MqttConfig, WebhookConfig
-from pipeline.mqtt import alert_topic, topic_level
+from pipeline.live.config import AlertConfig, MqttConfig, WebhookConfig
+from pipeline.sinks.alerts import WatchlistAlerts
+from pipeline.sinks.mqtt import alert_topic, topic_level
 from run_pipeline import main
 from tests.live.rtsp import free_port, wait_port
 from tests.live.test_alerts import Receiver
@@ -227,7 +227,7 @@ def test_a_broker_that_is_down_is_logged_once_and_counted(caplog):
         mqtt=MqttConfig(host="127.0.0.1", port=free_port(), retries=2, backoff_s=0.05, timeout_s=0.5),
         shutdown_timeout_s=5,
     )
-    with caplog.at_level(logging.DEBUG, logger="pipeline.mqtt"):
+    with caplog.at_level(logging.DEBUG, logger="pipeline.sinks.mqtt"):
         sink = WatchlistAlerts(cfg)
         t0 = time.monotonic()
         for tid in range(3):
@@ -251,7 +251,7 @@ def test_a_broker_that_comes_back_gets_the_next_alerts(tmp_path, caplog):
     )
     sub = None
     try:
-        with caplog.at_level(logging.INFO, logger="pipeline.mqtt"):
+        with caplog.at_level(logging.INFO, logger="pipeline.sinks.mqtt"):
             sink = WatchlistAlerts(cfg)
             assert sink.mqtt[0].connected.wait(10)
             broker.stop()

@@ -22,12 +22,12 @@ from gallery.store import Gallery
 from gallery.thumbnails import ThumbnailStore
 from gallery.track_boxes import unpack_boxes
 from pipeline.build import build
-from pipeline.engine import TrackJob
-from pipeline.health import HealthRegistry
-from pipeline.live import LiveCameras
-from pipeline.live_config import CameraConfig, LiveConfig, ReconnectConfig, RestartConfig
-from pipeline.live_runner import LiveRunner
-from pipeline.sql_gallery import LoggedSource
+from pipeline.live.cameras import LiveCameras
+from pipeline.live.config import CameraConfig, LiveConfig, ReconnectConfig, RestartConfig
+from pipeline.live.health import HealthRegistry
+from pipeline.runners.engine import TrackJob
+from pipeline.runners.live_runner import LiveRunner
+from pipeline.sinks.sql_gallery import LoggedSource
 from tests.conftest import ROOT
 from tests.gallery.helpers import copy_sqlite, logged_tracks
 from tests.live.rtsp import free_port
@@ -35,7 +35,7 @@ from tests.live.test_stream_cli import CONFIG, app_config, gallery_db  # noqa: F
 
 ray = pytest.importorskip("ray", reason="the Ray engine needs the ray package (pip install 'ray[default]')")
 
-from pipeline.ray_engine import InOrder, run_ray  # noqa: E402 (after the skip)
+from pipeline.live.ray_engine import InOrder, run_ray  # noqa: E402 (after the skip)
 
 # every frame of the clip, in order, with the stream's own timestamps: the same input for both engines
 RECORDED = LiveConfig(

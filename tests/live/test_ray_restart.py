@@ -22,15 +22,15 @@ from gallery.matchlog import MatchLogWriter, TrackRecord
 from gallery.models import MatchEvent, Run, Source, Track
 from gallery.store import Gallery
 from pipeline.build import build
-from pipeline.engine import RunStats, TrackJob, TrackMatching
-from pipeline.health import HealthRegistry
-from pipeline.live import LiveCameras
-from pipeline.live_config import CameraConfig, LiveConfig, RestartConfig
-from pipeline.live_runner import LiveRunner
-from pipeline.ray_actors import EmbedService
-from pipeline.ray_engine import run_ray
-from pipeline.ray_supervise import Backoff, InOrder, Retained, offset_job
-from pipeline.sql_gallery import LoggedSource
+from pipeline.live.cameras import LiveCameras
+from pipeline.live.config import CameraConfig, LiveConfig, RestartConfig
+from pipeline.live.health import HealthRegistry
+from pipeline.live.ray_actors import EmbedService
+from pipeline.live.ray_engine import run_ray
+from pipeline.live.ray_supervise import Backoff, InOrder, Retained, offset_job
+from pipeline.runners.engine import RunStats, TrackJob, TrackMatching
+from pipeline.runners.live_runner import LiveRunner
+from pipeline.sinks.sql_gallery import LoggedSource
 from stages.config import AggregateConfig
 from stages.match import Matcher
 from tests.conftest import require

@@ -1,4 +1,4 @@
-"""Camera recording (pipeline.recorder) on the loopback RTSP server: segments that abut and decode, a reconnect
+"""Camera recording (pipeline.live.recorder) on the loopback RTSP server: segments that abut and decode, a reconnect
 that starts a new one, a clip cut across a segment boundary, SIGKILL during ``stream``, a folder that cannot be
 written; and (slow) 60 s segments over three minutes."""
 
@@ -19,9 +19,9 @@ from gallery.config import GalleryConfig
 from gallery.db import Database
 from gallery.queries import Filters
 from gallery.recordings import RecordingStore, find_recordings, segments_for
-from pipeline.clips import ClipPart, cut_clip
-from pipeline.live_config import CameraConfig, LiveConfig
-from pipeline.recorder import record_cameras
+from pipeline.live.config import CameraConfig, LiveConfig
+from pipeline.live.recorder import record_cameras
+from pipeline.services.clips import ClipPart, cut_clip
 from run_pipeline import main
 from tests.conftest import ROOT
 

@@ -16,14 +16,14 @@ from sqlalchemy import func, select
 
 from gallery.models import Identity, MatchEvent, Run, Source, Track
 from gallery.store import Gallery
-from pipeline.alerts import WatchlistAlerts
 from pipeline.build import build
 from pipeline.config import load_config
-from pipeline.health import HealthRegistry
-from pipeline.live import LiveCameras
-from pipeline.live_config import AlertConfig, CameraConfig, LiveConfig, ReconnectConfig, WebhookConfig
-from pipeline.live_runner import LiveRunner
-from pipeline.sql_gallery import LoggedSource
+from pipeline.live.cameras import LiveCameras
+from pipeline.live.config import AlertConfig, CameraConfig, LiveConfig, ReconnectConfig, WebhookConfig
+from pipeline.live.health import HealthRegistry
+from pipeline.runners.live_runner import LiveRunner
+from pipeline.sinks.alerts import WatchlistAlerts
+from pipeline.sinks.sql_gallery import LoggedSource
 from run_pipeline import main
 from tests.conftest import ASSETS, ROOT, require
 from tests.live.rtsp import free_port

@@ -14,13 +14,13 @@ from pydantic import ValidationError
 from core.types import Candidate, MatchResult, TrackTemplate
 from gallery.queries import Filters, find_matches, find_tracks
 from gallery.store import Gallery
-from pipeline.alerts import WatchlistAlerts
 from pipeline.build import build
-from pipeline.health import CameraHealth, HealthRegistry
-from pipeline.live import LiveCameras, LiveSource
-from pipeline.live_config import AlertConfig, CameraConfig, LiveConfig, WebhookConfig, load_cameras
-from pipeline.live_runner import LiveRunner
-from pipeline.sql_gallery import LoggedSource
+from pipeline.live.cameras import LiveCameras, LiveSource
+from pipeline.live.config import AlertConfig, CameraConfig, LiveConfig, WebhookConfig, load_cameras
+from pipeline.live.health import CameraHealth, HealthRegistry
+from pipeline.runners.live_runner import LiveRunner
+from pipeline.sinks.alerts import WatchlistAlerts
+from pipeline.sinks.sql_gallery import LoggedSource
 from stages.config import DetectConfig
 from stages.detect import FaceDetector
 from stages.zones import ZoneConfig, Zones

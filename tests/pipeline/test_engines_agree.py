@@ -8,7 +8,7 @@ the top score within 1e-3. The runs see the same frames in the same order, so an
 noise (embedding batches differ from run to run) is a real difference between the engines.
 
 Known difference (xfail below): FFmpeg's RTSP demuxer gives the first frame of the H.264 stream no pts, and
-``LiveSource._timestamp`` (pipeline/live.py) stamps a frame without pts with the arrival clock and anchors the
+``LiveSource._timestamp`` (pipeline/live/cameras.py) stamps a frame without pts with the arrival clock and anchors the
 stream's next pts to it, so with ``timestamps: stream`` every live time is shifted by the first frame's arrival
 time since the cameras' epoch less one frame (about 1 s locally, seconds on Ray, where the epoch is taken before
 the actors start). Tracks, frame counts, decisions and scores are not affected.
@@ -23,13 +23,13 @@ import pytest
 
 from pipeline.build import build
 from pipeline.config import load_config
-from pipeline.health import HealthRegistry
-from pipeline.live import LiveCameras
-from pipeline.live_config import CameraConfig, LiveConfig, ReconnectConfig
-from pipeline.live_runner import LiveRunner
-from pipeline.runner import FileRunner
-from pipeline.sources import FileSource
-from pipeline.sql_gallery import LoggedSource
+from pipeline.live.cameras import LiveCameras
+from pipeline.live.config import CameraConfig, LiveConfig, ReconnectConfig
+from pipeline.live.health import HealthRegistry
+from pipeline.runners.live_runner import LiveRunner
+from pipeline.runners.runner import FileRunner
+from pipeline.runners.sources import FileSource
+from pipeline.sinks.sql_gallery import LoggedSource
 from tests.conftest import ASSETS, ROOT, require
 from tests.gallery.helpers import copy_sqlite, logged_tracks
 from tests.live.rtsp import InterleavedRtspServer, make_clip, tools_missing
@@ -187,7 +187,7 @@ def ray_run(cfg, clip, gallery_db, server, tmp_path_factory):
     ray = pytest.importorskip(
         "ray", reason="the Ray engine needs the ray package (pip install 'ray[default]')"
     )
-    from pipeline.ray_engine import run_ray
+    from pipeline.live.ray_engine import run_ray
 
     db = copy_sqlite(gallery_db, tmp_path_factory.mktemp("ray"), "ray")
     server.publish("ray", clip, loop=False)

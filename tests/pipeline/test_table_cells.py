@@ -9,7 +9,7 @@ import pytest
 
 from gallery.queries import Page
 from pipeline.commands.tables import render
-from pipeline.sinks import ConsoleTableSink
+from pipeline.sinks.outputs import ConsoleTableSink
 
 FORGERS = {
     "newline": "Ann\nbob        2  True",

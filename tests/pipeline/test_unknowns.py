@@ -28,11 +28,11 @@ from pipeline.build import build
 from pipeline.commands import unknowns
 from pipeline.commands.common import add_config_options
 from pipeline.config import load_config
-from pipeline.eval_video import median_centre
-from pipeline.runner import FileRunner
-from pipeline.sinks import CollectSink
-from pipeline.sources import FileSource
-from pipeline.sql_gallery import LoggedSource
+from pipeline.runners.eval_video import median_centre
+from pipeline.runners.runner import FileRunner
+from pipeline.runners.sources import FileSource
+from pipeline.sinks.outputs import CollectSink
+from pipeline.sinks.sql_gallery import LoggedSource
 from tests.conftest import ASSETS, ROOT, require
 from tests.gallery.test_unknowns import START, Seen, _log
 

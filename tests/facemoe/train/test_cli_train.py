@@ -12,8 +12,7 @@ import yaml
 
 import run_pipeline
 from tests.conftest import ROOT
-
-from .conftest import train_config
+from tests.facemoe.train.conftest import train_config
 
 
 def _write(tmp_path, tree) -> str:

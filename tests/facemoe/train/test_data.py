@@ -10,8 +10,7 @@ import torch
 from facemoe.train.config import AugmentSection, DataSection
 from facemoe.train.data import FolderSource, RecordSource, StepBatchSampler, TrainDataset, open_source
 from facemoe.train.errors import DatasetError
-
-from .conftest import IDENTITIES, PER_IDENTITY, make_identity_folder
+from tests.facemoe.train.conftest import IDENTITIES, PER_IDENTITY, make_identity_folder
 
 
 def test_folder_and_record_sources_agree(identity_folder, record_file):

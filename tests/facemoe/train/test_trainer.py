@@ -14,8 +14,7 @@ from facemoe.train.errors import DatasetError, TrainError
 from facemoe.train.module import poly_warmup
 from facemoe.train.trainer import train
 from tests.conftest import FIXTURES, require
-
-from .conftest import train_config
+from tests.facemoe.train.conftest import train_config
 
 
 def _cfg(data, out, sections=None, **run) -> TrainConfig:

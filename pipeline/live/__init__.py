@@ -1,0 +1,1 @@
+"""Live cameras: RTSP sources that survive faults, their config and health, the Ray engine, and camera recording."""
