@@ -13,7 +13,7 @@ FPIR over all tracks (``facemoe.evaluate.metrics``), the same weighted by track 
 point of the configured match threshold.
 
 The ground truth is read by :mod:`facemoe.evaluate.ground_truth` (its names are re-exported here). This module
-works on plain arrays and imports nothing of the video pipeline: ``pipeline/eval_video.py`` runs
+works on plain arrays and imports nothing of the video pipeline: ``pipeline/runners/eval_video.py`` runs
 the pipeline over the videos and hands its tracks here (the ``eval video`` command).
 """
 
