@@ -2,7 +2,8 @@
 
 - :class:`Recording`: one segment of a camera's stream, remuxed into MP4 without re-encoding, under the recording
   store (store-relative ``path``); ``started_at``/``ended_at`` are the wall clock of its first and last frame,
-  ``status`` is ``recording`` while it is written and ``done`` once finalised.
+  ``status`` is ``recording`` while it is written and ``done`` once finalised; ``masks``: the camera's privacy-mask
+  polygons in force while it was recorded (the segment itself is untouched; clips cut from it are masked).
 - :class:`Case` and :class:`CaseHold`: an evidence export opens a case; the segments its camera clips were cut from
   are held, and retention never deletes a held segment while its case is open (``closed_at`` unset).
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from gallery.models import Base, UTCDateTime, utcnow
@@ -30,6 +31,7 @@ class Recording(Base):
     path: Mapped[str] = mapped_column(String(1000), unique=True)
     size: Mapped[int] = mapped_column(BigInteger, default=0)
     status: Mapped[str] = mapped_column(String(16), default="recording")
+    masks: Mapped[list | None] = mapped_column(JSON)
 
 
 class Case(Base):

@@ -367,4 +367,5 @@ class RetroMatch(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-from gallery import evidence_models as _evidence_models  # noqa: E402,F401  (their tables join Base.metadata)
+from gallery import access_models as _access_models  # noqa: E402,F401  (their tables join Base.metadata)
+from gallery import evidence_models as _evidence_models  # noqa: E402,F401

@@ -34,6 +34,7 @@ def upgrade() -> None:
         sa.Column("path", sa.String(1000), nullable=False),
         sa.Column("size", sa.BigInteger(), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("masks", sa.JSON(), nullable=True),
         sa.UniqueConstraint("path", name="uq_recordings_path"),
     )
     op.create_index("ix_recordings_camera_started_at", "recordings", ["camera", "started_at"])
