@@ -35,9 +35,9 @@ sys.path.insert(0, str(ROOT))
 from bench.machine import describe  # noqa: E402
 from pipeline.build import System, build
 from pipeline.config import load_config
-from pipeline.runners.engine import RunStats
 from pipeline.runners.runner import FileRunner
 from pipeline.runners.sources import FileSource
+from pipeline.runners.tracking import RunStats
 from pipeline.sinks.outputs import CollectSink
 from stages.match import Matcher
 

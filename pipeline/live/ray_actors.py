@@ -18,14 +18,8 @@ from pipeline.live.cameras import LiveSource
 from pipeline.live.config import CameraConfig, LiveConfig
 from pipeline.live.health import CameraHealth
 from pipeline.live.ray_supervise import InOrder, Retained, continued_log, offset_job
-from pipeline.runners.engine import (
-    EmbedWorker,
-    RunStats,
-    SourceTracking,
-    TrackJob,
-    TrackMatching,
-    detect_and_track,
-)
+from pipeline.runners.engine import EmbedWorker, TrackMatching
+from pipeline.runners.tracking import RunStats, SourceTracking, TrackJob, detect_and_track
 from pipeline.sinks.alerts import watchlist_alerts
 from pipeline.sinks.sql_gallery import LoggedSource
 

@@ -24,7 +24,7 @@ from gallery.thresholds import InForce
 from gallery.thumbnails import ThumbnailStore
 from pipeline.live.config import RestartConfig
 from pipeline.live.health import CameraSnapshot
-from pipeline.runners.engine import EndedTrack, TrackJob
+from pipeline.runners.tracking import EndedTrack, TrackJob
 from pipeline.sinks.sql_gallery import LoggedSource, MatchLogSink
 
 __all__ = ["Backoff", "InOrder", "Retained", "carried", "continued_log", "offset_job"]

@@ -20,15 +20,8 @@ from core.types import Frame
 from pipeline.config import AppConfig
 from pipeline.live.cameras import LiveCameras
 from pipeline.live.health import HealthRegistry
-from pipeline.runners.engine import (
-    EmbedWorker,
-    EndedTrack,
-    RunStats,
-    SourceTracking,
-    TrackJob,
-    TrackMatching,
-    detect_and_track,
-)
+from pipeline.runners.engine import EmbedWorker, TrackMatching
+from pipeline.runners.tracking import EndedTrack, RunStats, SourceTracking, TrackJob, detect_and_track
 from pipeline.sinks.outputs import ResultSink
 from stages.detect import FaceDetector
 from stages.embed import Embedder

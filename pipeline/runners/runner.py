@@ -24,15 +24,9 @@ import numpy as np
 
 from core.types import Frame, MatchResult, TrackTemplate
 from pipeline.config import AppConfig
-from pipeline.runners.engine import (
-    EmbedWorker,
-    RunStats,
-    SourceTracking,
-    TrackJob,
-    TrackMatching,
-    detect_and_track,
-)
+from pipeline.runners.engine import EmbedWorker, TrackMatching
 from pipeline.runners.sources import DecodeReport, FileSource
+from pipeline.runners.tracking import RunStats, SourceTracking, TrackJob, detect_and_track
 from pipeline.sinks.outputs import ResultSink
 from stages.detect import FaceDetector
 from stages.embed import Embedder

@@ -11,7 +11,8 @@ import pytest
 
 from core.types import FaceCrop, MatchResult, Quality, TrackTemplate
 from pipeline.live.config import AlertConfig, WebhookConfig
-from pipeline.runners.engine import EndedTrack, ProgressSink, RunStats, TrackJob, TrackMatching
+from pipeline.runners.engine import ProgressSink, TrackMatching
+from pipeline.runners.tracking import EndedTrack, RunStats, TrackJob
 from pipeline.sinks.alerts import WatchlistAlerts
 from stages.config import AggregateConfig
 from stages.match import Matcher

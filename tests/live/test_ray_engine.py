@@ -25,8 +25,8 @@ from pipeline.build import build
 from pipeline.live.cameras import LiveCameras
 from pipeline.live.config import CameraConfig, LiveConfig, ReconnectConfig, RestartConfig
 from pipeline.live.health import HealthRegistry
-from pipeline.runners.engine import TrackJob
 from pipeline.runners.live_runner import LiveRunner
+from pipeline.runners.tracking import TrackJob
 from pipeline.sinks.sql_gallery import LoggedSource
 from tests.conftest import ROOT
 from tests.gallery.helpers import copy_sqlite, logged_tracks

@@ -28,8 +28,9 @@ from pipeline.live.health import HealthRegistry
 from pipeline.live.ray_actors import EmbedService
 from pipeline.live.ray_engine import run_ray
 from pipeline.live.ray_supervise import Backoff, InOrder, Retained, offset_job
-from pipeline.runners.engine import RunStats, TrackJob, TrackMatching
+from pipeline.runners.engine import TrackMatching
 from pipeline.runners.live_runner import LiveRunner
+from pipeline.runners.tracking import RunStats, TrackJob
 from pipeline.sinks.sql_gallery import LoggedSource
 from stages.config import AggregateConfig
 from stages.match import Matcher

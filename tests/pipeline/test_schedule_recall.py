@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from pipeline.config import load_config
-from pipeline.runners.engine import RunStats, SourceTracking, TrackJob, detect
 from pipeline.runners.sources import FileSource
+from pipeline.runners.tracking import RunStats, SourceTracking, TrackJob, detect
 from stages.detect import FaceDetector, letterbox
 from stages.track import iou_matrix
 from tests.conftest import ASSETS, ROOT, require
