@@ -39,6 +39,7 @@ from gallery.models import (
 from gallery.records import retry_on_conflict
 from gallery.scenes import labelled_scene, snapshot_path
 from gallery.thumbnails import ThumbnailStore
+from gallery.track_files import FILE_COLUMNS, delete_track_files
 from gallery.track_index import TrackIndexes
 from gallery.track_record import (
     DECISIONS,
@@ -370,8 +371,8 @@ def purge_older_than(
     now: datetime | None = None,
     track_index: TrackIndexes | None = None,
 ) -> int:
-    """Delete match events and tracks (with their thumbnails and snapshots) older than ``days`` (0: everything older
-    than now); returns the tracks deleted.
+    """Delete match events and tracks (with their files, :mod:`gallery.track_files`) older than ``days`` (0:
+    everything older than now); returns the tracks deleted.
 
     Rows go in one transaction; after it commits thumbnail files are removed and the tracks leave ``track_index``."""
     if not days >= 0:
@@ -381,9 +382,7 @@ def purge_older_than(
     except OverflowError:  # older than the calendar reaches: nothing is that old
         return 0
     with db.session() as session:
-        old = session.execute(
-            select(Track.id, Track.thumbnail, Track.snapshot).where(Track.created_at < cutoff)
-        ).all()
+        old = session.execute(select(Track.id, *FILE_COLUMNS).where(Track.created_at < cutoff)).all()
         session.execute(
             delete(MatchEvent).where(
                 MatchEvent.track_pk.in_(select(Track.id).where(Track.created_at < cutoff))
@@ -391,8 +390,7 @@ def purge_older_than(
         )
         count = session.execute(delete(Track).where(Track.created_at < cutoff)).rowcount
     if thumbnails is not None:
-        for rel in (f for _, *files in old for f in files if f):
-            thumbnails.delete(rel)
+        delete_track_files(thumbnails, (files for _, *files in old))
     if track_index is not None:
         track_index.note_removed([pk for pk, *_ in old])
     logger.info("retention: deleted %d tracks older than %s", count, cutoff.isoformat())

@@ -28,6 +28,7 @@ from gallery.errors import MatchLogError
 from gallery.matchlog import HEARTBEAT_S
 from gallery.models import MatchEvent, RetroMatch, Run, Source, Track, from_blob, owner_gone, utcnow
 from gallery.thumbnails import ThumbnailStore
+from gallery.track_files import FILE_COLUMNS, track_files
 from gallery.track_index import TrackIndexes
 
 logger = logging.getLogger(__name__)
@@ -62,8 +63,8 @@ def mark_interrupted_runs(
         ]
         stmt = update(Run).where(Run.id.in_([g[0] for g in gone]), Run.status == "running")
         session.execute(stmt.values(status="interrupted", finished_at=utcnow()))
-        files = select(Track.thumbnail, Track.snapshot).where(Track.run_id.in_([g[0] for g in gone]))
-        kept = {f for row in session.execute(files) for f in row if f}
+        files = select(*FILE_COLUMNS).where(Track.run_id.in_([g[0] for g in gone]))
+        kept = set(track_files(session.execute(files)))
     for run_id, source_id in gone:
         logger.warning("match log: run %d was left running by a process that is gone: interrupted", run_id)
         folder = thumbnails.resolve(f"source{source_id}/run{run_id}") if thumbnails is not None else None
@@ -252,7 +253,7 @@ def replace_runs(
         old = [i for i, r in runs.items() if i not in kept and r.status != "running"]
         if not old:
             return []
-        files = select(Track.id, Track.thumbnail, Track.snapshot).where(Track.run_id.in_(old))
+        files = select(Track.id, *FILE_COLUMNS).where(Track.run_id.in_(old))
         tracks = session.execute(files).all()
         pks = select(Track.id).where(Track.run_id.in_(old))
         session.execute(delete(RetroMatch).where(RetroMatch.track_pk.in_(pks)))
@@ -261,7 +262,7 @@ def replace_runs(
         marked = update(Run).where(Run.id.in_(old), Run.status != "running")
         session.execute(marked.values(status=REPLACED, updated_at=utcnow()))
     if thumbnails is not None:
-        paths = [f for _, *files in tracks for f in files if f]
+        paths = track_files(files for _, *files in tracks)
         _drop_thumbnails(thumbnails, paths, [(source_id, i) for i in old])
     if track_index is not None and tracks:
         track_index.note_removed([pk for pk, *_ in tracks])

@@ -34,6 +34,7 @@ from gallery.models import Run, Source, Track
 from gallery.refs import parse_track_ref
 from gallery.thumbnails import ThumbnailStore
 from gallery.track_boxes import box_at, unpack_boxes
+from gallery.track_files import clip_path
 from pipeline.errors import PipelineError
 from pipeline.runners.sources import FileSource, open_video
 
@@ -318,8 +319,8 @@ def source_parts(track: TrackFootage, verify: bool = True) -> list[ClipPart]:
 
 
 def clip_rel(source_id: int, run_id: int, track_id: int) -> str:
-    """Store-relative path of a track's cached clip, in its thumbnail's folder."""
-    return f"source{source_id}/run{run_id}/track{track_id}_clip.mp4"
+    """Store-relative path of a track's cached clip, in its thumbnail's folder (:mod:`gallery.track_files`)."""
+    return clip_path(source_id, run_id, track_id)
 
 
 def clip_window(track: TrackFootage, margin_s: float) -> tuple[float, float]:
