@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from core.config import Section, read_yaml, validate
 
@@ -22,6 +22,7 @@ __all__ = [
     "MatchLogConfig",
     "ServeConfig",
     "UnknownsConfig",
+    "AuditConfig",
     "GalleryConfig",
     "load_gallery_config",
 ]
@@ -175,6 +176,24 @@ class UnknownsConfig(Section):
     probe: int = Field(16, ge=1, le=65_536, description="inverted-file cells searched per track")
 
 
+class AuditConfig(Section):
+    """The audit trail (``gallery.audit``; docs/audit.md)."""
+
+    retention_days: float | None = Field(
+        None,
+        gt=0.0,
+        le=36_500,
+        description="audit entries older than this many days are deleted by purge (a retention entry keeps the "
+        "chain verifiable); none: kept for ever; never shorter than match_log.retention_days",
+    )
+    head_file: str | None = Field(
+        None,
+        max_length=2000,
+        description="file that keeps the chain's head outside a server database; default: STORAGE_DIR/<db "
+        "name>.audit-head (a SQLite database keeps it beside its file)",
+    )
+
+
 class GalleryConfig(Section):
     db_url: str = Field(
         "sqlite:///facemoe.db",
@@ -200,6 +219,17 @@ class GalleryConfig(Section):
     unknowns: UnknownsConfig = Field(
         default_factory=UnknownsConfig, description="grouping of recurring unknown tracks"
     )
+    audit: AuditConfig = Field(default_factory=AuditConfig, description="the audit trail and its retention")
+
+    @model_validator(mode="after")
+    def _audit_outlives_match_log(self) -> GalleryConfig:
+        audit, log = self.audit.retention_days, self.match_log.retention_days
+        if audit is not None and (log is None or audit < log):
+            floor = "none: kept for ever" if log is None else f"{log:g}"
+            raise ValueError(
+                f"audit.retention_days: expected at least match_log.retention_days ({floor}), got {audit:g}"
+            )
+        return self
 
 
 def load_gallery_config(path: Path | str | None) -> GalleryConfig:

@@ -6,7 +6,17 @@ import argparse
 
 from facemoe import cli as model_commands
 from facemoe import export_cli
-from pipeline.commands import enroll, eval_video, evidence, gallery_admin, process, rematch, search, stream
+from pipeline.commands import (
+    audit,
+    enroll,
+    eval_video,
+    evidence,
+    gallery_admin,
+    process,
+    rematch,
+    search,
+    stream,
+)
 
 __all__ = ["build_parser"]
 
@@ -23,6 +33,7 @@ def build_parser(prog: str = "run_pipeline.py", description: str = "") -> argpar
     rematch.register(sub)
     search.register(sub)
     evidence.register(sub)
+    audit.register(sub)
     eval_video.register(model_commands.register(sub))
     export_cli.register(sub)
     return parser

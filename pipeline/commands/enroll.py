@@ -32,6 +32,7 @@ from gallery.rematch import check_scope
 from pipeline.build import build
 from pipeline.commands.common import add_config_options, config_of, db_of, parse_time
 from pipeline.commands.rematch import add_scope_options, print_reports, rematch_enrolled
+from pipeline.services.audit import audited, system_trail
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +129,16 @@ def _enroll(enroller: Enroller, args: argparse.Namespace, threshold: float) -> E
     )
 
 
+def _audit_of(args: argparse.Namespace, cause: str) -> tuple[list, dict]:
+    """What an enrollment's audit entry names before it runs: the identity (or the folder, labels file) and how."""
+    variant = "dir" if args.dir else "labels" if args.labels else "template" if args.template else cause
+    variant = "images" if variant == "enroll" else variant
+    given = args.dir or args.labels or args.template
+    details = {"variant": variant, "add": args.add, "watchlist": args.watchlist, "rematch": args.rematch}
+    details |= {"input": str(given)} if given else {"inputs": [str(p) for p in args.images] or _tracks(args)}
+    return ([args.name] if args.name else []), details
+
+
 def run_enroll(args: argparse.Namespace) -> int:
     _check_usage(args)
     since = parse_time(args.since) if args.since else None
@@ -137,11 +148,20 @@ def run_enroll(args: argparse.Namespace) -> int:
             check_scope(system.gallery, args.source, since)  # refused before anything is written
         enroller = system.enroller(args.min_quality)
         enroller.add_option = "--add"
-        report = _enroll(enroller, args, system.index().threshold)
         cause = "from-track" if _tracks(args) else "enroll"
+        with audited(system_trail(system), "enroll", *_audit_of(args, cause)) as action:
+            report = _enroll(enroller, args, system.index().threshold)
+            action.objects = sorted(report.enrolled) or action.objects
+            action.details |= {s: report.count(s) for s in ("enrolled", "duplicate")}
+            action.details["problems"] = len(report.problems)
+            if not report.count("enrolled") and not report.count("duplicate"):
+                action.result = "failed"
         rematched = None
         if args.rematch and (report.count("enrolled") or report.count("duplicate")):
-            rematched = rematch_enrolled(system, report, cause, since=since, source=args.source)
+            scope = {"cause": cause, "since": args.since, "source": args.source}
+            with audited(system_trail(system), "rematch", sorted(report.enrolled), scope) as action:
+                rematched = rematch_enrolled(system, report, cause, since=since, source=args.source)
+                action.details |= {"rematch_id": rematched.rematch_id, "matches": len(rematched.matches)}
         in_force = system.index().in_force
     for outcome in report.outcomes:
         print(

@@ -19,6 +19,7 @@ import sys
 from gallery.thumbnails import ThumbnailStore
 from pipeline.build import build
 from pipeline.commands.common import add_config_options, config_of, db_of
+from pipeline.services.audit import audited, system_trail
 from pipeline.services.clips import DEFAULT_MARGIN_S
 from pipeline.services.evidence import export_evidence
 from pipeline.services.redaction import redaction_detector
@@ -66,19 +67,10 @@ def run_evidence(args: argparse.Namespace) -> int:
         gallery = system.gallery
         store = ThumbnailStore.for_database(gallery.db, gallery.config)
         detector = redaction_detector(cfg.detect) if args.redact else None
-        report = export_evidence(
-            gallery.db,
-            store,
-            args.refs,
-            args.out,
-            args.redact,
-            args.note,
-            case=args.case,
-            detector=detector,
-            margin_s=args.margin,
-            media_dirs=(*gallery.config.serve.media_dirs, "/"),  # this operator's own files, hash checked
-            make_zip=args.zip,
-        )
+        scope = {"out": args.out, "redact": args.redact, "case": args.case, "zip": args.zip}
+        with audited(system_trail(system), "export", list(args.refs), scope) as action:
+            report = _export(args, gallery, store, detector)
+            action.details |= {"case": report.case, "files": report.files}
     blurred = f", {report.blurred} faces blurred" if args.redact else ""
     print(
         f"case {report.case!r}: {len(report.tracks)} tracks, {report.files} files in {report.out}"
@@ -87,3 +79,20 @@ def run_evidence(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _export(args: argparse.Namespace, gallery, store, detector):
+    """The export of ``args.refs`` (:func:`pipeline.services.evidence.export_evidence`)."""
+    return export_evidence(
+        gallery.db,
+        store,
+        args.refs,
+        args.out,
+        args.redact,
+        args.note,
+        case=args.case,
+        detector=detector,
+        margin_s=args.margin,
+        media_dirs=(*gallery.config.serve.media_dirs, "/"),  # this operator's own files, hash checked
+        make_zip=args.zip,
+    )

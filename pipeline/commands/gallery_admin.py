@@ -31,6 +31,7 @@ import logging
 import os
 import sys
 
+from gallery.audit_retention import cut_older_than
 from gallery.config import GalleryConfig
 from gallery.errors import AuthError, QueryError
 from gallery.matchlog import DECISIONS, purge_older_than
@@ -42,10 +43,11 @@ from gallery.rematches import find_rematches
 from gallery.thumbnails import ThumbnailStore
 from gallery.timeline import find_timeline
 from pipeline.build import System, build
-from pipeline.commands import unknowns
+from pipeline.commands import audit, unknowns
 from pipeline.commands.common import add_config_options, config_of, db_of, listen_socket, parse_time
 from pipeline.commands.tables import render
 from pipeline.live.recording_recovery import purge_recordings
+from pipeline.services.audit import audited, cli_actor, system_trail
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +82,10 @@ def _open(args: argparse.Namespace) -> System:
 def run_query(args: argparse.Namespace) -> int:
     if args.kind == "unknowns":
         return unknowns.run(args)
+    if args.kind == "audit":
+        return audit.run_query(args)
+    if args.user is not None or args.action is not None:
+        raise QueryError(f"query {args.kind}: --user and --action apply to 'query audit' only")
     grouping = [
         f
         for f, v in (
@@ -166,10 +172,13 @@ def run_remove(args: argparse.Namespace) -> int:
     tracks = [parse_track_ref(ref) for ref in args.track]  # every reference checked before anything is opened
     with _open(args) as system:
         gallery = system.gallery
-        if args.media or tracks:
-            removed = gallery.media_store.remove_media(args.name, args.media, tracks)
-        else:
-            gallery.remove_identity(args.name)
+        scope = {"media": args.media, "tracks": args.track}
+        with audited(system_trail(system), "remove", [args.name], scope) as action:
+            if args.media or tracks:
+                removed = gallery.media_store.remove_media(args.name, args.media, tracks)
+                action.details["removed"] = [row["id"] for row in removed]
+            else:
+                gallery.remove_identity(args.name)
         for embedder_id in gallery.embedders():
             gallery.calibrate(embedder_id)
     if not (args.media or tracks):
@@ -187,7 +196,8 @@ def run_remove(args: argparse.Namespace) -> int:
 def run_merge(args: argparse.Namespace) -> int:
     with _open(args) as system:
         gallery = system.gallery
-        gallery.merge_identities(args.source, args.into)
+        with audited(system_trail(system), "merge", [args.source, args.into], {"into": args.into}):
+            gallery.merge_identities(args.source, args.into)
         for embedder_id in gallery.embedders():
             gallery.calibrate(embedder_id)
     print(f"merged {args.source} into {args.into}", file=sys.stderr)
@@ -203,11 +213,19 @@ def run_purge(args: argparse.Namespace) -> int:
         raise QueryError(f"purge --older-than: expected 0 or more days, got {days:g}")
     with _open(args) as system:
         db = system.gallery.db
-        count = purge_older_than(db, days, ThumbnailStore.for_database(db, config))
-        segments = purge_recordings(db, config_of(args))
+        trail = system_trail(system)
+        with audited(trail, "purge", [], {"older_than_days": days}) as action:
+            count = purge_older_than(db, days, ThumbnailStore.for_database(db, config))
+            segments = purge_recordings(db, config_of(args))
+            action.details |= {"tracks": count, "segments": segments}
+        cut = None
+        if config.audit.retention_days is not None:
+            cut = cut_older_than(db, config.audit.retention_days, *cli_actor(), head=trail.head)
     print(f"deleted {count} tracks older than {days:g} days", file=sys.stderr)
     if segments is not None:
         print(f"deleted {segments} recording segments (live.recording retention)", file=sys.stderr)
+    if cut:
+        print(f"deleted {cut} audit entries (gallery.audit.retention_days)", file=sys.stderr)
     return 0
 
 
@@ -221,7 +239,7 @@ def register(subparsers) -> None:
         help="list matches, tracks or identities (newest first), an identity's timeline, or recurring unknown "
         "people (groups of unknown tracks)",
     )
-    q.add_argument("kind", choices=sorted([*QUERIES, "unknowns"]))
+    q.add_argument("kind", choices=sorted([*QUERIES, "unknowns", "audit"]))
     q.add_argument("name", nargs="?", help="timeline: the identity")
     _common(q)
     q.add_argument("--identity", help="identity name")
@@ -235,6 +253,7 @@ def register(subparsers) -> None:
     q.add_argument("--page-size", type=int, default=50)
     q.add_argument("--format", choices=("table", "json", "csv"), default="table")
     unknowns.add_arguments(q, common=False)
+    audit.add_query_arguments(q)
     q.set_defaults(func=run_query)
 
     s = subparsers.add_parser("serve", help="HTTP API and page of recent matches")

@@ -39,6 +39,7 @@ from gallery.rematches import Undone, undo_identity, undo_rematch
 from pipeline.build import System, build
 from pipeline.commands.common import add_config_options, config_of, db_of, parse_time
 from pipeline.commands.tables import render
+from pipeline.services.audit import audited, system_trail
 from pipeline.sinks.alerts import alert_record, watchlist_alerts
 from pipeline.sinks.outputs import wall_epochs
 from pipeline.sinks.sql_gallery import SqlGalleryIndex
@@ -231,10 +232,13 @@ def run_undo(args: argparse.Namespace) -> int:
         )
     cfg = config_of(args)
     with build(cfg, db_url=db_of(args, cfg), detector=False, embedder=False, create=False) as system:
-        if args.undo:
-            done = [undo_rematch(system.gallery, args.undo)]
-        else:
-            done = [d for name in args.identity for d in undo_identity(system.gallery, name)]
+        objects = [f"rematch:{args.undo}"] if args.undo else list(args.identity)
+        with audited(system_trail(system), "undo", objects) as action:
+            if args.undo:
+                done = [undo_rematch(system.gallery, args.undo)]
+            else:
+                done = [d for name in args.identity for d in undo_identity(system.gallery, name)]
+            action.details["undone"] = [d.as_row() for d in done]
     print(render("undo", Page([d.as_row() for d in done], 1, max(len(done), 1), False), args.format))
     for d in done:
         print(_undone_line(d), file=sys.stderr)
@@ -258,10 +262,16 @@ def run_rematch(args: argparse.Namespace) -> int:
     since = parse_time(args.since) if args.since else None
     cfg = config_of(args)
     with build(cfg, db_url=db_of(args, cfg), detector=False, embedder=False, create=False) as system:
-        reports = [
-            rematch_system(system, embedder_id, identities=args.identity, since=since, source=args.source)
-            for embedder_id in system.gallery.embedders()
-        ]
+        scope = {"cause": "rematch", "since": args.since, "source": args.source}
+        with audited(system_trail(system), "rematch", list(args.identity or []), scope) as action:
+            reports = [
+                rematch_system(system, embedder_id, identities=args.identity, since=since, source=args.source)
+                for embedder_id in system.gallery.embedders()
+            ]
+            action.details["passes"] = [
+                {"rematch_id": r.rematch_id, "embedder_id": r.embedder_id, "matches": len(r.matches)}
+                for r in reports
+            ]
     if not reports:
         print("rematch: the gallery has no templates; nothing to match", file=sys.stderr)
     print_reports(reports, args.format)

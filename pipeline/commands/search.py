@@ -22,6 +22,7 @@ from gallery.queries import Page
 from pipeline.build import build
 from pipeline.commands.common import add_config_options, config_of, db_of, parse_time
 from pipeline.commands.tables import render
+from pipeline.services.audit import audited, sha256, system_trail
 from pipeline.services.search import find_person
 
 __all__ = ["read_photo", "register", "run_search"]
@@ -63,17 +64,22 @@ def run_search(args: argparse.Namespace) -> int:
     photos = [(str(path), read_photo(path)) for path in args.images]
     cfg = config_of(args)
     with build(cfg, db_url=db_of(args, cfg), create=False) as system:
-        hits = find_person(
-            system,
-            system.gallery.db,
-            system.track_indexes,
-            photos,
-            face=args.face,
-            top=args.top,
-            min_score=args.min_score,
-            source=args.source,
-            since=since,
-            until=until,
-        )
+        filters = {"source": args.source, "since": args.since, "until": args.until, "top": args.top}
+        filters |= {"min_score": args.min_score, "face": args.face}
+        objects = [{"photo": name, "sha256": sha256(data)} for name, data in photos]
+        with audited(system_trail(system), "search", objects, {"filters": filters}) as action:
+            hits = find_person(
+                system,
+                system.gallery.db,
+                system.track_indexes,
+                photos,
+                face=args.face,
+                top=args.top,
+                min_score=args.min_score,
+                source=args.source,
+                since=since,
+                until=until,
+            )
+            action.details["hits"] = [h.as_row()["ref"] for h in hits]
     print(render("search", Page([h.as_row() for h in hits], 1, args.top, False), args.format))
     return 0

@@ -99,6 +99,7 @@ COLUMNS |= {  # the gallery's own rows: enrolled media (their ids: remove --medi
     ],
     "undo": ["rematch_id", "cause", "identities", "removed", "undone_at", "already"],
     "recordings": ["camera", "started_at", "ended_at", "size", "path"],
+    "audit": ["id", "at", "actor", "actor_kind", "action", "result", "objects", "details"],
 }
 
 
