@@ -56,7 +56,9 @@ class RecordingError(GalleryError):
 
 @dataclass(frozen=True)
 class Segment:
-    """One finished segment: its row id, camera, wall-clock span (aware UTC), store-relative path and size."""
+    """One finished segment: its row id, camera, wall-clock span (aware UTC), store-relative path, size and the
+    privacy masks in force while it was recorded (``[{"name", "points": [[x, y], ...]}]``, fractions of the frame;
+    None: none)."""
 
     id: int
     camera: str
@@ -64,6 +66,7 @@ class Segment:
     ended_at: datetime
     path: str
     size: int
+    masks: list | None = None
 
 
 def wall_at(segment: Segment, pts_s: float) -> datetime:
@@ -135,13 +138,16 @@ class RecordingStore(ThumbnailStore):
 
 
 def _segment(r: Recording) -> Segment:
-    return Segment(r.id, r.camera, r.started_at, r.ended_at, r.path, r.size)
+    return Segment(r.id, r.camera, r.started_at, r.ended_at, r.path, r.size, r.masks or None)
 
 
-def add_segment(db: Database, camera: str, started_at: datetime, path: str) -> int:
-    """A row for a segment being written (status ``recording``); returns its id."""
+def add_segment(db: Database, camera: str, started_at: datetime, path: str, masks: list | None = None) -> int:
+    """A row for a segment being written (status ``recording``), with the camera's privacy ``masks`` in force
+    (``[{"name", "points"}]``, fractions of the frame); returns its id."""
     with db.session() as s:
-        row = Recording(camera=camera, started_at=started_at, path=path, size=0, status=RECORDING)
+        row = Recording(
+            camera=camera, started_at=started_at, path=path, size=0, status=RECORDING, masks=masks or None
+        )
         s.add(row)
         s.flush()
         return row.id

@@ -5,7 +5,8 @@ sources' open options, timeouts and reconnect backoff: :mod:`pipeline.live.camer
 detection does. A segment starts on a keyframe once ``segment_s`` has passed (and at every (re)connect: a
 reconnect ends the segment); while written it is a fragmented MP4 (``frag_keyframe+empty_moov``) under a
 temporary name, so a killed process leaves a readable prefix; closing renames it and marks its row done
-(:mod:`gallery.recordings`).
+(:mod:`gallery.recordings`). The row keeps the camera's privacy masks in force (:func:`camera_masks`): the segment
+is stored as the camera sent it, clips cut from it are masked.
 
 Timing: a packet's wall clock is the clock of its connection's pts 0 plus its pts. That clock is the camera's
 (RTCP ``start_time_realtime``, within ``live.camera_clock_max_skew_s``), else the earliest arrival time minus pts of
@@ -39,7 +40,7 @@ from pipeline.live.cameras import backoff_delay, open_options
 from pipeline.live.config import CameraConfig, LiveConfig, RecordingConfig
 from pipeline.live.recording_recovery import camera_lock, recordings_store, recover
 
-__all__ = ["CameraRecorder", "Recorders", "record_cameras"]
+__all__ = ["CameraRecorder", "Recorders", "camera_masks", "record_cameras"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,13 +50,22 @@ FRAGMENTED = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}
 class _Segment:
     """One segment being written: its row, its temporary file and the muxer."""
 
-    def __init__(self, db: Database, store: RecordingStore, camera: str, ins, clock: float, base: int):
+    def __init__(
+        self,
+        db: Database,
+        store: RecordingStore,
+        camera: str,
+        ins,
+        clock: float,
+        base: int,
+        masks: list | None = None,
+    ):
         self.db, self.clock, self.base, self.tb = db, clock, base, ins.time_base
         started_at = self.wall(base)
         rel = store.segment_path(camera, started_at)
         self.final = store.resolve(rel)
         self.part = store.partial(self.final)
-        self.id = add_segment(db, camera, started_at, rel)
+        self.id = add_segment(db, camera, started_at, rel, masks)
         try:
             store.create(rel)
             self.out = av.open(str(self.part), "w", format="mp4", options=FRAGMENTED)
@@ -89,6 +99,13 @@ class _Segment:
         os.replace(self.part, self.final)
         start, end = self.wall(self.base), self.wall(self.base + self.end)
         close_segment(self.db, self.id, end, self.final.stat().st_size, started_at=start)
+
+
+def camera_masks(camera: CameraConfig) -> list[dict] | None:
+    """The privacy masks of ``camera`` as a segment row keeps them: ``[{"name", "points": [[x, y], ...]}]`` in the
+    config's fractions of the frame, None when no zone masks."""
+    masks = [{"name": z.name, "points": [list(p) for p in z.points]} for z in camera.zones if z.mask]
+    return masks or None
 
 
 class CameraRecorder:
@@ -178,7 +195,9 @@ class CameraRecorder:
                             segment.clock = clock
                             self._close(segment)
                         segment = None
-                        segment = _Segment(self.db, self.store, self.name, ins, clock, packet.pts)
+                        segment = _Segment(
+                            self.db, self.store, self.name, ins, clock, packet.pts, camera_masks(self.camera)
+                        )
                     segment.clock = clock
                     segment.write(packet, interval)
                     wrote = True

@@ -1,22 +1,19 @@
-"""The clip of a logged track: cut on demand from its source, the track's box drawn on every frame it was seen.
+"""The clip cutter: a time window of one or more video files as one MP4, the track's box drawn on every frame.
 
-:func:`cut_clip` decodes one or more video files (:class:`ClipPart`: a file and the offset that maps its times to
-the track's time base), keeps the frames of a time window, applies an optional per-frame filter
-``(image, t) -> image`` (redaction, privacy masks), draws the track's box (:mod:`gallery.track_boxes` rows ``[K, 5]``
-``t, x1, y1, x2, y2``) and writes H.264 (libx264, yuv420p, even dimensions) into an MP4 whose index is at its start
-(``movflags +faststart``: a browser plays it while it downloads), atomically and owner-only (0600).
+:func:`cut_clip` decodes one or more video files (:class:`ClipPart`: a file, the offset that maps its times to
+the track's time base and its own frame filter, a recording's privacy masks), keeps the frames of a time window,
+applies the part's filter then an optional per-frame filter ``(image, t) -> image`` (redaction), draws the
+track's box (:mod:`gallery.track_boxes` rows ``[K, 5]`` ``t, x1, y1, x2, y2``) and writes H.264 (libx264,
+yuv420p, even dimensions) into an MP4 whose index is at its start (``movflags +faststart``: a browser plays it
+while it downloads), atomically and owner-only (0600).
 
-:func:`track_clip` is the clip of a logged track (``RUN:TRACK``) with ``margin_s`` seconds each side, cached in the
-thumbnail store beside the track's thumbnail (:func:`clip_rel`) and deleted with it. A file source is cut from the
-file the run read, refused in one line when that file is gone or its content is no longer the one processed
-(:func:`gallery.content.content_key`); a camera track needs a recording covering its time.
+What a logged track's clip is cut from, and the cached clip of one, are :mod:`pipeline.services.footage`'s.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,14 +23,8 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
-from sqlalchemy import select
 
-from gallery.content import ContentKeyError, content_key
-from gallery.db import Database
-from gallery.models import Run, Source, Track
-from gallery.refs import parse_track_ref
-from gallery.thumbnails import ThumbnailStore
-from gallery.track_boxes import box_at, unpack_boxes
+from gallery.track_boxes import box_at
 from gallery.track_files import clip_path
 from pipeline.errors import PipelineError
 from pipeline.runners.sources import FileSource, open_video
@@ -46,13 +37,9 @@ __all__ = [
     "ClipError",
     "ClipPart",
     "FrameFilter",
-    "TrackFootage",
     "clip_rel",
     "cut_clip",
-    "load_footage",
-    "source_parts",
     "track_box",
-    "track_clip",
 ]
 
 DEFAULT_MARGIN_S = 2.0  # seconds of the source kept before and after a track
@@ -69,10 +56,12 @@ class ClipError(PipelineError):
 @dataclass(frozen=True)
 class ClipPart:
     """One video file of a clip; ``offset``: the track time of the file's time 0 (a file source: 0; a camera
-    recording: the segment's start in the track's time base)."""
+    recording: the segment's start in the track's time base); ``frame_filter``: applied to this file's frames
+    before any other (a recording's privacy masks)."""
 
     path: Path
     offset: float = 0.0
+    frame_filter: FrameFilter | None = None
 
 
 @dataclass(frozen=True)
@@ -87,27 +76,6 @@ class Clip:
     width: int
     height: int
     boxed: int
-
-
-@dataclass(frozen=True)
-class TrackFootage:
-    """What a clip of a logged track needs: its reference and ids, source kind, name and file (``path``, the run's,
-    else the source's uri) with its content key, the stream times ``start``/``end`` and its boxes ``[K, 5]``."""
-
-    ref: str
-    pk: int
-    source_id: int
-    run_id: int
-    track_id: int
-    kind: str
-    source: str
-    path: str | None
-    content_key: str | None
-    start: float
-    end: float
-    boxes: np.ndarray
-    thumbnail: str | None
-    snapshot: str | None
 
 
 def _frames(part: ClipPart, start: float, end: float):
@@ -176,9 +144,9 @@ def cut_clip(
 ) -> Clip:
     """Write the frames of ``parts`` (in order, times increasing) whose track time is in ``[start, end)`` to the
     MP4 ``out`` (H.264, yuv420p, +faststart, 0600, written under a temporary name and renamed). Each frame goes
-    through ``frame_filter(image, t)`` first, then gets the box of ``boxes`` ``[K, 5]`` at its time drawn (none
-    where the track was not seen). The clip's times start at its first frame. Raises :class:`ClipError` when no
-    frame falls in the window."""
+    through its part's filter, then ``frame_filter(image, t)``, then gets the box of ``boxes`` ``[K, 5]`` at its
+    time drawn (none where the track was not seen). The clip's times start at its first frame. Raises
+    :class:`ClipError` when no frame falls in the window."""
     if not end > start:
         raise ClipError(f"clip: expected a window whose end is after its start, got {start:.3f}-{end:.3f} s")
     boxes = np.zeros((0, 5), np.float32) if boxes is None else boxes
@@ -196,6 +164,8 @@ def cut_clip(
             for t, image in _frames(part, start, end):
                 if last is not None and t <= last + 1e-6:
                     continue  # parts that overlap: each instant once
+                if part.frame_filter is not None:
+                    image = part.frame_filter(image, t)
                 if frame_filter is not None:
                     image = frame_filter(image, t)
                 box = track_box(boxes, t)
@@ -252,101 +222,6 @@ def _open_output(tmp: Path, source: Path, width: int, height: int, crf: int, pre
     return container, stream
 
 
-def load_footage(db: Database, refs: Sequence[str]) -> list[TrackFootage]:
-    """The tracks ``refs`` (``RUN:TRACK`` each) in that order; one not in the match log is a :class:`ClipError`."""
-    wanted = [parse_track_ref(r) for r in refs]
-    found: dict[tuple[int, int], TrackFootage] = {}
-    with db.session() as session:
-        for run_id, track_id in wanted:
-            row = session.execute(
-                select(Track, Source.kind, Source.name, Source.uri, Source.content_key, Run.path)
-                .join(Source, Source.id == Track.source_id)
-                .join(Run, Run.id == Track.run_id)
-                .where(Track.run_id == run_id, Track.track_id == track_id)
-            ).first()
-            if row is None:
-                raise ClipError(
-                    f"track {run_id}:{track_id}: not in the match log; expected a reference of 'query tracks'"
-                )
-            t = row.Track
-            found[(run_id, track_id)] = TrackFootage(
-                ref=f"{run_id}:{track_id}",
-                pk=t.id,
-                source_id=t.source_id,
-                run_id=run_id,
-                track_id=track_id,
-                kind=row.kind,
-                source=row.name,
-                path=row.path or row.uri,
-                content_key=row.content_key,
-                start=float(t.start_time),
-                end=float(t.end_time),
-                boxes=unpack_boxes(t.boxes),
-                thumbnail=t.thumbnail,
-                snapshot=t.snapshot,
-            )
-    return [found[w] for w in wanted]
-
-
-def source_parts(track: TrackFootage, verify: bool = True) -> list[ClipPart]:
-    """The files a clip of ``track`` is cut from: a file source's own file (with ``verify``: refused when it is
-    missing or its content key is not the one logged); a camera track has none without a recording."""
-    if track.kind != "file":
-        raise ClipError(
-            f"track {track.ref}: camera {track.source!r} has no recording covering {track.start:.1f}-"
-            f"{track.end:.1f} s; expected a file source or a camera recording"
-        )
-    if not track.path:
-        raise ClipError(f"track {track.ref}: its run did not record the path of its file")
-    path = Path(track.path)
-    if not path.is_file():
-        raise ClipError(
-            f"track {track.ref}: its source file {path} is missing (moved or deleted); expected the file processed"
-        )
-    if verify and track.content_key is not None:
-        try:
-            key = content_key(path)
-        except ContentKeyError as exc:
-            raise ClipError(f"track {track.ref}: {exc}") from None
-        if key != track.content_key:
-            raise ClipError(
-                f"track {track.ref}: its source file {path} has changed since it was processed (content key "
-                f"{key[:12]}, logged {track.content_key[:12]})"
-            )
-    elif verify:
-        logger.warning("track %s: %s was logged without a content key: not verified", track.ref, path)
-    return [ClipPart(path, 0.0)]
-
-
 def clip_rel(source_id: int, run_id: int, track_id: int) -> str:
     """Store-relative path of a track's cached clip, in its thumbnail's folder (:mod:`gallery.track_files`)."""
     return clip_path(source_id, run_id, track_id)
-
-
-def clip_window(track: TrackFootage, margin_s: float) -> tuple[float, float]:
-    """``[start, end)`` of a track's clip: its span and ``margin_s`` each side, from 0 at the earliest."""
-    if not 0 <= margin_s <= 3600:
-        raise ClipError(f"clip margin: expected 0-3600 seconds, got {margin_s}")
-    return max(0.0, track.start - margin_s), track.end + margin_s + 1e-3
-
-
-def track_clip(
-    db: Database,
-    store: ThumbnailStore | None,
-    ref: str,
-    margin_s: float = DEFAULT_MARGIN_S,
-) -> Path:
-    """The clip of track ``ref``: the cached file in ``store`` when there is one, else cut now (and cached at the
-    default margin; a store-less database or another margin gets a file in a temporary folder the caller
-    removes). The source is checked first either way: a cached clip of a file that moved or changed is refused
-    too."""
-    (track,) = load_footage(db, [ref])
-    parts = source_parts(track)
-    if store is not None and margin_s == DEFAULT_MARGIN_S:
-        cached = store.resolve(clip_rel(track.source_id, track.run_id, track.track_id))
-        if cached.is_file():
-            return cached
-    else:
-        cached = Path(tempfile.mkdtemp(prefix="facemoe-clip-")) / f"track{track.track_id}_clip.mp4"
-    start, end = clip_window(track, margin_s)
-    return cut_clip(parts, start, end, cached, track.boxes).path

@@ -7,6 +7,10 @@ every view shows it, :func:`gallery.forensic.track_detail`, with the source, the
 the software version, the clip's window and the redaction). ``manifest.json`` lists every other file with its size
 and SHA-256, the export's time, operator (the OS account), note and case. With ``redact`` every face in the clips
 and snapshots but the exported tracks' own is blurred (:mod:`pipeline.services.redaction`), counted in each record.
+A camera track's clip is cut from its camera's recordings (:mod:`pipeline.services.footage`, their privacy masks
+applied first); its record names the segments used and the gaps no segment covers, and the case holds those segments
+(``case_holds`` rows written with the ``cases`` row) so retention keeps them until the case is closed
+(:func:`gallery.cases.close_case`).
 
 Everything is checked before anything is written (references, source files, the output folder, the case name); the
 export is built in a temporary folder beside ``out`` and renamed at the end, with its ``cases`` row written just
@@ -34,22 +38,16 @@ import cv2
 from sqlalchemy import delete, select
 
 from gallery.db import Database
-from gallery.evidence_models import Case
+from gallery.evidence_models import Case, CaseHold, Recording
 from gallery.forensic import MediaUnavailable, enrolled_photo, track_detail
 from gallery.models import MatchEvent, Run, Track
+from gallery.recordings import RecordingStore
 from gallery.thumbnails import ThumbnailStore
 from gallery.track_boxes import unpack_boxes
 from pipeline.errors import PipelineError
 from pipeline.runners.sources import FileSource
-from pipeline.services.clips import (
-    DEFAULT_MARGIN_S,
-    TrackFootage,
-    clip_rel,
-    clip_window,
-    cut_clip,
-    load_footage,
-    source_parts,
-)
+from pipeline.services.clips import DEFAULT_MARGIN_S, clip_rel, cut_clip
+from pipeline.services.footage import Footage, TrackFootage, clip_window, footage_of, load_footage
 from pipeline.services.redaction import REDACT_SCORE, Redactor
 from stages.detect import FaceDetector
 
@@ -66,7 +64,8 @@ class EvidenceError(PipelineError):
 
 @dataclass(frozen=True)
 class ExportReport:
-    """A finished export: its folder, zip (or None), case, track references, files listed and faces blurred."""
+    """A finished export: its folder, zip (or None), case, track references, files listed, faces blurred and
+    recording segments the case holds."""
 
     out: Path
     zip: Path | None
@@ -74,6 +73,7 @@ class ExportReport:
     tracks: tuple[str, ...]
     files: int
     blurred: int
+    held: int = 0
 
 
 def software_version() -> str:
@@ -157,15 +157,15 @@ def _export_track(
     db: Database,
     store: ThumbnailStore | None,
     track: TrackFootage,
+    footage: Footage,
     folder: Path,
     redactor: Redactor | None,
     margin_s: float,
     media_dirs: Sequence[str],
 ) -> int:
-    """Write one track's files into ``folder``; returns the faces blurred."""
+    """Write one track's files into ``folder``, its clip cut from ``footage``; returns the faces blurred."""
     folder.mkdir(mode=0o700)
-    parts = source_parts(track)
-    window = clip_window(track, margin_s)
+    parts, window = footage.parts, (footage.start, footage.end)
     cached = None
     if redactor is None and store is not None and margin_s == DEFAULT_MARGIN_S:
         cached = store.resolve(clip_rel(track.source_id, track.run_id, track.track_id))
@@ -208,7 +208,10 @@ def _export_track(
     blurred = redactor.blurred if redactor is not None else 0
     record = detail | _decision_of(db, track)
     record |= {
-        "source_file": {"path": track.path, "content_key": track.content_key},
+        "source_file": {"path": track.path, "content_key": track.content_key}
+        if track.kind == "file"
+        else None,
+        "recording": _recording_record(track, footage),
         "software_version": software_version(),
         "files": files,
         "clip": {
@@ -248,10 +251,12 @@ def export_evidence(
     media_dirs: Sequence[str] = (),
     make_zip: bool = False,
     operator: str | None = None,
+    recordings: RecordingStore | None = None,
 ) -> ExportReport:
     """Export the tracks ``refs`` (``RUN:TRACK``) into the new folder ``out`` (see the module's text); ``redact``
     needs ``detector`` (:func:`pipeline.services.redaction.redaction_detector`). ``case``: the case's name (default: the
-    folder's name); ``make_zip``: also ``out`` zipped as ``<out>.zip``. Bad input raises a :class:`PipelineError`
+    folder's name); ``make_zip``: also ``out`` zipped as ``<out>.zip``; ``recordings``: where camera tracks' clips
+    are cut from. Bad input raises a :class:`PipelineError`
     before anything is written."""
     out = Path(out).absolute()
     if not refs:
@@ -265,8 +270,8 @@ def export_evidence(
     if not 1 <= len(name) <= 200:
         raise EvidenceError(f"evidence --case: expected a name of 1-200 characters, got {len(name)}")
     tracks = load_footage(db, refs)
-    for track in tracks:
-        source_parts(track)  # a missing or changed file, before anything is written
+    # a missing or changed file, a camera track no recording covers: before anything is written
+    footages = [footage_of(db, track, margin_s, recordings) for track in tracks]
     with db.session() as session:
         if session.scalar(select(Case.id).where(Case.name == name)) is not None:
             raise EvidenceError(f"evidence: case {name!r} exists already; expected a new case name (--case)")
@@ -276,14 +281,14 @@ def export_evidence(
     zipped = case_id = None
     try:
         blurred = 0
-        for track in tracks:
+        for track, footage in zip(tracks, footages):
             redactor = None
             if redact:
                 kept = [t.boxes for t in tracks if t.run_id == track.run_id and len(t.boxes)]
                 others = _others(db, track, exported, clip_window(track, margin_s))
                 redactor = Redactor(detector, kept, others)
             folder = temp / f"track_{track.run_id}_{track.track_id}"
-            blurred += _export_track(db, store, track, folder, redactor, margin_s, media_dirs)
+            blurred += _export_track(db, store, track, footage, folder, redactor, margin_s, media_dirs)
         files = sorted(p for p in temp.rglob("*") if p.is_file())
         now = datetime.now(timezone.utc)
         manifest = {
@@ -308,6 +313,7 @@ def export_evidence(
             session.add(row)
             session.flush()
             case_id = row.id
+            held = _hold(session, case_id, footages)
         if out.is_dir():
             out.rmdir()
         os.replace(temp, out)
@@ -320,10 +326,47 @@ def export_evidence(
             zipped.unlink(missing_ok=True)
         if case_id is not None and not out.is_dir():
             with db.session() as session:
+                session.execute(delete(CaseHold).where(CaseHold.case_id == case_id))
                 session.execute(delete(Case).where(Case.id == case_id))
         raise
     logger.info("evidence: %d tracks exported to %s (case %r)", len(tracks), out, name)
-    return ExportReport(out, zipped, name, tuple(t.ref for t in tracks), len(files) + 1, blurred)
+    return ExportReport(out, zipped, name, tuple(t.ref for t in tracks), len(files) + 1, blurred, held)
+
+
+def _recording_record(track: TrackFootage, footage: Footage) -> dict | None:
+    """The record's account of a camera clip's recordings: segments used, gaps in the window, masks applied."""
+    if track.kind == "file":
+        return None
+    return {
+        "camera": track.source,
+        "segments": [
+            {
+                "id": s.id,
+                "path": s.path,
+                "started_at": s.started_at.isoformat(),
+                "ended_at": s.ended_at.isoformat(),
+                "masks": [m["name"] for m in s.masks or ()],
+            }
+            for s in footage.segments
+        ],
+        "gaps": [[a.isoformat(), b.isoformat()] for a, b in footage.gaps],
+        "complete": not footage.gaps,
+    }
+
+
+def _hold(session, case_id: int, footages: Sequence[Footage]) -> int:
+    """Hold the recording segments of ``footages`` for case ``case_id`` (those retention has not deleted since);
+    returns how many."""
+    wanted = sorted({s.id for f in footages for s in f.segments})
+    if not wanted:
+        return 0
+    there = set(session.scalars(select(Recording.id).where(Recording.id.in_(wanted))))
+    if len(there) < len(wanted):
+        logger.warning(
+            "evidence: %d recording segments were deleted during the export", len(wanted) - len(there)
+        )
+    session.add_all(CaseHold(case_id=case_id, recording_id=i) for i in wanted if i in there)
+    return len(there)
 
 
 def _zip(folder: Path, out: Path) -> Path:

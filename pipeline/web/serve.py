@@ -5,9 +5,10 @@ thumbnail store and what its search by photo and its unknown groups need (:class
   detector and embedder, built through the one builder at the first search and kept (``serve`` without a search
   stays light), the serve gallery's database and track indexes. One search runs at a time. A detector or embedder
   that does not load makes the search answer 503 with the reason, and is not tried again until the next start.
-- Clips are :func:`pipeline.services.clips.track_clip`'s (cut from the track's source on demand, cached in the thumbnail
-  store); the export of one track is :func:`pipeline.services.evidence.export_evidence`'s, zipped in a temporary folder
-  that is removed once sent, its case named after the track and the time.
+- Clips are :func:`pipeline.services.footage.track_clip`'s (cut on demand from the track's file or its camera's
+  recordings, ``live.recording.dir``, cached in the thumbnail store); the export of one track is
+  :func:`pipeline.services.evidence.export_evidence`'s, zipped in a temporary folder that is removed once sent, its
+  case named after the track and the time.
 - Unknown groups are ``query unknowns``' (:func:`pipeline.services.unknowns.grouping`), with the config's
   ``gallery.unknowns`` defaults and the matcher's operating threshold.
 """
@@ -26,14 +27,18 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from core.errors import UserError
+from gallery.recordings import RecordingStore
 from gallery.thumbnails import ThumbnailStore
 from gallery.track_search import TrackHit
 from pipeline.build import System, build
 from pipeline.config import AppConfig
-from pipeline.services.clips import DEFAULT_MARGIN_S, track_clip
+from pipeline.services.audit import system_trail
+from pipeline.services.clips import DEFAULT_MARGIN_S
 from pipeline.services.evidence import export_evidence
+from pipeline.services.footage import track_clip
 from pipeline.services.search import find_person
 from pipeline.services.unknowns import grouping
+from pipeline.web.access_log import AccessLog
 from pipeline.web.app import create_app
 from pipeline.web.common import Evidence, Forensic, SearchUnavailable
 
@@ -106,6 +111,7 @@ def forensic_of(system: System, models: LazyModels) -> Forensic:
 def evidence_of(system: System, store: ThumbnailStore | None) -> Evidence:
     """The clip maker and the one-track evidence export over ``system``'s gallery and ``store``."""
     db, media_dirs = system.gallery.db, system.cfg.gallery.serve.media_dirs
+    recordings = RecordingStore.for_recordings(db, system.cfg.live.recording.dir, system.cfg.gallery)
 
     def export(ref: str) -> Path:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
@@ -121,6 +127,7 @@ def evidence_of(system: System, store: ThumbnailStore | None) -> Evidence:
                 media_dirs=media_dirs,
                 make_zip=True,
                 operator="serve",
+                recordings=recordings,
             )
             shutil.rmtree(report.out)  # the zip holds it
         except BaseException:
@@ -129,7 +136,8 @@ def evidence_of(system: System, store: ThumbnailStore | None) -> Evidence:
         assert report.zip is not None
         return report.zip
 
-    return Evidence(clip=partial(track_clip, db, store), export=export, margin_s=DEFAULT_MARGIN_S)
+    clip = partial(track_clip, db, store, recordings=recordings)
+    return Evidence(clip=clip, export=export, margin_s=DEFAULT_MARGIN_S)
 
 
 def serve_app(
@@ -138,12 +146,15 @@ def serve_app(
     *,
     token: str | None = None,
     allowed_hosts: Iterable[str] | None = None,
+    access_log=None,
 ) -> FastAPI:
     """The app ``serve`` runs over ``system``'s gallery (its config's ``gallery`` section: thumbnails, page size,
-    upload limit, session length), with search by photo through ``models``."""
+    upload limit, session length), with search by photo through ``models``; its audit trail keeps the head where
+    the config says (:func:`pipeline.services.audit.system_trail`); ``access_log``: an open text file the access
+    log is appended to (:mod:`pipeline.web.access_log`), None: none."""
     db, config = system.gallery.db, system.cfg.gallery
     store = ThumbnailStore.for_database(db, config)
-    return create_app(
+    app = create_app(
         db,
         store,
         token=token,
@@ -153,3 +164,7 @@ def serve_app(
         session_max_age_s=config.serve.session_max_age_s,
         evidence=evidence_of(system, store),
     )
+    app.state.audit_trail = system_trail(system)
+    if access_log is not None:
+        app.add_middleware(AccessLog, out=access_log)  # outermost: every answer, refusals included
+    return app
