@@ -16,6 +16,7 @@ from pipeline.commands import (
     rematch,
     search,
     stream,
+    users,
 )
 
 __all__ = ["build_parser"]
@@ -33,6 +34,7 @@ def build_parser(prog: str = "run_pipeline.py", description: str = "") -> argpar
     rematch.register(sub)
     search.register(sub)
     evidence.register(sub)
+    users.register(sub)
     audit.register(sub)
     eval_video.register(model_commands.register(sub))
     export_cli.register(sub)

@@ -1,10 +1,12 @@
 """What every request to the app goes through before it reaches a route, and what every answer carries (ASGI
 middleware; :func:`pipeline.web.app.create_app` installs it outermost).
 
-1. Authentication, before any other check: ``Authorization: Bearer <token>``, or the session cookie of a browser
-   that logged in (:mod:`pipeline.web.session`). Only the login page, logout and the stylesheet are open. Without
-   valid credentials: 401 with the reason (a browser opening a page, ``Accept: text/html``: 303 to the login
-   page); a bad session cookie is cleared. Without a token (loopback only) everyone is authenticated.
+1. Authentication, before any other check: ``Authorization: Bearer <token>`` (the shared API token or a user's),
+   or the session cookie of a browser that logged in (:mod:`pipeline.web.session`); who it is, an
+   :class:`pipeline.web.access.Actor`, becomes ``request.state.actor`` (each route then checks its role). Only the
+   login page, logout and the stylesheet are open. Without valid credentials: 401 with the reason (a browser
+   opening a page, ``Accept: text/html``: 303 to the login page); a bad session cookie is cleared. Without a token
+   and without users (loopback only) everyone is the local admin.
 2. Limits, each a single pass over the request: at most :data:`MAX_HEADERS` header lines and
    :data:`MAX_HEADER_BYTES` of them (431), :data:`MAX_QUERY_PARAMS` query parameters (400; counted before they
    are parsed), :data:`MAX_QUERY_BYTES` of query string (414), every query parameter given once (400: which of
@@ -21,9 +23,11 @@ from __future__ import annotations
 from urllib.parse import parse_qsl
 
 from fastapi import HTTPException, Request
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from pipeline.web.session import COOKIE, Sessions, cookie_header, token_matches
+from pipeline.web.access import CURRENT, OPEN, Access, Actor
+from pipeline.web.session import COOKIE, Sessions, cookie_header
 
 __all__ = [
     "AUTH_KEY",
@@ -90,11 +94,11 @@ def _session_cookie(values: list[bytes]) -> str | None:
 
 
 class Guard:
-    """ASGI middleware: authentication (``sessions`` None: none needed), then the request limits, then ``app``;
-    the security headers on every answer."""
+    """ASGI middleware: authentication through ``access`` (``sessions`` None: none needed, everyone is the local
+    admin), then the request limits, then ``app``; the security headers on every answer."""
 
-    def __init__(self, app, sessions: Sessions | None) -> None:
-        self.app, self.sessions = app, sessions
+    def __init__(self, app, sessions: Sessions | None, access: Access | None = None) -> None:
+        self.app, self.sessions, self.access = app, sessions, access
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "websocket":  # the app has none: never let one past the authentication
@@ -104,15 +108,24 @@ class Guard:
             await self.app(scope, receive, send)
             return
         send = _with_security_headers(send, scope["path"] in SCRIPT_PAGES)
-        refusal = self._authenticate(scope) or _limits(scope)
+        refusal = await self._authenticate(scope) or _limits(scope)
         if refusal is not None:
             await refusal(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        reset = CURRENT.set(scope.get("state", {}).get("actor"))
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            CURRENT.reset(reset)
 
-    def _authenticate(self, scope) -> Response | None:
-        if self.sessions is None:
-            scope[AUTH_KEY] = "open"
+    @staticmethod
+    def _admit(scope, how: str, actor: Actor) -> None:
+        scope[AUTH_KEY] = how
+        scope.setdefault("state", {})["actor"] = actor
+
+    async def _authenticate(self, scope) -> Response | None:
+        if self.sessions is None or self.access is None:
+            self._admit(scope, "open", OPEN)
             return None
         if scope["path"] in OPEN_PATHS:
             return None
@@ -127,14 +140,17 @@ class Guard:
         session, bad_session = _session_cookie(cookies), False
         if authorization is not None:
             scheme, _, credentials = authorization.strip().partition(" ")
-            if scheme.lower() == "bearer" and token_matches(credentials.strip(), self.sessions.token):
-                scope[AUTH_KEY] = "bearer"
+            actor = None
+            if scheme.lower() == "bearer" and credentials.strip():
+                actor = await run_in_threadpool(self.access.bearer, credentials.strip())
+            if actor is not None:
+                self._admit(scope, "bearer", actor)
                 return None
-            why = "Authorization: expected 'Bearer <token>' with the API token, got another"
+            why = "Authorization: expected 'Bearer <token>' with the API token or a user's token, got another"
         elif session is not None:
-            problem = self.sessions.check(session)
-            if problem is None:
-                scope[AUTH_KEY] = "session"
+            actor, problem = await run_in_threadpool(self.access.session, session)
+            if actor is not None:
+                self._admit(scope, "session", actor)
                 return None
             why = f"session cookie: {problem}; log in again at /login or send Authorization: Bearer <token>"
             bad_session = True

@@ -13,6 +13,7 @@ from jinja2 import DictLoader, Environment
 from sqlalchemy import select
 
 from gallery.db import Database
+from pipeline.web.access import allows
 from pipeline.web.common import Context, Forensic, clock
 
 __all__ = ["PAGES", "STYLE", "names", "nav", "one_line", "render"]
@@ -192,8 +193,14 @@ FEED = """{% extends "layout" %}{% block title %}Live feed{% endblock %}
 LOGIN = """{% extends "layout" %}{% block title %}Log in{% endblock %}
 {% block body %}<h1>Log in</h1>
 {% if error %}<p class="error" id="error">{{ error }}</p>{% endif %}
-<form method="post" action="/login">
- <label>API token <input type="password" name="token" autocomplete="current-password" required autofocus></label>
+<form method="post" action="/login" id="token-login">
+ <label>API token <input type="password" name="token" autocomplete="off" required autofocus></label>
+ <button type="submit">Log in</button>
+</form>
+<p>or</p>
+<form method="post" action="/login" id="password-login">
+ <label>Name <input type="text" name="name" autocomplete="username" required></label>
+ <label>Password <input type="password" name="password" autocomplete="current-password" required></label>
  <button type="submit">Log in</button>
 </form>
 {% endblock %}"""
@@ -225,8 +232,9 @@ def nav(forensic: Forensic, logout: bool = False) -> str:
     """The links between the views this server has, as HTML (shown with ``| safe``); ``logout``: with a log out
     button (a server with a token)."""
     links = [("/", "Recent matches"), ("/feed", "Live feed")]
-    links += [("/search", "Search by photo")] if forensic.search is not None else []
-    links += [("/unknowns", "Unknown groups")] if forensic.unknowns is not None else []
+    investigator = allows("investigator")  # the pages a viewer cannot use are not linked
+    links += [("/search", "Search by photo")] if forensic.search is not None and investigator else []
+    links += [("/unknowns", "Unknown groups")] if forensic.unknowns is not None and investigator else []
     links += [("/timeline", "Timelines")]
     return PAGES.get_template("nav").render(links=links, logout=logout)
 

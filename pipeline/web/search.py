@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from gallery.errors import GalleryError
 from gallery.models import Identity, Source
 from gallery.queries import MAX_PAGE, MAX_PAGE_SIZE, Filters
+from pipeline.web.access import INVESTIGATOR
 from pipeline.web.common import ERRORS, PAGE_ERRORS, TIME, Context, query_time
 from pipeline.web.forensic import (
     UPLOAD,
@@ -93,11 +94,11 @@ def router(ctx: Context) -> APIRouter:
 
     if forensic.unknowns is not None:
 
-        @routes.get("/api/unknowns", response_model=UnknownsResult, responses=ERRORS)
+        @routes.get("/api/unknowns", response_model=UnknownsResult, responses=ERRORS, dependencies=INVESTIGATOR)
         def api_unknowns(options: dict = Depends(unknowns_options)) -> dict:
             return unknown_groups(forensic, **options)
 
-        @routes.get("/unknowns", response_class=HTMLResponse, responses=PAGE_ERRORS)
+        @routes.get("/unknowns", response_class=HTMLResponse, responses=PAGE_ERRORS, dependencies=INVESTIGATOR)
         def unknowns(options: dict = Depends(unknowns_options)) -> HTMLResponse:
             doc = unknown_groups(forensic, **options)
             return render(
@@ -112,17 +113,23 @@ def router(ctx: Context) -> APIRouter:
 
     if forensic.search is not None:
 
-        @routes.post("/api/search", response_model=SearchPage, responses=UPLOAD_ERRORS, openapi_extra=UPLOAD)
+        @routes.post(
+            "/api/search",
+            response_model=SearchPage,
+            responses=UPLOAD_ERRORS,
+            openapi_extra=UPLOAD,
+            dependencies=INVESTIGATOR,
+        )
         async def api_search(request: Request, options: Annotated[SearchOptions, Query()]) -> dict:
             photos, _ = await read_form(request, forensic.max_upload_bytes)
             rows = await run_in_threadpool(search_rows, db, forensic, photos, options)
             return {"rows": rows, "page": 1, "page_size": options.top, "has_more": False}
 
-        @routes.get("/search", response_class=HTMLResponse, responses=PAGE_ERRORS)
+        @routes.get("/search", response_class=HTMLResponse, responses=PAGE_ERRORS, dependencies=INVESTIGATOR)
         def search_form() -> HTMLResponse:
             return render(ctx, "search", sources=names(db, Source.name), form={}, rows=None)
 
-        @routes.post("/search", response_class=HTMLResponse, include_in_schema=False)
+        @routes.post("/search", response_class=HTMLResponse, include_in_schema=False, dependencies=INVESTIGATOR)
         async def search_page(request: Request) -> HTMLResponse:
             form: dict[str, str] = {}
             sources = await run_in_threadpool(names, db, Source.name)

@@ -28,6 +28,7 @@ from gallery.errors import ThumbnailPathError
 from gallery.forensic import MediaUnavailable, enrolled_photo
 from gallery.queries import Filters, find_tracks
 from gallery.refs import REF_PATTERN, REF_TEXT
+from pipeline.web.access import INVESTIGATOR, allows
 from pipeline.web.common import ERRORS, PAGE_ERRORS, Context, Detail
 from pipeline.web.forensic import MAX_ID, track_view
 from pipeline.web.matches import filters
@@ -88,16 +89,29 @@ def router(ctx: Context) -> APIRouter:
 
     @routes.get("/track/{ref}", response_class=HTMLResponse, responses=PAGE_ERRORS)
     def track_page(ref: str = ref_param) -> HTMLResponse:
-        return render(ctx, "track", t=track_view(ctx.db, ctx.forensic, ref, evidence))
+        t = track_view(ctx.db, ctx.forensic, ref, evidence)
+        if not allows("investigator"):  # a viewer's page offers no clip nor export
+            t = t | {"clip_url": None, "export_url": None}
+        return render(ctx, "track", t=t)
 
-    @routes.get("/api/tracks/{ref}/clip", response_class=FileResponse, responses=MP4 | EVIDENCE_ERRORS)
+    @routes.get(
+        "/api/tracks/{ref}/clip",
+        response_class=FileResponse,
+        responses=MP4 | EVIDENCE_ERRORS,
+        dependencies=INVESTIGATOR,
+    )
     def track_clip(ref: str = ref_param) -> FileResponse:
         track_view(ctx.db, ctx.forensic, ref)  # 404 for a track not in the log
         if evidence.clip is None:
             raise HTTPException(404, "this server cuts no clips (pipeline.services.clips not available)")
         return _served(_made(evidence.clip, ref, slots, "clip"), root, "video/mp4")
 
-    @routes.post("/api/tracks/{ref}/export", response_class=FileResponse, responses=ZIP | EVIDENCE_ERRORS)
+    @routes.post(
+        "/api/tracks/{ref}/export",
+        response_class=FileResponse,
+        responses=ZIP | EVIDENCE_ERRORS,
+        dependencies=INVESTIGATOR,
+    )
     def track_export(ref: str = ref_param) -> FileResponse:
         track_view(ctx.db, ctx.forensic, ref)
         if evidence.export is None:

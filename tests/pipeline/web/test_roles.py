@@ -1,0 +1,238 @@
+"""pipeline/web/access.py in the app: every route of the app tried as each role (users' tokens, the shared token,
+sessions) and without credentials, allowed exactly where docs/access.md says (401/403 elsewhere); the login by
+name and password; a disabled or rotated user's sessions end at the next request; login attempts limited; pages
+hide what the role cannot use. On a seeded SQLite match log. Headless Chromium: a viewer has no search form and
+gets 403 from the search API, logs out, an investigator searches a photo."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from core.errors import UserError
+from gallery.db import Database
+from gallery.errors import QueryError
+from gallery.queries import Filters, find_tracks
+from gallery.thumbnails import ThumbnailStore
+from gallery.users import ROLES, add_user, disable_user, rank, rotate_user
+from pipeline.web.access import route_roles
+from pipeline.web.app import create_app
+from pipeline.web.common import Evidence, Forensic
+from pipeline.web.guard import Guard
+from tests.conftest import ROOT
+from tests.gallery.helpers import seed_log
+
+DOCS = ROOT / "docs" / "access.md"
+TOKEN = "roles-shared-token-0123"
+PASSWORD = "correct horse battery"
+
+
+def _refused(_ref: str):
+    raise UserError("no source file in this test")
+
+
+def _no_groups(**_options):
+    raise QueryError("no unknown groups in this test")
+
+
+@pytest.fixture(scope="module")
+def log(tmp_path_factory):
+    """The seeded log with one user per role: yields (db, store, {role: token})."""
+    root = tmp_path_factory.mktemp("roles")
+    store = ThumbnailStore(root / "thumbs")
+    with Database(f"sqlite:///{root / 'log.db'}") as db:
+        seed_log(db, store)
+        tokens = {role: add_user(db, f"{role}-user", role, PASSWORD)[1] for role in ROLES}
+        yield db, store, tokens
+
+
+def _app(log, token: str | None = TOKEN, **options):
+    db, store, _ = log
+    forensic = Forensic(search=lambda photos, **_: [], unknowns=_no_groups)
+    return create_app(
+        db,
+        store,
+        token=token,
+        forensic=forensic,
+        evidence=Evidence(clip=_refused, export=_refused),
+        **options,
+    )
+
+
+def _documented() -> dict[tuple[str, str], str | None]:
+    rows = re.findall(r"^\| (GET|POST|PUT|PATCH|DELETE) \| `([^`]+)` \| (\w+) \|$", DOCS.read_text(), re.M)
+    table = {(method, path): (None if role == "open" else role) for method, path, role in rows}
+    assert len(table) == len(rows), "a route listed twice in docs/access.md"
+    return table
+
+
+def test_the_documented_matrix_is_the_apps(log):
+    app = _app(log)
+    code = route_roles(app)
+    shown = "\n".join(f"| {m} | `{p}` | {r or 'open'} |" for (m, p), r in code.items())
+    assert code == _documented(), f"docs/access.md is not the app's matrix; the app's:\n{shown}"
+    assert set(code.values()) == {None, *ROLES}  # each role guards at least one route
+
+
+def _concrete(log, method: str, path: str) -> tuple[str, dict]:
+    """A request to the route ``path``: its path parameters filled with values of the seeded log, and the
+    headers that keep an allowed request short (the feed answers 400 to a bad Last-Event-ID, not a stream)."""
+    db, store, _ = log
+    ref = find_tracks(db, Filters(page_size=1)).rows[0]["ref"]
+    thumb = next(p for p in store.root.rglob("*.jpg")).relative_to(store.root).as_posix()
+    url = path.replace("{ref}", ref).replace("{rel:path}", thumb).replace("{media}", "1")
+    assert "{" not in url, f"no value for a path parameter of {path}"
+    headers = {"Last-Event-ID": "not-an-id"} if path == "/api/feed" else {}
+    return url, headers
+
+
+def _as(log, who: str) -> dict:
+    _, _, tokens = log
+    if who == "nobody":
+        return {}
+    return {"Authorization": f"Bearer {TOKEN if who == 'shared token' else tokens[who]}"}
+
+
+WHO = ("nobody", *ROLES, "shared token")
+
+
+def test_every_route_as_each_role_and_without_credentials(log):
+    """Allowed (neither 401 nor 403) exactly where the matrix says; 401 without credentials, 403 below the role."""
+    client = TestClient(_app(log))
+    matrix = _documented()
+    assert matrix == route_roles(client.app)  # no route left untried
+    wrong = []
+    for (method, path), needed in matrix.items():
+        url, headers = _concrete(log, method, path)
+        for who in WHO:
+            role = {"nobody": None, "shared token": "admin"}.get(who, who)
+            response = client.request(method, url, headers=headers | _as(log, who), follow_redirects=False)
+            if needed is None or (role is not None and rank(role) >= rank(needed)):
+                ok = response.status_code not in (401, 403)
+            elif role is None:
+                ok = response.status_code == 401
+            else:
+                ok = response.status_code == 403 and needed in response.json()["detail"]
+            if not ok:
+                wrong.append(
+                    f"{method} {path} as {who}: {response.status_code} (needs {needed or 'nothing'})"
+                )
+    assert wrong == []
+
+
+def _login(client: TestClient, **fields) -> str:
+    response = client.post("/login", data=fields, follow_redirects=False)
+    assert response.status_code == 303, response.text
+    value = response.headers["set-cookie"].split(";")[0].split("=", 1)[1]
+    assert PASSWORD not in value and all(t not in value for t in client.tokens)
+    return value
+
+
+@pytest.mark.parametrize("token", [TOKEN, None])  # with the shared token and with users only
+def test_sessions_carry_the_users_role(log, token):
+    db, store, tokens = log
+    client = TestClient(_app(log, token=token))
+    client.tokens = list(tokens.values())
+    _login(client, name="viewer-user", password=PASSWORD)
+    page = client.get("/")
+    assert page.status_code == 200 and 'href="/search"' not in page.text and 'id="logout"' in page.text
+    assert client.get("/search").status_code == 403
+    assert client.post("/api/search", files={"photo": ("a.png", b"x")}).status_code == 403
+    assert client.get("/api/users").status_code == 403
+    track = client.get(f"/track/{_concrete(log, 'GET', '/track/{ref}')[0].split('/')[-1]}")
+    assert track.status_code == 200 and 'id="export"' not in track.text and 'id="clip"' not in track.text
+    client.post("/logout")
+    assert client.get("/").status_code == 401
+    _login(client, token=tokens["investigator"])  # a user's token logs in too
+    page = client.get("/")
+    assert 'href="/search"' in page.text and client.get("/search").status_code == 200
+    track = client.get(f"/track/{_concrete(log, 'GET', '/track/{ref}')[0].split('/')[-1]}")
+    assert 'id="export"' in track.text
+    assert client.get("/api/users").status_code == 403
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"name": "viewer-user", "password": PASSWORD + "x"},
+        {"name": "nobody-at-all", "password": PASSWORD},
+        {"name": "viewer-user", "password": ""},
+        {"name": "viewer-user"},
+        {"token": "abc.def"},
+    ],
+)
+def test_bad_logins_are_refused(log, fields):
+    client = TestClient(_app(log))
+    response = client.post("/login", data=fields, follow_redirects=False)
+    assert response.status_code == 401 and "set-cookie" not in response.headers
+
+
+def test_disabling_or_rotating_ends_the_users_sessions_at_the_next_request(log, tmp_path):
+    root = tmp_path
+    with Database(f"sqlite:///{root / 'users.db'}") as db:
+        _, kept_token = add_user(db, "kept", "viewer", PASSWORD)
+        _, gone_token = add_user(db, "gone", "investigator", PASSWORD)
+        _, turned_token = add_user(db, "turned", "admin", PASSWORD)
+        app = create_app(db, ThumbnailStore(root / "thumbs"))  # users only: authentication without a token
+        clients = {}
+        for name in ("kept", "gone", "turned"):
+            clients[name] = TestClient(app)
+            clients[name].tokens = []
+            _login(clients[name], name=name, password=PASSWORD)
+            assert clients[name].get("/api/matches").status_code == 200
+        disable_user(db, "gone")
+        _, new_token = rotate_user(db, "turned")
+        assert clients["kept"].get("/api/matches").status_code == 200
+        for name, why in (("gone", "disabled"), ("turned", "rotated")):
+            response = clients[name].get("/api/matches")
+            assert response.status_code == 401 and why in response.json()["detail"]
+        bearer = lambda t: TestClient(app).get("/api/matches", headers={"Authorization": f"Bearer {t}"})  # noqa: E731
+        assert [bearer(t).status_code for t in (kept_token, gone_token, turned_token, new_token)] == [
+            200,
+            401,
+            401,
+            200,
+        ]
+        fresh = TestClient(app)
+        fresh.tokens = []
+        _login(fresh, name="turned", password=PASSWORD)  # the password still works after a rotation
+        assert fresh.get("/api/users").status_code == 200
+        refused = fresh.post("/login", data={"name": "gone", "password": PASSWORD}, follow_redirects=False)
+        assert refused.status_code == 401
+
+
+def test_sessions_expire(log):
+    client = TestClient(_app(log, session_max_age_s=60))
+    client.tokens = []
+    _login(client, name="admin-user", password=PASSWORD)
+    assert client.get("/api/users").status_code == 200
+    sessions = next(m.kwargs["sessions"] for m in client.app.user_middleware if m.cls is Guard)
+    sessions.clock = lambda: time.time() + 61
+    response = client.get("/api/users")
+    assert response.status_code == 401 and "expired" in response.json()["detail"]
+
+
+def test_login_attempts_are_limited_per_client(log):
+    client = TestClient(_app(log))
+    statuses = [client.post("/login", data={"token": "wrong-token"}).status_code for _ in range(8)]
+    assert statuses[:5] == [401] * 5 and 429 in statuses[5:]
+    time.sleep(1.1)
+    assert client.post("/login", data={"token": TOKEN}, follow_redirects=False).status_code == 303
+
+
+def test_the_shared_token_beside_users_warns_once_at_start(log, caplog):
+    with caplog.at_level(logging.WARNING, logger="pipeline.web.app"):
+        _app(log)
+    assert [r.message for r in caplog.records].count(
+        "the shared API token acts as an admin beside the users; prefer users' own tokens"
+    ) == 1
+
+
+def test_a_server_without_token_or_users_is_open_as_the_local_admin(tmp_path):
+    with Database(f"sqlite:///{tmp_path / 'open.db'}") as db:
+        client = TestClient(create_app(db, None))
+        assert client.get("/api/users").status_code == 200
