@@ -27,6 +27,7 @@ creates a database that does not exist.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -142,6 +143,7 @@ def check_bind(host: str, token: str | None) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn  # the serve extra (fastapi, uvicorn): only this command needs it
 
+    from pipeline.web.access_log import open_access_log
     from pipeline.web.guard import MAX_HEADER_BYTES  # the serve extra too
     from pipeline.web.hosts import trusted_hosts
     from pipeline.web.serve import LazyModels, serve_app
@@ -153,9 +155,12 @@ def run_serve(args: argparse.Namespace) -> int:
     check_bind(host, token)
     hosts = trusted_hosts(host, [*config.serve.allowed_hosts, *args.allow_host])
     logger.info("serve: answering Host %s", ", ".join(sorted(hosts)))
-    with _open(args) as system, LazyModels(system.cfg) as models, listen_socket(host, port) as sock:
+    log = open_access_log(args.access_log) if args.access_log else contextlib.nullcontext()
+    with log, _open(args) as system, LazyModels(system.cfg) as models, listen_socket(host, port) as sock:
         db = system.gallery.db
-        app = serve_app(system, models, token=token, allowed_hosts=hosts)
+        app = serve_app(
+            system, models, token=token, allowed_hosts=hosts, access_log=log if args.access_log else None
+        )
         port = sock.getsockname()[1]  # the one the system picked for port 0
         access = "token required" if token else "no token: loopback only"
         print(f"serving {db.shown} on http://{host}:{port}/ ({access})", file=sys.stderr)  # bound: it is true
@@ -266,6 +271,11 @@ def register(subparsers) -> None:
         default=[],
         metavar="NAME",
         help="also answer requests for this host name (repeatable; '*': any, which DNS rebinding can abuse)",
+    )
+    s.add_argument(
+        "--access-log",
+        metavar="FILE",
+        help="append an access log in the combined format to FILE (0600; no credential is written)",
     )
     s.set_defaults(func=run_serve)
 

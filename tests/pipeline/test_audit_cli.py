@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI, Request
+from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 import run_pipeline
 from gallery.db import Database
+from pipeline.web.access_log import AccessLog, open_access_log
 from tests.conftest import ASSETS, ROOT, require
 
 CONFIG = str(ROOT / "configs" / "test.yaml")
@@ -122,3 +126,39 @@ def test_a_day_of_work_by_three_accounts_verifies(shell, tmp_path):
     assert rows["export"]["objects"] == [refs[0]] and rows["export"]["actor"] == "ana"
     code, _, err = shell("auditor", "audit", "verify")
     assert code == 0 and "5 entries, chain intact" in err
+
+
+COMBINED = re.compile(
+    r'^(?P<host>\S+) - (?P<user>\S+) \[(?P<when>\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4})\] "(?P<request>[^"]*)" '
+    r'(?P<status>\d{3}) (?P<size>\d+|-) "(?P<referer>[^"]*)" "(?P<agent>[^"]*)"$'
+)
+
+
+def test_access_log_lines_are_combined_format_without_credentials(tmp_path):
+    app = FastAPI()
+
+    @app.get("/api/things")
+    def things(request: Request) -> dict:
+        request.state.actor = type("A", (), {"name": "ana"})()
+        return {"ok": True}
+
+    path = tmp_path / "access.log"
+    with open_access_log(path) as out:
+        app.add_middleware(AccessLog, out=out)
+        client = TestClient(app)
+        secret = "s3cret-token-value"
+        headers = {"Authorization": f"Bearer {secret}", "User-Agent": 'evil"\nagent', "Referer": "http://x/"}
+        assert (
+            client.get(f"/api/things?page=2&token={secret}&api_key={secret}", headers=headers).status_code
+            == 200
+        )
+        assert client.get("/missing", cookies={"facemoe_session": secret}).status_code == 404
+    lines = path.read_text().splitlines()
+    assert len(lines) == 2 and oct(path.stat().st_mode & 0o777) == "0o600"
+    first, second = (COMBINED.match(line) for line in lines)
+    assert first and second, lines
+    assert first["user"] == "ana" and first["status"] == "200" and int(first["size"]) == len('{"ok":true}')
+    assert first["request"] == "GET /api/things?page=2&token=REDACTED&api_key=REDACTED HTTP/1.1"
+    assert first["agent"] == "evil\\x22\\x0aagent" and first["referer"] == "http://x/"
+    assert second["user"] == "-" and second["status"] == "404"
+    assert secret not in path.read_text()
