@@ -6,10 +6,11 @@
     run_pipeline.py users disable NAME
     run_pipeline.py users rotate NAME
 
-``add`` and ``rotate`` print the user's new token on stdout, once: only its salted hash is stored, and ``rotate``
-ends the old token and every session of the user. A password (for the login page) is read from the environment
-variable ``--password-env`` names or typed at a prompt, never given on the command line. An unknown user, a taken
-name, a bad role or a refused password: one line, exit 2.
+Each change is appended to the audit trail (never a token or password). ``add`` and ``rotate`` print the user's
+new token on stdout, once: only its salted hash is stored, and ``rotate`` ends the old token and every session of
+the user. A password (for the login page) is read from the environment variable ``--password-env`` names or typed
+at a prompt, never given on the command line. An unknown user, a taken name, a bad role or a refused password: one
+line, exit 2.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from gallery.users import (
     rotate_user,
 )
 from pipeline.commands.common import add_config_options, config_of, db_of
+from pipeline.services.audit import audited, trail_of
 
 logger = logging.getLogger(__name__)
 
@@ -99,18 +101,23 @@ def run_users(args: argparse.Namespace) -> int:
             else:
                 print(_table(accounts))
             return 0
+        trail = trail_of(db, cfg.gallery)
         if args.action == "disable":
-            account = disable_user(db, args.name)
+            with audited(trail, "user.disable", [args.name]):
+                account = disable_user(db, args.name)
             logger.info("user %s disabled", account.name)
             print(
                 f"user {shown(account.name)!r} disabled at {account.disabled_at.isoformat()}", file=sys.stderr
             )
             return 0
         if args.action == "add":
-            account, token = add_user(db, args.name, args.role, password)
+            details = {"role": args.role, "password": password is not None}
+            with audited(trail, "user.add", [args.name], details):
+                account, token = add_user(db, args.name, args.role, password)
             what = f"user {shown(account.name)!r} added as {account.role}"
         else:
-            account, token = rotate_user(db, args.name)
+            with audited(trail, "user.rotate", [args.name]):
+                account, token = rotate_user(db, args.name)
             what = f"user {shown(account.name)!r}: token rotated, the old one and its sessions no longer work"
         logger.info("%s", what)
     print(f"{what}; their token follows, shown this once", file=sys.stderr)
