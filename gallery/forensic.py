@@ -93,9 +93,9 @@ def track_detail(db: Database, ref: str, media_dirs: Sequence[str] = ()) -> dict
     """The track ``ref`` (``RUN:TRACK``; another form raises :class:`gallery.refs.TrackRefError`) of the match log,
     None when there is none: where and when (:func:`gallery.queries.track_fields`: sighting times and their origin,
     offsets within the source, when logged), its counts, thumbnail and context snapshot (store-relative paths in
-    the thumbnail store, None when there is none), its current decision (the newest retroactive match, else the
-    logged one, which is kept beside it), and for a match the enrolled face closest to it (see the module's
-    text)."""
+    the thumbnail store, None when there is none), the camera zones it entered (None where the source has none),
+    its current decision (the newest retroactive match, else the logged one, which is kept beside it), and for a
+    match the enrolled face closest to it (see the module's text)."""
     run_id, track_id = parse_track_ref(ref)
     stmt, _ = with_decisions(
         select(Track, *TRACK_COLUMNS, Source.name.label("source"), Source.kind).join(
@@ -121,6 +121,7 @@ def track_detail(db: Database, ref: str, media_dirs: Sequence[str] = ()) -> dict
         "embedder_id": t.embedder_id,
         "thumbnail": t.thumbnail,
         "snapshot": t.snapshot,
+        "zones": t.zones,
         "decision": r.decision,
         "score": r.score,
         "identity": r.identity if r.decision == "match" else None,

@@ -26,6 +26,7 @@ COLUMNS = {  # a track's reference first, its sighting time next ("unknown" when
         "retroactive",
         "threshold",
         "at",
+        "zones",
         "thumbnail",
     ],
     "tracks": [
@@ -41,6 +42,7 @@ COLUMNS = {  # a track's reference first, its sighting time next ("unknown" when
         "identity",
         "score",
         "retroactive",
+        "zones",
         "logged_at",
     ],
     "identities": ["name", "external_id", "watchlist", "media", "embedders", "created_at"],
@@ -99,6 +101,7 @@ COLUMNS |= {  # the gallery's own rows: enrolled media (their ids: remove --medi
     ],
     "undo": ["rematch_id", "cause", "identities", "removed", "undone_at", "already"],
     "recordings": ["camera", "started_at", "ended_at", "size", "path"],
+    "cases": ["name", "opened_at", "closed_at", "operator", "note", "held_segments"],
     "audit": ["id", "at", "actor", "actor_kind", "action", "result", "objects", "details"],
 }
 

@@ -56,7 +56,7 @@ def feed_events(db: Database, after: int, media_dirs=(), limit: int = BATCH) -> 
     """``(row id, event)`` of at most ``limit`` tracks with a row id above ``after``, oldest first."""
     with db.session() as session:
         rows = session.execute(
-            select(Track.id, Track.run_id, Track.track_id, Track.zones)
+            select(Track.id, Track.run_id, Track.track_id)
             .where(Track.id > after)
             .order_by(Track.id)
             .limit(limit)
@@ -83,7 +83,7 @@ def feed_events(db: Database, after: int, media_dirs=(), limit: int = BATCH) -> 
                     "decision": t["decision"],
                     "identity": t["identity"],
                     "score": t["score"],
-                    "zones": None if r.zones is None else list(r.zones),
+                    "zones": None if t["zones"] is None else list(t["zones"]),
                     **track_links(ref, t["thumbnail"], t.get("snapshot")),
                     "enrolled_url": enrolled.get("url"),
                 },

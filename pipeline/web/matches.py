@@ -1,6 +1,7 @@
 """Recent matches: ``GET /api/matches`` (the filters of ``query`` as query parameters) and the page ``/`` (recent
-matches with their thumbnails and scores, filterable by identity, camera and decision, paginated, each row linking
-to its track page). :func:`filters` is the query parameters every list endpoint takes."""
+matches with their thumbnails, scores and zones, filterable by identity, camera and decision, paginated, each row
+linking to its track page); the page ``/tracks`` lists the tracks (``GET /api/tracks``) the same way.
+:func:`filters` is the query parameters every list endpoint takes."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import HTMLResponse
 
 from gallery.models import Identity, Source
-from gallery.queries import MAX_PAGE, MAX_PAGE_SIZE, Filters, find_matches
+from gallery.queries import MAX_PAGE, MAX_PAGE_SIZE, Filters, find_matches, find_tracks
+from pipeline.services.links import thumbnail_url
 from pipeline.web.common import ERRORS, PAGE_ERRORS, TIME, Context, query_time
 from pipeline.web.models import MatchPage
 from pipeline.web.pages import names, render
@@ -48,7 +50,7 @@ def filters(
 
 
 def router(ctx: Context) -> APIRouter:
-    """``/api/matches`` and the page ``/``, behind ``ctx.auth``."""
+    """``/api/matches`` and the pages ``/`` and ``/tracks``, behind ``ctx.auth``."""
     routes = APIRouter(dependencies=ctx.auth)
 
     @routes.get("/api/matches", response_model=MatchPage, responses=ERRORS)
@@ -77,6 +79,36 @@ def router(ctx: Context) -> APIRouter:
             ctx,
             "matches",
             rows=result.rows,
+            identities=names(ctx.db, Identity.name),
+            sources=names(ctx.db, Source.name),
+            page=page,
+            has_more=result.has_more,
+            prev=urlencode(keep | {"page": page - 1}),
+            next=urlencode(keep | {"page": page + 1}),
+            **keep,
+        )
+
+    @routes.get("/tracks", response_class=HTMLResponse, responses=PAGE_ERRORS)
+    def tracks_page(
+        identity: str = "",
+        source: str = "",
+        decision: Literal["", "match", "unknown"] = "",
+        page: int = Query(1, ge=1, le=MAX_PAGE),
+    ):
+        f = Filters(
+            identity=identity or None,
+            source=source or None,
+            decision=decision or None,
+            page=page,
+            page_size=ctx.page_size,
+        )
+        result = find_tracks(ctx.db, f)
+        rows = [row | {"thumbnail_url": thumbnail_url(row["thumbnail"])} for row in result.rows]
+        keep = {"identity": identity, "source": source, "decision": decision}
+        return render(
+            ctx,
+            "tracks",
+            rows=rows,
             identities=names(ctx.db, Identity.name),
             sources=names(ctx.db, Source.name),
             page=page,

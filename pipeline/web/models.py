@@ -172,6 +172,9 @@ class TrackDetail(TrackFields):
         None, ge=0, description="seconds into the clip where the track starts (the sighting)"
     )
     export_url: str | None = Field(None, description="URL that POSTed answers the evidence export (zip)")
+    zones: list[str] | None = Field(
+        None, description="names of the camera zones the track entered; none where its camera has no zones"
+    )
 
 
 class Candidate(BaseModel):
@@ -195,6 +198,9 @@ class MatchRow(TrackFields):
         False, description="named later by a rematch (the track's match event is unchanged)"
     )
     rematch_id: int | None = Field(None, description="the rematch that named it (retroactive matches)")
+    zones: list[str] | None = Field(
+        None, description="names of the camera zones the track entered; none where its camera has no zones"
+    )
 
 
 class TrackRow(TrackFields):
@@ -209,6 +215,9 @@ class TrackRow(TrackFields):
     retroactive: bool = Field(False, description="the decision is a retroactive match (a later rematch)")
     logged_decision: Literal["match", "unknown"] | None = Field(None, description="what was decided then")
     logged_identity: str | None = Field(None, description="who was matched then")
+    zones: list[str] | None = Field(
+        None, description="names of the camera zones the track entered; none where its camera has no zones"
+    )
 
 
 class IdentityRow(BaseModel):

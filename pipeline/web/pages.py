@@ -1,6 +1,6 @@
 """The pages' templates (server-rendered; a page's script, where it has one, is a file the app serves: the
 Content-Security-Policy allows no inline script nor style), the links between them (:func:`nav`) and their one
-stylesheet (``/style.css``). The routers render them with :func:`render`: recent matches, search by photo,
+stylesheet (``/style.css``). The routers render them with :func:`render`: recent matches, tracks, search by photo,
 unknown groups, an identity's timeline, the match view of one track, the login form.
 """
 
@@ -148,6 +148,8 @@ TRACK = """{% extends "layout" %}{% from "when" import when %}{% block title %}T
  {{ t.end_time | clock }}</td></tr>
 <tr><th>Logged (UTC)</th><td>{{ (t.logged_at or "")[:19] | replace("T", " ") }}</td></tr>
 <tr><th>Frames, crops embedded</th><td>{{ t.frames }}, {{ t.crops_embedded }}</td></tr>
+{% if t.zones is not none %}<tr><th>Zones entered</th><td id="zones">{{ t.zones | join(", ") if t.zones else "none"
+ }}</td></tr>{% endif %}
 <tr><th>Reference</th><td>{{ t.ref }}</td></tr>
 </table>
 {% endblock %}"""
@@ -168,7 +170,7 @@ MATCHES = """{% extends "layout" %}{% block title %}Recent matches{% endblock %}
  <button type="submit">Filter</button>
 </form>
 <table id="matches"><thead><tr><th>Track</th><th>Face</th><th>Seen (UTC)</th><th>Camera</th><th>Identity</th>
-<th>Score</th><th>Decision</th></tr></thead><tbody>
+<th>Score</th><th>Decision</th><th>Zones</th></tr></thead><tbody>
 {% for r in rows %}<tr class="row">
  <td class="ref"><a class="view" href="/track/{{ r.ref }}">{{ r.ref }}</a></td>
  <td>{% if r.thumbnail %}<img class="thumb" alt="track {{ r.ref }}" src="/thumbnails/{{ r.thumbnail_url
@@ -177,10 +179,41 @@ MATCHES = """{% extends "layout" %}{% block title %}Recent matches{% endblock %}
  <td>{{ r.seen_start[:19] | replace("T", " ") if r.seen_start else "time unknown" }}</td><td>{{ r.source }}</td>
  <td>{{ r.identity or ("nearest: " ~ r.candidates[0].name if r.candidates else "") }}</td>
  <td>{{ "%.3f" | format(r.score) if r.score is not none else "" }}</td>
- <td class="{{ r.decision }}">{{ r.decision }}{% if r.retroactive %} (retroactive){% endif %}</td></tr>
-{% else %}<tr><td colspan="7">No matches.</td></tr>{% endfor %}
+ <td class="{{ r.decision }}">{{ r.decision }}{% if r.retroactive %} (retroactive){% endif %}</td>
+ <td class="zones">{{ r.zones | join(", ") if r.zones else "" }}</td></tr>
+{% else %}<tr><td colspan="8">No matches.</td></tr>{% endfor %}
 </tbody></table>
-<p>{% if page > 1 %}<a href="?{{ prev }}">newer</a>{% endif %}
+<p>{% if page > 1 %}<a id="newer" href="?{{ prev }}">newer</a>{% endif %}
+{% if has_more %}<a id="older" href="?{{ next }}">older</a>{% endif %}</p>
+{% endblock %}"""
+
+TRACKS = """{% extends "layout" %}{% from "when" import when %}{% block title %}Tracks{% endblock %}
+{% block body %}<h1>Tracks</h1>
+<form method="get" action="/tracks">
+ <label>Identity <select name="identity"><option value="">any</option>
+ {% for n in identities %}<option{% if n == identity %} selected{% endif %}>{{ n }}</option>{% endfor %}
+ </select></label>
+ <label>Source <select name="source"><option value="">any</option>
+ {% for n in sources %}<option{% if n == source %} selected{% endif %}>{{ n }}</option>{% endfor %}
+ </select></label>
+ <label>Decision <select name="decision"><option value="">any</option>
+ {% for d in ["match", "unknown"] %}<option{% if d == decision %} selected{% endif %}>{{ d }}</option>{%
+ endfor %}
+ </select></label>
+ <button type="submit">Filter</button>
+</form>
+<table id="tracks"><thead><tr><th>Track</th><th>Face</th><th>Seen</th><th>Source</th><th>Frames</th>
+<th>Decision</th><th>Score</th><th>Zones</th></tr></thead><tbody>
+{% for r in rows %}<tr class="row">
+ <td class="ref"><a class="view" href="/track/{{ r.ref }}">{{ r.ref }}</a></td>
+ <td>{% if r.thumbnail_url %}<img class="thumb" alt="track {{ r.ref }}" src="{{ r.thumbnail_url }}">{% endif %}</td>
+ <td>{{ when(r) }}</td><td>{{ r.source }}</td><td>{{ r.frames }}</td>
+ <td class="{{ r.decision }}">{{ r.identity or r.decision or "" }}{% if r.retroactive %} (retroactive){% endif %}</td>
+ <td>{{ "%.3f" | format(r.score) if r.score is not none else "" }}</td>
+ <td class="zones">{{ r.zones | join(", ") if r.zones else "" }}</td></tr>
+{% else %}<tr><td colspan="8">No tracks.</td></tr>{% endfor %}
+</tbody></table>
+<p>{% if page > 1 %}<a id="newer" href="?{{ prev }}">newer</a>{% endif %}
 {% if has_more %}<a id="older" href="?{{ next }}">older</a>{% endif %}</p>
 {% endblock %}"""
 
@@ -215,6 +248,7 @@ PAGES = Environment(
             "nav": NAV,
             "feed": FEED,
             "matches": MATCHES,
+            "tracks": TRACKS,
             "login": LOGIN,
             "layout": LAYOUT,
             "when": WHEN,
@@ -231,7 +265,7 @@ PAGES.filters["clock"] = clock
 def nav(forensic: Forensic, logout: bool = False) -> str:
     """The links between the views this server has, as HTML (shown with ``| safe``); ``logout``: with a log out
     button (a server with a token)."""
-    links = [("/", "Recent matches"), ("/feed", "Live feed")]
+    links = [("/", "Recent matches"), ("/tracks", "Tracks"), ("/feed", "Live feed")]
     investigator = allows("investigator")  # the pages a viewer cannot use are not linked
     links += [("/search", "Search by photo")] if forensic.search is not None and investigator else []
     links += [("/unknowns", "Unknown groups")] if forensic.unknowns is not None and investigator else []

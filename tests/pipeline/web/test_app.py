@@ -200,8 +200,8 @@ def test_thumbnails_and_page(served):
     page = client.get("/", params={"identity": "ann"}).text
     assert page.count('class="thumb"') == 4 and "0.860" in page
     assert (
-        '<nav><a href="/">Recent matches</a><a href="/feed">Live feed</a><a href="/timeline">Timelines</a></nav>'
-        in page
+        '<nav><a href="/">Recent matches</a><a href="/tracks">Tracks</a><a href="/feed">Live feed</a>'
+        '<a href="/timeline">Timelines</a></nav>' in page
     )
     assert (
         "No matches."
