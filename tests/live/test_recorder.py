@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 
 from gallery.config import GalleryConfig
@@ -222,3 +223,110 @@ def test_three_minutes_in_60_s_segments_cover_the_time_and_a_track_across_a_boun
     clip = cut_clip(parts, 0.0, 6.0, tmp_path / "clip.mp4")
     times = frame_times(clip.path)
     assert len(times) >= 6 * FPS - 2 and max(b - a for a, b in zip(times, times[1:])) < 1.5 / FPS
+
+
+RIGHT_HALF = [[0.5, 0.0], [1.0, 0.0], [1.0, 1.0], [0.5, 1.0]]
+
+
+def _cli(capsys, *argv: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_a_masked_camera_tracks_clip_spans_segments_and_its_case_holds_them_until_closed(
+    rtsp_server, stream_clip, tmp_path, capsys
+):
+    """``stream`` records camera ``gate`` (2 s segments, the right half a privacy mask); the clip of its longest
+    track is one continuous clip over two or more segments, black in the mask while the segments are not; its
+    evidence holds those segments against a 1-byte disk cap until the case is closed; then no recording covers it."""
+    from gallery.evidence_models import CaseHold, Recording
+    from gallery.recordings import apply_retention
+
+    rtsp_server.publish("gate", stream_clip)
+    db_url = f"sqlite:///{tmp_path / 'site.db'}"
+    live_yaml = tmp_path / "live.yaml"
+    live_yaml.write_text(
+        "transport: udp\nread_timeout_s: 2\nrecording: {enabled: true, segment_s: 2}\n"
+        f"cameras:\n  - name: gate\n    url: {rtsp_server.url('gate')}\n    zones:\n"
+        f"      - {{name: right, points: {RIGHT_HALF}, mask: true}}\n"
+    )
+    cmd = [sys.executable, str(ROOT / "run_pipeline.py"), "stream", "--config", str(CONFIG), "--db", db_url]
+    done = subprocess.run(
+        cmd + ["--live-config", str(live_yaml), "--duration", "12"], capture_output=True, timeout=180
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    store = RecordingStore(
+        tmp_path / "site_recordings"
+    )  # beside the database: evidence finds it unconfigured
+    db = Database(db_url)
+    with db.session() as s:
+        recs = s.query(Recording).all()
+    assert len(recs) >= 4 and all(r.masks == [{"name": "right", "points": RIGHT_HALF}] for r in recs)
+
+    code, out, _ = _cli(capsys, "query", "tracks", "--db", db_url, "--format", "json", "--page-size", "100")
+    tracks = json.loads(out)["rows"]
+    assert code == 0 and tracks
+    longest = max(tracks, key=lambda t: t["end_time"] - t["start_time"])
+    assert longest["end_time"] - longest["start_time"] >= 1.0, tracks
+    ref = longest["ref"]
+
+    out_dir = tmp_path / "case1"
+    code, _, err = _cli(
+        capsys, "evidence", ref, "--out", str(out_dir), "--db", db_url, "--config", str(CONFIG)
+    )
+    assert code == 0, err
+    folder = next(out_dir.glob("track_*"))
+    record = json.loads((folder / "record.json").read_text())["recording"]
+    used = record["segments"]
+    assert record["camera"] == "gate" and len(used) >= 2 and all(u["masks"] == ["right"] for u in used)
+    inner = (_t(used[0]["started_at"]), _t(used[-1]["ended_at"]))
+    assert all(_t(b) <= inner[0] or _t(a) >= inner[1] for a, b in record["gaps"]), record  # none inside
+    margin = 2.0
+    uncovered = sum((_t(b) - _t(a)).total_seconds() for a, b in record["gaps"])
+    span = longest["end_time"] - longest["start_time"] + 2 * margin
+
+    times, frames = [], []
+    with av.open(str(folder / "clip.mp4")) as c:
+        for f in c.decode(video=0):
+            times.append(float(f.time))
+            frames.append(f.to_ndarray(format="bgr24"))
+    steps = [b - a for a, b in zip(times, times[1:])]
+    assert max(steps) < 1.5 / FPS  # one continuous clip: no frame missing across the boundaries
+    assert times[-1] + 1 / FPS >= span - uncovered - 0.3, (times[-1], span, uncovered)
+    width = frames[0].shape[1]
+    right = np.stack([f[:, int(width * 0.52) :] for f in frames])
+    assert right.max() <= 12 and right.mean() < 1.0, (right.max(), right.mean())  # masked: black
+    left = np.stack([f[:, : int(width * 0.48)] for f in frames])
+    assert left.mean() > 20  # the picture is there
+    for u in used:  # the segments themselves are stored as the camera sent them
+        with av.open(str(store.resolve(u["path"]))) as c:
+            raw = next(c.decode(video=0)).to_ndarray(format="bgr24")
+        assert raw[:, int(raw.shape[1] * 0.52) :].mean() > 20
+
+    held = {u["id"] for u in used}
+    with db.session() as s:
+        assert {h.recording_id for h in s.query(CaseHold).all()} == held
+    code, out, _ = _cli(capsys, "query", "cases", "--db", db_url, "--format", "json")
+    (case,) = json.loads(out)["rows"]
+    assert code == 0 and case["name"] == "case1" and case["closed_at"] is None
+    assert case["held_segments"] == len(held)
+
+    deleted = apply_retention(db, store, None, 1)  # a 1-byte cap: everything that is not held goes
+    assert {d.id for d in deleted} == {r.id for r in recs} - held
+    assert all(store.resolve(u["path"]).is_file() for u in used)
+    assert main(["purge", "--older-than", "3650", "--db", db_url]) == 0  # purge's retention keeps them too
+    assert all(store.resolve(u["path"]).is_file() for u in used)
+
+    code, _, err = _cli(capsys, "evidence", "--close", "case1", "--db", db_url)
+    assert code == 0 and "closed" in err
+    code, _, err = _cli(capsys, "evidence", "--close", "case1", "--db", db_url)
+    assert code == 2 and err.count("\n") == 1 and "closed already" in err
+    assert {d.id for d in apply_retention(db, store, None, 1)} == held
+    assert not any(store.resolve(u["path"]).exists() for u in used)
+
+    code, _, err = _cli(capsys, "evidence", ref, "--out", str(tmp_path / "case2"), "--db", db_url)
+    assert code == 2 and err.count("\n") == 1 and "no recording covers this track" in err, err
+    assert not (tmp_path / "case2").exists()
+    db.close()
