@@ -13,7 +13,8 @@ track's current decision (a retroactive match when there is one; ``logged_decisi
 ``query timeline NAME`` every live and retroactive match of one identity, oldest first (:mod:`gallery.timeline`),
 ``query media`` the enrolled media with their ids and kinds (``image``, ``template``, ``track`` with its reference),
 ``query rematches`` the rematch passes with their ids (``rematch --undo ID``), ``query recordings`` the finished
-camera segments (camera, wall-clock start and end, size, path in the recording store; ``--source CAMERA``).
+camera segments (camera, wall-clock start and end, size, path in the recording store; ``--source CAMERA``),
+``query cases`` the evidence cases (opened, closed, operator, note, recording segments held; ``evidence --close``).
 ``remove NAME`` removes an identity;
 with ``--media``/``--track`` only those media of it, its templates re-fused from the rest.
 CSV cells that a spreadsheet would run as a formula are neutralised (:func:`gallery.queries.csv_cell`). ``serve``
@@ -33,6 +34,7 @@ import os
 import sys
 
 from gallery.audit_retention import cut_older_than
+from gallery.cases import find_cases
 from gallery.config import GalleryConfig
 from gallery.errors import AuthError, QueryError
 from gallery.matchlog import DECISIONS, purge_older_than
@@ -71,6 +73,7 @@ QUERIES = {
     "media": find_media,
     "rematches": find_rematches,
     "recordings": find_recordings,
+    "cases": find_cases,
 }
 
 
