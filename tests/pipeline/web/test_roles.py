@@ -236,3 +236,65 @@ def test_a_server_without_token_or_users_is_open_as_the_local_admin(tmp_path):
     with Database(f"sqlite:///{tmp_path / 'open.db'}") as db:
         client = TestClient(create_app(db, None))
         assert client.get("/api/users").status_code == 200
+
+
+@pytest.mark.slow
+def test_viewer_then_investigator_in_headless_chromium(tmp_path_factory, tmp_path, monkeypatch):
+    """A viewer logs in by name and password: no search link nor form, 403 from the search API with the session;
+    logs out; an investigator logs in and searches a photo of Rachel (the friends clip processed, real models)."""
+    import requests
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    import run_pipeline
+    from tests.conftest import require
+    from tests.pipeline.web.test_app import csp_violations, served_in_chromium
+    from tests.pipeline.web.test_serve import CLIP, CONFIG, STILLS, _serve
+
+    url = f"sqlite:///{tmp_path_factory.mktemp('chromium') / 'log.db'}"
+    argv = ["process", str(require(CLIP)), "--db", url, "--config", str(CONFIG), "--no-progress"]
+    assert run_pipeline.main(argv) == 0
+    rachel = str(require(STILLS) / "Rachel.png")
+    assert (
+        run_pipeline.main(["enroll", "--db", url, "--config", str(CONFIG), "--name", "Rachel", rachel]) == 0
+    )
+    with Database(url, create=False) as db:
+        add_user(db, "vera", "viewer", PASSWORD)
+        add_user(db, "ivan", "investigator", PASSWORD)
+
+    def log_in(chrome, base: str, name: str) -> None:
+        chrome.get(f"{base}/")
+        assert chrome.current_url == f"{base}/login"
+        chrome.find_element(By.CSS_SELECTOR, "#password-login input[name=name]").send_keys(name)
+        chrome.find_element(By.CSS_SELECTOR, "#password-login input[name=password]").send_keys(PASSWORD)
+        chrome.find_element(By.CSS_SELECTOR, "#password-login button[type=submit]").click()
+        WebDriverWait(chrome, 20).until(lambda d: d.current_url == f"{base}/")
+
+    with (
+        _serve(url) as (client, _),
+        served_in_chromium(client.app, tmp_path, monkeypatch) as (chrome, base),
+    ):
+        log_in(chrome, base, "vera")
+        assert chrome.find_elements(By.CSS_SELECTOR, "nav a[href='/search']") == []
+        chrome.get(f"{base}/search")
+        assert chrome.find_elements(By.NAME, "photo") == [] and "403" not in chrome.title
+        [cookie] = [c for c in chrome.get_cookies() if c["name"] == "facemoe_session"]
+        answer = requests.post(
+            f"{base}/api/search",
+            files={"photo": ("Rachel.png", (STILLS / "Rachel.png").read_bytes(), "image/png")},
+            cookies={cookie["name"]: cookie["value"]},
+            timeout=30,
+        )
+        assert answer.status_code == 403 and "investigator" in answer.json()["detail"]
+        chrome.get(f"{base}/")
+        chrome.find_element(By.ID, "logout").click()
+        WebDriverWait(chrome, 20).until(lambda d: d.current_url == f"{base}/login")
+        chrome.get(f"{base}/")
+        assert chrome.current_url == f"{base}/login"  # the session ended
+        log_in(chrome, base, "ivan")
+        chrome.find_element(By.CSS_SELECTOR, "nav a[href='/search']").click()
+        chrome.find_element(By.NAME, "photo").send_keys(str(STILLS / "Rachel.png"))
+        chrome.find_element(By.CSS_SELECTOR, "form[action='/search'] button[type=submit]").click()
+        WebDriverWait(chrome, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#results tr.row"))
+        chrome.save_screenshot(str(tmp_path / "investigator-search.png"))
+        assert csp_violations(chrome) == []
