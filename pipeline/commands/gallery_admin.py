@@ -36,6 +36,7 @@ import sys
 from gallery.audit_retention import cut_older_than
 from gallery.cases import find_cases
 from gallery.config import GalleryConfig
+from gallery.db import Database
 from gallery.errors import AuthError, QueryError
 from gallery.matchlog import DECISIONS, purge_older_than
 from gallery.media import find_media
@@ -45,6 +46,7 @@ from gallery.refs import parse_track_ref
 from gallery.rematches import find_rematches
 from gallery.thumbnails import ThumbnailStore
 from gallery.timeline import find_timeline
+from gallery.users import any_users
 from pipeline.build import System, build
 from pipeline.commands import audit, unknowns
 from pipeline.commands.common import add_config_options, config_of, db_of, listen_socket, parse_time
@@ -134,13 +136,20 @@ def serve_token(config: GalleryConfig) -> str | None:
     return token
 
 
-def check_bind(host: str, token: str | None) -> None:
-    """Refuse to listen beyond loopback without a token."""
-    if token is None and host not in LOOPBACK:
+def check_bind(host: str, token: str | None, users: bool = False) -> None:
+    """Refuse to listen beyond loopback without a token and without users (``users``: the database has some)."""
+    if token is None and not users and host not in LOOPBACK:
         raise AuthError(
             f"serve --host {host}: expected a loopback address without a token; set {TOKEN_ENV} or "
-            f"gallery.serve.token to listen on other interfaces"
+            f"gallery.serve.token, or add users (run_pipeline.py users add), to listen on other interfaces"
         )
+
+
+def _has_users(args: argparse.Namespace) -> bool:
+    """Whether the database of ``--db`` (else ``gallery.db_url``) has users (:mod:`gallery.users`)."""
+    cfg = config_of(args)
+    with Database(db_of(args, cfg), create=False) as db:
+        return any_users(db)
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -155,7 +164,8 @@ def run_serve(args: argparse.Namespace) -> int:
     host = args.host or config.serve.host
     port = config.serve.port if args.port is None else args.port
     token = serve_token(config)
-    check_bind(host, token)
+    users = token is None and _has_users(args)
+    check_bind(host, token, users)
     hosts = trusted_hosts(host, [*config.serve.allowed_hosts, *args.allow_host])
     logger.info("serve: answering Host %s", ", ".join(sorted(hosts)))
     log = open_access_log(args.access_log) if args.access_log else contextlib.nullcontext()
@@ -165,7 +175,7 @@ def run_serve(args: argparse.Namespace) -> int:
             system, models, token=token, allowed_hosts=hosts, access_log=log if args.access_log else None
         )
         port = sock.getsockname()[1]  # the one the system picked for port 0
-        access = "token required" if token else "no token: loopback only"
+        access = "token required" if token else "users required" if users else "no token: loopback only"
         print(f"serving {db.shown} on http://{host}:{port}/ ({access})", file=sys.stderr)  # bound: it is true
         # h11 buffers at most the header bytes the app's guard allows of an unfinished request head
         limits = dict(http="h11", h11_max_incomplete_event_size=MAX_HEADER_BYTES)

@@ -162,3 +162,12 @@ def test_no_token_or_password_in_logs_database_audit_or_cookies(cli, caplog):
     assert any(
         "login refused" in r.message for r in caplog.records
     )  # the log says what happened, not with what
+
+
+def test_serve_listens_beyond_loopback_with_users_and_no_token():
+    from gallery.errors import AuthError
+    from pipeline.commands.gallery_admin import check_bind
+
+    check_bind("0.0.0.0", None, users=True)
+    with pytest.raises(AuthError, match="or add users"):
+        check_bind("0.0.0.0", None, users=False)
