@@ -3,9 +3,11 @@ friends clip processed with the six people enrolled (configs/test.yaml), then ``
 the file's first frame, one to its last, one between): clips whose ffprobe duration is the track's span plus 2 s
 each side (clamped at the file's ends) and that decode to the end, records with sighting times and the decision, a
 manifest whose every SHA-256 verifies, a zip of the same files and a case row. ``--redact``: the detector run again
-at native resolution over every exported frame finds no face outside the exported tracks' boxes, and each exported
-face still matches its identity. Bad input (an unknown reference, a missing or changed source file, a non-empty
-folder): one line, exit 2, nothing written.
+at native resolution over every exported frame finds no face outside the exported tracks' boxes, each exported
+face still matches its identity, and frame by frame against the same export without ``--redact`` the pixels inside
+the exported tracks' boxes are those of the plain clip (up to codec noise) while the other tracks' boxes differ.
+Bad input (an unknown reference, a missing or changed source file, a non-empty folder): one line, exit 2, nothing
+written.
 """
 
 from __future__ import annotations
@@ -140,6 +142,31 @@ def test_evidence_of_three_tracks(logged, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["case-17", "case-17.zip"]
 
 
+NOISE = 4.0  # mean absolute difference (levels) of one region encoded twice from the same pixels (seen: < 3)
+INSET = 0.1  # a kept box is compared without this fraction of its side at each edge (its drawn outline)
+
+
+def _mad(a: np.ndarray, b: np.ndarray, box: np.ndarray) -> float:
+    """Mean absolute difference of ``a`` and ``b`` (same shape) inside ``box`` ``[4]`` (clipped to the image)."""
+    h, w = a.shape[:2]
+    x0, y0 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
+    x1, y1 = min(w, int(np.ceil(box[2]))), min(h, int(np.ceil(box[3])))
+    if x1 <= x0 or y1 <= y0:
+        return float("nan")
+    return float(np.abs(a[y0:y1, x0:x1].astype(np.int16) - b[y0:y1, x0:x1].astype(np.int16)).mean())
+
+
+def _overlaps(box: np.ndarray, others: list[np.ndarray]) -> bool:
+    return any(box[0] < o[2] and o[0] < box[2] and box[1] < o[3] and o[1] < box[3] for o in others)
+
+
+def _frames(path: Path):
+    """``(pts seconds, BGR image)`` of every frame of a clip."""
+    with av.open(str(path)) as c:
+        for frame in c.decode(video=0):
+            yield float(frame.pts * frame.time_base), frame.to_ndarray(format="bgr24")
+
+
 def _embed_kept(frame: np.ndarray, box: np.ndarray, detector, scorer, embedder) -> np.ndarray | None:
     """The unit embedding of the face of ``frame`` at ``box``, None when none is found there."""
     for found, _, crop, _ in find_faces(detector, scorer, frame):
@@ -154,6 +181,9 @@ def test_redacted_evidence_shows_the_exported_faces_only(logged, tmp_path, capsy
     refs = _three(tracks)[:2]
     out = tmp_path / "redacted"
     code, _, err = _main(capsys, "evidence", *refs, "--out", str(out), "--db", url, "--redact")
+    assert code == 0, err
+    plain = tmp_path / "plain"
+    code, _, err = _main(capsys, "evidence", *refs, "--out", str(plain), "--db", url)
     assert code == 0, err
     cfg = load_config(CONFIG, [])
     detector = FaceDetector(cfg.detect.model_copy(update={"tiling": "on"}))
@@ -189,6 +219,33 @@ def test_redacted_evidence_shows_the_exported_faces_only(logged, tmp_path, capsy
         scores = enrolled @ (template / np.linalg.norm(template))  # the exported face, fused as a track's
         assert names[int(np.argmax(scores))] == record["identity"] and scores.max() > 0.1, scores
         assert len(vectors) >= 5
+        _kept_untouched_others_redacted(folder, plain / folder.name, first, rows, refs)
+
+
+def _kept_untouched_others_redacted(
+    redacted: Path, plain: Path, first: float, rows: dict, refs: list[str]
+) -> None:
+    """Frame by frame, the redacted clip against the plain one: inside every exported track's box (inset by
+    ``INSET``) the same pixels up to codec noise; inside every other track's box that overlaps none of them, pixels
+    that differ far beyond it (pixelated faces: seen 15 levels and more)."""
+    kept_diffs, other_diffs, frames = [], [], 0
+    for (pts, image), (plain_pts, original) in zip(
+        _frames(redacted / "clip.mp4"), _frames(plain / "clip.mp4")
+    ):
+        assert pts == plain_pts and image.shape == original.shape
+        t, frames = first + pts, frames + 1
+        kept = [b for b in (track_box(rows[r], t) for r in refs) if b is not None]
+        inset = [b + INSET * np.array([1, 1, -1, -1]) * np.tile(b[2:] - b[:2], 2) for b in kept]
+        kept_diffs += [(t, _mad(image, original, b)) for b in inset]
+        others = [track_box(v, t) for r, v in rows.items() if r not in refs and v is not None]
+        other_diffs += [
+            (t, _mad(image, original, b)) for b in others if b is not None and not _overlaps(b, kept)
+        ]
+    assert frames == sum(1 for _ in _frames(plain / "clip.mp4")) > 0
+    assert kept_diffs and all(d < NOISE for _, d in kept_diffs), max(kept_diffs, key=lambda x: x[1])
+    assert len(other_diffs) >= 10 and all(d > 3 * NOISE for _, d in other_diffs), min(
+        other_diffs, key=lambda x: x[1]
+    )
 
 
 @pytest.mark.slow
