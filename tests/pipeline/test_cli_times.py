@@ -10,7 +10,7 @@ import pytest
 
 import run_pipeline
 from tests.conftest import ROOT
-from tests.pipeline.test_sources import ffprobe_frames, joined, remux, ts_clip
+from tests.pipeline.runners.test_sources import ffprobe_frames, joined, remux, ts_clip
 
 TEST_CONFIG = str(ROOT / "configs" / "test.yaml")
 

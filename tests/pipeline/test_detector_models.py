@@ -15,7 +15,7 @@ from pipeline.build import build
 from pipeline.config import load_config
 from stages.detect import FaceDetector, check_image
 from tests.conftest import ASSETS, ROOT, require
-from tests.pipeline.test_runner import FRIENDS_TRUTH, _run, _truth
+from tests.pipeline.runners.test_runner import FRIENDS_TRUTH, _run, _truth
 from tests.stages import scrfd_variants as variants
 from tests.stages.conftest import SCRFD, SCRFD_25G
 

@@ -13,7 +13,7 @@ import pytest
 
 import run_pipeline
 from tests.conftest import ROOT
-from tests.pipeline.test_sources import needs_ffmpeg, remux
+from tests.pipeline.runners.test_sources import needs_ffmpeg, remux
 
 ASSETS = ROOT.parent / "shared" / "assets"
 CLIP = ASSETS / "videos" / "friends_in_video.mp4"
