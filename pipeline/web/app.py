@@ -30,7 +30,7 @@ from gallery.db import Database
 from gallery.errors import GalleryError, IdentityNotFoundError
 from gallery.thumbnails import ThumbnailStore
 from gallery.users import any_users
-from pipeline.web import admin, feed, login, matches, search, tracks, users
+from pipeline.web import admin, audit, feed, login, matches, search, tracks, users
 from pipeline.web.access import VIEWER, Access
 from pipeline.web.common import Context, Evidence, Forensic
 from pipeline.web.guard import Guard
@@ -69,6 +69,8 @@ def create_app(
         app.add_middleware(TrustedHosts, allowed=frozenset(host_name(h) for h in allowed_hosts))
     # added last: outermost, so authentication comes first
     app.add_middleware(Guard, sessions=sessions, access=access)
+    # outside the guard: every refusal, the guard's 401 included, is in the audit trail (pipeline.web.audit)
+    audit.install(app, db)
     bearer = HTTPBearer(
         auto_error=False, description=f"the API token (browsers: the {COOKIE} cookie of /login)"
     )
@@ -101,7 +103,7 @@ def create_app(
     def openapi() -> JSONResponse:
         return JSONResponse(app.openapi())
 
-    for module in (matches, tracks, admin, search, feed, users):
+    for module in (matches, tracks, admin, search, feed, users, audit):
         app.include_router(module.router(ctx))
     app.include_router(login.router(access))
     return app

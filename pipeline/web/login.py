@@ -1,6 +1,11 @@
 """The stylesheet of every page (open) and, on a server with a token or users, its login and logout: ``GET`` and
 ``POST /login`` (a token, or a user's name and password, in; a session cookie out, :mod:`pipeline.web.session`),
-``POST /logout``. Login attempts are limited per client address (:data:`ATTEMPTS` a second, then 429)."""
+``POST /logout``. Login attempts are limited per client address (:data:`ATTEMPTS` a second, then 429).
+
+Each attempt is in the audit trail (:mod:`pipeline.web.audit`): ``login`` by the actor who logged in, or
+``login.failed`` by ``anonymous`` with the client address, the method tried (``token``, ``password``, ``none``)
+and the reason, never the name, token or password given (people type passwords into name fields); each ``POST
+/logout`` as ``logout`` by the session's actor (``anonymous`` without a valid session)."""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from pipeline.web.access import Access, Actor
+from pipeline.web.audit import record
 from pipeline.web.guard import root_of
 from pipeline.web.pages import PAGES, STYLE
 from pipeline.web.session import COOKIE, cookie_header
@@ -66,15 +72,19 @@ def router(access: Access | None, attempts: Attempts | None = None) -> APIRouter
     def login_page(status: int = 200, error: str = "") -> HTMLResponse:
         return HTMLResponse(PAGES.get_template("login").render(nav="", error=error), status_code=status)
 
-    def check(fields: dict[str, str]) -> tuple[Actor | None, str]:
-        """The actor the form names and what to log about a refusal (never a credential)."""
+    def check(fields: dict[str, str]) -> tuple[Actor | None, str, str]:
+        """The actor the form names, the method tried and what to log about a refusal (never a credential)."""
         token, name, password = fields.get("token", ""), fields.get("name", ""), fields.get("password", "")
         if token:
             actor = access.bearer(token.strip())
-            return actor, "not a token of this server"
+            return actor, "token", "not a token of this server"
         if name and password:
-            return access.password(name, password), "wrong name or password"
-        return None, "no token and no name with a password"
+            return access.password(name, password), "password", "wrong name or password"
+        return None, "none", "no token and no name with a password"
+
+    async def failed(request: Request, method: str, reason: str) -> None:
+        details = {"method": method, "reason": reason}
+        await run_in_threadpool(record, request, "login.failed", (), details, "failed")
 
     @routes.get("/login")
     def login_form() -> HTMLResponse:
@@ -87,11 +97,13 @@ def router(access: Access | None, attempts: Attempts | None = None) -> APIRouter
             logger.warning(
                 "login refused: more than %d attempts a second from %s", attempts.per_second, client
             )
+            await failed(request, "none", "too many attempts")
             return login_page(
                 429, f"login: at most {attempts.per_second} attempts a second; wait and try again"
             )
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "application/x-www-form-urlencoded":
+            await failed(request, "none", "not a form")
             return login_page(
                 415, f"login: expected a form (application/x-www-form-urlencoded), got {content_type!r}"
             )
@@ -99,20 +111,25 @@ def router(access: Access | None, attempts: Attempts | None = None) -> APIRouter
         async for chunk in request.stream():
             body += chunk
             if len(body) > MAX_LOGIN_BYTES:
+                await failed(request, "none", "form too large")
                 return login_page(413, f"login: expected at most {MAX_LOGIN_BYTES:,} bytes, got more")
         try:
             fields = dict(
                 parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=10)
             )
         except ValueError:
+            await failed(request, "none", "too many fields")
             return login_page(400, "login: expected a form with a token field, got too many fields")
-        actor, why = await run_in_threadpool(check, fields)
+        actor, method, why = await run_in_threadpool(check, fields)
         if actor is None:
             logger.warning("login refused from %s: %s", client, why)
+            await failed(request, method, why)
             return login_page(
                 401, "token: not this server's API token nor a user's; or wrong name or password"
             )
         logger.info("login: %s (%s, %s) from %s", actor.name, actor.kind, actor.role, client)
+        details = {"method": method, "role": actor.role}
+        await run_in_threadpool(record, request, "login", (), details, actor=actor)
         root = root_of(request.scope)
         response = RedirectResponse(root, status_code=303)
         secure = request.url.scheme == "https"
@@ -123,7 +140,10 @@ def router(access: Access | None, attempts: Attempts | None = None) -> APIRouter
 
     @routes.post("/logout")
     def logout(request: Request) -> Response:
-        sessions.revoke(request.cookies.get(COOKIE, ""))
+        value = request.cookies.get(COOKIE, "")
+        actor = access.session(value)[0] if value else None
+        sessions.revoke(value)
+        record(request, "logout", actor=actor)
         root = root_of(request.scope)
         response = RedirectResponse(f"{root}login", status_code=303)
         response.headers.append("set-cookie", cookie_header("", 0, root, request.url.scheme == "https"))

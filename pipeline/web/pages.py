@@ -270,6 +270,7 @@ def nav(forensic: Forensic, logout: bool = False) -> str:
     links += [("/search", "Search by photo")] if forensic.search is not None and investigator else []
     links += [("/unknowns", "Unknown groups")] if forensic.unknowns is not None and investigator else []
     links += [("/timeline", "Timelines")]
+    links += [("/audit", "Audit trail")] if allows("admin") else []
     return PAGES.get_template("nav").render(links=links, logout=logout)
 
 

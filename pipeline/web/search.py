@@ -5,7 +5,10 @@ injected callables of :class:`pipeline.web.common.Forensic`; without them their 
 
 ``POST /api/search`` takes a ``multipart/form-data`` body with a ``photo`` part (or several, of one person) and
 the filters of ``search`` as query parameters (:func:`pipeline.web.forensic.read_form`); rows as the command's
-JSON, with each track's ``thumbnail_url``. The page's form shows its own error above the form.
+JSON, with each track's ``thumbnail_url``. The page's form shows its own error above the form. Each search by photo,
+through the API or the page, is in the audit trail as the command's (``search``: ``{"photo", "sha256"}`` of each
+photo, ``details.filters``, ``details.hits`` the references found and ``details.hit_count``; a refused one
+``failed`` with its reason).
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from starlette.concurrency import run_in_threadpool
 from gallery.errors import GalleryError
 from gallery.models import Identity, Source
 from gallery.queries import MAX_PAGE, MAX_PAGE_SIZE, Filters
+from pipeline.services.audit import Action, sha256
 from pipeline.web.access import INVESTIGATOR
+from pipeline.web.audit import audited_request
 from pipeline.web.common import ERRORS, PAGE_ERRORS, TIME, Context, query_time
 from pipeline.web.forensic import (
     UPLOAD,
@@ -39,6 +44,17 @@ from pipeline.web.pages import names, one_line, render
 __all__ = ["router"]
 
 TRACKS_SHOWN = 24  # track thumbnails shown per unknown group
+
+
+def _searched(action: Action, photos: list[tuple[str, bytes]], options: SearchOptions | dict) -> None:
+    """What the audit entry of a search names: each photo's name and SHA-256, the filters."""
+    action.objects[:] = [{"photo": name, "sha256": sha256(data)} for name, data in photos]
+    action.details["filters"] = options.model_dump() if isinstance(options, SearchOptions) else dict(options)
+
+
+def _found(action: Action, rows: list[dict]) -> None:
+    action.details["hits"] = [row["ref"] for row in rows]
+    action.details["hit_count"] = len(rows)
 
 
 def router(ctx: Context) -> APIRouter:
@@ -94,11 +110,15 @@ def router(ctx: Context) -> APIRouter:
 
     if forensic.unknowns is not None:
 
-        @routes.get("/api/unknowns", response_model=UnknownsResult, responses=ERRORS, dependencies=INVESTIGATOR)
+        @routes.get(
+            "/api/unknowns", response_model=UnknownsResult, responses=ERRORS, dependencies=INVESTIGATOR
+        )
         def api_unknowns(options: dict = Depends(unknowns_options)) -> dict:
             return unknown_groups(forensic, **options)
 
-        @routes.get("/unknowns", response_class=HTMLResponse, responses=PAGE_ERRORS, dependencies=INVESTIGATOR)
+        @routes.get(
+            "/unknowns", response_class=HTMLResponse, responses=PAGE_ERRORS, dependencies=INVESTIGATOR
+        )
         def unknowns(options: dict = Depends(unknowns_options)) -> HTMLResponse:
             doc = unknown_groups(forensic, **options)
             return render(
@@ -121,26 +141,37 @@ def router(ctx: Context) -> APIRouter:
             dependencies=INVESTIGATOR,
         )
         async def api_search(request: Request, options: Annotated[SearchOptions, Query()]) -> dict:
-            photos, _ = await read_form(request, forensic.max_upload_bytes)
-            rows = await run_in_threadpool(search_rows, db, forensic, photos, options)
+            async with audited_request(
+                request, "search", details={"filters": options.model_dump()}
+            ) as action:
+                photos, _ = await read_form(request, forensic.max_upload_bytes)
+                _searched(action, photos, options)
+                rows = await run_in_threadpool(search_rows, db, forensic, photos, options)
+                _found(action, rows)
             return {"rows": rows, "page": 1, "page_size": options.top, "has_more": False}
 
         @routes.get("/search", response_class=HTMLResponse, responses=PAGE_ERRORS, dependencies=INVESTIGATOR)
         def search_form() -> HTMLResponse:
             return render(ctx, "search", sources=names(db, Source.name), form={}, rows=None)
 
-        @routes.post("/search", response_class=HTMLResponse, include_in_schema=False, dependencies=INVESTIGATOR)
+        @routes.post(
+            "/search", response_class=HTMLResponse, include_in_schema=False, dependencies=INVESTIGATOR
+        )
         async def search_page(request: Request) -> HTMLResponse:
             form: dict[str, str] = {}
             sources = await run_in_threadpool(names, db, Source.name)
             try:
-                photos, form = await read_form(request, forensic.max_upload_bytes)
-                given = {k: v for k, v in form.items() if k in SearchOptions.model_fields and v.strip()}
-                try:
-                    options = SearchOptions.model_validate(given)
-                except ValidationError as exc:
-                    raise RequestValidationError(exc.errors()) from None
-                rows = await run_in_threadpool(search_rows, db, forensic, photos, options)
+                async with audited_request(request, "search") as action:
+                    photos, form = await read_form(request, forensic.max_upload_bytes)
+                    given = {k: v for k, v in form.items() if k in SearchOptions.model_fields and v.strip()}
+                    _searched(action, photos, given)
+                    try:
+                        options = SearchOptions.model_validate(given)
+                    except ValidationError as exc:
+                        raise RequestValidationError(exc.errors()) from None
+                    _searched(action, photos, options)
+                    rows = await run_in_threadpool(search_rows, db, forensic, photos, options)
+                    _found(action, rows)
             except HTTPException as exc:
                 status, error = exc.status_code, exc.detail
             except RequestValidationError as exc:

@@ -8,7 +8,9 @@ clip (``video/mp4``, byte ranges answered 206 so a browser can seek), cut on dem
 /api/tracks/{ref}/export`` its evidence export (``application/zip``, every file listed in its ``manifest.json``
 with its SHA-256). A track not in the match log: 404; a clip or export that cannot be made (source file gone or
 changed, no recording): 409 with the reason; a server without them: 404. The track page plays the clip from the
-sighting (a ``#t=`` media fragment) and has the export button (a form: no script)."""
+sighting (a ``#t=`` media fragment) and has the export button (a form: no script). Both are in the audit trail as
+``export`` of the track (``details.kind``: ``clip`` or ``evidence``; a refused one ``failed`` with its reason); of
+a clip's byte ranges only those from its start (``Range: bytes=0-`` or none) are recorded, not a player's seeks."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from starlette.background import BackgroundTask
@@ -29,6 +31,7 @@ from gallery.forensic import MediaUnavailable, enrolled_photo
 from gallery.queries import Filters, find_tracks
 from gallery.refs import REF_PATTERN, REF_TEXT
 from pipeline.web.access import INVESTIGATOR, allows
+from pipeline.web.audit import audited_request
 from pipeline.web.common import ERRORS, PAGE_ERRORS, Context, Detail
 from pipeline.web.forensic import MAX_ID, track_view
 from pipeline.web.matches import filters
@@ -71,6 +74,11 @@ def _served(path: Path, keep: Path | None, media_type: str, filename: str | None
     return FileResponse(path, media_type=media_type, filename=filename, background=task)
 
 
+def _from_start(range_header: str | None) -> bool:
+    """Whether a request for a clip asks for it from its first byte (no range, or ``bytes=0-...``)."""
+    return range_header is None or range_header.replace(" ", "").lower().startswith("bytes=0-")
+
+
 def router(ctx: Context) -> APIRouter:
     """The track list, one track (JSON and page), thumbnails and enrolled faces, behind ``ctx.auth``."""
     routes = APIRouter(dependencies=ctx.auth)
@@ -100,7 +108,13 @@ def router(ctx: Context) -> APIRouter:
         responses=MP4 | EVIDENCE_ERRORS,
         dependencies=INVESTIGATOR,
     )
-    def track_clip(ref: str = ref_param) -> FileResponse:
+    def track_clip(request: Request, ref: str = ref_param) -> FileResponse:
+        if not _from_start(request.headers.get("range")):
+            return _clip(ref)
+        with audited_request(request, "export", [ref], {"kind": "clip"}):
+            return _clip(ref)
+
+    def _clip(ref: str) -> FileResponse:
         track_view(ctx.db, ctx.forensic, ref)  # 404 for a track not in the log
         if evidence.clip is None:
             raise HTTPException(404, "this server cuts no clips (pipeline.services.clips not available)")
@@ -112,13 +126,14 @@ def router(ctx: Context) -> APIRouter:
         responses=ZIP | EVIDENCE_ERRORS,
         dependencies=INVESTIGATOR,
     )
-    def track_export(ref: str = ref_param) -> FileResponse:
-        track_view(ctx.db, ctx.forensic, ref)
-        if evidence.export is None:
-            raise HTTPException(
-                404, "this server exports no evidence (pipeline.services.evidence not available)"
-            )
-        path = _made(evidence.export, ref, slots, "evidence export")
+    def track_export(request: Request, ref: str = ref_param) -> FileResponse:
+        with audited_request(request, "export", [ref], {"kind": "evidence"}):
+            track_view(ctx.db, ctx.forensic, ref)
+            if evidence.export is None:
+                raise HTTPException(
+                    404, "this server exports no evidence (pipeline.services.evidence not available)"
+                )
+            path = _made(evidence.export, ref, slots, "evidence export")
         logger.info("evidence of track %s exported over HTTP", ref)
         return _served(path, None, "application/zip", path.name)
 

@@ -1,5 +1,7 @@
 """pipeline/web/access.py in the app: every route of the app tried as each role (users' tokens, the shared token,
-sessions) and without credentials, allowed exactly where docs/access.md says (401/403 elsewhere); the login by
+sessions) and without credentials, allowed exactly where docs/access.md says (401/403 elsewhere), each attempt in
+the audit trail as the matrix says (every refusal; allowed requests of audited actions) and `audit verify` passing
+after them all; the login by
 name and password; a disabled or rotated user's sessions end at the next request; login attempts limited; pages
 hide what the role cannot use. On a seeded SQLite match log. Headless Chromium: a viewer has no search form and
 gets 403 from the search API, logs out, an investigator searches a photo."""
@@ -12,8 +14,11 @@ import time
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
+import run_pipeline
 from core.errors import UserError
+from gallery.access_models import AuditEntry
 from gallery.db import Database
 from gallery.errors import QueryError
 from gallery.queries import Filters, find_tracks
@@ -27,6 +32,8 @@ from tests.conftest import ROOT
 from tests.gallery.helpers import seed_log
 
 DOCS = ROOT / "docs" / "access.md"
+CONFIG = str(ROOT / "configs" / "test.yaml")
+MATRIX_ROW = re.compile(r"^\| (GET|POST|PUT|PATCH|DELETE) \| `([^`]+)` \| (\w+) \|(?: ([^|]*?) \|)?$", re.M)
 TOKEN = "roles-shared-token-0123"
 PASSWORD = "correct horse battery"
 
@@ -64,10 +71,28 @@ def _app(log, token: str | None = TOKEN, **options):
 
 
 def _documented() -> dict[tuple[str, str], str | None]:
-    rows = re.findall(r"^\| (GET|POST|PUT|PATCH|DELETE) \| `([^`]+)` \| (\w+) \|$", DOCS.read_text(), re.M)
-    table = {(method, path): (None if role == "open" else role) for method, path, role in rows}
+    rows = MATRIX_ROW.findall(DOCS.read_text())
+    table = {(method, path): (None if role == "open" else role) for method, path, role, _ in rows}
     assert len(table) == len(rows), "a route listed twice in docs/access.md"
     return table
+
+
+def _audited() -> dict[tuple[str, str], set[str]]:
+    """The audit actions an allowed request of each route appends, as docs/access.md lists them (empty: none)."""
+    return {
+        (method, path): {a.strip() for a in actions.split(",") if a.strip() not in ("", "—", "-")}
+        for method, path, _, actions in MATRIX_ROW.findall(DOCS.read_text())
+    }
+
+
+def _entries_after(db: Database, after: int) -> list[AuditEntry]:
+    with db.session() as session:
+        return list(session.scalars(select(AuditEntry).where(AuditEntry.id > after).order_by(AuditEntry.id)))
+
+
+def _last_id(db: Database) -> int:
+    entries = _entries_after(db, 0)
+    return entries[-1].id if entries else 0
 
 
 def test_the_documented_matrix_is_the_apps(log):
@@ -84,7 +109,12 @@ def _concrete(log, method: str, path: str) -> tuple[str, dict]:
     db, store, _ = log
     ref = find_tracks(db, Filters(page_size=1)).rows[0]["ref"]
     thumb = next(p for p in store.root.rglob("*.jpg")).relative_to(store.root).as_posix()
-    url = path.replace("{ref}", ref).replace("{rel:path}", thumb).replace("{media}", "1")
+    url = (
+        path.replace("{ref}", ref)
+        .replace("{rel:path}", thumb)
+        .replace("{media}", "1")
+        .replace("{name}", "ann")
+    )
     assert "{" not in url, f"no value for a path parameter of {path}"
     headers = {"Last-Event-ID": "not-an-id"} if path == "/api/feed" else {}
     return url, headers
@@ -98,20 +128,49 @@ def _as(log, who: str) -> dict:
 
 
 WHO = ("nobody", *ROLES, "shared token")
+ACTOR = {"nobody": ("anonymous", "anonymous"), "shared token": ("api-token", "token")} | {
+    role: (f"{role}-user", "user") for role in ROLES
+}
 
 
-def test_every_route_as_each_role_and_without_credentials(log):
-    """Allowed (neither 401 nor 403) exactly where the matrix says; 401 without credentials, 403 below the role."""
+def _audit_problem(
+    entries: list[AuditEntry], method: str, url: str, who: str, allowed: bool, needed, actions
+):
+    """Why the entries one attempt appended are not what docs/access.md says, or None."""
+    got = [(e.action, e.result) for e in entries]
+    if not allowed:
+        actor = ACTOR[who]
+        if len(entries) != 1 or got[0] != ("request", "denied"):
+            return f"expected one ('request', 'denied') entry, got {got}"
+        e = entries[0]
+        where = (e.details.get("method"), e.details.get("path"), (e.actor, e.actor_kind))
+        return None if where == (method, url, actor) else f"expected {(method, url, actor)}, got {where}"
+    if not actions:
+        return None if entries == [] else f"allowed browsing, expected no entry, got {got}"
+    if len(entries) != 1 or entries[0].action not in actions:
+        return f"expected one entry of {sorted(actions)}, got {got}"
+    actor = ACTOR[who] if needed is not None else ("anonymous", "anonymous")  # open routes: no actor yet
+    got_actor = (entries[0].actor, entries[0].actor_kind)
+    return None if got_actor == actor else f"expected the actor {actor}, got {got_actor}"
+
+
+def test_every_route_as_each_role_and_without_credentials(log, capsys):
+    """Allowed (neither 401 nor 403) exactly where the matrix says; 401 without credentials, 403 below the role;
+    each refusal one ``denied`` entry naming the method, path and actor, each allowed request of an audited route
+    one entry of the action the matrix lists, other allowed requests none; the chain verifies afterwards."""
+    db = log[0]
     client = TestClient(_app(log))
-    matrix = _documented()
+    matrix, audited = _documented(), _audited()
     assert matrix == route_roles(client.app)  # no route left untried
-    wrong = []
+    wrong, denials = [], 0
     for (method, path), needed in matrix.items():
         url, headers = _concrete(log, method, path)
         for who in WHO:
             role = {"nobody": None, "shared token": "admin"}.get(who, who)
+            before = _last_id(db)
             response = client.request(method, url, headers=headers | _as(log, who), follow_redirects=False)
-            if needed is None or (role is not None and rank(role) >= rank(needed)):
+            allowed = needed is None or (role is not None and rank(role) >= rank(needed))
+            if allowed:
                 ok = response.status_code not in (401, 403)
             elif role is None:
                 ok = response.status_code == 401
@@ -121,7 +180,18 @@ def test_every_route_as_each_role_and_without_credentials(log):
                 wrong.append(
                     f"{method} {path} as {who}: {response.status_code} (needs {needed or 'nothing'})"
                 )
+            entries = _entries_after(db, before)
+            problem = _audit_problem(entries, method, url, who, allowed, needed, audited[(method, path)])
+            if problem is not None:
+                wrong.append(f"{method} {path} as {who}: audit: {problem}")
+            denials += not allowed
     assert wrong == []
+    assert denials > sum(
+        needed is not None for needed in matrix.values()
+    )  # nobody's, and some roles' refusals
+    url = f"sqlite:///{db.sqlite_path}"
+    assert run_pipeline.main(["audit", "verify", "--db", url, "--config", CONFIG]) == 0
+    assert "chain intact" in capsys.readouterr().err
 
 
 def _login(client: TestClient, **fields) -> str:
