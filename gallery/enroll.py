@@ -44,6 +44,7 @@ __all__ = [
     "Enroller",
     "FaceExtractor",
     "ImageOutcome",
+    "Photo",
     "folder_images",
     "read_labels",
     "save_template_file",
@@ -93,20 +94,28 @@ class EnrollReport:
         return out
 
 
+Photo = tuple[str, bytes]  # an uploaded image: (its name, stored as the media's path; its content)
+
+
 @dataclass(frozen=True)
 class _Image:
-    path: Path
+    path: str
     content_hash: str
     image: np.ndarray
 
 
-def _read(path: Path) -> _Image:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise EnrollmentError(f"cannot read image {path}: {exc.strerror or exc}") from exc
-    image = decode_image(data, f"image {path}", EnrollmentError)  # the one pixel cap, before decoding
-    return _Image(path, hashlib.sha256(data).hexdigest(), image)
+def _read(item: Path | Photo) -> _Image:
+    """An image file, or an uploaded :data:`Photo`, read and decoded."""
+    if isinstance(item, tuple):
+        label, data = item
+    else:
+        label = str(item)
+        try:
+            data = Path(item).read_bytes()
+        except OSError as exc:
+            raise EnrollmentError(f"cannot read image {label}: {exc.strerror or exc}") from exc
+    image = decode_image(data, f"image {label}", EnrollmentError)  # the one pixel cap, before decoding
+    return _Image(label, hashlib.sha256(data).hexdigest(), image)
 
 
 class Enroller:
@@ -128,7 +137,7 @@ class Enroller:
     def enroll_images(
         self,
         name: str,
-        paths: Sequence[Path],
+        paths: Sequence[Path | Photo],
         *,
         add: bool = False,
         exist_ok: bool = False,
@@ -136,15 +145,16 @@ class Enroller:
         watchlist: bool = False,
         notes: str = "",
     ) -> EnrollReport:
-        """Enroll ``paths`` as identity ``name`` (:func:`gallery.names.identity_name`): a new identity unless
-        ``add`` (then it must exist; a name stored before the rule is still found, :func:`gallery.names.lookup_name`);
-        ``exist_ok``: a new identity, or more images of an existing one."""
+        """Enroll ``paths`` (image files, or uploaded :data:`Photo` ``(name, bytes)``) as identity ``name``
+        (:func:`gallery.names.identity_name`): a new identity unless ``add`` (then it must exist; a name stored
+        before the rule is still found, :func:`gallery.names.lookup_name`); ``exist_ok``: a new identity, or more
+        images of an existing one."""
         name = lookup_name(name) if add else identity_name(name)
         if not paths:
             raise EnrollmentError(f"identity {name!r}: expected at least one image, got none")
         exists = self._exists(name, add, "images", exist_ok)
         return self._enroll(
-            {name: list(paths)},
+            {name: [p if isinstance(p, tuple) else Path(p) for p in paths]},
             create={name: not exists},
             meta=dict(external_id=external_id, watchlist=watchlist, notes=notes),
             exist_ok=exist_ok,
@@ -222,15 +232,19 @@ class Enroller:
         return self._enroll(groups, create=create, meta={}, exist_ok=True)
 
     def _enroll(
-        self, groups: dict[str, list[Path]], create: dict[str, bool], meta: dict, exist_ok: bool = False
+        self,
+        groups: dict[str, list[Path | Photo]],
+        create: dict[str, bool],
+        meta: dict,
+        exist_ok: bool = False,
     ) -> EnrollReport:
         # all or nothing: every image must decode before anything is written (decoded again per identity
         # below, so memory holds one identity's images at a time)
-        hashes = {Path(p): _read(Path(p)).content_hash for paths in groups.values() for p in paths}
+        hashes = {name: [_read(p).content_hash for p in paths] for name, paths in groups.items()}
         report = EnrollReport()
         for name, paths in groups.items():
-            items = [_read(Path(p)) for p in paths]
-            changed = [str(i.path) for i in items if i.content_hash != hashes[i.path]]
+            items = [_read(p) for p in paths]
+            changed = [i.path for i, h in zip(items, hashes[name]) if i.content_hash != h]
             if changed:
                 raise EnrollmentError(f"image {changed[0]}: expected the checked content, got a changed file")
             outcomes, vectors = self._embed_identity(name, items)

@@ -369,3 +369,4 @@ class RetroMatch(Base):
 
 from gallery import access_models as _access_models  # noqa: E402,F401  (their tables join Base.metadata)
 from gallery import evidence_models as _evidence_models  # noqa: E402,F401
+from gallery import watchlist_models as _watchlist_models  # noqa: E402,F401

@@ -33,6 +33,7 @@ from pipeline.build import build
 from pipeline.commands.common import add_config_options, config_of, db_of, parse_time
 from pipeline.commands.rematch import add_scope_options, print_reports, rematch_enrolled
 from pipeline.services.audit import audited, system_trail
+from pipeline.services.enrollment import enroll_photos, enroll_tracks, nothing_enrolled
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +110,8 @@ def _enroll(enroller: Enroller, args: argparse.Namespace, threshold: float) -> E
     if args.template is not None:
         return enroller.enroll_template_file(args.name, args.template, add=args.add)
     if _tracks(args):
-        return enroller.enroll_tracks(
+        return enroll_tracks(
+            enroller,
             args.name,
             _tracks(args),
             add=args.add,
@@ -119,7 +121,8 @@ def _enroll(enroller: Enroller, args: argparse.Namespace, threshold: float) -> E
             threshold=threshold,
             force=args.yes,
         )
-    return enroller.enroll_images(
+    return enroll_photos(
+        enroller,
         args.name,
         args.images,
         add=args.add,
@@ -167,15 +170,10 @@ def run_enroll(args: argparse.Namespace) -> int:
         print(
             f"{outcome.status:<14} {shown(outcome.identity):<24} {shown(outcome.path)} {outcome.detail}".rstrip()
         )
+    refused = nothing_enrolled(report)
+    if refused is not None:
+        raise refused
     counts = {s: report.count(s) for s in ("enrolled", "duplicate")}
-    if not counts["enrolled"] and not counts["duplicate"]:
-        inputs = [p for p in report.problems if p.path]  # not the 'identity not created' that follows them
-        only = inputs[0] if len(inputs) == 1 else None
-        raise EnrollmentError(
-            f"nothing enrolled: {only.path}: {only.detail or only.status}"
-            if only is not None
-            else f"nothing enrolled: {len(inputs)} input(s) had problems (listed above)"
-        )
     print(
         f"enrolled {counts['enrolled']}, already enrolled {counts['duplicate']}, problems "
         f"{len(report.problems)}",

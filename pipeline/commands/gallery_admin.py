@@ -5,6 +5,7 @@ run_pipeline.py query timeline NAME [--db URL] [--config FILE] [--source S] [--s
 run_pipeline.py query {media,rematches} [--identity NAME] [--since T] [--until T] [--format table|json|csv]
 run_pipeline.py serve [--db URL] [--config FILE] [--host 127.0.0.1] [--port 8000] [--allow-host NAME ...]
 run_pipeline.py remove NAME [--media ID ...] [--track RUN:TRACK ...] [--db URL] [--config FILE]
+run_pipeline.py rename NAME NEW_NAME [--db URL] [--config FILE]
 run_pipeline.py merge SOURCE INTO [--db URL] [--config FILE]
 run_pipeline.py purge --older-than DAYS [--db URL] [--config FILE]
 
@@ -53,6 +54,7 @@ from pipeline.commands.common import add_config_options, config_of, db_of, liste
 from pipeline.commands.tables import render
 from pipeline.live.recording_recovery import purge_recordings
 from pipeline.services.audit import audited, cli_actor, system_trail
+from pipeline.services.enrollment import UPDATE_ACTION, remove_identity, remove_media, rename
 
 logger = logging.getLogger(__name__)
 
@@ -193,12 +195,10 @@ def run_remove(args: argparse.Namespace) -> int:
         scope = {"media": args.media, "tracks": args.track}
         with audited(system_trail(system), "remove", [args.name], scope) as action:
             if args.media or tracks:
-                removed = gallery.media_store.remove_media(args.name, args.media, tracks)
+                removed = remove_media(gallery, args.name, args.media, args.track)
                 action.details["removed"] = [row["id"] for row in removed]
             else:
-                gallery.remove_identity(args.name)
-        for embedder_id in gallery.embedders():
-            gallery.calibrate(embedder_id)
+                remove_identity(gallery, args.name)
     if not (args.media or tracks):
         print(f"removed {args.name}", file=sys.stderr)
         return 0
@@ -208,6 +208,16 @@ def run_remove(args: argparse.Namespace) -> int:
     print(
         f"{args.name}: template re-fused from the media left (query media --identity NAME)", file=sys.stderr
     )
+    return 0
+
+
+def run_rename(args: argparse.Namespace) -> int:
+    """``rename NAME NEW_NAME``: the identity keeps its media, templates and matches under the new name."""
+    with _open(args) as system:
+        with audited(system_trail(system), UPDATE_ACTION, [args.name], {"name": args.new_name}) as action:
+            new_name = rename(system.gallery, args.name, args.new_name)
+            action.objects.append(new_name)
+    print(f"renamed {args.name} to {new_name}", file=sys.stderr)
     return 0
 
 
@@ -313,6 +323,12 @@ def register(subparsers) -> None:
     )
     _common(r)
     r.set_defaults(func=run_remove)
+
+    rn = subparsers.add_parser("rename", help="rename identity NAME to NEW_NAME")
+    rn.add_argument("name")
+    rn.add_argument("new_name")
+    _common(rn)
+    rn.set_defaults(func=run_rename)
 
     m = subparsers.add_parser("merge", help="merge identity SOURCE into identity INTO")
     m.add_argument("source")
