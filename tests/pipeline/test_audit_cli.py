@@ -1,7 +1,7 @@
 """The audit trail through the real command line, on SQLite and PostgreSQL: every acting command appends an entry
-(the OS account as its actor, failures with their reason), ``query audit`` filters them, ``audit verify`` passes
-after a scripted day of work by three accounts and fails, naming the first bad entry, once a row is edited or
-deleted by hand in SQL."""
+(the OS account as its actor, failures with their reason; every action a command audits is run here), ``query
+audit`` filters them, ``audit verify`` passes after a scripted day of work by three accounts and fails, naming the
+first bad entry, once a row is edited or deleted by hand in SQL."""
 
 from __future__ import annotations
 
@@ -22,6 +22,9 @@ from pipeline.web.access_log import AccessLog, open_access_log
 from tests.conftest import ASSETS, ROOT, require
 
 CONFIG = str(ROOT / "configs" / "test.yaml")
+COMMANDS = ROOT / "pipeline" / "commands"
+# actions run by test_gallery_commands_are_audited_and_tampering_is_named and the day of work (slow)
+RUN_ELSEWHERE = {"enroll", "merge", "remove", "purge", "search", "export", "rematch"}
 CLIP = ASSETS / "videos" / "friends_in_video.mp4"
 STILLS = ASSETS / "images" / "friends_gallery"
 
@@ -126,6 +129,49 @@ def test_a_day_of_work_by_three_accounts_verifies(shell, tmp_path):
     assert rows["export"]["objects"] == [refs[0]] and rows["export"]["actor"] == "ana"
     code, _, err = shell("auditor", "audit", "verify")
     assert code == 0 and "5 entries, chain intact" in err
+
+
+def _audited_actions() -> set[str]:
+    """Every action a command wraps in ``audited(trail, "action", ...)``."""
+    found = set()
+    for path in COMMANDS.glob("*.py"):
+        found |= set(re.findall(r'audited\(\s*[\w.()]+,\s*"([a-z][a-z0-9_.-]*)"', path.read_text()))
+    return found
+
+
+def test_every_audited_command_lands_in_the_trail_as_the_os_account(shell, monkeypatch):
+    """The CLI has no roles: it acts as the OS account running it. Each action a command audits, run here or in
+    the tests above, is in the trail with that account (kind ``os``), ok or failed."""
+    monkeypatch.setenv("AUDIT_TEST_PASSWORD", "correct horse battery")
+    ross = str(require(STILLS) / "Ross.png")
+    runs = [
+        ("fred", ("enroll", "--name", "Ross", ross), 0),  # creates the database
+        ("dora", ("users", "add", "erin", "--role", "viewer", "--password-env", "AUDIT_TEST_PASSWORD"), 0),
+        ("dora", ("users", "rotate", "erin"), 0),
+        ("dora", ("users", "disable", "erin"), 0),
+        ("dora", ("users", "disable", "nobody"), 2),
+        ("fred", ("rematch",), 0),
+        ("gwen", ("rematch", "--undo", "--identity", "Ross"), 0),
+        ("gwen", ("evidence", "--close", "no-such-case"), 2),
+    ]
+    for user, argv, expected in runs:
+        code, _, err = shell(user, *argv)
+        assert code == expected, (argv, err)
+    rows = list(reversed(shell.audit()))
+    assert [(r["actor"], r["actor_kind"], r["action"], r["result"]) for r in rows] == [
+        ("fred", "os", "enroll", "ok"),
+        ("dora", "os", "user.add", "ok"),
+        ("dora", "os", "user.rotate", "ok"),
+        ("dora", "os", "user.disable", "ok"),
+        ("dora", "os", "user.disable", "failed"),
+        ("fred", "os", "rematch", "ok"),
+        ("gwen", "os", "undo", "ok"),
+        ("gwen", "os", "case.close", "failed"),
+    ]
+    assert rows[-1]["objects"] == ["no-such-case"] and "no-such-case" in rows[-1]["details"]["reason"]
+    assert _audited_actions() == {r["action"] for r in rows} | RUN_ELSEWHERE, "an audited command untested"
+    code, _, err = shell("auditor", "audit", "verify")
+    assert code == 0 and f"{len(rows)} entries, chain intact" in err
 
 
 COMBINED = re.compile(
