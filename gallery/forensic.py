@@ -30,6 +30,7 @@ from gallery.errors import ThumbnailPathError
 from gallery.models import Identity, Media, Source, Track, from_blob
 from gallery.queries import TRACK_COLUMNS, _iso, track_fields
 from gallery.refs import parse_track_ref
+from gallery.review_state import review_fields, with_review
 from gallery.thumbnails import ThumbnailStore
 
 logger = logging.getLogger(__name__)
@@ -94,14 +95,16 @@ def track_detail(db: Database, ref: str, media_dirs: Sequence[str] = ()) -> dict
     None when there is none: where and when (:func:`gallery.queries.track_fields`: sighting times and their origin,
     offsets within the source, when logged), its counts, thumbnail and context snapshot (store-relative paths in
     the thumbnail store, None when there is none), the camera zones it entered (None where the source has none),
-    its current decision (the newest retroactive match, else the logged one, which is kept beside it), and for a
-    match the enrolled face closest to it (see the module's text)."""
+    its current decision (the newest retroactive match, else the logged one, which is kept beside it) with its
+    review (``review``/``reviewed``, :mod:`gallery.review_state`), and for a match the enrolled face closest to it
+    (see the module's text)."""
     run_id, track_id = parse_track_ref(ref)
-    stmt, _ = with_decisions(
+    stmt, current = with_decisions(
         select(Track, *TRACK_COLUMNS, Source.name.label("source"), Source.kind).join(
             Source, Source.id == Track.source_id
         )
     )
+    stmt = with_review(stmt, Track.id, current.identity_id, current.decision)
     stmt = stmt.where(Track.run_id == run_id, Track.track_id == track_id)
     with db.session() as session:
         r = session.execute(stmt).first()
@@ -113,25 +116,29 @@ def track_detail(db: Database, ref: str, media_dirs: Sequence[str] = ()) -> dict
         enrolled = None
         if r.decision == "match" and r.identity_id is not None and norm > 0 and np.isfinite(norm):
             enrolled = _enrolled(session, r.identity_id, t.embedder_id, template / norm, media_dirs)
-    return track_fields(r) | {
-        "source": r.source,
-        "kind": r.kind,
-        "frames": t.frames,
-        "crops_embedded": t.crops_embedded,
-        "embedder_id": t.embedder_id,
-        "thumbnail": t.thumbnail,
-        "snapshot": t.snapshot,
-        "zones": t.zones,
-        "decision": r.decision,
-        "score": r.score,
-        "identity": r.identity if r.decision == "match" else None,
-        "retroactive": bool(r.retroactive),
-        "rematch_id": r.rematch_id if r.retroactive else None,
-        "logged_decision": r.logged_decision,
-        "logged_identity": r.logged_identity if r.logged_decision == "match" else None,
-        "logged_score": r.logged_score,
-        "enrolled": enrolled,
-    }
+    return (
+        track_fields(r)
+        | {
+            "source": r.source,
+            "kind": r.kind,
+            "frames": t.frames,
+            "crops_embedded": t.crops_embedded,
+            "embedder_id": t.embedder_id,
+            "thumbnail": t.thumbnail,
+            "snapshot": t.snapshot,
+            "zones": t.zones,
+            "decision": r.decision,
+            "score": r.score,
+            "identity": r.identity if r.decision == "match" else None,
+            "retroactive": bool(r.retroactive),
+            "rematch_id": r.rematch_id if r.retroactive else None,
+            "logged_decision": r.logged_decision,
+            "logged_identity": r.logged_identity if r.logged_decision == "match" else None,
+            "logged_score": r.logged_score,
+            "enrolled": enrolled,
+        }
+        | review_fields(r)
+    )
 
 
 def _photo_jpeg(path: Path, content_hash: str) -> bytes:

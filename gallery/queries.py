@@ -30,6 +30,7 @@ from gallery.errors import IdentityNotFoundError, QueryError
 from gallery.matchlog import DECISIONS
 from gallery.models import Identity, MatchEvent, Media, Source, Template, Track
 from gallery.refs import track_ref
+from gallery.review_state import review_fields, with_review
 
 logger = logging.getLogger(__name__)
 
@@ -242,7 +243,8 @@ def _check_names(conn: Connection, f: Filters, page: Page) -> Page:
 def find_matches(db: Database, f: Filters) -> Page:
     """Match events and retroactive matches, newest first: time, source, track, best identity and score,
     decision, candidates, thumbnail, whether it is retroactive (and the rematch that wrote it), the camera zones its
-    track entered (``zones``: None where the source has none)."""
+    track entered (``zones``: None where the source has none), the review of its (track, identity) pair
+    (``review``/``reviewed``, :mod:`gallery.review_state`)."""
     _refuse(f, "matches", {"identity", "source", "since", "until", "decision", "min_score"})
     ev = all_decisions().c
     stmt = (
@@ -267,7 +269,9 @@ def find_matches(db: Database, f: Filters) -> Page:
         .outerjoin(Identity, Identity.id == ev.identity_id)
         .order_by(ev.at.desc(), ev.id.desc())
     )
-    stmt = _event_filters(stmt, f, Track.seen_start, ev, ev.source_id)
+    stmt = with_review(
+        _event_filters(stmt, f, Track.seen_start, ev, ev.source_id), ev.track_pk, ev.identity_id, ev.decision
+    )
     with _reader(db) as conn:
         page = _page(
             conn,
@@ -290,6 +294,7 @@ def find_matches(db: Database, f: Filters) -> Page:
                     "rematch_id": r.rematch_id,
                     "zones": r.zones,
                 }
+                | review_fields(r)
             ),
         )
         return _check_names(conn, f, page)
@@ -298,8 +303,8 @@ def find_matches(db: Database, f: Filters) -> Page:
 def find_tracks(db: Database, f: Filters) -> Page:
     """Tracks, newest first, with their run, counts, stream times and current decision: the newest retroactive
     match when there is one (``retroactive`` true), else the logged one (``logged_decision``/``logged_identity``:
-    what was decided then), the camera zones it entered (``zones``: None where the source has none). The filters
-    apply to the current decision."""
+    what was decided then), the camera zones it entered (``zones``: None where the source has none), the review
+    of its current decision (``review``/``reviewed``). The filters apply to the current decision."""
     _refuse(f, "tracks", {"identity", "source", "since", "until", "decision", "min_score"})
     stmt, current = with_decisions(
         select(
@@ -313,7 +318,9 @@ def find_tracks(db: Database, f: Filters) -> Page:
         ).join(Source, Source.id == Track.source_id)
     )
     stmt = stmt.order_by(Track.created_at.desc(), Track.id.desc())
-    stmt = _event_filters(stmt, f, Track.seen_start, current)
+    stmt = with_review(
+        _event_filters(stmt, f, Track.seen_start, current), Track.id, current.identity_id, current.decision
+    )
     with _reader(db) as conn:
         page = _page(
             conn,
@@ -335,6 +342,7 @@ def find_tracks(db: Database, f: Filters) -> Page:
                     "thumbnail": r.thumbnail,
                     "zones": r.zones,
                 }
+                | review_fields(r)
             ),
         )
         return _check_names(conn, f, page)

@@ -4,7 +4,8 @@
 in chunks of ``batch_size`` by track id, searches each chunk in the gallery (the same index and open-set rule as
 a live decision: the best identity, if it reaches ``threshold``) and writes a :class:`gallery.models.RetroMatch`
 for each track whose best identity is one of the ``identities`` asked for (None: any), unless the match log
-already decided that identity then or an earlier pass already named it so. The match events stay as they were
+already decided that identity then, an earlier pass already named it so, or a reviewer rejected that (track,
+identity) pair (:mod:`gallery.review_state`: not that person). The match events stay as they were
 decided. One transaction per chunk: a pass cut short keeps the chunks it wrote, and a second pass writes only
 what the first did not, so running it twice writes nothing the second time. The pass itself is one
 :class:`gallery.models.Rematch` row (cause, embedder, threshold, gallery version, the enrollment's identities and
@@ -42,6 +43,7 @@ from gallery.models import (
 )
 from gallery.queries import track_fields
 from gallery.records import get_identity, retry_on_conflict
+from gallery.review_state import rejected_pairs
 from gallery.store import Gallery
 
 logger = logging.getLogger(__name__)
@@ -253,7 +255,12 @@ def _write(db, rematch_id: int | None, meta: dict, found: dict, scored: int) -> 
             .all()
         )
         alive = set(session.scalars(select(Identity.id).where(Identity.id.in_({i for _, i in pairs}))))
-        new = [(pk, i) for pk, i in pairs if live.get(pk) != i and (pk, i) not in named and i in alive]
+        rejected = rejected_pairs(session, pks)  # a reviewer said: not that person
+        new = [
+            (pk, i)
+            for pk, i in pairs
+            if live.get(pk) != i and (pk, i) not in named and (pk, i) not in rejected and i in alive
+        ]
         if not new:
             if rematch_id is not None:
                 _bump(session, rematch_id, scored, 0)

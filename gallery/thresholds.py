@@ -4,7 +4,9 @@ default. :meth:`Thresholds.in_force` says which value applies and where it comes
 or reports a threshold goes through it.
 
 A calibration places the threshold at the ``1 - target_fpir`` quantile of impostor scores: each enrolled
-image's best score against the *other* identities' templates.
+image's best score against the *other* identities' templates, and the known impostors: each (track, identity) pair
+a reviewer rejected, scored as the track's template against that identity's (:mod:`gallery.review_state`); media
+enrolled from a rejected pair's track into that identity are no probes.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from gallery.config import GalleryConfig
 from gallery.db import Database
 from gallery.models import Media, Threshold, from_blob, utcnow
 from gallery.records import version_of
+from gallery.review_state import known_impostor_scores, rejected_pairs
 from gallery.search import GallerySearch
 
 logger = logging.getLogger(__name__)
@@ -84,16 +87,18 @@ class Thresholds:
 
     def calibrate(self, embedder_id: str, *, seed: int = 0) -> Calibration:
         """Set the threshold of ``embedder_id`` at the ``1 - target_fpir`` quantile of impostor scores (each
-        enrolled image's best score against the *other* identities' templates) and store it with the
-        gallery."""
+        enrolled image's best score against the *other* identities' templates, and the rejected pairs' scores; see
+        the module) and store it with the gallery."""
         cfg = self.config.threshold
         found = self.search.index(embedder_id)
         with self.db.session() as session:
             rows = session.execute(
-                select(Media.identity_id, Media.vector, Media.dim)
+                select(Media.identity_id, Media.vector, Media.dim, Media.track_pk)
                 .where(Media.embedder_id == embedder_id)
                 .order_by(Media.id)
             ).all()
+            rejected = rejected_pairs(session)
+            rows = [r for r in rows if (r.track_pk, r.identity_id) not in rejected]
             if len(rows) > cfg.max_probes:
                 pick = np.random.default_rng(seed).choice(len(rows), cfg.max_probes, replace=False)
                 rows = [rows[i] for i in sorted(pick)]
@@ -103,6 +108,7 @@ class Thresholds:
                 scores, ids = found[0].search(probes, 2)
                 own = np.array([r.identity_id for r in rows])[:, None]
                 impostor = np.where(ids[:, 0] != own[:, 0], scores[:, 0], scores[:, 1])
+            impostor = np.concatenate([impostor, known_impostor_scores(session, embedder_id)])
             calibrated = len(impostor) >= cfg.min_impostor_scores
             stored = session.get(Threshold, embedder_id)
             if not calibrated:

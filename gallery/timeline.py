@@ -5,7 +5,8 @@ and the retroactive ones (made later by a rematch, :mod:`gallery.rematch`), olde
 time (tracks whose time is unknown after those with one, by the time they were logged), then the start within the
 source. Each row says which track (``ref``) and where (source, file or camera), when (the sighting times and
 their origin, the offsets within the source, when it was logged; :func:`gallery.queries.track_fields`), the
-score, whether it is retroactive (with the rematch and the time it was decided) and the thumbnail. A
+score, whether it is retroactive (with the rematch and the time it was decided), the thumbnail and the review of
+the (track, identity) pair (``review``/``reviewed``: a rejected row is not that person, :mod:`gallery.review_state`). A
 :class:`gallery.queries.Page` like the other queries; one statement on an autocommit connection.
 """
 
@@ -31,6 +32,7 @@ from gallery.queries import (
     _refuse,
     track_fields,
 )
+from gallery.review_state import review_fields, with_review
 
 logger = logging.getLogger(__name__)
 
@@ -38,16 +40,20 @@ __all__ = ["find_timeline"]
 
 
 def _row(r) -> dict:
-    return track_fields(r) | {
-        "identity": r.identity,
-        "source": r.source,
-        "kind": r.kind,
-        "score": r.score,
-        "retroactive": bool(r.retroactive),
-        "rematch_id": r.rematch_id,
-        "decided_at": _iso(r.at),
-        "thumbnail": r.thumbnail,
-    }
+    return (
+        track_fields(r)
+        | {
+            "identity": r.identity,
+            "source": r.source,
+            "kind": r.kind,
+            "score": r.score,
+            "retroactive": bool(r.retroactive),
+            "rematch_id": r.rematch_id,
+            "decided_at": _iso(r.at),
+            "thumbnail": r.thumbnail,
+        }
+        | review_fields(r)
+    )
 
 
 def find_timeline(db: Database, f: Filters) -> Page:
@@ -84,6 +90,6 @@ def find_timeline(db: Database, f: Filters) -> Page:
             ev.id,
         )
     )
-    stmt = _event_filters(stmt, f, Track.seen_start, ev)
+    stmt = with_review(_event_filters(stmt, f, Track.seen_start, ev), ev.track_pk, ev.identity_id)
     with _reader(db) as conn:
         return _check_names(conn, f, _page(conn, stmt, f, _row))

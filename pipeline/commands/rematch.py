@@ -36,6 +36,7 @@ from gallery.queries import Page
 from gallery.refs import track_ref
 from gallery.rematch import RematchReport, RetroHit, media_ids, rematch
 from gallery.rematches import Undone, undo_identity, undo_rematch
+from gallery.review_state import rejected_tracks
 from pipeline.build import System, build
 from pipeline.commands.common import add_config_options, config_of, db_of, parse_time
 from pipeline.commands.tables import render
@@ -124,15 +125,18 @@ def rematch_system(
 def alert_retroactive(system: System, report: RematchReport) -> int:
     """Alerts for the retroactive matches of watchlisted identities when ``live.alerts.retroactive`` is on: the
     body of a live alert plus ``retroactive``, ``rematch_id``, ``run_id``, ``kind`` and ``logged_at``; returns how
-    many. Delivery ends by ``live.alerts.shutdown_timeout_s``."""
+    many; none for a track with a rejected match (:mod:`gallery.review_state`). Delivery ends by
+    ``live.alerts.shutdown_timeout_s``."""
     cfg = system.cfg.live.alerts
     if not cfg.retroactive or not report.matches:
         return 0
+    with system.gallery.db.session() as session:  # a reviewer rejected a match of theirs: no further alert
+        rejected = rejected_tracks(session, [hit.track_pk for hit in report.matches])
     alerts = watchlist_alerts(cfg, system.gallery)
     raised = 0
     try:
         for hit in report.matches:
-            if hit.identity not in alerts.watchlist:
+            if hit.identity not in alerts.watchlist or hit.track_pk in rejected:
                 continue
             template, result = _as_decision(hit, report.threshold)
             ref = track_ref(hit.run_id, hit.track_id)
