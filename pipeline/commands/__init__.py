@@ -14,9 +14,11 @@ from pipeline.commands import (
     gallery_admin,
     process,
     rematch,
+    review,
     search,
     stream,
     users,
+    watchlist,
 )
 
 __all__ = ["build_parser"]
@@ -32,9 +34,11 @@ def build_parser(prog: str = "run_pipeline.py", description: str = "") -> argpar
     gallery_admin.register(sub)
     enroll.register(sub)
     rematch.register(sub)
+    review.register(sub)
     search.register(sub)
     evidence.register(sub)
     users.register(sub)
+    watchlist.register(sub)
     audit.register(sub)
     eval_video.register(model_commands.register(sub))
     export_cli.register(sub)

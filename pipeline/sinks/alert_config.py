@@ -100,7 +100,10 @@ class MqttConfig(Section):
 
 class AlertConfig(Section):
     watchlist: tuple[str, ...] = Field(
-        (), max_length=100000, description="identity names that raise an alert"
+        (),
+        max_length=100000,
+        description="identity names on the default watch list (besides the identities flagged watchlist; other "
+        "lists, their thresholds and cameras: the watchlist command)",
     )
     log: bool = Field(True, description="write a WARNING log line per alert")
     retroactive: bool = Field(

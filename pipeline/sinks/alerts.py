@@ -11,6 +11,9 @@ published to the MQTT broker (``alerts.mqtt``, :mod:`pipeline.sinks.mqtt`) when 
 blocks the pipeline; ``close`` delivers what is queued until ``alerts.shutdown_timeout_s`` has passed, then drops
 the rest (counted, logged once). Webhook URLs are logged redacted (``core.secrets``), httpx's own request log
 lines too; the auth header (``auth_header_env``) is read from the environment and never logged.
+Each watch list (:mod:`gallery.watchlists`) has its own threshold and cameras: a match alerts for a member only when
+one of its lists applies to the track's camera and the score reaches that list's threshold (a stricter list needs a
+higher score; none: the operating threshold); the alert names those lists (``watchlists``).
 With ``alerts.zones``, only tracks that entered one of those camera zones alert; the zones a track entered are
 known when it ends, so such an alert is raised at the track's end (``on_track``), never on an open track.
 """
@@ -27,6 +30,7 @@ import httpx
 
 from core.secrets import RedactingFilter, redact_text
 from core.types import MatchResult, TrackTemplate
+from gallery.watchlists import DEFAULT_LIST, ListRule, watch_rules
 from pipeline.live.config import AlertConfig, WebhookConfig
 from pipeline.services.links import track_links
 from pipeline.sinks.delivery import QueuedDelivery, Refused
@@ -42,9 +46,11 @@ logging.getLogger("httpx").addFilter(_REDACT)  # httpx logs each request's URL (
 
 
 def watchlist_alerts(alerts: AlertConfig, gallery) -> WatchlistAlerts:
-    """Alerts for the configured watchlist plus every identity the gallery marks ``watchlist``."""
-    watch = set(alerts.watchlist) | {i.name for i in gallery.identities() if i.watchlist}
-    return WatchlistAlerts(alerts.model_copy(update={"watchlist": tuple(sorted(watch))}))
+    """Alerts for the gallery's watch lists (:func:`gallery.watchlists.watch_rules`): the default list (the
+    configured ``watchlist`` plus every identity the gallery marks ``watchlist``) and every other list, each with
+    its threshold and cameras."""
+    rules = watch_rules(gallery.db, alerts.watchlist)
+    return WatchlistAlerts(alerts.model_copy(update={"watchlist": tuple(sorted(rules))}), rules=rules)
 
 
 def alert_record(
@@ -111,10 +117,17 @@ class WatchlistAlerts:
     store-relative paths of a track's best crop and snapshot by camera and track id (the match log's
     ``media_paths``), for the alert's URLs under ``alerts.base_url``."""
 
-    def __init__(self, cfg: AlertConfig, run_ids: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: AlertConfig,
+        run_ids: dict[str, int] | None = None,
+        rules: dict[str, tuple[ListRule, ...]] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.run_ids = run_ids
-        self.watchlist = frozenset(cfg.watchlist)
+        # identity -> the watch lists it is on (default: the configured names on the default list)
+        self.rules = rules if rules is not None else {n: (ListRule(DEFAULT_LIST),) for n in cfg.watchlist}
+        self.watchlist = frozenset(self.rules)
         self.zones = frozenset(cfg.zones)
         self.webhooks = [WebhookDelivery(w, cfg.queue_size) for w in cfg.webhooks]
         self.mqtt = [] if cfg.mqtt is None else [MqttDelivery(cfg.mqtt, cfg.queue_size)]
@@ -134,10 +147,22 @@ class WatchlistAlerts:
         self._raise(template, result, track_ended=True)
         self._alerted.pop((template.source_id, template.track_id), None)
 
+    def lists_for(self, template: TrackTemplate, result: MatchResult) -> list[str]:
+        """The watch lists under which ``result`` alerts: its matched identity is on them, they apply to the
+        track's camera and its score reaches their threshold (empty: no alert)."""
+        best = result.identity
+        if best is None:
+            return []
+        rules = self.rules.get(best.name, ())
+        return [r.name for r in rules if r.applies(template.source_id, float(best.score))]
+
     def _raise(self, template: TrackTemplate, result: MatchResult, track_ended: bool) -> None:
         best = result.identity
         if best is None or best.name not in self.watchlist:
             return
+        lists = self.lists_for(template, result)
+        if not lists:
+            return  # not on a list for this camera, or below the thresholds of the lists it is on
         if self.zones and not (track_ended and self.zones.intersection(template.zones or ())):
             return  # limited to zones: what a track entered is known at its end
         done = self._alerted.setdefault((template.source_id, template.track_id), set())
@@ -146,6 +171,7 @@ class WatchlistAlerts:
         done.add(best.name)
         ref = logged_ref(self.run_ids, template)
         alert = alert_record(template, result, track_ended, ref) | self.links(template, ref, track_ended)
+        alert["watchlists"] = lists
         self.raised += 1
         if self.cfg.log:
             logger.warning(

@@ -125,6 +125,7 @@ def test_webhook_receives_each_alert_once(receiver_factory):
         "track_ended": True,
         "zones": None,
         "sent_at": None,
+        "watchlists": ["default"],
     }
     assert sink.webhooks[0].delivered == 3 and sink.webhooks[0].failed == 0
 
