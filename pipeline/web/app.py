@@ -30,7 +30,7 @@ from gallery.db import Database
 from gallery.errors import GalleryError, IdentityNotFoundError
 from gallery.thumbnails import ThumbnailStore
 from gallery.users import any_users
-from pipeline.web import admin, audit, feed, login, matches, search, tracks, users
+from pipeline.web import admin, audit, enrollment, feed, login, matches, search, tracks, users
 from pipeline.web.access import VIEWER, Access
 from pipeline.web.common import Context, Evidence, Forensic
 from pipeline.web.guard import Guard
@@ -52,12 +52,14 @@ def create_app(
     forensic: Forensic | None = None,
     session_max_age_s: int = DEFAULT_MAX_AGE_S,
     evidence: Evidence | None = None,
+    enrolling: enrollment.Enrolling | None = None,
 ) -> FastAPI:
     """The app over ``db``; ``thumbnails`` None serves no thumbnails; ``token``: the shared API token (an admin;
     None: none; without users too, no authentication);
     ``allowed_hosts`` None accepts any ``Host`` header (see :func:`trusted_hosts`); ``forensic``: what search by
     photo and the unknown groups need (None: those views are absent); ``session_max_age_s``: how long a browser's
-    login lasts; ``evidence``: the clip maker and the evidence export (None: those routes answer 404)."""
+    login lasts; ``evidence``: the clip maker and the evidence export (None: those routes answer 404);
+    ``enrolling``: what enrollment over HTTP needs (:mod:`pipeline.web.enrollment`; None: those routes answer 503)."""
     forensic = forensic or Forensic()
     has_users = any_users(db)
     sessions = Sessions(token, session_max_age_s) if token is not None or has_users else None
@@ -105,5 +107,6 @@ def create_app(
 
     for module in (matches, tracks, admin, search, feed, users, audit):
         app.include_router(module.router(ctx))
+    app.include_router(enrollment.router(ctx, enrolling))
     app.include_router(login.router(access))
     return app

@@ -9,6 +9,8 @@ thumbnail store and what its search by photo and its unknown groups need (:class
   recordings, ``live.recording.dir``, cached in the thumbnail store); the export of one track is
   :func:`pipeline.services.evidence.export_evidence`'s, zipped in a temporary folder that is removed once sent, its
   case named after the track and the time.
+- Enrollment over HTTP is the ``enroll``/``remove``/``rename`` commands' (:mod:`pipeline.web.enrollment`), with
+  the same detector and embedder, loaded at the first use.
 - Unknown groups are ``query unknowns``' (:func:`pipeline.services.unknowns.grouping`), with the config's
   ``gallery.unknowns`` defaults and the matcher's operating threshold.
 """
@@ -41,6 +43,7 @@ from pipeline.services.unknowns import grouping
 from pipeline.web.access_log import AccessLog
 from pipeline.web.app import create_app
 from pipeline.web.common import Evidence, Forensic, SearchUnavailable
+from pipeline.web.enrollment import enrolling_of
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +166,7 @@ def serve_app(
         forensic=forensic_of(system, models),
         session_max_age_s=config.serve.session_max_age_s,
         evidence=evidence_of(system, store),
+        enrolling=enrolling_of(system, models),
     )
     app.state.audit_trail = system_trail(system)
     if access_log is not None:
