@@ -311,7 +311,10 @@ def test_a_server_without_token_or_users_is_open_as_the_local_admin(tmp_path):
 @pytest.mark.slow
 def test_viewer_then_investigator_in_headless_chromium(tmp_path_factory, tmp_path, monkeypatch):
     """A viewer logs in by name and password: no search link nor form, 403 from the search API with the session;
-    logs out; an investigator logs in and searches a photo of Rachel (the friends clip processed, real models)."""
+    logs out; an investigator logs in and searches a photo of Rachel (the friends clip processed, real models);
+    an admin's audit page shows the viewer's refusal, the search with the photo's SHA-256 and the logins."""
+    import hashlib
+
     import requests
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -331,6 +334,7 @@ def test_viewer_then_investigator_in_headless_chromium(tmp_path_factory, tmp_pat
     with Database(url, create=False) as db:
         add_user(db, "vera", "viewer", PASSWORD)
         add_user(db, "ivan", "investigator", PASSWORD)
+        add_user(db, "ada", "admin", PASSWORD)
 
     def log_in(chrome, base: str, name: str) -> None:
         chrome.get(f"{base}/")
@@ -367,4 +371,25 @@ def test_viewer_then_investigator_in_headless_chromium(tmp_path_factory, tmp_pat
         chrome.find_element(By.CSS_SELECTOR, "form[action='/search'] button[type=submit]").click()
         WebDriverWait(chrome, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#results tr.row"))
         chrome.save_screenshot(str(tmp_path / "investigator-search.png"))
+        assert csp_violations(chrome) == []
+        chrome.find_element(By.ID, "logout").click()
+        WebDriverWait(chrome, 20).until(lambda d: d.current_url == f"{base}/login")
+        log_in(chrome, base, "ada")
+        chrome.find_element(By.CSS_SELECTOR, "nav a[href='/audit']").click()
+        rows = [
+            [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+            for row in chrome.find_elements(By.CSS_SELECTOR, "#audit tbody tr")
+        ]
+        seen = [(r[2], r[3], r[4]) for r in rows]  # actor, action, result; newest first
+        assert ("vera (user)", "request", "denied") in seen and ("ivan (user)", "search", "ok") in seen
+        assert [a for a in seen if a[1] == "login"][:3] == [
+            ("ada (user)", "login", "ok"),
+            ("ivan (user)", "login", "ok"),
+            ("vera (user)", "login", "ok"),
+        ]
+        search = next(r for r in rows if r[3] == "search")
+        assert hashlib.sha256((STILLS / "Rachel.png").read_bytes()).hexdigest() in search[5]
+        denied = next(r for r in rows if r[3] == "request" and r[2] == "vera (user)")
+        assert '"/api/search"' in denied[6] and "403" in denied[6]
+        chrome.save_screenshot(str(tmp_path / "admin-audit.png"))
         assert csp_violations(chrome) == []
