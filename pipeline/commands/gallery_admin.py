@@ -45,6 +45,7 @@ from gallery.queries import KINDS, Filters
 from gallery.recordings import find_recordings
 from gallery.refs import parse_track_ref
 from gallery.rematches import find_rematches
+from gallery.reviews import find_reviews
 from gallery.thumbnails import ThumbnailStore
 from gallery.timeline import find_timeline
 from gallery.users import any_users
@@ -76,6 +77,7 @@ QUERIES = {
     "timeline": find_timeline,
     "media": find_media,
     "rematches": find_rematches,
+    "reviews": find_reviews,
     "recordings": find_recordings,
     "cases": find_cases,
 }

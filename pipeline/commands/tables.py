@@ -24,6 +24,7 @@ COLUMNS = {  # a track's reference first, its sighting time next ("unknown" when
         "score",
         "decision",
         "retroactive",
+        "reviewed",
         "threshold",
         "at",
         "zones",
@@ -42,6 +43,7 @@ COLUMNS = {  # a track's reference first, its sighting time next ("unknown" when
         "identity",
         "score",
         "retroactive",
+        "reviewed",
         "zones",
         "logged_at",
     ],
@@ -69,6 +71,7 @@ COLUMNS = {  # a track's reference first, its sighting time next ("unknown" when
         "end_time",
         "score",
         "retroactive",
+        "reviewed",
         "logged_at",
     ],
     "rematch": [
@@ -103,6 +106,7 @@ COLUMNS |= {  # the gallery's own rows: enrolled media (their ids: remove --medi
     "recordings": ["camera", "started_at", "ended_at", "size", "path"],
     "cases": ["name", "opened_at", "closed_at", "operator", "note", "held_segments"],
     "audit": ["id", "at", "actor", "actor_kind", "action", "result", "objects", "details"],
+    "reviews": ["ref", "seen_start", "source", "kind", "verdict", "identity", "reviewer", "at", "note"],
 }
 
 

@@ -24,7 +24,16 @@ from tests.conftest import ASSETS, ROOT, require
 CONFIG = str(ROOT / "configs" / "test.yaml")
 COMMANDS = ROOT / "pipeline" / "commands"
 # actions run by test_gallery_commands_are_audited_and_tampering_is_named and the day of work (slow)
-RUN_ELSEWHERE = {"enroll", "merge", "remove", "purge", "search", "export", "rematch"}
+RUN_ELSEWHERE = {
+    "enroll",
+    "merge",
+    "remove",
+    "purge",
+    "search",
+    "export",
+    "rematch",
+    "review",
+}  # review: tests/pipeline/test_review_cli.py
 CLIP = ASSETS / "videos" / "friends_in_video.mp4"
 STILLS = ASSETS / "images" / "friends_gallery"
 
