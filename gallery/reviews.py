@@ -48,6 +48,7 @@ __all__ = [
     "MAX_NOTE",
     "VERDICTS",
     "ReviewError",
+    "TrackNotLogged",
     "add_review",
     "enroll_offer",
     "find_reviews",
@@ -62,6 +63,10 @@ MAX_REVIEWER = 200
 
 class ReviewError(QueryError):
     """A review that cannot be recorded: the reason in one line."""
+
+
+class TrackNotLogged(ReviewError):
+    """A review of a track that is not in the match log."""
 
 
 @dataclass(frozen=True)
@@ -141,7 +146,7 @@ def add_review(
     with db.session() as session:
         pk = session.scalar(select(Track.id).where(Track.run_id == run_id, Track.track_id == track_id))
         if pk is None:
-            raise ReviewError(f"track {ref}: expected a track of the match log, got none such")
+            raise TrackNotLogged(f"track {ref}: expected a track of the match log, got none such")
         matches = _matches(session, pk)
         if verdict == "named":
             if identity is None:

@@ -30,7 +30,7 @@ from gallery.db import Database
 from gallery.errors import GalleryError, IdentityNotFoundError
 from gallery.thumbnails import ThumbnailStore
 from gallery.users import any_users
-from pipeline.web import admin, audit, enrollment, feed, login, matches, search, tracks, users
+from pipeline.web import admin, audit, enrollment, feed, login, matches, reviews, search, tracks, users
 from pipeline.web.access import VIEWER, Access
 from pipeline.web.common import Context, Evidence, Forensic
 from pipeline.web.guard import Guard
@@ -105,7 +105,7 @@ def create_app(
     def openapi() -> JSONResponse:
         return JSONResponse(app.openapi())
 
-    for module in (matches, tracks, admin, search, feed, users, audit):
+    for module in (matches, tracks, admin, search, feed, users, audit, reviews):
         app.include_router(module.router(ctx))
     app.include_router(enrollment.router(ctx, enrolling))
     app.include_router(login.router(access))

@@ -16,6 +16,7 @@ __all__ = [
     "IdentityRow",
     "MatchPage",
     "MatchRow",
+    "ReviewMark",
     "TrackPage",
     "TrackRow",
     "EnrolledFace",
@@ -50,6 +51,17 @@ class TrackFields(BaseModel):
     logged_at: str | None = Field(description="when the track was logged (processing time), ISO 8601 UTC")
     run_id: int = Field(description="run that logged the track")
     track_id: int = Field(description="track number within its run")
+
+
+class ReviewMark(BaseModel):
+    """A person's review of a decision (:mod:`gallery.review_state`); it never rewrites the logged decision."""
+
+    kind: str = Field(description="what was reviewed: match, retro (a retroactive match), alert or unknown")
+    verdict: str = Field(description="confirmed, rejected (not that person), acknowledged or named")
+    identity: str | None = Field(description="the identity judged, or the name given to an unknown track")
+    reviewer: str = Field(description="who reviewed it")
+    note: str | None = Field(description="why")
+    at: str | None = Field(description="when, ISO 8601 UTC")
 
 
 class SearchOptions(BaseModel):
@@ -93,6 +105,8 @@ class TimelineRow(TrackFields):
     retroactive: bool = Field(description="named later by a rematch")
     rematch_id: int | None = Field(description="the rematch that named it")
     decided_at: str | None = Field(description="time of the decision")
+    review: ReviewMark | None = Field(None, description="the review of this decision (none: not reviewed)")
+    reviewed: str | None = Field(None, description="the review's verdict alone")
     thumbnail: str | None = Field(description="thumbnail path under /thumbnails/")
     thumbnail_url: str | None = Field(description="URL of the track's best crop")
 
@@ -162,6 +176,8 @@ class TrackDetail(TrackFields):
     logged_decision: str | None = Field(description="what was decided when the track ended")
     logged_identity: str | None = Field(description="who was matched then")
     logged_score: float | None = Field(description="best score then")
+    review: ReviewMark | None = Field(None, description="the review of this decision (none: not reviewed)")
+    reviewed: str | None = Field(None, description="the review's verdict alone")
     enrolled: EnrolledFace | None = Field(description="for a match: the enrolled face closest to the track")
     snapshot: str | None = Field(None, description="context snapshot path under /thumbnails/; none when none")
     snapshot_url: str | None = Field(None, description="URL of the context snapshot (the whole frame)")
@@ -198,6 +214,8 @@ class MatchRow(TrackFields):
         False, description="named later by a rematch (the track's match event is unchanged)"
     )
     rematch_id: int | None = Field(None, description="the rematch that named it (retroactive matches)")
+    review: ReviewMark | None = Field(None, description="the review of this decision (none: not reviewed)")
+    reviewed: str | None = Field(None, description="the review's verdict alone")
     zones: list[str] | None = Field(
         None, description="names of the camera zones the track entered; none where its camera has no zones"
     )
@@ -215,6 +233,8 @@ class TrackRow(TrackFields):
     retroactive: bool = Field(False, description="the decision is a retroactive match (a later rematch)")
     logged_decision: Literal["match", "unknown"] | None = Field(None, description="what was decided then")
     logged_identity: str | None = Field(None, description="who was matched then")
+    review: ReviewMark | None = Field(None, description="the review of this decision (none: not reviewed)")
+    reviewed: str | None = Field(None, description="the review's verdict alone")
     zones: list[str] | None = Field(
         None, description="names of the camera zones the track entered; none where its camera has no zones"
     )

@@ -111,7 +111,8 @@ TIMELINE = """{% extends "layout" %}{% from "when" import when %}{% block title 
  <td>{% if r.thumbnail_url %}<img class="thumb" alt="track {{ r.ref }}" src="{{ r.thumbnail_url }}">{% endif %}</td>
  <td>{{ when(r) }}</td><td>{{ r.source }}</td><td>{{ (r.logged_at or "")[:19] | replace("T", " ") }}</td>
  <td>{{ "%.3f" | format(r.score) if r.score is not none else "" }}</td>
- <td class="match">match{% if r.retroactive %} (retroactive){% endif %}</td>
+ <td class="match">match{% if r.retroactive %} (retroactive){% endif %}{% if r.reviewed %}
+ <span class="reviewed">({{ r.reviewed }})</span>{% endif %}</td>
  <td><a class="view" href="/track/{{ r.ref }}">view</a></td></tr>
 {% else %}<tr><td colspan="8">Not seen.</td></tr>{% endfor %}</tbody></table>
 <p>{% if page > 1 %}<a href="?{{ prev }}">earlier</a>{% endif %}
@@ -142,6 +143,12 @@ TRACK = """{% extends "layout" %}{% from "when" import when %}{% block title %}T
  (retroactive, rematch {{ t.rematch_id }}){% endif %}{% if t.score is not none %}, score {{ "%.3f" | format(t.score)
  }}{% endif %}</td></tr>
 {% if t.retroactive %}<tr><th>Logged decision</th><td>{{ t.logged_identity or t.logged_decision }}</td></tr>{% endif %}
+{% if t.review %}<tr><th>Review</th><td id="reviewed" class="{{ t.reviewed }}">{{ t.reviewed }}{% if t.reviewed ==
+ "rejected" %} (not {{ t.review.identity }}){% elif t.review.identity %} {{ t.review.identity }}{% endif %} by {{
+ t.review.reviewer }}, {{ (t.review.at or "")[:19] | replace("T", " ") }} UTC{% if t.review.note %}: {{ t.review.note
+ }}{% endif %}{% if t.reviewed in ("confirmed", "named") %}<br>To add its crops to the template:
+ <code>run_pipeline.py enroll --name {{ t.review.identity }} --from-track {{ t.ref }}</code>{% endif %}</td></tr>{%
+ endif %}
 <tr><th>Seen</th><td id="seen">{% if t.seen_start %}{{ t.seen_start }} &ndash; {{ t.seen_end }} ({{ t.time_origin
  }}){% else %}time unknown{% endif %}</td></tr>
 <tr><th>Within the {{ "stream" if t.kind == "camera" else "file" }}</th><td>{{ t.start_time | clock }} &ndash;
@@ -152,6 +159,17 @@ TRACK = """{% extends "layout" %}{% from "when" import when %}{% block title %}T
  }}</td></tr>{% endif %}
 <tr><th>Reference</th><td>{{ t.ref }}</td></tr>
 </table>
+{% if allows("investigator") %}<div id="review"><h2>Review</h2>
+{% if t.decision == "match" and t.reviewed != "rejected" %}<form method="post" action="/api/tracks/{{ t.ref }}/review">
+ <input type="hidden" name="identity" value="{{ t.identity }}">
+ <label>Note <input type="text" name="note" maxlength="2000"></label>
+ <button type="submit" name="verdict" value="confirmed" id="confirm">Confirm: {{ t.identity }}</button>
+ <button type="submit" name="verdict" value="rejected" id="reject">Reject: not {{ t.identity }}</button>
+ <button type="submit" name="verdict" value="acknowledged" id="ack">Acknowledge the alert</button></form>
+{% else %}<form method="post" action="/api/tracks/{{ t.ref }}/review"><input type="hidden" name="verdict" value="named">
+ <label>Name this track <input type="text" name="identity" required maxlength="200"></label>
+ <label>Note <input type="text" name="note" maxlength="2000"></label>
+ <button type="submit" id="name">Name</button></form>{% endif %}</div>{% endif %}
 {% endblock %}"""
 
 MATCHES = """{% extends "layout" %}{% block title %}Recent matches{% endblock %}
@@ -179,7 +197,8 @@ MATCHES = """{% extends "layout" %}{% block title %}Recent matches{% endblock %}
  <td>{{ r.seen_start[:19] | replace("T", " ") if r.seen_start else "time unknown" }}</td><td>{{ r.source }}</td>
  <td>{{ r.identity or ("nearest: " ~ r.candidates[0].name if r.candidates else "") }}</td>
  <td>{{ "%.3f" | format(r.score) if r.score is not none else "" }}</td>
- <td class="{{ r.decision }}">{{ r.decision }}{% if r.retroactive %} (retroactive){% endif %}</td>
+ <td class="{{ r.decision }}">{{ r.decision }}{% if r.retroactive %} (retroactive){% endif %}{% if r.reviewed %}
+ <span class="reviewed">({{ r.reviewed }})</span>{% endif %}</td>
  <td class="zones">{{ r.zones | join(", ") if r.zones else "" }}</td></tr>
 {% else %}<tr><td colspan="8">No matches.</td></tr>{% endfor %}
 </tbody></table>
@@ -208,7 +227,8 @@ TRACKS = """{% extends "layout" %}{% from "when" import when %}{% block title %}
  <td class="ref"><a class="view" href="/track/{{ r.ref }}">{{ r.ref }}</a></td>
  <td>{% if r.thumbnail_url %}<img class="thumb" alt="track {{ r.ref }}" src="{{ r.thumbnail_url }}">{% endif %}</td>
  <td>{{ when(r) }}</td><td>{{ r.source }}</td><td>{{ r.frames }}</td>
- <td class="{{ r.decision }}">{{ r.identity or r.decision or "" }}{% if r.retroactive %} (retroactive){% endif %}</td>
+ <td class="{{ r.decision }}">{{ r.identity or r.decision or "" }}{% if r.retroactive %} (retroactive){% endif %}{%
+ if r.reviewed %} <span class="reviewed">({{ r.reviewed }})</span>{% endif %}</td>
  <td>{{ "%.3f" | format(r.score) if r.score is not none else "" }}</td>
  <td class="zones">{{ r.zones | join(", ") if r.zones else "" }}</td></tr>
 {% else %}<tr><td colspan="8">No tracks.</td></tr>{% endfor %}
@@ -260,6 +280,7 @@ PAGES = Environment(
     ),
 )
 PAGES.filters["clock"] = clock
+PAGES.globals["allows"] = allows  # pages offer only what the actor's role may use
 
 
 def nav(forensic: Forensic, logout: bool = False) -> str:
@@ -270,6 +291,7 @@ def nav(forensic: Forensic, logout: bool = False) -> str:
     links += [("/search", "Search by photo")] if forensic.search is not None and investigator else []
     links += [("/unknowns", "Unknown groups")] if forensic.unknowns is not None and investigator else []
     links += [("/timeline", "Timelines")]
+    links += [("/reviews", "Review queue")] if investigator else []
     links += [("/audit", "Audit trail")] if allows("admin") else []
     return PAGES.get_template("nav").render(links=links, logout=logout)
 
