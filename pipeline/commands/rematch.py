@@ -10,8 +10,9 @@ else the gallery's own). A track whose best identity reaches it, and is not what
 named so by an earlier rematch, gets a retroactive match; the match events stay as they were. ``--identity``
 limits the names it may give. The new retroactive matches are listed (source, track, start and end, who, score,
 what was decided then); with ``live.alerts.retroactive`` on, those of watchlisted identities raise alerts marked
-``retroactive``. ``enroll ... --rematch`` runs the same pass for the people it just enrolled
-(:func:`rematch_enrolled`). Each pass prints its id (``query rematches`` lists them all).
+``retroactive``, under the watch lists' camera and threshold rules as live alerts. ``enroll ... --rematch`` runs
+the same pass for the people it just enrolled (:func:`rematch_enrolled`). Each pass prints its id (``query
+rematches`` lists them all).
 
 ``--undo ID`` takes a pass back: exactly the retroactive matches it wrote are deleted and it is marked undone, so
 every track's current decision is again what it was before (:func:`gallery.rematch.undo_rematch`); a pass undone
@@ -123,10 +124,12 @@ def rematch_system(
 
 
 def alert_retroactive(system: System, report: RematchReport) -> int:
-    """Alerts for the retroactive matches of watchlisted identities when ``live.alerts.retroactive`` is on: the
-    body of a live alert plus ``retroactive``, ``rematch_id``, ``run_id``, ``kind`` and ``logged_at``; returns how
-    many; none for a track with a rejected match (:mod:`gallery.review_state`). Delivery ends by
-    ``live.alerts.shutdown_timeout_s``."""
+    """Alerts for the retroactive matches of watchlisted identities when ``live.alerts.retroactive`` is on, under
+    the watch lists' rules of a live alert (:meth:`pipeline.sinks.alerts.WatchlistAlerts.lists_for`: a list of the
+    identity that applies to the track's camera and whose threshold the score reaches): the body of a live alert
+    (``watchlists`` naming those lists) plus ``retroactive``, ``rematch_id``, ``run_id``, ``kind`` and
+    ``logged_at``; returns how many; none for a track with a rejected match (:mod:`gallery.review_state`).
+    Delivery ends by ``live.alerts.shutdown_timeout_s``."""
     cfg = system.cfg.live.alerts
     if not cfg.retroactive or not report.matches:
         return 0
@@ -139,11 +142,15 @@ def alert_retroactive(system: System, report: RematchReport) -> int:
             if hit.identity not in alerts.watchlist or hit.track_pk in rejected:
                 continue
             template, result = _as_decision(hit, report.threshold)
+            lists = alerts.lists_for(template, result)
+            if not lists:
+                continue  # not on a list for the track's camera, or below the thresholds of the lists it is on
             ref = track_ref(hit.run_id, hit.track_id)
             alert = (
                 alert_record(template, result, ref=ref)
                 | alerts.links(template, ref)
                 | {
+                    "watchlists": lists,
                     "retroactive": True,
                     "rematch_id": report.rematch_id,
                     "run_id": hit.run_id,
