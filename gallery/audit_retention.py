@@ -19,7 +19,7 @@ from gallery.access_models import AuditEntry
 from gallery.audit import RETENTION_ACTION, append
 from gallery.db import Database
 from gallery.errors import QueryError
-from gallery.queries import MAX_OFFSET, MAX_PAGE_SIZE, Page
+from gallery.queries import Page, check_page_and_times
 
 logger = logging.getLogger(__name__)
 
@@ -39,16 +39,7 @@ class AuditFilters:
     page_size: int = 50
 
     def __post_init__(self) -> None:
-        if self.page < 1:
-            raise QueryError(f"page: expected 1 or more, got {self.page}")
-        if not 1 <= self.page_size <= MAX_PAGE_SIZE:
-            raise QueryError(f"page size: expected 1..{MAX_PAGE_SIZE}, got {self.page_size}")
-        if (self.page - 1) * self.page_size > MAX_OFFSET:
-            raise QueryError(f"page: expected at most {MAX_OFFSET // self.page_size + 1}, got {self.page}")
-        for name in ("since", "until"):
-            value = getattr(self, name)
-            if value is not None and value.tzinfo is None:
-                raise QueryError(f"{name}: expected a time with a timezone, got {value.isoformat()}")
+        check_page_and_times(self.page, self.page_size, self.since, self.until)
 
 
 def _row(entry: AuditEntry) -> dict:

@@ -55,6 +55,37 @@ MAX_PAGE = MAX_OFFSET + 1  # the last page reachable with page size 1
 CSV_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet reads a cell starting so as a formula
 
 
+def check_page_and_times(page: int, page_size: int, since: datetime | None, until: datetime | None) -> None:
+    """The one check of a page request and a time window: page from 1, size 1..MAX_PAGE_SIZE, at most MAX_OFFSET rows
+    skipped, ``since``/``until`` aware, valid in UTC and in order; a :class:`QueryError` names what was expected."""
+    if page < 1:
+        raise QueryError(f"page: expected 1 or more, got {page}")
+    if not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise QueryError(f"page size: expected 1..{MAX_PAGE_SIZE}, got {page_size}")
+    if (page - 1) * page_size > MAX_OFFSET:
+        raise QueryError(
+            f"page: expected at most {MAX_OFFSET // page_size + 1} with page size {page_size} "
+            f"(at most {MAX_OFFSET:,} rows skipped), got {page}"
+        )
+    for name, value in (("since", since), ("until", until)):
+        if value is None:
+            continue
+        if value.tzinfo is None:
+            raise QueryError(
+                f"{name}: expected a time with a timezone (e.g. 2026-01-01T00:00:00Z), got {value.isoformat()}"
+            )
+        try:
+            value.astimezone(timezone.utc)  # compared in UTC, where it must still be a valid time
+        except OverflowError:
+            raise QueryError(
+                f"{name}: expected a time between years 1 and 9999 in UTC, got {value.isoformat()}"
+            ) from None
+    if since and until and since >= until:
+        raise QueryError(
+            f"time range: expected since < until, got {since.isoformat()} .. {until.isoformat()}"
+        )
+
+
 @dataclass(frozen=True)
 class Filters:
     """Query filters; None means "any". ``identity``: exact name; ``source``: exact source name;
@@ -73,15 +104,7 @@ class Filters:
     page_size: int = 50
 
     def __post_init__(self) -> None:
-        if self.page < 1:
-            raise QueryError(f"page: expected 1 or more, got {self.page}")
-        if not 1 <= self.page_size <= MAX_PAGE_SIZE:
-            raise QueryError(f"page size: expected 1..{MAX_PAGE_SIZE}, got {self.page_size}")
-        if (self.page - 1) * self.page_size > MAX_OFFSET:
-            raise QueryError(
-                f"page: expected at most {MAX_OFFSET // self.page_size + 1} with page size {self.page_size} "
-                f"(at most {MAX_OFFSET:,} rows skipped), got {self.page}"
-            )
+        check_page_and_times(self.page, self.page_size, self.since, self.until)
         for name in ("identity", "source"):
             value = getattr(self, name)
             if value is not None and "\x00" in value:
@@ -90,26 +113,6 @@ class Filters:
             raise QueryError(f"decision: expected one of {', '.join(DECISIONS)}, got {self.decision!r}")
         if self.min_score is not None and not math.isfinite(self.min_score):
             raise QueryError(f"min_score: expected a finite number, got {self.min_score}")
-        for name in ("since", "until"):
-            value = getattr(self, name)
-            if value is None:
-                continue
-            if value.tzinfo is None:
-                raise QueryError(
-                    f"{name}: expected a time with a timezone (e.g. 2026-01-01T00:00:00Z), got "
-                    f"{value.isoformat()}"
-                )
-            try:
-                value.astimezone(timezone.utc)  # compared in UTC, where it must still be a valid time
-            except OverflowError:
-                raise QueryError(
-                    f"{name}: expected a time between years 1 and 9999 in UTC, got {value.isoformat()}"
-                ) from None
-        if self.since and self.until and self.since >= self.until:
-            raise QueryError(
-                f"time range: expected since < until, got {self.since.isoformat()} .. "
-                f"{self.until.isoformat()}"
-            )
 
     def used(self) -> set[str]:
         return {
