@@ -4,7 +4,8 @@ the audit trail as the matrix says (every refusal; allowed requests of audited a
 after them all; the login by
 name and password; a disabled or rotated user's sessions end at the next request; login attempts limited; pages
 hide what the role cannot use. On a seeded SQLite match log. Headless Chromium: a viewer has no search form and
-gets 403 from the search API, logs out, an investigator searches a photo."""
+gets 403 from the search API, logs out, an investigator searches a photo and confirms the top match from its track
+page, an admin sees it all in the audit page."""
 
 from __future__ import annotations
 
@@ -311,8 +312,10 @@ def test_a_server_without_token_or_users_is_open_as_the_local_admin(tmp_path):
 @pytest.mark.slow
 def test_viewer_then_investigator_in_headless_chromium(tmp_path_factory, tmp_path, monkeypatch):
     """A viewer logs in by name and password: no search link nor form, 403 from the search API with the session;
-    logs out; an investigator logs in and searches a photo of Rachel (the friends clip processed, real models);
-    an admin's audit page shows the viewer's refusal, the search with the photo's SHA-256 and the logins."""
+    logs out; an investigator logs in and searches a photo of Rachel (enrolled, then the friends clip processed,
+    real models), opens the top hit's track page (a match on her) and confirms it there, the review shown on the
+    page; an admin's audit page shows the viewer's refusal, the search with the photo's SHA-256, the review under
+    the investigator's name and the logins."""
     import hashlib
 
     import requests
@@ -325,12 +328,13 @@ def test_viewer_then_investigator_in_headless_chromium(tmp_path_factory, tmp_pat
     from tests.pipeline.web.test_serve import CLIP, CONFIG, STILLS, _serve
 
     url = f"sqlite:///{tmp_path_factory.mktemp('chromium') / 'log.db'}"
-    argv = ["process", str(require(CLIP)), "--db", url, "--config", str(CONFIG), "--no-progress"]
-    assert run_pipeline.main(argv) == 0
     rachel = str(require(STILLS) / "Rachel.png")
     assert (
         run_pipeline.main(["enroll", "--db", url, "--config", str(CONFIG), "--name", "Rachel", rachel]) == 0
     )
+    # enrolled before the clip is processed: her tracks are logged as matches, which a reviewer can confirm
+    argv = ["process", str(require(CLIP)), "--db", url, "--config", str(CONFIG), "--no-progress"]
+    assert run_pipeline.main(argv) == 0
     with Database(url, create=False) as db:
         add_user(db, "vera", "viewer", PASSWORD)
         add_user(db, "ivan", "investigator", PASSWORD)
@@ -372,6 +376,25 @@ def test_viewer_then_investigator_in_headless_chromium(tmp_path_factory, tmp_pat
         WebDriverWait(chrome, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#results tr.row"))
         chrome.save_screenshot(str(tmp_path / "investigator-search.png"))
         assert csp_violations(chrome) == []
+        # the top hit (best score first): its track page, a match on Rachel, confirmed by its button
+        top = chrome.find_elements(By.CSS_SELECTOR, "#results tr.row")[0]
+        ref = top.find_element(By.CSS_SELECTOR, "td.ref").text
+        assert top.find_element(By.CSS_SELECTOR, "td.match").text == "Rachel"
+        top.find_element(By.CSS_SELECTOR, "a.view").click()
+        WebDriverWait(chrome, 20).until(lambda d: d.current_url == f"{base}/track/{ref}")
+        assert chrome.find_element(By.CSS_SELECTOR, "#track td.match").text.startswith("Rachel, score")
+        assert chrome.find_elements(By.ID, "reviewed") == []  # nobody reviewed it yet
+        chrome.find_element(By.CSS_SELECTOR, "#review input[name=note]").send_keys("seen on the clip")
+        chrome.find_element(By.ID, "confirm").click()
+        WebDriverWait(chrome, 20).until(lambda d: d.find_elements(By.ID, "reviewed"))
+        assert chrome.current_url == f"{base}/track/{ref}#review"
+        reviewed = chrome.find_element(By.ID, "reviewed")
+        assert reviewed.get_attribute("class") == "confirmed"
+        assert reviewed.text.startswith("confirmed Rachel by ivan, ") and "seen on the clip" in reviewed.text
+        assert f"enroll --name Rachel --from-track {ref}" in reviewed.text
+        assert chrome.find_elements(By.ID, "confirm") != []  # a confirmed match may still be rejected later
+        chrome.save_screenshot(str(tmp_path / "investigator-review.png"))
+        assert csp_violations(chrome) == []
         chrome.find_element(By.ID, "logout").click()
         WebDriverWait(chrome, 20).until(lambda d: d.current_url == f"{base}/login")
         log_in(chrome, base, "ada")
@@ -391,5 +414,9 @@ def test_viewer_then_investigator_in_headless_chromium(tmp_path_factory, tmp_pat
         assert hashlib.sha256((STILLS / "Rachel.png").read_bytes()).hexdigest() in search[5]
         denied = next(r for r in rows if r[3] == "request" and r[2] == "vera (user)")
         assert '"/api/search"' in denied[6] and "403" in denied[6]
+        [review] = [r for r in rows if r[3] == "review"]
+        assert (review[2], review[4], review[5]) == ("ivan (user)", "ok", f'["{ref}"]')
+        assert '"verdict": "confirmed"' in review[6] and '"identity": "Rachel"' in review[6]
+        assert seen.index(("ivan (user)", "review", "ok")) < seen.index(("ivan (user)", "search", "ok"))
         chrome.save_screenshot(str(tmp_path / "admin-audit.png"))
         assert csp_violations(chrome) == []
