@@ -65,21 +65,29 @@ GENESIS = "0" * 64  # prev_hash of the first entry
 KEY_ENV = "FACEMOE_AUDIT_KEY"
 PG_AUDIT_LOCK = 0x46_4D_6F_45_5F_61_75_64  # pg_advisory_xact_lock key of the audit chain ("FMoE_aud")
 RETENTION_ACTION = "audit.retention"
-ACTIONS = (  # actions the system records; others are accepted when they match ACTION_RE
+ACTIONS = (  # every action the system records (docs/audit.md); others are accepted when they match ACTION_RE
     "search",
     "enroll",
     "remove",
     "merge",
+    "identity.update",
     "rematch",
     "undo",
-    "export",
     "review",
+    "export",
+    "case.close",
     "purge",
+    "watchlist.add",
+    "watchlist.remove",
+    "watchlist.join",
+    "watchlist.leave",
     "user.add",
     "user.disable",
     "user.rotate",
     "login",
     "login.failed",
+    "logout",
+    "request",
     RETENTION_ACTION,
 )
 RESULTS = ("ok", "failed", "denied")
