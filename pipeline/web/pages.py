@@ -42,6 +42,20 @@ WHEN = """{% macro when(r) %}{% if r.seen_start %}{{ r.seen_start[:19] | replace
 r.seen_end[11:19] }} UTC ({{ r.start_time | clock }} in the {{ "stream" if r.kind == "camera" else "file" }}){% else
 %}time unknown ({{ r.start_time | clock }} &ndash; {{ r.end_time | clock }} in the file){% endif %}{% endmacro %}"""
 
+FILTERS = """{% macro filters(action, source_label) %}<form method="get" action="{{ action }}">
+ <label>Identity <select name="identity"><option value="">any</option>
+ {% for n in identities %}<option{% if n == identity %} selected{% endif %}>{{ n }}</option>{% endfor %}
+ </select></label>
+ <label>{{ source_label }} <select name="source"><option value="">any</option>
+ {% for n in sources %}<option{% if n == source %} selected{% endif %}>{{ n }}</option>{% endfor %}
+ </select></label>
+ <label>Decision <select name="decision"><option value="">any</option>
+ {% for d in ["match", "unknown"] %}<option{% if d == decision %} selected{% endif %}>{{ d }}</option>{%
+ endfor %}
+ </select></label>
+ <button type="submit">Filter</button>
+</form>{% endmacro %}"""
+
 SEARCH = """{% extends "layout" %}{% from "when" import when %}{% block title %}Search by photo{% endblock %}
 {% block body %}<h1>Search by photo</h1>
 {% if error %}<p class="error" id="error">{{ error }}</p>{% endif %}
@@ -172,21 +186,10 @@ TRACK = """{% extends "layout" %}{% from "when" import when %}{% block title %}T
  <button type="submit" id="name">Name</button></form>{% endif %}</div>{% endif %}
 {% endblock %}"""
 
-MATCHES = """{% extends "layout" %}{% block title %}Recent matches{% endblock %}
+MATCHES = """{% extends "layout" %}{% from "filters" import filters with context %}
+{% block title %}Recent matches{% endblock %}
 {% block body %}<h1>Recent matches</h1>
-<form method="get" action="/">
- <label>Identity <select name="identity"><option value="">any</option>
- {% for n in identities %}<option{% if n == identity %} selected{% endif %}>{{ n }}</option>{% endfor %}
- </select></label>
- <label>Camera <select name="source"><option value="">any</option>
- {% for n in sources %}<option{% if n == source %} selected{% endif %}>{{ n }}</option>{% endfor %}
- </select></label>
- <label>Decision <select name="decision"><option value="">any</option>
- {% for d in ["match", "unknown"] %}<option{% if d == decision %} selected{% endif %}>{{ d }}</option>{%
- endfor %}
- </select></label>
- <button type="submit">Filter</button>
-</form>
+{{ filters("/", "Camera") }}
 <table id="matches"><thead><tr><th>Track</th><th>Face</th><th>Seen (UTC)</th><th>Camera</th><th>Identity</th>
 <th>Score</th><th>Decision</th><th>Zones</th></tr></thead><tbody>
 {% for r in rows %}<tr class="row">
@@ -206,21 +209,10 @@ MATCHES = """{% extends "layout" %}{% block title %}Recent matches{% endblock %}
 {% if has_more %}<a id="older" href="?{{ next }}">older</a>{% endif %}</p>
 {% endblock %}"""
 
-TRACKS = """{% extends "layout" %}{% from "when" import when %}{% block title %}Tracks{% endblock %}
+TRACKS = """{% extends "layout" %}{% from "when" import when %}{% from "filters" import filters with context %}
+{% block title %}Tracks{% endblock %}
 {% block body %}<h1>Tracks</h1>
-<form method="get" action="/tracks">
- <label>Identity <select name="identity"><option value="">any</option>
- {% for n in identities %}<option{% if n == identity %} selected{% endif %}>{{ n }}</option>{% endfor %}
- </select></label>
- <label>Source <select name="source"><option value="">any</option>
- {% for n in sources %}<option{% if n == source %} selected{% endif %}>{{ n }}</option>{% endfor %}
- </select></label>
- <label>Decision <select name="decision"><option value="">any</option>
- {% for d in ["match", "unknown"] %}<option{% if d == decision %} selected{% endif %}>{{ d }}</option>{%
- endfor %}
- </select></label>
- <button type="submit">Filter</button>
-</form>
+{{ filters("/tracks", "Source") }}
 <table id="tracks"><thead><tr><th>Track</th><th>Face</th><th>Seen</th><th>Source</th><th>Frames</th>
 <th>Decision</th><th>Score</th><th>Zones</th></tr></thead><tbody>
 {% for r in rows %}<tr class="row">
@@ -272,6 +264,7 @@ PAGES = Environment(
             "login": LOGIN,
             "layout": LAYOUT,
             "when": WHEN,
+            "filters": FILTERS,
             "search": SEARCH,
             "unknowns": UNKNOWNS,
             "timeline": TIMELINE,
