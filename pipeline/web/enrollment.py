@@ -15,11 +15,14 @@ the command line's:
 - ``DELETE /api/identities/{name}``: the person, with their media and templates (admin).
 
 Refusals: 400 with the command's text (a bad name, a photo that does not decode, no usable face in any photo), 404
-for an unknown person, 409 for a taken name or a doubtful track, 503 when the detector or embedder does not load.
-Every request that reaches the gallery appends its entry to the audit trail with the user
-(:func:`pipeline.web.audit.record`: ``enroll``, ``remove``, ``rename``, ``watchlist``; ``ok`` or ``failed`` with the
-reason). Photos are read in memory (the search's limits, :func:`pipeline.web.forensic.read_form`); their names are
-kept as the media's path, their SHA-256 in the trail. One enrollment runs at a time.
+for an unknown person, 409 for a taken name or a doubtful track, 413/415/422 for an upload or a body that is not one
+(:func:`pipeline.web.forensic.read_form`), 422 for a media id that is not a number, 503 when the server has no
+models or the detector or embedder does not load. Every request past the role check appends one entry to the audit
+trail with the user (:func:`pipeline.web.audit.audited_request`: ``enroll``, ``remove``, ``identity.update``; ``ok``
+or ``failed`` with the reason), every refusal above included: what a request carries is read inside its audited
+block (a refusal of the role check is the app's ``request`` entry, ``denied``). Photos are read in memory (the
+search's limits); their names are kept as the media's path, their SHA-256 in the trail. One enrollment runs at a
+time.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ __all__ = ["Enrolling", "enrolling_of", "router"]
 MAX_LABEL = 200  # characters of an uploaded photo's name kept as its media path
 ADD_ROUTE = "POST /api/identities/NAME/media"  # how refusals name "more photos of an existing person"
 MAX_REFS = 100  # tracks of one request
+MAX_ID_DIGITS = 18  # a media id's digits (below 2**63)
 ENROLL_ERRORS = ERRORS | {code: {"model": Detail} for code in (409, 413, 415, 503)}
 TRUE, FALSE = ("true", "1", "on", "yes"), ("false", "0", "off", "no", "")
 
@@ -120,6 +124,16 @@ def _status(exc: UserError) -> int:
     if isinstance(exc, (IdentityExistsError, DoubtfulTrackError)):
         return 409
     return 400
+
+
+def _media_id(text: str) -> int:
+    """The ``{media}`` of a path (``query media``'s id): 422, as FastAPI answers a path that breaks its schema, for
+    text that is not a whole number."""
+    if not (text.isascii() and text.isdigit() and len(text) <= MAX_ID_DIGITS):
+        error = {"type": "int_parsing", "loc": ("path", "media"), "input": text[:40]}
+        msg = f"expected a media id (a whole number, see 'query media'), got {text[:40]!r}"
+        raise RequestValidationError([error | {"msg": msg}])
+    return int(text)
 
 
 def _flag(fields: dict[str, str], key: str) -> bool:
@@ -252,11 +266,13 @@ def router(ctx: Context, enrolling: Enrolling | None) -> APIRouter:
             return await run_in_threadpool(run, entry, work)
 
     @routes.delete("/api/identities/{name}/media/{media}", responses=ENROLL_ERRORS, dependencies=INVESTIGATOR)
-    def api_remove_media(request: Request, name: str, media: int) -> dict:
-        with audited_request(request, "remove", [name], {"media": [media], "tracks": []}) as entry:
+    def api_remove_media(request: Request, name: str, media: str) -> dict:
+        with audited_request(request, "remove", [name], {"media": [media[:40]], "tracks": []}) as entry:
+            media_id = _media_id(media)
+            entry.details["media"] = [media_id]
 
             def work(found: Enrolling) -> dict:
-                removed = remove_media(found.gallery, name, [media])
+                removed = remove_media(found.gallery, name, [media_id])
                 return {
                     "identity": name,
                     "removed": removed,
