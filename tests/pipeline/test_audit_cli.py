@@ -118,7 +118,7 @@ def test_verify_and_query_bad_input_is_one_line(shell, tmp_path):
 
 @pytest.mark.slow
 def test_a_day_of_work_by_three_accounts_verifies(shell, tmp_path):
-    """process, enroll, search (the photo's SHA-256 and the filters), export, rematch, purge; then verify."""
+    """process, enroll, search (the photo's SHA-256 and the filters), export, rematch, review, purge; then verify."""
     video = shutil.copyfile(require(CLIP), tmp_path / "friends.mp4")
     monica = str(require(STILLS) / "Monica.png")
     assert shell("ana", "process", str(video), "--no-progress")[0] == 0
@@ -128,16 +128,20 @@ def test_a_day_of_work_by_three_accounts_verifies(shell, tmp_path):
     refs = [r["ref"] for r in json.loads(out)["rows"]]
     assert shell("ana", "evidence", refs[0], "--out", str(tmp_path / "case"))[0] == 0
     assert shell("ben", "rematch")[0] == 0
+    code, out, _ = shell("carl", "query", "matches", "--identity", "Monica", "--format", "json")
+    matched = json.loads(out)["rows"][0]["ref"]
+    assert shell("carl", "review", matched, "--confirm", "--note", "seen on the footage")[0] == 0
     assert shell("carl", "purge", "--older-than", "0")[0] == 0
     rows = {r["action"]: r for r in shell.audit()}
-    assert set(rows) == {"enroll", "search", "export", "rematch", "purge"}
+    assert set(rows) == {"enroll", "search", "export", "rematch", "review", "purge"}
+    assert rows["review"]["actor"] == "carl" and matched in rows["review"]["objects"]
     photo = rows["search"]["objects"][0]
     assert photo["sha256"] == hashlib.sha256(Path(monica).read_bytes()).hexdigest()
     assert rows["search"]["details"]["filters"]["min_score"] == 0.2
     assert rows["search"]["details"]["hits"] == refs
     assert rows["export"]["objects"] == [refs[0]] and rows["export"]["actor"] == "ana"
     code, _, err = shell("auditor", "audit", "verify")
-    assert code == 0 and "5 entries, chain intact" in err
+    assert code == 0 and "6 entries, chain intact" in err
 
 
 def _audited_actions() -> set[str]:
