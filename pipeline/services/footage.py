@@ -206,6 +206,12 @@ def recorded_footage(
             kept.append(seg)
         else:
             logger.warning("track %s: recording %s is in the index but its file is gone", track.ref, seg.path)
+    if segments and not kept:
+        raise ClipError(
+            f"track {track.ref}: no recording covers this track ({len(segments)} segments of its time are "
+            f"indexed but their files are not in {recordings.root}: deleted, or recorded to another folder; "
+            f"expected live.recording.dir of this command's config to be the folder stream recorded to)"
+        )
     if not kept:
         raise ClipError(
             f"track {track.ref}: no recording covers this track (camera {track.source!r}, "
