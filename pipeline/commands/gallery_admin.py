@@ -266,8 +266,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 def register(subparsers) -> None:
     q = subparsers.add_parser(
         "query",
-        help="list matches, tracks or identities (newest first), an identity's timeline, or recurring unknown "
-        "people (groups of unknown tracks)",
+        help="list matches, tracks or identities (newest first), an identity's timeline, recurring unknown "
+        "people (groups of unknown tracks), enrolled media, rematches, reviews, recordings, cases or the audit trail",
     )
     q.add_argument("kind", choices=sorted([*QUERIES, "unknowns", "audit"]))
     q.add_argument("name", nargs="?", help="timeline: the identity")
