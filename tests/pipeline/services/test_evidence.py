@@ -25,6 +25,7 @@ import pytest
 from sqlalchemy import select, update
 
 import run_pipeline
+from gallery.access_models import AuditEntry
 from gallery.db import Database
 from gallery.evidence_models import Case
 from gallery.models import Identity, Media, Run, Source, Track
@@ -279,10 +280,14 @@ def test_bad_input_is_one_line_and_nothing_written(logged, tmp_path, capsys, cas
         with Database(url, create=False) as db, db.session() as s:
             s.execute(update(Run).values(path=str(moved)))
             s.execute(update(Source).values(uri=str(moved)))
-    before = sorted(p.name for p in tmp_path.iterdir())
+    trail = {"log.db.audit-head", "log.db.audit-head.lock"}  # the refused export is audited, as it should be
+    before = sorted(p.name for p in tmp_path.iterdir() if p.name not in trail)
     code, _, err = _main(capsys, "evidence", *refs, "--out", str(out), "--db", url)
     assert code == 2 and err.count("\n") == 1 and expected in err, err
-    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name not in trail) == before
+    with Database(url, create=False) as db, db.session() as s:
+        refused = s.scalars(select(AuditEntry).where(AuditEntry.action == "export")).all()
+    assert [(e.result, expected in e.details["reason"]) for e in refused] == [("failed", True)]
     if case == "not-empty":
         assert [p.name for p in out.iterdir()] == ["keep.txt"]
     with Database(url, create=False) as db, db.session() as s:
