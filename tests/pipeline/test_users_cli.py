@@ -90,7 +90,9 @@ def test_add_list_disable_rotate(cli):
         ("user.add", ["ann"], "ok"),
         ("user.add", ["bob"], "ok"),
         ("user.rotate", ["ann"], "ok"),
+        ("request", [], "denied"),  # ann's old token after the rotation
         ("user.disable", ["bob"], "ok"),
+        ("request", [], "denied"),  # bob's token once disabled
     ]
     assert _audit(cli.url)[0][2] == {"role": "investigator", "password": True}
 
