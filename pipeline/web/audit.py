@@ -34,7 +34,7 @@ from gallery.db import Database
 from gallery.errors import QueryError
 from pipeline.services.audit import Action, Trail, trail_of
 from pipeline.web.access import ADMIN, Actor
-from pipeline.web.common import Context
+from pipeline.web.common import ERRORS, Context
 from pipeline.web.pages import PAGES, nav
 
 logger = logging.getLogger(__name__)
@@ -232,7 +232,7 @@ def router(ctx: Context) -> APIRouter:
             page_size=ctx.page_size,
         )
 
-    @routes.get("/api/audit")
+    @routes.get("/api/audit", responses=ERRORS | {403: ERRORS[401]})
     def api_audit(
         user: str | None = None,
         action: str | None = None,

@@ -16,13 +16,13 @@ the command line's:
 
 Refusals: 400 with the command's text (a bad name, a photo that does not decode, no usable face in any photo), 404
 for an unknown person, 409 for a taken name or a doubtful track, 413/415/422 for an upload or a body that is not one
-(:func:`pipeline.web.forensic.read_form`), 422 for a media id that is not a number, 503 when the server has no
-models or the detector or embedder does not load. Every request past the role check appends one entry to the audit
-trail with the user (:func:`pipeline.web.audit.audited_request`: ``enroll``, ``remove``, ``identity.update``; ``ok``
-or ``failed`` with the reason), every refusal above included: what a request carries is read inside its audited
-block (a refusal of the role check is the app's ``request`` entry, ``denied``). Photos are read in memory (the
-search's limits); their names are kept as the media's path, their SHA-256 in the trail. One enrollment runs at a
-time.
+(:func:`pipeline.web.forensic.read_form`), 404 for a media id that is not a number, 404 when the server has no
+models, 503 when the detector or embedder does not load. Every request past the role check appends one entry to the
+audit trail with the user (:func:`pipeline.web.audit.audited_request`: ``enroll``, ``remove``, ``identity.update``;
+``ok`` or ``failed`` with the reason), every refusal above included: what a request carries is read inside its
+audited block (a refusal of the role check is the app's ``request`` entry, ``denied``). Photos are read in memory
+(the search's limits); their names are kept as the media's path, their SHA-256 in the trail. One enrollment runs at
+a time.
 """
 
 from __future__ import annotations
@@ -127,12 +127,11 @@ def _status(exc: UserError) -> int:
 
 
 def _media_id(text: str) -> int:
-    """The ``{media}`` of a path (``query media``'s id): 422, as FastAPI answers a path that breaks its schema, for
-    text that is not a whole number."""
+    """The ``{media}`` of a path (``query media``'s id); text that is not a whole number names no medium: 404."""
     if not (text.isascii() and text.isdigit() and len(text) <= MAX_ID_DIGITS):
-        error = {"type": "int_parsing", "loc": ("path", "media"), "input": text[:40]}
-        msg = f"expected a media id (a whole number, see 'query media'), got {text[:40]!r}"
-        raise RequestValidationError([error | {"msg": msg}])
+        raise HTTPException(
+            404, f"path.media: expected a media id (a whole number, see 'query media'), got {text[:40]!r}"
+        )
     return int(text)
 
 
@@ -158,17 +157,19 @@ async def _body(request: Request, model: type[BaseModel]) -> BaseModel:
     try:
         return model.model_validate_json(raw or b"null")
     except ValidationError as exc:
-        raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
+        raise RequestValidationError(
+            exc.errors(include_url=False, include_context=False, include_input=False)
+        ) from None
 
 
 def router(ctx: Context, enrolling: Enrolling | None) -> APIRouter:
-    """The identity routes over ``enrolling`` (None: each answers 503), behind ``ctx.auth``. Every request that
-    reaches a route appends one entry to the audit trail, refusals included."""
+    """The identity routes over ``enrolling`` (None: each answers 404, as a server without clips does), behind
+    ``ctx.auth``. Every request that reaches a route appends one entry to the audit trail, refusals included."""
     routes = APIRouter(dependencies=ctx.auth)
 
     def door() -> Enrolling:
         if enrolling is None:
-            raise HTTPException(503, "enrollment unavailable: this server has no gallery models")
+            raise HTTPException(404, "enrollment unavailable: this server has no gallery models")
         return enrolling
 
     def run(entry: Action, work: Callable[[Enrolling], dict]) -> dict:
