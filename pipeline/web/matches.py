@@ -57,13 +57,8 @@ def router(ctx: Context) -> APIRouter:
     def api_matches(f: Filters = Depends(filters)) -> dict:
         return find_matches(ctx.db, f).as_dict()
 
-    @routes.get("/", response_class=HTMLResponse, responses=PAGE_ERRORS)
-    def page(
-        identity: str = "",
-        source: str = "",
-        decision: Literal["", "match", "unknown"] = "",
-        page: int = Query(1, ge=1, le=MAX_PAGE),
-    ):
+    def listing(template: str, find, decorate, identity: str, source: str, decision: str, page: int):
+        """A page of ``find``'s rows under the filters, each row ``decorate``d, with newer/older links."""
         f = Filters(
             identity=identity or None,
             source=source or None,
@@ -71,14 +66,12 @@ def router(ctx: Context) -> APIRouter:
             page=page,
             page_size=ctx.page_size,
         )
-        result = find_matches(ctx.db, f)
-        for row in result.rows:
-            row["thumbnail_url"] = quote(row["thumbnail"]) if row["thumbnail"] else ""
+        result = find(ctx.db, f)
         keep = {"identity": identity, "source": source, "decision": decision}
         return render(
             ctx,
-            "matches",
-            rows=result.rows,
+            template,
+            rows=[decorate(row) for row in result.rows],
             identities=names(ctx.db, Identity.name),
             sources=names(ctx.db, Source.name),
             page=page,
@@ -88,6 +81,18 @@ def router(ctx: Context) -> APIRouter:
             **keep,
         )
 
+    @routes.get("/", response_class=HTMLResponse, responses=PAGE_ERRORS)
+    def page(
+        identity: str = "",
+        source: str = "",
+        decision: Literal["", "match", "unknown"] = "",
+        page: int = Query(1, ge=1, le=MAX_PAGE),
+    ):
+        def decorate(row: dict) -> dict:
+            return row | {"thumbnail_url": quote(row["thumbnail"]) if row["thumbnail"] else ""}
+
+        return listing("matches", find_matches, decorate, identity, source, decision, page)
+
     @routes.get("/tracks", response_class=HTMLResponse, responses=PAGE_ERRORS)
     def tracks_page(
         identity: str = "",
@@ -95,27 +100,9 @@ def router(ctx: Context) -> APIRouter:
         decision: Literal["", "match", "unknown"] = "",
         page: int = Query(1, ge=1, le=MAX_PAGE),
     ):
-        f = Filters(
-            identity=identity or None,
-            source=source or None,
-            decision=decision or None,
-            page=page,
-            page_size=ctx.page_size,
-        )
-        result = find_tracks(ctx.db, f)
-        rows = [row | {"thumbnail_url": thumbnail_url(row["thumbnail"])} for row in result.rows]
-        keep = {"identity": identity, "source": source, "decision": decision}
-        return render(
-            ctx,
-            "tracks",
-            rows=rows,
-            identities=names(ctx.db, Identity.name),
-            sources=names(ctx.db, Source.name),
-            page=page,
-            has_more=result.has_more,
-            prev=urlencode(keep | {"page": page - 1}),
-            next=urlencode(keep | {"page": page + 1}),
-            **keep,
-        )
+        def decorate(row: dict) -> dict:
+            return row | {"thumbnail_url": thumbnail_url(row["thumbnail"])}
+
+        return listing("tracks", find_tracks, decorate, identity, source, decision, page)
 
     return routes
