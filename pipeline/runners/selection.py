@@ -12,8 +12,9 @@ is every later crop whose quality beats the best embedded so far by ``improve_ma
 bench compares to).
 
 Each track also keeps the box it had on every frame (source time and x1, y1, x2, y2 in source pixels) and the
-context of its best crop: the full frame downscaled to at most ``SCENE_MAX_WIDTH`` px wide (one per open track,
-replaced when the best crop improves; the tracks whose best crop is in the same frame share one downscaled copy).
+context of its best crop: a reference to that full frame while the track is open (frames are never written to
+once decoded), downscaled to at most ``SCENE_MAX_WIDTH`` px wide once, when the track ends (tracks ending one after
+another whose best crop is in the same frame share one downscaled copy).
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ class TrackSelection:
     best: FaceCrop | None = None
     best_score: float = -1.0
     boxes: list[tuple[float, float, float, float, float]] = field(default_factory=list)  # (t, x1, y1, x2, y2)
-    scene: SceneSnapshot | None = None  # the downscaled full frame of ``best``
+    best_frame: tuple[np.ndarray, np.ndarray] | None = None  # the full frame of ``best`` and its box ``[4]``
+    scene: SceneSnapshot | None = None  # ``best_frame`` downscaled, set when the track ends
 
     @property
     def best_embedded(self) -> float:
@@ -73,9 +75,7 @@ class CropSelector:
     def reset(self) -> None:
         self._tracks: dict[int, TrackSelection] = {}
         self._order = itertools.count()
-        self._frame: tuple[int, np.ndarray, np.ndarray, float] | None = (
-            None  # (index, image, downscaled, scale)
-        )
+        self._frame: tuple[np.ndarray, np.ndarray, float] | None = None  # (image, downscaled, scale)
 
     def offer(
         self,
@@ -96,9 +96,7 @@ class CropSelector:
         if score > state.best_score:
             state.best, state.best_score = crop, score
             if box is not None and image is not None:
-                small, scale = self._downscaled(crop.frame_index, image)
-                scaled = np.asarray(box[:4], np.float32) * np.float32(scale)
-                state.scene = SceneSnapshot(small, scaled, float(crop.timestamp), scale)
+                state.best_frame = (image, np.array(box[:4], np.float32))
         if not usable:
             return False
         cfg = self.cfg
@@ -116,15 +114,21 @@ class CropSelector:
             heapq.heapreplace(state.pool, entry)
         return False
 
-    def _downscaled(self, index: int, image: np.ndarray) -> tuple[np.ndarray, float]:
-        """Frame ``index`` (``image``) downscaled once, however many tracks' best crops it holds."""
-        if self._frame is None or self._frame[0] != index or self._frame[1] is not image:
-            self._frame = (index, image, *downscale(image))
-        return self._frame[2], self._frame[3]
+    def _scene(self, state: TrackSelection) -> SceneSnapshot | None:
+        """The downscaled full frame of the track's best crop (None: no frame was offered with it); a frame
+        downscaled for the previous track ending is reused."""
+        if state.best_frame is None or state.best is None:
+            return None
+        image, box = state.best_frame
+        if self._frame is None or self._frame[0] is not image:
+            self._frame = (image, *downscale(image))
+        _, small, scale = self._frame
+        return SceneSnapshot(small, box * np.float32(scale), float(state.best.timestamp), scale)
 
     def finish(self, track_id: int, confirmed: bool) -> tuple[TrackSelection, list[tuple[FaceCrop, float]]]:
         """End a track: its state and the pooled crops still to embed (none for unconfirmed tracks)."""
         state = self._tracks.pop(track_id, TrackSelection())
+        state.scene, state.best_frame = self._scene(state), None
         if not confirmed:
             return state, []
         if self.cfg.embed_all:

@@ -1,4 +1,4 @@
-"""The selector keeps every track's per-frame boxes and one downscaled full frame: that of its current best crop."""
+"""The selector keeps every track's per-frame boxes and the frame of its best crop, downscaled when it ends."""
 
 from __future__ import annotations
 
@@ -39,14 +39,16 @@ def test_one_frame_per_track_that_of_its_best_crop(width, height):
             state = sel._tracks[track]
             best = int(np.argmax(scores[track][: i + 1]))
             assert state.best.frame_index == best
-            assert int(state.scene.image[0, 0, 0]) == best  # the frame of the best crop, not the latest
-            assert state.scene.timestamp == pytest.approx(best / 25)
+            assert (state.best_frame[0] is image) == (best == i)  # a reference, not a copy
+            assert int(state.best_frame[0][0, 0, 0]) == best  # the frame of the best crop, not the latest
+            assert state.scene is None  # downscaled only when the track ends
     scale = min(1.0, SCENE_MAX_WIDTH / width)
     for track, best in ((1, 3), (2, 4)):
         state, _ = sel.finish(track, confirmed=True)
         scene = state.scene
         assert scene.image.shape == (round(height * scale), min(width, SCENE_MAX_WIDTH), 3)
-        assert scene.scale == pytest.approx(scale)
+        assert scene.scale == pytest.approx(scale) and scene.timestamp == pytest.approx(best / 25)
+        assert int(scene.image[0, 0, 0]) == best and state.best_frame is None
         np.testing.assert_allclose(scene.box, _box(best, track) * scale, rtol=1e-6)
         boxes = state.box_rows()
         assert boxes.shape == (state.frames, 5) == (5, 5)
@@ -57,15 +59,17 @@ def test_one_frame_per_track_that_of_its_best_crop(width, height):
 def test_tracks_whose_best_is_in_the_same_frame_share_one_copy_never_the_source_frame():
     sel = CropSelector(RunnerConfig())
     image = _frame(0, 1920, 1080)
-    for track in (1, 2, 3):
+    for track in (1, 2, 3, 4):
         sel.offer(_crop(0, track), 0.5, True, True, _box(0, track), image)
-    scenes = [sel._tracks[t].scene for t in (1, 2, 3)]
+    small = _frame(1, 640, 360)
+    sel.offer(_crop(1, 4), 0.9, True, True, _box(1, 4), small)
+    scenes = [sel.finish(t, confirmed=True)[0].scene for t in (1, 2, 3)]
     assert scenes[0].image is scenes[1].image is scenes[2].image
     assert not np.shares_memory(scenes[0].image, image)
-    small = _frame(1, 640, 360)
-    sel.offer(_crop(1, 1), 0.9, True, True, _box(1, 1), small)
-    assert not np.shares_memory(sel._tracks[1].scene.image, small)  # a frame not downscaled is copied
-    assert sel._tracks[2].scene.image is scenes[0].image
+    other = sel.finish(4, confirmed=True)[0].scene
+    assert (
+        not np.shares_memory(other.image, small) and int(other.image[0, 0, 0]) == 1
+    )  # a small frame is copied
 
 
 def test_no_box_no_frame_no_scene_and_finished_tracks_keep_nothing():
