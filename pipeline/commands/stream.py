@@ -34,6 +34,7 @@ from pipeline.build import build
 from pipeline.commands.common import add_config_options, config_of
 from pipeline.live.cameras import LiveCameras
 from pipeline.live.config import CameraConfig, LiveConfig, load_cameras, name_cameras
+from pipeline.live.decode import check_decoders
 from pipeline.live.health import HealthRegistry, MetricsServer
 from pipeline.live.ray_engine import run_ray
 from pipeline.live.recorder import record_cameras
@@ -184,6 +185,7 @@ def run_stream(args: argparse.Namespace) -> int:
             "--engine ray: expected --db URL (the gallery and match log in SQL), got --gallery only"
         )
     cams = _cameras(args, live)
+    check_decoders(c.decode or live.decode for c in cams)  # hardware decode asked for but absent: exit 2
     for hook in live.alerts.webhooks:
         hook.headers()  # an auth_header_env that is unset: one line, exit 2, before anything starts
     if live.alerts.mqtt is not None:

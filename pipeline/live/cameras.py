@@ -20,6 +20,8 @@ per connection); else the frame's arrival (``time.time()`` when decoded). Either
 change closes that camera's open tracks.
 A camera's URL is opened with its password read from ``password_env`` at that moment; logs and health show the
 redacted URL and redacted error texts (FFmpeg's may quote the URL), never a credential.
+Each camera decodes on the device its ``decode`` setting picks (:mod:`pipeline.live.decode`: hardware where
+available, else the CPU), logged once when the camera is set up.
 The camera's privacy masks (``zones`` with ``mask: true``, :mod:`stages.zones`) are blacked out of each decoded
 frame here, before it is buffered: no runner, detector, thumbnail or snapshot ever sees the masked pixels.
 """
@@ -40,6 +42,7 @@ from core.errors import ConfigError
 from core.secrets import redact_text
 from core.types import Frame
 from pipeline.live.config import CameraConfig, LiveConfig, ReconnectConfig
+from pipeline.live.decode import choose_decoder
 from pipeline.live.health import CameraHealth, HealthRegistry
 from pipeline.runners.timeline import PtsUnwrapper
 from stages.zones import Zones
@@ -129,6 +132,8 @@ class LiveSource:
         self.transport = camera.transport or live.transport
         self.open_timeout_s = camera.open_timeout_s or live.open_timeout_s
         self.read_timeout_s = camera.read_timeout_s or live.read_timeout_s
+        self.decoder = choose_decoder(camera.decode or live.decode)  # hardware or CPU: pipeline.live.decode
+        logger.info("camera %s: %s decode (%s)", self.name, self.decoder.kind, self.decoder.why)
         self.reconnect = live.reconnect
         self.health = health
         self.wakeup = wakeup or threading.Condition()
@@ -282,7 +287,8 @@ class LiveSource:
             url = self.camera.open_url()  # the password from the environment, now; never kept
             logger.debug("camera %s: opening %s", self.name, self.camera.display_url)
             options = open_options(url, self.transport, self.read_timeout_s)
-            with av.open(url, options=options, timeout=(self.open_timeout_s, self.read_timeout_s)) as c:
+            timeout = (self.open_timeout_s, self.read_timeout_s)
+            with av.open(url, options=options, timeout=timeout, hwaccel=self.decoder.hwaccel) as c:
                 if not c.streams.video:
                     return False, "no video stream in the source"
                 stream = c.streams.video[0]

@@ -170,6 +170,9 @@ class CameraConfig(Section):
         None, gt=0, le=600, description="connect + probe limit (s); null = default"
     )
     read_timeout_s: float | None = Field(None, gt=0, le=600, description="no packet this long is a stall (s)")
+    decode: Literal["auto", "cpu", "vaapi", "cuda"] | None = Field(
+        None, description="decoder of this camera (see live.decode); null = the section default"
+    )
     record: CameraRecordConfig = Field(
         default_factory=CameraRecordConfig, description="recording of this camera (off by default)"
     )
@@ -231,6 +234,11 @@ class LiveConfig(Section):
     open_timeout_s: float = Field(10.0, gt=0, le=600, description="default connect + probe limit (s)")
     read_timeout_s: float = Field(
         5.0, gt=0, le=600, description="default stall limit: no packet this long (s)"
+    )
+    decode: Literal["auto", "cpu", "vaapi", "cuda"] = Field(
+        "auto",
+        description="video decoder: auto = hardware (NVDEC via cuda, else VAAPI) where PyAV's FFmpeg has it and "
+        "a device opens, else the CPU; cpu; vaapi or cuda = that device or refuse to start",
     )
     buffer_frames: int = Field(
         1, ge=1, le=1000, description="newest frames kept per camera; older ones are dropped and counted"
