@@ -3,9 +3,13 @@
 ``SourceTracking`` (:mod:`pipeline.runners.tracking`, one per source) turns frames and their detections into
 ``TrackJob``s: aligned, quality-scored crops worth embedding and tracks that ended. ``TrackMatching`` embeds the
 selected crops of any sources in one batch, fuses them per track (``Aggregator``), matches every ended track and
-hands it to the sinks; sinks that watch open tracks (``ProgressSink``) also get the running template's match
-whenever an embed batch adds crops to a track. ``EmbedWorker`` is the thread between them: jobs queue up to
-``queue_size`` (back-pressure on detection) and are handled in batches of about ``batch_size`` crops.
+hands it to the sinks. An ending track's crops are embedded in two rounds (``runner.decisive_margin`` > 0): its
+best ``runner.first_crops`` with everything else in the batch, then, in a second batch for all such tracks, the
+rest of them only for the tracks whose match is not decisive yet (:mod:`pipeline.runners.decisive`); each track is
+delivered with the match of the template it ends with. Sinks that watch open tracks (``ProgressSink``) also get
+the running template's match whenever an embed batch adds crops to a track. ``EmbedWorker`` is the thread between
+them: jobs queue up to ``queue_size`` (back-pressure on detection) and are handled in batches of about
+``batch_size`` crops.
 
 The runners differ only in where frames come from and how work is scheduled: ``pipeline.runners.runner`` (files),
 ``pipeline.runners.live_runner`` (cameras in one process), ``pipeline.live.ray_engine`` (an actor per camera).
@@ -21,8 +25,9 @@ from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from core.types import MatchResult, TrackTemplate
-from pipeline.config import AppConfig
-from pipeline.runners.tracking import RunStats, TrackJob
+from pipeline.config import AppConfig, RunnerConfig
+from pipeline.runners.decisive import decisive, thresholds_in_force
+from pipeline.runners.tracking import EndedTrack, RunStats, TrackJob
 from pipeline.sinks.outputs import ResultSink
 from stages.aggregate import Aggregator
 from stages.embed import Embedder
@@ -63,6 +68,7 @@ class TrackMatching:
         clock: Callable[[], float] | None = None,
         logged: Callable[[str, int], bool] | None = None,
     ) -> None:
+        self.runner: RunnerConfig = getattr(cfg, "runner", None) or RunnerConfig()
         self.embedder = embedder
         self.matcher = matcher
         self.sinks = list(sinks)
@@ -80,18 +86,22 @@ class TrackMatching:
         return any(s.watching for s in self.watchers)
 
     def handle(self, group: list[TrackJob], stats: RunStats) -> None:
-        todo = [c for job in group for c in job.crops] + [
-            c for job in group for e in job.ends for c in e.pooled
-        ]
         for job in group:
             self._wall.update(job.walls)
-        t0 = time.perf_counter()
-        if todo:
-            feats, norms = self.embedder.embed([c.image for c, _ in todo])
-            self.aggregator.add([c for c, _ in todo], feats, norms, [s for _, s in todo])
-            stats.crops_embedded += len(todo)
+        ends = [e for job in group for e in job.ends]
+        todo = [c for job in group for c in job.crops]
+        later: dict[tuple[str, int], list] = {}  # ending track -> its crops left for the second round
+        for done in ends:
+            first, rest = self._split(done)
+            todo += first
+            if rest:
+                later[(done.source_id, done.end.track_id)] = rest
+        self._embed(todo, stats)
         t1 = time.perf_counter()
-        stats.add_time("embed", t1 - t0)
+        final = self._decide(ends, later, stats)
+        second = [c for rest in later.values() for c in rest]
+        t1 += self._embed(second, stats)  # the match time leaves out the second round's embedding
+        todo += second
         updated: dict[tuple[str, int], None] = {}
         for crop, _ in todo:
             key = (crop.source_id, crop.track_id)
@@ -104,15 +114,62 @@ class TrackMatching:
             for done in job.ends:
                 key = (done.source_id, done.end.track_id)
                 self._span.pop(key, None)
-                fusion = self.aggregator.pop(*key)
-                template = fusion.template(done.end.first_seen, done.end.last_seen, done.frames)
-                template.best_crop, template.boxes, template.scene = done.best, done.boxes, done.scene
-                template.zones = done.zones
-                self._set_wall(template)
-                self._deliver(template, self.matcher.match(template), stats)
+                template, result = final.get(key) or self._final(done)
+                self.aggregator.pop(*key)
+                self._deliver(template, result or self.matcher.match(template), stats)
             if job.after is not None:
                 job.after()
         stats.add_time("match", time.perf_counter() - t1)
+
+    def _split(self, done: EndedTrack) -> tuple[list, list]:
+        """An ending track's crops to embed in the first round and those left for the second (none: one round,
+        with ``runner.decisive_margin`` 0 or ``runner.embed_all``); ``pooled`` is best first."""
+        runner = self.runner
+        if runner.decisive_margin <= 0 or runner.embed_all or len(done.pooled) <= runner.first_crops:
+            return done.pooled, []
+        return done.pooled[: runner.first_crops], done.pooled[runner.first_crops :]
+
+    def _embed(self, todo: list, stats: RunStats) -> float:
+        """Embed ``(crop, quality score)`` pairs in one batch and fold them into their tracks; the seconds it took."""
+        if not todo:
+            return 0.0
+        t0 = time.perf_counter()
+        feats, norms = self.embedder.embed([c.image for c, _ in todo])
+        self.aggregator.add([c for c, _ in todo], feats, norms, [s for _, s in todo])
+        stats.crops_embedded += len(todo)
+        seconds = time.perf_counter() - t0
+        stats.add_time("embed", seconds)
+        return seconds
+
+    def _final(self, done: EndedTrack) -> tuple[TrackTemplate, MatchResult | None]:
+        """The template of an ending track from its crops embedded so far (not matched: None)."""
+        fusion = self.aggregator.state(done.source_id, done.end.track_id)
+        template = fusion.template(done.end.first_seen, done.end.last_seen, done.frames)
+        template.best_crop, template.boxes, template.scene = done.best, done.boxes, done.scene
+        template.zones = done.zones
+        self._set_wall(template)
+        return template, None
+
+    def _decide(
+        self, ends: list[EndedTrack], later: dict[tuple[str, int], list], stats: RunStats
+    ) -> dict[tuple[str, int], tuple[TrackTemplate, MatchResult]]:
+        """Match the first-round template of each track in ``later``; a decisive one is final (returned, its
+        entry removed from ``later``), the others keep theirs for the second round."""
+        final: dict[tuple[str, int], tuple[TrackTemplate, MatchResult]] = {}
+        if not later:
+            return final
+        thresholds = thresholds_in_force(self.matcher.threshold, self.sinks)
+        for done in ends:
+            key = (done.source_id, done.end.track_id)
+            if key not in later:
+                continue
+            template, _ = self._final(done)
+            result = self.matcher.match(template)
+            if decisive(result, thresholds, self.runner.decisive_margin, self.matcher.cfg.top_k):
+                final[key] = (template, result)
+                del later[key]
+                stats.decisive_stops += 1
+        return final
 
     def close_source(self, source_id: str, up_to: int, stats: RunStats) -> int:
         """End the open tracks of ``source_id`` with ids up to ``up_to`` (a dead camera actor's; its successor's

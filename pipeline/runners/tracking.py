@@ -55,6 +55,7 @@ class RunStats:
     crops_embedded: int = 0
     closed_at_loss: int = 0
     progress_matches: int = 0
+    decisive_stops: int = 0  # ended tracks whose match was decisive before all their crops were embedded
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     latencies_s: deque = field(default_factory=lambda: deque(maxlen=10000))
 
@@ -199,7 +200,7 @@ class SourceTracking:
     def _finish(self, ended: list[TrackEnd]) -> list[EndedTrack]:
         out = []
         for end in ended:
-            state, pooled = self.selector.finish(end.track_id, end.confirmed)
+            state, pooled = self.selector.finish(end.track_id, end.confirmed, end.last_seen - end.first_seen)
             if end.confirmed:
                 boxes, scene = state.box_rows(), state.scene
                 out.append(EndedTrack(end, self.source_id, state.frames, state.best, pooled, boxes, scene))
