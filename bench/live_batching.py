@@ -7,7 +7,7 @@ into ``--cache``), each decoded from its file with a different start; both ways 
 ``SourceTracking`` (configs/test.yaml), so each plans its frames from its own tracks. Reported: detector seconds per
 round each way, their ratio (median of per-block ratios and the total), and whether both found the same faces.
 
-    python bench/live_batching.py [--cameras 4] [--rounds 100] [--cache DIR] [--set key=value ...]
+    python bench/live_batching.py [--cameras 4] [--rounds 100] [--cache DIR] [--clip-seconds S] [--set key=value ...]
 """
 
 from __future__ import annotations
@@ -90,12 +90,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=100, help="rounds of one frame per camera")
     ap.add_argument("--block", type=int, default=12, help="rounds per timed block (ratios are per block)")
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "facemoe-bench-live")
+    ap.add_argument("--clip-seconds", type=float, help="only the clips' first seconds (quick runs)")
     ap.add_argument("--set", nargs="*", default=[], help="config overrides key=value")
     args = ap.parse_args(argv)
     print(describe(), flush=True)
     cfg = load_config(ROOT / "configs" / "test.yaml", args.set)
     names = camera_clips(args.cameras, "1080p")
-    clips = {n: prepare_clip(ASSETS / "videos", n, "1080p", args.cache) for n in set(names)}
+    clips = {
+        n: prepare_clip(ASSETS / "videos", n, "1080p", args.cache, args.clip_seconds) for n in set(names)
+    }
     sources = [camera_frames(clips[n], f"cam{i}", 37 * i) for i, n in enumerate(names)]
     size = cfg.detect.batch_size
     with build(cfg, embedder=False, gallery=False) as system:

@@ -77,3 +77,16 @@ def test_tiny_1080p_run_prints_machine_decoder_and_both_tables(tmp_path, capsys)
     run = json.loads(out_json.read_text())["runs"][0]
     assert run["cpu"]["decode"] > 0 and run["cpu"]["detect"] > 0
     assert run["cameras"][0]["fps_processed"] > 0 and 0 <= run["cameras"][0]["drop_rate"] <= 1
+
+
+def test_batching_bench_compares_both_ways_on_the_same_frames(tmp_path, capsys):
+    if tools_missing():
+        pytest.skip(tools_missing())
+    require(ASSETS / "models" / "scrfd_500m_bnkps.onnx")
+    argv = ["--cameras", "2", "--rounds", "4", "--block", "2", "--clip-seconds", "2"]
+    assert load_bench("live_batching").main(argv + ["--cache", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "2 cameras at 1080p (cctv, cctv), detect.batch_size 4, 4 rounds" in out
+    assert "| per frame |" in out and "| per round |" in out
+    assert "same face counts in 4 of 4 rounds" in out  # both ways see the same faces
+    assert "letterboxed whole frames only (2 frames, canvas 640 wide)" in out
