@@ -73,7 +73,7 @@ CANVAS = {"hd": (1920, 1080), "4k": (3840, 2160)}
 SIZES = (64, 32, 24, 16, 12, 8)
 SEGMENTS = (1.0, 6.0, 13.0)  # seconds: Rachel and Joey, Monica and Chandler, Phoebe and Ross
 MATCH_IOU = 0.3
-BASELINE = ["detect.tiling=off", "detect.full_every=1"]
+BASELINE = ["detect.tiling=off", "detect.full_every=1", "detect.min_face_px=12"]
 FPIR = 0.01
 
 

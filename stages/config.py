@@ -55,8 +55,8 @@ class DetectConfig(Section):
         gt=0.0,
         le=10000.0,
         description="the smallest face (px, box side in the frame) to find: with tiling auto, whether the frame is "
-        "seen at its own resolution; below 12 px its native-resolution passes are enlarged (at most 2x) so that "
-        "such a face reaches 12 px at the detector's input",
+        "seen at its own resolution; below 12 px, windows around weak small faces of the native-resolution "
+        "passes and around tracked small faces are detected again enlarged (at most 2x; never the whole frame)",
     )
     native_input: Literal["auto", "tiles", "frame"] = Field(
         "auto",
@@ -151,6 +151,13 @@ class TrackConfig(Section):
     low_match_iou: float = Field(0.3, ge=0.0, le=1.0, description="minimum IoU for the second association")
     max_lost_s: float = Field(1.0, ge=0.0, le=3600.0, description="a track unseen this long (seconds) ends")
     min_hits: int = Field(3, ge=1, le=1000, description="detections before a track is confirmed and reported")
+    small_face_px: float = Field(
+        24.0,
+        ge=0.0,
+        le=1000.0,
+        description="association compares boxes smaller than this (px a side) as if grown to it around their "
+        "centres, so that a few px of motion keep a tiny face's track (0: boxes as they are)",
+    )
 
     @model_validator(mode="after")
     def _order(self) -> TrackConfig:

@@ -32,7 +32,15 @@ from .detector_backends import create_backend
 from .detector_io import letterbox
 from .errors import ModelError
 from .scrfd import ScrfdDetector  # noqa: F401 - registers backend "scrfd"
-from .tiling import merge_detections, native_windows, needs_tiles, nms, region_windows
+from .tiling import (
+    SMALL_FACE_PX,
+    merge_detections,
+    native_windows,
+    needs_tiles,
+    nms,
+    region_windows,
+    window_scale,
+)
 from .yunet import YuNetDetector  # noqa: F401 - registers backend "yunet"
 
 __all__ = [
@@ -49,7 +57,14 @@ logger = logging.getLogger(__name__)
 
 RESOLVES_PX = 10.0  # about the smallest face (px at the detector's input) SCRFD and YuNet find
 FINDS_PX = 12.0  # px at the detector's input from which they find most faces (10 px: a third at best)
-MAX_UPSCALE = 2.0  # native-resolution passes are enlarged at most this much for a min_face_px below FINDS_PX
+# min_face_px below FINDS_PX: windows around small faces are enlarged at most MAX_UPSCALE times; a small face
+# scored from CANDIDATE_SCORE is looked at again enlarged (at most MAX_CANDIDATES a frame, the best first), in a
+# window reaching CANDIDATE_MARGIN of its size around it (at least MIN_MARGIN_PX)
+MAX_UPSCALE = 2.0
+CANDIDATE_SCORE = 0.1
+MAX_CANDIDATES = 32
+CANDIDATE_MARGIN = 1.0
+MIN_MARGIN_PX = 16.0
 CHECK_IMAGE = "astronaut_face.jpg"  # under stages/data: the face every detector must find when built
 CHECK_SCORE = 0.5  # the score it must find it at (SCRFD-500M: 0.81, SCRFD-2.5G: 0.76, YuNet: 0.94)
 
@@ -117,8 +132,8 @@ class FaceDetector:
                 *self.input_size,
                 *cfg.input_size,
             )
-        # faces asked for below what the detector finds reliably: its native-resolution passes are enlarged
-        self.upscale = min(MAX_UPSCALE, max(1.0, FINDS_PX / cfg.min_face_px))
+        # faces asked for below what the detector finds reliably: windows around small faces are enlarged
+        self.upscale = MAX_UPSCALE if cfg.min_face_px < FINDS_PX else 1.0
         self.self_check()
         logger.info("detector %s from %s, input %sx%s", cfg.backend, path, *self.input_size)
 
@@ -140,26 +155,90 @@ class FaceDetector:
         """One :class:`Detections` per frame. ``regions`` (one per frame, see :mod:`stages.schedule`): None
         detects the whole frame (and at native resolution where ``detect.tiling`` asks); regions ``[K, 5]`` (or
         ``[K, 4]``) limit detection to windows around them (:func:`stages.tiling.region_windows`; nothing when
-        there is none)."""
+        there is none). With a ``min_face_px`` below what the detector finds reliably, weak small faces (scored
+        from CANDIDATE_SCORE) are looked at again in enlarged windows (:meth:`_refine`): the image is enlarged
+        only where a small face may be, never the whole frame."""
         self._check(images)
         cfg = self.cfg
+        low = CANDIDATE_SCORE if self.upscale > 1.0 else None
         regions = [None] * len(images) if regions is None else regions
         plans = [self._plan(img, r) for img, r in zip(images, regions)]
-        found = iter(self._run([img for img, (whole, _) in zip(images, plans) if whole]))
+        found = iter(self._run([img for img, (whole, _) in zip(images, plans) if whole], low))
         out = []
         for img, region, (whole, windows) in zip(images, regions, plans):
             first = next(found) if whole else Detections.empty()
-            if not windows:
-                out.append(first)
-                continue
             h, w = img.shape[:2]
             threshold = max(
                 0.0, cfg.score_threshold - (cfg.region_score_slack if region is not None else 0.0)
             )
-            crops, scales = zip(*(self._window(img, win, scale) for win, scale in windows))
-            parts = list(zip((win for win, _ in windows), self._impl.native(crops, threshold, scales)))
-            out.append(merge_detections(first, parts, w, h, self.cfg.nms_threshold, self.cfg.max_faces))
+            parts = []
+            if windows:
+                crops, scales = zip(*(self._window(img, win, scale) for win, scale in windows))
+                dets = self._impl.native(crops, threshold if low is None else min(low, threshold), scales)
+                parts = [(win, scale, d) for (win, _), scale, d in zip(windows, scales, dets)]
+            if low is not None:
+                first, parts = self._refine(img, first, parts, threshold)
+            if not parts:
+                out.append(first)
+                continue
+            merged = merge_detections(
+                first, [(win, d) for win, _, d in parts], w, h, cfg.nms_threshold, cfg.max_faces
+            )
+            out.append(merged)
         return out
+
+    def _refine(
+        self,
+        image: np.ndarray,
+        whole: Detections,
+        parts: list[tuple[tuple[int, int, int, int], float, Detections]],
+        threshold: float,
+    ) -> tuple[Detections, list[tuple[tuple[int, int, int, int], float, Detections]]]:
+        """The passes' detections found from CANDIDATE_SCORE (``whole``: the letterboxed frame's, frame px;
+        ``parts``: (window, the scale it was seen at, its detections in window px)) cut to their thresholds
+        (``detect.score_threshold``, ``threshold`` for windows), plus windows around the weak faces below
+        SMALL_FACE_PX that a larger scale may resolve (at most MAX_CANDIDATES, the best scored first) detected
+        enlarged (:func:`stages.tiling.window_scale`) at ``detect.score_threshold - region_score_slack``: the
+        weak score says a face may be there."""
+        cfg = self.cfg
+        h, w = image.shape[:2]
+        seen = min(self.input_size[0] / max(w, 1), self.input_size[1] / max(h, 1))
+        passes = [(whole, cfg.score_threshold, seen, (0, 0))]
+        passes += [(dets, threshold, scale, win[:2]) for win, scale, dets in parts]
+        kept, strong_boxes, weak_boxes, weak_scores = [], [], [], []
+        for dets, cut, scale, (x0, y0) in passes:
+            strong = dets.score >= cut
+            kept.append(Detections(dets.xyxy[strong], dets.score[strong], dets.landmarks[strong]))
+            boxes = dets.xyxy + np.asarray([x0, y0, x0, y0], np.float32)
+            side = (boxes[:, 2:] - boxes[:, :2]).max(axis=1)
+            larger = np.asarray([window_scale(s, self.upscale) > scale * 1.01 for s in side], bool)
+            worth = ~strong & (side < SMALL_FACE_PX) & larger
+            strong_boxes.append(boxes[strong])
+            weak_boxes.append(boxes[worth])
+            weak_scores.append(dets.score[worth])
+        parts = [(win, scale, d) for (win, scale, _), d in zip(parts, kept[1:])]
+        boxes, scores = np.concatenate(weak_boxes), np.concatenate(weak_scores)
+        strong = np.concatenate(strong_boxes)
+        if len(boxes) and len(strong):  # a face already found there: nothing to look at again
+            centre = (boxes[:, None, :2] + boxes[:, None, 2:]) / 2
+            inside = (centre >= strong[None, :, :2]) & (centre <= strong[None, :, 2:])
+            mask = ~inside.all(axis=2).any(axis=1)
+            boxes, scores = boxes[mask], scores[mask]
+        if not len(boxes):
+            return kept[0], parts
+        boxes = boxes[np.argsort(-scores, kind="stable")[:MAX_CANDIDATES]]
+        side = (boxes[:, 2:] - boxes[:, :2]).max(axis=1)
+        grow = np.maximum(side * CANDIDATE_MARGIN, MIN_MARGIN_PX)[:, None]
+        regions = np.column_stack([boxes[:, :2] - grow, boxes[:, 2:] + grow, side])
+        regions[:, [0, 2]] = regions[:, [0, 2]].clip(0, w)
+        regions[:, [1, 3]] = regions[:, [1, 3]].clip(0, h)
+        windows = region_windows(regions, w, h, max_side=self.input_size, upscale=self.upscale)
+        if windows:
+            crops, scales = zip(*(self._window(image, win, scale) for win, scale in windows))
+            again = max(0.0, cfg.score_threshold - cfg.region_score_slack)
+            found = self._impl.native(crops, again, scales)
+            parts += [(win, scale, d) for (win, _), scale, d in zip(windows, scales, found)]
+        return kept[0], parts
 
     def letterboxed(self, images: Sequence[np.ndarray]) -> list[Detections]:
         """The images letterboxed into the input only, nothing at native resolution: how a portrait is seen (an
@@ -177,7 +256,7 @@ class FaceDetector:
         a wide moving area) is left to the letterboxed whole frame, where such faces are large enough, and what
         is small inside it to the next full detection."""
         if regions is None:
-            return True, [(win, self.upscale) for win in self._native(image)]
+            return True, [(win, 1.0) for win in self._native(image)]
         if not len(regions):
             return False, []
         h, w = image.shape[:2]
@@ -205,27 +284,24 @@ class FaceDetector:
             if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
                 raise ValueError(f"image {i}: expected uint8 HxWx3 BGR, got {img.dtype} {img.shape}")
 
-    def _run(self, images: Sequence[np.ndarray]) -> list[Detections]:
+    def _run(self, images: Sequence[np.ndarray], threshold: float | None = None) -> list[Detections]:
+        """The images letterboxed, in batches of ``detect.batch_size``, from ``threshold`` (default: the config's)."""
         out: list[Detections] = []
         step = self.cfg.batch_size
         for start in range(0, len(images), step):
-            out.extend(self._impl(images[start : start + step]))
+            out.extend(self._impl(images[start : start + step], threshold=threshold))
         return out
 
     def _native(self, image: np.ndarray) -> list[tuple[int, int, int, int]]:
         """The windows of ``image`` to detect at native resolution per ``detect.tiling`` (none: the letterboxed
-        whole frame is enough): its tiles or the frame itself (``detect.native_input``). With a min_face_px that
-        needs enlarging, every frame but with tiling off."""
+        whole frame is enough): its tiles or the frame itself (``detect.native_input``), never enlarged."""
         cfg = self.cfg
         h, w = image.shape[:2]
-        if cfg.tiling == "off":
+        if cfg.tiling == "off" or (w <= self.input_size[0] and h <= self.input_size[1]):
             return []
-        if self.upscale == 1.0:
-            if w <= self.input_size[0] and h <= self.input_size[1]:
-                return []
-            if cfg.tiling == "auto" and not needs_tiles(w, h, self.input_size, cfg.min_face_px, RESOLVES_PX):
-                return []
-        return native_windows(w, h, self.input_size, cfg.tile_overlap, cfg.native_input, self.upscale)
+        if cfg.tiling == "auto" and not needs_tiles(w, h, self.input_size, cfg.min_face_px, RESOLVES_PX):
+            return []
+        return native_windows(w, h, self.input_size, cfg.tile_overlap, cfg.native_input)
 
     def reset(self) -> None:
         """Detection keeps no per-stream state."""

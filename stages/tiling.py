@@ -29,6 +29,7 @@ __all__ = [
     "region_windows",
     "tile_grid",
     "tile_offsets",
+    "window_scale",
 ]
 
 EDGE_MARGIN = 2.0  # px: a box this close to a tile's inner edge was cut by it
@@ -36,6 +37,7 @@ WINDOW_GAP = 32.0  # px: regions closer than this share one detection window
 # px: a window's smallest side (a face needs context around it to score as in the full frame)
 MIN_WINDOW = 128
 FACE_PX = 96.0  # px: a window around a tracked face is scaled so that the face is about this size
+SMALL_FACE_PX = 24.0  # px: a smaller face's window is enlarged toward this size (at most ``upscale`` times)
 MAX_FRAME_PIXELS = 4096 * 4096  # native_input auto: larger frames are tiled (bounded detector memory)
 
 
@@ -163,8 +165,7 @@ def region_windows(
     the side of the face expected there, 0 or absent for any size) merged while they overlap or lie within ``gap``
     px of each other and the merged box stays within ``max_side`` (width, height), each grown to sides that are
     multiples of 32, at least ``MIN_WINDOW``. Regions with a face size merge only with each other, and their window
-    is scaled so that its smallest face is about FACE_PX, enlarged at most ``upscale`` times; the others are seen
-    ``upscale`` times enlarged (1: at native resolution)."""
+    is scaled by :func:`window_scale` of its smallest face; the others are seen at native resolution."""
     rows = np.asarray(regions, np.float64)
     rows = rows.reshape(-1, rows.shape[-1]) if rows.size else np.zeros((0, 5))
     faces = rows[:, 4] if rows.shape[1] == 5 else np.zeros(len(rows))
@@ -175,8 +176,17 @@ def region_windows(
             continue
         wx0, wx1 = _grow32(x0, x1, width)
         wy0, wy1 = _grow32(y0, y1, height)
-        windows.append(((wx0, wy0, wx1, wy1), min(upscale, FACE_PX / face) if face > 0 else upscale))
+        windows.append(((wx0, wy0, wx1, wy1), window_scale(face, upscale) if face > 0 else 1.0))
     return windows
+
+
+def window_scale(face: float, upscale: float) -> float:
+    """The scale of a window around a face of side ``face`` px: shrunk so that a large face is about FACE_PX,
+    native from SMALL_FACE_PX to FACE_PX, and a smaller one enlarged toward SMALL_FACE_PX, at most ``upscale``
+    times (1: never enlarged). Large faces are never enlarged: the detector scores some of them lower so."""
+    if face >= FACE_PX:
+        return FACE_PX / face
+    return min(upscale, max(1.0, SMALL_FACE_PX / max(face, 1e-6)))
 
 
 def _shift(dets: Detections, x0: int, y0: int) -> Detections:

@@ -5,7 +5,8 @@ track that reappears keeps its id.
 A track is *tentative* until it has ``min_hits`` detections in a row, then *confirmed*. Tentative tracks die at
 their first miss; confirmed tracks become *lost* and end once unseen for more than ``max_lost_s`` seconds.
 Association also requires the box sizes to agree (at most 2x apart), so an id does not jump from a near face
-to a far one passing through the same spot.
+to a far one passing through the same spot. Boxes smaller than ``small_face_px`` are compared as if grown to that
+side around their centres: a few pixels of jitter or motion would otherwise take all of a tiny face's IoU.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from core.types import Detections
 
 from .config import TrackConfig
 
-__all__ = ["KalmanBox", "TrackEnd", "Tracker", "iou_matrix"]
+__all__ = ["KalmanBox", "TrackEnd", "Tracker", "grown", "iou_matrix"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,15 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def grown(boxes: np.ndarray, side: float) -> np.ndarray:
+    """Boxes ``[N, 4]`` (xyxy) with each side below ``side`` px grown to it around the box's centre."""
+    if side <= 0 or not len(boxes):
+        return boxes
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    half = np.maximum(boxes[:, 2:] - boxes[:, :2], side) / 2
+    return np.concatenate([centre - half, centre + half], axis=1)
 
 
 def _to_xyah(box: np.ndarray) -> np.ndarray:
@@ -156,10 +166,13 @@ class Tracker:
 
         established = [t for t in self._tracks if t.confirmed]
         tentative = [t for t in self._tracks if not t.confirmed]
-        matched, rest_tracks, rest_high = self._associate(established, dets.xyxy, high, cfg.match_iou)
+        grow = cfg.small_face_px
+        matched, rest_tracks, rest_high = self._associate(established, dets.xyxy, high, cfg.match_iou, grow)
         tracked_left = [t for t in rest_tracks if not t.lost]
-        matched2, rest_tracks2, _ = self._associate(tracked_left, dets.xyxy, low, cfg.low_match_iou)
-        matched3, dead_tentative, new_high = self._associate(tentative, dets.xyxy, rest_high, cfg.match_iou)
+        matched2, rest_tracks2, _ = self._associate(tracked_left, dets.xyxy, low, cfg.low_match_iou, grow)
+        matched3, dead_tentative, new_high = self._associate(
+            tentative, dets.xyxy, rest_high, cfg.match_iou, grow
+        )
 
         for track, det in matched + matched2 + matched3:
             self._hit(track, dets.xyxy[det], timestamp)
@@ -211,13 +224,16 @@ class Tracker:
         )
 
     @staticmethod
-    def _associate(tracks: list[_Track], boxes: np.ndarray, candidates: np.ndarray, min_iou: float):
-        """Hungarian matching on IoU of predicted track boxes and candidate detections, gated by IoU and size."""
+    def _associate(
+        tracks: list[_Track], boxes: np.ndarray, candidates: np.ndarray, min_iou: float, grow_to: float = 0.0
+    ):
+        """Hungarian matching on IoU of predicted track boxes and candidate detections (boxes smaller than
+        ``grow_to`` px grown to it, :func:`grown`), gated by IoU and size."""
         if not tracks or not len(candidates):
             return [], list(tracks), list(candidates)
         predicted = np.stack([t.kalman.box for t in tracks])
         cand = boxes[candidates].astype(np.float64)
-        iou = iou_matrix(predicted, cand)
+        iou = iou_matrix(grown(predicted, grow_to), grown(cand, grow_to))
         side_t = np.sqrt(np.prod(predicted[:, 2:] - predicted[:, :2], axis=1).clip(1e-6))
         side_d = np.sqrt(np.prod(cand[:, 2:] - cand[:, :2], axis=1).clip(1e-6))
         ratio = np.maximum(side_t[:, None] / side_d[None, :], side_d[None, :] / side_t[:, None])

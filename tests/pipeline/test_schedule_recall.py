@@ -31,9 +31,9 @@ def _counting(cfg) -> tuple[FaceDetector, list[int]]:
     detector, pixels = FaceDetector(cfg), [0]
     whole, native = detector._run, detector._impl.native
 
-    def run(images):
+    def run(images, *rest):
         pixels[0] += sum(letterbox(i, cfg.input_size, fit=True)[0].size // 3 for i in images)
-        return whole(images)
+        return whole(images, *rest)
 
     def windows(images, *rest):
         pixels[0] += sum(i.shape[0] * i.shape[1] for i in images)

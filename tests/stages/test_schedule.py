@@ -95,7 +95,7 @@ def _counting(cfg: DetectConfig) -> tuple[FaceDetector, list[tuple[int, int]]]:
     """A detector that records the (height, width) of every image it runs on (whole frames and windows)."""
     detector, seen = FaceDetector(cfg), []
     whole, native = detector._run, detector._impl.native
-    detector._run = lambda images: seen.extend(i.shape[:2] for i in images) or whole(images)
+    detector._run = lambda images, *rest: seen.extend(i.shape[:2] for i in images) or whole(images, *rest)
     detector._impl.native = lambda images, *rest: (
         seen.extend(i.shape[:2] for i in images) or native(images, *rest)
     )

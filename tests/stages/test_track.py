@@ -5,7 +5,7 @@ import pytest
 
 from core.types import Detections
 from stages.config import TrackConfig
-from stages.track import KalmanBox, Tracker, iou_matrix
+from stages.track import KalmanBox, Tracker, grown, iou_matrix
 
 
 def _dets(boxes, scores=None):
@@ -92,3 +92,20 @@ def test_reset_restarts_ids():
     _run(tracker, [[_box(10, 10)]])
     tracker.reset()
     assert _run(tracker, [[_box(10, 10)]]) == [[1]]
+
+
+@pytest.mark.parametrize("small_face_px", [24.0, 0.0])
+def test_a_tiny_face_jittering_keeps_one_track_when_small_boxes_are_grown(small_face_px):
+    """An 8 px face moving 6 px a frame with +-3 px of jitter (seeded): its boxes barely overlap from frame to
+    frame, so compared as they are it breaks into pieces; grown to 24 px it stays one track."""
+    rng = np.random.default_rng(3)
+    tracker = Tracker(TrackConfig(min_hits=2, small_face_px=small_face_px))
+    frames = [[_box(100 + 6 * i + rng.uniform(-3, 3), 200 + rng.uniform(-3, 3), 8)] for i in range(40)]
+    ids = {i for row in _run(tracker, frames) for i in row if i >= 0}
+    assert (len(ids) == 1) == (small_face_px > 0), ids
+
+
+def test_small_boxes_grow_around_their_centres_and_large_ones_stay():
+    boxes = np.array([[10, 10, 18, 20], [0, 0, 40, 20]], float)
+    np.testing.assert_allclose(grown(boxes, 24), [[2, 3, 26, 27], [0, -2, 40, 22]])
+    assert grown(boxes, 0) is boxes
