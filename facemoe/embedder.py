@@ -6,7 +6,8 @@ import contextlib
 import hashlib
 import logging
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import numpy as np
@@ -134,6 +135,27 @@ class FaceMoEEmbedder:
         self.resize = resize
         self.dim = model.num_features
         self.embedder_id = embedder_id(tag, model.cfg.k, precision, flip)
+        self._threads: Callable[[], int] | None = None
+        self._thread_hooks: list = []
+
+    def follow_threads(self, threads: Callable[[], int] | None) -> None:
+        """CPU: run with ``threads()`` torch threads, asked before the model's input stage and each of its blocks
+        (``...blocks.N``), so the count follows a budget that changes while a batch runs
+        (:class:`stages.cores.CoreBudget`); set in the running thread only (torch's OpenMP thread count is per
+        thread). None: the thread count is left alone."""
+        for hook in self._thread_hooks:
+            hook.remove()
+        self._thread_hooks, self._threads = [], threads
+        if threads is None or self.device.type != "cpu":
+            return
+        blocks = [m for name, m in self.model.named_modules() if re.search(r"(^|\.)blocks\.\d+$", name)]
+        for module in [self.model, *blocks]:
+            self._thread_hooks.append(module.register_forward_pre_hook(self._set_threads))
+
+    def _set_threads(self, *_) -> None:
+        wanted = self._threads()
+        if wanted != torch.get_num_threads():
+            torch.set_num_threads(wanted)
 
     @classmethod
     def from_checkpoint(

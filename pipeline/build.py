@@ -27,6 +27,7 @@ from gallery.track_index import TrackIndexes
 from pipeline.config import AppConfig
 from pipeline.sinks.sql_gallery import LoggedSource, MatchLogSink, SqlGalleryIndex
 from stages.align import align_face
+from stages.cores import CoreBudget
 from stages.detect import FaceDetector
 from stages.embed import Embedder, build_embedder
 from stages.match import Matcher
@@ -188,6 +189,15 @@ def _open_gallery(cfg: AppConfig, db_url: str | None, create: bool) -> tuple[Gal
         raise
 
 
+def _core_budget(cfg: AppConfig) -> CoreBudget | None:
+    """The budget a CPU FaceMoE embedder shares with detection (``runner.share_cores``), logged once."""
+    if not cfg.runner.share_cores or cfg.embed.backend != "facemoe" or cfg.embed.device != "cpu":
+        return None
+    budget = CoreBudget(cfg.runner.cores)
+    logger.info("FaceMoE threads: %s", budget.describe())
+    return budget
+
+
 def build(
     cfg: AppConfig,
     *,
@@ -202,7 +212,7 @@ def build(
     the gallery (``gallery`` section; ``db_url`` None: a temporary database; ``create`` False: a database without
     the gallery schema is an error, not created), and with ``gallery_dir`` the folder's people enrolled into it."""
     det = FaceDetector(cfg.detect) if detector or gallery_dir is not None else None
-    emb = build_embedder(cfg.embed) if embedder or gallery_dir is not None else None
+    emb = build_embedder(cfg.embed, _core_budget(cfg)) if embedder or gallery_dir is not None else None
     store, temp = _open_gallery(cfg, db_url, create) if gallery or gallery_dir is not None else (None, None)
     system = System(cfg, det, emb, store, temp)
     if gallery_dir is not None:

@@ -131,6 +131,14 @@ class RunnerConfig(Section):
         "crops; 0 = every track embeds all its crops",
     )
     queue_size: int = Field(8, ge=1, le=1024, description="batches buffered between detection and embedding")
+    share_cores: bool = Field(
+        True,
+        description="a FaceMoE embedder on the CPU shares the cores with detection: its torch threads are every "
+        "core while detection idles and one fewer while it runs (false: torch's own thread count throughout)",
+    )
+    cores: int = Field(
+        0, ge=0, le=1024, description="cores detection and embedding share; 0 = those this process may run on"
+    )
 
 
 class OutputConfig(Section):

@@ -19,6 +19,7 @@ from core.types import CROP_SIZE, check_crops
 from facemoe.errors import CheckpointError
 
 from .config import EmbedConfig
+from .cores import CoreBudget
 from .errors import ModelError
 from .onnx_session import onnx_session
 
@@ -51,6 +52,8 @@ def _unit(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 class OnnxEmbedder:
     """An ONNX face embedder with declared preprocessing: ``(pixel / pixel_scale - mean) / std`` per channel."""
+
+    cores: CoreBudget | None = None  # onnxruntime's thread count is fixed per session: no budget followed
 
     def __init__(self, cfg: EmbedConfig) -> None:
         self.cfg = cfg
@@ -101,9 +104,13 @@ class OnnxEmbedder:
 
 
 class FaceMoEBackend:
-    """The FaceMoE model through ``facemoe.embedder.FaceMoEEmbedder`` (a local model.pt or a release name)."""
+    """The FaceMoE model through ``facemoe.embedder.FaceMoEEmbedder`` (a local model.pt or a release name). On the
+    CPU with ``cores``, its torch threads follow the budget (:class:`stages.cores.CoreBudget`): every core while
+    detection idles, the rest while it runs; ``cores`` is then this backend's, else None."""
 
-    def __init__(self, cfg: EmbedConfig) -> None:
+    cores: CoreBudget | None = None
+
+    def __init__(self, cfg: EmbedConfig, cores: CoreBudget | None = None) -> None:
         from facemoe.embedder import FaceMoEEmbedder  # torch is imported only when this backend is chosen
 
         self.cfg = cfg
@@ -122,6 +129,9 @@ class FaceMoEBackend:
             raise CheckpointError(f"embed.checkpoint {source!r}: {exc}") from None
         self.embedder_id = self._model.embedder_id  # the one formula: facemoe.embedder.FaceMoEEmbedder
         self.dim = int(self._model.dim)
+        if cores is not None and self._model.device.type == "cpu":
+            self.cores = cores
+            self._model.follow_threads(cores.embed_threads)
 
     def embed(self, crops: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         check_crops(crops)
@@ -131,8 +141,8 @@ class FaceMoEBackend:
         return np.asarray(feats, np.float32), np.asarray(norms, np.float32)
 
 
-def build_embedder(cfg: EmbedConfig) -> Embedder:
-    """The backend named by ``cfg.backend``."""
+def build_embedder(cfg: EmbedConfig, cores: CoreBudget | None = None) -> Embedder:
+    """The backend named by ``cfg.backend``; ``cores``: the budget a CPU FaceMoE shares with detection."""
     if cfg.backend == "onnx":
         return OnnxEmbedder(cfg)
-    return FaceMoEBackend(cfg)
+    return FaceMoEBackend(cfg, cores)

@@ -23,6 +23,7 @@ from pipeline.live.health import HealthRegistry
 from pipeline.runners.engine import EmbedWorker, TrackMatching
 from pipeline.runners.tracking import EndedTrack, RunStats, SourceTracking, TrackJob, detect_and_track
 from pipeline.sinks.outputs import ResultSink
+from stages.cores import budget_of, detecting
 from stages.detect import FaceDetector
 from stages.embed import Embedder
 from stages.match import Matcher
@@ -50,6 +51,7 @@ class LiveRunner:
         self.cameras = cameras
         self.registry = registry
         self.matching = TrackMatching(cfg, embedder, matcher, sinks, cameras.now)
+        self.cores = budget_of(embedder)  # detection holds its share of the cores while it processes frames
         self.state = {
             s.name: SourceTracking(cfg, s.name, self.matching.watching, zones=s.zones)
             for s in cameras.sources
@@ -76,7 +78,8 @@ class LiveRunner:
                 job = TrackJob(ends=self._close_lost_streams(stats))
                 frames = self.cameras.poll()
                 if frames:
-                    self._process(frames, stats, job)
+                    with detecting(self.cores):
+                        self._process(frames, stats, job)
                 worker.put(job)  # blocks while embedding is behind; the cameras drop frames meanwhile
                 if status_interval_s and time.monotonic() >= next_status:
                     logger.info("status: %s", self.registry.status_line())

@@ -28,6 +28,7 @@ from pipeline.runners.engine import EmbedWorker, TrackMatching
 from pipeline.runners.sources import DecodeReport, FileSource
 from pipeline.runners.tracking import RunStats, SourceTracking, TrackJob, detect_and_track
 from pipeline.sinks.outputs import ResultSink
+from stages.cores import budget_of, detecting
 from stages.detect import FaceDetector
 from stages.embed import Embedder
 from stages.match import Matcher
@@ -124,6 +125,7 @@ class FileRunner:
         self.detector = detector
         self.filter = _ResumeFilter(sinks, resume) if resume else None
         self.matching = TrackMatching(cfg, embedder, matcher, [self.filter] if self.filter else sinks)
+        self.cores = budget_of(embedder)  # detection holds its share of the cores while it processes a batch
         self.checkpoint = checkpoint
         self.keep_boxes = keep_boxes
         self.progress = progress
@@ -162,7 +164,8 @@ class FileRunner:
                 done = True
             stats.add_time("decode_wait", time.perf_counter() - t0)
             if batch and (done or len(batch) >= self.cfg.detect.batch_size):
-                job = self._process_batch(batch, tracking, stats, boxes, seen)
+                with detecting(self.cores):
+                    job = self._process_batch(batch, tracking, stats, boxes, seen)
                 last_t = batch[-1].timestamp
                 if self.checkpoint is not None:
                     point = (source.source_id, seen.frames, last_t, seen.oldest(last_t))
