@@ -86,3 +86,18 @@ def test_stream_with_unavailable_hardware_decode_is_one_line_exit_2(where, tmp_p
     assert main(argv + ["--config", str(CONFIG)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: decode: vaapi asked for, but ") and "\n" not in err, err
+
+
+@pytest.mark.parametrize(
+    "present, expected", [({"cuda", "vaapi"}, "cuda"), ({"vaapi"}, "vaapi"), (set(), "cpu")]
+)
+def test_auto_takes_nvdec_then_vaapi_then_cpu(present, expected, monkeypatch):
+    import pipeline.live.decode as decode
+
+    monkeypatch.setattr(decode, "hw_unavailable", lambda kind: None if kind in present else "absent")
+    choice = decode.choose_decoder("auto")
+    assert choice.kind == expected
+    assert (choice.hwaccel is None) == (expected == "cpu")
+    if choice.hwaccel is not None:
+        assert choice.hwaccel.allow_software_fallback  # a stream the device cannot take is still decoded
+    assert decode.choose_decoder("cpu").hwaccel is None
