@@ -223,7 +223,7 @@ def run_on_ray(cams: list[CameraConfig], clips: list[dict], seconds: float, db_u
     sampler.thread.start()
     try:  # the duration counts from the driver's start: actor start-up and warm-up come before the window
         result = run_ray(
-            cfg, LIVE, cams, db_url, threading.Event(), duration_s=seconds + 30, registry=registry
+            cfg, LIVE, cams, db_url, threading.Event(), duration_s=seconds + 30, registry=registry, poll_s=0.5
         )
     finally:
         sampler.stop.set()
