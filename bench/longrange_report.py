@@ -27,9 +27,9 @@ def print_table(out: dict) -> None:
         "| face px | faces | recall base | recall long | recall exhaustive | long / exhaustive "
         "| rank-1 base (mated/tracks) | rank-1 long (mated/tracks) | TPIR@FPIR 1% base (non-mated) "
         "| TPIR@FPIR 1% long (non-mated) "
-        "| fps base | fps long (x base) | fps exhaustive (x base) |"
+        "| tracks long / exhaustive | fps base | fps long (x base) | fps exhaustive (x base) |"
     )
-    print("|---" * 13 + "|")
+    print("|---" * 14 + "|")
     for r in out["sizes"]:
         b, g, e = r["baseline"], r["long_range"], r["exhaustive"]
         print(
@@ -39,6 +39,7 @@ def print_table(out: dict) -> None:
             f"| {fmt(g['rank1'])} ({g['mated_tracks']}/{g['tracks']}) "
             f"| {fmt(b['tpir_at_fpir_1pct'])} ({b['non_mated_tracks']}) "
             f"| {fmt(g['tpir_at_fpir_1pct'])} ({g['non_mated_tracks']}) "
+            f"| {g['tracks']} / {e['tracks']} "
             f"| {b['fps']:.1f} | {g['fps']:.1f} ({g['fps'] / max(b['fps'], 1e-9):.2f}) "
             f"| {e['fps']:.1f} ({e['fps'] / max(b['fps'], 1e-9):.2f}) |"
         )

@@ -235,8 +235,7 @@ class FaceDetector:
         windows = region_windows(regions, w, h, max_side=self.input_size, upscale=self.upscale)
         if windows:
             crops, scales = zip(*(self._window(image, win, scale) for win, scale in windows))
-            again = max(0.0, cfg.score_threshold - cfg.region_score_slack)
-            found = self._impl.native(crops, again, scales)
+            found = self._impl.native(crops, threshold, scales)
             parts += [(win, scale, d) for (win, _), scale, d in zip(windows, scales, found)]
         return kept[0], parts
 

@@ -30,7 +30,11 @@ def test_longrange_bench_one_size(tmp_path, capsys):
     out = json.loads((tmp_path / "out.json").read_text())
     assert out["canvas"] == [1920, 1080] and len(out["segments"]) == 1
     assert out["segments"][0]["frames"] == 6 and out["segments"][0]["face_px"] > 24
-    assert out["overrides"]["baseline"] == ["detect.tiling=off", "detect.full_every=1"]
+    assert out["overrides"]["baseline"] == [  # the pipeline before long range: no native pass, no enlarging
+        "detect.tiling=off",
+        "detect.full_every=1",
+        "detect.min_face_px=12",
+    ]
     assert out["overrides"]["long_range"] == []  # configs/test.yaml as it is
     assert out["overrides"]["exhaustive"] == ["detect.full_every=1"]
     [row] = out["sizes"]
@@ -60,6 +64,7 @@ def test_longrange_bench_one_size(tmp_path, capsys):
         "TPIR@FPIR 1% long",
         "fps long (x base)",
         "fps exhaustive (x base)",
+        "tracks long / exhaustive",
     ):
         assert column in header
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
