@@ -13,9 +13,12 @@ rule, a temporary database):
     python bench/pipeline.py --facemoe [--set key=value ...]
 
 ``--facemoe``: the friends clip end to end with a paper-size FaceMoE checkpoint (official format, seeded random
-weights, written to a temporary folder) in place of MobileFaceNet, at the default precision and again in fp32 (the
-same tracks, so each track template of the default run is compared with the fp32 run's by cosine); frames/s, real
-time factor, crops embedded and forward passes (two per crop with the flip) of both runs.
+weights, written to a temporary folder) in place of MobileFaceNet, in one invocation: at the default precision with
+the config's early stop (``runner.decisive_margin``, ``runner.crops_per_second``), at the default precision without
+it (every track embeds its best ``runner.best_k`` crops), and in fp32 with the early stop; frames/s, real time
+factor, crops embedded, forward passes (two per crop with the flip) and decisive stops of each run; how many tracks'
+best identity (name or unknown) differs between the first two; and the cosine between each track template of the
+default run and the fp32 embedder's template of the very same crops (re-embedded after the fp32 run).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from pipeline.runners.runner import FileRunner
 from pipeline.runners.sources import FileSource
 from pipeline.runners.tracking import RunStats
 from pipeline.sinks.outputs import CollectSink
+from stages.aggregate import Aggregator
 from stages.match import Matcher
 
 ASSETS = ROOT.parent / "shared" / "assets"
@@ -55,6 +59,10 @@ CLIPS = {
     "cctv": ("person_tracker_cctv.mp4", SMALL_FACES),
 }
 STAGES = ("detect", "track", "crop", "embed", "match")
+EARLY_STOP_OFF = [
+    "runner.decisive_margin=0",
+    "runner.crops_per_second=0",
+]  # every track embeds its best_k crops
 
 
 def decode_only(path: Path, cfg) -> tuple[int, float, float]:
@@ -124,16 +132,46 @@ def bench_clip(name: str, overrides: list[str]) -> dict:
     }
 
 
-def facemoe_run(path: Path, overrides: list[str], gallery: Path) -> tuple[dict, dict[int, np.ndarray]]:
-    """One friends-clip run with the FaceMoE embedder: its figures and each track's template."""
+def _record(aggregator: Aggregator, used: dict[int, list]) -> None:
+    """Keep, per track id, every ``(crop, quality score)`` that ``aggregator`` fuses."""
+    add = aggregator.add
+
+    def recording(crops, features, norms, scores) -> None:
+        for crop, score in zip(crops, scores):
+            used.setdefault(crop.track_id, []).append((crop, score))
+        add(crops, features, norms, scores)
+
+    aggregator.add = recording
+
+
+def _templates(cfg, embedder, used: dict[int, list]) -> dict[int, np.ndarray]:
+    """Each track's template ``[D]`` fused from ``embedder``'s features of the crops in ``used``."""
+    aggregator = Aggregator(cfg.aggregate, embedder.dim)
+    out = {}
+    for track_id, pairs in used.items():
+        feats, norms = embedder.embed([c.image for c, _ in pairs])
+        aggregator.add([c for c, _ in pairs], feats, norms, [s for _, s in pairs])
+        out[track_id] = aggregator.pop(pairs[0][0].source_id, track_id).template(0.0, 0.0, 1).embedding
+    return out
+
+
+def facemoe_run(
+    path: Path, overrides: list[str], gallery: Path, reembed: dict[int, list] | None = None
+) -> tuple[dict, dict[int, np.ndarray], dict[int, str], dict[int, list], dict[int, np.ndarray]]:
+    """One friends-clip run with the FaceMoE embedder: its figures, each track's template and best identity (a
+    name or ``unknown``), the crops each template fused, and the templates this run's embedder makes of the crops
+    in ``reembed`` (another run's)."""
     cfg = load_config(ROOT / "configs" / "test.yaml", overrides)
+    used: dict[int, list] = {}
     with build(cfg, gallery_dir=gallery) as system:
         collect = CollectSink()
         runner = FileRunner(
             cfg, system.detector, system.embedder, Matcher(cfg.match, system.index()), [collect]
         )
+        _record(runner.matching.aggregator, used)
         stats = runner.run([FileSource(path, cfg.source)])
         embedder_id = system.embedder.embedder_id
+        again = _templates(cfg, system.embedder, reembed) if reembed else {}
     total = stats.seconds["total"]
     row = {
         "embedder_id": embedder_id,
@@ -146,12 +184,16 @@ def facemoe_run(path: Path, overrides: list[str], gallery: Path) -> tuple[dict, 
         "forward_passes": stats.crops_embedded * (2 if cfg.embed.flip else 1),
         "embed_s": stats.seconds["embed"],
         "detect_s": stats.seconds["detect"],
+        "decisive_stops": stats.decisive_stops,
     }
-    return row, {t.track_id: t.embedding for t, _ in collect.results}
+    templates = {t.track_id: t.embedding for t, _ in collect.results}
+    names = {t.track_id: (r.identity.name if r.identity else "unknown") for t, r in collect.results}
+    return row, templates, names, used, again
 
 
 def bench_facemoe(overrides: list[str], seed: int = 0) -> dict:
-    """The friends clip with a paper-size FaceMoE (seeded random weights) at the default precision and in fp32."""
+    """The friends clip with a paper-size FaceMoE (seeded random weights): at the default precision with and without
+    the early stop, and in fp32 (module docstring)."""
     import torch
 
     from facemoe.checkpoint import save_checkpoint
@@ -164,12 +206,21 @@ def bench_facemoe(overrides: list[str], seed: int = 0) -> dict:
         save_checkpoint(create_facemoe(), checkpoint)
         base = ["embed.backend=facemoe", f"embed.checkpoint={checkpoint}", *overrides]
         gallery = ASSETS / "images" / "friends_gallery"
-        default, templates = facemoe_run(path, base, gallery)
-        fp32, reference = facemoe_run(path, [*base, "embed.precision=fp32"], gallery)
+        default, templates, names, used, _ = facemoe_run(path, base, gallery)
+        off, _, off_names, _, _ = facemoe_run(path, [*base, *EARLY_STOP_OFF], gallery)
+        fp32, _, _, _, reference = facemoe_run(path, [*base, "embed.precision=fp32"], gallery, used)
     cosines = [float(templates[t] @ reference[t]) for t in sorted(set(templates) & set(reference))]
+    differ = [
+        f"track {t}: {names.get(t)} early stop, {off_names.get(t)} all best_k crops"
+        for t in sorted(set(names) | set(off_names))
+        if names.get(t) != off_names.get(t)
+    ]
     return {
         "default": default,
+        "off": off,
         "fp32": fp32,
+        "identities_differ": len(differ),
+        "differing_tracks": differ,
         "tracks_compared": len(cosines),
         "tracks_unpaired": len(set(templates) ^ set(reference)),
         "min_cosine": min(cosines, default=float("nan")),
@@ -178,17 +229,28 @@ def bench_facemoe(overrides: list[str], seed: int = 0) -> dict:
 
 
 def print_facemoe(out: dict) -> None:
-    print("| run | embedder | frames | seconds | fps (x RT) | crops | forward passes | embed s | detect s |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for name in ("default", "fp32"):
+    print(
+        "| run | embedder | frames | seconds | fps (x RT) | crops | forward passes | decisive stops | embed s "
+        "| detect s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    labels = {"default": "default", "off": "default, early stop off", "fp32": "fp32"}
+    for name, label in labels.items():
         r = out[name]
         print(
-            f"| {name} | {r['embedder_id']} | {r['frames']} | {r['seconds']:.1f} | {r['fps']:.1f} "
-            f"({r['rtf']:.2f}) | {r['crops']} | {r['forward_passes']} | {r['embed_s']:.1f} | {r['detect_s']:.1f} |"
+            f"| {label} | {r['embedder_id']} | {r['frames']} | {r['seconds']:.1f} | {r['fps']:.1f} "
+            f"({r['rtf']:.2f}) | {r['crops']} | {r['forward_passes']} | {r['decisive_stops']} "
+            f"| {r['embed_s']:.1f} | {r['detect_s']:.1f} |"
         )
     print(
-        f"\ntrack templates, default precision vs fp32: {out['tracks_compared']} tracks, cosine min "
-        f"{out['min_cosine']:.5f}, mean {out['mean_cosine']:.5f}; unpaired tracks: {out['tracks_unpaired']}"
+        f"\nbest identity per track, early stop vs all best_k crops: {out['identities_differ']} of "
+        f"{out['default']['tracks']} tracks differ"
+    )
+    for line in out["differing_tracks"]:
+        print(f"- {line}")
+    print(
+        f"track templates, default precision vs fp32 on the same crops: {out['tracks_compared']} tracks, cosine "
+        f"min {out['min_cosine']:.5f}, mean {out['mean_cosine']:.5f}; unpaired tracks: {out['tracks_unpaired']}"
     )
 
 

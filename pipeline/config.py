@@ -112,23 +112,24 @@ class RunnerConfig(Section):
         2.0,
         ge=0.0,
         le=1000.0,
-        description="a track asks for this many crops per second it lasted (at least one, at most best_k): a "
-        "short track gets fewer than a long one; 0 = every track gets best_k",
+        description="with decisive_margin > 0: an ending track asks for this many crops per second it lasted (at "
+        "least one, at most best_k) and gets more, up to best_k, only while its match is not decisive; 0 = it asks "
+        "for best_k",
     )
     first_crops: int = Field(
         2,
         ge=1,
         le=1000,
-        description="with decisive_margin > 0: an ending track's best crops embedded in the first round; the "
-        "rest of its crops only when its match is not decisive after that round",
+        description="with decisive_margin > 0: at most this many of an ending track's best crops are embedded in "
+        "its first round; more only when its match is not decisive after it",
     )
     decisive_margin: float = Field(
         0.1,
         ge=0.0,
         le=2.0,
-        description="cosine margin that makes a match decisive after the first round (top-1 score this far from "
-        "every threshold in force, and, above one, this far ahead of the top-2): such a track gets no more "
-        "crops; 0 = every track embeds all its crops",
+        description="cosine margin that makes an ending track's match decisive (top-1 score this far from every "
+        "threshold in force, and, above one, this far ahead of the top-2): such a track gets no more crops; 0 = "
+        "every track embeds all its best_k crops",
     )
     queue_size: int = Field(8, ge=1, le=1024, description="batches buffered between detection and embedding")
     share_cores: bool = Field(

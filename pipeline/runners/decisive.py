@@ -1,21 +1,47 @@
-"""When an ending track's match is decisive: more crops could not plausibly change its decision or identity.
+"""How many of an ending track's crops to embed, and when its match is decisive: more crops could not plausibly
+change its decision or identity.
 
-The embedding side (:mod:`pipeline.runners.engine`) embeds an ending track's crops in rounds, best first: the
-first ``runner.first_crops``, then, only when the match of the template so far is not decisive, the rest. A match
-is decisive by ``runner.decisive_margin`` (cosine) when its top-1 score is at least that far from every threshold in
-force (the matcher's and every watch list's) and, when it reaches one of them (its identity matters), at least that
-far ahead of the top-2 identity. A top-1 below every threshold by the margin is decisive whatever the
-identities. With ``match.top_k`` 1 the top-2 is unknown, so a match above a threshold is never decisive.
+The embedding side (:mod:`pipeline.runners.engine`) embeds an ending track's crops (its best ``runner.best_k``,
+best first) in rounds, each batched across the tracks ending together, and matches the template after each: a track
+whose match is decisive stops there. A track asks for ``runner.crops_per_second`` crops per second it lasted (at
+least one): its first round is that many, at most ``runner.first_crops``; its second round the rest of that many;
+its last round the rest of its crops. So a short track of a few frames starts with one crop and a long one with
+``first_crops``, and a match that never gets decisive ends with all its crops, as with the early stop off
+(``runner.decisive_margin`` 0: one round of all).
+
+A match is decisive by ``runner.decisive_margin`` (cosine) when its top-1 score is at least that far from every
+threshold in force (the matcher's and every watch list's) and, when it reaches one of them (its identity matters),
+at least that far ahead of the top-2 identity. A top-1 below every threshold by the margin is decisive whatever
+the identities. With ``match.top_k`` 1 the top-2 is unknown, so a match above a threshold is never decisive.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 from core.types import MatchResult
 from gallery.watchlists import ListRule
+from pipeline.config import RunnerConfig
 
-__all__ = ["decisive", "thresholds_in_force"]
+__all__ = ["asked", "decisive", "rounds", "thresholds_in_force"]
+
+
+def asked(seconds: float, runner: RunnerConfig) -> int:
+    """How many crops a track that lasted ``seconds`` asks for before its match decides whether it gets more:
+    ``runner.crops_per_second`` per second, at least one, at most ``runner.best_k`` (``best_k`` at rate 0)."""
+    if runner.crops_per_second <= 0:
+        return runner.best_k
+    return min(runner.best_k, max(1, math.ceil(seconds * runner.crops_per_second - 1e-9)))
+
+
+def rounds(crops: int, seconds: float, runner: RunnerConfig) -> list[int]:
+    """Where the rounds of an ending track with ``crops`` crops to embed (best first) end: increasing counts, the
+    last one ``crops`` (module docstring); one round when ``runner.decisive_margin`` is 0 or ``runner.embed_all``."""
+    if runner.decisive_margin <= 0 or runner.embed_all or crops <= 1:
+        return [crops]
+    ask = min(asked(seconds, runner), crops)
+    return sorted({min(runner.first_crops, ask), ask, crops})
 
 
 def thresholds_in_force(threshold: float, sinks: Iterable[object]) -> tuple[float, ...]:

@@ -3,13 +3,12 @@
 ``SourceTracking`` (:mod:`pipeline.runners.tracking`, one per source) turns frames and their detections into
 ``TrackJob``s: aligned, quality-scored crops worth embedding and tracks that ended. ``TrackMatching`` embeds the
 selected crops of any sources in one batch, fuses them per track (``Aggregator``), matches every ended track and
-hands it to the sinks. An ending track's crops are embedded in two rounds (``runner.decisive_margin`` > 0): its
-best ``runner.first_crops`` with everything else in the batch, then, in a second batch for all such tracks, the
-rest of them only for the tracks whose match is not decisive yet (:mod:`pipeline.runners.decisive`); each track is
-delivered with the match of the template it ends with. Sinks that watch open tracks (``ProgressSink``) also get
-the running template's match whenever an embed batch adds crops to a track. ``EmbedWorker`` is the thread between
-them: jobs queue up to ``queue_size`` (back-pressure on detection) and are handled in batches of about
-``batch_size`` crops.
+hands it to the sinks. An ending track's crops are embedded in rounds (``runner.decisive_margin`` > 0): its first
+round with everything else in the batch, each later round in one batch for the tracks whose match is not decisive
+yet (:mod:`pipeline.runners.decisive`); each track is delivered with the match of the template it ends with.
+Sinks that watch open tracks (``ProgressSink``) also get the running template's match whenever an embed batch adds
+crops to a track. ``EmbedWorker`` is the thread between them: jobs queue up to ``queue_size`` (back-pressure on
+detection) and are handled in batches of about ``batch_size`` crops.
 
 The runners differ only in where frames come from and how work is scheduled: ``pipeline.runners.runner`` (files),
 ``pipeline.runners.live_runner`` (cameras in one process), ``pipeline.live.ray_engine`` (an actor per camera).
@@ -26,7 +25,7 @@ from typing import Protocol, runtime_checkable
 
 from core.types import MatchResult, TrackTemplate
 from pipeline.config import AppConfig, RunnerConfig
-from pipeline.runners.decisive import decisive, thresholds_in_force
+from pipeline.runners.decisive import decisive, rounds, thresholds_in_force
 from pipeline.runners.tracking import EndedTrack, RunStats, TrackJob
 from pipeline.sinks.outputs import ResultSink
 from stages.aggregate import Aggregator
@@ -89,19 +88,15 @@ class TrackMatching:
         for job in group:
             self._wall.update(job.walls)
         ends = [e for job in group for e in job.ends]
-        todo = [c for job in group for c in job.crops]
-        later: dict[tuple[str, int], list] = {}  # ending track -> its crops left for the second round
-        for done in ends:
-            first, rest = self._split(done)
-            todo += first
-            if rest:
-                later[(done.source_id, done.end.track_id)] = rest
+        cuts = {_key(e): rounds(len(e.pooled), e.end.last_seen - e.end.first_seen, self.runner) for e in ends}
+        todo = [c for job in group for c in job.crops] + [
+            c for e in ends for c in e.pooled[: cuts[_key(e)][0]]
+        ]
         self._embed(todo, stats)
         t1 = time.perf_counter()
-        final = self._decide(ends, later, stats)
-        second = [c for rest in later.values() for c in rest]
-        t1 += self._embed(second, stats)  # the match time leaves out the second round's embedding
-        todo += second
+        final, later, seconds = self._rounds(ends, cuts, stats)
+        t1 += seconds  # the match time leaves out the later rounds' embedding
+        todo += later
         updated: dict[tuple[str, int], None] = {}
         for crop, _ in todo:
             key = (crop.source_id, crop.track_id)
@@ -120,14 +115,6 @@ class TrackMatching:
             if job.after is not None:
                 job.after()
         stats.add_time("match", time.perf_counter() - t1)
-
-    def _split(self, done: EndedTrack) -> tuple[list, list]:
-        """An ending track's crops to embed in the first round and those left for the second (none: one round,
-        with ``runner.decisive_margin`` 0 or ``runner.embed_all``); ``pooled`` is best first."""
-        runner = self.runner
-        if runner.decisive_margin <= 0 or runner.embed_all or len(done.pooled) <= runner.first_crops:
-            return done.pooled, []
-        return done.pooled[: runner.first_crops], done.pooled[runner.first_crops :]
 
     def _embed(self, todo: list, stats: RunStats) -> float:
         """Embed ``(crop, quality score)`` pairs in one batch and fold them into their tracks; the seconds it took."""
@@ -150,26 +137,36 @@ class TrackMatching:
         self._set_wall(template)
         return template, None
 
-    def _decide(
-        self, ends: list[EndedTrack], later: dict[tuple[str, int], list], stats: RunStats
-    ) -> dict[tuple[str, int], tuple[TrackTemplate, MatchResult]]:
-        """Match the first-round template of each track in ``later``; a decisive one is final (returned, its
-        entry removed from ``later``), the others keep theirs for the second round."""
+    def _rounds(
+        self, ends: list[EndedTrack], cuts: dict[tuple[str, int], list[int]], stats: RunStats
+    ) -> tuple[dict[tuple[str, int], tuple[TrackTemplate, MatchResult]], list, float]:
+        """The rounds after the first (``cuts``: where each ending track's rounds end, :func:`rounds`): each track
+        with a round left is matched; a decisive match is final, the other tracks get their next round, in one
+        batch for all, until none has one left. Returns the final template and match of the tracks that stopped,
+        the crops embedded and the seconds that took."""
         final: dict[tuple[str, int], tuple[TrackTemplate, MatchResult]] = {}
-        if not later:
-            return final
-        thresholds = thresholds_in_force(self.matcher.threshold, self.sinks)
-        for done in ends:
-            key = (done.source_id, done.end.track_id)
-            if key not in later:
-                continue
-            template, _ = self._final(done)
-            result = self.matcher.match(template)
-            if decisive(result, thresholds, self.runner.decisive_margin, self.matcher.cfg.top_k):
-                final[key] = (template, result)
-                del later[key]
-                stats.decisive_stops += 1
-        return final
+        embedded: list = []
+        seconds = 0.0
+        pending = [e for e in ends if len(cuts[_key(e)]) > 1]
+        thresholds = thresholds_in_force(self.matcher.threshold, self.sinks) if pending else ()
+        step = 0
+        while pending:
+            batch, going_on = [], []
+            for done in pending:
+                template, _ = self._final(done)
+                result = self.matcher.match(template)
+                if decisive(result, thresholds, self.runner.decisive_margin, self.matcher.cfg.top_k):
+                    final[_key(done)] = (template, result)
+                    stats.decisive_stops += 1
+                    continue
+                cut = cuts[_key(done)]
+                batch += done.pooled[cut[step] : cut[step + 1]]
+                if step + 2 < len(cut):
+                    going_on.append(done)
+            seconds += self._embed(batch, stats)
+            embedded += batch
+            pending, step = going_on, step + 1
+        return final, embedded, seconds
 
     def close_source(self, source_id: str, up_to: int, stats: RunStats) -> int:
         """End the open tracks of ``source_id`` with ids up to ``up_to`` (a dead camera actor's; its successor's
@@ -219,6 +216,10 @@ class TrackMatching:
             sink.on_track(template, result)
         if self.clock is not None:
             stats.latencies_s.append(self.clock() - template.last_timestamp)
+
+
+def _key(done: EndedTrack) -> tuple[str, int]:
+    return done.source_id, done.end.track_id
 
 
 class EmbedWorker:

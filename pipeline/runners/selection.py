@@ -1,10 +1,9 @@
 """Quality-gated crop selection: which crops of a track are worth embedding.
 
 Usable crops wait in a pool holding the track's ``best_k`` best; when the track ends, the pooled crops that rank
-among the track's best overall are embedded, best first. How many: ``runner.crops_per_second`` per second the track
-lasted, at least one and at most ``best_k`` (a track of a few frames asks for one crop, a long one for ``best_k``).
-So a track costs at most ``best_k`` embeddings, never one per detection, and a crop is embedded only when it ends
-up in the track's template (the embedding side may stop earlier, :mod:`pipeline.runners.engine`).
+among the track's ``best_k`` best overall are handed on, best first. So a track costs at most ``best_k``
+embeddings, never one per detection, and a crop is embedded only when it ends up in the track's template (the
+embedding side may stop before the last of them, :mod:`pipeline.runners.decisive`).
 
 ``early`` is for runs whose open tracks are watched (watch-list alerts fire while a track is still open), whose
 tracking side may die with its open tracks (Ray camera actors), or that ask for it (``runner.embed_early``): once a
@@ -23,7 +22,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import math
 from dataclasses import dataclass, field
 
 import cv2
@@ -128,19 +126,9 @@ class CropSelector:
         _, small, scale = self._frame
         return SceneSnapshot(small, box * np.float32(scale), float(state.best.timestamp), scale)
 
-    def budget(self, seconds: float | None) -> int:
-        """How many crops a track that lasted ``seconds`` asks for: ``runner.crops_per_second`` per second, at
-        least one and at most ``runner.best_k`` (``best_k`` when the rate is 0 or the length unknown)."""
-        cfg = self.cfg
-        if seconds is None or cfg.crops_per_second <= 0:
-            return cfg.best_k
-        return min(cfg.best_k, max(1, math.ceil(seconds * cfg.crops_per_second - 1e-9)))
-
-    def finish(
-        self, track_id: int, confirmed: bool, seconds: float | None = None
-    ) -> tuple[TrackSelection, list[tuple[FaceCrop, float]]]:
-        """End a track: its state and the pooled crops still to embed, best first (none for unconfirmed tracks);
-        ``seconds``: how long the track lasted, which sets how many crops it asks for (:meth:`budget`)."""
+    def finish(self, track_id: int, confirmed: bool) -> tuple[TrackSelection, list[tuple[FaceCrop, float]]]:
+        """End a track: its state and the pooled crops still to embed, best first (any order with
+        ``embed_all``; none for unconfirmed tracks)."""
         state = self._tracks.pop(track_id, TrackSelection())
         state.scene, state.best_frame = self._scene(state), None
         if not confirmed:
@@ -152,5 +140,5 @@ class CropSelector:
             + [(s, False, crop) for s, _, crop in state.pool],
             key=lambda r: -r[0],
         )
-        picked = [(crop, s) for s, done, crop in ranked[: self.budget(seconds)] if not done]
+        picked = [(crop, s) for s, done, crop in ranked[: self.cfg.best_k] if not done]
         return state, picked

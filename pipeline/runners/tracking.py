@@ -200,7 +200,7 @@ class SourceTracking:
     def _finish(self, ended: list[TrackEnd]) -> list[EndedTrack]:
         out = []
         for end in ended:
-            state, pooled = self.selector.finish(end.track_id, end.confirmed, end.last_seen - end.first_seen)
+            state, pooled = self.selector.finish(end.track_id, end.confirmed)
             if end.confirmed:
                 boxes, scene = state.box_rows(), state.scene
                 out.append(EndedTrack(end, self.source_id, state.frames, state.best, pooled, boxes, scene))

@@ -7,7 +7,7 @@ import pytest
 
 from tests.pipeline.runners.test_runner import _run
 
-OFF = ["runner.decisive_margin=0", "runner.crops_per_second=0"]
+OFF = ["runner.decisive_margin=0"]
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ import pytest
 from core.types import Candidate, FaceCrop, MatchResult, Quality
 from gallery.watchlists import ListRule
 from pipeline.config import RunnerConfig
-from pipeline.runners.decisive import decisive, thresholds_in_force
+from pipeline.runners.decisive import asked, decisive, rounds, thresholds_in_force
 from pipeline.runners.engine import TrackMatching
 from pipeline.runners.tracking import EndedTrack, RunStats, TrackJob
 from stages.config import AggregateConfig
@@ -74,14 +74,14 @@ class Wrapper:
         pass
 
 
-def ended(track_id: int, kinds: list[int], source: str = "cam") -> EndedTrack:
-    """A confirmed track ending with crops of ``kinds`` pooled, best first (quality falling)."""
+def ended(track_id: int, kinds: list[int], seconds: float = 10.0, source: str = "cam") -> EndedTrack:
+    """A confirmed track of ``seconds`` ending with crops of ``kinds`` pooled, best first (quality falling)."""
     pooled = []
     for i, k in enumerate(kinds):
         image = np.full((112, 112, 3), k, np.uint8)
         crop = FaceCrop(source, track_id, i, i / 10, image, Quality(80.0, 0.9, 100.0, 0.1))
         pooled.append((crop, 0.9 - i * 0.01))
-    return EndedTrack(TrackEnd(track_id, True, 0.0, 2.0, 20), source, 20, None, pooled)
+    return EndedTrack(TrackEnd(track_id, True, 1.0, 1.0 + seconds, 20), source, 20, None, pooled)
 
 
 def matching(runner: RunnerConfig, sinks=(), top_k: int = 3):
@@ -93,7 +93,7 @@ def matching(runner: RunnerConfig, sinks=(), top_k: int = 3):
     return TrackMatching(cfg, embedder, matcher, [*sinks, log]), embedder, log
 
 
-ON = RunnerConfig(first_crops=2, decisive_margin=0.1)
+ON = RunnerConfig(best_k=5, first_crops=2, decisive_margin=0.1, crops_per_second=2.0)
 
 
 def run(tm, tracks) -> RunStats:
@@ -174,12 +174,68 @@ def test_open_tracks_crops_ride_along_in_the_first_round():
     assert (("cam", 7) in tm._span) and tm.aggregator.state("cam", 7).crops == 1
 
 
+@pytest.mark.parametrize(
+    "kinds, seconds, batches, expected",
+    [
+        ([0, 0, 0, 1], 0.2, [1], ("Joey", 1)),  # a short track asks for one crop; decisive on it
+        ([4, 0, 0, 1], 0.2, [1, 3], ("Joey", 4)),  # undecided on its one: the rest
+        ([4, 4, 0, 0, 0], 1.5, [2, 1], ("Joey", 3)),  # asks for three: decisive on the third
+        ([4, 4, 4, 0, 0], 1.5, [2, 1, 2], ("Joey", 5)),  # still undecided on three: the rest
+    ],
+)
+def test_short_tracks_start_with_fewer_crops_and_go_on_only_while_undecided(
+    kinds, seconds, batches, expected
+):
+    tm, embedder, log = matching(ON)
+    run(tm, [ended(1, kinds, seconds)])
+    assert embedder.batches == batches and delivered(log) == {1: expected}
+
+
+def test_later_rounds_batch_only_the_tracks_still_undecided():
+    tm, embedder, log = matching(ON)
+    run(tm, [ended(1, [4, 4, 4, 0, 0], 1.5), ended(2, [4, 4, 0, 0, 0], 1.5), ended(3, [4, 0, 0], 0.2)])
+    assert embedder.batches == [
+        5,
+        2 + 2,
+        2,
+    ]  # round 2: tracks 1 and 2 (one each), 3 (its last two); round 3: 1
+    assert delivered(log) == {1: ("Joey", 5), 2: ("Joey", 3), 3: ("Joey", 3)}
+
+
+@pytest.mark.parametrize(
+    "seconds, rate, expected",
+    [(0.0, 2.0, 1), (0.2, 2.0, 1), (0.5, 2.0, 1), (0.51, 2.0, 2), (1.5, 2.0, 3), (2.5, 2.0, 5), (60, 2.0, 5)]
+    + [(0.2, 0.0, 5)],  # rate 0: best_k
+)
+def test_a_track_asks_for_more_crops_the_longer_it_lasted(seconds, rate, expected):
+    assert asked(seconds, RunnerConfig(best_k=5, crops_per_second=rate)) == expected
+
+
+@pytest.mark.parametrize(
+    "crops, seconds, runner, expected",
+    [
+        (5, 10.0, ON, [2, 5]),
+        (5, 1.5, ON, [2, 3, 5]),
+        (5, 0.2, ON, [1, 5]),
+        (2, 10.0, ON, [2]),
+        (1, 0.2, ON, [1]),
+        (0, 10.0, ON, [0]),
+        (3, 1.0, ON, [2, 3]),  # asks for two of its three
+        (5, 10.0, RunnerConfig(decisive_margin=0.0), [5]),
+        (5, 10.0, RunnerConfig(decisive_margin=0.1, embed_all=True), [5]),
+        (5, 10.0, RunnerConfig(decisive_margin=0.1, first_crops=9), [5]),
+    ],
+)
+def test_round_ends(crops, seconds, runner, expected):
+    assert rounds(crops, seconds, runner) == expected
+
+
 def test_a_watch_list_threshold_near_the_score_keeps_the_track_asking():
     strict = SimpleNamespace(rules={"Joey": (ListRule("vip", 0.95),)}, on_track=lambda *a: None)
-    for sinks, rounds in (((), [2]), ((Wrapper([strict]),), [2, 2])):
+    for sinks, batches in (((), [2]), ((Wrapper([strict]),), [2, 2])):
         tm, embedder, log = matching(ON, sinks)
         run(tm, [ended(1, [6, 6, 0, 0])])  # Joey at 0.9: decisive against 0.5, not against 0.95
-        assert embedder.batches == rounds
+        assert embedder.batches == batches
 
 
 def test_thresholds_in_force_gather_every_list_through_wrappers():
