@@ -10,7 +10,13 @@ per stage) over the model's own weight tensors; its speed was checked against th
 packing adds; ``bf16`` (CPUs with AVX512-BF16 or AMX) the model packed in bf16 (``precision: bf16`` on the CPU).
 Runs of the engines are interleaved round by round (each round starting with the next engine) so that load
 from other processes hits them alike; the table reports the fastest round (min) and the median.
-With ``--checkpoint`` (or ``--int8-report``) the int8 diagnostics of ``bench/embed_int8.py`` follow. Usage::
+Per batch, the reduced-precision engines (int8, int8 with an fp32-kept layer set, bf16) are compared with the
+fp32 model on the warm-up input: cosine of the outputs, and routing agreement (share of MoE tokens whose top-k
+expert set is fp32's, overall and in the lowest layer). After the table, the templates check
+(``bench/embed_agree.py``): crops embedded with their flips and fused into templates as the pipeline does,
+cosine to fp32 per crop and per template against the bar (0.999).
+With ``--checkpoint`` (or ``--int8-report``) the int8 diagnostics of ``bench/embed_int8.py`` come first, and
+their suggested kept set is the ``int8 kept`` engine (or name one with ``--int8-keep``). Usage::
 
     python bench/embed.py                       # paper variant, batches 1, 8, 32
     python bench/embed.py --small --batches 1,8 # quick run on the small fixture-sized model
@@ -36,6 +42,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.embed_agree import OVERALL, record_routing, routing_agreement, template_cosines  # noqa: E402
 from bench.embed_int8 import int8_report  # noqa: E402
 from bench.embed_reference import reference_copy  # noqa: E402
 from bench.machine import describe  # noqa: E402
@@ -44,6 +51,8 @@ from facemoe.packed import native_bf16, pack_for_cpu  # noqa: E402
 from facemoe.quantize import quantize_int8  # noqa: E402
 
 SMALL = dict(embed_dim=32, depths=(2, 2, 2), num_heads=(2, 4, 4))
+LOW = ("int8", "int8 kept", "bf16")  # the engines compared with the fp32 model
+BAR = 0.999  # the cosine to fp32 that templates must hold
 
 
 def shared_copy(model: nn.Module) -> nn.Module:
@@ -144,6 +153,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--int8-probe", type=int, default=8, help="inputs of the int8 report")
     parser.add_argument("--int8-target", type=float, default=0.999, help="cosine the kept set aims at")
     parser.add_argument("--int8-max-keep", type=int, default=8, help="most groups the kept set may hold")
+    parser.add_argument(
+        "--int8-keep",
+        help="comma-separated modules int8 keeps in fp32 (embed.int8_fp32_layers) for the 'int8 kept' engine; "
+        "default: the set the int8 report suggests",
+    )
+    parser.add_argument(
+        "--template-crops", type=int, default=8, help="crops of the templates check (0: no check)"
+    )
+    parser.add_argument("--crops-per-template", type=int, default=4, help="crops fused into one template")
     return parser.parse_args(argv)
 
 
@@ -193,9 +211,17 @@ def main(argv=None) -> int:
         f"{onednn:.0f} GFLOP/s with oneDNN on a packed weight"
     )
 
+    keep = [name for name in (args.int8_keep or "").split(",") if name]
+    if not args.no_int8 and (args.checkpoint or args.int8_report):
+        probe = load_inputs(args.images, args.int8_probe, size, args.seed + 999)
+        suggested = int8_report(unpacked, model, probe, args.int8_target, args.int8_max_keep)
+        keep = keep or suggested
     engines = {"model": model, "nn.Linear": unpacked, "reference": reference}
     if not args.no_int8:
         engines["int8"] = quantize_int8(unpacked)
+        if keep:
+            print(f"int8 kept: int8 with embed.int8_fp32_layers [{', '.join(keep)}] in fp32")
+            engines["int8 kept"] = quantize_int8(unpacked, keep_fp32=keep)
     if not args.no_bf16 and native_bf16():
         engines["bf16"] = pack_for_cpu(shared_copy(unpacked), dtype=torch.bfloat16)
     if not args.no_onnx:
@@ -225,9 +251,12 @@ def main(argv=None) -> int:
         for b in batches
     ]
     print_table(rows, peak, gflop)
-    if not args.no_int8 and (args.checkpoint or args.int8_report):
-        probe = load_inputs(args.images, args.int8_probe, size, args.seed + 999)
-        int8_report(unpacked, model, probe, args.int8_target, args.int8_max_keep)
+    lows = {name: engines[name] for name in ("model", *LOW) if name in engines}
+    if args.template_crops and len(lows) > 1:
+        crops = load_inputs(args.images, args.template_crops, size, args.seed + 777)
+        print_templates(
+            template_cosines(lows, crops, args.crops_per_template), len(crops), args.crops_per_template
+        )
     return 0
 
 
@@ -238,8 +267,14 @@ def time_batch(engines: dict, inputs: list[torch.Tensor]) -> dict:
     x = inputs[0]
     times = {name: [] for name in engines}
     foreign = 0.0
+    outputs, routes = {}, {}
     with torch.inference_mode():
-        outputs = {name: engine(x) for name, engine in engines.items()}  # warm-up
+        for name, engine in engines.items():  # warm-up
+            if isinstance(engine, nn.Module) and name != "nn.Linear":
+                with record_routing(engine) as routes[name]:
+                    outputs[name] = engine(x)
+            else:
+                outputs[name] = engine(x)
         names = list(engines)
         for round_, x in enumerate(inputs[1:]):  # the starting engine rotates from round to round
             for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
@@ -254,12 +289,15 @@ def time_batch(engines: dict, inputs: list[torch.Tensor]) -> dict:
         + f"; other processes took up to {100 * foreign:.0f}% of the CPUs during a run",
         flush=True,
     )
-    cosines = {}
-    for low in ("int8", "bf16"):
+    cosines, routing = {}, {}
+    for low in LOW:
         if low in outputs:
             cosine = F.cosine_similarity(outputs[low], outputs["model"])
             cosines[low] = (float(cosine.mean()), float(cosine.min()))
-    return dict(batch=len(x), best=best, med=med, cosines=cosines)
+            shares = routing_agreement(routes["model"], routes[low])
+            overall = shares.pop(OVERALL)
+            routing[low] = (overall, min(shares.values(), default=1.0))
+    return dict(batch=len(x), best=best, med=med, cosines=cosines, routing=routing)
 
 
 def _ratio(best: dict, med: dict, name: str) -> str:
@@ -269,11 +307,12 @@ def _ratio(best: dict, med: dict, name: str) -> str:
 def print_table(rows: list[dict], peak: float, gflop: float) -> None:
     """crops/s from the best round; ratios to the reference from the best rounds (and from the medians)."""
     names = list(rows[0]["best"])
-    lows = [n for n in ("int8", "bf16") if n in names]
+    lows = [n for n in LOW if n in names]
     head = ["batch", "model crops/s", "nn.Linear crops/s", "reference crops/s", "model / ref (median)"]
     head.append("GFLOP/s (% matmul)")
     for low in lows:
         head += [f"{low} crops/s", f"{low} / ref (median)", f"{low} cosine mean (min)"]
+        head.append(f"{low} routing equal (lowest layer)")
     if "onnxruntime" in names:
         head += ["onnxruntime crops/s", "ort / torch"]
     print("| " + " | ".join(head) + " |")
@@ -288,9 +327,24 @@ def print_table(rows: list[dict], peak: float, gflop: float) -> None:
         for low in lows:
             mean, least = r["cosines"][low]
             cells += [f"{n / best[low]:.2f}", ratio(low), f"{mean:.4f} ({least:.4f})"]
+            cells.append("{:.4f} ({:.4f})".format(*r["routing"][low]))
         if "onnxruntime" in names:
             cells += [f"{n / best['onnxruntime']:.2f}", f"{best['model'] / best['onnxruntime']:.2f}"]
         print("| " + " | ".join(cells) + " |")
+
+
+def print_templates(result: dict, crops: int, per_template: int) -> None:
+    """The templates check: per engine, cosine to fp32 of flip-fused crops and of templates, against the bar."""
+    print(
+        f"\ntemplates check: {crops} crops, each with its flip (fused), templates of {per_template} crops fused as "
+        f"the pipeline does; cosine to the fp32 model, bar {BAR}"
+    )
+    print("| engine | crop cosine mean (min) | template cosine mean (min) | holds the bar |")
+    print("|---|---|---|---|")
+    for name, got in result.items():
+        holds = "yes" if min(got["crop"][1], got["template"][1]) >= BAR else "no"
+        crop, template = ("{:.5f} ({:.5f})".format(*got[k]) for k in ("crop", "template"))
+        print(f"| {name} | {crop} | {template} | {holds} |")
 
 
 if __name__ == "__main__":

@@ -22,37 +22,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facemoe.moe import TopKRouter
+from bench.embed_agree import OVERALL, record_routing, routing_agreement
 from facemoe.quantize import layer_groups, quantize_int8, smooth_norm_outputs
 
-__all__ = ["int8_report", "routing_agreement"]
+__all__ = ["int8_report", "models_routing_agreement"]
 
 
-def routing_agreement(reference: nn.Module, other: nn.Module, x: torch.Tensor) -> dict[str, float]:
-    """Per router (by module name): the share of tokens whose top-k expert set in ``other`` equals ``reference``'s."""
-    choices = []
+def models_routing_agreement(reference: nn.Module, other: nn.Module, x: torch.Tensor) -> dict[str, float]:
+    """Per router (by module name, without ``.router``) and overall: the share of tokens of ``x`` whose top-k
+    expert set in ``other`` equals ``reference``'s (:func:`bench.embed_agree.routing_agreement`)."""
+    records = []
     for model in (reference, other):
-        seen: dict[str, list[torch.Tensor]] = {}
-        hooks = [
-            module.register_forward_hook(
-                lambda m, args, out, name=name, seen=seen: seen.setdefault(name, []).append(
-                    out.indices.sort(dim=1).values
-                )
-            )
-            for name, module in model.named_modules()
-            if isinstance(module, TopKRouter)
-        ]
-        try:
-            with torch.inference_mode():
-                model(x)
-        finally:
-            for hook in hooks:
-                hook.remove()
-        choices.append({name: torch.cat(parts) for name, parts in seen.items()})
-    return {
-        name.removesuffix(".router"): float((picks == choices[1][name]).all(dim=1).float().mean())
-        for name, picks in choices[0].items()
-    }
+        with record_routing(model) as record, torch.inference_mode():
+            model(x)
+        records.append(record)
+    return routing_agreement(*records)
 
 
 class _Swapper:
@@ -101,7 +85,8 @@ def int8_report(
     with torch.inference_mode():
         expected = model(x)
     swap = _Swapper(model)
-    routing = routing_agreement(model, swap.int8, x)
+    routing = models_routing_agreement(model, swap.int8, x)
+    overall = routing.pop(OVERALL)
     everything = swap.cosine(swap.groups, x, expected)
     solo = {g: swap.cosine([g], x, expected) for g in swap.groups}
     print(f"\nint8 on {len(x)} probe inputs: mean cosine to fp32 {everything:.4f} with every group in int8")
@@ -114,7 +99,10 @@ def int8_report(
     if routing:
         low = min(routing, key=routing.get)
         mean = sum(routing.values()) / len(routing)
-        print(f"routing equal to fp32: mean {mean:.3f}, lowest {routing[low]:.3f} ({low})")
+        print(
+            f"routing equal to fp32: mean {mean:.3f} over the MoE layers, {overall:.3f} over all their tokens, "
+            f"lowest {routing[low]:.3f} ({low})"
+        )
     keep: list[str] = []
     cosine = everything
     for group in sorted(solo, key=solo.get):
