@@ -6,8 +6,9 @@ rule, a temporary database):
 - the full run: frames/s of each stage (frames / seconds spent in it) and of the whole run, real-time factor;
   detection and embedding run in different threads, so stage times overlap and the total is less than their sum;
 - the same run embedding every detection of every confirmed track (``runner.embed_all``, the baseline) against
-  quality-gated embedding (best ``runner.best_k`` per track plus clear improvements): crops embedded, embedding
-  seconds, total seconds, and how many per-track decisions (match/unknown and the name) differ.
+  quality-gated embedding (best ``runner.best_k`` per track, fewer where its match is decisive early, plus clear
+  improvements): crops embedded, embedding seconds, total seconds, and how many per-track decisions
+  (match/unknown and the name) differ.
 
     python bench/pipeline.py [--clips friends crowd cctv] [--set key=value ...] [--json out.json]
     python bench/pipeline.py --facemoe [--set key=value ...]
