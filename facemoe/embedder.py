@@ -19,6 +19,7 @@ from core.types import check_crops
 from .checkpoint import load_model
 from .model import FaceMoE
 from .packed import native_bf16, pack_for_cpu, packing_available
+from .precision_check import AUTO_BAR, bf16_agreement
 from .preprocess import ResizeMode, embed_flip_fused, to_model_input
 from .quantize import quantize_int8
 
@@ -30,16 +31,30 @@ Precision = Literal["auto", "fp32", "int8", "bf16", "fp16"]
 _CONCRETE = ("fp32", "int8", "bf16", "fp16")
 
 
-def auto_precision(device: str | torch.device) -> tuple[str, str]:
+def auto_precision(
+    device: str | torch.device, model: torch.nn.Module | None = None, flip: bool = True
+) -> tuple[str, str]:
     """The precision ``auto`` stands for on ``device``, and why: ``(precision, reason)``.
 
-    CPU: ``bf16`` where it multiplies bf16 in hardware (AVX512-BF16 or AMX, :func:`facemoe.packed.native_bf16`),
-    else ``fp32``; CUDA: ``bf16`` where the device supports it, else ``fp16``; any other device: ``fp32``.
+    CPU: ``bf16`` where it multiplies bf16 in hardware (AVX512-BF16 or AMX, :func:`facemoe.packed.native_bf16`)
+    and, when ``model`` (fp32, on the CPU) is given, its bf16 embeddings of probe crops (with their flips when
+    ``flip``) stay within cosine :data:`facemoe.precision_check.AUTO_BAR` of fp32
+    (:func:`facemoe.precision_check.bf16_agreement`), else ``fp32``; CUDA: ``bf16`` where the device supports
+    it, else ``fp16``; any other device: ``fp32``.
     """
     device = torch.device(device)
     if device.type == "cpu":
         if native_bf16():
-            return "bf16", "this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX)"
+            reason = "this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX)"
+            if model is None:
+                return "bf16", reason
+            cosine = bf16_agreement(model, flip=flip)
+            if cosine < AUTO_BAR:
+                return "fp32", (
+                    f"{reason}, but with these weights bf16 embeddings of probe crops fall to cosine "
+                    f"{cosine:.5f} of fp32, below {AUTO_BAR} (experts swapped on near-tied router logits)"
+                )
+            return "bf16", f"{reason}; bf16 holds cosine {cosine:.5f} >= {AUTO_BAR} of fp32 on probe crops"
         return (
             "fp32",
             "this CPU has no AVX512-BF16 or AMX (or this PyTorch no oneDNN): bf16 would be emulated",
@@ -56,7 +71,8 @@ def auto_precision(device: str | torch.device) -> tuple[str, str]:
 class FaceMoEEmbedder:
     """Batched FaceMoE inference with the authors' evaluation preprocessing and flip fusion.
 
-    ``precision``: ``auto`` (:func:`auto_precision`: bf16 on a CPU with AVX512-BF16 or AMX, else fp32; on CUDA
+    ``precision``: ``auto`` (:func:`auto_precision`: bf16 on a CPU with AVX512-BF16 or AMX where the model's bf16
+    embeddings of probe crops stay within cosine 0.999 of fp32, else fp32; on CUDA
     bf16 where supported, else fp16; the choice and its reason logged once, the concrete precision in the id),
     ``fp32`` (default, any device), ``int8`` (CPU, :func:`facemoe.quantize.quantize_int8`, the layers named in
     ``int8_fp32_layers`` kept fp32), ``bf16`` (autocast on CUDA; on a CPU with AVX512-BF16 or AMX, bf16 linear
@@ -95,7 +111,9 @@ class FaceMoEEmbedder:
         if precision == "int8" and self.device.type != "cpu":
             raise InputError(f"precision 'int8' runs on the CPU, got device {self.device}")
         if precision == "auto":
-            precision, reason = auto_precision(self.device)
+            precision, reason = auto_precision(
+                self.device, model if self.device.type == "cpu" else None, flip
+            )
             logger.info("FaceMoE precision auto: %s on %s (%s)", precision, self.device, reason)
         if precision not in _CONCRETE:
             raise InputError(f"precision: expected auto, fp32, int8, bf16 or fp16, got {precision!r}")
