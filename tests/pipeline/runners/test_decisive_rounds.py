@@ -11,9 +11,11 @@ import pytest
 from core.types import Candidate, FaceCrop, MatchResult, Quality
 from gallery.watchlists import ListRule
 from pipeline.config import RunnerConfig
+from pipeline.live.config import AlertConfig
 from pipeline.runners.decisive import asked, decisive, rounds, thresholds_in_force
 from pipeline.runners.engine import TrackMatching
 from pipeline.runners.tracking import EndedTrack, RunStats, TrackJob
+from pipeline.sinks.alerts import WatchlistAlerts
 from stages.config import AggregateConfig
 from stages.match import Matcher
 from stages.track import TrackEnd
@@ -244,6 +246,12 @@ def test_thresholds_in_force_gather_every_list_through_wrappers():
     )
     assert thresholds_in_force(0.4, [Recorder(), Wrapper([lists])]) == (0.2, 0.4, 0.7)
     assert thresholds_in_force(0.4, []) == (0.4,)
+
+
+def test_thresholds_in_force_read_the_alert_sinks_lists():
+    rules = {"Joey": (ListRule("vip", 0.95), ListRule("default")), "Ross": (ListRule("door", 0.6),)}
+    alerts = WatchlistAlerts(AlertConfig(watchlist=("Joey", "Ross")), rules=rules)
+    assert thresholds_in_force(0.5, [alerts, Recorder()]) == (0.5, 0.6, 0.95)
 
 
 def _result(*scores: float) -> MatchResult:
