@@ -103,7 +103,7 @@ class TrackMatching:
             span = self._span.setdefault(key, [crop.timestamp, crop.timestamp])
             span[0], span[1] = min(span[0], crop.timestamp), max(span[1], crop.timestamp)
             updated[key] = None
-        ending = {(e.source_id, e.end.track_id) for job in group for e in job.ends}
+        ending = {_key(e) for e in ends}
         self._progress([k for k in updated if k not in ending], stats)
         for job in group:
             for done in job.ends:
