@@ -158,6 +158,14 @@ class TrackConfig(Section):
         description="association compares boxes smaller than this (px a side) as if grown to it around their "
         "centres, so that a few px of motion keep a tiny face's track (0: boxes as they are)",
     )
+    small_face_threshold: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="detections of boxes smaller than small_face_px are confident (first association, new tracks) "
+        "from this score when it is below high_threshold and new_track_threshold (the detector scores tiny faces "
+        "lower)",
+    )
 
     @model_validator(mode="after")
     def _order(self) -> TrackConfig:

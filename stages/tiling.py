@@ -164,8 +164,9 @@ def region_windows(
     """Windows ``((x0, y0, x1, y1), scale)`` to detect in: the regions ``[K, 4]`` or ``[K, 5]`` (the fifth column:
     the side of the face expected there, 0 or absent for any size) merged while they overlap or lie within ``gap``
     px of each other and the merged box stays within ``max_side`` (width, height), each grown to sides that are
-    multiples of 32, at least ``MIN_WINDOW``. Regions with a face size merge only with each other, and their window
-    is scaled by :func:`window_scale` of its smallest face; the others are seen at native resolution."""
+    multiples of 32, at least ``MIN_WINDOW`` (in the frame: a tiny face needs that much around it even when
+    enlarged). Regions with a face size merge only with each other, and their window is scaled by
+    :func:`window_scale` of its smallest face; the others are seen at native resolution."""
     rows = np.asarray(regions, np.float64)
     rows = rows.reshape(-1, rows.shape[-1]) if rows.size else np.zeros((0, 5))
     faces = rows[:, 4] if rows.shape[1] == 5 else np.zeros(len(rows))
@@ -174,9 +175,10 @@ def region_windows(
     for x0, y0, x1, y1, face in boxes:
         if x1 <= x0 or y1 <= y0:
             continue
+        scale = window_scale(face, upscale) if face > 0 else 1.0
         wx0, wx1 = _grow32(x0, x1, width)
         wy0, wy1 = _grow32(y0, y1, height)
-        windows.append(((wx0, wy0, wx1, wy1), window_scale(face, upscale) if face > 0 else 1.0))
+        windows.append(((wx0, wy0, wx1, wy1), scale))
     return windows
 
 

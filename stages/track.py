@@ -6,7 +6,9 @@ A track is *tentative* until it has ``min_hits`` detections in a row, then *conf
 their first miss; confirmed tracks become *lost* and end once unseen for more than ``max_lost_s`` seconds.
 Association also requires the box sizes to agree (at most 2x apart), so an id does not jump from a near face
 to a far one passing through the same spot. Boxes smaller than ``small_face_px`` are compared as if grown to that
-side around their centres: a few pixels of jitter or motion would otherwise take all of a tiny face's IoU.
+side around their centres: a few pixels of jitter or motion would otherwise take all of a tiny face's IoU; and
+their detections are confident (first association, new tracks) from ``small_face_threshold``: the detector
+scores tiny faces lower.
 """
 
 from __future__ import annotations
@@ -161,8 +163,14 @@ class Tracker:
         ids = np.full(len(dets), -1, np.int64)
         for t in self._tracks:
             t.kalman.predict()
-        high = np.flatnonzero(dets.score >= cfg.high_threshold)
-        low = np.flatnonzero((dets.score >= cfg.low_threshold) & (dets.score < cfg.high_threshold))
+        side = (dets.xyxy[:, 2:] - dets.xyxy[:, :2]).max(axis=1) if len(dets) else np.zeros(0)
+        tiny = side < cfg.small_face_px
+        high_at = np.where(tiny, min(cfg.high_threshold, cfg.small_face_threshold), cfg.high_threshold)
+        new_at = np.where(
+            tiny, min(cfg.new_track_threshold, cfg.small_face_threshold), cfg.new_track_threshold
+        )
+        high = np.flatnonzero(dets.score >= high_at)
+        low = np.flatnonzero((dets.score >= cfg.low_threshold) & (dets.score < high_at))
 
         established = [t for t in self._tracks if t.confirmed]
         tentative = [t for t in self._tracks if not t.confirmed]
@@ -183,7 +191,7 @@ class Tracker:
         for track in dead_tentative:
             self._end(track)
         for det in new_high:
-            if dets.score[det] >= cfg.new_track_threshold:
+            if dets.score[det] >= new_at[det]:
                 track = _Track(
                     self._next_id,
                     KalmanBox(dets.xyxy[det]),

@@ -109,3 +109,19 @@ def test_small_boxes_grow_around_their_centres_and_large_ones_stay():
     boxes = np.array([[10, 10, 18, 20], [0, 0, 40, 20]], float)
     np.testing.assert_allclose(grown(boxes, 24), [[2, 3, 26, 27], [0, -2, 40, 22]])
     assert grown(boxes, 0) is boxes
+
+
+@pytest.mark.parametrize(
+    "side, small_face_threshold, tracked",
+    [
+        (10, 0.5, True),  # a tiny face scored 0.55: confident enough
+        (10, 0.6, False),  # the same held to high_threshold: never starts a track
+        (40, 0.5, False),  # a face of 40 px scored 0.55 is held to high_threshold
+    ],
+)
+def test_tiny_faces_start_tracks_from_their_own_threshold(side, small_face_threshold, tracked):
+    tracker = Tracker(TrackConfig(min_hits=3, small_face_threshold=small_face_threshold))
+    frames = [([_box(100 + 2 * i, 100, side)], [0.55]) for i in range(6)]
+    ids = _run(tracker, frames)
+    assert (ids[-1] == [1]) is tracked, ids
+    assert any(end.confirmed for end in tracker.flush()) is tracked
