@@ -138,7 +138,11 @@ class RunnerConfig(Section):
         "core while detection idles and one fewer while it runs (false: torch's own thread count throughout)",
     )
     cores: int = Field(
-        0, ge=0, le=1024, description="cores detection and embedding share; 0 = those this process may run on"
+        0,
+        ge=0,
+        le=1024,
+        description="cores detection and embedding share; 0 = those this process may run on (its CPU affinity, "
+        "at most OMP_NUM_THREADS where set)",
     )
 
 

@@ -23,11 +23,16 @@ logger = logging.getLogger(__name__)
 
 
 def available_cores() -> int:
-    """The cores this process may run on (its CPU affinity where the OS tells it, else the CPU count)."""
+    """The cores this process may run on (its CPU affinity where the OS tells it, else the CPU count), at most
+    ``OMP_NUM_THREADS`` where that is set to a positive number (a limit the user or Ray, for its workers, gave)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    limit = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if limit.isdigit() and int(limit) > 0:
+        cores = min(cores, int(limit))
+    return max(1, cores)
 
 
 class CoreBudget:

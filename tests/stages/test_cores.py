@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
@@ -67,8 +68,16 @@ def test_threads_granting_and_returning_at_once_leave_it_idle():
     assert set(seen) == {1}
 
 
-def test_zero_cores_means_the_process_affinity():
-    assert CoreBudget(0).cores == CoreBudget().cores == available_cores() >= 1
+def test_zero_cores_means_the_process_affinity(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert CoreBudget(0).cores == CoreBudget().cores == available_cores() == len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize("value, expected", [("1", 1), ("64", None), ("0", None), ("x", None), ("", None)])
+def test_omp_num_threads_caps_the_cores(monkeypatch, value, expected):
+    monkeypatch.setenv("OMP_NUM_THREADS", value)
+    affinity = len(os.sched_getaffinity(0))
+    assert available_cores() == (expected if expected is not None else affinity)
 
 
 @pytest.mark.parametrize("cores, detect_cores", [(-1, 1), (2, -1)])
