@@ -37,8 +37,8 @@ def auto_precision(
     """The precision ``auto`` stands for on ``device``, and why: ``(precision, reason)``.
 
     CPU: ``bf16`` where it multiplies bf16 in hardware (AVX512-BF16 or AMX, :func:`facemoe.packed.native_bf16`)
-    and, when ``model`` (fp32, on the CPU) is given, its bf16 embeddings of probe crops (with their flips when
-    ``flip``) stay within cosine :data:`facemoe.precision_check.AUTO_BAR` of fp32
+    and, when ``model`` (fp32, on the CPU) is given, its bf16 template of probe crops (with their flips when
+    ``flip``) stays within cosine :data:`facemoe.precision_check.AUTO_BAR` of the fp32 one
     (:func:`facemoe.precision_check.bf16_agreement`), else ``fp32``; CUDA: ``bf16`` where the device supports
     it, else ``fp16``; any other device: ``fp32``.
     """
@@ -48,13 +48,18 @@ def auto_precision(
             reason = "this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX)"
             if model is None:
                 return "bf16", reason
-            cosine = bf16_agreement(model, flip=flip)
-            if cosine < AUTO_BAR:
+            got = bf16_agreement(model, flip=flip)
+            crops = f"lowest crop {got.crop:.5f}"
+            if got.template < AUTO_BAR:
                 return "fp32", (
-                    f"{reason}, but with these weights bf16 embeddings of probe crops fall to cosine "
-                    f"{cosine:.5f} of fp32, below {AUTO_BAR} (experts swapped on near-tied router logits)"
+                    f"{reason}, but with these weights the bf16 template of probe crops falls to cosine "
+                    f"{got.template:.5f} of fp32 ({crops}), below {AUTO_BAR} (experts swapped on near-tied "
+                    "router logits)"
                 )
-            return "bf16", f"{reason}; bf16 holds cosine {cosine:.5f} >= {AUTO_BAR} of fp32 on probe crops"
+            return "bf16", (
+                f"{reason}; the bf16 template of probe crops holds cosine {got.template:.5f} >= {AUTO_BAR} "
+                f"of fp32 ({crops})"
+            )
         return (
             "fp32",
             "this CPU has no AVX512-BF16 or AMX (or this PyTorch no oneDNN): bf16 would be emulated",
@@ -72,7 +77,7 @@ class FaceMoEEmbedder:
     """Batched FaceMoE inference with the authors' evaluation preprocessing and flip fusion.
 
     ``precision``: ``auto`` (:func:`auto_precision`: bf16 on a CPU with AVX512-BF16 or AMX where the model's bf16
-    embeddings of probe crops stay within cosine 0.999 of fp32, else fp32; on CUDA
+    template of probe crops stays within cosine 0.999 of fp32, else fp32; on CUDA
     bf16 where supported, else fp16; the choice and its reason logged once, the concrete precision in the id),
     ``fp32`` (default, any device), ``int8`` (CPU, :func:`facemoe.quantize.quantize_int8`, the layers named in
     ``int8_fp32_layers`` kept fp32), ``bf16`` (autocast on CUDA; on a CPU with AVX512-BF16 or AMX, bf16 linear

@@ -216,7 +216,7 @@ class EmbedConfig(Section):
     precision: Literal["auto", "fp32", "fp16", "bf16", "int8"] = Field(
         "auto",
         description="facemoe: inference precision; auto: bf16 on a CPU with AVX512-BF16 or AMX where the model's "
-        "bf16 embeddings of probe crops stay within cosine 0.999 of fp32, else fp32, and on CUDA bf16 where "
+        "bf16 template of probe crops stays within cosine 0.999 of fp32, else fp32, and on CUDA bf16 where "
         "supported, else fp16 (logged once; the embedder id names the one chosen); int8 on the "
         "CPU, fp16 on CUDA, bf16 on CUDA or on a CPU with AVX512-BF16 or AMX",
     )
