@@ -190,10 +190,11 @@ def _open_gallery(cfg: AppConfig, db_url: str | None, create: bool) -> tuple[Gal
 
 
 def _core_budget(cfg: AppConfig) -> CoreBudget | None:
-    """The budget a CPU FaceMoE embedder shares with detection (``runner.share_cores``), logged once."""
+    """The budget a CPU FaceMoE embedder shares with the detector of the same process (``runner.share_cores``):
+    detection holds ``detect.threads`` cores (all but one at most); logged once."""
     if not cfg.runner.share_cores or cfg.embed.backend != "facemoe" or cfg.embed.device != "cpu":
         return None
-    budget = CoreBudget(cfg.runner.cores)
+    budget = CoreBudget(cfg.runner.cores, cfg.detect.threads)
     logger.info("FaceMoE threads: %s", budget.describe())
     return budget
 
@@ -211,8 +212,10 @@ def build(
     """Build what a command needs from ``cfg``: the detector and embedder (``detect`` and ``embed`` sections),
     the gallery (``gallery`` section; ``db_url`` None: a temporary database; ``create`` False: a database without
     the gallery schema is an error, not created), and with ``gallery_dir`` the folder's people enrolled into it."""
-    det = FaceDetector(cfg.detect) if detector or gallery_dir is not None else None
-    emb = build_embedder(cfg.embed, _core_budget(cfg)) if embedder or gallery_dir is not None else None
+    want_detector, want_embedder = detector or gallery_dir is not None, embedder or gallery_dir is not None
+    cores = _core_budget(cfg) if want_detector and want_embedder else None
+    det = FaceDetector(cfg.detect) if want_detector else None
+    emb = build_embedder(cfg.embed, cores) if want_embedder else None
     store, temp = _open_gallery(cfg, db_url, create) if gallery or gallery_dir is not None else (None, None)
     system = System(cfg, det, emb, store, temp)
     if gallery_dir is not None:

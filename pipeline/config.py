@@ -134,8 +134,9 @@ class RunnerConfig(Section):
     queue_size: int = Field(8, ge=1, le=1024, description="batches buffered between detection and embedding")
     share_cores: bool = Field(
         True,
-        description="a FaceMoE embedder on the CPU shares the cores with detection: its torch threads are every "
-        "core while detection idles and one fewer while it runs (false: torch's own thread count throughout)",
+        description="a FaceMoE embedder on the CPU shares the cores with the detector of its process: its torch "
+        "threads are every core while detection idles, all but detection's (detect.threads, all but one at most) "
+        "while it runs (false: torch's own thread count throughout)",
     )
     cores: int = Field(
         0,

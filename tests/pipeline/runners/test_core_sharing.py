@@ -61,22 +61,29 @@ def test_file_run_detects_holding_its_core_and_embeds_the_last_tracks_on_every_c
         ([], True),
         (["runner.share_cores=false"], False),
         (["runner.cores=3"], True),
+        (["runner.cores=1"], True),
     ],
 )
-def test_build_gives_a_cpu_facemoe_the_budget_and_logs_the_split(fixtures_dir, caplog, overrides, shared):
+def test_build_gives_a_cpu_facemoe_the_budget_of_its_process_and_logs_the_split(
+    fixtures_dir, caplog, overrides, shared
+):
     checkpoint = fixtures_dir / "fixtureA_perturbed_state.pt"
     cfg = load_config(
         ROOT / "configs" / "test.yaml",
         ["embed.backend=facemoe", f"embed.checkpoint={checkpoint}", "embed.precision=fp32", *overrides],
     )
     with caplog.at_level(logging.INFO, logger="pipeline.build"):
-        with build(cfg, detector=False, gallery=False) as system:
+        with build(cfg, gallery=False) as system:
             budget = budget_of(system.embedder)
+        with build(cfg, detector=False, gallery=False) as embedding_only:  # e.g. the Ray embedding service
+            assert budget_of(embedding_only.embedder) is None
     lines = [r.getMessage() for r in caplog.records if "FaceMoE threads" in r.getMessage()]
     if not shared:
         assert budget is None and not lines
         return
-    assert budget is not None and budget.cores == (cfg.runner.cores or available_cores())
+    cores = cfg.runner.cores or available_cores()
+    assert budget is not None and budget.cores == cores
+    assert budget.detect_cores == min(cfg.detect.threads, cores - 1)
     assert lines == [f"FaceMoE threads: {budget.describe()}"]
 
 
