@@ -192,7 +192,10 @@ def _open_gallery(cfg: AppConfig, db_url: str | None, create: bool) -> tuple[Gal
 def _core_budget(cfg: AppConfig) -> CoreBudget | None:
     """The budget a CPU FaceMoE embedder shares with the detector of the same process (``runner.share_cores``):
     detection holds ``detect.threads`` cores (all but one at most); logged once."""
-    if not cfg.runner.share_cores or cfg.embed.backend != "facemoe" or cfg.embed.device != "cpu":
+    if cfg.embed.backend != "facemoe" or cfg.embed.device != "cpu":
+        return None
+    if not cfg.runner.share_cores:
+        logger.info("FaceMoE threads: torch's own thread count throughout (runner.share_cores: false)")
         return None
     budget = CoreBudget(cfg.runner.cores, cfg.detect.threads)
     logger.info("FaceMoE threads: %s", budget.describe())

@@ -133,7 +133,7 @@ class RunnerConfig(Section):
     )
     queue_size: int = Field(8, ge=1, le=1024, description="batches buffered between detection and embedding")
     share_cores: bool = Field(
-        True,
+        False,
         description="a FaceMoE embedder on the CPU shares the cores with the detector of its process: its torch "
         "threads are every core while detection idles, all but detection's (detect.threads, all but one at most) "
         "while it runs (false: torch's own thread count throughout)",

@@ -58,10 +58,10 @@ def test_file_run_detects_holding_its_core_and_embeds_the_last_tracks_on_every_c
 @pytest.mark.parametrize(
     "overrides, shared",
     [
-        ([], True),
-        (["runner.share_cores=false"], False),
-        (["runner.cores=3"], True),
-        (["runner.cores=1"], True),
+        ([], False),
+        (["runner.share_cores=true"], True),
+        (["runner.share_cores=true", "runner.cores=3"], True),
+        (["runner.share_cores=true", "runner.cores=1"], True),
     ],
 )
 def test_build_gives_a_cpu_facemoe_the_budget_of_its_process_and_logs_the_split(
@@ -79,7 +79,8 @@ def test_build_gives_a_cpu_facemoe_the_budget_of_its_process_and_logs_the_split(
             assert budget_of(embedding_only.embedder) is None
     lines = [r.getMessage() for r in caplog.records if "FaceMoE threads" in r.getMessage()]
     if not shared:
-        assert budget is None and not lines
+        assert budget is None
+        assert lines == ["FaceMoE threads: torch's own thread count throughout (runner.share_cores: false)"]
         return
     cores = cfg.runner.cores or available_cores()
     assert budget is not None and budget.cores == cores
