@@ -156,10 +156,8 @@ class FaceDetector:
         detects the whole frame (and at native resolution where ``detect.tiling`` asks); regions ``[K, 5]`` (or
         ``[K, 4]``) limit detection to windows around them (:func:`stages.tiling.region_windows`; nothing when
         there is none). With a ``min_face_px`` below what the detector finds reliably, weak small faces (scored
-        from CANDIDATE_SCORE) of a full detection (no regions) are looked at again in enlarged windows
-        (:meth:`_refine`): the image is enlarged only where a small face may be, never the whole frame; between
-        full detections only the windows around tracked small faces are enlarged (1.4-2x faster on the shared
-        clips at 8 px than refining every scheduled frame, recall within 0.04 on the long-range benchmark)."""
+        from CANDIDATE_SCORE) are looked at again in enlarged windows (:meth:`_refine`): the image is enlarged
+        only where a small face may be, never the whole frame."""
         self._check(images)
         cfg = self.cfg
         low = CANDIDATE_SCORE if self.upscale > 1.0 else None
@@ -174,16 +172,12 @@ class FaceDetector:
                 0.0, cfg.score_threshold - (cfg.region_score_slack if region is not None else 0.0)
             )
             parts = []
-            weak = low if region is None else None  # weak faces looked at again on full detections only
             if windows:
                 crops, scales = zip(*(self._window(img, win, scale) for win, scale in windows))
-                dets = self._impl.native(crops, threshold if weak is None else min(weak, threshold), scales)
+                dets = self._impl.native(crops, threshold if low is None else min(low, threshold), scales)
                 parts = [(win, scale, d) for (win, _), scale, d in zip(windows, scales, dets)]
-            if weak is not None:
+            if low is not None:
                 first, parts = self._refine(img, first, parts, threshold)
-            elif low is not None and len(first):
-                keep = first.score >= cfg.score_threshold
-                first = Detections(first.xyxy[keep], first.score[keep], first.landmarks[keep])
             if not parts:
                 out.append(first)
                 continue
