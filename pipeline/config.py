@@ -124,12 +124,12 @@ class RunnerConfig(Section):
         "its first round; more only when its match is not decisive after it",
     )
     decisive_margin: float = Field(
-        0.1,
+        0.0,
         ge=0.0,
         le=2.0,
         description="cosine margin that makes an ending track's match decisive (top-1 score this far from every "
-        "threshold in force, and, above one, this far ahead of the top-2): such a track gets no more crops; 0 = "
-        "every track embeds all its best_k crops",
+        "threshold in force, and, above one, this far ahead of the top-2): such a track gets no more crops; 0 (the "
+        "default) = every track embeds all its best_k crops, so its template does not depend on who is enrolled",
     )
     queue_size: int = Field(8, ge=1, le=1024, description="batches buffered between detection and embedding")
     share_cores: bool = Field(

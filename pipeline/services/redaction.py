@@ -25,9 +25,10 @@ logger = logging.getLogger(__name__)
 __all__ = ["KEEP_IOU", "REDACT_SCORE", "Redactor", "blur_box", "redaction_detector"]
 
 KEEP_IOU = 0.3  # a detection overlapping a kept box this much is the kept face
-REDACT_SCORE = 0.35  # the detector's score threshold for redaction is at most this
+REDACT_SCORE = 0.25  # the detector's score threshold for redaction is at most this: a faint face is blurred
 GROW = 0.25  # a blurred box is enlarged by this fraction of its side on each side
 BLOCKS = 2  # a blurred face is pixelated to about this many blocks across
+ROUNDS = 4  # blur, look again: a pixelated head enlarged for the small-face search can still read as a face
 
 
 def redaction_detector(cfg: DetectConfig) -> FaceDetector:
@@ -117,9 +118,9 @@ class Redactor:
 
     def _apply(self, image: np.ndarray, blur: list[np.ndarray], kept: list[np.ndarray]) -> np.ndarray:
         """Blur ``blur`` but not ``kept``; then the detector looks again and what it still finds outside ``kept``
-        is blurred once more (a pixelated head can still read as a face)."""
+        is blurred once more (a pixelated head can still read as a face), up to ``ROUNDS`` times."""
         count = len(blur)
-        for _ in range(2):
+        for _ in range(ROUNDS):
             if not blur:
                 break
             original = image.copy()

@@ -8,11 +8,12 @@ import pytest
 from tests.pipeline.runners.test_runner import _run
 
 OFF = ["runner.decisive_margin=0"]
+ON = ["runner.decisive_margin=0.1"]  # off by default
 
 
 @pytest.mark.slow
 def test_early_stop_keeps_every_best_identity_with_fewer_crops():
-    on_stats, on, _ = _run("friends_in_video.mp4", [])
+    on_stats, on, _ = _run("friends_in_video.mp4", ON)
     off_stats, off, _ = _run("friends_in_video.mp4", OFF)
 
     def best(results):
