@@ -67,7 +67,7 @@ class TrackMatching:
         clock: Callable[[], float] | None = None,
         logged: Callable[[str, int], bool] | None = None,
     ) -> None:
-        self.runner: RunnerConfig = getattr(cfg, "runner", None) or RunnerConfig()
+        self.runner: RunnerConfig = cfg.runner
         self.embedder = embedder
         self.matcher = matcher
         self.sinks = list(sinks)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from core.types import FaceCrop, MatchResult, Quality, TrackTemplate
+from pipeline.config import RunnerConfig
 from pipeline.live.config import AlertConfig, WebhookConfig
 from pipeline.runners.engine import ProgressSink, TrackMatching
 from pipeline.runners.tracking import EndedTrack, RunStats, TrackJob
@@ -73,7 +74,7 @@ def matching(watchlist=("Joey", "Monica"), threshold: float = 0.8, webhooks=()):
     log = Recorder()
     return (
         TrackMatching(
-            SimpleNamespace(aggregate=AggregateConfig()),
+            SimpleNamespace(aggregate=AggregateConfig(), runner=RunnerConfig()),
             OneHotEmbedder(),
             matcher,
             [alerts, log],

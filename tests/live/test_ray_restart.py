@@ -22,6 +22,7 @@ from gallery.matchlog import MatchLogWriter, TrackRecord
 from gallery.models import MatchEvent, Run, Source, Track
 from gallery.store import Gallery
 from pipeline.build import build
+from pipeline.config import RunnerConfig
 from pipeline.live.cameras import LiveCameras
 from pipeline.live.config import CameraConfig, LiveConfig, RestartConfig
 from pipeline.live.health import HealthRegistry
@@ -167,7 +168,7 @@ def once_matching(logged: set):
     gallery = FixedIndex(NAMES, np.eye(4, dtype=np.float32)[:3], 0.8)
     log = Recorder()
     tm = TrackMatching(
-        SimpleNamespace(aggregate=AggregateConfig()),
+        SimpleNamespace(aggregate=AggregateConfig(), runner=RunnerConfig()),
         OneHotEmbedder(),
         Matcher(SimpleNamespace(threshold=None, top_k=3), gallery),
         [log],
