@@ -94,6 +94,8 @@ class System:
         self.close()
 
     def close(self) -> None:
+        if self.detector is not None:
+            self.detector.close()
         if self.track_indexes is not None:
             self.track_indexes.close()
             self.track_indexes = None

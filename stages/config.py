@@ -103,7 +103,14 @@ class DetectConfig(Section):
         "score_threshold (the frame before already showed a face there)",
     )
     batch_size: int = Field(4, ge=1, le=256, description="frames (or tiles) per detector call")
-    threads: int = Field(2, ge=1, le=64, description="onnxruntime intra-op threads")
+    threads: int = Field(2, ge=1, le=64, description="onnxruntime intra-op threads, shared among the workers")
+    workers: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="scrfd: detector runs at once, each on threads / workers intra-op threads (at least 1): a small "
+        "detector uses cores better side by side than inside one run; 1: one run at a time on all threads",
+    )
     device: str = Field(
         "cpu",
         pattern=r"^(cpu|cuda(:\d+)?)$",

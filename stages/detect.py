@@ -28,6 +28,7 @@ import numpy as np
 from core.types import Detections
 
 from .config import DetectConfig
+from .detect_runs import RunPool, shares
 from .detector_backends import create_backend
 from .detector_io import letterbox
 from .errors import ModelError
@@ -65,6 +66,9 @@ CANDIDATE_SCORE = 0.1
 MAX_CANDIDATES = 32
 CANDIDATE_MARGIN = 1.0
 MIN_MARGIN_PX = 16.0
+Window = tuple[int, int, int, int]  # x0, y0, x1, y1 in frame px
+Pass = tuple[int, Window | None, float, float | None]  # frame, window (None: letterboxed), scale, threshold
+Part = tuple[Window, float, Detections]  # window, the scale it was seen at, its detections in window px
 CHECK_IMAGE = "astronaut_face.jpg"  # under stages/data: the face every detector must find when built
 CHECK_SCORE = 0.5  # the score it must find it at (SCRFD-500M: 0.81, SCRFD-2.5G: 0.76, YuNet: 0.94)
 
@@ -123,6 +127,8 @@ class FaceDetector:
         path = resolve_detector_model(cfg.model, cfg.backend)
         self.model_path = path
         self._impl = create_backend(cfg, path)
+        # several runs at once where the backend allows it (detect.workers; stages.detect_runs)
+        self._runs = RunPool(cfg.workers if getattr(self._impl, "concurrent", False) else 1)
         self.input_size: tuple[int, int] = self._impl.input_size  # a fixed SCRFD input wins over the config's
         if self.input_size != tuple(cfg.input_size):
             logger.warning(
@@ -157,49 +163,105 @@ class FaceDetector:
         ``[K, 4]``) limit detection to windows around them (:func:`stages.tiling.region_windows`; nothing when
         there is none). With a ``min_face_px`` below what the detector finds reliably, weak small faces (scored
         from CANDIDATE_SCORE) are looked at again in enlarged windows (:meth:`_refine`): the image is enlarged
-        only where a small face may be, never the whole frame."""
+        only where a small face may be, never the whole frame. The passes of all frames run in ``detect.workers``
+        shares at once (:mod:`stages.detect_runs`)."""
         self._check(images)
         cfg = self.cfg
         low = CANDIDATE_SCORE if self.upscale > 1.0 else None
         regions = [None] * len(images) if regions is None else regions
-        plans = [self._plan(img, r) for img, r in zip(images, regions)]
-        found = iter(self._run([img for img, (whole, _) in zip(images, plans) if whole], low))
+        thresholds = [
+            max(0.0, cfg.score_threshold - (cfg.region_score_slack if r is not None else 0.0))
+            for r in regions
+        ]
+        items: list[Pass] = []
+        for i, (img, region) in enumerate(zip(images, regions)):
+            whole, windows = self._plan(img, region)
+            cut = thresholds[i] if low is None else min(low, thresholds[i])
+            items += [(i, None, 1.0, low)] if whole else []
+            items += [(i, win, scale, cut) for win, scale in windows]
+        firsts = [Detections.empty() for _ in images]
+        parts: list[list[Part]] = [[] for _ in images]
+        for (i, win, _, _), (dets, scale) in zip(items, self._passes(images, items)):
+            if win is None:
+                firsts[i] = dets
+            else:
+                parts[i].append((win, scale, dets))
+        if low is not None:
+            firsts, parts = self._refine(images, firsts, parts, thresholds)
         out = []
-        for img, region, (whole, windows) in zip(images, regions, plans):
-            first = next(found) if whole else Detections.empty()
-            h, w = img.shape[:2]
-            threshold = max(
-                0.0, cfg.score_threshold - (cfg.region_score_slack if region is not None else 0.0)
-            )
-            parts = []
-            if windows:
-                crops, scales = zip(*(self._window(img, win, scale) for win, scale in windows))
-                dets = self._impl.native(crops, threshold if low is None else min(low, threshold), scales)
-                parts = [(win, scale, d) for (win, _), scale, d in zip(windows, scales, dets)]
-            if low is not None:
-                first, parts = self._refine(img, first, parts, threshold)
-            if not parts:
+        for img, first, found in zip(images, firsts, parts):
+            if not found:
                 out.append(first)
                 continue
-            merged = merge_detections(
-                first, [(win, d) for win, _, d in parts], w, h, cfg.nms_threshold, cfg.max_faces
-            )
-            out.append(merged)
+            h, w = img.shape[:2]
+            windows = [(win, d) for win, _, d in found]
+            out.append(merge_detections(first, windows, w, h, cfg.nms_threshold, cfg.max_faces))
         return out
+
+    def _passes(self, images: Sequence[np.ndarray], items: Sequence[Pass]) -> list[tuple[Detections, float]]:
+        """Each pass's detections and the scale its window was seen at: ``(frame, None, 1, threshold)`` the frame
+        letterboxed, ``(frame, window, scale, threshold)`` a window resized by about ``scale``; split into shares of
+        about equal pixels run at once."""
+        costs = [self._cost(images[i], win, scale) for i, win, scale, _ in items]
+        groups = shares(costs, self._runs.workers)
+        tasks = [functools.partial(self._share, images, [items[k] for k in group]) for group in groups]
+        out: list[tuple[Detections, float]] = [(Detections.empty(), 1.0)] * len(items)
+        for group, results in zip(groups, self._runs.run(tasks)):
+            for k, result in zip(group, results):
+                out[k] = result
+        return out
+
+    def _share(self, images: Sequence[np.ndarray], items: Sequence[Pass]) -> list[tuple[Detections, float]]:
+        """One share of :meth:`_passes`, run on one thread: its whole frames in one batched call, its windows in
+        one call per threshold."""
+        out: list[tuple[Detections, float]] = [(Detections.empty(), 1.0)] * len(items)
+        wholes = [n for n, item in enumerate(items) if item[1] is None]
+        if wholes:
+            found = self._run([images[items[n][0]] for n in wholes], items[wholes[0]][3])
+            for n, dets in zip(wholes, found):
+                out[n] = (dets, 1.0)
+        windows = [n for n, item in enumerate(items) if item[1] is not None]
+        for cut in dict.fromkeys(items[n][3] for n in windows):
+            mine = [n for n in windows if items[n][3] == cut]
+            crops, scales = zip(*(self._window(images[items[n][0]], items[n][1], items[n][2]) for n in mine))
+            for n, dets, scale in zip(mine, self._impl.native(crops, cut, scales), scales):
+                out[n] = (dets, scale)
+        return out
+
+    def _cost(self, image: np.ndarray, window: tuple[int, int, int, int] | None, scale: float) -> float:
+        """About the pixels a pass runs the detector on."""
+        if window is None:
+            h, w = image.shape[:2]
+            fit = min(self.input_size[0] / w, self.input_size[1] / h)
+            return w * h * fit * fit
+        x0, y0, x1, y1 = window
+        return (x1 - x0) * (y1 - y0) * scale * scale
 
     def _refine(
         self,
-        image: np.ndarray,
-        whole: Detections,
-        parts: list[tuple[tuple[int, int, int, int], float, Detections]],
-        threshold: float,
-    ) -> tuple[Detections, list[tuple[tuple[int, int, int, int], float, Detections]]]:
+        images: Sequence[np.ndarray],
+        firsts: list[Detections],
+        parts: list[list[Part]],
+        thresholds: Sequence[float],
+    ) -> tuple[list[Detections], list[list[Part]]]:
+        """Each frame's passes cut to their thresholds, plus its windows around weak small faces
+        (:meth:`_candidates`) detected enlarged at the frame's threshold, all frames' at once."""
+        items: list[Pass] = []
+        for i, image in enumerate(images):
+            firsts[i], parts[i], windows = self._candidates(image, firsts[i], parts[i], thresholds[i])
+            items += [(i, win, scale, thresholds[i]) for win, scale in windows]
+        for (i, win, _, _), (dets, scale) in zip(items, self._passes(images, items)):
+            parts[i].append((win, scale, dets))
+        return firsts, parts
+
+    def _candidates(
+        self, image: np.ndarray, whole: Detections, parts: list[Part], threshold: float
+    ) -> tuple[Detections, list[Part], list[tuple[tuple[int, int, int, int], float]]]:
         """The passes' detections found from CANDIDATE_SCORE (``whole``: the letterboxed frame's, frame px;
         ``parts``: (window, the scale it was seen at, its detections in window px)) cut to their thresholds
-        (``detect.score_threshold``, ``threshold`` for windows), plus windows around the weak faces below
-        SMALL_FACE_PX that a larger scale may resolve (at most MAX_CANDIDATES, the best scored first) detected
-        enlarged (:func:`stages.tiling.window_scale`) at ``detect.score_threshold - region_score_slack``: the
-        weak score says a face may be there."""
+        (``detect.score_threshold``; windows: ``threshold``), and the windows around the weak faces below
+        SMALL_FACE_PX that a larger scale may resolve (at most MAX_CANDIDATES, the best scored first;
+        :func:`stages.tiling.window_scale`): the weak score says a face may be there."""
         cfg = self.cfg
         h, w = image.shape[:2]
         seen = min(self.input_size[0] / max(w, 1), self.input_size[1] / max(h, 1))
@@ -225,19 +287,14 @@ class FaceDetector:
             mask = ~inside.all(axis=2).any(axis=1)
             boxes, scores = boxes[mask], scores[mask]
         if not len(boxes):
-            return kept[0], parts
+            return kept[0], parts, []
         boxes = boxes[np.argsort(-scores, kind="stable")[:MAX_CANDIDATES]]
         side = (boxes[:, 2:] - boxes[:, :2]).max(axis=1)
         grow = np.maximum(side * CANDIDATE_MARGIN, MIN_MARGIN_PX)[:, None]
         regions = np.column_stack([boxes[:, :2] - grow, boxes[:, 2:] + grow, side])
         regions[:, [0, 2]] = regions[:, [0, 2]].clip(0, w)
         regions[:, [1, 3]] = regions[:, [1, 3]].clip(0, h)
-        windows = region_windows(regions, w, h, max_side=self.input_size, upscale=self.upscale)
-        if windows:
-            crops, scales = zip(*(self._window(image, win, scale) for win, scale in windows))
-            found = self._impl.native(crops, threshold, scales)
-            parts += [(win, scale, d) for (win, _), scale, d in zip(windows, scales, found)]
-        return kept[0], parts
+        return kept[0], parts, region_windows(regions, w, h, max_side=self.input_size, upscale=self.upscale)
 
     def letterboxed(self, images: Sequence[np.ndarray]) -> list[Detections]:
         """The images letterboxed into the input only, nothing at native resolution: how a portrait is seen (an
@@ -300,7 +357,13 @@ class FaceDetector:
             return []
         if cfg.tiling == "auto" and not needs_tiles(w, h, self.input_size, cfg.min_face_px, RESOLVES_PX):
             return []
-        return native_windows(w, h, self.input_size, cfg.tile_overlap, cfg.native_input)
+        return native_windows(
+            w, h, self.input_size, cfg.tile_overlap, cfg.native_input, parts=self._runs.workers
+        )
+
+    def close(self) -> None:
+        """Stop the threads of the runs side by side (the detector still works after, one run at a time)."""
+        self._runs.close()
 
     def reset(self) -> None:
         """Detection keeps no per-stream state."""

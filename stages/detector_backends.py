@@ -11,7 +11,9 @@ the model file, registered under a name with :func:`register`. It keeps :class:`
   (default ``detect.min_face_size``);
 - ``native(images, threshold, scales)``: images detected as they are (windows and tiles at native resolution,
   padded as the model needs), image ``i`` having been resized by ``scales[i]``: its detections are returned in the
-  coordinates before that resize.
+  coordinates before that resize;
+- ``concurrent`` (class attribute, False when absent): whether calls may run at once from several threads
+  (``detect.workers``).
 
 :class:`stages.detect.FaceDetector` does the rest for every backend (tiling, the schedule's windows, merging, the
 self-check). A cheaper pass or another model family is one new module with one registered class, imported by

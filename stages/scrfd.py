@@ -128,11 +128,15 @@ Raw = tuple[np.ndarray, np.ndarray, np.ndarray]  # boxes [N, 4], scores [N], lan
 @register("scrfd")
 class ScrfdDetector:
     """A SCRFD model of any layout :func:`read_layout` accepts: frames letterboxed (:meth:`__call__`) or images
-    at native resolution (:meth:`native`)."""
+    at native resolution (:meth:`native`). Calls may run at once (one onnxruntime session serves them all), each
+    run on ``detect.threads / detect.workers`` intra-op threads."""
+
+    concurrent = True
 
     def __init__(self, cfg: DetectConfig, path: Path) -> None:
         self.cfg, self.path = cfg, path
-        self.session = onnx_session(path, cfg.threads, cfg.device, "detector", provider=cfg.provider)
+        threads = max(1, cfg.threads // cfg.workers)
+        self.session = onnx_session(path, threads, cfg.device, "detector", provider=cfg.provider)
         self.layout = read_layout(self.session, path)
         self.input_name = self.session.get_inputs()[0].name
         self._centers: dict[tuple[int, int], list[np.ndarray]] = {}

@@ -101,17 +101,33 @@ def native_windows(
     overlap: int,
     mode: str = "auto",
     upscale: float = 1.0,
+    parts: int = 1,
 ) -> list[tuple[int, int, int, int]]:
     """What to detect at native resolution (enlarged ``upscale`` times) in a ``width`` x ``height`` frame: its
     tiles (``mode`` tiles; each the input size once enlarged), the frame as one window (frame), or whichever has
-    fewer padded pixels (auto; tiles above MAX_FRAME_PIXELS)."""
+    fewer padded pixels (auto; tiles above MAX_FRAME_PIXELS). ``parts`` > 1: the frame as that many bands across
+    its longer side, overlapping as tiles do, to be detected at once (:mod:`stages.detect_runs`)."""
     tile = (max(32, round(input_size[0] / upscale)), max(32, round(input_size[1] / upscale)))
     tiles = tile_grid(width, height, tile, min(overlap, min(tile) - 1))
-    frame_px = pad32(round(width * upscale)) * pad32(round(height * upscale))
+    bands = _bands(width, height, parts, overlap)
+    frame_px = sum(
+        pad32(round((x1 - x0) * upscale)) * pad32(round((y1 - y0) * upscale)) for x0, y0, x1, y1 in bands
+    )
     tiles_px = len(tiles) * input_size[0] * input_size[1]
     if mode == "frame" or (mode == "auto" and frame_px < tiles_px and frame_px <= MAX_FRAME_PIXELS):
-        return [(0, 0, width, height)]
+        return bands
     return tiles
+
+
+def _bands(width: int, height: int, parts: int, overlap: int) -> list[tuple[int, int, int, int]]:
+    """The frame in ``parts`` bands across its longer side, neighbours sharing at least ``overlap`` px (one band,
+    the frame, when a band would be narrower than twice the overlap)."""
+    side = max(width, height)
+    band = -(-(side + (parts - 1) * overlap) // max(parts, 1))
+    if parts <= 1 or band < 2 * overlap or band >= side:
+        return [(0, 0, width, height)]
+    size = (band, height) if width >= height else (width, band)
+    return tile_grid(width, height, size, overlap)
 
 
 def _grow32(lo: float, hi: float, limit: int) -> tuple[int, int]:

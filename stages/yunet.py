@@ -21,7 +21,10 @@ __all__ = ["YuNetDetector"]
 
 @register("yunet")
 class YuNetDetector:
-    """OpenCV YuNet (``cv2.FaceDetectorYN``) on the CPU: any input size, one image at a time."""
+    """OpenCV YuNet (``cv2.FaceDetectorYN``) on the CPU: any input size, one image at a time, one call at a time
+    (its input size and threshold are set on the one network)."""
+
+    concurrent = False
 
     def __init__(self, cfg: DetectConfig, path: Path) -> None:
         if cfg.device != "cpu":

@@ -84,9 +84,15 @@ def _recorded(detector: FaceDetector) -> _Runs:
     return runs
 
 
-@pytest.mark.parametrize("name,runs", [("500m", 1), ("500m-no-batch-axis", 3), ("2.5g-batch-axis", 3)])
-def test_a_batch_is_one_run_only_where_the_model_takes_one(exports, group_photo, name, runs):
-    detector = FaceDetector(DetectConfig(model=str(exports(name)), threads=1, tiling="off"))
+@pytest.mark.parametrize(
+    "name,workers,runs",
+    [("500m", 1, 1), ("500m", 2, 2), ("500m-no-batch-axis", 1, 3), ("2.5g-batch-axis", 1, 3)],
+)
+def test_a_batch_is_one_run_only_where_the_model_takes_one(exports, group_photo, name, workers, runs):
+    """Frames of one call share a run where the model takes a batch (with two workers: one run per share), with
+    the detections of each frame alone."""
+    cfg = DetectConfig(model=str(exports(name)), threads=1, tiling="off", workers=workers)
+    detector = FaceDetector(cfg)
     frames = [group_photo, group_photo[:, ::-1].copy(), group_photo]
     alone = [detector.detect([f])[0] for f in frames]
     recorded = _recorded(detector)

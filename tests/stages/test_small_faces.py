@@ -57,7 +57,7 @@ def _near(found, centres) -> list[np.ndarray]:
 
 def _counting(min_face_px: float) -> tuple[FaceDetector, list[tuple[int, int]]]:
     """A detector recording the (height, width) of every image it runs on at native resolution (after any
-    enlargement)."""
+    enlargement; the passes of a call run at once, so in no set order)."""
     detector = FaceDetector(DetectConfig(model=str(require(SCRFD)), threads=1, min_face_px=min_face_px))
     seen, native = [], detector._impl.native
     detector._impl.native = lambda images, *rest: (
@@ -85,8 +85,9 @@ def test_small_faces_are_looked_at_enlarged_and_large_faces_keep_their_detection
             seen.clear()
             found[m] = detector.detect([frame])[0]
             small_found[m] += sum(len(k) > 0 for k in _near(found[m], SMALL))
-            assert all(h <= 1080 and w <= 1920 for h, w in seen[:1])  # the frame at its own size
-            extra = sum(h * w for h, w in seen[1:])
+            widths = [w for h, w in seen if h == 1080]  # the frame at its own size (in bands)
+            assert widths and sum(widths) >= 1920 and max(widths) <= 1920
+            extra = sum(h * w for h, w in seen if h != 1080)
             assert extra < 0.25 * 1920 * 1080 if m == 8 else extra == 0, (name, seen)
         for k12, k8 in zip(_near(found[12], LARGE), _near(found[8], LARGE)):
             assert len(k12) == len(k8) == 1, name
