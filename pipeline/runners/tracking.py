@@ -90,13 +90,31 @@ def detect_and_track(
 ) -> Iterator[tuple[Frame, Detections]]:
     """Detect and track ``frames`` (of any sources, each in its order) and yield each with its tracked detections;
     ``tracking(frame)`` is the frame's :class:`SourceTracking`. One detector call for all of them, or, where a
-    source has a detection schedule (``detect.full_every`` > 1), one frame at a time, so that each frame is
-    planned from the tracks and faces of the frame before it."""
+    source has a detection schedule (``detect.full_every`` > 1), one call per run of frames of different sources
+    (so that each frame is planned from the tracks and faces of its source's frame before it, and the frames of
+    several cameras still share a call, whose passes run side by side)."""
     scheduled = any(tracking(f).schedule.every > 1 for f in frames)
-    for group in [[f] for f in frames] if scheduled else [list(frames)]:
+    groups = _one_per_source(frames, tracking) if scheduled else [list(frames)] if frames else []
+    for group in groups:
         plans = [tracking(f).plan(f) for f in group]
         for frame, dets in zip(group, detect(detector, group, stats, plans)):
             yield frame, tracking(frame).frame(frame, dets, job, stats)
+
+
+def _one_per_source(
+    frames: Sequence[Frame], tracking: Callable[[Frame], SourceTracking]
+) -> list[list[Frame]]:
+    """``frames`` in order, cut into runs in which no source (no :class:`SourceTracking`) has two frames."""
+    groups: list[list[Frame]] = []
+    seen: set[int] = set()
+    for frame in frames:
+        mine = id(tracking(frame))
+        if not groups or mine in seen:
+            groups.append([])
+            seen = set()
+        groups[-1].append(frame)
+        seen.add(mine)
+    return groups
 
 
 @dataclass
