@@ -76,6 +76,14 @@ class DetectConfig(Section):
         description="detect the whole frame every n-th frame; in between only around live tracks and where the "
         "image moved (1 = the whole frame every frame)",
     )
+    complete_every: int = Field(
+        4,
+        ge=1,
+        le=1000,
+        description="full_every > 1, a frame seen at its own resolution too (tiling): every n-th full detection sees "
+        "all of it; the others see it letterboxed and at its own resolution only around live tracks and where the "
+        "image changed since the last full detection (half the frame or more changed: all of it; 1 = always all)",
+    )
     motion_threshold: int = Field(
         12,
         ge=1,

@@ -37,9 +37,9 @@ from .tiling import (
     SMALL_FACE_PX,
     merge_detections,
     native_windows,
-    needs_tiles,
     nms,
     region_windows,
+    sees_native,
     window_scale,
 )
 from .yunet import YuNetDetector  # noqa: F401 - registers backend "yunet"
@@ -56,7 +56,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-RESOLVES_PX = 10.0  # about the smallest face (px at the detector's input) SCRFD and YuNet find
 FINDS_PX = 12.0  # px at the detector's input from which they find most faces (10 px: a third at best)
 # min_face_px below FINDS_PX: windows around small faces are enlarged at most MAX_UPSCALE times; a small face
 # scored from CANDIDATE_SCORE is looked at again enlarged (at most MAX_CANDIDATES a frame, the best first), in a
@@ -353,9 +352,7 @@ class FaceDetector:
         whole frame is enough): its tiles or the frame itself (``detect.native_input``), never enlarged."""
         cfg = self.cfg
         h, w = image.shape[:2]
-        if cfg.tiling == "off" or (w <= self.input_size[0] and h <= self.input_size[1]):
-            return []
-        if cfg.tiling == "auto" and not needs_tiles(w, h, self.input_size, cfg.min_face_px, RESOLVES_PX):
+        if not sees_native(w, h, self.input_size, cfg.tiling, cfg.min_face_px):
             return []
         return native_windows(
             w, h, self.input_size, cfg.tile_overlap, cfg.native_input, parts=self._runs.workers

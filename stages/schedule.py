@@ -13,6 +13,12 @@ every ``full_every`` frames after it. In between, the detector looks only at reg
 
 An empty, still scene then costs almost nothing. When most of the image changed (a cut, a camera that pans), the
 frame is detected in full at once. ``full_every: 1`` detects everything in every frame (no schedule).
+
+Where a full detection also sees the frame at its own resolution (small faces in a large frame: the costliest
+pass), only every ``complete_every``-th one sees all of it. The others see the frame letterboxed (large faces
+anywhere) and at its own resolution around the live tracks and wherever the image changed since the last full
+detection: a face that is new there since then moved or appeared, so it changed the image. Half the frame or
+more changed: all of it.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import numpy as np
 
 from .config import DetectConfig
 from .thumbnail import thumbnail
+from .tiling import sees_native
 
 __all__ = ["DetectionSchedule", "motion_regions"]
 
@@ -29,6 +36,7 @@ THUMB_WIDTH = 160  # px: width of the grey thumbnails compared for motion
 MIN_MARGIN_PX = 16.0
 MIN_AREA = 128.0 * 128.0  # px: what searching the smallest region costs (the detector's smallest window)
 SCENE_CHANGE = 0.5  # share of the thumbnail's pixels that changed: a new scene, detected in full
+PARTIAL_SHARE = 0.5  # a full detection sees all of the frame at its own resolution where more of it changed
 
 
 def motion_regions(
@@ -50,9 +58,11 @@ def motion_regions(
 class DetectionSchedule:
     """Per-stream plan: ``plan(image, track_boxes)`` is None for a full detection, else the regions of interest
     ``[K, 5]`` to detect in (possibly none): xyxy in frame px and the side of the face expected there (px; 0 where
-    a face of any size may be, for motion)."""
+    a face of any size may be, for motion). A partial full detection is regions with the whole frame among them:
+    a region larger than the detector's input is seen letterboxed (:meth:`stages.detect.FaceDetector.detect`)."""
 
     def __init__(self, cfg: DetectConfig) -> None:
+        self.cfg = cfg
         self.every = cfg.full_every
         self.threshold = cfg.motion_threshold
         self.margin = cfg.region_margin
@@ -61,7 +71,9 @@ class DetectionSchedule:
 
     def reset(self) -> None:
         self._count = 0
+        self._fulls = 0
         self._previous: np.ndarray | None = None
+        self._at_full: np.ndarray | None = None  # the thumbnail of the last full detection
 
     def plan(self, image: np.ndarray, track_boxes: np.ndarray) -> np.ndarray | None:
         if self.every <= 1:
@@ -76,14 +88,44 @@ class DetectionSchedule:
         if moved is None:
             # due, or a new scene: the next full detection comes full_every frames after this one
             self._count = 1
-            return None
+            return self._full(thumb, scale, track_boxes, w, h, scene=not full)
         self._count += 1
+        return self._regions(track_boxes, moved, self.motion_share * w * h, w, h)
+
+    def _full(
+        self, thumb: np.ndarray, scale: float, track_boxes: np.ndarray, w: int, h: int, scene: bool
+    ) -> np.ndarray | None:
+        """A full detection: all of the frame (None), or, where the frame is also seen at its own resolution and
+        this is not a ``complete_every``-th one nor a new scene, the whole frame letterboxed with the tracks and
+        what changed since the last full detection."""
+        since, self._at_full = self._at_full, thumb
+        self._fulls += 1
+        cfg = self.cfg
+        partial = (
+            not scene
+            and (self._fulls - 1) % cfg.complete_every != 0
+            and since is not None
+            and since.shape == thumb.shape
+            and sees_native(w, h, tuple(cfg.input_size), cfg.tiling, cfg.min_face_px)
+        )
+        changed = motion_regions(since, thumb, self.threshold, scale) if partial else None
+        if changed is None or _area(changed).sum() > PARTIAL_SHARE * w * h:
+            self._fulls = 1  # complete: the next complete_every full detections count from here
+            return None
+        regions = self._regions(track_boxes, changed, np.inf, w, h)
+        return np.concatenate([regions, np.asarray([[0, 0, w, h, 0]], np.float32)])
+
+    def _regions(
+        self, track_boxes: np.ndarray, moved: np.ndarray, budget: float, w: int, h: int
+    ) -> np.ndarray:
+        """Regions around the tracks (with their face sizes) and the moving areas away from them (the smallest
+        first, up to ``budget`` px), clipped to the frame."""
         boxes = np.asarray(track_boxes, np.float32).reshape(-1, 4)
         side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
         grow = np.maximum(side * self.margin, MIN_MARGIN_PX)[:, None]
         around = boxes + np.concatenate([-grow, -grow, grow, grow], axis=1)
         moved = moved[~_overlaps(moved, around)]
-        moved = _smallest(moved, self.motion_share * w * h)
+        moved = _smallest(moved, budget)
         regions = np.concatenate(
             [np.column_stack([around, side]), np.column_stack([moved, np.zeros(len(moved), np.float32)])]
         ).astype(np.float32)
@@ -92,9 +134,14 @@ class DetectionSchedule:
         return regions
 
 
+def _area(boxes: np.ndarray) -> np.ndarray:
+    """The areas of ``boxes`` ``[K, 4]``, each at least MIN_AREA."""
+    return np.maximum((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), MIN_AREA)
+
+
 def _smallest(boxes: np.ndarray, budget: float) -> np.ndarray:
     """The smallest of ``boxes`` ``[K, 4]`` whose areas (each at least MIN_AREA) add up to at most ``budget``."""
-    area = np.maximum((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), MIN_AREA)
+    area = _area(boxes)
     order = np.argsort(area, kind="stable")
     return boxes[order[np.cumsum(area[order]) <= budget]]
 

@@ -27,6 +27,7 @@ __all__ = [
     "nms",
     "pad32",
     "region_windows",
+    "sees_native",
     "tile_grid",
     "tile_offsets",
     "window_scale",
@@ -38,6 +39,7 @@ WINDOW_GAP = 32.0  # px: regions closer than this share one detection window
 MIN_WINDOW = 128
 FACE_PX = 96.0  # px: a window around a tracked face is scaled so that the face is about this size
 SMALL_FACE_PX = 24.0  # px: a smaller face's window is enlarged toward this size (at most ``upscale`` times)
+RESOLVES_PX = 10.0  # about the smallest face (px at the detector's input) SCRFD and YuNet find
 MAX_FRAME_PIXELS = 4096 * 4096  # native_input auto: larger frames are tiled (bounded detector memory)
 
 
@@ -87,6 +89,17 @@ def needs_tiles(
     """Whether letterboxing a frame into ``input_size`` shrinks a ``min_face_px`` face below ``resolves_px``."""
     scale = min(input_size[0] / width, input_size[1] / height)
     return min_face_px * scale < resolves_px and (width > input_size[0] or height > input_size[1])
+
+
+def sees_native(
+    width: int, height: int, input_size: tuple[int, int], tiling: str, min_face_px: float
+) -> bool:
+    """Whether ``detect.tiling`` has a full detection see a ``width`` x ``height`` frame at its own resolution
+    too (on: whenever it is larger than the input; auto: where letterboxing would shrink a ``min_face_px`` face
+    below RESOLVES_PX)."""
+    if tiling == "off" or (width <= input_size[0] and height <= input_size[1]):
+        return False
+    return tiling == "on" or needs_tiles(width, height, input_size, min_face_px, RESOLVES_PX)
 
 
 def pad32(side: int) -> int:

@@ -127,3 +127,62 @@ def test_regions_limit_what_is_detected(regions, expected):
     plan = None if regions is None else np.asarray(regions, np.float32).reshape(-1, 5)
     assert len(detector.detect([frame], [plan])[0]) == 0
     assert sorted(seen) == sorted(expected)
+
+
+HD = (1080, 1920, 3)  # seen at its own resolution by a full detection (tiling auto, faces from 8 px)
+
+
+def _hd(changes: tuple[tuple[int, int, int, int], ...] = ()) -> np.ndarray:
+    img = np.full(HD, 90, np.uint8)
+    for x0, y0, x1, y1 in changes:
+        img[y0:y1, x0:x1] = 250
+    return img
+
+
+def _hd_schedule(complete_every: int = 4) -> DetectionSchedule:
+    return DetectionSchedule(
+        DetectConfig(model="x.onnx", full_every=2, min_face_px=8, complete_every=complete_every)
+    )
+
+
+def _is_partial(plan) -> bool:
+    """A full detection that sees the whole frame letterboxed only (a region of the whole frame among others)."""
+    return plan is not None and [0, 0, 1920, 1080, 0] in plan.tolist()
+
+
+@pytest.mark.parametrize(
+    "complete_every,complete", [(4, [0, 4, 8]), (2, [0, 2, 4, 6, 8]), (1, list(range(9)))]
+)
+def test_every_nth_full_detection_sees_all_of_a_large_frame(complete_every, complete):
+    schedule = _hd_schedule(complete_every)
+    plans = [schedule.plan(_hd(), NO_TRACKS) for _ in range(18)]
+    fulls = plans[::2]  # full_every 2: frames 0, 2, 4, ...
+    assert [k for k, p in enumerate(fulls) if p is None] == complete
+    assert all(_is_partial(p) and len(p) == 1 for p in fulls if p is not None)  # a still scene: nothing else
+    assert not any(_is_partial(p) for p in plans[1::2])  # frames between full detections are not full
+
+
+def test_a_partial_full_detection_sees_what_changed_since_the_last_full_one_and_the_tracks():
+    schedule = _hd_schedule()
+    schedule.plan(_hd(), NO_TRACKS)  # complete
+    schedule.plan(_hd(((100, 100, 140, 140),)), NO_TRACKS)  # appeared between full detections
+    track = np.asarray([[1000, 500, 1060, 560]], np.float32)
+    plan = schedule.plan(_hd(((100, 100, 140, 140),)), track)  # still there: changed since the last full one
+    assert _is_partial(plan)
+    around, changed = plan[plan[:, 4] > 0], plan[(plan[:, 4] == 0) & (plan[:, 2] < 1920)]
+    assert around[:, 4].tolist() == [60]
+    assert len(changed) >= 1 and changed[:, 0].min() <= 100 and changed[:, 2].max() >= 140
+
+
+def test_half_the_frame_changed_is_a_complete_full_detection():
+    schedule = _hd_schedule()
+    schedule.plan(_hd(), NO_TRACKS)
+    schedule.plan(_hd(), NO_TRACKS)
+    assert schedule.plan(_hd(((0, 0, 1920, 700),)), NO_TRACKS) is None
+
+
+def test_a_frame_the_letterbox_sees_whole_is_always_complete():
+    """640x360 fits the input: a full detection sees all of it at its own size anyway."""
+    schedule = DetectionSchedule(DetectConfig(model="x.onnx", full_every=2, min_face_px=8, complete_every=4))
+    plans = [schedule.plan(_frame(), NO_TRACKS) for _ in range(10)]
+    assert [p is None for p in plans[::2]] == [True] * 5
