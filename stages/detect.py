@@ -298,9 +298,9 @@ class FaceDetector:
     def letterboxed(self, images: Sequence[np.ndarray]) -> list[Detections]:
         """The images letterboxed into the input only, nothing at native resolution: how a portrait is seen (an
         enrollment photo's subject is large; at native resolution its background only adds faint false faces,
-        such as letters of a logo)."""
+        such as letters of a logo). Several images run in shares side by side."""
         self._check(images)
-        return self._run(images)
+        return [dets for dets, _ in self._passes(images, [(i, None, 1.0, None) for i in range(len(images))])]
 
     def _plan(
         self, image: np.ndarray, regions: np.ndarray | None
