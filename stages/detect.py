@@ -30,7 +30,7 @@ from core.types import Detections
 from .config import DetectConfig
 from .detect_runs import RunPool, shares
 from .detector_backends import create_backend
-from .detector_io import letterbox, shrink
+from .detector_io import letterbox
 from .errors import ModelError
 from .scrfd import ScrfdDetector  # noqa: F401 - registers backend "scrfd"
 from .tiling import (
@@ -330,9 +330,8 @@ class FaceDetector:
         if scale == 1.0:
             return crop, 1.0
         size = (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale)))
-        if scale < 1:
-            return shrink(crop, size), size[0] / (x1 - x0)
-        return cv2.resize(crop, size, interpolation=cv2.INTER_LINEAR), size[0] / (x1 - x0)
+        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        return cv2.resize(crop, size, interpolation=interp), size[0] / (x1 - x0)
 
     @staticmethod
     def _check(images: Sequence[np.ndarray]) -> None:
