@@ -1,11 +1,12 @@
 """Detector runs side by side (``detect.workers``).
 
-A small detector on a CPU uses its cores badly from inside one run: SCRFD-500M gains 1.05-1.27x from a second
-onnxruntime intra-op thread on 128-1280 px inputs, while two runs of one thread each side by side gain 1.9-2x
-(``docs/pipeline.md``). So the work of one detector call (whole frames letterboxed, windows at native resolution)
-is split into ``workers`` shares of about equal pixels, the largest item first into the lightest share
-(:func:`shares`), and the shares run at once: one on the calling thread, the others on a pool kept for the
-detector's life. Each share does its own resizing and blob making, which OpenCV and onnxruntime do without the GIL.
+A small detector on a CPU uses its cores badly from inside one run: SCRFD-500M gains 0.94-1.34x from a second
+onnxruntime intra-op thread on 128-736 px inputs, while two runs of one thread each side by side gain 1.82-2.07x
+(``bench/detect_threads.py``, ``docs/pipeline.md``). So the work of one detector call (whole frames letterboxed,
+windows at native resolution) is split into ``workers`` shares of about equal pixels, the largest item first into
+the lightest share (:func:`shares`), and the shares run at once: one on the calling thread, the others on a pool
+kept for the detector's life. Each share does its own resizing and blob making, which OpenCV and onnxruntime do
+without the GIL.
 """
 
 from __future__ import annotations
