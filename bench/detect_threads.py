@@ -23,6 +23,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.machine import describe  # noqa: E402
+from stages.errors import ModelError
 from stages.onnx_session import onnx_session
 
 MODEL = ROOT.parent / "shared" / "assets" / "models" / "scrfd_500m_bnkps.onnx"
@@ -54,7 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     print(describe(), flush=True)
-    sessions = {n: onnx_session(args.model, n, "cpu", "detector") for n in (1, 2)}
+    try:
+        sessions = {n: onnx_session(args.model, n, "cpu", "detector") for n in (1, 2)}
+    except ModelError as exc:
+        print(f"detect_threads: {exc}", file=sys.stderr)
+        return 2
     setups = {
         "1 thread": (sessions[1], 1),
         "2 threads": (sessions[2], 1),

@@ -22,3 +22,12 @@ def test_one_row_per_size_with_every_layout(capsys):
         assert len(cells) == 1 + len(detect_threads.LAYOUTS) + 2
         assert all(re.fullmatch(r"[\d.]+ \([\d.]+\)", c) for c in cells[1:-2])
         assert all(re.fullmatch(r"[\d.]+x", c) and float(c[:-1]) > 0 for c in cells[-2:])
+
+
+def test_a_missing_model_is_one_line_and_exit_2(tmp_path, capsys):
+    assert (
+        detect_threads.main(["--model", str(tmp_path / "none.onnx"), "--rounds", "1", "--sizes", "64x64"])
+        == 2
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "none.onnx" in err[0]
