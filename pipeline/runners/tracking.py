@@ -93,8 +93,10 @@ def detect_and_track(
     source has a detection schedule (``detect.full_every`` > 1), one call per run of frames of different sources
     (so that each frame is planned from the tracks and faces of its source's frame before it, and the frames of
     several cameras still share a call, whose passes run side by side)."""
-    scheduled = any(tracking(f).schedule.every > 1 for f in frames)
-    groups = _one_per_source(frames, tracking) if scheduled else [list(frames)] if frames else []
+    if any(tracking(f).schedule.every > 1 for f in frames):
+        groups = _one_per_source(frames, tracking)
+    else:
+        groups = [list(frames)] if frames else []
     for group in groups:
         plans = [tracking(f).plan(f) for f in group]
         for frame, dets in zip(group, detect(detector, group, stats, plans)):
