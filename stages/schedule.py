@@ -17,8 +17,11 @@ frame is detected in full at once. ``full_every: 1`` detects everything in every
 Where a full detection also sees the frame at its own resolution (small faces in a large frame: the costliest
 pass), only every ``complete_every``-th one sees all of it. The others see the frame letterboxed (large faces
 anywhere) and at its own resolution around the live tracks and wherever the image changed since the last full
-detection: a face that is new there since then moved or appeared, so it changed the image. Half the frame or
-more changed: all of it.
+detection: a face that is new there since then moved or appeared, so it changed the image. A changed area as tall
+as a near person (NEAR_FACES faces of the smallest size the letterboxed frame resolves: people near enough for the
+letterboxed frame to find their faces, or a crowd moving as one) is left to the letterboxed frame and the windows
+around its tracks; a small face new inside it waits for the next complete one. Half the frame or more changed
+elsewhere: all of it.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import numpy as np
 
 from .config import DetectConfig
 from .thumbnail import thumbnail
-from .tiling import sees_native
+from .tiling import RESOLVES_PX, sees_native
 
 __all__ = ["DetectionSchedule", "motion_regions"]
 
@@ -37,6 +40,7 @@ MIN_MARGIN_PX = 16.0
 MIN_AREA = 128.0 * 128.0  # px: what searching the smallest region costs (the detector's smallest window)
 SCENE_CHANGE = 0.5  # share of the thumbnail's pixels that changed: a new scene, detected in full
 PARTIAL_SHARE = 0.5  # a full detection sees all of the frame at its own resolution where more of it changed
+NEAR_FACES = 10.0  # a changed area this many letterbox-resolved faces tall is near (a body is 7-8 faces tall)
 
 
 def motion_regions(
@@ -109,11 +113,21 @@ class DetectionSchedule:
             and sees_native(w, h, tuple(cfg.input_size), cfg.tiling, cfg.min_face_px)
         )
         changed = motion_regions(since, thumb, self.threshold, scale) if partial else None
+        if changed is not None:
+            changed = changed[~self._near(changed, w, h)]
         if changed is None or _area(changed).sum() > PARTIAL_SHARE * w * h:
             self._fulls = 1  # complete: the next complete_every full detections count from here
             return None
         regions = self._regions(track_boxes, changed, np.inf, w, h)
         return np.concatenate([regions, np.asarray([[0, 0, w, h, 0]], np.float32)])
+
+    def _near(self, boxes: np.ndarray, w: int, h: int) -> np.ndarray:
+        """Mask of the changed areas ``[K, 4]`` at least NEAR_FACES faces of the smallest size the letterboxed
+        frame resolves tall: people near enough for the letterboxed frame to find their faces (or a crowd moving
+        as one)."""
+        iw, ih = self.cfg.input_size
+        fit = min(iw / w, ih / h, 1.0)
+        return boxes[:, 3] - boxes[:, 1] >= NEAR_FACES * RESOLVES_PX / fit
 
     def _regions(
         self, track_boxes: np.ndarray, moved: np.ndarray, budget: float, w: int, h: int

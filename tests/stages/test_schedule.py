@@ -186,3 +186,33 @@ def test_a_frame_the_letterbox_sees_whole_is_always_complete():
     schedule = DetectionSchedule(DetectConfig(model="x.onnx", full_every=2, min_face_px=8, complete_every=4))
     plans = [schedule.plan(_frame(), NO_TRACKS) for _ in range(10)]
     assert [p is None for p in plans[::2]] == [True] * 5
+
+
+@pytest.mark.parametrize(
+    "change,left_to_letterbox",
+    [
+        ((100, 100, 300, 1000), True),  # 900 px tall: a person near enough for the letterboxed frame
+        ((100, 100, 300, 300), False),  # 200 px: someone far away, seen at native resolution
+    ],
+)
+def test_a_partial_full_detection_leaves_a_near_person_to_the_letterbox(change, left_to_letterbox):
+    schedule = _hd_schedule()
+    schedule.plan(_hd(), NO_TRACKS)  # complete
+    schedule.plan(_hd((change,)), NO_TRACKS)
+    plan = schedule.plan(_hd((change,)), NO_TRACKS)  # full: changed since the last full one
+    assert _is_partial(plan)
+    changed = plan[plan[:, 2] - plan[:, 0] < 1920]
+    assert (len(changed) == 0) is left_to_letterbox
+
+
+def test_a_crowd_moving_as_one_near_the_camera_is_a_partial_full_detection():
+    """Changed areas spanning most of the frame (one connected area, 1100x1080), but as tall as people near enough
+    for the letterboxed frame: not all of it at native resolution, only the small change away from them."""
+    schedule = _hd_schedule()
+    schedule.plan(_hd(), NO_TRACKS)
+    schedule.plan(_hd(), NO_TRACKS)
+    crowd = ((0, 0, 1100, 60), (0, 0, 60, 1080), (1040, 0, 1100, 1080), (1500, 900, 1540, 940))
+    plan = schedule.plan(_hd(crowd), NO_TRACKS)
+    assert _is_partial(plan)
+    changed = plan[plan[:, 2] - plan[:, 0] < 1920]
+    assert len(changed) == 1 and changed[0, 0] <= 1500 and changed[0, 2] >= 1540
