@@ -51,7 +51,7 @@ class DetectConfig(Section):
         "or never (off)",
     )
     min_face_px: float = Field(
-        12.0,
+        8.0,
         gt=0.0,
         le=10000.0,
         description="the smallest face (px, box side in the frame) to find: with tiling auto, whether the frame is "
