@@ -175,10 +175,10 @@ def _costs(boxes: np.ndarray, width: int, height: int, upscale: float) -> np.nda
 def _merge(
     boxes: np.ndarray, gap: float, max_side: tuple[float, float], width: int, height: int, upscale: float
 ) -> np.ndarray:
-    """Boxes ``[K, 5]`` (xyxy, face) merged pairwise into their union, the pair saving the most detector pixels
-    first (:func:`_costs`), while a pair of the same kind (face size or none) saves any and its union fits
-    ``max_side``; two regions without a face size within ``gap`` px of each other always merge (a moving face may
-    span both)."""
+    """Boxes ``[K, 5]`` (xyxy, face) merged pairwise into their union while a pair of the same kind (face size or
+    none) saves detector pixels (:func:`_costs`) and its union fits ``max_side``, the pairs saving the most first
+    (each pass merges pairs of boxes not merged yet in it); two regions without a face size within ``gap`` px of
+    each other always merge (a moving face may span both)."""
     boxes = np.array(boxes, np.float64)
     while len(boxes) > 1:
         a, b = boxes[:, None], boxes[None]
@@ -202,12 +202,18 @@ def _merge(
         same = sized[:, None] == sized[None]
         fits = (union[..., 2] - union[..., 0] <= max_side[0]) & (union[..., 3] - union[..., 1] <= max_side[1])
         joins = same & fits & ((saving >= 0) | (near & ~sized[:, None] & ~sized[None]))
-        np.fill_diagonal(joins, False)
-        if not joins.any():
+        first, second = np.nonzero(np.triu(joins, k=1))
+        if not len(first):
             break
-        i, j = np.unravel_index(np.argmax(np.where(joins, saving, -np.inf)), joins.shape)
-        boxes[i] = union[i, j]
-        boxes = np.delete(boxes, j, axis=0)
+        taken = np.zeros(len(boxes), bool)
+        for n in np.argsort(
+            -saving[first, second], kind="stable"
+        ):  # the best pairs of distinct boxes at once
+            i, j = first[n], second[n]
+            if not (taken[i] or taken[j]):
+                taken[i] = taken[j] = True
+                boxes[i], boxes[j, 2] = union[i, j], -np.inf  # j: merged away
+        boxes = boxes[boxes[:, 2] > -np.inf]
     return boxes
 
 
