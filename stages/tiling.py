@@ -34,10 +34,9 @@ __all__ = [
 ]
 
 EDGE_MARGIN = 2.0  # px: a box this close to a tile's inner edge was cut by it
-WINDOW_GAP = 32.0  # px: moving areas closer than this share one detection window
+WINDOW_GAP = 32.0  # px: regions closer than this share one detection window
 # px: a window's smallest side (a face needs context around it to score as in the full frame)
 MIN_WINDOW = 128
-RUN_PX = 64 * 64  # px: about what one more window costs the detector beyond its pixels (SCRFD-500M, batched)
 FACE_PX = 96.0  # px: a window around a tracked face is scaled so that the face is about this size
 SMALL_FACE_PX = 24.0  # px: a smaller face's window is enlarged toward this size (at most ``upscale`` times)
 RESOLVES_PX = 10.0  # about the smallest face (px at the detector's input) SCRFD and YuNet find
@@ -152,68 +151,34 @@ def _grow32(lo: float, hi: float, limit: int) -> tuple[int, int]:
     return start, start + side
 
 
-def _sides(lo: np.ndarray, hi: np.ndarray, limit: int) -> np.ndarray:
-    """The sides :func:`_grow32` gives ``[lo, hi]`` (any shape)."""
-    side = np.maximum(MIN_WINDOW, np.ceil((np.ceil(hi) - np.floor(lo)) / 32) * 32)
-    return np.minimum(side, limit)
-
-
-def _costs(boxes: np.ndarray, width: int, height: int, upscale: float) -> np.ndarray:
-    """What detecting in the window of each box ``[..., 5]`` (xyxy, face) costs, in detector pixels: its grown sides
-    at its :func:`window_scale`, plus RUN_PX."""
-    face = boxes[..., 4]
-    safe = np.maximum(face, 1e-6)
-    scale = np.where(
-        face >= FACE_PX, FACE_PX / safe, np.minimum(upscale, np.maximum(1.0, SMALL_FACE_PX / safe))
-    )
-    scale = np.where(face > 0, scale, 1.0)
-    w = _sides(boxes[..., 0], boxes[..., 2], width)
-    h = _sides(boxes[..., 1], boxes[..., 3], height)
-    return w * h * scale * scale + RUN_PX
-
-
-def _merge(
-    boxes: np.ndarray, gap: float, max_side: tuple[float, float], width: int, height: int, upscale: float
-) -> np.ndarray:
-    """Boxes ``[K, 5]`` (xyxy, face) merged pairwise into their union while a pair of the same kind (face size or
-    none) saves detector pixels (:func:`_costs`) and its union fits ``max_side``, the pairs saving the most first
-    (each pass merges pairs of boxes not merged yet in it); two regions without a face size within ``gap`` px of
-    each other always merge (a moving face may span both)."""
-    boxes = np.array(boxes, np.float64)
-    while len(boxes) > 1:
-        a, b = boxes[:, None], boxes[None]
-        union = np.concatenate(
-            [
-                np.minimum(a[..., :2], b[..., :2]),
-                np.maximum(a[..., 2:4], b[..., 2:4]),
-                np.minimum(a[..., 4:], b[..., 4:]),
-            ],
-            axis=-1,
-        )
-        cost = _costs(boxes, width, height, upscale)
-        saving = cost[:, None] + cost[None] - _costs(union, width, height, upscale)
-        near = (
-            (a[..., 0] - gap < b[..., 2])
-            & (b[..., 0] - gap < a[..., 2])
-            & (a[..., 1] - gap < b[..., 3])
-            & (b[..., 1] - gap < a[..., 3])
-        )
-        sized = boxes[:, 4] > 0
-        same = sized[:, None] == sized[None]
-        fits = (union[..., 2] - union[..., 0] <= max_side[0]) & (union[..., 3] - union[..., 1] <= max_side[1])
-        joins = same & fits & ((saving >= 0) | (near & ~sized[:, None] & ~sized[None]))
-        first, second = np.nonzero(np.triu(joins, k=1))
-        if not len(first):
-            break
-        taken = np.zeros(len(boxes), bool)
-        for n in np.argsort(
-            -saving[first, second], kind="stable"
-        ):  # the best pairs of distinct boxes at once
-            i, j = first[n], second[n]
-            if not (taken[i] or taken[j]):
-                taken[i] = taken[j] = True
-                boxes[i], boxes[j, 2] = union[i, j], -np.inf  # j: merged away
-        boxes = boxes[boxes[:, 2] > -np.inf]
+def _merge(boxes: np.ndarray, gap: float, max_side: tuple[float, float]) -> np.ndarray:
+    """Boxes ``[K, 5]`` (xyxy, face) merged into their union while two of the same kind (face size or none) lie
+    within ``gap`` px and the union fits ``max_side``: passes over the boxes, each box merged into the first kept
+    one it may join, until a pass merges nothing (then no two kept boxes may join)."""
+    merged = True
+    while merged and len(boxes) > 1:
+        merged, kept, m = False, np.empty_like(boxes), 0
+        for box in boxes:
+            k = kept[:m]
+            near = (
+                (k[:, 0] - gap < box[2])
+                & (box[0] - gap < k[:, 2])
+                & (k[:, 1] - gap < box[3])
+                & (box[1] - gap < k[:, 3])
+            )
+            fits = (np.maximum(k[:, 2], box[2]) - np.minimum(k[:, 0], box[0]) <= max_side[0]) & (
+                np.maximum(k[:, 3], box[3]) - np.minimum(k[:, 1], box[1]) <= max_side[1]
+            )
+            joins = np.flatnonzero(near & fits & ((k[:, 4] > 0) == (box[4] > 0)))
+            if not len(joins):
+                kept[m], m = box, m + 1
+                continue
+            j = joins[0]
+            kept[j, :2] = np.minimum(kept[j, :2], box[:2])
+            kept[j, 2:4] = np.maximum(kept[j, 2:4], box[2:4])
+            kept[j, 4] = min(kept[j, 4], box[4])
+            merged = True
+        boxes = kept[:m]
     return boxes
 
 
@@ -226,15 +191,15 @@ def region_windows(
     upscale: float = 1.0,
 ) -> list[tuple[tuple[int, int, int, int], float]]:
     """Windows ``((x0, y0, x1, y1), scale)`` to detect in: the regions ``[K, 4]`` or ``[K, 5]`` (the fifth column:
-    the side of the face expected there, 0 or absent for any size) merged where that saves detector pixels
-    (:func:`_merge`) and the merged box stays within ``max_side`` (width, height), each grown to sides that are
+    the side of the face expected there, 0 or absent for any size) merged while they overlap or lie within ``gap``
+    px of each other and the merged box stays within ``max_side`` (width, height), each grown to sides that are
     multiples of 32, at least ``MIN_WINDOW`` (in the frame: a tiny face needs that much around it even when
     enlarged). Regions with a face size merge only with each other, and their window is scaled by
     :func:`window_scale` of its smallest face; the others are seen at native resolution."""
     rows = np.asarray(regions, np.float64)
     rows = rows.reshape(-1, rows.shape[-1]) if rows.size else np.zeros((0, 5))
     faces = rows[:, 4] if rows.shape[1] == 5 else np.zeros(len(rows))
-    boxes = _merge(np.column_stack([rows[:, :4], faces]), gap, max_side, width, height, upscale)
+    boxes = _merge(np.column_stack([rows[:, :4], faces]), gap, max_side)
     windows = []
     for x0, y0, x1, y1, face in boxes:
         if x1 <= x0 or y1 <= y0:

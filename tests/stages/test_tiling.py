@@ -5,21 +5,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from core.types import Detections
 from stages.config import DetectConfig
 from stages.detect import FaceDetector
-from stages.tiling import (
-    RUN_PX,
-    merge_detections,
-    native_windows,
-    needs_tiles,
-    region_windows,
-    tile_grid,
-    tile_offsets,
-)
+from stages.tiling import merge_detections, native_windows, needs_tiles, tile_grid, tile_offsets
 from tests.conftest import require
 from tests.stages.conftest import FRIENDS, SCRFD
 
@@ -189,55 +179,3 @@ def test_faces_of_10_px_are_found_when_min_face_px_asks_for_them():
             found[m] += sum(_hits(detector.detect([frame])[0], centres))
     assert detectors[8].upscale == 2.0 and detectors[12].upscale == 1.0
     assert found[8] >= 9 and found[8] >= 2 * found[12], found
-
-
-def _cost(windows) -> float:
-    """Detector pixels, plus what each run costs beyond them."""
-    return sum((x1 - x0) * (y1 - y0) * s * s + RUN_PX for (x0, y0, x1, y1), s in windows)
-
-
-def test_region_windows_merge_only_where_it_saves_detector_pixels():
-    # two tracked faces of 60 px, 40 px apart side by side: one window costs less than two
-    beside = np.asarray([[100, 100, 160, 160, 60], [200, 100, 260, 160, 60]], np.float32)
-    assert len(region_windows(beside, 1920, 1080)) == 1
-    # one above the other's right, 20 px apart diagonally: their union would be mostly empty
-    apart = np.asarray([[100, 100, 260, 260, 160], [280, 280, 440, 440, 160]], np.float32)
-    windows = region_windows(apart, 1920, 1080)
-    assert len(windows) == 2
-    # a small face beside a large one: merged, the large one would be seen enlarged with it
-    mixed = np.asarray([[100, 100, 300, 300, 200], [310, 100, 330, 120, 20]], np.float32)
-    windows = region_windows(mixed, 1920, 1080, upscale=2.0)
-    assert len(windows) == 2 and sorted(s for _, s in windows) == [0.48, 1.2]
-
-
-def test_moving_areas_close_together_always_share_a_window():
-    """A moving face may span two areas of change: within the gap they are seen as one."""
-    moved = np.asarray([[100, 100, 120, 400], [140, 100, 160, 400]], np.float32)
-    assert len(region_windows(moved, 1920, 1080)) == 1
-
-
-@given(
-    st.lists(
-        st.tuples(
-            st.integers(0, 1800),
-            st.integers(0, 1000),
-            st.integers(4, 300),
-            st.integers(4, 300),
-            st.sampled_from([0, 8, 20, 60, 150]),
-        ),
-        min_size=1,
-        max_size=24,
-    )
-)
-@settings(max_examples=60, deadline=None)
-def test_region_windows_cover_every_region_for_fewer_pixels(rows):
-    regions = np.asarray(
-        [[x, y, min(x + w, 1920), min(y + h, 1080), f] for x, y, w, h, f in rows], np.float32
-    )
-    merged = region_windows(regions, 1920, 1080, max_side=(640, 640), upscale=2.0)
-    alone = [w for r in regions for w in region_windows(r[None], 1920, 1080, upscale=2.0)]
-    for x0, y0, x1, y1, _ in regions:
-        assert any(wx0 <= x0 and wy0 <= y0 and x1 <= wx1 and y1 <= wy1 for (wx0, wy0, wx1, wy1), _ in merged)
-    moving = regions[regions[:, 4] == 0]
-    if not len(moving):  # moving areas within the gap merge whatever it costs
-        assert _cost(merged) <= _cost(alone) + 1e-6
