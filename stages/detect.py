@@ -259,9 +259,8 @@ class FaceDetector:
         """The passes' detections found from CANDIDATE_SCORE (``whole``: the letterboxed frame's, frame px;
         ``parts``: (window, the scale it was seen at, its detections in window px)) cut to their thresholds
         (``detect.score_threshold``; windows: ``threshold``), and the windows around the weak faces below
-        SMALL_FACE_PX as their pass saw them (the letterboxed frame shrinks them) that a larger scale may resolve
-        (at most MAX_CANDIDATES, the best scored first; :func:`stages.tiling.window_scale`): the weak score says a
-        face may be there."""
+        SMALL_FACE_PX that a larger scale may resolve (at most MAX_CANDIDATES, the best scored first;
+        :func:`stages.tiling.window_scale`): the weak score says a face may be there."""
         cfg = self.cfg
         h, w = image.shape[:2]
         seen = min(self.input_size[0] / max(w, 1), self.input_size[1] / max(h, 1))
@@ -274,7 +273,7 @@ class FaceDetector:
             boxes = dets.xyxy + np.asarray([x0, y0, x0, y0], np.float32)
             side = (boxes[:, 2:] - boxes[:, :2]).max(axis=1)
             larger = np.asarray([window_scale(s, self.upscale) > scale * 1.01 for s in side], bool)
-            worth = ~strong & (side * scale < SMALL_FACE_PX) & larger
+            worth = ~strong & (side < SMALL_FACE_PX) & larger
             strong_boxes.append(boxes[strong])
             weak_boxes.append(boxes[worth])
             weak_scores.append(dets.score[worth])

@@ -18,7 +18,7 @@ Where a full detection also sees the frame at its own resolution (small faces in
 pass), only every ``complete_every``-th one sees all of it. The others see the frame letterboxed (large faces
 anywhere) and at its own resolution around the live tracks and wherever the image changed since the last full
 detection: a face that is new there since then moved or appeared, so it changed the image. A changed area as tall
-as a near person (NEAR_FACES faces of the smallest size the letterboxed frame resolves: people near enough for the
+as a near person (NEAR_FACES faces of SMALL_FACE_PX as the letterboxed frame sees them: people near enough for the
 letterboxed frame to find their faces, or a crowd moving as one) is left to the letterboxed frame and the windows
 around its tracks; a small face new inside it waits for the next complete one. Half the frame or more changed
 elsewhere: all of it.
@@ -31,7 +31,7 @@ import numpy as np
 
 from .config import DetectConfig
 from .thumbnail import thumbnail
-from .tiling import RESOLVES_PX, sees_native
+from .tiling import SMALL_FACE_PX, sees_native
 
 __all__ = ["DetectionSchedule", "motion_regions"]
 
@@ -40,7 +40,7 @@ MIN_MARGIN_PX = 16.0
 MIN_AREA = 128.0 * 128.0  # px: what searching the smallest region costs (the detector's smallest window)
 SCENE_CHANGE = 0.5  # share of the thumbnail's pixels that changed: a new scene, detected in full
 PARTIAL_SHARE = 0.5  # a full detection sees all of the frame at its own resolution where more of it changed
-NEAR_FACES = 10.0  # a changed area this many letterbox-resolved faces tall is near (a body is 7-8 faces tall)
+NEAR_FACES = 8.0  # this many faces of SMALL_FACE_PX (as the letterboxed frame sees them) tall: a near person
 
 
 def motion_regions(
@@ -122,12 +122,12 @@ class DetectionSchedule:
         return np.concatenate([regions, np.asarray([[0, 0, w, h, 0]], np.float32)])
 
     def _near(self, boxes: np.ndarray, w: int, h: int) -> np.ndarray:
-        """Mask of the changed areas ``[K, 4]`` at least NEAR_FACES faces of the smallest size the letterboxed
-        frame resolves tall: people near enough for the letterboxed frame to find their faces (or a crowd moving
-        as one)."""
+        """Mask of the changed areas ``[K, 4]`` at least NEAR_FACES faces of SMALL_FACE_PX (as the letterboxed frame
+        sees them) tall: people near enough for the letterboxed frame to find their faces (a body is 7-8 faces
+        tall), or a crowd moving as one. 1920x1080 in a 640 input: 576 px."""
         iw, ih = self.cfg.input_size
         fit = min(iw / w, ih / h, 1.0)
-        return boxes[:, 3] - boxes[:, 1] >= NEAR_FACES * RESOLVES_PX / fit
+        return boxes[:, 3] - boxes[:, 1] >= NEAR_FACES * SMALL_FACE_PX / fit
 
     def _regions(
         self, track_boxes: np.ndarray, moved: np.ndarray, budget: float, w: int, h: int
