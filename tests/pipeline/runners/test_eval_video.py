@@ -12,7 +12,7 @@ import pytest
 import run_pipeline
 from facemoe.evaluate.video import ScoredTrack, evaluate_tracks, read_ground_truth
 from pipeline.runners.eval_video import run_tracks
-from tests.conftest import ASSETS, ROOT, require
+from tests.conftest import ASSETS, ROOT, on_the_fridge, require
 
 FRIENDS_GT = ROOT / "tests" / "facemoe" / "evaluate" / "data" / "friends_in_video_gt.csv"
 FRIENDS_VIDEO = ASSETS / "videos" / "friends_in_video.mp4"
@@ -88,14 +88,10 @@ def test_cli_bad_inputs_one_line_exit_2(case, message, tmp_path, capsys, monkeyp
 
 # ---------------------------------------------------------------- the real clip, end to end
 
-# Besides the six, the clip holds one more face: a photo on the fridge (about 14 px, top right, 18.9-23.0 s), which
-# faces from 8 px find where a complete full detection falls on it (no ground truth: a non-mated track)
-FRIDGE_PHOTO = (1180.0, 1240.0, 80.0, 125.0)  # x_min, x_max, y_min, y_max of its face centre
-
 
 def _on_the_fridge(tracks) -> list:
-    x0, x1, y0, y1 = FRIDGE_PHOTO
-    return [t for t in tracks if t.centre is not None and x0 <= t.centre[0] <= x1 and y0 <= t.centre[1] <= y1]
+    """The tracks of the photo on the fridge (tests.conftest.FRIDGE_PHOTO): no ground truth, non-mated."""
+    return [t for t in tracks if on_the_fridge(t.centre)]
 
 
 @pytest.fixture(scope="module")
