@@ -35,6 +35,7 @@ from .errors import ModelError
 from .scrfd import ScrfdDetector  # noqa: F401 - registers backend "scrfd"
 from .tiling import (
     SMALL_FACE_PX,
+    letterbox_scale,
     merge_detections,
     native_windows,
     nms,
@@ -231,8 +232,7 @@ class FaceDetector:
         """About the pixels a pass runs the detector on."""
         if window is None:
             h, w = image.shape[:2]
-            fit = min(self.input_size[0] / w, self.input_size[1] / h)
-            return w * h * fit * fit
+            return w * h * letterbox_scale(w, h, self.input_size) ** 2
         x0, y0, x1, y1 = window
         return (x1 - x0) * (y1 - y0) * scale * scale
 
@@ -263,7 +263,7 @@ class FaceDetector:
         :func:`stages.tiling.window_scale`): the weak score says a face may be there."""
         cfg = self.cfg
         h, w = image.shape[:2]
-        seen = min(self.input_size[0] / max(w, 1), self.input_size[1] / max(h, 1))
+        seen = letterbox_scale(w, h, self.input_size)
         passes = [(whole, cfg.score_threshold, seen, (0, 0))]
         passes += [(dets, threshold, scale, win[:2]) for win, scale, dets in parts]
         kept, strong_boxes, weak_boxes, weak_scores = [], [], [], []

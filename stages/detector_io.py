@@ -9,7 +9,7 @@ import numpy as np
 from core.types import Detections
 
 from .config import DetectConfig
-from .tiling import nms, pad32
+from .tiling import letterbox_scale, nms, pad32
 
 __all__ = ["finish", "letterbox", "padded", "unscaled"]
 
@@ -20,7 +20,7 @@ def letterbox(image: np.ndarray, size: tuple[int, int], fit: bool = False) -> tu
     640x384), so the detector does not run on padding."""
     w, h = size
     ih, iw = image.shape[:2]
-    scale = min(w / iw, h / ih)
+    scale = letterbox_scale(iw, ih, size)
     nw, nh = max(1, round(iw * scale)), max(1, round(ih * scale))
     if fit:
         w, h = min(w, pad32(nw)), min(h, pad32(nh))

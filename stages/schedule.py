@@ -31,7 +31,7 @@ import numpy as np
 
 from .config import DetectConfig
 from .thumbnail import thumbnail
-from .tiling import SMALL_FACE_PX, sees_native
+from .tiling import SMALL_FACE_PX, letterbox_scale, sees_native
 
 __all__ = ["DetectionSchedule", "motion_regions"]
 
@@ -125,8 +125,7 @@ class DetectionSchedule:
         """Mask of the changed areas ``[K, 4]`` at least NEAR_FACES faces of SMALL_FACE_PX (as the letterboxed frame
         sees them) tall: people near enough for the letterboxed frame to find their faces (a body is 7-8 faces
         tall), or a crowd moving as one. 1920x1080 in a 640 input: 576 px."""
-        iw, ih = self.cfg.input_size
-        fit = min(iw / w, ih / h, 1.0)
+        fit = letterbox_scale(w, h, tuple(self.cfg.input_size))
         return boxes[:, 3] - boxes[:, 1] >= NEAR_FACES * SMALL_FACE_PX / fit
 
     def _regions(

@@ -23,6 +23,7 @@ from core.types import Detections
 __all__ = [
     "merge_detections",
     "native_windows",
+    "letterbox_scale",
     "needs_tiles",
     "nms",
     "pad32",
@@ -83,11 +84,16 @@ def tile_grid(
     ]
 
 
+def letterbox_scale(width: int, height: int, input_size: tuple[int, int]) -> float:
+    """How much letterboxing shrinks (or enlarges) a ``width`` x ``height`` frame to fit ``input_size``."""
+    return min(input_size[0] / max(width, 1), input_size[1] / max(height, 1))
+
+
 def needs_tiles(
     width: int, height: int, input_size: tuple[int, int], min_face_px: float, resolves_px: float
 ) -> bool:
     """Whether letterboxing a frame into ``input_size`` shrinks a ``min_face_px`` face below ``resolves_px``."""
-    scale = min(input_size[0] / width, input_size[1] / height)
+    scale = letterbox_scale(width, height, input_size)
     return min_face_px * scale < resolves_px and (width > input_size[0] or height > input_size[1])
 
 
