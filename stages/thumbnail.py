@@ -10,9 +10,10 @@ __all__ = ["thumbnail"]
 
 def thumbnail(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """``image`` reduced to ``size`` (w, h) by area averaging, cheaply on large frames: rows and columns are first
-    decimated to about four per thumbnail pixel (a 3840x2160 frame to 160x90: 0.8 ms instead of 4.8): every
-    ``step``-th row and column from the first, the last partial step dropped, taken by a nearest-neighbour resize
-    by a whole factor (1920x1080: 0.4 ms, against 1.3 ms for a strided view, which resize copies first)."""
+    decimated to about four per thumbnail pixel, every ``step``-th row and column from the first (the last partial
+    step dropped), by a nearest-neighbour resize by a whole factor. To 160x90 on a 2-core AMD EPYC: 0.5 ms from
+    1920x1080 and 0.4 ms from 3840x2160, against 1.25 ms through a strided view (which resize copies first) and
+    1.5 / 6.9 ms averaging the whole frame."""
     h, w = image.shape[:2]
     step = max(1, min(w // (4 * size[0]), h // (4 * size[1])))
     if step > 1:
